@@ -1,0 +1,85 @@
+//! Spec errors as miette diagnostics: a code, the message naming the offending name, labelled
+//! spans in the spec source (rendered as `file:line:column`) and a help line.
+
+use std::fmt;
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+
+use crate::spans::Span;
+
+#[derive(Debug, Clone)]
+pub struct SpecError {
+    pub code: &'static str,
+    pub message: String,
+    pub labels: Vec<(Span, String)>,
+    pub help: Option<String>,
+    source: Option<NamedSource<String>>,
+}
+
+impl SpecError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        SpecError { code, message: message.into(), labels: Vec::new(), help: None, source: None }
+    }
+
+    pub fn label(mut self, span: Span, text: impl Into<String>) -> Self {
+        self.labels.push((span, text.into()));
+        self
+    }
+
+    pub fn help(mut self, text: impl Into<String>) -> Self {
+        self.help = Some(text.into());
+        self
+    }
+
+    pub(crate) fn with_source(mut self, source: NamedSource<String>) -> Self {
+        self.source = Some(source);
+        self
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl Diagnostic for SpecError {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new(self.code))
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(self.labels.iter().map(|(s, t)| LabeledSpan::new(Some(t.clone()), s.offset, s.len.max(1)))))
+    }
+}
+
+/// Every error found in one spec, in source order.
+#[derive(Debug, thiserror::Error)]
+#[error("{} error(s) in saga spec {file}", errors.len())]
+pub struct SpecErrors {
+    pub file: String,
+    pub errors: Vec<SpecError>,
+}
+
+impl SpecErrors {
+    /// Renders all diagnostics without colour, so the text is stable for snapshots and logs.
+    pub fn render(&self) -> String {
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+        let mut out = String::new();
+        for e in &self.errors {
+            // Writing into a String cannot fail; a failure would only drop this diagnostic's text.
+            let _ = handler.render_report(&mut out, e);
+        }
+        out
+    }
+}

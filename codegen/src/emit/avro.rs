@@ -1,0 +1,132 @@
+//! Avro schemas: one per event. Each schema is the whole message: the envelope fields
+//! (event id, saga key, occurred-at, trace context) and a `payload` record with the event's
+//! fields. The wire format is Avro single-object encoding of that record.
+
+use apache_avro::Schema;
+use apache_avro::rabin::Rabin;
+use serde_json::{Map, Value, json};
+
+use crate::ir::{self, Field, Saga, Type, TypeKind, pascal};
+
+/// Marks the file as generated; Avro ignores unknown attributes and the parsing canonical
+/// form (hence the fingerprint) drops them.
+const GENERATED: &str = "by `cargo xtask gen`; do not edit";
+
+/// A schema of one event, ready to write and embed.
+pub struct EventSchema {
+    pub event: String,
+    pub file_name: String,
+    pub json: Value,
+    /// Compact JSON embedded in the generated Rust.
+    pub compact: String,
+    /// CRC-64-AVRO (Rabin) fingerprint of the parsing canonical form, as on the wire.
+    pub fingerprint: [u8; 8],
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("generated Avro schema for `{event}` is invalid: {source}")]
+pub struct SchemaError {
+    event: String,
+    source: apache_avro::Error,
+}
+
+pub fn schemas(saga: &Saga) -> Result<Vec<EventSchema>, SchemaError> {
+    let mut out = Vec::new();
+    for e in &saga.events {
+        let json = event_schema(saga, e);
+        let compact = json.to_string();
+        let schema = Schema::parse_str(&compact).map_err(|source| SchemaError { event: e.name.clone(), source })?;
+        let fp = schema.fingerprint::<Rabin>().bytes;
+        let mut fingerprint = [0u8; 8];
+        for (dst, src) in fingerprint.iter_mut().zip(fp.iter()) {
+            *dst = *src;
+        }
+        out.push(EventSchema {
+            event: e.name.clone(),
+            file_name: format!("{}.avsc", e.name),
+            json,
+            compact,
+            fingerprint,
+        });
+    }
+    Ok(out)
+}
+
+fn event_schema(saga: &Saga, e: &ir::Event) -> Value {
+    let name = pascal(&e.name);
+    let uuid = json!({ "type": "string", "logicalType": "uuid" });
+    let mut defined = Vec::new();
+    let payload_fields: Vec<Value> = e.fields.iter().map(|f| field(saga, f, &mut defined)).collect();
+    json!({
+        "@generated": GENERATED,
+        "type": "record",
+        "name": name,
+        "namespace": saga.namespace,
+        "doc": doc_or(&e.doc, &format!("Event `{}`.", e.name)),
+        "fields": [
+            { "name": "event_id", "type": uuid, "doc": "Unique id of this event; consumers deduplicate on it." },
+            { "name": saga.key, "type": uuid, "doc": "Saga key; also the Kafka partition key, so one saga's events stay ordered." },
+            { "name": "occurred_at", "type": { "type": "long", "logicalType": "timestamp-micros" }, "doc": "When the event happened (UTC)." },
+            { "name": "traceparent", "type": ["null", "string"], "default": null, "doc": "W3C trace context `traceparent`." },
+            { "name": "tracestate", "type": ["null", "string"], "default": null, "doc": "W3C trace context `tracestate`." },
+            { "name": "payload", "type": {
+                "type": "record",
+                "name": format!("{name}Payload"),
+                "doc": format!("Fields of `{}`.", e.name),
+                "fields": payload_fields,
+            } },
+        ],
+    })
+}
+
+fn doc_or(doc: &Option<String>, fallback: &str) -> String {
+    doc.clone().unwrap_or_else(|| fallback.to_string())
+}
+
+fn field(saga: &Saga, f: &Field, defined: &mut Vec<String>) -> Value {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(f.name));
+    m.insert("type".into(), ty(saga, &f.ty, defined));
+    if let Some(d) = &f.doc {
+        m.insert("doc".into(), json!(d));
+    } else if f.ty == Type::Money {
+        m.insert("doc".into(), json!("Money in integer minor units."));
+    }
+    if let Some(d) = &f.default {
+        m.insert("default".into(), d.clone());
+    } else if matches!(f.ty, Type::Optional(_)) {
+        m.insert("default".into(), Value::Null);
+    }
+    Value::Object(m)
+}
+
+/// A named type is defined in full where it first appears and referenced by name after, as
+/// Avro requires.
+fn ty(saga: &Saga, t: &Type, defined: &mut Vec<String>) -> Value {
+    match t {
+        Type::Uuid => json!({ "type": "string", "logicalType": "uuid" }),
+        Type::String => json!("string"),
+        Type::Bool => json!("boolean"),
+        Type::Int => json!("int"),
+        Type::Long | Type::Money => json!("long"),
+        Type::Double => json!("double"),
+        Type::Timestamp => json!({ "type": "long", "logicalType": "timestamp-micros" }),
+        Type::Array(inner) => json!({ "type": "array", "items": ty(saga, inner, defined) }),
+        Type::Optional(inner) => json!(["null", ty(saga, inner, defined)]),
+        Type::Record(n) | Type::Enum(n) => {
+            if defined.contains(n) {
+                return json!(n);
+            }
+            defined.push(n.clone());
+            let Some(def) = saga.types.iter().find(|d| d.name == *n) else { return json!(n) };
+            let doc = doc_or(&def.doc, &format!("Type `{n}`."));
+            match &def.kind {
+                TypeKind::Enum(symbols) => json!({ "type": "enum", "name": n, "doc": doc, "symbols": symbols }),
+                TypeKind::Record(fields) => {
+                    let fs: Vec<Value> = fields.iter().map(|f| field(saga, f, defined)).collect();
+                    json!({ "type": "record", "name": n, "doc": doc, "fields": fs })
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Stage 1: the spec as written, deserialized with serde_yaml. No checking beyond shape:
+//! names are plain strings here and get resolved by the validator.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+
+/// A YAML mapping that keeps source order and duplicate keys (the validator reports
+/// duplicates with both locations instead of silently keeping the last one).
+#[derive(Debug, Clone)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<V> Default for OrderedMap<V> {
+    fn default() -> Self {
+        OrderedMap(Vec::new())
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for OrderedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V2<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for V2<V> {
+            type Value = OrderedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(OrderedMap(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = m.next_entry::<String, V>()? {
+                    out.push((k, v));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_map(V2(std::marker::PhantomData))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    pub saga: String,
+    #[serde(default)]
+    pub doc: Option<String>,
+    /// Avro namespace of every schema.
+    pub namespace: String,
+    /// The saga key every event carries; also the Kafka partition key.
+    pub key: String,
+    pub services: Vec<String>,
+    pub topics: OrderedMap<TopicSpec>,
+    #[serde(default)]
+    pub types: OrderedMap<TypeSpec>,
+    #[serde(default)]
+    pub commands: OrderedMap<CommandSpec>,
+    pub events: OrderedMap<EventSpec>,
+    #[serde(default)]
+    pub status: Option<StatusSpec>,
+    #[serde(default)]
+    pub compensations: Vec<CompensationSpec>,
+    #[serde(default)]
+    pub delivery: Option<DeliverySpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    pub partitions: i64,
+    #[serde(default)]
+    pub doc: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeSpec {
+    #[serde(default)]
+    pub doc: Option<String>,
+    #[serde(default)]
+    pub fields: Option<OrderedMap<FieldSpec>>,
+    #[serde(default, rename = "enum")]
+    pub symbols: Option<Vec<String>>,
+}
+
+/// `name: type` or `name: { type, doc, default }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FieldSpec {
+    Short(String),
+    Long(FieldLong),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldLong {
+    #[serde(rename = "type")]
+    pub ty: String,
+    #[serde(default)]
+    pub doc: Option<String>,
+    /// A default makes the field safe to add: data written before it decodes.
+    #[serde(default)]
+    pub default: Option<serde_yaml::Value>,
+}
+
+impl FieldSpec {
+    pub fn ty(&self) -> &str {
+        match self {
+            FieldSpec::Short(t) => t,
+            FieldSpec::Long(l) => &l.ty,
+        }
+    }
+    pub fn doc(&self) -> Option<&str> {
+        match self {
+            FieldSpec::Short(_) => None,
+            FieldSpec::Long(l) => l.doc.as_deref(),
+        }
+    }
+    pub fn default(&self) -> Option<&serde_yaml::Value> {
+        match self {
+            FieldSpec::Short(_) => None,
+            FieldSpec::Long(l) => l.default.as_ref(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    pub service: String,
+    #[serde(default)]
+    pub doc: Option<String>,
+    #[serde(default)]
+    pub fields: OrderedMap<FieldSpec>,
+    pub emits: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    pub topic: String,
+    pub publisher: String,
+    #[serde(default)]
+    pub doc: Option<String>,
+    /// `success` (default) or `failure`: a failure outcome changed nothing, so there is
+    /// nothing to compensate.
+    #[serde(default)]
+    pub outcome: Option<String>,
+    /// Consumed outside the saga (analytics, ...); may have no subscriber here.
+    #[serde(default)]
+    pub external: bool,
+    /// Subscribing service -> the events it may publish in reply.
+    #[serde(default)]
+    pub subscribers: OrderedMap<Option<Vec<String>>>,
+    #[serde(default)]
+    pub fields: OrderedMap<FieldSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSpec {
+    pub owner: String,
+    pub initial: String,
+    pub states: Vec<String>,
+    #[serde(default)]
+    pub terminal: Vec<String>,
+    #[serde(default)]
+    pub transitions: Vec<TransitionSpec>,
+    #[serde(default)]
+    pub timeouts: OrderedMap<TimeoutSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitionSpec {
+    pub from: String,
+    pub on: String,
+    pub to: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSpec {
+    pub after: String,
+    pub to: String,
+    #[serde(default)]
+    pub emits: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompensationSpec {
+    pub on: String,
+    pub service: String,
+    pub undoes: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySpec {
+    #[serde(default)]
+    pub default: Option<RetrySpec>,
+    #[serde(default)]
+    pub dlq_suffix: Option<String>,
+    #[serde(default)]
+    pub consumers: OrderedMap<RetrySpec>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+    #[serde(default)]
+    pub backoff: Option<BackoffSpec>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffSpec {
+    pub initial: String,
+    pub max: String,
+}
+
+/// Deserializes the spec; the error keeps serde_yaml's location when it has one.
+pub fn parse(source: &str) -> Result<Spec, (Option<usize>, String)> {
+    serde_yaml::from_str(source).map_err(|e| (e.location().map(|l| l.index()), e.to_string()))
+}

@@ -1,0 +1,180 @@
+//! Every class of spec error, on a small inline spec, with the exact rendered diagnostic
+//! (file:line:column, the offending name, a hint) pinned by an insta snapshot.
+
+const BASE: &str = r#"saga: mini
+namespace: test.mini
+key: order_id
+services: [order, product]
+topics:
+  orders: { partitions: 1 }
+types:
+  Item: { fields: { sku: string } }
+commands:
+  Place: { service: order, emits: order.placed }
+events:
+  order.placed:
+    topic: orders
+    publisher: order
+    subscribers:
+      product: [stock.reserved, stock.failed]
+    fields: { items: "[Item]" }
+  stock.reserved:
+    topic: orders
+    publisher: product
+    subscribers: { order: [order.completed] }
+  stock.failed:
+    topic: orders
+    publisher: product
+    outcome: failure
+    subscribers:
+      order: []
+  order.completed:
+    topic: orders
+    publisher: order
+    external: true
+  order.cancelled:
+    topic: orders
+    publisher: order
+    subscribers:
+      product: []
+status:
+  owner: order
+  initial: placed
+  states: [placed, reserved, failed, cancelled]
+  terminal: [reserved, failed, cancelled]
+  transitions:
+    - { from: placed, on: stock.reserved, to: reserved }
+    - { from: placed, on: stock.failed, to: failed }
+  timeouts:
+    placed: { after: 10s, to: cancelled, emits: order.cancelled }
+compensations:
+  - { on: order.cancelled, service: product, undoes: stock.reserved }
+"#;
+
+/// The base spec with one edit; the edit must apply.
+fn edit(from: &str, to: &str) -> String {
+    assert_eq!(BASE.matches(from).count(), 1, "edit target `{from}` must occur once");
+    BASE.replacen(from, to, 1)
+}
+
+fn render(yaml: &str) -> String {
+    match saga_codegen::check("spec/fixture.yaml", yaml) {
+        Ok(_) => panic!("spec unexpectedly valid"),
+        Err(e) => format!("{}\n{}", e, e.render()),
+    }
+}
+
+#[test]
+fn base_is_valid() {
+    if let Err(e) = saga_codegen::check("spec/fixture.yaml", BASE) {
+        panic!("{}", e.render());
+    }
+}
+
+#[test]
+fn malformed_yaml() {
+    insta::assert_snapshot!(render(&edit("orders: { partitions: 1 }", "orders: { partitions: 1")));
+}
+
+#[test]
+fn wrong_shape() {
+    insta::assert_snapshot!(render(&edit("    outcome: failure\n", "    outcome: failure\n    retries: 3\n")));
+}
+
+#[test]
+fn unknown_event() {
+    insta::assert_snapshot!(render(&edit("[stock.reserved, stock.failed]", "[stock.reserved, stock.faild]")));
+}
+
+#[test]
+fn unknown_service() {
+    insta::assert_snapshot!(render(&edit("      product: []\n", "      warehouse: []\n")));
+}
+
+#[test]
+fn unknown_state() {
+    insta::assert_snapshot!(render(&edit("to: reserved }", "to: reserve }")));
+}
+
+#[test]
+fn unknown_type() {
+    insta::assert_snapshot!(render(&edit(r#"items: "[Item]""#, r#"items: "[Itme]""#)));
+}
+
+#[test]
+fn bad_field_type() {
+    insta::assert_snapshot!(render(&edit(r#"items: "[Item]""#, r#"items: "[Item""#)));
+}
+
+#[test]
+fn duplicate_name() {
+    insta::assert_snapshot!(render(&edit(
+        "  orders: { partitions: 1 }\n",
+        "  orders: { partitions: 1 }\n  orders: { partitions: 2 }\n"
+    )));
+}
+
+#[test]
+fn duplicate_state() {
+    insta::assert_snapshot!(render(&edit(
+        "states: [placed, reserved, failed, cancelled]",
+        "states: [placed, reserved, failed, cancelled, failed]"
+    )));
+}
+
+#[test]
+fn event_published_by_a_service_that_is_not_its_publisher() {
+    insta::assert_snapshot!(render(&edit(
+        "[stock.reserved, stock.failed]",
+        "[stock.reserved, stock.failed, order.completed]"
+    )));
+}
+
+#[test]
+fn event_without_subscriber() {
+    insta::assert_snapshot!(render(&edit("    external: true\n", "")));
+}
+
+#[test]
+fn unreachable_state() {
+    insta::assert_snapshot!(render(&edit(
+        "  states: [placed, reserved, failed, cancelled]\n  terminal: [reserved, failed, cancelled]",
+        "  states: [placed, reserved, failed, cancelled, archived]\n  terminal: [reserved, failed, cancelled, archived]"
+    )));
+}
+
+#[test]
+fn terminal_state_with_outgoing_transition() {
+    insta::assert_snapshot!(render(&edit(
+        "    - { from: placed, on: stock.failed, to: failed }\n",
+        "    - { from: placed, on: stock.failed, to: failed }\n    - { from: reserved, on: stock.failed, to: failed }\n"
+    )));
+}
+
+#[test]
+fn non_terminal_state_without_timeout() {
+    insta::assert_snapshot!(render(&edit("terminal: [reserved, failed, cancelled]", "terminal: [failed, cancelled]")));
+}
+
+#[test]
+fn compensation_undoing_a_failure() {
+    insta::assert_snapshot!(render(&edit("undoes: stock.reserved", "undoes: stock.failed")));
+}
+
+#[test]
+fn compensation_undoing_another_services_event() {
+    insta::assert_snapshot!(render(&edit("undoes: stock.reserved", "undoes: order.placed")));
+}
+
+#[test]
+fn bad_duration() {
+    insta::assert_snapshot!(render(&edit("after: 10s", "after: 10 seconds")));
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let yaml = edit("to: reserved }", "to: reserve }").replace("undoes: stock.reserved", "undoes: stock.failed");
+    let out = render(&yaml);
+    // The typo also leaves `reserved` unreachable: cascades are reported, not hidden.
+    assert!(out.starts_with("3 error(s)"), "{out}");
+}
