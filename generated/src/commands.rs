@@ -2,8 +2,10 @@
 
 //! Entry commands that start a saga, with the glue a gRPC service needs.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::future::Future;
 use super::envelope::{EncodeError, Envelope, Outbox, TraceContext};
+
 /// A command helper failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<H: std::error::Error + 'static, O: std::error::Error + 'static> {
@@ -14,6 +16,7 @@ pub enum CommandError<H: std::error::Error + 'static, O: std::error::Error + 'st
     #[error("outbox insert failed: {0}")]
     Outbox(#[source] O),
 }
+
 /// Places an order; the saga starts here.
 ///
 /// Entry command on `order`; emits `order.created`.
@@ -22,15 +25,18 @@ pub struct CreateOrder {
     pub user_id: ::uuid::Uuid,
     pub items: Vec<super::types::OrderItem>,
 }
+
 /// Implemented by the `order` service for its gRPC request type: proto -> `CreateOrder`.
 pub trait IntoCreateOrder {
     type Error;
     fn into_create_order(self) -> Result<CreateOrder, Self::Error>;
 }
+
 /// Implemented by the `order` service for its gRPC response type: `order.created` -> proto.
 pub trait FromOrderCreated: Sized {
     fn from_order_created(event: &Envelope<super::events::OrderCreated>) -> Self;
 }
+
 /// Runs `CreateOrder`: allocates the saga key, calls the service, and writes `order.created` to the outbox in the caller's transaction (`ctx`).
 pub async fn run_create_order<H>(
     handler: &H,
@@ -55,6 +61,7 @@ where
     ctx.insert(record).await.map_err(CommandError::Outbox)?;
     Ok(event)
 }
+
 /// The entry commands `order` executes.
 pub trait OrderCommands: Send + Sync {
     type Ctx: Send;

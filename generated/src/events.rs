@@ -2,6 +2,10 @@
 
 //! One struct per event: the payload. Wrap it in an `Envelope` to send it.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
+use ::apache_avro::types::Value;
+use super::envelope as wire;
+
 /// Every event type of the saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
@@ -15,6 +19,7 @@ pub enum EventType {
     OrderCompleted,
     OrderCancelled,
 }
+
 impl EventType {
     pub const ALL: &'static [EventType] = &[
         EventType::OrderCreated,
@@ -56,11 +61,13 @@ impl EventType {
         }
     }
 }
+
 impl std::fmt::Display for EventType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
+
 /// An order was placed and awaits stock.
 ///
 /// `order.created` on topic `order-events`, published by `order`, consumed by `product`.
@@ -72,48 +79,42 @@ pub struct OrderCreated {
     pub total: super::envelope::Money,
     pub created_at: ::chrono::DateTime<::chrono::Utc>,
 }
-impl super::envelope::AvroValue for OrderCreated {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("user_id".to_string(), super::envelope::AvroValue::to_avro(& self
-                .user_id)), ("items".to_string(), super::envelope::AvroValue::to_avro(&
-                self.items)), ("total".to_string(), super::envelope::AvroValue::to_avro(&
-                self.total)), ("created_at".to_string(),
-                super::envelope::AvroValue::to_avro(& self.created_at)),
-            ],
+
+impl wire::AvroValue for OrderCreated {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("user_id".to_string(), wire::AvroValue::to_avro(&self.user_id)),
+                ("items".to_string(), wire::AvroValue::to_avro(&self.items)),
+                ("total".to_string(), wire::AvroValue::to_avro(&self.total)),
+                ("created_at".to_string(), wire::AvroValue::to_avro(&self.created_at)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "OrderCreatedPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "OrderCreatedPayload")?;
         Ok(OrderCreated {
-            user_id: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "OrderCreatedPayload", "user_id")?,
+            user_id: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderCreatedPayload", "user_id")?,
                 "user_id",
             )?,
-            items: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "OrderCreatedPayload", "items")?,
+            items: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderCreatedPayload", "items")?,
                 "items",
             )?,
-            total: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "OrderCreatedPayload", "total")?,
+            total: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderCreatedPayload", "total")?,
                 "total",
             )?,
-            created_at: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "OrderCreatedPayload",
-                    "created_at",
-                )?,
+            created_at: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderCreatedPayload", "created_at")?,
                 "created_at",
             )?,
         })
     }
 }
-impl super::envelope::Event for OrderCreated {
+
+impl wire::Event for OrderCreated {
     const EVENT_TYPE: &'static str = "order.created";
     const KIND: EventType = EventType::OrderCreated;
     const TOPIC: &'static str = "order-events";
@@ -123,14 +124,13 @@ impl super::envelope::Event for OrderCreated {
     fn schema() -> &'static ::apache_avro::Schema {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
-            ::apache_avro::Schema::parse_str(
-                    <OrderCreated as super::envelope::Event>::SCHEMA_JSON,
-                )
-                .expect("generated schema parses")
+            ::apache_avro::Schema::parse_str(<OrderCreated as wire::Event>::SCHEMA_JSON)
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// The product service reserved every item of the order.
 ///
 /// `stock.reduction.success` on topic `inventory-events`, published by `product`, consumed by `user`, `order`.
@@ -140,45 +140,32 @@ pub struct StockReductionSuccess {
     /// What the buyer must pay, in minor units.
     pub amount: super::envelope::Money,
 }
-impl super::envelope::AvroValue for StockReductionSuccess {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("user_id".to_string(), super::envelope::AvroValue::to_avro(& self
-                .user_id)), ("amount".to_string(), super::envelope::AvroValue::to_avro(&
-                self.amount)),
-            ],
+
+impl wire::AvroValue for StockReductionSuccess {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("user_id".to_string(), wire::AvroValue::to_avro(&self.user_id)),
+                ("amount".to_string(), wire::AvroValue::to_avro(&self.amount)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(
-            value,
-            "StockReductionSuccessPayload",
-        )?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "StockReductionSuccessPayload")?;
         Ok(StockReductionSuccess {
-            user_id: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "StockReductionSuccessPayload",
-                    "user_id",
-                )?,
+            user_id: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "StockReductionSuccessPayload", "user_id")?,
                 "user_id",
             )?,
-            amount: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "StockReductionSuccessPayload",
-                    "amount",
-                )?,
+            amount: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "StockReductionSuccessPayload", "amount")?,
                 "amount",
             )?,
         })
     }
 }
-impl super::envelope::Event for StockReductionSuccess {
+
+impl wire::Event for StockReductionSuccess {
     const EVENT_TYPE: &'static str = "stock.reduction.success";
     const KIND: EventType = EventType::StockReductionSuccess;
     const TOPIC: &'static str = "inventory-events";
@@ -189,13 +176,14 @@ impl super::envelope::Event for StockReductionSuccess {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <StockReductionSuccess as super::envelope::Event>::SCHEMA_JSON,
+                    <StockReductionSuccess as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// Stock could not be reserved; nothing was reserved.
 ///
 /// `stock.reduction.fail` on topic `inventory-events`, published by `product`, consumed by `order`.
@@ -205,42 +193,32 @@ pub struct StockReductionFail {
     /// The first product that could not be reserved.
     pub product_id: Option<::uuid::Uuid>,
 }
-impl super::envelope::AvroValue for StockReductionFail {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("reason".to_string(), super::envelope::AvroValue::to_avro(& self
-                .reason)), ("product_id".to_string(),
-                super::envelope::AvroValue::to_avro(& self.product_id)),
-            ],
+
+impl wire::AvroValue for StockReductionFail {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("reason".to_string(), wire::AvroValue::to_avro(&self.reason)),
+                ("product_id".to_string(), wire::AvroValue::to_avro(&self.product_id)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "StockReductionFailPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "StockReductionFailPayload")?;
         Ok(StockReductionFail {
-            reason: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "StockReductionFailPayload",
-                    "reason",
-                )?,
+            reason: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "StockReductionFailPayload", "reason")?,
                 "reason",
             )?,
-            product_id: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "StockReductionFailPayload",
-                    "product_id",
-                )?,
+            product_id: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "StockReductionFailPayload", "product_id")?,
                 "product_id",
             )?,
         })
     }
 }
-impl super::envelope::Event for StockReductionFail {
+
+impl wire::Event for StockReductionFail {
     const EVENT_TYPE: &'static str = "stock.reduction.fail";
     const KIND: EventType = EventType::StockReductionFail;
     const TOPIC: &'static str = "inventory-events";
@@ -251,13 +229,14 @@ impl super::envelope::Event for StockReductionFail {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <StockReductionFail as super::envelope::Event>::SCHEMA_JSON,
+                    <StockReductionFail as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// A reservation was given back (compensation).
 ///
 /// `stock.released` on topic `inventory-events`, published by `product`, consumed by `order`.
@@ -265,28 +244,25 @@ impl super::envelope::Event for StockReductionFail {
 pub struct StockReleased {
     pub items: Vec<super::types::OrderItem>,
 }
-impl super::envelope::AvroValue for StockReleased {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("items".to_string(), super::envelope::AvroValue::to_avro(& self.items)),
-            ],
+
+impl wire::AvroValue for StockReleased {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([("items".to_string(), wire::AvroValue::to_avro(&self.items))]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "StockReleasedPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "StockReleasedPayload")?;
         Ok(StockReleased {
-            items: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "StockReleasedPayload", "items")?,
+            items: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "StockReleasedPayload", "items")?,
                 "items",
             )?,
         })
     }
 }
-impl super::envelope::Event for StockReleased {
+
+impl wire::Event for StockReleased {
     const EVENT_TYPE: &'static str = "stock.released";
     const KIND: EventType = EventType::StockReleased;
     const TOPIC: &'static str = "inventory-events";
@@ -296,14 +272,13 @@ impl super::envelope::Event for StockReleased {
     fn schema() -> &'static ::apache_avro::Schema {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
-            ::apache_avro::Schema::parse_str(
-                    <StockReleased as super::envelope::Event>::SCHEMA_JSON,
-                )
-                .expect("generated schema parses")
+            ::apache_avro::Schema::parse_str(<StockReleased as wire::Event>::SCHEMA_JSON)
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// The buyer's balance was debited.
 ///
 /// `payment.completed` on topic `payment-events`, published by `user`, consumed by `order`.
@@ -313,42 +288,32 @@ pub struct PaymentCompleted {
     /// Money in integer minor units.
     pub amount: super::envelope::Money,
 }
-impl super::envelope::AvroValue for PaymentCompleted {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("user_id".to_string(), super::envelope::AvroValue::to_avro(& self
-                .user_id)), ("amount".to_string(), super::envelope::AvroValue::to_avro(&
-                self.amount)),
-            ],
+
+impl wire::AvroValue for PaymentCompleted {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("user_id".to_string(), wire::AvroValue::to_avro(&self.user_id)),
+                ("amount".to_string(), wire::AvroValue::to_avro(&self.amount)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "PaymentCompletedPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "PaymentCompletedPayload")?;
         Ok(PaymentCompleted {
-            user_id: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "PaymentCompletedPayload",
-                    "user_id",
-                )?,
+            user_id: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "PaymentCompletedPayload", "user_id")?,
                 "user_id",
             )?,
-            amount: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "PaymentCompletedPayload",
-                    "amount",
-                )?,
+            amount: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "PaymentCompletedPayload", "amount")?,
                 "amount",
             )?,
         })
     }
 }
-impl super::envelope::Event for PaymentCompleted {
+
+impl wire::Event for PaymentCompleted {
     const EVENT_TYPE: &'static str = "payment.completed";
     const KIND: EventType = EventType::PaymentCompleted;
     const TOPIC: &'static str = "payment-events";
@@ -359,13 +324,14 @@ impl super::envelope::Event for PaymentCompleted {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <PaymentCompleted as super::envelope::Event>::SCHEMA_JSON,
+                    <PaymentCompleted as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// The balance could not be debited; nothing was debited.
 ///
 /// `payment.fail` on topic `payment-events`, published by `user`, consumed by `product`, `order`.
@@ -374,34 +340,32 @@ pub struct PaymentFail {
     pub reason: super::types::PaymentFailure,
     pub detail: String,
 }
-impl super::envelope::AvroValue for PaymentFail {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("reason".to_string(), super::envelope::AvroValue::to_avro(& self
-                .reason)), ("detail".to_string(), super::envelope::AvroValue::to_avro(&
-                self.detail)),
-            ],
+
+impl wire::AvroValue for PaymentFail {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("reason".to_string(), wire::AvroValue::to_avro(&self.reason)),
+                ("detail".to_string(), wire::AvroValue::to_avro(&self.detail)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "PaymentFailPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "PaymentFailPayload")?;
         Ok(PaymentFail {
-            reason: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "PaymentFailPayload", "reason")?,
+            reason: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "PaymentFailPayload", "reason")?,
                 "reason",
             )?,
-            detail: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "PaymentFailPayload", "detail")?,
+            detail: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "PaymentFailPayload", "detail")?,
                 "detail",
             )?,
         })
     }
 }
-impl super::envelope::Event for PaymentFail {
+
+impl wire::Event for PaymentFail {
     const EVENT_TYPE: &'static str = "payment.fail";
     const KIND: EventType = EventType::PaymentFail;
     const TOPIC: &'static str = "payment-events";
@@ -411,14 +375,13 @@ impl super::envelope::Event for PaymentFail {
     fn schema() -> &'static ::apache_avro::Schema {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
-            ::apache_avro::Schema::parse_str(
-                    <PaymentFail as super::envelope::Event>::SCHEMA_JSON,
-                )
-                .expect("generated schema parses")
+            ::apache_avro::Schema::parse_str(<PaymentFail as wire::Event>::SCHEMA_JSON)
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// A debit was given back (compensation after a cancellation).
 ///
 /// `payment.refunded` on topic `payment-events`, published by `user`, consumed by `order`.
@@ -428,38 +391,32 @@ pub struct PaymentRefunded {
     /// Money in integer minor units.
     pub amount: super::envelope::Money,
 }
-impl super::envelope::AvroValue for PaymentRefunded {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("user_id".to_string(), super::envelope::AvroValue::to_avro(& self
-                .user_id)), ("amount".to_string(), super::envelope::AvroValue::to_avro(&
-                self.amount)),
-            ],
+
+impl wire::AvroValue for PaymentRefunded {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("user_id".to_string(), wire::AvroValue::to_avro(&self.user_id)),
+                ("amount".to_string(), wire::AvroValue::to_avro(&self.amount)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "PaymentRefundedPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "PaymentRefundedPayload")?;
         Ok(PaymentRefunded {
-            user_id: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "PaymentRefundedPayload",
-                    "user_id",
-                )?,
+            user_id: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "PaymentRefundedPayload", "user_id")?,
                 "user_id",
             )?,
-            amount: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "PaymentRefundedPayload", "amount")?,
+            amount: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "PaymentRefundedPayload", "amount")?,
                 "amount",
             )?,
         })
     }
 }
-impl super::envelope::Event for PaymentRefunded {
+
+impl wire::Event for PaymentRefunded {
     const EVENT_TYPE: &'static str = "payment.refunded";
     const KIND: EventType = EventType::PaymentRefunded;
     const TOPIC: &'static str = "payment-events";
@@ -470,13 +427,14 @@ impl super::envelope::Event for PaymentRefunded {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <PaymentRefunded as super::envelope::Event>::SCHEMA_JSON,
+                    <PaymentRefunded as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// The order is paid and its stock reserved; the saga ended well.
 ///
 /// `order.completed` on topic `order-events`, published by `order`, consumed by services outside the saga.
@@ -484,33 +442,30 @@ impl super::envelope::Event for PaymentRefunded {
 pub struct OrderCompleted {
     pub completed_at: ::chrono::DateTime<::chrono::Utc>,
 }
-impl super::envelope::AvroValue for OrderCompleted {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("completed_at".to_string(), super::envelope::AvroValue::to_avro(& self
-                .completed_at)),
-            ],
+
+impl wire::AvroValue for OrderCompleted {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                (
+                    "completed_at".to_string(),
+                    wire::AvroValue::to_avro(&self.completed_at),
+                ),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "OrderCompletedPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "OrderCompletedPayload")?;
         Ok(OrderCompleted {
-            completed_at: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "OrderCompletedPayload",
-                    "completed_at",
-                )?,
+            completed_at: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderCompletedPayload", "completed_at")?,
                 "completed_at",
             )?,
         })
     }
 }
-impl super::envelope::Event for OrderCompleted {
+
+impl wire::Event for OrderCompleted {
     const EVENT_TYPE: &'static str = "order.completed";
     const KIND: EventType = EventType::OrderCompleted;
     const TOPIC: &'static str = "order-events";
@@ -521,13 +476,14 @@ impl super::envelope::Event for OrderCompleted {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <OrderCompleted as super::envelope::Event>::SCHEMA_JSON,
+                    <OrderCompleted as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 /// The order service gave up on the order (timeout); reservations and debits are undone.
 ///
 /// `order.cancelled` on topic `order-events`, published by `order`, consumed by `product`, `user`.
@@ -536,38 +492,35 @@ pub struct OrderCancelled {
     pub reason: super::types::CancelReason,
     pub status_at_cancel: String,
 }
-impl super::envelope::AvroValue for OrderCancelled {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("reason".to_string(), super::envelope::AvroValue::to_avro(& self
-                .reason)), ("status_at_cancel".to_string(),
-                super::envelope::AvroValue::to_avro(& self.status_at_cancel)),
-            ],
+
+impl wire::AvroValue for OrderCancelled {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("reason".to_string(), wire::AvroValue::to_avro(&self.reason)),
+                (
+                    "status_at_cancel".to_string(),
+                    wire::AvroValue::to_avro(&self.status_at_cancel),
+                ),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "OrderCancelledPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "OrderCancelledPayload")?;
         Ok(OrderCancelled {
-            reason: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "OrderCancelledPayload", "reason")?,
+            reason: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderCancelledPayload", "reason")?,
                 "reason",
             )?,
-            status_at_cancel: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "OrderCancelledPayload",
-                    "status_at_cancel",
-                )?,
+            status_at_cancel: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderCancelledPayload", "status_at_cancel")?,
                 "status_at_cancel",
             )?,
         })
     }
 }
-impl super::envelope::Event for OrderCancelled {
+
+impl wire::Event for OrderCancelled {
     const EVENT_TYPE: &'static str = "order.cancelled";
     const KIND: EventType = EventType::OrderCancelled;
     const TOPIC: &'static str = "order-events";
@@ -578,9 +531,9 @@ impl super::envelope::Event for OrderCancelled {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <OrderCancelled as super::envelope::Event>::SCHEMA_JSON,
+                    <OrderCancelled as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }

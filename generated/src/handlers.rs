@@ -3,9 +3,11 @@
 //! Per service, a handler trait with one method per subscribed event, and the dispatch
 //! that decodes a Kafka message and calls it.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::future::Future;
 use super::envelope::{DecodeError, EncodeError, Envelope, OutboxRecord, TraceContext};
 use super::events::EventType;
+
 /// Outcome of dispatching one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dispatched {
@@ -18,6 +20,7 @@ pub enum Dispatched {
     /// The event is on a consumed topic but not subscribed to by this service.
     Ignored,
 }
+
 /// A handler run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError<E: std::error::Error + 'static> {
@@ -26,6 +29,7 @@ pub enum HandleError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Encode(EncodeError),
 }
+
 /// Dispatching failed. `Decode` is permanent (dead-letter it); `Handler` may be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError<E: std::error::Error + 'static> {
@@ -36,12 +40,14 @@ pub enum DispatchError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Encode(EncodeError),
 }
+
 /// What `order` may publish after `stock.reduction.success`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnStockReductionSuccess {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl OrderOnStockReductionSuccess {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -53,12 +59,14 @@ impl OrderOnStockReductionSuccess {
         }
     }
 }
+
 /// What `order` may publish after `stock.reduction.fail`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnStockReductionFail {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl OrderOnStockReductionFail {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -70,12 +78,14 @@ impl OrderOnStockReductionFail {
         }
     }
 }
+
 /// What `order` may publish after `stock.released`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnStockReleased {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl OrderOnStockReleased {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -87,6 +97,7 @@ impl OrderOnStockReleased {
         }
     }
 }
+
 /// What `order` may publish after `payment.completed`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnPaymentCompleted {
@@ -94,6 +105,7 @@ pub enum OrderOnPaymentCompleted {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl OrderOnPaymentCompleted {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -108,12 +120,14 @@ impl OrderOnPaymentCompleted {
         }
     }
 }
+
 /// What `order` may publish after `payment.fail`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnPaymentFail {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl OrderOnPaymentFail {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -125,12 +139,14 @@ impl OrderOnPaymentFail {
         }
     }
 }
+
 /// What `order` may publish after `payment.refunded`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnPaymentRefunded {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl OrderOnPaymentRefunded {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -142,6 +158,7 @@ impl OrderOnPaymentRefunded {
         }
     }
 }
+
 /// Everything `order` reacts to. Each method's return type allows exactly the events the spec lets `order` publish in reply, so publishing an undeclared event does not compile.
 pub trait OrderHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
@@ -194,6 +211,7 @@ pub trait OrderHandler: Send + Sync {
         to: super::status::OrderStatus,
     ) -> impl Future<Output = Result<OrderTimeoutReply, Self::Error>> + Send;
 }
+
 /// What the status owner may publish when a saga times out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderTimeoutReply {
@@ -201,6 +219,7 @@ pub enum OrderTimeoutReply {
     /// Publish nothing.
     NoReply,
 }
+
 impl OrderTimeoutReply {
     /// The event as an outbox row of the saga `key`.
     pub fn into_outbox(
@@ -216,6 +235,7 @@ impl OrderTimeoutReply {
         }
     }
 }
+
 /// An event `order` subscribes to, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderInbound {
@@ -226,6 +246,7 @@ pub enum OrderInbound {
     PaymentFail(Envelope<super::events::PaymentFail>),
     PaymentRefunded(Envelope<super::events::PaymentRefunded>),
 }
+
 impl OrderInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
     /// does not subscribe to (acknowledge and skip it).
@@ -362,6 +383,7 @@ impl OrderInbound {
         }
     }
 }
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_order<H: OrderHandler>(
     handler: &H,
@@ -388,6 +410,7 @@ pub async fn dispatch_order<H: OrderHandler>(
         reply,
     })
 }
+
 /// What `product` may publish after `order.created`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProductOnOrderCreated {
@@ -396,6 +419,7 @@ pub enum ProductOnOrderCreated {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl ProductOnOrderCreated {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -413,6 +437,7 @@ impl ProductOnOrderCreated {
         }
     }
 }
+
 /// What `product` may publish after `payment.fail`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProductOnPaymentFail {
@@ -420,6 +445,7 @@ pub enum ProductOnPaymentFail {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl ProductOnPaymentFail {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -434,6 +460,7 @@ impl ProductOnPaymentFail {
         }
     }
 }
+
 /// What `product` may publish after `order.cancelled`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProductOnOrderCancelled {
@@ -441,6 +468,7 @@ pub enum ProductOnOrderCancelled {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl ProductOnOrderCancelled {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -455,6 +483,7 @@ impl ProductOnOrderCancelled {
         }
     }
 }
+
 /// Everything `product` reacts to. Each method's return type allows exactly the events the spec lets `product` publish in reply, so publishing an undeclared event does not compile.
 pub trait ProductHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
@@ -484,6 +513,7 @@ pub trait ProductHandler: Send + Sync {
         event: Envelope<super::events::OrderCancelled>,
     ) -> impl Future<Output = Result<ProductOnOrderCancelled, Self::Error>> + Send;
 }
+
 /// An event `product` subscribes to, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProductInbound {
@@ -491,6 +521,7 @@ pub enum ProductInbound {
     PaymentFail(Envelope<super::events::PaymentFail>),
     OrderCancelled(Envelope<super::events::OrderCancelled>),
 }
+
 impl ProductInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
     /// does not subscribe to (acknowledge and skip it).
@@ -582,6 +613,7 @@ impl ProductInbound {
         }
     }
 }
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_product<H: ProductHandler>(
     handler: &H,
@@ -608,6 +640,7 @@ pub async fn dispatch_product<H: ProductHandler>(
         reply,
     })
 }
+
 /// What `user` may publish after `stock.reduction.success`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserOnStockReductionSuccess {
@@ -616,6 +649,7 @@ pub enum UserOnStockReductionSuccess {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl UserOnStockReductionSuccess {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -633,6 +667,7 @@ impl UserOnStockReductionSuccess {
         }
     }
 }
+
 /// What `user` may publish after `order.cancelled`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserOnOrderCancelled {
@@ -640,6 +675,7 @@ pub enum UserOnOrderCancelled {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl UserOnOrderCancelled {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -654,6 +690,7 @@ impl UserOnOrderCancelled {
         }
     }
 }
+
 /// Everything `user` reacts to. Each method's return type allows exactly the events the spec lets `user` publish in reply, so publishing an undeclared event does not compile.
 pub trait UserHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
@@ -675,12 +712,14 @@ pub trait UserHandler: Send + Sync {
         event: Envelope<super::events::OrderCancelled>,
     ) -> impl Future<Output = Result<UserOnOrderCancelled, Self::Error>> + Send;
 }
+
 /// An event `user` subscribes to, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserInbound {
     StockReductionSuccess(Envelope<super::events::StockReductionSuccess>),
     OrderCancelled(Envelope<super::events::OrderCancelled>),
 }
+
 impl UserInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
     /// does not subscribe to (acknowledge and skip it).
@@ -757,6 +796,7 @@ impl UserInbound {
         }
     }
 }
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_user<H: UserHandler>(
     handler: &H,

@@ -2,8 +2,10 @@
 
 //! The status machine. Transitions are keyed by event; anything else is a typed error.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::time::Duration;
 use super::events::EventType;
+
 /// Status of a saga instance, owned by the `order` service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OrderStatus {
@@ -14,6 +16,7 @@ pub enum OrderStatus {
     PaymentFailed,
     Cancelled,
 }
+
 /// What happens when a saga stays too long in a state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusTimeout {
@@ -22,6 +25,7 @@ pub struct StatusTimeout {
     /// The event the owner publishes on timeout (its handler builds the payload).
     pub emits: Option<EventType>,
 }
+
 /// An event arrived that the status machine does not accept in the current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("illegal transition: `order` status `{from}` has no transition on `{event}`")]
@@ -29,10 +33,12 @@ pub struct IllegalTransition {
     pub from: OrderStatus,
     pub event: EventType,
 }
+
 /// A status name that is not in the spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown status `{0}`")]
 pub struct UnknownStatus(pub String);
+
 impl OrderStatus {
     pub const INITIAL: OrderStatus = OrderStatus::Created;
     pub const ALL: &'static [OrderStatus] = &[
@@ -100,11 +106,13 @@ impl OrderStatus {
         }
     }
 }
+
 impl std::fmt::Display for OrderStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
+
 impl std::str::FromStr for OrderStatus {
     type Err = UnknownStatus;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

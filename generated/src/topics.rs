@@ -2,10 +2,13 @@
 
 //! One enum per topic over the events it carries, decoded by schema fingerprint.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use super::envelope::{
     DecodeError, EncodeError, Envelope, Event, OutboxRecord, fingerprint_of,
 };
+
 use super::events::EventType;
+
 /// A message on topic `order-events`. Lifecycle of orders, published by the order service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderEvents {
@@ -13,6 +16,7 @@ pub enum OrderEvents {
     OrderCompleted(Envelope<super::events::OrderCompleted>),
     OrderCancelled(Envelope<super::events::OrderCancelled>),
 }
+
 impl OrderEvents {
     pub const TOPIC: &'static str = "order-events";
     /// Decodes a message, choosing the event by the schema fingerprint on the wire.
@@ -68,6 +72,7 @@ impl OrderEvents {
         }
     }
 }
+
 /// A message on topic `inventory-events`. Stock reservations, published by the product service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InventoryEvents {
@@ -75,6 +80,7 @@ pub enum InventoryEvents {
     StockReductionFail(Envelope<super::events::StockReductionFail>),
     StockReleased(Envelope<super::events::StockReleased>),
 }
+
 impl InventoryEvents {
     pub const TOPIC: &'static str = "inventory-events";
     /// Decodes a message, choosing the event by the schema fingerprint on the wire.
@@ -130,6 +136,7 @@ impl InventoryEvents {
         }
     }
 }
+
 /// A message on topic `payment-events`. Balance debits and refunds, published by the user service.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentEvents {
@@ -137,6 +144,7 @@ pub enum PaymentEvents {
     PaymentFail(Envelope<super::events::PaymentFail>),
     PaymentRefunded(Envelope<super::events::PaymentRefunded>),
 }
+
 impl PaymentEvents {
     pub const TOPIC: &'static str = "payment-events";
     /// Decodes a message, choosing the event by the schema fingerprint on the wire.
@@ -192,6 +200,7 @@ impl PaymentEvents {
         }
     }
 }
+
 /// A message on any topic of the saga.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopicMessage {
@@ -199,6 +208,7 @@ pub enum TopicMessage {
     InventoryEvents(InventoryEvents),
     PaymentEvents(PaymentEvents),
 }
+
 impl TopicMessage {
     /// Decodes a Kafka message by topic name and schema fingerprint.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Self, DecodeError> {

@@ -3,15 +3,21 @@
 //! Kafka topology of the saga: topics, their partition counts and dead-letter twins,
 //! consumer groups with their retry policy, subscriptions and compensations.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::time::Duration;
+
 /// Name of the saga.
 pub const SAGA: &str = "order_fulfillment";
+
 /// Name of the saga key every event carries (the Kafka partition key).
 pub const SAGA_KEY: &str = "order_id";
+
 /// Suffix of every dead-letter topic.
 pub const DLQ_SUFFIX: &str = ".dlq";
+
 /// The services of the saga.
 pub const SERVICES: &[&str] = &["order", "product", "user"];
+
 /// One Kafka topic the saga uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Topic {
@@ -20,6 +26,7 @@ pub struct Topic {
     /// Where messages that cannot be processed go.
     pub dlq: &'static str,
 }
+
 pub const TOPICS: &[Topic] = &[
     Topic {
         name: "order-events",
@@ -37,6 +44,7 @@ pub const TOPICS: &[Topic] = &[
         dlq: "payment-events.dlq",
     },
 ];
+
 /// How a consumer retries a failing message before dead-lettering it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -46,6 +54,7 @@ pub struct RetryPolicy {
     /// Backoff doubles per attempt up to this.
     pub max_backoff: Duration,
 }
+
 /// One service's Kafka consumer group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerGroup {
@@ -54,6 +63,7 @@ pub struct ConsumerGroup {
     pub topics: &'static [&'static str],
     pub retry: RetryPolicy,
 }
+
 pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
     ConsumerGroup {
         service: "order",
@@ -86,6 +96,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
         },
     },
 ];
+
 /// A service receiving an event, and what it may publish in reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -94,6 +105,7 @@ pub struct Subscription {
     pub topic: &'static str,
     pub replies: &'static [&'static str],
 }
+
 pub const SUBSCRIPTIONS: &[Subscription] = &[
     Subscription {
         service: "product",
@@ -162,6 +174,7 @@ pub const SUBSCRIPTIONS: &[Subscription] = &[
         replies: &["payment.refunded"],
     },
 ];
+
 /// An event: where it goes, who publishes it, its schema fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventInfo {
@@ -172,6 +185,7 @@ pub struct EventInfo {
     pub external: bool,
     pub fingerprint: [u8; 8],
 }
+
 pub const EVENTS: &[EventInfo] = &[
     EventInfo {
         event_type: "order.created",
@@ -237,6 +251,7 @@ pub const EVENTS: &[EventInfo] = &[
         fingerprint: [8, 12, 153, 16, 83, 57, 117, 131],
     },
 ];
+
 /// On `on`, `service` undoes the local effect of its earlier event `undoes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compensation {
@@ -244,6 +259,7 @@ pub struct Compensation {
     pub service: &'static str,
     pub undoes: &'static str,
 }
+
 pub const COMPENSATIONS: &[Compensation] = &[
     Compensation {
         on: "payment.fail",
@@ -261,12 +277,15 @@ pub const COMPENSATIONS: &[Compensation] = &[
         undoes: "payment.completed",
     },
 ];
+
 pub fn topic(name: &str) -> Option<&'static Topic> {
     TOPICS.iter().find(|t| t.name == name)
 }
+
 pub fn consumer_group(service: &str) -> Option<&'static ConsumerGroup> {
     CONSUMER_GROUPS.iter().find(|g| g.service == service)
 }
+
 pub fn event_info(event_type: &str) -> Option<&'static EventInfo> {
     EVENTS.iter().find(|e| e.event_type == event_type)
 }

@@ -2,6 +2,10 @@
 
 //! Named types of the spec (records and enums) used inside event payloads.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
+use ::apache_avro::types::Value;
+use super::envelope as wire;
+
 /// One line of an order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderItem {
@@ -10,44 +14,43 @@ pub struct OrderItem {
     /// Price of one unit at order time, in minor units.
     pub unit_price: super::envelope::Money,
 }
-impl super::envelope::AvroValue for OrderItem {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("product_id".to_string(), super::envelope::AvroValue::to_avro(& self
-                .product_id)), ("quantity".to_string(),
-                super::envelope::AvroValue::to_avro(& self.quantity)), ("unit_price"
-                .to_string(), super::envelope::AvroValue::to_avro(& self.unit_price)),
-            ],
+
+impl wire::AvroValue for OrderItem {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("product_id".to_string(), wire::AvroValue::to_avro(&self.product_id)),
+                ("quantity".to_string(), wire::AvroValue::to_avro(&self.quantity)),
+                ("unit_price".to_string(), wire::AvroValue::to_avro(&self.unit_price)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "OrderItem")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "OrderItem")?;
         Ok(OrderItem {
-            product_id: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "OrderItem", "product_id")?,
+            product_id: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderItem", "product_id")?,
                 "product_id",
             )?,
-            quantity: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "OrderItem", "quantity")?,
+            quantity: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderItem", "quantity")?,
                 "quantity",
             )?,
-            unit_price: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "OrderItem", "unit_price")?,
+            unit_price: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "OrderItem", "unit_price")?,
                 "unit_price",
             )?,
         })
     }
 }
+
 /// Why stock could not be reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StockFailure {
     InsufficientStock,
     UnknownProduct,
 }
+
 impl StockFailure {
     pub const ALL: &'static [StockFailure] = &[
         StockFailure::InsufficientStock,
@@ -68,34 +71,32 @@ impl StockFailure {
         }
     }
 }
+
 impl std::fmt::Display for StockFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
-impl super::envelope::AvroValue for StockFailure {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
+
+impl wire::AvroValue for StockFailure {
+    fn to_avro(&self) -> Value {
         let index = match self {
             StockFailure::InsufficientStock => 0,
             StockFailure::UnknownProduct => 1,
         };
-        ::apache_avro::types::Value::Enum(index, self.as_str().to_string())
+        Value::Enum(index, self.as_str().to_string())
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
+    fn from_avro(value: Value, at: &'static str) -> Result<Self, wire::DecodeError> {
         match value {
-            ::apache_avro::types::Value::Enum(_, symbol)
-            | ::apache_avro::types::Value::String(symbol) => {
+            Value::Enum(_, symbol) | Value::String(symbol) => {
                 Self::from_symbol(&symbol)
-                    .ok_or(super::envelope::DecodeError::UnknownSymbol {
+                    .ok_or(wire::DecodeError::UnknownSymbol {
                         enum_name: "StockFailure",
                         symbol,
                     })
             }
             other => {
-                Err(super::envelope::DecodeError::Mismatch {
+                Err(wire::DecodeError::Mismatch {
                     at,
                     expected: "enum",
                     found: format!("{other:?}"),
@@ -104,12 +105,14 @@ impl super::envelope::AvroValue for StockFailure {
         }
     }
 }
+
 /// Why the balance could not be debited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PaymentFailure {
     InsufficientBalance,
     UnknownUser,
 }
+
 impl PaymentFailure {
     pub const ALL: &'static [PaymentFailure] = &[
         PaymentFailure::InsufficientBalance,
@@ -130,34 +133,32 @@ impl PaymentFailure {
         }
     }
 }
+
 impl std::fmt::Display for PaymentFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
-impl super::envelope::AvroValue for PaymentFailure {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
+
+impl wire::AvroValue for PaymentFailure {
+    fn to_avro(&self) -> Value {
         let index = match self {
             PaymentFailure::InsufficientBalance => 0,
             PaymentFailure::UnknownUser => 1,
         };
-        ::apache_avro::types::Value::Enum(index, self.as_str().to_string())
+        Value::Enum(index, self.as_str().to_string())
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
+    fn from_avro(value: Value, at: &'static str) -> Result<Self, wire::DecodeError> {
         match value {
-            ::apache_avro::types::Value::Enum(_, symbol)
-            | ::apache_avro::types::Value::String(symbol) => {
+            Value::Enum(_, symbol) | Value::String(symbol) => {
                 Self::from_symbol(&symbol)
-                    .ok_or(super::envelope::DecodeError::UnknownSymbol {
+                    .ok_or(wire::DecodeError::UnknownSymbol {
                         enum_name: "PaymentFailure",
                         symbol,
                     })
             }
             other => {
-                Err(super::envelope::DecodeError::Mismatch {
+                Err(wire::DecodeError::Mismatch {
                     at,
                     expected: "enum",
                     found: format!("{other:?}"),
@@ -166,11 +167,13 @@ impl super::envelope::AvroValue for PaymentFailure {
         }
     }
 }
+
 /// Why the order service gave up on an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CancelReason {
     TimedOut,
 }
+
 impl CancelReason {
     pub const ALL: &'static [CancelReason] = &[CancelReason::TimedOut];
     /// The spec's (and Avro's) symbol.
@@ -186,33 +189,31 @@ impl CancelReason {
         }
     }
 }
+
 impl std::fmt::Display for CancelReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
-impl super::envelope::AvroValue for CancelReason {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
+
+impl wire::AvroValue for CancelReason {
+    fn to_avro(&self) -> Value {
         let index = match self {
             CancelReason::TimedOut => 0,
         };
-        ::apache_avro::types::Value::Enum(index, self.as_str().to_string())
+        Value::Enum(index, self.as_str().to_string())
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
+    fn from_avro(value: Value, at: &'static str) -> Result<Self, wire::DecodeError> {
         match value {
-            ::apache_avro::types::Value::Enum(_, symbol)
-            | ::apache_avro::types::Value::String(symbol) => {
+            Value::Enum(_, symbol) | Value::String(symbol) => {
                 Self::from_symbol(&symbol)
-                    .ok_or(super::envelope::DecodeError::UnknownSymbol {
+                    .ok_or(wire::DecodeError::UnknownSymbol {
                         enum_name: "CancelReason",
                         symbol,
                     })
             }
             other => {
-                Err(super::envelope::DecodeError::Mismatch {
+                Err(wire::DecodeError::Mismatch {
                     at,
                     expected: "enum",
                     found: format!("{other:?}"),

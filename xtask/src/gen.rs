@@ -41,7 +41,7 @@ pub fn run(root: &Path, args: &GenArgs) -> anyhow::Result<()> {
     }
     let changed = files.write(root).context("writing generated files")?;
     for p in &changed {
-        println!("gen: wrote {}", p.display());
+        println!("gen: updated {}", p.display());
     }
     println!("gen: {} of {} generated files changed", changed.len(), files.files.len());
     Ok(())

@@ -58,13 +58,13 @@ fn record(name: &syn::Ident, avro_name: &str, docs: TokenStream, fields: &[Field
     let to = fields.iter().map(|f| {
         let id = format_ident!("{}", f.name);
         let n = &f.name;
-        quote! { (#n.to_string(), super::envelope::AvroValue::to_avro(&self.#id)), }
+        quote! { (#n.to_string(), wire::AvroValue::to_avro(&self.#id)), }
     });
     let from = fields.iter().map(|f| {
         let id = format_ident!("{}", f.name);
         let n = &f.name;
         quote! {
-            #id: super::envelope::AvroValue::from_avro(super::envelope::take_field(&mut f, #avro_name, #n)?, #n)?,
+            #id: wire::AvroValue::from_avro(wire::take_field(&mut f, #avro_name, #n)?, #n)?,
         }
     });
     let fvar_bind = if fields.is_empty() { quote!(let _f = ) } else { quote!(let mut f = ) };
@@ -73,12 +73,12 @@ fn record(name: &syn::Ident, avro_name: &str, docs: TokenStream, fields: &[Field
         #[derive(Debug, Clone, PartialEq)]
         pub struct #name { #(#decl)* }
 
-        impl super::envelope::AvroValue for #name {
-            fn to_avro(&self) -> ::apache_avro::types::Value {
-                ::apache_avro::types::Value::Record(vec![#(#to)*])
+        impl wire::AvroValue for #name {
+            fn to_avro(&self) -> Value {
+                Value::Record(Vec::from([#(#to)*]))
             }
-            fn from_avro(value: ::apache_avro::types::Value, _at: &'static str) -> Result<Self, super::envelope::DecodeError> {
-                #fvar_bind super::envelope::record_fields(value, #avro_name)?;
+            fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+                #fvar_bind wire::record_fields(value, #avro_name)?;
                 Ok(#name { #(#from)* })
             }
         }
@@ -119,17 +119,17 @@ fn types_module(saga: &Saga) -> TokenStream {
                         }
                     }
 
-                    impl super::envelope::AvroValue for #id {
-                        fn to_avro(&self) -> ::apache_avro::types::Value {
+                    impl wire::AvroValue for #id {
+                        fn to_avro(&self) -> Value {
                             let index = match self { #(#id::#variants => #idx,)* };
-                            ::apache_avro::types::Value::Enum(index, self.as_str().to_string())
+                            Value::Enum(index, self.as_str().to_string())
                         }
-                        fn from_avro(value: ::apache_avro::types::Value, at: &'static str) -> Result<Self, super::envelope::DecodeError> {
+                        fn from_avro(value: Value, at: &'static str) -> Result<Self, wire::DecodeError> {
                             match value {
-                                ::apache_avro::types::Value::Enum(_, symbol) | ::apache_avro::types::Value::String(symbol) => {
-                                    Self::from_symbol(&symbol).ok_or(super::envelope::DecodeError::UnknownSymbol { enum_name: #name, symbol })
+                                Value::Enum(_, symbol) | Value::String(symbol) => {
+                                    Self::from_symbol(&symbol).ok_or(wire::DecodeError::UnknownSymbol { enum_name: #name, symbol })
                                 }
-                                other => Err(super::envelope::DecodeError::Mismatch { at, expected: "enum", found: format!("{other:?}") }),
+                                other => Err(wire::DecodeError::Mismatch { at, expected: "enum", found: format!("{other:?}") }),
                             }
                         }
                     }
@@ -137,8 +137,18 @@ fn types_module(saga: &Saga) -> TokenStream {
             }
         }
     });
+    let imports = if saga.types.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            use ::apache_avro::types::Value;
+
+            use super::envelope as wire;
+        }
+    };
     quote! {
         //! Named types of the spec (records and enums) used inside event payloads.
+        #imports
         #(#items)*
     }
 }
@@ -163,7 +173,7 @@ fn events_module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         quote! {
             #rec
 
-            impl super::envelope::Event for #id {
+            impl wire::Event for #id {
                 const EVENT_TYPE: &'static str = #ev;
                 const KIND: EventType = EventType::#id;
                 const TOPIC: &'static str = #topic;
@@ -172,9 +182,8 @@ fn events_module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
                 const FINGERPRINT: [u8; 8] = [#(#fp),*];
                 fn schema() -> &'static ::apache_avro::Schema {
                     static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(|| {
-                        // A constant checked when it was generated and by this crate's tests.
-                        ::apache_avro::Schema::parse_str(<#id as super::envelope::Event>::SCHEMA_JSON)
-                            .expect("generated schema parses")
+                        ::apache_avro::Schema::parse_str(<#id as wire::Event>::SCHEMA_JSON)
+                            .expect("the generator parsed this schema before emitting it")
                     });
                     &SCHEMA
                 }
@@ -183,6 +192,10 @@ fn events_module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     });
     quote! {
         //! One struct per event: the payload. Wrap it in an `Envelope` to send it.
+
+        use ::apache_avro::types::Value;
+
+        use super::envelope as wire;
 
         /// Every event type of the saga.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -955,7 +968,31 @@ fn render(tokens: TokenStream, header: &str) -> Result<String, syn::Error> {
         #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
     })?;
     file.attrs.extend(allow.attrs);
-    Ok(format!("{header}{}", prettyplease::unparse(&file)))
+    Ok(format!("{header}{}", spaced(&prettyplease::unparse(&file))))
+}
+
+/// prettyplease leaves no blank line between items; add one after each top-level item and
+/// after the imports, for readers. Only lines at column 0 are considered, so no string
+/// literal or nested code is touched.
+fn spaced(code: &str) -> String {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = String::with_capacity(code.len() + lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        let Some(next) = lines.get(i + 1) else { continue };
+        let ends_item = *line == "}" || *line == "};" || (line.ends_with(';') && !line.starts_with(' '));
+        let starts_use = |l: &str| l.starts_with("use ") || l.starts_with("pub use ");
+        let both_use = starts_use(line) && starts_use(next);
+        let item_head = !line.starts_with(' ') && !line.starts_with("//") && !line.starts_with('#');
+        if ends_item && item_head && !both_use && !next.is_empty() && !next.starts_with(' ') {
+            out.push('\n');
+        }
+        if line.starts_with("#![") && !next.is_empty() {
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// All Rust files of the generated crate's `src/`, by file name.

@@ -331,14 +331,14 @@ pub fn envelope_module(saga: &Saga) -> TokenStream {
 
             /// The whole message as an Avro record value.
             pub fn to_avro_value(&self) -> Value {
-                Value::Record(vec![
+                Value::Record(Vec::from([
                     ("event_id".to_string(), self.event_id.to_avro()),
                     (#key_str.to_string(), self.#key.to_avro()),
                     ("occurred_at".to_string(), self.occurred_at.to_avro()),
                     ("traceparent".to_string(), self.trace.traceparent.to_avro()),
                     ("tracestate".to_string(), self.trace.tracestate.to_avro()),
                     ("payload".to_string(), self.payload.to_avro()),
-                ])
+                ]))
             }
 
             /// Rebuilds an envelope from a decoded Avro record.
@@ -390,11 +390,11 @@ pub fn envelope_module(saga: &Saga) -> TokenStream {
 
             /// Kafka headers: for humans and tools; consumers decode from the payload alone.
             pub fn headers(&self) -> Vec<(String, String)> {
-                let mut h = vec![
+                let mut h = Vec::from([
                     ("event-type".to_string(), E::EVENT_TYPE.to_string()),
                     ("event-id".to_string(), self.event_id.to_string()),
                     ("content-type".to_string(), "application/vnd.apache.avro+binary".to_string()),
-                ];
+                ]);
                 if let Some(tp) = &self.trace.traceparent {
                     h.push(("traceparent".to_string(), tp.clone()));
                 }

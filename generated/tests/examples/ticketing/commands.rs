@@ -2,8 +2,10 @@
 
 //! Entry commands that start a saga, with the glue a gRPC service needs.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::future::Future;
 use super::envelope::{EncodeError, Envelope, Outbox, TraceContext};
+
 /// A command helper failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<H: std::error::Error + 'static, O: std::error::Error + 'static> {
@@ -14,6 +16,7 @@ pub enum CommandError<H: std::error::Error + 'static, O: std::error::Error + 'st
     #[error("outbox insert failed: {0}")]
     Outbox(#[source] O),
 }
+
 ///
 ///
 /// Entry command on `booking`; emits `booking.requested`.
@@ -22,15 +25,18 @@ pub struct RequestBooking {
     pub event_name: String,
     pub class: super::types::SeatClass,
 }
+
 /// Implemented by the `booking` service for its gRPC request type: proto -> `RequestBooking`.
 pub trait IntoRequestBooking {
     type Error;
     fn into_request_booking(self) -> Result<RequestBooking, Self::Error>;
 }
+
 /// Implemented by the `booking` service for its gRPC response type: `booking.requested` -> proto.
 pub trait FromBookingRequested: Sized {
     fn from_booking_requested(event: &Envelope<super::events::BookingRequested>) -> Self;
 }
+
 /// Runs `RequestBooking`: allocates the saga key, calls the service, and writes `booking.requested` to the outbox in the caller's transaction (`ctx`).
 pub async fn run_request_booking<H>(
     handler: &H,
@@ -55,6 +61,7 @@ where
     ctx.insert(record).await.map_err(CommandError::Outbox)?;
     Ok(event)
 }
+
 /// The entry commands `booking` executes.
 pub trait BookingCommands: Send + Sync {
     type Ctx: Send;

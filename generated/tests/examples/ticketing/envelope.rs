@@ -7,16 +7,20 @@
 //! service: the fingerprint is derived from the schema itself, and the schemas are committed
 //! beside the code, so producer and consumer agree by construction.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::future::Future;
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use super::events::EventType;
+
 /// First two bytes of every message: the Avro single-object encoding marker.
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
+
 /// Length of the single-object header: marker plus 8-byte fingerprint.
 pub const HEADER_LEN: usize = 10;
+
 /// An amount of money in integer minor units (e.g. cents); never a float.
 #[derive(
     Debug,
@@ -33,6 +37,7 @@ pub const HEADER_LEN: usize = 10;
 )]
 #[serde(transparent)]
 pub struct Money(pub i64);
+
 impl Money {
     pub const ZERO: Money = Money(0);
     pub const fn from_minor(minor: i64) -> Self {
@@ -48,12 +53,14 @@ impl Money {
         self.0.checked_mul(factor).map(Money)
     }
 }
+
 /// W3C trace context, carried with every event so one trace spans the whole saga.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TraceContext {
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
 }
+
 /// Why bytes could not become an event. Permanent: retrying will not help, so the
 /// message belongs in the dead-letter topic.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +86,7 @@ pub enum DecodeError {
     #[error("`{symbol}` is not a symbol of enum `{enum_name}`")]
     UnknownSymbol { enum_name: &'static str, symbol: String },
 }
+
 /// Why an event could not be encoded (a value the schema rejects).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode `{event_type}`: {source}")]
@@ -87,11 +95,13 @@ pub struct EncodeError {
     #[source]
     pub source: apache_avro::Error,
 }
+
 /// Conversion between a Rust value and an Avro value, per field type.
 pub trait AvroValue: Sized {
     fn to_avro(&self) -> Value;
     fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError>;
 }
+
 fn mismatch(at: &'static str, expected: &'static str, found: &Value) -> DecodeError {
     DecodeError::Mismatch {
         at,
@@ -99,6 +109,7 @@ fn mismatch(at: &'static str, expected: &'static str, found: &Value) -> DecodeEr
         found: format!("{found:?}"),
     }
 }
+
 impl AvroValue for Uuid {
     fn to_avro(&self) -> Value {
         Value::Uuid(*self)
@@ -113,6 +124,7 @@ impl AvroValue for Uuid {
         }
     }
 }
+
 impl AvroValue for String {
     fn to_avro(&self) -> Value {
         Value::String(self.clone())
@@ -124,6 +136,7 @@ impl AvroValue for String {
         }
     }
 }
+
 impl AvroValue for bool {
     fn to_avro(&self) -> Value {
         Value::Boolean(*self)
@@ -135,6 +148,7 @@ impl AvroValue for bool {
         }
     }
 }
+
 impl AvroValue for i32 {
     fn to_avro(&self) -> Value {
         Value::Int(*self)
@@ -146,6 +160,7 @@ impl AvroValue for i32 {
         }
     }
 }
+
 impl AvroValue for i64 {
     fn to_avro(&self) -> Value {
         Value::Long(*self)
@@ -158,6 +173,7 @@ impl AvroValue for i64 {
         }
     }
 }
+
 impl AvroValue for f64 {
     fn to_avro(&self) -> Value {
         Value::Double(*self)
@@ -169,6 +185,7 @@ impl AvroValue for f64 {
         }
     }
 }
+
 impl AvroValue for Money {
     fn to_avro(&self) -> Value {
         Value::Long(self.0)
@@ -177,6 +194,7 @@ impl AvroValue for Money {
         i64::from_avro(value, at).map(Money)
     }
 }
+
 impl AvroValue for DateTime<Utc> {
     fn to_avro(&self) -> Value {
         Value::TimestampMicros(self.timestamp_micros())
@@ -191,6 +209,7 @@ impl AvroValue for DateTime<Utc> {
         }
     }
 }
+
 impl<T: AvroValue> AvroValue for Vec<T> {
     fn to_avro(&self) -> Value {
         Value::Array(self.iter().map(AvroValue::to_avro).collect())
@@ -204,6 +223,7 @@ impl<T: AvroValue> AvroValue for Vec<T> {
         }
     }
 }
+
 impl<T: AvroValue> AvroValue for Option<T> {
     fn to_avro(&self) -> Value {
         match self {
@@ -224,6 +244,7 @@ impl<T: AvroValue> AvroValue for Option<T> {
         }
     }
 }
+
 /// Removes a named field from a decoded record.
 pub fn take_field(
     fields: &mut Vec<(String, Value)>,
@@ -240,6 +261,7 @@ pub fn take_field(
         }
     }
 }
+
 /// The fields of a decoded record.
 pub fn record_fields(
     value: Value,
@@ -250,6 +272,7 @@ pub fn record_fields(
         other => Err(mismatch(record, "record", &other)),
     }
 }
+
 /// One event of the saga: its payload struct plus what the spec says about it.
 pub trait Event: AvroValue + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     /// The spec's name, e.g. `order.created`.
@@ -264,6 +287,7 @@ pub trait Event: AvroValue + Clone + std::fmt::Debug + PartialEq + Send + Sync +
     /// The parsed schema (parsed once).
     fn schema() -> &'static Schema;
 }
+
 /// An event as it travels: metadata common to all events plus the typed payload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope<E> {
@@ -275,11 +299,13 @@ pub struct Envelope<E> {
     pub trace: TraceContext,
     pub payload: E,
 }
+
 /// Truncates to what `timestamp-micros` keeps, so an envelope equals its decoded copy.
 fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
+
 impl<E> Envelope<E> {
     /// An event published in reply: same saga key and trace, new id and time.
     pub fn reply<R: Event>(&self, payload: R) -> Envelope<R> {
@@ -306,6 +332,7 @@ impl<E> Envelope<E> {
         }
     }
 }
+
 impl<E: Event> Envelope<E> {
     /// A new event of a saga: fresh time-ordered id, the current time, no trace context.
     pub fn new(booking_id: Uuid, payload: E) -> Self {
@@ -331,13 +358,14 @@ impl<E: Event> Envelope<E> {
     /// The whole message as an Avro record value.
     pub fn to_avro_value(&self) -> Value {
         Value::Record(
-            vec![
-                ("event_id".to_string(), self.event_id.to_avro()), ("booking_id"
-                .to_string(), self.booking_id.to_avro()), ("occurred_at".to_string(),
-                self.occurred_at.to_avro()), ("traceparent".to_string(), self.trace
-                .traceparent.to_avro()), ("tracestate".to_string(), self.trace.tracestate
-                .to_avro()), ("payload".to_string(), self.payload.to_avro()),
-            ],
+            Vec::from([
+                ("event_id".to_string(), self.event_id.to_avro()),
+                ("booking_id".to_string(), self.booking_id.to_avro()),
+                ("occurred_at".to_string(), self.occurred_at.to_avro()),
+                ("traceparent".to_string(), self.trace.traceparent.to_avro()),
+                ("tracestate".to_string(), self.trace.tracestate.to_avro()),
+                ("payload".to_string(), self.payload.to_avro()),
+            ]),
         )
     }
     /// Rebuilds an envelope from a decoded Avro record.
@@ -407,11 +435,14 @@ impl<E: Event> Envelope<E> {
     }
     /// Kafka headers: for humans and tools; consumers decode from the payload alone.
     pub fn headers(&self) -> Vec<(String, String)> {
-        let mut h = vec![
-            ("event-type".to_string(), E::EVENT_TYPE.to_string()), ("event-id"
-            .to_string(), self.event_id.to_string()), ("content-type".to_string(),
-            "application/vnd.apache.avro+binary".to_string()),
-        ];
+        let mut h = Vec::from([
+            ("event-type".to_string(), E::EVENT_TYPE.to_string()),
+            ("event-id".to_string(), self.event_id.to_string()),
+            (
+                "content-type".to_string(),
+                "application/vnd.apache.avro+binary".to_string(),
+            ),
+        ]);
         if let Some(tp) = &self.trace.traceparent {
             h.push(("traceparent".to_string(), tp.clone()));
         }
@@ -432,6 +463,7 @@ impl<E: Event> Envelope<E> {
         })
     }
 }
+
 /// The schema fingerprint in a single-object encoded message.
 pub fn fingerprint_of(bytes: &[u8]) -> Result<[u8; 8], DecodeError> {
     if bytes.len() < HEADER_LEN {
@@ -446,6 +478,7 @@ pub fn fingerprint_of(bytes: &[u8]) -> Result<[u8; 8], DecodeError> {
     fp.copy_from_slice(&bytes[2..HEADER_LEN]);
     Ok(fp)
 }
+
 /// One event ready for the transactional outbox: everything the relay needs to publish it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutboxRecord {
@@ -458,6 +491,7 @@ pub struct OutboxRecord {
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
 }
+
 /// Where the generated command helpers write the event they produce, inside the
 /// caller's transaction (the runtime implements it for its outbox).
 pub trait Outbox: Send {

@@ -2,6 +2,10 @@
 
 //! One struct per event: the payload. Wrap it in an `Envelope` to send it.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
+use ::apache_avro::types::Value;
+use super::envelope as wire;
+
 /// Every event type of the saga.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventType {
@@ -11,6 +15,7 @@ pub enum EventType {
     BookingConfirmed,
     BookingExpired,
 }
+
 impl EventType {
     pub const ALL: &'static [EventType] = &[
         EventType::BookingRequested,
@@ -40,11 +45,13 @@ impl EventType {
         }
     }
 }
+
 impl std::fmt::Display for EventType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
+
 ///
 ///
 /// `booking.requested` on topic `booking-events`, published by `booking`, consumed by `seats`.
@@ -57,57 +64,47 @@ pub struct BookingRequested {
     /// Added later; old messages decode with the default.
     pub note: String,
 }
-impl super::envelope::AvroValue for BookingRequested {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("event_name".to_string(), super::envelope::AvroValue::to_avro(& self
-                .event_name)), ("class".to_string(),
-                super::envelope::AvroValue::to_avro(& self.class)), ("price_hint"
-                .to_string(), super::envelope::AvroValue::to_avro(& self.price_hint)),
-                ("vip".to_string(), super::envelope::AvroValue::to_avro(& self.vip)),
-                ("note".to_string(), super::envelope::AvroValue::to_avro(& self.note)),
-            ],
+
+impl wire::AvroValue for BookingRequested {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("event_name".to_string(), wire::AvroValue::to_avro(&self.event_name)),
+                ("class".to_string(), wire::AvroValue::to_avro(&self.class)),
+                ("price_hint".to_string(), wire::AvroValue::to_avro(&self.price_hint)),
+                ("vip".to_string(), wire::AvroValue::to_avro(&self.vip)),
+                ("note".to_string(), wire::AvroValue::to_avro(&self.note)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "BookingRequestedPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "BookingRequestedPayload")?;
         Ok(BookingRequested {
-            event_name: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "BookingRequestedPayload",
-                    "event_name",
-                )?,
+            event_name: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "BookingRequestedPayload", "event_name")?,
                 "event_name",
             )?,
-            class: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "BookingRequestedPayload", "class")?,
+            class: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "BookingRequestedPayload", "class")?,
                 "class",
             )?,
-            price_hint: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(
-                    &mut f,
-                    "BookingRequestedPayload",
-                    "price_hint",
-                )?,
+            price_hint: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "BookingRequestedPayload", "price_hint")?,
                 "price_hint",
             )?,
-            vip: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "BookingRequestedPayload", "vip")?,
+            vip: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "BookingRequestedPayload", "vip")?,
                 "vip",
             )?,
-            note: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "BookingRequestedPayload", "note")?,
+            note: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "BookingRequestedPayload", "note")?,
                 "note",
             )?,
         })
     }
 }
-impl super::envelope::Event for BookingRequested {
+
+impl wire::Event for BookingRequested {
     const EVENT_TYPE: &'static str = "booking.requested";
     const KIND: EventType = EventType::BookingRequested;
     const TOPIC: &'static str = "booking-events";
@@ -118,13 +115,14 @@ impl super::envelope::Event for BookingRequested {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <BookingRequested as super::envelope::Event>::SCHEMA_JSON,
+                    <BookingRequested as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 ///
 ///
 /// `seat.held` on topic `seat-events`, published by `seats`, consumed by `booking`.
@@ -134,39 +132,37 @@ pub struct SeatHeld {
     pub row: i64,
     pub held_until: ::chrono::DateTime<::chrono::Utc>,
 }
-impl super::envelope::AvroValue for SeatHeld {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("seat".to_string(), super::envelope::AvroValue::to_avro(& self.seat)),
-                ("row".to_string(), super::envelope::AvroValue::to_avro(& self.row)),
-                ("held_until".to_string(), super::envelope::AvroValue::to_avro(& self
-                .held_until)),
-            ],
+
+impl wire::AvroValue for SeatHeld {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("seat".to_string(), wire::AvroValue::to_avro(&self.seat)),
+                ("row".to_string(), wire::AvroValue::to_avro(&self.row)),
+                ("held_until".to_string(), wire::AvroValue::to_avro(&self.held_until)),
+            ]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "SeatHeldPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "SeatHeldPayload")?;
         Ok(SeatHeld {
-            seat: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "SeatHeldPayload", "seat")?,
+            seat: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "SeatHeldPayload", "seat")?,
                 "seat",
             )?,
-            row: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "SeatHeldPayload", "row")?,
+            row: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "SeatHeldPayload", "row")?,
                 "row",
             )?,
-            held_until: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "SeatHeldPayload", "held_until")?,
+            held_until: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "SeatHeldPayload", "held_until")?,
                 "held_until",
             )?,
         })
     }
 }
-impl super::envelope::Event for SeatHeld {
+
+impl wire::Event for SeatHeld {
     const EVENT_TYPE: &'static str = "seat.held";
     const KIND: EventType = EventType::SeatHeld;
     const TOPIC: &'static str = "seat-events";
@@ -176,32 +172,29 @@ impl super::envelope::Event for SeatHeld {
     fn schema() -> &'static ::apache_avro::Schema {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
-            ::apache_avro::Schema::parse_str(
-                    <SeatHeld as super::envelope::Event>::SCHEMA_JSON,
-                )
-                .expect("generated schema parses")
+            ::apache_avro::Schema::parse_str(<SeatHeld as wire::Event>::SCHEMA_JSON)
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 ///
 ///
 /// `seat.unavailable` on topic `seat-events`, published by `seats`, consumed by `booking`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeatUnavailable {}
-impl super::envelope::AvroValue for SeatUnavailable {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(vec![])
+impl wire::AvroValue for SeatUnavailable {
+    fn to_avro(&self) -> Value {
+        Value::Record(Vec::from([]))
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let _f = super::envelope::record_fields(value, "SeatUnavailablePayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let _f = wire::record_fields(value, "SeatUnavailablePayload")?;
         Ok(SeatUnavailable {})
     }
 }
-impl super::envelope::Event for SeatUnavailable {
+
+impl wire::Event for SeatUnavailable {
     const EVENT_TYPE: &'static str = "seat.unavailable";
     const KIND: EventType = EventType::SeatUnavailable;
     const TOPIC: &'static str = "seat-events";
@@ -212,13 +205,14 @@ impl super::envelope::Event for SeatUnavailable {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <SeatUnavailable as super::envelope::Event>::SCHEMA_JSON,
+                    <SeatUnavailable as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 ///
 ///
 /// `booking.confirmed` on topic `booking-events`, published by `booking`, consumed by services outside the saga.
@@ -226,28 +220,25 @@ impl super::envelope::Event for SeatUnavailable {
 pub struct BookingConfirmed {
     pub seats: Vec<String>,
 }
-impl super::envelope::AvroValue for BookingConfirmed {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(
-            vec![
-                ("seats".to_string(), super::envelope::AvroValue::to_avro(& self.seats)),
-            ],
+
+impl wire::AvroValue for BookingConfirmed {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([("seats".to_string(), wire::AvroValue::to_avro(&self.seats))]),
         )
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let mut f = super::envelope::record_fields(value, "BookingConfirmedPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "BookingConfirmedPayload")?;
         Ok(BookingConfirmed {
-            seats: super::envelope::AvroValue::from_avro(
-                super::envelope::take_field(&mut f, "BookingConfirmedPayload", "seats")?,
+            seats: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "BookingConfirmedPayload", "seats")?,
                 "seats",
             )?,
         })
     }
 }
-impl super::envelope::Event for BookingConfirmed {
+
+impl wire::Event for BookingConfirmed {
     const EVENT_TYPE: &'static str = "booking.confirmed";
     const KIND: EventType = EventType::BookingConfirmed;
     const TOPIC: &'static str = "booking-events";
@@ -258,31 +249,30 @@ impl super::envelope::Event for BookingConfirmed {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <BookingConfirmed as super::envelope::Event>::SCHEMA_JSON,
+                    <BookingConfirmed as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }
 }
+
 ///
 ///
 /// `booking.expired` on topic `booking-events`, published by `booking`, consumed by `seats`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BookingExpired {}
-impl super::envelope::AvroValue for BookingExpired {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
-        ::apache_avro::types::Value::Record(vec![])
+impl wire::AvroValue for BookingExpired {
+    fn to_avro(&self) -> Value {
+        Value::Record(Vec::from([]))
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        _at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
-        let _f = super::envelope::record_fields(value, "BookingExpiredPayload")?;
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let _f = wire::record_fields(value, "BookingExpiredPayload")?;
         Ok(BookingExpired {})
     }
 }
-impl super::envelope::Event for BookingExpired {
+
+impl wire::Event for BookingExpired {
     const EVENT_TYPE: &'static str = "booking.expired";
     const KIND: EventType = EventType::BookingExpired;
     const TOPIC: &'static str = "booking-events";
@@ -293,9 +283,9 @@ impl super::envelope::Event for BookingExpired {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
             ::apache_avro::Schema::parse_str(
-                    <BookingExpired as super::envelope::Event>::SCHEMA_JSON,
+                    <BookingExpired as wire::Event>::SCHEMA_JSON,
                 )
-                .expect("generated schema parses")
+                .expect("the generator parsed this schema before emitting it")
         });
         &SCHEMA
     }

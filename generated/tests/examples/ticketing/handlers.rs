@@ -3,9 +3,11 @@
 //! Per service, a handler trait with one method per subscribed event, and the dispatch
 //! that decodes a Kafka message and calls it.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::future::Future;
 use super::envelope::{DecodeError, EncodeError, Envelope, OutboxRecord, TraceContext};
 use super::events::EventType;
+
 /// Outcome of dispatching one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Dispatched {
@@ -18,6 +20,7 @@ pub enum Dispatched {
     /// The event is on a consumed topic but not subscribed to by this service.
     Ignored,
 }
+
 /// A handler run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError<E: std::error::Error + 'static> {
@@ -26,6 +29,7 @@ pub enum HandleError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Encode(EncodeError),
 }
+
 /// Dispatching failed. `Decode` is permanent (dead-letter it); `Handler` may be retried.
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError<E: std::error::Error + 'static> {
@@ -36,6 +40,7 @@ pub enum DispatchError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Encode(EncodeError),
 }
+
 /// What `booking` may publish after `seat.held`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BookingOnSeatHeld {
@@ -43,6 +48,7 @@ pub enum BookingOnSeatHeld {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl BookingOnSeatHeld {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -57,12 +63,14 @@ impl BookingOnSeatHeld {
         }
     }
 }
+
 /// What `booking` may publish after `seat.unavailable`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BookingOnSeatUnavailable {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl BookingOnSeatUnavailable {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -74,6 +82,7 @@ impl BookingOnSeatUnavailable {
         }
     }
 }
+
 /// Everything `booking` reacts to. Each method's return type allows exactly the events the spec lets `booking` publish in reply, so publishing an undeclared event does not compile.
 pub trait BookingHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
@@ -102,6 +111,7 @@ pub trait BookingHandler: Send + Sync {
         to: super::status::BookingStatus,
     ) -> impl Future<Output = Result<BookingTimeoutReply, Self::Error>> + Send;
 }
+
 /// What the status owner may publish when a saga times out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BookingTimeoutReply {
@@ -109,6 +119,7 @@ pub enum BookingTimeoutReply {
     /// Publish nothing.
     NoReply,
 }
+
 impl BookingTimeoutReply {
     /// The event as an outbox row of the saga `key`.
     pub fn into_outbox(
@@ -124,12 +135,14 @@ impl BookingTimeoutReply {
         }
     }
 }
+
 /// An event `booking` subscribes to, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BookingInbound {
     SeatHeld(Envelope<super::events::SeatHeld>),
     SeatUnavailable(Envelope<super::events::SeatUnavailable>),
 }
+
 impl BookingInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
     /// does not subscribe to (acknowledge and skip it).
@@ -200,6 +213,7 @@ impl BookingInbound {
         }
     }
 }
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_booking<H: BookingHandler>(
     handler: &H,
@@ -226,6 +240,7 @@ pub async fn dispatch_booking<H: BookingHandler>(
         reply,
     })
 }
+
 /// What `seats` may publish after `booking.requested`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeatsOnBookingRequested {
@@ -234,6 +249,7 @@ pub enum SeatsOnBookingRequested {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl SeatsOnBookingRequested {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -249,12 +265,14 @@ impl SeatsOnBookingRequested {
         }
     }
 }
+
 /// What `seats` may publish after `booking.expired`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeatsOnBookingExpired {
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
+
 impl SeatsOnBookingExpired {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
@@ -266,6 +284,7 @@ impl SeatsOnBookingExpired {
         }
     }
 }
+
 /// Everything `seats` reacts to. Each method's return type allows exactly the events the spec lets `seats` publish in reply, so publishing an undeclared event does not compile.
 pub trait SeatsHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
@@ -287,12 +306,14 @@ pub trait SeatsHandler: Send + Sync {
         event: Envelope<super::events::BookingExpired>,
     ) -> impl Future<Output = Result<SeatsOnBookingExpired, Self::Error>> + Send;
 }
+
 /// An event `seats` subscribes to, decoded.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeatsInbound {
     BookingRequested(Envelope<super::events::BookingRequested>),
     BookingExpired(Envelope<super::events::BookingExpired>),
 }
+
 impl SeatsInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
     /// does not subscribe to (acknowledge and skip it).
@@ -363,6 +384,7 @@ impl SeatsInbound {
         }
     }
 }
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_seats<H: SeatsHandler>(
     handler: &H,

@@ -2,8 +2,10 @@
 
 //! The status machine. Transitions are keyed by event; anything else is a typed error.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::time::Duration;
 use super::events::EventType;
+
 /// Status of a saga instance, owned by the `booking` service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BookingStatus {
@@ -12,6 +14,7 @@ pub enum BookingStatus {
     Rejected,
     Expired,
 }
+
 /// What happens when a saga stays too long in a state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusTimeout {
@@ -20,6 +23,7 @@ pub struct StatusTimeout {
     /// The event the owner publishes on timeout (its handler builds the payload).
     pub emits: Option<EventType>,
 }
+
 /// An event arrived that the status machine does not accept in the current state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("illegal transition: `booking` status `{from}` has no transition on `{event}`")]
@@ -27,10 +31,12 @@ pub struct IllegalTransition {
     pub from: BookingStatus,
     pub event: EventType,
 }
+
 /// A status name that is not in the spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown status `{0}`")]
 pub struct UnknownStatus(pub String);
+
 impl BookingStatus {
     pub const INITIAL: BookingStatus = BookingStatus::Requested;
     pub const ALL: &'static [BookingStatus] = &[
@@ -81,11 +87,13 @@ impl BookingStatus {
         }
     }
 }
+
 impl std::fmt::Display for BookingStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
+
 impl std::str::FromStr for BookingStatus {
     type Err = UnknownStatus;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

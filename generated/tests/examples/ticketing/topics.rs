@@ -2,10 +2,13 @@
 
 //! One enum per topic over the events it carries, decoded by schema fingerprint.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use super::envelope::{
     DecodeError, EncodeError, Envelope, Event, OutboxRecord, fingerprint_of,
 };
+
 use super::events::EventType;
+
 /// A message on topic `booking-events`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BookingEvents {
@@ -13,6 +16,7 @@ pub enum BookingEvents {
     BookingConfirmed(Envelope<super::events::BookingConfirmed>),
     BookingExpired(Envelope<super::events::BookingExpired>),
 }
+
 impl BookingEvents {
     pub const TOPIC: &'static str = "booking-events";
     /// Decodes a message, choosing the event by the schema fingerprint on the wire.
@@ -68,12 +72,14 @@ impl BookingEvents {
         }
     }
 }
+
 /// A message on topic `seat-events`. Seat holds.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeatEvents {
     SeatHeld(Envelope<super::events::SeatHeld>),
     SeatUnavailable(Envelope<super::events::SeatUnavailable>),
 }
+
 impl SeatEvents {
     pub const TOPIC: &'static str = "seat-events";
     /// Decodes a message, choosing the event by the schema fingerprint on the wire.
@@ -121,12 +127,14 @@ impl SeatEvents {
         }
     }
 }
+
 /// A message on any topic of the saga.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopicMessage {
     BookingEvents(BookingEvents),
     SeatEvents(SeatEvents),
 }
+
 impl TopicMessage {
     /// Decodes a Kafka message by topic name and schema fingerprint.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Self, DecodeError> {

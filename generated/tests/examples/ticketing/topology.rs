@@ -3,15 +3,21 @@
 //! Kafka topology of the saga: topics, their partition counts and dead-letter twins,
 //! consumer groups with their retry policy, subscriptions and compensations.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
 use std::time::Duration;
+
 /// Name of the saga.
 pub const SAGA: &str = "ticketing";
+
 /// Name of the saga key every event carries (the Kafka partition key).
 pub const SAGA_KEY: &str = "booking_id";
+
 /// Suffix of every dead-letter topic.
 pub const DLQ_SUFFIX: &str = ".dlq";
+
 /// The services of the saga.
 pub const SERVICES: &[&str] = &["booking", "seats"];
+
 /// One Kafka topic the saga uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Topic {
@@ -20,6 +26,7 @@ pub struct Topic {
     /// Where messages that cannot be processed go.
     pub dlq: &'static str,
 }
+
 pub const TOPICS: &[Topic] = &[
     Topic {
         name: "booking-events",
@@ -32,6 +39,7 @@ pub const TOPICS: &[Topic] = &[
         dlq: "seat-events.dlq",
     },
 ];
+
 /// How a consumer retries a failing message before dead-lettering it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -41,6 +49,7 @@ pub struct RetryPolicy {
     /// Backoff doubles per attempt up to this.
     pub max_backoff: Duration,
 }
+
 /// One service's Kafka consumer group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConsumerGroup {
@@ -49,6 +58,7 @@ pub struct ConsumerGroup {
     pub topics: &'static [&'static str],
     pub retry: RetryPolicy,
 }
+
 pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
     ConsumerGroup {
         service: "booking",
@@ -71,6 +81,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
         },
     },
 ];
+
 /// A service receiving an event, and what it may publish in reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscription {
@@ -79,6 +90,7 @@ pub struct Subscription {
     pub topic: &'static str,
     pub replies: &'static [&'static str],
 }
+
 pub const SUBSCRIPTIONS: &[Subscription] = &[
     Subscription {
         service: "seats",
@@ -105,6 +117,7 @@ pub const SUBSCRIPTIONS: &[Subscription] = &[
         replies: &[],
     },
 ];
+
 /// An event: where it goes, who publishes it, its schema fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventInfo {
@@ -115,6 +128,7 @@ pub struct EventInfo {
     pub external: bool,
     pub fingerprint: [u8; 8],
 }
+
 pub const EVENTS: &[EventInfo] = &[
     EventInfo {
         event_type: "booking.requested",
@@ -152,6 +166,7 @@ pub const EVENTS: &[EventInfo] = &[
         fingerprint: [130, 20, 210, 190, 28, 106, 193, 47],
     },
 ];
+
 /// On `on`, `service` undoes the local effect of its earlier event `undoes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Compensation {
@@ -159,6 +174,7 @@ pub struct Compensation {
     pub service: &'static str,
     pub undoes: &'static str,
 }
+
 pub const COMPENSATIONS: &[Compensation] = &[
     Compensation {
         on: "booking.expired",
@@ -166,12 +182,15 @@ pub const COMPENSATIONS: &[Compensation] = &[
         undoes: "seat.held",
     },
 ];
+
 pub fn topic(name: &str) -> Option<&'static Topic> {
     TOPICS.iter().find(|t| t.name == name)
 }
+
 pub fn consumer_group(service: &str) -> Option<&'static ConsumerGroup> {
     CONSUMER_GROUPS.iter().find(|g| g.service == service)
 }
+
 pub fn event_info(event_type: &str) -> Option<&'static EventInfo> {
     EVENTS.iter().find(|e| e.event_type == event_type)
 }

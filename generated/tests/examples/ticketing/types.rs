@@ -2,12 +2,17 @@
 
 //! Named types of the spec (records and enums) used inside event payloads.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
+
+use ::apache_avro::types::Value;
+use super::envelope as wire;
+
 /// Where the seat is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SeatClass {
     Economy,
     Business,
 }
+
 impl SeatClass {
     pub const ALL: &'static [SeatClass] = &[SeatClass::Economy, SeatClass::Business];
     /// The spec's (and Avro's) symbol.
@@ -25,34 +30,32 @@ impl SeatClass {
         }
     }
 }
+
 impl std::fmt::Display for SeatClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
-impl super::envelope::AvroValue for SeatClass {
-    fn to_avro(&self) -> ::apache_avro::types::Value {
+
+impl wire::AvroValue for SeatClass {
+    fn to_avro(&self) -> Value {
         let index = match self {
             SeatClass::Economy => 0,
             SeatClass::Business => 1,
         };
-        ::apache_avro::types::Value::Enum(index, self.as_str().to_string())
+        Value::Enum(index, self.as_str().to_string())
     }
-    fn from_avro(
-        value: ::apache_avro::types::Value,
-        at: &'static str,
-    ) -> Result<Self, super::envelope::DecodeError> {
+    fn from_avro(value: Value, at: &'static str) -> Result<Self, wire::DecodeError> {
         match value {
-            ::apache_avro::types::Value::Enum(_, symbol)
-            | ::apache_avro::types::Value::String(symbol) => {
+            Value::Enum(_, symbol) | Value::String(symbol) => {
                 Self::from_symbol(&symbol)
-                    .ok_or(super::envelope::DecodeError::UnknownSymbol {
+                    .ok_or(wire::DecodeError::UnknownSymbol {
                         enum_name: "SeatClass",
                         symbol,
                     })
             }
             other => {
-                Err(super::envelope::DecodeError::Mismatch {
+                Err(wire::DecodeError::Mismatch {
                     at,
                     expected: "enum",
                     found: format!("{other:?}"),
