@@ -212,6 +212,35 @@ pub trait OrderHandler: Send + Sync {
     ) -> impl Future<Output = Result<OrderTimeoutReply, Self::Error>> + Send;
 }
 
+/// The outcome of a timeout: the status to store and the event to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderTimedOut {
+    pub to: super::status::OrderStatus,
+    pub reply: Option<OutboxRecord>,
+}
+
+/// Resolves a saga that stayed in `from` past its deadline (the timeout sweeper calls this inside its transaction): asks `order` for the event to publish and returns the new status with the outbox row. `None` when `from` has no timeout (a terminal state).
+pub async fn run_order_timeout<H: OrderHandler>(
+    handler: &H,
+    ctx: &mut H::Ctx,
+    order_id: ::uuid::Uuid,
+    from: super::status::OrderStatus,
+    trace: TraceContext,
+) -> Result<Option<OrderTimedOut>, HandleError<H::Error>> {
+    let Some(rule) = from.timeout() else { return Ok(None) };
+    let reply = handler
+        .on_timeout(ctx, order_id, from, rule.to)
+        .await
+        .map_err(HandleError::Handler)?;
+    let reply = reply.into_outbox(order_id, trace).map_err(HandleError::Encode)?;
+    Ok(
+        Some(OrderTimedOut {
+            to: rule.to,
+            reply,
+        }),
+    )
+}
+
 /// What the status owner may publish when a saga times out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderTimeoutReply {

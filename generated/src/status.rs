@@ -85,6 +85,14 @@ impl OrderStatus {
             (from, event) => Err(IllegalTransition { from, event }),
         }
     }
+    /// Whether any transition is keyed by `event`. Events that never move the status are
+    /// only recorded; the others must be legal in the current state.
+    pub fn is_trigger(event: EventType) -> bool {
+        matches!(
+            event, EventType::PaymentCompleted | EventType::PaymentFail |
+            EventType::StockReductionFail | EventType::StockReductionSuccess
+        )
+    }
     /// The timeout of this state; `None` exactly for terminal states.
     pub fn timeout(self) -> Option<StatusTimeout> {
         match self {

@@ -302,3 +302,31 @@ fn topology_lists_what_the_runtime_needs() {
     assert_eq!(user.retry.max_attempts, 3);
     assert!(topology::SUBSCRIPTIONS.iter().any(|s| s.service == "product" && s.event_type == "payment.fail"));
 }
+
+#[tokio::test]
+async fn the_timeout_helper_moves_the_status_and_emits_the_spec_event() {
+    let key = Uuid::now_v7();
+    let out = handlers::run_order_timeout(
+        &Observer,
+        &mut Tx::default(),
+        key,
+        OrderStatus::InventoryReserved,
+        TraceContext::default(),
+    )
+    .await
+    .expect("runs")
+    .expect("inventory_reserved has a timeout");
+    assert_eq!(out.to, OrderStatus::Cancelled);
+    let reply = out.reply.expect("order.cancelled");
+    assert_eq!((reply.event_type.as_str(), reply.partition_key), ("order.cancelled", key.to_string()));
+    let mut tx = Tx::default();
+    let none = handlers::run_order_timeout(&Observer, &mut tx, key, OrderStatus::Completed, TraceContext::default());
+    assert_eq!(none.await.expect("runs"), None, "terminal states never time out");
+}
+
+#[test]
+fn observed_events_are_not_status_triggers() {
+    assert!(OrderStatus::is_trigger(EventType::PaymentFail));
+    assert!(!OrderStatus::is_trigger(EventType::StockReleased));
+    assert!(!OrderStatus::is_trigger(EventType::PaymentRefunded));
+}

@@ -343,6 +343,15 @@ fn status_module(saga: &Saga) -> TokenStream {
             #id::#from => Some(StatusTimeout { after: Duration::from_millis(#ms), to: #id::#to, emits: #emits }),
         })
     });
+    let mut trigger_names: Vec<&str> = sm.transitions.iter().map(|t| t.on.as_str()).collect();
+    trigger_names.sort_unstable();
+    trigger_names.dedup();
+    let triggers: Vec<_> = trigger_names.iter().map(|t| format_ident!("{}", pascal(t))).collect();
+    let is_trigger = if triggers.is_empty() {
+        quote! { let _ = event; false }
+    } else {
+        quote! { matches!(event, #(EventType::#triggers)|*) }
+    };
     let owner = &sm.owner;
     let docs = doc(&format!("Status of a saga instance, owned by the `{owner}` service."));
     let err = format!("illegal transition: `{owner}` status `{{from}}` has no transition on `{{event}}`");
@@ -399,6 +408,12 @@ fn status_module(saga: &Saga) -> TokenStream {
                     #(#arms)*
                     (from, event) => Err(IllegalTransition { from, event }),
                 }
+            }
+
+            /// Whether any transition is keyed by `event`. Events that never move the status are
+            /// only recorded; the others must be legal in the current state.
+            pub fn is_trigger(event: EventType) -> bool {
+                #is_trigger
             }
 
             /// The timeout of this state; `None` exactly for terminal states.
@@ -523,7 +538,36 @@ fn handlers_module(saga: &Saga) -> TokenStream {
                     to: super::status::#status,
                 ) -> impl Future<Output = Result<#reply, Self::Error>> + Send;
             });
+            let run = format_ident!("run_{}_timeout", snake(&svc.name));
+            let timed_out = format_ident!("{}TimedOut", sp);
+            let run_doc = doc(&format!(
+                "Resolves a saga that stayed in `from` past its deadline (the timeout sweeper calls this \
+                 inside its transaction): asks `{}` for the event to publish and returns the new status \
+                 with the outbox row. `None` when `from` has no timeout (a terminal state).",
+                svc.name
+            ));
             timeout_item = quote! {
+                /// The outcome of a timeout: the status to store and the event to publish.
+                #[derive(Debug, Clone, PartialEq)]
+                pub struct #timed_out {
+                    pub to: super::status::#status,
+                    pub reply: Option<OutboxRecord>,
+                }
+
+                #run_doc
+                pub async fn #run<H: #trait_id>(
+                    handler: &H,
+                    ctx: &mut H::Ctx,
+                    #key: ::uuid::Uuid,
+                    from: super::status::#status,
+                    trace: TraceContext,
+                ) -> Result<Option<#timed_out>, HandleError<H::Error>> {
+                    let Some(rule) = from.timeout() else { return Ok(None) };
+                    let reply = handler.on_timeout(ctx, #key, from, rule.to).await.map_err(HandleError::Handler)?;
+                    let reply = reply.into_outbox(#key, trace).map_err(HandleError::Encode)?;
+                    Ok(Some(#timed_out { to: rule.to, reply }))
+                }
+
                 /// What the status owner may publish when a saga times out.
                 #[derive(Debug, Clone, PartialEq)]
                 pub enum #reply {

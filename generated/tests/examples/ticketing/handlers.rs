@@ -112,6 +112,35 @@ pub trait BookingHandler: Send + Sync {
     ) -> impl Future<Output = Result<BookingTimeoutReply, Self::Error>> + Send;
 }
 
+/// The outcome of a timeout: the status to store and the event to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookingTimedOut {
+    pub to: super::status::BookingStatus,
+    pub reply: Option<OutboxRecord>,
+}
+
+/// Resolves a saga that stayed in `from` past its deadline (the timeout sweeper calls this inside its transaction): asks `booking` for the event to publish and returns the new status with the outbox row. `None` when `from` has no timeout (a terminal state).
+pub async fn run_booking_timeout<H: BookingHandler>(
+    handler: &H,
+    ctx: &mut H::Ctx,
+    booking_id: ::uuid::Uuid,
+    from: super::status::BookingStatus,
+    trace: TraceContext,
+) -> Result<Option<BookingTimedOut>, HandleError<H::Error>> {
+    let Some(rule) = from.timeout() else { return Ok(None) };
+    let reply = handler
+        .on_timeout(ctx, booking_id, from, rule.to)
+        .await
+        .map_err(HandleError::Handler)?;
+    let reply = reply.into_outbox(booking_id, trace).map_err(HandleError::Encode)?;
+    Ok(
+        Some(BookingTimedOut {
+            to: rule.to,
+            reply,
+        }),
+    )
+}
+
 /// What the status owner may publish when a saga times out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BookingTimeoutReply {

@@ -73,6 +73,11 @@ impl BookingStatus {
             (from, event) => Err(IllegalTransition { from, event }),
         }
     }
+    /// Whether any transition is keyed by `event`. Events that never move the status are
+    /// only recorded; the others must be legal in the current state.
+    pub fn is_trigger(event: EventType) -> bool {
+        matches!(event, EventType::SeatHeld | EventType::SeatUnavailable)
+    }
     /// The timeout of this state; `None` exactly for terminal states.
     pub fn timeout(self) -> Option<StatusTimeout> {
         match self {
