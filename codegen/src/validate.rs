@@ -18,6 +18,24 @@ const RUST_KEYWORDS: &[&str] = &[
     "static", "struct", "super", "trait", "true", "type", "unsafe", "use", "where", "while", "yield",
 ];
 
+/// Names the generated crate defines itself; a spec type, event or command may not take them.
+const GENERATED_NAMES: &[&str] = &[
+    "CommandError",
+    "DecodeError",
+    "EncodeError",
+    "Envelope",
+    "Event",
+    "EventType",
+    "Money",
+    "Outbox",
+    "OutboxRecord",
+    "TraceContext",
+    "Value",
+];
+
+/// Envelope fields; the saga key sits beside them.
+const ENVELOPE_FIELDS: &[&str] = &["event_id", "occurred_at", "trace", "traceparent", "tracestate", "payload"];
+
 struct Cx<'a> {
     spans: &'a SpanMap,
     errors: Vec<SpecError>,
@@ -90,6 +108,16 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     cx.duplicates("topic", occurrences(&cx, "topics", &spec.topics));
     let mut topics = Vec::new();
     for (name, t) in &spec.topics.0 {
+        let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_'));
+        if !valid {
+            let at = cx.key(&path!["topics", name]);
+            cx.err(
+                SpecError::new("spec::bad_name", format!("topic name `{name}` is not a lower-case Kafka name"))
+                    .label(at, "here")
+                    .help("topic names look like `order-events`: lower-case letters, digits, `-`, `.`, `_`"),
+            );
+        }
         let partitions = match i32::try_from(t.partitions) {
             Ok(p) if p > 0 => p,
             _ => {
@@ -117,6 +145,27 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     names_in_rust.extend(spec.events.0.iter().map(|(n, _)| (ir::pascal(n), cx.key(&path!["events", n]))));
     names_in_rust.extend(spec.commands.0.iter().map(|(n, _)| (n.clone(), cx.key(&path!["commands", n]))));
     cx.duplicates("type, event or command", names_in_rust.iter().map(|(n, s)| (n.as_str(), *s)));
+    for (n, at) in &names_in_rust {
+        if GENERATED_NAMES.contains(&n.as_str()) {
+            cx.err(
+                SpecError::new("spec::reserved_name", format!("`{n}` is a name the generated code defines"))
+                    .label(*at, "becomes the Rust name `".to_string() + n + "`")
+                    .help(format!("rename it; reserved: {}", GENERATED_NAMES.join(", "))),
+            );
+        }
+    }
+    for (name, _) in &spec.commands.0 {
+        let at = cx.key(&path!["commands", name]);
+        if !name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            || !name.chars().all(|c| c.is_ascii_alphanumeric())
+        {
+            cx.err(
+                SpecError::new("spec::bad_name", format!("command name `{name}` is not PascalCase"))
+                    .label(at, "here")
+                    .help("command names look like `CreateOrder`"),
+            );
+        }
+    }
     let enums: BTreeSet<&str> =
         spec.types.0.iter().filter(|(_, t)| t.symbols.is_some()).map(|(n, _)| n.as_str()).collect();
     let mut types = Vec::new();
@@ -383,6 +432,14 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     for (what, value, p) in [("saga", &spec.saga, "saga"), ("key", &spec.key, "key")] {
         let at = cx.val(&path![p]);
         check_ident(&mut cx, what, value, at);
+    }
+    if ENVELOPE_FIELDS.contains(&spec.key.as_str()) {
+        let at = cx.val(&path!["key"]);
+        cx.err(
+            SpecError::new("spec::reserved_name", format!("saga key `{}` clashes with an envelope field", spec.key))
+                .label(at, "here")
+                .help(format!("the envelope already has: {}", ENVELOPE_FIELDS.join(", "))),
+        );
     }
 
     if !cx.errors.is_empty() {

@@ -178,3 +178,22 @@ fn several_errors_are_reported_together() {
     // The typo also leaves `reserved` unreachable: cascades are reported, not hidden.
     assert!(out.starts_with("3 error(s)"), "{out}");
 }
+
+#[test]
+fn unknown_topic() {
+    insta::assert_snapshot!(render(
+        &edit("    outcome: failure\n", "    outcome: failure\n    topic: order\n").replacen(
+            "  stock.failed:\n    topic: orders\n",
+            "  stock.failed:\n",
+            1
+        )
+    ));
+}
+
+#[test]
+fn reserved_name() {
+    insta::assert_snapshot!(render(
+        &edit("  Item: { fields: { sku: string } }", "  Value: { fields: { sku: string } }")
+            .replace("[Item]", "[Value]")
+    ));
+}
