@@ -111,8 +111,7 @@ pub fn emit_all(saga: &ir::Saga, spec_path: &str, layout: &Layout) -> Result<Fil
     set.owned_dirs.push(layout.rust_dir.clone());
     if let Some(dir) = &layout.avro_dir {
         for s in &schemas {
-            let text = serde_json::to_string_pretty(&s.json).map_err(|e| CompileError::Internal(e.to_string()))?;
-            set.files.insert(dir.join(&s.file_name), text + "\n");
+            set.files.insert(dir.join(&s.file_name), emit::avro::pretty(&s.json));
         }
         set.owned_dirs.push(dir.clone());
     }

@@ -130,3 +130,73 @@ fn ty(saga: &Saga, t: &Type, defined: &mut Vec<String>) -> Value {
         }
     }
 }
+
+/// Pretty JSON with Avro's conventional key order (`type`, `name`, ... before `fields`), so a
+/// schema reads top-down; serde_json's map would sort keys alphabetically.
+pub fn pretty(value: &Value) -> String {
+    let mut out = String::new();
+    write_pretty(value, 0, &mut out);
+    out.push('\n');
+    out
+}
+
+fn key_rank(key: &str, is_field: bool) -> usize {
+    const TYPE_ORDER: &[&str] =
+        &["@generated", "type", "name", "namespace", "doc", "logicalType", "symbols", "items", "default", "fields"];
+    const FIELD_ORDER: &[&str] = &["name", "type", "doc", "default"];
+    let order = if is_field { FIELD_ORDER } else { TYPE_ORDER };
+    order.iter().position(|k| *k == key).unwrap_or(order.len())
+}
+
+/// A record field (`name` + `type`), as opposed to a type definition.
+fn is_field(map: &Map<String, Value>) -> bool {
+    let kind = map.get("type").and_then(Value::as_str);
+    map.contains_key("name")
+        && !map.contains_key("logicalType")
+        && !matches!(kind, Some("record" | "enum" | "array" | "map" | "fixed"))
+}
+
+fn write_pretty(value: &Value, indent: usize, out: &mut String) {
+    let pad = |n: usize| "  ".repeat(n);
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            let field = is_field(map);
+            entries.sort_by(|a, b| (key_rank(a.0, field), a.0).cmp(&(key_rank(b.0, field), b.0)));
+            out.push_str("{\n");
+            for (i, (k, v)) in entries.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                out.push_str(&Value::String((*k).clone()).to_string());
+                out.push_str(": ");
+                write_pretty(v, indent + 1, out);
+                if i + 1 < entries.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(indent));
+            out.push('}');
+        }
+        // Short arrays of scalars (unions, enum symbols) stay on one line.
+        Value::Array(items) if items.iter().all(|v| !v.is_object() && !v.is_array()) => {
+            let parts: Vec<String> = items.iter().map(Value::to_string).collect();
+            out.push('[');
+            out.push_str(&parts.join(", "));
+            out.push(']');
+        }
+        Value::Array(items) => {
+            out.push_str("[\n");
+            for (i, v) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                write_pretty(v, indent + 1, out);
+                if i + 1 < items.len() {
+                    out.push(',');
+                }
+                out.push('\n');
+            }
+            out.push_str(&pad(indent));
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
