@@ -197,3 +197,28 @@ fn reserved_name() {
             .replace("[Item]", "[Value]")
     ));
 }
+
+/// Robustness: deleting any one line of the real spec, or doubling it, yields output or
+/// diagnostics, never a panic.
+#[test]
+fn line_edits_of_the_real_spec_never_panic() {
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/saga.yaml")).expect("reads");
+    let lines: Vec<&str> = spec.lines().collect();
+    let layout = saga_codegen::Layout::standard();
+    for i in 0..lines.len() {
+        for doubled in [false, true] {
+            let mut edited: Vec<&str> = lines.clone();
+            if doubled {
+                edited.insert(i, lines[i]);
+            } else {
+                edited.remove(i);
+            }
+            let text = edited.join("\n");
+            if let Err(saga_codegen::CompileError::Internal(e)) =
+                saga_codegen::compile("spec/saga.yaml", &text, &layout)
+            {
+                panic!("line {} ({}): generator bug: {e}", i + 1, if doubled { "doubled" } else { "deleted" });
+            }
+        }
+    }
+}
