@@ -1,0 +1,95 @@
+//! What every backend service binary shares: its command line and its gRPC
+//! server with health checking and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser};
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+
+use crate::defaults::BackendService;
+
+/// Configuration of a backend service; every flag also reads an environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "LISTEN_ADDR")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL of this service's own database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Maximum connections in the database pool.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_max_connections: u32,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: String,
+}
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: ServiceArgs,
+}
+
+impl ServiceArgs {
+    /// Parses the command line and environment, with defaults that point at
+    /// the local development stack for this service.
+    pub fn parse_for(service: BackendService) -> ServiceArgs {
+        let command = Cli::command()
+            .name(service.binary())
+            .about(format!("The saga's {} service (gRPC)", service.name))
+            .mut_arg("listen", |a| a.default_value(service.default_listen()))
+            .mut_arg("database_url", |a| a.default_value(service.default_database_url()))
+            .mut_arg("kafka_brokers", |a| a.default_value(crate::defaults::kafka_brokers()));
+        let matches = command.get_matches();
+        match Cli::from_arg_matches(&matches) {
+            Ok(cli) => cli.args,
+            Err(error) => error.exit(),
+        }
+    }
+}
+
+/// How long a service waits for its database at start-up.
+pub const DATABASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Serves the standard gRPC health service plus whatever `add_services` adds,
+/// on `listen`, until SIGTERM/Ctrl-C; then drains in-flight calls.
+pub async fn serve_grpc(
+    listen: SocketAddr,
+    add_services: impl FnOnce(Router) -> Router,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    let router = add_services(Server::builder().add_service(health));
+    tracing::info!(%listen, "gRPC server listening");
+    router.serve_with_shutdown(listen, crate::shutdown::signal()).await
+}
+
+/// A backend service after start-up: its configuration and a migrated database pool.
+pub struct Booted {
+    pub args: ServiceArgs,
+    pub pool: sqlx::PgPool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("unknown service {0:?}: not in saga_runtime::defaults::SERVICES")]
+    UnknownService(String),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+}
+
+/// Parses the command line, installs JSON logging, connects to the service's
+/// database and applies its migrations.
+pub async fn boot(name: &str, migrator: &sqlx::migrate::Migrator) -> Result<Booted, BootError> {
+    let service = BackendService::named(name).ok_or_else(|| BootError::UnknownService(name.to_owned()))?;
+    let args = ServiceArgs::parse_for(service);
+    crate::telemetry::init(crate::telemetry::LogFormat::Json, "info");
+    let pool = crate::db::connect(&args.database_url, args.database_max_connections, DATABASE_WAIT).await?;
+    migrator.run(&pool).await.map_err(crate::db::DbError::from)?;
+    tracing::info!(service = name, database = %crate::db::redact(&args.database_url), "database ready");
+    Ok(Booted { args, pool })
+}

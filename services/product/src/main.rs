@@ -1,0 +1,15 @@
+//! The product service.
+
+use anyhow::Context;
+use saga_runtime::service;
+use sqlx::migrate::Migrator;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/product");
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let booted = service::boot("product", &MIGRATOR).await?;
+    service::serve_grpc(booted.args.listen, |router| router).await.context("gRPC server failed")?;
+    booted.pool.close().await;
+    Ok(())
+}

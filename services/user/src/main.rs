@@ -1,0 +1,15 @@
+//! The user service.
+
+use anyhow::Context;
+use saga_runtime::service;
+use sqlx::migrate::Migrator;
+
+static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/user");
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let booted = service::boot("user", &MIGRATOR).await?;
+    service::serve_grpc(booted.args.listen, |router| router).await.context("gRPC server failed")?;
+    booted.pool.close().await;
+    Ok(())
+}
