@@ -1,0 +1,131 @@
+//! `cargo xtask`: the project's own commands.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use xtask::r#gen::{self, GenArgs};
+use xtask::stack::config::{Defaults, env};
+use xtask::stack::{self, StackConfig, UpOptions};
+
+/// Project automation for the saga platform.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what is missing and start PostgreSQL, Redis, Kafka and the services on 127.0.0.1.
+    Up {
+        /// Start only PostgreSQL, Redis and Kafka.
+        #[arg(long)]
+        infra_only: bool,
+        /// Do not `cargo build` the services first.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Stop exactly what `up` started.
+    Down {
+        /// Also delete the stack's state folder (databases, topics, logs).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Show what runs and where.
+    Status,
+    /// Run every test of the workspace against a fresh, isolated stack.
+    Test {
+        /// Use the already running stack described by the SAGA_* environment
+        /// (default: the development stack) instead of starting a fresh one.
+        #[arg(long, env = "SAGA_TEST_REUSE_STACK")]
+        reuse: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Regenerate the code, schemas and docs compiled from the saga spec.
+    Gen(GenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match task {
+        Task::Up { infra_only, no_build } => {
+            let config = StackConfig::from_env()?;
+            runtime.block_on(stack::up(&config, UpOptions { services: !infra_only, build: !no_build }))?;
+            print_status("stack is up", &config);
+        }
+        Task::Down { purge } => {
+            let config = StackConfig::from_env()?;
+            let stopped = stack::down(&config);
+            println!(
+                "stopped: {}",
+                if stopped.is_empty() { "nothing was running".to_owned() } else { stopped.join(", ") }
+            );
+            if purge {
+                stack::purge(&config)?;
+                println!("removed {}", config.state_dir.display());
+            }
+        }
+        Task::Status => print_status("stack status", &StackConfig::from_env()?),
+        Task::Test { reuse, cargo_args } => return runtime.block_on(test(reuse, &cargo_args)),
+        Task::Gen(args) => r#gen::run(&xtask::stack::config::workspace_root(), &args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(title: &str, config: &StackConfig) {
+    println!("{title} (state: {})", config.state_dir.display());
+    for line in stack::status_lines(config) {
+        println!("  {line}");
+    }
+    println!("logs: {}", config.logs_dir().display());
+}
+
+/// The test stack: its own state folder and ports (SAGA_TEST_STATE_DIR,
+/// SAGA_TEST_PORT_BASE), so it never touches the development stack.
+fn test_stack_config() -> anyhow::Result<StackConfig> {
+    Ok(StackConfig::resolve(Defaults::test(), |var| match var {
+        env::STATE_DIR => std::env::var("SAGA_TEST_STATE_DIR").ok(),
+        env::PORT_BASE => std::env::var("SAGA_TEST_PORT_BASE").ok(),
+        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB => std::env::var(var).ok(),
+        _ => None,
+    })?)
+}
+
+async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
+    let config = if reuse { StackConfig::from_env()? } else { test_stack_config()? };
+    if !reuse {
+        // Leftovers of an interrupted run would make this run depend on old data.
+        stack::down(&config);
+        stack::purge(&config)?;
+        stack::up(&config, UpOptions { services: true, build: true }).await?;
+        print_status("test stack is up", &config);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&config.root)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(cargo_args)
+        .envs(config.to_env())
+        .status()
+        .context("cannot run cargo test");
+    if !reuse {
+        let stopped = stack::down(&config);
+        println!("test stack stopped: {}", stopped.join(", "));
+    }
+    Ok(if status?.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,271 @@
+//! Where the local stack lives: one state folder and a set of loopback ports,
+//! all overridable from the environment so that two stacks can run side by side.
+
+use std::path::{Path, PathBuf};
+
+use saga_runtime::defaults::{self, BackendService};
+
+/// Environment variables understood by [`StackConfig::from_env`].
+pub mod env {
+    pub const STATE_DIR: &str = "SAGA_STATE_DIR";
+    pub const PORT_BASE: &str = "SAGA_PORT_BASE";
+    pub const POSTGRES_PORT: &str = "SAGA_POSTGRES_PORT";
+    pub const REDIS_PORT: &str = "SAGA_REDIS_PORT";
+    pub const KAFKA_PORT: &str = "SAGA_KAFKA_PORT";
+    pub const KAFKA_CONTROLLER_PORT: &str = "SAGA_KAFKA_CONTROLLER_PORT";
+    pub const GATEWAY_PORT: &str = "SAGA_GATEWAY_PORT";
+    pub const ORDER_PORT: &str = "SAGA_ORDER_PORT";
+    pub const PRODUCT_PORT: &str = "SAGA_PRODUCT_PORT";
+    pub const USER_PORT: &str = "SAGA_USER_PORT";
+    pub const POSTGRES_PASSWORD: &str = "SAGA_POSTGRES_PASSWORD";
+    pub const POSTGRES_BIN: &str = "SAGA_POSTGRES_BIN";
+    pub const KAFKA_HEAP: &str = "SAGA_KAFKA_HEAP";
+    pub const KAFKA_LIBS: &str = "SAGA_KAFKA_LIBS";
+    pub const MIN_FREE_MB: &str = "SAGA_MIN_FREE_MB";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}={value:?} is not a valid {what}")]
+    Invalid { var: &'static str, value: String, what: &'static str },
+    #[error("{var}: port {base} + {offset} does not fit in 1..=65535")]
+    PortOverflow { var: &'static str, base: u16, offset: u16 },
+}
+
+/// Every loopback port the stack listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports {
+    pub postgres: u16,
+    pub redis: u16,
+    pub kafka: u16,
+    pub kafka_controller: u16,
+    pub gateway: u16,
+    pub order: u16,
+    pub product: u16,
+    pub user: u16,
+}
+
+/// Layout of one local stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The workspace root (where `Cargo.toml`, `infra/` and `spec/` are).
+    pub root: PathBuf,
+    /// Everything the stack writes: data, logs, pid files.
+    pub state_dir: PathBuf,
+    pub port_base: u16,
+    pub ports: Ports,
+    /// Password of the PostgreSQL superuser `postgres`.
+    pub postgres_password: String,
+    /// Folder with the PostgreSQL 15 server binaries.
+    pub postgres_bin: PathBuf,
+    /// JVM heap of the Kafka broker (`-Xmx`), e.g. `512m`.
+    pub kafka_heap: String,
+    /// The broker's jars, resolved by Maven from `infra/kafka/pom.xml`; shared by all stacks.
+    pub kafka_libs: PathBuf,
+    /// `up` refuses to start with less free disk than this.
+    pub min_free_mb: u64,
+}
+
+/// Where a stack starts when nothing in the environment says otherwise.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub state_dir: PathBuf,
+    pub port_base: u16,
+}
+
+impl Defaults {
+    /// The development stack of `cargo xtask up`.
+    pub fn dev() -> Defaults {
+        Defaults { state_dir: workspace_root().join(".state/dev"), port_base: defaults::PORT_BASE }
+    }
+
+    /// The isolated stack of `cargo xtask test`, beside the development stack.
+    pub fn test() -> Defaults {
+        Defaults { state_dir: workspace_root().join(".state/test"), port_base: defaults::PORT_BASE + 10_000 }
+    }
+}
+
+/// The workspace root, known at compile time from this crate's location.
+pub fn workspace_root() -> PathBuf {
+    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+}
+
+impl StackConfig {
+    /// The development stack, with environment overrides.
+    pub fn from_env() -> Result<StackConfig, ConfigError> {
+        StackConfig::resolve(Defaults::dev(), |var| std::env::var(var).ok())
+    }
+
+    /// Builds a config from `defaults`, overridden by whatever `lookup` finds.
+    pub fn resolve(defaults: Defaults, lookup: impl Fn(&str) -> Option<String>) -> Result<StackConfig, ConfigError> {
+        let root = workspace_root();
+        let state_dir = lookup(env::STATE_DIR).map(PathBuf::from).unwrap_or(defaults.state_dir);
+        let state_dir = if state_dir.is_absolute() { state_dir } else { root.join(state_dir) };
+        let port_base = match lookup(env::PORT_BASE) {
+            Some(value) => parse_port(env::PORT_BASE, value)?,
+            None => defaults.port_base,
+        };
+        let port = |var: &'static str, offset: u16| -> Result<u16, ConfigError> {
+            match lookup(var) {
+                Some(value) => parse_port(var, value),
+                None => port_base.checked_add(offset).ok_or(ConfigError::PortOverflow { var, base: port_base, offset }),
+            }
+        };
+        let ports = Ports {
+            postgres: port(env::POSTGRES_PORT, defaults::POSTGRES_PORT_OFFSET)?,
+            redis: port(env::REDIS_PORT, defaults::REDIS_PORT_OFFSET)?,
+            kafka: port(env::KAFKA_PORT, defaults::KAFKA_PORT_OFFSET)?,
+            kafka_controller: port(env::KAFKA_CONTROLLER_PORT, defaults::KAFKA_CONTROLLER_PORT_OFFSET)?,
+            gateway: port(env::GATEWAY_PORT, defaults::GATEWAY_PORT_OFFSET)?,
+            order: port(env::ORDER_PORT, defaults::ORDER_PORT_OFFSET)?,
+            product: port(env::PRODUCT_PORT, defaults::PRODUCT_PORT_OFFSET)?,
+            user: port(env::USER_PORT, defaults::USER_PORT_OFFSET)?,
+        };
+        let min_free_mb = match lookup(env::MIN_FREE_MB) {
+            Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
+                var: env::MIN_FREE_MB,
+                value,
+                what: "number of MiB",
+            })?,
+            None => 1024,
+        };
+        Ok(StackConfig {
+            kafka_libs: lookup(env::KAFKA_LIBS).map(PathBuf::from).unwrap_or_else(|| root.join(".state/kafka-libs")),
+            root,
+            state_dir,
+            port_base,
+            ports,
+            postgres_password: lookup(env::POSTGRES_PASSWORD).unwrap_or_else(|| "postgres".to_owned()),
+            postgres_bin: lookup(env::POSTGRES_BIN)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
+            kafka_heap: lookup(env::KAFKA_HEAP).unwrap_or_else(|| "512m".to_owned()),
+            min_free_mb,
+        })
+    }
+
+    /// The environment that makes [`StackConfig::from_env`] in a child process
+    /// (a test, a tool) describe exactly this stack.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let p = &self.ports;
+        vec![
+            (env::STATE_DIR, self.state_dir.display().to_string()),
+            (env::PORT_BASE, self.port_base.to_string()),
+            (env::POSTGRES_PORT, p.postgres.to_string()),
+            (env::REDIS_PORT, p.redis.to_string()),
+            (env::KAFKA_PORT, p.kafka.to_string()),
+            (env::KAFKA_CONTROLLER_PORT, p.kafka_controller.to_string()),
+            (env::GATEWAY_PORT, p.gateway.to_string()),
+            (env::ORDER_PORT, p.order.to_string()),
+            (env::PRODUCT_PORT, p.product.to_string()),
+            (env::USER_PORT, p.user.to_string()),
+            (env::POSTGRES_PASSWORD, self.postgres_password.clone()),
+            (env::POSTGRES_BIN, self.postgres_bin.display().to_string()),
+            (env::KAFKA_HEAP, self.kafka_heap.clone()),
+            (env::KAFKA_LIBS, self.kafka_libs.display().to_string()),
+            (env::MIN_FREE_MB, self.min_free_mb.to_string()),
+        ]
+    }
+
+    pub fn host(&self) -> &'static str {
+        defaults::HOST
+    }
+
+    pub fn kafka_brokers(&self) -> String {
+        format!("{}:{}", self.host(), self.ports.kafka)
+    }
+
+    pub fn redis_url(&self) -> String {
+        format!("redis://{}:{}/", self.host(), self.ports.redis)
+    }
+
+    /// Superuser URL, for provisioning and for tests that create scratch databases.
+    pub fn postgres_admin_url(&self, database: &str) -> String {
+        format!("postgres://postgres:{}@{}:{}/{database}", self.postgres_password, self.host(), self.ports.postgres)
+    }
+
+    /// URL of a service's own database, as that service's own role.
+    pub fn database_url(&self, service: BackendService) -> String {
+        let db = service.database();
+        format!("postgres://{db}:{db}@{}:{}/{db}", self.host(), self.ports.postgres)
+    }
+
+    pub fn service_port(&self, service: BackendService) -> u16 {
+        match service.name {
+            "order" => self.ports.order,
+            "product" => self.ports.product,
+            _ => self.ports.user,
+        }
+    }
+
+    pub fn grpc_url(&self, service: BackendService) -> String {
+        format!("http://{}:{}", self.host(), self.service_port(service))
+    }
+
+    pub fn gateway_url(&self) -> String {
+        format!("http://{}:{}", self.host(), self.ports.gateway)
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.state_dir.join("run")
+    }
+}
+
+fn parse_port(var: &'static str, value: String) -> Result<u16, ConfigError> {
+    match value.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(ConfigError::Invalid { var, value, what: "TCP port" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn resolve(vars: &[(&str, &str)]) -> Result<StackConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        StackConfig::resolve(Defaults::dev(), |k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_runtime_defaults() {
+        let config = resolve(&[]).expect("defaults are valid");
+        let order = BackendService::named("order").expect("order exists");
+        assert_eq!(config.database_url(order), order.default_database_url());
+        assert_eq!(config.kafka_brokers(), defaults::kafka_brokers());
+        assert_eq!(config.redis_url(), defaults::redis_url());
+        assert_eq!(config.grpc_url(order), format!("http://{}", order.default_listen()));
+    }
+
+    #[test]
+    fn port_base_moves_every_port_and_single_ports_override_it() {
+        let config = resolve(&[(env::PORT_BASE, "30000"), (env::REDIS_PORT, "6390")]).expect("valid");
+        assert_eq!(config.ports.postgres, 30432);
+        assert_eq!(config.ports.kafka, 30092);
+        assert_eq!(config.ports.redis, 6390);
+    }
+
+    #[test]
+    fn round_trips_through_the_environment() {
+        let config = resolve(&[(env::PORT_BASE, "31000"), (env::STATE_DIR, "/tmp/x")]).expect("valid");
+        let vars: HashMap<String, String> = config.to_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let again = StackConfig::resolve(Defaults::dev(), |k| vars.get(k).cloned()).expect("valid");
+        assert_eq!(again.ports, config.ports);
+        assert_eq!(again.state_dir, config.state_dir);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = resolve(&[(env::KAFKA_PORT, "99999")]).expect_err("invalid port");
+        assert_eq!(error.to_string(), "SAGA_KAFKA_PORT=\"99999\" is not a valid TCP port");
+        let error = resolve(&[(env::PORT_BASE, "65200")]).expect_err("overflow");
+        assert!(error.to_string().contains("does not fit"), "{error}");
+    }
+}

@@ -1,0 +1,268 @@
+//! The local stack: PostgreSQL, Redis, Kafka and the saga's services on
+//! 127.0.0.1, each a detached process tracked by a pid file under the state folder.
+
+pub mod config;
+pub mod install;
+mod kafka;
+mod postgres;
+mod preflight;
+pub mod process;
+mod redis_server;
+mod services;
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use saga_runtime::defaults::{BackendService, SERVICES};
+
+pub use self::config::StackConfig;
+use self::process::Tracked;
+
+/// One process of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Postgres,
+    Redis,
+    Kafka,
+    Service(BackendService),
+    Gateway,
+}
+
+impl Component {
+    /// Start order; `down` stops in reverse.
+    pub fn all() -> Vec<Component> {
+        let mut all = vec![Component::Postgres, Component::Redis, Component::Kafka];
+        all.extend(SERVICES.into_iter().map(Component::Service));
+        all.push(Component::Gateway);
+        all
+    }
+
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, Component::Postgres | Component::Redis | Component::Kafka)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Component::Postgres => "postgres",
+            Component::Redis => "redis",
+            Component::Kafka => "kafka",
+            Component::Service(service) => service.name,
+            Component::Gateway => "gateway",
+        }
+    }
+
+    /// Ports the component listens on.
+    pub fn ports(&self, config: &StackConfig) -> Vec<u16> {
+        match self {
+            Component::Postgres => vec![config.ports.postgres],
+            Component::Redis => vec![config.ports.redis],
+            Component::Kafka => vec![config.ports.kafka, config.ports.kafka_controller],
+            Component::Service(service) => vec![config.service_port(*service)],
+            Component::Gateway => vec![config.ports.gateway],
+        }
+    }
+
+    /// What a person or a client uses to reach it.
+    pub fn address(&self, config: &StackConfig) -> String {
+        match self {
+            Component::Postgres => {
+                let dbs: Vec<String> = SERVICES.iter().map(|s| s.database()).collect();
+                format!(
+                    "postgres://postgres@{}:{} (databases {}; role = password = database name)",
+                    config.host(),
+                    config.ports.postgres,
+                    dbs.join(", ")
+                )
+            }
+            Component::Redis => config.redis_url(),
+            Component::Kafka => format!("{} (topics: {})", config.kafka_brokers(), kafka::topic_names().join(", ")),
+            Component::Service(service) => format!("{} (gRPC)", config.grpc_url(*service)),
+            Component::Gateway => format!("{} (REST; /healthz, /readyz)", config.gateway_url()),
+        }
+    }
+
+    pub fn tracked(&self, config: &StackConfig) -> Tracked {
+        Tracked::new(self.name(), &config.run_dir(), &config.logs_dir())
+    }
+
+    fn stop_signal(&self) -> (Signal, Duration) {
+        match self {
+            Component::Postgres => (postgres::STOP_SIGNAL, postgres::STOP_GRACE),
+            Component::Kafka => (Signal::SIGTERM, Duration::from_secs(30)),
+            _ => (Signal::SIGTERM, Duration::from_secs(15)),
+        }
+    }
+
+    fn command(&self, config: &StackConfig) -> anyhow::Result<Command> {
+        match self {
+            Component::Postgres => {
+                postgres::prepare(config)?;
+                postgres::command(config)
+            }
+            Component::Redis => redis_server::command(config),
+            Component::Kafka => {
+                kafka::prepare(config)?;
+                Ok(kafka::command(config))
+            }
+            Component::Service(service) => Ok(services::backend_command(config, *service)),
+            Component::Gateway => Ok(services::gateway_command(config)),
+        }
+    }
+
+    async fn probe(&self, config: &StackConfig) -> anyhow::Result<()> {
+        match self {
+            Component::Postgres => postgres::probe(config).await,
+            Component::Redis => redis_server::probe(config).await,
+            Component::Kafka => kafka::probe(config).await,
+            Component::Service(service) => services::probe_backend(config, *service).await,
+            Component::Gateway => services::probe_gateway(config).await,
+        }
+    }
+
+    /// Work once the component answers: databases, topics.
+    async fn provision(&self, config: &StackConfig) -> anyhow::Result<()> {
+        match self {
+            Component::Postgres => postgres::provision(config).await,
+            Component::Kafka => kafka::create_topics(config).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What `up` starts.
+#[derive(Debug, Clone, Copy)]
+pub struct UpOptions {
+    /// Start the services and the gateway too, not only PostgreSQL, Redis and Kafka.
+    pub services: bool,
+    /// `cargo build` the services first.
+    pub build: bool,
+}
+
+/// How long one component may take to become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Installs what is missing and starts every component that is not running
+/// yet. On failure, stops what this call started and returns the error.
+pub async fn up(config: &StackConfig, options: UpOptions) -> anyhow::Result<()> {
+    preflight::check_disk(config)?;
+    install::ensure_packages(config)?;
+    install::ensure_kafka_libs(config)?;
+    let components: Vec<Component> =
+        Component::all().into_iter().filter(|c| options.services || c.is_infrastructure()).collect();
+    if options.services && options.build {
+        services::build(config)?;
+    }
+    let to_start: Vec<Component> =
+        components.iter().copied().filter(|c| c.tracked(config).running_pid().is_none()).collect();
+    preflight::check_ports_free(
+        config,
+        to_start.iter().flat_map(|c| c.ports(config).into_iter().map(move |port| (c.name(), port))),
+    )?;
+
+    let mut started = Vec::new();
+    let result = start(config, &components, &to_start, &mut started).await;
+    if let Err(error) = result {
+        for component in started.iter().rev() {
+            let (signal, grace) = component.stop_signal();
+            component.tracked(config).stop(signal, grace);
+        }
+        return Err(error);
+    }
+    Ok(())
+}
+
+async fn start(
+    config: &StackConfig,
+    components: &[Component],
+    to_start: &[Component],
+    started: &mut Vec<Component>,
+) -> anyhow::Result<()> {
+    // Infrastructure first, all three spawned before waiting on any (Kafka's JVM is the slow one).
+    for phase in [true, false] {
+        let phase_components: Vec<Component> =
+            components.iter().copied().filter(|c| c.is_infrastructure() == phase).collect();
+        for component in phase_components.iter().filter(|c| to_start.contains(c)) {
+            let mut command = component.command(config)?;
+            component.tracked(config).spawn(&mut command)?;
+            started.push(*component);
+        }
+        for component in &phase_components {
+            wait_ready(config, *component).await?;
+            component.provision(config).await.with_context(|| format!("provisioning {}", component.name()))?;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_ready(config: &StackConfig, component: Component) -> anyhow::Result<()> {
+    let tracked = component.tracked(config);
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let probe = tokio::time::timeout(Duration::from_secs(5), component.probe(config)).await;
+        let error = match probe {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => error,
+            Err(_) => anyhow::anyhow!("probe timed out"),
+        };
+        if tracked.running_pid().is_none() {
+            bail!(
+                "{} exited during start-up; last lines of {}:\n{}",
+                component.name(),
+                tracked.log_file.display(),
+                tracked.log_tail(15)
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} not ready after {:?} ({error:#}); see {}",
+                component.name(),
+                START_TIMEOUT,
+                tracked.log_file.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Stops every component that has a live pid file, in reverse start order.
+/// Returns the names of those stopped.
+pub fn down(config: &StackConfig) -> Vec<&'static str> {
+    let mut stopped = Vec::new();
+    for component in Component::all().into_iter().rev() {
+        let (signal, grace) = component.stop_signal();
+        if component.tracked(config).stop(signal, grace) {
+            stopped.push(component.name());
+        }
+    }
+    stopped
+}
+
+/// Removes the state folder (data, logs) of a stopped stack.
+pub fn purge(config: &StackConfig) -> anyhow::Result<()> {
+    if Component::all().iter().any(|c| c.tracked(config).running_pid().is_some()) {
+        bail!("the stack is still running: stop it first");
+    }
+    for dir in [config.state_dir.clone(), postgres::data_dir(config)] {
+        if dir.exists() {
+            fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// One line per component: running (with pid) or stopped, and its address.
+pub fn status_lines(config: &StackConfig) -> Vec<String> {
+    Component::all()
+        .into_iter()
+        .map(|component| {
+            let state = match component.tracked(config).running_pid() {
+                Some(pid) => format!("running (pid {pid})"),
+                None => "stopped".to_owned(),
+            };
+            format!("{:<9} {:<22} {}", component.name(), state, component.address(config))
+        })
+        .collect()
+}

@@ -1,0 +1,83 @@
+//! The saga's own processes: the three backend services and the gateway,
+//! built by cargo and started from the workspace's target folder.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use saga_runtime::defaults::{BackendService, SERVICES};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use super::config::StackConfig;
+
+pub const GATEWAY_BINARY: &str = "gateway";
+
+/// Where cargo puts the binaries (honours `CARGO_TARGET_DIR`).
+fn binary(config: &StackConfig, name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| config.root.join("target"));
+    let target = if target.is_absolute() { target } else { config.root.join(target) };
+    target.join("debug").join(name)
+}
+
+/// `cargo build` of every service binary, so `up` starts the code as it is now.
+pub fn build(config: &StackConfig) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command.current_dir(&config.root).args(["build", "--quiet"]);
+    for service in SERVICES {
+        command.args(["-p", &service.binary()]);
+    }
+    command.args(["-p", GATEWAY_BINARY]);
+    let status = command.status().context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building the services failed (cargo build exited with {status})");
+    }
+    Ok(())
+}
+
+pub fn backend_command(config: &StackConfig, service: BackendService) -> Command {
+    let mut command = Command::new(binary(config, &service.binary()));
+    command
+        .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.service_port(service)))
+        .env("DATABASE_URL", config.database_url(service))
+        .env("KAFKA_BROKERS", config.kafka_brokers());
+    command
+}
+
+pub fn gateway_command(config: &StackConfig) -> Command {
+    let mut command = Command::new(binary(config, GATEWAY_BINARY));
+    command
+        .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.ports.gateway))
+        .env("REDIS_URL", config.redis_url());
+    for service in SERVICES {
+        command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_url(service));
+    }
+    command
+}
+
+/// Ready when the standard gRPC health check says SERVING.
+pub async fn probe_backend(config: &StackConfig, service: BackendService) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(config.grpc_url(service))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await?;
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await?;
+    let status = reply.into_inner().status;
+    anyhow::ensure!(status == ServingStatus::Serving as i32, "health status {status}");
+    Ok(())
+}
+
+/// Ready when `/readyz` answers 200 (Redis and every backend reachable).
+pub async fn probe_gateway(config: &StackConfig) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/readyz", config.gateway_url()))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "/readyz answered {}", response.status());
+    Ok(())
+}
