@@ -1,0 +1,82 @@
+//! `cargo xtask up` / `down` on stacks of their own (own state folder, own
+//! ports), with the real PostgreSQL, Redis and Kafka.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use saga_tests::{stack, unique};
+use xtask::stack::config::{Defaults, env};
+use xtask::stack::{self as local_stack, Component, StackConfig, UpOptions};
+
+/// A stack beside the one under test: same binaries and jars, its own folder and ports.
+fn side_stack(port_base: u16) -> StackConfig {
+    let under_test = stack();
+    let state_dir: PathBuf = under_test.state_dir.with_file_name(unique("xtask-it"));
+    let defaults = Defaults { state_dir, port_base };
+    StackConfig::resolve(defaults, |var| match var {
+        env::KAFKA_LIBS => Some(under_test.kafka_libs.display().to_string()),
+        env::POSTGRES_BIN => Some(under_test.postgres_bin.display().to_string()),
+        _ => None,
+    })
+    .expect("valid config")
+}
+
+fn running(config: &StackConfig) -> Vec<&'static str> {
+    Component::all().into_iter().filter(|c| c.tracked(config).running_pid().is_some()).map(|c| c.name()).collect()
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+const INFRA: UpOptions = UpOptions { services: false, build: false };
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_twice_changes_nothing_and_down_stops_exactly_what_up_started() {
+    let config = side_stack(37_000);
+    local_stack::up(&config, INFRA).await.expect("first up");
+    let pids: Vec<_> = Component::all().iter().map(|c| c.tracked(&config).running_pid()).collect();
+    assert_eq!(running(&config), ["postgres", "redis", "kafka"]);
+
+    local_stack::up(&config, INFRA).await.expect("second up");
+    let again: Vec<_> = Component::all().iter().map(|c| c.tracked(&config).running_pid()).collect();
+    assert_eq!(pids, again, "a second up restarts nothing");
+
+    let stopped = local_stack::down(&config);
+    assert_eq!(stopped, ["kafka", "redis", "postgres"]);
+    assert!(running(&config).is_empty());
+    for port in [config.ports.postgres, config.ports.redis, config.ports.kafka, config.ports.kafka_controller] {
+        assert!(port_free(port), "port {port} still taken after down");
+    }
+    local_stack::purge(&config).expect("purge");
+    assert!(!config.state_dir.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_start_leaves_nothing_running() {
+    let config = side_stack(38_000);
+    // Kafka storage formatted for some other cluster: PostgreSQL and Redis are
+    // already started when Kafka's preparation refuses it.
+    let data = config.state_dir.join("kafka/data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("meta.properties"), "version=1\nnode.id=1\ncluster.id=SomeOtherClusterId0000\n")
+        .expect("write meta");
+
+    let error = local_stack::up(&config, INFRA).await.expect_err("kafka storage of another cluster");
+    let message = format!("{error:#}");
+    assert!(message.contains("belongs to cluster \"SomeOtherClusterId0000\""), "{message}");
+    assert!(message.contains("cargo xtask down --purge"), "{message}");
+    assert!(running(&config).is_empty(), "left running: {:?}", running(&config));
+    assert!(port_free(config.ports.postgres) && port_free(config.ports.redis));
+    local_stack::purge(&config).expect("purge");
+}
+
+#[tokio::test]
+async fn a_taken_port_is_refused_before_anything_starts() {
+    let config = side_stack(39_000);
+    let _squatter = TcpListener::bind(("127.0.0.1", config.ports.redis)).expect("bind");
+    let error = local_stack::up(&config, INFRA).await.expect_err("port taken");
+    assert!(error.to_string().starts_with(&format!("port {} needed by redis is already in use", config.ports.redis)));
+    assert!(running(&config).is_empty());
+    let _ = local_stack::purge(&config);
+}
