@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's own commands.
 
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -115,17 +116,75 @@ async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         stack::up(&config, UpOptions { services: true, build: true }).await?;
         print_status("test stack is up", &config);
     }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(&config.root)
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .args(cargo_args)
-        .envs(config.to_env())
-        .status()
-        .context("cannot run cargo test");
+    let outcome = run_cargo_test(&config, cargo_args);
     if !reuse {
         let stopped = stack::down(&config);
         println!("test stack stopped: {}", stopped.join(", "));
     }
-    Ok(if status?.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    let (status, tally) = outcome?;
+    // One closing line for the whole run: cargo's own last line only speaks of its last test binary.
+    println!("tests: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
+    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Counts summed over every `test result:` line cargo test printed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    /// Adds one libtest summary line (`test result: ok. 3 passed; 0 failed; 1 ignored; ...`).
+    fn add(&mut self, line: &str) {
+        let Some(counts) = line.strip_prefix("test result: ") else { return };
+        for part in counts.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(number)) = (words.next(), words.next()) else { continue };
+            let Ok(number) = number.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += number,
+                "failed" => self.failed += number,
+                "ignored" => self.ignored += number,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test --workspace` against `config`, echoing its output and tallying the results.
+fn run_cargo_test(config: &StackConfig, cargo_args: &[String]) -> anyhow::Result<(std::process::ExitStatus, Tally)> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut child = Command::new(cargo)
+        .current_dir(&config.root)
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(cargo_args)
+        .envs(config.to_env())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let mut tally = Tally::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading cargo test output")?;
+            println!("{line}");
+            tally.add(&line);
+        }
+    }
+    Ok((child.wait()?, tally))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_sums_libtest_summaries() {
+        let mut tally = Tally::default();
+        tally.add("test result: ok. 9 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.07s");
+        tally.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        tally.add("running 2 tests");
+        assert_eq!(tally, Tally { passed: 11, failed: 3, ignored: 1 });
+    }
 }
