@@ -11,6 +11,7 @@ mod redis_server;
 mod services;
 
 use std::fs;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -245,7 +246,10 @@ pub fn purge(config: &StackConfig) -> anyhow::Result<()> {
     if Component::all().iter().any(|c| c.tracked(config).running_pid().is_some()) {
         bail!("the stack is still running: stop it first");
     }
-    for dir in [config.state_dir.clone(), postgres::data_dir(config)] {
+    let pg_data = postgres::data_dir(config);
+    // Outside the state folder (see postgres::data_dir), the cluster has a folder of its own.
+    let pg_outside = if pg_data.starts_with(&config.state_dir) { None } else { pg_data.parent().map(PathBuf::from) };
+    for dir in std::iter::once(config.state_dir.clone()).chain(pg_outside) {
         if dir.exists() {
             fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
         }
