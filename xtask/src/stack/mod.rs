@@ -11,7 +11,7 @@ mod redis_server;
 mod services;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -89,6 +89,24 @@ impl Component {
         Tracked::new(self.name(), &config.run_dir(), &config.logs_dir())
     }
 
+    /// The executable a service component runs; `None` for infrastructure.
+    fn binary(&self, config: &StackConfig) -> Option<PathBuf> {
+        match self {
+            Component::Service(service) => Some(services::binary(config, &service.binary())),
+            Component::Gateway => Some(services::binary(config, services::GATEWAY_BINARY)),
+            _ => None,
+        }
+    }
+
+    /// True when the executable is newer than the pid file written when the process started.
+    fn rebuilt_since_start(&self, config: &StackConfig) -> bool {
+        let modified = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
+        match (self.binary(config).as_deref().and_then(modified), modified(&self.tracked(config).pid_file)) {
+            (Some(built), Some(started)) => built > started,
+            _ => false,
+        }
+    }
+
     fn stop_signal(&self) -> (Signal, Duration) {
         match self {
             Component::Postgres => (postgres::STOP_SIGNAL, postgres::STOP_GRACE),
@@ -155,6 +173,15 @@ pub async fn up(config: &StackConfig, options: UpOptions) -> anyhow::Result<()> 
         Component::all().into_iter().filter(|c| options.services || c.is_infrastructure()).collect();
     if options.services && options.build {
         services::build(config)?;
+    }
+    // A service whose binary was rebuilt after it started runs old code: restart it.
+    for component in &components {
+        let tracked = component.tracked(config);
+        if tracked.running_pid().is_some() && component.rebuilt_since_start(config) {
+            println!("restarting {} (its binary was rebuilt)", component.name());
+            let (signal, grace) = component.stop_signal();
+            tracked.stop(signal, grace);
+        }
     }
     let to_start: Vec<Component> =
         components.iter().copied().filter(|c| c.tracked(config).running_pid().is_none()).collect();

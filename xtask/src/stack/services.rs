@@ -16,7 +16,7 @@ use super::config::StackConfig;
 pub const GATEWAY_BINARY: &str = "gateway";
 
 /// Where cargo puts the binaries (honours `CARGO_TARGET_DIR`).
-fn binary(config: &StackConfig, name: &str) -> PathBuf {
+pub(super) fn binary(config: &StackConfig, name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| config.root.join("target"));
     let target = if target.is_absolute() { target } else { config.root.join(target) };
     target.join("debug").join(name)
