@@ -75,8 +75,6 @@ impl std::fmt::Display for EventType {
 pub struct OrderCreated {
     pub user_id: ::uuid::Uuid,
     pub items: Vec<super::types::OrderItem>,
-    /// Sum of the items, in minor units.
-    pub total: super::envelope::Money,
     pub created_at: ::chrono::DateTime<::chrono::Utc>,
 }
 
@@ -86,7 +84,6 @@ impl wire::AvroValue for OrderCreated {
             Vec::from([
                 ("user_id".to_string(), wire::AvroValue::to_avro(&self.user_id)),
                 ("items".to_string(), wire::AvroValue::to_avro(&self.items)),
-                ("total".to_string(), wire::AvroValue::to_avro(&self.total)),
                 ("created_at".to_string(), wire::AvroValue::to_avro(&self.created_at)),
             ]),
         )
@@ -102,10 +99,6 @@ impl wire::AvroValue for OrderCreated {
                 wire::take_field(&mut f, "OrderCreatedPayload", "items")?,
                 "items",
             )?,
-            total: wire::AvroValue::from_avro(
-                wire::take_field(&mut f, "OrderCreatedPayload", "total")?,
-                "total",
-            )?,
             created_at: wire::AvroValue::from_avro(
                 wire::take_field(&mut f, "OrderCreatedPayload", "created_at")?,
                 "created_at",
@@ -119,8 +112,8 @@ impl wire::Event for OrderCreated {
     const KIND: EventType = EventType::OrderCreated;
     const TOPIC: &'static str = "order-events";
     const PUBLISHER: &'static str = "order";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"},{\"doc\":\"Price of one unit at order time, in minor units.\",\"name\":\"unit_price\",\"type\":\"long\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}},{\"doc\":\"Sum of the items, in minor units.\",\"name\":\"total\",\"type\":\"long\"},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
-    const FINGERPRINT: [u8; 8] = [73, 100, 144, 40, 103, 152, 70, 193];
+    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
+    const FINGERPRINT: [u8; 8] = [240, 171, 208, 101, 56, 170, 90, 240];
     fn schema() -> &'static ::apache_avro::Schema {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {
@@ -137,7 +130,7 @@ impl wire::Event for OrderCreated {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StockReductionSuccess {
     pub user_id: ::uuid::Uuid,
-    /// What the buyer must pay, in minor units.
+    /// What the buyer must pay, in minor units: computed by the product service from its prices at reservation time, never taken from the client.
     pub amount: super::envelope::Money,
 }
 
@@ -170,7 +163,7 @@ impl wire::Event for StockReductionSuccess {
     const KIND: EventType = EventType::StockReductionSuccess;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The product service reserved every item of the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.success`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"What the buyer must pay, in minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"StockReductionSuccessPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionSuccess\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
+    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The product service reserved every item of the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.success`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"What the buyer must pay, in minor units: computed by the product service from its prices at reservation time, never taken from the client.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"StockReductionSuccessPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionSuccess\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [147, 246, 212, 128, 177, 185, 49, 28];
     fn schema() -> &'static ::apache_avro::Schema {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
@@ -267,8 +260,8 @@ impl wire::Event for StockReleased {
     const KIND: EventType = EventType::StockReleased;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"},{\"doc\":\"Price of one unit at order time, in minor units.\",\"name\":\"unit_price\",\"type\":\"long\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
-    const FINGERPRINT: [u8; 8] = [222, 93, 90, 125, 240, 155, 189, 242];
+    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
+    const FINGERPRINT: [u8; 8] = [149, 3, 43, 140, 160, 55, 38, 204];
     fn schema() -> &'static ::apache_avro::Schema {
         static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
         {

@@ -192,7 +192,7 @@ pub const EVENTS: &[EventInfo] = &[
         topic: "order-events",
         publisher: "order",
         external: false,
-        fingerprint: [73, 100, 144, 40, 103, 152, 70, 193],
+        fingerprint: [240, 171, 208, 101, 56, 170, 90, 240],
     },
     EventInfo {
         event_type: "stock.reduction.success",
@@ -213,7 +213,7 @@ pub const EVENTS: &[EventInfo] = &[
         topic: "inventory-events",
         publisher: "product",
         external: false,
-        fingerprint: [222, 93, 90, 125, 240, 155, 189, 242],
+        fingerprint: [149, 3, 43, 140, 160, 55, 38, 204],
     },
     EventInfo {
         event_type: "payment.completed",

@@ -11,8 +11,6 @@ use super::envelope as wire;
 pub struct OrderItem {
     pub product_id: ::uuid::Uuid,
     pub quantity: i32,
-    /// Price of one unit at order time, in minor units.
-    pub unit_price: super::envelope::Money,
 }
 
 impl wire::AvroValue for OrderItem {
@@ -21,7 +19,6 @@ impl wire::AvroValue for OrderItem {
             Vec::from([
                 ("product_id".to_string(), wire::AvroValue::to_avro(&self.product_id)),
                 ("quantity".to_string(), wire::AvroValue::to_avro(&self.quantity)),
-                ("unit_price".to_string(), wire::AvroValue::to_avro(&self.unit_price)),
             ]),
         )
     }
@@ -35,10 +32,6 @@ impl wire::AvroValue for OrderItem {
             quantity: wire::AvroValue::from_avro(
                 wire::take_field(&mut f, "OrderItem", "quantity")?,
                 "quantity",
-            )?,
-            unit_price: wire::AvroValue::from_avro(
-                wire::take_field(&mut f, "OrderItem", "unit_price")?,
-                "unit_price",
             )?,
         })
     }

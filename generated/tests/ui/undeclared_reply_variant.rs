@@ -14,7 +14,7 @@ impl ProductHandler for Product {
     type Error = E;
 
     async fn on_order_created(&self, _: &mut (), e: Envelope<OrderCreated>) -> Result<ProductOnOrderCreated, E> {
-        Ok(ProductOnOrderCreated::PaymentCompleted(PaymentCompleted { user_id: e.payload.user_id, amount: e.payload.total }))
+        Ok(ProductOnOrderCreated::PaymentCompleted(PaymentCompleted { user_id: e.payload.user_id, amount: Default::default() }))
     }
 
     async fn on_payment_fail(&self, _: &mut (), _: Envelope<PaymentFail>) -> Result<ProductOnPaymentFail, E> {
