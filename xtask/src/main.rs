@@ -93,6 +93,11 @@ fn print_status(title: &str, config: &StackConfig) {
     for line in stack::status_lines(config) {
         println!("  {line}");
     }
+    let (admin_email, admin_password) = stack::admin_credentials();
+    println!("gateway: {}  (API docs: {}/docs)", config.gateway_url(), config.gateway_url());
+    println!(
+        "admin:   {admin_email} / {admin_password}  (local stack only; set SAGA_ADMIN_EMAIL, SAGA_ADMIN_PASSWORD)"
+    );
     println!("logs: {}", config.logs_dir().display());
 }
 

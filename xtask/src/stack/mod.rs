@@ -21,6 +21,7 @@ use saga_runtime::defaults::{BackendService, SERVICES};
 
 pub use self::config::StackConfig;
 use self::process::Tracked;
+pub use self::services::admin_credentials;
 
 /// One process of the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

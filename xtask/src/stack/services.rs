@@ -55,7 +55,18 @@ pub fn gateway_command(config: &StackConfig) -> Command {
     for service in SERVICES {
         command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_url(service));
     }
+    let (email, password) = admin_credentials();
+    command.env("ADMIN_EMAIL", email).env("ADMIN_PASSWORD", password);
     command
+}
+
+/// The admin account the gateway ensures at start-up: `SAGA_ADMIN_EMAIL` and
+/// `SAGA_ADMIN_PASSWORD`, with defaults meant for a local stack only.
+pub fn admin_credentials() -> (String, String) {
+    (
+        std::env::var("SAGA_ADMIN_EMAIL").unwrap_or_else(|_| "admin@saga.local".to_owned()),
+        std::env::var("SAGA_ADMIN_PASSWORD").unwrap_or_else(|_| "saga-admin-local".to_owned()),
+    )
 }
 
 /// Ready when the standard gRPC health check says SERVING.

@@ -1,0 +1,179 @@
+//! The router: routes, fallbacks and the middleware every request passes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use axum::routing::{get, post};
+use saga_proto::order::order_service_client::OrderServiceClient;
+use saga_proto::product::product_service_client::ProductServiceClient;
+use saga_proto::user as user_pb;
+use saga_proto::user::user_service_client::UserServiceClient;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::rate_limit::{Limits, LoginLimiter};
+use crate::routes::{admin, auth, health, orders, products};
+use crate::session::SessionStore;
+use crate::state::{AppState, Backends};
+
+/// Connects (lazily, so a backend that is down only fails its requests) and builds the state.
+pub async fn state(config: Config) -> anyhow::Result<AppState> {
+    let redis = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
+    let manager = redis::aio::ConnectionManager::new(redis.clone())
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", config.redis_url))?;
+    let mut channels = Vec::new();
+    for (name, url) in
+        [("order", &config.order_grpc_url), ("product", &config.product_grpc_url), ("user", &config.user_grpc_url)]
+    {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .with_context(|| format!("invalid gRPC URL for {name}: {url}"))?;
+        channels.push((name, endpoint.connect_timeout(health::PROBE_TIMEOUT).connect_lazy()));
+    }
+    let channel = |name: &str| channels.iter().find(|(n, _)| *n == name).map(|(_, c)| c.clone());
+    let backends = Backends {
+        order: OrderServiceClient::new(channel("order").context("order channel")?),
+        product: ProductServiceClient::new(channel("product").context("product channel")?),
+        user: UserServiceClient::new(channel("user").context("user channel")?),
+        channels,
+        timeout: config.grpc_timeout(),
+    };
+    let limits = Limits {
+        per_ip: config.login_limit_per_ip,
+        per_account: config.login_limit_per_account,
+        window: Duration::from_secs(config.login_limit_window_secs),
+    };
+    Ok(AppState {
+        sessions: SessionStore::new(manager.clone(), &config.redis_key_prefix, config.session_ttl()),
+        login_limiter: LoginLimiter::new(manager, &config.redis_key_prefix, limits),
+        redis,
+        backends,
+        admin_ready: Arc::new(AtomicBool::new(false)),
+        config: Arc::new(config),
+    })
+}
+
+pub fn router(state: AppState) -> anyhow::Result<Router> {
+    let api = Router::new()
+        .route("/auth/register", post(auth::register))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .route("/products", get(products::list).post(products::create))
+        .route("/products/{id}", get(products::get).patch(products::update))
+        .route("/products/{id}/stock", post(products::adjust_stock))
+        .route("/orders", get(orders::list).post(orders::create))
+        .route("/orders/{id}", get(orders::get))
+        .route("/orders/{id}/events", get(orders::events))
+        .route("/admin/users/{id}/credit", post(admin::credit));
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+        // No query string or headers: they may carry tokens or personal data.
+        tracing::info_span!("request", method = %request.method(), path = %request.uri().path(),
+            user_id = tracing::field::Empty)
+    });
+    let mut app = Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
+        .route("/docs", get(crate::openapi::docs))
+        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(trace);
+    if let Some(cors) = cors(&state.config.cors_allowed_origins)? {
+        app = app.layer(cors);
+    }
+    Ok(app.with_state(state))
+}
+
+/// CORS from `CORS_ALLOWED_ORIGINS`: empty = no CORS headers at all (same-origin only).
+fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
+    let origins: Vec<&str> = origins.split(',').map(str::trim).filter(|o| !o.is_empty()).collect();
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).with_context(|| format!("invalid CORS origin {o:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        AllowOrigin::list(values)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    ))
+}
+
+/// Makes sure the configured admin account exists, retrying until the user
+/// service answers; `/readyz` reports ready only afterwards.
+pub async fn ensure_admin(state: AppState) {
+    let config = state.config.clone();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let request = user_pb::CreateUserRequest {
+            email: config.admin_email.trim().to_lowercase(),
+            password: config.admin_password.clone(),
+            display_name: "Administrator".to_owned(),
+            role: user_pb::Role::Admin as i32,
+            initial_balance_minor: 0,
+        };
+        match state.backends.user.clone().create_user(state.backends.request(request)).await {
+            Ok(_) => {
+                tracing::info!(email = %config.admin_email, "admin account created");
+                break;
+            }
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                check_existing_admin(&state).await;
+                break;
+            }
+            // Retrying cannot fix these: say so once and let the gateway serve.
+            Err(status) if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::Unimplemented) => {
+                tracing::error!(%status, "cannot create the configured admin account; no admin ensured");
+                break;
+            }
+            Err(status) => {
+                tracing::warn!(%status, "cannot ensure the admin account yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    state.admin_ready.store(true, Ordering::Release);
+}
+
+/// An existing account under the admin email: say so if it cannot act as the admin.
+async fn check_existing_admin(state: &AppState) {
+    let request = user_pb::VerifyCredentialsRequest {
+        email: state.config.admin_email.trim().to_lowercase(),
+        password: state.config.admin_password.clone(),
+    };
+    match state.backends.user.clone().verify_credentials(state.backends.request(request)).await {
+        Ok(reply) if reply.get_ref().role() == user_pb::Role::Admin => {
+            tracing::info!(email = %state.config.admin_email, "admin account exists");
+        }
+        Ok(_) => tracing::error!(email = %state.config.admin_email, "the admin email belongs to a non-admin account"),
+        Err(status) => {
+            tracing::error!(email = %state.config.admin_email, %status, "the admin account exists with another password")
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Configuration: command-line flags with environment overrides; every
+//! default points at the local development stack.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use saga_runtime::defaults::{self, BackendService, GATEWAY_PORT_OFFSET, HOST, PORT_BASE};
+
+/// Admin account of the local stack only; a real deployment sets its own.
+pub const LOCAL_ADMIN_EMAIL: &str = "admin@saga.local";
+pub const LOCAL_ADMIN_PASSWORD: &str = "saga-admin-local";
+
+/// The saga's API gateway (REST).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "gateway", about)]
+pub struct Config {
+    /// HTTP listen address.
+    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT_BASE + GATEWAY_PORT_OFFSET)))]
+    pub listen: SocketAddr,
+    /// Redis URL (sessions, rate limits).
+    #[arg(long, env = "REDIS_URL", default_value_t = defaults::redis_url())]
+    pub redis_url: String,
+    /// Prefix of every Redis key the gateway writes, so gateways can share a Redis without sharing state.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "gateway:")]
+    pub redis_key_prefix: String,
+    /// gRPC URL of the order service.
+    #[arg(long, env = "ORDER_GRPC_URL", default_value_t = grpc_url("order"))]
+    pub order_grpc_url: String,
+    /// gRPC URL of the product service.
+    #[arg(long, env = "PRODUCT_GRPC_URL", default_value_t = grpc_url("product"))]
+    pub product_grpc_url: String,
+    /// gRPC URL of the user service.
+    #[arg(long, env = "USER_GRPC_URL", default_value_t = grpc_url("user"))]
+    pub user_grpc_url: String,
+    /// Deadline of every gRPC call, in milliseconds.
+    #[arg(long, env = "GRPC_TIMEOUT_MS", default_value_t = 5000)]
+    pub grpc_timeout_ms: u64,
+    /// Session lifetime in seconds; every authenticated request extends it again (sliding expiry).
+    #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_ttl_secs: u64,
+    /// Email of the admin account ensured at start-up.
+    #[arg(long, env = "ADMIN_EMAIL", default_value = LOCAL_ADMIN_EMAIL)]
+    pub admin_email: String,
+    /// Password of that admin account (the default is for the local stack only).
+    #[arg(long, env = "ADMIN_PASSWORD", default_value = LOCAL_ADMIN_PASSWORD, hide_default_value = true)]
+    pub admin_password: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub body_limit_bytes: usize,
+    /// Origins allowed by CORS, comma-separated; `*` allows any; empty disables CORS.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
+    pub cors_allowed_origins: String,
+    /// Failed logins allowed per client IP within the window.
+    #[arg(long, env = "LOGIN_LIMIT_PER_IP", default_value_t = 20)]
+    pub login_limit_per_ip: u64,
+    /// Failed logins allowed per account (email) within the window.
+    #[arg(long, env = "LOGIN_LIMIT_PER_ACCOUNT", default_value_t = 5)]
+    pub login_limit_per_account: u64,
+    /// Length of the login rate-limit window, in seconds.
+    #[arg(long, env = "LOGIN_LIMIT_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub login_limit_window_secs: u64,
+    /// How often an order's event stream polls the order service, in milliseconds.
+    #[arg(long, env = "SSE_POLL_MS", default_value_t = 250)]
+    pub sse_poll_ms: u64,
+    /// Longest life of one event stream, in seconds (a client reconnects with Last-Event-ID).
+    #[arg(long, env = "SSE_MAX_SECS", default_value_t = 600)]
+    pub sse_max_secs: u64,
+}
+
+fn grpc_url(service: &str) -> String {
+    let port = BackendService::named(service).map_or(0, |s| PORT_BASE + s.port_offset);
+    format!("http://{HOST}:{port}")
+}
+
+impl Config {
+    pub fn grpc_timeout(&self) -> Duration {
+        Duration::from_millis(self.grpc_timeout_ms)
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+}

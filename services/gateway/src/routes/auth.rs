@@ -1,0 +1,277 @@
+//! Register, login, logout and the caller's own profile.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use saga_proto::user as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::extract::{ApiJson, Validate};
+use crate::session::{Auth, Role, Session};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The login name; compared case-insensitively.
+    #[schema(example = "alice@example.com", max_length = 254)]
+    pub email: String,
+    /// 8 to 128 characters.
+    #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
+    pub password: String,
+    /// Shown name; defaults to the part of the email before `@`.
+    #[schema(example = "Alice", max_length = 100)]
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[schema(example = "alice@example.com", max_length = 254)]
+    pub email: String,
+    #[schema(example = "correct horse battery", max_length = 128)]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Opaque bearer token: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: String,
+    /// When the token expires unless used; every use extends it by `expires_in` seconds.
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: DateTime<Utc>,
+    pub expires_in: u64,
+}
+
+/// A user's profile and balance.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserProfile {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: String,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    /// Balance in minor units (cents).
+    pub balance_minor: i64,
+    pub created_at: String,
+}
+
+impl From<pb::User> for UserProfile {
+    fn from(user: pb::User) -> UserProfile {
+        let role = role_of(user.role());
+        UserProfile {
+            id: user.user_id,
+            email: user.email,
+            display_name: user.display_name,
+            role,
+            balance_minor: user.balance_minor,
+            created_at: user.created_at,
+        }
+    }
+}
+
+pub fn role_of(role: pb::Role) -> Role {
+    if role == pb::Role::Admin { Role::Admin } else { Role::Customer }
+}
+
+/// A plausible email: one `@`, a non-empty local part, a dotted domain, no spaces.
+pub fn email_problem(email: &str) -> Option<&'static str> {
+    if email.is_empty() {
+        return Some("must not be empty");
+    }
+    if email.len() > 254 {
+        return Some("must be at most 254 characters");
+    }
+    let valid = match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    };
+    if valid { None } else { Some("must be an email address") }
+}
+
+impl Validate for RegisterRequest {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut fields = Vec::new();
+        if let Some(problem) = email_problem(&self.email) {
+            fields.push(FieldError::new("email", problem));
+        }
+        let length = self.password.chars().count();
+        if length < 8 {
+            fields.push(FieldError::new("password", "must be at least 8 characters"));
+        } else if length > 128 {
+            fields.push(FieldError::new("password", "must be at most 128 characters"));
+        }
+        if let Some(name) = &self.display_name {
+            if name.trim().is_empty() {
+                fields.push(FieldError::new("display_name", "must not be blank"));
+            } else if name.chars().count() > 100 {
+                fields.push(FieldError::new("display_name", "must be at most 100 characters"));
+            } else if name.chars().any(char::is_control) {
+                fields.push(FieldError::new("display_name", "must not contain control characters"));
+            }
+        }
+        fields
+    }
+}
+
+impl Validate for LoginRequest {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut fields = Vec::new();
+        if self.email.is_empty() {
+            fields.push(FieldError::new("email", "must not be empty"));
+        } else if self.email.len() > 254 {
+            fields.push(FieldError::new("email", "must be at most 254 characters"));
+        }
+        if self.password.is_empty() {
+            fields.push(FieldError::new("password", "must not be empty"));
+        } else if self.password.chars().count() > 128 {
+            fields.push(FieldError::new("password", "must be at most 128 characters"));
+        }
+        fields
+    }
+}
+
+/// Create a customer account.
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Account created", body = UserProfile),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 409, description = "The email is already registered", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<UserProfile>), ApiError> {
+    let email = body.email.trim().to_lowercase();
+    let display_name = body
+        .display_name
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|| email.split('@').next().unwrap_or_default().to_owned());
+    let request = pb::CreateUserRequest {
+        email,
+        password: body.password,
+        display_name,
+        role: pb::Role::Customer as i32,
+        initial_balance_minor: 0,
+    };
+    let user = state.backends.user.clone().create_user(state.backends.request(request)).await.map_err(|status| {
+        if status.code() == tonic::Code::AlreadyExists {
+            ApiError::Conflict("this email is already registered".to_owned())
+        } else {
+            status.into()
+        }
+    })?;
+    Ok((StatusCode::CREATED, Json(user.into_inner().into())))
+}
+
+/// Exchange email and password for a bearer token.
+///
+/// Failed attempts are limited per account and per client IP; over the limit
+/// every attempt gets 429 with `Retry-After` until the window ends.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = LoginResponse),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Wrong email or password", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until attempts are allowed again"))),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let email = body.email.trim().to_lowercase();
+    let ip = peer.ip();
+    state.login_limiter.check(&email, ip).await?;
+    let request = pb::VerifyCredentialsRequest { email: email.clone(), password: body.password };
+    let verified = match state.backends.user.clone().verify_credentials(state.backends.request(request)).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::NotFound) => {
+            state.login_limiter.record_failure(&email, ip).await?;
+            return Err(ApiError::Unauthorized("wrong email or password"));
+        }
+        // An email the user service finds malformed cannot belong to an account.
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            state.login_limiter.record_failure(&email, ip).await?;
+            return Err(ApiError::Unauthorized("wrong email or password"));
+        }
+        Err(status) => return Err(status.into()),
+    };
+    state.login_limiter.record_success(&email, ip).await?;
+    let user_id = uuid::Uuid::parse_str(&verified.user_id)
+        .map_err(|_| ApiError::Internal(format!("user service returned a bad id {:?}", verified.user_id)))?;
+    let session = Session { user_id, role: role_of(verified.role()) };
+    let issued = state.sessions.create(&session).await?;
+    tracing::info!(%user_id, "logged in");
+    Ok(Json(LoginResponse {
+        token: issued.token,
+        token_type: "Bearer".to_owned(),
+        expires_at: issued.expires_at,
+        expires_in: state.sessions.ttl().as_secs(),
+    }))
+}
+
+/// Revoke the token of this request.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Token revoked"),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    ))]
+pub async fn logout(State(state): State<AppState>, auth: Auth) -> Result<StatusCode, ApiError> {
+    state.sessions.revoke(&auth.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's profile and balance.
+#[utoipa::path(get, path = "/api/v1/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = UserProfile),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    ))]
+pub async fn me(State(state): State<AppState>, auth: Auth) -> Result<Json<UserProfile>, ApiError> {
+    let request = pb::GetUserRequest { user_id: auth.session.user_id.to_string() };
+    let user = state.backends.user.clone().get_user(state.backends.request(request)).await.map_err(|status| {
+        if status.code() == tonic::Code::NotFound {
+            // The account of a live session is gone: the token is worthless.
+            ApiError::Unauthorized("invalid or expired token")
+        } else {
+            status.into()
+        }
+    })?;
+    Ok(Json(user.into_inner().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for good in ["a@b.co", "alice.smith+x@example.com"] {
+            assert_eq!(email_problem(good), None, "{good}");
+        }
+        for bad in ["", "a", "a@b", "@b.co", "a@@b.co", "a b@c.de", "a@.co", "a@co."] {
+            assert!(email_problem(bad).is_some(), "{bad}");
+        }
+    }
+}

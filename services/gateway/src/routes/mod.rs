@@ -1,0 +1,7 @@
+//! The REST API under `/api/v1`, plus health and docs.
+
+pub mod admin;
+pub mod auth;
+pub mod health;
+pub mod orders;
+pub mod products;

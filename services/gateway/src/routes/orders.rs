@@ -1,0 +1,369 @@
+//! Orders: place (idempotently), read, list, and follow a saga as it runs.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use saga_generated::status::OrderStatus;
+use saga_proto::order as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ErrorBody, FieldError};
+use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
+use crate::routes::products::PageQuery;
+use crate::session::Auth;
+use crate::state::{AppState, Backends};
+
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+const MAX_ITEMS: usize = 100;
+const MAX_QUANTITY: i32 = 10_000;
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderItem {
+    #[schema(value_type = uuid::Uuid)]
+    pub product_id: String,
+    /// 1 to 10000 units.
+    #[schema(example = 1, minimum = 1, maximum = 10000)]
+    pub quantity: i32,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    /// 1 to 100 lines, each product at most once. Prices come from the catalogue.
+    #[schema(min_items = 1, max_items = 100)]
+    pub items: Vec<OrderItem>,
+}
+
+impl Validate for CreateOrder {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut fields = Vec::new();
+        if self.items.is_empty() {
+            fields.push(FieldError::new("items", "must contain at least one item"));
+        } else if self.items.len() > MAX_ITEMS {
+            fields.push(FieldError::new("items", format!("must contain at most {MAX_ITEMS} items")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, item) in self.items.iter().enumerate() {
+            match Uuid::parse_str(&item.product_id) {
+                Ok(id) if !seen.insert(id) => {
+                    fields.push(FieldError::new(format!("items[{index}].product_id"), "is listed twice"))
+                }
+                Ok(_) => {}
+                Err(_) => fields.push(FieldError::new(format!("items[{index}].product_id"), "must be a UUID")),
+            }
+            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
+                fields.push(FieldError::new(
+                    format!("items[{index}].quantity"),
+                    format!("must be between 1 and {MAX_QUANTITY}"),
+                ));
+            }
+        }
+        fields
+    }
+}
+
+/// One transition of an order's status.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StatusChange {
+    /// Absent on the first row (the order was created).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_status: Option<String>,
+    #[schema(example = "completed")]
+    pub to_status: String,
+    /// The saga event that caused the change.
+    pub event_id: String,
+    #[schema(example = "payment.completed")]
+    pub event_type: String,
+    /// Why, when the event says (e.g. `insufficient_stock`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+impl From<pb::StatusChange> for StatusChange {
+    fn from(c: pb::StatusChange) -> StatusChange {
+        StatusChange {
+            from_status: Some(c.from_status).filter(|s| !s.is_empty()),
+            to_status: c.to_status,
+            event_id: c.event_id,
+            event_type: c.event_type,
+            reason: Some(c.reason).filter(|s| !s.is_empty()),
+            at: c.at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Order {
+    #[schema(value_type = uuid::Uuid)]
+    pub id: String,
+    #[schema(value_type = uuid::Uuid)]
+    pub user_id: String,
+    /// `created`, `inventory_reserved`, then one of the terminal statuses
+    /// `completed`, `inventory_reserved_failed`, `payment_failed`, `cancelled`.
+    #[schema(example = "completed")]
+    pub status: String,
+    pub items: Vec<OrderItem>,
+    /// Total in minor units, once the stock is reserved and the order priced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_minor: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    pub idempotency_key: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Oldest first; empty in lists.
+    pub history: Vec<StatusChange>,
+}
+
+impl From<pb::Order> for Order {
+    fn from(o: pb::Order) -> Order {
+        Order {
+            id: o.order_id,
+            user_id: o.user_id,
+            status: o.status,
+            items: o.items.into_iter().map(|i| OrderItem { product_id: i.product_id, quantity: i.quantity }).collect(),
+            total_minor: o.total_minor,
+            failure_reason: Some(o.failure_reason).filter(|s| !s.is_empty()),
+            idempotency_key: o.idempotency_key,
+            created_at: o.created_at,
+            updated_at: o.updated_at,
+            history: o.history.into_iter().map(StatusChange::from).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrderPage {
+    pub items: Vec<Order>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers.get(IDEMPOTENCY_KEY).ok_or_else(|| ApiError::field(IDEMPOTENCY_KEY, "is required"))?;
+    let key = value.to_str().map_err(|_| ApiError::field(IDEMPOTENCY_KEY, "must be printable ASCII"))?;
+    if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::field(IDEMPOTENCY_KEY, "must be 1 to 200 printable ASCII characters without spaces"));
+    }
+    Ok(key.to_owned())
+}
+
+/// Place an order and start its saga.
+///
+/// The `Idempotency-Key` header makes retries safe: the same key with the
+/// same items returns the same order (200) and starts no second saga; the
+/// same key with other items is a 409. Keys are scoped per user.
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateOrder,
+    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 200 printable ASCII characters")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Order placed; its saga started", body = Order),
+        (status = 200, description = "The same key and items were sent before: the same order", body = Order),
+        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 404, description = "A product does not exist", body = ErrorBody),
+        (status = 409, description = "The key was used with other items", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    auth: Auth,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateOrder>,
+) -> Result<(StatusCode, Json<Order>), ApiError> {
+    let key = idempotency_key(&headers)?;
+    let request = pb::CreateOrderRequest {
+        user_id: auth.session.user_id.to_string(),
+        items: body
+            .items
+            .into_iter()
+            .map(|i| pb::OrderItem { product_id: i.product_id.to_lowercase(), quantity: i.quantity })
+            .collect(),
+        idempotency_key: key,
+    };
+    let reply = state.backends.order.clone().create_order(state.backends.request(request)).await.map_err(|s| {
+        if s.code() == tonic::Code::AlreadyExists {
+            ApiError::Conflict("this Idempotency-Key was already used with a different request".to_owned())
+        } else {
+            s.into()
+        }
+    })?;
+    let reply = reply.into_inner();
+    let order = reply.order.ok_or_else(|| ApiError::Internal("CreateOrder returned no order".to_owned()))?;
+    tracing::info!(order_id = %order.order_id, created = reply.created, "order placed");
+    let status = if reply.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(order.into())))
+}
+
+/// The order if the caller may see it: their own, or any for an admin.
+/// Someone else's order is a 404, so ids of others' orders leak nothing.
+async fn visible_order(backends: &Backends, auth: &Auth, id: Uuid) -> Result<pb::Order, ApiError> {
+    let request = pb::GetOrderRequest { order_id: id.to_string() };
+    let order = backends.order.clone().get_order(backends.request(request)).await?.into_inner();
+    if auth.is_admin() || order.user_id == auth.session.user_id.to_string() {
+        Ok(order)
+    } else {
+        Err(ApiError::NotFound("order not found".to_owned()))
+    }
+}
+
+/// One order with its status history.
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "orders",
+    params(("id" = uuid::Uuid, Path, description = "Order id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The order", body = Order),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 404, description = "No such order, or not the caller's", body = ErrorBody),
+    ))]
+pub async fn get(State(state): State<AppState>, auth: Auth, Path(id): Path<String>) -> Result<Json<Order>, ApiError> {
+    let id = parse_id("id", &id)?;
+    Ok(Json(visible_order(&state.backends, &auth, id).await?.into()))
+}
+
+/// The caller's orders, newest first.
+#[utoipa::path(get, path = "/api/v1/orders", tag = "orders", params(PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of the caller's orders", body = OrderPage),
+        (status = 400, description = "Invalid paging", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Auth,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let request = pb::ListOrdersRequest {
+        user_id: auth.session.user_id.to_string(),
+        page_size: query.page_size.unwrap_or(0),
+        page_token: query.page_token.unwrap_or_default(),
+    };
+    let reply = state.backends.order.clone().list_orders(state.backends.request(request)).await?.into_inner();
+    Ok(Json(OrderPage {
+        items: reply.orders.into_iter().map(Order::from).collect(),
+        next_page_token: Some(reply.next_page_token).filter(|t| !t.is_empty()),
+    }))
+}
+
+fn is_terminal(status: &str) -> bool {
+    status.parse::<OrderStatus>().is_ok_and(OrderStatus::is_terminal)
+}
+
+/// Server-sent events: one `status` event per status change, then `end`.
+///
+/// Every row of the order's status history is sent as an event `status`
+/// (data: a `StatusChange`, id: its position in the history, from 1), the
+/// rows already there first. Once the order reaches a terminal status the
+/// stream sends an event `end` (data: the final `Order`) and closes. A client
+/// that reconnects with `Last-Event-ID: n` gets only the rows after n. The
+/// gateway polls the order service for new rows at a short interval.
+#[utoipa::path(get, path = "/api/v1/orders/{id}/events", tag = "orders",
+    params(
+        ("id" = uuid::Uuid, Path, description = "Order id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "An event stream (text/event-stream)", content_type = "text/event-stream", body = String),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 401, description = "Not logged in", body = ErrorBody),
+        (status = 404, description = "No such order, or not the caller's", body = ErrorBody),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let id = parse_id("id", &id)?;
+    let first = visible_order(&state.backends, &auth, id).await?;
+    let sent = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let poll = Duration::from_millis(state.config.sse_poll_ms.max(10));
+    let until = Instant::now() + Duration::from_secs(state.config.sse_max_secs);
+    let stream = order_events(state.backends.clone(), id, first, sent, poll, until);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+struct Follow {
+    backends: Backends,
+    id: Uuid,
+    /// The latest copy of the order; `None` means poll again.
+    order: Option<pb::Order>,
+    /// History rows already sent.
+    sent: usize,
+    poll: Duration,
+    until: Instant,
+    done: bool,
+}
+
+fn order_events(
+    backends: Backends,
+    id: Uuid,
+    first: pb::Order,
+    sent: usize,
+    poll: Duration,
+    until: Instant,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let follow = Follow { backends, id, order: Some(first), sent, poll, until, done: false };
+    futures::stream::unfold(follow, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            let order = match f.order.take() {
+                Some(order) => order,
+                None => {
+                    if Instant::now() > f.until {
+                        // A client reconnects with Last-Event-ID and continues.
+                        return None;
+                    }
+                    tokio::time::sleep(f.poll).await;
+                    let request = pb::GetOrderRequest { order_id: f.id.to_string() };
+                    match f.backends.order.clone().get_order(f.backends.request(request)).await {
+                        Ok(reply) => reply.into_inner(),
+                        Err(status) => {
+                            let error = ApiError::from(status);
+                            tracing::warn!(order_id = %f.id, %error, "event stream stops");
+                            f.done = true;
+                            let body = serde_json::to_string(&error.body()).unwrap_or_default();
+                            return Some((Ok(Event::default().event("error").data(body)), f));
+                        }
+                    }
+                }
+            };
+            if let Some(row) = order.history.get(f.sent).cloned() {
+                f.sent += 1;
+                let event = Event::default()
+                    .event("status")
+                    .id(f.sent.to_string())
+                    .json_data(StatusChange::from(row))
+                    .unwrap_or_else(|_| Event::default().event("status"));
+                f.order = Some(order);
+                return Some((Ok(event), f));
+            }
+            if is_terminal(&order.status) {
+                f.done = true;
+                let event =
+                    Event::default().event("end").json_data(Order::from(order)).unwrap_or_else(|_| Event::default());
+                return Some((Ok(event), f));
+            }
+        }
+    })
+}
