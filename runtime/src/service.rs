@@ -26,6 +26,10 @@ pub struct ServiceArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: String,
+    /// Prefix of every Kafka topic and consumer group this service uses, so
+    /// several independent sagas can share one broker (tests); empty in production.
+    #[arg(long, env = "TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
 }
 
 #[derive(Debug, Parser)]
@@ -66,6 +70,34 @@ pub async fn serve_grpc(
     let router = add_services(Server::builder().add_service(health));
     tracing::info!(%listen, "gRPC server listening");
     router.serve_with_shutdown(listen, crate::shutdown::signal()).await
+}
+
+/// Like `serve_grpc`, plus gRPC server reflection for `descriptor_set`, until
+/// `shutdown` is requested; in-flight calls are drained first.
+pub async fn serve_grpc_until(
+    listen: SocketAddr,
+    shutdown: crate::shutdown::Shutdown,
+    descriptor_set: &'static [u8],
+    add_services: impl FnOnce(Router) -> Router,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor_set)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let router = add_services(Server::builder().add_service(health).add_service(reflection));
+    tracing::info!(%listen, "gRPC server listening");
+    router.serve_with_shutdown(listen, async move { shutdown.wait().await }).await?;
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
 }
 
 /// A backend service after start-up: its configuration and a migrated database pool.

@@ -1,15 +1,82 @@
-//! The order service.
+//! The order service: places orders (the saga starts here), keeps each
+//! order's status and history from the saga's events, and resolves sagas
+//! stuck past the spec's deadlines.
+
+mod api;
+mod saga;
+mod sweeper;
+
+use std::time::Duration;
 
 use anyhow::Context;
+use clap::Parser;
+use saga_generated::topology;
+use saga_runtime::consumer::{self, ConsumerConfig, Retry, TxConsumer};
+use saga_runtime::outbox::{Relay, RelayConfig};
 use saga_runtime::service;
+use saga_runtime::shutdown::Shutdown;
 use sqlx::migrate::Migrator;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
 
+const SERVICE: &str = "order";
+
+/// Order-service settings beyond the common ones (read from the environment only).
+#[derive(Debug, Clone, Parser)]
+struct OrderSettings {
+    /// Scales every timeout of the spec, in percent (tests shorten them; 100 = as the spec says).
+    #[arg(long, env = "ORDER_TIMEOUT_SCALE_PERCENT", default_value_t = 100)]
+    timeout_scale_percent: u32,
+    /// How often the timeout sweeper looks for overdue sagas, in milliseconds.
+    #[arg(long, env = "ORDER_SWEEP_INTERVAL_MS", default_value_t = 1000)]
+    sweep_interval_ms: u64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let booted = service::boot("order", &MIGRATOR).await?;
-    service::serve_grpc(booted.args.listen, |router| router).await.context("gRPC server failed")?;
+    let booted = service::boot(SERVICE, &MIGRATOR).await?;
+    let args = booted.args.clone();
+    // The common command line is parsed by `boot`; these come from the environment.
+    let settings = OrderSettings::parse_from(["order-service"]);
+    let (trigger, shutdown) = Shutdown::on_signal();
+    let timeouts = saga::Timeouts { scale_percent: settings.timeout_scale_percent };
+
+    let producer = saga_runtime::kafka::producer(&args.kafka_brokers).context("Kafka producer")?;
+    let relay_config = RelayConfig { topic_prefix: args.topic_prefix.clone(), ..RelayConfig::default() };
+    let relay = tokio::spawn(Relay::new(booted.pool.clone(), producer, relay_config).run(shutdown.clone()));
+
+    let group = topology::consumer_group(SERVICE).context("the spec has no consumer group for this service")?;
+    let consumer_config = ConsumerConfig {
+        brokers: args.kafka_brokers.clone(),
+        group_id: group.group_id.to_owned(),
+        topics: group.topics.iter().map(|t| (*t).to_owned()).collect(),
+        topic_prefix: args.topic_prefix.clone(),
+        dlq_suffix: topology::DLQ_SUFFIX.to_owned(),
+        retry: Retry {
+            max_attempts: group.retry.max_attempts,
+            initial_backoff: group.retry.initial_backoff,
+            max_backoff: group.retry.max_backoff,
+        },
+    };
+    let processor = TxConsumer { pool: booted.pool.clone(), handler: saga::OrderSaga { timeouts } };
+    let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone()));
+
+    let sweeper = tokio::spawn(sweeper::run(
+        booted.pool.clone(),
+        saga::OrderSaga { timeouts },
+        Duration::from_millis(settings.sweep_interval_ms.max(10)),
+        shutdown.clone(),
+    ));
+
+    let api = api::OrderApi { pool: booted.pool.clone(), saga: saga::OrderSaga { timeouts } };
+    let served = service::serve_grpc_until(args.listen, shutdown.clone(), saga_proto::FILE_DESCRIPTOR_SET, |router| {
+        router.add_service(saga_proto::order::order_service_server::OrderServiceServer::new(api))
+    })
+    .await;
+    trigger.trigger();
+    consumer.await.context("consumer task")?.context("consumer failed")?;
+    sweeper.await.context("sweeper task")?;
+    relay.await.context("relay task")?;
     booted.pool.close().await;
-    Ok(())
+    served.context("gRPC server failed")
 }

@@ -1,0 +1,352 @@
+//! The consumer loop: one message at a time, in partition order.
+//!
+//! For each message: decode, then (in one PostgreSQL transaction) claim the
+//! inbox row, run the handler and insert its reply into the outbox; commit;
+//! only then store the offset. Transient failures retry in place with
+//! exponential backoff (the partition never skips ahead); after the policy's
+//! attempt limit, or at once for an undecodable message, the message goes to
+//! `<topic><dlq_suffix>` with headers saying why, and the partition moves on.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::inbox;
+use crate::outbox::{self, OutboxMessage};
+use crate::shutdown::Shutdown;
+
+/// Dead-letter headers (see docs/runtime.md).
+pub mod dlq_headers {
+    /// `undecodable`, `retries-exhausted` or `permanent`.
+    pub const REASON: &str = "dlq-reason";
+    pub const ERROR: &str = "dlq-error";
+    pub const ORIGINAL_TOPIC: &str = "dlq-original-topic";
+    pub const ORIGINAL_PARTITION: &str = "dlq-original-partition";
+    pub const ORIGINAL_OFFSET: &str = "dlq-original-offset";
+    pub const ATTEMPTS: &str = "dlq-attempts";
+    pub const CONSUMER_GROUP: &str = "dlq-consumer-group";
+    pub const FAILED_AT: &str = "dlq-failed-at";
+}
+
+/// How a failing message is retried before it is dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Retry {
+    /// Backoff before attempt `attempt + 1` (attempt counts from 1): doubles,
+    /// capped, with up to 20% jitter so replicas do not retry in lockstep.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.max_backoff);
+        let jitter = rand::random_range(0..=base.as_millis() as u64 / 5);
+        base + Duration::from_millis(jitter)
+    }
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub brokers: String,
+    /// Group id as the spec names it; the topic prefix is prepended.
+    pub group_id: String,
+    /// Logical topics (the prefix is prepended to subscribe).
+    pub topics: Vec<String>,
+    pub topic_prefix: String,
+    pub dlq_suffix: String,
+    pub retry: Retry,
+}
+
+/// One received message; `topic` is the logical name (prefix removed).
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Inbound {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+/// Why processing a message failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Retrying cannot help (undecodable bytes): dead-letter at once.
+    #[error("undecodable: {0}")]
+    Undecodable(String),
+    /// May succeed later (database down, state not there yet): retry.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+/// What a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processed {
+    Handled,
+    /// Its event id was in the inbox: nothing changed.
+    Duplicate,
+    /// Not subscribed here.
+    Ignored,
+}
+
+/// Processes one message; implemented by `TxConsumer` for the saga services
+/// and by tests directly.
+pub trait Processor: Send + Sync + 'static {
+    fn process(&self, message: &Inbound) -> impl Future<Output = Result<Processed, Failure>> + Send;
+}
+
+/// Facts about a decoded event the runtime needs.
+#[derive(Debug, Clone)]
+pub struct EventMeta {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    pub order_id: Uuid,
+    pub traceparent: Option<String>,
+}
+
+/// The service side of a transactional consumer: decode and handle, nothing else.
+pub trait SagaHandler: Send + Sync + 'static {
+    type Event: Send;
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// `Ok(None)`: an event on a consumed topic this service does not handle.
+    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Option<Self::Event>, String>;
+    fn meta(&self, event: &Self::Event) -> EventMeta;
+    /// Runs inside the inbox transaction; returns the reply to publish.
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: Self::Event,
+    ) -> impl Future<Output = Result<Option<OutboxMessage>, Self::Error>> + Send + 'a;
+}
+
+/// Decode, inbox, handle and outbox in one transaction.
+pub struct TxConsumer<H> {
+    pub pool: PgPool,
+    pub handler: H,
+}
+
+impl<H: SagaHandler> Processor for TxConsumer<H> {
+    async fn process(&self, message: &Inbound) -> Result<Processed, Failure> {
+        let Some(event) = self.handler.decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
+            return Ok(Processed::Ignored);
+        };
+        let meta = self.handler.meta(&event);
+        let span = tracing::info_span!(
+            "event",
+            order_id = %meta.order_id,
+            event_id = %meta.event_id,
+            event_type = meta.event_type,
+            trace_id = meta.traceparent.as_deref().and_then(crate::trace::trace_id).unwrap_or(""),
+        );
+        async {
+            let transient = |e: sqlx::Error| Failure::Transient(format!("database: {e}"));
+            let mut tx = self.pool.begin().await.map_err(transient)?;
+            let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
+            if !inbox::claim(&mut tx, meta.event_id, meta.event_type, source).await.map_err(transient)? {
+                tracing::info!("duplicate event ignored");
+                return Ok(Processed::Duplicate);
+            }
+            let reply =
+                self.handler.handle(&mut tx, event).await.map_err(|e| Failure::Transient(format!("handler: {e}")))?;
+            if let Some(reply) = &reply {
+                outbox::insert(&mut tx, reply).await.map_err(transient)?;
+            }
+            tx.commit().await.map_err(transient)?;
+            tracing::info!(reply = reply.as_ref().map(|r| r.event_type.as_str()), "event handled");
+            Ok(Processed::Handled)
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("Kafka error: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Runs the loop until `shutdown`; the message in flight is finished (or left
+/// uncommitted, to be redelivered) and stored offsets are committed.
+pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: Shutdown) -> Result<(), ConsumerError> {
+    let group = format!("{}{}", config.topic_prefix, config.group_id);
+    let consumer: StreamConsumer = crate::kafka::consumer(&config.brokers, &group)?;
+    let producer = crate::kafka::producer(&config.brokers)?;
+    let topics: Vec<String> = config.topics.iter().map(|t| format!("{}{t}", config.topic_prefix)).collect();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topic_refs)?;
+    tracing::info!(%group, topics = ?topics, "consumer started");
+    loop {
+        let received = tokio::select! {
+            () = shutdown.wait() => break,
+            m = consumer.recv() => m,
+        };
+        let message = match received {
+            Ok(m) => m.detach(),
+            Err(error) => {
+                tracing::warn!(%error, "Kafka receive error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Some(inbound) = to_inbound(&message, &config.topic_prefix) else {
+            continue;
+        };
+        if !deliver(&config, &group, &processor, &producer, &message, &inbound, &shutdown).await {
+            // Shutdown during a retry backoff: the offset stays unstored,
+            // so the message is redelivered after the restart.
+            break;
+        }
+        if let Err(error) = consumer.store_offset(message.topic(), message.partition(), message.offset() + 1) {
+            tracing::warn!(%error, "cannot store offset");
+        }
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, "final offset commit failed"),
+    }
+    tracing::info!(%group, "consumer stopped");
+    Ok(())
+}
+
+fn to_inbound(message: &OwnedMessage, prefix: &str) -> Option<Inbound> {
+    let topic = message.topic().strip_prefix(prefix).unwrap_or(message.topic()).to_owned();
+    let headers = message
+        .headers()
+        .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    Some(Inbound {
+        topic,
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    })
+}
+
+/// Processes one message to a final outcome (handled or dead-lettered).
+/// `false` when shutdown interrupted it before that.
+async fn deliver<P: Processor>(
+    config: &ConsumerConfig,
+    group: &str,
+    processor: &P,
+    producer: &FutureProducer,
+    message: &OwnedMessage,
+    inbound: &Inbound,
+    shutdown: &Shutdown,
+) -> bool {
+    let mut attempt = 0u32;
+    let (reason, error) = loop {
+        attempt += 1;
+        match processor.process(inbound).await {
+            Ok(_) => return true,
+            Err(Failure::Undecodable(e)) => break ("undecodable", e),
+            Err(Failure::Transient(e)) if attempt >= config.retry.max_attempts => break ("retries-exhausted", e),
+            Err(Failure::Transient(e)) => {
+                let backoff = config.retry.backoff(attempt);
+                tracing::warn!(error = %e, attempt, ?backoff, topic = %inbound.topic, partition = inbound.partition,
+                    offset = inbound.offset, "processing failed; retrying in place");
+                tokio::select! {
+                    () = shutdown.wait() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    };
+    tracing::error!(reason, %error, attempts = attempt, topic = %inbound.topic, partition = inbound.partition,
+        offset = inbound.offset, "dead-lettering message");
+    let dlq_topic = format!("{}{}{}", config.topic_prefix, inbound.topic, config.dlq_suffix);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match dead_letter(producer, &dlq_topic, group, message, inbound, reason, &error, attempt).await {
+            Ok(()) => return true,
+            Err(e) => {
+                // Never move on without the dead letter written: that would lose the message.
+                tracing::error!(error = %e, %dlq_topic, "cannot write dead letter; retrying");
+                tokio::select! {
+                    () = shutdown.wait() => return false,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    producer: &FutureProducer,
+    dlq_topic: &str,
+    group: &str,
+    message: &OwnedMessage,
+    inbound: &Inbound,
+    reason: &str,
+    error: &str,
+    attempts: u32,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let mut headers = OwnedHeaders::new();
+    for (k, v) in &inbound.headers {
+        if !k.starts_with("dlq-") {
+            headers = headers.insert(Header { key: k, value: Some(v) });
+        }
+    }
+    let error: String = error.chars().take(2000).collect();
+    let partition = inbound.partition.to_string();
+    let offset = inbound.offset.to_string();
+    let attempts = attempts.to_string();
+    let failed_at = chrono::Utc::now().to_rfc3339();
+    for (k, v) in [
+        (dlq_headers::REASON, reason),
+        (dlq_headers::ERROR, error.as_str()),
+        (dlq_headers::ORIGINAL_TOPIC, inbound.topic.as_str()),
+        (dlq_headers::ORIGINAL_PARTITION, partition.as_str()),
+        (dlq_headers::ORIGINAL_OFFSET, offset.as_str()),
+        (dlq_headers::ATTEMPTS, attempts.as_str()),
+        (dlq_headers::CONSUMER_GROUP, group),
+        (dlq_headers::FAILED_AT, failed_at.as_str()),
+    ] {
+        headers = headers.insert(Header { key: k, value: Some(v) });
+    }
+    let payload = message.payload().unwrap_or_default();
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq_topic).payload(payload).headers(headers);
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let retry = Retry {
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+        };
+        let b1 = retry.backoff(1);
+        assert!(b1 >= Duration::from_millis(100) && b1 <= Duration::from_millis(120), "{b1:?}");
+        let b3 = retry.backoff(3);
+        assert!(b3 >= Duration::from_millis(400) && b3 <= Duration::from_millis(480), "{b3:?}");
+        let b10 = retry.backoff(10);
+        assert!(b10 >= Duration::from_millis(1000) && b10 <= Duration::from_millis(1200), "{b10:?}");
+    }
+}

@@ -1,0 +1,37 @@
+//! Helpers every gRPC service shares: argument parsing into typed values and
+//! opaque internal errors.
+
+use chrono::{DateTime, Utc};
+use tonic::Status;
+use uuid::Uuid;
+
+/// Parses a UUID argument; INVALID_ARGUMENT naming the field otherwise.
+pub fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Status> {
+    Uuid::parse_str(value).map_err(|_| Status::invalid_argument(format!("{field} is not a UUID: {value:?}")))
+}
+
+/// Logs the real error and returns an opaque INTERNAL, so no database detail
+/// leaks to clients.
+pub fn internal(error: impl std::fmt::Display) -> Status {
+    tracing::error!(%error, "internal error");
+    Status::internal("internal error")
+}
+
+/// The wire format of timestamps: RFC 3339, UTC, microseconds.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// Page size of a list call: 0 means `default`; at most `max`.
+pub fn page_size(requested: i32, default: i64, max: i64) -> Result<i64, Status> {
+    match requested {
+        0 => Ok(default),
+        n if n < 0 => Err(Status::invalid_argument("page_size must not be negative")),
+        n => Ok(i64::from(n).min(max)),
+    }
+}
+
+/// Whether a database error is the violation of the named constraint.
+pub fn is_constraint(error: &sqlx::Error, constraint: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.constraint() == Some(constraint))
+}

@@ -1,0 +1,38 @@
+//! Inbox: the ids of events already handled, written in the handler's
+//! transaction so a redelivered event changes nothing.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Where a message came from, for the inbox row.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Records `event_id` as handled in the caller's transaction. `false` when it
+/// was handled before: the caller must roll back and skip it. A concurrent
+/// delivery of the same event waits on the primary key until the first
+/// transaction ends, so exactly one of them handles it.
+pub async fn claim(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    event_type: &str,
+    source: Source<'_>,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbox (event_id, event_type, topic, partition, \"offset\") VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(event_type)
+    .bind(source.topic)
+    .bind(source.partition)
+    .bind(source.offset)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}

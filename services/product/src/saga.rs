@@ -1,0 +1,246 @@
+//! The product service's part of the saga: reserve all items of an order or
+//! none, price it from the catalogue, and release a reservation exactly once.
+
+use std::collections::BTreeMap;
+
+use saga_generated::handlers::{
+    ProductHandler, ProductInbound, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail,
+};
+use saga_generated::types::{OrderItem, StockFailure};
+use saga_generated::{
+    Envelope, Money, OrderCancelled, OrderCreated, OutboxRecord, PaymentFail, StockReductionFail,
+    StockReductionSuccess, StockReleased,
+};
+use saga_runtime::consumer::{EventMeta, SagaHandler};
+use saga_runtime::outbox::OutboxMessage;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("order {0}: amount overflows")]
+    Overflow(Uuid),
+}
+
+pub struct ProductSaga;
+
+impl ProductHandler for ProductSaga {
+    type Ctx = PgConnection;
+    type Error = Box<SagaError>;
+
+    async fn on_order_created(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<OrderCreated>,
+    ) -> Result<ProductOnOrderCreated, Self::Error> {
+        let order_id = event.order_id;
+        let existing: Option<String> = sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(SagaError::from)?;
+        if let Some(status) = existing {
+            // Already reserved, rejected, or cancelled before it arrived: nothing more to do.
+            tracing::info!(%status, "order already known to the product service");
+            return Ok(ProductOnOrderCreated::NoReply);
+        }
+        // Sum per product (an order may list one twice); BTreeMap orders the
+        // row locks by id, so concurrent reservations cannot deadlock.
+        let mut wanted: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for item in &event.payload.items {
+            *wanted.entry(item.product_id).or_default() += i64::from(item.quantity);
+        }
+        let ids: Vec<Uuid> = wanted.keys().copied().collect();
+        let rows = sqlx::query(
+            "SELECT s.product_id, s.available, p.price_minor FROM stock s JOIN products p USING (product_id) \
+             WHERE s.product_id = ANY($1) ORDER BY s.product_id FOR UPDATE OF s",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(SagaError::from)?;
+        let mut stock: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
+        for row in rows {
+            let id: Uuid = row.try_get("product_id").map_err(SagaError::from)?;
+            stock.insert(
+                id,
+                (
+                    row.try_get("available").map_err(SagaError::from)?,
+                    row.try_get("price_minor").map_err(SagaError::from)?,
+                ),
+            );
+        }
+        let failure = wanted.iter().find_map(|(id, qty)| match stock.get(id) {
+            None => Some((StockFailure::UnknownProduct, *id)),
+            Some((available, _)) if available < qty || *qty <= 0 => Some((StockFailure::InsufficientStock, *id)),
+            Some(_) => None,
+        });
+        if let Some((reason, product_id)) = failure {
+            sqlx::query("INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'rejected', $3)")
+                .bind(order_id)
+                .bind(event.payload.user_id)
+                .bind(reason.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(SagaError::from)?;
+            tracing::info!(reason = reason.as_str(), %product_id, "stock not reserved");
+            return Ok(ProductOnOrderCreated::StockReductionFail(StockReductionFail {
+                reason,
+                product_id: Some(product_id),
+            }));
+        }
+        // The total comes from our prices now, never from the client.
+        let mut total = Money::ZERO;
+        for (id, qty) in &wanted {
+            let (_, price) = stock[id];
+            total = Money(price)
+                .checked_mul(*qty)
+                .and_then(|line| total.checked_add(line))
+                .ok_or(SagaError::Overflow(order_id))?;
+        }
+        sqlx::query(
+            "INSERT INTO reservations (order_id, user_id, status, total_minor) VALUES ($1, $2, 'reserved', $3)",
+        )
+        .bind(order_id)
+        .bind(event.payload.user_id)
+        .bind(total.minor())
+        .execute(&mut *conn)
+        .await
+        .map_err(SagaError::from)?;
+        for (id, qty) in &wanted {
+            sqlx::query(
+                "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now() \
+                 WHERE product_id = $1",
+            )
+            .bind(id)
+            .bind(qty)
+            .execute(&mut *conn)
+            .await
+            .map_err(SagaError::from)?;
+            sqlx::query(
+                "INSERT INTO reservation_items (order_id, product_id, quantity, unit_price_minor) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(order_id)
+            .bind(id)
+            .bind(qty)
+            .bind(stock[id].1)
+            .execute(&mut *conn)
+            .await
+            .map_err(SagaError::from)?;
+        }
+        tracing::info!(amount = total.minor(), "stock reserved");
+        Ok(ProductOnOrderCreated::StockReductionSuccess(StockReductionSuccess {
+            user_id: event.payload.user_id,
+            amount: total,
+        }))
+    }
+
+    async fn on_payment_fail(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<PaymentFail>,
+    ) -> Result<ProductOnPaymentFail, Self::Error> {
+        Ok(match release(conn, event.order_id).await? {
+            Some(items) => ProductOnPaymentFail::StockReleased(StockReleased { items }),
+            None => ProductOnPaymentFail::NoReply,
+        })
+    }
+
+    async fn on_order_cancelled(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<OrderCancelled>,
+    ) -> Result<ProductOnOrderCancelled, Self::Error> {
+        // A cancellation that overtakes its order leaves a tombstone, so the
+        // order, should it still arrive, reserves nothing.
+        sqlx::query(
+            "INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'cancelled', 'cancelled') \
+             ON CONFLICT (order_id) DO NOTHING",
+        )
+        .bind(event.order_id)
+        .bind(Uuid::nil())
+        .execute(&mut *conn)
+        .await
+        .map_err(SagaError::from)?;
+        Ok(match release(conn, event.order_id).await? {
+            Some(items) => ProductOnOrderCancelled::StockReleased(StockReleased { items }),
+            None => ProductOnOrderCancelled::NoReply,
+        })
+    }
+}
+
+/// Gives a reservation back, exactly once: only a `reserved` row moves to
+/// `released` (the row lock serialises a concurrent compensation).
+async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Vec<OrderItem>>, SagaError> {
+    let released = sqlx::query(
+        "UPDATE reservations SET status = 'released', released_at = now() \
+         WHERE order_id = $1 AND status = 'reserved' RETURNING order_id",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if released.is_none() {
+        tracing::info!("nothing reserved to release");
+        return Ok(None);
+    }
+    let rows =
+        sqlx::query("SELECT product_id, quantity FROM reservation_items WHERE order_id = $1 ORDER BY product_id")
+            .bind(order_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut items = Vec::with_capacity(rows.len());
+    for row in rows {
+        let product_id: Uuid = row.try_get("product_id")?;
+        let quantity: i64 = row.try_get("quantity")?;
+        sqlx::query(
+            "UPDATE stock SET available = available + $2, reserved = reserved - $2, updated_at = now() \
+             WHERE product_id = $1",
+        )
+        .bind(product_id)
+        .bind(quantity)
+        .execute(&mut *conn)
+        .await?;
+        items.push(OrderItem { product_id, quantity: i32::try_from(quantity).unwrap_or(i32::MAX) });
+    }
+    tracing::info!(lines = items.len(), "reservation released");
+    Ok(Some(items))
+}
+
+impl SagaHandler for ProductSaga {
+    type Event = ProductInbound;
+    type Error = saga_generated::handlers::HandleError<Box<SagaError>>;
+
+    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Option<ProductInbound>, String> {
+        ProductInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+
+    fn meta(&self, event: &ProductInbound) -> EventMeta {
+        EventMeta {
+            event_id: event.event_id(),
+            event_type: event.event_type().as_str(),
+            order_id: event.saga_key(),
+            traceparent: event.trace().traceparent.clone(),
+        }
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: ProductInbound,
+    ) -> Result<Option<OutboxMessage>, Self::Error> {
+        Ok(event.handle(self, conn).await?.map(to_message))
+    }
+}
+
+pub fn to_message(r: OutboxRecord) -> OutboxMessage {
+    OutboxMessage {
+        event_id: r.event_id,
+        topic: r.topic,
+        partition_key: r.partition_key,
+        event_type: r.event_type,
+        payload: r.payload,
+        headers: r.headers,
+    }
+}

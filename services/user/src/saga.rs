@@ -1,0 +1,198 @@
+//! The user service's part of the saga: debit only when the balance
+//! suffices, a ledger row per change, refund exactly once on cancellation.
+
+use saga_generated::handlers::{UserHandler, UserInbound, UserOnOrderCancelled, UserOnStockReductionSuccess};
+use saga_generated::types::PaymentFailure;
+use saga_generated::{
+    Envelope, Money, OrderCancelled, OutboxRecord, PaymentCompleted, PaymentFail, PaymentRefunded,
+    StockReductionSuccess,
+};
+use saga_runtime::consumer::{EventMeta, SagaHandler};
+use saga_runtime::outbox::OutboxMessage;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("negative amount {0} in an event")]
+    NegativeAmount(i64),
+}
+
+pub struct UserSaga;
+
+async fn ledger(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    kind: &str,
+    amount: i64,
+    after: i64,
+    order_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    if amount == 0 {
+        return Ok(()); // a free order moves no money
+    }
+    sqlx::query(
+        "INSERT INTO ledger (entry_id, user_id, kind, amount_minor, balance_after_minor, reference, order_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $6::uuid)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user_id)
+    .bind(kind)
+    .bind(amount)
+    .bind(after)
+    .bind(order_id.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl UserHandler for UserSaga {
+    type Ctx = PgConnection;
+    type Error = Box<SagaError>;
+
+    async fn on_stock_reduction_success(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<StockReductionSuccess>,
+    ) -> Result<UserOnStockReductionSuccess, Self::Error> {
+        let order_id = event.order_id;
+        let user_id = event.payload.user_id;
+        let amount = event.payload.amount.minor();
+        if amount < 0 {
+            return Err(SagaError::NegativeAmount(amount).into());
+        }
+        let known: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(SagaError::from)?;
+        if let Some(status) = known {
+            // Debited or failed before, or cancelled before the request came: never debit twice or late.
+            tracing::info!(%status, "payment already decided");
+            return Ok(UserOnStockReductionSuccess::NoReply);
+        }
+        let balance: Option<i64> =
+            sqlx::query_scalar("SELECT balance_minor FROM balances WHERE user_id = $1 FOR UPDATE")
+                .bind(user_id)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(SagaError::from)?;
+        let failure = match balance {
+            None => Some((PaymentFailure::UnknownUser, format!("no user {user_id}"))),
+            Some(b) if b < amount => {
+                Some((PaymentFailure::InsufficientBalance, format!("balance {b} is less than the amount {amount}")))
+            }
+            Some(_) => None,
+        };
+        if let Some((reason, detail)) = failure {
+            sqlx::query("INSERT INTO payments (order_id, user_id, amount_minor, status, reason) VALUES ($1, $2, $3, 'failed', $4)")
+                .bind(order_id)
+                .bind(user_id)
+                .bind(amount)
+                .bind(reason.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(SagaError::from)?;
+            tracing::info!(reason = reason.as_str(), %detail, "payment refused");
+            return Ok(UserOnStockReductionSuccess::PaymentFail(PaymentFail { reason, detail }));
+        }
+        let after: i64 = sqlx::query_scalar(
+            "UPDATE balances SET balance_minor = balance_minor - $2, updated_at = now() WHERE user_id = $1 \
+             RETURNING balance_minor",
+        )
+        .bind(user_id)
+        .bind(amount)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(SagaError::from)?;
+        ledger(conn, user_id, "debit", -amount, after, order_id).await.map_err(SagaError::from)?;
+        sqlx::query("INSERT INTO payments (order_id, user_id, amount_minor, status) VALUES ($1, $2, $3, 'debited')")
+            .bind(order_id)
+            .bind(user_id)
+            .bind(amount)
+            .execute(&mut *conn)
+            .await
+            .map_err(SagaError::from)?;
+        tracing::info!(amount, balance_after = after, "balance debited");
+        Ok(UserOnStockReductionSuccess::PaymentCompleted(PaymentCompleted { user_id, amount: Money(amount) }))
+    }
+
+    async fn on_order_cancelled(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<OrderCancelled>,
+    ) -> Result<UserOnOrderCancelled, Self::Error> {
+        let order_id = event.order_id;
+        // Tombstone first: a payment request that arrives after the
+        // cancellation (another topic, so no ordering) then debits nothing.
+        sqlx::query("INSERT INTO payments (order_id, status, reason) VALUES ($1, 'cancelled', 'order cancelled') ON CONFLICT (order_id) DO NOTHING")
+            .bind(order_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(SagaError::from)?;
+        // Only a `debited` payment is refunded, and it moves to `refunded`: exactly once.
+        let debited: Option<(Option<Uuid>, i64)> = sqlx::query_as(
+            "UPDATE payments SET status = 'refunded', updated_at = now() WHERE order_id = $1 AND status = 'debited' \
+             RETURNING user_id, amount_minor",
+        )
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(SagaError::from)?;
+        let Some((Some(user_id), amount)) = debited else {
+            tracing::info!("nothing debited to refund");
+            return Ok(UserOnOrderCancelled::NoReply);
+        };
+        let after: i64 = sqlx::query_scalar(
+            "UPDATE balances SET balance_minor = balance_minor + $2, updated_at = now() WHERE user_id = $1 \
+             RETURNING balance_minor",
+        )
+        .bind(user_id)
+        .bind(amount)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(SagaError::from)?;
+        ledger(conn, user_id, "refund", amount, after, order_id).await.map_err(SagaError::from)?;
+        tracing::info!(amount, balance_after = after, "payment refunded");
+        Ok(UserOnOrderCancelled::PaymentRefunded(PaymentRefunded { user_id, amount: Money(amount) }))
+    }
+}
+
+impl SagaHandler for UserSaga {
+    type Event = UserInbound;
+    type Error = saga_generated::handlers::HandleError<Box<SagaError>>;
+
+    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Option<UserInbound>, String> {
+        UserInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+
+    fn meta(&self, event: &UserInbound) -> EventMeta {
+        EventMeta {
+            event_id: event.event_id(),
+            event_type: event.event_type().as_str(),
+            order_id: event.saga_key(),
+            traceparent: event.trace().traceparent.clone(),
+        }
+    }
+
+    async fn handle<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        event: UserInbound,
+    ) -> Result<Option<OutboxMessage>, Self::Error> {
+        Ok(event.handle(self, conn).await?.map(to_message))
+    }
+}
+
+pub fn to_message(r: OutboxRecord) -> OutboxMessage {
+    OutboxMessage {
+        event_id: r.event_id,
+        topic: r.topic,
+        partition_key: r.partition_key,
+        event_type: r.event_type,
+        payload: r.payload,
+        headers: r.headers,
+    }
+}
