@@ -4,6 +4,8 @@
 //! exports the `SAGA_*` variables that describe it), or, when run with plain
 //! `cargo test`, the development stack of `cargo xtask up`.
 
+pub mod http;
+
 use xtask::stack::StackConfig;
 
 /// The stack under test.
