@@ -1,0 +1,446 @@
+//! Helpers of the saga end-to-end tests: gRPC clients, fixtures, polling,
+//! Kafka inspection, and a private set of service processes (own databases,
+//! own prefixed topics) for the tests that stop or kill services.
+#![allow(dead_code, reason = "each test file uses a different subset")]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use saga_proto::order::order_service_client::OrderServiceClient;
+use saga_proto::order::{CreateOrderRequest, GetOrderRequest, Order, OrderItem};
+use saga_proto::product::product_service_client::ProductServiceClient;
+use saga_proto::product::{CreateProductRequest, GetProductRequest, Product};
+use saga_proto::user::user_service_client::UserServiceClient;
+use saga_proto::user::{CreateUserRequest, GetUserRequest, Role, User};
+use saga_runtime::defaults::BackendService;
+use tonic::transport::Channel;
+use xtask::stack::StackConfig;
+
+/// Generous deadline for eventual outcomes; never a performance assertion.
+pub const EVENTUALLY: Duration = Duration::from_secs(60);
+
+/// gRPC clients of the three services.
+#[derive(Clone)]
+pub struct Clients {
+    pub order: OrderServiceClient<Channel>,
+    pub product: ProductServiceClient<Channel>,
+    pub user: UserServiceClient<Channel>,
+}
+
+async fn channel(url: String) -> Channel {
+    tonic::transport::Endpoint::from_shared(url)
+        .expect("valid url")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy()
+}
+
+impl Clients {
+    pub async fn at(order: String, product: String, user: String) -> Clients {
+        Clients {
+            order: OrderServiceClient::new(channel(order).await),
+            product: ProductServiceClient::new(channel(product).await),
+            user: UserServiceClient::new(channel(user).await),
+        }
+    }
+
+    /// The services of the running stack.
+    pub async fn of_stack(stack: &StackConfig) -> Clients {
+        let url = |name| stack.grpc_url(BackendService::named(name).expect("known service"));
+        Clients::at(url("order"), url("product"), url("user")).await
+    }
+
+    pub async fn user(&mut self, balance_minor: i64) -> User {
+        self.user
+            .create_user(CreateUserRequest {
+                email: format!("{}@test.local", saga_tests::unique("buyer")),
+                password: "correct horse battery staple".into(),
+                display_name: "Buyer".into(),
+                role: Role::Customer as i32,
+                initial_balance_minor: balance_minor,
+            })
+            .await
+            .expect("CreateUser")
+            .into_inner()
+    }
+
+    pub async fn product(&mut self, price_minor: i64, stock: i64) -> Product {
+        self.product
+            .create_product(CreateProductRequest {
+                name: saga_tests::unique("widget"),
+                description: "test product".into(),
+                price_minor,
+                initial_stock: stock,
+            })
+            .await
+            .expect("CreateProduct")
+            .into_inner()
+    }
+
+    pub async fn order(&mut self, user: &User, items: &[(&Product, i32)]) -> Order {
+        self.order
+            .create_order(CreateOrderRequest {
+                user_id: user.user_id.clone(),
+                items: items
+                    .iter()
+                    .map(|(p, q)| OrderItem { product_id: p.product_id.clone(), quantity: *q })
+                    .collect(),
+                idempotency_key: saga_tests::unique("key"),
+            })
+            .await
+            .expect("CreateOrder")
+            .into_inner()
+            .order
+            .expect("order in the response")
+    }
+
+    pub async fn get_order(&mut self, order_id: &str) -> Order {
+        self.order.get_order(GetOrderRequest { order_id: order_id.into() }).await.expect("GetOrder").into_inner()
+    }
+
+    pub async fn get_product(&mut self, product_id: &str) -> Product {
+        self.product
+            .get_product(GetProductRequest { product_id: product_id.into() })
+            .await
+            .expect("GetProduct")
+            .into_inner()
+    }
+
+    pub async fn get_user(&mut self, user_id: &str) -> User {
+        self.user.get_user(GetUserRequest { user_id: user_id.into() }).await.expect("GetUser").into_inner()
+    }
+
+    /// Polls until the order reaches `status` (panics after `EVENTUALLY`).
+    pub async fn wait_status(&mut self, order_id: &str, status: &str) -> Order {
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
+        loop {
+            let order = self.get_order(order_id).await;
+            if order.status == status {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {order_id} did not reach {status}; it is {} (history {:?})",
+                order.status,
+                order.history
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some` (panics with `what` after `EVENTUALLY`).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn statuses(order: &Order) -> Vec<String> {
+    let mut path: Vec<String> = order.history.iter().map(|h| h.from_status.clone()).collect();
+    path.retain(|s| !s.is_empty());
+    path.extend(order.history.last().map(|h| h.to_status.clone()));
+    path
+}
+
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers).set("log_level", "3").create().expect("producer")
+}
+
+/// Every message on `topic` whose key is `key` (reads each partition to its end).
+pub fn messages_with_key(brokers: &str, topic: &str, key: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", saga_tests::unique("inspect"))
+        .set("enable.auto.commit", "false")
+        .set("log_level", "3")
+        .create()
+        .expect("consumer");
+    let mut found = Vec::new();
+    {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+        let partitions: Vec<i32> =
+            metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+        for partition in partitions {
+            let (low, high) = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)).expect("watermarks");
+            if high <= low {
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(low)).expect("offset");
+            consumer.assign(&tpl).expect("assign");
+            drop(tpl);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                match consumer.poll(Duration::from_millis(500)) {
+                    Some(Ok(m)) => {
+                        let done = m.offset() + 1 >= high;
+                        if m.key() == Some(key.as_bytes()) {
+                            found.push(m.detach());
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => panic!("Kafka error: {e}"),
+                    None => assert!(std::time::Instant::now() < deadline, "cannot read {topic}/{partition}"),
+                }
+            }
+        }
+        // Release the assignment before the consumer drops (librdkafka hangs otherwise).
+        let _ = consumer.unassign();
+    }
+    found
+}
+
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Re-produces `message` (same key, bytes and headers) to its topic.
+pub async fn reproduce(producer: &FutureProducer, message: &OwnedMessage) {
+    let mut record: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(message.topic()).payload(message.payload().unwrap_or_default());
+    if let Some(key) = message.key() {
+        record = record.key(key);
+    }
+    if let Some(headers) = message.headers() {
+        record = record.headers(headers.clone());
+    }
+    producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("re-produce");
+}
+
+/// Waits until consumer group `group` committed past `offset` on `topic`/`partition`.
+pub async fn wait_consumed(brokers: &str, group: &str, topic: &str, partition: i32, offset: i64) {
+    let brokers = brokers.to_owned();
+    let group = group.to_owned();
+    let topic = topic.to_owned();
+    eventually(&format!("group {group} to consume {topic}/{partition}@{offset}"), || {
+        let (brokers, group, topic) = (brokers.clone(), group.clone(), topic.clone());
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let consumer: BaseConsumer = ClientConfig::new()
+                    .set("bootstrap.servers", &brokers)
+                    .set("group.id", &group)
+                    .set("log_level", "3")
+                    .create()
+                    .ok()?;
+                let committed = {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(&topic, partition);
+                    let result = consumer.committed_offsets(tpl, Duration::from_secs(5)).ok()?;
+                    let off = result.find_partition(&topic, partition).map(|e| e.offset());
+                    drop(result);
+                    off
+                };
+                match committed {
+                    Some(Offset::Offset(o)) if o > offset => Some(()),
+                    _ => None,
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+        }
+    })
+    .await;
+}
+
+/// A private saga: the three service binaries on free ports with fresh
+/// databases and their own prefixed topics on the stack's broker.
+pub struct PrivateSaga {
+    pub prefix: String,
+    pub brokers: String,
+    databases: Vec<(String, String)>,
+    children: Vec<Option<tokio::process::Child>>,
+    ports: Vec<u16>,
+    env: Vec<(String, String)>,
+    log_dir: PathBuf,
+}
+
+pub const SERVICES: [&str; 3] = ["order", "product", "user"];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn binary(stack: &StackConfig, service: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| stack.root.join("target"));
+    let target = if target.is_absolute() { target } else { stack.root.join(target) };
+    target.join("debug").join(format!("{service}-service"))
+}
+
+impl PrivateSaga {
+    /// Starts all three services; `env` adds settings (e.g. shorter timeouts).
+    pub async fn start(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateSaga {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("t{}.", &id[..12]);
+        let brokers = stack.kafka_brokers();
+        create_topics(&brokers, &prefix).await;
+        let admin = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin connection");
+        let mut databases = Vec::new();
+        for service in SERVICES {
+            let db = format!("t{}_{service}", &id[..12]);
+            sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create database");
+            databases.push((service.to_owned(), db));
+        }
+        admin.close().await;
+        let log_dir = std::env::temp_dir().join(format!("saga-test-{}", &id[..12]));
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let mut saga = PrivateSaga {
+            prefix,
+            brokers,
+            databases,
+            children: vec![None, None, None],
+            ports: SERVICES.iter().map(|_| free_port()).collect(),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            log_dir,
+        };
+        for i in 0..SERVICES.len() {
+            saga.spawn(stack, i);
+        }
+        for i in 0..SERVICES.len() {
+            saga.wait_healthy(i).await;
+        }
+        saga
+    }
+
+    fn index(service: &str) -> usize {
+        SERVICES.iter().position(|s| *s == service).expect("known service")
+    }
+
+    fn spawn(&mut self, stack: &StackConfig, i: usize) {
+        let service = SERVICES[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{service}.log")))
+            .expect("log file");
+        let mut command = tokio::process::Command::new(binary(stack, service));
+        command
+            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[i]))
+            .env("DATABASE_URL", stack.postgres_admin_url(&self.databases[i].1))
+            .env("KAFKA_BROKERS", &self.brokers)
+            .env("TOPIC_PREFIX", &self.prefix)
+            .env("DATABASE_MAX_CONNECTIONS", "5")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {service} ({e}); build the services first (cargo xtask up builds them)")
+        });
+        self.children[i] = Some(child);
+    }
+
+    async fn wait_healthy(&self, i: usize) {
+        let url = self.url(SERVICES[i]);
+        eventually(&format!("{} to pass its gRPC health check", SERVICES[i]), || {
+            let url = url.clone();
+            async move {
+                let channel = tonic::transport::Endpoint::from_shared(url).ok()?.connect().await.ok()?;
+                let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                    .ok()?;
+                (reply.into_inner().status == 1).then_some(())
+            }
+        })
+        .await;
+    }
+
+    pub fn url(&self, service: &str) -> String {
+        format!("http://127.0.0.1:{}", self.ports[Self::index(service)])
+    }
+
+    pub async fn clients(&self) -> Clients {
+        Clients::at(self.url("order"), self.url("product"), self.url("user")).await
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    pub fn group(&self, service: &str) -> String {
+        format!("{}order_fulfillment.{service}", self.prefix)
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self, service: &str) {
+        let i = Self::index(service);
+        if let Some(mut child) = self.children[i].take() {
+            if let Some(pid) = child.id() {
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+            let status = tokio::time::timeout(EVENTUALLY, child.wait()).await.expect("service stops on SIGTERM");
+            assert!(status.expect("wait").success(), "{service} exited uncleanly on SIGTERM");
+        }
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub async fn kill(&mut self, service: &str) {
+        let i = Self::index(service);
+        if let Some(mut child) = self.children[i].take() {
+            child.kill().await.expect("SIGKILL");
+        }
+    }
+
+    pub async fn restart(&mut self, stack: &StackConfig, service: &str) {
+        let i = Self::index(service);
+        self.spawn(stack, i);
+        self.wait_healthy(i).await;
+    }
+
+    /// Stops everything and drops the databases (the topics stay: deleting
+    /// them is slow and they are tiny).
+    pub async fn shutdown(mut self, stack: &StackConfig) {
+        for service in SERVICES {
+            self.stop(service).await;
+        }
+        if let Ok(admin) = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await {
+            for (_, db) in &self.databases {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&admin).await;
+            }
+            admin.close().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.log_dir);
+    }
+}
+
+async fn create_topics(brokers: &str, prefix: &str) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("log_level", "3").create().expect("admin");
+    let names: Vec<String> = saga_generated::topology::TOPICS
+        .iter()
+        .flat_map(|t| [format!("{prefix}{}", t.name), format!("{prefix}{}", t.dlq)])
+        .collect();
+    let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1))).collect();
+    let results = admin
+        .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .await
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}

@@ -1,0 +1,235 @@
+//! End-to-end saga tests through gRPC against the running stack's services.
+//! Every test uses its own users and products, so they share the stack.
+
+mod saga_common;
+
+use saga_common::{Clients, header, messages_with_key, statuses};
+use saga_proto::order::{CreateOrderRequest, OrderItem};
+
+#[tokio::test]
+async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(10_000).await;
+    let a = c.product(1_250, 10).await;
+    let b = c.product(300, 5).await;
+
+    let placed = c.order(&buyer, &[(&a, 2), (&b, 3)]).await;
+    assert_eq!(placed.status, "created");
+    let done = c.wait_status(&placed.order_id, "completed").await;
+
+    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+    assert_eq!(done.history[0].event_type, "order.created");
+    assert_eq!(done.history[1].event_type, "stock.reduction.success");
+    assert_eq!(done.history[2].event_type, "payment.completed");
+    // Priced by the product service: 2 x 1250 + 3 x 300.
+    assert_eq!(done.total_minor, Some(3_400));
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 3_400);
+    let a_now = c.get_product(&a.product_id).await;
+    assert_eq!((a_now.stock_available, a_now.stock_reserved), (8, 2));
+
+    let events = messages_with_key(&stack.kafka_brokers(), "order-events", &placed.order_id);
+    let types: Vec<String> = events.iter().filter_map(|m| header(m, "event-type")).collect();
+    assert!(types.contains(&"order.completed".to_owned()), "order-events of the order: {types:?}");
+}
+
+#[tokio::test]
+async fn insufficient_stock_fails_the_order_and_touches_nothing() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(10_000).await;
+    let plenty = c.product(100, 50).await;
+    let scarce = c.product(100, 1).await;
+
+    let placed = c.order(&buyer, &[(&plenty, 5), (&scarce, 2)]).await;
+    let failed = c.wait_status(&placed.order_id, "inventory_reserved_failed").await;
+
+    assert_eq!(failed.failure_reason, "insufficient_stock");
+    assert_eq!(statuses(&failed), ["created", "inventory_reserved_failed"]);
+    // All or nothing: the available product was not reserved either.
+    let p = c.get_product(&plenty.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (50, 0));
+    let s = c.get_product(&scarce.product_id).await;
+    assert_eq!((s.stock_available, s.stock_reserved), (1, 0));
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000);
+}
+
+#[tokio::test]
+async fn insufficient_balance_fails_the_payment_and_releases_the_stock() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(500).await;
+    let product = c.product(400, 10).await;
+
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    let failed = c.wait_status(&placed.order_id, "payment_failed").await;
+
+    assert_eq!(failed.failure_reason, "insufficient_balance");
+    assert_eq!(statuses(&failed), ["created", "inventory_reserved", "payment_failed"]);
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 500);
+    // The compensation gives the reservation back.
+    let product_id = product.product_id.clone();
+    let mut pc = c.clone();
+    saga_common::eventually("stock to be released", || {
+        let (mut pc, product_id) = (pc.clone(), product_id.clone());
+        async move {
+            let p = pc.get_product(&product_id).await;
+            ((p.stock_available, p.stock_reserved) == (10, 0)).then_some(())
+        }
+    })
+    .await;
+    let p = pc.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (10, 0));
+}
+
+#[tokio::test]
+async fn create_order_is_idempotent_on_its_key() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(100, 10).await;
+    let request = CreateOrderRequest {
+        user_id: buyer.user_id.clone(),
+        items: vec![OrderItem { product_id: product.product_id.clone(), quantity: 1 }],
+        idempotency_key: saga_tests::unique("key"),
+    };
+    let first = c.order.create_order(request.clone()).await.expect("first").into_inner();
+    let second = c.order.create_order(request.clone()).await.expect("second").into_inner();
+    assert!(first.created);
+    assert!(!second.created);
+    let (first, second) = (first.order.expect("order"), second.order.expect("order"));
+    assert_eq!(first.order_id, second.order_id);
+
+    // The same key for other content is refused.
+    let mut other = request.clone();
+    other.items[0].quantity = 2;
+    let refused = c.order.create_order(other).await.expect_err("reused key");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+
+    c.wait_status(&first.order_id, "completed").await;
+    // One saga only: one unit reserved, one debit.
+    let p = c.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (9, 1));
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 9_900);
+}
+
+#[tokio::test]
+async fn every_event_delivered_twice_changes_nothing() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(1_000).await;
+    let product = c.product(250, 10).await;
+    // A completed, a failed-payment (with its release) and a failed-stock
+    // saga cover every event type but the cancellation (see the timeout test).
+    let ok = c.order(&buyer, &[(&product, 2)]).await;
+    c.wait_status(&ok.order_id, "completed").await;
+    let poor = c.order(&buyer, &[(&product, 3)]).await; // 750 > the 500 left
+    c.wait_status(&poor.order_id, "payment_failed").await;
+    let refused = c.order(&buyer, &[(&product, 50)]).await;
+    c.wait_status(&refused.order_id, "inventory_reserved_failed").await;
+    let product_id = product.product_id.clone();
+    saga_common::eventually("the failed payment's stock to be released", || {
+        let (mut c, product_id) = (c.clone(), product_id.clone());
+        async move { (c.get_product(&product_id).await.stock_reserved == 2).then_some(()) }
+    })
+    .await;
+
+    let before = (
+        c.get_order(&ok.order_id).await,
+        c.get_order(&poor.order_id).await,
+        c.get_order(&refused.order_id).await,
+        c.get_product(&product.product_id).await,
+        c.get_user(&buyer.user_id).await,
+    );
+
+    let producer = saga_common::producer(&brokers);
+    let mut last: Vec<(String, i32, i64)> = Vec::new();
+    let mut seen_types = std::collections::BTreeSet::new();
+    for order in [&ok, &poor, &refused] {
+        for topic in ["order-events", "inventory-events", "payment-events"] {
+            for m in messages_with_key(&brokers, topic, &order.order_id) {
+                seen_types.extend(header(&m, "event-type"));
+                saga_common::reproduce(&producer, &m).await;
+            }
+        }
+    }
+    assert!(seen_types.len() >= 7, "event types re-delivered: {seen_types:?}");
+    // Re-read to learn where the copies landed, then wait for every group to pass them.
+    for order in [&ok, &poor, &refused] {
+        for topic in ["order-events", "inventory-events", "payment-events"] {
+            for m in messages_with_key(&brokers, topic, &order.order_id) {
+                use rdkafka::Message;
+                last.push((topic.to_owned(), m.partition(), m.offset()));
+            }
+        }
+    }
+    for (topic, partition, offset) in &last {
+        for group in saga_generated::topology::CONSUMER_GROUPS.iter().filter(|g| g.topics.contains(&topic.as_str())) {
+            saga_common::wait_consumed(&brokers, group.group_id, topic, *partition, *offset).await;
+        }
+    }
+
+    let after = (
+        c.get_order(&ok.order_id).await,
+        c.get_order(&poor.order_id).await,
+        c.get_order(&refused.order_id).await,
+        c.get_product(&product.product_id).await,
+        c.get_user(&buyer.user_id).await,
+    );
+    assert_eq!(before.0.history, after.0.history);
+    assert_eq!(before.1.history, after.1.history);
+    assert_eq!(before.2.history, after.2.history);
+    assert_eq!((before.3.stock_available, before.3.stock_reserved), (after.3.stock_available, after.3.stock_reserved));
+    assert_eq!(before.4.balance_minor, after.4.balance_minor);
+    assert_eq!(after.4.balance_minor, 500);
+    assert_eq!((after.3.stock_available, after.3.stock_reserved), (8, 2));
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_orders_for_twenty_units_reserve_exactly_twenty() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let product = c.product(150, 20).await;
+    let mut buyers = Vec::new();
+    for _ in 0..5 {
+        buyers.push(c.user(100_000).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..100 {
+        let mut c = c.clone();
+        let buyer = buyers[n % buyers.len()].clone();
+        let product = product.clone();
+        tasks.spawn(async move { c.order(&buyer, &[(&product, 1)]).await });
+    }
+    let mut orders = Vec::new();
+    while let Some(order) = tasks.join_next().await {
+        orders.push(order.expect("task"));
+    }
+    let mut completed_by_user = std::collections::BTreeMap::<String, i64>::new();
+    let (mut completed, mut failed) = (0, 0);
+    for order in &orders {
+        let done = saga_common::eventually("a terminal status", || {
+            let mut c = c.clone();
+            let id = order.order_id.clone();
+            async move {
+                let o = c.get_order(&id).await;
+                matches!(o.status.as_str(), "completed" | "inventory_reserved_failed").then_some(o)
+            }
+        })
+        .await;
+        if done.status == "completed" {
+            completed += 1;
+            *completed_by_user.entry(done.user_id.clone()).or_default() += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    assert_eq!((completed, failed), (20, 80));
+    let p = c.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (0, 20));
+    for buyer in &buyers {
+        let n = completed_by_user.get(&buyer.user_id).copied().unwrap_or(0);
+        assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 100_000 - 150 * n);
+    }
+}
