@@ -277,7 +277,7 @@ fn is_terminal(status: &str) -> bool {
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "An event stream (text/event-stream)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream: `status` events, then `end`", content_type = "text/event-stream", body = OrderStreamEvent),
         (status = 400, description = "The id is not a UUID", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 404, description = "No such order, or not the caller's", body = ErrorBody),
@@ -299,6 +299,29 @@ pub async fn events(
     let until = Instant::now() + Duration::from_secs(state.config.sse_max_secs);
     let stream = order_events(state.backends.clone(), id, first, sent, poll, until);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// One server-sent event of `GET /orders/{id}/events`, as a client's SSE parser sees it.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code, reason = "describes the stream in the OpenAPI document; axum writes the events")]
+pub struct OrderStreamEvent {
+    /// `status` (data: a `StatusChange`), `end` (data: the final `Order`) or
+    /// `error` (data: an `ErrorBody`; the stream then closes).
+    pub event: StreamEventKind,
+    /// Position of a `status` event in the history, from 1; resume with `Last-Event-ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The event's JSON document.
+    pub data: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code, reason = "describes the stream in the OpenAPI document")]
+pub enum StreamEventKind {
+    Status,
+    End,
+    Error,
 }
 
 struct Follow {
