@@ -2,7 +2,7 @@
 //! field-level message, always in the one error body of the gateway.
 
 use reqwest::{Method, StatusCode};
-use saga_tests::http::Api;
+use saga_tests::http::{Api, PrivateGateway};
 use saga_tests::stack;
 use serde_json::{Value, json};
 
@@ -318,4 +318,34 @@ async fn invalid_authenticated_inputs_give_exact_errors() {
         assert_eq!(reply.status.as_u16(), case.status, "{}: {:?}", case.name, reply.body);
         assert_eq!(reply.body["code"], case.code, "{}", case.name);
     }
+}
+
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let stack = stack();
+    let gateway = PrivateGateway::start(&stack, &[("CORS_ALLOWED_ORIGINS", "https://shop.example")]).await;
+    let preflight = |origin: &'static str| {
+        gateway
+            .api
+            .http
+            .request(Method::OPTIONS, gateway.api.url("/api/v1/orders"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type,idempotency-key")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.expect("preflight");
+    assert_eq!(
+        allowed.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some("https://shop.example")
+    );
+    let allowed_headers = allowed.headers().get("access-control-allow-headers").and_then(|v| v.to_str().ok());
+    assert!(allowed_headers.is_some_and(|h| h.contains("idempotency-key")), "{allowed_headers:?}");
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // The stack's gateway has no CORS configured: no CORS headers at all.
+    let api = Api::of_stack(&stack);
+    let plain = api.http.get(api.url("/api/v1/products")).header("origin", "https://shop.example").send().await;
+    assert!(plain.expect("get").headers().get("access-control-allow-origin").is_none());
 }
