@@ -19,13 +19,13 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// The login name; compared case-insensitively.
-    #[schema(example = "alice@example.com", max_length = 254)]
+    #[schema(example = "alice@example.com", format = Email, max_length = 254)]
     pub email: String,
     /// 8 to 128 characters.
     #[schema(example = "correct horse battery", min_length = 8, max_length = 128)]
     pub password: String,
     /// Shown name; defaults to the part of the email before `@`.
-    #[schema(example = "Alice", max_length = 100)]
+    #[schema(example = "Alice", max_length = 100, pattern = "\\S")]
     #[serde(default)]
     pub display_name: Option<String>,
 }

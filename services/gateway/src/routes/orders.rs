@@ -164,7 +164,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 /// same items returns the same order (200) and starts no second saga; the
 /// same key with other items is a 409. Keys are scoped per user.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateOrder,
-    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 200 printable ASCII characters")),
+    params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 200 printable ASCII characters",
+        pattern = "^[!-~]{1,200}$")),
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Order placed; its saga started", body = Order),

@@ -86,7 +86,7 @@ impl Validate for PageQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    #[schema(example = "Espresso cup", min_length = 1, max_length = 200)]
+    #[schema(example = "Espresso cup", min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     #[serde(default)]
     #[schema(max_length = 2000)]
@@ -140,7 +140,7 @@ impl Validate for CreateProduct {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: Option<String>,
     #[serde(default)]
     #[schema(max_length = 2000)]
