@@ -201,6 +201,28 @@ impl PrivateGateway {
     /// Starts `target/debug/gateway` (built by `cargo xtask up/test`) with the
     /// stack's addresses plus `env`, and waits until `/readyz` says 200.
     pub async fn start(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateGateway {
+        let gateway = PrivateGateway::spawn(stack, env);
+        gateway.wait_for("/readyz").await;
+        gateway
+    }
+
+    /// Waits until `path` answers 200.
+    pub async fn wait_for(&self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(response) = self.api.http.get(self.api.url(path)).send().await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "private gateway at {} never answered 200 on {path}", self.api.base);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Starts the gateway like `start` without waiting for it (for gateways
+    /// meant to be unready, e.g. with a backend that does not answer).
+    pub fn spawn(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateGateway {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let target =
             std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| stack.root.join("target"));
@@ -226,17 +248,7 @@ impl PrivateGateway {
             command.env(name, value);
         }
         let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let gateway = PrivateGateway { child, api: Api::new(format!("http://127.0.0.1:{port}")) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(response) = gateway.api.http.get(gateway.api.url("/readyz")).send().await
-                && response.status() == StatusCode::OK
-            {
-                return gateway;
-            }
-            assert!(Instant::now() < deadline, "private gateway on port {port} not ready");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        PrivateGateway { child, api: Api::new(format!("http://127.0.0.1:{port}")) }
     }
 }
 

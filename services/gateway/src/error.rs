@@ -164,7 +164,9 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => ApiError::Forbidden,
             Code::Unauthenticated => ApiError::Unauthorized("invalid credentials"),
             Code::ResourceExhausted => ApiError::TooManyRequests(Duration::from_secs(1)),
-            Code::DeadlineExceeded => ApiError::Timeout(format!("gRPC deadline exceeded: {message}")),
+            // tonic reports its client-side deadline as Cancelled("Timeout expired");
+            // nothing else cancels the gateway's calls.
+            Code::DeadlineExceeded | Code::Cancelled => ApiError::Timeout(format!("gRPC deadline exceeded: {message}")),
             Code::Unavailable => ApiError::Unavailable(format!("gRPC unavailable: {message}")),
             code => ApiError::Internal(format!("gRPC {code:?}: {message}")),
         }
@@ -191,6 +193,7 @@ mod tests {
             (tonic::Code::PermissionDenied, 403),
             (tonic::Code::Unauthenticated, 401),
             (tonic::Code::DeadlineExceeded, 504),
+            (tonic::Code::Cancelled, 504),
             (tonic::Code::Unavailable, 503),
             (tonic::Code::Internal, 500),
             (tonic::Code::Unknown, 500),
