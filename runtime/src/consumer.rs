@@ -212,7 +212,10 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
             // so the message is redelivered after the restart.
             break;
         }
-        if let Err(error) = consumer.store_offset(message.topic(), message.partition(), message.offset() + 1) {
+        // `rd_kafka_offset_store` stores offset + 1 itself (the next message
+        // to read): passing the message's own offset is correct; adding 1
+        // here would skip a message after a restart.
+        if let Err(error) = consumer.store_offset(message.topic(), message.partition(), message.offset()) {
             tracing::warn!(%error, "cannot store offset");
         }
     }

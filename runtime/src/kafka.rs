@@ -24,7 +24,12 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
 /// only after the message's transaction committed (or it was dead-lettered),
 /// and auto-commit then commits the stored offsets.
 pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError> {
-    ClientConfig::new()
+    let mut config = ClientConfig::new();
+    // librdkafka debug contexts (e.g. `cgrp,fetch`) for diagnosing group issues.
+    if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
+        config.set("debug", debug).set("log_level", "7");
+    }
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "true")
@@ -33,6 +38,5 @@ pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("log_level", "4")
         .create()
 }

@@ -1,0 +1,186 @@
+//! Failure paths that stop, kill or poison services. Each test runs its own
+//! private saga (service processes, databases, prefixed topics), so the
+//! stack's shared services are never disturbed.
+
+mod saga_common;
+
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::producer::FutureRecord;
+use saga_common::{PrivateSaga, header, messages_with_key, statuses};
+use saga_generated::types::OrderItem;
+use saga_generated::{Envelope, OrderCreated};
+
+#[tokio::test]
+async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_nothing() {
+    let stack = saga_tests::stack();
+    // Timeouts at 10%: 3 s in `created`, 6 s in `inventory_reserved`.
+    let mut saga =
+        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "10"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(1_000).await;
+    let product = c.product(100, 5).await;
+
+    saga.stop("user").await; // graceful: must exit 0 on SIGTERM
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    c.wait_status(&placed.order_id, "inventory_reserved").await;
+    let cancelled = c.wait_status(&placed.order_id, "cancelled").await;
+    assert_eq!(statuses(&cancelled), ["created", "inventory_reserved", "cancelled"]);
+    let last = cancelled.history.last().expect("history");
+    assert_eq!((last.event_type.as_str(), last.reason.as_str()), ("order.cancelled", "timed_out"));
+    assert_eq!(cancelled.failure_reason, "timed_out");
+
+    // The product service released the reservation (compensation).
+    let product_id = product.product_id.clone();
+    saga_common::eventually("stock released after the timeout", || {
+        let (mut c, id) = (c.clone(), product_id.clone());
+        async move {
+            let p = c.get_product(&id).await;
+            ((p.stock_available, p.stock_reserved) == (5, 0)).then_some(())
+        }
+    })
+    .await;
+
+    // The user service comes back and sees the stale payment request and the
+    // cancellation: whatever their order, no money is lost.
+    saga.restart(&stack, "user").await;
+    for topic in ["inventory-events", "order-events"] {
+        for m in messages_with_key(&saga.brokers, &saga.topic(topic), &placed.order_id) {
+            saga_common::wait_consumed(&saga.brokers, &saga.group("user"), m.topic(), m.partition(), m.offset()).await;
+        }
+    }
+    // And the order service saw whatever the user service replied.
+    for m in messages_with_key(&saga.brokers, &saga.topic("payment-events"), &placed.order_id) {
+        saga_common::wait_consumed(&saga.brokers, &saga.group("order"), m.topic(), m.partition(), m.offset()).await;
+    }
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 1_000);
+    let p = c.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (5, 0));
+    let after = c.get_order(&placed.order_id).await;
+    assert_eq!(after.status, "cancelled");
+    assert_eq!(after.history, cancelled.history);
+    saga.shutdown(&stack).await;
+}
+
+#[tokio::test]
+async fn a_service_killed_mid_saga_and_restarted_completes_it_once() {
+    let stack = saga_tests::stack();
+    let mut saga = PrivateSaga::start(&stack, &[]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(700, 10).await;
+
+    // The product service dies with the order just written.
+    let first = c.order(&buyer, &[(&product, 1)]).await;
+    saga.kill("product").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    saga.restart(&stack, "product").await;
+    c.wait_status(&first.order_id, "completed").await;
+
+    // The user service dies before it can pay.
+    saga.kill("user").await;
+    let second = c.order(&buyer, &[(&product, 2)]).await;
+    c.wait_status(&second.order_id, "inventory_reserved").await;
+    saga.restart(&stack, "user").await;
+    let done = c.wait_status(&second.order_id, "completed").await;
+    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+
+    // Nothing twice: three units reserved, three paid.
+    let p = c.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (7, 3));
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 3 * 700);
+    saga.shutdown(&stack).await;
+}
+
+#[tokio::test]
+async fn a_poison_message_goes_to_the_dlq_and_its_partition_moves_on() {
+    let stack = saga_tests::stack();
+    let saga = PrivateSaga::start(&stack, &[]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(100, 10).await;
+    let warmup = c.order(&buyer, &[(&product, 1)]).await;
+    c.wait_status(&warmup.order_id, "completed").await;
+
+    let topic = saga.topic("order-events");
+    let created = messages_with_key(&saga.brokers, &topic, &warmup.order_id);
+    let partition = created.first().expect("order.created on order-events").partition();
+    let producer = saga_common::producer(&saga.brokers);
+
+    // Garbage, then a valid order.created, on the same partition.
+    let poison_key = saga_tests::unique("poison");
+    producer
+        .send(
+            FutureRecord::to(&topic).partition(partition).key(&poison_key).payload(b"definitely not avro".as_slice()),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("poison produced");
+    let next_order = uuid::Uuid::now_v7();
+    let next = Envelope::new(
+        next_order,
+        OrderCreated {
+            user_id: uuid::Uuid::parse_str(&buyer.user_id).expect("uuid"),
+            items: vec![OrderItem {
+                product_id: uuid::Uuid::parse_str(&product.product_id).expect("uuid"),
+                quantity: 3,
+            }],
+            created_at: chrono_now(),
+        },
+    );
+    let bytes = next.encode().expect("encodes");
+    let key = next.partition_key();
+    producer
+        .send(FutureRecord::to(&topic).partition(partition).key(&key).payload(&bytes), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("next produced");
+
+    // The next message was processed: its three units are reserved.
+    let product_id = product.product_id.clone();
+    saga_common::eventually("the message after the poison to be processed", || {
+        let (mut c, id) = (c.clone(), product_id.clone());
+        async move { (c.get_product(&id).await.stock_reserved == 4).then_some(()) }
+    })
+    .await;
+
+    // The poison is in the DLQ, with headers saying why and where from.
+    let dlq = saga.topic("order-events.dlq");
+    let dead = saga_common::eventually("the poison in the DLQ", || {
+        let (brokers, dlq, key) = (saga.brokers.clone(), dlq.clone(), poison_key.clone());
+        async move {
+            let found = tokio::task::spawn_blocking(move || messages_with_key(&brokers, &dlq, &key)).await.ok()?;
+            found
+                .into_iter()
+                .find(|m| header(m, "dlq-consumer-group").is_some_and(|g| g.ends_with("order_fulfillment.product")))
+        }
+    })
+    .await;
+    assert_eq!(header(&dead, "dlq-reason").as_deref(), Some("undecodable"));
+    assert_eq!(header(&dead, "dlq-original-topic").as_deref(), Some("order-events"));
+    assert_eq!(header(&dead, "dlq-original-partition"), Some(partition.to_string()));
+    assert_eq!(header(&dead, "dlq-attempts").as_deref(), Some("1"));
+    assert!(header(&dead, "dlq-error").is_some_and(|e| !e.is_empty()));
+    assert_eq!(dead.payload(), Some(b"definitely not avro".as_slice()));
+
+    // The order service never saw that order: its replies are retried, then
+    // parked in the DLQ (never silently dropped).
+    let parked = saga_common::eventually("the unknown order's reply parked in the DLQ", || {
+        let (brokers, dlq, key) = (saga.brokers.clone(), saga.topic("inventory-events.dlq"), next_order.to_string());
+        async move {
+            let found = tokio::task::spawn_blocking(move || messages_with_key(&brokers, &dlq, &key)).await.ok()?;
+            found.into_iter().find(|m| header(m, "dlq-consumer-group").is_some_and(|g| g.ends_with(".order")))
+        }
+    })
+    .await;
+    assert_eq!(header(&parked, "dlq-reason").as_deref(), Some("retries-exhausted"));
+    assert_eq!(header(&parked, "dlq-attempts").as_deref(), Some("5"));
+    saga.shutdown(&stack).await;
+}
+
+fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+    let now = chrono::Utc::now();
+    chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
