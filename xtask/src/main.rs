@@ -3,6 +3,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
 
+mod dlq;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use xtask::r#gen::{self, GenArgs};
@@ -48,6 +50,9 @@ enum Task {
     },
     /// Regenerate the code, schemas and docs compiled from the saga spec.
     Gen(GenArgs),
+    /// Dead letters: `list` them, `redrive <topic>` them (with --dry-run).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +89,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         Task::Status => print_status("stack status", &StackConfig::from_env()?),
         Task::Test { reuse, cargo_args } => return runtime.block_on(test(reuse, &cargo_args)),
         Task::Gen(args) => r#gen::run(&xtask::stack::config::workspace_root(), &args)?,
+        Task::Dlq(command) => runtime.block_on(dlq::run(&StackConfig::from_env()?, command))?,
     }
     Ok(ExitCode::SUCCESS)
 }

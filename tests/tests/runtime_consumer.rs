@@ -1,0 +1,128 @@
+//! The consumer loop against the real Kafka: transient failures retry in
+//! place without skipping ahead, undecodable and exhausted messages go to the
+//! DLQ with their headers, and the partition moves on.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use saga_runtime::consumer::{self, ConsumerConfig, Failure, Inbound, Processed, Processor, Retry};
+use saga_runtime::shutdown::Shutdown;
+
+/// Fails `poison:*` permanently, `flaky:*` twice then succeeds, `doomed:*` always.
+#[derive(Clone, Default)]
+struct Recorder {
+    handled: Arc<Mutex<Vec<String>>>,
+    attempts: Arc<Mutex<std::collections::BTreeMap<String, u32>>>,
+}
+
+impl Processor for Recorder {
+    async fn process(&self, message: &Inbound) -> Result<Processed, Failure> {
+        let text = String::from_utf8_lossy(&message.payload).into_owned();
+        let attempt = {
+            let mut attempts = self.attempts.lock().expect("lock");
+            let n = attempts.entry(text.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        if text.starts_with("poison") {
+            return Err(Failure::Undecodable("not a known event".into()));
+        }
+        if text.starts_with("doomed") || (text.starts_with("flaky") && attempt <= 2) {
+            return Err(Failure::Transient(format!("attempt {attempt} failed")));
+        }
+        self.handled.lock().expect("lock").push(text);
+        Ok(Processed::Handled)
+    }
+}
+
+#[tokio::test]
+async fn retries_in_place_then_dead_letters_and_moves_on() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let prefix = format!("{}.", saga_tests::unique("consumer"));
+    let (topic, dlq) = (format!("{prefix}events"), format!("{prefix}events.dlq"));
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("admin");
+    let new =
+        [NewTopic::new(&topic, 1, TopicReplication::Fixed(1)), NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))];
+    for r in admin.create_topics(&new, &AdminOptions::new()).await.expect("create") {
+        r.expect("topic");
+    }
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
+    let sequence = ["a", "poison:1", "b", "flaky:1", "c", "doomed:1", "d"];
+    for payload in sequence {
+        producer
+            .send(FutureRecord::to(&topic).key("k").payload(payload), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+
+    let recorder = Recorder::default();
+    let (trigger, shutdown) = Shutdown::manual();
+    let config = ConsumerConfig {
+        brokers: brokers.clone(),
+        group_id: "group".into(),
+        topics: vec!["events".into()],
+        topic_prefix: prefix.clone(),
+        dlq_suffix: ".dlq".into(),
+        retry: Retry {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+        },
+    };
+    let running = tokio::spawn(consumer::run(config, recorder.clone(), shutdown));
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while recorder.handled.lock().expect("lock").len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "handled only {:?}", recorder.handled.lock().expect("lock"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trigger.trigger();
+    running.await.expect("task").expect("consumer");
+
+    // In order, nothing skipped, the flaky one after its retries.
+    assert_eq!(*recorder.handled.lock().expect("lock"), ["a", "b", "flaky:1", "c", "d"]);
+    let attempts = recorder.attempts.lock().expect("lock").clone();
+    assert_eq!((attempts["poison:1"], attempts["flaky:1"], attempts["doomed:1"]), (1, 3, 3));
+
+    let reader: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", saga_tests::unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    reader.subscribe(&[&dlq]).expect("subscribe");
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(60), reader.recv()).await.expect("dead letter").expect("ok");
+        let headers: std::collections::BTreeMap<String, String> = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dead.push((String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), headers));
+    }
+    reader.unsubscribe();
+    assert_eq!(dead[0].0, "poison:1");
+    assert_eq!(dead[0].1["dlq-reason"], "undecodable");
+    assert_eq!(dead[0].1["dlq-attempts"], "1");
+    assert_eq!(dead[0].1["dlq-original-topic"], "events");
+    assert_eq!(dead[0].1["dlq-original-offset"], "1");
+    assert_eq!(dead[0].1["dlq-consumer-group"], format!("{prefix}group"));
+    assert_eq!(dead[1].0, "doomed:1");
+    assert_eq!(dead[1].1["dlq-reason"], "retries-exhausted");
+    assert_eq!(dead[1].1["dlq-attempts"], "3");
+    assert_eq!(dead[1].1["dlq-error"], "attempt 3 failed");
+}
