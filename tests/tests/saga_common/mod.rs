@@ -412,11 +412,18 @@ impl PrivateSaga {
         self.wait_healthy(i).await;
     }
 
-    /// Stops everything and drops the databases (the topics stay: deleting
-    /// them is slow and they are tiny).
+    /// Stops everything, drops the databases and deletes the topics.
     pub async fn shutdown(mut self, stack: &StackConfig) {
         for service in SERVICES {
             self.stop(service).await;
+        }
+        if let Ok(admin) =
+            ClientConfig::new().set("bootstrap.servers", &self.brokers).create::<AdminClient<DefaultClientContext>>()
+        {
+            let names: Vec<String> =
+                saga_generated::topology::TOPICS.iter().flat_map(|t| [self.topic(t.name), self.topic(t.dlq)]).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let _ = admin.delete_topics(&refs, &AdminOptions::new()).await;
         }
         if let Ok(admin) = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await {
             for (_, db) in &self.databases {
@@ -436,11 +443,27 @@ async fn create_topics(brokers: &str, prefix: &str) {
         .flat_map(|t| [format!("{prefix}{}", t.name), format!("{prefix}{}", t.dlq)])
         .collect();
     let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1))).collect();
-    let results = admin
-        .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
-        .await
-        .expect("create topics");
-    for r in results {
-        r.expect("topic created");
+    // A busy broker (several tests at once on two cores) may time out: retry;
+    // a topic created by an earlier attempt counts as created.
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome = match admin.create_topics(&topics, &options).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| match r {
+                    Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => Ok(()),
+                    Err((topic, code)) => Err(format!("{topic}: {code}")),
+                })
+                .collect::<Result<Vec<()>, String>>()
+                .map(|_| ()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e) if attempt >= 5 => panic!("cannot create topics: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
 }
