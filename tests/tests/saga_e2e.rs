@@ -3,7 +3,7 @@
 
 mod saga_common;
 
-use saga_common::{Clients, header, messages_with_key, statuses};
+use saga_common::{Clients, header, messages_with_key, messages_with_keys, statuses};
 use saga_proto::order::{CreateOrderRequest, OrderItem};
 
 #[tokio::test]
@@ -144,27 +144,27 @@ async fn every_event_delivered_twice_changes_nothing() {
     );
 
     let producer = saga_common::producer(&brokers);
-    let mut last: Vec<(String, i32, i64)> = Vec::new();
+    let keys = [ok.order_id.as_str(), poor.order_id.as_str(), refused.order_id.as_str()];
+    let topics = ["order-events", "inventory-events", "payment-events"];
     let mut seen_types = std::collections::BTreeSet::new();
-    for order in [&ok, &poor, &refused] {
-        for topic in ["order-events", "inventory-events", "payment-events"] {
-            for m in messages_with_key(&brokers, topic, &order.order_id) {
-                seen_types.extend(header(&m, "event-type"));
-                saga_common::reproduce(&producer, &m).await;
-            }
+    for topic in topics {
+        for m in messages_with_keys(&brokers, topic, &keys) {
+            seen_types.extend(header(&m, "event-type"));
+            saga_common::reproduce(&producer, &m).await;
         }
     }
     assert!(seen_types.len() >= 7, "event types re-delivered: {seen_types:?}");
-    // Re-read to learn where the copies landed, then wait for every group to pass them.
-    for order in [&ok, &poor, &refused] {
-        for topic in ["order-events", "inventory-events", "payment-events"] {
-            for m in messages_with_key(&brokers, topic, &order.order_id) {
-                use rdkafka::Message;
-                last.push((topic.to_owned(), m.partition(), m.offset()));
-            }
+    // Re-read to learn where the copies landed, then wait for every group to
+    // commit past the last message of each partition they are on.
+    let mut last: std::collections::BTreeMap<(String, i32), i64> = std::collections::BTreeMap::new();
+    for topic in topics {
+        for m in messages_with_keys(&brokers, topic, &keys) {
+            use rdkafka::Message;
+            let entry = last.entry((topic.to_owned(), m.partition())).or_default();
+            *entry = (*entry).max(m.offset());
         }
     }
-    for (topic, partition, offset) in &last {
+    for ((topic, partition), offset) in &last {
         for group in saga_generated::topology::CONSUMER_GROUPS.iter().filter(|g| g.topics.contains(&topic.as_str())) {
             saga_common::wait_consumed(&brokers, group.group_id, topic, *partition, *offset).await;
         }

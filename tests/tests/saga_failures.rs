@@ -15,9 +15,10 @@ use saga_generated::{Envelope, OrderCreated};
 #[tokio::test]
 async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_nothing() {
     let stack = saga_tests::stack();
-    // Timeouts at 10%: 3 s in `created`, 6 s in `inventory_reserved`.
+    // Timeouts at 25%: 7.5 s in `created` (room for a busy product service
+    // to reserve first), 15 s in `inventory_reserved`.
     let mut saga =
-        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "10"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
+        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "25"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
     let mut c = saga.clients().await;
     let buyer = c.user(1_000).await;
     let product = c.product(100, 5).await;

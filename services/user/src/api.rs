@@ -72,6 +72,12 @@ async fn hash_password(password: String) -> Result<String, Status> {
     .map_err(internal)
 }
 
+/// A hash of nothing in particular, computed once.
+async fn dummy_hash() -> Result<&'static str, Status> {
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    DUMMY.get_or_try_init(|| hash_password("not a password of anyone".to_owned())).await.map(String::as_str)
+}
+
 async fn verify_password(password: String, hash: String) -> Result<bool, Status> {
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(|e| e.to_string())?;
@@ -166,6 +172,9 @@ impl UserService for UserApi {
         .map_err(internal)?;
         let denied = || Status::unauthenticated("wrong email or password");
         let Some((user_id, role, display_name, hash)) = row else {
+            // Hash anyway, so an unknown email takes as long as a wrong
+            // password and response times do not reveal who has an account.
+            let _ = verify_password(r.password, dummy_hash().await?.to_owned()).await?;
             return Err(denied());
         };
         if !verify_password(r.password, hash).await? {

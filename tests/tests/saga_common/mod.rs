@@ -167,6 +167,11 @@ pub fn producer(brokers: &str) -> FutureProducer {
 
 /// Every message on `topic` whose key is `key` (reads each partition to its end).
 pub fn messages_with_key(brokers: &str, topic: &str, key: &str) -> Vec<OwnedMessage> {
+    messages_with_keys(brokers, topic, &[key])
+}
+
+/// Every message on `topic` whose key is one of `keys`, in one pass.
+pub fn messages_with_keys(brokers: &str, topic: &str, keys: &[&str]) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", saga_tests::unique("inspect"))
@@ -193,7 +198,7 @@ pub fn messages_with_key(brokers: &str, topic: &str, key: &str) -> Vec<OwnedMess
                 match consumer.poll(Duration::from_millis(500)) {
                     Some(Ok(m)) => {
                         let done = m.offset() + 1 >= high;
-                        if m.key() == Some(key.as_bytes()) {
+                        if m.key().is_some_and(|k| keys.iter().any(|key| key.as_bytes() == k)) {
                             found.push(m.detach());
                         }
                         if done {
