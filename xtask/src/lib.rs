@@ -4,5 +4,6 @@
 //! A library as well as a binary so that tests can ask the same
 //! [`stack::StackConfig`] where the running stack is.
 
+pub mod bench;
 pub mod r#gen;
 pub mod stack;

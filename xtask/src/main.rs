@@ -53,6 +53,9 @@ enum Task {
     /// Dead letters: `list` them, `redrive <topic>` them (with --dry-run).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Saga throughput and latency on a fresh stack of its own, against the
+    /// machine's bounds (pgbench, Kafka perf tools); see BENCHMARKS.md.
+    Bench(xtask::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +93,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         Task::Test { reuse, cargo_args } => return runtime.block_on(test(reuse, &cargo_args)),
         Task::Gen(args) => r#gen::run(&xtask::stack::config::workspace_root(), &args)?,
         Task::Dlq(command) => runtime.block_on(dlq::run(&StackConfig::from_env()?, command))?,
+        Task::Bench(args) => runtime.block_on(xtask::bench::run(args))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -64,6 +64,10 @@ pub struct StackConfig {
     pub kafka_libs: PathBuf,
     /// `up` refuses to start with less free disk than this.
     pub min_free_mb: u64,
+    /// Build and run the services with cargo's `release` profile instead of
+    /// `dev`. Off unless a caller asks (the benchmark does); `up` and `test`
+    /// keep debug builds, which compile much faster.
+    pub release: bool,
 }
 
 /// Where a stack starts when nothing in the environment says otherwise.
@@ -142,6 +146,7 @@ impl StackConfig {
                 .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
             kafka_heap: lookup(env::KAFKA_HEAP).unwrap_or_else(|| "512m".to_owned()),
             min_free_mb,
+            release: false,
         })
     }
 

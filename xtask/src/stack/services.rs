@@ -19,7 +19,7 @@ pub const GATEWAY_BINARY: &str = "gateway";
 pub(super) fn binary(config: &StackConfig, name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| config.root.join("target"));
     let target = if target.is_absolute() { target } else { config.root.join(target) };
-    target.join("debug").join(name)
+    target.join(if config.release { "release" } else { "debug" }).join(name)
 }
 
 /// `cargo build` of every service binary, so `up` starts the code as it is now.
@@ -27,6 +27,9 @@ pub fn build(config: &StackConfig) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command.current_dir(&config.root).args(["build", "--quiet"]);
+    if config.release {
+        command.arg("--release");
+    }
     for service in SERVICES {
         command.args(["-p", &service.binary()]);
     }

@@ -1,0 +1,292 @@
+//! The machine's own bounds, measured on the same stack: pgbench running the
+//! SQL one saga commits, and Kafka's producer and consumer performance tools
+//! from the broker's jars.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+
+use crate::stack::StackConfig;
+
+/// Kafka messages one completed saga produces: order.created,
+/// stock.reduction.success, payment.completed, order.completed.
+pub const MESSAGES_PER_SAGA: f64 = 4.0;
+/// Deliveries to consumer groups per completed saga: each of the four
+/// messages is read by the two groups subscribed to its topic.
+pub const DELIVERIES_PER_SAGA: f64 = 8.0;
+
+/// Size of a saga message: an Avro envelope with a few ids and items.
+const RECORD_SIZE: u32 = 400;
+
+/// One script per database with the statements of one completed saga there,
+/// as the services send them (sqlx: extended protocol, prepared), each
+/// transaction as the service commits it. The relay's `UPDATE ... published_at`
+/// is one transaction per event, as when it publishes one row per batch
+/// (its batch size at low load). Ids are derived from one random number per
+/// run of the script, so rows never collide.
+const ORDER_SCRIPT: &str = r#"\set r random(1, 1000000000000000)
+\set u random(1, 100000)
+BEGIN;
+SELECT order_id, request_hash FROM orders WHERE user_id = md5(:u || 'u')::uuid AND idempotency_key = :r::text;
+INSERT INTO orders (order_id, user_id, status, idempotency_key, request_hash, traceparent, deadline_at) VALUES (md5(:r || 'o')::uuid, md5(:u || 'u')::uuid, 'created', :r::text, md5(:r || 'h'), NULL, now() + 30000::bigint * interval '1 millisecond');
+INSERT INTO order_items (order_id, line_no, product_id, quantity) VALUES (md5(:r || 'o')::uuid, 0, md5(:u || 'p')::uuid, 2);
+INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type) VALUES (md5(:r || 'o')::uuid, NULL, 'created', md5(:r || 'e1')::uuid, 'order.created');
+INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e1')::uuid, 'order-events', :r::text, 'order.created', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
+COMMIT;
+UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e1')::uuid;
+BEGIN;
+INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e2')::uuid, 'stock.reduction.success', 'inventory-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
+SELECT status FROM orders WHERE order_id = md5(:r || 'o')::uuid FOR UPDATE;
+UPDATE orders SET status = 'inventory_reserved', updated_at = now(), deadline_at = now() + 60000::bigint * interval '1 millisecond', total_minor = coalesce(1000, total_minor), failure_reason = coalesce(NULL, failure_reason) WHERE order_id = md5(:r || 'o')::uuid;
+INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) VALUES (md5(:r || 'o')::uuid, 'created', 'inventory_reserved', md5(:r || 'e2')::uuid, 'stock.reduction.success', NULL);
+COMMIT;
+BEGIN;
+INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e3')::uuid, 'payment.completed', 'payment-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
+SELECT status FROM orders WHERE order_id = md5(:r || 'o')::uuid FOR UPDATE;
+UPDATE orders SET status = 'completed', updated_at = now(), deadline_at = NULL, total_minor = coalesce(NULL, total_minor), failure_reason = coalesce(NULL, failure_reason) WHERE order_id = md5(:r || 'o')::uuid;
+INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) VALUES (md5(:r || 'o')::uuid, 'inventory_reserved', 'completed', md5(:r || 'e3')::uuid, 'payment.completed', NULL);
+INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e4')::uuid, 'order-events', :r::text, 'order.completed', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
+COMMIT;
+UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e4')::uuid;
+"#;
+
+/// `bench_products` (filled before the run) numbers the stocked products, so
+/// the script spreads reservations over them as the load does.
+const PRODUCT_SCRIPT: &str = r#"\set r random(1, 1000000000000000)
+\set k random(1, :products)
+BEGIN;
+INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e1')::uuid, 'order.created', 'order-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
+SELECT status FROM reservations WHERE order_id = md5(:r || 'o')::uuid;
+SELECT s.product_id, s.available, p.price_minor FROM stock s JOIN products p USING (product_id) WHERE s.product_id = ANY(ARRAY[(SELECT product_id FROM bench_products WHERE n = :k)]) ORDER BY s.product_id FOR UPDATE OF s;
+INSERT INTO reservations (order_id, user_id, status, total_minor) VALUES (md5(:r || 'o')::uuid, md5(:r || 'u')::uuid, 'reserved', 1000);
+UPDATE stock SET available = available - 2, reserved = reserved + 2, updated_at = now() WHERE product_id = (SELECT product_id FROM bench_products WHERE n = :k);
+INSERT INTO reservation_items (order_id, product_id, quantity, unit_price_minor) VALUES (md5(:r || 'o')::uuid, (SELECT product_id FROM bench_products WHERE n = :k), 2, 500);
+INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e2')::uuid, 'inventory-events', :r::text, 'stock.reduction.success', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
+COMMIT;
+UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e2')::uuid;
+"#;
+
+/// `bench_users` numbers the customers with money.
+const USER_SCRIPT: &str = r#"\set r random(1, 1000000000000000)
+\set k random(1, :users)
+BEGIN;
+INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e2')::uuid, 'stock.reduction.success', 'inventory-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
+SELECT status FROM payments WHERE order_id = md5(:r || 'o')::uuid FOR UPDATE;
+SELECT balance_minor FROM balances WHERE user_id = (SELECT user_id FROM bench_users WHERE n = :k) FOR UPDATE;
+UPDATE balances SET balance_minor = balance_minor - 1000, updated_at = now() WHERE user_id = (SELECT user_id FROM bench_users WHERE n = :k) RETURNING balance_minor;
+INSERT INTO payments (order_id, user_id, amount_minor, status) VALUES (md5(:r || 'o')::uuid, (SELECT user_id FROM bench_users WHERE n = :k), 1000, 'debited');
+INSERT INTO ledger (entry_id, user_id, kind, amount_minor, balance_after_minor, reference, order_id) VALUES (md5(:r || 'l')::uuid, (SELECT user_id FROM bench_users WHERE n = :k), 'debit', -1000, 1, md5(:r || 'o'), md5(:r || 'o')::uuid);
+INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e3')::uuid, 'payment-events', :r::text, 'payment.completed', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
+COMMIT;
+UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e3')::uuid;
+"#;
+
+/// Scratch copies of the three databases (schema, triggers and the run's
+/// data), so pgbench's rows never mix with the benchmark's. Needs the
+/// services stopped: a template database must have no other connections.
+async fn scratch_copies(config: &StackConfig) -> anyhow::Result<(i64, i64)> {
+    let mut admin = PgConnection::connect(&config.postgres_admin_url("postgres")).await?;
+    for db in ["order_service", "product_service", "user_service"] {
+        let copy = format!("bench_{db}");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {copy}")).execute(&mut admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {db}"))
+            .execute(&mut admin)
+            .await
+            .with_context(|| format!("copying {db}"))?;
+    }
+    let mut product = PgConnection::connect(&config.postgres_admin_url("bench_product_service")).await?;
+    sqlx::query(
+        "CREATE TABLE bench_products AS SELECT row_number() OVER (ORDER BY product_id) AS n, product_id \
+         FROM stock WHERE available > 1000000",
+    )
+    .execute(&mut product)
+    .await?;
+    let products: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_products").fetch_one(&mut product).await?;
+    sqlx::query("CREATE UNIQUE INDEX ON bench_products (n)").execute(&mut product).await?;
+    let mut user = PgConnection::connect(&config.postgres_admin_url("bench_user_service")).await?;
+    sqlx::query(
+        "CREATE TABLE bench_users AS SELECT row_number() OVER (ORDER BY user_id) AS n, user_id \
+         FROM balances WHERE balance_minor > 1000000000",
+    )
+    .execute(&mut user)
+    .await?;
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_users").fetch_one(&mut user).await?;
+    sqlx::query("CREATE UNIQUE INDEX ON bench_users (n)").execute(&mut user).await?;
+    if products == 0 || users == 0 {
+        bail!("the scratch copies hold no stocked product or no customer with money");
+    }
+    Ok((products, users))
+}
+
+async fn drop_copies(config: &StackConfig) -> anyhow::Result<()> {
+    let mut admin = PgConnection::connect(&config.postgres_admin_url("postgres")).await?;
+    for db in ["order_service", "product_service", "user_service"] {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS bench_{db}")).execute(&mut admin).await?;
+    }
+    Ok(())
+}
+
+/// `tps = 1234.5 (without initial connection time)` from pgbench's summary.
+fn pgbench_tps(output: &str) -> Option<f64> {
+    output.lines().find_map(|line| {
+        let rest = line.strip_prefix("tps = ")?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The three scripts at once, each against its database copy with `clients`
+/// connections, for `duration`: one script run is one saga's work in that
+/// database, so the slowest script's rate is the database bound in sagas/s.
+pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> anyhow::Result<Value> {
+    let (products, users) = scratch_copies(config).await?;
+    let dir = config.state_dir.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let mut children = Vec::new();
+    for (db, script) in
+        [("order_service", ORDER_SCRIPT), ("product_service", PRODUCT_SCRIPT), ("user_service", USER_SCRIPT)]
+    {
+        let path = dir.join(format!("pgbench-{db}.sql"));
+        std::fs::write(&path, script)?;
+        let child = Command::new(config.postgres_bin.join("pgbench"))
+            .env("PGPASSWORD", &config.postgres_password)
+            .args(["-h", config.host(), "-p", &config.ports.postgres.to_string(), "-U", "postgres"])
+            // -n: no vacuum of pgbench's own tables (there are none); prepared like sqlx.
+            .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "1"])
+            .args(["-T", &duration.as_secs().max(1).to_string()])
+            .args(["-D", &format!("products={products}"), "-D", &format!("users={users}")])
+            .arg("-f")
+            .arg(&path)
+            .arg(format!("bench_{db}"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run pgbench")?;
+        children.push((db, child));
+    }
+    let mut per_db = serde_json::Map::new();
+    let mut bound = f64::INFINITY;
+    for (db, child) in children {
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let Some(tps) = pgbench_tps(&stdout).filter(|_| output.status.success()) else {
+            bail!("pgbench on {db} failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
+        };
+        bound = bound.min(tps);
+        per_db.insert(db.to_owned(), json!(tps));
+    }
+    drop_copies(config).await?;
+    Ok(json!({
+        "clients_per_database": clients,
+        "seconds": duration.as_secs(),
+        "synchronous_commit": "on (server default, as the services run)",
+        "sagas_per_second_per_database": per_db,
+        "sagas_per_second_bound": bound,
+    }))
+}
+
+fn kafka_tool(config: &StackConfig, class: &str) -> Command {
+    let mut command = Command::new("java");
+    command
+        .arg(format!("-Dlog4j2.configurationFile=file:{}", config.root.join("infra/kafka/log4j2.yaml").display()))
+        .arg("-cp")
+        .arg(format!("{}/*", config.kafka_libs.display()))
+        .arg(class);
+    command
+}
+
+const PERF_TOPIC: &str = "bench.perf";
+
+async fn perf_topic(config: &StackConfig) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", config.kafka_brokers()).create()?;
+    // As many partitions as a saga topic, so both spread over the same number of logs.
+    let partitions = saga_generated::topology::TOPICS.first().map(|t| t.partitions).unwrap_or(6);
+    let topic = NewTopic::new(PERF_TOPIC, partitions, TopicReplication::Fixed(1));
+    let results = admin.create_topics([&topic], &AdminOptions::new()).await?;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("creating {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+async fn run_tool(mut command: Command) -> anyhow::Result<String> {
+    let output = tokio::task::spawn_blocking(move || command.output()).await??;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(stdout)
+}
+
+/// Kafka's own tools against the stack's broker: records/s produced with the
+/// relay's settings (idempotent, acks=all, linger.ms=5) and consumed.
+pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> {
+    perf_topic(config).await?;
+    let mut producer = kafka_tool(config, "org.apache.kafka.tools.ProducerPerformance");
+    producer
+        .args(["--topic", PERF_TOPIC, "--num-records", &records.to_string()])
+        .args(["--record-size", &RECORD_SIZE.to_string(), "--throughput", "-1", "--producer-props"])
+        .arg(format!("bootstrap.servers={}", config.kafka_brokers()))
+        .args(["acks=all", "enable.idempotence=true", "linger.ms=5", "max.in.flight.requests.per.connection=5"]);
+    let out = run_tool(producer).await.context("ProducerPerformance")?;
+    // Last summary line: "N records sent, X records/sec (Y MB/sec), A ms avg latency, ..."
+    let produced = out
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let (_, rest) = line.split_once("records sent, ")?;
+            rest.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .with_context(|| format!("no summary in ProducerPerformance output: {out}"))?;
+    let mut consumer = kafka_tool(config, "org.apache.kafka.tools.ConsumerPerformance");
+    consumer
+        .args(["--bootstrap-server", &config.kafka_brokers(), "--topic", PERF_TOPIC])
+        .args(["--messages", &records.to_string(), "--timeout", "60000"])
+        .args(["--group", &format!("bench.perf.{}", uuid::Uuid::new_v4().simple())]);
+    let out = run_tool(consumer).await.context("ConsumerPerformance")?;
+    // CSV: start.time, end.time, MB, MB.sec, nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
+    let consumed = out
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+            if fields.len() < 10 {
+                return None;
+            }
+            // The rate over fetch time, without the group's join and rebalance.
+            fields[9].parse::<f64>().ok()
+        })
+        .with_context(|| format!("no summary in ConsumerPerformance output: {out}"))?;
+    let bound = (produced / MESSAGES_PER_SAGA).min(consumed / DELIVERIES_PER_SAGA);
+    Ok(json!({
+        "records": records,
+        "record_size": RECORD_SIZE,
+        "producer_records_per_second": produced,
+        "consumer_records_per_second": consumed,
+        "messages_per_saga": MESSAGES_PER_SAGA,
+        "deliveries_per_saga": DELIVERIES_PER_SAGA,
+        "sagas_per_second_bound": bound,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pgbench_tps() {
+        let out = "latency average = 3.1 ms\ntps = 1290.512 (without initial connection time)\n";
+        assert_eq!(pgbench_tps(out), Some(1290.512));
+        assert_eq!(pgbench_tps("nothing"), None);
+    }
+}

@@ -1,0 +1,411 @@
+//! The load generator: sets up users and products through the gateway's
+//! admin API, then drives orders closed loop (N clients) and open loop (fixed
+//! arrival rate), measuring `POST /orders` to terminal status.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// Statuses that end a saga (the spec's terminal statuses of `order`).
+pub const TERMINAL: [&str; 4] = ["completed", "inventory_reserved_failed", "payment_failed", "cancelled"];
+
+/// How often a client asks `GET /orders/{id}` while its saga runs. Polling,
+/// not the event stream: the gateway's SSE itself polls the order service
+/// every 250 ms, which would round every latency up to that grain; 10 ms
+/// polls cost one cheap indexed read each and bound the error to 10 ms.
+const POLL_EVERY: Duration = Duration::from_millis(10);
+
+/// A saga that has not ended after this long counts as timed out.
+const SAGA_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One logged-in customer.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub token: String,
+    /// A customer with no money: every order of theirs fails payment.
+    pub poor: bool,
+}
+
+/// What the setup created; everything the load needs.
+#[derive(Debug)]
+pub struct World {
+    pub rich: Vec<Customer>,
+    pub poor: Vec<Customer>,
+    /// Products with far more stock than the run can sell.
+    pub stocked: Vec<String>,
+    /// A product with no stock at all: every order of it fails its reservation.
+    pub short: String,
+}
+
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(base: &str) -> anyhow::Result<Api> {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Api { http, base: base.trim_end_matches('/').to_owned() })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        // Error bodies are JSON too; an empty body (204) is Null.
+        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Ok((status, value))
+    }
+
+    async fn expect(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+        want: StatusCode,
+    ) -> anyhow::Result<Value> {
+        let (status, value) = self.send(method, path, token, None, Some(body)).await?;
+        if status != want {
+            bail!("{path}: expected {want}, got {status}: {value}");
+        }
+        Ok(value)
+    }
+
+    async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let body = json!({ "email": email, "password": password });
+        let reply = self.expect(reqwest::Method::POST, "/api/v1/auth/login", None, &body, StatusCode::OK).await?;
+        reply["token"].as_str().map(str::to_owned).context("login reply without a token")
+    }
+
+    /// The gateway ensures the admin in the background at start-up: retry a while.
+    async fn admin_token(&self, email: &str, password: &str) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.login(email, password).await {
+                Ok(token) => return Ok(token),
+                Err(error) if Instant::now() > deadline => return Err(error.context("admin login")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    async fn customer(&self, admin: &str, run: &str, n: usize, credit: i64) -> anyhow::Result<Customer> {
+        let email = format!("bench-{run}-{n}@example.com");
+        let password = "bench password 1";
+        let body = json!({ "email": email, "password": password });
+        let user =
+            self.expect(reqwest::Method::POST, "/api/v1/auth/register", None, &body, StatusCode::CREATED).await?;
+        let id = user["id"].as_str().context("register reply without an id")?.to_owned();
+        if credit > 0 {
+            let body = json!({ "amount_minor": credit });
+            let path = format!("/api/v1/admin/users/{id}/credit");
+            self.expect(reqwest::Method::POST, &path, Some(admin), &body, StatusCode::OK).await?;
+        }
+        Ok(Customer { token: self.login(&email, password).await?, poor: credit == 0 })
+    }
+
+    async fn product(&self, admin: &str, name: String, price: i64, stock: i64) -> anyhow::Result<String> {
+        let body = json!({ "name": name, "price_minor": price, "initial_stock": stock });
+        let reply =
+            self.expect(reqwest::Method::POST, "/api/v1/products", Some(admin), &body, StatusCode::CREATED).await?;
+        reply["id"].as_str().map(str::to_owned).context("product reply without an id")
+    }
+
+    /// `GET /orders/{id}`: the order's status.
+    pub async fn order_status(&self, token: &str, order_id: &str) -> anyhow::Result<String> {
+        let (status, body) =
+            self.send(reqwest::Method::GET, &format!("/api/v1/orders/{order_id}"), Some(token), None, None).await?;
+        if status != StatusCode::OK {
+            bail!("GET order: {status}: {body}");
+        }
+        body["status"].as_str().map(str::to_owned).context("order without a status")
+    }
+}
+
+/// Registers `users` customers (a tenth of them without money) and `products`
+/// products plus one without stock. Not measured.
+pub async fn setup(api: &Api, admin: (&str, &str), users: usize, products: usize) -> anyhow::Result<World> {
+    let admin = api.admin_token(admin.0, admin.1).await?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let run = &run[..8];
+    let credit_minor = 1_000_000_000_000;
+    // Registration and login hash passwords (argon2): a few at a time, or the
+    // user service queues them all behind one another.
+    let mut customers = Vec::with_capacity(users);
+    for chunk in (0..users).collect::<Vec<_>>().chunks(8) {
+        let batch = chunk.iter().map(|&n| {
+            let api = api.clone();
+            let admin = admin.clone();
+            let run = run.to_owned();
+            // Every tenth customer gets nothing: their orders fail payment.
+            let credit = if n % 10 == 9 { 0 } else { credit_minor };
+            tokio::spawn(async move { api.customer(&admin, &run, n, credit).await })
+        });
+        for handle in batch.collect::<Vec<_>>() {
+            customers.push(handle.await??);
+        }
+    }
+    let mut stocked = Vec::with_capacity(products);
+    for n in 0..products {
+        let price = 100 + (n as i64 * 37) % 9_900;
+        stocked.push(api.product(&admin, format!("bench {run} #{n}"), price, 1_000_000_000).await?);
+    }
+    let short = api.product(&admin, format!("bench {run} out of stock"), 500, 0).await?;
+    let (poor, rich): (Vec<Customer>, Vec<Customer>) = customers.into_iter().partition(|c| c.poor);
+    if rich.is_empty() || poor.is_empty() {
+        bail!("need at least 10 users for the outcome mix");
+    }
+    Ok(World { rich, poor, stocked, short })
+}
+
+/// Latencies and outcomes of one phase.
+#[derive(Debug)]
+pub struct Phase {
+    pub name: String,
+    pub elapsed: Duration,
+    /// `POST /orders` to terminal status, microseconds (open loop: from the intended send time).
+    pub latency: Histogram<u64>,
+    pub completed: u64,
+    pub stock_failed: u64,
+    pub payment_failed: u64,
+    pub cancelled: u64,
+    /// Requests refused or sagas not ended within the timeout.
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl Phase {
+    fn new(name: String) -> Phase {
+        Phase {
+            name,
+            elapsed: Duration::ZERO,
+            latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid"),
+            completed: 0,
+            stock_failed: 0,
+            payment_failed: 0,
+            cancelled: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    pub fn terminal(&self) -> u64 {
+        self.completed + self.stock_failed + self.payment_failed + self.cancelled
+    }
+
+    /// Sagas that ended per second of the phase.
+    pub fn rate(&self) -> f64 {
+        self.terminal() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn record(&mut self, outcome: anyhow::Result<(String, Duration)>) {
+        match outcome {
+            Ok((status, latency)) => {
+                // Saturate instead of failing: a latency beyond the bounds is still a sample.
+                self.latency.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX));
+                match status.as_str() {
+                    "completed" => self.completed += 1,
+                    "inventory_reserved_failed" => self.stock_failed += 1,
+                    "payment_failed" => self.payment_failed += 1,
+                    _ => self.cancelled += 1,
+                }
+            }
+            Err(error) => {
+                self.errors += 1;
+                self.first_error.get_or_insert_with(|| format!("{error:#}"));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Phase) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.latency.add(&other.latency);
+        self.completed += other.completed;
+        self.stock_failed += other.stock_failed;
+        self.payment_failed += other.payment_failed;
+        self.cancelled += other.cancelled;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// Picks the n-th order: 10 % from a customer without money, 10 % of the
+/// product without stock, the rest should complete.
+fn pick(world: &World, n: u64) -> (&Customer, Value) {
+    let mut rng = rand::rng();
+    let quantity = rng.random_range(1..=3);
+    let rich = &world.rich[rng.random_range(0..world.rich.len())];
+    let stocked = &world.stocked[rng.random_range(0..world.stocked.len())];
+    match n % 10 {
+        0 => (rich, json!([{ "product_id": world.short, "quantity": quantity }])),
+        1 => (
+            &world.poor[rng.random_range(0..world.poor.len())],
+            json!([{ "product_id": stocked, "quantity": quantity }]),
+        ),
+        _ => (rich, json!([{ "product_id": stocked, "quantity": quantity }])),
+    }
+}
+
+/// One saga: place the order, poll until it is terminal. Returns the
+/// terminal status and the latency from `since`.
+async fn saga(api: &Api, world: &World, n: u64, since: Instant) -> anyhow::Result<(String, Duration)> {
+    let (customer, items) = pick(world, n);
+    let key = uuid::Uuid::new_v4().to_string();
+    let body = json!({ "items": items });
+    let (status, reply) =
+        api.send(reqwest::Method::POST, "/api/v1/orders", Some(&customer.token), Some(&key), Some(&body)).await?;
+    if status != StatusCode::CREATED {
+        bail!("POST /orders: {status}: {reply}");
+    }
+    let order_id = reply["id"].as_str().context("order reply without an id")?.to_owned();
+    let deadline = since + SAGA_TIMEOUT;
+    loop {
+        tokio::time::sleep(POLL_EVERY).await;
+        let status = api.order_status(&customer.token, &order_id).await?;
+        if TERMINAL.contains(&status.as_str()) {
+            return Ok((status, since.elapsed()));
+        }
+        if Instant::now() > deadline {
+            bail!("order {order_id} still {status} after {SAGA_TIMEOUT:?}");
+        }
+    }
+}
+
+/// `clients` concurrent clients, each placing its next order as soon as the
+/// previous saga ended, for `duration`.
+pub async fn closed_loop(api: &Api, world: Arc<World>, clients: usize, duration: Duration) -> Phase {
+    let counter = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let end = start + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (api, world, counter) = (api.clone(), world.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut phase = Phase::new(String::new());
+                while Instant::now() < end {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let since = Instant::now();
+                    phase.record(saga(&api, &world, n, since).await);
+                }
+                phase
+            })
+        })
+        .collect();
+    let mut total = Phase::new(format!("closed loop, {clients} clients"));
+    for task in tasks {
+        match task.await {
+            Ok(phase) => total.merge(phase),
+            Err(error) => total.record(Err(error.into())),
+        }
+    }
+    total.elapsed = start.elapsed();
+    total
+}
+
+/// Orders sent at fixed intended times (`rate` per second) for `duration`,
+/// whatever happened to earlier ones; latency counts from the intended time,
+/// so a stalled system is charged for the orders it delayed (no coordinated
+/// omission).
+pub async fn open_loop(api: &Api, world: Arc<World>, rate: f64, duration: Duration) -> Phase {
+    let total = Arc::new(Mutex::new(Phase::new(format!("open loop, {rate:.0}/s"))));
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let count = (duration.as_secs_f64() * rate).round() as u64;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        let intended = start + period.mul_f64(n as f64);
+        tokio::time::sleep_until(intended).await;
+        let (api, world, total) = (api.clone(), world.clone(), total.clone());
+        tasks.push(tokio::spawn(async move {
+            let outcome = saga(&api, &world, n, intended.into_std()).await;
+            total.lock().await.record(outcome);
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let mut total = Arc::try_unwrap(total).map(Mutex::into_inner).unwrap_or_else(|_| Phase::new(String::new()));
+    // The measured window is the sending window: arrivals, not departures, are fixed.
+    total.elapsed = duration;
+    total
+}
+
+/// The gateway's own throughput for `GET /orders/{id}` over existing orders:
+/// `clients` clients as fast as they can for `duration`.
+pub async fn read_throughput(api: &Api, world: &World, clients: usize, duration: Duration) -> anyhow::Result<Phase> {
+    // A few orders to read: the customer's own, so the read is authorised.
+    let customer = world.rich[0].clone();
+    let mut orders = Vec::new();
+    for n in 0..10u64 {
+        let key = uuid::Uuid::new_v4().to_string();
+        let body =
+            json!({ "items": [{ "product_id": world.stocked[n as usize % world.stocked.len()], "quantity": 1 }] });
+        let (status, reply) =
+            api.send(reqwest::Method::POST, "/api/v1/orders", Some(&customer.token), Some(&key), Some(&body)).await?;
+        if status != StatusCode::CREATED {
+            bail!("POST /orders: {status}: {reply}");
+        }
+        orders.push(reply["id"].as_str().context("order reply without an id")?.to_owned());
+    }
+    let orders = Arc::new(orders);
+    let start = Instant::now();
+    let end = start + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (api, orders, token) = (api.clone(), orders.clone(), customer.token.clone());
+            tokio::spawn(async move {
+                let mut phase = Phase::new(String::new());
+                let mut n = c;
+                while Instant::now() < end {
+                    let since = Instant::now();
+                    let outcome = api.order_status(&token, &orders[n % orders.len()]).await;
+                    // Any answer counts as a read; it is the gateway's speed that is measured.
+                    phase.record(outcome.map(|_| ("completed".to_owned(), since.elapsed())));
+                    n += 1;
+                }
+                phase
+            })
+        })
+        .collect();
+    let mut total = Phase::new(format!("GET /orders/{{id}}, {clients} clients"));
+    for task in tasks {
+        match task.await {
+            Ok(phase) => total.merge(phase),
+            Err(error) => total.record(Err(error.into())),
+        }
+    }
+    total.elapsed = start.elapsed();
+    Ok(total)
+}

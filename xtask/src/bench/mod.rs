@@ -1,0 +1,444 @@
+//! `cargo xtask bench`: saga throughput and latency through the real stack
+//! (gateway, services, Kafka, PostgreSQL, Redis), next to what this machine
+//! allows (pgbench with the saga's SQL, Kafka's own perf tools), checked by
+//! the invariants after the load.
+
+mod bounds;
+mod load;
+mod observe;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use saga_runtime::defaults::SERVICES;
+use serde_json::{Value, json};
+
+use crate::stack::config::{Defaults, env};
+use crate::stack::{self, Component, StackConfig, UpOptions};
+
+use self::load::{Api, Phase};
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// A short run (under two minutes once built) for development.
+    #[arg(long)]
+    pub quick: bool,
+    /// Closed-loop client counts to try; the best rate is the maximum.
+    #[arg(long, value_delimiter = ',')]
+    pub clients: Option<Vec<usize>>,
+    /// Seconds of each load phase.
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Open-loop arrival rates (orders/s); default: 25, 50 and 80 % of the closed-loop maximum.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Option<Vec<f64>>,
+    /// Customers to register (a tenth without money).
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Products with stock (one more has none).
+    #[arg(long)]
+    pub products: Option<usize>,
+    /// Run debug builds of the services instead of release builds.
+    #[arg(long)]
+    pub debug: bool,
+    /// Do not append the result to BENCHMARKS.md (the JSON is still written).
+    #[arg(long)]
+    pub no_record: bool,
+    /// A note for the BENCHMARKS.md entry (e.g. what changed since the last run).
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+struct Plan {
+    clients: Vec<usize>,
+    phase: Duration,
+    rates: Option<Vec<f64>>,
+    users: usize,
+    products: usize,
+    pgbench: Duration,
+    kafka_records: u64,
+}
+
+impl Plan {
+    fn from(args: &BenchArgs) -> Plan {
+        let quick = args.quick;
+        Plan {
+            clients: args.clients.clone().unwrap_or_else(|| if quick { vec![16] } else { vec![8, 32, 64] }),
+            phase: Duration::from_secs(args.seconds.unwrap_or(if quick { 8 } else { 30 })),
+            rates: args.rates.clone(),
+            users: args.users.unwrap_or(if quick { 40 } else { 200 }),
+            products: args.products.unwrap_or(if quick { 20 } else { 100 }),
+            pgbench: Duration::from_secs(if quick { 8 } else { 30 }),
+            kafka_records: if quick { 100_000 } else { 500_000 },
+        }
+    }
+}
+
+/// The benchmark's own stack (`.state/bench`, port base 47000; override with
+/// SAGA_BENCH_STATE_DIR / SAGA_BENCH_PORT_BASE), apart from the development
+/// and test stacks.
+fn bench_config(release: bool) -> anyhow::Result<StackConfig> {
+    let defaults = Defaults { state_dir: PathBuf::from(".state/bench"), port_base: 47000 };
+    let mut config = StackConfig::resolve(defaults, |var| match var {
+        env::STATE_DIR => std::env::var("SAGA_BENCH_STATE_DIR").ok(),
+        env::PORT_BASE => std::env::var("SAGA_BENCH_PORT_BASE").ok(),
+        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB => std::env::var(var).ok(),
+        _ => None,
+    })?;
+    config.release = release;
+    Ok(config)
+}
+
+/// Starts a fresh bench stack, runs everything, stops the stack whatever happened.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let config = bench_config(!args.debug)?;
+    stack::down(&config);
+    stack::purge(&config)?;
+    println!("bench: building ({}) and starting the stack in {}", profile(&config), config.state_dir.display());
+    let outcome = match stack::up(&config, UpOptions { services: true, build: true }).await {
+        Ok(()) => measure(&config, &args).await,
+        Err(error) => Err(error),
+    };
+    let stopped = stack::down(&config);
+    println!("bench stack stopped: {}", stopped.join(", "));
+    let (report, ok) = outcome?;
+    let json_path = write_json(&config, &report)?;
+    println!("results: {}", json_path.display());
+    let markdown = markdown(&report, &args);
+    println!("\n{markdown}");
+    if !ok {
+        bail!("the invariants do not hold after the run: its numbers are not reported (see {})", json_path.display());
+    }
+    if !args.no_record {
+        append_benchmarks(&config, &markdown)?;
+        println!("appended to BENCHMARKS.md");
+    }
+    Ok(())
+}
+
+fn profile(config: &StackConfig) -> &'static str {
+    if config.release { "release" } else { "debug" }
+}
+
+fn phase_json(phase: &Phase) -> Value {
+    let q = |p: f64| phase.latency.value_at_quantile(p) as f64 / 1000.0;
+    json!({
+        "name": phase.name,
+        "seconds": phase.elapsed.as_secs_f64(),
+        "sagas_per_second": phase.rate(),
+        "completed_per_second": phase.completed as f64 / phase.elapsed.as_secs_f64().max(1e-9),
+        "outcomes": {
+            "completed": phase.completed,
+            "inventory_reserved_failed": phase.stock_failed,
+            "payment_failed": phase.payment_failed,
+            "cancelled": phase.cancelled,
+            "errors": phase.errors,
+        },
+        "first_error": phase.first_error,
+        "latency_ms": {
+            "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
+            "max": phase.latency.max() as f64 / 1000.0,
+            "samples": phase.latency.len(),
+        },
+    })
+}
+
+async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Value, bool)> {
+    let plan = Plan::from(args);
+    let api = Api::new(&config.gateway_url())?;
+    let (email, password) = stack::admin_credentials();
+    println!("bench: setup ({} users, {} products), not measured", plan.users, plan.products);
+    let world = Arc::new(load::setup(&api, (&email, &password), plan.users, plan.products).await?);
+    let before = observe::totals(config).await?;
+    let start_usage = observe::snapshot(config);
+
+    let mut closed = Vec::new();
+    for &clients in &plan.clients {
+        println!("bench: closed loop, {clients} clients, {:?}", plan.phase);
+        let phase = load::closed_loop(&api, world.clone(), clients, plan.phase).await;
+        println!("  {:.1} sagas/s, p50 {:.1} ms", phase.rate(), phase.latency.value_at_quantile(0.5) as f64 / 1000.0);
+        closed.push(phase);
+    }
+    let best = closed.iter().max_by(|a, b| a.rate().total_cmp(&b.rate())).context("no closed-loop phase ran")?;
+    let max_rate = best.rate();
+    let rates = plan
+        .rates
+        .clone()
+        .unwrap_or_else(|| [0.25, 0.5, 0.8].iter().map(|f| (max_rate * f * 10.0).round().max(1.0) / 10.0).collect());
+    let mut open = Vec::new();
+    for &rate in &rates {
+        println!("bench: open loop, {rate}/s, {:?}", plan.phase);
+        let phase = load::open_loop(&api, world.clone(), rate, plan.phase).await;
+        println!(
+            "  p50 {:.1} ms, p99 {:.1} ms",
+            phase.latency.value_at_quantile(0.5) as f64 / 1000.0,
+            phase.latency.value_at_quantile(0.99) as f64 / 1000.0
+        );
+        open.push(phase);
+    }
+    println!("bench: gateway GET /orders/{{id}}");
+    let reads_clients = plan.clients.iter().copied().max().unwrap_or(16);
+    let reads = load::read_throughput(&api, &world, reads_clients, plan.phase.min(Duration::from_secs(10))).await?;
+    let end_usage = observe::snapshot(config);
+    let measured_seconds: f64 =
+        closed.iter().chain(&open).map(|p| p.elapsed.as_secs_f64()).sum::<f64>() + reads.elapsed.as_secs_f64();
+
+    let lag_now = || {
+        observe::kafka_lag(config).unwrap_or_else(|error| {
+            eprintln!("cannot read consumer lag: {error:#}");
+            Default::default()
+        })
+    };
+    let lag = lag_now();
+    println!("bench: draining and checking the invariants");
+    let drained = observe::drain(config, Duration::from_secs(120)).await?;
+    let lag_drained = lag_now();
+    let (ok, invariants) = observe::invariants(config, before).await?;
+    let usage = observe::usage(&start_usage, &end_usage);
+
+    // The bounds run with the services stopped: nothing else competes for the
+    // two resources, and the databases can be copied.
+    for service in SERVICES.iter().rev() {
+        Component::Service(*service).tracked(config).stop(Signal::SIGTERM, Duration::from_secs(15));
+    }
+    Component::Gateway.tracked(config).stop(Signal::SIGTERM, Duration::from_secs(15));
+    println!("bench: pgbench with one saga's SQL, {:?}", plan.pgbench);
+    let pg_clients = 4;
+    let pg = bounds::pgbench(config, pg_clients, plan.pgbench).await?;
+    println!("bench: Kafka producer and consumer performance, {} records", plan.kafka_records);
+    let kafka = bounds::kafka(config, plan.kafka_records).await?;
+    let pg_bound = pg["sagas_per_second_bound"].as_f64().unwrap_or(f64::NAN);
+    let kafka_bound = kafka["sagas_per_second_bound"].as_f64().unwrap_or(f64::NAN);
+
+    let usage_json: serde_json::Map<String, Value> = usage
+        .iter()
+        .map(|(name, u)| {
+            (
+                name.clone(),
+                json!({
+                    "cpu_seconds": u.cpu_seconds,
+                    "cpu_percent_of_one_core": 100.0 * u.cpu_seconds / measured_seconds.max(1e-9),
+                    "peak_rss_mib": u.peak_rss_kib as f64 / 1024.0,
+                    "processes": u.processes,
+                }),
+            )
+        })
+        .collect();
+    let report = json!({
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "commit": git_commit(config),
+        "profile": profile(config),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "quick": args.quick,
+        "note": args.note,
+        "setup": { "users": plan.users, "products": plan.products, "phase_seconds": plan.phase.as_secs(),
+                   "terminal_detection": "GET /orders/{id} every 10 ms" },
+        "max_sagas_per_second": max_rate,
+        "max_completed_per_second": best.completed as f64 / best.elapsed.as_secs_f64().max(1e-9),
+        "max_at": best.name,
+        "closed_loop": closed.iter().map(phase_json).collect::<Vec<_>>(),
+        "open_loop": open.iter().map(phase_json).collect::<Vec<_>>(),
+        "gateway_get_order": {
+            "clients": reads_clients,
+            "requests_per_second": reads.rate(),
+            "errors": reads.errors,
+            "latency_ms": phase_json(&reads)["latency_ms"].clone(),
+        },
+        "processes": usage_json,
+        "measured_seconds": measured_seconds,
+        "kafka_consumer_lag_at_end": lag,
+        "kafka_consumer_lag_after_drain": lag_drained,
+        "drain_seconds": drained.as_secs_f64(),
+        "invariants": invariants,
+        "bounds": {
+            "pgbench": pg,
+            "kafka": kafka,
+            "saga_ratio_to_pgbench_bound": max_rate / pg_bound,
+            "saga_ratio_to_kafka_bound": max_rate / kafka_bound,
+        },
+    });
+    Ok((report, ok))
+}
+
+fn git_commit(config: &StackConfig) -> String {
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .current_dir(&config.root)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let commit = run(&["rev-parse", "--short", "HEAD"]);
+    let dirty = !run(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    if dirty { format!("{commit}+changes") } else { commit }
+}
+
+/// `bench-results/<date>.json` in the workspace: small, kept with the
+/// BENCHMARKS.md entry it backs.
+fn write_json(config: &StackConfig, report: &Value) -> anyhow::Result<PathBuf> {
+    let dir = config.root.join("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let path = dir.join(format!("{stamp}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn f(value: &Value) -> String {
+    match value.as_f64() {
+        Some(v) if v >= 100.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.1}"),
+        None => "-".to_owned(),
+    }
+}
+
+fn command_line(args: &BenchArgs) -> String {
+    let mut line = "cargo xtask bench".to_owned();
+    let list = |v: &[String]| v.join(",");
+    if args.quick {
+        line.push_str(" --quick");
+    }
+    if let Some(c) = &args.clients {
+        let _ = write!(line, " --clients {}", list(&c.iter().map(ToString::to_string).collect::<Vec<_>>()));
+    }
+    if let Some(s) = args.seconds {
+        let _ = write!(line, " --seconds {s}");
+    }
+    if let Some(r) = &args.rates {
+        let _ = write!(line, " --rates {}", list(&r.iter().map(ToString::to_string).collect::<Vec<_>>()));
+    }
+    if let Some(u) = args.users {
+        let _ = write!(line, " --users {u}");
+    }
+    if let Some(p) = args.products {
+        let _ = write!(line, " --products {p}");
+    }
+    if args.debug {
+        line.push_str(" --debug");
+    }
+    line
+}
+
+/// The BENCHMARKS.md entry: the command, then one table of rates and latencies.
+fn markdown(r: &Value, args: &BenchArgs) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "### {} (commit {}, {} build, {} cores)\n",
+        r["date"].as_str().unwrap_or(""),
+        r["commit"].as_str().unwrap_or(""),
+        r["profile"].as_str().unwrap_or(""),
+        r["cores"]
+    );
+    if !args.note.is_empty() {
+        let _ = writeln!(md, "{}\n", args.note);
+    }
+    let _ = writeln!(md, "`{}`\n", command_line(args));
+    let _ = writeln!(
+        md,
+        "| phase | sagas/s | completed/s | ok / stock fail / pay fail / cancelled / errors | p50 ms | p95 ms | p99 ms | max ms |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    for phase in
+        r["closed_loop"].as_array().into_iter().flatten().chain(r["open_loop"].as_array().into_iter().flatten())
+    {
+        let o = &phase["outcomes"];
+        let l = &phase["latency_ms"];
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} / {} / {} / {} / {} | {} | {} | {} | {} |",
+            phase["name"].as_str().unwrap_or(""),
+            f(&phase["sagas_per_second"]),
+            f(&phase["completed_per_second"]),
+            o["completed"],
+            o["inventory_reserved_failed"],
+            o["payment_failed"],
+            o["cancelled"],
+            o["errors"],
+            f(&l["p50"]),
+            f(&l["p95"]),
+            f(&l["p99"]),
+            f(&l["max"]),
+        );
+    }
+    let b = &r["bounds"];
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "- maximum: **{} sagas/s** ({} completed/s) at {}",
+        f(&r["max_sagas_per_second"]),
+        f(&r["max_completed_per_second"]),
+        r["max_at"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        md,
+        "- bounds: pgbench (one saga's SQL, {} clients per database) **{} sagas/s** (order {}, product {}, user {}); Kafka perf tools **{} sagas/s** (producer {} rec/s / {} per saga, consumer {} rec/s / {} per saga)",
+        b["pgbench"]["clients_per_database"],
+        f(&b["pgbench"]["sagas_per_second_bound"]),
+        f(&b["pgbench"]["sagas_per_second_per_database"]["order_service"]),
+        f(&b["pgbench"]["sagas_per_second_per_database"]["product_service"]),
+        f(&b["pgbench"]["sagas_per_second_per_database"]["user_service"]),
+        f(&b["kafka"]["sagas_per_second_bound"]),
+        f(&b["kafka"]["producer_records_per_second"]),
+        b["kafka"]["messages_per_saga"],
+        f(&b["kafka"]["consumer_records_per_second"]),
+        b["kafka"]["deliveries_per_saga"],
+    );
+    let ratio = |v: &Value| v.as_f64().map(|x| format!("{:.1} %", 100.0 * x)).unwrap_or_else(|| "-".to_owned());
+    let _ = writeln!(
+        md,
+        "- saga rate / bound: {} of pgbench, {} of Kafka",
+        ratio(&b["saga_ratio_to_pgbench_bound"]),
+        ratio(&b["saga_ratio_to_kafka_bound"])
+    );
+    let _ = writeln!(
+        md,
+        "- gateway `GET /orders/{{id}}`: {} req/s ({} clients, p50 {} ms, p99 {} ms)",
+        f(&r["gateway_get_order"]["requests_per_second"]),
+        r["gateway_get_order"]["clients"],
+        f(&r["gateway_get_order"]["latency_ms"]["p50"]),
+        f(&r["gateway_get_order"]["latency_ms"]["p99"]),
+    );
+    let procs: Vec<String> = r["processes"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, u)| format!("{name} {}s / {} MiB", f(&u["cpu_seconds"]), f(&u["peak_rss_mib"])))
+        .collect();
+    let _ = writeln!(md, "- CPU seconds / peak RSS over {}s of load: {}", f(&r["measured_seconds"]), procs.join(", "));
+    let lag: Vec<String> = r["kafka_consumer_lag_at_end"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(group, n)| format!("{group} {n}"))
+        .collect();
+    let _ =
+        writeln!(md, "- consumer lag at the end of the load (offsets auto-committed every second): {}", lag.join(", "));
+    let _ = writeln!(
+        md,
+        "- invariants: {} (drained in {} s)",
+        if r["invariants"]["ok"].as_bool() == Some(true) { "all hold" } else { "VIOLATED" },
+        f(&r["drain_seconds"])
+    );
+    md
+}
+
+fn append_benchmarks(config: &StackConfig, markdown: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let path = config.root.join("BENCHMARKS.md");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "\n{markdown}")?;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! What the benchmark reads besides latencies: CPU and peak memory of every
+//! process of the stack, Kafka consumer lag, and the invariants that make a
+//! run worth reporting.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+
+use crate::stack::{Component, StackConfig};
+
+/// Kernel clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on
+/// every Linux architecture the stack runs on.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds and peak RSS of one component (all its processes).
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub peak_rss_kib: u64,
+    pub processes: usize,
+}
+
+/// `(ppid, utime + stime ticks)` from `/proc/<pid>/stat`. The command name
+/// may contain spaces and parentheses, so fields are counted after the last `)`.
+fn stat(pid: i32) -> Option<(i32, u64)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12).
+    let ppid = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+fn peak_rss_kib(pid: i32) -> u64 {
+    let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
+    text.lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pids of a component: the one in its pid file and, for PostgreSQL, its
+/// backends and workers (children of the postmaster).
+fn pids(config: &StackConfig, component: Component) -> Vec<i32> {
+    let Some(root) = component.tracked(config).running_pid().map(|p| p.as_raw()) else { return Vec::new() };
+    let mut pids = vec![root];
+    if component != Component::Postgres {
+        return pids;
+    }
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if stat(pid).is_some_and(|(ppid, _)| ppid == root) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// CPU ticks per pid of every component, and of this process (the load generator).
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    ticks: BTreeMap<String, BTreeMap<i32, u64>>,
+}
+
+pub fn snapshot(config: &StackConfig) -> Snapshot {
+    let mut ticks = BTreeMap::new();
+    for component in Component::all() {
+        let per_pid = pids(config, component).into_iter().filter_map(|pid| Some((pid, stat(pid)?.1))).collect();
+        ticks.insert(component.name().to_owned(), per_pid);
+    }
+    let me = std::process::id() as i32;
+    ticks.insert("load generator".to_owned(), stat(me).map(|(_, t)| BTreeMap::from([(me, t)])).unwrap_or_default());
+    Snapshot { ticks }
+}
+
+/// CPU used between two snapshots (processes that appeared in between count
+/// from zero: short-lived PostgreSQL backends), and peak RSS now. PostgreSQL's
+/// peak is the sum over its processes, which counts shared buffers more than once.
+pub fn usage(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, Usage> {
+    let me = std::process::id() as i32;
+    after
+        .ticks
+        .iter()
+        .map(|(name, per_pid)| {
+            let cpu: u64 = per_pid
+                .iter()
+                .map(|(pid, t)| t.saturating_sub(before.ticks.get(name).and_then(|b| b.get(pid)).copied().unwrap_or(0)))
+                .sum();
+            let peak_rss_kib = if name == "load generator" {
+                peak_rss_kib(me)
+            } else {
+                per_pid.keys().map(|&pid| peak_rss_kib(pid)).sum()
+            };
+            let usage = Usage { cpu_seconds: cpu as f64 / TICKS_PER_SECOND, peak_rss_kib, processes: per_pid.len() };
+            (name.clone(), usage)
+        })
+        .collect()
+}
+
+/// Committed offset vs high watermark for every partition each service's
+/// consumer group reads; the sum per group.
+pub fn kafka_lag(config: &StackConfig) -> anyhow::Result<BTreeMap<String, i64>> {
+    let mut lags = BTreeMap::new();
+    for group in saga_generated::topology::CONSUMER_GROUPS {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", config.kafka_brokers())
+            .set("group.id", group.group_id)
+            .set("enable.auto.commit", "false")
+            .set("log_level", "3")
+            .create()
+            .context("creating a Kafka consumer for the lag")?;
+        let mut lag = 0i64;
+        {
+            let mut wanted = TopicPartitionList::new();
+            for topic in group.topics {
+                let partitions = saga_generated::topology::TOPICS
+                    .iter()
+                    .find(|t| t.name == *topic)
+                    .map(|t| t.partitions)
+                    .unwrap_or(1);
+                for partition in 0..partitions {
+                    wanted.add_partition(topic, partition);
+                }
+            }
+            let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
+            for element in committed.elements() {
+                let (_, high) =
+                    consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(10))?;
+                lag += match element.offset() {
+                    Offset::Offset(at) => high - at,
+                    // Nothing committed yet: everything is lag.
+                    _ => high,
+                };
+            }
+            // The list is dropped before its consumer: librdkafka hangs otherwise.
+            drop(committed);
+        }
+        drop(consumer);
+        lags.insert(group.group_id.to_owned(), lag);
+    }
+    Ok(lags)
+}
+
+async fn connect(config: &StackConfig, database: &str) -> anyhow::Result<PgConnection> {
+    PgConnection::connect(&config.postgres_admin_url(database))
+        .await
+        .with_context(|| format!("connecting to {database}"))
+}
+
+/// Money and stock before the load, to compare with after.
+#[derive(Debug, Clone, Copy)]
+pub struct Totals {
+    pub balances: i64,
+    pub stock: i64,
+}
+
+pub async fn totals(config: &StackConfig) -> anyhow::Result<Totals> {
+    let mut user = connect(config, "user_service").await?;
+    let balances: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(balance_minor), 0)::bigint FROM balances").fetch_one(&mut user).await?;
+    let mut product = connect(config, "product_service").await?;
+    let stock: i64 = sqlx::query_scalar("SELECT coalesce(sum(available + reserved), 0)::bigint FROM stock")
+        .fetch_one(&mut product)
+        .await?;
+    Ok(Totals { balances, stock })
+}
+
+const NON_TERMINAL: &str = "SELECT count(*) FROM orders WHERE status NOT IN ('completed', 'inventory_reserved_failed', 'payment_failed', 'cancelled')";
+
+/// Waits (up to `wait`) until no order is in flight and every outbox row is
+/// published; returns how long that took.
+pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut order = connect(config, "order_service").await?;
+    loop {
+        let open: i64 = sqlx::query_scalar(NON_TERMINAL).fetch_one(&mut order).await?;
+        let mut unpublished = 0i64;
+        for db in ["order_service", "product_service", "user_service"] {
+            let mut conn = connect(config, db).await?;
+            unpublished += sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&mut conn)
+                .await?;
+        }
+        if (open == 0 && unpublished == 0) || start.elapsed() > wait {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Every invariant, each with its numbers; `ok` only when all hold.
+pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<(bool, Value)> {
+    let mut order = connect(config, "order_service").await?;
+    let mut product = connect(config, "product_service").await?;
+    let mut user = connect(config, "user_service").await?;
+    let non_terminal: i64 = sqlx::query_scalar(NON_TERMINAL).fetch_one(&mut order).await?;
+    let (completed, completed_total): (i64, i64) =
+        sqlx::query_as("SELECT count(*), coalesce(sum(total_minor), 0)::bigint FROM orders WHERE status = 'completed'")
+            .fetch_one(&mut order)
+            .await?;
+    let mut unpublished = BTreeMap::new();
+    for (name, conn) in [("order", &mut order), ("product", &mut product), ("user", &mut user)] {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&mut *conn).await?;
+        unpublished.insert(name, n);
+    }
+    let after = totals(config).await?;
+    let (debited, debited_total): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), coalesce(sum(amount_minor), 0)::bigint FROM payments WHERE status = 'debited'",
+    )
+    .fetch_one(&mut user)
+    .await?;
+    // Stock held by reservations that were never released: the sold goods.
+    let (reserved_rows, reserved_items): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM reservations WHERE status = 'reserved'), \
+         coalesce((SELECT sum(i.quantity) FROM reservation_items i JOIN reservations r USING (order_id) \
+         WHERE r.status = 'reserved'), 0)::bigint",
+    )
+    .fetch_one(&mut product)
+    .await?;
+    let reserved_column: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(reserved), 0)::bigint FROM stock").fetch_one(&mut product).await?;
+    let checks = [
+        ("no order left non-terminal", non_terminal == 0),
+        ("every outbox row published", unpublished.values().all(|&n| n == 0)),
+        (
+            "money conserved: balances before = balances after + debited payments",
+            before.balances == after.balances + debited_total,
+        ),
+        ("one debit per completed order, of its total", debited == completed && debited_total == completed_total),
+        ("stock conserved: available + reserved unchanged", before.stock == after.stock),
+        ("reserved stock = items of live reservations", reserved_column == reserved_items),
+        ("one live reservation per completed order", reserved_rows == completed),
+    ];
+    let ok = checks.iter().all(|(_, holds)| *holds);
+    let report = json!({
+        "ok": ok,
+        "checks": checks.iter().map(|(name, holds)| json!({ "check": name, "holds": holds })).collect::<Vec<_>>(),
+        "non_terminal_orders": non_terminal,
+        "unpublished_outbox_rows": unpublished,
+        "completed_orders": completed,
+        "completed_total_minor": completed_total,
+        "debited_payments": debited,
+        "debited_total_minor": debited_total,
+        "balances_before_minor": before.balances,
+        "balances_after_minor": after.balances,
+        "stock_before": before.stock,
+        "stock_after": after.stock,
+        "live_reservations": reserved_rows,
+        "reserved_items": reserved_items,
+        "reserved_column": reserved_column,
+    });
+    Ok((ok, report))
+}
