@@ -33,7 +33,7 @@ const INFRA: UpOptions = UpOptions { services: false, build: false };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_twice_changes_nothing_and_down_stops_exactly_what_up_started() {
-    let config = side_stack(37_000);
+    let config = side_stack(21_000);
     local_stack::up(&config, INFRA).await.expect("first up");
     let pids: Vec<_> = Component::all().iter().map(|c| c.tracked(&config).running_pid()).collect();
     assert_eq!(running(&config), ["postgres", "redis", "kafka"]);
@@ -54,7 +54,7 @@ async fn up_twice_changes_nothing_and_down_stops_exactly_what_up_started() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_start_leaves_nothing_running() {
-    let config = side_stack(38_000);
+    let config = side_stack(22_000);
     // Kafka storage formatted for some other cluster: PostgreSQL and Redis are
     // already started when Kafka's preparation refuses it.
     let data = config.state_dir.join("kafka/data");
@@ -73,7 +73,7 @@ async fn a_failing_start_leaves_nothing_running() {
 
 #[tokio::test]
 async fn a_taken_port_is_refused_before_anything_starts() {
-    let config = side_stack(39_000);
+    let config = side_stack(23_000);
     let _squatter = TcpListener::bind(("127.0.0.1", config.ports.redis)).expect("bind");
     let error = local_stack::up(&config, INFRA).await.expect_err("port taken");
     assert!(error.to_string().starts_with(&format!("port {} needed by redis is already in use", config.ports.redis)));

@@ -32,7 +32,14 @@ pub fn check_ports_free<'a>(
     config: &StackConfig,
     wanted: impl IntoIterator<Item = (&'a str, u16)>,
 ) -> anyhow::Result<()> {
+    let ephemeral = ephemeral_port_range();
     for (component, port) in wanted {
+        if let Some((low, high)) = ephemeral.filter(|(low, high)| (*low..=*high).contains(&port)) {
+            eprintln!(
+                "warning: port {port} ({component}) lies in the kernel's ephemeral range {low}-{high}: any outgoing \
+                 connection may take it; prefer a SAGA_PORT_BASE below {low}"
+            );
+        }
         if TcpListener::bind((config.host(), port)).is_err() {
             bail!(
                 "port {port} needed by {component} is already in use by another process: stop it, or move this stack with SAGA_PORT_BASE (or SAGA_{}_PORT)",
@@ -41,6 +48,13 @@ pub fn check_ports_free<'a>(
         }
     }
     Ok(())
+}
+
+/// The source ports the kernel hands to outgoing connections (Linux).
+fn ephemeral_port_range() -> Option<(u16, u16)> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut numbers = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+    Some((numbers.next()??, numbers.next()??))
 }
 
 #[cfg(test)]
