@@ -14,7 +14,18 @@ async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
     let a = c.product(1_250, 10).await;
     let b = c.product(300, 5).await;
 
-    let placed = c.order(&buyer, &[(&a, 2), (&b, 3)]).await;
+    // The caller's trace context (gRPC metadata) travels with every event.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut request = tonic::Request::new(CreateOrderRequest {
+        user_id: buyer.user_id.clone(),
+        items: vec![
+            OrderItem { product_id: a.product_id.clone(), quantity: 2 },
+            OrderItem { product_id: b.product_id.clone(), quantity: 3 },
+        ],
+        idempotency_key: saga_tests::unique("key"),
+    });
+    request.metadata_mut().insert("traceparent", traceparent.parse().expect("ascii"));
+    let placed = c.order.create_order(request).await.expect("CreateOrder").into_inner().order.expect("order");
     assert_eq!(placed.status, "created");
     let done = c.wait_status(&placed.order_id, "completed").await;
 
@@ -31,6 +42,14 @@ async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
     let events = messages_with_key(&stack.kafka_brokers(), "order-events", &placed.order_id);
     let types: Vec<String> = events.iter().filter_map(|m| header(m, "event-type")).collect();
     assert!(types.contains(&"order.completed".to_owned()), "order-events of the order: {types:?}");
+    let mut all = events;
+    for topic in ["inventory-events", "payment-events"] {
+        all.extend(messages_with_key(&stack.kafka_brokers(), topic, &placed.order_id));
+    }
+    assert!(all.len() >= 4, "the saga's events: {}", all.len());
+    for m in &all {
+        assert_eq!(header(m, "traceparent").as_deref(), Some(traceparent), "{:?}", header(m, "event-type"));
+    }
 }
 
 #[tokio::test]
