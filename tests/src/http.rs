@@ -18,6 +18,7 @@ pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub retry_after: Option<String>,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// A client of one gateway.
@@ -64,9 +65,10 @@ impl Api {
         let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = response.status();
         let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply { status, body, retry_after }
+        Reply { status, body, retry_after, headers }
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {

@@ -110,6 +110,7 @@ async fn wrong_password_is_401_and_the_token_is_opaque() {
     let token = login.body["token"].as_str().expect("token");
     assert_eq!(token.len(), 43, "32 random bytes in base64url");
     assert_eq!(login.body["token_type"], "Bearer");
+    assert_eq!(login.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
     assert!(login.body["expires_in"].as_u64().is_some_and(|s| s > 0));
 
     let again = api.post("/api/v1/auth/register", None, &json!({ "email": email, "password": password })).await;

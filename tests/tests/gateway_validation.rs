@@ -88,6 +88,9 @@ async fn run(api: &Api, cases: Vec<Case>, customer: Option<&str>, admin: Option<
             request = request.header("content-type", case.content_type).body(body.clone());
         }
         let response = request.send().await.expect("request");
+        if response.headers().get("x-request-id").is_none() {
+            failures.push(format!("{}: no X-Request-Id in the response", case.name));
+        }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         let fields: Vec<(String, String)> = body["fields"]

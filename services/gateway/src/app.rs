@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::Request as AxumRequest;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use saga_proto::order::order_service_client::OrderServiceClient;
 use saga_proto::product::product_service_client::ProductServiceClient;
@@ -76,7 +79,7 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
         // No query string or headers: they may carry tokens or personal data.
         tracing::info_span!("request", method = %request.method(), path = %request.uri().path(),
-            user_id = tracing::field::Empty)
+            request_id = tracing::field::Empty, user_id = tracing::field::Empty)
     });
     let mut app = Router::new()
         .nest("/api/v1", api)
@@ -87,11 +90,33 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(middleware::from_fn(request_id))
         .layer(trace);
     if let Some(cors) = cors(&state.config.cors_allowed_origins)? {
         app = app.layer(cors);
     }
     Ok(app.with_state(state))
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+/// Tags each request with an id (the client's `X-Request-Id` when it is sane,
+/// else a fresh UUID), records it in the request's span and echoes it in the
+/// response: the key from an opaque 5xx body to the log lines of its cause.
+async fn request_id(request: AxumRequest, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    tracing::Span::current().record("request_id", id.as_str());
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    response
 }
 
 /// CORS from `CORS_ALLOWED_ORIGINS`: empty = no CORS headers at all (same-origin only).
@@ -116,10 +141,11 @@ fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
             .allow_headers([
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
+                HeaderName::from_static(REQUEST_ID),
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("last-event-id"),
             ])
-            .expose_headers([header::RETRY_AFTER])
+            .expose_headers([header::RETRY_AFTER, HeaderName::from_static(REQUEST_ID)])
             .max_age(Duration::from_secs(600)),
     ))
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::{ConnectInfo, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode, header};
 use chrono::{DateTime, Utc};
 use saga_proto::user as pb;
 use serde::{Deserialize, Serialize};
@@ -199,7 +199,7 @@ pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<LoginRequest>,
-) -> Result<Json<LoginResponse>, ApiError> {
+) -> Result<([(HeaderName, &'static str); 1], Json<LoginResponse>), ApiError> {
     let email = body.email.trim().to_lowercase();
     let ip = peer.ip();
     state.login_limiter.check(&email, ip).await?;
@@ -223,12 +223,17 @@ pub async fn login(
     let session = Session { user_id, role: role_of(verified.role()) };
     let issued = state.sessions.create(&session).await?;
     tracing::info!(%user_id, "logged in");
-    Ok(Json(LoginResponse {
-        token: issued.token,
-        token_type: "Bearer".to_owned(),
-        expires_at: issued.expires_at,
-        expires_in: state.sessions.ttl().as_secs(),
-    }))
+    // A bearer token must not land in any cache on the way.
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    Ok((
+        no_store,
+        Json(LoginResponse {
+            token: issued.token,
+            token_type: "Bearer".to_owned(),
+            expires_at: issued.expires_at,
+            expires_in: state.sessions.ttl().as_secs(),
+        }),
+    ))
 }
 
 /// Revoke the token of this request.
