@@ -89,10 +89,17 @@ impl Defaults {
     }
 }
 
-/// The workspace root, known at compile time from this crate's location.
+/// The workspace root: the parent of the running crate's manifest folder.
+///
+/// Cargo sets `CARGO_MANIFEST_DIR` when it runs a binary or a test (the
+/// xtask crate, the tests crate: both sit one level below the root); the
+/// compile-time value is only the fallback, because two checkouts sharing one
+/// target folder can run a binary compiled in the other checkout.
 pub fn workspace_root() -> PathBuf {
-    let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    xtask_dir.parent().unwrap_or(xtask_dir).to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
 }
 
 impl StackConfig {
