@@ -79,11 +79,11 @@ impl Plan {
     }
 }
 
-/// The benchmark's own stack (`.state/bench`, port base 47000; override with
+/// The benchmark's own stack (`.state/bench`, port base 25000; override with
 /// SAGA_BENCH_STATE_DIR / SAGA_BENCH_PORT_BASE), apart from the development
 /// and test stacks.
 fn bench_config(release: bool) -> anyhow::Result<StackConfig> {
-    let defaults = Defaults { state_dir: PathBuf::from(".state/bench"), port_base: 47000 };
+    let defaults = Defaults { state_dir: PathBuf::from(".state/bench"), port_base: 25000 };
     let mut config = StackConfig::resolve(defaults, |var| match var {
         env::STATE_DIR => std::env::var("SAGA_BENCH_STATE_DIR").ok(),
         env::PORT_BASE => std::env::var("SAGA_BENCH_PORT_BASE").ok(),
@@ -237,7 +237,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "quick": args.quick,
         "note": args.note,
         "setup": { "users": plan.users, "products": plan.products, "phase_seconds": plan.phase.as_secs(),
-                   "terminal_detection": "GET /orders/{id} every 10 ms" },
+                   "terminal_detection": "GET /orders/{id} every 100 ms; latency to the terminal history row's time" },
         "max_sagas_per_second": max_rate,
         "max_completed_per_second": best.completed as f64 / best.elapsed.as_secs_f64().max(1e-9),
         "max_at": best.name,
