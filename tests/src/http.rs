@@ -2,7 +2,6 @@
 //! private gateway process for tests that need other settings (short session
 //! TTLs, low rate limits) without disturbing the stack's own gateway.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -226,10 +225,7 @@ impl PrivateGateway {
     /// meant to be unready, e.g. with a backend that does not answer).
     pub fn spawn(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateGateway {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| stack.root.join("target"));
-        let target = if target.is_absolute() { target } else { stack.root.join(target) };
-        let binary = target.join("debug").join("gateway");
+        let binary = stack.binary("gateway");
         let prefix = format!("{}:", unique("test-gateway"));
         let log = std::fs::File::create(stack.logs_dir().join(format!("{}.log", prefix.trim_end_matches(':'))))
             .expect("log file");

@@ -80,3 +80,39 @@ async fn a_taken_port_is_refused_before_anything_starts() {
     assert!(running(&config).is_empty());
     let _ = local_stack::purge(&config);
 }
+
+#[test]
+fn an_unreachable_maven_central_is_named_and_nothing_starts() {
+    let under_test = stack();
+    let home = under_test.state_dir.with_file_name(unique("xtask-it-maven"));
+    let m2 = home.join(".m2");
+    std::fs::create_dir_all(&m2).expect("mkdir");
+    // Every download goes to a mirror on a closed port, and nothing is cached locally.
+    std::fs::write(
+        m2.join("settings.xml"),
+        format!(
+            "<settings><localRepository>{}</localRepository><mirrors><mirror><id>closed</id>\
+             <mirrorOf>*</mirrorOf><url>http://127.0.0.1:9/maven2</url></mirror></mirrors></settings>",
+            m2.join("repository").display()
+        ),
+    )
+    .expect("settings");
+    let mut command = std::process::Command::new(under_test.binary("xtask"));
+    for (var, _) in std::env::vars().filter(|(var, _)| var.starts_with("SAGA_")) {
+        command.env_remove(var);
+    }
+    let output = command
+        .args(["up", "--infra-only", "--no-build"])
+        .env("MAVEN_OPTS", format!("-Duser.home={}", home.display()))
+        .env(env::STATE_DIR, home.join("state"))
+        .env(env::KAFKA_LIBS, home.join("kafka-libs"))
+        .env(env::PORT_BASE, "25000")
+        .output()
+        .expect("run xtask");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("Maven Central is unreachable, cannot fetch the Kafka broker jars"), "{stderr}");
+    assert!(!home.join("state/run").exists(), "nothing was started");
+    assert!(!home.join("kafka-libs").exists(), "no half-resolved jar folder is left");
+    let _ = std::fs::remove_dir_all(&home);
+}

@@ -289,9 +289,7 @@ fn free_port() -> u16 {
 }
 
 fn binary(stack: &StackConfig, service: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| stack.root.join("target"));
-    let target = if target.is_absolute() { target } else { stack.root.join(target) };
-    target.join("debug").join(format!("{service}-service"))
+    stack.binary(&format!("{service}-service"))
 }
 
 impl PrivateSaga {

@@ -219,6 +219,15 @@ impl StackConfig {
         format!("http://{}:{}", self.host(), self.ports.gateway)
     }
 
+    /// Where cargo puts a binary of this workspace for this stack's profile
+    /// (honours `CARGO_TARGET_DIR`, relative to the workspace root).
+    pub fn binary(&self, name: &str) -> PathBuf {
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| self.root.join("target"));
+        let target = if target.is_absolute() { target } else { self.root.join(target) };
+        target.join(if self.release { "release" } else { "debug" }).join(name)
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }

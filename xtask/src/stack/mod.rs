@@ -93,8 +93,8 @@ impl Component {
     /// The executable a service component runs; `None` for infrastructure.
     fn binary(&self, config: &StackConfig) -> Option<PathBuf> {
         match self {
-            Component::Service(service) => Some(services::binary(config, &service.binary())),
-            Component::Gateway => Some(services::binary(config, services::GATEWAY_BINARY)),
+            Component::Service(service) => Some(config.binary(&service.binary())),
+            Component::Gateway => Some(config.binary(services::GATEWAY_BINARY)),
             _ => None,
         }
     }

@@ -1,7 +1,6 @@
 //! The saga's own processes: the three backend services and the gateway,
 //! built by cargo and started from the workspace's target folder.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,13 +13,6 @@ use tonic_health::pb::health_client::HealthClient;
 use super::config::StackConfig;
 
 pub const GATEWAY_BINARY: &str = "gateway";
-
-/// Where cargo puts the binaries (honours `CARGO_TARGET_DIR`).
-pub(super) fn binary(config: &StackConfig, name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| config.root.join("target"));
-    let target = if target.is_absolute() { target } else { config.root.join(target) };
-    target.join(if config.release { "release" } else { "debug" }).join(name)
-}
 
 /// `cargo build` of every service binary, so `up` starts the code as it is now.
 pub fn build(config: &StackConfig) -> anyhow::Result<()> {
@@ -42,7 +34,7 @@ pub fn build(config: &StackConfig) -> anyhow::Result<()> {
 }
 
 pub fn backend_command(config: &StackConfig, service: BackendService) -> Command {
-    let mut command = Command::new(binary(config, &service.binary()));
+    let mut command = Command::new(config.binary(&service.binary()));
     command
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.service_port(service)))
         .env("DATABASE_URL", config.database_url(service))
@@ -51,7 +43,7 @@ pub fn backend_command(config: &StackConfig, service: BackendService) -> Command
 }
 
 pub fn gateway_command(config: &StackConfig) -> Command {
-    let mut command = Command::new(binary(config, GATEWAY_BINARY));
+    let mut command = Command::new(config.binary(GATEWAY_BINARY));
     command
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.ports.gateway))
         .env("REDIS_URL", config.redis_url());
