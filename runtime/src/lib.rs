@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;
+pub mod participant;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;

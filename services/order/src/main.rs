@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use saga_generated::topology;
-use saga_runtime::consumer::{self, ConsumerConfig, Retry, TxConsumer};
-use saga_runtime::outbox::{Relay, RelayConfig};
+use saga_runtime::consumer::Retry;
+use saga_runtime::participant::{Participant, Subscription};
 use saga_runtime::service;
 use saga_runtime::shutdown::Shutdown;
 use sqlx::migrate::Migrator;
@@ -35,31 +35,23 @@ struct OrderSettings {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let booted = service::boot(SERVICE, &MIGRATOR).await?;
-    let args = booted.args.clone();
     // The common command line is parsed by `boot`; these come from the environment.
     let settings = OrderSettings::parse_from(["order-service"]);
     let (trigger, shutdown) = Shutdown::on_signal();
     let timeouts = saga::Timeouts { scale_percent: settings.timeout_scale_percent };
 
-    let producer = saga_runtime::kafka::producer(&args.kafka_brokers).context("Kafka producer")?;
-    let relay_config = RelayConfig { topic_prefix: args.topic_prefix.clone(), ..RelayConfig::default() };
-    let relay = tokio::spawn(Relay::new(booted.pool.clone(), producer, relay_config).run(shutdown.clone()));
-
     let group = topology::consumer_group(SERVICE).context("the spec has no consumer group for this service")?;
-    let consumer_config = ConsumerConfig {
-        brokers: args.kafka_brokers.clone(),
-        group_id: group.group_id.to_owned(),
-        topics: group.topics.iter().map(|t| (*t).to_owned()).collect(),
-        topic_prefix: args.topic_prefix.clone(),
-        dlq_suffix: topology::DLQ_SUFFIX.to_owned(),
+    let subscription = Subscription {
+        group_id: group.group_id,
+        topics: group.topics,
+        dlq_suffix: topology::DLQ_SUFFIX,
         retry: Retry {
             max_attempts: group.retry.max_attempts,
             initial_backoff: group.retry.initial_backoff,
             max_backoff: group.retry.max_backoff,
         },
     };
-    let processor = TxConsumer { pool: booted.pool.clone(), handler: saga::OrderSaga { timeouts } };
-    let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone()));
+    let participant = Participant::start(&booted, subscription, saga::OrderSaga { timeouts }, &shutdown)?;
 
     let sweeper = tokio::spawn(sweeper::run(
         booted.pool.clone(),
@@ -69,14 +61,15 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let api = api::OrderApi { pool: booted.pool.clone(), saga: saga::OrderSaga { timeouts } };
-    let served = service::serve_grpc_until(args.listen, shutdown.clone(), saga_proto::FILE_DESCRIPTOR_SET, |router| {
-        router.add_service(saga_proto::order::order_service_server::OrderServiceServer::new(api))
-    })
-    .await;
+    let served =
+        service::serve_grpc_until(booted.args.listen, shutdown.clone(), saga_proto::FILE_DESCRIPTOR_SET, |router| {
+            router.add_service(saga_proto::order::order_service_server::OrderServiceServer::new(api))
+        })
+        .await;
     trigger.trigger();
-    consumer.await.context("consumer task")?.context("consumer failed")?;
+    // The sweeper first: the relay publishes whatever its last sweep wrote.
     sweeper.await.context("sweeper task")?;
-    relay.await.context("relay task")?;
+    participant.join().await.context("saga participant failed")?;
     booted.pool.close().await;
     served.context("gRPC server failed")
 }

@@ -1,0 +1,71 @@
+//! What every saga participant runs beside its gRPC API: the outbox relay
+//! that publishes the events its transactions wrote, and the transactional
+//! consumer of its group.
+
+use tokio::task::JoinHandle;
+
+use crate::consumer::{self, ConsumerConfig, ConsumerError, Retry, SagaHandler, TxConsumer};
+use crate::outbox::{Relay, RelayConfig};
+use crate::service::Booted;
+use crate::shutdown::Shutdown;
+
+/// The consumer group a service joins, as the spec's topology names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscription<'a> {
+    pub group_id: &'a str,
+    /// Logical topic names; the service's topic prefix is prepended.
+    pub topics: &'a [&'a str],
+    pub dlq_suffix: &'a str,
+    pub retry: Retry,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ParticipantError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    #[error("a background task panicked: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// The relay and the consumer of one service, running until `shutdown`.
+pub struct Participant {
+    relay: JoinHandle<()>,
+    consumer: JoinHandle<Result<(), ConsumerError>>,
+}
+
+impl Participant {
+    /// Starts the relay over the service's outbox and the consumer that feeds
+    /// `handler`, both configured from the service's command line.
+    pub fn start<H: SagaHandler>(
+        booted: &Booted,
+        subscription: Subscription<'_>,
+        handler: H,
+        shutdown: &Shutdown,
+    ) -> Result<Participant, ParticipantError> {
+        let args = &booted.args;
+        let producer = crate::kafka::producer(&args.kafka_brokers)?;
+        let relay_config = RelayConfig { topic_prefix: args.topic_prefix.clone(), ..RelayConfig::default() };
+        let relay = tokio::spawn(Relay::new(booted.pool.clone(), producer, relay_config).run(shutdown.clone()));
+        let consumer_config = ConsumerConfig {
+            brokers: args.kafka_brokers.clone(),
+            group_id: subscription.group_id.to_owned(),
+            topics: subscription.topics.iter().map(|t| (*t).to_owned()).collect(),
+            topic_prefix: args.topic_prefix.clone(),
+            dlq_suffix: subscription.dlq_suffix.to_owned(),
+            retry: subscription.retry,
+        };
+        let processor = TxConsumer { pool: booted.pool.clone(), handler };
+        let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone()));
+        Ok(Participant { relay, consumer })
+    }
+
+    /// Waits, once shutdown was triggered, for the consumer to commit what it
+    /// handled and for the relay to finish its batch in flight.
+    pub async fn join(self) -> Result<(), ParticipantError> {
+        let consumed = self.consumer.await?;
+        self.relay.await?;
+        Ok(consumed?)
+    }
+}
