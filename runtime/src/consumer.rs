@@ -1,4 +1,10 @@
-//! The consumer loop: one message at a time, in partition order.
+//! The consumer loop: in partition order, partitions in parallel.
+//!
+//! Messages are dealt to [`WORKERS`] workers by partition number: every
+//! message of a partition goes to the same worker, which handles them one at
+//! a time, so each partition (each saga, across topics) keeps its order while
+//! several partitions' transactions are in flight at once and PostgreSQL
+//! flushes their commits together.
 //!
 //! For each message: decode, then (in one PostgreSQL transaction) claim the
 //! inbox row, run the handler and insert its reply into the outbox; commit;
@@ -8,6 +14,7 @@
 //! `<topic><dlq_suffix>` with headers saying why, and the partition moves on.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -181,16 +188,53 @@ pub enum ConsumerError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// Runs the loop until `shutdown`; the message in flight is finished (or left
-/// uncommitted, to be redelivered) and stored offsets are committed.
+/// Workers per service instance. One worker serialised every message of the
+/// service behind one commit's fsync; three keep a few transactions in flight
+/// (within the default pool of 10 connections, leaving room for gRPC calls,
+/// the relay and the sweeper) and divide the spec's 6 partitions evenly.
+pub const WORKERS: usize = 3;
+
+/// Messages a worker may have queued before the receiving loop waits for it.
+const WORKER_QUEUE: usize = 64;
+
+/// The worker of a partition: by partition number alone, whatever the topic.
+/// The saga topics have the same partition count and the producers the same
+/// key hash, so one order's events land on the same partition number in every
+/// topic: one worker then sees a saga's events across topics in arrival order,
+/// as the single loop did. (Dealt by topic too, the order service saw a
+/// `payment.completed` before the `stock.reduction.success` it follows,
+/// ignored it as illegal in `created`, and the saga timed out.)
+fn worker_of(partition: i32) -> usize {
+    partition.rem_euclid(WORKERS as i32) as usize
+}
+
+/// Runs the loop until `shutdown`; the messages in flight are finished (or
+/// left uncommitted, to be redelivered) and stored offsets are committed.
 pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: Shutdown) -> Result<(), ConsumerError> {
     let group = format!("{}{}", config.topic_prefix, config.group_id);
-    let consumer: StreamConsumer = crate::kafka::consumer(&config.brokers, &group)?;
+    let consumer: Arc<StreamConsumer> = Arc::new(crate::kafka::consumer(&config.brokers, &group)?);
     let producer = crate::kafka::producer(&config.brokers)?;
     let topics: Vec<String> = config.topics.iter().map(|t| format!("{}{t}", config.topic_prefix)).collect();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
-    tracing::info!(%group, topics = ?topics, "consumer started");
+    tracing::info!(%group, topics = ?topics, workers = WORKERS, "consumer started");
+    let config = Arc::new(config);
+    let processor = Arc::new(processor);
+    let mut queues = Vec::with_capacity(WORKERS);
+    let mut workers = Vec::with_capacity(WORKERS);
+    for _ in 0..WORKERS {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<OwnedMessage>(WORKER_QUEUE);
+        queues.push(sender);
+        workers.push(tokio::spawn(work(
+            receiver,
+            config.clone(),
+            group.clone(),
+            processor.clone(),
+            producer.clone(),
+            consumer.clone(),
+            shutdown.clone(),
+        )));
+    }
     loop {
         let received = tokio::select! {
             () = shutdown.wait() => break,
@@ -204,12 +248,54 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
                 continue;
             }
         };
+        let queue = &queues[worker_of(message.partition())];
+        let sent = tokio::select! {
+            () = shutdown.wait() => break,
+            sent = queue.send(message) => sent,
+        };
+        if sent.is_err() {
+            // A worker only stops at shutdown; its partitions' offsets stay
+            // unstored and their messages are redelivered after the restart.
+            break;
+        }
+    }
+    drop(queues);
+    for worker in workers {
+        if let Err(error) = worker.await {
+            tracing::error!(%error, "consumer worker failed");
+        }
+    }
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%error, "final offset commit failed"),
+    }
+    tracing::info!(%group, "consumer stopped");
+    Ok(())
+}
+
+/// One worker: its partitions' messages one at a time, in order; each offset
+/// is stored only after its message reached a final outcome.
+async fn work<P: Processor>(
+    mut queue: tokio::sync::mpsc::Receiver<OwnedMessage>,
+    config: Arc<ConsumerConfig>,
+    group: String,
+    processor: Arc<P>,
+    producer: FutureProducer,
+    consumer: Arc<StreamConsumer>,
+    shutdown: Shutdown,
+) {
+    while let Some(message) = queue.recv().await {
+        if shutdown.is_requested() {
+            // Queued but not started: left unstored, redelivered after the restart.
+            break;
+        }
         let Some(inbound) = to_inbound(&message, &config.topic_prefix) else {
             continue;
         };
-        if !deliver(&config, &group, &processor, &producer, &message, &inbound, &shutdown).await {
-            // Shutdown during a retry backoff: the offset stays unstored,
-            // so the message is redelivered after the restart.
+        if !deliver(&config, &group, &*processor, &producer, &message, &inbound, &shutdown).await {
+            // Shutdown during a retry backoff: the offset stays unstored, so
+            // the message is redelivered after the restart; later messages of
+            // its partitions must not be handled before it.
             break;
         }
         // `rd_kafka_offset_store` stores offset + 1 itself (the next message
@@ -219,12 +305,6 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
             tracing::warn!(%error, "cannot store offset");
         }
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => tracing::warn!(%error, "final offset commit failed"),
-    }
-    tracing::info!(%group, "consumer stopped");
-    Ok(())
 }
 
 fn to_inbound(message: &OwnedMessage, prefix: &str) -> Option<Inbound> {
@@ -337,6 +417,17 @@ async fn dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_number_has_one_worker_whatever_the_topic() {
+        // The spec's 6 partitions use every worker, each the same share.
+        let mut load = [0usize; WORKERS];
+        for partition in 0..6 {
+            load[worker_of(partition)] += 1;
+        }
+        assert_eq!(load, [6 / WORKERS; WORKERS]);
+        assert_eq!(worker_of(4), worker_of(4 + WORKERS as i32));
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
