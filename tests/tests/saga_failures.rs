@@ -10,7 +10,7 @@ use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use saga_common::{PrivateSaga, header, messages_with_key, statuses};
 use saga_generated::types::OrderItem;
-use saga_generated::{Envelope, OrderCreated};
+use saga_generated::{Envelope, Money, OrderCreated, PaymentCompleted, StockReductionSuccess};
 
 #[tokio::test]
 async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_nothing() {
@@ -184,4 +184,59 @@ async fn a_poison_message_goes_to_the_dlq_and_its_partition_moves_on() {
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
     chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// Publishes `envelope` on the private saga's copy of its topic, keyed by the
+/// order like the relay does; returns where it landed.
+async fn publish<E: saga_generated::Event>(saga: &PrivateSaga, envelope: &Envelope<E>) -> (String, i32, i64) {
+    let record = envelope.to_outbox().expect("encode");
+    let topic = saga.topic(&record.topic);
+    let producer = saga_common::producer(&saga.brokers);
+    let delivery = producer
+        .send(FutureRecord::to(&topic).key(&record.partition_key).payload(&record.payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    (topic, delivery.partition, delivery.offset)
+}
+
+#[tokio::test]
+async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
+    let stack = saga_tests::stack();
+    let mut saga = PrivateSaga::start(&stack, &[]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(1_000).await;
+    let product = c.product(100, 5).await;
+    // Only the order service runs: the stock and payment replies are ours.
+    saga.stop("product").await;
+    saga.stop("user").await;
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    let order_id: uuid::Uuid = placed.order_id.parse().expect("uuid");
+    let user_id: uuid::Uuid = buyer.user_id.parse().expect("uuid");
+
+    // payment.completed first: the two replies travel on different topics,
+    // which Kafka does not order against each other.
+    let paid = Envelope::new(order_id, PaymentCompleted { user_id, amount: Money(200) });
+    let (topic, partition, offset) = publish(&saga, &paid).await;
+    saga_common::wait_consumed(&saga.brokers, &saga.group("order"), &topic, partition, offset).await;
+    let early = c.get_order(&placed.order_id).await;
+    assert_eq!(statuses(&early), ["created"], "the early payment moves nothing yet");
+
+    // The stock reply arrives: the order moves on, and the parked payment with it.
+    let reserved = Envelope::new(order_id, StockReductionSuccess { user_id, amount: Money(200) });
+    publish(&saga, &reserved).await;
+    let done = c.wait_status(&placed.order_id, "completed").await;
+    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+    assert_eq!(done.history[2].event_id, paid.event_id.to_string());
+    let completed = saga_common::eventually("order.completed on order-events", || {
+        let (brokers, topic, key) = (saga.brokers.clone(), saga.topic("order-events"), placed.order_id.clone());
+        async move {
+            let messages = messages_with_key(&brokers, &topic, &key);
+            let types: Vec<String> = messages.iter().filter_map(|m| header(m, "event-type")).collect();
+            types.iter().any(|t| t == "order.completed").then_some(types)
+        }
+    })
+    .await;
+    assert_eq!(completed.iter().filter(|t| *t == "order.completed").count(), 1, "{completed:?}");
+    saga.shutdown(&stack).await;
 }

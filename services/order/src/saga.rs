@@ -5,7 +5,7 @@
 use saga_generated::commands::{CreateOrder, OrderCommands};
 use saga_generated::events::EventType;
 use saga_generated::handlers::{
-    OrderHandler, OrderInbound, OrderOnPaymentCompleted, OrderOnPaymentFail, OrderOnPaymentRefunded,
+    HandleError, OrderHandler, OrderInbound, OrderOnPaymentCompleted, OrderOnPaymentFail, OrderOnPaymentRefunded,
     OrderOnStockReductionFail, OrderOnStockReductionSuccess, OrderOnStockReleased, OrderTimeoutReply,
 };
 use saga_generated::types::CancelReason;
@@ -28,6 +28,8 @@ pub enum SagaError {
     UnknownOrder(Uuid),
     #[error("order {0} has a status the spec does not know: {1}")]
     BadStatus(Uuid, String),
+    #[error("parking an early event failed: {0}")]
+    Park(String),
 }
 
 /// The spec's timeouts, scaled (tests shorten them).
@@ -343,7 +345,104 @@ impl SagaHandler for OrderSaga {
         conn: &'a mut PgConnection,
         event: OrderInbound,
     ) -> Result<Option<OutboxMessage>, Self::Error> {
-        Ok(event.handle(self, conn).await?.map(to_message))
+        let order_id = event.saga_key();
+        if self.arrived_early(conn, order_id, event.event_type()).await.map_err(handler_error)? {
+            self.park(conn, &event).await.map_err(handler_error)?;
+            return Ok(None);
+        }
+        let reply = event.handle(self, conn).await?.map(to_message);
+        // The status may have moved: parked events that apply now are applied
+        // in this same transaction, their replies written to the outbox.
+        while let Some(parked) = self.take_applicable_parked(conn, order_id).await.map_err(handler_error)? {
+            if let Some(record) = parked.handle(self, conn).await? {
+                saga_runtime::outbox::insert(conn, &to_message(record))
+                    .await
+                    .map_err(|e| handler_error(SagaError::Db(e)))?;
+            }
+        }
+        Ok(reply)
+    }
+}
+
+fn handler_error(error: SagaError) -> HandleError<Box<SagaError>> {
+    HandleError::Handler(Box::new(error))
+}
+
+impl OrderSaga {
+    /// True when `event_type` moves a status the order has not reached yet:
+    /// the order is still running and the event is a trigger that its
+    /// current status does not accept.
+    async fn arrived_early(
+        &self,
+        conn: &mut PgConnection,
+        order_id: Uuid,
+        event_type: EventType,
+    ) -> Result<bool, SagaError> {
+        if !OrderStatus::is_trigger(event_type) {
+            return Ok(false);
+        }
+        let Some(status) = self.status(conn, order_id).await? else { return Ok(false) };
+        Ok(!status.is_terminal() && status.on_event(event_type).is_err())
+    }
+
+    async fn status(&self, conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderStatus>, SagaError> {
+        let current: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
+            .bind(order_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        current.map(|s| s.parse().map_err(|_| SagaError::BadStatus(order_id, s.clone()))).transpose()
+    }
+
+    async fn park(&self, conn: &mut PgConnection, event: &OrderInbound) -> Result<(), SagaError> {
+        let copy = match event {
+            OrderInbound::StockReductionSuccess(e) => e.to_outbox(),
+            OrderInbound::StockReductionFail(e) => e.to_outbox(),
+            OrderInbound::StockReleased(e) => e.to_outbox(),
+            OrderInbound::PaymentCompleted(e) => e.to_outbox(),
+            OrderInbound::PaymentFail(e) => e.to_outbox(),
+            OrderInbound::PaymentRefunded(e) => e.to_outbox(),
+        }
+        .map_err(|e| SagaError::Park(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO parked_events (event_id, order_id, event_type, topic, payload) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(copy.event_id)
+        .bind(event.saga_key())
+        .bind(&copy.event_type)
+        .bind(&copy.topic)
+        .bind(&copy.payload)
+        .execute(&mut *conn)
+        .await?;
+        tracing::info!(event_type = copy.event_type, "event arrived before the status it needs; parked");
+        Ok(())
+    }
+
+    /// Removes and returns the oldest parked event the order's status now accepts.
+    async fn take_applicable_parked(
+        &self,
+        conn: &mut PgConnection,
+        order_id: Uuid,
+    ) -> Result<Option<OrderInbound>, SagaError> {
+        let Some(status) = self.status(conn, order_id).await? else { return Ok(None) };
+        let parked: Vec<(Uuid, String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT event_id, event_type, topic, payload FROM parked_events WHERE order_id = $1 ORDER BY parked_at",
+        )
+        .bind(order_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        for (event_id, event_type, topic, payload) in parked {
+            let event = OrderInbound::decode(&topic, &payload)
+                .map_err(|e| SagaError::Park(e.to_string()))?
+                .ok_or_else(|| SagaError::Park(format!("parked {event_type} is not an order-service event")))?;
+            if status.on_event(event.event_type()).is_err() {
+                continue;
+            }
+            sqlx::query("DELETE FROM parked_events WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
+            tracing::info!(event_type, "parked event applied");
+            return Ok(Some(event));
+        }
+        Ok(None)
     }
 }
 
