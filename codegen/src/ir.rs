@@ -24,6 +24,8 @@ pub struct Saga {
 pub struct Service {
     pub name: String,
     pub retry: Retry,
+    /// Most consumed messages handled in one transaction.
+    pub max_batch: u32,
     pub loc: Span,
 }
 

@@ -212,6 +212,9 @@ pub struct DeliverySpec {
 pub struct RetrySpec {
     #[serde(default)]
     pub max_attempts: Option<i64>,
+    /// Most messages handled in one transaction (1: one at a time).
+    #[serde(default)]
+    pub batch: Option<i64>,
     #[serde(default)]
     pub backoff: Option<BackoffSpec>,
 }

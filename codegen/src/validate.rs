@@ -405,21 +405,27 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     // --- Delivery ---------------------------------------------------------------------------
     let default_retry = ir::Retry { max_attempts: 5, initial_backoff_ms: 100, max_backoff_ms: 10_000 };
     let delivery = spec.delivery.as_ref();
-    let base_retry = match delivery.and_then(|d| d.default.as_ref()) {
-        Some(r) => retry_of(&mut cx, r, default_retry, &path!["delivery", "default"]),
-        None => default_retry,
+    let (base_retry, base_batch) = match delivery.and_then(|d| d.default.as_ref()) {
+        Some(r) => {
+            let p = path!["delivery", "default"];
+            (retry_of(&mut cx, r, default_retry, &p), batch_of(&mut cx, r, 1, &p))
+        }
+        None => (default_retry, 1),
     };
     let mut service_ir: Vec<ir::Service> = spec
         .services
         .iter()
         .zip(&svc_spans)
-        .map(|(s, at)| ir::Service { name: s.clone(), retry: base_retry, loc: *at })
+        .map(|(s, at)| ir::Service { name: s.clone(), retry: base_retry, max_batch: base_batch, loc: *at })
         .collect();
     if let Some(d) = delivery {
         for (svc, r) in &d.consumers.0 {
             let p = path!["delivery", "consumers", svc];
             match service_ir.iter().position(|s| s.name == *svc) {
-                Some(i) => service_ir[i].retry = retry_of(&mut cx, r, base_retry, &p),
+                Some(i) => {
+                    service_ir[i].retry = retry_of(&mut cx, r, base_retry, &p);
+                    service_ir[i].max_batch = batch_of(&mut cx, r, base_batch, &p);
+                }
                 None => {
                     let at = cx.key(&p);
                     cx.unknown("service", svc, at, &services);
@@ -786,6 +792,28 @@ fn status_of(
             .iter()
             .map(|t| ir::Transition { from: t.from.clone(), on: t.on.clone(), to: t.to.clone() })
             .collect(),
+    }
+}
+
+/// Most messages one consumer transaction may hold: more only lengthens how
+/// long a batch keeps its row locks.
+const MAX_BATCH: u32 = 1000;
+
+fn batch_of(cx: &mut Cx<'_>, r: &parse::RetrySpec, base: u32, p: &[Seg]) -> u32 {
+    let Some(n) = r.batch else { return base };
+    match u32::try_from(n) {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) => n,
+        _ => {
+            let mut q = p.to_vec();
+            q.push(Seg::Key("batch".into()));
+            let at = cx.val(&q);
+            cx.err(
+                SpecError::new("spec::bad_value", format!("batch {n} is out of range"))
+                    .label(at, "here")
+                    .help(format!("1 (one message per transaction) to {MAX_BATCH}")),
+            );
+            base
+        }
     }
 }
 

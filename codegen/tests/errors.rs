@@ -172,6 +172,12 @@ fn bad_duration() {
 }
 
 #[test]
+fn batch_out_of_range() {
+    let yaml = format!("{BASE}delivery:\n  consumers:\n    product: {{ batch: 0 }}\n");
+    insta::assert_snapshot!(render(&yaml));
+}
+
+#[test]
 fn several_errors_are_reported_together() {
     let yaml = edit("to: reserved }", "to: reserve }").replace("undoes: stock.reserved", "undoes: stock.failed");
     let out = render(&yaml);

@@ -62,6 +62,8 @@ pub struct ConsumerGroup {
     pub group_id: &'static str,
     pub topics: &'static [&'static str],
     pub retry: RetryPolicy,
+    /// Most messages handled in one database transaction (1: one at a time).
+    pub max_batch: usize,
 }
 
 pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
@@ -74,6 +76,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
             initial_backoff: Duration::from_millis(100u64),
             max_backoff: Duration::from_millis(10000u64),
         },
+        max_batch: 16,
     },
     ConsumerGroup {
         service: "product",
@@ -84,6 +87,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
             initial_backoff: Duration::from_millis(100u64),
             max_backoff: Duration::from_millis(10000u64),
         },
+        max_batch: 1,
     },
     ConsumerGroup {
         service: "user",
@@ -94,6 +98,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
             initial_backoff: Duration::from_millis(200u64),
             max_backoff: Duration::from_millis(5000u64),
         },
+        max_batch: 1,
     },
 ];
 

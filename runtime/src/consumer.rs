@@ -1,17 +1,22 @@
 //! The consumer loop: in partition order, partitions in parallel.
 //!
 //! Messages are dealt to [`WORKERS`] workers by partition number: every
-//! message of a partition goes to the same worker, which handles them one at
-//! a time, so each partition (each saga, across topics) keeps its order while
+//! message of a partition goes to the same worker, which handles them in
+//! order, so each partition (each saga, across topics) keeps its order while
 //! several partitions' transactions are in flight at once and PostgreSQL
 //! flushes their commits together.
 //!
 //! For each message: decode, then (in one PostgreSQL transaction) claim the
 //! inbox row, run the handler and insert its reply into the outbox; commit;
-//! only then store the offset. Transient failures retry in place with
-//! exponential backoff (the partition never skips ahead); after the policy's
-//! attempt limit, or at once for an undecodable message, the message goes to
-//! `<topic><dlq_suffix>` with headers saying why, and the partition moves on.
+//! only then store the offset. A worker that finds several messages waiting
+//! handles up to `max_batch` of them in one transaction (one commit instead
+//! of one each); if that transaction fails, it is rolled back and the same
+//! messages are handled one at a time as below, so a batch changes how many
+//! commits there are, never what is committed. Transient failures retry in
+//! place with exponential backoff (the partition never skips ahead); after
+//! the policy's attempt limit, or at once for an undecodable message, the
+//! message goes to `<topic><dlq_suffix>` with headers saying why, and the
+//! partition moves on.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +76,9 @@ pub struct ConsumerConfig {
     pub topic_prefix: String,
     pub dlq_suffix: String,
     pub retry: Retry,
+    /// Most messages a worker handles in one transaction (1: no batching);
+    /// the spec's `delivery` policy sets it per consumer group.
+    pub max_batch: usize,
 }
 
 /// One received message; `topic` is the logical name (prefix removed).
@@ -111,10 +119,18 @@ pub enum Processed {
     Ignored,
 }
 
-/// Processes one message; implemented by `TxConsumer` for the saga services
+/// Processes messages; implemented by `TxConsumer` for the saga services
 /// and by tests directly.
 pub trait Processor: Send + Sync + 'static {
     fn process(&self, message: &Inbound) -> impl Future<Output = Result<Processed, Failure>> + Send;
+
+    /// Processes `messages` in order as one unit: all of them or, on `Err`,
+    /// none (the worker then processes them one at a time with
+    /// [`Processor::process`]). The default does not batch.
+    fn process_batch(&self, messages: &[Inbound]) -> impl Future<Output = Result<(), Failure>> + Send {
+        let count = messages.len();
+        async move { Err(Failure::Transient(format!("this processor does not batch ({count} messages)"))) }
+    }
 }
 
 /// Facts about a decoded event the runtime needs.
@@ -152,6 +168,61 @@ impl<H: SagaHandler> Processor for TxConsumer<H> {
         let Some(event) = self.handler.decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
             return Ok(Processed::Ignored);
         };
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        let outcome = self.handle(&mut tx, message, event).await?;
+        if outcome.processed == Processed::Handled {
+            tx.commit().await.map_err(database)?;
+        }
+        outcome.log_committed();
+        Ok(outcome.processed)
+    }
+
+    async fn process_batch(&self, messages: &[Inbound]) -> Result<(), Failure> {
+        // Decode all first: an undecodable message fails the batch before
+        // any transaction starts, and is dead-lettered on its own.
+        let mut events = Vec::with_capacity(messages.len());
+        for message in messages {
+            if let Some(event) = self.handler.decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? {
+                events.push((message, event));
+            }
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (message, event) in events {
+            // Later messages see what earlier ones wrote: same transaction.
+            outcomes.push(self.handle(&mut tx, message, event).await?);
+        }
+        tx.commit().await.map_err(database)?;
+        outcomes.iter().for_each(Outcome::log_committed);
+        Ok(())
+    }
+}
+
+/// What handling one event did, logged once its transaction committed.
+struct Outcome {
+    processed: Processed,
+    reply: Option<String>,
+    span: tracing::Span,
+}
+
+impl Outcome {
+    fn log_committed(&self) {
+        let _entered = self.span.enter();
+        match self.processed {
+            Processed::Handled => tracing::info!(reply = self.reply.as_deref(), "event handled"),
+            Processed::Duplicate => tracing::info!("duplicate event ignored"),
+            Processed::Ignored => {}
+        }
+    }
+}
+
+impl<H: SagaHandler> TxConsumer<H> {
+    /// Inbox claim, handler and outbox insert for one decoded event, in the
+    /// caller's transaction. A duplicate leaves the transaction unchanged.
+    async fn handle(&self, conn: &mut PgConnection, message: &Inbound, event: H::Event) -> Result<Outcome, Failure> {
         let meta = self.handler.meta(&event);
         let span = tracing::info_span!(
             "event",
@@ -160,26 +231,29 @@ impl<H: SagaHandler> Processor for TxConsumer<H> {
             event_type = meta.event_type,
             trace_id = meta.traceparent.as_deref().and_then(crate::trace::trace_id).unwrap_or(""),
         );
+        let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
         async {
-            let transient = |e: sqlx::Error| Failure::Transient(format!("database: {e}"));
-            let mut tx = self.pool.begin().await.map_err(transient)?;
-            let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
-            if !inbox::claim(&mut tx, meta.event_id, meta.event_type, source).await.map_err(transient)? {
-                tracing::info!("duplicate event ignored");
-                return Ok(Processed::Duplicate);
+            if !inbox::claim(&mut *conn, meta.event_id, meta.event_type, source).await.map_err(database)? {
+                return Ok((Processed::Duplicate, None));
             }
-            let reply =
-                self.handler.handle(&mut tx, event).await.map_err(|e| Failure::Transient(format!("handler: {e}")))?;
+            let reply = self
+                .handler
+                .handle(&mut *conn, event)
+                .await
+                .map_err(|e| Failure::Transient(format!("handler: {e}")))?;
             if let Some(reply) = &reply {
-                outbox::insert(&mut tx, reply).await.map_err(transient)?;
+                outbox::insert(&mut *conn, reply).await.map_err(database)?;
             }
-            tx.commit().await.map_err(transient)?;
-            tracing::info!(reply = reply.as_ref().map(|r| r.event_type.as_str()), "event handled");
-            Ok(Processed::Handled)
+            Ok((Processed::Handled, reply.map(|r| r.event_type)))
         }
-        .instrument(span)
+        .instrument(span.clone())
         .await
+        .map(|(processed, reply)| Outcome { processed, reply, span })
     }
+}
+
+fn database(error: sqlx::Error) -> Failure {
+    Failure::Transient(format!("database: {error}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +287,8 @@ fn worker_of(partition: i32) -> usize {
 pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: Shutdown) -> Result<(), ConsumerError> {
     let group = format!("{}{}", config.topic_prefix, config.group_id);
     let consumer: Arc<StreamConsumer> = Arc::new(crate::kafka::consumer(&config.brokers, &group)?);
-    let producer = crate::kafka::producer(&config.brokers)?;
+    // Dead letters are rare: the default batching delay is fine for them.
+    let producer = crate::kafka::producer(&config.brokers, crate::kafka::DEFAULT_LINGER_MS)?;
     let topics: Vec<String> = config.topics.iter().map(|t| format!("{}{t}", config.topic_prefix)).collect();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
@@ -273,8 +348,9 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
     Ok(())
 }
 
-/// One worker: its partitions' messages one at a time, in order; each offset
-/// is stored only after its message reached a final outcome.
+/// One worker: its partitions' messages in order, several in one
+/// transaction when they are already waiting; each offset is stored only
+/// after its message reached a final outcome.
 async fn work<P: Processor>(
     mut queue: tokio::sync::mpsc::Receiver<OwnedMessage>,
     config: Arc<ConsumerConfig>,
@@ -284,43 +360,65 @@ async fn work<P: Processor>(
     consumer: Arc<StreamConsumer>,
     shutdown: Shutdown,
 ) {
-    while let Some(message) = queue.recv().await {
+    let max_batch = config.max_batch.max(1);
+    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max_batch);
+    while let Some(first) = queue.recv().await {
+        // Never wait for a batch to fill: take what is queued right now, so
+        // a quiet system keeps one message per transaction and its latency.
+        batch.push(first);
+        while batch.len() < max_batch {
+            match queue.try_recv() {
+                Ok(message) => batch.push(message),
+                Err(_) => break,
+            }
+        }
         if shutdown.is_requested() {
             // Queued but not started: left unstored, redelivered after the restart.
             break;
         }
-        let Some(inbound) = to_inbound(&message, &config.topic_prefix) else {
-            continue;
+        let inbound: Vec<Inbound> = batch.iter().map(|m| to_inbound(m, &config.topic_prefix)).collect();
+        let together = match inbound.len() {
+            1 => false,
+            n => match processor.process_batch(&inbound).await {
+                Ok(()) => true,
+                Err(error) => {
+                    tracing::debug!(%error, messages = n, "batch rolled back; handling its messages one at a time");
+                    false
+                }
+            },
         };
-        if !deliver(&config, &group, &*processor, &producer, &message, &inbound, &shutdown).await {
-            // Shutdown during a retry backoff: the offset stays unstored, so
-            // the message is redelivered after the restart; later messages of
-            // its partitions must not be handled before it.
-            break;
+        for (message, inbound) in batch.iter().zip(&inbound) {
+            if !together && !deliver(&config, &group, &*processor, &producer, message, inbound, &shutdown).await {
+                // Shutdown during a retry backoff: the offset stays unstored,
+                // so the message is redelivered after the restart; later
+                // messages of its partitions must not be handled before it.
+                return;
+            }
+            // `rd_kafka_offset_store` stores offset + 1 itself (the next
+            // message to read): passing the message's own offset is correct;
+            // adding 1 here would skip a message after a restart.
+            if let Err(error) = consumer.store_offset(message.topic(), message.partition(), message.offset()) {
+                tracing::warn!(%error, "cannot store offset");
+            }
         }
-        // `rd_kafka_offset_store` stores offset + 1 itself (the next message
-        // to read): passing the message's own offset is correct; adding 1
-        // here would skip a message after a restart.
-        if let Err(error) = consumer.store_offset(message.topic(), message.partition(), message.offset()) {
-            tracing::warn!(%error, "cannot store offset");
-        }
+        batch.clear();
     }
 }
 
-fn to_inbound(message: &OwnedMessage, prefix: &str) -> Option<Inbound> {
+fn to_inbound(message: &OwnedMessage, prefix: &str) -> Inbound {
     let topic = message.topic().strip_prefix(prefix).unwrap_or(message.topic()).to_owned();
     let headers = message
         .headers()
         .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
         .unwrap_or_default();
-    Some(Inbound {
+    Inbound {
         topic,
         partition: message.partition(),
         offset: message.offset(),
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
-    })
+    }
 }
 
 /// Processes one message to a final outcome (handled or dead-lettered).

@@ -5,17 +5,24 @@ use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
+/// How long a producer waits to fill a batch (`linger.ms`) unless told
+/// otherwise: not at all. The relay enqueues a whole outbox batch at once and
+/// librdkafka batches whatever queued up while a request was in flight, so a
+/// wait only delayed every hop of a saga (5 ms doubled the open-loop median
+/// latency, see BENCHMARKS.md).
+pub const DEFAULT_LINGER_MS: u32 = 0;
+
 /// An idempotent producer (acks=all, at most 5 in flight): retries never
 /// duplicate or reorder messages within a partition, which keeps every saga's
-/// events in order.
-pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
+/// events in order. `linger_ms`: see `KAFKA_LINGER_MS` in docs/runtime.md.
+pub fn producer(brokers: &str, linger_ms: u32) -> Result<FutureProducer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("max.in.flight.requests.per.connection", "5")
         .set("message.timeout.ms", "30000")
-        .set("linger.ms", "5")
+        .set("linger.ms", linger_ms.to_string())
         .set("log_level", "4")
         .create()
 }

@@ -154,8 +154,14 @@ impl Relay {
     /// Publishes up to one batch; returns how many rows were marked sent.
     pub async fn publish_batch(&self) -> Result<usize, OutboxError> {
         let mut tx = self.pool.begin().await?;
-        let locked: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(RELAY_LOCK_KEY).fetch_one(&mut *tx).await?;
+        // The marking commits without waiting for its WAL flush: a crash can
+        // lose only the marks, and rows published again are duplicates the
+        // consumers' inbox drops. Publishing never waits on an fsync.
+        let (_, locked): (String, bool) =
+            sqlx::query_as("SELECT set_config('synchronous_commit', 'off', true), pg_try_advisory_xact_lock($1)")
+                .bind(RELAY_LOCK_KEY)
+                .fetch_one(&mut *tx)
+                .await?;
         if !locked {
             // Another relay is publishing; it will also take what woke us.
             return Ok(0);

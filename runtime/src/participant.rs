@@ -17,6 +17,8 @@ pub struct Subscription<'a> {
     pub topics: &'a [&'a str],
     pub dlq_suffix: &'a str,
     pub retry: Retry,
+    /// Most messages in one transaction (the spec's `batch`).
+    pub max_batch: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +47,7 @@ impl Participant {
         shutdown: &Shutdown,
     ) -> Result<Participant, ParticipantError> {
         let args = &booted.args;
-        let producer = crate::kafka::producer(&args.kafka_brokers)?;
+        let producer = crate::kafka::producer(&args.kafka_brokers, args.kafka_linger_ms)?;
         let relay_config = RelayConfig { topic_prefix: args.topic_prefix.clone(), ..RelayConfig::default() };
         let relay = tokio::spawn(Relay::new(booted.pool.clone(), producer, relay_config).run(shutdown.clone()));
         let consumer_config = ConsumerConfig {
@@ -55,6 +57,7 @@ impl Participant {
             topic_prefix: args.topic_prefix.clone(),
             dlq_suffix: subscription.dlq_suffix.to_owned(),
             retry: subscription.retry,
+            max_batch: args.consumer_max_batch.unwrap_or(subscription.max_batch),
         };
         let processor = TxConsumer { pool: booted.pool.clone(), handler };
         let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone()));

@@ -26,10 +26,18 @@ pub struct ServiceArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: String,
+    /// How long the outbox relay's producer waits to fill a batch (librdkafka `linger.ms`).
+    #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = crate::kafka::DEFAULT_LINGER_MS)]
+    pub kafka_linger_ms: u32,
     /// Prefix of every Kafka topic and consumer group this service uses, so
     /// several independent sagas can share one broker (tests); empty in production.
     #[arg(long, env = "TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+    /// Most consumed messages handled in one database transaction (1: one
+    /// each), instead of the `batch` the spec's delivery policy gives.
+    #[arg(long, env = "CONSUMER_MAX_BATCH",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+    pub consumer_max_batch: Option<usize>,
 }
 
 #[derive(Debug, Parser)]

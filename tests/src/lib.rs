@@ -6,6 +6,7 @@
 
 pub mod http;
 
+use sqlx::PgPool;
 use xtask::stack::StackConfig;
 
 /// The stack under test.
@@ -19,4 +20,27 @@ pub fn stack() -> StackConfig {
 /// A name no other test run uses, for topics, groups and keys.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A new, empty database on the stack's PostgreSQL with the runtime's tables
+/// (outbox, inbox, notify trigger) as every service has them; drop it with
+/// [`drop_scratch_database`].
+pub async fn scratch_database(stack: &StackConfig) -> (PgPool, String) {
+    let name = format!("rt_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let admin = PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+    admin.close().await;
+    let pool = PgPool::connect(&stack.postgres_admin_url(&name)).await.expect("connect");
+    for file in ["0001_outbox_inbox.sql", "0002_outbox_notify.sql"] {
+        let sql = std::fs::read_to_string(stack.root.join("migrations/order").join(file)).expect("migration");
+        sqlx::raw_sql(&sql).execute(&pool).await.expect("migrate");
+    }
+    (pool, name)
+}
+
+pub async fn drop_scratch_database(stack: &StackConfig, pool: PgPool, name: &str) {
+    pool.close().await;
+    let admin = PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
+    admin.close().await;
 }

@@ -1,6 +1,7 @@
 //! The consumer loop against the real Kafka: transient failures retry in
 //! place without skipping ahead, undecodable and exhausted messages go to the
-//! DLQ with their headers, and the partition moves on.
+//! DLQ with their headers, and the partition moves on; a batch that fails is
+//! handled again one message at a time, in order, losing nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,44 +43,55 @@ impl Processor for Recorder {
     }
 }
 
-#[tokio::test]
-async fn retries_in_place_then_dead_letters_and_moves_on() {
-    let stack = saga_tests::stack();
-    let brokers = stack.kafka_brokers();
-    let prefix = format!("{}.", saga_tests::unique("consumer"));
+/// A one-partition topic `<prefix>events` and its DLQ, holding `payloads` in order.
+async fn topic_with(brokers: &str, prefix: &str, payloads: &[String]) {
     let (topic, dlq) = (format!("{prefix}events"), format!("{prefix}events.dlq"));
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("admin");
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
     let new =
         [NewTopic::new(&topic, 1, TopicReplication::Fixed(1)), NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))];
     for r in admin.create_topics(&new, &AdminOptions::new()).await.expect("create") {
         r.expect("topic");
     }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
-    let sequence = ["a", "poison:1", "b", "flaky:1", "c", "doomed:1", "d"];
-    for payload in sequence {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    for payload in payloads {
         producer
             .send(FutureRecord::to(&topic).key("k").payload(payload), Duration::from_secs(10))
             .await
             .map_err(|(e, _)| e)
             .expect("produce");
     }
+}
 
-    let recorder = Recorder::default();
-    let (trigger, shutdown) = Shutdown::manual();
-    let config = ConsumerConfig {
-        brokers: brokers.clone(),
+fn config(brokers: &str, prefix: &str, max_batch: usize) -> ConsumerConfig {
+    ConsumerConfig {
+        brokers: brokers.to_owned(),
         group_id: "group".into(),
         topics: vec!["events".into()],
-        topic_prefix: prefix.clone(),
+        topic_prefix: prefix.to_owned(),
         dlq_suffix: ".dlq".into(),
         retry: Retry {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(100),
         },
-    };
-    let running = tokio::spawn(consumer::run(config, recorder.clone(), shutdown));
+        max_batch,
+    }
+}
+
+#[tokio::test]
+async fn retries_in_place_then_dead_letters_and_moves_on() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let prefix = format!("{}.", saga_tests::unique("consumer"));
+    let dlq = format!("{prefix}events.dlq");
+    let sequence = ["a", "poison:1", "b", "flaky:1", "c", "doomed:1", "d"].map(String::from);
+    topic_with(&brokers, &prefix, &sequence).await;
+
+    let recorder = Recorder::default();
+    let (trigger, shutdown) = Shutdown::manual();
+    // Recorder does not batch: whatever the batch size, one at a time.
+    let running = tokio::spawn(consumer::run(config(&brokers, &prefix, 16), recorder.clone(), shutdown));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while recorder.handled.lock().expect("lock").len() < 5 {
@@ -125,4 +137,69 @@ async fn retries_in_place_then_dead_letters_and_moves_on() {
     assert_eq!(dead[1].1["dlq-reason"], "retries-exhausted");
     assert_eq!(dead[1].1["dlq-attempts"], "3");
     assert_eq!(dead[1].1["dlq-error"], "attempt 3 failed");
+}
+
+/// Handles batches all-or-nothing; a batch holding a `bad:*` message fails
+/// (as a rolled-back transaction would), and `bad:*` alone fails once.
+#[derive(Clone, Default)]
+struct Batcher {
+    handled: Arc<Mutex<Vec<String>>>,
+    batch_sizes: Arc<Mutex<Vec<usize>>>,
+    bad_attempts: Arc<Mutex<u32>>,
+}
+
+impl Processor for Batcher {
+    async fn process(&self, message: &Inbound) -> Result<Processed, Failure> {
+        // Slow enough that the next messages queue up behind this one.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let text = String::from_utf8_lossy(&message.payload).into_owned();
+        if text.starts_with("bad") {
+            let mut attempts = self.bad_attempts.lock().expect("lock");
+            *attempts += 1;
+            if *attempts == 1 {
+                return Err(Failure::Transient("first attempt fails".into()));
+            }
+        }
+        self.handled.lock().expect("lock").push(text);
+        Ok(Processed::Handled)
+    }
+
+    async fn process_batch(&self, messages: &[Inbound]) -> Result<(), Failure> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        self.batch_sizes.lock().expect("lock").push(messages.len());
+        let texts: Vec<String> = messages.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
+        if texts.iter().any(|t| t.starts_with("bad")) {
+            return Err(Failure::Transient("rolled back".into()));
+        }
+        self.handled.lock().expect("lock").extend(texts);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_handled_again_one_message_at_a_time() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let prefix = format!("{}.", saga_tests::unique("batch"));
+    let mut sequence: Vec<String> = (0..40).map(|i| format!("m{i:02}")).collect();
+    sequence.insert(20, "bad:1".into());
+    topic_with(&brokers, &prefix, &sequence).await;
+
+    let batcher = Batcher::default();
+    let (trigger, shutdown) = Shutdown::manual();
+    let running = tokio::spawn(consumer::run(config(&brokers, &prefix, 8), batcher.clone(), shutdown));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while batcher.handled.lock().expect("lock").len() < sequence.len() {
+        assert!(tokio::time::Instant::now() < deadline, "handled only {:?}", batcher.handled.lock().expect("lock"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trigger.trigger();
+    running.await.expect("task").expect("consumer");
+
+    // Every message exactly once and in order, the bad one after its retry.
+    assert_eq!(*batcher.handled.lock().expect("lock"), sequence);
+    assert_eq!(*batcher.bad_attempts.lock().expect("lock"), 2);
+    let sizes = batcher.batch_sizes.lock().expect("lock").clone();
+    assert!(sizes.iter().all(|&n| (2..=8).contains(&n)), "batches of 2 to max_batch messages: {sizes:?}");
+    assert!(sizes.len() >= 2, "the messages queued behind the first were batched: {sizes:?}");
 }

@@ -12,29 +12,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use saga_runtime::outbox::{self, OutboxMessage, Relay, RelayConfig};
 use saga_runtime::shutdown::Shutdown;
-use sqlx::PgPool;
 use uuid::Uuid;
-
-async fn fresh_database(stack: &xtask::stack::StackConfig) -> (PgPool, String) {
-    let name = format!("rt_{}", &Uuid::new_v4().simple().to_string()[..16]);
-    let admin = PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
-    admin.close().await;
-    let pool = PgPool::connect(&stack.postgres_admin_url(&name)).await.expect("connect");
-    // The runtime's tables as every service has them.
-    for file in ["0001_outbox_inbox.sql", "0002_outbox_notify.sql"] {
-        let sql = std::fs::read_to_string(stack.root.join("migrations/order").join(file)).expect("migration");
-        sqlx::raw_sql(&sql).execute(&pool).await.expect("migrate");
-    }
-    (pool, name)
-}
-
-async fn drop_database(stack: &xtask::stack::StackConfig, pool: PgPool, name: &str) {
-    pool.close().await;
-    let admin = PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
-    admin.close().await;
-}
 
 async fn create_topic(brokers: &str, topic: &str) {
     let admin: AdminClient<DefaultClientContext> =
@@ -87,7 +65,7 @@ async fn read_all(brokers: &str, topic: &str, expected: usize) -> BTreeMap<Strin
 async fn two_relays_publish_everything_in_per_key_order_and_mark_it_sent() {
     let stack = saga_tests::stack();
     let brokers = stack.kafka_brokers();
-    let (pool, db) = fresh_database(&stack).await;
+    let (pool, db) = saga_tests::scratch_database(&stack).await;
     let prefix = format!("{}.", saga_tests::unique("relay"));
     create_topic(&brokers, &format!("{prefix}events")).await;
 
@@ -95,8 +73,11 @@ async fn two_relays_publish_everything_in_per_key_order_and_mark_it_sent() {
     let config = RelayConfig { topic_prefix: prefix.clone(), batch_size: 7, poll_interval: Duration::from_secs(5) };
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let relay =
-            Relay::new(pool.clone(), saga_runtime::kafka::producer(&brokers).expect("producer"), config.clone());
+        let relay = Relay::new(
+            pool.clone(),
+            saga_runtime::kafka::producer(&brokers, saga_runtime::kafka::DEFAULT_LINGER_MS).expect("producer"),
+            config.clone(),
+        );
         relays.push(tokio::spawn(relay.run(shutdown.clone())));
     }
     // Interleaved writers, one transaction per event, while the relays run.
@@ -130,14 +111,14 @@ async fn two_relays_publish_everything_in_per_key_order_and_mark_it_sent() {
     for relay in relays {
         relay.await.expect("relay stops");
     }
-    drop_database(&stack, pool, &db).await;
+    saga_tests::drop_scratch_database(&stack, pool, &db).await;
 }
 
 #[tokio::test]
 async fn a_relay_restarted_midway_loses_nothing() {
     let stack = saga_tests::stack();
     let brokers = stack.kafka_brokers();
-    let (pool, db) = fresh_database(&stack).await;
+    let (pool, db) = saga_tests::scratch_database(&stack).await;
     let prefix = format!("{}.", saga_tests::unique("relay"));
     create_topic(&brokers, &format!("{prefix}events")).await;
     for seq in 0..50u32 {
@@ -149,7 +130,11 @@ async fn a_relay_restarted_midway_loses_nothing() {
 
     // First relay: stopped as soon as it has published something.
     let (trigger, shutdown) = Shutdown::manual();
-    let relay = Relay::new(pool.clone(), saga_runtime::kafka::producer(&brokers).expect("producer"), config.clone());
+    let relay = Relay::new(
+        pool.clone(),
+        saga_runtime::kafka::producer(&brokers, saga_runtime::kafka::DEFAULT_LINGER_MS).expect("producer"),
+        config.clone(),
+    );
     let first = tokio::spawn(relay.run(shutdown));
     loop {
         let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
@@ -166,11 +151,15 @@ async fn a_relay_restarted_midway_loses_nothing() {
 
     // A new relay takes over where it stopped.
     let (trigger, shutdown) = Shutdown::manual();
-    let relay = Relay::new(pool.clone(), saga_runtime::kafka::producer(&brokers).expect("producer"), config);
+    let relay = Relay::new(
+        pool.clone(),
+        saga_runtime::kafka::producer(&brokers, saga_runtime::kafka::DEFAULT_LINGER_MS).expect("producer"),
+        config,
+    );
     let second = tokio::spawn(relay.run(shutdown));
     let seen = read_all(&brokers, &format!("{prefix}events"), 50).await;
     assert_eq!(seen["only-key"], (0..50).collect::<Vec<u32>>());
     trigger.trigger();
     second.await.expect("second relay stops");
-    drop_database(&stack, pool, &db).await;
+    saga_tests::drop_scratch_database(&stack, pool, &db).await;
 }

@@ -148,8 +148,10 @@ fn policies(s: &mut String, saga: &Saga) {
         }
         let _ = writeln!(s);
     }
-    let _ =
-        writeln!(s, "## Delivery\n\n| Consumer group | Topics | Max attempts | Backoff |\n| --- | --- | --- | --- |");
+    let _ = writeln!(
+        s,
+        "## Delivery\n\n| Consumer group | Topics | Max attempts | Backoff | Batch |\n| --- | --- | --- | --- | --- |"
+    );
     for svc in &saga.services {
         let topics: Vec<String> = saga.consumed_topics(&svc.name).iter().map(|t| format!("`{}`", t.name)).collect();
         if topics.is_empty() {
@@ -157,18 +159,20 @@ fn policies(s: &mut String, saga: &Saga) {
         }
         let _ = writeln!(
             s,
-            "| `{}.{}` | {} | {} | {}ms doubling to {}ms |",
+            "| `{}.{}` | {} | {} | {}ms doubling to {}ms | {} |",
             saga.name,
             svc.name,
             topics.join(", "),
             svc.retry.max_attempts,
             svc.retry.initial_backoff_ms,
-            svc.retry.max_backoff_ms
+            svc.retry.max_backoff_ms,
+            svc.max_batch
         );
     }
     let _ = writeln!(
         s,
-        "\nAfter the last attempt a message goes to its topic's dead-letter topic (`<topic>{}`).",
+        "\nAfter the last attempt a message goes to its topic's dead-letter topic (`<topic>{}`). \
+         Batch: how many waiting messages one transaction may handle together.",
         saga.dlq_suffix
     );
 }

@@ -853,6 +853,7 @@ fn topology_module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         let (svc, gid) = (&s.name, format!("{}.{}", saga.name, s.name));
         let ts: Vec<_> = saga.consumed_topics(&s.name).iter().map(|t| t.name.clone()).collect();
         let (ma, ib, mb) = (s.retry.max_attempts, s.retry.initial_backoff_ms, s.retry.max_backoff_ms);
+        let batch = Literal::usize_unsuffixed(s.max_batch as usize);
         quote! {
             ConsumerGroup {
                 service: #svc,
@@ -863,6 +864,7 @@ fn topology_module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
                     initial_backoff: Duration::from_millis(#ib),
                     max_backoff: Duration::from_millis(#mb),
                 },
+                max_batch: #batch,
             },
         }
     });
@@ -926,6 +928,8 @@ fn topology_module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
             pub group_id: &'static str,
             pub topics: &'static [&'static str],
             pub retry: RetryPolicy,
+            /// Most messages handled in one database transaction (1: one at a time).
+            pub max_batch: usize,
         }
 
         pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[#(#groups)*];

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             initial_backoff: group.retry.initial_backoff,
             max_backoff: group.retry.max_backoff,
         },
+        max_batch: group.max_batch,
     };
     let participant = Participant::start(&booted, subscription, saga::UserSaga, &shutdown)?;
 

@@ -229,7 +229,7 @@ async fn run_tool(mut command: Command) -> anyhow::Result<String> {
 }
 
 /// Kafka's own tools against the stack's broker: records/s produced with the
-/// relay's settings (idempotent, acks=all, linger.ms=5) and consumed.
+/// relay's settings (idempotent, acks=all, its default linger.ms) and consumed.
 pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> {
     perf_topic(config).await?;
     let mut producer = kafka_tool(config, "org.apache.kafka.tools.ProducerPerformance");
@@ -237,7 +237,8 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
         .args(["--topic", PERF_TOPIC, "--num-records", &records.to_string()])
         .args(["--record-size", &RECORD_SIZE.to_string(), "--throughput", "-1", "--producer-props"])
         .arg(format!("bootstrap.servers={}", config.kafka_brokers()))
-        .args(["acks=all", "enable.idempotence=true", "linger.ms=5", "max.in.flight.requests.per.connection=5"]);
+        .args(["acks=all", "enable.idempotence=true", "max.in.flight.requests.per.connection=5"])
+        .arg(format!("linger.ms={}", saga_runtime::kafka::DEFAULT_LINGER_MS));
     let out = run_tool(producer).await.context("ProducerPerformance")?;
     // Last summary line: "N records sent, X records/sec (Y MB/sec), A ms avg latency, ..."
     let produced = out

@@ -57,6 +57,8 @@ pub struct ConsumerGroup {
     pub group_id: &'static str,
     pub topics: &'static [&'static str],
     pub retry: RetryPolicy,
+    /// Most messages handled in one database transaction (1: one at a time).
+    pub max_batch: usize,
 }
 
 pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
@@ -69,6 +71,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
             initial_backoff: Duration::from_millis(100u64),
             max_backoff: Duration::from_millis(10000u64),
         },
+        max_batch: 1,
     },
     ConsumerGroup {
         service: "seats",
@@ -79,6 +82,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
             initial_backoff: Duration::from_millis(100u64),
             max_backoff: Duration::from_millis(10000u64),
         },
+        max_batch: 1,
     },
 ];
 
