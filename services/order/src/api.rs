@@ -34,9 +34,14 @@ struct OrderRow {
     idempotency_key: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Items in line order, as two parallel arrays.
+    item_products: Vec<Uuid>,
+    item_quantities: Vec<i32>,
+    /// JSON array of [`HistoryRow`], oldest first; NULL when not asked for.
+    history: Option<String>,
 }
 
-#[derive(FromRow)]
+#[derive(serde::Deserialize)]
 struct HistoryRow {
     from_status: Option<String>,
     to_status: String,
@@ -46,28 +51,51 @@ struct HistoryRow {
     at: DateTime<Utc>,
 }
 
-const SELECT: &str = "SELECT order_id, user_id, status, total_minor, failure_reason, idempotency_key, \
-                      created_at, updated_at FROM orders";
+/// An order with its items and, when `$2` is true, its history: one round
+/// trip (it was three, and a list page made one more per order).
+const SELECT: &str = "SELECT o.order_id, o.user_id, o.status, o.total_minor, o.failure_reason, o.idempotency_key, \
+                      o.created_at, o.updated_at, \
+                      ARRAY(SELECT i.product_id FROM order_items i WHERE i.order_id = o.order_id ORDER BY i.line_no) \
+                        AS item_products, \
+                      ARRAY(SELECT i.quantity FROM order_items i WHERE i.order_id = o.order_id ORDER BY i.line_no) \
+                        AS item_quantities, \
+                      CASE WHEN $2 THEN (SELECT coalesce(json_agg(json_build_object('from_status', h.from_status, \
+                        'to_status', h.to_status, 'event_id', h.event_id, 'event_type', h.event_type, \
+                        'reason', h.reason, 'at', h.at) ORDER BY h.id), '[]')::text \
+                        FROM order_status_history h WHERE h.order_id = o.order_id) END AS history \
+                      FROM orders o";
 
-async fn load(conn: &mut PgConnection, order_id: Uuid, with_history: bool) -> Result<Option<Order>, sqlx::Error> {
-    let Some(row) = sqlx::query_as::<_, OrderRow>(&format!("{SELECT} WHERE order_id = $1"))
+async fn load(conn: &mut PgConnection, order_id: Uuid, with_history: bool) -> Result<Option<Order>, Status> {
+    let row = sqlx::query_as::<_, OrderRow>(&format!("{SELECT} WHERE o.order_id = $1"))
         .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
+        .bind(with_history)
+        .fetch_optional(conn)
+        .await
+        .map_err(internal)?;
+    row.map(to_proto).transpose()
+}
+
+fn to_proto(r: OrderRow) -> Result<Order, Status> {
+    let history: Vec<HistoryRow> = match &r.history {
+        Some(json) => serde_json::from_str(json).map_err(internal)?,
+        None => Vec::new(),
     };
-    let mut order = to_proto(row);
-    order.items = items(conn, order_id).await?;
-    if with_history {
-        let rows: Vec<HistoryRow> = sqlx::query_as(
-            "SELECT from_status, to_status, event_id, event_type, reason, at FROM order_status_history \
-             WHERE order_id = $1 ORDER BY id",
-        )
-        .bind(order_id)
-        .fetch_all(&mut *conn)
-        .await?;
-        order.history = rows
+    Ok(Order {
+        order_id: r.order_id.to_string(),
+        user_id: r.user_id.to_string(),
+        status: r.status,
+        items: r
+            .item_products
+            .iter()
+            .zip(&r.item_quantities)
+            .map(|(p, &quantity)| OrderItem { product_id: p.to_string(), quantity })
+            .collect(),
+        total_minor: r.total_minor,
+        failure_reason: r.failure_reason.unwrap_or_default(),
+        idempotency_key: r.idempotency_key,
+        created_at: timestamp(r.created_at),
+        updated_at: timestamp(r.updated_at),
+        history: history
             .into_iter()
             .map(|h| StatusChange {
                 from_status: h.from_status.unwrap_or_default(),
@@ -77,33 +105,8 @@ async fn load(conn: &mut PgConnection, order_id: Uuid, with_history: bool) -> Re
                 reason: h.reason.unwrap_or_default(),
                 at: timestamp(h.at),
             })
-            .collect();
-    }
-    Ok(Some(order))
-}
-
-async fn items(conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<OrderItem>, sqlx::Error> {
-    let rows: Vec<(Uuid, i32)> =
-        sqlx::query_as("SELECT product_id, quantity FROM order_items WHERE order_id = $1 ORDER BY line_no")
-            .bind(order_id)
-            .fetch_all(conn)
-            .await?;
-    Ok(rows.into_iter().map(|(p, quantity)| OrderItem { product_id: p.to_string(), quantity }).collect())
-}
-
-fn to_proto(r: OrderRow) -> Order {
-    Order {
-        order_id: r.order_id.to_string(),
-        user_id: r.user_id.to_string(),
-        status: r.status,
-        items: Vec::new(),
-        total_minor: r.total_minor,
-        failure_reason: r.failure_reason.unwrap_or_default(),
-        idempotency_key: r.idempotency_key,
-        created_at: timestamp(r.created_at),
-        updated_at: timestamp(r.updated_at),
-        history: Vec::new(),
-    }
+            .collect(),
+    })
 }
 
 /// Canonical text of a request, to tell a retry from a reused key.
@@ -130,7 +133,7 @@ impl OrderApi {
         if stored != fp {
             return Err(Status::already_exists("idempotency_key was already used for a different order"));
         }
-        load(&mut conn, order_id, true).await.map_err(internal)
+        load(&mut conn, order_id, true).await
     }
 }
 
@@ -195,7 +198,7 @@ impl OrderService for OrderApi {
         .execute(&mut *ctx.tx)
         .await
         .map_err(internal)?;
-        let order = load(&mut ctx.tx, order_id, true).await.map_err(internal)?;
+        let order = load(&mut ctx.tx, order_id, true).await?;
         ctx.tx.commit().await.map_err(internal)?;
         tracing::info!(%order_id, %user_id, "order created; saga started");
         Ok(Response::new(CreateOrderResponse { order, created: true }))
@@ -204,7 +207,7 @@ impl OrderService for OrderApi {
     async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
         let order_id = parse_uuid("order_id", &request.into_inner().order_id)?;
         let mut conn = self.pool.acquire().await.map_err(internal)?;
-        let order = load(&mut conn, order_id, true).await.map_err(internal)?;
+        let order = load(&mut conn, order_id, true).await?;
         order.map(Response::new).ok_or_else(|| Status::not_found(format!("no order {order_id}")))
     }
 
@@ -215,23 +218,18 @@ impl OrderService for OrderApi {
         // Order ids are UUIDv7 (time-ordered), so keyset paging on the id
         // descending lists newest first and is stable under inserts.
         let before = if r.page_token.is_empty() { Uuid::max() } else { parse_uuid("page_token", &r.page_token)? };
-        let rows: Vec<OrderRow> =
-            sqlx::query_as(&format!("{SELECT} WHERE user_id = $1 AND order_id < $2 ORDER BY order_id DESC LIMIT $3"))
-                .bind(user_id)
-                .bind(before)
-                .bind(limit + 1)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(internal)?;
+        let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+            "{SELECT} WHERE o.user_id = $1 AND o.order_id < $3 ORDER BY o.order_id DESC LIMIT $4"
+        ))
+        .bind(user_id)
+        .bind(false)
+        .bind(before)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
         let more = rows.len() as i64 > limit;
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
-        let mut orders = Vec::with_capacity(rows.len());
-        for row in rows.into_iter().take(limit as usize) {
-            let order_id = row.order_id;
-            let mut order = to_proto(row);
-            order.items = items(&mut conn, order_id).await.map_err(internal)?;
-            orders.push(order);
-        }
+        let orders = rows.into_iter().take(limit as usize).map(to_proto).collect::<Result<Vec<_>, _>>()?;
         let next_page_token = match (more, orders.last()) {
             (true, Some(last)) => last.order_id.clone(),
             _ => String::new(),
