@@ -181,6 +181,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         );
         open.push(phase);
     }
+    let sagas_end_usage = observe::snapshot(config);
     println!("bench: gateway GET /orders/{{id}}");
     let reads_clients = plan.clients.iter().copied().max().unwrap_or(16);
     let reads = load::read_throughput(&api, &world, reads_clients, plan.phase.min(Duration::from_secs(10))).await?;
@@ -200,6 +201,8 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     let lag_drained = lag_now();
     let (ok, invariants) = observe::invariants(config, before).await?;
     let usage = observe::usage(&start_usage, &end_usage);
+    let sagas: u64 = closed.iter().chain(&open).map(Phase::terminal).sum();
+    let cpu_per_saga = cpu_ms_per_saga(&observe::usage(&start_usage, &sagas_end_usage), sagas);
 
     // The bounds run with the services stopped: nothing else competes for the
     // two resources, and the databases can be copied.
@@ -236,6 +239,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "quick": args.quick,
         "note": args.note,
+        "command": command_line(args),
         "setup": { "users": plan.users, "products": plan.products, "phase_seconds": plan.phase.as_secs(),
                    "terminal_detection": "GET /orders/{id} every 100 ms; latency to the terminal history row's time" },
         "max_sagas_per_second": max_rate,
@@ -250,6 +254,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
             "latency_ms": phase_json(&reads)["latency_ms"].clone(),
         },
         "processes": usage_json,
+        "cpu_ms_per_saga": cpu_per_saga,
         "measured_seconds": measured_seconds,
         "kafka_consumer_lag_at_end": lag,
         "kafka_consumer_lag_after_drain": lag_drained,
@@ -263,6 +268,20 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         },
     });
     Ok((report, ok))
+}
+
+/// CPU milliseconds per saga over the saga phases, per component and in
+/// total without the load generator: what a saga costs, which on a machine
+/// whose cores the whole stack shares says more than a noisy rate. It
+/// includes the clients' status polls (`GET /orders/{id}` every 100 ms).
+fn cpu_ms_per_saga(usage: &std::collections::BTreeMap<String, observe::Usage>, sagas: u64) -> Value {
+    let per_saga = |seconds: f64| 1000.0 * seconds / (sagas.max(1) as f64);
+    let mut map: serde_json::Map<String, Value> =
+        usage.iter().map(|(name, u)| (name.clone(), json!(per_saga(u.cpu_seconds)))).collect();
+    let stack: f64 = usage.iter().filter(|(name, _)| *name != "load generator").map(|(_, u)| u.cpu_seconds).sum();
+    map.insert("stack_total".to_owned(), json!(per_saga(stack)));
+    map.insert("sagas".to_owned(), json!(sagas));
+    Value::Object(map)
 }
 
 fn git_commit(config: &StackConfig) -> String {
@@ -300,8 +319,20 @@ fn f(value: &Value) -> String {
     }
 }
 
+/// Service settings read from the environment that change what a run
+/// measures; the services inherit them from the bench, so the entry's
+/// command line names those that were set.
+const SERVICE_SETTINGS: [&str; 4] =
+    ["CONSUMER_MAX_BATCH", "KAFKA_LINGER_MS", "DATABASE_MAX_CONNECTIONS", "ORDER_SWEEP_INTERVAL_MS"];
+
 fn command_line(args: &BenchArgs) -> String {
-    let mut line = "cargo xtask bench".to_owned();
+    let mut line = String::new();
+    for name in SERVICE_SETTINGS {
+        if let Ok(value) = std::env::var(name) {
+            let _ = write!(line, "{name}={value} ");
+        }
+    }
+    line.push_str("cargo xtask bench");
     let list = |v: &[String]| v.join(",");
     if args.quick {
         line.push_str(" --quick");
@@ -414,6 +445,23 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
         .map(|(name, u)| format!("{name} {}s / {} MiB", f(&u["cpu_seconds"]), f(&u["peak_rss_mib"])))
         .collect();
     let _ = writeln!(md, "- CPU seconds / peak RSS over {}s of load: {}", f(&r["measured_seconds"]), procs.join(", "));
+    let c = &r["cpu_ms_per_saga"];
+    if c.is_object() {
+        let parts: Vec<String> = c
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| !matches!(name.as_str(), "stack_total" | "sagas"))
+            .map(|(name, ms)| format!("{name} {}", f(ms)))
+            .collect();
+        let _ = writeln!(
+            md,
+            "- CPU per saga over the saga phases ({} sagas, with the clients' status polls): **{} ms** for the stack ({})",
+            c["sagas"],
+            f(&c["stack_total"]),
+            parts.join(", ")
+        );
+    }
     let lag: Vec<String> = r["kafka_consumer_lag_at_end"]
         .as_object()
         .into_iter()
