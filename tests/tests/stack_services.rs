@@ -1,6 +1,13 @@
-//! The services `up` started answer: gRPC health on each backend, and the
-//! gateway's readiness, which itself checks Redis and every backend.
+//! The services `up` started answer: gRPC health on each backend, the
+//! gateway's readiness, which itself checks Redis and every backend, and
+//! every consumer group of the spec has joined (so a first saga is consumed
+//! at once).
 
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use saga_generated::topology::CONSUMER_GROUPS;
 use saga_runtime::defaults::SERVICES;
 use saga_tests::stack;
 use tonic_health::pb::HealthCheckRequest;
@@ -34,5 +41,22 @@ async fn gateway_is_live_and_ready() {
     assert_eq!(body["status"], "ready");
     for check in ["redis", "order", "product", "user"] {
         assert_eq!(body["checks"][check], "ok", "{check} in {body}");
+    }
+}
+
+#[test]
+fn every_consumer_group_has_joined_once_up_returned() {
+    let stack = stack();
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", stack.kafka_brokers())
+        .set("log_level", "3")
+        .create()
+        .expect("client");
+    for group in CONSUMER_GROUPS {
+        // One look, no waiting: `up` returns only once the groups are stable.
+        let list = client.fetch_group_list(Some(group.group_id), Duration::from_secs(10)).expect("group list");
+        let info = list.groups().iter().find(|g| g.name() == group.group_id).expect("group known to the broker");
+        assert_eq!(info.state(), "Stable", "{}", group.group_id);
+        assert!(!info.members().is_empty(), "{} has no member", group.group_id);
     }
 }

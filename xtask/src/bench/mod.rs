@@ -152,7 +152,6 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     let plan = Plan::from(args);
     let api = Api::new(&config.gateway_url())?;
     let (email, password) = stack::admin_credentials();
-    observe::consumer_groups_ready(config, Duration::from_secs(60)).await?;
     println!("bench: setup ({} users, {} products), not measured", plan.users, plan.products);
     let world = Arc::new(load::setup(&api, (&email, &password), plan.users, plan.products).await?);
     let before = observe::totals(config).await?;

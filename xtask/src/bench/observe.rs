@@ -109,34 +109,6 @@ pub fn usage(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, Usage> {
 
 /// Committed offset vs high watermark for every partition each service's
 /// consumer group reads; the sum per group.
-/// Waits until every service's consumer group is `Stable` with a member. On
-/// a fresh broker the first group join also creates `__consumer_offsets`,
-/// which took seconds: the first orders of a run waited for it (1.7 s for
-/// the first stock reservation of quick runs, whose setup is short).
-pub async fn consumer_groups_ready(config: &StackConfig, within: Duration) -> anyhow::Result<()> {
-    let admin: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", config.kafka_brokers())
-        .set("log_level", "3")
-        .create()
-        .context("creating a Kafka client to describe the consumer groups")?;
-    let deadline = Instant::now() + within;
-    for group in saga_generated::topology::CONSUMER_GROUPS {
-        loop {
-            let ready = admin
-                .fetch_group_list(Some(group.group_id), Duration::from_secs(5))
-                .is_ok_and(|list| list.groups().iter().any(|g| g.state() == "Stable" && !g.members().is_empty()));
-            if ready {
-                break;
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!("consumer group {} did not become stable within {within:?}", group.group_id);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    Ok(())
-}
-
 pub fn kafka_lag(config: &StackConfig) -> anyhow::Result<BTreeMap<String, i64>> {
     let mut lags = BTreeMap::new();
     for group in saga_generated::topology::CONSUMER_GROUPS {

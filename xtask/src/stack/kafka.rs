@@ -14,8 +14,9 @@ use base64::Engine;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use saga_generated::topology::TOPICS;
+use saga_generated::topology::{CONSUMER_GROUPS, TOPICS};
 
 use super::config::StackConfig;
 use super::install::run_logged;
@@ -182,6 +183,34 @@ pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
             if let Err((topic, code)) = result {
                 bail!("cannot grow Kafka topic {topic}: {code}");
             }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until every service's consumer group is `Stable` with a member, so
+/// a saga started right after `up` is consumed at once. On a fresh broker the
+/// first group join also creates `__consumer_offsets`, which took seconds:
+/// the first orders of a benchmark waited 1.7 s for their stock reservation.
+pub async fn consumer_groups_stable(config: &StackConfig, within: Duration) -> anyhow::Result<()> {
+    let client: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", config.kafka_brokers())
+        .set("log_level", "3")
+        .create()
+        .context("creating a Kafka client to describe the consumer groups")?;
+    let deadline = tokio::time::Instant::now() + within;
+    for group in CONSUMER_GROUPS {
+        loop {
+            let stable = client
+                .fetch_group_list(Some(group.group_id), Duration::from_secs(5))
+                .is_ok_and(|list| list.groups().iter().any(|g| g.state() == "Stable" && !g.members().is_empty()));
+            if stable {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("Kafka consumer group {} did not become stable within {within:?}", group.group_id);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     Ok(())

@@ -192,7 +192,10 @@ pub async fn up(config: &StackConfig, options: UpOptions) -> anyhow::Result<()> 
     )?;
 
     let mut started = Vec::new();
-    let result = start(config, &components, &to_start, &mut started).await;
+    let mut result = start(config, &components, &to_start, &mut started).await;
+    if result.is_ok() && options.services {
+        result = kafka::consumer_groups_stable(config, START_TIMEOUT).await;
+    }
     if let Err(error) = result {
         for component in started.iter().rev() {
             let (signal, grace) = component.stop_signal();
