@@ -3,6 +3,9 @@
 
 use rand::RngCore;
 
+/// Name of the W3C trace context header (HTTP) and metadata key (gRPC).
+pub const TRACEPARENT: &str = "traceparent";
+
 /// A new `traceparent` with random trace and span ids, sampled.
 pub fn new_traceparent() -> String {
     let mut rng = rand::rng();
@@ -15,7 +18,7 @@ pub fn new_traceparent() -> String {
 
 /// The `traceparent` a request carries, when it is well formed.
 pub fn from_grpc<T>(request: &tonic::Request<T>) -> Option<String> {
-    let value = request.metadata().get("traceparent")?.to_str().ok()?;
+    let value = request.metadata().get(TRACEPARENT)?.to_str().ok()?;
     is_valid(value).then(|| value.to_owned())
 }
 

@@ -1,10 +1,14 @@
 //! The whole journey through the REST gateway against the real stack:
 //! register -> login -> admin creates a product and credits the user ->
-//! order -> the SSE stream shows `completed`; and the Idempotency-Key.
+//! order -> the SSE stream shows `completed`; the Idempotency-Key; and the
+//! client's `traceparent` as the trace of every event of its saga.
+
+mod saga_common;
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
+use saga_common::{header, messages_with_keys};
 use saga_tests::http::Api;
 use saga_tests::{stack, unique};
 use serde_json::json;
@@ -83,4 +87,49 @@ async fn idempotency_key_gives_the_same_order_and_rejects_another_body() {
     // One order, one saga: the customer's list holds exactly one order.
     let mine = api.get("/api/v1/orders", Some(&customer)).await;
     assert_eq!(mine.body["items"].as_array().map(Vec::len), Some(1), "{:?}", mine.body);
+}
+
+#[tokio::test]
+async fn the_clients_traceparent_is_the_trace_of_every_saga_event() {
+    let stack = stack();
+    let api = Api::of_stack(&stack);
+    let admin = api.admin_token().await;
+    let (customer, customer_id) = api.customer().await;
+    let product = api.create_product(&admin, 500, 10).await;
+    api.credit(&admin, &customer_id, 10_000).await;
+    let items = json!({ "items": [{ "product_id": product, "quantity": 1 }] });
+    let order = |traceparent: &'static str| {
+        let (api, customer, items) = (&api, &customer, &items);
+        async move {
+            let key = unique("key");
+            let headers = [("Idempotency-Key", key.as_str()), ("traceparent", traceparent)];
+            let placed = api.call(Method::POST, "/api/v1/orders", Some(customer), &headers, Some(items)).await;
+            assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+            let order_id = placed.body["id"].as_str().expect("order id").to_owned();
+            let events = api.order_events(customer, &order_id, SAGA_DEADLINE).await;
+            assert_eq!(events.last().map(|(e, _)| e.as_str()), Some("end"), "{events:?}");
+            order_id
+        }
+    };
+    let client_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let traced = order(client_trace).await;
+    let malformed = order("00-not-a-trace-01").await;
+
+    let brokers = stack.kafka_brokers();
+    for topic in ["order-events", "inventory-events", "payment-events"] {
+        let messages = messages_with_keys(&brokers, topic, &[&traced, &malformed]);
+        for message in &messages {
+            let key = String::from_utf8_lossy(rdkafka::Message::key(message).unwrap_or_default()).into_owned();
+            let traceparent = header(message, "traceparent").unwrap_or_default();
+            if key == traced {
+                assert_eq!(traceparent, client_trace, "{topic}: {:?}", header(message, "event-type"));
+            } else {
+                // A malformed one is replaced by a fresh trace, never passed on.
+                assert!(saga_runtime::trace::is_valid(&traceparent), "{topic}: {traceparent:?}");
+            }
+        }
+        if topic == "order-events" {
+            assert!(messages.len() >= 4, "order.created and order.completed of both orders: {}", messages.len());
+        }
+    }
 }

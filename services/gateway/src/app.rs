@@ -79,7 +79,7 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
         // No query string or headers: they may carry tokens or personal data.
         tracing::info_span!("request", method = %request.method(), path = %request.uri().path(),
-            request_id = tracing::field::Empty, user_id = tracing::field::Empty)
+            request_id = tracing::field::Empty, trace_id = tracing::field::Empty, user_id = tracing::field::Empty)
     });
     let mut app = Router::new()
         .nest("/api/v1", api)
@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(middleware::from_fn(trace_context))
         .layer(middleware::from_fn(request_id))
         .layer(trace);
     if let Some(cors) = cors(&state.config.cors_allowed_origins)? {
@@ -117,6 +118,22 @@ async fn request_id(request: AxumRequest, next: Next) -> Response {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     response
+}
+
+/// Takes the client's W3C `traceparent` when it is well formed, else mints
+/// one, records its trace id in the request's span, and makes it the trace
+/// context of every gRPC call the handler makes (`Backends::request`): an
+/// order's saga events then carry the trace its HTTP request started.
+async fn trace_context(request: AxumRequest, next: Next) -> Response {
+    use saga_runtime::trace;
+    let traceparent = request
+        .headers()
+        .get(trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| trace::is_valid(v))
+        .map_or_else(trace::new_traceparent, str::to_owned);
+    tracing::Span::current().record("trace_id", trace::trace_id(&traceparent).unwrap_or_default());
+    crate::state::TRACEPARENT.scope(traceparent, next.run(request)).await
 }
 
 /// CORS from `CORS_ALLOWED_ORIGINS`: empty = no CORS headers at all (same-origin only).

@@ -7,6 +7,7 @@ use std::time::Duration;
 use saga_proto::order::order_service_client::OrderServiceClient;
 use saga_proto::product::product_service_client::ProductServiceClient;
 use saga_proto::user::user_service_client::UserServiceClient;
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::config::Config;
@@ -34,12 +35,22 @@ pub struct Backends {
     pub timeout: Duration,
 }
 
+tokio::task_local! {
+    /// The W3C `traceparent` of the HTTP request being handled (the client's,
+    /// or one minted by the gateway), set by `app::trace_context`.
+    pub static TRACEPARENT: String;
+}
+
 impl Backends {
-    /// A request with the gateway's deadline: tonic sends it as `grpc-timeout`
-    /// and fails the call with DEADLINE_EXCEEDED when it passes.
+    /// A request with the gateway's deadline (tonic sends it as `grpc-timeout`
+    /// and fails the call with DEADLINE_EXCEEDED when it passes) and the HTTP
+    /// request's trace context, so the saga it starts carries the same trace.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
+        if let Ok(Ok(traceparent)) = TRACEPARENT.try_with(|tp| tp.parse::<MetadataValue<_>>()) {
+            request.metadata_mut().insert(saga_runtime::trace::TRACEPARENT, traceparent);
+        }
         request
     }
 }
