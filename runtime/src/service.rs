@@ -67,20 +67,8 @@ impl ServiceArgs {
 /// How long a service waits for its database at start-up.
 pub const DATABASE_WAIT: Duration = Duration::from_secs(30);
 
-/// Serves the standard gRPC health service plus whatever `add_services` adds,
-/// on `listen`, until SIGTERM/Ctrl-C; then drains in-flight calls.
-pub async fn serve_grpc(
-    listen: SocketAddr,
-    add_services: impl FnOnce(Router) -> Router,
-) -> Result<(), tonic::transport::Error> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
-    let router = add_services(Server::builder().add_service(health));
-    tracing::info!(%listen, "gRPC server listening");
-    router.serve_with_shutdown(listen, crate::shutdown::signal()).await
-}
-
-/// Like `serve_grpc`, plus gRPC server reflection for `descriptor_set`, until
+/// Serves the standard gRPC health service, gRPC server reflection for
+/// `descriptor_set` and whatever `add_services` adds, on `listen`, until
 /// `shutdown` is requested; in-flight calls are drained first.
 pub async fn serve_grpc_until(
     listen: SocketAddr,
@@ -94,10 +82,18 @@ pub async fn serve_grpc_until(
         .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let router = add_services(Server::builder().add_service(health).add_service(reflection));
+    let router = add_services(Server::builder().trace_fn(call_span).add_service(health).add_service(reflection));
     tracing::info!(%listen, "gRPC server listening");
     router.serve_with_shutdown(listen, async move { shutdown.wait().await }).await?;
     Ok(())
+}
+
+/// The span of one gRPC call: its method and the caller's trace id, so every
+/// log line of the call is found by the trace of the request behind it.
+fn call_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let traceparent = request.headers().get(crate::trace::TRACEPARENT).and_then(|v| v.to_str().ok());
+    let trace_id = traceparent.filter(|v| crate::trace::is_valid(v)).and_then(crate::trace::trace_id).unwrap_or("");
+    tracing::info_span!("grpc", method = request.uri().path(), trace_id)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -132,4 +132,11 @@ async fn the_clients_traceparent_is_the_trace_of_every_saga_event() {
             assert!(messages.len() >= 4, "order.created and order.completed of both orders: {}", messages.len());
         }
     }
+    // The order service logs the gRPC call under the same trace id.
+    let trace_id = saga_runtime::trace::trace_id(client_trace).expect("trace id");
+    let log = std::fs::read_to_string(stack.logs_dir().join("order.log")).expect("order service log");
+    assert!(
+        log.lines().any(|l| l.contains("order created; saga started") && l.contains(&traced) && l.contains(trace_id)),
+        "no log line of order {traced} with trace id {trace_id}"
+    );
 }
