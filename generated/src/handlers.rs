@@ -413,6 +413,35 @@ impl OrderInbound {
     }
 }
 
+impl saga_contract::Inbound for OrderInbound {
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+        OrderInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+    fn meta(&self) -> saga_contract::EventMeta {
+        saga_contract::EventMeta {
+            event_id: self.event_id(),
+            event_type: self.event_type().as_str(),
+            saga_key: self.saga_key(),
+            traceparent: self.trace().traceparent.clone(),
+        }
+    }
+}
+
+/// How the runtime's transactional consumer runs a handler for these events.
+impl<H: OrderHandler> saga_contract::Dispatch<H> for OrderInbound {
+    type Ctx = H::Ctx;
+    type Error = HandleError<H::Error>;
+    fn dispatch<'a>(
+        self,
+        handler: &'a H,
+        ctx: &'a mut H::Ctx,
+    ) -> impl Future<
+        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
+    > + Send + 'a {
+        self.handle(handler, ctx)
+    }
+}
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_order<H: OrderHandler>(
     handler: &H,
@@ -643,6 +672,35 @@ impl ProductInbound {
     }
 }
 
+impl saga_contract::Inbound for ProductInbound {
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+        ProductInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+    fn meta(&self) -> saga_contract::EventMeta {
+        saga_contract::EventMeta {
+            event_id: self.event_id(),
+            event_type: self.event_type().as_str(),
+            saga_key: self.saga_key(),
+            traceparent: self.trace().traceparent.clone(),
+        }
+    }
+}
+
+/// How the runtime's transactional consumer runs a handler for these events.
+impl<H: ProductHandler> saga_contract::Dispatch<H> for ProductInbound {
+    type Ctx = H::Ctx;
+    type Error = HandleError<H::Error>;
+    fn dispatch<'a>(
+        self,
+        handler: &'a H,
+        ctx: &'a mut H::Ctx,
+    ) -> impl Future<
+        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
+    > + Send + 'a {
+        self.handle(handler, ctx)
+    }
+}
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_product<H: ProductHandler>(
     handler: &H,
@@ -823,6 +881,35 @@ impl UserInbound {
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
             }
         }
+    }
+}
+
+impl saga_contract::Inbound for UserInbound {
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+        UserInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+    fn meta(&self) -> saga_contract::EventMeta {
+        saga_contract::EventMeta {
+            event_id: self.event_id(),
+            event_type: self.event_type().as_str(),
+            saga_key: self.saga_key(),
+            traceparent: self.trace().traceparent.clone(),
+        }
+    }
+}
+
+/// How the runtime's transactional consumer runs a handler for these events.
+impl<H: UserHandler> saga_contract::Dispatch<H> for UserInbound {
+    type Ctx = H::Ctx;
+    type Error = HandleError<H::Error>;
+    fn dispatch<'a>(
+        self,
+        handler: &'a H,
+        ctx: &'a mut H::Ctx,
+    ) -> impl Future<
+        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
+    > + Send + 'a {
+        self.handle(handler, ctx)
     }
 }
 

@@ -28,10 +28,11 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
-use uuid::Uuid;
 
 use crate::inbox;
-use crate::outbox::{self, OutboxMessage};
+use saga_contract::Dispatch;
+
+use crate::outbox;
 use crate::shutdown::Shutdown;
 
 /// Dead-letter headers (see docs/runtime.md).
@@ -133,39 +134,28 @@ pub trait Processor: Send + Sync + 'static {
     }
 }
 
-/// Facts about a decoded event the runtime needs.
-#[derive(Debug, Clone)]
-pub struct EventMeta {
-    pub event_id: Uuid,
-    pub event_type: &'static str,
-    pub order_id: Uuid,
-    pub traceparent: Option<String>,
+/// Decode, inbox, handle and outbox in one transaction: the consumer of a
+/// saga service whose handler `H` handles the inbound events `E` (generated
+/// from the spec, see `saga_contract::Dispatch`).
+pub struct TxConsumer<H, E> {
+    pool: PgPool,
+    handler: H,
+    events: std::marker::PhantomData<fn() -> E>,
 }
 
-/// The service side of a transactional consumer: decode and handle, nothing else.
-pub trait SagaHandler: Send + Sync + 'static {
-    type Event: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
-    /// `Ok(None)`: an event on a consumed topic this service does not handle.
-    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Option<Self::Event>, String>;
-    fn meta(&self, event: &Self::Event) -> EventMeta;
-    /// Runs inside the inbox transaction; returns the reply to publish.
-    fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: Self::Event,
-    ) -> impl Future<Output = Result<Option<OutboxMessage>, Self::Error>> + Send + 'a;
+impl<H, E> TxConsumer<H, E> {
+    pub fn new(pool: PgPool, handler: H) -> Self {
+        TxConsumer { pool, handler, events: std::marker::PhantomData }
+    }
 }
 
-/// Decode, inbox, handle and outbox in one transaction.
-pub struct TxConsumer<H> {
-    pub pool: PgPool,
-    pub handler: H,
-}
-
-impl<H: SagaHandler> Processor for TxConsumer<H> {
+impl<H, E> Processor for TxConsumer<H, E>
+where
+    H: Send + Sync + 'static,
+    E: Dispatch<H, Ctx = PgConnection>,
+{
     async fn process(&self, message: &Inbound) -> Result<Processed, Failure> {
-        let Some(event) = self.handler.decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
+        let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
             return Ok(Processed::Ignored);
         };
         let mut tx = self.pool.begin().await.map_err(database)?;
@@ -182,7 +172,7 @@ impl<H: SagaHandler> Processor for TxConsumer<H> {
         // any transaction starts, and is dead-lettered on its own.
         let mut events = Vec::with_capacity(messages.len());
         for message in messages {
-            if let Some(event) = self.handler.decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? {
+            if let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? {
                 events.push((message, event));
             }
         }
@@ -219,14 +209,18 @@ impl Outcome {
     }
 }
 
-impl<H: SagaHandler> TxConsumer<H> {
+impl<H, E> TxConsumer<H, E>
+where
+    H: Send + Sync + 'static,
+    E: Dispatch<H, Ctx = PgConnection>,
+{
     /// Inbox claim, handler and outbox insert for one decoded event, in the
     /// caller's transaction. A duplicate leaves the transaction unchanged.
-    async fn handle(&self, conn: &mut PgConnection, message: &Inbound, event: H::Event) -> Result<Outcome, Failure> {
-        let meta = self.handler.meta(&event);
+    async fn handle(&self, conn: &mut PgConnection, message: &Inbound, event: E) -> Result<Outcome, Failure> {
+        let meta = event.meta();
         let span = tracing::info_span!(
             "event",
-            order_id = %meta.order_id,
+            order_id = %meta.saga_key,
             event_id = %meta.event_id,
             event_type = meta.event_type,
             trace_id = meta.traceparent.as_deref().and_then(crate::trace::trace_id).unwrap_or(""),
@@ -236,9 +230,8 @@ impl<H: SagaHandler> TxConsumer<H> {
             if !inbox::claim(&mut *conn, meta.event_id, meta.event_type, source).await.map_err(database)? {
                 return Ok((Processed::Duplicate, None));
             }
-            let reply = self
-                .handler
-                .handle(&mut *conn, event)
+            let reply = event
+                .dispatch(&self.handler, &mut *conn)
                 .await
                 .map_err(|e| Failure::Transient(format!("handler: {e}")))?;
             if let Some(reply) = &reply {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgConnection, PgPool, Row};
-use uuid::Uuid;
 
 use crate::shutdown::Shutdown;
 
@@ -22,17 +21,7 @@ pub const NOTIFY_CHANNEL: &str = "saga_outbox";
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0001;
 
 /// One event to publish, as the generated code hands it over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxMessage {
-    pub event_id: Uuid,
-    /// Logical topic (without any deployment prefix).
-    pub topic: String,
-    /// Kafka key: the saga key, so a saga's events share a partition.
-    pub partition_key: String,
-    pub event_type: String,
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, String)>,
-}
+pub use saga_contract::OutboxRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -44,7 +33,7 @@ pub enum OutboxError {
 
 /// Inserts `message` in the caller's transaction. Inserting the same event id
 /// twice is a no-op, so a retried handler cannot publish twice.
-pub async fn insert(conn: &mut PgConnection, message: &OutboxMessage) -> Result<(), sqlx::Error> {
+pub async fn insert(conn: &mut PgConnection, message: &OutboxRecord) -> Result<(), sqlx::Error> {
     let headers: BTreeMap<&str, &str> = message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let headers = serde_json::to_value(headers).unwrap_or_default();
     sqlx::query(

@@ -4,7 +4,10 @@
 
 use tokio::task::JoinHandle;
 
-use crate::consumer::{self, ConsumerConfig, ConsumerError, Retry, SagaHandler, TxConsumer};
+use saga_contract::Dispatch;
+use sqlx::PgConnection;
+
+use crate::consumer::{self, ConsumerConfig, ConsumerError, Retry, TxConsumer};
 use crate::outbox::{Relay, RelayConfig};
 use crate::service::Booted;
 use crate::shutdown::Shutdown;
@@ -39,13 +42,18 @@ pub struct Participant {
 
 impl Participant {
     /// Starts the relay over the service's outbox and the consumer that feeds
-    /// `handler`, both configured from the service's command line.
-    pub fn start<H: SagaHandler>(
+    /// `handler` the inbound events `E` (the generated `<Service>Inbound`),
+    /// both configured from the service's command line.
+    pub fn start<H, E>(
         booted: &Booted,
         subscription: Subscription<'_>,
         handler: H,
         shutdown: &Shutdown,
-    ) -> Result<Participant, ParticipantError> {
+    ) -> Result<Participant, ParticipantError>
+    where
+        H: Send + Sync + 'static,
+        E: Dispatch<H, Ctx = PgConnection>,
+    {
         let args = &booted.args;
         let producer = crate::kafka::producer(&args.kafka_brokers, args.kafka_linger_ms)?;
         let relay_config = RelayConfig { topic_prefix: args.topic_prefix.clone(), ..RelayConfig::default() };
@@ -59,7 +67,7 @@ impl Participant {
             retry: subscription.retry,
             max_batch: args.consumer_max_batch.unwrap_or(subscription.max_batch),
         };
-        let processor = TxConsumer { pool: booted.pool.clone(), handler };
+        let processor = TxConsumer::<H, E>::new(booted.pool.clone(), handler);
         let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone()));
         Ok(Participant { relay, consumer })
     }

@@ -10,7 +10,7 @@ use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use saga_runtime::outbox::{self, OutboxMessage, Relay, RelayConfig};
+use saga_runtime::outbox::{self, OutboxRecord, Relay, RelayConfig};
 use saga_runtime::shutdown::Shutdown;
 use uuid::Uuid;
 
@@ -23,8 +23,8 @@ async fn create_topic(brokers: &str, topic: &str) {
     }
 }
 
-fn message(key: &str, seq: u32) -> OutboxMessage {
-    OutboxMessage {
+fn message(key: &str, seq: u32) -> OutboxRecord {
+    OutboxRecord {
         event_id: Uuid::now_v7(),
         topic: "events".into(),
         partition_key: key.into(),

@@ -3,48 +3,57 @@
 //! batches change nothing, and an undecodable message fails the batch before
 //! anything is written.
 
-use saga_runtime::consumer::{EventMeta, Failure, Inbound, Processed, Processor, SagaHandler, TxConsumer};
-use saga_runtime::outbox::OutboxMessage;
+use saga_contract::{Dispatch, EventMeta, Inbound as InboundEvent};
+use saga_runtime::consumer::{Failure, Inbound, Processed, Processor, TxConsumer};
+use saga_runtime::outbox::OutboxRecord;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// Payload `<event id>|<body>`; a body `fail` makes the handler fail after
-/// it wrote its row, as a constraint violation deep in a handler would.
+/// The handler: records each event in a table of its own.
 struct Recording;
 
-impl SagaHandler for Recording {
-    type Event = (Uuid, String);
-    type Error = sqlx::Error;
+/// Payload `<event id>|<body>`; a body `fail` makes the handler fail after
+/// it wrote its row, as a constraint violation deep in a handler would.
+struct Event {
+    id: Uuid,
+    body: String,
+}
 
-    fn decode(&self, _topic: &str, payload: &[u8]) -> Result<Option<(Uuid, String)>, String> {
+impl InboundEvent for Event {
+    fn decode(_topic: &str, payload: &[u8]) -> Result<Option<Event>, String> {
         let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
         let (id, body) = text.split_once('|').ok_or_else(|| format!("no event id in {text:?}"))?;
-        Ok(Some((id.parse().map_err(|e| format!("{e}"))?, body.to_owned())))
+        Ok(Some(Event { id: id.parse().map_err(|e| format!("{e}"))?, body: body.to_owned() }))
     }
 
-    fn meta(&self, event: &(Uuid, String)) -> EventMeta {
-        EventMeta { event_id: event.0, event_type: "test.event", order_id: event.0, traceparent: None }
+    fn meta(&self) -> EventMeta {
+        EventMeta { event_id: self.id, event_type: "test.event", saga_key: self.id, traceparent: None }
     }
+}
 
-    async fn handle<'a>(
-        &'a self,
+impl Dispatch<Recording> for Event {
+    type Ctx = PgConnection;
+    type Error = sqlx::Error;
+
+    async fn dispatch<'a>(
+        self,
+        _handler: &'a Recording,
         conn: &'a mut PgConnection,
-        (event_id, body): (Uuid, String),
-    ) -> Result<Option<OutboxMessage>, sqlx::Error> {
+    ) -> Result<Option<OutboxRecord>, sqlx::Error> {
         sqlx::query("INSERT INTO handled (event_id, body) VALUES ($1, $2)")
-            .bind(event_id)
-            .bind(&body)
+            .bind(self.id)
+            .bind(&self.body)
             .execute(&mut *conn)
             .await?;
-        if body == "fail" {
+        if self.body == "fail" {
             return Err(sqlx::Error::Protocol("the handler refused this event".into()));
         }
-        Ok(Some(OutboxMessage {
+        Ok(Some(OutboxRecord {
             event_id: Uuid::now_v7(),
             topic: "replies".into(),
-            partition_key: event_id.to_string(),
+            partition_key: self.id.to_string(),
             event_type: "test.reply".into(),
-            payload: body.into_bytes(),
+            payload: self.body.into_bytes(),
             headers: Vec::new(),
         }))
     }
@@ -74,7 +83,7 @@ async fn a_batch_commits_all_its_messages_or_none() {
         .execute(&pool)
         .await
         .expect("table");
-    let consumer = TxConsumer { pool: pool.clone(), handler: Recording };
+    let consumer = TxConsumer::<Recording, Event>::new(pool.clone(), Recording);
     let [a, b, c, d, f] = [(); 5].map(|()| Uuid::now_v7());
 
     // A handler failure on the third message rolls back the first two as well.

@@ -644,6 +644,35 @@ fn handlers_module(saga: &Saga) -> TokenStream {
                     }
                 }
 
+                impl saga_contract::Inbound for #inbound {
+                    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+                        #inbound::decode(topic, payload).map_err(|e| e.to_string())
+                    }
+
+                    fn meta(&self) -> saga_contract::EventMeta {
+                        saga_contract::EventMeta {
+                            event_id: self.event_id(),
+                            event_type: self.event_type().as_str(),
+                            saga_key: self.saga_key(),
+                            traceparent: self.trace().traceparent.clone(),
+                        }
+                    }
+                }
+
+                /// How the runtime's transactional consumer runs a handler for these events.
+                impl<H: #trait_id> saga_contract::Dispatch<H> for #inbound {
+                    type Ctx = H::Ctx;
+                    type Error = HandleError<H::Error>;
+
+                    fn dispatch<'a>(
+                        self,
+                        handler: &'a H,
+                        ctx: &'a mut H::Ctx,
+                    ) -> impl Future<Output = Result<Option<OutboxRecord>, HandleError<H::Error>>> + Send + 'a {
+                        self.handle(handler, ctx)
+                    }
+                }
+
                 /// Decodes one Kafka message and runs the matching handler method.
                 pub async fn #dispatch<H: #trait_id>(
                     handler: &H,

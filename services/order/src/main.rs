@@ -52,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
         },
         max_batch: group.max_batch,
     };
-    let participant = Participant::start(&booted, subscription, saga::OrderSaga { timeouts }, &shutdown)?;
+    let participant =
+        Participant::start::<_, saga::OrderEvent>(&booted, subscription, saga::OrderSaga { timeouts }, &shutdown)?;
 
     let sweeper = tokio::spawn(sweeper::run(
         booted.pool.clone(),

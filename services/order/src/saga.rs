@@ -2,6 +2,7 @@
 //! event applied through the generated status machine, with a history row
 //! per transition.
 
+use saga_contract::{Dispatch, EventMeta, Inbound};
 use saga_generated::commands::{CreateOrder, OrderCommands};
 use saga_generated::events::EventType;
 use saga_generated::handlers::{
@@ -13,8 +14,6 @@ use saga_generated::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, Outbox, OutboxRecord, PaymentCompleted,
     PaymentFail, PaymentRefunded, StockReductionFail, StockReductionSuccess, StockReleased,
 };
-use saga_runtime::consumer::{EventMeta, SagaHandler};
-use saga_runtime::outbox::OutboxMessage;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -282,7 +281,7 @@ pub struct CommandTx {
 impl Outbox for CommandTx {
     type Error = sqlx::Error;
     async fn insert(&mut self, record: OutboxRecord) -> Result<(), sqlx::Error> {
-        saga_runtime::outbox::insert(&mut self.tx, &to_message(record)).await
+        saga_runtime::outbox::insert(&mut self.tx, &record).await
     }
 }
 
@@ -323,41 +322,43 @@ impl OrderCommands for OrderSaga {
     }
 }
 
-impl SagaHandler for OrderSaga {
-    type Event = OrderInbound;
-    type Error = saga_generated::handlers::HandleError<Box<SagaError>>;
+/// The order service's inbound events as its consumer runs them: a reply
+/// that overtook the one before it is parked instead of handled, and parked
+/// replies that apply once the status moved are handled in the same
+/// transaction (see `arrived_early`).
+pub struct OrderEvent(pub OrderInbound);
 
-    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Option<OrderInbound>, String> {
-        OrderInbound::decode(topic, payload).map_err(|e| e.to_string())
+impl Inbound for OrderEvent {
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+        Ok(<OrderInbound as Inbound>::decode(topic, payload)?.map(OrderEvent))
     }
 
-    fn meta(&self, event: &OrderInbound) -> EventMeta {
-        EventMeta {
-            event_id: event.event_id(),
-            event_type: event.event_type().as_str(),
-            order_id: event.saga_key(),
-            traceparent: event.trace().traceparent.clone(),
-        }
+    fn meta(&self) -> EventMeta {
+        self.0.meta()
     }
+}
 
-    async fn handle<'a>(
-        &'a self,
+impl Dispatch<OrderSaga> for OrderEvent {
+    type Ctx = PgConnection;
+    type Error = HandleError<Box<SagaError>>;
+
+    async fn dispatch<'a>(
+        self,
+        saga: &'a OrderSaga,
         conn: &'a mut PgConnection,
-        event: OrderInbound,
-    ) -> Result<Option<OutboxMessage>, Self::Error> {
+    ) -> Result<Option<OutboxRecord>, Self::Error> {
+        let event = self.0;
         let order_id = event.saga_key();
-        if self.arrived_early(conn, order_id, event.event_type()).await.map_err(handler_error)? {
-            self.park(conn, &event).await.map_err(handler_error)?;
+        if saga.arrived_early(conn, order_id, event.event_type()).await.map_err(handler_error)? {
+            saga.park(conn, &event).await.map_err(handler_error)?;
             return Ok(None);
         }
-        let reply = event.handle(self, conn).await?.map(to_message);
+        let reply = event.handle(saga, conn).await?;
         // The status may have moved: parked events that apply now are applied
         // in this same transaction, their replies written to the outbox.
-        while let Some(parked) = self.take_applicable_parked(conn, order_id).await.map_err(handler_error)? {
-            if let Some(record) = parked.handle(self, conn).await? {
-                saga_runtime::outbox::insert(conn, &to_message(record))
-                    .await
-                    .map_err(|e| handler_error(SagaError::Db(e)))?;
+        while let Some(parked) = saga.take_applicable_parked(conn, order_id).await.map_err(handler_error)? {
+            if let Some(record) = parked.handle(saga, conn).await? {
+                saga_runtime::outbox::insert(conn, &record).await.map_err(|e| handler_error(SagaError::Db(e)))?;
             }
         }
         Ok(reply)
@@ -443,16 +444,5 @@ impl OrderSaga {
             return Ok(Some(event));
         }
         Ok(None)
-    }
-}
-
-pub fn to_message(r: OutboxRecord) -> OutboxMessage {
-    OutboxMessage {
-        event_id: r.event_id,
-        topic: r.topic,
-        partition_key: r.partition_key,
-        event_type: r.event_type,
-        payload: r.payload,
-        headers: r.headers,
     }
 }

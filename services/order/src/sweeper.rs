@@ -10,7 +10,7 @@ use saga_runtime::shutdown::Shutdown;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::saga::{OrderSaga, SagaError, to_message};
+use crate::saga::{OrderSaga, SagaError};
 
 /// Sagas resolved per transaction.
 const BATCH: i64 = 50;
@@ -73,7 +73,7 @@ async fn sweep(pool: &PgPool, saga: &OrderSaga) -> Result<usize, SweepError> {
             .await
             .map_err(|e: SagaError| SweepError::Order(*order_id, e.to_string()))?;
         if let Some(reply) = resolved.reply {
-            saga_runtime::outbox::insert(&mut tx, &to_message(reply)).await?;
+            saga_runtime::outbox::insert(&mut tx, &reply).await?;
         }
     }
     tx.commit().await?;

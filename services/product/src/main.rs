@@ -5,6 +5,7 @@ mod api;
 mod saga;
 
 use anyhow::Context;
+use saga_generated::handlers::ProductInbound;
 use saga_generated::topology;
 use saga_runtime::consumer::Retry;
 use saga_runtime::participant::{Participant, Subscription};
@@ -33,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         },
         max_batch: group.max_batch,
     };
-    let participant = Participant::start(&booted, subscription, saga::ProductSaga, &shutdown)?;
+    let participant = Participant::start::<_, ProductInbound>(&booted, subscription, saga::ProductSaga, &shutdown)?;
 
     let api = api::ProductApi { pool: booted.pool.clone() };
     let served =

@@ -3,16 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use saga_generated::handlers::{
-    ProductHandler, ProductInbound, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail,
-};
+use saga_generated::handlers::{ProductHandler, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail};
 use saga_generated::types::{OrderItem, StockFailure};
 use saga_generated::{
-    Envelope, Money, OrderCancelled, OrderCreated, OutboxRecord, PaymentFail, StockReductionFail,
-    StockReductionSuccess, StockReleased,
+    Envelope, Money, OrderCancelled, OrderCreated, PaymentFail, StockReductionFail, StockReductionSuccess,
+    StockReleased,
 };
-use saga_runtime::consumer::{EventMeta, SagaHandler};
-use saga_runtime::outbox::OutboxMessage;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -206,41 +202,4 @@ async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Vec<O
     }
     tracing::info!(lines = items.len(), "reservation released");
     Ok(Some(items))
-}
-
-impl SagaHandler for ProductSaga {
-    type Event = ProductInbound;
-    type Error = saga_generated::handlers::HandleError<Box<SagaError>>;
-
-    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Option<ProductInbound>, String> {
-        ProductInbound::decode(topic, payload).map_err(|e| e.to_string())
-    }
-
-    fn meta(&self, event: &ProductInbound) -> EventMeta {
-        EventMeta {
-            event_id: event.event_id(),
-            event_type: event.event_type().as_str(),
-            order_id: event.saga_key(),
-            traceparent: event.trace().traceparent.clone(),
-        }
-    }
-
-    async fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: ProductInbound,
-    ) -> Result<Option<OutboxMessage>, Self::Error> {
-        Ok(event.handle(self, conn).await?.map(to_message))
-    }
-}
-
-pub fn to_message(r: OutboxRecord) -> OutboxMessage {
-    OutboxMessage {
-        event_id: r.event_id,
-        topic: r.topic,
-        partition_key: r.partition_key,
-        event_type: r.event_type,
-        payload: r.payload,
-        headers: r.headers,
-    }
 }

@@ -5,6 +5,7 @@ mod api;
 mod saga;
 
 use anyhow::Context;
+use saga_generated::handlers::UserInbound;
 use saga_generated::topology;
 use saga_runtime::consumer::Retry;
 use saga_runtime::participant::{Participant, Subscription};
@@ -33,7 +34,7 @@ async fn main() -> anyhow::Result<()> {
         },
         max_batch: group.max_batch,
     };
-    let participant = Participant::start(&booted, subscription, saga::UserSaga, &shutdown)?;
+    let participant = Participant::start::<_, UserInbound>(&booted, subscription, saga::UserSaga, &shutdown)?;
 
     let api = api::UserApi { pool: booted.pool.clone() };
     let served =

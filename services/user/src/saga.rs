@@ -1,14 +1,11 @@
 //! The user service's part of the saga: debit only when the balance
 //! suffices, a ledger row per change, refund exactly once on cancellation.
 
-use saga_generated::handlers::{UserHandler, UserInbound, UserOnOrderCancelled, UserOnStockReductionSuccess};
+use saga_generated::handlers::{UserHandler, UserOnOrderCancelled, UserOnStockReductionSuccess};
 use saga_generated::types::PaymentFailure;
 use saga_generated::{
-    Envelope, Money, OrderCancelled, OutboxRecord, PaymentCompleted, PaymentFail, PaymentRefunded,
-    StockReductionSuccess,
+    Envelope, Money, OrderCancelled, PaymentCompleted, PaymentFail, PaymentRefunded, StockReductionSuccess,
 };
-use saga_runtime::consumer::{EventMeta, SagaHandler};
-use saga_runtime::outbox::OutboxMessage;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -157,42 +154,5 @@ impl UserHandler for UserSaga {
         ledger(conn, user_id, "refund", amount, after, order_id).await.map_err(SagaError::from)?;
         tracing::info!(amount, balance_after = after, "payment refunded");
         Ok(UserOnOrderCancelled::PaymentRefunded(PaymentRefunded { user_id, amount: Money(amount) }))
-    }
-}
-
-impl SagaHandler for UserSaga {
-    type Event = UserInbound;
-    type Error = saga_generated::handlers::HandleError<Box<SagaError>>;
-
-    fn decode(&self, topic: &str, payload: &[u8]) -> Result<Option<UserInbound>, String> {
-        UserInbound::decode(topic, payload).map_err(|e| e.to_string())
-    }
-
-    fn meta(&self, event: &UserInbound) -> EventMeta {
-        EventMeta {
-            event_id: event.event_id(),
-            event_type: event.event_type().as_str(),
-            order_id: event.saga_key(),
-            traceparent: event.trace().traceparent.clone(),
-        }
-    }
-
-    async fn handle<'a>(
-        &'a self,
-        conn: &'a mut PgConnection,
-        event: UserInbound,
-    ) -> Result<Option<OutboxMessage>, Self::Error> {
-        Ok(event.handle(self, conn).await?.map(to_message))
-    }
-}
-
-pub fn to_message(r: OutboxRecord) -> OutboxMessage {
-    OutboxMessage {
-        event_id: r.event_id,
-        topic: r.topic,
-        partition_key: r.partition_key,
-        event_type: r.event_type,
-        payload: r.payload,
-        headers: r.headers,
     }
 }

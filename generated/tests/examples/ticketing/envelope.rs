@@ -479,18 +479,9 @@ pub fn fingerprint_of(bytes: &[u8]) -> Result<[u8; 8], DecodeError> {
     Ok(fp)
 }
 
-/// One event ready for the transactional outbox: everything the relay needs to publish it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct OutboxRecord {
-    pub event_id: Uuid,
-    pub topic: String,
-    /// The Kafka message key (the saga key).
-    pub partition_key: String,
-    pub event_type: String,
-    /// Single-object encoded Avro.
-    pub payload: Vec<u8>,
-    pub headers: Vec<(String, String)>,
-}
+/// One event ready for the transactional outbox: everything the relay needs to publish
+/// it. Shared with the runtime, which stores and publishes it.
+pub use saga_contract::OutboxRecord;
 
 /// Where the generated command helpers write the event they produce, inside the
 /// caller's transaction (the runtime implements it for its outbox).

@@ -243,6 +243,35 @@ impl BookingInbound {
     }
 }
 
+impl saga_contract::Inbound for BookingInbound {
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+        BookingInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+    fn meta(&self) -> saga_contract::EventMeta {
+        saga_contract::EventMeta {
+            event_id: self.event_id(),
+            event_type: self.event_type().as_str(),
+            saga_key: self.saga_key(),
+            traceparent: self.trace().traceparent.clone(),
+        }
+    }
+}
+
+/// How the runtime's transactional consumer runs a handler for these events.
+impl<H: BookingHandler> saga_contract::Dispatch<H> for BookingInbound {
+    type Ctx = H::Ctx;
+    type Error = HandleError<H::Error>;
+    fn dispatch<'a>(
+        self,
+        handler: &'a H,
+        ctx: &'a mut H::Ctx,
+    ) -> impl Future<
+        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
+    > + Send + 'a {
+        self.handle(handler, ctx)
+    }
+}
+
 /// Decodes one Kafka message and runs the matching handler method.
 pub async fn dispatch_booking<H: BookingHandler>(
     handler: &H,
@@ -411,6 +440,35 @@ impl SeatsInbound {
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
             }
         }
+    }
+}
+
+impl saga_contract::Inbound for SeatsInbound {
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+        SeatsInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+    fn meta(&self) -> saga_contract::EventMeta {
+        saga_contract::EventMeta {
+            event_id: self.event_id(),
+            event_type: self.event_type().as_str(),
+            saga_key: self.saga_key(),
+            traceparent: self.trace().traceparent.clone(),
+        }
+    }
+}
+
+/// How the runtime's transactional consumer runs a handler for these events.
+impl<H: SeatsHandler> saga_contract::Dispatch<H> for SeatsInbound {
+    type Ctx = H::Ctx;
+    type Error = HandleError<H::Error>;
+    fn dispatch<'a>(
+        self,
+        handler: &'a H,
+        ctx: &'a mut H::Ctx,
+    ) -> impl Future<
+        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
+    > + Send + 'a {
+        self.handle(handler, ctx)
     }
 }
 

@@ -1,0 +1,58 @@
+//! What the generated saga code and the runtime agree on, so that neither
+//! depends on the other: the generated crate stays light (its compile-fail
+//! tests build it with its dependencies), and the runtime stays free of any
+//! one saga. The generated code implements [`Inbound`] and [`Dispatch`] for
+//! each service's inbound events; the runtime's transactional consumer
+//! drives any type that does, and stores the [`OutboxRecord`]s they return.
+
+use std::future::Future;
+
+use uuid::Uuid;
+
+/// One event to publish: inserted into the outbox in the transaction of the
+/// state change it announces, published by the relay.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OutboxRecord {
+    pub event_id: Uuid,
+    /// Logical topic (without any deployment prefix).
+    pub topic: String,
+    /// Kafka key: the saga key, so a saga's events share a partition.
+    pub partition_key: String,
+    pub event_type: String,
+    /// The encoded event.
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Facts about a decoded event the runtime needs: its inbox key and what
+/// its log lines carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    pub event_id: Uuid,
+    pub event_type: &'static str,
+    /// The saga key (the order id of the order saga).
+    pub saga_key: Uuid,
+    pub traceparent: Option<String>,
+}
+
+/// An event a service consumes, decoded from a Kafka message.
+pub trait Inbound: Sized + Send + 'static {
+    /// `Ok(None)`: an event on a consumed topic that this service does not
+    /// handle. `Err`: bytes that are no event at all (dead-letter them).
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String>;
+
+    fn meta(&self) -> EventMeta;
+}
+
+/// Runs handler `H`'s method for an inbound event, in context `Ctx` (the
+/// consumer's database transaction), and returns the reply to publish.
+pub trait Dispatch<H>: Inbound {
+    type Ctx: Send;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn dispatch<'a>(
+        self,
+        handler: &'a H,
+        ctx: &'a mut Self::Ctx,
+    ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a;
+}
