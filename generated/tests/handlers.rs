@@ -3,10 +3,11 @@
 
 use std::convert::Infallible;
 
+use saga_contract::{Dispatch, EventMeta};
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
 use saga_generated::handlers::{
-    DispatchError, Dispatched, OrderHandler, ProductHandler, ProductInbound, ProductOnOrderCancelled,
-    ProductOnOrderCreated, ProductOnPaymentFail, dispatch_order, dispatch_product,
+    HandleError, OrderHandler, OrderInbound, ProductHandler, ProductInbound, ProductOnOrderCancelled,
+    ProductOnOrderCreated, ProductOnPaymentFail,
 };
 use saga_generated::topics::{InventoryEvents, TopicMessage};
 use saga_generated::types::{OrderItem, StockFailure};
@@ -93,15 +94,40 @@ fn order(quantity: i32) -> Envelope<OrderCreated> {
     )
 }
 
+/// Why consuming a message failed.
+#[derive(Debug)]
+enum Failed<E> {
+    Decode(String),
+    Handler(E),
+}
+
+/// What the runtime's consumer does with a message: decode it as the
+/// service's inbound events `E`, then run handler `H` for it. `Ok(None)`: an
+/// event the service does not subscribe to.
+async fn consume<H, E: Dispatch<H>>(
+    handler: &H,
+    ctx: &mut E::Ctx,
+    topic: &str,
+    bytes: &[u8],
+) -> Result<Option<(EventMeta, Option<OutboxRecord>)>, Failed<E::Error>> {
+    let Some(event) = E::decode(topic, bytes).map_err(Failed::Decode)? else { return Ok(None) };
+    let meta = event.meta();
+    let reply = event.dispatch(handler, ctx).await.map_err(Failed::Handler)?;
+    Ok(Some((meta, reply)))
+}
+
 #[tokio::test]
 async fn dispatch_runs_the_handler_and_returns_a_keyed_reply() {
     let event = order(2);
     let bytes = event.encode().expect("encodes");
     let mut tx = Tx::default();
-    let out = dispatch_product(&Product { in_stock: 5 }, &mut tx, "order-events", &bytes).await.expect("dispatches");
-    let Dispatched::Handled { event_id, event_type, reply: Some(reply) } = out else { panic!("no reply: {out:?}") };
-    assert_eq!(event_id, event.event_id);
-    assert_eq!(event_type, EventType::OrderCreated);
+    let out = consume::<_, ProductInbound>(&Product { in_stock: 5 }, &mut tx, "order-events", &bytes)
+        .await
+        .expect("dispatches");
+    let Some((meta, Some(reply))) = out else { panic!("no reply: {out:?}") };
+    assert_eq!(meta.event_id, event.event_id);
+    assert_eq!(meta.event_type, EventType::OrderCreated.as_str());
+    assert_eq!(meta.saga_key, event.order_id);
     assert_eq!(reply.topic, "inventory-events");
     assert_eq!(reply.event_type, "stock.reduction.success");
     assert_eq!(reply.partition_key, event.order_id.to_string());
@@ -117,15 +143,16 @@ async fn dispatch_runs_the_handler_and_returns_a_keyed_reply() {
 #[tokio::test]
 async fn dispatch_reports_failures_by_kind() {
     let bytes = order(9).encode().expect("encodes");
-    let out = dispatch_product(&Product { in_stock: 1 }, &mut Tx::default(), "order-events", &bytes).await;
-    let Ok(Dispatched::Handled { reply: Some(reply), .. }) = out else { panic!("{out:?}") };
+    let product = |in_stock| Product { in_stock };
+    let out = consume::<_, ProductInbound>(&product(1), &mut Tx::default(), "order-events", &bytes).await;
+    let Ok(Some((_, Some(reply)))) = out else { panic!("{out:?}") };
     assert_eq!(reply.event_type, "stock.reduction.fail");
 
-    let out = dispatch_product(&Product { in_stock: -1 }, &mut Tx::default(), "order-events", &bytes).await;
-    assert!(matches!(out, Err(DispatchError::Handler(Transient))));
+    let out = consume::<_, ProductInbound>(&product(-1), &mut Tx::default(), "order-events", &bytes).await;
+    assert!(matches!(out, Err(Failed::Handler(HandleError::Handler(Transient)))), "{out:?}");
 
-    let out = dispatch_product(&Product { in_stock: 1 }, &mut Tx::default(), "order-events", b"junk").await;
-    assert!(matches!(out, Err(DispatchError::Decode(_))));
+    let out = consume::<_, ProductInbound>(&product(1), &mut Tx::default(), "order-events", b"junk").await;
+    assert!(matches!(&out, Err(Failed::Decode(reason)) if !reason.is_empty()), "{out:?}");
 }
 
 #[tokio::test]
@@ -134,8 +161,8 @@ async fn events_a_service_does_not_subscribe_to_are_ignored() {
     let done = Envelope::new(Uuid::now_v7(), OrderCompleted { completed_at: chrono::Utc::now() });
     let bytes = done.encode().expect("encodes");
     assert_eq!(ProductInbound::decode("order-events", &bytes).expect("decodes"), None);
-    let out = dispatch_product(&Product { in_stock: 1 }, &mut Tx::default(), "order-events", &bytes).await;
-    assert!(matches!(out, Ok(Dispatched::Ignored)));
+    let out = consume::<_, ProductInbound>(&Product { in_stock: 1 }, &mut Tx::default(), "order-events", &bytes).await;
+    assert!(matches!(out, Ok(None)), "{out:?}");
 }
 
 #[test]
@@ -267,10 +294,10 @@ impl OrderHandler for Observer {
 #[tokio::test]
 async fn order_replies_to_payment_completed_with_order_completed() {
     let paid = Envelope::new(Uuid::now_v7(), PaymentCompleted { user_id: Uuid::now_v7(), amount: Money(1) });
-    let out = dispatch_order(&Observer, &mut Tx::default(), "payment-events", &paid.encode().expect("encodes"))
-        .await
-        .expect("dispatches");
-    let Dispatched::Handled { reply: Some(reply), .. } = out else { panic!("{out:?}") };
+    let bytes = paid.encode().expect("encodes");
+    let out =
+        consume::<_, OrderInbound>(&Observer, &mut Tx::default(), "payment-events", &bytes).await.expect("dispatches");
+    let Some((_, Some(reply))) = out else { panic!("{out:?}") };
     assert_eq!(reply.event_type, "order.completed");
     assert_eq!(reply.partition_key, paid.order_id.to_string());
 

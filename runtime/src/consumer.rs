@@ -26,12 +26,11 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use saga_contract::Dispatch;
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 
 use crate::inbox;
-use saga_contract::Dispatch;
-
 use crate::outbox;
 use crate::shutdown::Shutdown;
 

@@ -592,7 +592,6 @@ fn handlers_module(saga: &Saga) -> TokenStream {
             svc.name, svc.name
         ));
         let idoc = doc(&format!("An event `{}` subscribes to, decoded.", svc.name));
-        let dispatch = format_ident!("dispatch_{}", snake(&svc.name));
         let topic_arms = decode_topics.iter().map(|(topic, evs)| {
             let te = format_ident!("{}", pascal(topic));
             quote! {
@@ -672,25 +671,6 @@ fn handlers_module(saga: &Saga) -> TokenStream {
                         self.handle(handler, ctx)
                     }
                 }
-
-                /// Decodes one Kafka message and runs the matching handler method.
-                pub async fn #dispatch<H: #trait_id>(
-                    handler: &H,
-                    ctx: &mut H::Ctx,
-                    topic: &str,
-                    bytes: &[u8],
-                ) -> Result<Dispatched, DispatchError<H::Error>> {
-                    let Some(inbound) = #inbound::decode(topic, bytes).map_err(DispatchError::Decode)? else {
-                        return Ok(Dispatched::Ignored);
-                    };
-                    let event_id = inbound.event_id();
-                    let event_type = inbound.event_type();
-                    let reply = inbound.handle(handler, ctx).await.map_err(|e| match e {
-                        HandleError::Handler(e) => DispatchError::Handler(e),
-                        HandleError::Encode(e) => DispatchError::Encode(e),
-                    })?;
-                    Ok(Dispatched::Handled { event_id, event_type, reply })
-                }
             }
         };
         items.push(quote! {
@@ -708,37 +688,18 @@ fn handlers_module(saga: &Saga) -> TokenStream {
         });
     }
     quote! {
-        //! Per service, a handler trait with one method per subscribed event, and the dispatch
-        //! that decodes a Kafka message and calls it.
+        //! Per service, a handler trait with one method per subscribed event, and the enum of
+        //! its inbound events, which decodes a Kafka message and runs the handler for it
+        //! (`saga_contract::Inbound` and `Dispatch`, driven by the runtime's consumer).
 
         use std::future::Future;
 
         use super::envelope::{DecodeError, EncodeError, Envelope, OutboxRecord, TraceContext};
         use super::events::EventType;
 
-        /// Outcome of dispatching one message.
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum Dispatched {
-            /// The handler ran; `reply` is the outbox row to insert in the same transaction.
-            Handled { event_id: ::uuid::Uuid, event_type: EventType, reply: Option<OutboxRecord> },
-            /// The event is on a consumed topic but not subscribed to by this service.
-            Ignored,
-        }
-
         /// A handler run failed.
         #[derive(Debug, thiserror::Error)]
         pub enum HandleError<E: std::error::Error + 'static> {
-            #[error("handler failed: {0}")]
-            Handler(#[source] E),
-            #[error(transparent)]
-            Encode(EncodeError),
-        }
-
-        /// Dispatching failed. `Decode` is permanent (dead-letter it); `Handler` may be retried.
-        #[derive(Debug, thiserror::Error)]
-        pub enum DispatchError<E: std::error::Error + 'static> {
-            #[error("undecodable message: {0}")]
-            Decode(#[source] DecodeError),
             #[error("handler failed: {0}")]
             Handler(#[source] E),
             #[error(transparent)]
