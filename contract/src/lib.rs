@@ -4,8 +4,11 @@
 //! one saga. The generated code implements [`Inbound`] and [`Dispatch`] for
 //! each service's inbound events; the runtime's transactional consumer
 //! drives any type that does, and stores the [`OutboxRecord`]s they return.
+//! The spec's consumer groups ([`ConsumerGroup`]) are generated as data the
+//! runtime configures its consumers from.
 
 use std::future::Future;
+use std::time::Duration;
 
 use uuid::Uuid;
 
@@ -33,6 +36,28 @@ pub struct EventMeta {
     /// The saga key (the order id of the order saga).
     pub saga_key: Uuid,
     pub traceparent: Option<String>,
+}
+
+/// How a consumer retries a failing message before dead-lettering it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts including the first; then the message goes to the DLQ.
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    /// Backoff doubles per attempt up to this.
+    pub max_backoff: Duration,
+}
+
+/// One service's Kafka consumer group, as the spec declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerGroup {
+    pub service: &'static str,
+    pub group_id: &'static str,
+    /// Logical topic names (without any deployment prefix).
+    pub topics: &'static [&'static str],
+    pub retry: RetryPolicy,
+    /// Most messages handled in one database transaction (1: one at a time).
+    pub max_batch: usize,
 }
 
 /// An event a service consumes, decoded from a Kafka message.

@@ -45,26 +45,9 @@ pub const TOPICS: &[Topic] = &[
     },
 ];
 
-/// How a consumer retries a failing message before dead-lettering it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts including the first; then the message goes to the DLQ.
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    /// Backoff doubles per attempt up to this.
-    pub max_backoff: Duration,
-}
-
-/// One service's Kafka consumer group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumerGroup {
-    pub service: &'static str,
-    pub group_id: &'static str,
-    pub topics: &'static [&'static str],
-    pub retry: RetryPolicy,
-    /// Most messages handled in one database transaction (1: one at a time).
-    pub max_batch: usize,
-}
+/// A consumer group and its retry policy: shared with the runtime, which configures its
+/// consumers from them.
+pub use saga_contract::{ConsumerGroup, RetryPolicy};
 
 pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
     ConsumerGroup {

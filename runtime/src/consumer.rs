@@ -26,7 +26,7 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_contract::Dispatch;
+use saga_contract::{Dispatch, RetryPolicy};
 use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 
@@ -47,22 +47,12 @@ pub mod dlq_headers {
     pub const FAILED_AT: &str = "dlq-failed-at";
 }
 
-/// How a failing message is retried before it is dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retry {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl Retry {
-    /// Backoff before attempt `attempt + 1` (attempt counts from 1): doubles,
-    /// capped, with up to 20% jitter so replicas do not retry in lockstep.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(self.max_backoff);
-        let jitter = rand::random_range(0..=base.as_millis() as u64 / 5);
-        base + Duration::from_millis(jitter)
-    }
+/// Backoff before attempt `attempt + 1` (attempt counts from 1): doubles,
+/// capped, with up to 20% jitter so replicas do not retry in lockstep.
+pub fn backoff(retry: &RetryPolicy, attempt: u32) -> Duration {
+    let base = retry.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(retry.max_backoff);
+    let jitter = rand::random_range(0..=base.as_millis() as u64 / 5);
+    base + Duration::from_millis(jitter)
 }
 
 /// Consumer settings.
@@ -75,7 +65,7 @@ pub struct ConsumerConfig {
     pub topics: Vec<String>,
     pub topic_prefix: String,
     pub dlq_suffix: String,
-    pub retry: Retry,
+    pub retry: RetryPolicy,
     /// Most messages a worker handles in one transaction (1: no batching);
     /// the spec's `delivery` policy sets it per consumer group.
     pub max_batch: usize,
@@ -432,7 +422,7 @@ async fn deliver<P: Processor>(
             Err(Failure::Undecodable(e)) => break ("undecodable", e),
             Err(Failure::Transient(e)) if attempt >= config.retry.max_attempts => break ("retries-exhausted", e),
             Err(Failure::Transient(e)) => {
-                let backoff = config.retry.backoff(attempt);
+                let backoff = backoff(&config.retry, attempt);
                 tracing::warn!(error = %e, attempt, ?backoff, topic = %inbound.topic, partition = inbound.partition,
                     offset = inbound.offset, "processing failed; retrying in place");
                 tokio::select! {
@@ -521,16 +511,16 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let retry = Retry {
+        let retry = RetryPolicy {
             max_attempts: 5,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(1000),
         };
-        let b1 = retry.backoff(1);
+        let b1 = backoff(&retry, 1);
         assert!(b1 >= Duration::from_millis(100) && b1 <= Duration::from_millis(120), "{b1:?}");
-        let b3 = retry.backoff(3);
+        let b3 = backoff(&retry, 3);
         assert!(b3 >= Duration::from_millis(400) && b3 <= Duration::from_millis(480), "{b3:?}");
-        let b10 = retry.backoff(10);
+        let b10 = backoff(&retry, 10);
         assert!(b10 >= Duration::from_millis(1000) && b10 <= Duration::from_millis(1200), "{b10:?}");
     }
 }

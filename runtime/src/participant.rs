@@ -4,25 +4,13 @@
 
 use tokio::task::JoinHandle;
 
-use saga_contract::Dispatch;
+use saga_contract::{ConsumerGroup, Dispatch};
 use sqlx::PgConnection;
 
-use crate::consumer::{self, ConsumerConfig, ConsumerError, Retry, TxConsumer};
+use crate::consumer::{self, ConsumerConfig, ConsumerError, TxConsumer};
 use crate::outbox::{Relay, RelayConfig};
 use crate::service::Booted;
 use crate::shutdown::Shutdown;
-
-/// The consumer group a service joins, as the spec's topology names it.
-#[derive(Debug, Clone, Copy)]
-pub struct Subscription<'a> {
-    pub group_id: &'a str,
-    /// Logical topic names; the service's topic prefix is prepended.
-    pub topics: &'a [&'a str],
-    pub dlq_suffix: &'a str,
-    pub retry: Retry,
-    /// Most messages in one transaction (the spec's `batch`).
-    pub max_batch: usize,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParticipantError {
@@ -41,12 +29,15 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// Starts the relay over the service's outbox and the consumer that feeds
-    /// `handler` the inbound events `E` (the generated `<Service>Inbound`),
-    /// both configured from the service's command line.
+    /// Starts the relay over the service's outbox and the consumer of `group`
+    /// (the spec's, from the generated topology) that feeds `handler` the
+    /// inbound events `E` (the generated `<Service>Inbound`); dead letters go
+    /// to `<topic><dlq_suffix>`. Addresses and overrides come from the
+    /// service's command line.
     pub fn start<H, E>(
         booted: &Booted,
-        subscription: Subscription<'_>,
+        group: &ConsumerGroup,
+        dlq_suffix: &str,
         handler: H,
         shutdown: &Shutdown,
     ) -> Result<Participant, ParticipantError>
@@ -60,12 +51,12 @@ impl Participant {
         let relay = tokio::spawn(Relay::new(booted.pool.clone(), producer, relay_config).run(shutdown.clone()));
         let consumer_config = ConsumerConfig {
             brokers: args.kafka_brokers.clone(),
-            group_id: subscription.group_id.to_owned(),
-            topics: subscription.topics.iter().map(|t| (*t).to_owned()).collect(),
+            group_id: group.group_id.to_owned(),
+            topics: group.topics.iter().map(|t| (*t).to_owned()).collect(),
             topic_prefix: args.topic_prefix.clone(),
-            dlq_suffix: subscription.dlq_suffix.to_owned(),
-            retry: subscription.retry,
-            max_batch: args.consumer_max_batch.unwrap_or(subscription.max_batch),
+            dlq_suffix: dlq_suffix.to_owned(),
+            retry: group.retry,
+            max_batch: args.consumer_max_batch.unwrap_or(group.max_batch),
         };
         let processor = TxConsumer::<H, E>::new(booted.pool.clone(), handler);
         let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone()));

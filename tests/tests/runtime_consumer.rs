@@ -13,7 +13,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_runtime::consumer::{self, ConsumerConfig, Failure, Inbound, Processed, Processor, Retry};
+use saga_contract::RetryPolicy;
+use saga_runtime::consumer::{self, ConsumerConfig, Failure, Inbound, Processed, Processor};
 use saga_runtime::shutdown::Shutdown;
 
 /// Fails `poison:*` permanently, `flaky:*` twice then succeeds, `doomed:*` always.
@@ -70,7 +71,7 @@ fn config(brokers: &str, prefix: &str, max_batch: usize) -> ConsumerConfig {
         topics: vec!["events".into()],
         topic_prefix: prefix.to_owned(),
         dlq_suffix: ".dlq".into(),
-        retry: Retry {
+        retry: RetryPolicy {
             max_attempts: 3,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(100),

@@ -11,8 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use saga_generated::topology;
-use saga_runtime::consumer::Retry;
-use saga_runtime::participant::{Participant, Subscription};
+use saga_runtime::participant::Participant;
 use saga_runtime::service;
 use saga_runtime::shutdown::Shutdown;
 use sqlx::migrate::Migrator;
@@ -41,19 +40,13 @@ async fn main() -> anyhow::Result<()> {
     let timeouts = saga::Timeouts { scale_percent: settings.timeout_scale_percent };
 
     let group = topology::consumer_group(SERVICE).context("the spec has no consumer group for this service")?;
-    let subscription = Subscription {
-        group_id: group.group_id,
-        topics: group.topics,
-        dlq_suffix: topology::DLQ_SUFFIX,
-        retry: Retry {
-            max_attempts: group.retry.max_attempts,
-            initial_backoff: group.retry.initial_backoff,
-            max_backoff: group.retry.max_backoff,
-        },
-        max_batch: group.max_batch,
-    };
-    let participant =
-        Participant::start::<_, saga::OrderEvent>(&booted, subscription, saga::OrderSaga { timeouts }, &shutdown)?;
+    let participant = Participant::start::<_, saga::OrderEvent>(
+        &booted,
+        group,
+        topology::DLQ_SUFFIX,
+        saga::OrderSaga { timeouts },
+        &shutdown,
+    )?;
 
     let sweeper = tokio::spawn(sweeper::run(
         booted.pool.clone(),

@@ -7,8 +7,7 @@ mod saga;
 use anyhow::Context;
 use saga_generated::handlers::UserInbound;
 use saga_generated::topology;
-use saga_runtime::consumer::Retry;
-use saga_runtime::participant::{Participant, Subscription};
+use saga_runtime::participant::Participant;
 use saga_runtime::service;
 use saga_runtime::shutdown::Shutdown;
 use sqlx::migrate::Migrator;
@@ -23,18 +22,8 @@ async fn main() -> anyhow::Result<()> {
     let (trigger, shutdown) = Shutdown::on_signal();
 
     let group = topology::consumer_group(SERVICE).context("the spec has no consumer group for this service")?;
-    let subscription = Subscription {
-        group_id: group.group_id,
-        topics: group.topics,
-        dlq_suffix: topology::DLQ_SUFFIX,
-        retry: Retry {
-            max_attempts: group.retry.max_attempts,
-            initial_backoff: group.retry.initial_backoff,
-            max_backoff: group.retry.max_backoff,
-        },
-        max_batch: group.max_batch,
-    };
-    let participant = Participant::start::<_, UserInbound>(&booted, subscription, saga::UserSaga, &shutdown)?;
+    let participant =
+        Participant::start::<_, UserInbound>(&booted, group, topology::DLQ_SUFFIX, saga::UserSaga, &shutdown)?;
 
     let api = api::UserApi { pool: booted.pool.clone() };
     let served =
