@@ -32,7 +32,7 @@ use tracing::Instrument;
 
 use crate::inbox;
 use crate::outbox;
-use crate::shutdown::Shutdown;
+use saga_process::shutdown::Shutdown;
 
 /// Dead-letter headers (see docs/runtime.md).
 pub mod dlq_headers {
@@ -73,7 +73,7 @@ pub struct ConsumerConfig {
 
 /// One received message; `topic` is the logical name (prefix removed).
 #[derive(Debug, Clone)]
-pub struct Inbound {
+pub struct Received {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
@@ -82,7 +82,7 @@ pub struct Inbound {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-impl Inbound {
+impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
@@ -112,12 +112,12 @@ pub enum Processed {
 /// Processes messages; implemented by `TxConsumer` for the saga services
 /// and by tests directly.
 pub trait Processor: Send + Sync + 'static {
-    fn process(&self, message: &Inbound) -> impl Future<Output = Result<Processed, Failure>> + Send;
+    fn process(&self, message: &Received) -> impl Future<Output = Result<Processed, Failure>> + Send;
 
     /// Processes `messages` in order as one unit: all of them or, on `Err`,
     /// none (the worker then processes them one at a time with
     /// [`Processor::process`]). The default does not batch.
-    fn process_batch(&self, messages: &[Inbound]) -> impl Future<Output = Result<(), Failure>> + Send {
+    fn process_batch(&self, messages: &[Received]) -> impl Future<Output = Result<(), Failure>> + Send {
         let count = messages.len();
         async move { Err(Failure::Transient(format!("this processor does not batch ({count} messages)"))) }
     }
@@ -143,7 +143,7 @@ where
     H: Send + Sync + 'static,
     E: Dispatch<H, Ctx = PgConnection>,
 {
-    async fn process(&self, message: &Inbound) -> Result<Processed, Failure> {
+    async fn process(&self, message: &Received) -> Result<Processed, Failure> {
         let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
             return Ok(Processed::Ignored);
         };
@@ -156,7 +156,7 @@ where
         Ok(outcome.processed)
     }
 
-    async fn process_batch(&self, messages: &[Inbound]) -> Result<(), Failure> {
+    async fn process_batch(&self, messages: &[Received]) -> Result<(), Failure> {
         // Decode all first: an undecodable message fails the batch before
         // any transaction starts, and is dead-lettered on its own.
         let mut events = Vec::with_capacity(messages.len());
@@ -205,14 +205,14 @@ where
 {
     /// Inbox claim, handler and outbox insert for one decoded event, in the
     /// caller's transaction. A duplicate leaves the transaction unchanged.
-    async fn handle(&self, conn: &mut PgConnection, message: &Inbound, event: E) -> Result<Outcome, Failure> {
+    async fn handle(&self, conn: &mut PgConnection, message: &Received, event: E) -> Result<Outcome, Failure> {
         let meta = event.meta();
         let span = tracing::info_span!(
             "event",
-            order_id = %meta.saga_key,
+            saga_key = %meta.saga_key,
             event_id = %meta.event_id,
             event_type = meta.event_type,
-            trace_id = meta.traceparent.as_deref().and_then(crate::trace::trace_id).unwrap_or(""),
+            trace_id = meta.traceparent.as_deref().and_then(saga_process::trace::trace_id).unwrap_or(""),
         );
         let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
         async {
@@ -358,10 +358,10 @@ async fn work<P: Processor>(
             // Queued but not started: left unstored, redelivered after the restart.
             break;
         }
-        let inbound: Vec<Inbound> = batch.iter().map(|m| to_inbound(m, &config.topic_prefix)).collect();
-        let together = match inbound.len() {
+        let received: Vec<Received> = batch.iter().map(|m| to_received(m, &config.topic_prefix)).collect();
+        let together = match received.len() {
             1 => false,
-            n => match processor.process_batch(&inbound).await {
+            n => match processor.process_batch(&received).await {
                 Ok(()) => true,
                 Err(error) => {
                     tracing::debug!(%error, messages = n, "batch rolled back; handling its messages one at a time");
@@ -369,8 +369,8 @@ async fn work<P: Processor>(
                 }
             },
         };
-        for (message, inbound) in batch.iter().zip(&inbound) {
-            if !together && !deliver(&config, &group, &*processor, &producer, message, inbound, &shutdown).await {
+        for (message, received) in batch.iter().zip(&received) {
+            if !together && !deliver(&config, &group, &*processor, &producer, message, received, &shutdown).await {
                 // Shutdown during a retry backoff: the offset stays unstored,
                 // so the message is redelivered after the restart; later
                 // messages of its partitions must not be handled before it.
@@ -387,13 +387,13 @@ async fn work<P: Processor>(
     }
 }
 
-fn to_inbound(message: &OwnedMessage, prefix: &str) -> Inbound {
+fn to_received(message: &OwnedMessage, prefix: &str) -> Received {
     let topic = message.topic().strip_prefix(prefix).unwrap_or(message.topic()).to_owned();
     let headers = message
         .headers()
         .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
         .unwrap_or_default();
-    Inbound {
+    Received {
         topic,
         partition: message.partition(),
         offset: message.offset(),
@@ -411,20 +411,20 @@ async fn deliver<P: Processor>(
     processor: &P,
     producer: &FutureProducer,
     message: &OwnedMessage,
-    inbound: &Inbound,
+    received: &Received,
     shutdown: &Shutdown,
 ) -> bool {
     let mut attempt = 0u32;
     let (reason, error) = loop {
         attempt += 1;
-        match processor.process(inbound).await {
+        match processor.process(received).await {
             Ok(_) => return true,
             Err(Failure::Undecodable(e)) => break ("undecodable", e),
             Err(Failure::Transient(e)) if attempt >= config.retry.max_attempts => break ("retries-exhausted", e),
             Err(Failure::Transient(e)) => {
                 let backoff = backoff(&config.retry, attempt);
-                tracing::warn!(error = %e, attempt, ?backoff, topic = %inbound.topic, partition = inbound.partition,
-                    offset = inbound.offset, "processing failed; retrying in place");
+                tracing::warn!(error = %e, attempt, ?backoff, topic = %received.topic, partition = received.partition,
+                    offset = received.offset, "processing failed; retrying in place");
                 tokio::select! {
                     () = shutdown.wait() => return false,
                     () = tokio::time::sleep(backoff) => {}
@@ -432,12 +432,12 @@ async fn deliver<P: Processor>(
             }
         }
     };
-    tracing::error!(reason, %error, attempts = attempt, topic = %inbound.topic, partition = inbound.partition,
-        offset = inbound.offset, "dead-lettering message");
-    let dlq_topic = format!("{}{}{}", config.topic_prefix, inbound.topic, config.dlq_suffix);
+    tracing::error!(reason, %error, attempts = attempt, topic = %received.topic, partition = received.partition,
+        offset = received.offset, "dead-lettering message");
+    let dlq_topic = format!("{}{}{}", config.topic_prefix, received.topic, config.dlq_suffix);
     let mut backoff = Duration::from_millis(200);
     loop {
-        match dead_letter(producer, &dlq_topic, group, message, inbound, reason, &error, attempt).await {
+        match dead_letter(producer, &dlq_topic, group, message, received, reason, &error, attempt).await {
             Ok(()) => return true,
             Err(e) => {
                 // Never move on without the dead letter written: that would lose the message.
@@ -458,26 +458,26 @@ async fn dead_letter(
     dlq_topic: &str,
     group: &str,
     message: &OwnedMessage,
-    inbound: &Inbound,
+    received: &Received,
     reason: &str,
     error: &str,
     attempts: u32,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let mut headers = OwnedHeaders::new();
-    for (k, v) in &inbound.headers {
+    for (k, v) in &received.headers {
         if !k.starts_with("dlq-") {
             headers = headers.insert(Header { key: k, value: Some(v) });
         }
     }
     let error: String = error.chars().take(2000).collect();
-    let partition = inbound.partition.to_string();
-    let offset = inbound.offset.to_string();
+    let partition = received.partition.to_string();
+    let offset = received.offset.to_string();
     let attempts = attempts.to_string();
     let failed_at = chrono::Utc::now().to_rfc3339();
     for (k, v) in [
         (dlq_headers::REASON, reason),
         (dlq_headers::ERROR, error.as_str()),
-        (dlq_headers::ORIGINAL_TOPIC, inbound.topic.as_str()),
+        (dlq_headers::ORIGINAL_TOPIC, received.topic.as_str()),
         (dlq_headers::ORIGINAL_PARTITION, partition.as_str()),
         (dlq_headers::ORIGINAL_OFFSET, offset.as_str()),
         (dlq_headers::ATTEMPTS, attempts.as_str()),

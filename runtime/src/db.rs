@@ -1,9 +1,28 @@
-//! PostgreSQL connection pool for one service's own database.
+//! PostgreSQL connection pool for one service's own database, and the
+//! runtime's own tables in it.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
+
+/// The runtime's own tables, which every service database carries: the
+/// outbox, the inbox and the trigger that wakes the relay
+/// (`runtime/migrations/`).
+///
+/// It shares the database's migration history (`_sqlx_migrations`) with the
+/// service's own migrator, so the two must never use the same version:
+/// the runtime owns versions 1 and 2 (they were copied into every service
+/// before, and existing databases record them under these numbers, with
+/// these checksums: never edit them) and takes any new version from
+/// [`FIRST_NEW_RUNTIME_VERSION`] up; services number theirs from 3 and stay
+/// below it. [`migrate`] refuses a service migrator that breaks the rule.
+/// Each migrator ignores the other's versions (`ignore_missing`).
+pub static MIGRATOR: Migrator = Migrator { ignore_missing: true, ..sqlx::migrate!("./migrations") };
+
+/// Where new runtime migrations are numbered from (see [`MIGRATOR`]).
+pub const FIRST_NEW_RUNTIME_VERSION: i64 = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -15,6 +34,26 @@ pub enum DbError {
     },
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "service migration {0} uses a version the runtime owns: number it from 3 up, below {FIRST_NEW_RUNTIME_VERSION}"
+    )]
+    RuntimeVersion(i64),
+}
+
+/// Brings a service database up to date: the runtime's tables first, then
+/// the service's own migrations (`service`), in one shared history.
+pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), DbError> {
+    let runtime_versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    if let Some(clash) =
+        service.iter().map(|m| m.version).find(|v| runtime_versions.contains(v) || *v >= FIRST_NEW_RUNTIME_VERSION)
+    {
+        return Err(DbError::RuntimeVersion(clash));
+    }
+    MIGRATOR.run(pool).await?;
+    // The runtime's versions are in the history too: not missing, not ours.
+    let service = Migrator { migrations: service.migrations.clone(), ignore_missing: true, ..Migrator::DEFAULT };
+    service.run(pool).await?;
+    Ok(())
 }
 
 /// Connects a pool, retrying for up to `wait` so a service started together
@@ -56,7 +95,15 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{FIRST_NEW_RUNTIME_VERSION, MIGRATOR, redact};
+
+    #[test]
+    fn the_runtime_keeps_to_its_versions() {
+        for migration in MIGRATOR.iter() {
+            let v = migration.version;
+            assert!(v <= 2 || v >= FIRST_NEW_RUNTIME_VERSION, "runtime migration {v} is in the services' range");
+        }
+    }
 
     #[test]
     fn redact_hides_only_the_password() {

@@ -1,9 +1,21 @@
-//! Helpers every gRPC service shares: argument parsing into typed values and
-//! opaque internal errors.
+//! Helpers every gRPC service shares: the caller's trace context, argument
+//! parsing into typed values and opaque internal errors.
 
 use chrono::{DateTime, Utc};
+use saga_process::trace;
 use tonic::Status;
 use uuid::Uuid;
+
+/// The `traceparent` a request carries, when it is well formed.
+pub fn traceparent<T>(request: &tonic::Request<T>) -> Option<String> {
+    let value = request.metadata().get(trace::TRACEPARENT)?.to_str().ok()?;
+    trace::is_valid(value).then(|| value.to_owned())
+}
+
+/// The request's trace context, or a new one when it has none.
+pub fn traceparent_or_new<T>(request: &tonic::Request<T>) -> String {
+    traceparent(request).unwrap_or_else(trace::new_traceparent)
+}
 
 /// Parses a UUID argument; INVALID_ARGUMENT naming the field otherwise.
 pub fn parse_uuid(field: &str, value: &str) -> Result<Uuid, Status> {

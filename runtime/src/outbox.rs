@@ -9,7 +9,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::shutdown::Shutdown;
+use saga_process::shutdown::Shutdown;
 
 /// Channel the `outbox_notify` trigger notifies on every insert.
 pub const NOTIFY_CHANNEL: &str = "saga_outbox";

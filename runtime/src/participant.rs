@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use crate::consumer::{self, ConsumerConfig, ConsumerError, TxConsumer};
 use crate::outbox::{Relay, RelayConfig};
 use crate::service::Booted;
-use crate::shutdown::Shutdown;
+use saga_process::shutdown::Shutdown;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ParticipantError {

@@ -9,7 +9,7 @@ use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 
-use crate::defaults::BackendService;
+use saga_process::local::BackendService;
 
 /// Configuration of a backend service; every flag also reads an environment variable.
 #[derive(Debug, Clone, Args)]
@@ -55,7 +55,7 @@ impl ServiceArgs {
             .about(format!("The saga's {} service (gRPC)", service.name))
             .mut_arg("listen", |a| a.default_value(service.default_listen()))
             .mut_arg("database_url", |a| a.default_value(service.default_database_url()))
-            .mut_arg("kafka_brokers", |a| a.default_value(crate::defaults::kafka_brokers()));
+            .mut_arg("kafka_brokers", |a| a.default_value(saga_process::local::kafka_brokers()));
         let matches = command.get_matches();
         match Cli::from_arg_matches(&matches) {
             Ok(cli) => cli.args,
@@ -72,7 +72,7 @@ pub const DATABASE_WAIT: Duration = Duration::from_secs(30);
 /// `shutdown` is requested; in-flight calls are drained first.
 pub async fn serve_grpc_until(
     listen: SocketAddr,
-    shutdown: crate::shutdown::Shutdown,
+    shutdown: saga_process::shutdown::Shutdown,
     descriptor_set: &'static [u8],
     add_services: impl FnOnce(Router) -> Router,
 ) -> Result<(), ServeError> {
@@ -91,8 +91,9 @@ pub async fn serve_grpc_until(
 /// The span of one gRPC call: its method and the caller's trace id, so every
 /// log line of the call is found by the trace of the request behind it.
 fn call_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
-    let traceparent = request.headers().get(crate::trace::TRACEPARENT).and_then(|v| v.to_str().ok());
-    let trace_id = traceparent.filter(|v| crate::trace::is_valid(v)).and_then(crate::trace::trace_id).unwrap_or("");
+    let traceparent = request.headers().get(saga_process::trace::TRACEPARENT).and_then(|v| v.to_str().ok());
+    let trace_id =
+        traceparent.filter(|v| saga_process::trace::is_valid(v)).and_then(saga_process::trace::trace_id).unwrap_or("");
     tracing::info_span!("grpc", method = request.uri().path(), trace_id)
 }
 
@@ -112,20 +113,17 @@ pub struct Booted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("unknown service {0:?}: not in saga_runtime::defaults::SERVICES")]
-    UnknownService(String),
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
 }
 
 /// Parses the command line, installs JSON logging, connects to the service's
-/// database and applies its migrations.
-pub async fn boot(name: &str, migrator: &sqlx::migrate::Migrator) -> Result<Booted, BootError> {
-    let service = BackendService::named(name).ok_or_else(|| BootError::UnknownService(name.to_owned()))?;
+/// database and applies the runtime's and then the service's migrations.
+pub async fn boot(service: BackendService, migrator: &sqlx::migrate::Migrator) -> Result<Booted, BootError> {
     let args = ServiceArgs::parse_for(service);
-    crate::telemetry::init(crate::telemetry::LogFormat::Json, "info");
+    saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info");
     let pool = crate::db::connect(&args.database_url, args.database_max_connections, DATABASE_WAIT).await?;
-    migrator.run(&pool).await.map_err(crate::db::DbError::from)?;
-    tracing::info!(service = name, database = %crate::db::redact(&args.database_url), "database ready");
+    crate::db::migrate(&pool, migrator).await?;
+    tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
     Ok(Booted { args, pool })
 }

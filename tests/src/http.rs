@@ -239,7 +239,7 @@ impl PrivateGateway {
             .env("ADMIN_PASSWORD", admin_password)
             .stdout(Stdio::null())
             .stderr(log);
-        for service in saga_runtime::defaults::SERVICES {
+        for service in xtask::stack::config::services() {
             command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), stack.grpc_url(service));
         }
         for (name, value) in env {

@@ -31,10 +31,7 @@ pub async fn scratch_database(stack: &StackConfig) -> (PgPool, String) {
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
     admin.close().await;
     let pool = PgPool::connect(&stack.postgres_admin_url(&name)).await.expect("connect");
-    for file in ["0001_outbox_inbox.sql", "0002_outbox_notify.sql"] {
-        let sql = std::fs::read_to_string(stack.root.join("migrations/order").join(file)).expect("migration");
-        sqlx::raw_sql(&sql).execute(&pool).await.expect("migrate");
-    }
+    saga_runtime::db::MIGRATOR.run(&pool).await.expect("the runtime's migrations");
     (pool, name)
 }
 

@@ -125,7 +125,7 @@ async fn the_clients_traceparent_is_the_trace_of_every_saga_event() {
                 assert_eq!(traceparent, client_trace, "{topic}: {:?}", header(message, "event-type"));
             } else {
                 // A malformed one is replaced by a fresh trace, never passed on.
-                assert!(saga_runtime::trace::is_valid(&traceparent), "{topic}: {traceparent:?}");
+                assert!(saga_process::trace::is_valid(&traceparent), "{topic}: {traceparent:?}");
             }
         }
         if topic == "order-events" {
@@ -133,7 +133,7 @@ async fn the_clients_traceparent_is_the_trace_of_every_saga_event() {
         }
     }
     // The order service logs the gRPC call under the same trace id.
-    let trace_id = saga_runtime::trace::trace_id(client_trace).expect("trace id");
+    let trace_id = saga_process::trace::trace_id(client_trace).expect("trace id");
     let log = std::fs::read_to_string(stack.logs_dir().join("order.log")).expect("order service log");
     assert!(
         log.lines().any(|l| l.contains("order created; saga started") && l.contains(&traced) && l.contains(trace_id)),

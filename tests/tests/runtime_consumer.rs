@@ -14,8 +14,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_contract::RetryPolicy;
-use saga_runtime::consumer::{self, ConsumerConfig, Failure, Inbound, Processed, Processor};
-use saga_runtime::shutdown::Shutdown;
+use saga_process::shutdown::Shutdown;
+use saga_runtime::consumer::{self, ConsumerConfig, Failure, Processed, Processor, Received};
 
 /// Fails `poison:*` permanently, `flaky:*` twice then succeeds, `doomed:*` always.
 #[derive(Clone, Default)]
@@ -25,7 +25,7 @@ struct Recorder {
 }
 
 impl Processor for Recorder {
-    async fn process(&self, message: &Inbound) -> Result<Processed, Failure> {
+    async fn process(&self, message: &Received) -> Result<Processed, Failure> {
         let text = String::from_utf8_lossy(&message.payload).into_owned();
         let attempt = {
             let mut attempts = self.attempts.lock().expect("lock");
@@ -150,7 +150,7 @@ struct Batcher {
 }
 
 impl Processor for Batcher {
-    async fn process(&self, message: &Inbound) -> Result<Processed, Failure> {
+    async fn process(&self, message: &Received) -> Result<Processed, Failure> {
         // Slow enough that the next messages queue up behind this one.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let text = String::from_utf8_lossy(&message.payload).into_owned();
@@ -165,7 +165,7 @@ impl Processor for Batcher {
         Ok(Processed::Handled)
     }
 
-    async fn process_batch(&self, messages: &[Inbound]) -> Result<(), Failure> {
+    async fn process_batch(&self, messages: &[Received]) -> Result<(), Failure> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.batch_sizes.lock().expect("lock").push(messages.len());
         let texts: Vec<String> = messages.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();

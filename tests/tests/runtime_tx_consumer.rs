@@ -3,8 +3,8 @@
 //! batches change nothing, and an undecodable message fails the batch before
 //! anything is written.
 
-use saga_contract::{Dispatch, EventMeta, Inbound as InboundEvent};
-use saga_runtime::consumer::{Failure, Inbound, Processed, Processor, TxConsumer};
+use saga_contract::{Dispatch, EventMeta, Inbound};
+use saga_runtime::consumer::{Failure, Processed, Processor, Received, TxConsumer};
 use saga_runtime::outbox::OutboxRecord;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -19,7 +19,7 @@ struct Event {
     body: String,
 }
 
-impl InboundEvent for Event {
+impl Inbound for Event {
     fn decode(_topic: &str, payload: &[u8]) -> Result<Option<Event>, String> {
         let text = std::str::from_utf8(payload).map_err(|e| e.to_string())?;
         let (id, body) = text.split_once('|').ok_or_else(|| format!("no event id in {text:?}"))?;
@@ -59,12 +59,12 @@ impl Dispatch<Recording> for Event {
     }
 }
 
-fn inbound(offset: i64, payload: String) -> Inbound {
-    Inbound { topic: "events".into(), partition: 0, offset, key: None, payload: payload.into_bytes(), headers: vec![] }
+fn received(offset: i64, payload: String) -> Received {
+    Received { topic: "events".into(), partition: 0, offset, key: None, payload: payload.into_bytes(), headers: vec![] }
 }
 
-fn event(offset: i64, id: Uuid, body: &str) -> Inbound {
-    inbound(offset, format!("{id}|{body}"))
+fn event(offset: i64, id: Uuid, body: &str) -> Received {
+    received(offset, format!("{id}|{body}"))
 }
 
 /// Rows in (handled, inbox, outbox).
@@ -101,7 +101,7 @@ async fn a_batch_commits_all_its_messages_or_none() {
     assert_eq!(consumer.process(&event(0, a, "a")).await.expect("single"), Processed::Duplicate);
 
     // An undecodable message fails the batch before anything is written.
-    let undecodable = consumer.process_batch(&[event(5, d, "d"), inbound(6, "no id".into())]).await;
+    let undecodable = consumer.process_batch(&[event(5, d, "d"), received(6, "no id".into())]).await;
     assert!(matches!(undecodable, Err(Failure::Undecodable(_))), "{undecodable:?}");
     assert_eq!(counts(&pool).await, (3, 3, 3));
     assert_eq!(consumer.process(&event(5, d, "d")).await.expect("single"), Processed::Handled);

@@ -1,14 +1,14 @@
 //! PostgreSQL 15 is real, and every service has a database of its own that
 //! only its own role can open.
 
-use saga_runtime::defaults::SERVICES;
 use saga_tests::stack;
 use sqlx::{Connection, PgConnection};
+use xtask::stack::config::services;
 
 #[tokio::test]
 async fn each_service_database_answers_as_its_own_role() {
     let stack = stack();
-    for service in SERVICES {
+    for service in services() {
         let mut connection = PgConnection::connect(&stack.database_url(service)).await.expect("connect");
         let (user, database, version): (String, String, i32) = sqlx::query_as(
             "SELECT current_user::text, current_database()::text, current_setting('server_version_num')::int",
@@ -38,8 +38,8 @@ async fn each_service_database_answers_as_its_own_role() {
 #[tokio::test]
 async fn a_service_role_cannot_open_another_service_database() {
     let stack = stack();
-    let order = SERVICES[0];
-    let product = SERVICES[1];
+    let order = services()[0];
+    let product = services()[1];
     let foreign = stack
         .database_url(product)
         .replace(&format!("{0}:{0}@", product.database()), &format!("{0}:{0}@", order.database()));

@@ -8,16 +8,16 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use saga_generated::topology::CONSUMER_GROUPS;
-use saga_runtime::defaults::SERVICES;
 use saga_tests::stack;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+use xtask::stack::config::services;
 
 #[tokio::test]
 async fn every_backend_reports_serving() {
     let stack = stack();
-    for service in SERVICES {
+    for service in services() {
         let channel = tonic::transport::Endpoint::from_shared(stack.grpc_url(service))
             .expect("url")
             .connect()

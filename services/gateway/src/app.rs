@@ -125,7 +125,7 @@ async fn request_id(request: AxumRequest, next: Next) -> Response {
 /// context of every gRPC call the handler makes (`Backends::request`): an
 /// order's saga events then carry the trace its HTTP request started.
 async fn trace_context(request: AxumRequest, next: Next) -> Response {
-    use saga_runtime::trace;
+    use saga_process::trace;
     let traceparent = request
         .headers()
         .get(trace::TRACEPARENT)

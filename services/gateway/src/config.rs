@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use saga_runtime::defaults::{self, BackendService, GATEWAY_PORT_OFFSET, HOST, PORT_BASE};
+use saga_generated::topology::SERVICES;
+use saga_process::local::{self, BackendService, GATEWAY_PORT_OFFSET, PORT_BASE};
 
 /// Admin account of the local stack only; a real deployment sets its own.
 pub const LOCAL_ADMIN_EMAIL: &str = "admin@saga.local";
@@ -19,7 +20,7 @@ pub struct Config {
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT_BASE + GATEWAY_PORT_OFFSET)))]
     pub listen: SocketAddr,
     /// Redis URL (sessions, rate limits).
-    #[arg(long, env = "REDIS_URL", default_value_t = defaults::redis_url())]
+    #[arg(long, env = "REDIS_URL", default_value_t = local::redis_url())]
     pub redis_url: String,
     /// Prefix of every Redis key the gateway writes, so gateways can share a Redis without sharing state.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "gateway:")]
@@ -68,9 +69,9 @@ pub struct Config {
     pub sse_max_secs: u64,
 }
 
+/// Where `service` listens on the local stack; empty when the spec has no such service.
 fn grpc_url(service: &str) -> String {
-    let port = BackendService::named(service).map_or(0, |s| PORT_BASE + s.port_offset);
-    format!("http://{HOST}:{port}")
+    BackendService::named(SERVICES, service).map(|s| s.default_grpc_url()).unwrap_or_default()
 }
 
 impl Config {

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use clap::Parser;
-use saga_runtime::telemetry::{self, LogFormat};
+use saga_process::telemetry::{self, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%listen, "gateway listening");
     // Connect info gives handlers the client IP (the login rate limit).
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(saga_runtime::shutdown::signal())
+        .with_graceful_shutdown(saga_process::shutdown::signal())
         .await
         .context("HTTP server failed")?;
     Ok(())

@@ -49,7 +49,7 @@ impl Backends {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.timeout);
         if let Ok(Ok(traceparent)) = TRACEPARENT.try_with(|tp| tp.parse::<MetadataValue<_>>()) {
-            request.metadata_mut().insert(saga_runtime::trace::TRACEPARENT, traceparent);
+            request.metadata_mut().insert(saga_process::trace::TRACEPARENT, traceparent);
         }
         request
     }

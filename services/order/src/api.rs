@@ -143,7 +143,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<CreateOrderRequest>,
     ) -> Result<Response<CreateOrderResponse>, Status> {
-        let traceparent = saga_runtime::trace::from_grpc_or_new(&request);
+        let traceparent = saga_runtime::grpc::traceparent_or_new(&request);
         let r = request.into_inner();
         let user_id = parse_uuid("user_id", &r.user_id)?;
         if r.idempotency_key.is_empty() || r.idempotency_key.len() > 200 {
@@ -176,7 +176,7 @@ impl OrderService for OrderApi {
             .await;
         let event = match created {
             Ok(event) => event,
-            Err(saga_generated::commands::CommandError::Handler(crate::saga::SagaError::Db(e)))
+            Err(saga_generated::commands::CommandError::Handler(crate::saga::OrderError::Db(e)))
                 if is_constraint(&e, "orders_idempotency_key") =>
             {
                 // A concurrent call with the same key won the race: answer with its order.

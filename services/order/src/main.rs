@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use saga_generated::topology;
+use saga_process::local::BackendService;
+use saga_process::shutdown::Shutdown;
 use saga_runtime::participant::Participant;
 use saga_runtime::service;
-use saga_runtime::shutdown::Shutdown;
 use sqlx::migrate::Migrator;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
@@ -33,7 +34,8 @@ struct OrderSettings {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let booted = service::boot(SERVICE, &MIGRATOR).await?;
+    let identity = BackendService::named(topology::SERVICES, SERVICE).context("the spec has no such service")?;
+    let booted = service::boot(identity, &MIGRATOR).await?;
     // The common command line is parsed by `boot`; these come from the environment.
     let settings = OrderSettings::parse_from(["order-service"]);
     let (trigger, shutdown) = Shutdown::on_signal();

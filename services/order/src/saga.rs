@@ -18,7 +18,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SagaError {
+pub enum OrderError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     /// The event needs an order this database does not have (yet): retried,
@@ -64,13 +64,13 @@ impl OrderSaga {
     /// Moves the order's status by `change` through the status machine and
     /// writes the history row. Returns the new status, or `None` when the
     /// event moves nothing (it is only recorded in the log).
-    pub async fn apply(&self, conn: &mut PgConnection, change: Change<'_>) -> Result<Option<OrderStatus>, SagaError> {
+    pub async fn apply(&self, conn: &mut PgConnection, change: Change<'_>) -> Result<Option<OrderStatus>, OrderError> {
         let current: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
             .bind(change.order_id)
             .fetch_optional(&mut *conn)
             .await?;
-        let current = current.ok_or(SagaError::UnknownOrder(change.order_id))?;
-        let from: OrderStatus = current.parse().map_err(|_| SagaError::BadStatus(change.order_id, current.clone()))?;
+        let current = current.ok_or(OrderError::UnknownOrder(change.order_id))?;
+        let from: OrderStatus = current.parse().map_err(|_| OrderError::BadStatus(change.order_id, current.clone()))?;
         if !OrderStatus::is_trigger(change.event_type) {
             tracing::info!(status = %from, "event recorded; it moves no status");
             return Ok(None);
@@ -111,7 +111,7 @@ impl OrderSaga {
         event_type: &str,
         reason: Option<&str>,
         total_minor: Option<i64>,
-    ) -> Result<(), SagaError> {
+    ) -> Result<(), OrderError> {
         let failure = if to.is_terminal() && to != OrderStatus::Completed { reason } else { None };
         sqlx::query(
             "UPDATE orders SET status = $2, updated_at = now(), \
@@ -145,7 +145,7 @@ impl OrderSaga {
 
 impl OrderHandler for OrderSaga {
     type Ctx = PgConnection;
-    type Error = Box<SagaError>;
+    type Error = Box<OrderError>;
 
     async fn on_stock_reduction_success(
         &self,
@@ -287,14 +287,14 @@ impl Outbox for CommandTx {
 
 impl OrderCommands for OrderSaga {
     type Ctx = CommandTx;
-    type Error = SagaError;
+    type Error = OrderError;
 
     async fn create_order(
         &self,
         ctx: &mut CommandTx,
         order_id: Uuid,
         command: CreateOrder,
-    ) -> Result<OrderCreated, SagaError> {
+    ) -> Result<OrderCreated, OrderError> {
         // Items are validated by the API; this only writes them.
         sqlx::query(
             "INSERT INTO orders (order_id, user_id, status, idempotency_key, request_hash, traceparent, deadline_at) \
@@ -340,7 +340,7 @@ impl Inbound for OrderEvent {
 
 impl Dispatch<OrderSaga> for OrderEvent {
     type Ctx = PgConnection;
-    type Error = HandleError<Box<SagaError>>;
+    type Error = HandleError<Box<OrderError>>;
 
     async fn dispatch<'a>(
         self,
@@ -358,14 +358,14 @@ impl Dispatch<OrderSaga> for OrderEvent {
         // in this same transaction, their replies written to the outbox.
         while let Some(parked) = saga.take_applicable_parked(conn, order_id).await.map_err(handler_error)? {
             if let Some(record) = parked.handle(saga, conn).await? {
-                saga_runtime::outbox::insert(conn, &record).await.map_err(|e| handler_error(SagaError::Db(e)))?;
+                saga_runtime::outbox::insert(conn, &record).await.map_err(|e| handler_error(OrderError::Db(e)))?;
             }
         }
         Ok(reply)
     }
 }
 
-fn handler_error(error: SagaError) -> HandleError<Box<SagaError>> {
+fn handler_error(error: OrderError) -> HandleError<Box<OrderError>> {
     HandleError::Handler(Box::new(error))
 }
 
@@ -378,7 +378,7 @@ impl OrderSaga {
         conn: &mut PgConnection,
         order_id: Uuid,
         event_type: EventType,
-    ) -> Result<bool, SagaError> {
+    ) -> Result<bool, OrderError> {
         if !OrderStatus::is_trigger(event_type) {
             return Ok(false);
         }
@@ -386,15 +386,15 @@ impl OrderSaga {
         Ok(!status.is_terminal() && status.on_event(event_type).is_err())
     }
 
-    async fn status(&self, conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderStatus>, SagaError> {
+    async fn status(&self, conn: &mut PgConnection, order_id: Uuid) -> Result<Option<OrderStatus>, OrderError> {
         let current: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
             .fetch_optional(&mut *conn)
             .await?;
-        current.map(|s| s.parse().map_err(|_| SagaError::BadStatus(order_id, s.clone()))).transpose()
+        current.map(|s| s.parse().map_err(|_| OrderError::BadStatus(order_id, s.clone()))).transpose()
     }
 
-    async fn park(&self, conn: &mut PgConnection, event: &OrderInbound) -> Result<(), SagaError> {
+    async fn park(&self, conn: &mut PgConnection, event: &OrderInbound) -> Result<(), OrderError> {
         let copy = match event {
             OrderInbound::StockReductionSuccess(e) => e.to_outbox(),
             OrderInbound::StockReductionFail(e) => e.to_outbox(),
@@ -403,7 +403,7 @@ impl OrderSaga {
             OrderInbound::PaymentFail(e) => e.to_outbox(),
             OrderInbound::PaymentRefunded(e) => e.to_outbox(),
         }
-        .map_err(|e| SagaError::Park(e.to_string()))?;
+        .map_err(|e| OrderError::Park(e.to_string()))?;
         sqlx::query(
             "INSERT INTO parked_events (event_id, order_id, event_type, topic, payload) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (event_id) DO NOTHING",
@@ -424,7 +424,7 @@ impl OrderSaga {
         &self,
         conn: &mut PgConnection,
         order_id: Uuid,
-    ) -> Result<Option<OrderInbound>, SagaError> {
+    ) -> Result<Option<OrderInbound>, OrderError> {
         let Some(status) = self.status(conn, order_id).await? else { return Ok(None) };
         let parked: Vec<(Uuid, String, String, Vec<u8>)> = sqlx::query_as(
             "SELECT event_id, event_type, topic, payload FROM parked_events WHERE order_id = $1 ORDER BY parked_at",
@@ -434,8 +434,8 @@ impl OrderSaga {
         .await?;
         for (event_id, event_type, topic, payload) in parked {
             let event = OrderInbound::decode(&topic, &payload)
-                .map_err(|e| SagaError::Park(e.to_string()))?
-                .ok_or_else(|| SagaError::Park(format!("parked {event_type} is not an order-service event")))?;
+                .map_err(|e| OrderError::Park(e.to_string()))?
+                .ok_or_else(|| OrderError::Park(format!("parked {event_type} is not an order-service event")))?;
             if status.on_event(event.event_type()).is_err() {
                 continue;
             }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use saga_generated::handlers::run_order_timeout;
 use saga_generated::{OrderStatus, TraceContext};
-use saga_runtime::shutdown::Shutdown;
+use saga_process::shutdown::Shutdown;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::saga::{OrderSaga, SagaError};
+use crate::saga::{OrderError, OrderSaga};
 
 /// Sagas resolved per transaction.
 const BATCH: i64 = 50;
@@ -71,7 +71,7 @@ async fn sweep(pool: &PgPool, saga: &OrderSaga) -> Result<usize, SweepError> {
         };
         saga.transition(&mut tx, *order_id, from, resolved.to, event_id, &event_type, Some("timed_out"), None)
             .await
-            .map_err(|e: SagaError| SweepError::Order(*order_id, e.to_string()))?;
+            .map_err(|e: OrderError| SweepError::Order(*order_id, e.to_string()))?;
         if let Some(reply) = resolved.reply {
             saga_runtime::outbox::insert(&mut tx, &reply).await?;
         }

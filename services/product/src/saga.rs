@@ -13,7 +13,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SagaError {
+pub enum StockError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("order {0}: amount overflows")]
@@ -24,7 +24,7 @@ pub struct ProductSaga;
 
 impl ProductHandler for ProductSaga {
     type Ctx = PgConnection;
-    type Error = Box<SagaError>;
+    type Error = Box<StockError>;
 
     async fn on_order_created(
         &self,
@@ -36,7 +36,7 @@ impl ProductHandler for ProductSaga {
             .bind(order_id)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(SagaError::from)?;
+            .map_err(StockError::from)?;
         if let Some(status) = existing {
             // Already reserved, rejected, or cancelled before it arrived: nothing more to do.
             tracing::info!(%status, "order already known to the product service");
@@ -56,15 +56,15 @@ impl ProductHandler for ProductSaga {
         .bind(&ids)
         .fetch_all(&mut *conn)
         .await
-        .map_err(SagaError::from)?;
+        .map_err(StockError::from)?;
         let mut stock: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
         for row in rows {
-            let id: Uuid = row.try_get("product_id").map_err(SagaError::from)?;
+            let id: Uuid = row.try_get("product_id").map_err(StockError::from)?;
             stock.insert(
                 id,
                 (
-                    row.try_get("available").map_err(SagaError::from)?,
-                    row.try_get("price_minor").map_err(SagaError::from)?,
+                    row.try_get("available").map_err(StockError::from)?,
+                    row.try_get("price_minor").map_err(StockError::from)?,
                 ),
             );
         }
@@ -80,7 +80,7 @@ impl ProductHandler for ProductSaga {
                 .bind(reason.as_str())
                 .execute(&mut *conn)
                 .await
-                .map_err(SagaError::from)?;
+                .map_err(StockError::from)?;
             tracing::info!(reason = reason.as_str(), %product_id, "stock not reserved");
             return Ok(ProductOnOrderCreated::StockReductionFail(StockReductionFail {
                 reason,
@@ -94,7 +94,7 @@ impl ProductHandler for ProductSaga {
             total = Money(price)
                 .checked_mul(*qty)
                 .and_then(|line| total.checked_add(line))
-                .ok_or(SagaError::Overflow(order_id))?;
+                .ok_or(StockError::Overflow(order_id))?;
         }
         sqlx::query(
             "INSERT INTO reservations (order_id, user_id, status, total_minor) VALUES ($1, $2, 'reserved', $3)",
@@ -104,7 +104,7 @@ impl ProductHandler for ProductSaga {
         .bind(total.minor())
         .execute(&mut *conn)
         .await
-        .map_err(SagaError::from)?;
+        .map_err(StockError::from)?;
         for (id, qty) in &wanted {
             sqlx::query(
                 "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now() \
@@ -114,7 +114,7 @@ impl ProductHandler for ProductSaga {
             .bind(qty)
             .execute(&mut *conn)
             .await
-            .map_err(SagaError::from)?;
+            .map_err(StockError::from)?;
             sqlx::query(
                 "INSERT INTO reservation_items (order_id, product_id, quantity, unit_price_minor) VALUES ($1, $2, $3, $4)",
             )
@@ -124,7 +124,7 @@ impl ProductHandler for ProductSaga {
             .bind(stock[id].1)
             .execute(&mut *conn)
             .await
-            .map_err(SagaError::from)?;
+            .map_err(StockError::from)?;
         }
         tracing::info!(amount = total.minor(), "stock reserved");
         Ok(ProductOnOrderCreated::StockReductionSuccess(StockReductionSuccess {
@@ -159,7 +159,7 @@ impl ProductHandler for ProductSaga {
         .bind(Uuid::nil())
         .execute(&mut *conn)
         .await
-        .map_err(SagaError::from)?;
+        .map_err(StockError::from)?;
         Ok(match release(conn, event.order_id).await? {
             Some(items) => ProductOnOrderCancelled::StockReleased(StockReleased { items }),
             None => ProductOnOrderCancelled::NoReply,
@@ -169,7 +169,7 @@ impl ProductHandler for ProductSaga {
 
 /// Gives a reservation back, exactly once: only a `reserved` row moves to
 /// `released` (the row lock serialises a concurrent compensation).
-async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Vec<OrderItem>>, SagaError> {
+async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Vec<OrderItem>>, StockError> {
     let released = sqlx::query(
         "UPDATE reservations SET status = 'released', released_at = now() \
          WHERE order_id = $1 AND status = 'reserved' RETURNING order_id",

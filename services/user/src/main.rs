@@ -7,9 +7,10 @@ mod saga;
 use anyhow::Context;
 use saga_generated::handlers::UserInbound;
 use saga_generated::topology;
+use saga_process::local::BackendService;
+use saga_process::shutdown::Shutdown;
 use saga_runtime::participant::Participant;
 use saga_runtime::service;
-use saga_runtime::shutdown::Shutdown;
 use sqlx::migrate::Migrator;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/user");
@@ -18,7 +19,8 @@ const SERVICE: &str = "user";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let booted = service::boot(SERVICE, &MIGRATOR).await?;
+    let identity = BackendService::named(topology::SERVICES, SERVICE).context("the spec has no such service")?;
+    let booted = service::boot(identity, &MIGRATOR).await?;
     let (trigger, shutdown) = Shutdown::on_signal();
 
     let group = topology::consumer_group(SERVICE).context("the spec has no consumer group for this service")?;

@@ -10,7 +10,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
-pub enum SagaError {
+pub enum BalanceError {
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("negative amount {0} in an event")]
@@ -47,7 +47,7 @@ async fn ledger(
 
 impl UserHandler for UserSaga {
     type Ctx = PgConnection;
-    type Error = Box<SagaError>;
+    type Error = Box<BalanceError>;
 
     async fn on_stock_reduction_success(
         &self,
@@ -58,13 +58,13 @@ impl UserHandler for UserSaga {
         let user_id = event.payload.user_id;
         let amount = event.payload.amount.minor();
         if amount < 0 {
-            return Err(SagaError::NegativeAmount(amount).into());
+            return Err(BalanceError::NegativeAmount(amount).into());
         }
         let known: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(SagaError::from)?;
+            .map_err(BalanceError::from)?;
         if let Some(status) = known {
             // Debited or failed before, or cancelled before the request came: never debit twice or late.
             tracing::info!(%status, "payment already decided");
@@ -75,7 +75,7 @@ impl UserHandler for UserSaga {
                 .bind(user_id)
                 .fetch_optional(&mut *conn)
                 .await
-                .map_err(SagaError::from)?;
+                .map_err(BalanceError::from)?;
         let failure = match balance {
             None => Some((PaymentFailure::UnknownUser, format!("no user {user_id}"))),
             Some(b) if b < amount => {
@@ -91,7 +91,7 @@ impl UserHandler for UserSaga {
                 .bind(reason.as_str())
                 .execute(&mut *conn)
                 .await
-                .map_err(SagaError::from)?;
+                .map_err(BalanceError::from)?;
             tracing::info!(reason = reason.as_str(), %detail, "payment refused");
             return Ok(UserOnStockReductionSuccess::PaymentFail(PaymentFail { reason, detail }));
         }
@@ -103,15 +103,15 @@ impl UserHandler for UserSaga {
         .bind(amount)
         .fetch_one(&mut *conn)
         .await
-        .map_err(SagaError::from)?;
-        ledger(conn, user_id, "debit", -amount, after, order_id).await.map_err(SagaError::from)?;
+        .map_err(BalanceError::from)?;
+        ledger(conn, user_id, "debit", -amount, after, order_id).await.map_err(BalanceError::from)?;
         sqlx::query("INSERT INTO payments (order_id, user_id, amount_minor, status) VALUES ($1, $2, $3, 'debited')")
             .bind(order_id)
             .bind(user_id)
             .bind(amount)
             .execute(&mut *conn)
             .await
-            .map_err(SagaError::from)?;
+            .map_err(BalanceError::from)?;
         tracing::info!(amount, balance_after = after, "balance debited");
         Ok(UserOnStockReductionSuccess::PaymentCompleted(PaymentCompleted { user_id, amount: Money(amount) }))
     }
@@ -128,7 +128,7 @@ impl UserHandler for UserSaga {
             .bind(order_id)
             .execute(&mut *conn)
             .await
-            .map_err(SagaError::from)?;
+            .map_err(BalanceError::from)?;
         // Only a `debited` payment is refunded, and it moves to `refunded`: exactly once.
         let debited: Option<(Option<Uuid>, i64)> = sqlx::query_as(
             "UPDATE payments SET status = 'refunded', updated_at = now() WHERE order_id = $1 AND status = 'debited' \
@@ -137,7 +137,7 @@ impl UserHandler for UserSaga {
         .bind(order_id)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(SagaError::from)?;
+        .map_err(BalanceError::from)?;
         let Some((Some(user_id), amount)) = debited else {
             tracing::info!("nothing debited to refund");
             return Ok(UserOnOrderCancelled::NoReply);
@@ -150,8 +150,8 @@ impl UserHandler for UserSaga {
         .bind(amount)
         .fetch_one(&mut *conn)
         .await
-        .map_err(SagaError::from)?;
-        ledger(conn, user_id, "refund", amount, after, order_id).await.map_err(SagaError::from)?;
+        .map_err(BalanceError::from)?;
+        ledger(conn, user_id, "refund", amount, after, order_id).await.map_err(BalanceError::from)?;
         tracing::info!(amount, balance_after = after, "payment refunded");
         Ok(UserOnOrderCancelled::PaymentRefunded(PaymentRefunded { user_id, amount: Money(amount) }))
     }

@@ -21,9 +21,9 @@ use saga_proto::product::product_service_client::ProductServiceClient;
 use saga_proto::product::{CreateProductRequest, GetProductRequest, Product};
 use saga_proto::user::user_service_client::UserServiceClient;
 use saga_proto::user::{CreateUserRequest, GetUserRequest, Role, User};
-use saga_runtime::defaults::BackendService;
 use tonic::transport::Channel;
 use xtask::stack::StackConfig;
+use xtask::stack::config::services;
 
 /// Generous deadline for eventual outcomes; never a performance assertion.
 pub const EVENTUALLY: Duration = Duration::from_secs(60);
@@ -55,8 +55,11 @@ impl Clients {
 
     /// The services of the running stack.
     pub async fn of_stack(stack: &StackConfig) -> Clients {
-        let url = |name| stack.grpc_url(BackendService::named(name).expect("known service"));
-        Clients::at(url("order"), url("product"), url("user")).await
+        let [order, product, user] = ["order", "product", "user"].map(|name| {
+            let service = services().into_iter().find(|s| s.name == name).expect("a service of the spec");
+            stack.grpc_url(service)
+        });
+        Clients::at(order, product, user).await
     }
 
     pub async fn user(&mut self, balance_minor: i64) -> User {

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::stack::config::services;
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
-use saga_runtime::defaults::SERVICES;
 use serde_json::{Value, json};
 
 use crate::stack::config::{Defaults, env};
@@ -206,7 +206,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
 
     // The bounds run with the services stopped: nothing else competes for the
     // two resources, and the databases can be copied.
-    for service in SERVICES.iter().rev() {
+    for service in services().iter().rev() {
         Component::Service(*service).tracked(config).stop(Signal::SIGTERM, Duration::from_secs(15));
     }
     Component::Gateway.tracked(config).stop(Signal::SIGTERM, Duration::from_secs(15));

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use saga_runtime::defaults::{self, BackendService};
+use saga_process::local::{self as defaults, BackendService};
 
 /// Environment variables understood by [`StackConfig::from_env`].
 pub mod env {
@@ -14,22 +14,29 @@ pub mod env {
     pub const KAFKA_PORT: &str = "SAGA_KAFKA_PORT";
     pub const KAFKA_CONTROLLER_PORT: &str = "SAGA_KAFKA_CONTROLLER_PORT";
     pub const GATEWAY_PORT: &str = "SAGA_GATEWAY_PORT";
-    pub const ORDER_PORT: &str = "SAGA_ORDER_PORT";
-    pub const PRODUCT_PORT: &str = "SAGA_PRODUCT_PORT";
-    pub const USER_PORT: &str = "SAGA_USER_PORT";
     pub const POSTGRES_PASSWORD: &str = "SAGA_POSTGRES_PASSWORD";
     pub const POSTGRES_BIN: &str = "SAGA_POSTGRES_BIN";
     pub const KAFKA_HEAP: &str = "SAGA_KAFKA_HEAP";
     pub const KAFKA_LIBS: &str = "SAGA_KAFKA_LIBS";
     pub const MIN_FREE_MB: &str = "SAGA_MIN_FREE_MB";
+
+    /// `SAGA_<SERVICE>_PORT`: the gRPC port of one backend service (`SAGA_ORDER_PORT`, ...).
+    pub fn service_port(service: &str) -> String {
+        format!("SAGA_{}_PORT", service.to_uppercase())
+    }
+}
+
+/// The saga's backend services, as the spec lists them.
+pub fn services() -> Vec<BackendService> {
+    BackendService::all(saga_generated::topology::SERVICES)
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var}={value:?} is not a valid {what}")]
-    Invalid { var: &'static str, value: String, what: &'static str },
+    Invalid { var: String, value: String, what: &'static str },
     #[error("{var}: port {base} + {offset} does not fit in 1..=65535")]
-    PortOverflow { var: &'static str, base: u16, offset: u16 },
+    PortOverflow { var: String, base: u16, offset: u16 },
 }
 
 /// Every loopback port the stack listens on.
@@ -40,9 +47,8 @@ pub struct Ports {
     pub kafka: u16,
     pub kafka_controller: u16,
     pub gateway: u16,
-    pub order: u16,
-    pub product: u16,
-    pub user: u16,
+    /// Each backend service's gRPC port, in spec order.
+    pub services: Vec<(BackendService, u16)>,
 }
 
 /// Layout of one local stack.
@@ -117,10 +123,14 @@ impl StackConfig {
             Some(value) => parse_port(env::PORT_BASE, value)?,
             None => defaults.port_base,
         };
-        let port = |var: &'static str, offset: u16| -> Result<u16, ConfigError> {
+        let port = |var: &str, offset: u16| -> Result<u16, ConfigError> {
             match lookup(var) {
                 Some(value) => parse_port(var, value),
-                None => port_base.checked_add(offset).ok_or(ConfigError::PortOverflow { var, base: port_base, offset }),
+                None => port_base.checked_add(offset).ok_or(ConfigError::PortOverflow {
+                    var: var.to_owned(),
+                    base: port_base,
+                    offset,
+                }),
             }
         };
         let ports = Ports {
@@ -129,13 +139,14 @@ impl StackConfig {
             kafka: port(env::KAFKA_PORT, defaults::KAFKA_PORT_OFFSET)?,
             kafka_controller: port(env::KAFKA_CONTROLLER_PORT, defaults::KAFKA_CONTROLLER_PORT_OFFSET)?,
             gateway: port(env::GATEWAY_PORT, defaults::GATEWAY_PORT_OFFSET)?,
-            order: port(env::ORDER_PORT, defaults::ORDER_PORT_OFFSET)?,
-            product: port(env::PRODUCT_PORT, defaults::PRODUCT_PORT_OFFSET)?,
-            user: port(env::USER_PORT, defaults::USER_PORT_OFFSET)?,
+            services: services()
+                .into_iter()
+                .map(|s| Ok((s, port(&env::service_port(s.name), s.port_offset())?)))
+                .collect::<Result<_, ConfigError>>()?,
         };
         let min_free_mb = match lookup(env::MIN_FREE_MB) {
             Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
-                var: env::MIN_FREE_MB,
+                var: env::MIN_FREE_MB.to_owned(),
                 value,
                 what: "number of MiB",
             })?,
@@ -159,9 +170,9 @@ impl StackConfig {
 
     /// The environment that makes [`StackConfig::from_env`] in a child process
     /// (a test, a tool) describe exactly this stack.
-    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+    pub fn to_env(&self) -> Vec<(String, String)> {
         let p = &self.ports;
-        vec![
+        let fixed = [
             (env::STATE_DIR, self.state_dir.display().to_string()),
             (env::PORT_BASE, self.port_base.to_string()),
             (env::POSTGRES_PORT, p.postgres.to_string()),
@@ -169,15 +180,14 @@ impl StackConfig {
             (env::KAFKA_PORT, p.kafka.to_string()),
             (env::KAFKA_CONTROLLER_PORT, p.kafka_controller.to_string()),
             (env::GATEWAY_PORT, p.gateway.to_string()),
-            (env::ORDER_PORT, p.order.to_string()),
-            (env::PRODUCT_PORT, p.product.to_string()),
-            (env::USER_PORT, p.user.to_string()),
             (env::POSTGRES_PASSWORD, self.postgres_password.clone()),
             (env::POSTGRES_BIN, self.postgres_bin.display().to_string()),
             (env::KAFKA_HEAP, self.kafka_heap.clone()),
             (env::KAFKA_LIBS, self.kafka_libs.display().to_string()),
             (env::MIN_FREE_MB, self.min_free_mb.to_string()),
-        ]
+        ];
+        let fixed = fixed.into_iter().map(|(k, v)| (k.to_owned(), v));
+        fixed.chain(p.services.iter().map(|(s, port)| (env::service_port(s.name), port.to_string()))).collect()
     }
 
     pub fn host(&self) -> &'static str {
@@ -204,11 +214,9 @@ impl StackConfig {
     }
 
     pub fn service_port(&self, service: BackendService) -> u16 {
-        match service.name {
-            "order" => self.ports.order,
-            "product" => self.ports.product,
-            _ => self.ports.user,
-        }
+        let port = self.ports.services.iter().find(|(s, _)| *s == service).map(|(_, port)| *port);
+        // Every service of the spec has a port (see `resolve`).
+        port.unwrap_or_else(|| defaults::PORT_BASE + service.port_offset())
     }
 
     pub fn grpc_url(&self, service: BackendService) -> String {
@@ -237,10 +245,10 @@ impl StackConfig {
     }
 }
 
-fn parse_port(var: &'static str, value: String) -> Result<u16, ConfigError> {
+fn parse_port(var: &str, value: String) -> Result<u16, ConfigError> {
     match value.parse::<u16>() {
         Ok(port) if port > 0 => Ok(port),
-        _ => Err(ConfigError::Invalid { var, value, what: "TCP port" }),
+        _ => Err(ConfigError::Invalid { var: var.to_owned(), value, what: "TCP port" }),
     }
 }
 
@@ -258,7 +266,7 @@ mod tests {
     #[test]
     fn defaults_match_the_runtime_defaults() {
         let config = resolve(&[]).expect("defaults are valid");
-        let order = BackendService::named("order").expect("order exists");
+        let order = services()[0];
         assert_eq!(config.database_url(order), order.default_database_url());
         assert_eq!(config.kafka_brokers(), defaults::kafka_brokers());
         assert_eq!(config.redis_url(), defaults::redis_url());
@@ -271,6 +279,10 @@ mod tests {
         assert_eq!(config.ports.postgres, 30432);
         assert_eq!(config.ports.kafka, 30092);
         assert_eq!(config.ports.redis, 6390);
+        let ports: Vec<u16> = config.ports.services.iter().map(|(_, port)| *port).collect();
+        assert_eq!(ports, [30051, 30052, 30053]);
+        let config = resolve(&[(env::PORT_BASE, "30000"), ("SAGA_PRODUCT_PORT", "4000")]).expect("valid");
+        assert_eq!(config.service_port(services()[1]), 4000);
     }
 
     #[test]

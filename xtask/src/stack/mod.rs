@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use self::config::services;
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
-use saga_runtime::defaults::{BackendService, SERVICES};
+use saga_process::local::BackendService;
 
 pub use self::config::StackConfig;
 use self::process::Tracked;
@@ -37,7 +38,7 @@ impl Component {
     /// Start order; `down` stops in reverse.
     pub fn all() -> Vec<Component> {
         let mut all = vec![Component::Postgres, Component::Redis, Component::Kafka];
-        all.extend(SERVICES.into_iter().map(Component::Service));
+        all.extend(services().into_iter().map(Component::Service));
         all.push(Component::Gateway);
         all
     }
@@ -71,7 +72,7 @@ impl Component {
     pub fn address(&self, config: &StackConfig) -> String {
         match self {
             Component::Postgres => {
-                let dbs: Vec<String> = SERVICES.iter().map(|s| s.database()).collect();
+                let dbs: Vec<String> = services().iter().map(|s| s.database()).collect();
                 format!(
                     "postgres://postgres@{}:{} (databases {}; role = password = database name)",
                     config.host(),

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use super::config::services;
 use anyhow::{Context, bail};
 use nix::unistd::{Gid, Uid, User, chown};
-use saga_runtime::defaults::SERVICES;
 use sqlx::{Connection, PgConnection};
 
 use super::config::StackConfig;
@@ -113,8 +113,8 @@ pub async fn provision(config: &StackConfig) -> anyhow::Result<()> {
     let mut connection = PgConnection::connect(&config.postgres_admin_url("postgres"))
         .await
         .context("cannot connect to PostgreSQL as superuser")?;
-    for service in SERVICES {
-        // Names come from our own constant table, never from input: safe to splice.
+    for service in services() {
+        // Names come from the spec, which the generator checked are identifiers: safe to splice.
         let name = service.database();
         let role_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
             .bind(&name)

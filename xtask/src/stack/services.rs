@@ -4,8 +4,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use super::config::services;
 use anyhow::{Context, bail};
-use saga_runtime::defaults::{BackendService, SERVICES};
+use saga_process::local::BackendService;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -22,7 +23,7 @@ pub fn build(config: &StackConfig) -> anyhow::Result<()> {
     if config.release {
         command.arg("--release");
     }
-    for service in SERVICES {
+    for service in services() {
         command.args(["-p", &service.binary()]);
     }
     command.args(["-p", GATEWAY_BINARY]);
@@ -47,7 +48,7 @@ pub fn gateway_command(config: &StackConfig) -> Command {
     command
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.ports.gateway))
         .env("REDIS_URL", config.redis_url());
-    for service in SERVICES {
+    for service in services() {
         command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_url(service));
     }
     let (email, password) = admin_credentials();

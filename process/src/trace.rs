@@ -16,17 +16,6 @@ pub fn new_traceparent() -> String {
     format!("00-{}-{}-01", hex(&trace), hex(&span))
 }
 
-/// The `traceparent` a request carries, when it is well formed.
-pub fn from_grpc<T>(request: &tonic::Request<T>) -> Option<String> {
-    let value = request.metadata().get(TRACEPARENT)?.to_str().ok()?;
-    is_valid(value).then(|| value.to_owned())
-}
-
-/// The request's trace context, or a new one when it has none.
-pub fn from_grpc_or_new<T>(request: &tonic::Request<T>) -> String {
-    from_grpc(request).unwrap_or_else(new_traceparent)
-}
-
 /// `00-<32 hex>-<16 hex>-<2 hex>`.
 pub fn is_valid(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();

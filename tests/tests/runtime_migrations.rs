@@ -1,0 +1,88 @@
+//! The runtime's tables ship with the runtime and the services keep only
+//! their own: a database migrated when every service carried copies of the
+//! runtime's migrations (versions 1 and 2) is up to date under the split,
+//! a fresh one gets both sets, and a service migration that takes a
+//! runtime version is refused before anything runs.
+
+use std::path::Path;
+
+use saga_runtime::db::{self, DbError};
+use saga_tests::{drop_scratch_database, scratch_database, stack};
+use sqlx::migrate::Migrator;
+use sqlx::{Connection, PgConnection, PgPool};
+
+async fn migrator(folder: &Path) -> Migrator {
+    Migrator::new(folder).await.expect("a migration folder")
+}
+
+/// A new, empty database (no runtime tables yet).
+async fn empty_database() -> (PgPool, String) {
+    let stack = stack();
+    let name = format!("mig_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+    let mut admin = PgConnection::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create database");
+    admin.close().await.expect("close");
+    (PgPool::connect(&stack.postgres_admin_url(&name)).await.expect("connect"), name)
+}
+
+async fn applied(pool: &PgPool) -> Vec<(i64, Vec<u8>)> {
+    sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(pool)
+        .await
+        .expect("history")
+}
+
+#[tokio::test]
+async fn a_database_of_the_old_layout_needs_nothing_and_a_fresh_one_gets_both_sets() {
+    let stack = stack();
+    let order = migrator(&stack.root.join("migrations/order")).await;
+
+    // The old layout: one folder per service with the runtime's files copied in.
+    let old_folder = std::env::temp_dir().join(saga_tests::unique("old-order-migrations"));
+    std::fs::create_dir_all(&old_folder).expect("temp folder");
+    for folder in [stack.root.join("runtime/migrations"), stack.root.join("migrations/order")] {
+        for entry in std::fs::read_dir(folder).expect("migrations") {
+            let path = entry.expect("entry").path();
+            std::fs::copy(&path, old_folder.join(path.file_name().expect("file name"))).expect("copy");
+        }
+    }
+    let (old_pool, old_name) = empty_database().await;
+    migrator(&old_folder).await.run(&old_pool).await.expect("the old layout migrates");
+    let before = applied(&old_pool).await;
+    db::migrate(&old_pool, &order).await.expect("the split accepts the old history");
+    assert_eq!(applied(&old_pool).await, before, "nothing new was applied to an up-to-date database");
+    std::fs::remove_dir_all(&old_folder).expect("clean up");
+
+    let (fresh_pool, fresh_name) = empty_database().await;
+    db::migrate(&fresh_pool, &order).await.expect("a fresh database migrates");
+    assert_eq!(applied(&fresh_pool).await, before, "the same history, version for version, checksum for checksum");
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+    )
+    .fetch_all(&fresh_pool)
+    .await
+    .expect("tables");
+    for table in ["inbox", "orders", "outbox", "parked_events"] {
+        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+    }
+    // Running again is a no-op.
+    db::migrate(&fresh_pool, &order).await.expect("idempotent");
+
+    drop_scratch_database(&stack, old_pool, &old_name).await;
+    drop_scratch_database(&stack, fresh_pool, &fresh_name).await;
+}
+
+#[tokio::test]
+async fn a_service_migration_with_a_runtime_version_is_refused_before_anything_runs() {
+    let stack = stack();
+    // The runtime's own folder as a "service" migrator: versions 1 and 2 clash.
+    let clashing = migrator(&stack.root.join("runtime/migrations")).await;
+    let (pool, name) = scratch_database(&stack).await;
+    let before = applied(&pool).await;
+    match db::migrate(&pool, &clashing).await {
+        Err(DbError::RuntimeVersion(1)) => {}
+        other => panic!("expected the clash of version 1 to be refused, got {other:?}"),
+    }
+    assert_eq!(applied(&pool).await, before);
+    drop_scratch_database(&stack, pool, &name).await;
+}
