@@ -11,10 +11,6 @@ use crate::ir::{Saga, pascal, snake};
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let mut items = Vec::new();
-    let mut by_service: BTreeMap<&str, Vec<&crate::ir::Command>> = BTreeMap::new();
-    for c in &saga.commands {
-        by_service.entry(c.service.as_str()).or_default().push(c);
-    }
     let key = format_ident!("{}", saga.key);
     for c in &saga.commands {
         let id = format_ident!("{}", c.name);
@@ -30,22 +26,10 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             c.service,
             c.emits
         ));
-        let into = format_ident!("Into{}", c.name);
-        let into_fn = format_ident!("into_{}", snake(&c.name));
         let ev = format_ident!("{}", pascal(&c.emits));
-        let from = format_ident!("From{}", pascal(&c.emits));
-        let from_fn = format_ident!("from_{}", snake(&c.emits));
         let run = format_ident!("run_{}", snake(&c.name));
         let trait_id = format_ident!("{}Commands", pascal(&c.service));
         let method = format_ident!("{}", snake(&c.name));
-        let into_doc = doc(&format!(
-            "Implemented by the `{}` service for its gRPC request type: proto -> `{}`.",
-            c.service, c.name
-        ));
-        let from_doc = doc(&format!(
-            "Implemented by the `{}` service for its gRPC response type: `{}` -> proto.",
-            c.service, c.emits
-        ));
         let run_doc = doc(&format!(
             "Runs `{}`: allocates the saga key, calls the service, and writes `{}` to the outbox in the caller's transaction (`ctx`).",
             c.name, c.emits
@@ -54,17 +38,6 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             #docs
             #[derive(Debug, Clone, PartialEq)]
             pub struct #id { #(#fields)* }
-
-            #into_doc
-            pub trait #into {
-                type Error;
-                fn #into_fn(self) -> Result<#id, Self::Error>;
-            }
-
-            #from_doc
-            pub trait #from: Sized {
-                fn #from_fn(event: &Envelope<super::events::#ev>) -> Self;
-            }
 
             #run_doc
             pub async fn #run<H>(
@@ -85,7 +58,10 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 Ok(event)
             }
         });
-        let _ = by_service.get(c.service.as_str());
+    }
+    let mut by_service: BTreeMap<&str, Vec<&crate::ir::Command>> = BTreeMap::new();
+    for c in &saga.commands {
+        by_service.entry(c.service.as_str()).or_default().push(c);
     }
     for (svc, cmds) in &by_service {
         let trait_id = format_ident!("{}Commands", pascal(svc));
