@@ -2,7 +2,7 @@
 //! one of its events.
 
 use super::types::fields_of;
-use super::{Cx, Names};
+use super::{Cx, Names, check_pascal};
 use crate::diagnostics::SpecError;
 use crate::ir;
 use crate::parse;
@@ -12,16 +12,8 @@ pub(super) fn check(cx: &mut Cx<'_>, spec: &parse::Spec, names: &Names<'_>) -> V
     let mut commands = Vec::new();
     for (name, c) in &spec.commands.0 {
         let base = path!["commands", name];
-        if !name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-            || !name.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            let at = cx.key(&base);
-            cx.err(
-                SpecError::new("spec::bad_name", format!("command name `{name}` is not PascalCase"))
-                    .label(at, "here")
-                    .help("command names look like `CreateOrder`"),
-            );
-        }
+        let at = cx.key(&base);
+        check_pascal(cx, "command", name, at, "command names look like `CreateOrder`");
         if !names.services.contains(&c.service.as_str()) {
             let at = cx.val(&path!["commands", name, "service"]);
             cx.unknown("service", &c.service, at, &names.services);

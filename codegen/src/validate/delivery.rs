@@ -1,6 +1,8 @@
 //! `delivery:` how each service consumes (retry policy, batch size) and the dead-letter
 //! topic suffix; the result is the IR's service list.
 
+use std::ops::RangeInclusive;
+
 use super::{Cx, Names, duration_ms};
 use crate::diagnostics::SpecError;
 use crate::ir;
@@ -55,39 +57,14 @@ pub(super) fn check(
 }
 
 fn batch_of(cx: &mut Cx<'_>, r: &parse::RetrySpec, base: u32, p: &[Seg]) -> u32 {
-    let Some(n) = r.batch else { return base };
-    match u32::try_from(n) {
-        Ok(n) if (1..=MAX_BATCH).contains(&n) => n,
-        _ => {
-            let mut q = p.to_vec();
-            q.push(Seg::Key("batch".into()));
-            let at = cx.val(&q);
-            cx.err(
-                SpecError::new("spec::bad_value", format!("batch {n} is out of range"))
-                    .label(at, "here")
-                    .help(format!("1 (one message per transaction) to {MAX_BATCH}")),
-            );
-            base
-        }
-    }
+    let help = format!("1 (one message per transaction) to {MAX_BATCH}");
+    r.batch.and_then(|n| count(cx, n, p, "batch", 1..=MAX_BATCH, &help)).unwrap_or(base)
 }
 
 fn retry_of(cx: &mut Cx<'_>, r: &parse::RetrySpec, base: ir::Retry, p: &[Seg]) -> ir::Retry {
     let mut out = base;
-    if let Some(n) = r.max_attempts {
-        match u32::try_from(n) {
-            Ok(n) if n > 0 => out.max_attempts = n,
-            _ => {
-                let mut q = p.to_vec();
-                q.push(Seg::Key("max_attempts".into()));
-                let at = cx.val(&q);
-                cx.err(
-                    SpecError::new("spec::bad_value", format!("max_attempts {n} is out of range"))
-                        .label(at, "here")
-                        .help("at least 1 attempt"),
-                );
-            }
-        }
+    if let Some(n) = r.max_attempts.and_then(|n| count(cx, n, p, "max_attempts", 1..=u32::MAX, "at least 1 attempt")) {
+        out.max_attempts = n;
     }
     if let Some(b) = &r.backoff {
         let mut q = p.to_vec();
@@ -101,4 +78,20 @@ fn retry_of(cx: &mut Cx<'_>, r: &parse::RetrySpec, base: ir::Retry, p: &[Seg]) -
         out.max_backoff_ms = duration_ms(cx, &b.max, am);
     }
     out
+}
+
+/// The count `key` under `p` when it lies in `range`; otherwise reports it and gives `None`.
+fn count(cx: &mut Cx<'_>, n: i64, p: &[Seg], key: &str, range: RangeInclusive<u32>, help: &str) -> Option<u32> {
+    match u32::try_from(n) {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            let mut q = p.to_vec();
+            q.push(Seg::Key(key.into()));
+            let at = cx.val(&q);
+            cx.err(
+                SpecError::new("spec::bad_value", format!("{key} {n} is out of range")).label(at, "here").help(help),
+            );
+            None
+        }
+    }
 }

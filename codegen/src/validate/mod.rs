@@ -199,6 +199,18 @@ fn check_ident(cx: &mut Cx<'_>, what: &str, name: &str, at: Span) {
     }
 }
 
+/// A name that becomes a Rust type name as written must be PascalCase.
+fn check_pascal(cx: &mut Cx<'_>, what: &str, name: &str, at: Span, help: &str) {
+    if !name.chars().next().is_some_and(|c| c.is_ascii_uppercase()) || !name.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        cx.err(
+            SpecError::new("spec::bad_name", format!("{what} name `{name}` is not PascalCase"))
+                .label(at, "here")
+                .help(help),
+        );
+    }
+}
+
 /// `250ms`, `30s`, `5m`, `1h` -> milliseconds.
 fn duration_ms(cx: &mut Cx<'_>, text: &str, at: Span) -> u64 {
     let t = text.trim();

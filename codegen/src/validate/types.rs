@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Cx, Names, check_ident};
+use super::{Cx, Names, check_ident, check_pascal};
 use crate::diagnostics::SpecError;
 use crate::ir::{self, Field, Type};
 use crate::parse::{self, FieldSpec, OrderedMap};
@@ -33,15 +33,7 @@ pub(super) fn check(cx: &mut Cx<'_>, spec: &parse::Spec, names: &Names<'_>) -> V
     for (name, t) in &spec.types.0 {
         let base = path!["types", name];
         let at = cx.key(&base);
-        if !name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
-            || !name.chars().all(|c| c.is_ascii_alphanumeric())
-        {
-            cx.err(
-                SpecError::new("spec::bad_name", format!("type name `{name}` is not PascalCase"))
-                    .label(at, "here")
-                    .help("type names look like `OrderItem`: letters and digits, starting upper-case"),
-            );
-        }
+        check_pascal(cx, "type", name, at, "type names look like `OrderItem`: letters and digits, starting upper-case");
         let kind = match (&t.fields, &t.symbols) {
             (Some(fields), None) => ir::TypeKind::Record(fields_of(cx, &base, fields, names)),
             (None, Some(symbols)) => {
