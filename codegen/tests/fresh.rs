@@ -1,5 +1,7 @@
-//! The committed generated files match the spec (rust-analyzer's sourcegen habit), and the
-//! snapshots pin every generated file of the order saga.
+//! The committed generated files match the spec (rust-analyzer's sourcegen habit). Those
+//! files are the pin on the generator's output: a change to it shows as a diff of
+//! `generated/`, `.avro/` and `docs/saga.md`, and `generated_files_are_fresh` (like CI's
+//! `cargo xtask gen --check`) fails while they are stale.
 //!
 //! `SAGA_GEN_WRITE=1 cargo test -p saga-codegen --test fresh` rewrites them, like
 //! `cargo xtask gen`.
@@ -24,20 +26,6 @@ fn generated_files_are_fresh() {
     }
     let stale = files.stale(&root).expect("compares");
     assert!(stale.is_empty(), "stale generated files (run `cargo xtask gen` and commit): {stale:#?}");
-}
-
-#[test]
-fn every_generated_file_is_snapshotted() {
-    let source = std::fs::read_to_string(root().join("spec/saga.yaml")).expect("spec readable");
-    let files = saga_codegen::compile("spec/saga.yaml", &source, &saga_codegen::Layout::standard()).expect("compiles");
-    let mut settings = insta::Settings::clone_current();
-    settings.set_prepend_module_to_snapshot(false);
-    settings.bind(|| {
-        for (path, text) in &files.files {
-            let name = path.display().to_string().replace(['/', '.'], "_");
-            insta::assert_snapshot!(name, text);
-        }
-    });
 }
 
 #[test]

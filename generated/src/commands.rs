@@ -26,17 +26,6 @@ pub struct CreateOrder {
     pub items: Vec<super::types::OrderItem>,
 }
 
-/// Implemented by the `order` service for its gRPC request type: proto -> `CreateOrder`.
-pub trait IntoCreateOrder {
-    type Error;
-    fn into_create_order(self) -> Result<CreateOrder, Self::Error>;
-}
-
-/// Implemented by the `order` service for its gRPC response type: `order.created` -> proto.
-pub trait FromOrderCreated: Sized {
-    fn from_order_created(event: &Envelope<super::events::OrderCreated>) -> Self;
-}
-
 /// Runs `CreateOrder`: allocates the saga key, calls the service, and writes `order.created` to the outbox in the caller's transaction (`ctx`).
 pub async fn run_create_order<H>(
     handler: &H,

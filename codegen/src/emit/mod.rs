@@ -3,4 +3,3 @@
 pub mod avro;
 pub mod docs;
 pub mod rust;
-mod rust_support;

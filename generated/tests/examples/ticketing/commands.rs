@@ -26,17 +26,6 @@ pub struct RequestBooking {
     pub class: super::types::SeatClass,
 }
 
-/// Implemented by the `booking` service for its gRPC request type: proto -> `RequestBooking`.
-pub trait IntoRequestBooking {
-    type Error;
-    fn into_request_booking(self) -> Result<RequestBooking, Self::Error>;
-}
-
-/// Implemented by the `booking` service for its gRPC response type: `booking.requested` -> proto.
-pub trait FromBookingRequested: Sized {
-    fn from_booking_requested(event: &Envelope<super::events::BookingRequested>) -> Self;
-}
-
 /// Runs `RequestBooking`: allocates the saga key, calls the service, and writes `booking.requested` to the outbox in the caller's transaction (`ctx`).
 pub async fn run_request_booking<H>(
     handler: &H,

@@ -1,13 +1,13 @@
-//! The spec-independent part of the generated crate: envelope, event trait, Avro helpers,
-//! outbox record, errors. Emitted (not a dependency) so the generated crate is self-contained;
-//! only the saga key's name varies.
+//! Emits `envelope.rs`, the spec-independent part of the generated crate: envelope, event
+//! trait, Avro helpers, outbox record, errors. Emitted (not a dependency) so the generated
+//! crate is self-contained; only the saga key's name varies.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use crate::ir::Saga;
 
-pub fn envelope_module(saga: &Saga) -> TokenStream {
+pub(super) fn module(saga: &Saga) -> TokenStream {
     let key = format_ident!("{}", saga.key);
     let key_str = &saga.key;
     let key_doc = format!(" Saga key (`{}`): identifies the saga instance and is the Kafka partition key.", saga.key);

@@ -1,0 +1,79 @@
+//! Emits `events.rs`: the `EventType` enum, and per event its payload struct and `Event` impl.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use super::{doc, record};
+use crate::emit::avro::EventSchema;
+use crate::ir::{Saga, pascal};
+
+pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
+    let kinds: Vec<_> = saga.events.iter().map(|e| format_ident!("{}", pascal(&e.name))).collect();
+    let names: Vec<_> = saga.events.iter().map(|e| e.name.as_str()).collect();
+    let items = saga.events.iter().zip(schemas).map(|(e, s)| {
+        let id = format_ident!("{}", pascal(&e.name));
+        let mut text = e.doc.clone().unwrap_or_default();
+        let subs: Vec<_> = e.subscribers.iter().map(|s| format!("`{}`", s.service)).collect();
+        text.push_str(&format!(
+            "\n\n`{}` on topic `{}`, published by `{}`, consumed by {}.",
+            e.name,
+            e.topic,
+            e.publisher,
+            if subs.is_empty() { "services outside the saga".to_string() } else { subs.join(", ") }
+        ));
+        let rec = record(&id, &format!("{}Payload", pascal(&e.name)), doc(&text), &e.fields);
+        let (ev, topic, publisher, json) = (&e.name, &e.topic, &e.publisher, &s.compact);
+        let fp = s.fingerprint.iter().map(|b| Literal::u8_unsuffixed(*b));
+        quote! {
+            #rec
+
+            impl wire::Event for #id {
+                const EVENT_TYPE: &'static str = #ev;
+                const KIND: EventType = EventType::#id;
+                const TOPIC: &'static str = #topic;
+                const PUBLISHER: &'static str = #publisher;
+                const SCHEMA_JSON: &'static str = #json;
+                const FINGERPRINT: [u8; 8] = [#(#fp),*];
+                fn schema() -> &'static ::apache_avro::Schema {
+                    static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(|| {
+                        ::apache_avro::Schema::parse_str(<#id as wire::Event>::SCHEMA_JSON)
+                            .expect("the generator parsed this schema before emitting it")
+                    });
+                    &SCHEMA
+                }
+            }
+        }
+    });
+    quote! {
+        //! One struct per event: the payload. Wrap it in an `Envelope` to send it.
+
+        use ::apache_avro::types::Value;
+
+        use super::envelope as wire;
+
+        /// Every event type of the saga.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventType { #(#kinds,)* }
+
+        impl EventType {
+            pub const ALL: &'static [EventType] = &[#(EventType::#kinds,)*];
+
+            /// The spec's name, e.g. `order.created`.
+            pub fn as_str(self) -> &'static str {
+                match self { #(EventType::#kinds => #names,)* }
+            }
+
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { #(#names => Some(EventType::#kinds),)* _ => None }
+            }
+        }
+
+        impl std::fmt::Display for EventType {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        #(#items)*
+    }
+}

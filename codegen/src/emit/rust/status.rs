@@ -1,0 +1,142 @@
+//! Emits `status.rs`: the status machine, its transitions and timeouts.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use super::doc;
+use crate::ir::{Saga, pascal};
+
+pub(super) fn module(saga: &Saga) -> TokenStream {
+    let Some(sm) = &saga.status else {
+        return quote! { //! The spec declares no status machine.
+        };
+    };
+    let id = format_ident!("{}Status", pascal(&sm.owner));
+    let vs: Vec<_> = sm.states.iter().map(|s| format_ident!("{}", pascal(&s.name))).collect();
+    let names: Vec<_> = sm.states.iter().map(|s| s.name.as_str()).collect();
+    let initial = format_ident!("{}", pascal(&sm.initial));
+    let terminal: Vec<_> =
+        sm.states.iter().filter(|s| s.terminal).map(|s| format_ident!("{}", pascal(&s.name))).collect();
+    let arms = sm.transitions.iter().map(|t| {
+        let (f, e, to) = (
+            format_ident!("{}", pascal(&t.from)),
+            format_ident!("{}", pascal(&t.on)),
+            format_ident!("{}", pascal(&t.to)),
+        );
+        quote! { (#id::#f, EventType::#e) => Ok(#id::#to), }
+    });
+    let timeout_arms = sm.states.iter().filter_map(|s| {
+        let t = s.timeout.as_ref()?;
+        let from = format_ident!("{}", pascal(&s.name));
+        let to = format_ident!("{}", pascal(&t.to));
+        let ms = Literal::u64_unsuffixed(t.after_ms);
+        let emits = match &t.emits {
+            Some(e) => {
+                let e = format_ident!("{}", pascal(e));
+                quote!(Some(EventType::#e))
+            }
+            None => quote!(None),
+        };
+        Some(quote! {
+            #id::#from => Some(StatusTimeout { after: Duration::from_millis(#ms), to: #id::#to, emits: #emits }),
+        })
+    });
+    let mut trigger_names: Vec<&str> = sm.transitions.iter().map(|t| t.on.as_str()).collect();
+    trigger_names.sort_unstable();
+    trigger_names.dedup();
+    let triggers: Vec<_> = trigger_names.iter().map(|t| format_ident!("{}", pascal(t))).collect();
+    let is_trigger = if triggers.is_empty() {
+        quote! { let _ = event; false }
+    } else {
+        quote! { matches!(event, #(EventType::#triggers)|*) }
+    };
+    let owner = &sm.owner;
+    let docs = doc(&format!("Status of a saga instance, owned by the `{owner}` service."));
+    let err = format!("illegal transition: `{owner}` status `{{from}}` has no transition on `{{event}}`");
+    quote! {
+        //! The status machine. Transitions are keyed by event; anything else is a typed error.
+
+        use std::time::Duration;
+
+        use super::events::EventType;
+
+        #docs
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum #id { #(#vs,)* }
+
+        /// What happens when a saga stays too long in a state.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct StatusTimeout {
+            pub after: Duration,
+            pub to: #id,
+            /// The event the owner publishes on timeout (its handler builds the payload).
+            pub emits: Option<EventType>,
+        }
+
+        /// An event arrived that the status machine does not accept in the current state.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+        #[error(#err)]
+        pub struct IllegalTransition {
+            pub from: #id,
+            pub event: EventType,
+        }
+
+        /// A status name that is not in the spec.
+        #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[error("unknown status `{0}`")]
+        pub struct UnknownStatus(pub String);
+
+        impl #id {
+            pub const INITIAL: #id = #id::#initial;
+            pub const ALL: &'static [#id] = &[#(#id::#vs,)*];
+
+            /// The spec's name, as stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self { #(#id::#vs => #names,)* }
+            }
+
+            pub fn is_terminal(self) -> bool {
+                matches!(self, #(#id::#terminal)|*)
+            }
+
+            /// The state an event moves this one to.
+            #[allow(clippy::match_single_binding)]
+            pub fn on_event(self, event: EventType) -> Result<#id, IllegalTransition> {
+                match (self, event) {
+                    #(#arms)*
+                    (from, event) => Err(IllegalTransition { from, event }),
+                }
+            }
+
+            /// Whether any transition is keyed by `event`. Events that never move the status are
+            /// only recorded; the others must be legal in the current state.
+            pub fn is_trigger(event: EventType) -> bool {
+                #is_trigger
+            }
+
+            /// The timeout of this state; `None` exactly for terminal states.
+            pub fn timeout(self) -> Option<StatusTimeout> {
+                match self {
+                    #(#timeout_arms)*
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for #id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for #id {
+            type Err = UnknownStatus;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    #(#names => Ok(#id::#vs),)*
+                    other => Err(UnknownStatus(other.to_string())),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Emits `topology.rs`: the saga's Kafka topology as constants: topics, consumer groups,
+//! subscriptions, events and compensations.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::quote;
+
+use crate::emit::avro::EventSchema;
+use crate::ir::Saga;
+
+pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
+    let topics = saga.topics.iter().map(|t| {
+        let (n, p, dlq) = (&t.name, t.partitions, format!("{}{}", t.name, saga.dlq_suffix));
+        quote! { Topic { name: #n, partitions: #p, dlq: #dlq }, }
+    });
+    let groups = saga.services.iter().filter(|s| saga.subscriptions(&s.name).next().is_some()).map(|s| {
+        let (svc, gid) = (&s.name, format!("{}.{}", saga.name, s.name));
+        let ts: Vec<_> = saga.consumed_topics(&s.name).iter().map(|t| t.name.clone()).collect();
+        let (ma, ib, mb) = (s.retry.max_attempts, s.retry.initial_backoff_ms, s.retry.max_backoff_ms);
+        let batch = Literal::usize_unsuffixed(s.max_batch as usize);
+        quote! {
+            ConsumerGroup {
+                service: #svc,
+                group_id: #gid,
+                topics: &[#(#ts),*],
+                retry: RetryPolicy {
+                    max_attempts: #ma,
+                    initial_backoff: Duration::from_millis(#ib),
+                    max_backoff: Duration::from_millis(#mb),
+                },
+                max_batch: #batch,
+            },
+        }
+    });
+    let subs = saga.events.iter().flat_map(|e| {
+        e.subscribers.iter().map(move |s| {
+            let (svc, ev, topic, rs) = (&s.service, &e.name, &e.topic, &s.replies);
+            quote! { Subscription { service: #svc, event_type: #ev, topic: #topic, replies: &[#(#rs),*] }, }
+        })
+    });
+    let events = saga.events.iter().zip(schemas).map(|(e, s)| {
+        let (n, t, p, ext) = (&e.name, &e.topic, &e.publisher, e.external);
+        let fp = s.fingerprint.iter().map(|b| Literal::u8_unsuffixed(*b));
+        quote! { EventInfo { event_type: #n, topic: #t, publisher: #p, external: #ext, fingerprint: [#(#fp),*] }, }
+    });
+    let comps = saga.compensations.iter().map(|c| {
+        let (on, svc, undoes) = (&c.on, &c.service, &c.undoes);
+        quote! { Compensation { on: #on, service: #svc, undoes: #undoes }, }
+    });
+    let services: Vec<_> = saga.services.iter().map(|s| s.name.as_str()).collect();
+    let (name, key, suffix) = (&saga.name, &saga.key, &saga.dlq_suffix);
+    quote! {
+        //! Kafka topology of the saga: topics, their partition counts and dead-letter twins,
+        //! consumer groups with their retry policy, subscriptions and compensations.
+
+        use std::time::Duration;
+
+        /// Name of the saga.
+        pub const SAGA: &str = #name;
+        /// Name of the saga key every event carries (the Kafka partition key).
+        pub const SAGA_KEY: &str = #key;
+        /// Suffix of every dead-letter topic.
+        pub const DLQ_SUFFIX: &str = #suffix;
+        /// The services of the saga.
+        pub const SERVICES: &[&str] = &[#(#services),*];
+
+        /// One Kafka topic the saga uses.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct Topic {
+            pub name: &'static str,
+            pub partitions: i32,
+            /// Where messages that cannot be processed go.
+            pub dlq: &'static str,
+        }
+
+        pub const TOPICS: &[Topic] = &[#(#topics)*];
+
+        /// A consumer group and its retry policy: shared with the runtime, which configures its
+        /// consumers from them.
+        pub use saga_contract::{ConsumerGroup, RetryPolicy};
+
+        pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[#(#groups)*];
+
+        /// A service receiving an event, and what it may publish in reply.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct Subscription {
+            pub service: &'static str,
+            pub event_type: &'static str,
+            pub topic: &'static str,
+            pub replies: &'static [&'static str],
+        }
+
+        pub const SUBSCRIPTIONS: &[Subscription] = &[#(#subs)*];
+
+        /// An event: where it goes, who publishes it, its schema fingerprint.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct EventInfo {
+            pub event_type: &'static str,
+            pub topic: &'static str,
+            pub publisher: &'static str,
+            /// Also consumed outside the saga.
+            pub external: bool,
+            pub fingerprint: [u8; 8],
+        }
+
+        pub const EVENTS: &[EventInfo] = &[#(#events)*];
+
+        /// On `on`, `service` undoes the local effect of its earlier event `undoes`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct Compensation {
+            pub on: &'static str,
+            pub service: &'static str,
+            pub undoes: &'static str,
+        }
+
+        pub const COMPENSATIONS: &[Compensation] = &[#(#comps)*];
+
+        pub fn topic(name: &str) -> Option<&'static Topic> {
+            TOPICS.iter().find(|t| t.name == name)
+        }
+
+        pub fn consumer_group(service: &str) -> Option<&'static ConsumerGroup> {
+            CONSUMER_GROUPS.iter().find(|g| g.service == service)
+        }
+
+        pub fn event_info(event_type: &str) -> Option<&'static EventInfo> {
+            EVENTS.iter().find(|e| e.event_type == event_type)
+        }
+    }
+}
