@@ -167,6 +167,28 @@ fn compensation_undoing_another_services_event() {
 }
 
 #[test]
+fn command_on_a_service_that_does_not_own_the_status() {
+    insta::assert_snapshot!(render(&edit(
+        "  Place: { service: order, emits: order.placed }\n",
+        "  Place: { service: order, emits: order.placed }\n  Restock: { service: product, emits: stock.reserved }\n"
+    )));
+}
+
+#[test]
+fn command_without_a_status_machine() {
+    let start = BASE.find("status:\n").expect("status section");
+    let end = BASE.find("compensations:\n").expect("compensations section");
+    // Without the status machine, its timeout no longer publishes `order.cancelled` either.
+    let yaml = format!("{}{}", &BASE[..start], &BASE[end..]);
+    insta::assert_snapshot!(render(&yaml));
+}
+
+#[test]
+fn service_that_subscribes_to_nothing() {
+    insta::assert_snapshot!(render(&edit("services: [order, product]", "services: [order, product, audit]")));
+}
+
+#[test]
 fn bad_duration() {
     insta::assert_snapshot!(render(&edit("after: 10s", "after: 10 seconds")));
 }

@@ -4,10 +4,13 @@
 //! one saga. The generated code implements [`Inbound`] and [`Dispatch`] for
 //! each service's inbound events; the runtime's transactional consumer
 //! drives any type that does, and stores the [`OutboxRecord`]s they return.
-//! The spec's consumer groups ([`ConsumerGroup`]) are generated as data the
-//! runtime configures its consumers from.
+//! The spec's consumer groups ([`ConsumerGroup`]) and services
+//! ([`ServiceIdentity`]) are generated as data the runtime configures and
+//! starts its consumers from; the status owner's timeouts are generated as a
+//! [`Sweep`] the runtime's sweeper runs.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -80,4 +83,47 @@ pub trait Dispatch<H>: Inbound {
         handler: &'a H,
         ctx: &'a mut Self::Ctx,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a;
+}
+
+/// A service of the saga, as the spec declares it: what the runtime needs
+/// to start it. Generated as a constant per service (`topology::ORDER`, ...),
+/// typed by the inbound events its consumer decodes, so a service cannot be
+/// started with another's events.
+#[derive(Debug)]
+pub struct ServiceIdentity<E> {
+    pub name: &'static str,
+    /// Position in the spec's list of services (the local stack's ports follow it).
+    pub ordinal: u16,
+    /// Its consumer group: every service of a saga subscribes to something.
+    pub consumer_group: &'static ConsumerGroup,
+    /// Suffix of the dead-letter twin of every topic.
+    pub dlq_suffix: &'static str,
+    /// The generated `<Service>Inbound`.
+    pub inbound: PhantomData<fn() -> E>,
+}
+
+/// An event kept by the status owner because it arrived before the status
+/// it needs (replies on different topics are not ordered against each
+/// other): its encoded form, decoded again when the status moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// Resolves sagas that stayed in a status past its deadline: generated for
+/// the status owner, run on an interval by the runtime's sweeper.
+pub trait Sweep: Send + Sync + 'static {
+    type Ctx: Send;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Resolves up to `limit` overdue sagas in `ctx` (one transaction);
+    /// returns how many it found.
+    fn sweep<'a>(
+        &'a self,
+        ctx: &'a mut Self::Ctx,
+        limit: usize,
+    ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a;
 }

@@ -4,17 +4,16 @@
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
 use std::future::Future;
-use super::envelope::{EncodeError, Envelope, Outbox, TraceContext};
+use super::envelope::{EncodeError, Envelope, TraceContext};
 
 /// A command helper failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError<H: std::error::Error + 'static, O: std::error::Error + 'static> {
-    #[error("command rejected: {0}")]
-    Handler(#[source] H),
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The service's command handler or its store failed.
+    #[error("command failed: {0}")]
+    Handler(#[source] E),
     #[error(transparent)]
     Encode(EncodeError),
-    #[error("outbox insert failed: {0}")]
-    Outbox(#[source] O),
 }
 
 /// Places an order; the saga starts here.
@@ -26,19 +25,19 @@ pub struct CreateOrder {
     pub items: Vec<super::types::OrderItem>,
 }
 
-/// Runs `CreateOrder`: allocates the saga key, calls the service, and writes `order.created` to the outbox in the caller's transaction (`ctx`).
+/// Runs `CreateOrder` in the caller's transaction (`ctx`): allocates the saga key, calls the service, writes the saga's first status (`created`) with its history row and publishes `order.created`.
 pub async fn run_create_order<H>(
     handler: &H,
-    ctx: &mut H::Ctx,
+    ctx: &mut <H as OrderCommands>::Ctx,
     command: CreateOrder,
     trace: TraceContext,
 ) -> Result<
     Envelope<super::events::OrderCreated>,
-    CommandError<H::Error, <H::Ctx as Outbox>::Error>,
+    CommandError<<H as OrderCommands>::Error>,
 >
 where
-    H: OrderCommands,
-    H::Ctx: Outbox,
+    H: OrderCommands + super::owner::OrderStore<Error = <H as OrderCommands>::Error>,
+    <H as OrderCommands>::Ctx: AsMut<<H as super::owner::OrderStore>::Ctx>,
 {
     let order_id = ::uuid::Uuid::now_v7();
     let payload = handler
@@ -47,7 +46,16 @@ where
         .map_err(CommandError::Handler)?;
     let event = Envelope::new(order_id, payload).with_trace(trace);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
-    ctx.insert(record).await.map_err(CommandError::Outbox)?;
+    let first = super::owner::OrderTransition {
+        order_id,
+        from: None,
+        to: super::status::OrderStatus::INITIAL,
+        event_id: event.event_id,
+        event_type: super::events::EventType::OrderCreated.as_str(),
+        cause: super::owner::OrderCause::Started,
+    };
+    handler.write_transition(ctx.as_mut(), &first).await.map_err(CommandError::Handler)?;
+    handler.publish(ctx.as_mut(), record).await.map_err(CommandError::Handler)?;
     Ok(event)
 }
 

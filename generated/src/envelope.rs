@@ -8,7 +8,6 @@
 //! beside the code, so producer and consumer agree by construction.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
-use std::future::Future;
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
@@ -479,13 +478,3 @@ pub fn fingerprint_of(bytes: &[u8]) -> Result<[u8; 8], DecodeError> {
 /// One event ready for the transactional outbox: everything the relay needs to publish
 /// it. Shared with the runtime, which stores and publishes it.
 pub use saga_contract::OutboxRecord;
-
-/// Where the generated command helpers write the event they produce, inside the
-/// caller's transaction (the runtime implements it for its outbox).
-pub trait Outbox: Send {
-    type Error: std::error::Error + Send + Sync + 'static;
-    fn insert(
-        &mut self,
-        record: OutboxRecord,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-}

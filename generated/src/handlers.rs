@@ -16,6 +16,13 @@ pub enum HandleError<E: std::error::Error + 'static> {
     Handler(#[source] E),
     #[error(transparent)]
     Encode(EncodeError),
+    /// The status owner does not know the saga (yet): its first event may still be on
+    /// its way. Retried by the spec's policy.
+    #[error("saga {0} is unknown here")]
+    UnknownSaga(::uuid::Uuid),
+    /// An event the status owner parked no longer decodes.
+    #[error("parked event {event_id} does not decode: {reason}")]
+    Parked { event_id: ::uuid::Uuid, reason: String },
 }
 
 /// What `order` may publish after `stock.reduction.success`: exactly the replies the spec lists, or nothing.
@@ -142,41 +149,47 @@ pub trait OrderHandler: Send + Sync {
     /// handler's writes share.
     type Ctx: Send;
     type Error: std::error::Error + Send + Sync + 'static;
-    /// `order` received `stock.reduction.success` (topic `inventory-events`). The spec allows no reply.
+    /// `order` received `stock.reduction.success` (topic `inventory-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_stock_reduction_success(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::StockReductionSuccess>,
+        step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnStockReductionSuccess, Self::Error>> + Send;
-    /// `order` received `stock.reduction.fail` (topic `inventory-events`). The spec allows no reply.
+    /// `order` received `stock.reduction.fail` (topic `inventory-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_stock_reduction_fail(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::StockReductionFail>,
+        step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnStockReductionFail, Self::Error>> + Send;
-    /// `order` received `stock.released` (topic `inventory-events`). The spec allows no reply.
+    /// `order` received `stock.released` (topic `inventory-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_stock_released(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::StockReleased>,
+        step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnStockReleased, Self::Error>> + Send;
-    /// `order` received `payment.completed` (topic `payment-events`). The spec allows these replies: `order.completed`.
+    /// `order` received `payment.completed` (topic `payment-events`). `step` says what the status machine made of it. The spec allows these replies: `order.completed`.
     fn on_payment_completed(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::PaymentCompleted>,
+        step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnPaymentCompleted, Self::Error>> + Send;
-    /// `order` received `payment.fail` (topic `payment-events`). The spec allows no reply.
+    /// `order` received `payment.fail` (topic `payment-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_payment_fail(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::PaymentFail>,
+        step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnPaymentFail, Self::Error>> + Send;
-    /// `order` received `payment.refunded` (topic `payment-events`). The spec allows no reply.
+    /// `order` received `payment.refunded` (topic `payment-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_payment_refunded(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::PaymentRefunded>,
+        step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnPaymentRefunded, Self::Error>> + Send;
     /// A saga stayed in `from` past its timeout; the status is moving to `to`. Return the
     /// event the spec says the timeout emits (with compensation following from it).
@@ -187,35 +200,6 @@ pub trait OrderHandler: Send + Sync {
         from: super::status::OrderStatus,
         to: super::status::OrderStatus,
     ) -> impl Future<Output = Result<OrderTimeoutReply, Self::Error>> + Send;
-}
-
-/// The outcome of a timeout: the status to store and the event to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderTimedOut {
-    pub to: super::status::OrderStatus,
-    pub reply: Option<OutboxRecord>,
-}
-
-/// Resolves a saga that stayed in `from` past its deadline (the timeout sweeper calls this inside its transaction): asks `order` for the event to publish and returns the new status with the outbox row. `None` when `from` has no timeout (a terminal state).
-pub async fn run_order_timeout<H: OrderHandler>(
-    handler: &H,
-    ctx: &mut H::Ctx,
-    order_id: ::uuid::Uuid,
-    from: super::status::OrderStatus,
-    trace: TraceContext,
-) -> Result<Option<OrderTimedOut>, HandleError<H::Error>> {
-    let Some(rule) = from.timeout() else { return Ok(None) };
-    let reply = handler
-        .on_timeout(ctx, order_id, from, rule.to)
-        .await
-        .map_err(HandleError::Handler)?;
-    let reply = reply.into_outbox(order_id, trace).map_err(HandleError::Encode)?;
-    Ok(
-        Some(OrderTimedOut {
-            to: rule.to,
-            reply,
-        }),
-    )
 }
 
 /// What the status owner may publish when a saga times out.
@@ -336,12 +320,13 @@ impl OrderInbound {
         self,
         handler: &H,
         ctx: &mut H::Ctx,
+        step: super::owner::OrderStep,
     ) -> Result<Option<OutboxRecord>, HandleError<H::Error>> {
         match self {
             OrderInbound::StockReductionSuccess(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_stock_reduction_success(ctx, e)
+                    .on_stock_reduction_success(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -349,7 +334,7 @@ impl OrderInbound {
             OrderInbound::StockReductionFail(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_stock_reduction_fail(ctx, e)
+                    .on_stock_reduction_fail(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -357,7 +342,7 @@ impl OrderInbound {
             OrderInbound::StockReleased(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_stock_released(ctx, e)
+                    .on_stock_released(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -365,7 +350,7 @@ impl OrderInbound {
             OrderInbound::PaymentCompleted(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_payment_completed(ctx, e)
+                    .on_payment_completed(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -373,7 +358,7 @@ impl OrderInbound {
             OrderInbound::PaymentFail(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_payment_fail(ctx, e)
+                    .on_payment_fail(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -381,12 +366,29 @@ impl OrderInbound {
             OrderInbound::PaymentRefunded(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_payment_refunded(ctx, e)
+                    .on_payment_refunded(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
             }
         }
+    }
+    /// The event as it is parked until the status it needs is reached.
+    pub fn to_parked(&self) -> Result<saga_contract::ParkedEvent, EncodeError> {
+        let record = match self {
+            OrderInbound::StockReductionSuccess(e) => e.to_outbox()?,
+            OrderInbound::StockReductionFail(e) => e.to_outbox()?,
+            OrderInbound::StockReleased(e) => e.to_outbox()?,
+            OrderInbound::PaymentCompleted(e) => e.to_outbox()?,
+            OrderInbound::PaymentFail(e) => e.to_outbox()?,
+            OrderInbound::PaymentRefunded(e) => e.to_outbox()?,
+        };
+        Ok(saga_contract::ParkedEvent {
+            event_id: record.event_id,
+            event_type: record.event_type,
+            topic: record.topic,
+            payload: record.payload,
+        })
     }
 }
 
@@ -404,18 +406,23 @@ impl saga_contract::Inbound for OrderInbound {
     }
 }
 
-/// How the runtime's transactional consumer runs a handler for these events.
-impl<H: OrderHandler> saga_contract::Dispatch<H> for OrderInbound {
-    type Ctx = H::Ctx;
-    type Error = HandleError<H::Error>;
+/// How the runtime's transactional consumer runs these events: through the status
+/// machine (`owner.rs`), then the handler.
+impl<H> saga_contract::Dispatch<H> for OrderInbound
+where
+    H: OrderHandler<
+            Ctx = <H as super::owner::OrderStore>::Ctx,
+            Error = <H as super::owner::OrderStore>::Error,
+        > + super::owner::OrderStore,
+{
+    type Ctx = <H as super::owner::OrderStore>::Ctx;
+    type Error = HandleError<<H as super::owner::OrderStore>::Error>;
     fn dispatch<'a>(
         self,
         handler: &'a H,
-        ctx: &'a mut H::Ctx,
-    ) -> impl Future<
-        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
-    > + Send + 'a {
-        self.handle(handler, ctx)
+        ctx: &'a mut Self::Ctx,
+    ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a {
+        super::owner::run_order_event(handler, ctx, self)
     }
 }
 

@@ -49,6 +49,11 @@ impl OrderStatus {
         OrderStatus::PaymentFailed,
         OrderStatus::Cancelled,
     ];
+    /// The states that time out: where the sweeper looks for overdue sagas.
+    pub const WITH_TIMEOUT: &'static [OrderStatus] = &[
+        OrderStatus::Created,
+        OrderStatus::InventoryReserved,
+    ];
     /// The spec's name, as stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,14 +1,16 @@
-//! Handler traits, dispatch, the status machine and the command helper, driven the way the
-//! runtime drives them.
+//! Handler traits, dispatch, the status machine, the status owner's machinery and the command
+//! helper, driven the way the runtime drives them, over an in-memory stand-in for the
+//! database (the real store is tested against PostgreSQL in the end-to-end suite).
 
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 
-use saga_contract::{Dispatch, EventMeta};
+use saga_contract::{Dispatch, EventMeta, ParkedEvent};
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
 use saga_generated::handlers::{
     HandleError, OrderHandler, OrderInbound, ProductHandler, ProductInbound, ProductOnOrderCancelled,
     ProductOnOrderCreated, ProductOnPaymentFail,
 };
+use saga_generated::owner::{OrderOverdue, OrderStep, OrderStore, OrderTransition};
 use saga_generated::topics::{InventoryEvents, TopicMessage};
 use saga_generated::types::{OrderItem, StockFailure};
 use saga_generated::*;
@@ -23,19 +25,18 @@ struct Product {
 #[error("database unavailable")]
 struct Transient;
 
-/// Stands in for the database transaction.
+/// Stands in for the database transaction and what it sees.
 #[derive(Default)]
 struct Tx {
     outbox: Vec<OutboxRecord>,
     log: Vec<String>,
-}
-
-impl Outbox for Tx {
-    type Error = Infallible;
-    async fn insert(&mut self, record: OutboxRecord) -> Result<(), Infallible> {
-        self.outbox.push(record);
-        Ok(())
-    }
+    /// The order service's sagas and their statuses.
+    sagas: BTreeMap<Uuid, OrderStatus>,
+    /// Sagas whose deadline has passed.
+    overdue: Vec<Uuid>,
+    /// (saga, from, to, event type) per transition.
+    history: Vec<(Uuid, Option<OrderStatus>, OrderStatus, String)>,
+    parked: Vec<(Uuid, ParkedEvent)>,
 }
 
 impl ProductHandler for Product {
@@ -185,9 +186,17 @@ fn status_machine_follows_the_spec() {
     assert!("shipped".parse::<OrderStatus>().is_err());
 }
 
-struct OrderSvc;
+/// The order service as the generated status-owner code sees it: commands, handlers and a
+/// store, here over the in-memory [`Tx`].
+struct Orders;
 
-impl OrderCommands for OrderSvc {
+impl AsMut<Tx> for Tx {
+    fn as_mut(&mut self) -> &mut Tx {
+        self
+    }
+}
+
+impl OrderCommands for Orders {
     type Ctx = Tx;
     type Error = Transient;
 
@@ -208,30 +217,56 @@ impl OrderCommands for OrderSvc {
     }
 }
 
-#[tokio::test]
-async fn the_entry_command_writes_its_event_to_the_outbox() {
-    let mut tx = Tx::default();
-    let cmd =
-        CreateOrder { user_id: Uuid::now_v7(), items: vec![OrderItem { product_id: Uuid::now_v7(), quantity: 3 }] };
-    let event = run_create_order(&OrderSvc, &mut tx, cmd, TraceContext::default()).await.expect("runs");
-    assert_eq!(event.payload.items[0].quantity, 3);
-    assert_eq!(tx.outbox.len(), 1);
-    let rec = &tx.outbox[0];
-    assert_eq!((rec.topic.as_str(), rec.event_type.as_str()), ("order-events", "order.created"));
-    let TopicMessage::OrderEvents(msg) = TopicMessage::decode(&rec.topic, &rec.payload).expect("decodes") else {
-        panic!("wrong topic")
-    };
-    assert_eq!(msg.event_id(), event.event_id);
+impl OrderStore for Orders {
+    type Ctx = Tx;
+    type Error = Transient;
 
-    let empty = CreateOrder { user_id: Uuid::now_v7(), items: vec![] };
-    let err = run_create_order(&OrderSvc, &mut Tx::default(), empty, TraceContext::default()).await;
-    assert!(matches!(err, Err(CommandError::Handler(Transient))));
+    async fn load_for_update(&self, tx: &mut Tx, order_id: Uuid) -> Result<Option<OrderStatus>, Transient> {
+        Ok(tx.sagas.get(&order_id).copied())
+    }
+
+    async fn write_transition(&self, tx: &mut Tx, t: &OrderTransition<'_>) -> Result<(), Transient> {
+        tx.sagas.insert(t.order_id, t.to);
+        tx.history.push((t.order_id, t.from, t.to, t.event_type.to_owned()));
+        Ok(())
+    }
+
+    async fn park(&self, tx: &mut Tx, order_id: Uuid, event: &ParkedEvent) -> Result<(), Transient> {
+        tx.parked.push((order_id, event.clone()));
+        Ok(())
+    }
+
+    async fn parked(&self, tx: &mut Tx, order_id: Uuid) -> Result<Vec<ParkedEvent>, Transient> {
+        Ok(tx.parked.iter().filter(|(k, _)| *k == order_id).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn unpark(&self, tx: &mut Tx, event_id: Uuid) -> Result<(), Transient> {
+        tx.parked.retain(|(_, e)| e.event_id != event_id);
+        Ok(())
+    }
+
+    async fn publish(&self, tx: &mut Tx, record: OutboxRecord) -> Result<(), Transient> {
+        tx.outbox.push(record);
+        Ok(())
+    }
+
+    async fn overdue(
+        &self,
+        tx: &mut Tx,
+        statuses: &[OrderStatus],
+        limit: usize,
+    ) -> Result<Vec<OrderOverdue>, Transient> {
+        let due = tx.sagas.iter().filter(|(k, s)| tx.overdue.contains(k) && statuses.contains(s));
+        Ok(due
+            .take(limit)
+            .map(|(k, s)| OrderOverdue { order_id: *k, status: *s, trace: TraceContext::default() })
+            .collect())
+    }
 }
 
-/// The order service only observes most events; it still gets a typed method for each.
-struct Observer;
-
-impl OrderHandler for Observer {
+/// The order service observes most events; it still gets a typed method for each, told what
+/// the status machine made of it.
+impl OrderHandler for Orders {
     type Ctx = Tx;
     type Error = Transient;
 
@@ -239,6 +274,7 @@ impl OrderHandler for Observer {
         &self,
         _: &mut Tx,
         _: Envelope<StockReductionSuccess>,
+        _: OrderStep,
     ) -> Result<handlers::OrderOnStockReductionSuccess, Transient> {
         Ok(handlers::OrderOnStockReductionSuccess::NoReply)
     }
@@ -246,27 +282,37 @@ impl OrderHandler for Observer {
         &self,
         _: &mut Tx,
         _: Envelope<StockReductionFail>,
+        _: OrderStep,
     ) -> Result<handlers::OrderOnStockReductionFail, Transient> {
         Ok(handlers::OrderOnStockReductionFail::NoReply)
     }
     async fn on_stock_released(
         &self,
-        _: &mut Tx,
+        tx: &mut Tx,
         _: Envelope<StockReleased>,
+        step: OrderStep,
     ) -> Result<handlers::OrderOnStockReleased, Transient> {
+        tx.log.push(format!("{step:?}"));
         Ok(handlers::OrderOnStockReleased::NoReply)
     }
     async fn on_payment_completed(
         &self,
         _: &mut Tx,
         _: Envelope<PaymentCompleted>,
+        step: OrderStep,
     ) -> Result<handlers::OrderOnPaymentCompleted, Transient> {
-        Ok(handlers::OrderOnPaymentCompleted::OrderCompleted(OrderCompleted { completed_at: chrono::Utc::now() }))
+        Ok(match step {
+            OrderStep::Moved { to: OrderStatus::Completed, .. } => {
+                handlers::OrderOnPaymentCompleted::OrderCompleted(OrderCompleted { completed_at: chrono::Utc::now() })
+            }
+            _ => handlers::OrderOnPaymentCompleted::NoReply,
+        })
     }
     async fn on_payment_fail(
         &self,
         _: &mut Tx,
         _: Envelope<PaymentFail>,
+        _: OrderStep,
     ) -> Result<handlers::OrderOnPaymentFail, Transient> {
         Ok(handlers::OrderOnPaymentFail::NoReply)
     }
@@ -274,6 +320,7 @@ impl OrderHandler for Observer {
         &self,
         _: &mut Tx,
         _: Envelope<PaymentRefunded>,
+        _: OrderStep,
     ) -> Result<handlers::OrderOnPaymentRefunded, Transient> {
         Ok(handlers::OrderOnPaymentRefunded::NoReply)
     }
@@ -292,19 +339,121 @@ impl OrderHandler for Observer {
 }
 
 #[tokio::test]
-async fn order_replies_to_payment_completed_with_order_completed() {
-    let paid = Envelope::new(Uuid::now_v7(), PaymentCompleted { user_id: Uuid::now_v7(), amount: Money(1) });
-    let bytes = paid.encode().expect("encodes");
-    let out =
-        consume::<_, OrderInbound>(&Observer, &mut Tx::default(), "payment-events", &bytes).await.expect("dispatches");
+async fn the_entry_command_records_the_first_status_and_publishes_its_event() {
+    let mut tx = Tx::default();
+    let cmd =
+        CreateOrder { user_id: Uuid::now_v7(), items: vec![OrderItem { product_id: Uuid::now_v7(), quantity: 3 }] };
+    let event = run_create_order(&Orders, &mut tx, cmd, TraceContext::default()).await.expect("runs");
+    assert_eq!(event.payload.items[0].quantity, 3);
+    assert_eq!(tx.sagas.get(&event.order_id), Some(&OrderStatus::Created));
+    assert_eq!(tx.history, [(event.order_id, None, OrderStatus::Created, "order.created".to_owned())]);
+    assert_eq!(tx.outbox.len(), 1);
+    let rec = &tx.outbox[0];
+    assert_eq!((rec.topic.as_str(), rec.event_type.as_str()), ("order-events", "order.created"));
+    let TopicMessage::OrderEvents(msg) = TopicMessage::decode(&rec.topic, &rec.payload).expect("decodes") else {
+        panic!("wrong topic")
+    };
+    assert_eq!(msg.event_id(), event.event_id);
+
+    let empty = CreateOrder { user_id: Uuid::now_v7(), items: vec![] };
+    let mut tx = Tx::default();
+    let err = run_create_order(&Orders, &mut tx, empty, TraceContext::default()).await;
+    assert!(matches!(err, Err(CommandError::Handler(Transient))));
+    assert!(tx.history.is_empty() && tx.outbox.is_empty(), "a rejected command records nothing");
+}
+
+/// A saga of the order service in `status`.
+fn saga_in(tx: &mut Tx, status: OrderStatus) -> Uuid {
+    let key = Uuid::now_v7();
+    tx.sagas.insert(key, status);
+    key
+}
+
+fn paid(key: Uuid) -> Vec<u8> {
+    let e = Envelope::new(key, PaymentCompleted { user_id: Uuid::now_v7(), amount: Money(1) });
+    e.encode().expect("encodes")
+}
+
+fn reserved(key: Uuid) -> Vec<u8> {
+    let e = Envelope::new(key, StockReductionSuccess { user_id: Uuid::now_v7(), amount: Money(1) });
+    e.encode().expect("encodes")
+}
+
+#[tokio::test]
+async fn order_moves_its_status_and_replies_to_payment_completed_with_order_completed() {
+    let mut tx = Tx::default();
+    let key = saga_in(&mut tx, OrderStatus::InventoryReserved);
+    let out = consume::<_, OrderInbound>(&Orders, &mut tx, "payment-events", &paid(key)).await.expect("dispatches");
     let Some((_, Some(reply))) = out else { panic!("{out:?}") };
     assert_eq!(reply.event_type, "order.completed");
-    assert_eq!(reply.partition_key, paid.order_id.to_string());
+    assert_eq!(reply.partition_key, key.to_string());
+    assert_eq!(tx.sagas[&key], OrderStatus::Completed);
+    assert_eq!(
+        tx.history,
+        [(key, Some(OrderStatus::InventoryReserved), OrderStatus::Completed, "payment.completed".to_owned())]
+    );
+}
 
+#[tokio::test]
+async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
     let mut tx = Tx::default();
-    let timeout = Observer.on_timeout(&mut tx, paid.order_id, OrderStatus::Created, OrderStatus::Cancelled);
-    let rec = timeout.await.expect("runs").into_outbox(paid.order_id, TraceContext::default()).expect("encodes");
-    assert_eq!(rec.map(|r| r.event_type), Some("order.cancelled".to_string()));
+    let key = saga_in(&mut tx, OrderStatus::Created);
+    let early = consume::<_, OrderInbound>(&Orders, &mut tx, "payment-events", &paid(key)).await.expect("parks");
+    assert!(matches!(early, Some((_, None))), "parked, no reply yet: {early:?}");
+    assert_eq!((tx.sagas[&key], tx.parked.len(), tx.history.len()), (OrderStatus::Created, 1, 0));
+
+    let out = consume::<_, OrderInbound>(&Orders, &mut tx, "inventory-events", &reserved(key)).await.expect("runs");
+    assert!(matches!(out, Some((_, None))), "stock.reduction.success has no reply: {out:?}");
+    assert_eq!(tx.sagas[&key], OrderStatus::Completed, "the parked payment was applied in the same transaction");
+    assert!(tx.parked.is_empty());
+    let steps: Vec<_> = tx.history.iter().map(|(_, from, to, event)| (*from, *to, event.as_str())).collect();
+    assert_eq!(
+        steps,
+        [
+            (Some(OrderStatus::Created), OrderStatus::InventoryReserved, "stock.reduction.success"),
+            (Some(OrderStatus::InventoryReserved), OrderStatus::Completed, "payment.completed"),
+        ]
+    );
+    let published: Vec<_> = tx.outbox.iter().map(|r| r.event_type.as_str()).collect();
+    assert_eq!(published, ["order.completed"], "the parked event's reply is published");
+}
+
+#[tokio::test]
+async fn events_after_the_end_or_that_move_nothing_change_nothing() {
+    let mut tx = Tx::default();
+    let key = saga_in(&mut tx, OrderStatus::Cancelled);
+    let late = consume::<_, OrderInbound>(&Orders, &mut tx, "payment-events", &paid(key)).await.expect("runs");
+    assert!(matches!(late, Some((_, None))), "no order.completed for a cancelled order: {late:?}");
+    assert_eq!((tx.sagas[&key], tx.history.len(), tx.parked.len()), (OrderStatus::Cancelled, 0, 0));
+
+    let released = Envelope::new(key, StockReleased { items: vec![] }).encode().expect("encodes");
+    consume::<_, OrderInbound>(&Orders, &mut tx, "inventory-events", &released).await.expect("runs");
+    assert_eq!(tx.log, [format!("{:?}", OrderStep::Recorded { status: OrderStatus::Cancelled })]);
+    assert!(tx.history.is_empty());
+
+    let unknown = Uuid::now_v7();
+    let out = consume::<_, OrderInbound>(&Orders, &mut tx, "payment-events", &paid(unknown)).await;
+    assert!(matches!(out, Err(Failed::Handler(HandleError::UnknownSaga(k))) if k == unknown), "{out:?}");
+}
+
+#[tokio::test]
+async fn overdue_sagas_time_out_as_the_spec_says() {
+    let mut tx = Tx::default();
+    let created = saga_in(&mut tx, OrderStatus::Created);
+    let reserved = saga_in(&mut tx, OrderStatus::InventoryReserved);
+    let on_time = saga_in(&mut tx, OrderStatus::Created);
+    let ended = saga_in(&mut tx, OrderStatus::Completed);
+    tx.overdue = vec![created, reserved, ended];
+    let found = owner::run_order_timeouts(&Orders, &mut tx, 10).await.expect("runs");
+    assert_eq!(found, 2, "terminal statuses never time out");
+    assert_eq!(
+        [tx.sagas[&created], tx.sagas[&reserved], tx.sagas[&on_time], tx.sagas[&ended]],
+        [OrderStatus::Cancelled, OrderStatus::Cancelled, OrderStatus::Created, OrderStatus::Completed]
+    );
+    let cancelled: Vec<_> = tx.outbox.iter().map(|r| (r.event_type.as_str(), r.partition_key.clone())).collect();
+    assert_eq!(cancelled.len(), 2);
+    assert!(cancelled.contains(&("order.cancelled", created.to_string())));
+    assert!(tx.history.iter().all(|(_, _, to, event)| *to == OrderStatus::Cancelled && event == "order.cancelled"));
 }
 
 #[test]
@@ -323,27 +472,10 @@ fn topology_lists_what_the_runtime_needs() {
     assert_eq!(user.topics, ["order-events", "inventory-events"], "spec order");
     assert_eq!(user.retry.max_attempts, 3);
     assert!(topology::SUBSCRIPTIONS.iter().any(|s| s.service == "product" && s.event_type == "payment.fail"));
-}
-
-#[tokio::test]
-async fn the_timeout_helper_moves_the_status_and_emits_the_spec_event() {
-    let key = Uuid::now_v7();
-    let out = handlers::run_order_timeout(
-        &Observer,
-        &mut Tx::default(),
-        key,
-        OrderStatus::InventoryReserved,
-        TraceContext::default(),
-    )
-    .await
-    .expect("runs")
-    .expect("inventory_reserved has a timeout");
-    assert_eq!(out.to, OrderStatus::Cancelled);
-    let reply = out.reply.expect("order.cancelled");
-    assert_eq!((reply.event_type.as_str(), reply.partition_key), ("order.cancelled", key.to_string()));
-    let mut tx = Tx::default();
-    let none = handlers::run_order_timeout(&Observer, &mut tx, key, OrderStatus::Completed, TraceContext::default());
-    assert_eq!(none.await.expect("runs"), None, "terminal states never time out");
+    let services = [topology::ORDER_SERVICE.name, topology::PRODUCT_SERVICE.name, topology::USER_SERVICE.name];
+    assert_eq!(services, topology::SERVICES, "one identity per service, in spec order");
+    assert_eq!((topology::USER_SERVICE.ordinal, topology::USER_SERVICE.consumer_group), (2, user));
+    assert_eq!(topology::ORDER_SERVICE.dlq_suffix, topology::DLQ_SUFFIX);
 }
 
 #[test]

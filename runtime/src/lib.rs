@@ -12,3 +12,4 @@ pub mod kafka;
 pub mod outbox;
 pub mod participant;
 pub mod service;
+pub mod sweeper;

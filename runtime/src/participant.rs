@@ -4,7 +4,7 @@
 
 use tokio::task::JoinHandle;
 
-use saga_contract::{ConsumerGroup, Dispatch};
+use saga_contract::{Dispatch, ServiceIdentity};
 use sqlx::PgConnection;
 
 use crate::consumer::{self, ConsumerConfig, ConsumerError, TxConsumer};
@@ -29,15 +29,14 @@ pub struct Participant {
 }
 
 impl Participant {
-    /// Starts the relay over the service's outbox and the consumer of `group`
-    /// (the spec's, from the generated topology) that feeds `handler` the
-    /// inbound events `E` (the generated `<Service>Inbound`); dead letters go
-    /// to `<topic><dlq_suffix>`. Addresses and overrides come from the
+    /// Starts the relay over the service's outbox and the consumer of its
+    /// group (the spec's, from the generated identity) that feeds `handler`
+    /// the inbound events `E` (the generated `<Service>Inbound`); dead letters
+    /// go to `<topic><dlq_suffix>`. Addresses and overrides come from the
     /// service's command line.
     pub fn start<H, E>(
         booted: &Booted,
-        group: &ConsumerGroup,
-        dlq_suffix: &str,
+        service: &ServiceIdentity<E>,
         handler: H,
         shutdown: &Shutdown,
     ) -> Result<Participant, ParticipantError>
@@ -49,12 +48,13 @@ impl Participant {
         let producer = crate::kafka::producer(&args.kafka_brokers, args.kafka_linger_ms)?;
         let relay_config = RelayConfig { topic_prefix: args.topic_prefix.clone(), ..RelayConfig::default() };
         let relay = tokio::spawn(Relay::new(booted.pool.clone(), producer, relay_config).run(shutdown.clone()));
+        let group = service.consumer_group;
         let consumer_config = ConsumerConfig {
             brokers: args.kafka_brokers.clone(),
             group_id: group.group_id.to_owned(),
             topics: group.topics.iter().map(|t| (*t).to_owned()).collect(),
             topic_prefix: args.topic_prefix.clone(),
-            dlq_suffix: dlq_suffix.to_owned(),
+            dlq_suffix: service.dlq_suffix.to_owned(),
             retry: group.retry,
             max_batch: args.consumer_max_batch.unwrap_or(group.max_batch),
         };

@@ -1,13 +1,24 @@
-//! What every backend service binary shares: its command line and its gRPC
-//! server with health checking and graceful shutdown.
+//! The service chassis: what every backend service binary shares. [`run`]
+//! parses the command line, applies the migrations, starts the outbox relay
+//! and the consumer, serves the gRPC API with health checking and shuts all
+//! of it down in order; a service's `main` names only what is its own.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
+
+use saga_contract::{Dispatch, ServiceIdentity};
+use saga_process::shutdown::Shutdown;
+use sqlx::PgConnection;
+use sqlx::migrate::Migrator;
+
+use crate::participant::{Participant, ParticipantError};
 
 use saga_process::local::BackendService;
 
@@ -72,7 +83,7 @@ pub const DATABASE_WAIT: Duration = Duration::from_secs(30);
 /// `shutdown` is requested; in-flight calls are drained first.
 pub async fn serve_grpc_until(
     listen: SocketAddr,
-    shutdown: saga_process::shutdown::Shutdown,
+    shutdown: Shutdown,
     descriptor_set: &'static [u8],
     add_services: impl FnOnce(Router) -> Router,
 ) -> Result<(), ServeError> {
@@ -119,11 +130,85 @@ pub enum BootError {
 
 /// Parses the command line, installs JSON logging, connects to the service's
 /// database and applies the runtime's and then the service's migrations.
-pub async fn boot(service: BackendService, migrator: &sqlx::migrate::Migrator) -> Result<Booted, BootError> {
+async fn boot(service: BackendService, migrator: &sqlx::migrate::Migrator) -> Result<Booted, BootError> {
     let args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info");
     let pool = crate::db::connect(&args.database_url, args.database_max_connections, DATABASE_WAIT).await?;
     crate::db::migrate(&pool, migrator).await?;
     tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
     Ok(Booted { args, pool })
+}
+
+/// Work a service runs beside its consumer and API until shutdown (the
+/// status owner's sweeper).
+pub type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// What a service brings to the chassis.
+pub struct Parts<H, A> {
+    /// The saga handler its consumer feeds.
+    pub handler: H,
+    /// Adds its gRPC API to the server.
+    pub api: A,
+    /// Further work until shutdown, awaited before the relay stops, so that
+    /// what it wrote last is still published.
+    pub background: Vec<Background>,
+}
+
+impl<H, A: FnOnce(Router) -> Router> Parts<H, A> {
+    /// A service's handler, and `api`, which adds its gRPC API to the server.
+    pub fn new(handler: H, api: A) -> Self {
+        Parts { handler, api, background: Vec::new() }
+    }
+
+    /// Adds work that runs beside the consumer and the API until shutdown.
+    pub fn with_background(mut self, work: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.background.push(Box::pin(work));
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("saga participant: {0}")]
+    Participant(#[from] ParticipantError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error("a background task panicked: {0}")]
+    Background(#[from] tokio::task::JoinError),
+}
+
+/// Runs the backend service `service` (its generated identity) until SIGTERM
+/// or Ctrl-C: boots it with `migrator` after the runtime's own migrations,
+/// asks `parts` for its handler, API and background work, starts the relay
+/// and the consumer of the inbound events `E`, and serves the API with
+/// health checking and reflection over `descriptor_set`. On the way out the
+/// background work finishes first, then the consumer commits and the relay
+/// publishes what is left.
+pub async fn run<E, H, A>(
+    service: &'static ServiceIdentity<E>,
+    migrator: &'static Migrator,
+    descriptor_set: &'static [u8],
+    parts: impl FnOnce(&Booted, &Shutdown) -> Parts<H, A>,
+) -> Result<(), ServiceError>
+where
+    H: Send + Sync + 'static,
+    E: Dispatch<H, Ctx = PgConnection>,
+    A: FnOnce(Router) -> Router,
+{
+    let booted = boot(BackendService { name: service.name, ordinal: service.ordinal }, migrator).await?;
+    let (trigger, shutdown) = Shutdown::on_signal();
+    let parts = parts(&booted, &shutdown);
+    let participant = Participant::start(&booted, service, parts.handler, &shutdown)?;
+    let background: Vec<_> = parts.background.into_iter().map(tokio::spawn).collect();
+    let served = serve_grpc_until(booted.args.listen, shutdown.clone(), descriptor_set, parts.api).await;
+    // Whatever ended the server, stop the rest and let it finish.
+    trigger.trigger();
+    for task in background {
+        task.await?;
+    }
+    participant.join().await?;
+    booted.pool.close().await;
+    Ok(served?)
 }

@@ -45,6 +45,7 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     let commands = commands::check(&mut cx, spec, &names);
     let status = spec.status.as_ref().map(|st| status::check(&mut cx, st, spec, &names));
     events::check_published(&mut cx, spec);
+    services::check_subscribes(&mut cx, spec, &service_spans);
     let compensations = compensations::check(&mut cx, spec, &names);
     let (services, dlq_suffix) = delivery::check(&mut cx, spec, &service_spans, &names);
     saga_and_key(&mut cx, spec);

@@ -1,9 +1,9 @@
 //! gRPC API of the order service.
 
 use chrono::{DateTime, Utc};
+use saga_generated::TraceContext;
 use saga_generated::commands::{CreateOrder, run_create_order};
 use saga_generated::types::OrderItem as SagaItem;
-use saga_generated::{OrderStatus, TraceContext};
 use saga_proto::order::order_service_server::OrderService;
 use saga_proto::order::{
     CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, OrderItem,
@@ -187,17 +187,6 @@ impl OrderService for OrderApi {
             Err(e) => return Err(internal(e)),
         };
         let order_id = event.order_id;
-        sqlx::query(
-            "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type) \
-             VALUES ($1, NULL, $2, $3, $4)",
-        )
-        .bind(order_id)
-        .bind(OrderStatus::INITIAL.as_str())
-        .bind(event.event_id)
-        .bind(event.event_type())
-        .execute(&mut *ctx.tx)
-        .await
-        .map_err(internal)?;
         let order = load(&mut ctx.tx, order_id, true).await?;
         ctx.tx.commit().await.map_err(internal)?;
         tracing::info!(%order_id, %user_id, "order created; saga started");

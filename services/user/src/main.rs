@@ -4,38 +4,19 @@
 mod api;
 mod saga;
 
-use anyhow::Context;
-use saga_generated::handlers::UserInbound;
-use saga_generated::topology;
-use saga_process::local::BackendService;
-use saga_process::shutdown::Shutdown;
-use saga_runtime::participant::Participant;
-use saga_runtime::service;
+use saga_generated::topology::USER_SERVICE;
+use saga_proto::user::user_service_server::UserServiceServer;
+use saga_runtime::service::{self, Parts};
 use sqlx::migrate::Migrator;
 
 static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/user");
 
-const SERVICE: &str = "user";
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let identity = BackendService::named(topology::SERVICES, SERVICE).context("the spec has no such service")?;
-    let booted = service::boot(identity, &MIGRATOR).await?;
-    let (trigger, shutdown) = Shutdown::on_signal();
-
-    let group = topology::consumer_group(SERVICE).context("the spec has no consumer group for this service")?;
-    let participant =
-        Participant::start::<_, UserInbound>(&booted, group, topology::DLQ_SUFFIX, saga::UserSaga, &shutdown)?;
-
-    let api = api::UserApi { pool: booted.pool.clone() };
-    let served =
-        service::serve_grpc_until(booted.args.listen, shutdown.clone(), saga_proto::FILE_DESCRIPTOR_SET, |router| {
-            router.add_service(saga_proto::user::user_service_server::UserServiceServer::new(api))
-        })
-        .await;
-    // Whatever ended the server, stop the background work and let it finish.
-    trigger.trigger();
-    participant.join().await.context("saga participant failed")?;
-    booted.pool.close().await;
-    served.context("gRPC server failed")
+    service::run(&USER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, _| {
+        let api = UserServiceServer::new(api::UserApi { pool: booted.pool.clone() });
+        Parts::new(saga::UserSaga, |router| router.add_service(api))
+    })
+    .await?;
+    Ok(())
 }

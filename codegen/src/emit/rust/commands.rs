@@ -1,5 +1,7 @@
 //! Emits `commands.rs`: the entry commands that start a saga, a `run_*` helper each, and
-//! per service the trait that executes them.
+//! per service the trait that executes them. Commands run on the status owner (the
+//! validator sees to it): the helper records the saga's first transition through the
+//! owner's store (`owner.rs`) and publishes the command's event with it.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +14,15 @@ use crate::ir::{Saga, pascal, snake};
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let mut items = Vec::new();
     let key = format_ident!("{}", saga.key);
+    // Without a status machine the validator allows no command.
+    let Some(sm) = &saga.status else {
+        return quote! { //! The spec declares no entry command.
+        };
+    };
+    let store = format_ident!("{}Store", pascal(&sm.owner));
+    let status = format_ident!("{}Status", pascal(&sm.owner));
+    let transition = format_ident!("{}Transition", pascal(&sm.owner));
+    let cause = format_ident!("{}Cause", pascal(&sm.owner));
     for c in &saga.commands {
         let id = format_ident!("{}", c.name);
         let fields = c.fields.iter().map(|f| {
@@ -31,8 +42,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         let trait_id = format_ident!("{}Commands", pascal(&c.service));
         let method = format_ident!("{}", snake(&c.name));
         let run_doc = doc(&format!(
-            "Runs `{}`: allocates the saga key, calls the service, and writes `{}` to the outbox in the caller's transaction (`ctx`).",
-            c.name, c.emits
+            "Runs `{}` in the caller's transaction (`ctx`): allocates the saga key, calls the service, \
+             writes the saga's first status (`{}`) with its history row and publishes `{}`.",
+            c.name, sm.initial, c.emits
         ));
         items.push(quote! {
             #docs
@@ -42,19 +54,28 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             #run_doc
             pub async fn #run<H>(
                 handler: &H,
-                ctx: &mut H::Ctx,
+                ctx: &mut <H as #trait_id>::Ctx,
                 command: #id,
                 trace: TraceContext,
-            ) -> Result<Envelope<super::events::#ev>, CommandError<H::Error, <H::Ctx as Outbox>::Error>>
+            ) -> Result<Envelope<super::events::#ev>, CommandError<<H as #trait_id>::Error>>
             where
-                H: #trait_id,
-                H::Ctx: Outbox,
+                H: #trait_id + super::owner::#store<Error = <H as #trait_id>::Error>,
+                <H as #trait_id>::Ctx: AsMut<<H as super::owner::#store>::Ctx>,
             {
                 let #key = ::uuid::Uuid::now_v7();
                 let payload = handler.#method(ctx, #key, command).await.map_err(CommandError::Handler)?;
                 let event = Envelope::new(#key, payload).with_trace(trace);
                 let record = event.to_outbox().map_err(CommandError::Encode)?;
-                ctx.insert(record).await.map_err(CommandError::Outbox)?;
+                let first = super::owner::#transition {
+                    #key,
+                    from: None,
+                    to: super::status::#status::INITIAL,
+                    event_id: event.event_id,
+                    event_type: super::events::EventType::#ev.as_str(),
+                    cause: super::owner::#cause::Started,
+                };
+                handler.write_transition(ctx.as_mut(), &first).await.map_err(CommandError::Handler)?;
+                handler.publish(ctx.as_mut(), record).await.map_err(CommandError::Handler)?;
                 Ok(event)
             }
         });
@@ -92,17 +113,16 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
 
         use std::future::Future;
 
-        use super::envelope::{EncodeError, Envelope, Outbox, TraceContext};
+        use super::envelope::{EncodeError, Envelope, TraceContext};
 
         /// A command helper failed.
         #[derive(Debug, thiserror::Error)]
-        pub enum CommandError<H: std::error::Error + 'static, O: std::error::Error + 'static> {
-            #[error("command rejected: {0}")]
-            Handler(#[source] H),
+        pub enum CommandError<E: std::error::Error + 'static> {
+            /// The service's command handler or its store failed.
+            #[error("command failed: {0}")]
+            Handler(#[source] E),
             #[error(transparent)]
             Encode(EncodeError),
-            #[error("outbox insert failed: {0}")]
-            Outbox(#[source] O),
         }
 
         #(#items)*

@@ -19,8 +19,6 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         //! service: the fingerprint is derived from the schema itself, and the schemas are committed
         //! beside the code, so producer and consumer agree by construction.
 
-        use std::future::Future;
-
         use apache_avro::Schema;
         use apache_avro::types::Value;
         use chrono::{DateTime, Utc};
@@ -433,12 +431,5 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         /// One event ready for the transactional outbox: everything the relay needs to publish
         /// it. Shared with the runtime, which stores and publishes it.
         pub use saga_contract::OutboxRecord;
-
-        /// Where the generated command helpers write the event they produce, inside the
-        /// caller's transaction (the runtime implements it for its outbox).
-        pub trait Outbox: Send {
-            type Error: std::error::Error + Send + Sync + 'static;
-            fn insert(&mut self, record: OutboxRecord) -> impl Future<Output = Result<(), Self::Error>> + Send;
-        }
     }
 }

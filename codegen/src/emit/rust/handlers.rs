@@ -13,12 +13,19 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
     let mut items = Vec::new();
     for svc in &saga.services {
         let subs: Vec<_> = saga.subscriptions(&svc.name).collect();
-        let owns_timeouts =
-            saga.status.as_ref().is_some_and(|s| s.owner == svc.name && s.states.iter().any(|st| st.timeout.is_some()));
+        // The status owner's handlers run after the status machine (`owner.rs`): each is told
+        // what the machine did with its event.
+        let owner = saga.status.as_ref().filter(|s| s.owner == svc.name);
+        let owns_timeouts = owner.is_some_and(|s| s.states.iter().any(|st| st.timeout.is_some()));
         if subs.is_empty() && !owns_timeouts {
             continue;
         }
         let sp = pascal(&svc.name);
+        let step = owner.map(|_| format_ident!("{}Step", sp));
+        let (step_param, step_arg) = match &step {
+            Some(step) => (quote!(step: super::owner::#step,), quote!(step,)),
+            None => (quote!(), quote!()),
+        };
         let trait_id = format_ident!("{}Handler", sp);
         let inbound = format_ident!("{}Inbound", sp);
         let mut methods = Vec::new();
@@ -31,6 +38,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             let method = format_ident!("on_{}", snake(&e.name));
             let rv: Vec<_> = sub.replies.iter().map(|r| format_ident!("{}", pascal(r))).collect();
             let mut text = format!("`{}` received `{}` (topic `{}`).", svc.name, e.name, e.topic);
+            if owner.is_some() {
+                text.push_str(" `step` says what the status machine made of it.");
+            }
             if rv.is_empty() {
                 text.push_str(" The spec allows no reply.");
             } else {
@@ -72,13 +82,14 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     &self,
                     ctx: &mut Self::Ctx,
                     event: Envelope<super::events::#ev>,
+                    #step_param
                 ) -> impl Future<Output = Result<#reply, Self::Error>> + Send;
             });
             variants.push(quote! { #ev(Envelope<super::events::#ev>), });
             handle_arms.push(quote! {
                 #inbound::#ev(e) => {
                     let parent = e.meta();
-                    let reply = handler.#method(ctx, e).await.map_err(HandleError::Handler)?;
+                    let reply = handler.#method(ctx, e, #step_arg).await.map_err(HandleError::Handler)?;
                     reply.into_outbox(&parent).map_err(HandleError::Encode)
                 }
             });
@@ -104,36 +115,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     to: super::status::#status,
                 ) -> impl Future<Output = Result<#reply, Self::Error>> + Send;
             });
-            let run = format_ident!("run_{}_timeout", snake(&svc.name));
-            let timed_out = format_ident!("{}TimedOut", sp);
-            let run_doc = doc(&format!(
-                "Resolves a saga that stayed in `from` past its deadline (the timeout sweeper calls this \
-                 inside its transaction): asks `{}` for the event to publish and returns the new status \
-                 with the outbox row. `None` when `from` has no timeout (a terminal state).",
-                svc.name
-            ));
             timeout_item = quote! {
-                /// The outcome of a timeout: the status to store and the event to publish.
-                #[derive(Debug, Clone, PartialEq)]
-                pub struct #timed_out {
-                    pub to: super::status::#status,
-                    pub reply: Option<OutboxRecord>,
-                }
-
-                #run_doc
-                pub async fn #run<H: #trait_id>(
-                    handler: &H,
-                    ctx: &mut H::Ctx,
-                    #key: ::uuid::Uuid,
-                    from: super::status::#status,
-                    trace: TraceContext,
-                ) -> Result<Option<#timed_out>, HandleError<H::Error>> {
-                    let Some(rule) = from.timeout() else { return Ok(None) };
-                    let reply = handler.on_timeout(ctx, #key, from, rule.to).await.map_err(HandleError::Handler)?;
-                    let reply = reply.into_outbox(#key, trace).map_err(HandleError::Encode)?;
-                    Ok(Some(#timed_out { to: rule.to, reply }))
-                }
-
                 /// What the status owner may publish when a saga times out.
                 #[derive(Debug, Clone, PartialEq)]
                 pub enum #reply {
@@ -169,6 +151,65 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             }
         });
         let evs: Vec<_> = subs.iter().map(|(e, _)| format_ident!("{}", pascal(&e.name))).collect();
+        // The owner's events go through its status machine first, which may park one that
+        // arrived before the status it needs; everyone else's go straight to the handler.
+        let (owner_items, dispatch) = match &owner {
+            Some(sm) => {
+                let store = format_ident!("{}Store", sp);
+                let run = format_ident!("run_{}_event", snake(&sm.owner));
+                let items = quote! {
+                    /// The event as it is parked until the status it needs is reached.
+                    pub fn to_parked(&self) -> Result<saga_contract::ParkedEvent, EncodeError> {
+                        let record = match self { #( #inbound::#evs(e) => e.to_outbox()?, )* };
+                        Ok(saga_contract::ParkedEvent {
+                            event_id: record.event_id,
+                            event_type: record.event_type,
+                            topic: record.topic,
+                            payload: record.payload,
+                        })
+                    }
+                };
+                let dispatch = quote! {
+                    /// How the runtime's transactional consumer runs these events: through the status
+                    /// machine (`owner.rs`), then the handler.
+                    impl<H> saga_contract::Dispatch<H> for #inbound
+                    where
+                        H: #trait_id<Ctx = <H as super::owner::#store>::Ctx, Error = <H as super::owner::#store>::Error>
+                            + super::owner::#store,
+                    {
+                        type Ctx = <H as super::owner::#store>::Ctx;
+                        type Error = HandleError<<H as super::owner::#store>::Error>;
+
+                        fn dispatch<'a>(
+                            self,
+                            handler: &'a H,
+                            ctx: &'a mut Self::Ctx,
+                        ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a {
+                            super::owner::#run(handler, ctx, self)
+                        }
+                    }
+                };
+                (items, dispatch)
+            }
+            None => (
+                quote!(),
+                quote! {
+                    /// How the runtime's transactional consumer runs a handler for these events.
+                    impl<H: #trait_id> saga_contract::Dispatch<H> for #inbound {
+                        type Ctx = H::Ctx;
+                        type Error = HandleError<H::Error>;
+
+                        fn dispatch<'a>(
+                            self,
+                            handler: &'a H,
+                            ctx: &'a mut H::Ctx,
+                        ) -> impl Future<Output = Result<Option<OutboxRecord>, HandleError<H::Error>>> + Send + 'a {
+                            self.handle(handler, ctx)
+                        }
+                    }
+                },
+            ),
+        };
         let inbound_items = if subs.is_empty() {
             quote!()
         } else {
@@ -204,9 +245,11 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     }
 
                     /// Runs the handler method for this event and returns its reply as an outbox row.
-                    pub async fn handle<H: #trait_id>(self, handler: &H, ctx: &mut H::Ctx) -> Result<Option<OutboxRecord>, HandleError<H::Error>> {
+                    pub async fn handle<H: #trait_id>(self, handler: &H, ctx: &mut H::Ctx, #step_param) -> Result<Option<OutboxRecord>, HandleError<H::Error>> {
                         match self { #(#handle_arms)* }
                     }
+
+                    #owner_items
                 }
 
                 impl saga_contract::Inbound for #inbound {
@@ -224,19 +267,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     }
                 }
 
-                /// How the runtime's transactional consumer runs a handler for these events.
-                impl<H: #trait_id> saga_contract::Dispatch<H> for #inbound {
-                    type Ctx = H::Ctx;
-                    type Error = HandleError<H::Error>;
-
-                    fn dispatch<'a>(
-                        self,
-                        handler: &'a H,
-                        ctx: &'a mut H::Ctx,
-                    ) -> impl Future<Output = Result<Option<OutboxRecord>, HandleError<H::Error>>> + Send + 'a {
-                        self.handle(handler, ctx)
-                    }
-                }
+                #dispatch
             }
         };
         items.push(quote! {
@@ -270,6 +301,13 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             Handler(#[source] E),
             #[error(transparent)]
             Encode(EncodeError),
+            /// The status owner does not know the saga (yet): its first event may still be on
+            /// its way. Retried by the spec's policy.
+            #[error("saga {0} is unknown here")]
+            UnknownSaga(::uuid::Uuid),
+            /// An event the status owner parked no longer decodes.
+            #[error("parked event {event_id} does not decode: {reason}")]
+            Parked { event_id: ::uuid::Uuid, reason: String },
         }
 
         #(#items)*

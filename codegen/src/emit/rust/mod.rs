@@ -7,6 +7,7 @@ mod commands;
 mod envelope;
 mod events;
 mod handlers;
+mod owner;
 mod status;
 mod topics;
 mod topology;
@@ -105,12 +106,13 @@ fn lib_rs(saga: &Saga, header: &str) -> String {
         saga.name,
         saga.doc.as_deref().map(|d| format!(": {d}")).unwrap_or_else(|| ".".into())
     ));
-    for m in ["commands", "envelope", "events", "handlers", "status", "topics", "topology", "types"] {
+    for m in ["commands", "envelope", "events", "handlers", "owner", "status", "topics", "topology", "types"] {
+        if m == "owner" && saga.status.is_none() {
+            continue;
+        }
         s.push_str(&format!("#[rustfmt::skip]\npub mod {m};\n"));
     }
-    s.push_str(
-        "\npub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, Outbox, OutboxRecord, TraceContext};\n",
-    );
+    s.push_str("\npub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, OutboxRecord, TraceContext};\n");
     s.push_str("pub use events::*;\n");
     if let Some(sm) = &saga.status {
         // rustfmt sorts the names of a `use` list; sort the same way so `cargo fmt` changes nothing.
@@ -168,6 +170,9 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> Result<BTree
     out.insert("status.rs".into(), render(status::module(saga), header)?);
     out.insert("handlers.rs".into(), render(handlers::module(saga), header)?);
     out.insert("commands.rs".into(), render(commands::module(saga), header)?);
+    if let Some(owner) = owner::module(saga) {
+        out.insert("owner.rs".into(), render(owner, header)?);
+    }
     out.insert("topology.rs".into(), render(topology::module(saga, schemas), header)?);
     Ok(out)
 }

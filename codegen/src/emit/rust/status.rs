@@ -25,6 +25,8 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         );
         quote! { (#id::#f, EventType::#e) => Ok(#id::#to), }
     });
+    let timed: Vec<_> =
+        sm.states.iter().filter(|s| s.timeout.is_some()).map(|s| format_ident!("{}", pascal(&s.name))).collect();
     let timeout_arms = sm.states.iter().filter_map(|s| {
         let t = s.timeout.as_ref()?;
         let from = format_ident!("{}", pascal(&s.name));
@@ -89,6 +91,8 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         impl #id {
             pub const INITIAL: #id = #id::#initial;
             pub const ALL: &'static [#id] = &[#(#id::#vs,)*];
+            /// The states that time out: where the sweeper looks for overdue sagas.
+            pub const WITH_TIMEOUT: &'static [#id] = &[#(#id::#timed,)*];
 
             /// The spec's name, as stored in the database.
             pub fn as_str(self) -> &'static str {

@@ -2,10 +2,11 @@
 //! subscriptions, events and compensations.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::quote;
+use quote::{format_ident, quote};
 
+use super::doc;
 use crate::emit::avro::EventSchema;
-use crate::ir::Saga;
+use crate::ir::{Saga, pascal};
 
 pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     let topics = saga.topics.iter().map(|t| {
@@ -31,6 +32,26 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
             },
         }
     });
+    // Every service subscribes to something (the validator sees to it), so each has a group:
+    // the i-th consuming service has the i-th group.
+    let identities = saga.services.iter().enumerate().filter(|(_, s)| saga.subscriptions(&s.name).next().is_some());
+    let identities = identities.enumerate().map(|(group, (ordinal, s))| {
+        let id = format_ident!("{}_SERVICE", s.name.to_uppercase());
+        let inbound = format_ident!("{}Inbound", pascal(&s.name));
+        let (name, ordinal, group) =
+            (&s.name, Literal::u16_unsuffixed(ordinal as u16), Literal::usize_unsuffixed(group));
+        let d = doc(&format!("The `{name}` service, as the runtime starts it."));
+        quote! {
+            #d
+            pub const #id: ServiceIdentity<super::handlers::#inbound> = ServiceIdentity {
+                name: #name,
+                ordinal: #ordinal,
+                consumer_group: &CONSUMER_GROUPS[#group],
+                dlq_suffix: DLQ_SUFFIX,
+                inbound: PhantomData,
+            };
+        }
+    });
     let subs = saga.events.iter().flat_map(|e| {
         e.subscribers.iter().map(move |s| {
             let (svc, ev, topic, rs) = (&s.service, &e.name, &e.topic, &s.replies);
@@ -52,6 +73,7 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         //! Kafka topology of the saga: topics, their partition counts and dead-letter twins,
         //! consumer groups with their retry policy, subscriptions and compensations.
 
+        use std::marker::PhantomData;
         use std::time::Duration;
 
         /// Name of the saga.
@@ -79,6 +101,12 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         pub use saga_contract::{ConsumerGroup, RetryPolicy};
 
         pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[#(#groups)*];
+
+        /// A service as the runtime starts it, typed by the inbound events its consumer
+        /// decodes: shared with the runtime.
+        pub use saga_contract::ServiceIdentity;
+
+        #(#identities)*
 
         /// A service receiving an event, and what it may publish in reply.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,17 +4,16 @@
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
 use std::future::Future;
-use super::envelope::{EncodeError, Envelope, Outbox, TraceContext};
+use super::envelope::{EncodeError, Envelope, TraceContext};
 
 /// A command helper failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError<H: std::error::Error + 'static, O: std::error::Error + 'static> {
-    #[error("command rejected: {0}")]
-    Handler(#[source] H),
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The service's command handler or its store failed.
+    #[error("command failed: {0}")]
+    Handler(#[source] E),
     #[error(transparent)]
     Encode(EncodeError),
-    #[error("outbox insert failed: {0}")]
-    Outbox(#[source] O),
 }
 
 ///
@@ -26,19 +25,20 @@ pub struct RequestBooking {
     pub class: super::types::SeatClass,
 }
 
-/// Runs `RequestBooking`: allocates the saga key, calls the service, and writes `booking.requested` to the outbox in the caller's transaction (`ctx`).
+/// Runs `RequestBooking` in the caller's transaction (`ctx`): allocates the saga key, calls the service, writes the saga's first status (`requested`) with its history row and publishes `booking.requested`.
 pub async fn run_request_booking<H>(
     handler: &H,
-    ctx: &mut H::Ctx,
+    ctx: &mut <H as BookingCommands>::Ctx,
     command: RequestBooking,
     trace: TraceContext,
 ) -> Result<
     Envelope<super::events::BookingRequested>,
-    CommandError<H::Error, <H::Ctx as Outbox>::Error>,
+    CommandError<<H as BookingCommands>::Error>,
 >
 where
-    H: BookingCommands,
-    H::Ctx: Outbox,
+    H: BookingCommands
+        + super::owner::BookingStore<Error = <H as BookingCommands>::Error>,
+    <H as BookingCommands>::Ctx: AsMut<<H as super::owner::BookingStore>::Ctx>,
 {
     let booking_id = ::uuid::Uuid::now_v7();
     let payload = handler
@@ -47,7 +47,16 @@ where
         .map_err(CommandError::Handler)?;
     let event = Envelope::new(booking_id, payload).with_trace(trace);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
-    ctx.insert(record).await.map_err(CommandError::Outbox)?;
+    let first = super::owner::BookingTransition {
+        booking_id,
+        from: None,
+        to: super::status::BookingStatus::INITIAL,
+        event_id: event.event_id,
+        event_type: super::events::EventType::BookingRequested.as_str(),
+        cause: super::owner::BookingCause::Started,
+    };
+    handler.write_transition(ctx.as_mut(), &first).await.map_err(CommandError::Handler)?;
+    handler.publish(ctx.as_mut(), record).await.map_err(CommandError::Handler)?;
     Ok(event)
 }
 

@@ -16,6 +16,13 @@ pub enum HandleError<E: std::error::Error + 'static> {
     Handler(#[source] E),
     #[error(transparent)]
     Encode(EncodeError),
+    /// The status owner does not know the saga (yet): its first event may still be on
+    /// its way. Retried by the spec's policy.
+    #[error("saga {0} is unknown here")]
+    UnknownSaga(::uuid::Uuid),
+    /// An event the status owner parked no longer decodes.
+    #[error("parked event {event_id} does not decode: {reason}")]
+    Parked { event_id: ::uuid::Uuid, reason: String },
 }
 
 /// What `booking` may publish after `seat.held`: exactly the replies the spec lists, or nothing.
@@ -66,17 +73,19 @@ pub trait BookingHandler: Send + Sync {
     /// handler's writes share.
     type Ctx: Send;
     type Error: std::error::Error + Send + Sync + 'static;
-    /// `booking` received `seat.held` (topic `seat-events`). The spec allows these replies: `booking.confirmed`.
+    /// `booking` received `seat.held` (topic `seat-events`). `step` says what the status machine made of it. The spec allows these replies: `booking.confirmed`.
     fn on_seat_held(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::SeatHeld>,
+        step: super::owner::BookingStep,
     ) -> impl Future<Output = Result<BookingOnSeatHeld, Self::Error>> + Send;
-    /// `booking` received `seat.unavailable` (topic `seat-events`). The spec allows no reply.
+    /// `booking` received `seat.unavailable` (topic `seat-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_seat_unavailable(
         &self,
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::SeatUnavailable>,
+        step: super::owner::BookingStep,
     ) -> impl Future<Output = Result<BookingOnSeatUnavailable, Self::Error>> + Send;
     /// A saga stayed in `from` past its timeout; the status is moving to `to`. Return the
     /// event the spec says the timeout emits (with compensation following from it).
@@ -87,35 +96,6 @@ pub trait BookingHandler: Send + Sync {
         from: super::status::BookingStatus,
         to: super::status::BookingStatus,
     ) -> impl Future<Output = Result<BookingTimeoutReply, Self::Error>> + Send;
-}
-
-/// The outcome of a timeout: the status to store and the event to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BookingTimedOut {
-    pub to: super::status::BookingStatus,
-    pub reply: Option<OutboxRecord>,
-}
-
-/// Resolves a saga that stayed in `from` past its deadline (the timeout sweeper calls this inside its transaction): asks `booking` for the event to publish and returns the new status with the outbox row. `None` when `from` has no timeout (a terminal state).
-pub async fn run_booking_timeout<H: BookingHandler>(
-    handler: &H,
-    ctx: &mut H::Ctx,
-    booking_id: ::uuid::Uuid,
-    from: super::status::BookingStatus,
-    trace: TraceContext,
-) -> Result<Option<BookingTimedOut>, HandleError<H::Error>> {
-    let Some(rule) = from.timeout() else { return Ok(None) };
-    let reply = handler
-        .on_timeout(ctx, booking_id, from, rule.to)
-        .await
-        .map_err(HandleError::Handler)?;
-    let reply = reply.into_outbox(booking_id, trace).map_err(HandleError::Encode)?;
-    Ok(
-        Some(BookingTimedOut {
-            to: rule.to,
-            reply,
-        }),
-    )
 }
 
 /// What the status owner may publish when a saga times out.
@@ -198,12 +178,13 @@ impl BookingInbound {
         self,
         handler: &H,
         ctx: &mut H::Ctx,
+        step: super::owner::BookingStep,
     ) -> Result<Option<OutboxRecord>, HandleError<H::Error>> {
         match self {
             BookingInbound::SeatHeld(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_seat_held(ctx, e)
+                    .on_seat_held(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -211,12 +192,25 @@ impl BookingInbound {
             BookingInbound::SeatUnavailable(e) => {
                 let parent = e.meta();
                 let reply = handler
-                    .on_seat_unavailable(ctx, e)
+                    .on_seat_unavailable(ctx, e, step)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
             }
         }
+    }
+    /// The event as it is parked until the status it needs is reached.
+    pub fn to_parked(&self) -> Result<saga_contract::ParkedEvent, EncodeError> {
+        let record = match self {
+            BookingInbound::SeatHeld(e) => e.to_outbox()?,
+            BookingInbound::SeatUnavailable(e) => e.to_outbox()?,
+        };
+        Ok(saga_contract::ParkedEvent {
+            event_id: record.event_id,
+            event_type: record.event_type,
+            topic: record.topic,
+            payload: record.payload,
+        })
     }
 }
 
@@ -234,18 +228,23 @@ impl saga_contract::Inbound for BookingInbound {
     }
 }
 
-/// How the runtime's transactional consumer runs a handler for these events.
-impl<H: BookingHandler> saga_contract::Dispatch<H> for BookingInbound {
-    type Ctx = H::Ctx;
-    type Error = HandleError<H::Error>;
+/// How the runtime's transactional consumer runs these events: through the status
+/// machine (`owner.rs`), then the handler.
+impl<H> saga_contract::Dispatch<H> for BookingInbound
+where
+    H: BookingHandler<
+            Ctx = <H as super::owner::BookingStore>::Ctx,
+            Error = <H as super::owner::BookingStore>::Error,
+        > + super::owner::BookingStore,
+{
+    type Ctx = <H as super::owner::BookingStore>::Ctx;
+    type Error = HandleError<<H as super::owner::BookingStore>::Error>;
     fn dispatch<'a>(
         self,
         handler: &'a H,
-        ctx: &'a mut H::Ctx,
-    ) -> impl Future<
-        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
-    > + Send + 'a {
-        self.handle(handler, ctx)
+        ctx: &'a mut Self::Ctx,
+    ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a {
+        super::owner::run_booking_event(handler, ctx, self)
     }
 }
 

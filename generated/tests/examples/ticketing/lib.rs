@@ -13,6 +13,8 @@ pub mod events;
 #[rustfmt::skip]
 pub mod handlers;
 #[rustfmt::skip]
+pub mod owner;
+#[rustfmt::skip]
 pub mod status;
 #[rustfmt::skip]
 pub mod topics;
@@ -21,6 +23,6 @@ pub mod topology;
 #[rustfmt::skip]
 pub mod types;
 
-pub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, Outbox, OutboxRecord, TraceContext};
+pub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, OutboxRecord, TraceContext};
 pub use events::*;
 pub use status::{BookingStatus, IllegalTransition, StatusTimeout};

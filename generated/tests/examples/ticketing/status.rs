@@ -45,6 +45,8 @@ impl BookingStatus {
         BookingStatus::Rejected,
         BookingStatus::Expired,
     ];
+    /// The states that time out: where the sweeper looks for overdue sagas.
+    pub const WITH_TIMEOUT: &'static [BookingStatus] = &[BookingStatus::Requested];
     /// The spec's name, as stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {

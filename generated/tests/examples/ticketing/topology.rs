@@ -4,6 +4,7 @@
 //! consumer groups with their retry policy, subscriptions and compensations.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
+use std::marker::PhantomData;
 use std::time::Duration;
 
 /// Name of the saga.
@@ -68,6 +69,28 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
         max_batch: 1,
     },
 ];
+
+/// A service as the runtime starts it, typed by the inbound events its consumer
+/// decodes: shared with the runtime.
+pub use saga_contract::ServiceIdentity;
+
+/// The `booking` service, as the runtime starts it.
+pub const BOOKING_SERVICE: ServiceIdentity<super::handlers::BookingInbound> = ServiceIdentity {
+    name: "booking",
+    ordinal: 0,
+    consumer_group: &CONSUMER_GROUPS[0],
+    dlq_suffix: DLQ_SUFFIX,
+    inbound: PhantomData,
+};
+
+/// The `seats` service, as the runtime starts it.
+pub const SEATS_SERVICE: ServiceIdentity<super::handlers::SeatsInbound> = ServiceIdentity {
+    name: "seats",
+    ordinal: 1,
+    consumer_group: &CONSUMER_GROUPS[1],
+    dlq_suffix: DLQ_SUFFIX,
+    inbound: PhantomData,
+};
 
 /// A service receiving an event, and what it may publish in reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
