@@ -6,7 +6,8 @@
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
 use std::future::Future;
-use super::envelope::{DecodeError, EncodeError, Envelope, OutboxRecord, TraceContext};
+use saga_contract::OutboxRecord;
+use super::envelope::{DecodeError, EncodeError, Envelope, TraceContext};
 use super::events::EventType;
 
 /// A handler run failed.

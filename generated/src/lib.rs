@@ -23,6 +23,6 @@ pub mod topology;
 #[rustfmt::skip]
 pub mod types;
 
-pub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, OutboxRecord, TraceContext};
+pub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, TraceContext};
 pub use events::*;
 pub use status::{IllegalTransition, OrderStatus, StatusTimeout};

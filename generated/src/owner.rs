@@ -5,7 +5,8 @@
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
 use std::future::Future;
-use super::envelope::{OutboxRecord, TraceContext};
+use saga_contract::OutboxRecord;
+use super::envelope::TraceContext;
 use super::handlers::{HandleError, OrderHandler, OrderInbound};
 use super::status::OrderStatus;
 

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use saga_contract::{Dispatch, EventMeta, ParkedEvent};
+use saga_contract::{Dispatch, EventMeta, OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
 use saga_generated::handlers::{
     HandleError, OrderHandler, OrderInbound, ProductHandler, ProductInbound, ProductOnOrderCancelled,

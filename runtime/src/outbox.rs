@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use saga_contract::OutboxRecord;
 use sqlx::{PgConnection, PgPool, Row};
 
 use saga_process::shutdown::Shutdown;
@@ -19,9 +20,6 @@ pub const NOTIFY_CHANNEL: &str = "saga_outbox";
 /// events out of order (row locks alone would let the second relay skip
 /// ahead to a later event of a saga whose earlier event the first one holds).
 pub const RELAY_LOCK_KEY: i64 = 0x5a6a_0001;
-
-/// One event to publish, as the generated code hands it over.
-pub use saga_contract::OutboxRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

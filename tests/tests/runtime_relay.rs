@@ -10,8 +10,9 @@ use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use saga_contract::OutboxRecord;
 use saga_process::shutdown::Shutdown;
-use saga_runtime::outbox::{self, OutboxRecord, Relay, RelayConfig};
+use saga_runtime::outbox::{self, Relay, RelayConfig};
 use uuid::Uuid;
 
 async fn create_topic(brokers: &str, topic: &str) {

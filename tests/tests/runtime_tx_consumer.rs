@@ -3,9 +3,8 @@
 //! batches change nothing, and an undecodable message fails the batch before
 //! anything is written.
 
-use saga_contract::{Dispatch, EventMeta, Inbound};
+use saga_contract::{Dispatch, EventMeta, Inbound, OutboxRecord};
 use saga_runtime::consumer::{Failure, Processed, Processor, Received, TxConsumer};
-use saga_runtime::outbox::OutboxRecord;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 

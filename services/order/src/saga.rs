@@ -5,7 +5,7 @@
 //! store (the SQL of orders, their history and parked events), the columns an
 //! order keeps from the events (total, failure reason) and its replies.
 
-use saga_contract::ParkedEvent;
+use saga_contract::{OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CreateOrder, OrderCommands};
 use saga_generated::handlers::{
     OrderHandler, OrderInbound, OrderOnPaymentCompleted, OrderOnPaymentFail, OrderOnPaymentRefunded,
@@ -14,7 +14,7 @@ use saga_generated::handlers::{
 use saga_generated::owner::{OrderCause, OrderOverdue, OrderStep, OrderStore, OrderTransition};
 use saga_generated::types::CancelReason;
 use saga_generated::{
-    Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, OutboxRecord, PaymentCompleted, PaymentFail,
+    Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, PaymentCompleted, PaymentFail,
     PaymentRefunded, StockReductionFail, StockReductionSuccess, StockReleased, TraceContext,
 };
 use sqlx::{PgConnection, Postgres, Transaction};

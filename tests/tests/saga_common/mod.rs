@@ -285,14 +285,16 @@ pub struct PrivateSaga {
     log_dir: PathBuf,
 }
 
-pub const SERVICES: [&str; 3] = ["order", "product", "user"];
+/// The saga's services, as the spec lists them.
+pub use saga_generated::topology::SERVICES;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 fn binary(stack: &StackConfig, service: &str) -> PathBuf {
-    stack.binary(&format!("{service}-service"))
+    let service = services().into_iter().find(|s| s.name == service).expect("a service of the spec");
+    stack.binary(&service.binary())
 }
 
 impl PrivateSaga {
@@ -307,7 +309,7 @@ impl PrivateSaga {
         for service in SERVICES {
             let db = format!("t{}_{service}", &id[..12]);
             sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create database");
-            databases.push((service.to_owned(), db));
+            databases.push(((*service).to_owned(), db));
         }
         admin.close().await;
         let log_dir = std::env::temp_dir().join(format!("saga-test-{}", &id[..12]));
@@ -316,7 +318,7 @@ impl PrivateSaga {
             prefix,
             brokers,
             databases,
-            children: vec![None, None, None],
+            children: SERVICES.iter().map(|_| None).collect(),
             ports: SERVICES.iter().map(|_| free_port()).collect(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             log_dir,
@@ -388,7 +390,8 @@ impl PrivateSaga {
     }
 
     pub fn group(&self, service: &str) -> String {
-        format!("{}order_fulfillment.{service}", self.prefix)
+        let group = saga_generated::topology::consumer_group(service).expect("a consuming service");
+        format!("{}{}", self.prefix, group.group_id)
     }
 
     /// SIGTERM and wait for a clean exit.

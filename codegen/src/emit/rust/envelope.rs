@@ -20,6 +20,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         //! beside the code, so producer and consumer agree by construction.
 
         use apache_avro::Schema;
+        use saga_contract::OutboxRecord;
         use apache_avro::types::Value;
         use chrono::{DateTime, Utc};
         use uuid::Uuid;
@@ -427,9 +428,5 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             fp.copy_from_slice(&bytes[2..HEADER_LEN]);
             Ok(fp)
         }
-
-        /// One event ready for the transactional outbox: everything the relay needs to publish
-        /// it. Shared with the runtime, which stores and publishes it.
-        pub use saga_contract::OutboxRecord;
     }
 }

@@ -291,7 +291,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
 
         use std::future::Future;
 
-        use super::envelope::{DecodeError, EncodeError, Envelope, OutboxRecord, TraceContext};
+        use saga_contract::OutboxRecord;
+
+        use super::envelope::{DecodeError, EncodeError, Envelope, TraceContext};
         use super::events::EventType;
 
         /// A handler run failed.

@@ -112,7 +112,7 @@ fn lib_rs(saga: &Saga, header: &str) -> String {
         }
         s.push_str(&format!("#[rustfmt::skip]\npub mod {m};\n"));
     }
-    s.push_str("\npub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, OutboxRecord, TraceContext};\n");
+    s.push_str("\npub use envelope::{DecodeError, EncodeError, Envelope, Event, Money, TraceContext};\n");
     s.push_str("pub use events::*;\n");
     if let Some(sm) = &saga.status {
         // rustfmt sorts the names of a `use` list; sort the same way so `cargo fmt` changes nothing.

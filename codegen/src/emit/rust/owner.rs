@@ -142,7 +142,9 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
 
         use std::future::Future;
 
-        use super::envelope::{OutboxRecord, TraceContext};
+        use saga_contract::OutboxRecord;
+
+        use super::envelope::TraceContext;
         use super::handlers::{HandleError, #handler, #inbound};
         use super::status::#status;
 

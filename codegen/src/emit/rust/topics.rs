@@ -70,7 +70,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
     quote! {
         //! One enum per topic over the events it carries, decoded by schema fingerprint.
 
-        use super::envelope::{DecodeError, EncodeError, Envelope, Event, OutboxRecord, fingerprint_of};
+        use saga_contract::OutboxRecord;
+
+        use super::envelope::{DecodeError, EncodeError, Envelope, Event, fingerprint_of};
         use super::events::EventType;
 
         #(#enums)*

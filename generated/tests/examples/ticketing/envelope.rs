@@ -9,6 +9,7 @@
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
 use apache_avro::Schema;
+use saga_contract::OutboxRecord;
 use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -477,7 +478,3 @@ pub fn fingerprint_of(bytes: &[u8]) -> Result<[u8; 8], DecodeError> {
     fp.copy_from_slice(&bytes[2..HEADER_LEN]);
     Ok(fp)
 }
-
-/// One event ready for the transactional outbox: everything the relay needs to publish
-/// it. Shared with the runtime, which stores and publishes it.
-pub use saga_contract::OutboxRecord;

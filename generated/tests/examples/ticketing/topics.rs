@@ -3,10 +3,8 @@
 //! One enum per topic over the events it carries, decoded by schema fingerprint.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
-use super::envelope::{
-    DecodeError, EncodeError, Envelope, Event, OutboxRecord, fingerprint_of,
-};
-
+use saga_contract::OutboxRecord;
+use super::envelope::{DecodeError, EncodeError, Envelope, Event, fingerprint_of};
 use super::events::EventType;
 
 /// A message on topic `booking-events`.
