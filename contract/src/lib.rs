@@ -72,11 +72,36 @@ pub trait Inbound: Sized + Send + 'static {
     fn meta(&self) -> EventMeta;
 }
 
+/// What a failed delivery means, and so what the consumer does with the
+/// message. Only a message that is itself wrong belongs in a dead-letter
+/// queue; an outage of the world around it does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The world is broken for a while: the database is unreachable, the
+    /// pool timed out, a connection was lost, a serialization failure or a
+    /// deadlock, a broker error. Never dead-lettered: the consumer waits and
+    /// tries again for as long as it takes.
+    Infrastructure,
+    /// The state the message needs does not exist yet (a reply about a saga
+    /// this service has not seen): retried by the spec's policy, then
+    /// dead-lettered.
+    NotYet,
+    /// The message itself is wrong and retrying cannot help (a handler's
+    /// permanent verdict): dead-lettered at once.
+    Permanent,
+}
+
+/// An error that knows its [`FailureClass`]: what every handler's error
+/// type implements, so the consumer can tell an outage from a bad message.
+pub trait Classify {
+    fn class(&self) -> FailureClass;
+}
+
 /// Runs handler `H`'s method for an inbound event, in context `Ctx` (the
 /// consumer's database transaction), and returns the reply to publish.
 pub trait Dispatch<H>: Inbound {
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    type Error: std::error::Error + Classify + Send + Sync + 'static;
 
     fn dispatch<'a>(
         self,

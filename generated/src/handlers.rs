@@ -26,6 +26,19 @@ pub enum HandleError<E: std::error::Error + 'static> {
     Parked { event_id: ::uuid::Uuid, reason: String },
 }
 
+impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify
+for HandleError<E> {
+    fn class(&self) -> saga_contract::FailureClass {
+        match self {
+            HandleError::Handler(e) => e.class(),
+            HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
+            HandleError::Encode(_) | HandleError::Parked { .. } => {
+                saga_contract::FailureClass::Permanent
+            }
+        }
+    }
+}
+
 /// What `order` may publish after `stock.reduction.success`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnStockReductionSuccess {
@@ -149,7 +162,9 @@ pub trait OrderHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
     /// handler's writes share.
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Says of each failure whether it is an outage, a state not there yet or a
+    /// permanent verdict on the event (see `saga_contract::FailureClass`).
+    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
     /// `order` received `stock.reduction.success` (topic `inventory-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_stock_reduction_success(
         &self,
@@ -505,7 +520,9 @@ pub trait ProductHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
     /// handler's writes share.
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Says of each failure whether it is an outage, a state not there yet or a
+    /// permanent verdict on the event (see `saga_contract::FailureClass`).
+    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
     /// `product` received `order.created` (topic `order-events`). The spec allows these replies: `stock.reduction.success`, `stock.reduction.fail`.
     fn on_order_created(
         &self,
@@ -714,7 +731,9 @@ pub trait UserHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
     /// handler's writes share.
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Says of each failure whether it is an outage, a state not there yet or a
+    /// permanent verdict on the event (see `saga_contract::FailureClass`).
+    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
     /// `user` received `stock.reduction.success` (topic `inventory-events`). The spec allows these replies: `payment.completed`, `payment.fail`.
     fn on_stock_reduction_success(
         &self,

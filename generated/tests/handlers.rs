@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use saga_contract::{Dispatch, EventMeta, OutboxRecord, ParkedEvent};
+use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
 use saga_generated::handlers::{
     HandleError, OrderHandler, OrderInbound, ProductHandler, ProductInbound, ProductOnOrderCancelled,
@@ -24,6 +24,12 @@ struct Product {
 #[derive(Debug, thiserror::Error)]
 #[error("database unavailable")]
 struct Transient;
+
+impl Classify for Transient {
+    fn class(&self) -> FailureClass {
+        FailureClass::Infrastructure
+    }
+}
 
 /// Stands in for the database transaction and what it sees.
 #[derive(Default)]
@@ -151,6 +157,8 @@ async fn dispatch_reports_failures_by_kind() {
 
     let out = consume::<_, ProductInbound>(&product(-1), &mut Tx::default(), "order-events", &bytes).await;
     assert!(matches!(out, Err(Failed::Handler(HandleError::Handler(Transient)))), "{out:?}");
+    let Err(Failed::Handler(error)) = out else { unreachable!() };
+    assert_eq!(error.class(), FailureClass::Infrastructure, "the handler's error says what it is");
 
     let out = consume::<_, ProductInbound>(&product(1), &mut Tx::default(), "order-events", b"junk").await;
     assert!(matches!(&out, Err(Failed::Decode(reason)) if !reason.is_empty()), "{out:?}");
@@ -434,6 +442,8 @@ async fn events_after_the_end_or_that_move_nothing_change_nothing() {
     let unknown = Uuid::now_v7();
     let out = consume::<_, OrderInbound>(&Orders, &mut tx, "payment-events", &paid(unknown)).await;
     assert!(matches!(out, Err(Failed::Handler(HandleError::UnknownSaga(k))) if k == unknown), "{out:?}");
+    let Err(Failed::Handler(error)) = out else { unreachable!() };
+    assert_eq!(error.class(), FailureClass::NotYet, "a saga not known yet may still be on its way");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use saga_contract::FailureClass;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
@@ -79,6 +80,40 @@ pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> Result<
     }
 }
 
+/// What a database error means for the message being handled: an outage
+/// (nothing reached the database, the connection broke, it is shutting down
+/// or out of resources, or the transaction lost a serialization conflict or
+/// a deadlock: all worth waiting out), or a permanent verdict (the statement
+/// or the data is wrong, e.g. a violated constraint: the same event will
+/// fail the same way every time).
+pub fn class_of(error: &sqlx::Error) -> FailureClass {
+    match error {
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(code) if is_outage(code) => FailureClass::Infrastructure,
+            _ => FailureClass::Permanent,
+        },
+        sqlx::Error::RowNotFound
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_) => FailureClass::Permanent,
+        // I/O, TLS, protocol, pool timed out or closed, a crashed worker, ...
+        _ => FailureClass::Infrastructure,
+    }
+}
+
+/// SQLSTATEs of a database that is away for a while rather than of a bad
+/// statement: connection exceptions (08), transaction rollbacks such as
+/// serialization failures and deadlocks (40), insufficient resources (53),
+/// operator intervention such as a shutdown or a cancelled statement (57),
+/// system errors (58), a lock not available (55P03) and a read-only
+/// transaction during a failover (25006).
+fn is_outage(code: &str) -> bool {
+    ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || matches!(code, "55P03" | "25006")
+}
+
 /// Hides the password of a connection URL so it can be logged.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -95,7 +130,17 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{FIRST_NEW_RUNTIME_VERSION, MIGRATOR, redact};
+    use super::{FIRST_NEW_RUNTIME_VERSION, MIGRATOR, is_outage, redact};
+
+    #[test]
+    fn outages_are_told_from_bad_statements_by_sqlstate() {
+        for code in ["08006", "40001", "40P01", "53300", "57P01", "57014", "58030", "55P03", "25006"] {
+            assert!(is_outage(code), "{code}");
+        }
+        for code in ["23505", "23514", "22003", "42P01", "42703", "XX000"] {
+            assert!(!is_outage(code), "{code}");
+        }
+    }
 
     #[test]
     fn the_runtime_keeps_to_its_versions() {

@@ -5,6 +5,7 @@
 //! `cargo test`, the development stack of `cargo xtask up`.
 
 pub mod http;
+pub mod proxy;
 
 use sqlx::PgPool;
 use xtask::stack::StackConfig;

@@ -1,7 +1,9 @@
-//! The consumer loop against the real Kafka: transient failures retry in
-//! place without skipping ahead, undecodable and exhausted messages go to the
-//! DLQ with their headers, and the partition moves on; a batch that fails is
-//! handled again one message at a time, in order, losing nothing.
+//! The consumer loop against the real Kafka, by failure class: an outage is
+//! waited out however many tries it takes and nothing is dead-lettered for
+//! it; a state not there yet retries in place without skipping ahead, then
+//! goes to the DLQ; undecodable and permanently refused messages go to the
+//! DLQ at once with their headers, and the partition moves on; a batch that
+//! fails is handled again one message at a time, in order, losing nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +19,9 @@ use saga_contract::RetryPolicy;
 use saga_process::shutdown::Shutdown;
 use saga_runtime::consumer::{self, ConsumerConfig, Failure, Processed, Processor, Received};
 
-/// Fails `poison:*` permanently, `flaky:*` twice then succeeds, `doomed:*` always.
+/// `poison:*` is undecodable, `refused:*` refused for good, `flaky:*` not
+/// ready twice then fine, `doomed:*` never ready, `outage:*` meets an outage
+/// for six tries (twice the retry policy's attempts) then succeeds.
 #[derive(Clone, Default)]
 struct Recorder {
     handled: Arc<Mutex<Vec<String>>>,
@@ -36,8 +40,14 @@ impl Processor for Recorder {
         if text.starts_with("poison") {
             return Err(Failure::Undecodable("not a known event".into()));
         }
+        if text.starts_with("refused") {
+            return Err(Failure::Permanent("this event can never be handled".into()));
+        }
+        if text.starts_with("outage") && attempt <= 6 {
+            return Err(Failure::Infrastructure("database: connection refused".into()));
+        }
         if text.starts_with("doomed") || (text.starts_with("flaky") && attempt <= 2) {
-            return Err(Failure::Transient(format!("attempt {attempt} failed")));
+            return Err(Failure::NotYet(format!("attempt {attempt} failed")));
         }
         self.handled.lock().expect("lock").push(text);
         Ok(Processed::Handled)
@@ -81,12 +91,12 @@ fn config(brokers: &str, prefix: &str, max_batch: usize) -> ConsumerConfig {
 }
 
 #[tokio::test]
-async fn retries_in_place_then_dead_letters_and_moves_on() {
+async fn each_failure_class_gets_its_treatment_and_the_partition_moves_on() {
     let stack = saga_tests::stack();
     let brokers = stack.kafka_brokers();
     let prefix = format!("{}.", saga_tests::unique("consumer"));
     let dlq = format!("{prefix}events.dlq");
-    let sequence = ["a", "poison:1", "b", "flaky:1", "c", "doomed:1", "d"].map(String::from);
+    let sequence = ["a", "poison:1", "b", "flaky:1", "c", "doomed:1", "outage:1", "refused:1", "d"].map(String::from);
     topic_with(&brokers, &prefix, &sequence).await;
 
     let recorder = Recorder::default();
@@ -95,17 +105,19 @@ async fn retries_in_place_then_dead_letters_and_moves_on() {
     let running = tokio::spawn(consumer::run(config(&brokers, &prefix, 16), recorder.clone(), shutdown));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while recorder.handled.lock().expect("lock").len() < 5 {
+    while recorder.handled.lock().expect("lock").len() < 6 {
         assert!(tokio::time::Instant::now() < deadline, "handled only {:?}", recorder.handled.lock().expect("lock"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     trigger.trigger();
     running.await.expect("task").expect("consumer");
 
-    // In order, nothing skipped, the flaky one after its retries.
-    assert_eq!(*recorder.handled.lock().expect("lock"), ["a", "b", "flaky:1", "c", "d"]);
+    // In order, nothing skipped, the flaky one after its retries, the one
+    // that met an outage once it was over.
+    assert_eq!(*recorder.handled.lock().expect("lock"), ["a", "b", "flaky:1", "c", "outage:1", "d"]);
     let attempts = recorder.attempts.lock().expect("lock").clone();
-    assert_eq!((attempts["poison:1"], attempts["flaky:1"], attempts["doomed:1"]), (1, 3, 3));
+    let tries = ["poison:1", "flaky:1", "doomed:1", "outage:1", "refused:1"].map(|m| attempts[m]);
+    assert_eq!(tries, [1, 3, 3, 7, 1]);
 
     let reader: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -115,7 +127,7 @@ async fn retries_in_place_then_dead_letters_and_moves_on() {
         .expect("consumer");
     reader.subscribe(&[&dlq]).expect("subscribe");
     let mut dead = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let m = tokio::time::timeout(Duration::from_secs(60), reader.recv()).await.expect("dead letter").expect("ok");
         let headers: std::collections::BTreeMap<String, String> = m
             .headers()
@@ -138,6 +150,9 @@ async fn retries_in_place_then_dead_letters_and_moves_on() {
     assert_eq!(dead[1].1["dlq-reason"], "retries-exhausted");
     assert_eq!(dead[1].1["dlq-attempts"], "3");
     assert_eq!(dead[1].1["dlq-error"], "attempt 3 failed");
+    assert_eq!(dead[2].0, "refused:1", "the outage left nothing in the DLQ");
+    assert_eq!(dead[2].1["dlq-reason"], "permanent");
+    assert_eq!(dead[2].1["dlq-attempts"], "1");
 }
 
 /// Handles batches all-or-nothing; a batch holding a `bad:*` message fails
@@ -158,7 +173,7 @@ impl Processor for Batcher {
             let mut attempts = self.bad_attempts.lock().expect("lock");
             *attempts += 1;
             if *attempts == 1 {
-                return Err(Failure::Transient("first attempt fails".into()));
+                return Err(Failure::NotYet("first attempt fails".into()));
             }
         }
         self.handled.lock().expect("lock").push(text);
@@ -170,7 +185,7 @@ impl Processor for Batcher {
         self.batch_sizes.lock().expect("lock").push(messages.len());
         let texts: Vec<String> = messages.iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
         if texts.iter().any(|t| t.starts_with("bad")) {
-            return Err(Failure::Transient("rolled back".into()));
+            return Err(Failure::NotYet("rolled back".into()));
         }
         self.handled.lock().expect("lock").extend(texts);
         Ok(())

@@ -9,6 +9,12 @@ struct Product;
 #[error("x")]
 struct E;
 
+impl saga_contract::Classify for E {
+    fn class(&self) -> saga_contract::FailureClass {
+        saga_contract::FailureClass::Permanent
+    }
+}
+
 impl ProductHandler for Product {
     type Ctx = ();
     type Error = E;

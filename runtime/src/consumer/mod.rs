@@ -6,54 +6,46 @@
 //! several partitions' transactions are in flight at once and PostgreSQL
 //! flushes their commits together.
 //!
-//! For each message: decode, then (in one PostgreSQL transaction) claim the
-//! inbox row, run the handler and insert its reply into the outbox; commit;
-//! only then store the offset. A worker that finds several messages waiting
-//! handles up to `max_batch` of them in one transaction (one commit instead
-//! of one each); if that transaction fails, it is rolled back and the same
-//! messages are handled one at a time as below, so a batch changes how many
-//! commits there are, never what is committed. Transient failures retry in
-//! place with exponential backoff (the partition never skips ahead); after
-//! the policy's attempt limit, or at once for an undecodable message, the
-//! message goes to `<topic><dlq_suffix>` with headers saying why, and the
-//! partition moves on.
+//! For each message ([`transactional`]): decode, then (in one PostgreSQL
+//! transaction) claim the inbox row, run the handler and insert its reply
+//! into the outbox; commit; only then store the offset. A worker that finds
+//! several messages waiting handles up to `max_batch` of them in one
+//! transaction; if that transaction fails, the same messages are handled one
+//! at a time, so a batch changes how many commits there are, never what is
+//! committed.
+//!
+//! A failure is handled by its class ([`Failure`], [`worker`]): an outage of
+//! the database or the broker is waited out however long it lasts, the
+//! partition holding its place; a state that is not there yet is retried by
+//! the spec's policy, then dead-lettered; a message that is itself wrong
+//! (undecodable, or a handler's permanent verdict) is dead-lettered at once
+//! ([`dead_letter`]) and the partition moves on.
+//!
+//! The receiving loop never stops polling, so the group never takes a
+//! waiting worker for a dead member: when a worker's queue is full (it is
+//! slow, or waiting out an outage) the loop pauses that worker's partitions
+//! and resumes them once the worker caught up.
 
+mod dead_letter;
+mod transactional;
+mod worker;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_contract::{Dispatch, RetryPolicy};
-use sqlx::{PgConnection, PgPool};
-use tracing::Instrument;
-
-use crate::inbox;
-use crate::outbox;
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::{Message, TopicPartitionList};
+use saga_contract::{FailureClass, RetryPolicy};
 use saga_process::shutdown::Shutdown;
+use tokio::sync::mpsc::error::TrySendError;
 
-/// Dead-letter headers (see docs/runtime.md).
-pub mod dlq_headers {
-    /// `undecodable`, `retries-exhausted` or `permanent`.
-    pub const REASON: &str = "dlq-reason";
-    pub const ERROR: &str = "dlq-error";
-    pub const ORIGINAL_TOPIC: &str = "dlq-original-topic";
-    pub const ORIGINAL_PARTITION: &str = "dlq-original-partition";
-    pub const ORIGINAL_OFFSET: &str = "dlq-original-offset";
-    pub const ATTEMPTS: &str = "dlq-attempts";
-    pub const CONSUMER_GROUP: &str = "dlq-consumer-group";
-    pub const FAILED_AT: &str = "dlq-failed-at";
-}
-
-/// Backoff before attempt `attempt + 1` (attempt counts from 1): doubles,
-/// capped, with up to 20% jitter so replicas do not retry in lockstep.
-pub fn backoff(retry: &RetryPolicy, attempt: u32) -> Duration {
-    let base = retry.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(retry.max_backoff);
-    let jitter = rand::random_range(0..=base.as_millis() as u64 / 5);
-    base + Duration::from_millis(jitter)
-}
+pub use self::dead_letter::{Reason as DeadLetterReason, dlq_headers};
+pub use self::transactional::TxConsumer;
+use self::worker::Worker;
+pub use self::worker::backoff;
 
 /// Consumer settings.
 #[derive(Debug, Clone)]
@@ -86,17 +78,63 @@ impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
+
+    fn of(message: &OwnedMessage, prefix: &str) -> Received {
+        let topic = message.topic().strip_prefix(prefix).unwrap_or(message.topic()).to_owned();
+        let headers = message
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
+            .unwrap_or_default();
+        Received {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+        }
+    }
 }
 
-/// Why processing a message failed.
+/// Why processing a message failed, and so what the worker does with it.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
-    /// Retrying cannot help (undecodable bytes): dead-letter at once.
+    /// The database or the broker is away: waited out, never dead-lettered.
+    #[error("infrastructure: {0}")]
+    Infrastructure(String),
+    /// The state the message needs is not there yet: retried by the spec's
+    /// policy, then dead-lettered (`retries-exhausted`).
+    #[error("not yet: {0}")]
+    NotYet(String),
+    /// The bytes are no event this service knows: dead-lettered at once.
     #[error("undecodable: {0}")]
     Undecodable(String),
-    /// May succeed later (database down, state not there yet): retry.
-    #[error("transient: {0}")]
-    Transient(String),
+    /// The handler's verdict that the event can never be handled:
+    /// dead-lettered at once (`permanent`).
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl Failure {
+    /// A failure of class `class`, described by `error`.
+    pub fn classed(class: FailureClass, error: String) -> Failure {
+        match class {
+            FailureClass::Infrastructure => Failure::Infrastructure(error),
+            FailureClass::NotYet => Failure::NotYet(error),
+            FailureClass::Permanent => Failure::Permanent(error),
+        }
+    }
+
+    /// A handler's error, by the class it says it is.
+    pub fn of<E: std::error::Error + saga_contract::Classify>(error: &E) -> Failure {
+        Failure::classed(error.class(), format!("handler: {error}"))
+    }
+
+    /// An error of the consumer's own database work (transaction, inbox,
+    /// outbox), by [`crate::db::class_of`].
+    pub fn database(error: sqlx::Error) -> Failure {
+        Failure::classed(crate::db::class_of(&error), format!("database: {error}"))
+    }
 }
 
 /// What a message did.
@@ -119,123 +157,8 @@ pub trait Processor: Send + Sync + 'static {
     /// [`Processor::process`]). The default does not batch.
     fn process_batch(&self, messages: &[Received]) -> impl Future<Output = Result<(), Failure>> + Send {
         let count = messages.len();
-        async move { Err(Failure::Transient(format!("this processor does not batch ({count} messages)"))) }
+        async move { Err(Failure::NotYet(format!("this processor does not batch ({count} messages)"))) }
     }
-}
-
-/// Decode, inbox, handle and outbox in one transaction: the consumer of a
-/// saga service whose handler `H` handles the inbound events `E` (generated
-/// from the spec, see `saga_contract::Dispatch`).
-pub struct TxConsumer<H, E> {
-    pool: PgPool,
-    handler: H,
-    events: std::marker::PhantomData<fn() -> E>,
-}
-
-impl<H, E> TxConsumer<H, E> {
-    pub fn new(pool: PgPool, handler: H) -> Self {
-        TxConsumer { pool, handler, events: std::marker::PhantomData }
-    }
-}
-
-impl<H, E> Processor for TxConsumer<H, E>
-where
-    H: Send + Sync + 'static,
-    E: Dispatch<H, Ctx = PgConnection>,
-{
-    async fn process(&self, message: &Received) -> Result<Processed, Failure> {
-        let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
-            return Ok(Processed::Ignored);
-        };
-        let mut tx = self.pool.begin().await.map_err(database)?;
-        let outcome = self.handle(&mut tx, message, event).await?;
-        if outcome.processed == Processed::Handled {
-            tx.commit().await.map_err(database)?;
-        }
-        outcome.log_committed();
-        Ok(outcome.processed)
-    }
-
-    async fn process_batch(&self, messages: &[Received]) -> Result<(), Failure> {
-        // Decode all first: an undecodable message fails the batch before
-        // any transaction starts, and is dead-lettered on its own.
-        let mut events = Vec::with_capacity(messages.len());
-        for message in messages {
-            if let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? {
-                events.push((message, event));
-            }
-        }
-        if events.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await.map_err(database)?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (message, event) in events {
-            // Later messages see what earlier ones wrote: same transaction.
-            outcomes.push(self.handle(&mut tx, message, event).await?);
-        }
-        tx.commit().await.map_err(database)?;
-        outcomes.iter().for_each(Outcome::log_committed);
-        Ok(())
-    }
-}
-
-/// What handling one event did, logged once its transaction committed.
-struct Outcome {
-    processed: Processed,
-    reply: Option<String>,
-    span: tracing::Span,
-}
-
-impl Outcome {
-    fn log_committed(&self) {
-        let _entered = self.span.enter();
-        match self.processed {
-            Processed::Handled => tracing::info!(reply = self.reply.as_deref(), "event handled"),
-            Processed::Duplicate => tracing::info!("duplicate event ignored"),
-            Processed::Ignored => {}
-        }
-    }
-}
-
-impl<H, E> TxConsumer<H, E>
-where
-    H: Send + Sync + 'static,
-    E: Dispatch<H, Ctx = PgConnection>,
-{
-    /// Inbox claim, handler and outbox insert for one decoded event, in the
-    /// caller's transaction. A duplicate leaves the transaction unchanged.
-    async fn handle(&self, conn: &mut PgConnection, message: &Received, event: E) -> Result<Outcome, Failure> {
-        let meta = event.meta();
-        let span = tracing::info_span!(
-            "event",
-            saga_key = %meta.saga_key,
-            event_id = %meta.event_id,
-            event_type = meta.event_type,
-            trace_id = meta.traceparent.as_deref().and_then(saga_process::trace::trace_id).unwrap_or(""),
-        );
-        let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
-        async {
-            if !inbox::claim(&mut *conn, meta.event_id, meta.event_type, source).await.map_err(database)? {
-                return Ok((Processed::Duplicate, None));
-            }
-            let reply = event
-                .dispatch(&self.handler, &mut *conn)
-                .await
-                .map_err(|e| Failure::Transient(format!("handler: {e}")))?;
-            if let Some(reply) = &reply {
-                outbox::insert(&mut *conn, reply).await.map_err(database)?;
-            }
-            Ok((Processed::Handled, reply.map(|r| r.event_type)))
-        }
-        .instrument(span.clone())
-        .await
-        .map(|(processed, reply)| Outcome { processed, reply, span })
-    }
-}
-
-fn database(error: sqlx::Error) -> Failure {
-    Failure::Transient(format!("database: {error}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,8 +173,12 @@ pub enum ConsumerError {
 /// the relay and the sweeper) and divide the spec's 6 partitions evenly.
 pub const WORKERS: usize = 3;
 
-/// Messages a worker may have queued before the receiving loop waits for it.
+/// Messages a worker may have queued before its partitions are paused.
 const WORKER_QUEUE: usize = 64;
+
+/// How often the receiving loop looks whether a paused worker caught up,
+/// when no message arrives to wake it.
+const PAUSED_CHECK: Duration = Duration::from_millis(100);
 
 /// The worker of a partition: by partition number alone, whatever the topic.
 /// The saga topics have the same partition count and the producers the same
@@ -282,41 +209,41 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
     for _ in 0..WORKERS {
         let (sender, receiver) = tokio::sync::mpsc::channel::<OwnedMessage>(WORKER_QUEUE);
         queues.push(sender);
-        workers.push(tokio::spawn(work(
-            receiver,
-            config.clone(),
-            group.clone(),
-            processor.clone(),
-            producer.clone(),
-            consumer.clone(),
-            shutdown.clone(),
-        )));
+        let worker = Worker {
+            config: config.clone(),
+            group: group.clone(),
+            processor: processor.clone(),
+            producer: producer.clone(),
+            consumer: consumer.clone(),
+            shutdown: shutdown.clone(),
+        };
+        workers.push(tokio::spawn(worker.run(receiver)));
     }
+    let mut flow = Flow::new(queues);
     loop {
-        let received = tokio::select! {
-            () = shutdown.wait() => break,
-            m = consumer.recv() => m,
-        };
-        let message = match received {
-            Ok(m) => m.detach(),
-            Err(error) => {
-                tracing::warn!(%error, "Kafka receive error");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let queue = &queues[worker_of(message.partition())];
-        let sent = tokio::select! {
-            () = shutdown.wait() => break,
-            sent = queue.send(message) => sent,
-        };
-        if sent.is_err() {
+        if flow.feed(&consumer).is_err() {
             // A worker only stops at shutdown; its partitions' offsets stay
             // unstored and their messages are redelivered after the restart.
             break;
         }
+        let received = tokio::select! {
+            () = shutdown.wait() => break,
+            m = consumer.recv() => m,
+            () = tokio::time::sleep(PAUSED_CHECK), if flow.any_paused() => continue,
+        };
+        match received {
+            Ok(m) => {
+                if flow.deal(&consumer, m.detach()).is_err() {
+                    break;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "Kafka receive error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
-    drop(queues);
+    drop(flow);
     for worker in workers {
         if let Err(error) = worker.await {
             tracing::error!(%error, "consumer worker failed");
@@ -330,168 +257,101 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
     Ok(())
 }
 
-/// One worker: its partitions' messages in order, several in one
-/// transaction when they are already waiting; each offset is stored only
-/// after its message reached a final outcome.
-async fn work<P: Processor>(
-    mut queue: tokio::sync::mpsc::Receiver<OwnedMessage>,
-    config: Arc<ConsumerConfig>,
-    group: String,
-    processor: Arc<P>,
-    producer: FutureProducer,
-    consumer: Arc<StreamConsumer>,
-    shutdown: Shutdown,
-) {
-    let max_batch = config.max_batch.max(1);
-    let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max_batch);
-    while let Some(first) = queue.recv().await {
-        // Never wait for a batch to fill: take what is queued right now, so
-        // a quiet system keeps one message per transaction and its latency.
-        batch.push(first);
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(message) => batch.push(message),
-                Err(_) => break,
+/// A worker's queue has closed: it stopped (only at shutdown).
+struct WorkerGone;
+
+/// Deals received messages to the workers' queues without ever blocking the
+/// receiving loop: a message for a worker whose queue is full waits here,
+/// and that worker's partitions are paused until it has caught up.
+struct Flow {
+    queues: Vec<tokio::sync::mpsc::Sender<OwnedMessage>>,
+    /// Per worker, messages received for it that its queue had no room for.
+    waiting: Vec<VecDeque<OwnedMessage>>,
+    paused: Vec<bool>,
+}
+
+impl Flow {
+    fn new(queues: Vec<tokio::sync::mpsc::Sender<OwnedMessage>>) -> Flow {
+        let n = queues.len();
+        Flow { queues, waiting: (0..n).map(|_| VecDeque::new()).collect(), paused: vec![false; n] }
+    }
+
+    fn any_paused(&self) -> bool {
+        self.paused.iter().any(|p| *p)
+    }
+
+    /// Hands a received message to its worker, or keeps it and pauses the
+    /// worker's partitions when its queue is full.
+    fn deal(&mut self, consumer: &StreamConsumer, message: OwnedMessage) -> Result<(), WorkerGone> {
+        let w = worker_of(message.partition());
+        if !self.waiting[w].is_empty() {
+            // Behind the ones already waiting (a message fetched before the
+            // pause, or after a rebalance assigned the partition again).
+            self.waiting[w].push_back(message);
+            self.pause(consumer, w);
+            return Ok(());
+        }
+        match self.queues[w].try_send(message) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(message)) => {
+                self.waiting[w].push_back(message);
+                self.pause(consumer, w);
+                Ok(())
+            }
+            Err(TrySendError::Closed(_)) => Err(WorkerGone),
+        }
+    }
+
+    /// Moves waiting messages into queues that have room again, and resumes
+    /// the partitions of a worker with nothing left waiting.
+    fn feed(&mut self, consumer: &StreamConsumer) -> Result<(), WorkerGone> {
+        for w in 0..self.queues.len() {
+            while let Some(message) = self.waiting[w].pop_front() {
+                match self.queues[w].try_send(message) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(message)) => {
+                        self.waiting[w].push_front(message);
+                        break;
+                    }
+                    Err(TrySendError::Closed(_)) => return Err(WorkerGone),
+                }
+            }
+            if self.paused[w] && self.waiting[w].is_empty() {
+                self.set_paused(consumer, w, false);
             }
         }
-        if shutdown.is_requested() {
-            // Queued but not started: left unstored, redelivered after the restart.
-            break;
-        }
-        let received: Vec<Received> = batch.iter().map(|m| to_received(m, &config.topic_prefix)).collect();
-        let together = match received.len() {
-            1 => false,
-            n => match processor.process_batch(&received).await {
-                Ok(()) => true,
-                Err(error) => {
-                    tracing::debug!(%error, messages = n, "batch rolled back; handling its messages one at a time");
-                    false
+        Ok(())
+    }
+
+    fn pause(&mut self, consumer: &StreamConsumer, w: usize) {
+        self.set_paused(consumer, w, true);
+    }
+
+    /// Pauses or resumes every partition of worker `w` in the current assignment.
+    fn set_paused(&mut self, consumer: &StreamConsumer, w: usize, paused: bool) {
+        let partitions = match consumer.assignment() {
+            Ok(assignment) => {
+                let mut mine = TopicPartitionList::new();
+                for p in assignment.elements().iter().filter(|p| worker_of(p.partition()) == w) {
+                    mine.add_partition(p.topic(), p.partition());
                 }
-            },
-        };
-        for (message, received) in batch.iter().zip(&received) {
-            if !together && !deliver(&config, &group, &*processor, &producer, message, received, &shutdown).await {
-                // Shutdown during a retry backoff: the offset stays unstored,
-                // so the message is redelivered after the restart; later
-                // messages of its partitions must not be handled before it.
+                mine
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the assignment to pause or resume a worker");
                 return;
             }
-            // `rd_kafka_offset_store` stores offset + 1 itself (the next
-            // message to read): passing the message's own offset is correct;
-            // adding 1 here would skip a message after a restart.
-            if let Err(error) = consumer.store_offset(message.topic(), message.partition(), message.offset()) {
-                tracing::warn!(%error, "cannot store offset");
+        };
+        let done = if paused { consumer.pause(&partitions) } else { consumer.resume(&partitions) };
+        match done {
+            Ok(()) if self.paused[w] != paused => {
+                self.paused[w] = paused;
+                tracing::debug!(worker = w, partitions = partitions.count(), paused, "worker flow control");
             }
-        }
-        batch.clear();
-    }
-}
-
-fn to_received(message: &OwnedMessage, prefix: &str) -> Received {
-    let topic = message.topic().strip_prefix(prefix).unwrap_or(message.topic()).to_owned();
-    let headers = message
-        .headers()
-        .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default())).collect())
-        .unwrap_or_default();
-    Received {
-        topic,
-        partition: message.partition(),
-        offset: message.offset(),
-        key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        headers,
-    }
-}
-
-/// Processes one message to a final outcome (handled or dead-lettered).
-/// `false` when shutdown interrupted it before that.
-async fn deliver<P: Processor>(
-    config: &ConsumerConfig,
-    group: &str,
-    processor: &P,
-    producer: &FutureProducer,
-    message: &OwnedMessage,
-    received: &Received,
-    shutdown: &Shutdown,
-) -> bool {
-    let mut attempt = 0u32;
-    let (reason, error) = loop {
-        attempt += 1;
-        match processor.process(received).await {
-            Ok(_) => return true,
-            Err(Failure::Undecodable(e)) => break ("undecodable", e),
-            Err(Failure::Transient(e)) if attempt >= config.retry.max_attempts => break ("retries-exhausted", e),
-            Err(Failure::Transient(e)) => {
-                let backoff = backoff(&config.retry, attempt);
-                tracing::warn!(error = %e, attempt, ?backoff, topic = %received.topic, partition = received.partition,
-                    offset = received.offset, "processing failed; retrying in place");
-                tokio::select! {
-                    () = shutdown.wait() => return false,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-            }
-        }
-    };
-    tracing::error!(reason, %error, attempts = attempt, topic = %received.topic, partition = received.partition,
-        offset = received.offset, "dead-lettering message");
-    let dlq_topic = format!("{}{}{}", config.topic_prefix, received.topic, config.dlq_suffix);
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match dead_letter(producer, &dlq_topic, group, message, received, reason, &error, attempt).await {
-            Ok(()) => return true,
-            Err(e) => {
-                // Never move on without the dead letter written: that would lose the message.
-                tracing::error!(error = %e, %dlq_topic, "cannot write dead letter; retrying");
-                tokio::select! {
-                    () = shutdown.wait() => return false,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
+            Ok(()) => {}
+            Err(error) => tracing::warn!(%error, worker = w, paused, "cannot pause or resume partitions"),
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn dead_letter(
-    producer: &FutureProducer,
-    dlq_topic: &str,
-    group: &str,
-    message: &OwnedMessage,
-    received: &Received,
-    reason: &str,
-    error: &str,
-    attempts: u32,
-) -> Result<(), rdkafka::error::KafkaError> {
-    let mut headers = OwnedHeaders::new();
-    for (k, v) in &received.headers {
-        if !k.starts_with("dlq-") {
-            headers = headers.insert(Header { key: k, value: Some(v) });
-        }
-    }
-    let error: String = error.chars().take(2000).collect();
-    let partition = received.partition.to_string();
-    let offset = received.offset.to_string();
-    let attempts = attempts.to_string();
-    let failed_at = chrono::Utc::now().to_rfc3339();
-    for (k, v) in [
-        (dlq_headers::REASON, reason),
-        (dlq_headers::ERROR, error.as_str()),
-        (dlq_headers::ORIGINAL_TOPIC, received.topic.as_str()),
-        (dlq_headers::ORIGINAL_PARTITION, partition.as_str()),
-        (dlq_headers::ORIGINAL_OFFSET, offset.as_str()),
-        (dlq_headers::ATTEMPTS, attempts.as_str()),
-        (dlq_headers::CONSUMER_GROUP, group),
-        (dlq_headers::FAILED_AT, failed_at.as_str()),
-    ] {
-        headers = headers.insert(Header { key: k, value: Some(v) });
-    }
-    let payload = message.payload().unwrap_or_default();
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(dlq_topic).payload(payload).headers(headers);
-    if let Some(key) = message.key() {
-        record = record.key(key);
-    }
-    producer.send(record, Duration::from_secs(30)).await.map(|_| ()).map_err(|(e, _)| e)
 }
 
 #[cfg(test)]
@@ -522,5 +382,14 @@ mod tests {
         assert!(b3 >= Duration::from_millis(400) && b3 <= Duration::from_millis(480), "{b3:?}");
         let b10 = backoff(&retry, 10);
         assert!(b10 >= Duration::from_millis(1000) && b10 <= Duration::from_millis(1200), "{b10:?}");
+    }
+
+    #[test]
+    fn a_failure_takes_the_class_its_error_says() {
+        assert!(matches!(Failure::classed(FailureClass::Infrastructure, "x".into()), Failure::Infrastructure(_)));
+        assert!(matches!(Failure::classed(FailureClass::NotYet, "x".into()), Failure::NotYet(_)));
+        assert!(matches!(Failure::classed(FailureClass::Permanent, "x".into()), Failure::Permanent(_)));
+        assert!(matches!(Failure::database(sqlx::Error::PoolTimedOut), Failure::Infrastructure(_)));
+        assert!(matches!(Failure::database(sqlx::Error::RowNotFound), Failure::Permanent(_)));
     }
 }

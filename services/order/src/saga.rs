@@ -28,6 +28,18 @@ pub enum OrderError {
     BadStatus(Uuid, String),
 }
 
+/// An outage of the database is waited out; a status the spec does not know
+/// is a permanent verdict on the event (someone wrote the row by hand, or a
+/// state was removed from the spec without a migration).
+impl saga_contract::Classify for OrderError {
+    fn class(&self) -> saga_contract::FailureClass {
+        match self {
+            OrderError::Db(e) => saga_runtime::db::class_of(e),
+            OrderError::BadStatus(..) => saga_contract::FailureClass::Permanent,
+        }
+    }
+}
+
 /// The spec's timeouts, scaled (tests shorten them).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {

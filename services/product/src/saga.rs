@@ -20,11 +20,21 @@ pub enum StockError {
     Overflow(Uuid),
 }
 
+/// An outage of the database is waited out; an amount that overflows is a permanent verdict.
+impl saga_contract::Classify for StockError {
+    fn class(&self) -> saga_contract::FailureClass {
+        match self {
+            StockError::Db(e) => saga_runtime::db::class_of(e),
+            StockError::Overflow(_) => saga_contract::FailureClass::Permanent,
+        }
+    }
+}
+
 pub struct ProductSaga;
 
 impl ProductHandler for ProductSaga {
     type Ctx = PgConnection;
-    type Error = Box<StockError>;
+    type Error = StockError;
 
     async fn on_order_created(
         &self,
@@ -35,8 +45,7 @@ impl ProductHandler for ProductSaga {
         let existing: Option<String> = sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
             .bind(order_id)
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(StockError::from)?;
+            .await?;
         if let Some(status) = existing {
             // Already reserved, rejected, or cancelled before it arrived: nothing more to do.
             tracing::info!(%status, "order already known to the product service");
@@ -55,18 +64,11 @@ impl ProductHandler for ProductSaga {
         )
         .bind(&ids)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(StockError::from)?;
+        .await?;
         let mut stock: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
         for row in rows {
-            let id: Uuid = row.try_get("product_id").map_err(StockError::from)?;
-            stock.insert(
-                id,
-                (
-                    row.try_get("available").map_err(StockError::from)?,
-                    row.try_get("price_minor").map_err(StockError::from)?,
-                ),
-            );
+            let id: Uuid = row.try_get("product_id")?;
+            stock.insert(id, (row.try_get("available")?, row.try_get("price_minor")?));
         }
         let failure = wanted.iter().find_map(|(id, qty)| match stock.get(id) {
             None => Some((StockFailure::UnknownProduct, *id)),
@@ -79,8 +81,7 @@ impl ProductHandler for ProductSaga {
                 .bind(event.payload.user_id)
                 .bind(reason.as_str())
                 .execute(&mut *conn)
-                .await
-                .map_err(StockError::from)?;
+                .await?;
             tracing::info!(reason = reason.as_str(), %product_id, "stock not reserved");
             return Ok(ProductOnOrderCreated::StockReductionFail(StockReductionFail {
                 reason,
@@ -103,8 +104,7 @@ impl ProductHandler for ProductSaga {
         .bind(event.payload.user_id)
         .bind(total.minor())
         .execute(&mut *conn)
-        .await
-        .map_err(StockError::from)?;
+        .await?;
         for (id, qty) in &wanted {
             sqlx::query(
                 "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now() \
@@ -113,8 +113,7 @@ impl ProductHandler for ProductSaga {
             .bind(id)
             .bind(qty)
             .execute(&mut *conn)
-            .await
-            .map_err(StockError::from)?;
+            .await?;
             sqlx::query(
                 "INSERT INTO reservation_items (order_id, product_id, quantity, unit_price_minor) VALUES ($1, $2, $3, $4)",
             )
@@ -124,7 +123,7 @@ impl ProductHandler for ProductSaga {
             .bind(stock[id].1)
             .execute(&mut *conn)
             .await
-            .map_err(StockError::from)?;
+            ?;
         }
         tracing::info!(amount = total.minor(), "stock reserved");
         Ok(ProductOnOrderCreated::StockReductionSuccess(StockReductionSuccess {
@@ -158,8 +157,7 @@ impl ProductHandler for ProductSaga {
         .bind(event.order_id)
         .bind(Uuid::nil())
         .execute(&mut *conn)
-        .await
-        .map_err(StockError::from)?;
+        .await?;
         Ok(match release(conn, event.order_id).await? {
             Some(items) => ProductOnOrderCancelled::StockReleased(StockReleased { items }),
             None => ProductOnOrderCancelled::NoReply,

@@ -17,6 +17,16 @@ pub enum BalanceError {
     NegativeAmount(i64),
 }
 
+/// An outage of the database is waited out; a negative amount in an event is a permanent verdict.
+impl saga_contract::Classify for BalanceError {
+    fn class(&self) -> saga_contract::FailureClass {
+        match self {
+            BalanceError::Db(e) => saga_runtime::db::class_of(e),
+            BalanceError::NegativeAmount(_) => saga_contract::FailureClass::Permanent,
+        }
+    }
+}
+
 pub struct UserSaga;
 
 async fn ledger(
@@ -47,7 +57,7 @@ async fn ledger(
 
 impl UserHandler for UserSaga {
     type Ctx = PgConnection;
-    type Error = Box<BalanceError>;
+    type Error = BalanceError;
 
     async fn on_stock_reduction_success(
         &self,
@@ -58,13 +68,12 @@ impl UserHandler for UserSaga {
         let user_id = event.payload.user_id;
         let amount = event.payload.amount.minor();
         if amount < 0 {
-            return Err(BalanceError::NegativeAmount(amount).into());
+            return Err(BalanceError::NegativeAmount(amount));
         }
         let known: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
             .fetch_optional(&mut *conn)
-            .await
-            .map_err(BalanceError::from)?;
+            .await?;
         if let Some(status) = known {
             // Debited or failed before, or cancelled before the request came: never debit twice or late.
             tracing::info!(%status, "payment already decided");
@@ -74,8 +83,7 @@ impl UserHandler for UserSaga {
             sqlx::query_scalar("SELECT balance_minor FROM balances WHERE user_id = $1 FOR UPDATE")
                 .bind(user_id)
                 .fetch_optional(&mut *conn)
-                .await
-                .map_err(BalanceError::from)?;
+                .await?;
         let failure = match balance {
             None => Some((PaymentFailure::UnknownUser, format!("no user {user_id}"))),
             Some(b) if b < amount => {
@@ -91,7 +99,7 @@ impl UserHandler for UserSaga {
                 .bind(reason.as_str())
                 .execute(&mut *conn)
                 .await
-                .map_err(BalanceError::from)?;
+                ?;
             tracing::info!(reason = reason.as_str(), %detail, "payment refused");
             return Ok(UserOnStockReductionSuccess::PaymentFail(PaymentFail { reason, detail }));
         }
@@ -102,16 +110,14 @@ impl UserHandler for UserSaga {
         .bind(user_id)
         .bind(amount)
         .fetch_one(&mut *conn)
-        .await
-        .map_err(BalanceError::from)?;
-        ledger(conn, user_id, "debit", -amount, after, order_id).await.map_err(BalanceError::from)?;
+        .await?;
+        ledger(conn, user_id, "debit", -amount, after, order_id).await?;
         sqlx::query("INSERT INTO payments (order_id, user_id, amount_minor, status) VALUES ($1, $2, $3, 'debited')")
             .bind(order_id)
             .bind(user_id)
             .bind(amount)
             .execute(&mut *conn)
-            .await
-            .map_err(BalanceError::from)?;
+            .await?;
         tracing::info!(amount, balance_after = after, "balance debited");
         Ok(UserOnStockReductionSuccess::PaymentCompleted(PaymentCompleted { user_id, amount: Money(amount) }))
     }
@@ -128,7 +134,7 @@ impl UserHandler for UserSaga {
             .bind(order_id)
             .execute(&mut *conn)
             .await
-            .map_err(BalanceError::from)?;
+            ?;
         // Only a `debited` payment is refunded, and it moves to `refunded`: exactly once.
         let debited: Option<(Option<Uuid>, i64)> = sqlx::query_as(
             "UPDATE payments SET status = 'refunded', updated_at = now() WHERE order_id = $1 AND status = 'debited' \
@@ -136,8 +142,7 @@ impl UserHandler for UserSaga {
         )
         .bind(order_id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(BalanceError::from)?;
+        .await?;
         let Some((Some(user_id), amount)) = debited else {
             tracing::info!("nothing debited to refund");
             return Ok(UserOnOrderCancelled::NoReply);
@@ -149,9 +154,8 @@ impl UserHandler for UserSaga {
         .bind(user_id)
         .bind(amount)
         .fetch_one(&mut *conn)
-        .await
-        .map_err(BalanceError::from)?;
-        ledger(conn, user_id, "refund", amount, after, order_id).await.map_err(BalanceError::from)?;
+        .await?;
+        ledger(conn, user_id, "refund", amount, after, order_id).await?;
         tracing::info!(amount, balance_after = after, "payment refunded");
         Ok(UserOnOrderCancelled::PaymentRefunded(PaymentRefunded { user_id, amount: Money(amount) }))
     }

@@ -276,7 +276,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 /// Per-delivery context, e.g. the database transaction the inbox row and the
                 /// handler's writes share.
                 type Ctx: Send;
-                type Error: std::error::Error + Send + Sync + 'static;
+                /// Says of each failure whether it is an outage, a state not there yet or a
+                /// permanent verdict on the event (see `saga_contract::FailureClass`).
+                type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
                 #(#methods)*
             }
 
@@ -310,6 +312,16 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             /// An event the status owner parked no longer decodes.
             #[error("parked event {event_id} does not decode: {reason}")]
             Parked { event_id: ::uuid::Uuid, reason: String },
+        }
+
+        impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify for HandleError<E> {
+            fn class(&self) -> saga_contract::FailureClass {
+                match self {
+                    HandleError::Handler(e) => e.class(),
+                    HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
+                    HandleError::Encode(_) | HandleError::Parked { .. } => saga_contract::FailureClass::Permanent,
+                }
+            }
         }
 
         #(#items)*

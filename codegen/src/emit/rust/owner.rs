@@ -188,7 +188,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
         #store_doc
         pub trait #store: Send + Sync {
             type Ctx: Send;
-            type Error: std::error::Error + Send + Sync + 'static;
+            type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
 
             /// The saga's status, locked until the transaction ends; `None` when the saga is
             /// not known here.

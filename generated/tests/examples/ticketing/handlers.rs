@@ -26,6 +26,19 @@ pub enum HandleError<E: std::error::Error + 'static> {
     Parked { event_id: ::uuid::Uuid, reason: String },
 }
 
+impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify
+for HandleError<E> {
+    fn class(&self) -> saga_contract::FailureClass {
+        match self {
+            HandleError::Handler(e) => e.class(),
+            HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
+            HandleError::Encode(_) | HandleError::Parked { .. } => {
+                saga_contract::FailureClass::Permanent
+            }
+        }
+    }
+}
+
 /// What `booking` may publish after `seat.held`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BookingOnSeatHeld {
@@ -73,7 +86,9 @@ pub trait BookingHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
     /// handler's writes share.
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Says of each failure whether it is an outage, a state not there yet or a
+    /// permanent verdict on the event (see `saga_contract::FailureClass`).
+    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
     /// `booking` received `seat.held` (topic `seat-events`). `step` says what the status machine made of it. The spec allows these replies: `booking.confirmed`.
     fn on_seat_held(
         &self,
@@ -298,7 +313,9 @@ pub trait SeatsHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
     /// handler's writes share.
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// Says of each failure whether it is an outage, a state not there yet or a
+    /// permanent verdict on the event (see `saga_contract::FailureClass`).
+    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
     /// `seats` received `booking.requested` (topic `booking-events`). The spec allows these replies: `seat.held`, `seat.unavailable`.
     fn on_booking_requested(
         &self,

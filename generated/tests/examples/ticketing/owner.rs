@@ -50,7 +50,7 @@ pub struct BookingTransition<'a> {
 /// Where `booking` keeps its sagas: the SQL behind the status machine. The functions of this module and the entry commands call it, each method in the caller's transaction (`ctx`), so a status, its history row and the events it publishes commit together.
 pub trait BookingStore: Send + Sync {
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
     /// The saga's status, locked until the transaction ends; `None` when the saga is
     /// not known here.
     fn load_for_update(

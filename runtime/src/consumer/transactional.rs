@@ -1,0 +1,118 @@
+//! Transactional handling: decode, then in one PostgreSQL transaction claim
+//! the inbox row, run the handler and insert its reply into the outbox.
+
+use saga_contract::Dispatch;
+use sqlx::{PgConnection, PgPool};
+use tracing::Instrument;
+
+use super::{Failure, Processed, Processor, Received};
+use crate::{inbox, outbox};
+
+/// Decode, inbox, handle and outbox in one transaction: the consumer of a
+/// saga service whose handler `H` handles the inbound events `E` (generated
+/// from the spec, see `saga_contract::Dispatch`).
+pub struct TxConsumer<H, E> {
+    pool: PgPool,
+    handler: H,
+    events: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<H, E> TxConsumer<H, E> {
+    pub fn new(pool: PgPool, handler: H) -> Self {
+        TxConsumer { pool, handler, events: std::marker::PhantomData }
+    }
+}
+
+impl<H, E> Processor for TxConsumer<H, E>
+where
+    H: Send + Sync + 'static,
+    E: Dispatch<H, Ctx = PgConnection>,
+{
+    async fn process(&self, message: &Received) -> Result<Processed, Failure> {
+        let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
+            return Ok(Processed::Ignored);
+        };
+        let mut tx = self.pool.begin().await.map_err(Failure::database)?;
+        let outcome = self.handle(&mut tx, message, event).await?;
+        if outcome.processed == Processed::Handled {
+            tx.commit().await.map_err(Failure::database)?;
+        }
+        outcome.log_committed();
+        Ok(outcome.processed)
+    }
+
+    async fn process_batch(&self, messages: &[Received]) -> Result<(), Failure> {
+        // Decode all first: an undecodable message fails the batch before
+        // any transaction starts, and is dead-lettered on its own.
+        let mut events = Vec::with_capacity(messages.len());
+        for message in messages {
+            if let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? {
+                events.push((message, event));
+            }
+        }
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(Failure::database)?;
+        let mut outcomes = Vec::with_capacity(events.len());
+        for (message, event) in events {
+            // Later messages see what earlier ones wrote: same transaction.
+            outcomes.push(self.handle(&mut tx, message, event).await?);
+        }
+        tx.commit().await.map_err(Failure::database)?;
+        outcomes.iter().for_each(Outcome::log_committed);
+        Ok(())
+    }
+}
+
+/// What handling one event did, logged once its transaction committed.
+struct Outcome {
+    processed: Processed,
+    reply: Option<String>,
+    span: tracing::Span,
+}
+
+impl Outcome {
+    fn log_committed(&self) {
+        let _entered = self.span.enter();
+        match self.processed {
+            Processed::Handled => tracing::info!(reply = self.reply.as_deref(), "event handled"),
+            Processed::Duplicate => tracing::info!("duplicate event ignored"),
+            Processed::Ignored => {}
+        }
+    }
+}
+
+impl<H, E> TxConsumer<H, E>
+where
+    H: Send + Sync + 'static,
+    E: Dispatch<H, Ctx = PgConnection>,
+{
+    /// Inbox claim, handler and outbox insert for one decoded event, in the
+    /// caller's transaction. A duplicate leaves the transaction unchanged.
+    async fn handle(&self, conn: &mut PgConnection, message: &Received, event: E) -> Result<Outcome, Failure> {
+        let meta = event.meta();
+        let span = tracing::info_span!(
+            "event",
+            saga_key = %meta.saga_key,
+            event_id = %meta.event_id,
+            event_type = meta.event_type,
+            trace_id = meta.traceparent.as_deref().and_then(saga_process::trace::trace_id).unwrap_or(""),
+        );
+        let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
+        async {
+            let claimed = inbox::claim(&mut *conn, meta.event_id, meta.event_type, source).await;
+            if !claimed.map_err(Failure::database)? {
+                return Ok((Processed::Duplicate, None));
+            }
+            let reply = event.dispatch(&self.handler, &mut *conn).await.map_err(|e| Failure::of(&e))?;
+            if let Some(reply) = &reply {
+                outbox::insert(&mut *conn, reply).await.map_err(Failure::database)?;
+            }
+            Ok((Processed::Handled, reply.map(|r| r.event_type)))
+        }
+        .instrument(span.clone())
+        .await
+        .map(|(processed, reply)| Outcome { processed, reply, span })
+    }
+}

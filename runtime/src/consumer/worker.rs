@@ -1,0 +1,162 @@
+//! One worker: its partitions' messages in order, several in one transaction
+//! when they are already waiting, each retried by its failure's class until
+//! it reaches a final outcome (handled or dead-lettered); only then is its
+//! offset stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
+use saga_contract::RetryPolicy;
+use saga_process::shutdown::Shutdown;
+use tokio::time::Instant;
+
+use super::dead_letter::{self, Reason, Verdict};
+use super::{ConsumerConfig, Failure, Processor, Received};
+
+/// First wait while the infrastructure is away; it doubles up to
+/// [`OUTAGE_RETRY_MAX`], so a worker notices the return within that.
+const OUTAGE_RETRY_START: Duration = Duration::from_millis(100);
+pub(super) const OUTAGE_RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Backoff before attempt `attempt + 1` (attempt counts from 1): doubles,
+/// capped, with up to 20% jitter so replicas do not retry in lockstep.
+pub fn backoff(retry: &RetryPolicy, attempt: u32) -> Duration {
+    let base = retry.initial_backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(retry.max_backoff);
+    let jitter = rand::random_range(0..=base.as_millis() as u64 / 5);
+    base + Duration::from_millis(jitter)
+}
+
+/// What a worker shares with the receiving loop.
+pub(super) struct Worker<P> {
+    pub config: Arc<ConsumerConfig>,
+    pub group: String,
+    pub processor: Arc<P>,
+    pub producer: FutureProducer,
+    pub consumer: Arc<StreamConsumer>,
+    pub shutdown: Shutdown,
+}
+
+impl<P: Processor> Worker<P> {
+    /// Handles what `queue` brings until it closes or shutdown interrupts.
+    pub async fn run(self, mut queue: tokio::sync::mpsc::Receiver<OwnedMessage>) {
+        let max_batch = self.config.max_batch.max(1);
+        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max_batch);
+        while let Some(first) = queue.recv().await {
+            // Never wait for a batch to fill: take what is queued right now, so
+            // a quiet system keeps one message per transaction and its latency.
+            batch.push(first);
+            while batch.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            if self.shutdown.is_requested() {
+                // Queued but not started: left unstored, redelivered after the restart.
+                break;
+            }
+            let received: Vec<Received> = batch.iter().map(|m| Received::of(m, &self.config.topic_prefix)).collect();
+            let together = match received.len() {
+                1 => false,
+                n => match self.processor.process_batch(&received).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::debug!(%error, messages = n, "batch rolled back; handling its messages one at a time");
+                        false
+                    }
+                },
+            };
+            for (message, received) in batch.iter().zip(&received) {
+                if !together && !self.deliver(message, received).await {
+                    // Shutdown during a wait: the offset stays unstored, so the
+                    // message is redelivered after the restart; later messages
+                    // of its partitions must not be handled before it.
+                    return;
+                }
+                // `rd_kafka_offset_store` stores offset + 1 itself (the next
+                // message to read): passing the message's own offset is correct;
+                // adding 1 here would skip a message after a restart.
+                if let Err(error) = self.consumer.store_offset(message.topic(), message.partition(), message.offset()) {
+                    tracing::warn!(%error, "cannot store offset");
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// Processes one message to a final outcome: handled, or dead-lettered
+    /// if it is itself wrong. An outage is waited out however long it lasts
+    /// (the partition holds; nothing is dead-lettered for it). `false` when
+    /// shutdown interrupted it before that.
+    async fn deliver(&self, message: &OwnedMessage, received: &Received) -> bool {
+        let retry = &self.config.retry;
+        let mut attempts = 0u32;
+        let mut not_yet = 0u32;
+        let mut outage: Option<(Instant, Duration)> = None;
+        let (reason, error) = loop {
+            attempts += 1;
+            let wait = match self.processor.process(received).await {
+                Ok(_) => {
+                    if let Some((since, _)) = outage {
+                        tracing::info!(down_for = ?since.elapsed(), topic = %received.topic,
+                            partition = received.partition, "infrastructure is back; the partition moves on");
+                    }
+                    return true;
+                }
+                Err(Failure::Undecodable(e)) => break (Reason::Undecodable, e),
+                Err(Failure::Permanent(e)) => break (Reason::Permanent, e),
+                Err(Failure::NotYet(e)) => {
+                    not_yet += 1;
+                    if not_yet >= retry.max_attempts {
+                        break (Reason::RetriesExhausted, e);
+                    }
+                    let wait = backoff(retry, not_yet);
+                    tracing::warn!(error = %e, attempt = not_yet, ?wait, topic = %received.topic,
+                        partition = received.partition, offset = received.offset,
+                        "the state this message needs is not there yet; retrying in place");
+                    wait
+                }
+                Err(Failure::Infrastructure(e)) => {
+                    // Logged once per outage, not once per try.
+                    let (since, wait) = match outage {
+                        None => {
+                            tracing::warn!(error = %e, topic = %received.topic, partition = received.partition,
+                                offset = received.offset, "infrastructure unavailable; the partition waits for it");
+                            (Instant::now(), OUTAGE_RETRY_START)
+                        }
+                        Some((since, wait)) => (since, (wait * 2).min(OUTAGE_RETRY_MAX)),
+                    };
+                    outage = Some((since, wait));
+                    wait
+                }
+            };
+            tokio::select! {
+                () = self.shutdown.wait() => return false,
+                () = tokio::time::sleep(wait) => {}
+            }
+        };
+        tracing::error!(reason = reason.as_str(), %error, attempts, topic = %received.topic,
+            partition = received.partition, offset = received.offset, "dead-lettering message");
+        let dlq_topic = format!("{}{}{}", self.config.topic_prefix, received.topic, self.config.dlq_suffix);
+        let verdict = Verdict { group: &self.group, reason, error: &error, attempts };
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match dead_letter::write(&self.producer, &dlq_topic, message, received, &verdict).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    // Never move on without the dead letter written: that would lose the message.
+                    tracing::error!(error = %e, %dlq_topic, "cannot write dead letter; retrying");
+                    tokio::select! {
+                        () = self.shutdown.wait() => return false,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
