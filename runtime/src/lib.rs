@@ -7,6 +7,7 @@
 pub mod consumer;
 pub mod db;
 pub mod grpc;
+pub mod health;
 pub mod inbox;
 pub mod kafka;
 pub mod outbox;

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_contract::OutboxRecord;
+use saga_process::shutdown::Shutdown;
 use sqlx::{PgConnection, PgPool, Row};
 
-use saga_process::shutdown::Shutdown;
+use crate::health::{Component, Health};
 
 /// Channel the `outbox_notify` trigger notifies on every insert.
 pub const NOTIFY_CHANNEL: &str = "saga_outbox";
@@ -26,7 +28,9 @@ pub enum OutboxError {
     #[error("outbox database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("Kafka error: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] KafkaError),
+    #[error("the producer dropped a message before the broker acknowledged it")]
+    Canceled,
 }
 
 /// Inserts `message` in the caller's transaction. Inserting the same event id
@@ -71,27 +75,44 @@ impl Default for RelayConfig {
 pub struct Relay {
     pool: PgPool,
     producer: FutureProducer,
+    /// To make a new producer when the one in hand is in a fatal state.
+    brokers: String,
+    linger_ms: u32,
     config: RelayConfig,
 }
 
 impl Relay {
-    pub fn new(pool: PgPool, producer: FutureProducer, config: RelayConfig) -> Relay {
-        Relay { pool, producer, config }
+    /// A relay publishing to `brokers` with an idempotent producer
+    /// (`crate::kafka::producer`).
+    pub fn new(pool: PgPool, brokers: &str, linger_ms: u32, config: RelayConfig) -> Result<Relay, OutboxError> {
+        let producer = crate::kafka::producer(brokers, linger_ms)?;
+        Ok(Relay { pool, producer, brokers: brokers.to_owned(), linger_ms, config })
     }
 
-    /// Runs until `shutdown`; the batch in flight is finished first.
-    pub async fn run(self, shutdown: Shutdown) {
+    /// Runs until `shutdown`; the batch in flight is finished first. Reports
+    /// to `health` whether it can publish.
+    pub async fn run(mut self, shutdown: Shutdown, health: Health) {
+        let probe = health.probe(Component::Relay);
         let mut listener = None;
         let mut backoff = Duration::from_millis(100);
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        let mut polling = false;
         loop {
             if shutdown.is_requested() {
                 break;
             }
             if listener.is_none() {
                 listener = match self.listen().await {
-                    Ok(l) => Some(l),
+                    Ok(l) => {
+                        polling = false;
+                        Some(l)
+                    }
                     Err(error) => {
-                        tracing::warn!(%error, "outbox relay cannot LISTEN; polling until it can");
+                        // Once per outage, like the failures below.
+                        if !polling {
+                            tracing::warn!(%error, "outbox relay cannot LISTEN; polling until it can");
+                            polling = true;
+                        }
                         None
                     }
                 };
@@ -99,12 +120,22 @@ impl Relay {
             match self.publish_batch().await {
                 Ok(n) => {
                     backoff = Duration::from_millis(100);
+                    if let Some(since) = failing_since.take() {
+                        tracing::info!(down_for = ?since.elapsed(), "outbox relay publishes again");
+                        probe.working();
+                    }
                     if n as i64 >= self.config.batch_size {
                         continue; // more is waiting
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, ?backoff, "outbox relay batch failed; retrying");
+                    // Logged once per outage; health says how long it lasts.
+                    if failing_since.is_none() {
+                        tracing::warn!(%error, "outbox relay cannot publish; retrying until it can");
+                        failing_since = Some(tokio::time::Instant::now());
+                    }
+                    probe.failing(&error);
+                    self.renew_fatal_producer();
                     tokio::select! {
                         () = shutdown.wait() => break,
                         () = tokio::time::sleep(backoff) => {}
@@ -132,6 +163,20 @@ impl Relay {
         tracing::info!("outbox relay stopped");
     }
 
+    /// An idempotent producer that hit a fatal error (e.g. a sequence gap
+    /// the broker cannot accept) refuses every message from then on: make
+    /// a new one. Rows are marked sent only after an acknowledgement, so
+    /// nothing is lost; the inbox drops any duplicate.
+    fn renew_fatal_producer(&mut self) {
+        use rdkafka::producer::Producer;
+        let Some((code, reason)) = self.producer.client().fatal_error() else { return };
+        tracing::warn!(?code, %reason, "the relay's producer is in a fatal state; making a new one");
+        match crate::kafka::producer(&self.brokers, self.linger_ms) {
+            Ok(producer) => self.producer = producer,
+            Err(error) => tracing::warn!(%error, "cannot make a new producer yet"),
+        }
+    }
+
     async fn listen(&self) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
         let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
         listener.listen(NOTIFY_CHANNEL).await?;
@@ -139,6 +184,8 @@ impl Relay {
     }
 
     /// Publishes up to one batch; returns how many rows were marked sent.
+    /// `Err` when the broker did not acknowledge a row: the rows before it
+    /// are marked sent all the same, the rest wait for the next try.
     pub async fn publish_batch(&self) -> Result<usize, OutboxError> {
         let mut tx = self.pool.begin().await?;
         // The marking commits without waiting for its WAL flush: a crash can
@@ -153,9 +200,13 @@ impl Relay {
             // Another relay is publishing; it will also take what woke us.
             return Ok(0);
         }
+        // Rows behind a failed row of their saga key wait: a saga's events
+        // are never published out of order.
         let rows = sqlx::query(
-            "SELECT id, topic, partition_key, event_type, payload, headers FROM outbox \
-             WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            "SELECT id, topic, partition_key, event_type, payload, headers FROM outbox o \
+             WHERE published_at IS NULL AND failed_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox f \
+               WHERE f.failed_at IS NOT NULL AND f.published_at IS NULL AND f.partition_key = o.partition_key) \
+             ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.config.batch_size)
         .fetch_all(&mut *tx)
@@ -166,6 +217,7 @@ impl Relay {
         // Enqueue the whole batch in id order, then await acknowledgements in
         // the same order; the idempotent producer keeps per-partition order.
         let mut pending = Vec::with_capacity(rows.len());
+        let mut refused_at_enqueue = None;
         for row in &rows {
             let id: i64 = row.try_get("id")?;
             let topic: String = row.try_get("topic")?;
@@ -184,31 +236,99 @@ impl Relay {
             let record = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
             match self.producer.send_result(record) {
                 Ok(delivery) => pending.push((id, delivery)),
+                Err((error, _)) if never_publishable(&error) => {
+                    refused_at_enqueue = Some(Stop::Refused(id, error));
+                    break;
+                }
                 Err((error, _)) => {
-                    tracing::warn!(%error, "producer queue refused a message; publishing the rest later");
+                    // The producer's queue is full: publish what is enqueued,
+                    // the rest next time.
+                    tracing::debug!(%error, "producer queue refused a message; publishing the rest later");
                     break;
                 }
             }
         }
         let mut sent = Vec::with_capacity(pending.len());
+        let mut stopped = None;
         for (id, delivery) in pending {
-            match delivery.await {
-                Ok(Ok(_)) => sent.push(id),
-                Ok(Err((error, _))) => {
-                    // Stop at the first failure: later rows are published again
-                    // next time (duplicates are dropped by the consumers' inbox),
-                    // never marked sent without an acknowledgement.
-                    tracing::warn!(%error, outbox_id = id, "broker did not acknowledge; will retry");
-                    break;
+            // Stop at the first failure: later rows are published again next
+            // time (duplicates are dropped by the consumers' inbox), never
+            // marked sent without an acknowledgement.
+            let stop = match delivery.await {
+                Ok(Ok(_)) => {
+                    sent.push(id);
+                    continue;
                 }
-                Err(_) => break,
-            }
+                Ok(Err((error, _))) if never_publishable(&error) => Stop::Refused(id, error),
+                Ok(Err((error, _))) => Stop::Failed(OutboxError::Kafka(error)),
+                Err(_) => Stop::Failed(OutboxError::Canceled),
+            };
+            stopped = Some(stop);
+            break;
         }
+        let stopped = stopped.or(refused_at_enqueue);
         sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)").bind(&sent).execute(&mut *tx).await?;
+        if let Some(Stop::Refused(id, error)) = &stopped {
+            sqlx::query("UPDATE outbox SET failed_at = now(), failure = $2 WHERE id = $1")
+                .bind(id)
+                .bind(error.to_string())
+                .execute(&mut *tx)
+                .await?;
+            tracing::error!(outbox_id = id, %error,
+                "the broker can never accept this outbox row; marked failed, later events of its saga wait");
+        }
         tx.commit().await?;
         if !sent.is_empty() {
             tracing::debug!(published = sent.len(), "outbox batch published");
         }
-        Ok(sent.len())
+        match stopped {
+            Some(Stop::Failed(error)) => Err(error),
+            Some(Stop::Refused(..)) => Ok(sent.len() + 1),
+            None => Ok(sent.len()),
+        }
     }
+}
+
+/// Why a batch stopped before its end.
+enum Stop {
+    /// The broker can never accept this row (see [`never_publishable`]).
+    Refused(i64, KafkaError),
+    /// It may accept it later: the batch is tried again.
+    Failed(OutboxError),
+}
+
+/// Errors that no retry can fix for this message: too large, or a record the
+/// broker rejects as invalid.
+fn never_publishable(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::InvalidMessage | Code::InvalidRecord)
+    )
+}
+
+/// An outbox row the relay marked failed: it can never be published.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct FailedRow {
+    pub id: i64,
+    pub event_id: uuid::Uuid,
+    pub topic: String,
+    pub partition_key: String,
+    pub event_type: String,
+    pub failed_at: chrono::DateTime<chrono::Utc>,
+    pub failure: String,
+    /// Later rows of the same saga key, waiting behind it.
+    pub waiting: i64,
+}
+
+/// The rows of this database's outbox that are marked failed, oldest first.
+pub async fn failed_rows(conn: &mut PgConnection) -> Result<Vec<FailedRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT f.id, f.event_id, f.topic, f.partition_key, f.event_type, f.failed_at, coalesce(f.failure, '') AS failure, \
+           (SELECT count(*) FROM outbox w WHERE w.partition_key = f.partition_key AND w.published_at IS NULL \
+              AND w.failed_at IS NULL) AS waiting \
+         FROM outbox f WHERE f.failed_at IS NOT NULL AND f.published_at IS NULL ORDER BY f.id",
+    )
+    .fetch_all(conn)
+    .await
 }

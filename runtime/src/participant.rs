@@ -16,6 +16,8 @@ use saga_process::shutdown::Shutdown;
 pub enum ParticipantError {
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("outbox relay: {0}")]
+    Relay(#[from] crate::outbox::OutboxError),
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
     #[error("a background task panicked: {0}")]
@@ -45,9 +47,9 @@ impl Participant {
         E: Dispatch<H, Ctx = PgConnection>,
     {
         let args = &booted.args;
-        let producer = crate::kafka::producer(&args.kafka_brokers, args.kafka_linger_ms)?;
         let relay_config = RelayConfig { topic_prefix: args.topic_prefix.clone(), ..RelayConfig::default() };
-        let relay = tokio::spawn(Relay::new(booted.pool.clone(), producer, relay_config).run(shutdown.clone()));
+        let relay = Relay::new(booted.pool.clone(), &args.kafka_brokers, args.kafka_linger_ms, relay_config)?;
+        let relay = tokio::spawn(relay.run(shutdown.clone(), booted.health.clone()));
         let group = service.consumer_group;
         let consumer_config = ConsumerConfig {
             brokers: args.kafka_brokers.clone(),
@@ -59,7 +61,7 @@ impl Participant {
             max_batch: args.consumer_max_batch.unwrap_or(group.max_batch),
         };
         let processor = TxConsumer::<H, E>::new(booted.pool.clone(), handler);
-        let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone()));
+        let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone(), booted.health.clone()));
         Ok(Participant { relay, consumer })
     }
 

@@ -11,13 +11,13 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use tonic::transport::Server;
 use tonic::transport::server::Router;
-use tonic_health::ServingStatus;
 
 use saga_contract::{Dispatch, ServiceIdentity};
 use saga_process::shutdown::Shutdown;
 use sqlx::PgConnection;
 use sqlx::migrate::Migrator;
 
+use crate::health::Health;
 use crate::participant::{Participant, ParticipantError};
 
 use saga_process::local::BackendService;
@@ -49,6 +49,12 @@ pub struct ServiceArgs {
     #[arg(long, env = "CONSUMER_MAX_BATCH",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     pub consumer_max_batch: Option<usize>,
+    /// How long a loop that does the service's work (a consumer partition,
+    /// the outbox relay, the timeout sweeper) may keep failing before gRPC
+    /// health says NOT_SERVING, in milliseconds.
+    #[arg(long, env = "HEALTH_STUCK_AFTER_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub health_stuck_after_ms: u64,
 }
 
 #[derive(Debug, Parser)]
@@ -78,17 +84,22 @@ impl ServiceArgs {
 /// How long a service waits for its database at start-up.
 pub const DATABASE_WAIT: Duration = Duration::from_secs(30);
 
-/// Serves the standard gRPC health service, gRPC server reflection for
+/// How often the gRPC health service is brought in step with the loops' health.
+const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Serves the standard gRPC health service (what `liveness` says: serving
+/// only while the loops that do the work do it), gRPC server reflection for
 /// `descriptor_set` and whatever `add_services` adds, on `listen`, until
 /// `shutdown` is requested; in-flight calls are drained first.
 pub async fn serve_grpc_until(
     listen: SocketAddr,
     shutdown: Shutdown,
     descriptor_set: &'static [u8],
+    liveness: Health,
     add_services: impl FnOnce(Router) -> Router,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
+    tokio::spawn(liveness.report(reporter, HEALTH_REPORT_EVERY));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -116,10 +127,12 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A backend service after start-up: its configuration and a migrated database pool.
+/// A backend service after start-up: its configuration, a migrated database
+/// pool, and the health its loops report to.
 pub struct Booted {
     pub args: ServiceArgs,
     pub pool: sqlx::PgPool,
+    pub health: Health,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,13 +143,18 @@ pub enum BootError {
 
 /// Parses the command line, installs JSON logging, connects to the service's
 /// database and applies the runtime's and then the service's migrations.
-async fn boot(service: BackendService, migrator: &sqlx::migrate::Migrator) -> Result<Booted, BootError> {
+async fn boot(
+    service: BackendService,
+    migrator: &sqlx::migrate::Migrator,
+    shutdown: &Shutdown,
+) -> Result<Booted, BootError> {
     let args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info");
     let pool = crate::db::connect(&args.database_url, args.database_max_connections, DATABASE_WAIT).await?;
     crate::db::migrate(&pool, migrator).await?;
     tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
-    Ok(Booted { args, pool })
+    let health = Health::new(Duration::from_millis(args.health_stuck_after_ms), shutdown.clone());
+    Ok(Booted { args, pool, health })
 }
 
 /// Work a service runs beside its consumer and API until shutdown (the
@@ -177,6 +195,8 @@ pub enum ServiceError {
     Serve(#[from] ServeError),
     #[error("a background task panicked: {0}")]
     Background(#[from] tokio::task::JoinError),
+    #[error("{0}; stopped so that a supervisor starts the service again")]
+    LoopStopped(String),
 }
 
 /// Runs the backend service `service` (its generated identity) until SIGTERM
@@ -197,12 +217,24 @@ where
     E: Dispatch<H, Ctx = PgConnection>,
     A: FnOnce(Router) -> Router,
 {
-    let booted = boot(BackendService { name: service.name, ordinal: service.ordinal }, migrator).await?;
     let (trigger, shutdown) = Shutdown::on_signal();
+    let booted = boot(BackendService { name: service.name, ordinal: service.ordinal }, migrator, &shutdown).await?;
+    // A loop that stopped (a panic) cannot be trusted to come back: stop the
+    // whole service and exit non-zero, so that `up` or a supervisor restarts it.
+    let watcher = tokio::spawn({
+        let (health, trigger) = (booted.health.clone(), trigger.clone());
+        async move {
+            let reason = health.stopped().await;
+            tracing::error!(%reason, "a loop of the service stopped; shutting down");
+            trigger.trigger();
+            reason
+        }
+    });
     let parts = parts(&booted, &shutdown);
     let participant = Participant::start(&booted, service, parts.handler, &shutdown)?;
     let background: Vec<_> = parts.background.into_iter().map(tokio::spawn).collect();
-    let served = serve_grpc_until(booted.args.listen, shutdown.clone(), descriptor_set, parts.api).await;
+    let served =
+        serve_grpc_until(booted.args.listen, shutdown.clone(), descriptor_set, booted.health.clone(), parts.api).await;
     // Whatever ended the server, stop the rest and let it finish.
     trigger.trigger();
     for task in background {
@@ -210,5 +242,10 @@ where
     }
     participant.join().await?;
     booted.pool.close().await;
-    Ok(served?)
+    served?;
+    if watcher.is_finished() {
+        return Err(ServiceError::LoopStopped(watcher.await?));
+    }
+    watcher.abort();
+    Ok(())
 }

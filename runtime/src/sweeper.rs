@@ -9,6 +9,8 @@ use saga_contract::Sweep;
 use saga_process::shutdown::Shutdown;
 use sqlx::{PgConnection, PgPool};
 
+use crate::health::{Component, Health};
+
 /// Sagas resolved per transaction; a full batch is followed at once by the next.
 pub const BATCH: usize = 50;
 
@@ -21,13 +23,27 @@ pub enum SweepError<E: std::error::Error + 'static> {
 }
 
 /// Sweeps every `interval` until `shutdown`; a failed sweep is logged and
-/// tried again at the next tick.
-pub async fn run<S: Sweep<Ctx = PgConnection>>(pool: PgPool, sweep: S, interval: Duration, shutdown: Shutdown) {
+/// tried again at the next tick, and `health` hears whether sweeps work.
+pub async fn run<S: Sweep<Ctx = PgConnection>>(
+    pool: PgPool,
+    sweep: S,
+    interval: Duration,
+    shutdown: Shutdown,
+    health: Health,
+) {
+    let probe = health.probe(Component::Sweeper);
     loop {
         match once(&pool, &sweep).await {
-            Ok(n) if n >= BATCH => continue,
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "timeout sweep failed; retrying"),
+            Ok(n) => {
+                probe.working();
+                if n >= BATCH {
+                    continue;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "timeout sweep failed; retrying");
+                probe.failing(&error);
+            }
         }
         tokio::select! {
             () = shutdown.wait() => break,

@@ -18,6 +18,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_contract::RetryPolicy;
 use saga_process::shutdown::Shutdown;
 use saga_runtime::consumer::{self, ConsumerConfig, Failure, Processed, Processor, Received};
+use saga_runtime::health::Health;
 
 /// `poison:*` is undecodable, `refused:*` refused for good, `flaky:*` not
 /// ready twice then fine, `doomed:*` never ready, `outage:*` meets an outage
@@ -74,6 +75,10 @@ async fn topic_with(brokers: &str, prefix: &str, payloads: &[String]) {
     }
 }
 
+fn health(shutdown: &Shutdown) -> Health {
+    Health::new(Duration::from_secs(60), shutdown.clone())
+}
+
 fn config(brokers: &str, prefix: &str, max_batch: usize) -> ConsumerConfig {
     ConsumerConfig {
         brokers: brokers.to_owned(),
@@ -102,7 +107,12 @@ async fn each_failure_class_gets_its_treatment_and_the_partition_moves_on() {
     let recorder = Recorder::default();
     let (trigger, shutdown) = Shutdown::manual();
     // Recorder does not batch: whatever the batch size, one at a time.
-    let running = tokio::spawn(consumer::run(config(&brokers, &prefix, 16), recorder.clone(), shutdown));
+    let running = tokio::spawn(consumer::run(
+        config(&brokers, &prefix, 16),
+        recorder.clone(),
+        shutdown.clone(),
+        health(&shutdown),
+    ));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while recorder.handled.lock().expect("lock").len() < 6 {
@@ -203,7 +213,8 @@ async fn a_failed_batch_is_handled_again_one_message_at_a_time() {
 
     let batcher = Batcher::default();
     let (trigger, shutdown) = Shutdown::manual();
-    let running = tokio::spawn(consumer::run(config(&brokers, &prefix, 8), batcher.clone(), shutdown));
+    let running =
+        tokio::spawn(consumer::run(config(&brokers, &prefix, 8), batcher.clone(), shutdown.clone(), health(&shutdown)));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while batcher.handled.lock().expect("lock").len() < sequence.len() {
         assert!(tokio::time::Instant::now() < deadline, "handled only {:?}", batcher.handled.lock().expect("lock"));

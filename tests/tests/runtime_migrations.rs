@@ -1,8 +1,9 @@
 //! The runtime's tables ship with the runtime and the services keep only
 //! their own: a database migrated when every service carried copies of the
-//! runtime's migrations (versions 1 and 2) is up to date under the split,
-//! a fresh one gets both sets, and a service migration that takes a
-//! runtime version is refused before anything runs.
+//! runtime's migrations (versions 1 and 2) keeps its history and gets only
+//! the runtime's later migrations, a fresh one gets the same history, and a
+//! service migration that takes a runtime version is refused before
+//! anything runs.
 
 use std::path::Path;
 
@@ -33,29 +34,39 @@ async fn applied(pool: &PgPool) -> Vec<(i64, Vec<u8>)> {
 }
 
 #[tokio::test]
-async fn a_database_of_the_old_layout_needs_nothing_and_a_fresh_one_gets_both_sets() {
+async fn a_database_of_the_old_layout_keeps_its_history_and_a_fresh_one_gets_the_same() {
     let stack = stack();
     let order = migrator(&stack.root.join("migrations/order")).await;
 
-    // The old layout: one folder per service with the runtime's files copied in.
+    // The old layout: one folder per service with the runtime's first two
+    // migrations copied in (the runtime's later ones did not exist then).
     let old_folder = std::env::temp_dir().join(saga_tests::unique("old-order-migrations"));
     std::fs::create_dir_all(&old_folder).expect("temp folder");
     for folder in [stack.root.join("runtime/migrations"), stack.root.join("migrations/order")] {
         for entry in std::fs::read_dir(folder).expect("migrations") {
             let path = entry.expect("entry").path();
-            std::fs::copy(&path, old_folder.join(path.file_name().expect("file name"))).expect("copy");
+            let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+            let version: i64 = name.split('_').next().and_then(|v| v.parse().ok()).expect("a versioned file");
+            if version < db::FIRST_NEW_RUNTIME_VERSION {
+                std::fs::copy(&path, old_folder.join(name)).expect("copy");
+            }
         }
     }
     let (old_pool, old_name) = empty_database().await;
     migrator(&old_folder).await.run(&old_pool).await.expect("the old layout migrates");
     let before = applied(&old_pool).await;
     db::migrate(&old_pool, &order).await.expect("the split accepts the old history");
-    assert_eq!(applied(&old_pool).await, before, "nothing new was applied to an up-to-date database");
+    let after = applied(&old_pool).await;
+    assert_eq!(after[..before.len()], before[..], "the old history stands, checksum for checksum");
+    assert!(
+        after[before.len()..].iter().all(|(v, _)| *v >= db::FIRST_NEW_RUNTIME_VERSION),
+        "only the runtime's later migrations were added: {after:?}"
+    );
     std::fs::remove_dir_all(&old_folder).expect("clean up");
 
     let (fresh_pool, fresh_name) = empty_database().await;
     db::migrate(&fresh_pool, &order).await.expect("a fresh database migrates");
-    assert_eq!(applied(&fresh_pool).await, before, "the same history, version for version, checksum for checksum");
+    assert_eq!(applied(&fresh_pool).await, after, "the same history, version for version, checksum for checksum");
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
     )

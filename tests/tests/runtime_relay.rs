@@ -1,6 +1,7 @@
 //! The outbox relay against the real PostgreSQL and Kafka: two relay
-//! instances keep every key's order, a stopped relay loses nothing, and rows
-//! are marked sent only after the broker acknowledged them.
+//! instances keep every key's order, a stopped relay loses nothing, rows are
+//! marked sent only after the broker acknowledged them, and a row the broker
+//! can never accept holds back only its own saga.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use saga_contract::OutboxRecord;
 use saga_process::shutdown::Shutdown;
+use saga_runtime::health::Health;
 use saga_runtime::outbox::{self, Relay, RelayConfig};
 use uuid::Uuid;
 
@@ -62,6 +64,10 @@ async fn read_all(brokers: &str, topic: &str, expected: usize) -> BTreeMap<Strin
     seen
 }
 
+fn health(shutdown: &Shutdown) -> Health {
+    Health::new(Duration::from_secs(60), shutdown.clone())
+}
+
 #[tokio::test]
 async fn two_relays_publish_everything_in_per_key_order_and_mark_it_sent() {
     let stack = saga_tests::stack();
@@ -74,12 +80,9 @@ async fn two_relays_publish_everything_in_per_key_order_and_mark_it_sent() {
     let config = RelayConfig { topic_prefix: prefix.clone(), batch_size: 7, poll_interval: Duration::from_secs(5) };
     let mut relays = Vec::new();
     for _ in 0..2 {
-        let relay = Relay::new(
-            pool.clone(),
-            saga_runtime::kafka::producer(&brokers, saga_runtime::kafka::DEFAULT_LINGER_MS).expect("producer"),
-            config.clone(),
-        );
-        relays.push(tokio::spawn(relay.run(shutdown.clone())));
+        let relay =
+            Relay::new(pool.clone(), &brokers, saga_runtime::kafka::DEFAULT_LINGER_MS, config.clone()).expect("relay");
+        relays.push(tokio::spawn(relay.run(shutdown.clone(), health(&shutdown))));
     }
     // Interleaved writers, one transaction per event, while the relays run.
     let keys: Vec<String> = (0..8).map(|i| format!("key-{i}")).collect();
@@ -131,12 +134,9 @@ async fn a_relay_restarted_midway_loses_nothing() {
 
     // First relay: stopped as soon as it has published something.
     let (trigger, shutdown) = Shutdown::manual();
-    let relay = Relay::new(
-        pool.clone(),
-        saga_runtime::kafka::producer(&brokers, saga_runtime::kafka::DEFAULT_LINGER_MS).expect("producer"),
-        config.clone(),
-    );
-    let first = tokio::spawn(relay.run(shutdown));
+    let relay =
+        Relay::new(pool.clone(), &brokers, saga_runtime::kafka::DEFAULT_LINGER_MS, config.clone()).expect("relay");
+    let first = tokio::spawn(relay.run(shutdown.clone(), health(&shutdown)));
     loop {
         let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NOT NULL")
             .fetch_one(&pool)
@@ -152,15 +152,57 @@ async fn a_relay_restarted_midway_loses_nothing() {
 
     // A new relay takes over where it stopped.
     let (trigger, shutdown) = Shutdown::manual();
-    let relay = Relay::new(
-        pool.clone(),
-        saga_runtime::kafka::producer(&brokers, saga_runtime::kafka::DEFAULT_LINGER_MS).expect("producer"),
-        config,
-    );
-    let second = tokio::spawn(relay.run(shutdown));
+    let relay = Relay::new(pool.clone(), &brokers, saga_runtime::kafka::DEFAULT_LINGER_MS, config).expect("relay");
+    let second = tokio::spawn(relay.run(shutdown.clone(), health(&shutdown)));
     let seen = read_all(&brokers, &format!("{prefix}events"), 50).await;
     assert_eq!(seen["only-key"], (0..50).collect::<Vec<u32>>());
     trigger.trigger();
     second.await.expect("second relay stops");
+    saga_tests::drop_scratch_database(&stack, pool, &db).await;
+}
+
+/// A row the broker can never accept (larger than any message it takes) is
+/// marked failed with its error: the other sagas' rows flow, the later rows
+/// of its own saga wait behind it, and the relay stays healthy.
+#[tokio::test]
+async fn a_row_the_broker_can_never_accept_is_marked_failed_and_holds_back_only_its_saga() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let (pool, db) = saga_tests::scratch_database(&stack).await;
+    let prefix = format!("{}.", saga_tests::unique("relay"));
+    create_topic(&brokers, &format!("{prefix}events")).await;
+    let mut huge = message("stuck", 0);
+    huge.payload = vec![b'x'; 2 * 1024 * 1024];
+    for record in [message("a", 0), huge, message("stuck", 1), message("b", 0), message("a", 1)] {
+        let mut tx = pool.begin().await.expect("begin");
+        outbox::insert(&mut tx, &record).await.expect("insert");
+        tx.commit().await.expect("commit");
+    }
+    let config = RelayConfig { topic_prefix: prefix.clone(), batch_size: 10, poll_interval: Duration::from_secs(1) };
+    let (trigger, shutdown) = Shutdown::manual();
+    let relay = Relay::new(pool.clone(), &brokers, saga_runtime::kafka::DEFAULT_LINGER_MS, config).expect("relay");
+    let health = health(&shutdown);
+    let running = tokio::spawn(relay.run(shutdown.clone(), health.clone()));
+
+    let seen = read_all(&brokers, &format!("{prefix}events"), 3).await;
+    assert_eq!(seen.get("a").map(Vec::as_slice), Some(&[0, 1][..]));
+    assert_eq!(seen.get("b").map(Vec::as_slice), Some(&[0][..]));
+    let mut conn = pool.acquire().await.expect("connection");
+    let failed = outbox::failed_rows(&mut conn).await.expect("failed rows");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!((failed[0].partition_key.as_str(), failed[0].waiting), ("stuck", 1));
+    assert!(failed[0].failure.to_lowercase().contains("too large"), "{}", failed[0].failure);
+    let unpublished: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND failed_at IS NULL AND partition_key = 'stuck'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .expect("count");
+    assert_eq!(unpublished, 1, "the saga's later event waits behind the failed one");
+    let verdict = health.verdict(tokio::time::Instant::now() + Duration::from_secs(3600));
+    assert!(verdict.values().all(Option::is_none), "a row that can never be published is no outage: {verdict:?}");
+    drop(conn);
+    trigger.trigger();
+    running.await.expect("relay stops");
     saga_tests::drop_scratch_database(&stack, pool, &db).await;
 }

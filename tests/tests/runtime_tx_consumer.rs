@@ -206,7 +206,8 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
     };
     let (trigger, shutdown) = Shutdown::manual();
     let consumer = TxConsumer::<Recording, Event>::new(pool.clone(), Recording);
-    let running = tokio::spawn(saga_runtime::consumer::run(config, consumer, shutdown));
+    let health = saga_runtime::health::Health::new(Duration::from_secs(60), shutdown.clone());
+    let running = tokio::spawn(saga_runtime::consumer::run(config, consumer, shutdown, health));
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
 
     // More arrive during the outage than a worker's queue holds: the

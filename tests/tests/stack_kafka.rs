@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -54,6 +54,13 @@ async fn every_spec_topic_and_its_dead_letter_twin_exist() {
         for name in [topic.name, topic.dlq] {
             assert_eq!(partitions.get(name).copied(), Some(topic.partitions as usize), "topic {name}");
         }
+    }
+    // Dead letters are kept for an explicit time, not the broker's default.
+    let resources: Vec<ResourceSpecifier> = TOPICS.iter().map(|t| ResourceSpecifier::Topic(t.dlq)).collect();
+    for result in admin().describe_configs(&resources, &AdminOptions::new()).await.expect("describe") {
+        let resource = result.expect("config");
+        let retention = resource.get("retention.ms").and_then(|e| e.value.clone());
+        assert_eq!(retention.as_deref(), Some(xtask::stack::DLQ_RETENTION_MS), "{:?}", resource.specifier);
     }
 }
 

@@ -10,7 +10,10 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use saga_generated::topology::{DLQ_SUFFIX, TOPICS};
+use saga_process::local::BackendService;
+use sqlx::Connection;
 use xtask::stack::StackConfig;
+use xtask::stack::config::services;
 
 /// Consumer group that remembers how far each dead-letter topic was redriven.
 const REDRIVE_GROUP: &str = "saga.dlq-redrive";
@@ -52,6 +55,22 @@ pub async fn run(config: &StackConfig, command: DlqCommand) -> anyhow::Result<()
                     println!("  {}", describe(m));
                 }
             }
+            for service in services() {
+                let rows = failed_outbox_rows(config, service).await?;
+                println!("{} outbox: {} failed row(s)", service.name, rows.len());
+                for row in rows.iter().take(show) {
+                    println!(
+                        "  #{} {} {} key={} failed {} ({} later event(s) of its saga wait): {}",
+                        row.id,
+                        row.event_type,
+                        row.event_id,
+                        row.partition_key,
+                        row.failed_at.to_rfc3339(),
+                        row.waiting,
+                        row.failure
+                    );
+                }
+            }
         }
         DlqCommand::Redrive { topic, dry_run, prefix } => {
             if !TOPICS.iter().any(|t| t.name == topic) {
@@ -87,6 +106,68 @@ pub async fn run(config: &StackConfig, command: DlqCommand) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// Outbox rows of `service` the relay marked failed (they can never be published).
+async fn failed_outbox_rows(
+    config: &StackConfig,
+    service: BackendService,
+) -> anyhow::Result<Vec<saga_runtime::outbox::FailedRow>> {
+    let mut conn = sqlx::PgConnection::connect(&config.database_url(service))
+        .await
+        .with_context(|| format!("{} database", service.name))?;
+    let rows = saga_runtime::outbox::failed_rows(&mut conn).await.context("failed outbox rows")?;
+    conn.close().await?;
+    Ok(rows)
+}
+
+/// One line per kind of message that did not go through: the dead letters
+/// held on each DLQ topic, and the failed outbox rows of each service.
+/// What cannot be read is said so, never an error: `status` runs on a
+/// stopped stack too.
+pub async fn summary(config: &StackConfig) -> Vec<String> {
+    let brokers = config.kafka_brokers();
+    let held = tokio::task::spawn_blocking(move || held(&brokers)).await.ok().and_then(Result::ok);
+    let dead: Vec<String> = TOPICS
+        .iter()
+        .map(|t| match held.as_ref().and_then(|h| h.get(t.dlq)) {
+            Some(n) => format!("{} {n}", t.dlq),
+            None => format!("{} unavailable", t.dlq),
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for service in services() {
+        let rows = tokio::time::timeout(TIMEOUT, failed_outbox_rows(config, service)).await;
+        failed.push(match rows {
+            Ok(Ok(rows)) => format!("{} {}", service.name, rows.len()),
+            _ => format!("{} unavailable", service.name),
+        });
+    }
+    vec![format!("dead letters: {}", dead.join(", ")), format!("failed outbox rows: {}", failed.join(", "))]
+}
+
+/// Messages each DLQ topic holds now (high minus low watermark, over its
+/// partitions), from one metadata request.
+fn held(brokers: &str) -> anyhow::Result<BTreeMap<&'static str, i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("log_level", "0")
+        .create()
+        .context("Kafka consumer")?;
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(3)).context("metadata")?;
+    let mut held = BTreeMap::new();
+    for topic in TOPICS {
+        let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic.dlq && t.error().is_none()) else {
+            continue;
+        };
+        let mut count = 0;
+        for partition in meta.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic.dlq, partition.id(), Duration::from_secs(3))?;
+            count += high - low;
+        }
+        held.insert(topic.dlq, count);
+    }
+    Ok(held)
 }
 
 /// Reads `topic` from the group's committed position (or the start) to its current end.

@@ -89,7 +89,13 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
                 println!("removed {}", config.state_dir.display());
             }
         }
-        Task::Status => print_status("stack status", &StackConfig::from_env()?),
+        Task::Status => {
+            let config = StackConfig::from_env()?;
+            print_status("stack status", &config);
+            for line in runtime.block_on(dlq::summary(&config)) {
+                println!("{line}");
+            }
+        }
         Task::Test { reuse, cargo_args } => return runtime.block_on(test(reuse, &cargo_args)),
         Task::Gen(args) => r#gen::run(&xtask::stack::config::workspace_root(), &args)?,
         Task::Dlq(command) => runtime.block_on(dlq::run(&StackConfig::from_env()?, command))?,

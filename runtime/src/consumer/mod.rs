@@ -46,6 +46,7 @@ pub use self::dead_letter::{Reason as DeadLetterReason, dlq_headers};
 pub use self::transactional::TxConsumer;
 use self::worker::Worker;
 pub use self::worker::backoff;
+use crate::health::{Component, Health};
 
 /// Consumer settings.
 #[derive(Debug, Clone)]
@@ -193,7 +194,15 @@ fn worker_of(partition: i32) -> usize {
 
 /// Runs the loop until `shutdown`; the messages in flight are finished (or
 /// left uncommitted, to be redelivered) and stored offsets are committed.
-pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: Shutdown) -> Result<(), ConsumerError> {
+/// The loop and each worker report to `health`: a worker is failing while a
+/// message of its partitions cannot be handled.
+pub async fn run<P: Processor>(
+    config: ConsumerConfig,
+    processor: P,
+    shutdown: Shutdown,
+    health: Health,
+) -> Result<(), ConsumerError> {
+    let receiving = health.probe(Component::Consumer);
     let group = format!("{}{}", config.topic_prefix, config.group_id);
     let consumer: Arc<StreamConsumer> = Arc::new(crate::kafka::consumer(&config.brokers, &group)?);
     // Dead letters are rare: the default batching delay is fine for them.
@@ -216,6 +225,7 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
             producer: producer.clone(),
             consumer: consumer.clone(),
             shutdown: shutdown.clone(),
+            probe: health.probe(Component::Consumer),
         };
         workers.push(tokio::spawn(worker.run(receiver)));
     }
@@ -254,6 +264,7 @@ pub async fn run<P: Processor>(config: ConsumerConfig, processor: P, shutdown: S
         Err(error) => tracing::warn!(%error, "final offset commit failed"),
     }
     tracing::info!(%group, "consumer stopped");
+    drop(receiving);
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::dead_letter::{self, Reason, Verdict};
 use super::{ConsumerConfig, Failure, Processor, Received};
+use crate::health::Probe;
 
 /// First wait while the infrastructure is away; it doubles up to
 /// [`OUTAGE_RETRY_MAX`], so a worker notices the return within that.
@@ -38,6 +39,8 @@ pub(super) struct Worker<P> {
     pub producer: FutureProducer,
     pub consumer: Arc<StreamConsumer>,
     pub shutdown: Shutdown,
+    /// Failing while a message of this worker's partitions cannot be handled.
+    pub probe: Probe,
 }
 
 impl<P: Processor> Worker<P> {
@@ -99,7 +102,18 @@ impl<P: Processor> Worker<P> {
         let mut outage: Option<(Instant, Duration)> = None;
         let (reason, error) = loop {
             attempts += 1;
-            let wait = match self.processor.process(received).await {
+            let outcome = self.processor.process(received).await;
+            match &outcome {
+                Err(Failure::Infrastructure(e) | Failure::NotYet(e)) => {
+                    self.probe.failing(format_args!(
+                        "{} partition {} offset {}: {e}",
+                        received.topic, received.partition, received.offset
+                    ));
+                }
+                _ if attempts > 1 => self.probe.working(),
+                _ => {}
+            }
+            let wait = match outcome {
                 Ok(_) => {
                     if let Some((since, _)) = outage {
                         tracing::info!(down_for = ?since.elapsed(), topic = %received.topic,

@@ -35,7 +35,8 @@ async fn main() -> anyhow::Result<()> {
     let saga = saga::OrderSaga { timeouts: saga::Timeouts { scale_percent: settings.timeout_scale_percent } };
     let sweep_every = Duration::from_millis(settings.sweep_interval_ms.max(10));
     service::run(&ORDER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
-        let sweeper = sweeper::run(booted.pool.clone(), OrderTimeouts(saga), sweep_every, shutdown.clone());
+        let health = booted.health.clone();
+        let sweeper = sweeper::run(booted.pool.clone(), OrderTimeouts(saga), sweep_every, shutdown.clone(), health);
         let api = OrderServiceServer::new(api::OrderApi { pool: booted.pool.clone(), saga });
         Parts::new(saga, |router| router.add_service(api)).with_background(sweeper)
     })

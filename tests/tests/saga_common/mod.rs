@@ -444,7 +444,7 @@ impl PrivateSaga {
     }
 }
 
-async fn create_topics(brokers: &str, prefix: &str) {
+pub async fn create_topics(brokers: &str, prefix: &str) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).set("log_level", "3").create().expect("admin");
     let names: Vec<String> = saga_generated::topology::TOPICS

@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -152,14 +154,24 @@ pub async fn probe(config: &StackConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a dead letter is kept: explicit, not the broker's default, and
+/// long enough for an operator to look at it and redrive it (30 days).
+pub const DLQ_RETENTION_MS: &str = "2592000000";
+
 /// Creates every topic of the spec and its dead-letter twin with the spec's
-/// partition count; grows an existing topic that has fewer partitions.
+/// partition count; grows an existing topic that has fewer partitions; gives
+/// every dead-letter topic its retention ([`DLQ_RETENTION_MS`]).
 pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
     let admin = admin(config)?;
     let wanted: Vec<(&str, i32)> =
         TOPICS.iter().flat_map(|t| [(t.name, t.partitions), (t.dlq, t.partitions)]).collect();
-    let new: Vec<NewTopic> =
-        wanted.iter().map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1))).collect();
+    let new: Vec<NewTopic> = wanted
+        .iter()
+        .map(|(name, partitions)| {
+            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
+            if TOPICS.iter().any(|t| t.dlq == *name) { topic.set("retention.ms", DLQ_RETENTION_MS) } else { topic }
+        })
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {
         match result {
@@ -183,6 +195,16 @@ pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
             if let Err((topic, code)) = result {
                 bail!("cannot grow Kafka topic {topic}: {code}");
             }
+        }
+    }
+    // Topics created before the retention was set get it too.
+    let retention: Vec<AlterConfig> = TOPICS
+        .iter()
+        .map(|t| AlterConfig::new(ResourceSpecifier::Topic(t.dlq)).set("retention.ms", DLQ_RETENTION_MS))
+        .collect();
+    for result in admin.alter_configs(&retention, &options).await? {
+        if let Err((resource, code)) = result {
+            bail!("cannot set the retention of {resource:?}: {code}");
         }
     }
     Ok(())

@@ -21,6 +21,7 @@ use nix::sys::signal::Signal;
 use saga_process::local::BackendService;
 
 pub use self::config::StackConfig;
+pub use self::kafka::DLQ_RETENTION_MS;
 use self::process::Tracked;
 pub use self::services::admin_credentials;
 

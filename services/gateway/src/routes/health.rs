@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::json;
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::state::AppState;
@@ -20,7 +21,10 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: Redis and every backend service answer, and the admin account exists.
+/// Readiness: Redis answers, every backend service says SERVING (which it
+/// does only while its consumer, relay and sweeper work), and the admin
+/// account exists. A backend that is not serving is named with the
+/// component that is not.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
@@ -28,17 +32,43 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
     ready &= redis_ok;
     checks.insert("redis".into(), json!(if redis_ok { "ok" } else { "unreachable" }));
     for (name, channel) in &state.backends.channels {
-        let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
-        request.set_timeout(PROBE_TIMEOUT);
-        let ok = HealthClient::new(channel.clone()).check(request).await.is_ok();
-        ready &= ok;
-        checks.insert((*name).into(), json!(if ok { "ok" } else { "unreachable" }));
+        let check = backend_check(channel).await;
+        ready &= check == "ok";
+        checks.insert((*name).into(), json!(check));
     }
     let admin_ok = state.admin_ready.load(Ordering::Acquire);
     ready &= admin_ok;
     checks.insert("admin_account".into(), json!(if admin_ok { "ok" } else { "pending" }));
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks })))
+}
+
+/// The components a backend reports on its own (`saga_runtime::health`).
+const COMPONENTS: [&str; 3] = ["saga.consumer", "saga.relay", "saga.sweeper"];
+
+/// `ok`, `unreachable`, or `not serving: <components>`.
+async fn backend_check(channel: &tonic::transport::Channel) -> String {
+    let client = HealthClient::new(channel.clone());
+    match status_of(&client, "").await {
+        Some(ServingStatus::Serving) => return "ok".to_owned(),
+        None => return "unreachable".to_owned(),
+        Some(_) => {}
+    }
+    let mut failing = Vec::new();
+    for component in COMPONENTS {
+        // A component the backend does not have (no sweeper) is NOT_FOUND: not failing.
+        if matches!(status_of(&client, component).await, Some(status) if status != ServingStatus::Serving) {
+            failing.push(component);
+        }
+    }
+    format!("not serving: {}", if failing.is_empty() { "unknown".to_owned() } else { failing.join(", ") })
+}
+
+async fn status_of(client: &HealthClient<tonic::transport::Channel>, service: &str) -> Option<ServingStatus> {
+    let mut request = tonic::Request::new(HealthCheckRequest { service: service.to_owned() });
+    request.set_timeout(PROBE_TIMEOUT);
+    let reply = client.clone().check(request).await.ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
 }
 
 async fn ping_redis(client: &redis::Client) -> redis::RedisResult<()> {

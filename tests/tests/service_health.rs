@@ -1,0 +1,89 @@
+//! Health that can fail: a backend whose outbox relay cannot publish (its
+//! database went away) says NOT_SERVING, naming the relay, once that lasted
+//! longer than `HEALTH_STUCK_AFTER_MS`; the gateway's `/readyz` is 503 and
+//! says why; both recover when the database is back. A private product
+//! service on a database of its own, reached through a proxy the test cuts,
+//! so the stack's shared services are never disturbed.
+
+mod saga_common;
+
+use std::process::Stdio;
+
+use saga_common::{create_topics, eventually};
+use saga_tests::http::PrivateGateway;
+use saga_tests::proxy::Proxy;
+use saga_tests::{stack, unique};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+async fn status(url: &str, service: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).ok()?.connect().await.ok()?;
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await.ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+async fn readyz(gateway: &PrivateGateway) -> (u16, serde_json::Value) {
+    let response = gateway.api.http.get(gateway.api.url("/readyz")).send().await.expect("readyz answers");
+    let code = response.status().as_u16();
+    (code, response.json().await.expect("json"))
+}
+
+#[tokio::test]
+async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_says_why() {
+    let stack = stack();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (prefix, database) = (format!("h{}.", &id[..12]), format!("h{}_product", &id[..12]));
+    create_topics(&stack.kafka_brokers(), &prefix).await;
+    let admin = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await.expect("create database");
+    let proxy = Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], stack.ports.postgres))).await;
+    let url = stack
+        .postgres_admin_url(&database)
+        .replace(&format!(":{}/", stack.ports.postgres), &format!(":{}/", proxy.addr().port()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let product = xtask::stack::config::services().into_iter().find(|s| s.name == "product").expect("product");
+    let log = std::fs::File::create(stack.logs_dir().join(format!("{}.log", unique("health-product")))).expect("log");
+    let mut child = tokio::process::Command::new(stack.binary(&product.binary()))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", &url)
+        .env("KAFKA_BROKERS", stack.kafka_brokers())
+        .env("TOPIC_PREFIX", &prefix)
+        .env("HEALTH_STUCK_AFTER_MS", "1500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("product service starts");
+    let grpc = format!("http://127.0.0.1:{port}");
+    eventually("the product service to serve", || async {
+        (status(&grpc, "").await == Some(ServingStatus::Serving)).then_some(())
+    })
+    .await;
+    assert_eq!(status(&grpc, "saga.relay").await, Some(ServingStatus::Serving));
+    let gateway = PrivateGateway::start(&stack, &[("PRODUCT_GRPC_URL", grpc.as_str())]).await;
+
+    proxy.cut();
+    eventually("the product service to stop serving", || async {
+        (status(&grpc, "").await == Some(ServingStatus::NotServing)).then_some(())
+    })
+    .await;
+    assert_eq!(status(&grpc, "saga.relay").await, Some(ServingStatus::NotServing), "the relay is what is stuck");
+    assert_eq!(status(&grpc, "saga.consumer").await, Some(ServingStatus::Serving), "no message was waiting");
+    let (code, body) = readyz(&gateway).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["checks"]["product"], "not serving: saga.relay", "{body}");
+
+    proxy.restore();
+    eventually("the product service to serve again", || async {
+        (status(&grpc, "").await == Some(ServingStatus::Serving)).then_some(())
+    })
+    .await;
+    gateway.wait_for("/readyz").await;
+
+    child.kill().await.expect("stop the product service");
+    drop(proxy);
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&admin).await;
+    admin.close().await;
+}
