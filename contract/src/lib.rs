@@ -139,16 +139,25 @@ pub struct ParkedEvent {
 }
 
 /// Resolves sagas that stayed in a status past its deadline: generated for
-/// the status owner, run on an interval by the runtime's sweeper.
+/// the status owner, run by the runtime's sweeper one saga per transaction,
+/// so that one saga that cannot be resolved never holds back the others.
 pub trait Sweep: Send + Sync + 'static {
     type Ctx: Send;
-    type Error: std::error::Error + Send + Sync + 'static;
+    type Error: std::error::Error + Classify + Send + Sync + 'static;
 
-    /// Resolves up to `limit` overdue sagas in `ctx` (one transaction);
-    /// returns how many it found.
-    fn sweep<'a>(
+    /// Resolves the most overdue saga whose key is not in `skip`, in `ctx`
+    /// (one transaction). `Ok(None)`: none is due.
+    fn sweep_one<'a>(
         &'a self,
         ctx: &'a mut Self::Ctx,
-        limit: usize,
-    ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a;
+        skip: &'a [Uuid],
+    ) -> impl Future<Output = Result<Option<Uuid>, SweepFailure<Self::Error>>> + Send + 'a;
+}
+
+/// A sweep that failed, and the saga it failed for (`None`: before any
+/// saga was found, e.g. the database is away).
+#[derive(Debug)]
+pub struct SweepFailure<E> {
+    pub saga_key: Option<Uuid>,
+    pub error: E,
 }

@@ -93,14 +93,15 @@ pub trait OrderStore: Send + Sync {
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Up to `limit` sagas whose deadline passed while in one of `statuses`, locked for
-    /// this transaction; sagas another transaction holds are skipped.
-    fn overdue(
+    /// The saga whose deadline passed longest ago while in one of `statuses`, its key not
+    /// in `skip`, locked for this transaction; sagas another transaction holds are
+    /// passed over.
+    fn next_overdue(
         &self,
         ctx: &mut Self::Ctx,
         statuses: &[OrderStatus],
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<OrderOverdue>, Self::Error>> + Send;
+        skip: &[::uuid::Uuid],
+    ) -> impl Future<Output = Result<Option<OrderOverdue>, Self::Error>> + Send;
 }
 
 /// Runs an event `order` received through the status machine, then its handler, in the caller's transaction: the saga is locked; a trigger the status accepts is written as a transition with its history row; one that arrived before the status it needs is parked (replies on different topics are not ordered against each other) and applied, with its handler, once a later event moved the status there; an event for a saga that already ended changes nothing. Returns the handler's reply.
@@ -221,47 +222,59 @@ pub struct OrderOverdue {
     pub trace: TraceContext,
 }
 
-/// Resolves up to `limit` sagas past their deadline in the caller's transaction, as the spec says: asks `order` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. Returns how many it found.
-pub async fn run_order_timeouts<H>(
+/// Resolves the most overdue saga whose key is not in `skip`, in the caller's transaction, as the spec says: asks `order` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. `Ok(None)` when no saga is due; an error names the saga it failed for.
+pub async fn run_order_timeout<H>(
     handler: &H,
     ctx: &mut <H as OrderStore>::Ctx,
-    limit: usize,
-) -> Result<usize, HandleError<<H as OrderStore>::Error>>
+    skip: &[::uuid::Uuid],
+) -> Result<
+    Option<::uuid::Uuid>,
+    saga_contract::SweepFailure<HandleError<<H as OrderStore>::Error>>,
+>
 where
     H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
         + OrderStore,
 {
-    let due = handler
-        .overdue(ctx, OrderStatus::WITH_TIMEOUT, limit)
+    let failed = |saga_key, error| saga_contract::SweepFailure {
+        saga_key,
+        error,
+    };
+    let due = handler.next_overdue(ctx, OrderStatus::WITH_TIMEOUT, skip).await;
+    let Some(saga) = due.map_err(|e| failed(None, HandleError::Handler(e)))? else {
+        return Ok(None)
+    };
+    let key = Some(saga.order_id);
+    let Some(rule) = saga.status.timeout() else { return Ok(key) };
+    let reply = handler
+        .on_timeout(ctx, saga.order_id, saga.status, rule.to)
         .await
-        .map_err(HandleError::Handler)?;
-    for saga in &due {
-        let Some(rule) = saga.status.timeout() else { continue };
-        let reply = handler
-            .on_timeout(ctx, saga.order_id, saga.status, rule.to)
+        .map_err(|e| failed(key, HandleError::Handler(e)))?;
+    let record = reply
+        .into_outbox(saga.order_id, saga.trace)
+        .map_err(|e| failed(key, HandleError::Encode(e)))?;
+    let (event_id, event_type) = match &record {
+        Some(r) => (r.event_id, r.event_type.as_str()),
+        None => (::uuid::Uuid::now_v7(), "timeout"),
+    };
+    let change = OrderTransition {
+        order_id: saga.order_id,
+        from: Some(saga.status),
+        to: rule.to,
+        event_id,
+        event_type,
+        cause: OrderCause::Timeout,
+    };
+    handler
+        .write_transition(ctx, &change)
+        .await
+        .map_err(|e| failed(key, HandleError::Handler(e)))?;
+    if let Some(record) = record {
+        handler
+            .publish(ctx, record)
             .await
-            .map_err(HandleError::Handler)?;
-        let record = reply
-            .into_outbox(saga.order_id, saga.trace.clone())
-            .map_err(HandleError::Encode)?;
-        let (event_id, event_type) = match &record {
-            Some(r) => (r.event_id, r.event_type.as_str()),
-            None => (::uuid::Uuid::now_v7(), "timeout"),
-        };
-        let change = OrderTransition {
-            order_id: saga.order_id,
-            from: Some(saga.status),
-            to: rule.to,
-            event_id,
-            event_type,
-            cause: OrderCause::Timeout,
-        };
-        handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
-        if let Some(record) = record {
-            handler.publish(ctx, record).await.map_err(HandleError::Handler)?;
-        }
+            .map_err(|e| failed(key, HandleError::Handler(e)))?;
     }
-    Ok(due.len())
+    Ok(key)
 }
 
 /// The timeouts of `handler`, as the runtime's sweeper runs them.
@@ -275,11 +288,13 @@ where
 {
     type Ctx = <H as OrderStore>::Ctx;
     type Error = HandleError<<H as OrderStore>::Error>;
-    fn sweep<'a>(
+    fn sweep_one<'a>(
         &'a self,
         ctx: &'a mut Self::Ctx,
-        limit: usize,
-    ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a {
-        run_order_timeouts(&self.0, ctx, limit)
+        skip: &'a [::uuid::Uuid],
+    ) -> impl Future<
+        Output = Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<Self::Error>>,
+    > + Send + 'a {
+        run_order_timeout(&self.0, ctx, skip)
     }
 }

@@ -258,17 +258,15 @@ impl OrderStore for Orders {
         Ok(())
     }
 
-    async fn overdue(
+    async fn next_overdue(
         &self,
         tx: &mut Tx,
         statuses: &[OrderStatus],
-        limit: usize,
-    ) -> Result<Vec<OrderOverdue>, Transient> {
-        let due = tx.sagas.iter().filter(|(k, s)| tx.overdue.contains(k) && statuses.contains(s));
-        Ok(due
-            .take(limit)
-            .map(|(k, s)| OrderOverdue { order_id: *k, status: *s, trace: TraceContext::default() })
-            .collect())
+        skip: &[Uuid],
+    ) -> Result<Option<OrderOverdue>, Transient> {
+        let mut due =
+            tx.sagas.iter().filter(|(k, s)| tx.overdue.contains(k) && statuses.contains(s) && !skip.contains(k));
+        Ok(due.next().map(|(k, s)| OrderOverdue { order_id: *k, status: *s, trace: TraceContext::default() }))
     }
 }
 
@@ -447,15 +445,21 @@ async fn events_after_the_end_or_that_move_nothing_change_nothing() {
 }
 
 #[tokio::test]
-async fn overdue_sagas_time_out_as_the_spec_says() {
+async fn overdue_sagas_time_out_one_at_a_time_as_the_spec_says() {
     let mut tx = Tx::default();
     let created = saga_in(&mut tx, OrderStatus::Created);
     let reserved = saga_in(&mut tx, OrderStatus::InventoryReserved);
     let on_time = saga_in(&mut tx, OrderStatus::Created);
     let ended = saga_in(&mut tx, OrderStatus::Completed);
     tx.overdue = vec![created, reserved, ended];
-    let found = owner::run_order_timeouts(&Orders, &mut tx, 10).await.expect("runs");
-    assert_eq!(found, 2, "terminal statuses never time out");
+    let mut resolved = Vec::new();
+    while let Some(key) = owner::run_order_timeout(&Orders, &mut tx, &[]).await.expect("runs") {
+        resolved.push(key);
+    }
+    resolved.sort();
+    let mut expected = vec![created, reserved];
+    expected.sort();
+    assert_eq!(resolved, expected, "terminal statuses never time out");
     assert_eq!(
         [tx.sagas[&created], tx.sagas[&reserved], tx.sagas[&on_time], tx.sagas[&ended]],
         [OrderStatus::Cancelled, OrderStatus::Cancelled, OrderStatus::Created, OrderStatus::Completed]
@@ -464,6 +468,12 @@ async fn overdue_sagas_time_out_as_the_spec_says() {
     assert_eq!(cancelled.len(), 2);
     assert!(cancelled.contains(&("order.cancelled", created.to_string())));
     assert!(tx.history.iter().all(|(_, _, to, event)| *to == OrderStatus::Cancelled && event == "order.cancelled"));
+
+    // A saga passed over (it failed before) is left for later.
+    let again = saga_in(&mut tx, OrderStatus::Created);
+    tx.overdue.push(again);
+    assert_eq!(owner::run_order_timeout(&Orders, &mut tx, &[again]).await.expect("runs"), None);
+    assert_eq!(tx.sagas[&again], OrderStatus::Created);
 }
 
 #[test]

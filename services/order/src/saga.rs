@@ -163,29 +163,29 @@ impl OrderStore for OrderSaga {
         Ok(saga_runtime::outbox::insert(conn, &record).await?)
     }
 
-    async fn overdue(
+    async fn next_overdue(
         &self,
         conn: &mut PgConnection,
         statuses: &[OrderStatus],
-        limit: usize,
-    ) -> Result<Vec<OrderOverdue>, OrderError> {
+        skip: &[Uuid],
+    ) -> Result<Option<OrderOverdue>, OrderError> {
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
         // SKIP LOCKED: a saga whose event is being applied right now is left
         // alone; if that event ends it, its deadline is gone by the next sweep.
-        let rows: Vec<(Uuid, String, Option<String>)> = sqlx::query_as(
-            "SELECT order_id, status, traceparent FROM orders WHERE deadline_at <= now() AND status = ANY($1) \
-             ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED",
+        let row: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
+            "SELECT order_id, status, traceparent FROM orders \
+             WHERE deadline_at <= now() AND status = ANY($1) AND order_id <> ALL($2) \
+             ORDER BY deadline_at LIMIT 1 FOR UPDATE SKIP LOCKED",
         )
         .bind(&statuses)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *conn)
+        .bind(skip)
+        .fetch_optional(&mut *conn)
         .await?;
-        rows.into_iter()
-            .map(|(order_id, status, traceparent)| {
-                let trace = TraceContext { traceparent, tracestate: None };
-                Ok(OrderOverdue { order_id, status: parse_status(order_id, status)?, trace })
-            })
-            .collect()
+        row.map(|(order_id, status, traceparent)| {
+            let trace = TraceContext { traceparent, tracestate: None };
+            Ok(OrderOverdue { order_id, status: parse_status(order_id, status)?, trace })
+        })
+        .transpose()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Emits `owner.rs`: what the status owner needs to keep its status machine. The store
 //! trait it implements (a few SQL methods), and the functions that run an inbound event and
-//! the timeouts through the machine, each transition with its history row. The entry
+//! a timeout through the machine, each transition with its history row. The entry
 //! commands' first transition is in `commands.rs`, which uses the same store.
 
 use proc_macro2::TokenStream;
@@ -42,12 +42,12 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     let timeout_items = if has_timeouts {
         let overdue = format_ident!("{}Overdue", sp);
         let timeouts = format_ident!("{}Timeouts", sp);
-        let run_timeouts = format_ident!("run_{}_timeouts", snake(owner));
-        let run_timeouts_doc = doc(&format!(
-            "Resolves up to `limit` sagas past their deadline in the caller's transaction, as the \
-             spec says: asks `{owner}` for the event the timeout publishes (its compensations undo \
-             what the saga did), writes the transition with its history row and the event. Returns \
-             how many it found."
+        let run_timeout = format_ident!("run_{}_timeout", snake(owner));
+        let run_timeout_doc = doc(&format!(
+            "Resolves the most overdue saga whose key is not in `skip`, in the caller's transaction, \
+             as the spec says: asks `{owner}` for the event the timeout publishes (its compensations \
+             undo what the saga did), writes the transition with its history row and the event. \
+             `Ok(None)` when no saga is due; an error names the saga it failed for."
         ));
         quote! {
             /// A saga past its deadline, as the store finds it.
@@ -59,42 +59,43 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 pub trace: TraceContext,
             }
 
-            #run_timeouts_doc
-            pub async fn #run_timeouts<H>(
+            #run_timeout_doc
+            pub async fn #run_timeout<H>(
                 handler: &H,
                 ctx: &mut <H as #store>::Ctx,
-                limit: usize,
-            ) -> Result<usize, HandleError<<H as #store>::Error>>
+                skip: &[::uuid::Uuid],
+            ) -> Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<HandleError<<H as #store>::Error>>>
             where
                 H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
             {
-                let due = handler.overdue(ctx, #status::WITH_TIMEOUT, limit).await.map_err(HandleError::Handler)?;
-                for saga in &due {
-                    // `overdue` returns only statuses that time out.
-                    let Some(rule) = saga.status.timeout() else { continue };
-                    let reply = handler
-                        .on_timeout(ctx, saga.#key, saga.status, rule.to)
-                        .await
-                        .map_err(HandleError::Handler)?;
-                    let record = reply.into_outbox(saga.#key, saga.trace.clone()).map_err(HandleError::Encode)?;
-                    let (event_id, event_type) = match &record {
-                        Some(r) => (r.event_id, r.event_type.as_str()),
-                        None => (::uuid::Uuid::now_v7(), "timeout"),
-                    };
-                    let change = #transition {
-                        #key: saga.#key,
-                        from: Some(saga.status),
-                        to: rule.to,
-                        event_id,
-                        event_type,
-                        cause: #cause::Timeout,
-                    };
-                    handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
-                    if let Some(record) = record {
-                        handler.publish(ctx, record).await.map_err(HandleError::Handler)?;
-                    }
+                let failed = |saga_key, error| saga_contract::SweepFailure { saga_key, error };
+                let due = handler.next_overdue(ctx, #status::WITH_TIMEOUT, skip).await;
+                let Some(saga) = due.map_err(|e| failed(None, HandleError::Handler(e)))? else { return Ok(None) };
+                let key = Some(saga.#key);
+                // `next_overdue` returns only statuses that time out.
+                let Some(rule) = saga.status.timeout() else { return Ok(key) };
+                let reply = handler
+                    .on_timeout(ctx, saga.#key, saga.status, rule.to)
+                    .await
+                    .map_err(|e| failed(key, HandleError::Handler(e)))?;
+                let record = reply.into_outbox(saga.#key, saga.trace).map_err(|e| failed(key, HandleError::Encode(e)))?;
+                let (event_id, event_type) = match &record {
+                    Some(r) => (r.event_id, r.event_type.as_str()),
+                    None => (::uuid::Uuid::now_v7(), "timeout"),
+                };
+                let change = #transition {
+                    #key: saga.#key,
+                    from: Some(saga.status),
+                    to: rule.to,
+                    event_id,
+                    event_type,
+                    cause: #cause::Timeout,
+                };
+                handler.write_transition(ctx, &change).await.map_err(|e| failed(key, HandleError::Handler(e)))?;
+                if let Some(record) = record {
+                    handler.publish(ctx, record).await.map_err(|e| failed(key, HandleError::Handler(e)))?;
                 }
-                Ok(due.len())
+                Ok(key)
             }
 
             /// The timeouts of `handler`, as the runtime's sweeper runs them.
@@ -108,12 +109,12 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 type Ctx = <H as #store>::Ctx;
                 type Error = HandleError<<H as #store>::Error>;
 
-                fn sweep<'a>(
+                fn sweep_one<'a>(
                     &'a self,
                     ctx: &'a mut Self::Ctx,
-                    limit: usize,
-                ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a {
-                    #run_timeouts(&self.0, ctx, limit)
+                    skip: &'a [::uuid::Uuid],
+                ) -> impl Future<Output = Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<Self::Error>>> + Send + 'a {
+                    #run_timeout(&self.0, ctx, skip)
                 }
             }
         }
@@ -123,14 +124,15 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     let overdue_method = if has_timeouts {
         let overdue = format_ident!("{}Overdue", sp);
         quote! {
-            /// Up to `limit` sagas whose deadline passed while in one of `statuses`, locked for
-            /// this transaction; sagas another transaction holds are skipped.
-            fn overdue(
+            /// The saga whose deadline passed longest ago while in one of `statuses`, its key not
+            /// in `skip`, locked for this transaction; sagas another transaction holds are
+            /// passed over.
+            fn next_overdue(
                 &self,
                 ctx: &mut Self::Ctx,
                 statuses: &[#status],
-                limit: usize,
-            ) -> impl Future<Output = Result<Vec<#overdue>, Self::Error>> + Send;
+                skip: &[::uuid::Uuid],
+            ) -> impl Future<Output = Result<Option<#overdue>, Self::Error>> + Send;
         }
     } else {
         quote!()

@@ -93,14 +93,15 @@ pub trait BookingStore: Send + Sync {
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Up to `limit` sagas whose deadline passed while in one of `statuses`, locked for
-    /// this transaction; sagas another transaction holds are skipped.
-    fn overdue(
+    /// The saga whose deadline passed longest ago while in one of `statuses`, its key not
+    /// in `skip`, locked for this transaction; sagas another transaction holds are
+    /// passed over.
+    fn next_overdue(
         &self,
         ctx: &mut Self::Ctx,
         statuses: &[BookingStatus],
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<BookingOverdue>, Self::Error>> + Send;
+        skip: &[::uuid::Uuid],
+    ) -> impl Future<Output = Result<Option<BookingOverdue>, Self::Error>> + Send;
 }
 
 /// Runs an event `booking` received through the status machine, then its handler, in the caller's transaction: the saga is locked; a trigger the status accepts is written as a transition with its history row; one that arrived before the status it needs is parked (replies on different topics are not ordered against each other) and applied, with its handler, once a later event moved the status there; an event for a saga that already ended changes nothing. Returns the handler's reply.
@@ -224,47 +225,59 @@ pub struct BookingOverdue {
     pub trace: TraceContext,
 }
 
-/// Resolves up to `limit` sagas past their deadline in the caller's transaction, as the spec says: asks `booking` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. Returns how many it found.
-pub async fn run_booking_timeouts<H>(
+/// Resolves the most overdue saga whose key is not in `skip`, in the caller's transaction, as the spec says: asks `booking` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. `Ok(None)` when no saga is due; an error names the saga it failed for.
+pub async fn run_booking_timeout<H>(
     handler: &H,
     ctx: &mut <H as BookingStore>::Ctx,
-    limit: usize,
-) -> Result<usize, HandleError<<H as BookingStore>::Error>>
+    skip: &[::uuid::Uuid],
+) -> Result<
+    Option<::uuid::Uuid>,
+    saga_contract::SweepFailure<HandleError<<H as BookingStore>::Error>>,
+>
 where
     H: BookingHandler<Ctx = <H as BookingStore>::Ctx, Error = <H as BookingStore>::Error>
         + BookingStore,
 {
-    let due = handler
-        .overdue(ctx, BookingStatus::WITH_TIMEOUT, limit)
+    let failed = |saga_key, error| saga_contract::SweepFailure {
+        saga_key,
+        error,
+    };
+    let due = handler.next_overdue(ctx, BookingStatus::WITH_TIMEOUT, skip).await;
+    let Some(saga) = due.map_err(|e| failed(None, HandleError::Handler(e)))? else {
+        return Ok(None)
+    };
+    let key = Some(saga.booking_id);
+    let Some(rule) = saga.status.timeout() else { return Ok(key) };
+    let reply = handler
+        .on_timeout(ctx, saga.booking_id, saga.status, rule.to)
         .await
-        .map_err(HandleError::Handler)?;
-    for saga in &due {
-        let Some(rule) = saga.status.timeout() else { continue };
-        let reply = handler
-            .on_timeout(ctx, saga.booking_id, saga.status, rule.to)
+        .map_err(|e| failed(key, HandleError::Handler(e)))?;
+    let record = reply
+        .into_outbox(saga.booking_id, saga.trace)
+        .map_err(|e| failed(key, HandleError::Encode(e)))?;
+    let (event_id, event_type) = match &record {
+        Some(r) => (r.event_id, r.event_type.as_str()),
+        None => (::uuid::Uuid::now_v7(), "timeout"),
+    };
+    let change = BookingTransition {
+        booking_id: saga.booking_id,
+        from: Some(saga.status),
+        to: rule.to,
+        event_id,
+        event_type,
+        cause: BookingCause::Timeout,
+    };
+    handler
+        .write_transition(ctx, &change)
+        .await
+        .map_err(|e| failed(key, HandleError::Handler(e)))?;
+    if let Some(record) = record {
+        handler
+            .publish(ctx, record)
             .await
-            .map_err(HandleError::Handler)?;
-        let record = reply
-            .into_outbox(saga.booking_id, saga.trace.clone())
-            .map_err(HandleError::Encode)?;
-        let (event_id, event_type) = match &record {
-            Some(r) => (r.event_id, r.event_type.as_str()),
-            None => (::uuid::Uuid::now_v7(), "timeout"),
-        };
-        let change = BookingTransition {
-            booking_id: saga.booking_id,
-            from: Some(saga.status),
-            to: rule.to,
-            event_id,
-            event_type,
-            cause: BookingCause::Timeout,
-        };
-        handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
-        if let Some(record) = record {
-            handler.publish(ctx, record).await.map_err(HandleError::Handler)?;
-        }
+            .map_err(|e| failed(key, HandleError::Handler(e)))?;
     }
-    Ok(due.len())
+    Ok(key)
 }
 
 /// The timeouts of `handler`, as the runtime's sweeper runs them.
@@ -278,11 +291,13 @@ where
 {
     type Ctx = <H as BookingStore>::Ctx;
     type Error = HandleError<<H as BookingStore>::Error>;
-    fn sweep<'a>(
+    fn sweep_one<'a>(
         &'a self,
         ctx: &'a mut Self::Ctx,
-        limit: usize,
-    ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a {
-        run_booking_timeouts(&self.0, ctx, limit)
+        skip: &'a [::uuid::Uuid],
+    ) -> impl Future<
+        Output = Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<Self::Error>>,
+    > + Send + 'a {
+        run_booking_timeout(&self.0, ctx, skip)
     }
 }
