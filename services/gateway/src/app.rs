@@ -59,6 +59,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         redis,
         backends,
         admin_ready: Arc::new(AtomicBool::new(false)),
+        admission: crate::admission::Admission::new(&config),
         config: Arc::new(config),
     })
 }

@@ -64,6 +64,23 @@ pub struct Config {
     /// How often an order's event stream polls the order service, in milliseconds.
     #[arg(long, env = "SSE_POLL_MS", default_value_t = 250)]
     pub sse_poll_ms: u64,
+    /// Admission control: most sagas at risk of missing their deadline for which
+    /// `POST /orders` still accepts new orders (503 with Retry-After above it); 0 turns it off.
+    #[arg(long, env = "ADMISSION_MAX_AT_RISK", default_value_t = 100)]
+    pub admission_max_at_risk: u64,
+    /// A saga is at risk once it has spent this share of its current status's
+    /// timeout without moving on, in percent.
+    #[arg(long, env = "ADMISSION_AT_RISK_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub admission_at_risk_percent: u32,
+    /// How often the gateway measures the saga backlog, in milliseconds.
+    #[arg(long, env = "ADMISSION_CHECK_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub admission_check_ms: u64,
+    /// The `Retry-After` of a refused order, in seconds.
+    #[arg(long, env = "ADMISSION_RETRY_AFTER_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub admission_retry_after_secs: u64,
     /// Longest life of one event stream, in seconds (a client reconnects with Last-Event-ID).
     #[arg(long, env = "SSE_MAX_SECS", default_value_t = 600)]
     pub sse_max_secs: u64,

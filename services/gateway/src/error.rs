@@ -71,6 +71,9 @@ pub enum ApiError {
     /// A dependency (Redis, a backend) cannot be reached or answered too late.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Admission control: the saga backlog is over the limit; retry after this.
+    #[error("overloaded, retry after {0:?}")]
+    Overloaded(Duration),
     #[error("timed out: {0}")]
     Timeout(String),
     /// Anything else: logged in full, answered opaquely.
@@ -94,7 +97,7 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -126,6 +129,11 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 ("unavailable", "a dependency is unavailable; retry later".to_owned(), Vec::new())
             }
+            ApiError::Overloaded(_) => (
+                "overloaded",
+                "too many orders are waiting to finish; retry after the Retry-After seconds".to_owned(),
+                Vec::new(),
+            ),
             ApiError::Timeout(_) => ("timeout", "a dependency did not answer in time".to_owned(), Vec::new()),
             ApiError::Internal(_) => ("internal", "internal error".to_owned(), Vec::new()),
         };
@@ -143,7 +151,7 @@ impl IntoResponse for ApiError {
             tracing::debug!(error = %self, %status, "request rejected");
         }
         let mut response = (status, Json(self.body())).into_response();
-        if let ApiError::TooManyRequests(retry_after) = self {
+        if let ApiError::TooManyRequests(retry_after) | ApiError::Overloaded(retry_after) = self {
             let seconds = retry_after.as_secs().max(1);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }

@@ -1,6 +1,7 @@
 //! The API gateway: the one door clients use. REST under `/api/v1`, sessions
 //! in Redis, gRPC to the order, product and user services.
 
+mod admission;
 mod app;
 mod config;
 mod error;
@@ -12,6 +13,7 @@ mod session;
 mod state;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -24,6 +26,8 @@ async fn main() -> anyhow::Result<()> {
     let listen = config.listen;
     let state = app::state(config).await?;
     tokio::spawn(app::ensure_admin(state.clone()));
+    let every = Duration::from_millis(state.config.admission_check_ms);
+    tokio::spawn(state.admission.clone().watch(state.backends.clone(), state.config.admission_at_risk_percent, every));
     let app = app::router(state)?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "gateway listening");

@@ -23,6 +23,8 @@ pub struct AppState {
     pub backends: Backends,
     /// Set once the configured admin account is known to exist; `/readyz` waits for it.
     pub admin_ready: Arc<AtomicBool>,
+    /// Whether new orders are accepted now.
+    pub admission: crate::admission::Admission,
 }
 
 /// gRPC clients of the three services. Clones share one HTTP/2 connection each.

@@ -6,8 +6,8 @@ use saga_generated::commands::{CreateOrder, run_create_order};
 use saga_generated::types::OrderItem as SagaItem;
 use saga_proto::order::order_service_server::OrderService;
 use saga_proto::order::{
-    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, OrderItem,
-    StatusChange,
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetSagaBacklogRequest, ListOrdersRequest,
+    ListOrdersResponse, Order, OrderItem, SagaBacklog, StatusChange,
 };
 use saga_runtime::grpc::{internal, is_constraint, page_size, parse_uuid, timestamp};
 use sqlx::{FromRow, PgConnection, PgPool};
@@ -224,5 +224,25 @@ impl OrderService for OrderApi {
             _ => String::new(),
         };
         Ok(Response::new(ListOrdersResponse { orders, next_page_token }))
+    }
+
+    async fn get_saga_backlog(&self, request: Request<GetSagaBacklogRequest>) -> Result<Response<SagaBacklog>, Status> {
+        let percent = request.into_inner().at_risk_percent;
+        if !(1..=100).contains(&percent) {
+            return Err(Status::invalid_argument("at_risk_percent must be 1..=100"));
+        }
+        // A running saga has a deadline (a terminal status has none); it is at
+        // risk once it spent the given share of the time between entering its
+        // status (`updated_at`) and its deadline without moving on.
+        let (running, at_risk): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE now() > updated_at + (deadline_at - updated_at) * $1) \
+             FROM orders WHERE deadline_at IS NOT NULL",
+        )
+        .bind(f64::from(percent) / 100.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(internal)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        Ok(Response::new(SagaBacklog { running: count(running), at_risk: count(at_risk) }))
     }
 }

@@ -176,6 +176,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         (status = 409, description = "The key was used with other items", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 503, description = "Admission control: more sagas are at risk of missing their deadline than the \
+            platform accepts (`ADMISSION_MAX_AT_RISK`); nothing was placed. Retry after the `Retry-After` seconds \
+            with the same Idempotency-Key", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn create(
     State(state): State<AppState>,
@@ -184,6 +188,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateOrder>,
 ) -> Result<(StatusCode, Json<Order>), ApiError> {
     let key = idempotency_key(&headers)?;
+    state.admission.admit().map_err(ApiError::Overloaded)?;
     let request = pb::CreateOrderRequest {
         user_id: auth.session.user_id.to_string(),
         items: body
