@@ -21,9 +21,6 @@ pub enum HandleError<E: std::error::Error + 'static> {
     /// its way. Retried by the spec's policy.
     #[error("saga {0} is unknown here")]
     UnknownSaga(::uuid::Uuid),
-    /// An event the status owner parked no longer decodes.
-    #[error("parked event {event_id} does not decode: {reason}")]
-    Parked { event_id: ::uuid::Uuid, reason: String },
 }
 
 impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify
@@ -32,9 +29,7 @@ for HandleError<E> {
         match self {
             HandleError::Handler(e) => e.class(),
             HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
-            HandleError::Encode(_) | HandleError::Parked { .. } => {
-                saga_contract::FailureClass::Permanent
-            }
+            HandleError::Encode(_) => saga_contract::FailureClass::Permanent,
         }
     }
 }

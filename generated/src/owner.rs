@@ -177,15 +177,8 @@ where
         let mut next = None;
         for parked in handler.parked(ctx, order_id).await.map_err(HandleError::Handler)?
         {
-            let undecodable = |reason: String| HandleError::Parked {
-                event_id: parked.event_id,
-                reason,
-            };
-            let event = OrderInbound::decode(&parked.topic, &parked.payload)
-                .map_err(|e| undecodable(e.to_string()))?
-                .ok_or_else(|| undecodable(
-                    format!("`{}` is not an event of this service", parked.event_type),
-                ))?;
+            let Ok(Some(event)) = OrderInbound::decode(&parked.topic, &parked.payload)
+            else { continue };
             if let Ok(to) = status.on_event(event.event_type()) {
                 next = Some((parked.event_id, event, to));
                 break;

@@ -425,6 +425,31 @@ async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
 }
 
 #[tokio::test]
+async fn a_parked_event_that_no_longer_decodes_stays_parked_and_fails_nothing() {
+    let mut tx = Tx::default();
+    let key = saga_in(&mut tx, OrderStatus::Created);
+    let junk = ParkedEvent {
+        event_id: Uuid::now_v7(),
+        event_type: "payment.completed".into(),
+        topic: "payment-events".into(),
+        payload: b"written by a schema nobody knows any more".to_vec(),
+    };
+    tx.parked.push((key, junk.clone()));
+    let out = consumer_result(&mut tx, "inventory-events", &reserved(key)).await;
+    assert!(out.is_ok(), "the event in hand is applied: {out:?}");
+    assert_eq!(tx.sagas[&key], OrderStatus::InventoryReserved);
+    assert_eq!(tx.parked, [(key, junk)], "kept for an operator to see");
+}
+
+async fn consumer_result(
+    tx: &mut Tx,
+    topic: &str,
+    bytes: &[u8],
+) -> Result<Option<(EventMeta, Option<OutboxRecord>)>, Failed<HandleError<Transient>>> {
+    consume::<_, OrderInbound>(&Orders, tx, topic, bytes).await
+}
+
+#[tokio::test]
 async fn events_after_the_end_or_that_move_nothing_change_nothing() {
     let mut tx = Tx::default();
     let key = saga_in(&mut tx, OrderStatus::Cancelled);

@@ -1,5 +1,5 @@
--- An outbox row the broker can never accept (too large, an invalid record) is
--- marked failed with its error instead of blocking the relay for good. Rows of
+-- An outbox row the producer can never send (larger than any message it may
+-- send) is marked failed with its error instead of blocking the relay for good. Rows of
 -- other sagas keep flowing; later rows of the same saga key wait behind it, so
 -- a saga's events are never published out of order.
 ALTER TABLE outbox ADD COLUMN failed_at TIMESTAMPTZ, ADD COLUMN failure TEXT;

@@ -259,7 +259,6 @@ impl Relay {
                     sent.push(id);
                     continue;
                 }
-                Ok(Err((error, _))) if never_publishable(&error) => Stop::Refused(id, error),
                 Ok(Err((error, _))) => Stop::Failed(OutboxError::Kafka(error)),
                 Err(_) => Stop::Failed(OutboxError::Canceled),
             };
@@ -291,20 +290,20 @@ impl Relay {
 
 /// Why a batch stopped before its end.
 enum Stop {
-    /// The broker can never accept this row (see [`never_publishable`]).
+    /// The producer can never send this row (see [`never_publishable`]).
     Refused(i64, KafkaError),
     /// It may accept it later: the batch is tried again.
     Failed(OutboxError),
 }
 
-/// Errors that no retry can fix for this message: too large, or a record the
-/// broker rejects as invalid.
+/// The producer's own refusal, when it is about this one message and no
+/// retry can fix it: larger than any message the producer may send. (The
+/// broker's refusals come for a whole batch of rows of several sagas, so
+/// they do not say which row is at fault: they are retried, and the relay's
+/// health shows them.)
 fn never_publishable(error: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as Code;
-    matches!(
-        error.rdkafka_error_code(),
-        Some(Code::MessageSizeTooLarge | Code::InvalidMessageSize | Code::InvalidMessage | Code::InvalidRecord)
-    )
+    matches!(error.rdkafka_error_code(), Some(Code::MessageSizeTooLarge | Code::InvalidMessageSize))
 }
 
 /// An outbox row the relay marked failed: it can never be published.

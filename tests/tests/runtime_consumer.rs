@@ -107,18 +107,19 @@ async fn each_failure_class_gets_its_treatment_and_the_partition_moves_on() {
     let recorder = Recorder::default();
     let (trigger, shutdown) = Shutdown::manual();
     // Recorder does not batch: whatever the batch size, one at a time.
-    let running = tokio::spawn(consumer::run(
-        config(&brokers, &prefix, 16),
-        recorder.clone(),
-        shutdown.clone(),
-        health(&shutdown),
-    ));
+    let health = health(&shutdown);
+    let running =
+        tokio::spawn(consumer::run(config(&brokers, &prefix, 16), recorder.clone(), shutdown.clone(), health.clone()));
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while recorder.handled.lock().expect("lock").len() < 6 {
         assert!(tokio::time::Instant::now() < deadline, "handled only {:?}", recorder.handled.lock().expect("lock"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Every message reached its outcome: no partition is stuck, whatever
+    // failed on the way (an outage, a dead letter after retries).
+    let verdict = health.verdict(tokio::time::Instant::now() + Duration::from_secs(3600));
+    assert!(verdict.values().all(Option::is_none), "{verdict:?}");
     trigger.trigger();
     running.await.expect("task").expect("consumer");
 

@@ -181,6 +181,11 @@ const WORKER_QUEUE: usize = 64;
 /// when no message arrives to wake it.
 const PAUSED_CHECK: Duration = Duration::from_millis(100);
 
+/// How often the partitions of workers that are not behind are resumed
+/// again: a partition paused, revoked by a rebalance and assigned back may
+/// still be paused, and nothing else would ever resume it.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
 /// The worker of a partition: by partition number alone, whatever the topic.
 /// The saga topics have the same partition count and the producers the same
 /// key hash, so one order's events land on the same partition number in every
@@ -230,16 +235,22 @@ pub async fn run<P: Processor>(
         workers.push(tokio::spawn(worker.run(receiver)));
     }
     let mut flow = Flow::new(queues);
+    let mut reconciled = tokio::time::Instant::now();
     loop {
         if flow.feed(&consumer).is_err() {
             // A worker only stops at shutdown; its partitions' offsets stay
             // unstored and their messages are redelivered after the restart.
             break;
         }
+        if reconciled.elapsed() >= RECONCILE_EVERY {
+            flow.reconcile(&consumer);
+            reconciled = tokio::time::Instant::now();
+        }
+        let tick = if flow.any_paused() { PAUSED_CHECK } else { RECONCILE_EVERY };
         let received = tokio::select! {
             () = shutdown.wait() => break,
             m = consumer.recv() => m,
-            () = tokio::time::sleep(PAUSED_CHECK), if flow.any_paused() => continue,
+            () = tokio::time::sleep(tick) => continue,
         };
         match received {
             Ok(m) => {
@@ -336,6 +347,16 @@ impl Flow {
 
     fn pause(&mut self, consumer: &StreamConsumer, w: usize) {
         self.set_paused(consumer, w, true);
+    }
+
+    /// Resumes the assigned partitions of every worker that is not behind
+    /// (see [`RECONCILE_EVERY`]); resuming a partition that runs is a no-op.
+    fn reconcile(&mut self, consumer: &StreamConsumer) {
+        for w in 0..self.queues.len() {
+            if !self.paused[w] {
+                self.set_paused(consumer, w, false);
+            }
+        }
     }
 
     /// Pauses or resumes every partition of worker `w` in the current assignment.

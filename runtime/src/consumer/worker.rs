@@ -160,7 +160,12 @@ impl<P: Processor> Worker<P> {
         let mut wait = Duration::from_millis(200);
         loop {
             match dead_letter::write(&self.producer, &dlq_topic, message, received, &verdict).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    // The partition moves on: it is not stuck any more, even
+                    // if this message failed its last tries.
+                    self.probe.working();
+                    return true;
+                }
                 Err(e) => {
                     // Never move on without the dead letter written: that would lose the message.
                     tracing::error!(error = %e, %dlq_topic, "cannot write dead letter; retrying");

@@ -309,9 +309,6 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             /// its way. Retried by the spec's policy.
             #[error("saga {0} is unknown here")]
             UnknownSaga(::uuid::Uuid),
-            /// An event the status owner parked no longer decodes.
-            #[error("parked event {event_id} does not decode: {reason}")]
-            Parked { event_id: ::uuid::Uuid, reason: String },
         }
 
         impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify for HandleError<E> {
@@ -319,7 +316,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 match self {
                     HandleError::Handler(e) => e.class(),
                     HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
-                    HandleError::Encode(_) | HandleError::Parked { .. } => saga_contract::FailureClass::Permanent,
+                    HandleError::Encode(_) => saga_contract::FailureClass::Permanent,
                 }
             }
         }

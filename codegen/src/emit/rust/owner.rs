@@ -302,10 +302,9 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             loop {
                 let mut next = None;
                 for parked in handler.parked(ctx, #key).await.map_err(HandleError::Handler)? {
-                    let undecodable = |reason: String| HandleError::Parked { event_id: parked.event_id, reason };
-                    let event = #inbound::decode(&parked.topic, &parked.payload)
-                        .map_err(|e| undecodable(e.to_string()))?
-                        .ok_or_else(|| undecodable(format!("`{}` is not an event of this service", parked.event_type)))?;
+                    // One that no longer decodes (its schema changed while it waited) stays
+                    // parked, for an operator to see: it must not fail the event in hand.
+                    let Ok(Some(event)) = #inbound::decode(&parked.topic, &parked.payload) else { continue };
                     if let Ok(to) = status.on_event(event.event_type()) {
                         next = Some((parked.event_id, event, to));
                         break;

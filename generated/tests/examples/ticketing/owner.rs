@@ -180,15 +180,8 @@ where
             .await
             .map_err(HandleError::Handler)?
         {
-            let undecodable = |reason: String| HandleError::Parked {
-                event_id: parked.event_id,
-                reason,
-            };
-            let event = BookingInbound::decode(&parked.topic, &parked.payload)
-                .map_err(|e| undecodable(e.to_string()))?
-                .ok_or_else(|| undecodable(
-                    format!("`{}` is not an event of this service", parked.event_type),
-                ))?;
+            let Ok(Some(event)) = BookingInbound::decode(&parked.topic, &parked.payload)
+            else { continue };
             if let Ok(to) = status.on_event(event.event_type()) {
                 next = Some((parked.event_id, event, to));
                 break;
