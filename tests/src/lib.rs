@@ -42,3 +42,20 @@ pub async fn drop_scratch_database(stack: &StackConfig, pool: PgPool, name: &str
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await;
     admin.close().await;
 }
+
+/// A one-partition topic `<prefix>events` and its dead-letter twin
+/// `<prefix>events.dlq`, for tests of one consumer; returns both names.
+pub async fn topic_and_dlq(brokers: &str, prefix: &str) -> (String, String) {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let (topic, dlq) = (format!("{prefix}events"), format!("{prefix}events.dlq"));
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
+    let new =
+        [NewTopic::new(&topic, 1, TopicReplication::Fixed(1)), NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))];
+    for r in admin.create_topics(&new, &AdminOptions::new()).await.expect("create") {
+        r.expect("topic");
+    }
+    (topic, dlq)
+}

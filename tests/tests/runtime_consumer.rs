@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -57,14 +55,7 @@ impl Processor for Recorder {
 
 /// A one-partition topic `<prefix>events` and its DLQ, holding `payloads` in order.
 async fn topic_with(brokers: &str, prefix: &str, payloads: &[String]) {
-    let (topic, dlq) = (format!("{prefix}events"), format!("{prefix}events.dlq"));
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
-    let new =
-        [NewTopic::new(&topic, 1, TopicReplication::Fixed(1)), NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))];
-    for r in admin.create_topics(&new, &AdminOptions::new()).await.expect("create") {
-        r.expect("topic");
-    }
+    let (topic, _) = saga_tests::topic_and_dlq(brokers, prefix).await;
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
     for payload in payloads {
         producer

@@ -7,8 +7,6 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, Inbound, OutboxRecord, RetryPolicy};
@@ -138,19 +136,6 @@ async fn a_batch_commits_all_its_messages_or_none() {
     saga_tests::drop_scratch_database(&stack, pool, &db).await;
 }
 
-/// A one-partition topic `<prefix>events` and its DLQ.
-async fn topics(brokers: &str, prefix: &str) -> (String, String) {
-    let (topic, dlq) = (format!("{prefix}events"), format!("{prefix}events.dlq"));
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
-    let new =
-        [NewTopic::new(&topic, 1, TopicReplication::Fixed(1)), NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))];
-    for r in admin.create_topics(&new, &AdminOptions::new()).await.expect("create") {
-        r.expect("topic");
-    }
-    (topic, dlq)
-}
-
 async fn produce(producer: &FutureProducer, topic: &str, ids: &[Uuid]) {
     for id in ids {
         let payload = format!("{id}|{id}");
@@ -189,7 +174,7 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
 
     let brokers = stack.kafka_brokers();
     let prefix = format!("{}.", saga_tests::unique("outage"));
-    let (topic, dlq) = topics(&brokers, &prefix).await;
+    let (topic, dlq) = saga_tests::topic_and_dlq(&brokers, &prefix).await;
     let config = ConsumerConfig {
         brokers: brokers.clone(),
         group_id: "group".into(),
