@@ -181,9 +181,11 @@ const WORKER_QUEUE: usize = 64;
 /// when no message arrives to wake it.
 const PAUSED_CHECK: Duration = Duration::from_millis(100);
 
-/// How often the partitions of workers that are not behind are resumed
-/// again: a partition paused, revoked by a rebalance and assigned back may
-/// still be paused, and nothing else would ever resume it.
+/// How often the receiving loop looks whether the assignment changed; when
+/// it did, the partitions of workers that are not behind are resumed again:
+/// a partition paused, revoked by a rebalance and assigned back may still be
+/// paused, and nothing else would ever resume it. (Resuming on every tick
+/// instead cost the broker CPU: each resume restarts the partition's fetch.)
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 /// The worker of a partition: by partition number alone, whatever the topic.
@@ -290,12 +292,19 @@ struct Flow {
     /// Per worker, messages received for it that its queue had no room for.
     waiting: Vec<VecDeque<OwnedMessage>>,
     paused: Vec<bool>,
+    /// The assignment at the last reconcile.
+    assignment: Vec<(String, i32)>,
 }
 
 impl Flow {
     fn new(queues: Vec<tokio::sync::mpsc::Sender<OwnedMessage>>) -> Flow {
         let n = queues.len();
-        Flow { queues, waiting: (0..n).map(|_| VecDeque::new()).collect(), paused: vec![false; n] }
+        Flow {
+            queues,
+            waiting: (0..n).map(|_| VecDeque::new()).collect(),
+            paused: vec![false; n],
+            assignment: Vec::new(),
+        }
     }
 
     fn any_paused(&self) -> bool {
@@ -349,9 +358,18 @@ impl Flow {
         self.set_paused(consumer, w, true);
     }
 
-    /// Resumes the assigned partitions of every worker that is not behind
-    /// (see [`RECONCILE_EVERY`]); resuming a partition that runs is a no-op.
+    /// After a rebalance, resumes the assigned partitions of every worker
+    /// that is not behind (see [`RECONCILE_EVERY`]).
     fn reconcile(&mut self, consumer: &StreamConsumer) {
+        let Ok(assignment) = consumer.assignment() else { return };
+        let mut now: Vec<(String, i32)> =
+            assignment.elements().iter().map(|p| (p.topic().to_owned(), p.partition())).collect();
+        drop(assignment);
+        now.sort();
+        if now == self.assignment {
+            return;
+        }
+        self.assignment = now;
         for w in 0..self.queues.len() {
             if !self.paused[w] {
                 self.set_paused(consumer, w, false);
