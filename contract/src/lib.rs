@@ -145,11 +145,15 @@ pub trait Sweep: Send + Sync + 'static {
     type Ctx: Send;
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
-    /// Resolves the most overdue saga whose key is not in `skip`, in `ctx`
-    /// (one transaction). `Ok(None)`: none is due.
+    /// Resolves the most overdue saga whose deadline is at or before `as_of`
+    /// and whose key is not in `skip`, in `ctx` (one transaction).
+    /// `Ok(None)`: none is due. `as_of` is the time deadlines are judged at:
+    /// the runtime passes a clock that stands still while replies may still
+    /// be on their way (see the runtime's `caught_up` module), not the wall clock.
     fn sweep_one<'a>(
         &'a self,
         ctx: &'a mut Self::Ctx,
+        as_of: std::time::SystemTime,
         skip: &'a [Uuid],
     ) -> impl Future<Output = Result<Option<Uuid>, SweepFailure<Self::Error>>> + Send + 'a;
 }

@@ -3,6 +3,7 @@
 //! database (the real store is tested against PostgreSQL in the end-to-end suite).
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
@@ -38,8 +39,8 @@ struct Tx {
     log: Vec<String>,
     /// The order service's sagas and their statuses.
     sagas: BTreeMap<Uuid, OrderStatus>,
-    /// Sagas whose deadline has passed.
-    overdue: Vec<Uuid>,
+    /// Deadlines of the sagas that have one.
+    deadlines: BTreeMap<Uuid, SystemTime>,
     /// (saga, from, to, event type) per transition.
     history: Vec<(Uuid, Option<OrderStatus>, OrderStatus, String)>,
     parked: Vec<(Uuid, ParkedEvent)>,
@@ -262,10 +263,12 @@ impl OrderStore for Orders {
         &self,
         tx: &mut Tx,
         statuses: &[OrderStatus],
+        as_of: SystemTime,
         skip: &[Uuid],
     ) -> Result<Option<OrderOverdue>, Transient> {
-        let mut due =
-            tx.sagas.iter().filter(|(k, s)| tx.overdue.contains(k) && statuses.contains(s) && !skip.contains(k));
+        let mut due = tx.sagas.iter().filter(|(k, s)| {
+            tx.deadlines.get(k).is_some_and(|d| *d <= as_of) && statuses.contains(s) && !skip.contains(k)
+        });
         Ok(due.next().map(|(k, s)| OrderOverdue { order_id: *k, status: *s, trace: TraceContext::default() }))
     }
 }
@@ -476,9 +479,13 @@ async fn overdue_sagas_time_out_one_at_a_time_as_the_spec_says() {
     let reserved = saga_in(&mut tx, OrderStatus::InventoryReserved);
     let on_time = saga_in(&mut tx, OrderStatus::Created);
     let ended = saga_in(&mut tx, OrderStatus::Completed);
-    tx.overdue = vec![created, reserved, ended];
+    // Deadlines are judged at `as_of`, the sweeper's caught-up clock, not at the wall clock.
+    let as_of = SystemTime::now() - Duration::from_secs(60);
+    let past = as_of - Duration::from_secs(1);
+    tx.deadlines =
+        [(created, past), (reserved, past), (ended, past), (on_time, as_of + Duration::from_millis(1))].into();
     let mut resolved = Vec::new();
-    while let Some(key) = owner::run_order_timeout(&Orders, &mut tx, &[]).await.expect("runs") {
+    while let Some(key) = owner::run_order_timeout(&Orders, &mut tx, as_of, &[]).await.expect("runs") {
         resolved.push(key);
     }
     resolved.sort();
@@ -496,8 +503,8 @@ async fn overdue_sagas_time_out_one_at_a_time_as_the_spec_says() {
 
     // A saga passed over (it failed before) is left for later.
     let again = saga_in(&mut tx, OrderStatus::Created);
-    tx.overdue.push(again);
-    assert_eq!(owner::run_order_timeout(&Orders, &mut tx, &[again]).await.expect("runs"), None);
+    tx.deadlines.insert(again, past);
+    assert_eq!(owner::run_order_timeout(&Orders, &mut tx, as_of, &[again]).await.expect("runs"), None);
     assert_eq!(tx.sagas[&again], OrderStatus::Created);
 }
 

@@ -3,11 +3,13 @@
 //! over instead of holding back the others (nor does it make the service
 //! unhealthy: it is that saga's fault, not an outage).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use saga_contract::{Classify, FailureClass, Sweep, SweepFailure};
 use saga_process::shutdown::Shutdown;
+use saga_runtime::caught_up::CaughtUpClock;
 use saga_runtime::health::Health;
+use saga_runtime::sweeper::SweepTiming;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -33,6 +35,7 @@ impl Sweep for Sagas {
     async fn sweep_one<'a>(
         &'a self,
         conn: &'a mut PgConnection,
+        _as_of: SystemTime,
         skip: &'a [Uuid],
     ) -> Result<Option<Uuid>, SweepFailure<Unresolvable>> {
         let key: Option<Uuid> = sqlx::query_scalar(
@@ -66,10 +69,13 @@ async fn a_saga_that_cannot_be_resolved_is_passed_over_and_the_others_are_resolv
     let (trigger, shutdown) = Shutdown::manual();
     let health = Health::new(Duration::from_secs(1), shutdown.clone());
     // The first, most overdue saga is the one that fails.
+    let timing = SweepTiming { interval: Duration::from_millis(50), grace: Duration::ZERO };
+    let (_clock_stays, clock) = CaughtUpClock::manual(Some(SystemTime::now()));
     let sweeper = saga_runtime::sweeper::run(
         pool.clone(),
         Sagas { bad: keys[0] },
-        Duration::from_millis(50),
+        timing,
+        clock,
         shutdown.clone(),
         health.clone(),
     );

@@ -64,6 +64,52 @@ async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_not
     saga.shutdown(&stack).await;
 }
 
+/// The platform's own outage must not decide an outcome. The order
+/// service's database is away until well past the order's deadline while
+/// the reply that moves the order waits in Kafka: its caught-up clock stands
+/// still meanwhile, so once the database is back the reply is applied and
+/// the order completes instead of timing out (a wall-clock sweeper cancelled
+/// it the moment the database returned).
+#[tokio::test]
+async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_in_kafka() {
+    let stack = saga_tests::stack();
+    // 7.5 s in `created`.
+    let mut saga =
+        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "25"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
+    let database = saga.proxy_database(&stack, "order").await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(1_000).await;
+    let product = c.product(100, 5).await;
+
+    // The product service is away when the order is placed, so the saga waits in `created`.
+    saga.stop("product").await;
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    let placed_at = tokio::time::Instant::now();
+    saga_common::wait_published(&saga.brokers, &saga.topic("order-events"), &placed.order_id).await;
+    database.cut();
+    saga.restart(&stack, "product").await;
+    saga_common::wait_published(&saga.brokers, &saga.topic("inventory-events"), &placed.order_id).await;
+    // The deadline passes while the order service cannot read its database.
+    tokio::time::sleep_until(placed_at + Duration::from_secs(15)).await;
+    database.restore();
+
+    let order_id = placed.order_id.clone();
+    let ended = saga_common::eventually("the order to end", || {
+        let (mut c, id) = (c.clone(), order_id.clone());
+        async move {
+            let order = c.get_order(&id).await;
+            ["completed", "cancelled"].contains(&order.status.as_str()).then_some(order)
+        }
+    })
+    .await;
+    assert_eq!(statuses(&ended), ["created", "inventory_reserved", "completed"], "the outage decided the outcome");
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 800);
+    let p = c.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (3, 2));
+    drop(database);
+    saga.shutdown(&stack).await;
+}
+
 #[tokio::test]
 async fn a_service_killed_mid_saga_and_restarted_completes_it_once() {
     let stack = saga_tests::stack();

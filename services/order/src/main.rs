@@ -26,6 +26,10 @@ struct OrderSettings {
     /// How often the timeout sweeper looks for overdue sagas, in milliseconds.
     #[arg(long, env = "ORDER_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     sweep_interval_ms: u64,
+    /// How long after the caught-up clock passed a deadline the saga times
+    /// out, in milliseconds: time for a reply published just before it.
+    #[arg(long, env = "ORDER_TIMEOUT_GRACE_MS", default_value_t = 1000)]
+    timeout_grace_ms: u64,
 }
 
 #[tokio::main]
@@ -33,10 +37,12 @@ async fn main() -> anyhow::Result<()> {
     // The chassis parses the common command line; these come from the environment.
     let settings = OrderSettings::parse_from(["order-service"]);
     let saga = saga::OrderSaga { timeouts: saga::Timeouts { scale_percent: settings.timeout_scale_percent } };
-    let sweep_every = Duration::from_millis(settings.sweep_interval_ms.max(10));
+    let timing = sweeper::SweepTiming {
+        interval: Duration::from_millis(settings.sweep_interval_ms.max(10)),
+        grace: Duration::from_millis(settings.timeout_grace_ms),
+    };
     service::run(&ORDER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
-        let health = booted.health.clone();
-        let sweeper = sweeper::run(booted.pool.clone(), OrderTimeouts(saga), sweep_every, shutdown.clone(), health);
+        let sweeper = sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga), timing, shutdown.clone());
         let api = OrderServiceServer::new(api::OrderApi { pool: booted.pool.clone(), saga });
         Parts::new(saga, |router| router.add_service(api)).with_background(sweeper)
     })

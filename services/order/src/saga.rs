@@ -167,6 +167,7 @@ impl OrderStore for OrderSaga {
         &self,
         conn: &mut PgConnection,
         statuses: &[OrderStatus],
+        as_of: std::time::SystemTime,
         skip: &[Uuid],
     ) -> Result<Option<OrderOverdue>, OrderError> {
         let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
@@ -174,11 +175,12 @@ impl OrderStore for OrderSaga {
         // alone; if that event ends it, its deadline is gone by the next sweep.
         let row: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
             "SELECT order_id, status, traceparent FROM orders \
-             WHERE deadline_at <= now() AND status = ANY($1) AND order_id <> ALL($2) \
+             WHERE deadline_at <= $3 AND status = ANY($1) AND order_id <> ALL($2) \
              ORDER BY deadline_at LIMIT 1 FOR UPDATE SKIP LOCKED",
         )
         .bind(&statuses)
         .bind(skip)
+        .bind(chrono::DateTime::<chrono::Utc>::from(as_of))
         .fetch_optional(&mut *conn)
         .await?;
         row.map(|(order_id, status, traceparent)| {

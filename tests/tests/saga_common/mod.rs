@@ -173,6 +173,14 @@ pub fn messages_with_key(brokers: &str, topic: &str, key: &str) -> Vec<OwnedMess
     messages_with_keys(brokers, topic, &[key])
 }
 
+/// Waits until a message with `key` is on `topic`.
+pub async fn wait_published(brokers: &str, topic: &str, key: &str) {
+    eventually(&format!("a message of {key} on {topic}"), || async {
+        (!messages_with_key(brokers, topic, key).is_empty()).then_some(())
+    })
+    .await;
+}
+
 /// Every message on `topic` whose key is one of `keys`, in one pass.
 pub fn messages_with_keys(brokers: &str, topic: &str, keys: &[&str]) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = ClientConfig::new()
@@ -282,6 +290,9 @@ pub struct PrivateSaga {
     children: Vec<Option<tokio::process::Child>>,
     ports: Vec<u16>,
     env: Vec<(String, String)>,
+    /// Per service: the address its database connections go to, when not
+    /// straight to PostgreSQL (a proxy a test can cut).
+    database_addr: Vec<Option<std::net::SocketAddr>>,
     log_dir: PathBuf,
 }
 
@@ -321,6 +332,7 @@ impl PrivateSaga {
             children: SERVICES.iter().map(|_| None).collect(),
             ports: SERVICES.iter().map(|_| free_port()).collect(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            database_addr: SERVICES.iter().map(|_| None).collect(),
             log_dir,
         };
         for i in 0..SERVICES.len() {
@@ -343,10 +355,15 @@ impl PrivateSaga {
             .append(true)
             .open(self.log_dir.join(format!("{service}.log")))
             .expect("log file");
+        let mut database_url = stack.postgres_admin_url(&self.databases[i].1);
+        if let Some(addr) = self.database_addr[i] {
+            let direct = format!("@{}:{}/", stack.host(), stack.ports.postgres);
+            database_url = database_url.replace(&direct, &format!("@{addr}/"));
+        }
         let mut command = tokio::process::Command::new(binary(stack, service));
         command
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[i]))
-            .env("DATABASE_URL", stack.postgres_admin_url(&self.databases[i].1))
+            .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", &self.brokers)
             .env("TOPIC_PREFIX", &self.prefix)
             .env("DATABASE_MAX_CONNECTIONS", "5")
@@ -419,6 +436,17 @@ impl PrivateSaga {
         let i = Self::index(service);
         self.spawn(stack, i);
         self.wait_healthy(i).await;
+    }
+
+    /// Restarts `service` with its database behind a proxy the test can cut:
+    /// an outage of that service's database alone.
+    pub async fn proxy_database(&mut self, stack: &StackConfig, service: &str) -> saga_tests::proxy::Proxy {
+        let upstream = format!("{}:{}", stack.host(), stack.ports.postgres).parse().expect("PostgreSQL address");
+        let proxy = saga_tests::proxy::Proxy::start(upstream).await;
+        self.stop(service).await;
+        self.database_addr[Self::index(service)] = Some(proxy.addr());
+        self.restart(stack, service).await;
+        proxy
     }
 
     /// Stops everything, drops the databases and deletes the topics.

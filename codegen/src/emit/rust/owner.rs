@@ -44,7 +44,8 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
         let timeouts = format_ident!("{}Timeouts", sp);
         let run_timeout = format_ident!("run_{}_timeout", snake(owner));
         let run_timeout_doc = doc(&format!(
-            "Resolves the most overdue saga whose key is not in `skip`, in the caller's transaction, \
+            "Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is \
+             not in `skip`, in the caller's transaction, \
              as the spec says: asks `{owner}` for the event the timeout publishes (its compensations \
              undo what the saga did), writes the transition with its history row and the event. \
              `Ok(None)` when no saga is due; an error names the saga it failed for."
@@ -63,13 +64,14 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             pub async fn #run_timeout<H>(
                 handler: &H,
                 ctx: &mut <H as #store>::Ctx,
+                as_of: ::std::time::SystemTime,
                 skip: &[::uuid::Uuid],
             ) -> Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<HandleError<<H as #store>::Error>>>
             where
                 H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
             {
                 let failed = |saga_key, error| saga_contract::SweepFailure { saga_key, error };
-                let due = handler.next_overdue(ctx, #status::WITH_TIMEOUT, skip).await;
+                let due = handler.next_overdue(ctx, #status::WITH_TIMEOUT, as_of, skip).await;
                 let Some(saga) = due.map_err(|e| failed(None, HandleError::Handler(e)))? else { return Ok(None) };
                 let key = Some(saga.#key);
                 // `next_overdue` returns only statuses that time out.
@@ -112,9 +114,10 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 fn sweep_one<'a>(
                     &'a self,
                     ctx: &'a mut Self::Ctx,
+                    as_of: ::std::time::SystemTime,
                     skip: &'a [::uuid::Uuid],
                 ) -> impl Future<Output = Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<Self::Error>>> + Send + 'a {
-                    #run_timeout(&self.0, ctx, skip)
+                    #run_timeout(&self.0, ctx, as_of, skip)
                 }
             }
         }
@@ -124,13 +127,14 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     let overdue_method = if has_timeouts {
         let overdue = format_ident!("{}Overdue", sp);
         quote! {
-            /// The saga whose deadline passed longest ago while in one of `statuses`, its key not
-            /// in `skip`, locked for this transaction; sagas another transaction holds are
-            /// passed over.
+            /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
+            /// `statuses`, its key not in `skip`, locked for this transaction; sagas another
+            /// transaction holds are passed over.
             fn next_overdue(
                 &self,
                 ctx: &mut Self::Ctx,
                 statuses: &[#status],
+                as_of: ::std::time::SystemTime,
                 skip: &[::uuid::Uuid],
             ) -> impl Future<Output = Result<Option<#overdue>, Self::Error>> + Send;
         }

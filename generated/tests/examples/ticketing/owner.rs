@@ -93,13 +93,14 @@ pub trait BookingStore: Send + Sync {
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// The saga whose deadline passed longest ago while in one of `statuses`, its key not
-    /// in `skip`, locked for this transaction; sagas another transaction holds are
-    /// passed over.
+    /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
+    /// `statuses`, its key not in `skip`, locked for this transaction; sagas another
+    /// transaction holds are passed over.
     fn next_overdue(
         &self,
         ctx: &mut Self::Ctx,
         statuses: &[BookingStatus],
+        as_of: ::std::time::SystemTime,
         skip: &[::uuid::Uuid],
     ) -> impl Future<Output = Result<Option<BookingOverdue>, Self::Error>> + Send;
 }
@@ -218,10 +219,11 @@ pub struct BookingOverdue {
     pub trace: TraceContext,
 }
 
-/// Resolves the most overdue saga whose key is not in `skip`, in the caller's transaction, as the spec says: asks `booking` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. `Ok(None)` when no saga is due; an error names the saga it failed for.
+/// Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is not in `skip`, in the caller's transaction, as the spec says: asks `booking` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. `Ok(None)` when no saga is due; an error names the saga it failed for.
 pub async fn run_booking_timeout<H>(
     handler: &H,
     ctx: &mut <H as BookingStore>::Ctx,
+    as_of: ::std::time::SystemTime,
     skip: &[::uuid::Uuid],
 ) -> Result<
     Option<::uuid::Uuid>,
@@ -235,7 +237,7 @@ where
         saga_key,
         error,
     };
-    let due = handler.next_overdue(ctx, BookingStatus::WITH_TIMEOUT, skip).await;
+    let due = handler.next_overdue(ctx, BookingStatus::WITH_TIMEOUT, as_of, skip).await;
     let Some(saga) = due.map_err(|e| failed(None, HandleError::Handler(e)))? else {
         return Ok(None)
     };
@@ -287,10 +289,11 @@ where
     fn sweep_one<'a>(
         &'a self,
         ctx: &'a mut Self::Ctx,
+        as_of: ::std::time::SystemTime,
         skip: &'a [::uuid::Uuid],
     ) -> impl Future<
         Output = Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<Self::Error>>,
     > + Send + 'a {
-        run_booking_timeout(&self.0, ctx, skip)
+        run_booking_timeout(&self.0, ctx, as_of, skip)
     }
 }

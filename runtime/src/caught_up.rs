@@ -1,0 +1,322 @@
+//! The clock the status owner judges deadlines by. An order must not be
+//! cancelled while the reply that would have moved it may still be waiting,
+//! unconsumed, in Kafka: then the platform's own outage, not the saga, would
+//! decide its outcome. So the sweeper does not judge by the wall clock but by
+//! a clock that stands still while the owner cannot see its replies.
+//!
+//! - **Caught up to `t`.** Every [`SAMPLE_EVERY`] the high watermarks of the
+//!   owner's topics are sampled, with the time `t` just before. Once the
+//!   owner's consumer group has committed past every watermark of that
+//!   sample, every reply published before `t` has been handled: the owner is
+//!   caught up to `t`. While the broker is away, or the consumer cannot
+//!   handle what it receives (its database is away), this time stands still.
+//! - **Never jumps.** After an outage the caught-up time leaps forward at
+//!   once, but the participants have only begun to answer the requests that
+//!   waited meanwhile (their replies are not in any sample yet). So the
+//!   judging time follows the caught-up time at most [`CATCH_UP_RATE`] times
+//!   as fast as real time: after an outage of `L` seconds it catches up over
+//!   the next `L`, and a deadline that fell due in the outage gets half its
+//!   remaining time again. Without an outage the two are the same.
+//!
+//! An order whose participant really does not answer still times out: only
+//! the owner's own consumption holds the clock, never a participant's lag.
+//! The clock lives in memory: a restarted owner starts it at its first
+//! caught-up sample.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use saga_process::shutdown::Shutdown;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::health::Probe;
+
+/// How often the watermarks are sampled and the group's offsets read.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// How much faster than real time the judging time may run to catch up.
+pub const CATCH_UP_RATE: u32 = 2;
+
+/// Samples kept while the group has not passed them (an hour of outage at
+/// one a second); when full the oldest go, which only means the clock
+/// resumes from a later one.
+const MAX_PENDING: usize = 3600;
+
+/// How long one metadata, watermark or offset request may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A topic (with its deployment prefix) and a partition number.
+type Partition = (String, i32);
+
+/// An offset per partition.
+type Offsets = HashMap<Partition, i64>;
+
+/// One sample: its time, the high watermarks just after, then the group's offsets.
+struct Sample {
+    at: SystemTime,
+    high: Offsets,
+    committed: Offsets,
+}
+
+/// The time deadlines are judged at, as the sampling task last worked it out;
+/// `None` until the owner was first caught up.
+#[derive(Debug, Clone)]
+pub struct CaughtUpClock(watch::Receiver<Option<SystemTime>>);
+
+impl CaughtUpClock {
+    pub fn now(&self) -> Option<SystemTime> {
+        *self.0.borrow()
+    }
+
+    /// A clock that stands at `at` for as long as the sender lives (tests).
+    pub fn manual(at: Option<SystemTime>) -> (watch::Sender<Option<SystemTime>>, CaughtUpClock) {
+        let (sender, receiver) = watch::channel(at);
+        (sender, CaughtUpClock(receiver))
+    }
+}
+
+/// The arithmetic of the clock, free of Kafka: samples and committed offsets
+/// in, judging time out.
+#[derive(Debug, Default)]
+pub struct Reckoner {
+    /// Samples not yet passed by the group, oldest first.
+    pending: VecDeque<(SystemTime, Offsets)>,
+    /// The newest sample time the group has passed.
+    caught_up: Option<SystemTime>,
+    /// The judging time and the instant it was last worked out.
+    judged: Option<(SystemTime, Instant)>,
+}
+
+impl Reckoner {
+    /// Records the high watermarks sampled just after `at`.
+    pub fn sampled(&mut self, at: SystemTime, high: Offsets) {
+        if self.pending.len() == MAX_PENDING {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((at, high));
+    }
+
+    /// Takes the group's committed offsets (a partition it never committed
+    /// counts as offset 0) and returns the judging time at `now`.
+    pub fn committed(&mut self, committed: &Offsets, now: Instant) -> Option<SystemTime> {
+        // Watermarks only grow, so the samples passed are a prefix.
+        while let Some((at, high)) = self.pending.front() {
+            let passed = high.iter().all(|(partition, high)| committed.get(partition).copied().unwrap_or(0) >= *high);
+            if !passed {
+                break;
+            }
+            self.caught_up = Some(*at);
+            self.pending.pop_front();
+        }
+        self.tick(now)
+    }
+
+    /// Works the judging time out at `now` without news from Kafka (a failed
+    /// sample): it may still follow the caught-up time, never pass it.
+    pub fn tick(&mut self, now: Instant) -> Option<SystemTime> {
+        let caught_up = self.caught_up?;
+        let judged = match self.judged {
+            None => caught_up,
+            Some((judged, at)) => {
+                let allowed = judged + now.saturating_duration_since(at) * CATCH_UP_RATE;
+                judged.max(caught_up.min(allowed))
+            }
+        };
+        self.judged = Some((judged, now));
+        Some(judged)
+    }
+}
+
+/// Reads the owner's progress from Kafka: the watermarks of its topics and
+/// the offsets its group committed. A client of its own that never joins the
+/// group, so the offsets are those of every instance of the service.
+struct Sampler {
+    client: BaseConsumer,
+    topics: Vec<String>,
+}
+
+impl Sampler {
+    fn new(brokers: &str, group: &str, topics: Vec<String>) -> Result<Sampler, KafkaError> {
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("log_level", "3")
+            .create()?;
+        Ok(Sampler { client, topics })
+    }
+
+    /// The high watermark of every partition of the topics.
+    fn watermarks(&self) -> Result<Offsets, KafkaError> {
+        let mut high = HashMap::new();
+        for topic in &self.topics {
+            let metadata = self.client.fetch_metadata(Some(topic), KAFKA_TIMEOUT)?;
+            for t in metadata.topics() {
+                if let Some(error) = t.error() {
+                    return Err(KafkaError::MetadataFetch(error.into()));
+                }
+                for p in t.partitions() {
+                    let (_, h) = self.client.fetch_watermarks(topic, p.id(), KAFKA_TIMEOUT)?;
+                    high.insert((topic.clone(), p.id()), h);
+                }
+            }
+        }
+        Ok(high)
+    }
+
+    /// The group's committed offset of each partition in `of`.
+    fn committed(&self, of: &Offsets) -> Result<Offsets, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in of.keys() {
+            list.add_partition(topic, *partition);
+        }
+        let committed = self.client.committed_offsets(list, KAFKA_TIMEOUT)?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                ((e.topic().to_owned(), e.partition()), offset)
+            })
+            .collect())
+    }
+
+    /// One round: watermarks (after noting the time), then the offsets.
+    fn sample(&self) -> Result<Sample, KafkaError> {
+        let at = SystemTime::now();
+        let high = self.watermarks()?;
+        let committed = self.committed(&high)?;
+        Ok(Sample { at, high, committed })
+    }
+}
+
+/// Starts the clock of consumer group `group` over `topics` (as the broker
+/// names them, prefix included): the clock, and the task that keeps it until
+/// `shutdown`, reporting to `probe` while it cannot read Kafka. A client that
+/// cannot even be created (a malformed broker list) ends the task, and the
+/// dropped probe then stops the service with the reason logged.
+pub fn start(
+    brokers: String,
+    group: String,
+    topics: Vec<String>,
+    shutdown: Shutdown,
+    probe: Probe,
+) -> (CaughtUpClock, impl Future<Output = ()> + Send + 'static) {
+    let (sender, clock) = CaughtUpClock::manual(None);
+    let task = async move {
+        let sampler = match Sampler::new(&brokers, &group, topics) {
+            Ok(sampler) => Arc::new(sampler),
+            Err(error) => {
+                tracing::error!(%error, "caught-up clock cannot create its Kafka client");
+                return;
+            }
+        };
+        let mut reckoner = Reckoner::default();
+        let mut failing = false;
+        loop {
+            let round = tokio::task::spawn_blocking({
+                let sampler = sampler.clone();
+                move || sampler.sample()
+            })
+            .await;
+            let judged = match round {
+                Ok(Ok(Sample { at, high, committed })) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("caught-up clock reads Kafka again");
+                    }
+                    probe.working();
+                    reckoner.sampled(at, high);
+                    reckoner.committed(&committed, Instant::now())
+                }
+                Ok(Err(error)) => {
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(%error, "caught-up clock cannot read Kafka; no deadline is judged meanwhile");
+                    }
+                    probe.failing(&error);
+                    reckoner.tick(Instant::now())
+                }
+                Err(panicked) => {
+                    tracing::error!(error = %panicked, "caught-up clock sample panicked");
+                    return;
+                }
+            };
+            sender.send_replace(judged);
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = tokio::time::sleep(SAMPLE_EVERY) => {}
+            }
+        }
+        drop(probe);
+    };
+    (clock, task)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + secs)
+    }
+
+    fn offsets(of: &[(i32, i64)]) -> Offsets {
+        of.iter().map(|(p, o)| (("replies".to_owned(), *p), *o)).collect()
+    }
+
+    #[test]
+    fn the_clock_waits_until_the_group_passed_a_sample() {
+        let mut r = Reckoner::default();
+        let start = Instant::now();
+        r.sampled(at(0), offsets(&[(0, 10), (1, 5)]));
+        assert_eq!(r.committed(&offsets(&[(0, 10), (1, 4)]), start), None, "partition 1 is behind");
+        // A partition never committed counts as 0: passed only when empty.
+        assert_eq!(r.committed(&offsets(&[(0, 10)]), start), None);
+        r.sampled(at(1), offsets(&[(0, 12), (1, 5)]));
+        assert_eq!(r.committed(&offsets(&[(0, 11), (1, 5)]), start), Some(at(0)), "only the first sample is passed");
+        assert_eq!(r.committed(&offsets(&[(0, 12), (1, 5)]), start + Duration::from_secs(1)), Some(at(1)));
+    }
+
+    #[test]
+    fn after_an_outage_the_clock_catches_up_at_twice_real_time() {
+        let mut r = Reckoner::default();
+        let start = Instant::now();
+        let empty = offsets(&[(0, 0)]);
+        r.sampled(at(0), empty.clone());
+        assert_eq!(r.committed(&empty, start), Some(at(0)));
+        // 30 s of outage: samples fail, the clock stands still.
+        for s in 1..=30 {
+            assert_eq!(r.tick(start + Duration::from_secs(s)), Some(at(0)));
+        }
+        // Back: the group is caught up to second 31 at once, the clock is not.
+        r.sampled(at(31), empty.clone());
+        assert_eq!(r.committed(&empty, start + Duration::from_secs(31)), Some(at(2)));
+        r.sampled(at(32), empty.clone());
+        assert_eq!(r.committed(&empty, start + Duration::from_secs(32)), Some(at(4)));
+        // It never passes the caught-up time, and then keeps pace with it.
+        for s in 33..=70 {
+            r.sampled(at(s), empty.clone());
+            r.committed(&empty, start + Duration::from_secs(s));
+        }
+        assert_eq!(r.tick(start + Duration::from_secs(70)), Some(at(70)));
+    }
+
+    #[test]
+    fn a_group_that_lags_holds_the_clock_at_what_it_has_consumed() {
+        let mut r = Reckoner::default();
+        let start = Instant::now();
+        for s in 0..10 {
+            r.sampled(at(s), offsets(&[(0, 100 * (s as i64 + 1))]));
+        }
+        // The group has consumed what was published by second 3.
+        assert_eq!(r.committed(&offsets(&[(0, 450)]), start), Some(at(3)));
+        assert_eq!(r.tick(start + Duration::from_secs(60)), Some(at(3)), "no further than it has seen");
+    }
+}
