@@ -246,6 +246,79 @@ async fn publish<E: saga_generated::Event>(saga: &PrivateSaga, envelope: &Envelo
     (topic, delivery.partition, delivery.offset)
 }
 
+/// A message a handler rejects for good is dead-lettered at once; once the
+/// handler is fixed, `cargo xtask dlq redrive` sends it back and its saga
+/// completes, exactly once, even if it is redriven again. (The "bug" is a
+/// trigger in the product service's database that refuses one product's
+/// reservation: to the handler, a permanent error like any other.)
+#[tokio::test]
+async fn a_poison_message_redriven_after_the_fix_completes_its_saga_exactly_once() {
+    let stack = saga_tests::stack();
+    let saga = PrivateSaga::start(&stack, &[]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(1_000).await;
+    let product = c.product(100, 5).await;
+    let products = sqlx::PgPool::connect(&saga.database_url(&stack, "product")).await.expect("product database");
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION handler_bug() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           RAISE EXCEPTION 'handler bug: cannot reserve %', NEW.product_id; END $$; \
+         CREATE TRIGGER handler_bug BEFORE INSERT ON reservation_items FOR EACH ROW \
+           WHEN (NEW.product_id = '{}') EXECUTE FUNCTION handler_bug();",
+        product.product_id
+    ))
+    .execute(&products)
+    .await
+    .expect("the bug is deployed");
+
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    let dlq = saga.topic("order-events.dlq");
+    let dead = saga_common::eventually("the rejected order.created in the DLQ", || {
+        let (brokers, dlq, key) = (saga.brokers.clone(), dlq.clone(), placed.order_id.clone());
+        async move {
+            let found = tokio::task::spawn_blocking(move || messages_with_key(&brokers, &dlq, &key)).await.ok()?;
+            found.into_iter().next()
+        }
+    })
+    .await;
+    assert_eq!(header(&dead, "dlq-reason").as_deref(), Some("permanent"), "a handler error is no outage");
+    assert_eq!(header(&dead, "dlq-attempts").as_deref(), Some("1"), "dead-lettered at once, not retried");
+    assert!(header(&dead, "dlq-error").is_some_and(|e| e.contains("handler bug")), "{:?}", header(&dead, "dlq-error"));
+    assert_eq!(c.get_order(&placed.order_id).await.status, "created");
+
+    // The fix is deployed, then the dead letters are redriven with the operator's command.
+    sqlx::raw_sql("DROP TRIGGER handler_bug ON reservation_items; DROP FUNCTION handler_bug();")
+        .execute(&products)
+        .await
+        .expect("the fix is deployed");
+    let redrive = || {
+        let output = std::process::Command::new(stack.binary("xtask"))
+            .args(["dlq", "redrive", "order-events", "--prefix", &saga.prefix])
+            .output()
+            .expect("xtask runs");
+        assert!(output.status.success(), "redrive failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = redrive();
+    assert!(first.contains("redriven 1 message(s)"), "{first}");
+    let done = c.wait_status(&placed.order_id, "completed").await;
+    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+
+    // Redriving again finds nothing new; a copy re-produced by hand is a duplicate the inbox drops.
+    assert!(redrive().contains("nothing to redrive"));
+    saga_common::reproduce_to(&saga_common::producer(&saga.brokers), &dead, &saga.topic("order-events")).await;
+    let copies = messages_with_key(&saga.brokers, &saga.topic("order-events"), &placed.order_id);
+    let last = copies.last().expect("the copy on order-events");
+    saga_common::wait_consumed(&saga.brokers, &saga.group("product"), last.topic(), last.partition(), last.offset())
+        .await;
+    // Exactly once: one reservation, one debit, one history.
+    let p = c.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (3, 2));
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 800);
+    assert_eq!(c.get_order(&placed.order_id).await.history, done.history);
+    products.close().await;
+    saga.shutdown(&stack).await;
+}
+
 #[tokio::test]
 async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
     let stack = saga_tests::stack();

@@ -127,7 +127,8 @@ async fn failed_outbox_rows(
 /// stopped stack too.
 pub async fn summary(config: &StackConfig) -> Vec<String> {
     let brokers = config.kafka_brokers();
-    let held = tokio::task::spawn_blocking(move || held(&brokers)).await.ok().and_then(Result::ok);
+    let held =
+        tokio::task::spawn_blocking(move || xtask::stack::kafka::dlq_held(&brokers)).await.ok().and_then(Result::ok);
     let dead: Vec<String> = TOPICS
         .iter()
         .map(|t| match held.as_ref().and_then(|h| h.get(t.dlq)) {
@@ -144,30 +145,6 @@ pub async fn summary(config: &StackConfig) -> Vec<String> {
         });
     }
     vec![format!("dead letters: {}", dead.join(", ")), format!("failed outbox rows: {}", failed.join(", "))]
-}
-
-/// Messages each DLQ topic holds now (high minus low watermark, over its
-/// partitions), from one metadata request.
-fn held(brokers: &str) -> anyhow::Result<BTreeMap<&'static str, i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("log_level", "0")
-        .create()
-        .context("Kafka consumer")?;
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(3)).context("metadata")?;
-    let mut held = BTreeMap::new();
-    for topic in TOPICS {
-        let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic.dlq && t.error().is_none()) else {
-            continue;
-        };
-        let mut count = 0;
-        for partition in meta.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic.dlq, partition.id(), Duration::from_secs(3))?;
-            count += high - low;
-        }
-        held.insert(topic.dlq, count);
-    }
-    Ok(held)
 }
 
 /// Reads `topic` from the group's committed position (or the start) to its current end.

@@ -5,5 +5,6 @@
 //! [`stack::StackConfig`] where the running stack is.
 
 pub mod bench;
+pub mod chaos;
 pub mod r#gen;
 pub mod stack;

@@ -38,7 +38,8 @@ enum Task {
     },
     /// Show what runs and where.
     Status,
-    /// Run every test of the workspace against a fresh, isolated stack.
+    /// Run every test of the workspace against a fresh, isolated stack; a
+    /// full run (no cargo arguments) first runs two short chaos scenarios on it.
     Test {
         /// Use the already running stack described by the SAGA_* environment
         /// (default: the development stack) instead of starting a fresh one.
@@ -56,6 +57,10 @@ enum Task {
     /// Saga throughput and latency on a fresh stack of its own, against the
     /// machine's bounds (pgbench, Kafka perf tools); see BENCHMARKS.md.
     Bench(xtask::bench::BenchArgs),
+    /// Faults under load on a fresh stack of its own (kill -9 of each
+    /// component, PostgreSQL and broker outages): recovery, goodput and the
+    /// invariants after each; see RELIABILITY.md.
+    Chaos(xtask::chaos::ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -100,6 +105,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         Task::Gen(args) => r#gen::run(&xtask::stack::config::workspace_root(), &args)?,
         Task::Dlq(command) => runtime.block_on(dlq::run(&StackConfig::from_env()?, command))?,
         Task::Bench(args) => runtime.block_on(xtask::bench::run(args))?,
+        Task::Chaos(args) => runtime.block_on(xtask::chaos::run(args))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -137,6 +143,22 @@ async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
         stack::up(&config, UpOptions { services: true, build: true }).await?;
         print_status("test stack is up", &config);
     }
+    // The whole suite guards the failure semantics under load too; a run of
+    // chosen tests (cargo arguments) does not.
+    let mut guard = Tally::default();
+    if !reuse && cargo_args.is_empty() {
+        match xtask::chaos::guard(&config).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    if outcome.ok() { guard.passed += 1 } else { guard.failed += 1 }
+                }
+            }
+            Err(error) => {
+                println!("chaos guard could not run: {error:#}");
+                guard.failed += 1;
+            }
+        }
+    }
     let outcome = run_cargo_test(&config, cargo_args);
     if !reuse {
         let stopped = stack::down(&config);
@@ -145,7 +167,10 @@ async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let (status, tally) = outcome?;
     // One closing line for the whole run: cargo's own last line only speaks of its last test binary.
     println!("tests: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    if guard.passed + guard.failed > 0 {
+        println!("chaos guard: {} scenario(s) held, {} failed", guard.passed, guard.failed);
+    }
+    Ok(if status.success() && guard.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Counts summed over every `test result:` line cargo test printed.

@@ -234,8 +234,13 @@ pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
 
 /// Re-produces `message` (same key, bytes and headers) to its topic.
 pub async fn reproduce(producer: &FutureProducer, message: &OwnedMessage) {
+    reproduce_to(producer, message, message.topic()).await;
+}
+
+/// Produces a copy of `message` (same key, bytes and headers) to `topic`.
+pub async fn reproduce_to(producer: &FutureProducer, message: &OwnedMessage, topic: &str) {
     let mut record: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(message.topic()).payload(message.payload().unwrap_or_default());
+        FutureRecord::to(topic).payload(message.payload().unwrap_or_default());
     if let Some(key) = message.key() {
         record = record.key(key);
     }
@@ -400,6 +405,11 @@ impl PrivateSaga {
 
     pub async fn clients(&self) -> Clients {
         Clients::at(self.url("order"), self.url("product"), self.url("user")).await
+    }
+
+    /// URL of `service`'s database, as the administrator.
+    pub fn database_url(&self, stack: &StackConfig, service: &str) -> String {
+        stack.postgres_admin_url(&self.databases[Self::index(service)].1)
     }
 
     pub fn topic(&self, name: &str) -> String {

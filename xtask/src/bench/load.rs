@@ -63,7 +63,7 @@ impl Api {
         Ok(Api { http, base: base.trim_end_matches('/').to_owned() })
     }
 
-    async fn send(
+    pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -71,6 +71,19 @@ impl Api {
         key: Option<&str>,
         body: Option<&Value>,
     ) -> anyhow::Result<(StatusCode, Value)> {
+        let (status, _, value) = self.send_with_headers(method, path, token, key, body).await?;
+        Ok((status, value))
+    }
+
+    /// [`Api::send`], with the reply's headers.
+    pub async fn send_with_headers(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(StatusCode, reqwest::header::HeaderMap, Value)> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -83,10 +96,11 @@ impl Api {
         }
         let response = request.send().await?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.bytes().await?;
         // Error bodies are JSON too; an empty body (204) is Null.
         let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Ok((status, value))
+        Ok((status, headers, value))
     }
 
     async fn expect(
@@ -146,15 +160,16 @@ impl Api {
 
     /// `GET /orders/{id}`: the order's status and, once it is terminal, when
     /// it became so (the `at` of the history row that entered that status).
-    pub async fn order_status(&self, token: &str, order_id: &str) -> anyhow::Result<(String, Option<SystemTime>)> {
+    pub async fn order_status(&self, token: &str, order_id: &str) -> anyhow::Result<OrderView> {
         let (status, body) =
             self.send(reqwest::Method::GET, &format!("/api/v1/orders/{order_id}"), Some(token), None, None).await?;
         if status != StatusCode::OK {
             bail!("GET order: {status}: {body}");
         }
         let status = body["status"].as_str().context("order without a status")?.to_owned();
+        let failure_reason = body["failure_reason"].as_str().unwrap_or_default().to_owned();
         if !TERMINAL.contains(&status.as_str()) {
-            return Ok((status, None));
+            return Ok(OrderView { status, failure_reason, ended_at: None });
         }
         let at = body["history"]
             .as_array()
@@ -162,8 +177,18 @@ impl Api {
             .and_then(|row| row["at"].as_str())
             .with_context(|| format!("terminal order {order_id} without its history row"))?;
         let at = chrono::DateTime::parse_from_rfc3339(at).with_context(|| format!("history time {at:?}"))?;
-        Ok((status, Some(at.with_timezone(&chrono::Utc).into())))
+        Ok(OrderView { status, failure_reason, ended_at: Some(at.with_timezone(&chrono::Utc).into()) })
     }
+}
+
+/// An order as `GET /orders/{id}` shows it.
+#[derive(Debug, Clone)]
+pub struct OrderView {
+    pub status: String,
+    /// Why it failed (empty unless it did).
+    pub failure_reason: String,
+    /// When it became terminal; `None` while it runs.
+    pub ended_at: Option<SystemTime>,
 }
 
 /// Registers `users` customers (a tenth of them without money) and `products`
@@ -276,19 +301,22 @@ impl Phase {
 }
 
 /// Picks the n-th order: 10 % from a customer without money, 10 % of the
-/// product without stock, the rest should complete.
-fn pick(world: &World, n: u64) -> (&Customer, Value) {
+/// product without stock, the rest should complete. Returns the customer,
+/// the items, and the terminal status the order reaches when nothing goes
+/// wrong.
+pub fn pick(world: &World, n: u64) -> (&Customer, Value, &'static str) {
     let mut rng = rand::rng();
     let quantity = rng.random_range(1..=3);
     let rich = &world.rich[rng.random_range(0..world.rich.len())];
     let stocked = &world.stocked[rng.random_range(0..world.stocked.len())];
     match n % 10 {
-        0 => (rich, json!([{ "product_id": world.short, "quantity": quantity }])),
+        0 => (rich, json!([{ "product_id": world.short, "quantity": quantity }]), "inventory_reserved_failed"),
         1 => (
             &world.poor[rng.random_range(0..world.poor.len())],
             json!([{ "product_id": stocked, "quantity": quantity }]),
+            "payment_failed",
         ),
-        _ => (rich, json!([{ "product_id": stocked, "quantity": quantity }])),
+        _ => (rich, json!([{ "product_id": stocked, "quantity": quantity }]), "completed"),
     }
 }
 
@@ -296,7 +324,7 @@ fn pick(world: &World, n: u64) -> (&Customer, Value) {
 /// terminal status and the latency from `since` (wall clock) to the terminal
 /// transition.
 async fn saga(api: &Api, world: &World, n: u64, since: SystemTime) -> anyhow::Result<(String, Duration)> {
-    let (customer, items) = pick(world, n);
+    let (customer, items, _) = pick(world, n);
     let key = uuid::Uuid::new_v4().to_string();
     let body = json!({ "items": items });
     let (status, reply) =
@@ -308,13 +336,13 @@ async fn saga(api: &Api, world: &World, n: u64, since: SystemTime) -> anyhow::Re
     let deadline = Instant::now() + SAGA_TIMEOUT;
     loop {
         tokio::time::sleep(POLL_EVERY).await;
-        let (status, ended_at) = api.order_status(&customer.token, &order_id).await?;
-        if let Some(ended_at) = ended_at {
+        let view = api.order_status(&customer.token, &order_id).await?;
+        if let Some(ended_at) = view.ended_at {
             let latency = ended_at.duration_since(since).unwrap_or(Duration::ZERO);
-            return Ok((status, latency));
+            return Ok((view.status, latency));
         }
         if Instant::now() > deadline {
-            bail!("order {order_id} still {status} after {SAGA_TIMEOUT:?}");
+            bail!("order {order_id} still {} after {SAGA_TIMEOUT:?}", view.status);
         }
     }
 }
@@ -406,7 +434,7 @@ pub async fn read_throughput(api: &Api, world: &World, clients: usize, duration:
                 let mut n = c;
                 while Instant::now() < end {
                     let since = Instant::now();
-                    let outcome = api.order_status(&token, &orders[n % orders.len()]).await.map(|(status, _)| status);
+                    let outcome = api.order_status(&token, &orders[n % orders.len()]).await.map(|view| view.status);
                     // Any answer counts as a read; it is the gateway's speed that is measured.
                     phase.record(outcome.map(|_| ("completed".to_owned(), since.elapsed())));
                     n += 1;

@@ -4,8 +4,8 @@
 //! the invariants after the load.
 
 mod bounds;
-mod load;
-mod observe;
+pub(crate) mod load;
+pub(crate) mod observe;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -83,10 +83,18 @@ impl Plan {
 /// SAGA_BENCH_STATE_DIR / SAGA_BENCH_PORT_BASE), apart from the development
 /// and test stacks.
 fn bench_config(release: bool) -> anyhow::Result<StackConfig> {
-    let defaults = Defaults { state_dir: PathBuf::from(".state/bench"), port_base: 25000 };
+    own_stack_config("bench", 25000, release)
+}
+
+/// A stack of a command's own: `.state/<name>` and `port_base`, overridden by
+/// SAGA_<NAME>_STATE_DIR / SAGA_<NAME>_PORT_BASE; the machine-wide settings
+/// (Kafka libraries, PostgreSQL binaries, heap, free disk) as for any stack.
+pub(crate) fn own_stack_config(name: &str, port_base: u16, release: bool) -> anyhow::Result<StackConfig> {
+    let defaults = Defaults { state_dir: PathBuf::from(format!(".state/{name}")), port_base };
+    let upper = name.to_uppercase();
     let mut config = StackConfig::resolve(defaults, |var| match var {
-        env::STATE_DIR => std::env::var("SAGA_BENCH_STATE_DIR").ok(),
-        env::PORT_BASE => std::env::var("SAGA_BENCH_PORT_BASE").ok(),
+        env::STATE_DIR => std::env::var(format!("SAGA_{upper}_STATE_DIR")).ok(),
+        env::PORT_BASE => std::env::var(format!("SAGA_{upper}_PORT_BASE")).ok(),
         env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB => std::env::var(var).ok(),
         _ => None,
     })?;
@@ -284,7 +292,7 @@ fn cpu_ms_per_saga(usage: &std::collections::BTreeMap<String, observe::Usage>, s
     Value::Object(map)
 }
 
-fn git_commit(config: &StackConfig) -> String {
+pub(crate) fn git_commit(config: &StackConfig) -> String {
     let run = |args: &[&str]| {
         std::process::Command::new("git")
             .current_dir(&config.root)
@@ -480,12 +488,16 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
 }
 
 fn append_benchmarks(config: &StackConfig, markdown: &str) -> anyhow::Result<()> {
+    append_markdown(&config.root.join("BENCHMARKS.md"), markdown)
+}
+
+/// Appends an entry to a results file (BENCHMARKS.md, RELIABILITY.md).
+pub(crate) fn append_markdown(path: &std::path::Path, markdown: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let path = config.root.join("BENCHMARKS.md");
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
     writeln!(file, "\n{markdown}")?;
     Ok(())

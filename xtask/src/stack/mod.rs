@@ -3,7 +3,7 @@
 
 pub mod config;
 pub mod install;
-mod kafka;
+pub mod kafka;
 mod postgres;
 mod preflight;
 pub mod process;

@@ -1,0 +1,533 @@
+//! `cargo xtask chaos`: faults under load on a stack of its own. Each
+//! scenario offers orders open loop (by default at half the measured
+//! maximum), breaks one component, brings it back, and then checks what a
+//! user of the platform cares about: every accepted order ended, money and
+//! stock are conserved, nothing was dead-lettered or placed twice, and the
+//! orders placed after the platform recovered ended as they would have
+//! without the fault. It records how long goodput took to come back and how
+//! deep it fell, with a plot per scenario, in RELIABILITY.md.
+
+pub mod client;
+pub mod report;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::bench::load::{self, Api, World};
+use crate::bench::observe;
+use crate::stack::config::services;
+use crate::stack::{self, Component, StackConfig, UpOptions};
+
+use self::report::{Analysis, Window};
+
+/// Options of `cargo xtask chaos`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChaosArgs {
+    /// Scenarios to run, by name (default: all of them); `--list` shows them.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Option<Vec<String>>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Offered load as a share of the maximum measured first (closed loop).
+    #[arg(long, default_value_t = 0.5)]
+    pub load: f64,
+    /// Offered load in orders per second, instead of measuring the maximum.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds of load before the fault.
+    #[arg(long, default_value_t = 15)]
+    pub before: u64,
+    /// Seconds of load after the component is back.
+    #[arg(long, default_value_t = 45)]
+    pub after: u64,
+    /// Run debug builds of the services instead of release builds.
+    #[arg(long)]
+    pub debug: bool,
+    /// Do not append the result to RELIABILITY.md (the JSON and plots are still written).
+    #[arg(long)]
+    pub no_record: bool,
+    /// A note for the RELIABILITY.md entry.
+    #[arg(long, default_value = "")]
+    pub note: String,
+}
+
+/// What a scenario breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Postgres,
+    Redis,
+    Kafka,
+    Service(&'static str),
+    Gateway,
+}
+
+/// One fault: `signal` to `target`, which stays down for `down` before it
+/// is started again (the supervisor's part).
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub what: String,
+    target: Target,
+    signal: Signal,
+    down: Duration,
+}
+
+/// Every scenario of the suite, in the order they run.
+pub fn scenarios() -> Vec<Scenario> {
+    let scenario = |name: String, what: String, target, signal, down_secs| Scenario {
+        name,
+        what,
+        target,
+        signal,
+        down: Duration::from_secs(down_secs),
+    };
+    let mut all: Vec<Scenario> = services()
+        .into_iter()
+        .map(|s| {
+            let what = format!("kill -9 of the {} service, started again after 1 s", s.name);
+            scenario(format!("kill-{}", s.name), what, Target::Service(s.name), Signal::SIGKILL, 1)
+        })
+        .collect();
+    all.extend([
+        scenario(
+            "kill-broker".into(),
+            "kill -9 of the Kafka broker, started again after 30 s".into(),
+            Target::Kafka,
+            Signal::SIGKILL,
+            30,
+        ),
+        scenario(
+            "postgres-5s".into(),
+            "PostgreSQL immediate stop, started again after 5 s".into(),
+            Target::Postgres,
+            Signal::SIGQUIT,
+            5,
+        ),
+        scenario(
+            "postgres-60s".into(),
+            "PostgreSQL immediate stop, started again after 60 s".into(),
+            Target::Postgres,
+            Signal::SIGQUIT,
+            60,
+        ),
+        scenario(
+            "redis-restart".into(),
+            "Redis stopped (SIGTERM) and started again at once".into(),
+            Target::Redis,
+            Signal::SIGTERM,
+            0,
+        ),
+        scenario(
+            "kill-gateway".into(),
+            "kill -9 of the gateway, started again after 1 s".into(),
+            Target::Gateway,
+            Signal::SIGKILL,
+            1,
+        ),
+    ]);
+    all
+}
+
+fn component(target: Target) -> anyhow::Result<Component> {
+    Ok(match target {
+        Target::Postgres => Component::Postgres,
+        Target::Redis => Component::Redis,
+        Target::Kafka => Component::Kafka,
+        Target::Gateway => Component::Gateway,
+        Target::Service(name) => Component::Service(
+            services().into_iter().find(|s| s.name == name).with_context(|| format!("no service {name}"))?,
+        ),
+    })
+}
+
+/// The verdict on one scenario: the numbers, and each check with whether it holds.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub analysis: Analysis,
+    pub checks: Vec<(String, bool)>,
+    pub details: Value,
+}
+
+impl Outcome {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|(_, holds)| *holds)
+    }
+}
+
+/// The chaos suite's own stack (`.state/chaos`, port base 26000; override
+/// with SAGA_CHAOS_STATE_DIR / SAGA_CHAOS_PORT_BASE).
+fn chaos_config(release: bool) -> anyhow::Result<StackConfig> {
+    crate::bench::own_stack_config("chaos", 26000, release)
+}
+
+/// Starts a fresh chaos stack, runs the chosen scenarios, stops the stack.
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let all = scenarios();
+    if args.list {
+        for s in &all {
+            println!("{:<14} {}", s.name, s.what);
+        }
+        return Ok(());
+    }
+    let chosen: Vec<Scenario> = match &args.scenarios {
+        None => all,
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                all.iter().find(|s| &s.name == name).cloned().with_context(|| {
+                    let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+                    format!("unknown scenario {name:?}; the scenarios are {known:?}")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let config = chaos_config(!args.debug)?;
+    stack::down(&config);
+    stack::purge(&config)?;
+    let profile = if config.release { "release" } else { "debug" };
+    println!("chaos: building ({profile}) and starting the stack in {}", config.state_dir.display());
+    let outcome = match stack::up(&config, UpOptions { services: true, build: true }).await {
+        Ok(()) => suite(&config, &args, &chosen).await,
+        Err(error) => Err(error),
+    };
+    let stopped = stack::down(&config);
+    println!("chaos stack stopped: {}", stopped.join(", "));
+    let (rate, max, outcomes) = outcome?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let plots = write_plots(&config.root, &stamp, &outcomes)?;
+    let json_path = write_json(&config, &stamp, &args, rate, max, &outcomes)?;
+    println!("results: {}", json_path.display());
+    let markdown = markdown(&config, &args, rate, max, &outcomes, &plots);
+    println!("\n{markdown}");
+    let failed: Vec<&str> = outcomes.iter().filter(|o| !o.ok()).map(|o| o.scenario.name.as_str()).collect();
+    if !args.no_record {
+        crate::bench::append_markdown(&config.root.join("RELIABILITY.md"), &markdown)?;
+        println!("appended to RELIABILITY.md");
+    }
+    if !failed.is_empty() {
+        bail!("checks failed in: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Sets the world up, finds the rate, runs each scenario.
+async fn suite(
+    config: &StackConfig,
+    args: &ChaosArgs,
+    chosen: &[Scenario],
+) -> anyhow::Result<(f64, Option<f64>, Vec<Outcome>)> {
+    let api = Api::new(&config.gateway_url())?;
+    let (email, password) = stack::admin_credentials();
+    let world = Arc::new(load::setup(&api, (&email, &password), 100, 50).await?);
+    // The invariants compare with the money and stock there were before any load.
+    let totals = observe::totals(config).await?;
+    let (rate, max) = match args.rate {
+        Some(rate) => (rate, None),
+        None => {
+            println!("chaos: measuring the maximum (closed loop, 32 clients, 20 s)");
+            let phase = load::closed_loop(&api, world.clone(), 32, Duration::from_secs(20)).await;
+            let max = phase.rate();
+            println!("  {max:.1} sagas/s");
+            ((max * args.load * 10.0).round() / 10.0, Some(max))
+        }
+    };
+    let mut outcomes = Vec::new();
+    for scenario in chosen {
+        println!("chaos: {} ({}), {rate}/s offered", scenario.name, scenario.what);
+        let load = Load { rate, before: args.before, after: args.after };
+        let outcome = run_scenario(config, &api, world.clone(), totals, scenario, load).await?;
+        println!(
+            "  {}: recovery {}, dip to {:.0} %, {} accepted, {} cancelled, {} shed, {} changed after recovery",
+            if outcome.ok() { "ok" } else { "FAILED" },
+            outcome.analysis.recovery_seconds.map_or("-".to_owned(), |r| format!("{r:.0} s")),
+            100.0 * outcome.analysis.dip,
+            outcome.analysis.accepted,
+            outcome.analysis.cancelled,
+            outcome.analysis.shed,
+            outcome.analysis.changed_after_recovery,
+        );
+        for (check, holds) in &outcome.checks {
+            if !holds {
+                println!("  does not hold: {check}");
+            }
+        }
+        outcomes.push(outcome);
+    }
+    Ok((rate, max, outcomes))
+}
+
+/// The load of one scenario: orders per second, and seconds of it before
+/// the fault and after the component is back.
+#[derive(Debug, Clone, Copy)]
+pub struct Load {
+    pub rate: f64,
+    pub before: u64,
+    pub after: u64,
+}
+
+/// One scenario on a running stack: load, fault, recovery, then the checks.
+/// `totals`: the money and stock before any load.
+pub async fn run_scenario(
+    config: &StackConfig,
+    api: &Api,
+    world: Arc<World>,
+    totals: observe::Totals,
+    scenario: &Scenario,
+    Load { rate, before, after }: Load,
+) -> anyhow::Result<Outcome> {
+    // Whatever the last scenario left in flight ends first.
+    observe::drain(config, Duration::from_secs(180)).await?;
+    let dead_before = dead_letters(config).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let start = Instant::now();
+    let wall_start = SystemTime::now();
+    let load = tokio::spawn({
+        let (api, world) = (api.clone(), world.clone());
+        async move { client::run(&api, world, rate, start, wall_start, stopped).await }
+    });
+    tokio::time::sleep(Duration::from_secs(before)).await;
+    let fault_start = start.elapsed();
+    let also_restarted = inject(config, scenario).await?;
+    let fault_end = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(after)).await;
+    let load_end = start.elapsed();
+    let _ = stop.send(true);
+    let records = load.await.context("the load generator panicked")?;
+    let window = Window {
+        fault_start: fault_start.as_secs_f64(),
+        fault_end: fault_end.as_secs_f64(),
+        load_end: load_end.as_secs_f64(),
+    };
+    let analysis = report::analyse(&records, rate, window);
+    let drained = observe::drain(config, Duration::from_secs(180)).await?;
+    let (invariants_hold, invariants) = observe::invariants(config, totals).await?;
+    let dead_after = dead_letters(config).await?;
+    let dead = dead_after - dead_before;
+    let duplicates = duplicate_orders(config).await?;
+    let checks = vec![
+        ("every accepted order is terminal".to_owned(), analysis.unfinished == 0),
+        ("money and stock conserved, one debit per completed order".to_owned(), invariants_hold),
+        ("no message dead-lettered".to_owned(), dead == 0),
+        (
+            "no key answered with two orders, no two orders for one key".to_owned(),
+            analysis.duplicate_keys == 0 && duplicates == 0,
+        ),
+        (
+            "every order sent after the recovery ended as without the fault".to_owned(),
+            analysis.recovery_seconds.is_some() && analysis.changed_after_recovery == 0,
+        ),
+    ];
+    let first_errors: Vec<&str> =
+        records.iter().filter(|r| r.status.is_none()).filter_map(|r| r.last_error.as_deref()).take(3).collect();
+    let details = json!({
+        "drain_seconds": drained.as_secs_f64(),
+        "invariants": invariants,
+        "dead_lettered": dead,
+        "duplicate_orders_in_database": duplicates,
+        "also_restarted": also_restarted,
+        "post_attempts": records.iter().map(|r| u64::from(r.attempts)).sum::<u64>(),
+        "first_errors_of_orders_without_an_end": first_errors,
+    });
+    Ok(Outcome { scenario: scenario.clone(), analysis, checks: checks.into_iter().collect(), details })
+}
+
+/// Breaks the scenario's component, waits while it is down, starts every
+/// component that is not running again. Returns the components other than
+/// the target that had stopped meanwhile (a service that gave up).
+async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<Vec<&'static str>> {
+    let target = component(scenario.target)?;
+    let tracked = target.tracked(config);
+    let signal = scenario.signal;
+    let stopped = tokio::task::spawn_blocking(move || tracked.stop(signal, Duration::from_secs(30))).await?;
+    if !stopped {
+        bail!("{} was not running", target.name());
+    }
+    tokio::time::sleep(scenario.down).await;
+    let others: Vec<&'static str> = Component::all()
+        .into_iter()
+        .filter(|c| *c != target && c.tracked(config).running_pid().is_none())
+        .map(|c| c.name())
+        .collect();
+    stack::up(config, UpOptions { services: true, build: false })
+        .await
+        .with_context(|| format!("starting {} again", target.name()))?;
+    Ok(others)
+}
+
+/// Messages in every dead-letter topic.
+async fn dead_letters(config: &StackConfig) -> anyhow::Result<i64> {
+    let brokers = config.kafka_brokers();
+    let held = tokio::task::spawn_blocking(move || stack::kafka::dlq_held(&brokers)).await??;
+    Ok(held.values().sum())
+}
+
+/// Keys (per customer) the order service holds more than one order for.
+async fn duplicate_orders(config: &StackConfig) -> anyhow::Result<i64> {
+    use sqlx::Connection as _;
+    let mut order = sqlx::PgConnection::connect(&config.postgres_admin_url("order_service")).await?;
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM orders GROUP BY user_id, idempotency_key HAVING count(*) > 1) d",
+    )
+    .fetch_one(&mut order)
+    .await?;
+    Ok(duplicates)
+}
+
+/// The short scenarios `cargo xtask test` runs on its stack, so that CI
+/// guards the failure semantics under load, not only at idle: a service
+/// killed and PostgreSQL stopped for 5 s, at a rate a debug build carries.
+pub async fn guard(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
+    const GUARD: [&str; 2] = ["kill-order", "postgres-5s"];
+    let api = Api::new(&config.gateway_url())?;
+    let (email, password) = stack::admin_credentials();
+    let world = Arc::new(load::setup(&api, (&email, &password), 20, 10).await?);
+    let totals = observe::totals(config).await?;
+    let mut outcomes = Vec::new();
+    for scenario in scenarios().into_iter().filter(|s| GUARD.contains(&s.name.as_str())) {
+        println!("chaos guard: {} ({}) at 8 orders/s", scenario.name, scenario.what);
+        let load = Load { rate: 8.0, before: 5, after: 20 };
+        let outcome = run_scenario(config, &api, world.clone(), totals, &scenario, load).await?;
+        for (check, holds) in &outcome.checks {
+            println!("  {} {check}", if *holds { "ok  " } else { "FAIL" });
+        }
+        if !outcome.ok() {
+            println!("  details: {}", outcome.details);
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+fn write_plots(root: &Path, stamp: &str, outcomes: &[Outcome]) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = root.join("reliability").join(stamp);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    outcomes
+        .iter()
+        .map(|o| {
+            let path = dir.join(format!("{}.svg", o.scenario.name));
+            std::fs::write(&path, report::svg(&o.scenario.name, &o.analysis))
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(path.strip_prefix(root).map(Path::to_path_buf).unwrap_or(path))
+        })
+        .collect()
+}
+
+fn write_json(
+    config: &StackConfig,
+    stamp: &str,
+    args: &ChaosArgs,
+    rate: f64,
+    max: Option<f64>,
+    outcomes: &[Outcome],
+) -> anyhow::Result<PathBuf> {
+    let report = json!({
+        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "commit": crate::bench::git_commit(config),
+        "profile": if config.release { "release" } else { "debug" },
+        "command": command_line(args),
+        "note": args.note,
+        "max_sagas_per_second": max,
+        "offered_per_second": rate,
+        "scenarios": outcomes.iter().map(|o| json!({
+            "name": o.scenario.name,
+            "fault": o.scenario.what,
+            "ok": o.ok(),
+            "checks": o.checks.iter().map(|(c, h)| json!({ "check": c, "holds": h })).collect::<Vec<_>>(),
+            "analysis": o.analysis,
+            "details": o.details,
+        })).collect::<Vec<_>>(),
+    });
+    let dir = config.root.join("bench-results");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("chaos-{stamp}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn command_line(args: &ChaosArgs) -> String {
+    let mut line = "cargo xtask chaos".to_owned();
+    if let Some(names) = &args.scenarios {
+        let _ = write!(line, " --scenarios {}", names.join(","));
+    }
+    match args.rate {
+        Some(rate) => {
+            let _ = write!(line, " --rate {rate}");
+        }
+        None if args.load != 0.5 => {
+            let _ = write!(line, " --load {}", args.load);
+        }
+        None => {}
+    }
+    if args.before != 15 {
+        let _ = write!(line, " --before {}", args.before);
+    }
+    if args.after != 45 {
+        let _ = write!(line, " --after {}", args.after);
+    }
+    if args.debug {
+        line.push_str(" --debug");
+    }
+    line
+}
+
+fn markdown(
+    config: &StackConfig,
+    args: &ChaosArgs,
+    rate: f64,
+    max: Option<f64>,
+    outcomes: &[Outcome],
+    plots: &[PathBuf],
+) -> String {
+    let mut md = String::new();
+    let date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
+    let _ = writeln!(md, "## {date} — commit {}", crate::bench::git_commit(config));
+    let _ = writeln!(md);
+    let _ = writeln!(md, "`{}`", command_line(args));
+    let offered = match max {
+        Some(max) => format!("{rate}/s offered ({:.0} % of the {max:.1}/s measured maximum)", 100.0 * rate / max),
+        None => format!("{rate}/s offered"),
+    };
+    let profile = if config.release { "release" } else { "debug" };
+    let _ = writeln!(md, "\n{profile} build, {offered}, open loop; clients retry with the same Idempotency-Key.");
+    if !args.note.is_empty() {
+        let _ = writeln!(md, "\n{}", args.note);
+    }
+    let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "| scenario | checks | accepted | not accepted | as without fault | cancelled | shed | other | changed after recovery | recovery | dip | goodput (2 s per mark) |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (o, plot) in outcomes.iter().zip(plots) {
+        let a = &o.analysis;
+        let failed: Vec<&str> = o.checks.iter().filter(|(_, h)| !h).map(|(c, _)| c.as_str()).collect();
+        let checks = if failed.is_empty() { "all hold".to_owned() } else { format!("FAIL: {}", failed.join("; ")) };
+        let _ = writeln!(
+            md,
+            "| [{}]({}) | {checks} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} % | `{}` |",
+            o.scenario.name,
+            plot.display(),
+            a.accepted,
+            a.not_accepted,
+            a.as_expected,
+            a.cancelled,
+            a.shed,
+            a.other,
+            a.changed_after_recovery,
+            a.recovery_seconds.map_or("not within the run".to_owned(), |r| format!("{r:.0} s")),
+            100.0 * a.dip,
+            report::sparkline(a),
+        );
+    }
+    md
+}
