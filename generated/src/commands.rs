@@ -25,7 +25,7 @@ pub struct CreateOrder {
     pub items: Vec<super::types::OrderItem>,
 }
 
-/// Runs `CreateOrder` in the caller's transaction (`ctx`): allocates the saga key, calls the service, writes the saga's first status (`created`) with its history row and publishes `order.created`.
+/// Runs `CreateOrder` in the caller's transaction (`ctx`): allocates the saga key, calls the service, writes the saga's first status (`created`) with its history row and publishes `order.created`, which carries that status's deadline.
 pub async fn run_create_order<H>(
     handler: &H,
     ctx: &mut <H as OrderCommands>::Ctx,
@@ -44,7 +44,13 @@ where
         .create_order(ctx, order_id, command)
         .await
         .map_err(CommandError::Handler)?;
-    let event = Envelope::new(order_id, payload).with_trace(trace);
+    let deadline = super::owner::deadline_of(
+        handler,
+        super::status::OrderStatus::INITIAL,
+    );
+    let event = Envelope::new(order_id, payload)
+        .with_trace(trace)
+        .with_deadline(deadline);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
     let first = super::owner::OrderTransition {
         order_id,
@@ -53,6 +59,7 @@ where
         event_id: event.event_id,
         event_type: super::events::EventType::OrderCreated.as_str(),
         cause: super::owner::OrderCause::Started,
+        deadline: event.deadline,
     };
     handler.write_transition(ctx.as_mut(), &first).await.map_err(CommandError::Handler)?;
     handler.publish(ctx.as_mut(), record).await.map_err(CommandError::Handler)?;

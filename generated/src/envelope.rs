@@ -297,6 +297,9 @@ pub struct Envelope<E> {
     pub order_id: Uuid,
     pub occurred_at: DateTime<Utc>,
     pub trace: TraceContext,
+    /// When the status owner gives up on the saga unless it has the answer to this
+    /// event; `None` when no answer is awaited by a deadline.
+    pub deadline: Option<DateTime<Utc>>,
     pub payload: E,
 }
 
@@ -307,13 +310,15 @@ fn now_micros() -> DateTime<Utc> {
 }
 
 impl<E> Envelope<E> {
-    /// An event published in reply: same saga key and trace, new id and time.
+    /// An event published in reply: same saga key and trace, new id and time; no
+    /// deadline (the status owner sets the next one when the reply reaches it).
     pub fn reply<R: Event>(&self, payload: R) -> Envelope<R> {
         Envelope {
             event_id: Uuid::now_v7(),
             order_id: self.order_id,
             occurred_at: now_micros(),
             trace: self.trace.clone(),
+            deadline: None,
             payload,
         }
     }
@@ -328,6 +333,7 @@ impl<E> Envelope<E> {
             order_id: self.order_id,
             occurred_at: self.occurred_at,
             trace: self.trace.clone(),
+            deadline: self.deadline,
             payload: (),
         }
     }
@@ -341,11 +347,18 @@ impl<E: Event> Envelope<E> {
             order_id,
             occurred_at: now_micros(),
             trace: TraceContext::default(),
+            deadline: None,
             payload,
         }
     }
     pub fn with_trace(mut self, trace: TraceContext) -> Self {
         self.trace = trace;
+        self
+    }
+    /// The deadline of the answer to this event (truncated to what `timestamp-micros` keeps).
+    pub fn with_deadline(mut self, deadline: Option<DateTime<Utc>>) -> Self {
+        self.deadline = deadline
+            .map(|d| DateTime::from_timestamp_micros(d.timestamp_micros()).unwrap_or(d));
         self
     }
     pub fn event_type(&self) -> &'static str {
@@ -364,6 +377,7 @@ impl<E: Event> Envelope<E> {
                 ("occurred_at".to_string(), self.occurred_at.to_avro()),
                 ("traceparent".to_string(), self.trace.traceparent.to_avro()),
                 ("tracestate".to_string(), self.trace.tracestate.to_avro()),
+                ("deadline".to_string(), self.deadline.to_avro()),
                 ("payload".to_string(), self.payload.to_avro()),
             ]),
         )
@@ -389,6 +403,10 @@ impl<E: Event> Envelope<E> {
                     "tracestate",
                 )?,
             },
+            deadline: Option::from_avro(
+                take_field(&mut f, at, "deadline")?,
+                "deadline",
+            )?,
             payload: E::from_avro(take_field(&mut f, at, "payload")?, at)?,
         })
     }
@@ -445,6 +463,12 @@ impl<E: Event> Envelope<E> {
         }
         if let Some(ts) = &self.trace.tracestate {
             h.push(("tracestate".to_string(), ts.clone()));
+        }
+        if let Some(deadline) = &self.deadline {
+            h.push((
+                "saga-deadline".to_string(),
+                deadline.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ));
         }
         h
     }

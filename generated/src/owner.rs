@@ -45,6 +45,20 @@ pub struct OrderTransition<'a> {
     pub event_id: ::uuid::Uuid,
     pub event_type: &'a str,
     pub cause: OrderCause<'a>,
+    /// When the saga times out of `to` ([`deadline_of`]); `None` for a status without a
+    /// timeout.
+    pub deadline: Option<::chrono::DateTime<::chrono::Utc>>,
+}
+
+/// The deadline of a saga entering `status` now: now plus the store's
+/// [`#store::timeout`] of it, to the microsecond (what an event's `deadline` keeps).
+pub fn deadline_of<S: OrderStore + ?Sized>(
+    store: &S,
+    status: OrderStatus,
+) -> Option<::chrono::DateTime<::chrono::Utc>> {
+    let after = ::chrono::TimeDelta::from_std(store.timeout(status)?).ok()?;
+    let at = ::chrono::Utc::now().checked_add_signed(after)?;
+    ::chrono::DateTime::from_timestamp_micros(at.timestamp_micros())
 }
 
 /// Where `order` keeps its sagas: the SQL behind the status machine. The functions of this module and the entry commands call it, each method in the caller's transaction (`ctx`), so a status, its history row and the events it publishes commit together.
@@ -58,8 +72,12 @@ pub trait OrderStore: Send + Sync {
         ctx: &mut Self::Ctx,
         order_id: ::uuid::Uuid,
     ) -> impl Future<Output = Result<Option<OrderStatus>, Self::Error>> + Send;
-    /// Writes a transition: the status `to`, its deadline (`to.timeout()`; none for a
-    /// terminal status) and the history row.
+    /// How long a saga may stay in `status` before it times out: the spec's timeout
+    /// (`None`: it has none); a store may scale it (tests shorten them).
+    fn timeout(&self, status: OrderStatus) -> Option<::std::time::Duration> {
+        status.timeout().map(|rule| rule.after)
+    }
+    /// Writes a transition: the status `to`, its `deadline` and the history row.
     fn write_transition(
         &self,
         ctx: &mut Self::Ctx,
@@ -134,6 +152,7 @@ where
                     event_id: event.event_id(),
                     event_type: event_type.as_str(),
                     cause: OrderCause::Event(&event),
+                    deadline: deadline_of(handler, to),
                 };
                 handler
                     .write_transition(ctx, &change)
@@ -194,6 +213,7 @@ where
             event_id,
             event_type: event.event_type().as_str(),
             cause: OrderCause::Event(&event),
+            deadline: deadline_of(handler, to),
         };
         handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
         let step = OrderStep::Moved {
@@ -258,6 +278,7 @@ where
         event_id,
         event_type,
         cause: OrderCause::Timeout,
+        deadline: deadline_of(handler, rule.to),
     };
     handler
         .write_transition(ctx, &change)

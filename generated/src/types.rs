@@ -37,29 +37,33 @@ impl wire::AvroValue for OrderItem {
     }
 }
 
-/// Why stock could not be reserved.
+/// Why stock was not reserved. `deadline_passed`: the order service had given up on the order (its deadline had passed) when the request arrived, so nothing was tried (the request was shed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StockFailure {
     InsufficientStock,
     UnknownProduct,
+    DeadlinePassed,
 }
 
 impl StockFailure {
     pub const ALL: &'static [StockFailure] = &[
         StockFailure::InsufficientStock,
         StockFailure::UnknownProduct,
+        StockFailure::DeadlinePassed,
     ];
     /// The spec's (and Avro's) symbol.
     pub fn as_str(self) -> &'static str {
         match self {
             StockFailure::InsufficientStock => "insufficient_stock",
             StockFailure::UnknownProduct => "unknown_product",
+            StockFailure::DeadlinePassed => "deadline_passed",
         }
     }
     pub fn from_symbol(symbol: &str) -> Option<Self> {
         match symbol {
             "insufficient_stock" => Some(StockFailure::InsufficientStock),
             "unknown_product" => Some(StockFailure::UnknownProduct),
+            "deadline_passed" => Some(StockFailure::DeadlinePassed),
             _ => None,
         }
     }
@@ -76,6 +80,7 @@ impl wire::AvroValue for StockFailure {
         let index = match self {
             StockFailure::InsufficientStock => 0,
             StockFailure::UnknownProduct => 1,
+            StockFailure::DeadlinePassed => 2,
         };
         Value::Enum(index, self.as_str().to_string())
     }

@@ -57,6 +57,7 @@ fn a_field_added_with_a_default_reads_old_messages() {
         ("occurred_at".into(), Value::TimestampMicros(0)),
         ("traceparent".into(), None::<String>.to_avro()),
         ("tracestate".into(), None::<String>.to_avro()),
+        ("deadline".into(), None::<chrono::DateTime<chrono::Utc>>.to_avro()),
         (
             "payload".into(),
             Value::Record(vec![

@@ -12,7 +12,7 @@ use saga_generated::handlers::{
     ProductOnOrderCreated, ProductOnPaymentFail,
 };
 use saga_generated::owner::{OrderOverdue, OrderStep, OrderStore, OrderTransition};
-use saga_generated::topics::{InventoryEvents, TopicMessage};
+use saga_generated::topics::{InventoryEvents, OrderEvents, TopicMessage};
 use saga_generated::types::{OrderItem, StockFailure};
 use saga_generated::*;
 use uuid::Uuid;
@@ -237,6 +237,10 @@ impl OrderStore for Orders {
     async fn write_transition(&self, tx: &mut Tx, t: &OrderTransition<'_>) -> Result<(), Transient> {
         tx.sagas.insert(t.order_id, t.to);
         tx.history.push((t.order_id, t.from, t.to, t.event_type.to_owned()));
+        match t.deadline {
+            Some(deadline) => tx.deadlines.insert(t.order_id, deadline.into()),
+            None => tx.deadlines.remove(&t.order_id),
+        };
         Ok(())
     }
 
@@ -363,6 +367,13 @@ async fn the_entry_command_records_the_first_status_and_publishes_its_event() {
         panic!("wrong topic")
     };
     assert_eq!(msg.event_id(), event.event_id);
+    // The request carries the deadline the owner holds the saga to: the spec's 30 s in `created`.
+    let deadline = event.deadline.expect("order.created carries its deadline");
+    assert_eq!(tx.deadlines.get(&event.order_id), Some(&SystemTime::from(deadline)));
+    let left = deadline - chrono::Utc::now();
+    assert!(left > chrono::TimeDelta::seconds(25) && left <= chrono::TimeDelta::seconds(30), "{left}");
+    let OrderEvents::OrderCreated(sent) = msg else { panic!("not order.created") };
+    assert_eq!(sent.deadline, event.deadline);
 
     let empty = CreateOrder { user_id: Uuid::now_v7(), items: vec![] };
     let mut tx = Tx::default();

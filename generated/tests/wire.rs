@@ -126,7 +126,8 @@ fn fingerprints_and_schemas_match_the_committed_avsc_files() {
 }
 
 /// Data written before a field was added decodes with the new schema: the field gets its
-/// default. Here the old `stock.reduction.fail` lacked the optional `product_id`.
+/// default. Here the old `stock.reduction.fail` lacked the optional `product_id`, and its
+/// envelope the `deadline`.
 #[test]
 fn adding_a_field_with_a_default_decodes_old_data() {
     let mut json: serde_json::Value =
@@ -137,6 +138,7 @@ fn adding_a_field_with_a_default_decodes_old_data() {
         .and_then(|p| p["type"]["fields"].as_array_mut())
         .expect("payload record");
     payload_fields.retain(|f| f["name"] != "product_id");
+    json["fields"].as_array_mut().expect("envelope fields").retain(|f| f["name"] != "deadline");
     let old = Schema::parse_str(&json.to_string()).expect("old schema parses");
     let old_fp = old.fingerprint::<Rabin>().bytes;
     assert_ne!(old_fp, StockReductionFail::FINGERPRINT.to_vec());
@@ -161,6 +163,7 @@ fn adding_a_field_with_a_default_decodes_old_data() {
     let back = Envelope::<StockReductionFail>::decode_with_writer_schema(&bytes, &old).expect("resolves");
     assert_eq!(back.event_id, event_id);
     assert_eq!(back.order_id, key);
+    assert_eq!(back.deadline, None);
     assert_eq!(back.payload, StockReductionFail { reason: StockFailure::UnknownProduct, product_id: None });
 }
 
@@ -189,12 +192,14 @@ proptest! {
         created_at in arb_time(),
         occurred_at in arb_time(),
         trace in arb_trace(),
+        deadline in proptest::option::of(arb_time()),
     ) {
         let e = Envelope {
             event_id: Uuid::from_bytes(id),
             order_id: Uuid::from_bytes(key),
             occurred_at,
             trace,
+            deadline,
             payload: OrderCreated { user_id: Uuid::from_bytes(user), items, created_at },
         };
         let bytes = e.encode().expect("encodes");

@@ -10,6 +10,11 @@
 //!   sample, every reply published before `t` has been handled: the owner is
 //!   caught up to `t`. While the broker is away, or the consumer cannot
 //!   handle what it receives (its database is away), this time stands still.
+//! - **Stands still in an outage.** While the service that keeps the clock
+//!   cannot read Kafka or reach its own database, the judging time does not
+//!   move at all: an outage of the platform is nobody's deadline. (An owner
+//!   whose participants are away for good still sees its own consumer caught
+//!   up, so its clock runs and their sagas time out.)
 //! - **Never jumps.** After an outage the caught-up time leaps forward at
 //!   once, but the participants have only begun to answer the requests that
 //!   waited meanwhile (their replies are not in any sample yet). So the
@@ -27,14 +32,18 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use saga_contract::ServiceIdentity;
 use saga_process::shutdown::Shutdown;
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::health::Probe;
+use crate::health::{Component, Probe};
+use crate::service::Booted;
 
 /// How often the watermarks are sampled and the group's offsets read.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -49,6 +58,27 @@ const MAX_PENDING: usize = 3600;
 
 /// How long one metadata, watermark or offset request may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long the database may take to answer `SELECT 1`.
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a sample failed: an outage of one or the other.
+#[derive(Debug, thiserror::Error)]
+enum SampleError {
+    #[error("Kafka: {0}")]
+    Kafka(KafkaError),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+/// Whether the service's own database answers.
+async fn database_answers(pool: &PgPool) -> Result<(), String> {
+    match tokio::time::timeout(DATABASE_TIMEOUT, sqlx::query("SELECT 1").execute(pool)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {DATABASE_TIMEOUT:?}")),
+    }
+}
 
 /// A topic (with its deployment prefix) and a partition number.
 type Partition = (String, i32);
@@ -78,6 +108,47 @@ impl CaughtUpClock {
         let (sender, receiver) = watch::channel(at);
         (sender, CaughtUpClock(receiver))
     }
+}
+
+/// How far past a request's deadline the owner's clock must be before a
+/// participant sheds the request: by then the owner (which resolves a saga
+/// `ORDER_TIMEOUT_GRACE_MS`, 1 s by default, past its deadline and sweeps
+/// every second) has cancelled the saga or is about to, so doing the work
+/// could only be undone again.
+pub const SHED_AFTER: Duration = Duration::from_secs(5);
+
+/// Whether a participant should shed a request that the owner needs
+/// answered by `deadline`: when the owner's clock, as `clock` reads it, is
+/// [`SHED_AFTER`] past the deadline. Never while the clock is unknown, nor
+/// for a request without a deadline (a compensation has none).
+pub fn is_past(clock: &CaughtUpClock, deadline: Option<DateTime<Utc>>) -> bool {
+    match (clock.now(), deadline) {
+        (Some(now), Some(deadline)) => SystemTime::from(deadline) + SHED_AFTER < now,
+        _ => false,
+    }
+}
+
+/// The clock of `owner`'s consumer group and topics, kept by the service
+/// `booted`: the owner's own (its sweeper), or a participant's reading of
+/// it (to shed requests whose saga the owner has given up on). Both read the
+/// same offsets and watermarks, so they agree up to a sample. The returned
+/// task keeps it until `shutdown`, reporting to `component`'s health.
+pub fn of_service<E>(
+    booted: &Booted,
+    owner: &ServiceIdentity<E>,
+    component: Component,
+    shutdown: Shutdown,
+) -> (CaughtUpClock, impl Future<Output = ()> + Send + 'static) {
+    let args = &booted.args;
+    let group = owner.consumer_group;
+    start(
+        args.kafka_brokers.clone(),
+        format!("{}{}", args.topic_prefix, group.group_id),
+        group.topics.iter().map(|t| format!("{}{t}", args.topic_prefix)).collect(),
+        booted.pool.clone(),
+        shutdown,
+        booted.health.probe(component),
+    )
 }
 
 /// The arithmetic of the clock, free of Kafka: samples and committed offsets
@@ -116,9 +187,18 @@ impl Reckoner {
         self.tick(now)
     }
 
-    /// Works the judging time out at `now` without news from Kafka (a failed
-    /// sample): it may still follow the caught-up time, never pass it.
-    pub fn tick(&mut self, now: Instant) -> Option<SystemTime> {
+    /// The judging time at `now` through an outage (a failed sample): it
+    /// stands still, and the time stood still does not count towards
+    /// catching up afterwards.
+    pub fn stall(&mut self, now: Instant) -> Option<SystemTime> {
+        let (judged, _) = self.judged?;
+        self.judged = Some((judged, now));
+        Some(judged)
+    }
+
+    /// Works the judging time out at `now`: it follows the caught-up time at
+    /// most [`CATCH_UP_RATE`] times as fast as real time, never passing it.
+    fn tick(&mut self, now: Instant) -> Option<SystemTime> {
         let caught_up = self.caught_up?;
         let judged = match self.judged {
             None => caught_up,
@@ -199,14 +279,16 @@ impl Sampler {
 }
 
 /// Starts the clock of consumer group `group` over `topics` (as the broker
-/// names them, prefix included): the clock, and the task that keeps it until
-/// `shutdown`, reporting to `probe` while it cannot read Kafka. A client that
+/// names them, prefix included), standing still while `pool`'s database is
+/// away: the clock, and the task that keeps it until `shutdown`, reporting
+/// to `probe` while it cannot read Kafka or the database. A client that
 /// cannot even be created (a malformed broker list) ends the task, and the
 /// dropped probe then stops the service with the reason logged.
 pub fn start(
     brokers: String,
     group: String,
     topics: Vec<String>,
+    pool: PgPool,
     shutdown: Shutdown,
     probe: Probe,
 ) -> (CaughtUpClock, impl Future<Output = ()> + Send + 'static) {
@@ -222,15 +304,20 @@ pub fn start(
         let mut reckoner = Reckoner::default();
         let mut failing = false;
         loop {
-            let round = tokio::task::spawn_blocking({
-                let sampler = sampler.clone();
-                move || sampler.sample()
-            })
-            .await;
+            let round = match database_answers(&pool).await {
+                Err(error) => Ok(Err(SampleError::Database(error))),
+                Ok(()) => {
+                    tokio::task::spawn_blocking({
+                        let sampler = sampler.clone();
+                        move || sampler.sample().map_err(SampleError::Kafka)
+                    })
+                    .await
+                }
+            };
             let judged = match round {
                 Ok(Ok(Sample { at, high, committed })) => {
                     if std::mem::take(&mut failing) {
-                        tracing::info!("caught-up clock reads Kafka again");
+                        tracing::info!("caught-up clock runs again");
                     }
                     probe.working();
                     reckoner.sampled(at, high);
@@ -238,10 +325,10 @@ pub fn start(
                 }
                 Ok(Err(error)) => {
                     if !std::mem::replace(&mut failing, true) {
-                        tracing::warn!(%error, "caught-up clock cannot read Kafka; no deadline is judged meanwhile");
+                        tracing::warn!(%error, "caught-up clock stands still: an outage");
                     }
                     probe.failing(&error);
-                    reckoner.tick(Instant::now())
+                    reckoner.stall(Instant::now())
                 }
                 Err(panicked) => {
                     tracing::error!(error = %panicked, "caught-up clock sample panicked");
@@ -293,19 +380,35 @@ mod tests {
         assert_eq!(r.committed(&empty, start), Some(at(0)));
         // 30 s of outage: samples fail, the clock stands still.
         for s in 1..=30 {
-            assert_eq!(r.tick(start + Duration::from_secs(s)), Some(at(0)));
+            assert_eq!(r.stall(start + Duration::from_secs(s)), Some(at(0)));
         }
         // Back: the group is caught up to second 31 at once, the clock is not.
         r.sampled(at(31), empty.clone());
         assert_eq!(r.committed(&empty, start + Duration::from_secs(31)), Some(at(2)));
         r.sampled(at(32), empty.clone());
         assert_eq!(r.committed(&empty, start + Duration::from_secs(32)), Some(at(4)));
+        // Another outage second while catching up: it stands still, and gains nothing by it.
+        assert_eq!(r.stall(start + Duration::from_secs(33)), Some(at(4)));
+        r.sampled(at(34), empty.clone());
+        assert_eq!(r.committed(&empty, start + Duration::from_secs(34)), Some(at(6)));
         // It never passes the caught-up time, and then keeps pace with it.
-        for s in 33..=70 {
+        for s in 35..=70 {
             r.sampled(at(s), empty.clone());
             r.committed(&empty, start + Duration::from_secs(s));
         }
-        assert_eq!(r.tick(start + Duration::from_secs(70)), Some(at(70)));
+        assert_eq!(r.committed(&empty, start + Duration::from_secs(70)), Some(at(70)));
+    }
+
+    #[test]
+    fn a_request_is_past_only_well_after_its_deadline_on_a_known_clock() {
+        let deadline = DateTime::<Utc>::from(at(100));
+        let (clock_at, clock) = CaughtUpClock::manual(None);
+        assert!(!is_past(&clock, Some(deadline)), "unknown clock");
+        clock_at.send_replace(Some(at(104)));
+        assert!(!is_past(&clock, Some(deadline)), "within the margin");
+        clock_at.send_replace(Some(at(106)));
+        assert!(is_past(&clock, Some(deadline)));
+        assert!(!is_past(&clock, None), "no deadline, never past");
     }
 
     #[test]
@@ -317,6 +420,10 @@ mod tests {
         }
         // The group has consumed what was published by second 3.
         assert_eq!(r.committed(&offsets(&[(0, 450)]), start), Some(at(3)));
-        assert_eq!(r.tick(start + Duration::from_secs(60)), Some(at(3)), "no further than it has seen");
+        assert_eq!(
+            r.committed(&offsets(&[(0, 450)]), start + Duration::from_secs(60)),
+            Some(at(3)),
+            "no further than it has seen"
+        );
     }
 }

@@ -52,16 +52,7 @@ pub fn for_service<S: Sweep<Ctx = PgConnection>, E>(
     timing: SweepTiming,
     shutdown: Shutdown,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let args = &booted.args;
-    let group = service.consumer_group;
-    let topics = group.topics.iter().map(|t| format!("{}{t}", args.topic_prefix)).collect();
-    let (clock, keep_clock) = caught_up::start(
-        args.kafka_brokers.clone(),
-        format!("{}{}", args.topic_prefix, group.group_id),
-        topics,
-        shutdown.clone(),
-        booted.health.probe(Component::Sweeper),
-    );
+    let (clock, keep_clock) = caught_up::of_service(booted, service, Component::Sweeper, shutdown.clone());
     let sweeper = run(booted.pool.clone(), sweep, timing, clock, shutdown, booted.health.clone());
     async move {
         tokio::join!(keep_clock, sweeper);

@@ -9,8 +9,8 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use saga_common::{PrivateSaga, header, messages_with_key, statuses};
-use saga_generated::types::OrderItem;
-use saga_generated::{Envelope, Money, OrderCreated, PaymentCompleted, StockReductionSuccess};
+use saga_generated::types::{OrderItem, StockFailure};
+use saga_generated::{Envelope, Money, OrderCreated, PaymentCompleted, StockReductionFail, StockReductionSuccess};
 
 #[tokio::test]
 async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_nothing() {
@@ -107,6 +107,63 @@ async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_
     let p = c.get_product(&product.product_id).await;
     assert_eq!((p.stock_available, p.stock_reserved), (3, 2));
     drop(database);
+    saga.shutdown(&stack).await;
+}
+
+/// A request that reaches a participant after the order service gave up on
+/// its saga is shed, not worked and then undone: the product service
+/// reserves nothing and answers `stock.reduction.fail` with
+/// `deadline_passed` (the reason the spec declares), and the order stays
+/// cancelled with its history untouched.
+#[tokio::test]
+async fn a_request_whose_saga_the_owner_gave_up_on_is_shed() {
+    let stack = saga_tests::stack();
+    let mut saga =
+        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "25"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(1_000).await;
+    let product = c.product(100, 5).await;
+
+    saga.stop("product").await;
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    let cancelled = c.wait_status(&placed.order_id, "cancelled").await;
+    // The order service's clock runs on (the product service's silence holds
+    // nothing back); the request is shed once it is well past the deadline.
+    tokio::time::sleep(saga_runtime::caught_up::SHED_AFTER).await;
+    saga.restart(&stack, "product").await;
+    for m in messages_with_key(&saga.brokers, &saga.topic("order-events"), &placed.order_id) {
+        saga_common::wait_consumed(&saga.brokers, &saga.group("product"), m.topic(), m.partition(), m.offset()).await;
+    }
+
+    let replies = messages_with_key(&saga.brokers, &saga.topic("inventory-events"), &placed.order_id);
+    let types: Vec<String> = replies.iter().filter_map(|m| header(m, "event-type")).collect();
+    assert_eq!(types, ["stock.reduction.fail"], "shed: nothing reserved, so nothing to release");
+    let reply = Envelope::<StockReductionFail>::decode(replies[0].payload().expect("payload")).expect("decodes");
+    assert_eq!(reply.payload.reason, StockFailure::DeadlinePassed);
+    let p = c.get_product(&product.product_id).await;
+    assert_eq!((p.stock_available, p.stock_reserved), (5, 0));
+    let products = sqlx::PgPool::connect(&saga.database_url(&stack, "product")).await.expect("product database");
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, reason FROM reservations WHERE order_id = $1::uuid")
+            .bind(&placed.order_id)
+            .fetch_one(&products)
+            .await
+            .expect("the shed reservation");
+    assert_eq!((status.as_str(), reason.as_deref()), ("rejected", Some("deadline_passed")));
+    products.close().await;
+
+    // The order service saw the reply; the cancelled order stays as it was.
+    saga_common::wait_consumed(
+        &saga.brokers,
+        &saga.group("order"),
+        replies[0].topic(),
+        replies[0].partition(),
+        replies[0].offset(),
+    )
+    .await;
+    let after = c.get_order(&placed.order_id).await;
+    assert_eq!((after.status.as_str(), &after.history), ("cancelled", &cancelled.history));
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 1_000);
     saga.shutdown(&stack).await;
 }
 

@@ -69,6 +69,8 @@ fn event_schema(saga: &Saga, e: &ir::Event) -> Value {
             { "name": "occurred_at", "type": { "type": "long", "logicalType": "timestamp-micros" }, "doc": "When the event happened (UTC)." },
             { "name": "traceparent", "type": ["null", "string"], "default": null, "doc": "W3C trace context `traceparent`." },
             { "name": "tracestate", "type": ["null", "string"], "default": null, "doc": "W3C trace context `tracestate`." },
+            { "name": "deadline", "type": ["null", { "type": "long", "logicalType": "timestamp-micros" }], "default": null,
+              "doc": "When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed." },
             { "name": "payload", "type": {
                 "type": "record",
                 "name": format!("{name}Payload"),

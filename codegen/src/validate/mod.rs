@@ -30,7 +30,8 @@ const RUST_KEYWORDS: &[&str] = &[
 ];
 
 /// Envelope fields; the saga key sits beside them.
-const ENVELOPE_FIELDS: &[&str] = &["event_id", "occurred_at", "trace", "traceparent", "tracestate", "payload"];
+const ENVELOPE_FIELDS: &[&str] =
+    &["event_id", "occurred_at", "trace", "traceparent", "tracestate", "deadline", "payload"];
 
 /// Checks a parsed spec. On success every name in the IR resolves.
 pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<SpecError>> {

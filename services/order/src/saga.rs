@@ -47,11 +47,10 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    /// Milliseconds until `status` times out; `None` for terminal states.
-    pub fn after_ms(&self, status: OrderStatus) -> Option<i64> {
+    /// How long a saga may stay in `status`: the spec's timeout, scaled; `None` for terminal states.
+    pub fn after(&self, status: OrderStatus) -> Option<std::time::Duration> {
         let after = status.timeout()?.after;
-        let ms = after.as_millis().saturating_mul(u128::from(self.scale_percent)) / 100;
-        Some(i64::try_from(ms).unwrap_or(i64::MAX))
+        Some(after.saturating_mul(self.scale_percent) / 100)
     }
 }
 
@@ -92,18 +91,21 @@ impl OrderStore for OrderSaga {
         status.map(|s| parse_status(order_id, s)).transpose()
     }
 
+    fn timeout(&self, status: OrderStatus) -> Option<std::time::Duration> {
+        self.timeouts.after(status)
+    }
+
     async fn write_transition(&self, conn: &mut PgConnection, t: &OrderTransition<'_>) -> Result<(), OrderError> {
         let (total_minor, reason) = kept_from(t.cause);
         let failure = if t.to.is_terminal() && t.to != OrderStatus::Completed { reason } else { None };
         sqlx::query(
-            "UPDATE orders SET status = $2, updated_at = now(), \
-             deadline_at = CASE WHEN $3::bigint IS NULL THEN NULL ELSE now() + $3::bigint * interval '1 millisecond' END, \
+            "UPDATE orders SET status = $2, updated_at = now(), deadline_at = $3, \
              total_minor = coalesce($4, total_minor), failure_reason = coalesce($5, failure_reason) \
              WHERE order_id = $1",
         )
         .bind(t.order_id)
         .bind(t.to.as_str())
-        .bind(self.timeouts.after_ms(t.to))
+        .bind(t.deadline)
         .bind(total_minor)
         .bind(failure)
         .execute(&mut *conn)

@@ -4,8 +4,10 @@
 mod api;
 mod saga;
 
-use saga_generated::topology::PRODUCT_SERVICE;
+use saga_generated::topology::{ORDER_SERVICE, PRODUCT_SERVICE};
 use saga_proto::product::product_service_server::ProductServiceServer;
+use saga_runtime::caught_up;
+use saga_runtime::health::Component;
 use saga_runtime::service::{self, Parts};
 use sqlx::migrate::Migrator;
 
@@ -13,9 +15,12 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/product");
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service::run(&PRODUCT_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, _| {
+    service::run(&PRODUCT_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
         let api = ProductServiceServer::new(api::ProductApi { pool: booted.pool.clone() });
-        Parts::new(saga::ProductSaga, |router| router.add_service(api))
+        // The order service's clock, to shed reservations for orders it gave up on.
+        let (owner_clock, keep_clock) =
+            caught_up::of_service(booted, &ORDER_SERVICE, Component::Consumer, shutdown.clone());
+        Parts::new(saga::ProductSaga { owner_clock }, |router| router.add_service(api)).with_background(keep_clock)
     })
     .await?;
     Ok(())

@@ -9,6 +9,7 @@ use saga_generated::{
     Envelope, Money, OrderCancelled, OrderCreated, PaymentFail, StockReductionFail, StockReductionSuccess,
     StockReleased,
 };
+use saga_runtime::caught_up::{self, CaughtUpClock};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -30,7 +31,13 @@ impl saga_contract::Classify for StockError {
     }
 }
 
-pub struct ProductSaga;
+/// The product service's saga handler. `owner_clock` is the order
+/// service's caught-up clock as this service reads it: a reservation asked
+/// for an order the order service has already given up on is shed.
+#[derive(Clone)]
+pub struct ProductSaga {
+    pub owner_clock: CaughtUpClock,
+}
 
 impl ProductHandler for ProductSaga {
     type Ctx = PgConnection;
@@ -50,6 +57,19 @@ impl ProductHandler for ProductSaga {
             // Already reserved, rejected, or cancelled before it arrived: nothing more to do.
             tracing::info!(%status, "order already known to the product service");
             return Ok(ProductOnOrderCreated::NoReply);
+        }
+        // Shed the work of an order the order service has given up on: a
+        // reservation now would only be released again by its cancellation.
+        if caught_up::is_past(&self.owner_clock, event.deadline) {
+            let reason = StockFailure::DeadlinePassed;
+            sqlx::query("INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'rejected', $3)")
+                .bind(order_id)
+                .bind(event.payload.user_id)
+                .bind(reason.as_str())
+                .execute(&mut *conn)
+                .await?;
+            tracing::warn!(deadline = ?event.deadline, "order past its deadline: reservation shed");
+            return Ok(ProductOnOrderCreated::StockReductionFail(StockReductionFail { reason, product_id: None }));
         }
         // Sum per product (an order may list one twice); BTreeMap orders the
         // row locks by id, so concurrent reservations cannot deadlock.

@@ -43,7 +43,8 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         let method = format_ident!("{}", snake(&c.name));
         let run_doc = doc(&format!(
             "Runs `{}` in the caller's transaction (`ctx`): allocates the saga key, calls the service, \
-             writes the saga's first status (`{}`) with its history row and publishes `{}`.",
+             writes the saga's first status (`{}`) with its history row and publishes `{}`, which \
+             carries that status's deadline.",
             c.name, sm.initial, c.emits
         ));
         items.push(quote! {
@@ -64,7 +65,10 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             {
                 let #key = ::uuid::Uuid::now_v7();
                 let payload = handler.#method(ctx, #key, command).await.map_err(CommandError::Handler)?;
-                let event = Envelope::new(#key, payload).with_trace(trace);
+                // The event carries the first status's deadline: a participant that gets it
+                // after the owner gave up on the saga may shed it.
+                let deadline = super::owner::deadline_of(handler, super::status::#status::INITIAL);
+                let event = Envelope::new(#key, payload).with_trace(trace).with_deadline(deadline);
                 let record = event.to_outbox().map_err(CommandError::Encode)?;
                 let first = super::owner::#transition {
                     #key,
@@ -73,6 +77,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     event_id: event.event_id,
                     event_type: super::events::EventType::#ev.as_str(),
                     cause: super::owner::#cause::Started,
+                    deadline: event.deadline,
                 };
                 handler.write_transition(ctx.as_mut(), &first).await.map_err(CommandError::Handler)?;
                 handler.publish(ctx.as_mut(), record).await.map_err(CommandError::Handler)?;

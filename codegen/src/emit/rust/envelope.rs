@@ -282,6 +282,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             pub #key: Uuid,
             pub occurred_at: DateTime<Utc>,
             pub trace: TraceContext,
+            /// When the status owner gives up on the saga unless it has the answer to this
+            /// event; `None` when no answer is awaited by a deadline.
+            pub deadline: Option<DateTime<Utc>>,
             pub payload: E,
         }
 
@@ -292,9 +295,17 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         }
 
         impl<E> Envelope<E> {
-            /// An event published in reply: same saga key and trace, new id and time.
+            /// An event published in reply: same saga key and trace, new id and time; no
+            /// deadline (the status owner sets the next one when the reply reaches it).
             pub fn reply<R: Event>(&self, payload: R) -> Envelope<R> {
-                Envelope { event_id: Uuid::now_v7(), #key: self.#key, occurred_at: now_micros(), trace: self.trace.clone(), payload }
+                Envelope {
+                    event_id: Uuid::now_v7(),
+                    #key: self.#key,
+                    occurred_at: now_micros(),
+                    trace: self.trace.clone(),
+                    deadline: None,
+                    payload,
+                }
             }
 
             /// The saga key, whatever the spec names it.
@@ -304,18 +315,38 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
 
             /// The metadata without the payload (what a reply needs from its cause).
             pub fn meta(&self) -> Envelope<()> {
-                Envelope { event_id: self.event_id, #key: self.#key, occurred_at: self.occurred_at, trace: self.trace.clone(), payload: () }
+                Envelope {
+                    event_id: self.event_id,
+                    #key: self.#key,
+                    occurred_at: self.occurred_at,
+                    trace: self.trace.clone(),
+                    deadline: self.deadline,
+                    payload: (),
+                }
             }
         }
 
         impl<E: Event> Envelope<E> {
             /// A new event of a saga: fresh time-ordered id, the current time, no trace context.
             pub fn new(#key: Uuid, payload: E) -> Self {
-                Envelope { event_id: Uuid::now_v7(), #key, occurred_at: now_micros(), trace: TraceContext::default(), payload }
+                Envelope {
+                    event_id: Uuid::now_v7(),
+                    #key,
+                    occurred_at: now_micros(),
+                    trace: TraceContext::default(),
+                    deadline: None,
+                    payload,
+                }
             }
 
             pub fn with_trace(mut self, trace: TraceContext) -> Self {
                 self.trace = trace;
+                self
+            }
+
+            /// The deadline of the answer to this event (truncated to what `timestamp-micros` keeps).
+            pub fn with_deadline(mut self, deadline: Option<DateTime<Utc>>) -> Self {
+                self.deadline = deadline.map(|d| DateTime::from_timestamp_micros(d.timestamp_micros()).unwrap_or(d));
                 self
             }
 
@@ -336,6 +367,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     ("occurred_at".to_string(), self.occurred_at.to_avro()),
                     ("traceparent".to_string(), self.trace.traceparent.to_avro()),
                     ("tracestate".to_string(), self.trace.tracestate.to_avro()),
+                    ("deadline".to_string(), self.deadline.to_avro()),
                     ("payload".to_string(), self.payload.to_avro()),
                 ]))
             }
@@ -352,6 +384,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                         traceparent: Option::from_avro(take_field(&mut f, at, "traceparent")?, "traceparent")?,
                         tracestate: Option::from_avro(take_field(&mut f, at, "tracestate")?, "tracestate")?,
                     },
+                    deadline: Option::from_avro(take_field(&mut f, at, "deadline")?, "deadline")?,
                     payload: E::from_avro(take_field(&mut f, at, "payload")?, at)?,
                 })
             }
@@ -399,6 +432,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 }
                 if let Some(ts) = &self.trace.tracestate {
                     h.push(("tracestate".to_string(), ts.clone()));
+                }
+                if let Some(deadline) = &self.deadline {
+                    h.push(("saga-deadline".to_string(), deadline.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)));
                 }
                 h
             }

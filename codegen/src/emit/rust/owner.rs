@@ -92,6 +92,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                     event_id,
                     event_type,
                     cause: #cause::Timeout,
+                    deadline: deadline_of(handler, rule.to),
                 };
                 handler.write_transition(ctx, &change).await.map_err(|e| failed(key, HandleError::Handler(e)))?;
                 if let Some(record) = record {
@@ -189,6 +190,17 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             pub event_id: ::uuid::Uuid,
             pub event_type: &'a str,
             pub cause: #cause<'a>,
+            /// When the saga times out of `to` ([`deadline_of`]); `None` for a status without a
+            /// timeout.
+            pub deadline: Option<::chrono::DateTime<::chrono::Utc>>,
+        }
+
+        /// The deadline of a saga entering `status` now: now plus the store's
+        /// [`#store::timeout`] of it, to the microsecond (what an event's `deadline` keeps).
+        pub fn deadline_of<S: #store + ?Sized>(store: &S, status: #status) -> Option<::chrono::DateTime<::chrono::Utc>> {
+            let after = ::chrono::TimeDelta::from_std(store.timeout(status)?).ok()?;
+            let at = ::chrono::Utc::now().checked_add_signed(after)?;
+            ::chrono::DateTime::from_timestamp_micros(at.timestamp_micros())
         }
 
         #store_doc
@@ -204,8 +216,13 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 #key: ::uuid::Uuid,
             ) -> impl Future<Output = Result<Option<#status>, Self::Error>> + Send;
 
-            /// Writes a transition: the status `to`, its deadline (`to.timeout()`; none for a
-            /// terminal status) and the history row.
+            /// How long a saga may stay in `status` before it times out: the spec's timeout
+            /// (`None`: it has none); a store may scale it (tests shorten them).
+            fn timeout(&self, status: #status) -> Option<::std::time::Duration> {
+                status.timeout().map(|rule| rule.after)
+            }
+
+            /// Writes a transition: the status `to`, its `deadline` and the history row.
             fn write_transition(
                 &self,
                 ctx: &mut Self::Ctx,
@@ -273,6 +290,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                             event_id: event.event_id(),
                             event_type: event_type.as_str(),
                             cause: #cause::Event(&event),
+                            deadline: deadline_of(handler, to),
                         };
                         handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
                         #step::Moved { from: status, to }
@@ -323,6 +341,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                     event_id,
                     event_type: event.event_type().as_str(),
                     cause: #cause::Event(&event),
+                    deadline: deadline_of(handler, to),
                 };
                 handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
                 let step = #step::Moved { from: status, to };

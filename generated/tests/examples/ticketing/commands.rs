@@ -25,7 +25,7 @@ pub struct RequestBooking {
     pub class: super::types::SeatClass,
 }
 
-/// Runs `RequestBooking` in the caller's transaction (`ctx`): allocates the saga key, calls the service, writes the saga's first status (`requested`) with its history row and publishes `booking.requested`.
+/// Runs `RequestBooking` in the caller's transaction (`ctx`): allocates the saga key, calls the service, writes the saga's first status (`requested`) with its history row and publishes `booking.requested`, which carries that status's deadline.
 pub async fn run_request_booking<H>(
     handler: &H,
     ctx: &mut <H as BookingCommands>::Ctx,
@@ -45,7 +45,13 @@ where
         .request_booking(ctx, booking_id, command)
         .await
         .map_err(CommandError::Handler)?;
-    let event = Envelope::new(booking_id, payload).with_trace(trace);
+    let deadline = super::owner::deadline_of(
+        handler,
+        super::status::BookingStatus::INITIAL,
+    );
+    let event = Envelope::new(booking_id, payload)
+        .with_trace(trace)
+        .with_deadline(deadline);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
     let first = super::owner::BookingTransition {
         booking_id,
@@ -54,6 +60,7 @@ where
         event_id: event.event_id,
         event_type: super::events::EventType::BookingRequested.as_str(),
         cause: super::owner::BookingCause::Started,
+        deadline: event.deadline,
     };
     handler.write_transition(ctx.as_mut(), &first).await.map_err(CommandError::Handler)?;
     handler.publish(ctx.as_mut(), record).await.map_err(CommandError::Handler)?;

@@ -45,6 +45,20 @@ pub struct BookingTransition<'a> {
     pub event_id: ::uuid::Uuid,
     pub event_type: &'a str,
     pub cause: BookingCause<'a>,
+    /// When the saga times out of `to` ([`deadline_of`]); `None` for a status without a
+    /// timeout.
+    pub deadline: Option<::chrono::DateTime<::chrono::Utc>>,
+}
+
+/// The deadline of a saga entering `status` now: now plus the store's
+/// [`#store::timeout`] of it, to the microsecond (what an event's `deadline` keeps).
+pub fn deadline_of<S: BookingStore + ?Sized>(
+    store: &S,
+    status: BookingStatus,
+) -> Option<::chrono::DateTime<::chrono::Utc>> {
+    let after = ::chrono::TimeDelta::from_std(store.timeout(status)?).ok()?;
+    let at = ::chrono::Utc::now().checked_add_signed(after)?;
+    ::chrono::DateTime::from_timestamp_micros(at.timestamp_micros())
 }
 
 /// Where `booking` keeps its sagas: the SQL behind the status machine. The functions of this module and the entry commands call it, each method in the caller's transaction (`ctx`), so a status, its history row and the events it publishes commit together.
@@ -58,8 +72,12 @@ pub trait BookingStore: Send + Sync {
         ctx: &mut Self::Ctx,
         booking_id: ::uuid::Uuid,
     ) -> impl Future<Output = Result<Option<BookingStatus>, Self::Error>> + Send;
-    /// Writes a transition: the status `to`, its deadline (`to.timeout()`; none for a
-    /// terminal status) and the history row.
+    /// How long a saga may stay in `status` before it times out: the spec's timeout
+    /// (`None`: it has none); a store may scale it (tests shorten them).
+    fn timeout(&self, status: BookingStatus) -> Option<::std::time::Duration> {
+        status.timeout().map(|rule| rule.after)
+    }
+    /// Writes a transition: the status `to`, its `deadline` and the history row.
     fn write_transition(
         &self,
         ctx: &mut Self::Ctx,
@@ -134,6 +152,7 @@ where
                     event_id: event.event_id(),
                     event_type: event_type.as_str(),
                     cause: BookingCause::Event(&event),
+                    deadline: deadline_of(handler, to),
                 };
                 handler
                     .write_transition(ctx, &change)
@@ -197,6 +216,7 @@ where
             event_id,
             event_type: event.event_type().as_str(),
             cause: BookingCause::Event(&event),
+            deadline: deadline_of(handler, to),
         };
         handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
         let step = BookingStep::Moved {
@@ -261,6 +281,7 @@ where
         event_id,
         event_type,
         cause: BookingCause::Timeout,
+        deadline: deadline_of(handler, rule.to),
     };
     handler
         .write_transition(ctx, &change)
