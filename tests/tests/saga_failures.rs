@@ -12,13 +12,14 @@ use saga_common::{PrivateSaga, header, messages_with_key, statuses};
 use saga_generated::types::{OrderItem, StockFailure};
 use saga_generated::{Envelope, Money, OrderCreated, PaymentCompleted, StockReductionFail, StockReductionSuccess};
 
+/// Timeouts at 25 %: 7.5 s in `created` (room for a busy product service to
+/// reserve first), 15 s in `inventory_reserved`; a sweep every 200 ms.
+const SHORT_TIMEOUTS: [(&str, &str); 2] = [("ORDER_TIMEOUT_SCALE_PERCENT", "25"), ("ORDER_SWEEP_INTERVAL_MS", "200")];
+
 #[tokio::test]
 async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_nothing() {
     let stack = saga_tests::stack();
-    // Timeouts at 25%: 7.5 s in `created` (room for a busy product service
-    // to reserve first), 15 s in `inventory_reserved`.
-    let mut saga =
-        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "25"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
+    let mut saga = PrivateSaga::start(&stack, &SHORT_TIMEOUTS).await;
     let mut c = saga.clients().await;
     let buyer = c.user(1_000).await;
     let product = c.product(100, 5).await;
@@ -73,9 +74,7 @@ async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_not
 #[tokio::test]
 async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_in_kafka() {
     let stack = saga_tests::stack();
-    // 7.5 s in `created`.
-    let mut saga =
-        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "25"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
+    let mut saga = PrivateSaga::start(&stack, &SHORT_TIMEOUTS).await;
     let database = saga.proxy_database(&stack, "order").await;
     let mut c = saga.clients().await;
     let buyer = c.user(1_000).await;
@@ -118,8 +117,7 @@ async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_
 #[tokio::test]
 async fn a_request_whose_saga_the_owner_gave_up_on_is_shed() {
     let stack = saga_tests::stack();
-    let mut saga =
-        PrivateSaga::start(&stack, &[("ORDER_TIMEOUT_SCALE_PERCENT", "25"), ("ORDER_SWEEP_INTERVAL_MS", "200")]).await;
+    let mut saga = PrivateSaga::start(&stack, &SHORT_TIMEOUTS).await;
     let mut c = saga.clients().await;
     let buyer = c.user(1_000).await;
     let product = c.product(100, 5).await;

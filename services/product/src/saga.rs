@@ -39,6 +39,22 @@ pub struct ProductSaga {
     pub owner_clock: CaughtUpClock,
 }
 
+/// Records that the order's stock was not reserved, and why; the failure reply.
+async fn reject(
+    conn: &mut PgConnection,
+    event: &Envelope<OrderCreated>,
+    reason: StockFailure,
+    product_id: Option<Uuid>,
+) -> Result<ProductOnOrderCreated, StockError> {
+    sqlx::query("INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'rejected', $3)")
+        .bind(event.order_id)
+        .bind(event.payload.user_id)
+        .bind(reason.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(ProductOnOrderCreated::StockReductionFail(StockReductionFail { reason, product_id }))
+}
+
 impl ProductHandler for ProductSaga {
     type Ctx = PgConnection;
     type Error = StockError;
@@ -61,15 +77,8 @@ impl ProductHandler for ProductSaga {
         // Shed the work of an order the order service has given up on: a
         // reservation now would only be released again by its cancellation.
         if caught_up::is_past(&self.owner_clock, event.deadline) {
-            let reason = StockFailure::DeadlinePassed;
-            sqlx::query("INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'rejected', $3)")
-                .bind(order_id)
-                .bind(event.payload.user_id)
-                .bind(reason.as_str())
-                .execute(&mut *conn)
-                .await?;
             tracing::warn!(deadline = ?event.deadline, "order past its deadline: reservation shed");
-            return Ok(ProductOnOrderCreated::StockReductionFail(StockReductionFail { reason, product_id: None }));
+            return reject(conn, &event, StockFailure::DeadlinePassed, None).await;
         }
         // Sum per product (an order may list one twice); BTreeMap orders the
         // row locks by id, so concurrent reservations cannot deadlock.
@@ -96,17 +105,8 @@ impl ProductHandler for ProductSaga {
             Some(_) => None,
         });
         if let Some((reason, product_id)) = failure {
-            sqlx::query("INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'rejected', $3)")
-                .bind(order_id)
-                .bind(event.payload.user_id)
-                .bind(reason.as_str())
-                .execute(&mut *conn)
-                .await?;
             tracing::info!(reason = reason.as_str(), %product_id, "stock not reserved");
-            return Ok(ProductOnOrderCreated::StockReductionFail(StockReductionFail {
-                reason,
-                product_id: Some(product_id),
-            }));
+            return reject(conn, &event, reason, Some(product_id)).await;
         }
         // The total comes from our prices now, never from the client.
         let mut total = Money::ZERO;

@@ -43,13 +43,21 @@ pub struct BenchArgs {
     /// Products with stock (one more has none).
     #[arg(long)]
     pub products: Option<usize>,
+    #[command(flatten)]
+    pub run: RunOptions,
+}
+
+/// Options of every command that measures a stack of its own and records
+/// the result (`bench` in BENCHMARKS.md, `chaos` in RELIABILITY.md).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
     /// Run debug builds of the services instead of release builds.
     #[arg(long)]
     pub debug: bool,
-    /// Do not append the result to BENCHMARKS.md (the JSON is still written).
+    /// Do not append the result to the results file (the JSON is still written).
     #[arg(long)]
     pub no_record: bool,
-    /// A note for the BENCHMARKS.md entry (e.g. what changed since the last run).
+    /// A note for the entry (e.g. what changed since the last run).
     #[arg(long, default_value = "")]
     pub note: String,
 }
@@ -104,7 +112,7 @@ pub(crate) fn own_stack_config(name: &str, port_base: u16, release: bool) -> any
 
 /// Starts a fresh bench stack, runs everything, stops the stack whatever happened.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let config = bench_config(!args.debug)?;
+    let config = bench_config(!args.run.debug)?;
     stack::down(&config);
     stack::purge(&config)?;
     println!("bench: building ({}) and starting the stack in {}", profile(&config), config.state_dir.display());
@@ -122,7 +130,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !ok {
         bail!("the invariants do not hold after the run: its numbers are not reported (see {})", json_path.display());
     }
-    if !args.no_record {
+    if !args.run.no_record {
         append_benchmarks(&config, &markdown)?;
         println!("appended to BENCHMARKS.md");
     }
@@ -246,7 +254,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "profile": profile(config),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "quick": args.quick,
-        "note": args.note,
+        "note": args.run.note,
         "command": command_line(args),
         "setup": { "users": plan.users, "products": plan.products, "phase_seconds": plan.phase.as_secs(),
                    "terminal_detection": "GET /orders/{id} every 100 ms; latency to the terminal history row's time" },
@@ -360,7 +368,7 @@ fn command_line(args: &BenchArgs) -> String {
     if let Some(p) = args.products {
         let _ = write!(line, " --products {p}");
     }
-    if args.debug {
+    if args.run.debug {
         line.push_str(" --debug");
     }
     line
@@ -377,8 +385,8 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
         r["profile"].as_str().unwrap_or(""),
         r["cores"]
     );
-    if !args.note.is_empty() {
-        let _ = writeln!(md, "{}\n", args.note);
+    if !args.run.note.is_empty() {
+        let _ = writeln!(md, "{}\n", args.run.note);
     }
     let _ = writeln!(md, "`{}`\n", command_line(args));
     let _ = writeln!(

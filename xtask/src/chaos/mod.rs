@@ -48,15 +48,8 @@ pub struct ChaosArgs {
     /// Seconds of load after the component is back.
     #[arg(long, default_value_t = 45)]
     pub after: u64,
-    /// Run debug builds of the services instead of release builds.
-    #[arg(long)]
-    pub debug: bool,
-    /// Do not append the result to RELIABILITY.md (the JSON and plots are still written).
-    #[arg(long)]
-    pub no_record: bool,
-    /// A note for the RELIABILITY.md entry.
-    #[arg(long, default_value = "")]
-    pub note: String,
+    #[command(flatten)]
+    pub run: crate::bench::RunOptions,
 }
 
 /// What a scenario breaks.
@@ -190,7 +183,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?,
     };
-    let config = chaos_config(!args.debug)?;
+    let config = chaos_config(!args.run.debug)?;
     stack::down(&config);
     stack::purge(&config)?;
     let profile = if config.release { "release" } else { "debug" };
@@ -209,7 +202,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let markdown = markdown(&config, &args, rate, max, &outcomes, &plots);
     println!("\n{markdown}");
     let failed: Vec<&str> = outcomes.iter().filter(|o| !o.ok()).map(|o| o.scenario.name.as_str()).collect();
-    if !args.no_record {
+    if !args.run.no_record {
         crate::bench::append_markdown(&config.root.join("RELIABILITY.md"), &markdown)?;
         println!("appended to RELIABILITY.md");
     }
@@ -434,7 +427,7 @@ fn write_json(
         "commit": crate::bench::git_commit(config),
         "profile": if config.release { "release" } else { "debug" },
         "command": command_line(args),
-        "note": args.note,
+        "note": args.run.note,
         "max_sagas_per_second": max,
         "offered_per_second": rate,
         "scenarios": outcomes.iter().map(|o| json!({
@@ -474,7 +467,7 @@ fn command_line(args: &ChaosArgs) -> String {
     if args.after != 45 {
         let _ = write!(line, " --after {}", args.after);
     }
-    if args.debug {
+    if args.run.debug {
         line.push_str(" --debug");
     }
     line
@@ -499,8 +492,8 @@ fn markdown(
     };
     let profile = if config.release { "release" } else { "debug" };
     let _ = writeln!(md, "\n{profile} build, {offered}, open loop; clients retry with the same Idempotency-Key.");
-    if !args.note.is_empty() {
-        let _ = writeln!(md, "\n{}", args.note);
+    if !args.run.note.is_empty() {
+        let _ = writeln!(md, "\n{}", args.run.note);
     }
     let _ = writeln!(md);
     let _ = writeln!(
