@@ -118,10 +118,23 @@ impl Api {
         Ok(value)
     }
 
+    /// Logs in; a login the gateway could not finish in time (the user
+    /// service is busy hashing) is tried again a few times.
     async fn login(&self, email: &str, password: &str) -> anyhow::Result<String> {
         let body = json!({ "email": email, "password": password });
-        let reply = self.expect(reqwest::Method::POST, "/api/v1/auth/login", None, &body, StatusCode::OK).await?;
-        reply["token"].as_str().map(str::to_owned).context("login reply without a token")
+        let path = "/api/v1/auth/login";
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (status, reply) = self.send(reqwest::Method::POST, path, None, None, Some(&body)).await?;
+            if status == StatusCode::OK {
+                return reply["token"].as_str().map(str::to_owned).context("login reply without a token");
+            }
+            if status != StatusCode::GATEWAY_TIMEOUT || attempt == 5 {
+                bail!("{path}: expected 200 OK, got {status}: {reply}");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// The gateway ensures the admin in the background at start-up: retry a while.

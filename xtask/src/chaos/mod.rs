@@ -382,7 +382,7 @@ pub async fn guard(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
     const GUARD: [&str; 2] = ["kill-order", "postgres-5s"];
     let api = Api::new(&config.gateway_url())?;
     let (email, password) = stack::admin_credentials();
-    let world = Arc::new(load::setup(&api, (&email, &password), 20, 10).await?);
+    let world = Arc::new(load::setup(&api, (&email, &password), 10, 10).await?);
     let totals = observe::totals(config).await?;
     let mut outcomes = Vec::new();
     for scenario in scenarios().into_iter().filter(|s| GUARD.contains(&s.name.as_str())) {
