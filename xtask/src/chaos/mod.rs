@@ -289,9 +289,11 @@ pub async fn run_scenario(
     });
     tokio::time::sleep(Duration::from_secs(before)).await;
     let fault_start = start.elapsed();
-    let also_restarted = inject(config, scenario).await?;
-    let fault_end = start.elapsed();
-    tokio::time::sleep(Duration::from_secs(after)).await;
+    let (down_for, also_restarted) = inject(config, scenario).await?;
+    let fault_end = fault_start + down_for;
+    // A long outage leaves a long backlog: watch at least twice as long as it lasted.
+    let after = Duration::from_secs(after).max(scenario.down * 2);
+    tokio::time::sleep_until(start + fault_end + after).await;
     let load_end = start.elapsed();
     let _ = stop.send(true);
     let records = load.await.context("the load generator panicked")?;
@@ -333,27 +335,28 @@ pub async fn run_scenario(
     Ok(Outcome { scenario: scenario.clone(), analysis, checks: checks.into_iter().collect(), details })
 }
 
-/// Breaks the scenario's component, waits while it is down, starts every
-/// component that is not running again. Returns the components other than
-/// the target that had stopped meanwhile (a service that gave up).
-async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<Vec<&'static str>> {
+/// Breaks the scenario's component, waits while it is down, and starts it
+/// again; returns once it answers (the fault's end). Components other than
+/// the target that stopped meanwhile (a service that gave up) are named and
+/// started again too, after that.
+async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Duration, Vec<&'static str>)> {
     let target = component(scenario.target)?;
     let tracked = target.tracked(config);
     let signal = scenario.signal;
+    let started = Instant::now();
     let stopped = tokio::task::spawn_blocking(move || tracked.stop(signal, Duration::from_secs(30))).await?;
     if !stopped {
         bail!("{} was not running", target.name());
     }
     tokio::time::sleep(scenario.down).await;
-    let others: Vec<&'static str> = Component::all()
-        .into_iter()
-        .filter(|c| *c != target && c.tracked(config).running_pid().is_none())
-        .map(|c| c.name())
-        .collect();
-    stack::up(config, UpOptions { services: true, build: false })
-        .await
-        .with_context(|| format!("starting {} again", target.name()))?;
-    Ok(others)
+    stack::start_component(config, target).await.with_context(|| format!("starting {} again", target.name()))?;
+    let back = started.elapsed();
+    let others: Vec<&'static str> =
+        Component::all().into_iter().filter(|c| c.tracked(config).running_pid().is_none()).map(|c| c.name()).collect();
+    if !others.is_empty() {
+        stack::up(config, UpOptions { services: true, build: false }).await.context("starting the others again")?;
+    }
+    Ok((back, others))
 }
 
 /// Messages in every dead-letter topic.

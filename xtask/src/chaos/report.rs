@@ -51,7 +51,8 @@ pub struct Analysis {
     pub changed_after_recovery: usize,
     /// Orders sent after the component was back that did not end as they would have.
     pub changed_after_fault: usize,
-    /// From the component being back to goodput at `RECOVERED_SHARE` of offered; `None`: not within the run.
+    /// From the component being back to goodput at `RECOVERED_SHARE` of offered for the rest of
+    /// the run; `None`: not within the run.
     pub recovery_seconds: Option<f64>,
     /// Lowest smoothed goodput from the fault to the recovery, as a share of offered.
     pub dip: f64,
@@ -92,9 +93,12 @@ pub fn analyse(records: &[Record], offered: f64, window: Window) -> Analysis {
             goodput[s..end].iter().map(|&n| f64::from(n)).sum::<f64>() / (end - s) as f64
         })
         .collect();
+    // Recovered: from that second to the end of the run, goodput stays up
+    // (a burst of backlog right after the fault that falls away again is no recovery).
     let back = window.fault_end.floor() as usize;
     let last_full = goodput.len().saturating_sub(SMOOTHING);
-    let recovered_at = (back..=last_full).find(|&s| smoothed[s] >= RECOVERED_SHARE * offered);
+    let up = |s: usize| smoothed[s] >= RECOVERED_SHARE * offered;
+    let recovered_at = (back..=last_full).rev().take_while(|&s| up(s)).last();
     let dip_end = recovered_at.unwrap_or(last_full).max(back);
     let dip = (window.fault_start.floor() as usize..=dip_end)
         .filter_map(|s| smoothed.get(s))

@@ -231,6 +231,16 @@ async fn start(
     Ok(())
 }
 
+/// Starts one stopped component and waits until it answers (and is
+/// provisioned): what a supervisor does after a crash. Unlike [`up`] it does
+/// not wait for the consumer groups to settle.
+pub async fn start_component(config: &StackConfig, component: Component) -> anyhow::Result<()> {
+    let mut command = component.command(config)?;
+    component.tracked(config).spawn(&mut command)?;
+    wait_ready(config, component).await?;
+    component.provision(config).await.with_context(|| format!("provisioning {}", component.name()))
+}
+
 async fn wait_ready(config: &StackConfig, component: Component) -> anyhow::Result<()> {
     let tracked = component.tracked(config);
     let deadline = Instant::now() + START_TIMEOUT;
