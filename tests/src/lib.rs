@@ -6,6 +6,7 @@
 
 pub mod http;
 pub mod proxy;
+pub mod python;
 
 use sqlx::PgPool;
 use xtask::stack::StackConfig;

@@ -17,46 +17,9 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 /// Examples per operation and phase: enough to find shape errors, short enough for CI.
 const MAX_EXAMPLES: &str = "20";
 
-fn venv_dir(root: &Path) -> PathBuf {
-    std::env::var_os("SAGA_SCHEMATHESIS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join(".state").join(SCHEMATHESIS.replace("==", "-")))
-}
-
-fn run(command: &mut Command) -> std::process::Output {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-/// The schemathesis CLI, installing it first when needed. A marker file
-/// written last tells a complete install from an interrupted one.
+/// The schemathesis CLI, installing it first when needed.
 fn schemathesis(root: &Path) -> PathBuf {
-    let venv = venv_dir(root);
-    let marker = venv.join(".installed");
-    let cli = venv.join("bin").join("schemathesis");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(SCHEMATHESIS) && cli.exists() {
-        return cli;
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).expect("remove an incomplete virtualenv");
-    }
-    std::fs::create_dir_all(venv.parent().expect("parent")).expect("state folder");
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-    run(Command::new(venv.join("bin").join("pip")).args([
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        SCHEMATHESIS,
-    ]));
-    std::fs::write(&marker, SCHEMATHESIS).expect("marker");
-    cli
+    saga_tests::python::venv_bin(root, SCHEMATHESIS, "SAGA_SCHEMATHESIS_VENV").join("schemathesis")
 }
 
 #[tokio::test]

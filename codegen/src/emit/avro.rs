@@ -3,7 +3,6 @@
 //! fields. The wire format is Avro single-object encoding of that record.
 
 use apache_avro::Schema;
-use apache_avro::rabin::Rabin;
 use serde_json::{Map, Value, json};
 
 use crate::ir::{self, Field, Saga, Type, TypeKind, pascal};
@@ -27,7 +26,16 @@ pub struct EventSchema {
 #[error("generated Avro schema for `{event}` is invalid: {source}")]
 pub struct SchemaError {
     event: String,
-    source: apache_avro::Error,
+    source: InvalidSchema,
+}
+
+/// What made a generated schema invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidSchema {
+    #[error(transparent)]
+    Avro(#[from] apache_avro::Error),
+    #[error(transparent)]
+    Canonical(#[from] super::canonical::CanonicalError),
 }
 
 pub fn schemas(saga: &Saga) -> Result<Vec<EventSchema>, SchemaError> {
@@ -35,12 +43,10 @@ pub fn schemas(saga: &Saga) -> Result<Vec<EventSchema>, SchemaError> {
     for e in &saga.events {
         let json = event_schema(saga, e);
         let compact = json.to_string();
-        let schema = Schema::parse_str(&compact).map_err(|source| SchemaError { event: e.name.clone(), source })?;
-        let fp = schema.fingerprint::<Rabin>().bytes;
-        let mut fingerprint = [0u8; 8];
-        for (dst, src) in fingerprint.iter_mut().zip(fp.iter()) {
-            *dst = *src;
-        }
+        // Parsed to prove it valid; fingerprinted by the specification's canonical form.
+        Schema::parse_str(&compact).map_err(|source| SchemaError { event: e.name.clone(), source: source.into() })?;
+        let fingerprint = super::canonical::fingerprint(&json)
+            .map_err(|source| SchemaError { event: e.name.clone(), source: source.into() })?;
         out.push(EventSchema {
             event: e.name.clone(),
             file_name: format!("{}.avsc", e.name),

@@ -1,0 +1,123 @@
+//! The wire format as an independent Avro implementation reads it: fastavro
+//! (PyPI), the library a Python consumer of the saga's topics would use.
+//! Every committed schema has the fingerprint fastavro computes from its
+//! Parsing Canonical Form, and the live events of real sagas decode with
+//! fastavro by the fingerprint in their single-object header alone.
+
+mod saga_common;
+
+use std::io::Write as _;
+use std::process::Command;
+
+use rdkafka::Message;
+use saga_common::{Clients, header, messages_with_key};
+use serde_json::Value;
+
+const FASTAVRO: &str = "fastavro==1.13.1";
+
+/// Reads every `.avsc` of a folder and hex-encoded messages, one per line;
+/// prints, as JSON, each schema's canonical form and fingerprint, and each
+/// message decoded by the schema its header's fingerprint names.
+const READER: &str = r#"
+import io, json, os, sys
+from fastavro import parse_schema, schemaless_reader
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+avro_dir, messages_path = sys.argv[1], sys.argv[2]
+schemas, by_fingerprint = {}, {}
+for file in sorted(os.listdir(avro_dir)):
+    if not file.endswith(".avsc"):
+        continue
+    with open(os.path.join(avro_dir, file)) as f:
+        raw = json.load(f)
+    canonical = to_parsing_canonical_form(raw)
+    fp = fingerprint(canonical, "CRC-64-AVRO")
+    event = file[: -len(".avsc")]
+    schemas[event] = {"canonical": canonical, "fingerprint": fp}
+    by_fingerprint[fp] = (event, parse_schema(raw))
+messages = []
+with open(messages_path) as f:
+    for line in f:
+        data = bytes.fromhex(line.strip())
+        if data[:2] != b"\xc3\x01":
+            messages.append({"error": "no single-object marker"})
+            continue
+        fp = data[2:10].hex()
+        if fp not in by_fingerprint:
+            messages.append({"error": "unknown fingerprint " + fp})
+            continue
+        event, schema = by_fingerprint[fp]
+        record = schemaless_reader(io.BytesIO(data[10:]), schema)
+        messages.append({"event": event, "key": str(record["order_id"]), "payload": sorted(record["payload"])})
+print(json.dumps({"schemas": schemas, "messages": messages}))
+"#;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn fastavro_computes_our_fingerprints_and_decodes_live_events_by_them() {
+    let stack = saga_tests::stack();
+    let root = stack.root.clone();
+    let python = tokio::task::spawn_blocking(move || {
+        saga_tests::python::venv_bin(&root, FASTAVRO, "SAGA_FASTAVRO_VENV").join("python")
+    })
+    .await
+    .expect("install fastavro");
+
+    // Two sagas on the shared stack: one completes, one fails for want of stock.
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(250, 1).await;
+    let paid = c.order(&buyer, &[(&product, 1)]).await;
+    c.wait_status(&paid.order_id, "completed").await;
+    let short = c.order(&buyer, &[(&product, 1)]).await;
+    c.wait_status(&short.order_id, "inventory_reserved_failed").await;
+    let brokers = stack.kafka_brokers();
+    let mut live = Vec::new();
+    for key in [&paid.order_id, &short.order_id] {
+        for topic in saga_generated::topology::TOPICS {
+            live.extend(messages_with_key(&brokers, topic.name, key));
+        }
+    }
+    assert!(live.len() >= 6, "both sagas' events: {}", live.len());
+
+    let mut lines = tempfile_in(&stack.state_dir);
+    for m in &live {
+        writeln!(lines.1, "{}", hex(m.payload().expect("a payload"))).expect("write");
+    }
+    let output =
+        saga_tests::python::run(Command::new(python).arg("-c").arg(READER).arg(stack.root.join(".avro")).arg(&lines.0));
+    let _ = std::fs::remove_file(&lines.0);
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the reader's JSON");
+
+    // The fingerprints fastavro computes are the ones on our wire.
+    for event in saga_generated::topology::EVENTS {
+        let theirs = &report["schemas"][event.event_type];
+        assert_eq!(
+            theirs["fingerprint"].as_str(),
+            Some(hex(&event.fingerprint).as_str()),
+            "{}: fastavro's canonical form is {}",
+            event.event_type,
+            theirs["canonical"]
+        );
+    }
+    // Each live message decodes by its fingerprint alone, as the event its header names.
+    let decoded = report["messages"].as_array().expect("messages");
+    assert_eq!(decoded.len(), live.len());
+    for (message, read) in live.iter().zip(decoded) {
+        let key = String::from_utf8_lossy(message.key().expect("a key")).into_owned();
+        assert_eq!(read["error"], Value::Null, "{read}");
+        assert_eq!(read["event"].as_str(), header(message, "event-type").as_deref(), "{read}");
+        assert_eq!(read["key"].as_str(), Some(key.as_str()), "{read}");
+    }
+}
+
+/// A new file under `dir` for the reader's input.
+fn tempfile_in(dir: &std::path::Path) -> (std::path::PathBuf, std::fs::File) {
+    std::fs::create_dir_all(dir).expect("state folder");
+    let path = dir.join(format!("fastavro-{}.hex", uuid::Uuid::new_v4().simple()));
+    let file = std::fs::File::create(&path).expect("create");
+    (path, file)
+}
