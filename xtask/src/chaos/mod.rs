@@ -397,6 +397,7 @@ pub async fn guard(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
         }
         if !outcome.ok() {
             println!("  details: {}", outcome.details);
+            println!("  goodput per second: {:?}, window {:?}", outcome.analysis.goodput, outcome.analysis.window);
         }
         outcomes.push(outcome);
     }

@@ -12,11 +12,14 @@ use super::client::Record;
 /// passed when its request reached the participant.
 pub const SHED_REASON: &str = "deadline_passed";
 
-/// Goodput counts as recovered at this share of the offered rate.
+/// Goodput counts as recovered at this share of the offered rate (averaged
+/// over [`SMOOTHING`] seconds).
 pub const RECOVERED_SHARE: f64 = 0.9;
 
-/// Seconds goodput is averaged over to judge recovery (one second is noisy).
-const SMOOTHING: usize = 3;
+/// Seconds goodput is averaged over to judge recovery: one second is noisy,
+/// and at a few orders per second so are three (completions clump when a
+/// consumer handles a batch).
+const SMOOTHING: usize = 5;
 
 /// When the fault happened, from the start of the scenario.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -87,19 +90,23 @@ pub fn analyse(records: &[Record], offered: f64, window: Window) -> Analysis {
             other += 1;
         }
     }
+    // Each second's goodput averaged with the seconds before it: the
+    // recovery is judged on what had already ended by then.
     let smoothed: Vec<f64> = (0..goodput.len())
         .map(|s| {
-            let end = (s + SMOOTHING).min(goodput.len());
-            goodput[s..end].iter().map(|&n| f64::from(n)).sum::<f64>() / (end - s) as f64
+            let from = (s + 1).saturating_sub(SMOOTHING);
+            goodput[from..=s].iter().map(|&n| f64::from(n)).sum::<f64>() / (s + 1 - from) as f64
         })
         .collect();
     // Recovered: from that second to the end of the run, goodput stays up
-    // (a burst of backlog right after the fault that falls away again is no recovery).
+    // (a burst of backlog right after the fault that falls away again is no
+    // recovery). Only whole seconds count: the orders of the last, partial
+    // one end after the run.
     let back = window.fault_end.floor() as usize;
-    let last_full = goodput.len().saturating_sub(SMOOTHING);
+    let last_whole = (window.load_end.floor() as usize).saturating_sub(1).min(goodput.len() - 1);
     let up = |s: usize| smoothed[s] >= RECOVERED_SHARE * offered;
-    let recovered_at = (back..=last_full).rev().take_while(|&s| up(s)).last();
-    let dip_end = recovered_at.unwrap_or(last_full).max(back);
+    let recovered_at = (back..=last_whole).rev().take_while(|&s| up(s)).last();
+    let dip_end = recovered_at.unwrap_or(last_whole).max(back);
     let dip = (window.fault_start.floor() as usize..=dip_end)
         .filter_map(|s| smoothed.get(s))
         .fold(f64::INFINITY, |low, &g| low.min(g / offered.max(1e-9)));
@@ -248,12 +255,32 @@ mod tests {
         let analysis = analyse(&records, 10.0, window);
         assert_eq!((analysis.as_expected, analysis.cancelled), (400, 2));
         assert_eq!(analysis.dip, 0.0, "nothing ended during the fault");
-        assert_eq!(analysis.recovery_seconds, Some(0.0), "the backlog ends right after the fault");
+        assert_eq!(analysis.recovery_seconds, Some(1.0), "the second the backlog ended in");
         assert_eq!(analysis.goodput[21], 110);
         assert_eq!(analysis.changed_after_fault, 1, "the order sent before the fault does not count");
         assert_eq!(analysis.changed_after_recovery, 1);
         assert!(svg("test", &analysis).contains("<svg"));
         assert_eq!(sparkline(&analysis).chars().count(), 20);
+    }
+
+    #[test]
+    fn a_few_orders_a_second_with_clumps_and_a_partial_last_second_still_recover() {
+        let window = Window { fault_start: 5.0, fault_end: 8.0, load_end: 30.6 };
+        let mut records = Vec::new();
+        // 8 a second, completions clumped in pairs of seconds (7, 9), the last second cut short.
+        for s in 0..31u64 {
+            let ended = if (5..8).contains(&s) { 8 } else { s };
+            let n = if s == 30 {
+                3
+            } else if s % 2 == 0 {
+                7
+            } else {
+                9
+            };
+            records.extend((0..n).map(|_| record(s, ended, "completed", "completed")));
+        }
+        let analysis = analyse(&records, 8.0, window);
+        assert_eq!(analysis.recovery_seconds, Some(0.0), "{:?}", analysis.goodput);
     }
 
     #[test]
