@@ -13,7 +13,8 @@ struct Args {
     /// The saga spec to compile.
     #[arg(long, default_value = "spec/saga.yaml")]
     spec: PathBuf,
-    /// Output root: writes `generated/src/`, `.avro/` and `docs/saga.md` under it.
+    /// Output root: writes `generated/src/`, `.avro/` and `docs/saga.md` under it (and reads the
+    /// schema history in `.avro/`).
     #[arg(long, default_value = ".")]
     out: PathBuf,
     /// Write nothing; fail listing every stale file.
@@ -36,7 +37,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let source =
         std::fs::read_to_string(&args.spec).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.spec.display()))?;
     let name = args.spec.display().to_string();
-    let files = match compile(&name, &source, &Layout::standard()) {
+    let files = match compile(&args.out, &name, &source, &Layout::standard()) {
         Ok(f) => f,
         Err(CompileError::Spec(errors)) => {
             eprint!("{}", errors.render());

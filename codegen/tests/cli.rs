@@ -27,7 +27,7 @@ fn writes_then_checks_then_lists_stale_files() {
     let run = bin(&["--spec", spec, "--out", &dir]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(out.join("generated/src/lib.rs").is_file());
-    assert!(out.join(".avro/booking.requested.avsc").is_file());
+    assert!(out.join(".avro/booking.requested/v1.avsc").is_file());
     assert!(out.join("docs/saga.md").is_file());
 
     let check = bin(&["--spec", spec, "--out", &dir, "--check"]);
@@ -35,11 +35,11 @@ fn writes_then_checks_then_lists_stale_files() {
 
     std::fs::write(out.join("generated/src/types.rs"), "// edited by hand\n").expect("writes");
     std::fs::remove_file(out.join("docs/saga.md")).expect("removes");
-    std::fs::write(out.join(".avro/gone.event.avsc"), "{}").expect("writes");
+    std::fs::write(out.join(".avro/booking.requested/stray.avsc"), "{}").expect("writes");
     let check = bin(&["--spec", spec, "--out", &dir, "--check"]);
     assert!(!check.status.success());
     let stderr = String::from_utf8_lossy(&check.stderr);
-    for stale in ["generated/src/types.rs", "docs/saga.md", ".avro/gone.event.avsc"] {
+    for stale in ["generated/src/types.rs", "docs/saga.md", ".avro/booking.requested/stray.avsc"] {
         assert!(stderr.contains(&format!("stale: {stale}")), "{stale} not listed in:\n{stderr}");
     }
     let _ = std::fs::remove_dir_all(&out);

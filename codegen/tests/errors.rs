@@ -243,7 +243,7 @@ fn line_edits_of_the_real_spec_never_panic() {
             }
             let text = edited.join("\n");
             if let Err(saga_codegen::CompileError::Internal(e)) =
-                saga_codegen::compile("spec/saga.yaml", &text, &layout)
+                saga_codegen::compile(std::path::Path::new("/nonexistent"), "spec/saga.yaml", &text, &layout)
             {
                 panic!("line {} ({}): generator bug: {e}", i + 1, if doubled { "doubled" } else { "deleted" });
             }

@@ -112,15 +112,29 @@ impl wire::Event for OrderCreated {
     const KIND: EventType = EventType::OrderCreated;
     const TOPIC: &'static str = "order-events";
     const PUBLISHER: &'static str = "order";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [116, 57, 87, 131, 9, 164, 154, 201];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(<OrderCreated as wire::Event>::SCHEMA_JSON)
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "order.created",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [15, 99, 179, 114, 12, 230, 116, 242],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"},{\"doc\":\"Price of one unit at order time, in minor units.\",\"name\":\"unit_price\",\"type\":\"long\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}},{\"doc\":\"Sum of the items, in minor units.\",\"name\":\"total\",\"type\":\"long\"},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [150, 64, 24, 75, 64, 117, 53, 54],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [116, 57, 87, 131, 9, 164, 154, 201],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -163,17 +177,24 @@ impl wire::Event for StockReductionSuccess {
     const KIND: EventType = EventType::StockReductionSuccess;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The product service reserved every item of the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.success`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"What the buyer must pay, in minor units: computed by the product service from its prices at reservation time, never taken from the client.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"StockReductionSuccessPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionSuccess\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [107, 214, 141, 184, 208, 247, 133, 60];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <StockReductionSuccess as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "stock.reduction.success",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [201, 163, 115, 190, 48, 235, 168, 19],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The product service reserved every item of the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.success`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"What the buyer must pay, in minor units: computed by the product service from its prices at reservation time, never taken from the client.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"StockReductionSuccessPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionSuccess\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [107, 214, 141, 184, 208, 247, 133, 60],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The product service reserved every item of the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.success`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"What the buyer must pay, in minor units: computed by the product service from its prices at reservation time, never taken from the client.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"StockReductionSuccessPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionSuccess\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -216,17 +237,24 @@ impl wire::Event for StockReductionFail {
     const KIND: EventType = EventType::StockReductionFail;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Stock could not be reserved; nothing was reserved.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why stock was not reserved. `deadline_passed`: the order service had given up on the order (its deadline had passed) when the request arrived, so nothing was tried (the request was shed).\",\"name\":\"StockFailure\",\"symbols\":[\"insufficient_stock\",\"unknown_product\",\"deadline_passed\"],\"type\":\"enum\"}},{\"default\":null,\"doc\":\"The first product that could not be reserved.\",\"name\":\"product_id\",\"type\":[\"null\",{\"logicalType\":\"uuid\",\"type\":\"string\"}]}],\"name\":\"StockReductionFailPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [76, 137, 252, 219, 29, 4, 62, 175];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <StockReductionFail as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "stock.reduction.fail",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [7, 19, 190, 207, 251, 136, 235, 161],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Stock could not be reserved; nothing was reserved.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why stock could not be reserved.\",\"name\":\"StockFailure\",\"symbols\":[\"insufficient_stock\",\"unknown_product\"],\"type\":\"enum\"}},{\"default\":null,\"doc\":\"The first product that could not be reserved.\",\"name\":\"product_id\",\"type\":[\"null\",{\"logicalType\":\"uuid\",\"type\":\"string\"}]}],\"name\":\"StockReductionFailPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [76, 137, 252, 219, 29, 4, 62, 175],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Stock could not be reserved; nothing was reserved.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why stock was not reserved. `deadline_passed`: the order service had given up on the order (its deadline had passed) when the request arrived, so nothing was tried (the request was shed).\",\"name\":\"StockFailure\",\"symbols\":[\"insufficient_stock\",\"unknown_product\",\"deadline_passed\"],\"type\":\"enum\"}},{\"default\":null,\"doc\":\"The first product that could not be reserved.\",\"name\":\"product_id\",\"type\":[\"null\",{\"logicalType\":\"uuid\",\"type\":\"string\"}]}],\"name\":\"StockReductionFailPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -260,15 +288,29 @@ impl wire::Event for StockReleased {
     const KIND: EventType = EventType::StockReleased;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [171, 79, 62, 235, 82, 25, 173, 18];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(<StockReleased as wire::Event>::SCHEMA_JSON)
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "stock.released",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [168, 68, 249, 224, 229, 93, 194, 65],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"},{\"doc\":\"Price of one unit at order time, in minor units.\",\"name\":\"unit_price\",\"type\":\"long\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [43, 18, 87, 47, 1, 153, 174, 4],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [171, 79, 62, 235, 82, 25, 173, 18],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -311,17 +353,24 @@ impl wire::Event for PaymentCompleted {
     const KIND: EventType = EventType::PaymentCompleted;
     const TOPIC: &'static str = "payment-events";
     const PUBLISHER: &'static str = "user";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The buyer's balance was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.completed`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentCompletedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [21, 74, 23, 252, 23, 158, 4, 7];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <PaymentCompleted as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "payment.completed",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [41, 165, 168, 229, 46, 103, 175, 168],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The buyer's balance was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.completed`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentCompletedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [21, 74, 23, 252, 23, 158, 4, 7],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The buyer's balance was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.completed`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentCompletedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -363,15 +412,24 @@ impl wire::Event for PaymentFail {
     const KIND: EventType = EventType::PaymentFail;
     const TOPIC: &'static str = "payment-events";
     const PUBLISHER: &'static str = "user";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The balance could not be debited; nothing was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the balance could not be debited.\",\"name\":\"PaymentFailure\",\"symbols\":[\"insufficient_balance\",\"unknown_user\"],\"type\":\"enum\"}},{\"name\":\"detail\",\"type\":\"string\"}],\"name\":\"PaymentFailPayload\",\"type\":\"record\"}}],\"name\":\"PaymentFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [48, 231, 167, 84, 5, 227, 120, 185];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(<PaymentFail as wire::Event>::SCHEMA_JSON)
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "payment.fail",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [145, 74, 58, 99, 114, 250, 156, 186],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The balance could not be debited; nothing was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the balance could not be debited.\",\"name\":\"PaymentFailure\",\"symbols\":[\"insufficient_balance\",\"unknown_user\"],\"type\":\"enum\"}},{\"name\":\"detail\",\"type\":\"string\"}],\"name\":\"PaymentFailPayload\",\"type\":\"record\"}}],\"name\":\"PaymentFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [48, 231, 167, 84, 5, 227, 120, 185],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The balance could not be debited; nothing was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the balance could not be debited.\",\"name\":\"PaymentFailure\",\"symbols\":[\"insufficient_balance\",\"unknown_user\"],\"type\":\"enum\"}},{\"name\":\"detail\",\"type\":\"string\"}],\"name\":\"PaymentFailPayload\",\"type\":\"record\"}}],\"name\":\"PaymentFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -414,17 +472,24 @@ impl wire::Event for PaymentRefunded {
     const KIND: EventType = EventType::PaymentRefunded;
     const TOPIC: &'static str = "payment-events";
     const PUBLISHER: &'static str = "user";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A debit was given back (compensation after a cancellation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.refunded`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentRefundedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentRefunded\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [129, 135, 10, 87, 199, 176, 177, 150];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <PaymentRefunded as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "payment.refunded",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [53, 238, 7, 214, 3, 34, 26, 147],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A debit was given back (compensation after a cancellation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.refunded`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentRefundedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentRefunded\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [129, 135, 10, 87, 199, 176, 177, 150],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A debit was given back (compensation after a cancellation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.refunded`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentRefundedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentRefunded\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -463,17 +528,24 @@ impl wire::Event for OrderCompleted {
     const KIND: EventType = EventType::OrderCompleted;
     const TOPIC: &'static str = "order-events";
     const PUBLISHER: &'static str = "order";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order is paid and its stock reserved; the saga ended well.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.completed`.\",\"fields\":[{\"name\":\"completed_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCompletedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [114, 111, 205, 237, 4, 233, 105, 15];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <OrderCompleted as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "order.completed",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [201, 16, 124, 117, 169, 43, 254, 73],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order is paid and its stock reserved; the saga ended well.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.completed`.\",\"fields\":[{\"name\":\"completed_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCompletedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [114, 111, 205, 237, 4, 233, 105, 15],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order is paid and its stock reserved; the saga ended well.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.completed`.\",\"fields\":[{\"name\":\"completed_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCompletedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -518,16 +590,23 @@ impl wire::Event for OrderCancelled {
     const KIND: EventType = EventType::OrderCancelled;
     const TOPIC: &'static str = "order-events";
     const PUBLISHER: &'static str = "order";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order service gave up on the order (timeout); reservations and debits are undone.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.cancelled`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the order service gave up on an order.\",\"name\":\"CancelReason\",\"symbols\":[\"timed_out\"],\"type\":\"enum\"}},{\"name\":\"status_at_cancel\",\"type\":\"string\"}],\"name\":\"OrderCancelledPayload\",\"type\":\"record\"}}],\"name\":\"OrderCancelled\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [198, 150, 172, 122, 119, 2, 212, 201];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <OrderCancelled as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "order.cancelled",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [234, 144, 135, 137, 51, 176, 205, 97],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order service gave up on the order (timeout); reservations and debits are undone.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.cancelled`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the order service gave up on an order.\",\"name\":\"CancelReason\",\"symbols\":[\"timed_out\"],\"type\":\"enum\"}},{\"name\":\"status_at_cancel\",\"type\":\"string\"}],\"name\":\"OrderCancelledPayload\",\"type\":\"record\"}}],\"name\":\"OrderCancelled\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 2u32,
+                    fingerprint: [198, 150, 172, 122, 119, 2, 212, 201],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order service gave up on the order (timeout); reservations and debits are undone.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.cancelled`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the order service gave up on an order.\",\"name\":\"CancelReason\",\"symbols\":[\"timed_out\"],\"type\":\"enum\"}},{\"name\":\"status_at_cancel\",\"type\":\"string\"}],\"name\":\"OrderCancelledPayload\",\"type\":\"record\"}}],\"name\":\"OrderCancelled\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }

@@ -17,16 +17,17 @@ pub enum OrderEvents {
 
 impl OrderEvents {
     pub const TOPIC: &'static str = "order-events";
-    /// Decodes a message, choosing the event by the schema fingerprint on the wire.
+    /// Decodes a message, choosing the event by the schema fingerprint on the wire: the
+    /// fingerprint of any published version of the event's schema.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let fingerprint = fingerprint_of(bytes)?;
-        if fingerprint == <super::events::OrderCreated as Event>::FINGERPRINT {
+        if <super::events::OrderCreated as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(OrderEvents::OrderCreated);
         }
-        if fingerprint == <super::events::OrderCompleted as Event>::FINGERPRINT {
+        if <super::events::OrderCompleted as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(OrderEvents::OrderCompleted);
         }
-        if fingerprint == <super::events::OrderCancelled as Event>::FINGERPRINT {
+        if <super::events::OrderCancelled as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(OrderEvents::OrderCancelled);
         }
         Err(DecodeError::UnknownFingerprint {
@@ -81,16 +82,18 @@ pub enum InventoryEvents {
 
 impl InventoryEvents {
     pub const TOPIC: &'static str = "inventory-events";
-    /// Decodes a message, choosing the event by the schema fingerprint on the wire.
+    /// Decodes a message, choosing the event by the schema fingerprint on the wire: the
+    /// fingerprint of any published version of the event's schema.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let fingerprint = fingerprint_of(bytes)?;
-        if fingerprint == <super::events::StockReductionSuccess as Event>::FINGERPRINT {
+        if <super::events::StockReductionSuccess as Event>::schemas().knows(&fingerprint)
+        {
             return Envelope::decode(bytes).map(InventoryEvents::StockReductionSuccess);
         }
-        if fingerprint == <super::events::StockReductionFail as Event>::FINGERPRINT {
+        if <super::events::StockReductionFail as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(InventoryEvents::StockReductionFail);
         }
-        if fingerprint == <super::events::StockReleased as Event>::FINGERPRINT {
+        if <super::events::StockReleased as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(InventoryEvents::StockReleased);
         }
         Err(DecodeError::UnknownFingerprint {
@@ -145,16 +148,17 @@ pub enum PaymentEvents {
 
 impl PaymentEvents {
     pub const TOPIC: &'static str = "payment-events";
-    /// Decodes a message, choosing the event by the schema fingerprint on the wire.
+    /// Decodes a message, choosing the event by the schema fingerprint on the wire: the
+    /// fingerprint of any published version of the event's schema.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let fingerprint = fingerprint_of(bytes)?;
-        if fingerprint == <super::events::PaymentCompleted as Event>::FINGERPRINT {
+        if <super::events::PaymentCompleted as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(PaymentEvents::PaymentCompleted);
         }
-        if fingerprint == <super::events::PaymentFail as Event>::FINGERPRINT {
+        if <super::events::PaymentFail as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(PaymentEvents::PaymentFail);
         }
-        if fingerprint == <super::events::PaymentRefunded as Event>::FINGERPRINT {
+        if <super::events::PaymentRefunded as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(PaymentEvents::PaymentRefunded);
         }
         Err(DecodeError::UnknownFingerprint {

@@ -6,9 +6,8 @@
 mod ticketing;
 
 use apache_avro::Schema;
-use apache_avro::rabin::Rabin;
 use apache_avro::types::Value;
-use ticketing::envelope::{AvroValue, Envelope, Event, SINGLE_OBJECT_MARKER};
+use ticketing::envelope::{AvroValue, Envelope, Event, SINGLE_OBJECT_MARKER, SchemaHistory, SchemaVersion};
 use ticketing::events::{BookingRequested, EventType, SeatHeld, SeatUnavailable};
 use ticketing::status::BookingStatus;
 use ticketing::types::SeatClass;
@@ -43,14 +42,21 @@ fn its_own_key_topics_and_status_machine() {
 /// `note` was added with a default of "": a message written before it decodes with "".
 #[test]
 fn a_field_added_with_a_default_reads_old_messages() {
-    let mut json: serde_json::Value = serde_json::from_str(BookingRequested::SCHEMA_JSON).expect("JSON");
+    let current = BookingRequested::schemas().latest();
+    let mut json: serde_json::Value = serde_json::from_str(current.json).expect("JSON");
     let fields = json["fields"]
         .as_array_mut()
         .and_then(|f| f.iter_mut().find(|f| f["name"] == "payload"))
         .and_then(|p| p["type"]["fields"].as_array_mut())
         .expect("payload record");
     fields.retain(|f| f["name"] != "note");
-    let old = Schema::parse_str(&json.to_string()).expect("old schema");
+    let old_json: &'static str = Box::leak(json.to_string().into_boxed_str());
+    let old_fingerprint = saga_wire::canonical::fingerprint(&json).expect("canonical form");
+    let old = Schema::parse_str(old_json).expect("old schema");
+    // The history the generator would emit once `note` was added: the old version, then the current.
+    let versions =
+        Box::leak(Box::new([SchemaVersion { version: 1, fingerprint: old_fingerprint, json: old_json }, *current]));
+    let history = SchemaHistory::new("booking.requested", versions);
     let value = Value::Record(vec![
         ("event_id".into(), Value::Uuid(Uuid::now_v7())),
         ("booking_id".into(), Value::Uuid(Uuid::now_v7())),
@@ -69,9 +75,10 @@ fn a_field_added_with_a_default_reads_old_messages() {
         ),
     ]);
     let mut bytes = SINGLE_OBJECT_MARKER.to_vec();
-    bytes.extend(old.fingerprint::<Rabin>().bytes);
+    bytes.extend(old_fingerprint);
     bytes.extend(apache_avro::to_avro_datum(&old, value).expect("encodes"));
-    let back = Envelope::<BookingRequested>::decode_with_writer_schema(&bytes, &old).expect("resolves");
+    let back =
+        Envelope::<BookingRequested>::from_avro_value(history.decode(&bytes).expect("resolves")).expect("decodes");
     assert_eq!(back.payload.note, "");
     assert_eq!(back.payload.event_name, "gig");
 }

@@ -2,11 +2,10 @@
 //! evolution, decoding by topic.
 
 use apache_avro::Schema;
-use apache_avro::rabin::Rabin;
 use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
-use saga_generated::envelope::{AvroValue, HEADER_LEN, SINGLE_OBJECT_MARKER};
+use saga_generated::envelope::{HEADER_LEN, SINGLE_OBJECT_MARKER, SchemaVersion};
 use saga_generated::topics::{InventoryEvents, OrderEvents, PaymentEvents, TopicMessage};
 use saga_generated::types::{CancelReason, OrderItem, PaymentFailure, StockFailure};
 use saga_generated::*;
@@ -100,73 +99,156 @@ fn truncated_or_garbage_payload_is_an_error_not_a_panic() {
     }
 }
 
+/// Every version the generated code knows is the committed `.avro/<event>/v<N>.avsc` with
+/// the standard fingerprint, the newest is the one written, and `index.json` lists them all.
 #[test]
-fn fingerprints_and_schemas_match_the_committed_avsc_files() {
-    fn check<E: Event>() {
-        // The fingerprint of the specification's Parsing Canonical Form (not apache-avro's).
-        let json: serde_json::Value = serde_json::from_str(E::SCHEMA_JSON).expect("schema is JSON");
-        let computed = saga_codegen::emit::canonical::fingerprint(&json).expect("canonical form");
-        assert_eq!(computed, E::FINGERPRINT, "{}", E::EVENT_TYPE);
-        let path = format!("{}/../.avro/{}.avsc", env!("CARGO_MANIFEST_DIR"), E::EVENT_TYPE);
-        let text = std::fs::read_to_string(&path).expect("avsc file exists");
-        let file = Schema::parse_str(&text).expect("avsc parses");
-        assert_eq!(file.canonical_form(), E::schema().canonical_form(), "{path}");
+fn the_schema_history_matches_the_committed_files() {
+    let avro = format!("{}/../.avro", env!("CARGO_MANIFEST_DIR"));
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{avro}/index.json")).expect("index exists"))
+            .expect("JSON");
+    let indexed = index["schemas"].as_array().expect("a list of schemas");
+    fn check<E: Event>(avro: &str, indexed: &[serde_json::Value]) {
+        let versions = E::schemas().versions();
+        for (v, number) in versions.iter().zip(1..) {
+            assert_eq!(v.version, number, "{} versions are numbered from 1", E::EVENT_TYPE);
+            // The fingerprint of the specification's Parsing Canonical Form (not apache-avro's).
+            let embedded: serde_json::Value = serde_json::from_str(v.json).expect("schema is JSON");
+            assert_eq!(saga_wire::canonical::fingerprint(&embedded).ok(), Some(v.fingerprint), "{}", E::EVENT_TYPE);
+            let path = format!("{avro}/{}/v{}.avsc", E::EVENT_TYPE, v.version);
+            let file: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).expect("avsc file exists")).expect("JSON");
+            assert_eq!(
+                saga_wire::canonical::canonical_form(&file).ok(),
+                saga_wire::canonical::canonical_form(&embedded).ok()
+            );
+            let hex: String = v.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+            let entry = indexed.iter().find(|e| e["fingerprint"] == hex.as_str()).expect("indexed");
+            assert_eq!(entry["event"], E::EVENT_TYPE);
+            assert_eq!(entry["written"], v.version == E::schemas().latest().version, "{path}");
+        }
+        assert_eq!(E::schemas().latest().fingerprint, E::FINGERPRINT);
         let info = topology::event_info(E::EVENT_TYPE).expect("listed in topology");
         assert_eq!(info.fingerprint, E::FINGERPRINT);
         assert_eq!(info.topic, E::TOPIC);
     }
-    check::<OrderCreated>();
-    check::<OrderCompleted>();
-    check::<OrderCancelled>();
-    check::<StockReductionSuccess>();
-    check::<StockReductionFail>();
-    check::<StockReleased>();
-    check::<PaymentCompleted>();
-    check::<PaymentFail>();
-    check::<PaymentRefunded>();
+    check::<OrderCreated>(&avro, indexed);
+    check::<OrderCompleted>(&avro, indexed);
+    check::<OrderCancelled>(&avro, indexed);
+    check::<StockReductionSuccess>(&avro, indexed);
+    check::<StockReductionFail>(&avro, indexed);
+    check::<StockReleased>(&avro, indexed);
+    check::<PaymentCompleted>(&avro, indexed);
+    check::<PaymentFail>(&avro, indexed);
+    check::<PaymentRefunded>(&avro, indexed);
     assert_eq!(topology::EVENTS.len(), EventType::ALL.len());
 }
 
-/// Data written before a field was added decodes with the new schema: the field gets its
-/// default. Here the old `stock.reduction.fail` lacked the optional `product_id`, and its
-/// envelope the `deadline`.
-#[test]
-fn adding_a_field_with_a_default_decodes_old_data() {
-    let mut json: serde_json::Value =
-        serde_json::from_str(<StockReductionFail as Event>::SCHEMA_JSON).expect("schema is JSON");
-    let payload_fields = json["fields"]
-        .as_array_mut()
-        .and_then(|f| f.iter_mut().find(|f| f["name"] == "payload"))
-        .and_then(|p| p["type"]["fields"].as_array_mut())
-        .expect("payload record");
-    payload_fields.retain(|f| f["name"] != "product_id");
-    json["fields"].as_array_mut().expect("envelope fields").retain(|f| f["name"] != "deadline");
-    let old = Schema::parse_str(&json.to_string()).expect("old schema parses");
-    let old_fp = old.fingerprint::<Rabin>().bytes;
-    assert_ne!(old_fp, StockReductionFail::FINGERPRINT.to_vec());
+/// `value` (an Avro value of a newer schema) in the shape of an older `schema`: fields the
+/// older one lacks are dropped, fields it has and the value lacks get a zero value of their
+/// type, or their default. What an older producer would have written.
+pub fn as_written_by(value: Value, schema: &serde_json::Value) -> Value {
+    fn zero(ty: &serde_json::Value) -> Value {
+        match ty {
+            serde_json::Value::String(t) => match t.as_str() {
+                "int" => Value::Int(0),
+                "long" => Value::Long(0),
+                "double" => Value::Double(0.0),
+                "boolean" => Value::Boolean(false),
+                "null" => Value::Null,
+                _ => Value::String(String::new()),
+            },
+            serde_json::Value::Array(variants) => Value::Union(0, Box::new(zero(&variants[0]))),
+            serde_json::Value::Object(o) => match o.get("type").and_then(|t| t.as_str()) {
+                Some("array") => Value::Array(vec![]),
+                Some("record") => Value::Record(vec![]),
+                _ => zero(&o["type"]),
+            },
+            _ => Value::Null,
+        }
+    }
+    fn fill(value: Value, ty: &serde_json::Value) -> Value {
+        match (value, ty.get("type").and_then(|t| t.as_str())) {
+            (Value::Record(mut fields), Some("record")) => {
+                let declared = ty["fields"].as_array().cloned().unwrap_or_default();
+                fields.retain(|(name, _)| declared.iter().any(|f| f["name"] == name.as_str()));
+                let fields = declared
+                    .iter()
+                    .map(|f| {
+                        let name = f["name"].as_str().unwrap_or_default().to_string();
+                        let v = match fields.iter().position(|(n, _)| *n == name) {
+                            Some(i) => fill(fields.swap_remove(i).1, &f["type"]),
+                            None => zero(&f["type"]),
+                        };
+                        (name, v)
+                    })
+                    .collect();
+                Value::Record(fields)
+            }
+            (Value::Array(items), Some("array")) => {
+                Value::Array(items.into_iter().map(|i| fill(i, &ty["items"])).collect())
+            }
+            (other, _) => other,
+        }
+    }
+    fill(value, schema)
+}
 
-    let key = Uuid::now_v7();
-    let event_id = Uuid::now_v7();
-    let old_value = Value::Record(vec![
-        ("event_id".into(), Value::Uuid(event_id)),
-        ("order_id".into(), Value::Uuid(key)),
-        ("occurred_at".into(), Value::TimestampMicros(1_700_000_000_000_000)),
-        ("traceparent".into(), None::<String>.to_avro()),
-        ("tracestate".into(), None::<String>.to_avro()),
-        ("payload".into(), Value::Record(vec![("reason".into(), StockFailure::UnknownProduct.to_avro())])),
-    ]);
+/// A message exactly as an older producer wrote it: that version's fingerprint and datum.
+pub fn encoded_with(version: &SchemaVersion, value: Value) -> Vec<u8> {
+    let json: serde_json::Value = serde_json::from_str(version.json).expect("JSON");
+    let schema = Schema::parse(&json).expect("the version parses");
     let mut bytes = SINGLE_OBJECT_MARKER.to_vec();
-    bytes.extend_from_slice(&old_fp);
-    bytes.extend(apache_avro::to_avro_datum(&old, old_value).expect("old data encodes"));
+    bytes.extend_from_slice(&version.fingerprint);
+    bytes.extend(
+        apache_avro::to_avro_datum(&schema, as_written_by(value, &json)).expect("encodes as the older version"),
+    );
+    bytes
+}
 
-    // The current schema alone cannot read it (different fingerprint)...
+/// A message written with any earlier published version of its event's schema decodes,
+/// through its topic, into the current types. Fields added since (the envelope's `deadline`,
+/// `product_id` of a stock failure) get their defaults; removed ones (`unit_price`) are skipped.
+#[test]
+fn every_earlier_schema_version_decodes() {
+    fn check<E: Event>(message: Envelope<E>, decode: fn(&[u8]) -> Result<(), DecodeError>) -> usize {
+        let versions = E::schemas().versions();
+        for version in &versions[..versions.len() - 1] {
+            let bytes = encoded_with(version, message.to_avro_value());
+            let back =
+                Envelope::<E>::decode(&bytes).unwrap_or_else(|e| panic!("{} v{}: {e}", E::EVENT_TYPE, version.version));
+            assert_eq!((back.event_id, back.order_id, back.deadline), (message.event_id, message.order_id, None));
+            decode(&bytes).unwrap_or_else(|e| panic!("{} v{} by topic: {e}", E::EVENT_TYPE, version.version));
+        }
+        versions.len() - 1
+    }
+    let key = Uuid::now_v7();
+    let failure = StockReductionFail { reason: StockFailure::UnknownProduct, product_id: Some(Uuid::now_v7()) };
+    let older = check(order_created(), |b| OrderEvents::decode(b).map(drop))
+        + check(Envelope::new(key, failure), |b| InventoryEvents::decode(b).map(drop))
+        + check(Envelope::new(key, StockReleased { items: vec![item(3)] }), |b| InventoryEvents::decode(b).map(drop))
+        + check(Envelope::new(key, PaymentCompleted { user_id: Uuid::now_v7(), amount: Money(120) }), |b| {
+            PaymentEvents::decode(b).map(drop)
+        });
+    assert!(older >= 5, "the committed history has earlier versions to check");
+}
+
+/// A message whose fingerprint is no published version of its event is refused (and goes to
+/// the dead-letter topic): a schema the history does not hold cannot be resolved.
+#[test]
+fn a_version_missing_from_the_history_is_refused() {
+    let mut json: serde_json::Value =
+        serde_json::from_str(<StockReductionFail as Event>::schemas().latest().json).expect("schema is JSON");
+    json["fields"].as_array_mut().expect("envelope fields").retain(|f| f["name"] != "tracestate");
+    let fingerprint = saga_wire::canonical::fingerprint(&json).expect("canonical form");
+    let unknown = SchemaVersion { version: 99, fingerprint, json: Box::leak(json.to_string().into_boxed_str()) };
+    let bytes = encoded_with(
+        &unknown,
+        Envelope::new(Uuid::now_v7(), StockReductionFail { reason: StockFailure::InsufficientStock, product_id: None })
+            .to_avro_value(),
+    );
     assert!(matches!(Envelope::<StockReductionFail>::decode(&bytes), Err(DecodeError::FingerprintMismatch { .. })));
-    // ...resolved against the writer's schema it can, with the default filled in.
-    let back = Envelope::<StockReductionFail>::decode_with_writer_schema(&bytes, &old).expect("resolves");
-    assert_eq!(back.event_id, event_id);
-    assert_eq!(back.order_id, key);
-    assert_eq!(back.deadline, None);
-    assert_eq!(back.payload, StockReductionFail { reason: StockFailure::UnknownProduct, product_id: None });
+    assert!(matches!(InventoryEvents::decode(&bytes), Err(DecodeError::UnknownFingerprint { .. })));
 }
 
 fn arb_item() -> impl Strategy<Value = OrderItem> {

@@ -1,8 +1,9 @@
 //! The wire format as an independent Avro implementation reads it: fastavro
 //! (PyPI), the library a Python consumer of the saga's topics would use.
-//! Every committed schema has the fingerprint fastavro computes from its
-//! Parsing Canonical Form, and the live events of real sagas decode with
-//! fastavro by the fingerprint in their single-object header alone.
+//! Every committed schema version has the fingerprint fastavro computes from
+//! its Parsing Canonical Form (the one `.avro/index.json` gives), and the live
+//! events of real sagas decode with fastavro by the fingerprint in their
+//! single-object header alone, found through the index as any consumer would.
 
 mod saga_common;
 
@@ -15,9 +16,10 @@ use serde_json::Value;
 
 const FASTAVRO: &str = "fastavro==1.13.1";
 
-/// Reads every `.avsc` of a folder and hex-encoded messages, one per line;
-/// prints, as JSON, each schema's canonical form and fingerprint, and each
-/// message decoded by the schema its header's fingerprint names.
+/// Reads the schema history's index and hex-encoded messages, one per line;
+/// prints, as JSON, each indexed schema's canonical form and fingerprint as
+/// fastavro computes them, and each message decoded by the schema its
+/// header's fingerprint names.
 const READER: &str = r#"
 import io, json, os, sys
 from fastavro import parse_schema, schemaless_reader
@@ -25,16 +27,16 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 avro_dir, messages_path = sys.argv[1], sys.argv[2]
 schemas, by_fingerprint = {}, {}
-for file in sorted(os.listdir(avro_dir)):
-    if not file.endswith(".avsc"):
-        continue
-    with open(os.path.join(avro_dir, file)) as f:
+with open(os.path.join(avro_dir, "index.json")) as f:
+    index = json.load(f)
+for entry in index["schemas"]:
+    with open(os.path.join(avro_dir, entry["file"])) as f:
         raw = json.load(f)
     canonical = to_parsing_canonical_form(raw)
     fp = fingerprint(canonical, "CRC-64-AVRO")
-    event = file[: -len(".avsc")]
-    schemas[event] = {"canonical": canonical, "fingerprint": fp}
-    by_fingerprint[fp] = (event, parse_schema(raw))
+    schemas[entry["file"]] = {"canonical": canonical, "fingerprint": fp, "indexed": entry["fingerprint"],
+                              "event": entry["event"], "written": entry["written"]}
+    by_fingerprint[entry["fingerprint"]] = (entry["event"], parse_schema(raw))
 messages = []
 with open(messages_path) as f:
     for line in f:
@@ -92,16 +94,22 @@ async fn fastavro_computes_our_fingerprints_and_decodes_live_events_by_them() {
     let _ = std::fs::remove_file(&lines.0);
     let report: Value = serde_json::from_slice(&output.stdout).expect("the reader's JSON");
 
-    // The fingerprints fastavro computes are the ones on our wire.
-    for event in saga_generated::topology::EVENTS {
-        let theirs = &report["schemas"][event.event_type];
+    // The fingerprints fastavro computes are the ones the index gives, for every version...
+    let schemas = report["schemas"].as_object().expect("schemas");
+    assert!(schemas.len() > saga_generated::topology::EVENTS.len(), "the history holds earlier versions too");
+    for (file, theirs) in schemas {
         assert_eq!(
-            theirs["fingerprint"].as_str(),
-            Some(hex(&event.fingerprint).as_str()),
-            "{}: fastavro's canonical form is {}",
-            event.event_type,
+            theirs["fingerprint"], theirs["indexed"],
+            "{file}: fastavro's canonical form is {}",
             theirs["canonical"]
         );
+    }
+    // ...and the one each event is written with is the one on our wire.
+    for event in saga_generated::topology::EVENTS {
+        let written: Vec<&Value> =
+            schemas.values().filter(|s| s["event"] == event.event_type && s["written"] == Value::Bool(true)).collect();
+        assert_eq!(written.len(), 1, "{}: one version written", event.event_type);
+        assert_eq!(written[0]["fingerprint"].as_str(), Some(hex(&event.fingerprint).as_str()), "{}", event.event_type);
     }
     // Each live message decodes by its fingerprint alone, as the event its header names.
     let decoded = report["messages"].as_array().expect("messages");

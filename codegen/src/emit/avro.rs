@@ -5,21 +5,20 @@
 use apache_avro::Schema;
 use serde_json::{Map, Value, json};
 
+use crate::history::{History, Published};
 use crate::ir::{self, Field, Saga, Type, TypeKind, pascal};
 
 /// Marks the file as generated; Avro ignores unknown attributes and the parsing canonical
 /// form (hence the fingerprint) drops them.
 const GENERATED: &str = "by `cargo xtask gen`; do not edit";
 
-/// A schema of one event, ready to write and embed.
+/// The schema of one event, ready to write and embed.
 pub struct EventSchema {
     pub event: String,
-    pub file_name: String,
-    pub json: Value,
-    /// Compact JSON embedded in the generated Rust.
-    pub compact: String,
     /// CRC-64-AVRO (Rabin) fingerprint of the parsing canonical form, as on the wire.
     pub fingerprint: [u8; 8],
+    /// Every published version, oldest first; the last one is this schema.
+    pub versions: Vec<Published>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,25 +34,21 @@ pub enum InvalidSchema {
     #[error(transparent)]
     Avro(#[from] apache_avro::Error),
     #[error(transparent)]
-    Canonical(#[from] super::canonical::CanonicalError),
+    Canonical(#[from] saga_wire::canonical::CanonicalError),
 }
 
-pub fn schemas(saga: &Saga) -> Result<Vec<EventSchema>, SchemaError> {
+/// The schema of every event of `saga`, each published in `history` (a new
+/// version appended where the schema changed).
+pub fn schemas(saga: &Saga, history: &mut History) -> Result<Vec<EventSchema>, SchemaError> {
     let mut out = Vec::new();
     for e in &saga.events {
         let json = event_schema(saga, e);
-        let compact = json.to_string();
+        let invalid = |source: InvalidSchema| SchemaError { event: e.name.clone(), source };
         // Parsed to prove it valid; fingerprinted by the specification's canonical form.
-        Schema::parse_str(&compact).map_err(|source| SchemaError { event: e.name.clone(), source: source.into() })?;
-        let fingerprint = super::canonical::fingerprint(&json)
-            .map_err(|source| SchemaError { event: e.name.clone(), source: source.into() })?;
-        out.push(EventSchema {
-            event: e.name.clone(),
-            file_name: format!("{}.avsc", e.name),
-            json,
-            compact,
-            fingerprint,
-        });
+        Schema::parse(&json).map_err(|e| invalid(e.into()))?;
+        let fingerprint = saga_wire::canonical::fingerprint(&json).map_err(|e| invalid(e.into()))?;
+        let versions = history.publish(&e.name, json, fingerprint).to_vec();
+        out.push(EventSchema { event: e.name.clone(), fingerprint, versions });
     }
     Ok(out)
 }

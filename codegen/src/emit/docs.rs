@@ -115,7 +115,7 @@ fn topics(s: &mut String, saga: &Saga, schemas: &[EventSchema]) {
     let _ = writeln!(s, "\n## Events\n");
     let _ = writeln!(
         s,
-        "| Topic | Event | Publisher | Subscribers (replies) | Schema fingerprint |\n| --- | --- | --- | --- | --- |"
+        "| Topic | Event | Publisher | Subscribers (replies) | Schema written (fingerprint) | Also read |\n| --- | --- | --- | --- | --- | --- |"
     );
     for t in &saga.topics {
         for (e, sc) in saga.events.iter().zip(schemas).filter(|(e, _)| e.topic == t.name) {
@@ -133,8 +133,18 @@ fn topics(s: &mut String, saga: &Saga, schemas: &[EventSchema]) {
             if e.external {
                 subs.push("external".into());
             }
-            let fp: String = sc.fingerprint.iter().map(|b| format!("{b:02x}")).collect();
-            let _ = writeln!(s, "| `{}` | `{}` | {} | {} | `{}` |", t.name, e.name, e.publisher, subs.join(", "), fp);
+            let written = sc.versions.last().map_or(0, |v| v.version);
+            let fp = crate::history::hex(&sc.fingerprint);
+            let older: Vec<String> = sc.versions.iter().rev().skip(1).map(|v| format!("v{}", v.version)).collect();
+            let older = if older.is_empty() { "—".to_string() } else { older.join(", ") };
+            let _ = writeln!(
+                s,
+                "| `{}` | `{}` | {} | {} | v{written} (`{fp}`) | {older} |",
+                t.name,
+                e.name,
+                e.publisher,
+                subs.join(", ")
+            );
         }
     }
     let _ = writeln!(s);

@@ -1,6 +1,5 @@
 //! Stage 3: emitters from the IR. Each one is a pure function of the IR.
 
 pub mod avro;
-pub mod canonical;
 pub mod docs;
 pub mod rust;

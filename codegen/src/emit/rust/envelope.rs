@@ -1,6 +1,6 @@
-//! Emits `envelope.rs`, the spec-independent part of the generated crate: envelope, event
-//! trait, Avro helpers, outbox record, errors. Emitted (not a dependency) so the generated
-//! crate is self-contained; only the saga key's name varies.
+//! Emits `envelope.rs`: the envelope (whose saga key the spec names) and the `Event` trait
+//! (whose kinds the spec lists). Everything spec-independent, from Money to the schema
+//! history, is the `saga-wire` crate, re-exported here.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -12,251 +12,23 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
     let key_str = &saga.key;
     let key_doc = format!(" Saga key (`{}`): identifies the saga instance and is the Kafka partition key.", saga.key);
     quote! {
-        //! Envelope, event trait and Avro single-object encoding shared by every event.
+        //! The envelope every event travels in, and the `Event` trait of this saga's events.
         //!
-        //! Wire format: Avro single-object encoding, `C3 01`, the 8-byte little-endian CRC-64-AVRO
-        //! fingerprint of the writer schema, then the Avro binary datum. It needs no schema registry
-        //! service: the fingerprint is derived from the schema itself, and the schemas are committed
-        //! beside the code, so producer and consumer agree by construction.
+        //! The wire format, the schema history and the Avro conversions are the `saga-wire`
+        //! crate's (re-exported here): Avro single-object encoding with the standard
+        //! fingerprint of the writer schema, any published version of which decodes.
 
-        use apache_avro::Schema;
-        use saga_contract::OutboxRecord;
         use apache_avro::types::Value;
         use chrono::{DateTime, Utc};
+        use saga_contract::OutboxRecord;
         use uuid::Uuid;
 
+        pub use saga_wire::{
+            AvroValue, DecodeError, EncodeError, HEADER_LEN, Money, SINGLE_OBJECT_MARKER, SchemaHistory, SchemaVersion,
+            TraceContext, fingerprint_of, record_fields, take_field,
+        };
+
         use super::events::EventType;
-
-        /// First two bytes of every message: the Avro single-object encoding marker.
-        pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
-
-        /// Length of the single-object header: marker plus 8-byte fingerprint.
-        pub const HEADER_LEN: usize = 10;
-
-        /// An amount of money in integer minor units (e.g. cents); never a float.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
-        #[serde(transparent)]
-        pub struct Money(pub i64);
-
-        impl Money {
-            pub const ZERO: Money = Money(0);
-
-            pub const fn from_minor(minor: i64) -> Self {
-                Money(minor)
-            }
-
-            pub const fn minor(self) -> i64 {
-                self.0
-            }
-
-            pub fn checked_add(self, other: Money) -> Option<Money> {
-                self.0.checked_add(other.0).map(Money)
-            }
-
-            pub fn checked_mul(self, factor: i64) -> Option<Money> {
-                self.0.checked_mul(factor).map(Money)
-            }
-        }
-
-        /// W3C trace context, carried with every event so one trace spans the whole saga.
-        #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-        pub struct TraceContext {
-            pub traceparent: Option<String>,
-            pub tracestate: Option<String>,
-        }
-
-        /// Why bytes could not become an event. Permanent: retrying will not help, so the
-        /// message belongs in the dead-letter topic.
-        #[derive(Debug, thiserror::Error)]
-        pub enum DecodeError {
-            #[error("message shorter than the single-object header ({len} bytes)")]
-            TooShort { len: usize },
-            #[error("message does not start with the Avro single-object marker C3 01")]
-            NotSingleObject,
-            #[error("no event on topic `{topic}` has schema fingerprint {fingerprint:02x?}")]
-            UnknownFingerprint { topic: String, fingerprint: [u8; 8] },
-            #[error("schema fingerprint {found:02x?} is not the one of `{event_type}` ({expected:02x?})")]
-            FingerprintMismatch { event_type: &'static str, expected: [u8; 8], found: [u8; 8] },
-            #[error("topic `{0}` is not consumed here")]
-            UnknownTopic(String),
-            #[error("Avro: {0}")]
-            Avro(#[from] apache_avro::Error),
-            #[error("`{record}` has no field `{field}`")]
-            MissingField { record: &'static str, field: &'static str },
-            #[error("expected {expected} in `{at}`, found {found}")]
-            Mismatch { at: &'static str, expected: &'static str, found: String },
-            #[error("`{symbol}` is not a symbol of enum `{enum_name}`")]
-            UnknownSymbol { enum_name: &'static str, symbol: String },
-        }
-
-        /// Why an event could not be encoded (a value the schema rejects).
-        #[derive(Debug, thiserror::Error)]
-        #[error("cannot encode `{event_type}`: {source}")]
-        pub struct EncodeError {
-            pub event_type: &'static str,
-            #[source]
-            pub source: apache_avro::Error,
-        }
-
-        /// Conversion between a Rust value and an Avro value, per field type.
-        pub trait AvroValue: Sized {
-            fn to_avro(&self) -> Value;
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError>;
-        }
-
-        fn mismatch(at: &'static str, expected: &'static str, found: &Value) -> DecodeError {
-            DecodeError::Mismatch { at, expected, found: format!("{found:?}") }
-        }
-
-        impl AvroValue for Uuid {
-            fn to_avro(&self) -> Value {
-                Value::Uuid(*self)
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::Uuid(u) => Ok(u),
-                    Value::String(ref s) => Uuid::parse_str(s).map_err(|_| mismatch(at, "uuid", &value)),
-                    other => Err(mismatch(at, "uuid", &other)),
-                }
-            }
-        }
-
-        impl AvroValue for String {
-            fn to_avro(&self) -> Value {
-                Value::String(self.clone())
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::String(s) => Ok(s),
-                    other => Err(mismatch(at, "string", &other)),
-                }
-            }
-        }
-
-        impl AvroValue for bool {
-            fn to_avro(&self) -> Value {
-                Value::Boolean(*self)
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::Boolean(b) => Ok(b),
-                    other => Err(mismatch(at, "boolean", &other)),
-                }
-            }
-        }
-
-        impl AvroValue for i32 {
-            fn to_avro(&self) -> Value {
-                Value::Int(*self)
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::Int(i) => Ok(i),
-                    other => Err(mismatch(at, "int", &other)),
-                }
-            }
-        }
-
-        impl AvroValue for i64 {
-            fn to_avro(&self) -> Value {
-                Value::Long(*self)
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::Long(i) => Ok(i),
-                    // Schema resolution may promote an int writer to a long reader.
-                    Value::Int(i) => Ok(i64::from(i)),
-                    other => Err(mismatch(at, "long", &other)),
-                }
-            }
-        }
-
-        impl AvroValue for f64 {
-            fn to_avro(&self) -> Value {
-                Value::Double(*self)
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::Double(d) => Ok(d),
-                    other => Err(mismatch(at, "double", &other)),
-                }
-            }
-        }
-
-        impl AvroValue for Money {
-            fn to_avro(&self) -> Value {
-                Value::Long(self.0)
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                i64::from_avro(value, at).map(Money)
-            }
-        }
-
-        impl AvroValue for DateTime<Utc> {
-            fn to_avro(&self) -> Value {
-                Value::TimestampMicros(self.timestamp_micros())
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::TimestampMicros(us) | Value::Long(us) => {
-                        DateTime::from_timestamp_micros(us).ok_or_else(|| mismatch(at, "timestamp in range", &value))
-                    }
-                    other => Err(mismatch(at, "timestamp-micros", &other)),
-                }
-            }
-        }
-
-        impl<T: AvroValue> AvroValue for Vec<T> {
-            fn to_avro(&self) -> Value {
-                Value::Array(self.iter().map(AvroValue::to_avro).collect())
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::Array(items) => items.into_iter().map(|v| T::from_avro(v, at)).collect(),
-                    other => Err(mismatch(at, "array", &other)),
-                }
-            }
-        }
-
-        impl<T: AvroValue> AvroValue for Option<T> {
-            fn to_avro(&self) -> Value {
-                // Optional fields are the union ["null", T].
-                match self {
-                    None => Value::Union(0, Box::new(Value::Null)),
-                    Some(v) => Value::Union(1, Box::new(v.to_avro())),
-                }
-            }
-            fn from_avro(value: Value, at: &'static str) -> Result<Self, DecodeError> {
-                match value {
-                    Value::Null => Ok(None),
-                    Value::Union(_, inner) => match *inner {
-                        Value::Null => Ok(None),
-                        v => T::from_avro(v, at).map(Some),
-                    },
-                    v => T::from_avro(v, at).map(Some),
-                }
-            }
-        }
-
-        /// Removes a named field from a decoded record.
-        pub fn take_field(
-            fields: &mut Vec<(String, Value)>,
-            record: &'static str,
-            field: &'static str,
-        ) -> Result<Value, DecodeError> {
-            match fields.iter().position(|(n, _)| n == field) {
-                Some(i) => Ok(fields.swap_remove(i).1),
-                None => Err(DecodeError::MissingField { record, field }),
-            }
-        }
-
-        /// The fields of a decoded record.
-        pub fn record_fields(value: Value, record: &'static str) -> Result<Vec<(String, Value)>, DecodeError> {
-            match value {
-                Value::Record(fields) => Ok(fields),
-                other => Err(mismatch(record, "record", &other)),
-            }
-        }
 
         /// One event of the saga: its payload struct plus what the spec says about it.
         pub trait Event: AvroValue + Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
@@ -265,12 +37,11 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             const KIND: EventType;
             const TOPIC: &'static str;
             const PUBLISHER: &'static str;
-            /// The writer schema as JSON (same as the committed `.avsc`).
-            const SCHEMA_JSON: &'static str;
-            /// CRC-64-AVRO fingerprint of the schema's parsing canonical form.
+            /// CRC-64-AVRO fingerprint of the Parsing Canonical Form of the schema messages are
+            /// written with (the newest of `schemas()`).
             const FINGERPRINT: [u8; 8];
-            /// The parsed schema (parsed once).
-            fn schema() -> &'static Schema;
+            /// Every published version of the event's schema (`.avro/<event>/v<N>.avsc`).
+            fn schemas() -> &'static SchemaHistory;
         }
 
         /// An event as it travels: metadata common to all events plus the typed payload.
@@ -389,35 +160,14 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 })
             }
 
-            /// Avro single-object encoding: marker, fingerprint, datum.
+            /// Avro single-object encoding with the newest schema: marker, fingerprint, datum.
             pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
-                let datum = apache_avro::to_avro_datum(E::schema(), self.to_avro_value())
-                    .map_err(|source| EncodeError { event_type: E::EVENT_TYPE, source })?;
-                let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
-                out.extend_from_slice(&SINGLE_OBJECT_MARKER);
-                out.extend_from_slice(&E::FINGERPRINT);
-                out.extend_from_slice(&datum);
-                Ok(out)
+                E::schemas().encode(self.to_avro_value())
             }
 
-            /// Decodes a message written with this event's current schema.
+            /// Decodes a message written with any published version of this event's schema.
             pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-                let found = fingerprint_of(bytes)?;
-                if found != E::FINGERPRINT {
-                    return Err(DecodeError::FingerprintMismatch { event_type: E::EVENT_TYPE, expected: E::FINGERPRINT, found });
-                }
-                let mut datum = &bytes[HEADER_LEN..];
-                let value = apache_avro::from_avro_datum(E::schema(), &mut datum, None)?;
-                Self::from_avro_value(value)
-            }
-
-            /// Decodes a message written with an older (or newer) schema of this event, resolving
-            /// it into the current one: fields added with a default get the default.
-            pub fn decode_with_writer_schema(bytes: &[u8], writer: &Schema) -> Result<Self, DecodeError> {
-                fingerprint_of(bytes)?;
-                let mut datum = &bytes[HEADER_LEN..];
-                let value = apache_avro::from_avro_datum(writer, &mut datum, Some(E::schema()))?;
-                Self::from_avro_value(value)
+                Self::from_avro_value(E::schemas().decode(bytes)?)
             }
 
             /// Kafka headers: for humans and tools; consumers decode from the payload alone.
@@ -450,19 +200,6 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     headers: self.headers(),
                 })
             }
-        }
-
-        /// The schema fingerprint in a single-object encoded message.
-        pub fn fingerprint_of(bytes: &[u8]) -> Result<[u8; 8], DecodeError> {
-            if bytes.len() < HEADER_LEN {
-                return Err(DecodeError::TooShort { len: bytes.len() });
-            }
-            if bytes[..2] != SINGLE_OBJECT_MARKER {
-                return Err(DecodeError::NotSingleObject);
-            }
-            let mut fp = [0u8; 8];
-            fp.copy_from_slice(&bytes[2..HEADER_LEN]);
-            Ok(fp)
         }
     }
 }

@@ -22,8 +22,12 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
             if subs.is_empty() { "services outside the saga".to_string() } else { subs.join(", ") }
         ));
         let rec = record(&id, &format!("{}Payload", pascal(&e.name)), doc(&text), &e.fields);
-        let (ev, topic, publisher, json) = (&e.name, &e.topic, &e.publisher, &s.compact);
-        let fp = s.fingerprint.iter().map(|b| Literal::u8_unsuffixed(*b));
+        let (ev, topic, publisher) = (&e.name, &e.topic, &e.publisher);
+        let fp = bytes(&s.fingerprint);
+        let versions = s.versions.iter().map(|v| {
+            let (version, fingerprint, json) = (v.version, bytes(&v.fingerprint), v.json.to_string());
+            quote! { wire::SchemaVersion { version: #version, fingerprint: #fingerprint, json: #json }, }
+        });
         quote! {
             #rec
 
@@ -32,14 +36,10 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
                 const KIND: EventType = EventType::#id;
                 const TOPIC: &'static str = #topic;
                 const PUBLISHER: &'static str = #publisher;
-                const SCHEMA_JSON: &'static str = #json;
-                const FINGERPRINT: [u8; 8] = [#(#fp),*];
-                fn schema() -> &'static ::apache_avro::Schema {
-                    static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(|| {
-                        ::apache_avro::Schema::parse_str(<#id as wire::Event>::SCHEMA_JSON)
-                            .expect("the generator parsed this schema before emitting it")
-                    });
-                    &SCHEMA
+                const FINGERPRINT: [u8; 8] = #fp;
+                fn schemas() -> &'static wire::SchemaHistory {
+                    static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(#ev, &[#(#versions)*]);
+                    &HISTORY
                 }
             }
         }
@@ -76,4 +76,10 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
 
         #(#items)*
     }
+}
+
+/// `[b0, b1, ...]`: a fingerprint as a Rust array literal.
+pub(super) fn bytes(fingerprint: &[u8; 8]) -> TokenStream {
+    let b = fingerprint.iter().map(|b| Literal::u8_unsuffixed(*b));
+    quote!([#(#b),*])
 }

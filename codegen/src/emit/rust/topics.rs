@@ -32,11 +32,12 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             impl #id {
                 pub const TOPIC: &'static str = #name;
 
-                /// Decodes a message, choosing the event by the schema fingerprint on the wire.
+                /// Decodes a message, choosing the event by the schema fingerprint on the wire: the
+                /// fingerprint of any published version of the event's schema.
                 pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
                     let fingerprint = fingerprint_of(bytes)?;
                     #(
-                        if fingerprint == <super::events::#evs as Event>::FINGERPRINT {
+                        if <super::events::#evs as Event>::schemas().knows(&fingerprint) {
                             return Envelope::decode(bytes).map(#id::#evs);
                         }
                     )*

@@ -60,8 +60,8 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     });
     let events = saga.events.iter().zip(schemas).map(|(e, s)| {
         let (n, t, p, ext) = (&e.name, &e.topic, &e.publisher, e.external);
-        let fp = s.fingerprint.iter().map(|b| Literal::u8_unsuffixed(*b));
-        quote! { EventInfo { event_type: #n, topic: #t, publisher: #p, external: #ext, fingerprint: [#(#fp),*] }, }
+        let fp = super::events::bytes(&s.fingerprint);
+        quote! { EventInfo { event_type: #n, topic: #t, publisher: #p, external: #ext, fingerprint: #fp }, }
     });
     let comps = saga.compensations.iter().map(|c| {
         let (on, svc, undoes) = (&c.on, &c.service, &c.undoes);

@@ -109,17 +109,19 @@ impl wire::Event for BookingRequested {
     const KIND: EventType = EventType::BookingRequested;
     const TOPIC: &'static str = "booking-events";
     const PUBLISHER: &'static str = "booking";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `booking.requested`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `booking.requested`.\",\"fields\":[{\"name\":\"event_name\",\"type\":\"string\"},{\"name\":\"class\",\"type\":{\"doc\":\"Where the seat is.\",\"name\":\"SeatClass\",\"symbols\":[\"economy\",\"business\"],\"type\":\"enum\"}},{\"name\":\"price_hint\",\"type\":\"double\"},{\"name\":\"vip\",\"type\":\"boolean\"},{\"default\":\"\",\"doc\":\"Added later; old messages decode with the default.\",\"name\":\"note\",\"type\":\"string\"}],\"name\":\"BookingRequestedPayload\",\"type\":\"record\"}}],\"name\":\"BookingRequested\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [20, 199, 112, 216, 148, 41, 202, 217];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <BookingRequested as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "booking.requested",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [20, 199, 112, 216, 148, 41, 202, 217],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `booking.requested`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `booking.requested`.\",\"fields\":[{\"name\":\"event_name\",\"type\":\"string\"},{\"name\":\"class\",\"type\":{\"doc\":\"Where the seat is.\",\"name\":\"SeatClass\",\"symbols\":[\"economy\",\"business\"],\"type\":\"enum\"}},{\"name\":\"price_hint\",\"type\":\"double\"},{\"name\":\"vip\",\"type\":\"boolean\"},{\"default\":\"\",\"doc\":\"Added later; old messages decode with the default.\",\"name\":\"note\",\"type\":\"string\"}],\"name\":\"BookingRequestedPayload\",\"type\":\"record\"}}],\"name\":\"BookingRequested\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -167,15 +169,19 @@ impl wire::Event for SeatHeld {
     const KIND: EventType = EventType::SeatHeld;
     const TOPIC: &'static str = "seat-events";
     const PUBLISHER: &'static str = "seats";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `seat.held`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `seat.held`.\",\"fields\":[{\"name\":\"seat\",\"type\":\"string\"},{\"name\":\"row\",\"type\":\"long\"},{\"name\":\"held_until\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"SeatHeldPayload\",\"type\":\"record\"}}],\"name\":\"SeatHeld\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [12, 212, 209, 29, 34, 129, 234, 19];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(<SeatHeld as wire::Event>::SCHEMA_JSON)
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "seat.held",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [12, 212, 209, 29, 34, 129, 234, 19],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `seat.held`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `seat.held`.\",\"fields\":[{\"name\":\"seat\",\"type\":\"string\"},{\"name\":\"row\",\"type\":\"long\"},{\"name\":\"held_until\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"SeatHeldPayload\",\"type\":\"record\"}}],\"name\":\"SeatHeld\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -199,17 +205,19 @@ impl wire::Event for SeatUnavailable {
     const KIND: EventType = EventType::SeatUnavailable;
     const TOPIC: &'static str = "seat-events";
     const PUBLISHER: &'static str = "seats";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `seat.unavailable`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `seat.unavailable`.\",\"fields\":[],\"name\":\"SeatUnavailablePayload\",\"type\":\"record\"}}],\"name\":\"SeatUnavailable\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [128, 123, 13, 163, 4, 222, 186, 243];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <SeatUnavailable as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "seat.unavailable",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [128, 123, 13, 163, 4, 222, 186, 243],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `seat.unavailable`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `seat.unavailable`.\",\"fields\":[],\"name\":\"SeatUnavailablePayload\",\"type\":\"record\"}}],\"name\":\"SeatUnavailable\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -243,17 +251,19 @@ impl wire::Event for BookingConfirmed {
     const KIND: EventType = EventType::BookingConfirmed;
     const TOPIC: &'static str = "booking-events";
     const PUBLISHER: &'static str = "booking";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `booking.confirmed`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `booking.confirmed`.\",\"fields\":[{\"name\":\"seats\",\"type\":{\"items\":\"string\",\"type\":\"array\"}}],\"name\":\"BookingConfirmedPayload\",\"type\":\"record\"}}],\"name\":\"BookingConfirmed\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [57, 119, 41, 23, 101, 169, 221, 57];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <BookingConfirmed as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "booking.confirmed",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [57, 119, 41, 23, 101, 169, 221, 57],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `booking.confirmed`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `booking.confirmed`.\",\"fields\":[{\"name\":\"seats\",\"type\":{\"items\":\"string\",\"type\":\"array\"}}],\"name\":\"BookingConfirmedPayload\",\"type\":\"record\"}}],\"name\":\"BookingConfirmed\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }
 
@@ -277,16 +287,18 @@ impl wire::Event for BookingExpired {
     const KIND: EventType = EventType::BookingExpired;
     const TOPIC: &'static str = "booking-events";
     const PUBLISHER: &'static str = "booking";
-    const SCHEMA_JSON: &'static str = "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `booking.expired`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `booking.expired`.\",\"fields\":[],\"name\":\"BookingExpiredPayload\",\"type\":\"record\"}}],\"name\":\"BookingExpired\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}";
     const FINGERPRINT: [u8; 8] = [139, 225, 125, 11, 34, 43, 28, 93];
-    fn schema() -> &'static ::apache_avro::Schema {
-        static SCHEMA: std::sync::LazyLock<::apache_avro::Schema> = std::sync::LazyLock::new(||
-        {
-            ::apache_avro::Schema::parse_str(
-                    <BookingExpired as wire::Event>::SCHEMA_JSON,
-                )
-                .expect("the generator parsed this schema before emitting it")
-        });
-        &SCHEMA
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "booking.expired",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [139, 225, 125, 11, 34, 43, 28, 93],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Event `booking.expired`.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"booking_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `booking.expired`.\",\"fields\":[],\"name\":\"BookingExpiredPayload\",\"type\":\"record\"}}],\"name\":\"BookingExpired\",\"namespace\":\"platform.saga.ticketing\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
     }
 }

@@ -17,16 +17,17 @@ pub enum BookingEvents {
 
 impl BookingEvents {
     pub const TOPIC: &'static str = "booking-events";
-    /// Decodes a message, choosing the event by the schema fingerprint on the wire.
+    /// Decodes a message, choosing the event by the schema fingerprint on the wire: the
+    /// fingerprint of any published version of the event's schema.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let fingerprint = fingerprint_of(bytes)?;
-        if fingerprint == <super::events::BookingRequested as Event>::FINGERPRINT {
+        if <super::events::BookingRequested as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(BookingEvents::BookingRequested);
         }
-        if fingerprint == <super::events::BookingConfirmed as Event>::FINGERPRINT {
+        if <super::events::BookingConfirmed as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(BookingEvents::BookingConfirmed);
         }
-        if fingerprint == <super::events::BookingExpired as Event>::FINGERPRINT {
+        if <super::events::BookingExpired as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(BookingEvents::BookingExpired);
         }
         Err(DecodeError::UnknownFingerprint {
@@ -80,13 +81,14 @@ pub enum SeatEvents {
 
 impl SeatEvents {
     pub const TOPIC: &'static str = "seat-events";
-    /// Decodes a message, choosing the event by the schema fingerprint on the wire.
+    /// Decodes a message, choosing the event by the schema fingerprint on the wire: the
+    /// fingerprint of any published version of the event's schema.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let fingerprint = fingerprint_of(bytes)?;
-        if fingerprint == <super::events::SeatHeld as Event>::FINGERPRINT {
+        if <super::events::SeatHeld as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(SeatEvents::SeatHeld);
         }
-        if fingerprint == <super::events::SeatUnavailable as Event>::FINGERPRINT {
+        if <super::events::SeatUnavailable as Event>::schemas().knows(&fingerprint) {
             return Envelope::decode(bytes).map(SeatEvents::SeatUnavailable);
         }
         Err(DecodeError::UnknownFingerprint {
