@@ -57,14 +57,23 @@ pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), DbError> {
     Ok(())
 }
 
+/// How long the saga's own work (consumers, relay, sweeper) waits for a
+/// pooled connection before it counts as an outage.
+pub const WORK_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a gRPC request waits for a pooled connection before it is
+/// answered UNAVAILABLE (a 503 with Retry-After at the gateway): a burst of
+/// requests is refused quickly rather than queued behind itself.
+pub const API_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Connects a pool, retrying for up to `wait` so a service started together
 /// with its database does not fail on the first refused connection.
-pub async fn connect(url: &str, max_connections: u32, wait: Duration) -> Result<PgPool, DbError> {
+pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration, wait: Duration) -> Result<PgPool, DbError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let attempt = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(acquire_timeout)
             .connect(url)
             .await;
         match attempt {

@@ -29,6 +29,19 @@ pub fn internal(error: impl std::fmt::Display) -> Status {
     Status::internal("internal error")
 }
 
+/// A database error as a gRPC status: UNAVAILABLE when the database is away
+/// or no pooled connection freed up in time (the caller may retry: the
+/// gateway answers 503 with Retry-After), else the opaque INTERNAL.
+pub fn database(error: sqlx::Error) -> Status {
+    match crate::db::class_of(&error) {
+        saga_contract::FailureClass::Infrastructure => {
+            tracing::warn!(%error, "database unavailable for a request");
+            Status::unavailable("the service's database is unavailable; retry later")
+        }
+        _ => internal(error),
+    }
+}
+
 /// The wire format of timestamps: RFC 3339, UTC, microseconds.
 pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)

@@ -31,9 +31,15 @@ pub struct ServiceArgs {
     /// PostgreSQL URL of this service's own database.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
-    /// Maximum connections in the database pool.
+    /// Maximum connections of the pool the saga's work uses (consumer,
+    /// outbox relay, timeout sweeper).
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
     pub database_max_connections: u32,
+    /// Maximum connections of the separate pool gRPC requests use, so a burst
+    /// of requests (clients retrying after an outage, status polls) never
+    /// starves the sagas in flight of connections.
+    #[arg(long, env = "DATABASE_API_MAX_CONNECTIONS", default_value_t = 10)]
+    pub database_api_max_connections: u32,
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: String,
@@ -127,11 +133,15 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// A backend service after start-up: its configuration, a migrated database
-/// pool, and the health its loops report to.
+/// A backend service after start-up: its configuration, its database pools
+/// (one for the saga's work, one for gRPC requests, so neither starves the
+/// other), and the health its loops report to.
 pub struct Booted {
     pub args: ServiceArgs,
+    /// For the consumer, the outbox relay, the sweeper.
     pub pool: sqlx::PgPool,
+    /// For gRPC request handlers.
+    pub api_pool: sqlx::PgPool,
     pub health: Health,
 }
 
@@ -150,11 +160,14 @@ async fn boot(
 ) -> Result<Booted, BootError> {
     let args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info");
-    let pool = crate::db::connect(&args.database_url, args.database_max_connections, DATABASE_WAIT).await?;
+    let url = &args.database_url;
+    let pool = crate::db::connect(url, args.database_max_connections, crate::db::WORK_ACQUIRE_TIMEOUT, DATABASE_WAIT).await?;
     crate::db::migrate(&pool, migrator).await?;
+    let api_pool =
+        crate::db::connect(url, args.database_api_max_connections, crate::db::API_ACQUIRE_TIMEOUT, DATABASE_WAIT).await?;
     tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
     let health = Health::new(Duration::from_millis(args.health_stuck_after_ms), shutdown.clone());
-    Ok(Booted { args, pool, health })
+    Ok(Booted { args, pool, api_pool, health })
 }
 
 /// Work a service runs beside its consumer and API until shutdown (the
@@ -241,6 +254,7 @@ where
         task.await?;
     }
     participant.join().await?;
+    booted.api_pool.close().await;
     booted.pool.close().await;
     served?;
     if watcher.is_finished() {

@@ -9,7 +9,7 @@ use saga_proto::order::{
     CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetSagaBacklogRequest, ListOrdersRequest,
     ListOrdersResponse, Order, OrderItem, SagaBacklog, StatusChange,
 };
-use saga_runtime::grpc::{internal, is_constraint, page_size, parse_uuid, timestamp};
+use saga_runtime::grpc::{database, internal, is_constraint, page_size, parse_uuid, timestamp};
 use sqlx::{FromRow, PgConnection, PgPool};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -71,7 +71,7 @@ async fn load(conn: &mut PgConnection, order_id: Uuid, with_history: bool) -> Re
         .bind(with_history)
         .fetch_optional(conn)
         .await
-        .map_err(internal)?;
+        .map_err(database)?;
     row.map(to_proto).transpose()
 }
 
@@ -121,14 +121,14 @@ fn fingerprint(user_id: Uuid, items: &[SagaItem]) -> String {
 impl OrderApi {
     /// The order an idempotency key already created: `Ok(None)` when the key is new.
     async fn existing(&self, user_id: Uuid, key: &str, fp: &str) -> Result<Option<Order>, Status> {
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.pool.acquire().await.map_err(database)?;
         let found: Option<(Uuid, String)> =
             sqlx::query_as("SELECT order_id, request_hash FROM orders WHERE user_id = $1 AND idempotency_key = $2")
                 .bind(user_id)
                 .bind(key)
                 .fetch_optional(&mut *conn)
                 .await
-                .map_err(internal)?;
+                .map_err(database)?;
         let Some((order_id, stored)) = found else { return Ok(None) };
         if stored != fp {
             return Err(Status::already_exists("idempotency_key was already used for a different order"));
@@ -163,7 +163,7 @@ impl OrderService for OrderApi {
         if let Some(order) = self.existing(user_id, &r.idempotency_key, &fp).await? {
             return Ok(Response::new(CreateOrderResponse { order: Some(order), created: false }));
         }
-        let tx = self.pool.begin().await.map_err(internal)?;
+        let tx = self.pool.begin().await.map_err(database)?;
         let mut ctx = CommandTx {
             tx,
             idempotency_key: r.idempotency_key.clone(),
@@ -184,18 +184,21 @@ impl OrderService for OrderApi {
                 let order = self.existing(user_id, &r.idempotency_key, &fp).await?;
                 return Ok(Response::new(CreateOrderResponse { order, created: false }));
             }
+            Err(saga_generated::commands::CommandError::Handler(crate::saga::OrderError::Db(e))) => {
+                return Err(database(e));
+            }
             Err(e) => return Err(internal(e)),
         };
         let order_id = event.order_id;
         let order = load(&mut ctx.tx, order_id, true).await?;
-        ctx.tx.commit().await.map_err(internal)?;
+        ctx.tx.commit().await.map_err(database)?;
         tracing::info!(%order_id, %user_id, "order created; saga started");
         Ok(Response::new(CreateOrderResponse { order, created: true }))
     }
 
     async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
         let order_id = parse_uuid("order_id", &request.into_inner().order_id)?;
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
+        let mut conn = self.pool.acquire().await.map_err(database)?;
         let order = load(&mut conn, order_id, true).await?;
         order.map(Response::new).ok_or_else(|| Status::not_found(format!("no order {order_id}")))
     }
@@ -216,7 +219,7 @@ impl OrderService for OrderApi {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await
-        .map_err(internal)?;
+        .map_err(database)?;
         let more = rows.len() as i64 > limit;
         let orders = rows.into_iter().take(limit as usize).map(to_proto).collect::<Result<Vec<_>, _>>()?;
         let next_page_token = match (more, orders.last()) {
@@ -241,7 +244,7 @@ impl OrderService for OrderApi {
         .bind(f64::from(percent) / 100.0)
         .fetch_one(&self.pool)
         .await
-        .map_err(internal)?;
+        .map_err(database)?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
         Ok(Response::new(SagaBacklog { running: count(running), at_risk: count(at_risk) }))
     }

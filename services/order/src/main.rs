@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
     };
     service::run(&ORDER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
         let sweeper = sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga), timing, shutdown.clone());
-        let api = OrderServiceServer::new(api::OrderApi { pool: booted.pool.clone(), saga });
+        let api = OrderServiceServer::new(api::OrderApi { pool: booted.api_pool.clone(), saga });
         Parts::new(saga, |router| router.add_service(api)).with_background(sweeper)
     })
     .await?;

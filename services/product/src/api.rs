@@ -6,7 +6,7 @@ use saga_proto::product::{
     AdjustStockRequest, BatchGetProductsRequest, BatchGetProductsResponse, CreateProductRequest, GetProductRequest,
     ListProductsRequest, ListProductsResponse, Product, UpdateProductRequest,
 };
-use saga_runtime::grpc::{internal, page_size, parse_uuid, timestamp};
+use saga_runtime::grpc::{database, internal, page_size, parse_uuid, timestamp};
 use sqlx::{FromRow, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -64,7 +64,7 @@ impl ProductService for ProductApi {
             return Err(Status::invalid_argument("initial_stock must not be negative"));
         }
         let id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(internal)?;
+        let mut tx = self.pool.begin().await.map_err(database)?;
         sqlx::query("INSERT INTO products (product_id, name, description, price_minor) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(r.name.trim())
@@ -72,15 +72,15 @@ impl ProductService for ProductApi {
             .bind(r.price_minor)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
         sqlx::query("INSERT INTO stock (product_id, available) VALUES ($1, $2)")
             .bind(id)
             .bind(r.initial_stock)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
-        let row = fetch(&mut tx, id).await.map_err(internal)?.ok_or_else(|| internal("created product vanished"))?;
-        tx.commit().await.map_err(internal)?;
+            .map_err(database)?;
+        let row = fetch(&mut tx, id).await.map_err(database)?.ok_or_else(|| internal("created product vanished"))?;
+        tx.commit().await.map_err(database)?;
         tracing::info!(product_id = %id, "product created");
         Ok(Response::new(row.into()))
     }
@@ -94,7 +94,7 @@ impl ProductService for ProductApi {
         if r.price_minor.is_some_and(|p| p < 0) {
             return Err(Status::invalid_argument("price_minor must not be negative"));
         }
-        let mut tx = self.pool.begin().await.map_err(internal)?;
+        let mut tx = self.pool.begin().await.map_err(database)?;
         let updated = sqlx::query(
             "UPDATE products SET name = coalesce($2, name), description = coalesce($3, description), \
              price_minor = coalesce($4, price_minor), updated_at = now() WHERE product_id = $1",
@@ -105,19 +105,19 @@ impl ProductService for ProductApi {
         .bind(r.price_minor)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        .map_err(database)?;
         if updated.rows_affected() == 0 {
             return Err(Status::not_found(format!("no product {id}")));
         }
-        let row = fetch(&mut tx, id).await.map_err(internal)?.ok_or_else(|| Status::not_found("no product"))?;
-        tx.commit().await.map_err(internal)?;
+        let row = fetch(&mut tx, id).await.map_err(database)?.ok_or_else(|| Status::not_found("no product"))?;
+        tx.commit().await.map_err(database)?;
         Ok(Response::new(row.into()))
     }
 
     async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<Product>, Status> {
         let id = parse_uuid("product_id", &request.into_inner().product_id)?;
-        let mut conn = self.pool.acquire().await.map_err(internal)?;
-        let row = fetch(&mut conn, id).await.map_err(internal)?;
+        let mut conn = self.pool.acquire().await.map_err(database)?;
+        let row = fetch(&mut conn, id).await.map_err(database)?;
         row.map(|r| Response::new(r.into())).ok_or_else(|| Status::not_found(format!("no product {id}")))
     }
 
@@ -135,7 +135,7 @@ impl ProductService for ProductApi {
                 .bind(limit + 1)
                 .fetch_all(&self.pool)
                 .await
-                .map_err(internal)?;
+                .map_err(database)?;
         let more = rows.len() as i64 > limit;
         let products: Vec<Product> = rows.into_iter().take(limit as usize).map(Product::from).collect();
         let next_page_token = match (more, products.last()) {
@@ -158,7 +158,7 @@ impl ProductService for ProductApi {
             .bind(&ids)
             .fetch_all(&self.pool)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
         let products: Vec<Product> = rows.into_iter().map(Product::from).collect();
         let missing_ids =
             ids.iter().map(Uuid::to_string).filter(|id| !products.iter().any(|p| &p.product_id == id)).collect();
@@ -168,8 +168,8 @@ impl ProductService for ProductApi {
     async fn adjust_stock(&self, request: Request<AdjustStockRequest>) -> Result<Response<Product>, Status> {
         let r = request.into_inner();
         let id = parse_uuid("product_id", &r.product_id)?;
-        let mut tx = self.pool.begin().await.map_err(internal)?;
-        if fetch(&mut tx, id).await.map_err(internal)?.is_none() {
+        let mut tx = self.pool.begin().await.map_err(database)?;
+        if fetch(&mut tx, id).await.map_err(database)?.is_none() {
             return Err(Status::not_found(format!("no product {id}")));
         }
         let reference = (!r.reference_id.is_empty()).then_some(r.reference_id.as_str());
@@ -182,7 +182,7 @@ impl ProductService for ProductApi {
         .bind(reference)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
+        .map_err(database)?;
         if recorded.rows_affected() == 1 {
             // The CHECK (available >= 0) would also refuse it; the WHERE makes it a clean answer.
             let changed = sqlx::query(
@@ -193,13 +193,13 @@ impl ProductService for ProductApi {
             .bind(r.delta)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
             if changed.rows_affected() == 0 {
                 return Err(Status::failed_precondition("not enough available stock to remove"));
             }
         }
-        let row = fetch(&mut tx, id).await.map_err(internal)?.ok_or_else(|| Status::not_found("no product"))?;
-        tx.commit().await.map_err(internal)?;
+        let row = fetch(&mut tx, id).await.map_err(database)?.ok_or_else(|| Status::not_found("no product"))?;
+        tx.commit().await.map_err(database)?;
         Ok(Response::new(row.into()))
     }
 }

@@ -16,7 +16,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/product");
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service::run(&PRODUCT_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
-        let api = ProductServiceServer::new(api::ProductApi { pool: booted.pool.clone() });
+        let api = ProductServiceServer::new(api::ProductApi { pool: booted.api_pool.clone() });
         // The order service's clock, to shed reservations for orders it gave up on.
         let (owner_clock, keep_clock) =
             caught_up::of_service(booted, &ORDER_SERVICE, Component::Consumer, shutdown.clone());

@@ -9,7 +9,7 @@ use saga_proto::user::{
     CreateUserRequest, CreditBalanceRequest, CreditBalanceResponse, GetUserRequest, Role, User,
     VerifyCredentialsRequest, VerifyCredentialsResponse,
 };
-use saga_runtime::grpc::{internal, is_constraint, parse_uuid, timestamp};
+use saga_runtime::grpc::{database, internal, is_constraint, parse_uuid, timestamp};
 use sqlx::{FromRow, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -148,7 +148,7 @@ impl UserService for UserApi {
             if r.display_name.trim().is_empty() { email.clone() } else { r.display_name.trim().to_owned() };
         let hash = hash_password(r.password).await?;
         let id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(internal)?;
+        let mut tx = self.pool.begin().await.map_err(database)?;
         let inserted = sqlx::query("INSERT INTO users (user_id, email, display_name, role) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(&email)
@@ -160,20 +160,20 @@ impl UserService for UserApi {
             Err(e) if is_constraint(&e, "users_email") => {
                 return Err(Status::already_exists("a user with this email exists"));
             }
-            other => other.map_err(internal)?,
+            other => other.map_err(database)?,
         };
         sqlx::query("INSERT INTO credentials (user_id, password_hash) VALUES ($1, $2)")
             .bind(id)
             .bind(&hash)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
         sqlx::query("INSERT INTO balances (user_id, balance_minor) VALUES ($1, $2)")
             .bind(id)
             .bind(r.initial_balance_minor)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
         if r.initial_balance_minor > 0 {
             sqlx::query(
                 "INSERT INTO ledger (entry_id, user_id, kind, amount_minor, balance_after_minor, reference) \
@@ -185,14 +185,14 @@ impl UserService for UserApi {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
         }
         let row: UserRow = sqlx::query_as(&format!("{SELECT} WHERE u.user_id = $1"))
             .bind(id)
             .fetch_one(&mut *tx)
             .await
-            .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+            .map_err(database)?;
+        tx.commit().await.map_err(database)?;
         tracing::info!(user_id = %id, "user created");
         Ok(Response::new(row.into()))
     }
@@ -209,7 +209,7 @@ impl UserService for UserApi {
         .bind(r.email.trim())
         .fetch_optional(&self.pool)
         .await
-        .map_err(internal)?;
+        .map_err(database)?;
         let denied = || Status::unauthenticated("wrong email or password");
         let Some((user_id, role, display_name, hash)) = row else {
             // Hash anyway, so an unknown email takes as long as a wrong
@@ -233,7 +233,7 @@ impl UserService for UserApi {
             .bind(id)
             .fetch_optional(&self.pool)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
         row.map(|r| Response::new(r.into())).ok_or_else(|| Status::not_found(format!("no user {id}")))
     }
 
@@ -251,13 +251,13 @@ impl UserService for UserApi {
         }
         // Scoped by user, so two users' references never collide.
         let reference = format!("{id}:{}", r.reference_id);
-        let mut tx = self.pool.begin().await.map_err(internal)?;
+        let mut tx = self.pool.begin().await.map_err(database)?;
         let balance: Option<i64> =
             sqlx::query_scalar("SELECT balance_minor FROM balances WHERE user_id = $1 FOR UPDATE")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(internal)?;
+                .map_err(database)?;
         let Some(balance) = balance else {
             return Err(Status::not_found(format!("no user {id}")));
         };
@@ -267,7 +267,7 @@ impl UserService for UserApi {
                 .bind(&reference)
                 .fetch_optional(&mut *tx)
                 .await
-                .map_err(internal)?;
+                .map_err(database)?;
         if let Some(entry) = previous {
             return Ok(Response::new(CreditBalanceResponse {
                 balance_minor: balance,
@@ -282,7 +282,7 @@ impl UserService for UserApi {
             .bind(after)
             .execute(&mut *tx)
             .await
-            .map_err(internal)?;
+            .map_err(database)?;
         sqlx::query(
             "INSERT INTO ledger (entry_id, user_id, kind, amount_minor, balance_after_minor, reference) \
              VALUES ($1, $2, 'credit', $3, $4, $5)",
@@ -294,8 +294,8 @@ impl UserService for UserApi {
         .bind(&reference)
         .execute(&mut *tx)
         .await
-        .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        .map_err(database)?;
+        tx.commit().await.map_err(database)?;
         tracing::info!(user_id = %id, amount = r.amount_minor, "balance credited");
         Ok(Response::new(CreditBalanceResponse {
             balance_minor: after,

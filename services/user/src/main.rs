@@ -14,7 +14,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/user");
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service::run(&USER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, _| {
-        let api = UserServiceServer::new(api::UserApi { pool: booted.pool.clone() });
+        let api = UserServiceServer::new(api::UserApi { pool: booted.api_pool.clone() });
         Parts::new(saga::UserSaga, |router| router.add_service(api))
     })
     .await?;
