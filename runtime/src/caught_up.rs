@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use saga_contract::ServiceIdentity;
 use saga_process::shutdown::Shutdown;
 use sqlx::PgPool;
@@ -222,8 +222,7 @@ struct Sampler {
 
 impl Sampler {
     fn new(brokers: &str, group: &str, topics: Vec<String>) -> Result<Sampler, KafkaError> {
-        let client = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let client = crate::kafka::client(brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("log_level", "3")

@@ -35,7 +35,13 @@ pub fn internal(error: impl std::fmt::Display) -> Status {
 pub fn database(error: sqlx::Error) -> Status {
     match crate::db::class_of(&error) {
         saga_contract::FailureClass::Infrastructure => {
-            tracing::warn!(%error, "database unavailable for a request");
+            // A busy pool is the caller's cue to retry, not news for the log;
+            // a database that is away is reported by the service's own loops too.
+            if matches!(error, sqlx::Error::PoolTimedOut) {
+                tracing::debug!(%error, "no database connection free for a request");
+            } else {
+                tracing::warn!(%error, "database unavailable for a request");
+            }
             Status::unavailable("the service's database is unavailable; retry later")
         }
         _ => internal(error),

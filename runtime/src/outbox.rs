@@ -140,7 +140,10 @@ impl Relay {
                         () = shutdown.wait() => break,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Capped low: while the broker is away each try waits for
+                    // its batch's delivery timeout anyway; once it is back the
+                    // backlog should go out at once.
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             }
