@@ -38,9 +38,13 @@ pub fn producer(brokers: &str, linger_ms: u32) -> Result<FutureProducer, KafkaEr
 
 /// A consumer of `group` that never commits on its own: offsets are stored
 /// only after the message's transaction committed (or it was dead-lettered),
-/// and auto-commit then commits the stored offsets.
-pub fn consumer(brokers: &str, group: &str) -> Result<StreamConsumer, KafkaError> {
+/// and auto-commit then commits the stored offsets. `instance`: its static
+/// membership id (see `ConsumerConfig::instance_id`).
+pub fn consumer(brokers: &str, group: &str, instance: Option<&str>) -> Result<StreamConsumer, KafkaError> {
     let mut config = client(brokers);
+    if let Some(instance) = instance {
+        config.set("group.instance.id", instance);
+    }
     // librdkafka debug contexts (e.g. `cgrp,fetch`) for diagnosing group issues.
     if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
         config.set("debug", debug).set("log_level", "7");

@@ -59,6 +59,13 @@ impl Participant {
             dlq_suffix: service.dlq_suffix.to_owned(),
             retry: group.retry,
             max_batch: args.consumer_max_batch.unwrap_or(group.max_batch),
+            instance_id: Some(args.kafka_group_instance_id.clone().unwrap_or_else(|| {
+                // The hostname and the port tell the instances of a service apart, and
+                // stay the same when an instance restarts.
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let host = host.trim();
+                format!("{}-{}-{}", service.name, if host.is_empty() { "localhost" } else { host }, args.listen.port())
+            })),
         };
         let processor = TxConsumer::<H, E>::new(booted.pool.clone(), handler);
         let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone(), booted.health.clone()));

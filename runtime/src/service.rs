@@ -55,6 +55,11 @@ pub struct ServiceArgs {
     #[arg(long, env = "CONSUMER_MAX_BATCH",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     pub consumer_max_batch: Option<usize>,
+    /// This instance's static membership in its Kafka consumer group
+    /// (`group.instance.id`); must differ between instances of a service.
+    /// Default: `<service>-<hostname>-<gRPC port>`.
+    #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
+    pub kafka_group_instance_id: Option<String>,
     /// How long a loop that does the service's work (a consumer partition,
     /// the outbox relay, the timeout sweeper) may keep failing before gRPC
     /// health says NOT_SERVING, in milliseconds.
@@ -174,12 +179,19 @@ async fn boot(
 /// status owner's sweeper).
 pub type Background = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Work a service does once at start, after its database is migrated and
+/// before it consumes or serves anything (the status owner's migrations).
+/// An error stops the service.
+pub type Startup = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// What a service brings to the chassis.
 pub struct Parts<H, A> {
     /// The saga handler its consumer feeds.
     pub handler: H,
     /// Adds its gRPC API to the server.
     pub api: A,
+    /// Done in order before anything else starts.
+    pub startup: Vec<Startup>,
     /// Further work until shutdown, awaited before the relay stops, so that
     /// what it wrote last is still published.
     pub background: Vec<Background>,
@@ -188,7 +200,13 @@ pub struct Parts<H, A> {
 impl<H, A: FnOnce(Router) -> Router> Parts<H, A> {
     /// A service's handler, and `api`, which adds its gRPC API to the server.
     pub fn new(handler: H, api: A) -> Self {
-        Parts { handler, api, background: Vec::new() }
+        Parts { handler, api, startup: Vec::new(), background: Vec::new() }
+    }
+
+    /// Adds work done once at start, before the consumer and the API start.
+    pub fn with_startup(mut self, work: impl Future<Output = Result<(), String>> + Send + 'static) -> Self {
+        self.startup.push(Box::pin(work));
+        self
     }
 
     /// Adds work that runs beside the consumer and the API until shutdown.
@@ -208,6 +226,8 @@ pub enum ServiceError {
     Serve(#[from] ServeError),
     #[error("a background task panicked: {0}")]
     Background(#[from] tokio::task::JoinError),
+    #[error("start-up work failed: {0}")]
+    Startup(String),
     #[error("{0}; stopped so that a supervisor starts the service again")]
     LoopStopped(String),
 }
@@ -244,6 +264,9 @@ where
         }
     });
     let parts = parts(&booted, &shutdown);
+    for work in parts.startup {
+        work.await.map_err(ServiceError::Startup)?;
+    }
     let participant = Participant::start(&booted, service, parts.handler, &shutdown)?;
     let background: Vec<_> = parts.background.into_iter().map(tokio::spawn).collect();
     let served =

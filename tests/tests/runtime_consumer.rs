@@ -83,6 +83,7 @@ fn config(brokers: &str, prefix: &str, max_batch: usize) -> ConsumerConfig {
             max_backoff: Duration::from_millis(100),
         },
         max_batch,
+        instance_id: None,
     }
 }
 
