@@ -70,6 +70,51 @@ pub struct ConsumerConfig {
     pub instance_id: Option<String>,
 }
 
+/// The errors `recv` returns while the broker is away (one per failed
+/// connection attempt, queued by librdkafka). They are logged once per
+/// outage and taken without waiting: the ones queued during an outage come
+/// back all at once when it ends, and sleeping after each (as this loop once
+/// did, 200 ms) left the consumer reading stale errors for 12 s after the
+/// broker was back. Only a flood (a client failing again and again at once)
+/// is slowed down.
+#[derive(Default)]
+struct ReceiveErrors {
+    since: Option<tokio::time::Instant>,
+    /// Errors in the current second, and when it started.
+    in_window: u32,
+    window: Option<tokio::time::Instant>,
+}
+
+impl ReceiveErrors {
+    const FLOOD: u32 = 200;
+
+    /// Counts an error; `Some(pause)` when the loop should slow down.
+    fn record(&mut self, error: &rdkafka::error::KafkaError) -> Option<Duration> {
+        let now = tokio::time::Instant::now();
+        if self.since.is_none() {
+            tracing::warn!(%error, "Kafka receive error; consuming again once the broker answers");
+            self.since = Some(now);
+        } else {
+            tracing::debug!(%error, "Kafka receive error");
+        }
+        match self.window {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => self.in_window += 1,
+            _ => {
+                self.window = Some(now);
+                self.in_window = 1;
+            }
+        }
+        (self.in_window > Self::FLOOD).then_some(Duration::from_millis(200))
+    }
+
+    /// A message arrived: the outage, if any, is over.
+    fn ended(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(down_for = ?since.elapsed(), "Kafka consumer receives again");
+        }
+    }
+}
+
 /// One received message; `topic` is the logical name (prefix removed).
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -245,6 +290,7 @@ pub async fn run<P: Processor>(
     }
     let mut flow = Flow::new(queues);
     let mut reconciled = tokio::time::Instant::now();
+    let mut errors = ReceiveErrors::default();
     loop {
         if flow.feed(&consumer).is_err() {
             // A worker only stops at shutdown; its partitions' offsets stay
@@ -263,13 +309,15 @@ pub async fn run<P: Processor>(
         };
         match received {
             Ok(m) => {
+                errors.ended();
                 if flow.deal(&consumer, m.detach()).is_err() {
                     break;
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "Kafka receive error");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(pause) = errors.record(&error) {
+                    tokio::time::sleep(pause).await;
+                }
             }
         }
     }
