@@ -68,14 +68,16 @@ pub const API_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Connects a pool, retrying for up to `wait` so a service started together
 /// with its database does not fail on the first refused connection.
-pub async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration, wait: Duration) -> Result<PgPool, DbError> {
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+    wait: Duration,
+) -> Result<PgPool, DbError> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let attempt = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .connect(url)
-            .await;
+        let attempt =
+            PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire_timeout).connect(url).await;
         match attempt {
             Ok(pool) => return Ok(pool),
             Err(source) if tokio::time::Instant::now() >= deadline => {

@@ -170,7 +170,9 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
     let url = stack
         .postgres_admin_url(&db)
         .replace(&format!(":{}/", stack.ports.postgres), &format!(":{}/", proxy.addr().port()));
-    let pool = saga_runtime::db::connect(&url, 3, saga_runtime::db::WORK_ACQUIRE_TIMEOUT, Duration::from_secs(10)).await.expect("pool through the proxy");
+    let pool = saga_runtime::db::connect(&url, 3, saga_runtime::db::WORK_ACQUIRE_TIMEOUT, Duration::from_secs(10))
+        .await
+        .expect("pool through the proxy");
 
     let brokers = stack.kafka_brokers();
     let prefix = format!("{}.", saga_tests::unique("outage"));

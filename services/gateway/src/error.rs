@@ -151,8 +151,13 @@ impl IntoResponse for ApiError {
             tracing::debug!(error = %self, %status, "request rejected");
         }
         let mut response = (status, Json(self.body())).into_response();
-        if let ApiError::TooManyRequests(retry_after) | ApiError::Overloaded(retry_after) = self {
-            let seconds = retry_after.as_secs().max(1);
+        let retry_after = match self {
+            ApiError::TooManyRequests(after) | ApiError::Overloaded(after) => Some(after.as_secs().max(1)),
+            // Short outages and busy moments: worth another try soon.
+            ApiError::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
@@ -209,6 +214,15 @@ mod tests {
         for (code, http) in cases {
             assert_eq!(ApiError::from(tonic::Status::new(code, "x")).status().as_u16(), http, "{code:?}");
         }
+    }
+
+    #[test]
+    fn an_unavailable_backend_says_when_to_retry() {
+        let response = ApiError::from(tonic::Status::unavailable("database away")).into_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+        let internal = ApiError::from(tonic::Status::internal("x")).into_response();
+        assert!(internal.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]
