@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use crate::evolution::Contract;
+
 /// The file the history is indexed in, inside the Avro directory.
 pub const INDEX_FILE: &str = "index.json";
 
@@ -32,10 +34,13 @@ impl Published {
     }
 }
 
-/// Every published version of every event, oldest first per event.
+/// Every published version of every event, oldest first per event, and what
+/// the last generated spec published (the gate compares the spec with it).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     pub events: BTreeMap<String, Vec<Published>>,
+    /// From `index.json`; `None` before the first generation.
+    pub contract: Option<Contract>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +53,8 @@ pub enum HistoryError {
     Schema { path: PathBuf, reason: String },
     #[error("{dir} must hold v1.avsc, v2.avsc, ... without gaps; found {found:?}")]
     Numbering { dir: PathBuf, found: Vec<u32> },
+    #[error("{path} has no valid `contract`: {source}")]
+    Contract { path: PathBuf, source: serde_json::Error },
 }
 
 impl History {
@@ -74,7 +81,27 @@ impl History {
                 history.events.insert(event, versions);
             }
         }
+        let index = avro_dir.join(INDEX_FILE);
+        match std::fs::read_to_string(&index) {
+            Ok(text) => {
+                let json: Value =
+                    serde_json::from_str(&text).map_err(|source| HistoryError::Json { path: index.clone(), source })?;
+                if let Some(contract) = json.get("contract") {
+                    history.contract = Some(
+                        serde_json::from_value(contract.clone())
+                            .map_err(|source| HistoryError::Contract { path: index.clone(), source })?,
+                    );
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&index)(e)),
+        }
         Ok(history)
+    }
+
+    /// The JSON of the schema `event` was last written with.
+    pub fn written(&self, event: &str) -> Option<&Value> {
+        self.versions(event).last().map(|v| &v.json)
     }
 
     /// The versions of `event`, oldest first (none if it was never published).
@@ -100,8 +127,10 @@ impl History {
     /// `index.json`: every version's file and fingerprint (lower-case hex of
     /// the 8 bytes as they appear on the wire), and which version each event
     /// of the spec writes, so a consumer in any language finds a message's
-    /// writer schema by its fingerprint.
-    pub fn index(&self, current: &[&str], generated: &str) -> String {
+    /// writer schema by its fingerprint; and the `contract` the spec publishes.
+    pub fn index(&self, contract: &Contract, generated: &str) -> String {
+        let current: Vec<&str> = contract.events.keys().map(String::as_str).collect();
+        let current = &current;
         let schemas: Vec<Value> = self
             .events
             .iter()
@@ -119,7 +148,7 @@ impl History {
             })
             .collect();
         let generated = generated.strip_prefix("@generated ").unwrap_or(generated);
-        let index = json!({ "@generated": generated, "schemas": schemas });
+        let index = json!({ "@generated": generated, "schemas": schemas, "contract": contract });
         let mut text = serde_json::to_string_pretty(&index).unwrap_or_default();
         text.push('\n');
         text
@@ -196,7 +225,9 @@ mod tests {
         history.publish("e", v1.clone(), fingerprint(&v1));
         history.publish("e", v2.clone(), fingerprint(&v2));
         history.publish("gone", v1.clone(), fingerprint(&v1));
-        let index: Value = serde_json::from_str(&history.index(&["e"], "test")).expect("JSON");
+        let mut contract = Contract::default();
+        contract.events.insert("e".into(), Default::default());
+        let index: Value = serde_json::from_str(&history.index(&contract, "test")).expect("JSON");
         let written: Vec<(String, bool)> = index["schemas"]
             .as_array()
             .expect("list")

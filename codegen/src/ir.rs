@@ -102,6 +102,8 @@ pub struct Event {
     /// A failure outcome changed nothing where it was published.
     pub failure: bool,
     pub external: bool,
+    /// Nothing publishes it any more; subscribers still handle it.
+    pub retired: bool,
     pub subscribers: Vec<Subscriber>,
     pub fields: Vec<Field>,
     pub loc: Span,
@@ -120,6 +122,15 @@ pub struct StatusMachine {
     pub initial: String,
     pub states: Vec<State>,
     pub transitions: Vec<Transition>,
+    /// Removed states whose orders move to a current one at start.
+    pub migrations: Vec<Migration>,
+}
+
+/// `status.migrations`: orders in the removed state `from` move to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub from: String,
+    pub to: String,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +178,11 @@ impl Saga {
     /// Topics a service consumes, in spec order.
     pub fn consumed_topics(&self, service: &str) -> Vec<&Topic> {
         self.topics.iter().filter(|t| self.subscriptions(service).any(|(e, _)| e.topic == t.name)).collect()
+    }
+
+    /// The Kafka consumer group of a service that consumes (its offsets are kept under it).
+    pub fn consumer_group(&self, service: &str) -> String {
+        format!("{}.{}", self.name, service)
     }
 }
 

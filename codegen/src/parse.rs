@@ -150,6 +150,10 @@ pub struct EventSpec {
     /// Consumed outside the saga (analytics, ...); may have no subscriber here.
     #[serde(default)]
     pub external: bool,
+    /// Nothing publishes it any more; its subscribers still handle the messages
+    /// already written. The step before removing an event (see "Changing a spec safely").
+    #[serde(default)]
+    pub retired: bool,
     /// Subscribing service -> the events it may publish in reply.
     #[serde(default)]
     pub subscribers: OrderedMap<Option<Vec<String>>>,
@@ -169,6 +173,10 @@ pub struct StatusSpec {
     pub transitions: Vec<TransitionSpec>,
     #[serde(default)]
     pub timeouts: OrderedMap<TimeoutSpec>,
+    /// A removed (or renamed) state -> the state its orders move to when the status
+    /// owner starts.
+    #[serde(default)]
+    pub migrations: OrderedMap<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,8 +1,6 @@
 //! The wire format: Avro single-object encoding round trips, schema fingerprints, schema
 //! evolution, decoding by topic.
 
-use apache_avro::Schema;
-use apache_avro::types::Value;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use saga_generated::envelope::{HEADER_LEN, SINGLE_OBJECT_MARKER, SchemaVersion};
@@ -144,68 +142,6 @@ fn the_schema_history_matches_the_committed_files() {
     assert_eq!(topology::EVENTS.len(), EventType::ALL.len());
 }
 
-/// `value` (an Avro value of a newer schema) in the shape of an older `schema`: fields the
-/// older one lacks are dropped, fields it has and the value lacks get a zero value of their
-/// type, or their default. What an older producer would have written.
-pub fn as_written_by(value: Value, schema: &serde_json::Value) -> Value {
-    fn zero(ty: &serde_json::Value) -> Value {
-        match ty {
-            serde_json::Value::String(t) => match t.as_str() {
-                "int" => Value::Int(0),
-                "long" => Value::Long(0),
-                "double" => Value::Double(0.0),
-                "boolean" => Value::Boolean(false),
-                "null" => Value::Null,
-                _ => Value::String(String::new()),
-            },
-            serde_json::Value::Array(variants) => Value::Union(0, Box::new(zero(&variants[0]))),
-            serde_json::Value::Object(o) => match o.get("type").and_then(|t| t.as_str()) {
-                Some("array") => Value::Array(vec![]),
-                Some("record") => Value::Record(vec![]),
-                _ => zero(&o["type"]),
-            },
-            _ => Value::Null,
-        }
-    }
-    fn fill(value: Value, ty: &serde_json::Value) -> Value {
-        match (value, ty.get("type").and_then(|t| t.as_str())) {
-            (Value::Record(mut fields), Some("record")) => {
-                let declared = ty["fields"].as_array().cloned().unwrap_or_default();
-                fields.retain(|(name, _)| declared.iter().any(|f| f["name"] == name.as_str()));
-                let fields = declared
-                    .iter()
-                    .map(|f| {
-                        let name = f["name"].as_str().unwrap_or_default().to_string();
-                        let v = match fields.iter().position(|(n, _)| *n == name) {
-                            Some(i) => fill(fields.swap_remove(i).1, &f["type"]),
-                            None => zero(&f["type"]),
-                        };
-                        (name, v)
-                    })
-                    .collect();
-                Value::Record(fields)
-            }
-            (Value::Array(items), Some("array")) => {
-                Value::Array(items.into_iter().map(|i| fill(i, &ty["items"])).collect())
-            }
-            (other, _) => other,
-        }
-    }
-    fill(value, schema)
-}
-
-/// A message exactly as an older producer wrote it: that version's fingerprint and datum.
-pub fn encoded_with(version: &SchemaVersion, value: Value) -> Vec<u8> {
-    let json: serde_json::Value = serde_json::from_str(version.json).expect("JSON");
-    let schema = Schema::parse(&json).expect("the version parses");
-    let mut bytes = SINGLE_OBJECT_MARKER.to_vec();
-    bytes.extend_from_slice(&version.fingerprint);
-    bytes.extend(
-        apache_avro::to_avro_datum(&schema, as_written_by(value, &json)).expect("encodes as the older version"),
-    );
-    bytes
-}
-
 /// A message written with any earlier published version of its event's schema decodes,
 /// through its topic, into the current types. Fields added since (the envelope's `deadline`,
 /// `product_id` of a stock failure) get their defaults; removed ones (`unit_price`) are skipped.
@@ -214,7 +150,8 @@ fn every_earlier_schema_version_decodes() {
     fn check<E: Event>(message: Envelope<E>, decode: fn(&[u8]) -> Result<(), DecodeError>) -> usize {
         let versions = E::schemas().versions();
         for version in &versions[..versions.len() - 1] {
-            let bytes = encoded_with(version, message.to_avro_value());
+            let bytes = saga_wire::testing::encoded_with(version, message.to_avro_value())
+                .expect("encodes as the older version");
             let back =
                 Envelope::<E>::decode(&bytes).unwrap_or_else(|e| panic!("{} v{}: {e}", E::EVENT_TYPE, version.version));
             assert_eq!((back.event_id, back.order_id, back.deadline), (message.event_id, message.order_id, None));
@@ -242,11 +179,9 @@ fn a_version_missing_from_the_history_is_refused() {
     json["fields"].as_array_mut().expect("envelope fields").retain(|f| f["name"] != "tracestate");
     let fingerprint = saga_wire::canonical::fingerprint(&json).expect("canonical form");
     let unknown = SchemaVersion { version: 99, fingerprint, json: Box::leak(json.to_string().into_boxed_str()) };
-    let bytes = encoded_with(
-        &unknown,
-        Envelope::new(Uuid::now_v7(), StockReductionFail { reason: StockFailure::InsufficientStock, product_id: None })
-            .to_avro_value(),
-    );
+    let failure = StockReductionFail { reason: StockFailure::InsufficientStock, product_id: None };
+    let bytes = saga_wire::testing::encoded_with(&unknown, Envelope::new(Uuid::now_v7(), failure).to_avro_value())
+        .expect("encodes");
     assert!(matches!(Envelope::<StockReductionFail>::decode(&bytes), Err(DecodeError::FingerprintMismatch { .. })));
     assert!(matches!(InventoryEvents::decode(&bytes), Err(DecodeError::UnknownFingerprint { .. })));
 }

@@ -166,10 +166,12 @@ async fn boot(
     let args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info");
     let url = &args.database_url;
-    let pool = crate::db::connect(url, args.database_max_connections, crate::db::WORK_ACQUIRE_TIMEOUT, DATABASE_WAIT).await?;
+    let pool =
+        crate::db::connect(url, args.database_max_connections, crate::db::WORK_ACQUIRE_TIMEOUT, DATABASE_WAIT).await?;
     crate::db::migrate(&pool, migrator).await?;
     let api_pool =
-        crate::db::connect(url, args.database_api_max_connections, crate::db::API_ACQUIRE_TIMEOUT, DATABASE_WAIT).await?;
+        crate::db::connect(url, args.database_api_max_connections, crate::db::API_ACQUIRE_TIMEOUT, DATABASE_WAIT)
+            .await?;
     tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
     let health = Health::new(Duration::from_millis(args.health_stuck_after_ms), shutdown.clone());
     Ok(Booted { args, pool, api_pool, health })

@@ -111,6 +111,24 @@ impl SchemaHistory {
     }
 }
 
+impl SchemaHistory {
+    /// Decodes a message written with a version this history does not hold
+    /// (one published after this code was built), given that version, as a
+    /// value of the newest schema held here: what a consumer of an earlier
+    /// version does with a schema it looked up by fingerprint (in
+    /// `.avro/index.json` of the newer spec). Works when the change between
+    /// them was compatible.
+    pub fn decode_with(&self, bytes: &[u8], writer: &SchemaVersion) -> Result<Value, DecodeError> {
+        let found = fingerprint_of(bytes)?;
+        if found != writer.fingerprint {
+            return Err(DecodeError::FingerprintMismatch { event_type: self.event_type, found });
+        }
+        let schema = Schema::parse_str(writer.json)?;
+        let mut datum = &bytes[HEADER_LEN..];
+        Ok(apache_avro::from_avro_datum(&schema, &mut datum, Some(self.writer_schema()))?)
+    }
+}
+
 /// The schema fingerprint in a single-object encoded message.
 pub fn fingerprint_of(bytes: &[u8]) -> Result<[u8; 8], DecodeError> {
     if bytes.len() < HEADER_LEN {

@@ -24,6 +24,7 @@
 pub mod canonical;
 mod error;
 mod history;
+pub mod testing;
 mod value;
 
 pub use error::{DecodeError, EncodeError};

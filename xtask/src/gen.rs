@@ -46,3 +46,52 @@ pub fn run(root: &Path, args: &GenArgs) -> anyhow::Result<()> {
     println!("gen: {} of {} generated files changed", changed.len(), files.files.len());
     Ok(())
 }
+
+/// `cargo xtask spec ...`: questions about the saga spec itself.
+#[derive(Debug, clap::Subcommand)]
+pub enum SpecCommand {
+    /// Every change between the spec at a git revision and the working tree's, each
+    /// classified as compatible or breaking with the reason (fails if any is breaking).
+    Diff {
+        /// The revision to compare with (a commit, branch or tag).
+        #[arg(default_value = "HEAD")]
+        base: String,
+        /// The saga spec, relative to the workspace root.
+        #[arg(long, default_value = "spec/saga.yaml")]
+        spec: PathBuf,
+    },
+}
+
+/// Runs a `spec` command; `Ok(false)` when the diff found a breaking change.
+pub fn spec(root: &Path, command: &SpecCommand) -> anyhow::Result<bool> {
+    let SpecCommand::Diff { base, spec } = command;
+    let shown = std::process::Command::new("git")
+        .current_dir(root)
+        .arg("show")
+        .arg(format!("{base}:{}", spec.display()))
+        .output()
+        .context("running git")?;
+    if !shown.status.success() {
+        bail!("cannot read {} at `{base}`: {}", spec.display(), String::from_utf8_lossy(&shown.stderr).trim());
+    }
+    let old = String::from_utf8(shown.stdout).context("the old spec is not UTF-8")?;
+    let new = std::fs::read_to_string(root.join(spec)).with_context(|| format!("reading {}", spec.display()))?;
+    let (old_name, new_name) = (format!("{base}:{}", spec.display()), spec.display().to_string());
+    let changes = match saga_codegen::diff((&old_name, &old), (&new_name, &new)) {
+        Ok(changes) => changes,
+        Err(errors) => {
+            eprint!("{}", errors.render());
+            bail!("{errors}")
+        }
+    };
+    if changes.is_empty() {
+        println!("spec diff: no changes from {base}");
+        return Ok(true);
+    }
+    for change in &changes {
+        println!("{change}");
+    }
+    let breaking = changes.iter().filter(|c| c.verdict == saga_codegen::evolution::Verdict::Breaking).count();
+    println!("spec diff: {} change(s) from {base}, {breaking} breaking", changes.len());
+    Ok(breaking == 0)
+}

@@ -51,6 +51,10 @@ enum Task {
     },
     /// Regenerate the code, schemas and docs compiled from the saga spec.
     Gen(GenArgs),
+    /// Questions about the spec: `diff [<git-ref>]` classifies every change since a
+    /// revision as compatible or breaking.
+    #[command(subcommand)]
+    Spec(r#gen::SpecCommand),
     /// Dead letters: `list` them, `redrive <topic>` them (with --dry-run).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -103,6 +107,11 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         }
         Task::Test { reuse, cargo_args } => return runtime.block_on(test(reuse, &cargo_args)),
         Task::Gen(args) => r#gen::run(&xtask::stack::config::workspace_root(), &args)?,
+        Task::Spec(command) => {
+            if !r#gen::spec(&xtask::stack::config::workspace_root(), &command)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Task::Dlq(command) => runtime.block_on(dlq::run(&StackConfig::from_env()?, command))?,
         Task::Bench(args) => runtime.block_on(xtask::bench::run(args))?,
         Task::Chaos(args) => runtime.block_on(xtask::chaos::run(args))?,

@@ -53,7 +53,8 @@ pub fn schemas(saga: &Saga, history: &mut History) -> Result<Vec<EventSchema>, S
     Ok(out)
 }
 
-fn event_schema(saga: &Saga, e: &ir::Event) -> Value {
+/// The schema of event `e` as JSON: the envelope and its payload record.
+pub fn event_schema(saga: &Saga, e: &ir::Event) -> Value {
     let name = pascal(&e.name);
     let uuid = json!({ "type": "string", "logicalType": "uuid" });
     let mut defined = Vec::new();

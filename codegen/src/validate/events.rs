@@ -60,6 +60,7 @@ pub(super) fn check(cx: &mut Cx<'_>, spec: &parse::Spec, names: &Names<'_>) -> V
             doc: e.doc.clone(),
             failure,
             external: e.external,
+            retired: e.retired,
             subscribers,
             fields,
             loc: at,
@@ -109,7 +110,8 @@ fn subscribers(
 
 /// Every event must have a way to be published: a command, a reply or a timeout.
 pub(super) fn check_published(cx: &mut Cx<'_>, spec: &parse::Spec) {
-    for (name, _) in &spec.events.0 {
+    // A retired event is published by nothing on purpose (see `unpublished_retired_events`).
+    for (name, _) in spec.events.0.iter().filter(|(_, e)| !e.retired) {
         let by_command = spec.commands.0.iter().any(|(_, c)| c.emits == *name);
         let by_reply = spec
             .events
@@ -125,7 +127,7 @@ pub(super) fn check_published(cx: &mut Cx<'_>, spec: &parse::Spec) {
             cx.err(
                 SpecError::new("spec::never_published", format!("event `{name}` is never published"))
                     .label(at, "no command, reply or timeout emits this")
-                    .help("list it in a subscriber's replies, a command's `emits` or a timeout's `emits`"),
+                    .help("list it in a subscriber's replies, a command's `emits` or a timeout's `emits`, or mark it `retired: true` if it is on its way out"),
             );
         }
     }

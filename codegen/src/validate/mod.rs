@@ -50,6 +50,7 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     let compensations = compensations::check(&mut cx, spec, &names);
     let (services, dlq_suffix) = delivery::check(&mut cx, spec, &service_spans, &names);
     saga_and_key(&mut cx, spec);
+    unpublished_retired_events(&mut cx, spec);
 
     if !cx.errors.is_empty() {
         cx.errors.sort_by_key(|e| e.labels.first().map(|(s, _)| s.offset).unwrap_or(0));
@@ -83,6 +84,37 @@ fn saga_and_key(cx: &mut Cx<'_>, spec: &parse::Spec) {
             SpecError::new("spec::reserved_name", format!("saga key `{}` clashes with an envelope field", spec.key))
                 .label(at, "here")
                 .help(format!("the envelope already has: {}", ENVELOPE_FIELDS.join(", "))),
+        );
+    }
+}
+
+/// A retired event is handled but no longer published: nothing may emit it.
+fn unpublished_retired_events(cx: &mut Cx<'_>, spec: &parse::Spec) {
+    let retired: BTreeSet<&str> = spec.events.0.iter().filter(|(_, e)| e.retired).map(|(n, _)| n.as_str()).collect();
+    let mut emitted: Vec<(&str, Vec<Seg>)> = Vec::new();
+    for (name, e) in &spec.events.0 {
+        for (service, replies) in &e.subscribers.0 {
+            for (i, reply) in replies.iter().flatten().enumerate() {
+                emitted.push((reply, path!["events", name, "subscribers", service, i].to_vec()));
+            }
+        }
+    }
+    for (name, c) in &spec.commands.0 {
+        emitted.push((&c.emits, path!["commands", name, "emits"].to_vec()));
+    }
+    if let Some(st) = &spec.status {
+        for (state, t) in &st.timeouts.0 {
+            if let Some(emits) = &t.emits {
+                emitted.push((emits, path!["status", "timeouts", state, "emits"].to_vec()));
+            }
+        }
+    }
+    for (event, at) in emitted.into_iter().filter(|(e, _)| retired.contains(e)) {
+        let span = cx.val(&at);
+        cx.err(
+            SpecError::new("spec::retired_event_published", format!("retired event `{event}` is still published"))
+                .label(span, "published here")
+                .help(format!("publish another event here, or un-retire `{event}`")),
         );
     }
 }

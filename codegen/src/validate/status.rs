@@ -81,7 +81,31 @@ pub(super) fn check(
             .iter()
             .map(|t| ir::Transition { from: t.from.clone(), on: t.on.clone(), to: t.to.clone() })
             .collect(),
+        migrations: migrations(cx, st, &states),
     }
+}
+
+/// `status.migrations`: each moves the orders of a state the spec no longer has into one it has.
+fn migrations(cx: &mut Cx<'_>, st: &parse::StatusSpec, states: &[&str]) -> Vec<ir::Migration> {
+    let mut out = Vec::new();
+    for (from, to) in &st.migrations.0 {
+        let from_at = cx.key(&path!["status", "migrations", from]);
+        if states.contains(&from.as_str()) {
+            cx.err(
+                SpecError::new("spec::bad_migration", format!("migration from `{from}`, a state the spec still has"))
+                    .label(from_at, "still listed under `status.states`")
+                    .help("a migration moves the orders of a removed state; remove the state, or this migration"),
+            );
+            continue;
+        }
+        if !states.contains(&to.as_str()) {
+            let to_at = cx.val(&path!["status", "migrations", from]);
+            cx.unknown("state", to, to_at, states);
+            continue;
+        }
+        out.push(ir::Migration { from: from.clone(), to: to.clone() });
+    }
+    out
 }
 
 fn transitions(cx: &mut Cx<'_>, st: &parse::StatusSpec, spec: &parse::Spec, names: &Names<'_>, states: &[&str]) {

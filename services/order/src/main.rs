@@ -2,12 +2,11 @@
 //! order's status and history from the saga's events, and resolves sagas
 //! stuck past the spec's deadlines.
 
-mod api;
-mod saga;
-
 use std::time::Duration;
 
 use clap::Parser;
+use order_service::{api, saga};
+use saga_generated::OrderStatus;
 use saga_generated::owner::OrderTimeouts;
 use saga_generated::topology::ORDER_SERVICE;
 use saga_proto::order::order_service_server::OrderServiceServer;
@@ -44,7 +43,10 @@ async fn main() -> anyhow::Result<()> {
     service::run(&ORDER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
         let sweeper = sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga), timing, shutdown.clone());
         let api = OrderServiceServer::new(api::OrderApi { pool: booted.api_pool.clone(), saga });
-        Parts::new(saga, |router| router.add_service(api)).with_background(sweeper)
+        let migrations = saga::migrate_statuses(booted.pool.clone(), saga.timeouts, OrderStatus::MIGRATIONS);
+        Parts::new(saga, |router| router.add_service(api))
+            .with_startup(async move { migrations.await.map(drop).map_err(|e| format!("status migrations: {e}")) })
+            .with_background(sweeper)
     })
     .await?;
     Ok(())

@@ -12,6 +12,7 @@ use saga_generated::handlers::{
     OrderOnStockReductionFail, OrderOnStockReductionSuccess, OrderOnStockReleased, OrderTimeoutReply,
 };
 use saga_generated::owner::{OrderCause, OrderOverdue, OrderStep, OrderStore, OrderTransition};
+use saga_generated::status::StatusMigration;
 use saga_generated::types::CancelReason;
 use saga_generated::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, PaymentCompleted, PaymentFail,
@@ -52,6 +53,45 @@ impl Timeouts {
         let after = status.timeout()?.after;
         Some(after.saturating_mul(self.scale_percent) / 100)
     }
+}
+
+/// Applies the spec's status migrations (`status.migrations`: a state an
+/// earlier spec had, and where its orders go) in one transaction: every order
+/// still in a removed state moves to its new state, with a history row
+/// (`event_type` `status.migration`) and the new state's deadline. Returns
+/// how many orders moved; run at start, before anything is consumed, so no
+/// handler ever reads a state the spec does not know.
+pub async fn migrate_statuses(
+    pool: sqlx::PgPool,
+    timeouts: Timeouts,
+    migrations: &[StatusMigration],
+) -> Result<u64, sqlx::Error> {
+    if migrations.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    let mut moved = 0;
+    for migration in migrations {
+        let deadline = timeouts.after(migration.to).map(|after| chrono::Utc::now() + after);
+        let rows = sqlx::query(
+            "WITH moved AS (UPDATE orders SET status = $2, updated_at = now(), deadline_at = $3 \
+               WHERE status = $1 RETURNING order_id) \
+             INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
+             SELECT order_id, $1, $2, gen_random_uuid(), 'status.migration', 'the spec removed the state' FROM moved",
+        )
+        .bind(migration.from)
+        .bind(migration.to.as_str())
+        .bind(deadline)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if rows > 0 {
+            tracing::info!(from = migration.from, to = %migration.to, orders = rows, "status migration applied");
+        }
+        moved += rows;
+    }
+    tx.commit().await?;
+    Ok(moved)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -52,6 +52,10 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
     } else {
         quote! { matches!(event, #(EventType::#triggers)|*) }
     };
+    let migrations = sm.migrations.iter().map(|m| {
+        let (from, to) = (&m.from, format_ident!("{}", pascal(&m.to)));
+        quote! { StatusMigration { from: #from, to: #id::#to }, }
+    });
     let owner = &sm.owner;
     let docs = doc(&format!("Status of a saga instance, owned by the `{owner}` service."));
     let err = format!("illegal transition: `{owner}` status `{{from}}` has no transition on `{{event}}`");
@@ -88,8 +92,19 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         #[error("unknown status `{0}`")]
         pub struct UnknownStatus(pub String);
 
+        /// A state an earlier version of the spec had, and the state its sagas move to
+        /// (`status.migrations`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct StatusMigration {
+            pub from: &'static str,
+            pub to: #id,
+        }
+
         impl #id {
             pub const INITIAL: #id = #id::#initial;
+            /// Applied by the status owner when it starts, before it handles anything: in one
+            /// transaction, each saga moved with a history row.
+            pub const MIGRATIONS: &'static [StatusMigration] = &[#(#migrations)*];
             pub const ALL: &'static [#id] = &[#(#id::#vs,)*];
             /// The states that time out: where the sweeper looks for overdue sagas.
             pub const WITH_TIMEOUT: &'static [#id] = &[#(#id::#timed,)*];

@@ -14,7 +14,7 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         quote! { Topic { name: #n, partitions: #p, dlq: #dlq }, }
     });
     let groups = saga.services.iter().filter(|s| saga.subscriptions(&s.name).next().is_some()).map(|s| {
-        let (svc, gid) = (&s.name, format!("{}.{}", saga.name, s.name));
+        let (svc, gid) = (&s.name, saga.consumer_group(&s.name));
         let ts: Vec<_> = saga.consumed_topics(&s.name).iter().map(|t| t.name.clone()).collect();
         let (ma, ib, mb) = (s.retry.max_attempts, s.retry.initial_backoff_ms, s.retry.max_backoff_ms);
         let batch = Literal::usize_unsuffixed(s.max_batch as usize);

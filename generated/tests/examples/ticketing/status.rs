@@ -37,8 +37,19 @@ pub struct IllegalTransition {
 #[error("unknown status `{0}`")]
 pub struct UnknownStatus(pub String);
 
+/// A state an earlier version of the spec had, and the state its sagas move to
+/// (`status.migrations`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusMigration {
+    pub from: &'static str,
+    pub to: BookingStatus,
+}
+
 impl BookingStatus {
     pub const INITIAL: BookingStatus = BookingStatus::Requested;
+    /// Applied by the status owner when it starts, before it handles anything: in one
+    /// transaction, each saga moved with a history row.
+    pub const MIGRATIONS: &'static [StatusMigration] = &[];
     pub const ALL: &'static [BookingStatus] = &[
         BookingStatus::Requested,
         BookingStatus::Confirmed,

@@ -1,0 +1,7 @@
+//! The order service as a library: its gRPC API and its part of the saga (the
+//! status owner's store, the saga's first command, the status migrations), so
+//! that integration tests can drive them against a real database. The binary
+//! (`main.rs`) wires them into the service chassis.
+
+pub mod api;
+pub mod saga;

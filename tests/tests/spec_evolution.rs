@@ -1,0 +1,167 @@
+//! Spec evolution on the real stack: an event written by the previous version
+//! of the spec, still in an outbox when the new version starts, is handled by
+//! the running services and its saga completes; and the status owner's
+//! migrations move the orders of a removed state at start, all or nothing,
+//! each with a history row.
+
+mod saga_common;
+
+use saga_common::{PrivateSaga, messages_with_key};
+use saga_generated::commands::{CreateOrder, run_create_order};
+use saga_generated::status::StatusMigration;
+use saga_generated::types::OrderItem;
+use saga_generated::{Event, OrderCreated, OrderStatus, TraceContext};
+use sqlx::Row;
+use uuid::Uuid;
+
+use order_service::saga::{CommandTx, OrderSaga, Timeouts, migrate_statuses};
+
+const SPEC_TIMEOUTS: Timeouts = Timeouts { scale_percent: 100 };
+
+#[tokio::test]
+async fn an_order_created_written_by_the_previous_schema_version_completes_its_saga() {
+    let stack = saga_tests::stack();
+    let mut saga = PrivateSaga::start(&stack, &[]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(250, 3).await;
+
+    // The previous version of the order service placed this order: its
+    // `order.created` waits in the outbox, written with the previous schema.
+    saga.stop("order").await;
+    let previous = {
+        let versions = OrderCreated::schemas().versions();
+        assert!(versions.len() >= 2, "order.created has an earlier version");
+        &versions[versions.len() - 2]
+    };
+    let pool = sqlx::PgPool::connect(&saga.database_url(&stack, "order")).await.expect("order database");
+    let mut ctx = CommandTx {
+        tx: pool.begin().await.expect("begin"),
+        idempotency_key: format!("evolution-{}", Uuid::now_v7()),
+        fingerprint: "written by the previous version".to_owned(),
+        traceparent: saga_process::trace::new_traceparent(),
+    };
+    let command = CreateOrder {
+        user_id: buyer.user_id.parse().expect("a user id"),
+        items: vec![OrderItem { product_id: product.product_id.parse().expect("a product id"), quantity: 2 }],
+    };
+    let created = run_create_order(&OrderSaga { timeouts: SPEC_TIMEOUTS }, &mut ctx, command, TraceContext::default())
+        .await
+        .expect("the order is placed");
+    let old_bytes =
+        saga_wire::testing::encoded_with(previous, created.to_avro_value()).expect("encodes with the previous version");
+    let rewritten = sqlx::query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
+        .bind(&old_bytes)
+        .bind(created.event_id)
+        .execute(&mut *ctx.tx)
+        .await
+        .expect("rewrite the outbox row");
+    assert_eq!(rewritten.rows_affected(), 1);
+    ctx.tx.commit().await.expect("commit");
+    pool.close().await;
+
+    // The current version starts, publishes it, and every service handles it.
+    saga.restart(&stack, "order").await;
+    let order_id = created.order_id.to_string();
+    let done = c.wait_status(&order_id, "completed").await;
+    assert_eq!(done.total_minor, Some(500));
+    let published = messages_with_key(&saga.brokers, &saga.topic("order-events"), &order_id);
+    let first = published.first().and_then(rdkafka::Message::payload).expect("order.created was published");
+    assert_eq!(
+        saga_wire::fingerprint_of(first).ok(),
+        Some(previous.fingerprint),
+        "the previous version was on the wire"
+    );
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 500);
+    assert_eq!(c.get_product(&product.product_id).await.stock_available, 1);
+    saga.shutdown(&stack).await;
+}
+
+/// Orders in states a previous spec had, inserted as that version's order service left them.
+async fn orders_in(pool: &sqlx::PgPool, state: &str, n: usize) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO orders (order_id, user_id, status, idempotency_key, request_hash) VALUES ($1, $2, $3, $4, 'x')",
+        )
+        .bind(id)
+        .bind(Uuid::now_v7())
+        .bind(state)
+        .bind(id.to_string())
+        .execute(pool)
+        .await
+        .expect("insert an order");
+        ids.push(id);
+    }
+    ids
+}
+
+async fn statuses(pool: &sqlx::PgPool, ids: &[Uuid]) -> Vec<(String, bool)> {
+    sqlx::query("SELECT status, deadline_at IS NOT NULL AS due FROM orders WHERE order_id = ANY($1) ORDER BY order_id")
+        .bind(ids)
+        .fetch_all(pool)
+        .await
+        .expect("read statuses")
+        .iter()
+        .map(|r| (r.get("status"), r.get("due")))
+        .collect()
+}
+
+#[tokio::test]
+async fn status_migrations_move_every_order_of_a_removed_state_with_a_history_row_or_none() {
+    let stack = saga_tests::stack();
+    let saga = PrivateSaga::start(&stack, &[]).await;
+    let pool = sqlx::PgPool::connect(&saga.database_url(&stack, "order")).await.expect("order database");
+    let awaiting = orders_in(&pool, "awaiting_stock", 2).await;
+    let doomed = orders_in(&pool, "doomed", 1).await;
+    let migrations = [
+        StatusMigration { from: "awaiting_stock", to: OrderStatus::InventoryReserved },
+        StatusMigration { from: "doomed", to: OrderStatus::Cancelled },
+    ];
+
+    // A failure half-way (here: the history refuses the second state's rows)
+    // leaves every order where it was: one transaction.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_doomed() RETURNS trigger LANGUAGE plpgsql AS \
+           $$ BEGIN RAISE EXCEPTION 'refused for the test'; END $$; \
+         CREATE TRIGGER refuse_doomed BEFORE INSERT ON order_status_history \
+           FOR EACH ROW WHEN (NEW.from_status = 'doomed') EXECUTE FUNCTION refuse_doomed();",
+    )
+    .execute(&pool)
+    .await
+    .expect("a failing trigger");
+    migrate_statuses(pool.clone(), SPEC_TIMEOUTS, &migrations).await.expect_err("the second migration fails");
+    assert_eq!(statuses(&pool, &awaiting).await, vec![("awaiting_stock".to_owned(), false); 2], "rolled back");
+    sqlx::raw_sql("DROP TRIGGER refuse_doomed ON order_status_history; DROP FUNCTION refuse_doomed();")
+        .execute(&pool)
+        .await
+        .expect("drop the trigger");
+
+    let moved = migrate_statuses(pool.clone(), SPEC_TIMEOUTS, &migrations).await.expect("migrations apply");
+    assert_eq!(moved, 3);
+    // The new state's deadline starts now; a terminal state has none.
+    assert_eq!(statuses(&pool, &awaiting).await, vec![("inventory_reserved".to_owned(), true); 2]);
+    assert_eq!(statuses(&pool, &doomed).await, vec![("cancelled".to_owned(), false)]);
+    let history: Vec<(String, String, String)> = sqlx::query(
+        "SELECT from_status, to_status, event_type FROM order_status_history WHERE order_id = ANY($1) ORDER BY id",
+    )
+    .bind([awaiting.clone(), doomed.clone()].concat())
+    .fetch_all(&pool)
+    .await
+    .expect("history")
+    .iter()
+    .map(|r| (r.get("from_status"), r.get("to_status"), r.get("event_type")))
+    .collect();
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert!(history.iter().all(|(_, _, kind)| kind == "status.migration"), "{history:?}");
+    assert_eq!(
+        history.iter().filter(|(from, to, _)| from == "awaiting_stock" && to == "inventory_reserved").count(),
+        2
+    );
+
+    // Applied again (the next start), nothing is left to move.
+    assert_eq!(migrate_statuses(pool.clone(), SPEC_TIMEOUTS, &migrations).await.expect("again"), 0);
+    pool.close().await;
+    saga.shutdown(&stack).await;
+}
