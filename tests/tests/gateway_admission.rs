@@ -59,7 +59,9 @@ async fn orders_are_refused_while_too_many_sagas_are_at_risk_and_accepted_once_t
     tokio::time::sleep(Duration::from_millis(300)).await;
     let refused = api.place_order(&token, "the-next-one", &items).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
-    assert_eq!(refused.retry_after.as_deref(), Some("3"));
+    // 3 s ± 50 %, in whole seconds.
+    let retry_after: u64 = refused.retry_after.as_deref().and_then(|s| s.parse().ok()).expect("a Retry-After");
+    assert!((1..=4).contains(&retry_after), "{retry_after}");
     assert_eq!(refused.body["code"], "overloaded", "{:?}", refused.body);
     let mine = api.get("/api/v1/orders", Some(&token)).await;
     assert_eq!(mine.body["items"].as_array().map(Vec::len), Some(3), "a refused order is not placed: {:?}", mine.body);

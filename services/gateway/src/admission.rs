@@ -26,6 +26,17 @@ pub struct Admission {
 
 const UNKNOWN: u64 = u64::MAX;
 
+/// `mean` spread over ±50 % in whole seconds (at least 1): clients refused in
+/// the same second do not all come back in the same second, which after an
+/// outage made goodput come in bursts as the gateway opened and closed again.
+fn jittered(mean: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    let mean = mean.as_secs().max(1);
+    let spread = mean + 1; // mean/2 ..= mean*3/2
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now());
+    Duration::from_secs((mean / 2 + random % spread).max(1))
+}
+
 impl Admission {
     pub fn new(config: &Config) -> Admission {
         Admission {
@@ -43,7 +54,7 @@ impl Admission {
         if self.max_at_risk == 0 || at_risk == UNKNOWN || at_risk <= self.max_at_risk {
             Ok(())
         } else {
-            Err(self.retry_after)
+            Err(jittered(self.retry_after))
         }
     }
 
@@ -91,7 +102,9 @@ mod tests {
         a.record(Some(10));
         assert_eq!(a.admit(), Ok(()));
         a.record(Some(11));
-        assert_eq!(a.admit(), Err(Duration::from_secs(7)));
+        let refused: Vec<u64> = (0..200).map(|_| a.admit().expect_err("over the limit").as_secs()).collect();
+        assert!(refused.iter().all(|s| (3..=10).contains(s)), "7 s ± 50 %: {refused:?}");
+        assert!(refused.iter().any(|s| *s != refused[0]), "spread, not one second for all: {refused:?}");
         a.record(None);
         assert_eq!(a.admit(), Ok(()), "the order service does not answer: admit");
         let off = admission(0);

@@ -77,7 +77,8 @@ pub struct Config {
     #[arg(long, env = "ADMISSION_CHECK_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub admission_check_ms: u64,
-    /// The `Retry-After` of a refused order, in seconds.
+    /// The mean `Retry-After` of a refused order, in seconds; each refusal
+    /// says a time spread ±50 % around it.
     #[arg(long, env = "ADMISSION_RETRY_AFTER_SECS", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub admission_retry_after_secs: u64,
