@@ -29,7 +29,7 @@ const UNKNOWN: u64 = u64::MAX;
 /// `mean` spread over ±50 % in whole seconds (at least 1): clients refused in
 /// the same second do not all come back in the same second, which after an
 /// outage made goodput come in bursts as the gateway opened and closed again.
-fn jittered(mean: Duration) -> Duration {
+pub(crate) fn jittered(mean: Duration) -> Duration {
     use std::hash::BuildHasher;
     let mean = mean.as_secs().max(1);
     let spread = mean + 1; // mean/2 ..= mean*3/2

@@ -153,8 +153,9 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(self.body())).into_response();
         let retry_after = match self {
             ApiError::TooManyRequests(after) | ApiError::Overloaded(after) => Some(after.as_secs().max(1)),
-            // Short outages and busy moments: worth another try soon.
-            ApiError::Unavailable(_) => Some(1),
+            // Short outages and busy moments: worth another try soon, spread
+            // so that the clients of one busy second do not all come back together.
+            ApiError::Unavailable(_) => Some(crate::admission::jittered(Duration::from_secs(2)).as_secs()),
             _ => None,
         };
         if let Some(seconds) = retry_after {
@@ -220,7 +221,8 @@ mod tests {
     fn an_unavailable_backend_says_when_to_retry() {
         let response = ApiError::from(tonic::Status::unavailable("database away")).into_response();
         assert_eq!(response.status().as_u16(), 503);
-        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+        let after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        assert!(after.is_some_and(|s| (1..=3).contains(&s)), "{after:?}");
         let internal = ApiError::from(tonic::Status::internal("x")).into_response();
         assert!(internal.headers().get(header::RETRY_AFTER).is_none());
     }
