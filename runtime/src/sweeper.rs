@@ -44,19 +44,22 @@ pub struct SweepTiming {
 }
 
 /// The sweeper of status owner `service` with its caught-up clock over the
-/// service's consumer group and topics, until `shutdown`.
+/// service's consumer group and topics, until `shutdown`; and that clock, for
+/// whatever else judges deadlines the way the sweeper does (the order
+/// service's saga backlog, which admission control reads).
 pub fn for_service<S: Sweep<Ctx = PgConnection>, E>(
     booted: &Booted,
     service: &ServiceIdentity<E>,
     sweep: S,
     timing: SweepTiming,
     shutdown: Shutdown,
-) -> impl Future<Output = ()> + Send + 'static {
+) -> (CaughtUpClock, impl Future<Output = ()> + Send + 'static) {
     let (clock, keep_clock) = caught_up::of_service(booted, service, Component::Sweeper, shutdown.clone());
-    let sweeper = run(booted.pool.clone(), sweep, timing, clock, shutdown, booted.health.clone());
-    async move {
+    let sweeper = run(booted.pool.clone(), sweep, timing, clock.clone(), shutdown, booted.health.clone());
+    let work = async move {
         tokio::join!(keep_clock, sweeper);
-    }
+    };
+    (clock, work)
 }
 
 /// Sweeps every `timing.interval` until `shutdown`, resolving every saga

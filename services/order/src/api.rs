@@ -20,6 +20,8 @@ use crate::saga::{CommandTx, OrderSaga};
 pub struct OrderApi {
     pub pool: PgPool,
     pub saga: OrderSaga,
+    /// The sweeper's caught-up clock: the backlog judges deadlines by it.
+    pub clock: saga_runtime::caught_up::CaughtUpClock,
 }
 
 const MAX_ITEMS: usize = 100;
@@ -236,12 +238,18 @@ impl OrderService for OrderApi {
         }
         // A running saga has a deadline (a terminal status has none); it is at
         // risk once it spent the given share of the time between entering its
-        // status (`updated_at`) and its deadline without moving on.
+        // status (`updated_at`) and its deadline without moving on. Time as
+        // the sweeper judges it: the caught-up clock stands still while Kafka
+        // or this database is away, so an outage of the platform itself puts
+        // no saga at risk (and does not make admission refuse orders, then
+        // open to every refused client at once when it ends).
+        let as_of = self.clock.now().unwrap_or_else(std::time::SystemTime::now);
         let (running, at_risk): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE now() > updated_at + (deadline_at - updated_at) * $1) \
+            "SELECT count(*), count(*) FILTER (WHERE $2 > updated_at + (deadline_at - updated_at) * $1) \
              FROM orders WHERE deadline_at IS NOT NULL",
         )
         .bind(f64::from(percent) / 100.0)
+        .bind(chrono::DateTime::<chrono::Utc>::from(as_of))
         .fetch_one(&self.pool)
         .await
         .map_err(database)?;

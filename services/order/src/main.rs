@@ -41,8 +41,9 @@ async fn main() -> anyhow::Result<()> {
         grace: Duration::from_millis(settings.timeout_grace_ms),
     };
     service::run(&ORDER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
-        let sweeper = sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga), timing, shutdown.clone());
-        let api = OrderServiceServer::new(api::OrderApi { pool: booted.api_pool.clone(), saga });
+        let (clock, sweeper) =
+            sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga), timing, shutdown.clone());
+        let api = OrderServiceServer::new(api::OrderApi { pool: booted.api_pool.clone(), saga, clock });
         let migrations = saga::migrate_statuses(booted.pool.clone(), saga.timeouts, OrderStatus::MIGRATIONS);
         Parts::new(saga, |router| router.add_service(api))
             .with_startup(async move { migrations.await.map(drop).map_err(|e| format!("status migrations: {e}")) })
