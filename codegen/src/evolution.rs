@@ -298,6 +298,14 @@ fn named_types<'a>(schema: &'a Value, into: &mut BTreeMap<String, &'a Value>) {
     }
 }
 
+/// A reference to a named type, as the type it names (a primitive or an inline type as it is).
+fn resolve<'a>(named: &BTreeMap<String, &'a Value>, ty: &'a Value) -> &'a Value {
+    match ty.as_str() {
+        Some(name) if !PRIMITIVES.contains(&name) => named.get(name).copied().unwrap_or(ty),
+        _ => ty,
+    }
+}
+
 impl<'a> Schemas<'a> {
     fn new(old: &'a Value, new: &'a Value, out: &'a mut Changes) -> Self {
         let (mut old_named, mut new_named) = (BTreeMap::new(), BTreeMap::new());
@@ -325,17 +333,11 @@ impl<'a> Schemas<'a> {
     }
 
     fn resolve_old(&self, ty: &'a Value) -> &'a Value {
-        match ty.as_str() {
-            Some(name) if !PRIMITIVES.contains(&name) => self.old_named.get(name).copied().unwrap_or(ty),
-            _ => ty,
-        }
+        resolve(&self.old_named, ty)
     }
 
     fn resolve_new(&self, ty: &'a Value) -> &'a Value {
-        match ty.as_str() {
-            Some(name) if !PRIMITIVES.contains(&name) => self.new_named.get(name).copied().unwrap_or(ty),
-            _ => ty,
-        }
+        resolve(&self.new_named, ty)
     }
 
     /// Fields of a record: added, removed, changed. `at` is the record's fields in the spec.
