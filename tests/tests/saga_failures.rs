@@ -86,6 +86,11 @@ async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_
     let placed_at = tokio::time::Instant::now();
     saga_common::wait_published(&saga.brokers, &saga.topic("order-events"), &placed.order_id).await;
     database.cut();
+    // Meanwhile a request it cannot serve is UNAVAILABLE (the gateway's 503
+    // with Retry-After), not an opaque INTERNAL.
+    let request = saga_proto::order::GetOrderRequest { order_id: placed.order_id.clone() };
+    let refused = c.order.clone().get_order(request).await.expect_err("the order database is away");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     saga.restart(&stack, "product").await;
     saga_common::wait_published(&saga.brokers, &saga.topic("inventory-events"), &placed.order_id).await;
     // The deadline passes while the order service cannot read its database.
