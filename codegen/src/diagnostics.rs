@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode};
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, Severity, SourceCode};
 
 use crate::spans::Span;
 
@@ -13,12 +13,25 @@ pub struct SpecError {
     pub message: String,
     pub labels: Vec<(Span, String)>,
     pub help: Option<String>,
+    /// Printed as it is after the diagnostic (a counterexample's diagram).
+    pub note: Option<String>,
+    /// Other places involved, each shown on its own (labels far apart would print every
+    /// line between them).
+    pub see: Vec<SpecError>,
     source: Option<NamedSource<String>>,
 }
 
 impl SpecError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        SpecError { code, message: message.into(), labels: Vec::new(), help: None, source: None }
+        SpecError {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+            note: None,
+            see: Vec::new(),
+            source: None,
+        }
     }
 
     pub fn label(mut self, span: Span, text: impl Into<String>) -> Self {
@@ -31,7 +44,21 @@ impl SpecError {
         self
     }
 
+    pub fn note(mut self, text: impl Into<String>) -> Self {
+        self.note = Some(text.into());
+        self
+    }
+
+    /// Another place involved, shown as advice of its own below the error.
+    pub fn see(mut self, span: Span, what: impl Into<String>, label: impl Into<String>) -> Self {
+        self.see.push(SpecError::new("", what).label(span, label));
+        self
+    }
+
     pub(crate) fn with_source(mut self, source: NamedSource<String>) -> Self {
+        for other in &mut self.see {
+            other.source = Some(source.clone());
+        }
         self.source = Some(source);
         self
     }
@@ -47,7 +74,17 @@ impl std::error::Error for SpecError {}
 
 impl Diagnostic for SpecError {
     fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
-        Some(Box::new(self.code))
+        (!self.code.is_empty()).then(|| Box::new(self.code) as Box<dyn fmt::Display>)
+    }
+
+    fn severity(&self) -> Option<Severity> {
+        // A place `see` added has no code of its own.
+        self.code.is_empty().then_some(Severity::Advice)
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        (!self.see.is_empty())
+            .then(|| Box::new(self.see.iter().map(|e| e as &dyn Diagnostic)) as Box<dyn Iterator<Item = _>>)
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
@@ -79,6 +116,9 @@ impl SpecErrors {
         for e in &self.errors {
             // Writing into a String cannot fail; a failure would only drop this diagnostic's text.
             let _ = handler.render_report(&mut out, e);
+            if let Some(note) = &e.note {
+                out.push_str(note);
+            }
         }
         out
     }

@@ -106,7 +106,19 @@ pub struct Event {
     pub retired: bool,
     pub subscribers: Vec<Subscriber>,
     pub fields: Vec<Field>,
+    /// The resource the event says its publisher holds or gave back.
+    pub effect: Option<Effect>,
     pub loc: Span,
+}
+
+/// What an event stands for at its publisher, by the name of a resource (`reservation`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The publisher now holds the resource for the saga: a compensation must give it back
+    /// on every path that does not complete the saga.
+    Holds(String),
+    /// The publisher gave the resource back (the reply of a compensation).
+    Releases(String),
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +136,8 @@ pub struct StatusMachine {
     pub transitions: Vec<Transition>,
     /// Removed states whose orders move to a current one at start.
     pub migrations: Vec<Migration>,
+    /// Events that wait, parked, in a status that does not accept them yet.
+    pub parks: Vec<String>,
 }
 
 /// `status.migrations`: orders in the removed state `from` move to `to`.
@@ -159,6 +173,25 @@ pub struct Compensation {
     pub on: String,
     pub service: String,
     pub undoes: String,
+    /// Arriving before the request it undoes, it makes that request do nothing.
+    pub tombstone: bool,
+}
+
+impl Event {
+    /// The resource the event holds, if it holds one.
+    pub fn holds(&self) -> Option<&str> {
+        match &self.effect {
+            Some(Effect::Holds(r)) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl StatusMachine {
+    /// Whether some transition is triggered by `event`.
+    pub fn is_trigger(&self, event: &str) -> bool {
+        self.transitions.iter().any(|t| t.on == event)
+    }
 }
 
 impl Saga {

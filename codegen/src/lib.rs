@@ -15,6 +15,7 @@ pub mod ir;
 pub mod parse;
 pub mod spans;
 pub mod validate;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -98,6 +99,8 @@ pub struct FileSet {
     pub files: BTreeMap<PathBuf, String>,
     /// Directories wholly owned by the generator: files in them that it did not produce are stale.
     pub owned_dirs: Vec<PathBuf>,
+    /// Each spec [`workspace`] compiled, with what proving its saga took.
+    pub proofs: Vec<(String, verify::Proof)>,
 }
 
 /// Compiles a spec into the file set for `layout`, reading the schema history
@@ -110,6 +113,13 @@ pub fn compile(root: &Path, spec_path: &str, source: &str, layout: &Layout) -> R
     };
     gate(spec_path, source, &saga, &history)?;
     emit_all(&saga, spec_path, layout, &mut history)
+}
+
+/// The verifier's gate (`cargo xtask verify`), which [`workspace`] runs on every spec it
+/// compiles: a spec whose saga can go wrong compiles into nothing. [`compile`] leaves it
+/// out, so the gate's tests, which compile the spec many times, do not explore it each time.
+pub fn prove(file: &str, source: &str, saga: &ir::Saga) -> Result<verify::Proof, SpecErrors> {
+    verify::verify(saga, source).map_err(|e| located(file, source, vec![*e]))
 }
 
 /// The compatibility gate: every breaking change from what the history says the last
@@ -238,7 +248,9 @@ pub fn workspace(root: &Path, spec: &Path) -> Result<FileSet, WorkspaceError> {
             let saga = check(&name_in_preamble, &source).map_err(CompileError::from)?;
             let layout = Layout::example(&format!("{name}/v{number}"));
             gate(&name_in_preamble, &source, &saga, &history).map_err(CompileError::from)?;
+            let proof = prove(&name_in_preamble, &source, &saga).map_err(CompileError::from)?;
             files.merge(emit_all(&saga, &name_in_preamble, &layout, &mut history)?);
+            files.proofs.push((name_in_preamble, proof));
         }
     }
     Ok(files)
@@ -266,13 +278,18 @@ fn read_spec(root: &Path, spec: &Path) -> Result<(String, String), WorkspaceErro
 
 fn compile_file(root: &Path, spec: &Path, layout: &Layout) -> Result<FileSet, WorkspaceError> {
     let (name, source) = read_spec(root, spec)?;
-    Ok(compile(root, &name, &source, layout)?)
+    let mut files = compile(root, &name, &source, layout)?;
+    let saga = check(&name, &source).map_err(CompileError::from)?;
+    let proof = prove(&name, &source, &saga).map_err(CompileError::from)?;
+    files.proofs.push((name, proof));
+    Ok(files)
 }
 
 impl FileSet {
     pub fn merge(&mut self, other: FileSet) {
         self.files.extend(other.files);
         self.owned_dirs.extend(other.owned_dirs);
+        self.proofs.extend(other.proofs);
     }
 
     /// Files under `root` that differ from what the generator produces, plus leftovers in the

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use saga_codegen::{CompileError, Layout, compile};
+use saga_codegen::{CompileError, Layout, SpecErrors, check, compile, prove};
 
 /// Compiles a saga spec (YAML) into typed Rust, Avro schemas and Markdown docs.
 #[derive(Debug, Parser)]
@@ -37,15 +37,21 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let source =
         std::fs::read_to_string(&args.spec).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.spec.display()))?;
     let name = args.spec.display().to_string();
+    let refused = |errors: SpecErrors| {
+        eprint!("{}", errors.render());
+        eprintln!("error: {errors}");
+        Ok(ExitCode::FAILURE)
+    };
     let files = match compile(&args.out, &name, &source, &Layout::standard()) {
         Ok(f) => f,
-        Err(CompileError::Spec(errors)) => {
-            eprint!("{}", errors.render());
-            eprintln!("error: {errors}");
-            return Ok(ExitCode::FAILURE);
-        }
+        Err(CompileError::Spec(errors)) => return refused(errors),
         Err(e) => return Err(e.into()),
     };
+    // `compile` checked the spec: it parses again.
+    match check(&name, &source).and_then(|saga| prove(&name, &source, &saga)) {
+        Ok(proof) => println!("verified {name}: {proof}"),
+        Err(errors) => return refused(errors),
+    }
     if args.check {
         let stale = files.stale(&args.out)?;
         if stale.is_empty() {

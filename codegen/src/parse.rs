@@ -159,6 +159,20 @@ pub struct EventSpec {
     pub subscribers: OrderedMap<Option<Vec<String>>>,
     #[serde(default)]
     pub fields: OrderedMap<FieldSpec>,
+    /// What the event stands for at its publisher: a resource it now holds for the saga,
+    /// or one it gave back. `cargo xtask verify` proves the saga from these.
+    #[serde(default)]
+    pub effect: Option<EffectSpec>,
+}
+
+/// `effect: { holds: reservation }` or `effect: { releases: reservation }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectSpec {
+    #[serde(default)]
+    pub holds: Option<String>,
+    #[serde(default)]
+    pub releases: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +191,10 @@ pub struct StatusSpec {
     /// owner starts.
     #[serde(default)]
     pub migrations: OrderedMap<String>,
+    /// Replies that may overtake the reply the status waits for (they travel on another
+    /// topic): in a status that does not accept them yet they wait, parked, until one does.
+    #[serde(default)]
+    pub parks: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +220,10 @@ pub struct CompensationSpec {
     pub on: String,
     pub service: String,
     pub undoes: String,
+    /// When the compensation arrives before the request it undoes (they travel on different
+    /// topics), it leaves a tombstone, and the request, when it comes, does nothing.
+    #[serde(default)]
+    pub tombstone: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,7 @@ events:
   stock.reserved:
     topic: orders
     publisher: product
+    effect: { holds: stock }
     subscribers: { order: [order.completed] }
   stock.failed:
     topic: orders
@@ -57,8 +58,11 @@ fn edit(from: &str, to: &str) -> String {
     BASE.replacen(from, to, 1)
 }
 
+/// What the generator says of a spec it must refuse: the validator's errors, or, for a
+/// spec that validates, the verifier's counterexample.
 fn render(yaml: &str) -> String {
-    match saga_codegen::check("spec/fixture.yaml", yaml) {
+    let file = "spec/fixture.yaml";
+    match saga_codegen::check(file, yaml).and_then(|saga| saga_codegen::prove(file, yaml, &saga)) {
         Ok(_) => panic!("spec unexpectedly valid"),
         Err(e) => format!("{}\n{}", e, e.render()),
     }
@@ -66,7 +70,8 @@ fn render(yaml: &str) -> String {
 
 #[test]
 fn base_is_valid() {
-    if let Err(e) = saga_codegen::check("spec/fixture.yaml", BASE) {
+    let file = "spec/fixture.yaml";
+    if let Err(e) = saga_codegen::check(file, BASE).and_then(|saga| saga_codegen::prove(file, BASE, &saga)) {
         panic!("{}", e.render());
     }
 }
@@ -154,6 +159,32 @@ fn terminal_state_with_outgoing_transition() {
 #[test]
 fn non_terminal_state_without_timeout() {
     insta::assert_snapshot!(render(&edit("terminal: [reserved, failed, cancelled]", "terminal: [failed, cancelled]")));
+}
+
+#[test]
+fn effect_that_holds_and_releases() {
+    insta::assert_snapshot!(render(&edit("effect: { holds: stock }", "effect: { holds: stock, releases: stock }")));
+}
+
+#[test]
+fn compensation_undoing_an_event_that_holds_nothing() {
+    insta::assert_snapshot!(render(&edit("    effect: { holds: stock }\n", "")));
+}
+
+#[test]
+fn release_of_what_nothing_holds() {
+    insta::assert_snapshot!(render(&edit(
+        "  order.cancelled:\n    topic: orders\n    publisher: order\n",
+        "  order.cancelled:\n    topic: orders\n    publisher: order\n    effect: { releases: stok }\n"
+    )));
+}
+
+#[test]
+fn parked_event_no_transition_waits_for() {
+    insta::assert_snapshot!(render(&edit(
+        "  timeouts:\n    placed:",
+        "  parks: [order.cancelled]\n  timeouts:\n    placed:"
+    )));
 }
 
 #[test]

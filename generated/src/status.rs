@@ -109,6 +109,11 @@ impl OrderStatus {
             EventType::StockReductionFail | EventType::StockReductionSuccess
         )
     }
+    /// Whether `event` may come before the status that accepts it (`status.parks`):
+    /// until one does, it waits, parked.
+    pub fn parks(event: EventType) -> bool {
+        matches!(event, EventType::PaymentCompleted | EventType::PaymentFail)
+    }
     /// The timeout of this state; `None` exactly for terminal states.
     pub fn timeout(self) -> Option<StatusTimeout> {
         match self {

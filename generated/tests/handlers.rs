@@ -439,6 +439,23 @@ async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
 }
 
 #[tokio::test]
+async fn an_event_the_spec_neither_accepts_nor_parks_is_unanswered_and_permanent() {
+    // A second stock reply (another event id) in `inventory_reserved`: no transition takes
+    // it, `status.parks` does not list it, the saga has not ended. `verify` proves the saga
+    // never gets here; if it did, the message is dead-lettered at once, and nothing changes.
+    let mut tx = Tx::default();
+    let key = saga_in(&mut tx, OrderStatus::InventoryReserved);
+    let out = consume::<_, OrderInbound>(&Orders, &mut tx, "inventory-events", &reserved(key)).await;
+    let Err(Failed::Handler(error)) = out else { panic!("{out:?}") };
+    assert!(
+        matches!(error, HandleError::Unanswered { status: "inventory_reserved", event: "stock.reduction.success" }),
+        "{error:?}"
+    );
+    assert_eq!(error.class(), FailureClass::Permanent);
+    assert_eq!((tx.sagas[&key], tx.parked.len(), tx.history.len()), (OrderStatus::InventoryReserved, 0, 0));
+}
+
+#[tokio::test]
 async fn a_parked_event_that_no_longer_decodes_stays_parked_and_fails_nothing() {
     let mut tx = Tx::default();
     let key = saga_in(&mut tx, OrderStatus::Created);

@@ -51,6 +51,10 @@ enum Task {
     },
     /// Regenerate the code, schemas and docs compiled from the saga spec.
     Gen(GenArgs),
+    /// Prove the saga of every spec sound (`gen --check` does too): every saga ends, every
+    /// event has an answer, nothing is held after a failure; prints the states explored,
+    /// or the shortest counterexample as a Mermaid sequence diagram.
+    Verify(r#gen::VerifyArgs),
     /// Questions about the spec: `diff [<git-ref>]` classifies every change since a
     /// revision as compatible or breaking.
     #[command(subcommand)]
@@ -107,6 +111,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         }
         Task::Test { reuse, cargo_args } => return runtime.block_on(test(reuse, &cargo_args)),
         Task::Gen(args) => r#gen::run(&xtask::stack::config::workspace_root(), &args)?,
+        Task::Verify(args) => r#gen::verify(&xtask::stack::config::workspace_root(), &args)?,
         Task::Spec(command) => {
             if !r#gen::spec(&xtask::stack::config::workspace_root(), &command)? {
                 return Ok(ExitCode::FAILURE);

@@ -49,9 +49,25 @@ pub(super) fn check(cx: &mut Cx<'_>, spec: &parse::Spec, names: &Names<'_>) -> V
                 .label(undoes_at, "marked `outcome: failure`")
                 .help("drop this compensation: there is no state to restore"),
             ),
+            Some((_, ev)) if ev.effect.as_ref().and_then(|x| x.holds.as_ref()).is_none() => cx.err(
+                SpecError::new(
+                    "spec::compensation_undoes_nothing",
+                    format!("compensation undoes `{}`, which declares nothing it holds", c.undoes),
+                )
+                .label(undoes_at, "no `effect: { holds: ... }` on this event")
+                .help(format!(
+                    "declare what `{}` holds, e.g. `effect: {{ holds: reservation }}`, so `verify` can prove it is given back",
+                    c.undoes
+                )),
+            ),
             Some(_) => {}
         }
-        compensations.push(ir::Compensation { on: c.on.clone(), service: c.service.clone(), undoes: c.undoes.clone() });
+        compensations.push(ir::Compensation {
+            on: c.on.clone(),
+            service: c.service.clone(),
+            undoes: c.undoes.clone(),
+            tombstone: c.tombstone,
+        });
     }
     compensations
 }

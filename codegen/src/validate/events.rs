@@ -53,6 +53,7 @@ pub(super) fn check(cx: &mut Cx<'_>, spec: &parse::Spec, names: &Names<'_>) -> V
             );
         }
         let fields = fields_of(cx, &base, &e.fields, names);
+        let effect = effect(cx, name, e, failure);
         events.push(ir::Event {
             name: name.clone(),
             topic: e.topic.clone(),
@@ -63,10 +64,81 @@ pub(super) fn check(cx: &mut Cx<'_>, spec: &parse::Spec, names: &Names<'_>) -> V
             retired: e.retired,
             subscribers,
             fields,
+            effect,
             loc: at,
         });
     }
+    held_once_and_released_by_holder(cx, spec);
     events
+}
+
+/// `effect:` exactly one of `holds` and `releases`, naming a resource; a failure outcome
+/// changed nothing, so it holds nothing.
+fn effect(cx: &mut Cx<'_>, name: &str, e: &parse::EventSpec, failure: bool) -> Option<ir::Effect> {
+    let spec = e.effect.as_ref()?;
+    let at = cx.val(&path!["events", name, "effect"]);
+    let effect = match (&spec.holds, &spec.releases) {
+        (Some(r), None) => ir::Effect::Holds(r.clone()),
+        (None, Some(r)) => ir::Effect::Releases(r.clone()),
+        _ => {
+            cx.err(
+                SpecError::new("spec::bad_effect", format!("event `{name}` must hold or release one resource"))
+                    .label(at, "give exactly one of `holds` and `releases`")
+                    .help("`effect: { holds: reservation }` for a step, `effect: { releases: reservation }` for its undoing"),
+            );
+            return None;
+        }
+    };
+    let (ir::Effect::Holds(resource) | ir::Effect::Releases(resource)) = &effect;
+    super::check_ident(cx, "resource", resource, at);
+    if failure && matches!(effect, ir::Effect::Holds(_)) {
+        cx.err(
+            SpecError::new("spec::bad_effect", format!("failure outcome `{name}` holds `{resource}`"))
+                .label(at, "marked `outcome: failure`, which changed nothing")
+                .help("a failure holds nothing: drop the effect, or the `outcome: failure`"),
+        );
+    }
+    Some(effect)
+}
+
+/// One event holds each resource, and only its publisher gives it back.
+fn held_once_and_released_by_holder(cx: &mut Cx<'_>, spec: &parse::Spec) {
+    let mut holders: std::collections::BTreeMap<&str, (&str, &str, Span)> = Default::default();
+    for (name, e) in &spec.events.0 {
+        let Some(r) = e.effect.as_ref().and_then(|x| x.holds.as_deref()) else { continue };
+        let at = cx.val(&path!["events", name, "effect"]);
+        if let Some((first, _, first_at)) = holders.insert(r, (name, &e.publisher, at)) {
+            cx.err(
+                SpecError::new("spec::bad_effect", format!("`{r}` is held by both `{first}` and `{name}`"))
+                    .label(first_at, "held here")
+                    .label(at, "and again here")
+                    .help("each resource is held by one event; name the resources apart"),
+            );
+        }
+    }
+    for (name, e) in &spec.events.0 {
+        let Some(r) = e.effect.as_ref().and_then(|x| x.releases.as_deref()) else { continue };
+        let at = cx.val(&path!["events", name, "effect"]);
+        match holders.get(r) {
+            None => cx.err(
+                SpecError::new("spec::bad_effect", format!("`{name}` releases `{r}`, which no event holds"))
+                    .label(at, "nothing holds this")
+                    .help(format!("declare `effect: {{ holds: {r} }}` on the event that takes it")),
+            ),
+            Some((holder, publisher, _)) if *publisher != e.publisher => cx.err(
+                SpecError::new(
+                    "spec::bad_effect",
+                    format!(
+                        "`{name}` releases `{r}`, held by `{publisher}` (through `{holder}`), not by `{}`",
+                        e.publisher
+                    ),
+                )
+                .label(at, "a service can only give back what it holds")
+                .help(format!("let `{publisher}` publish the release")),
+            ),
+            Some(_) => {}
+        }
+    }
 }
 
 /// The services event `name` is delivered to, and what each may publish in reply.

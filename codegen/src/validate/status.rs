@@ -40,17 +40,8 @@ pub(super) fn check(
     transitions(cx, st, spec, names, &states);
     let timeouts = timeouts(cx, st, spec, names, &states);
 
-    for (s, at) in st.states.iter().zip(&state_spans) {
-        if !st.terminal.contains(s) && !timeouts.contains_key(s.as_str()) {
-            cx.err(
-                SpecError::new("spec::missing_timeout", format!("non-terminal state `{s}` has no timeout"))
-                    .label(*at, "a saga could wait here forever")
-                    .help(format!(
-                        "add `{s}: {{ after: 30s, to: <state> }}` under `status.timeouts`, or mark it terminal"
-                    )),
-            );
-        }
-    }
+    // A non-terminal state without a timeout is for `verify` to judge: it shows the path to
+    // it, and the participant that never answers there.
     if states.contains(&st.initial.as_str()) {
         let reached = reachable(st, &timeouts);
         for (s, at) in st.states.iter().zip(&state_spans) {
@@ -82,7 +73,27 @@ pub(super) fn check(
             .map(|t| ir::Transition { from: t.from.clone(), on: t.on.clone(), to: t.to.clone() })
             .collect(),
         migrations: migrations(cx, st, &states),
+        parks: parks(cx, st),
     }
+}
+
+/// `status.parks`: replies that may wait, parked, for a status that accepts them; each must
+/// trigger a transition (the only thing a parked event waits for).
+fn parks(cx: &mut Cx<'_>, st: &parse::StatusSpec) -> Vec<String> {
+    let at: Vec<Span> = (0..st.parks.len()).map(|i| cx.val(&path!["status", "parks", i])).collect();
+    cx.duplicates("parked event", st.parks.iter().map(String::as_str).zip(at.iter().copied()));
+    for (event, at) in st.parks.iter().zip(at) {
+        if !st.transitions.iter().any(|t| t.on == *event) {
+            cx.err(
+                SpecError::new("spec::bad_park", format!("`{event}` is parked, but no transition waits for it"))
+                    .label(at, "no transition of `status.transitions` is on this event")
+                    .help(
+                        "a parked event waits for a status that accepts it: park only events that trigger a transition",
+                    ),
+            );
+        }
+    }
+    st.parks.clone()
 }
 
 /// `status.migrations`: each moves the orders of a state the spec no longer has into one it has.

@@ -32,10 +32,11 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     let run_event_doc = doc(&format!(
         "Runs an event `{owner}` received through the status machine, then its handler, in the \
          caller's transaction: the saga is locked; a trigger the status accepts is written as a \
-         transition with its history row; one that arrived before the status it needs is parked \
-         (replies on different topics are not ordered against each other) and applied, with its \
-         handler, once a later event moved the status there; an event for a saga that already \
-         ended changes nothing. Returns the handler's reply."
+         transition with its history row; one the spec parks (`status.parks`: replies on different \
+         topics are not ordered against each other) that arrived before the status it needs waits \
+         and is applied, with its handler, once a later event moved the status there; an event for \
+         a saga that already ended changes nothing; any other is `HandleError::Unanswered`, which \
+         `cargo xtask verify` proves unreachable. Returns the handler's reply."
     ));
 
     let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
@@ -296,10 +297,13 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                         #step::Moved { from: status, to }
                     }
                     Err(_) if status.is_terminal() => #step::Late { status },
-                    Err(_) => {
+                    Err(_) if #status::parks(event_type) => {
                         let parked = event.to_parked().map_err(HandleError::Encode)?;
                         handler.park(ctx, #key, &parked).await.map_err(HandleError::Handler)?;
                         return Ok(None);
+                    }
+                    Err(_) => {
+                        return Err(HandleError::Unanswered { status: status.as_str(), event: event_type.as_str() });
                     }
                 }
             };

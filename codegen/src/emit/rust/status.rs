@@ -52,6 +52,12 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
     } else {
         quote! { matches!(event, #(EventType::#triggers)|*) }
     };
+    let parked: Vec<_> = sm.parks.iter().map(|t| format_ident!("{}", pascal(t))).collect();
+    let parks = if parked.is_empty() {
+        quote! { let _ = event; false }
+    } else {
+        quote! { matches!(event, #(EventType::#parked)|*) }
+    };
     let migrations = sm.migrations.iter().map(|m| {
         let (from, to) = (&m.from, format_ident!("{}", pascal(&m.to)));
         quote! { StatusMigration { from: #from, to: #id::#to }, }
@@ -131,6 +137,12 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             /// only recorded; the others must be legal in the current state.
             pub fn is_trigger(event: EventType) -> bool {
                 #is_trigger
+            }
+
+            /// Whether `event` may come before the status that accepts it (`status.parks`):
+            /// until one does, it waits, parked.
+            pub fn parks(event: EventType) -> bool {
+                #parks
             }
 
             /// The timeout of this state; `None` exactly for terminal states.

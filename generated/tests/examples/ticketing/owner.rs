@@ -123,7 +123,7 @@ pub trait BookingStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<BookingOverdue>, Self::Error>> + Send;
 }
 
-/// Runs an event `booking` received through the status machine, then its handler, in the caller's transaction: the saga is locked; a trigger the status accepts is written as a transition with its history row; one that arrived before the status it needs is parked (replies on different topics are not ordered against each other) and applied, with its handler, once a later event moved the status there; an event for a saga that already ended changes nothing. Returns the handler's reply.
+/// Runs an event `booking` received through the status machine, then its handler, in the caller's transaction: the saga is locked; a trigger the status accepts is written as a transition with its history row; one the spec parks (`status.parks`: replies on different topics are not ordered against each other) that arrived before the status it needs waits and is applied, with its handler, once a later event moved the status there; an event for a saga that already ended changes nothing; any other is `HandleError::Unanswered`, which `cargo xtask verify` proves unreachable. Returns the handler's reply.
 pub async fn run_booking_event<H>(
     handler: &H,
     ctx: &mut <H as BookingStore>::Ctx,
@@ -164,13 +164,19 @@ where
                 }
             }
             Err(_) if status.is_terminal() => BookingStep::Late { status },
-            Err(_) => {
+            Err(_) if BookingStatus::parks(event_type) => {
                 let parked = event.to_parked().map_err(HandleError::Encode)?;
                 handler
                     .park(ctx, booking_id, &parked)
                     .await
                     .map_err(HandleError::Handler)?;
                 return Ok(None);
+            }
+            Err(_) => {
+                return Err(HandleError::Unanswered {
+                    status: status.as_str(),
+                    event: event_type.as_str(),
+                });
             }
         }
     };

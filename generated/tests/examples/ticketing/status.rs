@@ -91,6 +91,12 @@ impl BookingStatus {
     pub fn is_trigger(event: EventType) -> bool {
         matches!(event, EventType::SeatHeld | EventType::SeatUnavailable)
     }
+    /// Whether `event` may come before the status that accepts it (`status.parks`):
+    /// until one does, it waits, parked.
+    pub fn parks(event: EventType) -> bool {
+        let _ = event;
+        false
+    }
     /// The timeout of this state; `None` exactly for terminal states.
     pub fn timeout(self) -> Option<StatusTimeout> {
         match self {

@@ -106,6 +106,12 @@ impl DispatchStatus {
             EventType::ParcelPicked
         )
     }
+    /// Whether `event` may come before the status that accepts it (`status.parks`):
+    /// until one does, it waits, parked.
+    pub fn parks(event: EventType) -> bool {
+        let _ = event;
+        false
+    }
     /// The timeout of this state; `None` exactly for terminal states.
     pub fn timeout(self) -> Option<StatusTimeout> {
         match self {

@@ -21,6 +21,11 @@ pub enum HandleError<E: std::error::Error + 'static> {
     /// its way. Retried by the spec's policy.
     #[error("saga {0} is unknown here")]
     UnknownSaga(::uuid::Uuid),
+    /// The event reached the status owner in a status the spec gives no answer for
+    /// (no transition, not parked, not ended): `cargo xtask verify` proves this
+    /// cannot happen, so the message is dead-lettered at once.
+    #[error("`{event}` has no declared answer in status `{status}`")]
+    Unanswered { status: &'static str, event: &'static str },
 }
 
 impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify
@@ -29,7 +34,9 @@ for HandleError<E> {
         match self {
             HandleError::Handler(e) => e.class(),
             HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
-            HandleError::Encode(_) => saga_contract::FailureClass::Permanent,
+            HandleError::Encode(_) | HandleError::Unanswered { .. } => {
+                saga_contract::FailureClass::Permanent
+            }
         }
     }
 }
