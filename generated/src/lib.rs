@@ -15,6 +15,8 @@ pub mod handlers;
 #[rustfmt::skip]
 pub mod owner;
 #[rustfmt::skip]
+pub mod scenario;
+#[rustfmt::skip]
 pub mod status;
 #[rustfmt::skip]
 pub mod topics;

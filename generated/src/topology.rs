@@ -278,6 +278,9 @@ pub struct Compensation {
     pub on: &'static str,
     pub service: &'static str,
     pub undoes: &'static str,
+    /// Arriving before the request it undoes, it leaves a tombstone: the request,
+    /// when it comes, does nothing.
+    pub tombstone: bool,
 }
 
 pub const COMPENSATIONS: &[Compensation] = &[
@@ -285,16 +288,19 @@ pub const COMPENSATIONS: &[Compensation] = &[
         on: "payment.fail",
         service: "product",
         undoes: "stock.reduction.success",
+        tombstone: false,
     },
     Compensation {
         on: "order.cancelled",
         service: "product",
         undoes: "stock.reduction.success",
+        tombstone: true,
     },
     Compensation {
         on: "order.cancelled",
         service: "user",
         undoes: "payment.completed",
+        tombstone: true,
     },
 ];
 

@@ -5,3 +5,8 @@
 
 pub mod api;
 pub mod saga;
+
+use sqlx::migrate::Migrator;
+
+/// The service's own tables (the runtime's come first, see `saga_runtime::db::migrate`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");

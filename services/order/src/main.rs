@@ -5,17 +5,13 @@
 use std::time::Duration;
 
 use clap::Parser;
-use order_service::{api, saga};
+use order_service::{MIGRATOR, api, saga};
 use saga_generated::OrderStatus;
 use saga_generated::owner::OrderTimeouts;
 use saga_generated::topology::ORDER_SERVICE;
 use saga_proto::order::order_service_server::OrderServiceServer;
 use saga_runtime::service::{self, Parts};
 use saga_runtime::sweeper;
-use sqlx::migrate::Migrator;
-
-static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/order");
-
 /// Order-service settings beyond the common ones (read from the environment only).
 #[derive(Debug, Clone, Parser)]
 struct OrderSettings {

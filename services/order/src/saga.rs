@@ -111,7 +111,7 @@ fn kept_from(cause: OrderCause<'_>) -> (Option<i64>, Option<&'static str>) {
         OrderCause::Event(OrderInbound::StockReductionFail(e)) => (None, Some(e.payload.reason.as_str())),
         OrderCause::Event(OrderInbound::PaymentFail(e)) => (None, Some(e.payload.reason.as_str())),
         OrderCause::Timeout => (None, Some(CancelReason::TimedOut.as_str())),
-        OrderCause::Started | OrderCause::Event(_) => (None, None),
+        OrderCause::Started | OrderCause::Seeded | OrderCause::Event(_) => (None, None),
     }
 }
 

@@ -1,17 +1,12 @@
 //! The product service: catalogue and stock over gRPC; reserves and releases
 //! stock for the saga.
 
-mod api;
-mod saga;
-
+use product_service::{MIGRATOR, api, saga};
 use saga_generated::topology::{ORDER_SERVICE, PRODUCT_SERVICE};
 use saga_proto::product::product_service_server::ProductServiceServer;
 use saga_runtime::caught_up;
 use saga_runtime::health::Component;
 use saga_runtime::service::{self, Parts};
-use sqlx::migrate::Migrator;
-
-static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/product");
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -1,15 +1,10 @@
 //! The user service: accounts, credentials and balances over gRPC; debits and
 //! refunds orders for the saga.
 
-mod api;
-mod saga;
-
 use saga_generated::topology::USER_SERVICE;
 use saga_proto::user::user_service_server::UserServiceServer;
 use saga_runtime::service::{self, Parts};
-use sqlx::migrate::Migrator;
-
-static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/user");
+use user_service::{MIGRATOR, api, saga};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

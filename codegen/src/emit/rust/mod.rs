@@ -8,6 +8,7 @@ mod envelope;
 mod events;
 mod handlers;
 mod owner;
+mod scenario;
 mod status;
 mod topics;
 mod topology;
@@ -106,7 +107,9 @@ fn lib_rs(saga: &Saga, header: &str) -> String {
         saga.name,
         saga.doc.as_deref().map(|d| format!(": {d}")).unwrap_or_else(|| ".".into())
     ));
-    for m in ["commands", "envelope", "events", "handlers", "owner", "status", "topics", "topology", "types"] {
+    for m in
+        ["commands", "envelope", "events", "handlers", "owner", "scenario", "status", "topics", "topology", "types"]
+    {
         if m == "owner" && saga.status.is_none() {
             continue;
         }
@@ -174,5 +177,6 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> Result<BTree
         out.insert("owner.rs".into(), render(owner, header)?);
     }
     out.insert("topology.rs".into(), render(topology::module(saga, schemas), header)?);
+    out.insert("scenario.rs".into(), render(scenario::module(saga), header)?);
     Ok(out)
 }

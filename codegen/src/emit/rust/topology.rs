@@ -64,8 +64,8 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         quote! { EventInfo { event_type: #n, topic: #t, publisher: #p, external: #ext, fingerprint: #fp }, }
     });
     let comps = saga.compensations.iter().map(|c| {
-        let (on, svc, undoes) = (&c.on, &c.service, &c.undoes);
-        quote! { Compensation { on: #on, service: #svc, undoes: #undoes }, }
+        let (on, svc, undoes, tombstone) = (&c.on, &c.service, &c.undoes, c.tombstone);
+        quote! { Compensation { on: #on, service: #svc, undoes: #undoes, tombstone: #tombstone }, }
     });
     let services: Vec<_> = saga.services.iter().map(|s| s.name.as_str()).collect();
     let (name, key, suffix) = (&saga.name, &saga.key, &saga.dlq_suffix);
@@ -138,6 +138,9 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
             pub on: &'static str,
             pub service: &'static str,
             pub undoes: &'static str,
+            /// Arriving before the request it undoes, it leaves a tombstone: the request,
+            /// when it comes, does nothing.
+            pub tombstone: bool,
         }
 
         pub const COMPENSATIONS: &[Compensation] = &[#(#comps)*];

@@ -31,6 +31,8 @@ pub enum BookingCause<'a> {
     Event(&'a BookingInbound),
     /// The status stayed past its deadline.
     Timeout,
+    /// A test scenario put the saga in this status directly (`scenario`'s `given`).
+    Seeded,
 }
 
 /// One change of a saga's status, as the store writes it.
@@ -50,14 +52,15 @@ pub struct BookingTransition<'a> {
     pub deadline: Option<::chrono::DateTime<::chrono::Utc>>,
 }
 
-/// The deadline of a saga entering `status` now: now plus the store's
-/// [`#store::timeout`] of it, to the microsecond (what an event's `deadline` keeps).
+/// The deadline of a saga entering `status` now (the store's [`#store::now`]): now plus
+/// the store's [`#store::timeout`] of it, to the microsecond (what an event's
+/// `deadline` keeps).
 pub fn deadline_of<S: BookingStore + ?Sized>(
     store: &S,
     status: BookingStatus,
 ) -> Option<::chrono::DateTime<::chrono::Utc>> {
     let after = ::chrono::TimeDelta::from_std(store.timeout(status)?).ok()?;
-    let at = ::chrono::Utc::now().checked_add_signed(after)?;
+    let at = store.now().checked_add_signed(after)?;
     ::chrono::DateTime::from_timestamp_micros(at.timestamp_micros())
 }
 
@@ -76,6 +79,11 @@ pub trait BookingStore: Send + Sync {
     /// (`None`: it has none); a store may scale it (tests shorten them).
     fn timeout(&self, status: BookingStatus) -> Option<::std::time::Duration> {
         status.timeout().map(|rule| rule.after)
+    }
+    /// The time deadlines are counted from: the wall clock; a test scenario's virtual
+    /// clock (`scenario`) moves only when told.
+    fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
+        ::chrono::Utc::now()
     }
     /// Writes a transition: the status `to`, its `deadline` and the history row.
     fn write_transition(

@@ -183,6 +183,9 @@ pub struct Compensation {
     pub on: &'static str,
     pub service: &'static str,
     pub undoes: &'static str,
+    /// Arriving before the request it undoes, it leaves a tombstone: the request,
+    /// when it comes, does nothing.
+    pub tombstone: bool,
 }
 
 pub const COMPENSATIONS: &[Compensation] = &[
@@ -190,6 +193,7 @@ pub const COMPENSATIONS: &[Compensation] = &[
         on: "booking.expired",
         service: "seats",
         undoes: "seat.held",
+        tombstone: false,
     },
 ];
 

@@ -215,6 +215,9 @@ pub struct Compensation {
     pub on: &'static str,
     pub service: &'static str,
     pub undoes: &'static str,
+    /// Arriving before the request it undoes, it leaves a tombstone: the request,
+    /// when it comes, does nothing.
+    pub tombstone: bool,
 }
 
 pub const COMPENSATIONS: &[Compensation] = &[
@@ -222,6 +225,7 @@ pub const COMPENSATIONS: &[Compensation] = &[
         on: "parcel.abandoned",
         service: "warehouse",
         undoes: "parcel.picked",
+        tombstone: false,
     },
 ];
 

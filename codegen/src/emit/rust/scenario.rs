@@ -1,0 +1,684 @@
+//! Emits `scenario.rs`: a typed harness that runs each service's handlers, and the status
+//! owner's machine, in-process in the caller's transaction: no Kafka, a virtual clock, and
+//! what was published kept for the test to read. Plus sample values of every payload, and
+//! every path of the status machine as data, so tests can walk them all.
+
+use proc_macro2::{Literal, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::ir::{Field, Saga, StatusMachine, Type, TypeKind, pascal, snake};
+
+pub(super) fn module(saga: &Saga) -> TokenStream {
+    let samples = samples(saga);
+    let owner = saga.status.as_ref().map(|sm| owner(saga, sm)).unwrap_or_default();
+    let participants =
+        saga.services.iter().filter(|s| saga.status.as_ref().is_none_or(|sm| sm.owner != s.name)).map(|svc| {
+            let subs: Vec<_> = saga.subscriptions(&svc.name).collect();
+            if subs.is_empty() {
+                return quote!();
+            }
+            let sp = pascal(&svc.name);
+            let scenario = format_ident!("{}Scenario", sp);
+            let handler = format_ident!("{}Handler", sp);
+            let inbound = format_ident!("{}Inbound", sp);
+            let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
+            let docs = super::doc(&format!(
+                "The `{}` service's handlers in a scenario: each event delivered as its consumer \
+             delivers it (once per event id), in the caller's transaction; what it published is \
+             kept for [`Self::emitted`].",
+                svc.name
+            ));
+            quote! {
+                #froms
+
+                #docs
+                pub struct #scenario<H> {
+                    handler: H,
+                    tape: Tape,
+                }
+
+                impl<H: super::handlers::#handler> #scenario<H> {
+                    pub fn new(handler: H) -> Self {
+                        #scenario { handler, tape: Tape::default() }
+                    }
+
+                    pub fn handler(&self) -> &H {
+                        &self.handler
+                    }
+
+                    /// The event arrives: the handler runs unless the event id was delivered before.
+                    pub async fn when(
+                        &mut self,
+                        ctx: &mut H::Ctx,
+                        event: impl Into<super::handlers::#inbound>,
+                    ) -> Result<Delivered, super::handlers::HandleError<H::Error>> {
+                        self.tape.deliver(&self.handler, ctx, event.into()).await
+                    }
+
+                    /// The event arrives twice (a redelivery): the second changes nothing.
+                    pub async fn when_twice(
+                        &mut self,
+                        ctx: &mut H::Ctx,
+                        event: impl Into<super::handlers::#inbound>,
+                    ) -> Result<[Delivered; 2], super::handlers::HandleError<H::Error>> {
+                        let event = event.into();
+                        let first = self.tape.deliver(&self.handler, ctx, event.clone()).await?;
+                        Ok([first, self.tape.deliver(&self.handler, ctx, event).await?])
+                    }
+
+                    /// What the handlers published for saga `key`, oldest first.
+                    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+                        self.tape.emitted(key)
+                    }
+                }
+            }
+        });
+    quote! {
+        //! Scenarios: a service's handlers, and the status owner's machine, run in-process in
+        //! the caller's transaction (a real database in the tests), with no Kafka and a
+        //! virtual clock. `given` a saga in a status, `when` an event arrives (or arrives
+        //! twice), `advance` the clock to fire due timeouts, `then` read the status, its
+        //! history and what was published, typed. Every path of the status machine is here as
+        //! data (`PATHS`), and every payload has a [`Sample`], so a test can walk them all.
+
+        use std::collections::HashSet;
+        use std::sync::{Mutex, PoisonError};
+
+        use saga_contract::{Dispatch, OutboxRecord};
+
+        use super::envelope::{DecodeError, Envelope, Event};
+        use super::events::EventType;
+
+        /// A valid value of a payload type, for scenarios that do not care about its fields:
+        /// ids are fresh, amounts and counts one, lists of one, enums their first symbol.
+        pub trait Sample {
+            fn sample() -> Self;
+        }
+
+        #samples
+
+        /// A clock that moves only when told: the owner's deadlines are counted from it.
+        #[derive(Debug)]
+        pub struct VirtualClock(Mutex<::chrono::DateTime<::chrono::Utc>>);
+
+        impl VirtualClock {
+            /// A clock at `at`.
+            pub fn at(at: ::chrono::DateTime<::chrono::Utc>) -> Self {
+                VirtualClock(Mutex::new(at))
+            }
+
+            pub fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
+                *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+            }
+
+            pub fn advance(&self, by: ::std::time::Duration) {
+                let by = ::chrono::TimeDelta::from_std(by).unwrap_or(::chrono::TimeDelta::MAX);
+                let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+                *now = now.checked_add_signed(by).unwrap_or(::chrono::DateTime::<::chrono::Utc>::MAX_UTC);
+            }
+        }
+
+        impl Default for VirtualClock {
+            /// Now, to the microsecond (what the database keeps).
+            fn default() -> Self {
+                let now = ::chrono::Utc::now();
+                VirtualClock::at(::chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now))
+            }
+        }
+
+        /// An event a scenario saw published: a handler's reply, or a write to the outbox.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Emitted {
+            pub event_type: EventType,
+            pub record: OutboxRecord,
+        }
+
+        impl Emitted {
+            /// The event, decoded as `E`.
+            pub fn decode<E: Event>(&self) -> Result<Envelope<E>, DecodeError> {
+                Envelope::<E>::decode(&self.record.payload)
+            }
+        }
+
+        /// What one delivery did.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Delivered {
+            /// The handler ran; `reply` is what it published in answer, if anything.
+            Handled { reply: Option<Emitted> },
+            /// The event id was delivered before: nothing ran (the runtime's inbox).
+            Duplicate,
+        }
+
+        /// What every scenario keeps: the ids delivered (the runtime's inbox, one delivery per
+        /// event id) and everything published, by saga.
+        #[derive(Debug, Default)]
+        struct Tape {
+            inbox: HashSet<::uuid::Uuid>,
+            published: Mutex<Vec<(::uuid::Uuid, Emitted)>>,
+        }
+
+        impl Tape {
+            async fn deliver<H, E: Dispatch<H>>(&mut self, handler: &H, ctx: &mut E::Ctx, event: E) -> Result<Delivered, E::Error> {
+                let meta = event.meta();
+                if self.inbox.contains(&meta.event_id) {
+                    return Ok(Delivered::Duplicate);
+                }
+                let reply = event.dispatch(handler, ctx).await?;
+                // Only a handled event is in the inbox: a failed one rolls back and comes again.
+                self.inbox.insert(meta.event_id);
+                let reply = reply.and_then(|record| self.publish(meta.saga_key, record));
+                Ok(Delivered::Handled { reply })
+            }
+
+            fn publish(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
+                let emitted = Emitted { event_type: EventType::from_name(&record.event_type)?, record };
+                self.published.lock().unwrap_or_else(PoisonError::into_inner).push((key, emitted.clone()));
+                Some(emitted)
+            }
+
+            fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+                let published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+                published.iter().filter(|(k, _)| *k == key).map(|(_, e)| e.clone()).collect()
+            }
+        }
+
+        #owner
+        #(#participants)*
+    }
+}
+
+/// `impl From<Envelope<E>> for <Service>Inbound` for each event it subscribes to, so a test
+/// hands `when` an envelope; and `<Service>Inbound::sample`, any of them with a sample payload.
+fn inbound_froms<'a>(inbound: &syn::Ident, events: impl Iterator<Item = &'a str> + Clone) -> TokenStream {
+    let arms = events.clone().map(|e| {
+        let ev = format_ident!("{}", pascal(e));
+        quote! {
+            EventType::#ev => Some(Envelope::new(key, <super::events::#ev as Sample>::sample()).into()),
+        }
+    });
+    let froms = events.map(|e| {
+        let ev = format_ident!("{}", pascal(e));
+        quote! {
+            impl From<Envelope<super::events::#ev>> for super::handlers::#inbound {
+                fn from(event: Envelope<super::events::#ev>) -> Self {
+                    super::handlers::#inbound::#ev(event)
+                }
+            }
+        }
+    });
+    quote! {
+        #(#froms)*
+
+        impl super::handlers::#inbound {
+            /// Event `event` of saga `key` with a sample payload; `None` for an event this
+            /// service does not subscribe to.
+            pub fn sample(event: EventType, key: ::uuid::Uuid) -> Option<Self> {
+                match event {
+                    #(#arms)*
+                    #[allow(unreachable_patterns, reason = "a service may subscribe to every event")]
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// `impl Sample` for every record, enum, event payload and command of the spec.
+fn samples(saga: &Saga) -> TokenStream {
+    let record = |path: TokenStream, fields: &[Field]| {
+        let values = fields.iter().map(|f| {
+            let id = format_ident!("{}", f.name);
+            let value = sample_value(&f.ty);
+            quote! { #id: #value, }
+        });
+        quote! {
+            impl Sample for #path {
+                fn sample() -> Self {
+                    #path { #(#values)* }
+                }
+            }
+        }
+    };
+    let types = saga.types.iter().map(|t| {
+        let id = format_ident!("{}", t.name);
+        match &t.kind {
+            TypeKind::Record(fields) => record(quote!(super::types::#id), fields),
+            TypeKind::Enum(symbols) => {
+                let first = format_ident!("{}", pascal(symbols.first().map(String::as_str).unwrap_or_default()));
+                quote! {
+                    impl Sample for super::types::#id {
+                        fn sample() -> Self {
+                            super::types::#id::#first
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let events = saga.events.iter().map(|e| {
+        let id = format_ident!("{}", pascal(&e.name));
+        record(quote!(super::events::#id), &e.fields)
+    });
+    let commands = saga.commands.iter().map(|c| {
+        let id = format_ident!("{}", c.name);
+        record(quote!(super::commands::#id), &c.fields)
+    });
+    quote! { #(#types)* #(#events)* #(#commands)* }
+}
+
+fn sample_value(ty: &Type) -> TokenStream {
+    match ty {
+        Type::Uuid => quote!(::uuid::Uuid::now_v7()),
+        Type::String => quote!(String::from("sample")),
+        Type::Bool => quote!(false),
+        Type::Int | Type::Long => quote!(1),
+        Type::Double => quote!(1.0),
+        Type::Money => quote!(super::envelope::Money(1)),
+        Type::Timestamp => quote!(::chrono::DateTime::<::chrono::Utc>::UNIX_EPOCH),
+        Type::Record(_) | Type::Enum(_) => quote!(Sample::sample()),
+        Type::Array(inner) => {
+            let v = sample_value(inner);
+            quote!(vec![#v])
+        }
+        Type::Optional(inner) => {
+            let v = sample_value(inner);
+            quote!(Some(#v))
+        }
+    }
+}
+
+/// Every path of the status machine from the initial state to a terminal one, over
+/// transitions and timeouts, visiting no state twice.
+fn paths(sm: &StatusMachine) -> Vec<Vec<(Option<&str>, &str)>> {
+    fn walk<'a>(
+        sm: &'a StatusMachine,
+        at: &'a str,
+        path: &mut Vec<(Option<&'a str>, &'a str)>,
+        out: &mut Vec<Vec<(Option<&'a str>, &'a str)>>,
+    ) {
+        let Some(state) = sm.states.iter().find(|s| s.name == at) else { return };
+        if state.terminal {
+            out.push(path.clone());
+            return;
+        }
+        let steps: Vec<_> = sm
+            .transitions
+            .iter()
+            .filter(|t| t.from == at)
+            .map(|t| (Some(t.on.as_str()), t.to.as_str()))
+            .chain(state.timeout.as_ref().map(|t| (None, t.to.as_str())))
+            .collect();
+        for (on, to) in steps {
+            if to == sm.initial || path.iter().any(|(_, seen)| *seen == to) {
+                continue;
+            }
+            path.push((on, to));
+            walk(sm, to, path, out);
+            path.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(sm, &sm.initial, &mut Vec::new(), &mut out);
+    out
+}
+
+/// The status owner's scenario: its handler wrapped so deadlines follow the virtual clock and
+/// every change of status and write to the outbox is kept.
+fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
+    let sp = pascal(&sm.owner);
+    let status = format_ident!("{}Status", sp);
+    let store = format_ident!("{}Store", sp);
+    let handler = format_ident!("{}Handler", sp);
+    let commands_trait = format_ident!("{}Commands", sp);
+    let transition = format_ident!("{}Transition", sp);
+    let cause = format_ident!("{}Cause", sp);
+    let overdue = format_ident!("{}Overdue", sp);
+    let inbound = format_ident!("{}Inbound", sp);
+    let observed = format_ident!("{}Observed", sp);
+    let scenario = format_ident!("{}Scenario", sp);
+    let change = format_ident!("{}Change", sp);
+    let path_step = format_ident!("{}PathStep", sp);
+    let step_id = format_ident!("{}Step", sp);
+    let key = format_ident!("{}", saga.key);
+    let subs: Vec<_> = saga.subscriptions(&sm.owner).collect();
+    let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
+    let handler_methods = subs.iter().map(|(e, _)| {
+        let method = format_ident!("on_{}", snake(&e.name));
+        let ev = format_ident!("{}", pascal(&e.name));
+        let reply = format_ident!("{}On{}", sp, pascal(&e.name));
+        quote! {
+            fn #method(
+                &self,
+                ctx: &mut Self::Ctx,
+                event: Envelope<super::events::#ev>,
+                step: super::owner::#step_id,
+            ) -> impl Future<Output = Result<super::handlers::#reply, Self::Error>> + Send {
+                self.inner.#method(ctx, event, step)
+            }
+        }
+    });
+    let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
+    let on_timeout = if has_timeouts {
+        let reply = format_ident!("{}TimeoutReply", sp);
+        quote! {
+            fn on_timeout(
+                &self,
+                ctx: &mut Self::Ctx,
+                #key: ::uuid::Uuid,
+                from: #status,
+                to: #status,
+            ) -> impl Future<Output = Result<super::handlers::#reply, Self::Error>> + Send {
+                self.inner.on_timeout(ctx, #key, from, to)
+            }
+        }
+    } else {
+        quote!()
+    };
+    let owner_commands: Vec<_> = saga.commands.iter().filter(|c| c.service == sm.owner).collect();
+    let command_methods = owner_commands.iter().map(|c| {
+        let method = format_ident!("{}", snake(&c.name));
+        let ty = format_ident!("{}", c.name);
+        let ev = format_ident!("{}", pascal(&c.emits));
+        quote! {
+            fn #method(
+                &self,
+                ctx: &mut Self::Ctx,
+                #key: ::uuid::Uuid,
+                command: super::commands::#ty,
+            ) -> impl Future<Output = Result<super::events::#ev, Self::Error>> + Send {
+                self.inner.#method(ctx, #key, command)
+            }
+        }
+    });
+    let commands_impl = if owner_commands.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            impl<H: super::commands::#commands_trait> super::commands::#commands_trait for #observed<H> {
+                type Ctx = H::Ctx;
+                type Error = H::Error;
+                #(#command_methods)*
+            }
+        }
+    };
+    let start_methods = owner_commands.iter().map(|c| {
+        let ty = format_ident!("{}", c.name);
+        let method = format_ident!("start_{}", snake(&c.name));
+        let run = format_ident!("run_{}", snake(&c.name));
+        let docs = super::doc(&format!("Starts a saga with `{}`, as the entry command does; its key.", c.name));
+        quote! {
+            #docs
+            pub async fn #method(
+                &mut self,
+                ctx: &mut <H as super::commands::#commands_trait>::Ctx,
+                command: super::commands::#ty,
+            ) -> Result<::uuid::Uuid, super::commands::CommandError<<H as #store>::Error>> {
+                let started = super::commands::#run(&self.observed, ctx, command, Default::default()).await?;
+                Ok(started.#key)
+            }
+        }
+    });
+    let given = owner_commands.first().map(|c| {
+        let ty = format_ident!("{}", c.name);
+        let start = format_ident!("start_{}", snake(&c.name));
+        quote! {
+            /// `given`: a saga in `status`, seeded through the store. It is started by the entry
+            /// command with sample fields, then, unless `status` is the initial one, moved
+            /// straight there (cause `Seeded`), with its history row and its deadline by the
+            /// virtual clock.
+            pub async fn given(
+                &mut self,
+                ctx: &mut <H as super::commands::#commands_trait>::Ctx,
+                status: #status,
+            ) -> Result<::uuid::Uuid, super::commands::CommandError<<H as #store>::Error>> {
+                let #key = self.#start(ctx, <super::commands::#ty as Sample>::sample()).await?;
+                if status != #status::INITIAL {
+                    let change = #transition {
+                        #key,
+                        from: Some(#status::INITIAL),
+                        to: status,
+                        event_id: ::uuid::Uuid::now_v7(),
+                        event_type: "seeded",
+                        cause: #cause::Seeded,
+                        deadline: super::owner::deadline_of(&self.observed, status),
+                    };
+                    self.observed.write_transition(ctx.as_mut(), &change).await.map_err(super::commands::CommandError::Handler)?;
+                }
+                Ok(#key)
+            }
+        }
+    });
+    let commands_block = if owner_commands.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            impl<H> #scenario<H>
+            where
+                H: super::commands::#commands_trait<Error = <H as #store>::Error>
+                    + #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error>
+                    + #store,
+                <H as super::commands::#commands_trait>::Ctx: AsMut<<H as #store>::Ctx>,
+            {
+                #(#start_methods)*
+                #given
+            }
+        }
+    };
+    let advance = if has_timeouts {
+        let run_timeout = format_ident!("run_{}_timeout", snake(&sm.owner));
+        quote! {
+            /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
+            /// does; returns the sagas that timed out, in the order they did.
+            pub async fn advance(
+                &mut self,
+                ctx: &mut <H as #store>::Ctx,
+                by: ::std::time::Duration,
+            ) -> Result<Vec<::uuid::Uuid>, saga_contract::SweepFailure<super::handlers::HandleError<<H as #store>::Error>>> {
+                self.observed.clock.advance(by);
+                let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
+                let mut timed_out = Vec::new();
+                while let Some(#key) = super::owner::#run_timeout(&self.observed, ctx, as_of, &timed_out).await? {
+                    timed_out.push(#key);
+                }
+                Ok(timed_out)
+            }
+        }
+    } else {
+        quote!()
+    };
+    let paths = paths(sm);
+    let path_items = paths.iter().map(|path| {
+        let steps = path.iter().map(|(on, to)| {
+            let to = format_ident!("{}", pascal(to));
+            match on {
+                Some(e) => {
+                    let e = format_ident!("{}", pascal(e));
+                    quote! { #path_step::Event(EventType::#e, #status::#to) }
+                }
+                None => quote! { #path_step::Timeout(#status::#to) },
+            }
+        });
+        quote! { &[#(#steps),*] }
+    });
+    let path_count = Literal::usize_unsuffixed(paths.len());
+    quote! {
+        use std::future::Future;
+
+        use super::handlers::#handler;
+        use super::owner::{#store, #transition, #cause, #overdue};
+        use super::status::#status;
+
+        #froms
+
+        /// One step of a path through the status machine, and the status it leads to.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum #path_step {
+            /// The event arrives.
+            Event(EventType, #status),
+            /// The status times out.
+            Timeout(#status),
+        }
+
+        /// Every path from the initial status to a terminal one, over transitions and
+        /// timeouts, visiting no status twice: walk them all, and a new transition is tested
+        /// without anyone writing a test.
+        pub const PATHS: [&[#path_step]; #path_count] = [#(#path_items),*];
+
+        /// A change of status the owner wrote, as a scenario reads it back.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct #change {
+            pub from: Option<#status>,
+            pub to: #status,
+            pub event_type: String,
+        }
+
+        /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
+        /// change of status and write to the outbox kept.
+        pub struct #observed<H> {
+            inner: H,
+            clock: VirtualClock,
+            changes: Mutex<Vec<(::uuid::Uuid, #change)>>,
+            tape: Tape,
+        }
+
+        impl<H: #store> #store for #observed<H> {
+            type Ctx = H::Ctx;
+            type Error = H::Error;
+
+            fn load_for_update(&self, ctx: &mut Self::Ctx, #key: ::uuid::Uuid) -> impl Future<Output = Result<Option<#status>, Self::Error>> + Send {
+                self.inner.load_for_update(ctx, #key)
+            }
+
+            fn timeout(&self, status: #status) -> Option<::std::time::Duration> {
+                self.inner.timeout(status)
+            }
+
+            fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
+                self.clock.now()
+            }
+
+            async fn write_transition(&self, ctx: &mut Self::Ctx, transition: &#transition<'_>) -> Result<(), Self::Error> {
+                self.inner.write_transition(ctx, transition).await?;
+                let change = #change { from: transition.from, to: transition.to, event_type: transition.event_type.to_owned() };
+                self.changes.lock().unwrap_or_else(PoisonError::into_inner).push((transition.#key, change));
+                Ok(())
+            }
+
+            fn park(&self, ctx: &mut Self::Ctx, #key: ::uuid::Uuid, event: &saga_contract::ParkedEvent) -> impl Future<Output = Result<(), Self::Error>> + Send {
+                self.inner.park(ctx, #key, event)
+            }
+
+            fn parked(&self, ctx: &mut Self::Ctx, #key: ::uuid::Uuid) -> impl Future<Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>> + Send {
+                self.inner.parked(ctx, #key)
+            }
+
+            fn unpark(&self, ctx: &mut Self::Ctx, event_id: ::uuid::Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send {
+                self.inner.unpark(ctx, event_id)
+            }
+
+            async fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> Result<(), Self::Error> {
+                let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
+                self.inner.publish(ctx, record.clone()).await?;
+                self.tape.publish(key, record);
+                Ok(())
+            }
+
+            fn next_overdue(
+                &self,
+                ctx: &mut Self::Ctx,
+                statuses: &[#status],
+                as_of: ::std::time::SystemTime,
+                skip: &[::uuid::Uuid],
+            ) -> impl Future<Output = Result<Option<#overdue>, Self::Error>> + Send {
+                self.inner.next_overdue(ctx, statuses, as_of, skip)
+            }
+        }
+
+        impl<H: #handler> #handler for #observed<H> {
+            type Ctx = <H as #handler>::Ctx;
+            type Error = <H as #handler>::Error;
+            #(#handler_methods)*
+            #on_timeout
+        }
+
+        #commands_impl
+
+        /// The status owner in a scenario: its events run through the status machine and its
+        /// handler as its consumer runs them (once per event id), timeouts fire when the
+        /// virtual clock passes them, and each change of status and everything published is
+        /// kept for `history` and `emitted`.
+        pub struct #scenario<H> {
+            observed: #observed<H>,
+            inbox: HashSet<::uuid::Uuid>,
+        }
+
+        impl<H> #scenario<H> {
+            pub fn new(handler: H) -> Self {
+                let observed = #observed { inner: handler, clock: VirtualClock::default(), changes: Mutex::default(), tape: Tape::default() };
+                #scenario { observed, inbox: HashSet::new() }
+            }
+
+            pub fn handler(&self) -> &H {
+                &self.observed.inner
+            }
+
+            pub fn clock(&self) -> &VirtualClock {
+                &self.observed.clock
+            }
+
+            /// Every change of status of saga `key` this scenario made, oldest first.
+            pub fn history(&self, #key: ::uuid::Uuid) -> Vec<#change> {
+                let changes = self.observed.changes.lock().unwrap_or_else(PoisonError::into_inner);
+                changes.iter().filter(|(k, _)| *k == #key).map(|(_, c)| c.clone()).collect()
+            }
+
+            /// What saga `key` published (written to the outbox, or replied), oldest first.
+            pub fn emitted(&self, #key: ::uuid::Uuid) -> Vec<Emitted> {
+                self.observed.tape.emitted(#key)
+            }
+        }
+
+        impl<H> #scenario<H>
+        where
+            H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
+        {
+            /// The event arrives: unless its id was delivered before, it runs through the
+            /// status machine and the handler; the reply is kept for `emitted`.
+            pub async fn when(
+                &mut self,
+                ctx: &mut <H as #store>::Ctx,
+                event: impl Into<super::handlers::#inbound>,
+            ) -> Result<Delivered, super::handlers::HandleError<<H as #store>::Error>> {
+                let event = event.into();
+                let meta = saga_contract::Inbound::meta(&event);
+                if self.inbox.contains(&meta.event_id) {
+                    return Ok(Delivered::Duplicate);
+                }
+                let reply = event.dispatch(&self.observed, ctx).await?;
+                self.inbox.insert(meta.event_id);
+                let reply = reply.and_then(|record| self.observed.tape.publish(meta.saga_key, record));
+                Ok(Delivered::Handled { reply })
+            }
+
+            /// The event arrives twice (a redelivery): the second changes nothing.
+            pub async fn when_twice(
+                &mut self,
+                ctx: &mut <H as #store>::Ctx,
+                event: impl Into<super::handlers::#inbound>,
+            ) -> Result<[Delivered; 2], super::handlers::HandleError<<H as #store>::Error>> {
+                let event = event.into();
+                let first = self.when(ctx, event.clone()).await?;
+                Ok([first, self.when(ctx, event).await?])
+            }
+
+            /// The status of saga `key`, as the store has it.
+            pub async fn status(&self, ctx: &mut <H as #store>::Ctx, #key: ::uuid::Uuid) -> Result<Option<#status>, <H as #store>::Error> {
+                self.observed.inner.load_for_update(ctx, #key).await
+            }
+
+            #advance
+        }
+
+        #commands_block
+    }
+}
