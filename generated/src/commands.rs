@@ -39,7 +39,24 @@ where
     H: OrderCommands + super::owner::OrderStore<Error = <H as OrderCommands>::Error>,
     <H as OrderCommands>::Ctx: AsMut<<H as super::owner::OrderStore>::Ctx>,
 {
-    let order_id = ::uuid::Uuid::now_v7();
+    run_create_order_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
+}
+
+/// `run_create_order` for a saga key the caller chose (a replay of a recorded saga); keys are otherwise allocated by `run_create_order`.
+pub async fn run_create_order_keyed<H>(
+    handler: &H,
+    ctx: &mut <H as OrderCommands>::Ctx,
+    order_id: ::uuid::Uuid,
+    command: CreateOrder,
+    trace: TraceContext,
+) -> Result<
+    Envelope<super::events::OrderCreated>,
+    CommandError<<H as OrderCommands>::Error>,
+>
+where
+    H: OrderCommands + super::owner::OrderStore<Error = <H as OrderCommands>::Error>,
+    <H as OrderCommands>::Ctx: AsMut<<H as super::owner::OrderStore>::Ctx>,
+{
     let payload = handler
         .create_order(ctx, order_id, command)
         .await

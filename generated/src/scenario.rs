@@ -688,6 +688,23 @@ where
         + OrderStore,
     <H as super::commands::OrderCommands>::Ctx: AsMut<<H as OrderStore>::Ctx>,
 {
+    /// Starts saga `key` with `CreateOrder`: to replay a recorded saga under its own key.
+    pub async fn start_create_order_keyed(
+        &mut self,
+        ctx: &mut <H as super::commands::OrderCommands>::Ctx,
+        order_id: ::uuid::Uuid,
+        command: super::commands::CreateOrder,
+    ) -> Result<(), super::commands::CommandError<<H as OrderStore>::Error>> {
+        super::commands::run_create_order_keyed(
+                &self.observed,
+                ctx,
+                order_id,
+                command,
+                Default::default(),
+            )
+            .await?;
+        Ok(())
+    }
     /// Starts a saga with `CreateOrder`, as the entry command does; its key.
     pub async fn start_create_order(
         &mut self,

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::stack::StackConfig;
+use crate::stack::config::services;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -12,8 +14,6 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use saga_generated::topology::{DLQ_SUFFIX, TOPICS};
 use saga_process::local::BackendService;
 use sqlx::Connection;
-use xtask::stack::StackConfig;
-use xtask::stack::config::services;
 
 /// Consumer group that remembers how far each dead-letter topic was redriven.
 const REDRIVE_GROUP: &str = "saga.dlq-redrive";
@@ -128,7 +128,7 @@ async fn failed_outbox_rows(
 pub async fn summary(config: &StackConfig) -> Vec<String> {
     let brokers = config.kafka_brokers();
     let held =
-        tokio::task::spawn_blocking(move || xtask::stack::kafka::dlq_held(&brokers)).await.ok().and_then(Result::ok);
+        tokio::task::spawn_blocking(move || crate::stack::kafka::dlq_held(&brokers)).await.ok().and_then(Result::ok);
     let dead: Vec<String> = TOPICS
         .iter()
         .map(|t| match held.as_ref().and_then(|h| h.get(t.dlq)) {
@@ -148,7 +148,7 @@ pub async fn summary(config: &StackConfig) -> Vec<String> {
 }
 
 /// Reads `topic` from the group's committed position (or the start) to its current end.
-fn read(brokers: &str, topic: &str, group: Option<&str>) -> anyhow::Result<Vec<OwnedMessage>> {
+pub(crate) fn read(brokers: &str, topic: &str, group: Option<&str>) -> anyhow::Result<Vec<OwnedMessage>> {
     let group_id = group.map(str::to_owned).unwrap_or_else(|| format!("saga.dlq-list-{}", uuid::Uuid::new_v4()));
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -218,7 +218,7 @@ fn read(brokers: &str, topic: &str, group: Option<&str>) -> anyhow::Result<Vec<O
     result.map(|()| out)
 }
 
-fn header(m: &OwnedMessage, name: &str) -> String {
+pub(crate) fn header(m: &OwnedMessage, name: &str) -> String {
     m.headers()
         .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
         .map(|v| String::from_utf8_lossy(v).into_owned())

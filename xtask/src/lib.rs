@@ -6,5 +6,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod dlq;
 pub mod r#gen;
 pub mod stack;
+pub mod trace;

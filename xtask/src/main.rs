@@ -3,10 +3,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
 
-mod dlq;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use xtask::dlq;
 use xtask::r#gen::{self, GenArgs};
 use xtask::stack::config::{Defaults, env};
 use xtask::stack::{self, StackConfig, UpOptions};
@@ -59,6 +58,9 @@ enum Task {
     /// revision as compatible or breaking.
     #[command(subcommand)]
     Spec(r#gen::SpecCommand),
+    /// One saga: `trace <order-id>` shows its timeline across the services (`--json` for scripts).
+    #[command(subcommand)]
+    Saga(xtask::trace::SagaCommand),
     /// Dead letters: `list` them, `redrive <topic>` them (with --dry-run).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -116,6 +118,9 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
             if !r#gen::spec(&xtask::stack::config::workspace_root(), &command)? {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Task::Saga(xtask::trace::SagaCommand::Trace { order_id, json, prefix }) => {
+            runtime.block_on(xtask::trace::run(&StackConfig::from_env()?, order_id, json, &prefix))?
         }
         Task::Dlq(command) => runtime.block_on(dlq::run(&StackConfig::from_env()?, command))?,
         Task::Bench(args) => runtime.block_on(xtask::bench::run(args))?,

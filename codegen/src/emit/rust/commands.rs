@@ -39,6 +39,11 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         ));
         let ev = format_ident!("{}", pascal(&c.emits));
         let run = format_ident!("run_{}", snake(&c.name));
+        let run_keyed = format_ident!("run_{}_keyed", snake(&c.name));
+        let keyed_doc = doc(&format!(
+            "`{run}` for a saga key the caller chose (a replay of a recorded saga); keys are \
+             otherwise allocated by `{run}`."
+        ));
         let trait_id = format_ident!("{}Commands", pascal(&c.service));
         let method = format_ident!("{}", snake(&c.name));
         let run_doc = doc(&format!(
@@ -63,7 +68,21 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 H: #trait_id + super::owner::#store<Error = <H as #trait_id>::Error>,
                 <H as #trait_id>::Ctx: AsMut<<H as super::owner::#store>::Ctx>,
             {
-                let #key = ::uuid::Uuid::now_v7();
+                #run_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
+            }
+
+            #keyed_doc
+            pub async fn #run_keyed<H>(
+                handler: &H,
+                ctx: &mut <H as #trait_id>::Ctx,
+                #key: ::uuid::Uuid,
+                command: #id,
+                trace: TraceContext,
+            ) -> Result<Envelope<super::events::#ev>, CommandError<<H as #trait_id>::Error>>
+            where
+                H: #trait_id + super::owner::#store<Error = <H as #trait_id>::Error>,
+                <H as #trait_id>::Ctx: AsMut<<H as super::owner::#store>::Ctx>,
+            {
                 let payload = handler.#method(ctx, #key, command).await.map_err(CommandError::Handler)?;
                 // The event carries the first status's deadline: a participant that gets it
                 // after the owner gave up on the saga may shed it.

@@ -405,8 +405,23 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         let ty = format_ident!("{}", c.name);
         let method = format_ident!("start_{}", snake(&c.name));
         let run = format_ident!("run_{}", snake(&c.name));
+        let keyed = format_ident!("start_{}_keyed", snake(&c.name));
+        let run_keyed = format_ident!("run_{}_keyed", snake(&c.name));
         let docs = super::doc(&format!("Starts a saga with `{}`, as the entry command does; its key.", c.name));
+        let keyed_docs =
+            super::doc(&format!("Starts saga `key` with `{}`: to replay a recorded saga under its own key.", c.name));
         quote! {
+            #keyed_docs
+            pub async fn #keyed(
+                &mut self,
+                ctx: &mut <H as super::commands::#commands_trait>::Ctx,
+                #key: ::uuid::Uuid,
+                command: super::commands::#ty,
+            ) -> Result<(), super::commands::CommandError<<H as #store>::Error>> {
+                super::commands::#run_keyed(&self.observed, ctx, #key, command, Default::default()).await?;
+                Ok(())
+            }
+
             #docs
             pub async fn #method(
                 &mut self,

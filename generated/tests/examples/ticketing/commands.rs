@@ -40,7 +40,25 @@ where
         + super::owner::BookingStore<Error = <H as BookingCommands>::Error>,
     <H as BookingCommands>::Ctx: AsMut<<H as super::owner::BookingStore>::Ctx>,
 {
-    let booking_id = ::uuid::Uuid::now_v7();
+    run_request_booking_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
+}
+
+/// `run_request_booking` for a saga key the caller chose (a replay of a recorded saga); keys are otherwise allocated by `run_request_booking`.
+pub async fn run_request_booking_keyed<H>(
+    handler: &H,
+    ctx: &mut <H as BookingCommands>::Ctx,
+    booking_id: ::uuid::Uuid,
+    command: RequestBooking,
+    trace: TraceContext,
+) -> Result<
+    Envelope<super::events::BookingRequested>,
+    CommandError<<H as BookingCommands>::Error>,
+>
+where
+    H: BookingCommands
+        + super::owner::BookingStore<Error = <H as BookingCommands>::Error>,
+    <H as BookingCommands>::Ctx: AsMut<<H as super::owner::BookingStore>::Ctx>,
+{
     let payload = handler
         .request_booking(ctx, booking_id, command)
         .await

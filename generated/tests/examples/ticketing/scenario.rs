@@ -513,6 +513,23 @@ where
         > + BookingStore,
     <H as super::commands::BookingCommands>::Ctx: AsMut<<H as BookingStore>::Ctx>,
 {
+    /// Starts saga `key` with `RequestBooking`: to replay a recorded saga under its own key.
+    pub async fn start_request_booking_keyed(
+        &mut self,
+        ctx: &mut <H as super::commands::BookingCommands>::Ctx,
+        booking_id: ::uuid::Uuid,
+        command: super::commands::RequestBooking,
+    ) -> Result<(), super::commands::CommandError<<H as BookingStore>::Error>> {
+        super::commands::run_request_booking_keyed(
+                &self.observed,
+                ctx,
+                booking_id,
+                command,
+                Default::default(),
+            )
+            .await?;
+        Ok(())
+    }
     /// Starts a saga with `RequestBooking`, as the entry command does; its key.
     pub async fn start_request_booking(
         &mut self,

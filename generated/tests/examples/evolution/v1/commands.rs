@@ -40,7 +40,25 @@ where
         + super::owner::DispatchStore<Error = <H as DispatchCommands>::Error>,
     <H as DispatchCommands>::Ctx: AsMut<<H as super::owner::DispatchStore>::Ctx>,
 {
-    let parcel_id = ::uuid::Uuid::now_v7();
+    run_request_parcel_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
+}
+
+/// `run_request_parcel` for a saga key the caller chose (a replay of a recorded saga); keys are otherwise allocated by `run_request_parcel`.
+pub async fn run_request_parcel_keyed<H>(
+    handler: &H,
+    ctx: &mut <H as DispatchCommands>::Ctx,
+    parcel_id: ::uuid::Uuid,
+    command: RequestParcel,
+    trace: TraceContext,
+) -> Result<
+    Envelope<super::events::ParcelRequested>,
+    CommandError<<H as DispatchCommands>::Error>,
+>
+where
+    H: DispatchCommands
+        + super::owner::DispatchStore<Error = <H as DispatchCommands>::Error>,
+    <H as DispatchCommands>::Ctx: AsMut<<H as super::owner::DispatchStore>::Ctx>,
+{
     let payload = handler
         .request_parcel(ctx, parcel_id, command)
         .await

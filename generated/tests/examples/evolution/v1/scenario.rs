@@ -549,6 +549,23 @@ where
         > + DispatchStore,
     <H as super::commands::DispatchCommands>::Ctx: AsMut<<H as DispatchStore>::Ctx>,
 {
+    /// Starts saga `key` with `RequestParcel`: to replay a recorded saga under its own key.
+    pub async fn start_request_parcel_keyed(
+        &mut self,
+        ctx: &mut <H as super::commands::DispatchCommands>::Ctx,
+        parcel_id: ::uuid::Uuid,
+        command: super::commands::RequestParcel,
+    ) -> Result<(), super::commands::CommandError<<H as DispatchStore>::Error>> {
+        super::commands::run_request_parcel_keyed(
+                &self.observed,
+                ctx,
+                parcel_id,
+                command,
+                Default::default(),
+            )
+            .await?;
+        Ok(())
+    }
     /// Starts a saga with `RequestParcel`, as the entry command does; its key.
     pub async fn start_request_parcel(
         &mut self,

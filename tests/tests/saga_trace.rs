@@ -1,0 +1,151 @@
+//! `cargo xtask saga trace` on a real saga of the test stack: its timeline across the
+//! services as the databases keep it, as JSON and for a terminal; and the recorded saga
+//! replayed by the scenario harness, on a database of its own, ending the same way.
+
+mod saga_common;
+
+use saga_common::Clients;
+use saga_generated::commands::CreateOrder;
+use saga_generated::handlers::OrderInbound;
+use saga_generated::scenario::OrderScenario;
+use saga_generated::{Envelope, OrderCreated, OrderStatus};
+use uuid::Uuid;
+use xtask::trace::{Entry, Trace, TraceError};
+
+use order_service::saga::{CommandTx, OrderSaga, Timeouts};
+
+fn transitions(trace: &Trace) -> Vec<(Option<String>, String, String)> {
+    trace
+        .timeline
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Transition { from, to, event_type, .. } => Some((from.clone(), to.clone(), event_type.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `(service, event type)` of each entry of one kind.
+fn of_kind(trace: &Trace, published: bool) -> Vec<(String, String)> {
+    let mut out: Vec<_> = trace
+        .timeline
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Published { service, event_type, .. } if published => Some((service.clone(), event_type.clone())),
+            Entry::Consumed { service, event_type, .. } if !published => Some((service.clone(), event_type.clone())),
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn pair(service: &str, event: &str) -> (String, String) {
+    (service.to_owned(), event.to_owned())
+}
+
+#[tokio::test]
+async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_a_scenario() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(400, 5).await;
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    c.wait_status(&placed.order_id, "completed").await;
+    let order_id: Uuid = placed.order_id.parse().expect("an order id");
+
+    // The user service's payment.completed is consumed by the order service before the
+    // order completes; the relay may still be on its way with order.completed.
+    let trace = saga_common::eventually("order.completed published", || async {
+        let trace = xtask::trace::collect(&stack, order_id, "").await.expect("the trace");
+        trace
+            .timeline
+            .iter()
+            .any(|e| matches!(e, Entry::Published { event_type, published_at: Some(_), .. } if event_type == "order.completed"))
+            .then_some(trace)
+    })
+    .await;
+    // What `--json` prints reads back the same.
+    let json = serde_json::to_string_pretty(&trace).expect("serializes");
+    let trace: Trace = serde_json::from_str(&json).expect("the JSON reads back");
+
+    assert_eq!(trace.status, "completed");
+    assert_eq!(trace.trace_id.as_deref().map(str::len), Some(32), "the trace id of the saga");
+    assert!(trace.next.is_empty(), "a completed saga allows nothing more: {:?}", trace.next);
+    assert_eq!(
+        transitions(&trace),
+        [
+            (None, "created".into(), "order.created".into()),
+            (Some("created".into()), "inventory_reserved".into(), "stock.reduction.success".into()),
+            (Some("inventory_reserved".into()), "completed".into(), "payment.completed".into()),
+        ]
+    );
+    assert_eq!(
+        of_kind(&trace, true),
+        [
+            pair("order", "order.completed"),
+            pair("order", "order.created"),
+            pair("product", "stock.reduction.success"),
+            pair("user", "payment.completed"),
+        ]
+    );
+    assert_eq!(
+        of_kind(&trace, false),
+        [
+            pair("order", "payment.completed"),
+            pair("order", "stock.reduction.success"),
+            pair("product", "order.created"),
+            pair("user", "stock.reduction.success"),
+        ]
+    );
+    let text = xtask::trace::render(&trace, false);
+    assert!(text.contains("status     created -> inventory_reserved  on stock.reduction.success"), "{text}");
+    assert!(text.contains("next: nothing (the saga ended)"), "{text}");
+    assert!(!text.contains('\x1b'), "no colour when asked for none");
+    assert!(xtask::trace::render(&trace, true).contains("\x1b["), "colour for a terminal");
+
+    // Replay: the events the order service consumed, in the order it did, through the
+    // harness on a fresh database, under the recorded key.
+    let (pool, name) = saga_tests::scratch_database(&stack).await;
+    saga_runtime::db::migrate(&pool, &order_service::MIGRATOR).await.expect("migrations");
+    let mut s = OrderScenario::new(OrderSaga { timeouts: Timeouts { scale_percent: 100 } });
+    let mut ctx = CommandTx {
+        tx: pool.begin().await.expect("begin"),
+        idempotency_key: "replay".to_owned(),
+        fingerprint: "replay".to_owned(),
+        traceparent: saga_process::trace::new_traceparent(),
+    };
+    let recorded = |id: Uuid| trace.events.iter().find(|e| e.event_id == id).expect("the event was recorded");
+    let created = trace.events.iter().find(|e| e.event_type == "order.created").expect("order.created recorded");
+    let created = Envelope::<OrderCreated>::decode(&created.bytes().expect("base64")).expect("decodes");
+    let command = CreateOrder { user_id: created.payload.user_id, items: created.payload.items };
+    s.start_create_order_keyed(&mut ctx, order_id, command).await.expect("started");
+    for entry in &trace.timeline {
+        let Entry::Consumed { service, event_id, .. } = entry else { continue };
+        if service != "order" {
+            continue;
+        }
+        let event = recorded(*event_id);
+        let bytes = event.bytes().expect("base64");
+        let inbound = OrderInbound::decode(&event.topic, &bytes).expect("decodes").expect("the order subscribes");
+        s.when(&mut ctx.tx, inbound).await.expect("replayed");
+    }
+    let replayed: Vec<_> = s
+        .history(order_id)
+        .into_iter()
+        .map(|c| (c.from.map(|f| f.as_str().to_owned()), c.to.as_str().to_owned(), c.event_type))
+        .collect();
+    assert_eq!(replayed, transitions(&trace), "the replay took the recorded path");
+    assert_eq!(s.status(&mut ctx.tx, order_id).await.expect("reads"), Some(OrderStatus::Completed));
+    ctx.tx.rollback().await.expect("rollback");
+    saga_tests::drop_scratch_database(&stack, pool, &name).await;
+}
+
+#[tokio::test]
+async fn an_unknown_order_is_a_clear_error() {
+    let stack = saga_tests::stack();
+    let unknown = Uuid::now_v7();
+    let error = xtask::trace::collect(&stack, unknown, "").await.expect_err("no such order");
+    assert!(matches!(error, TraceError::UnknownOrder(id) if id == unknown), "{error:?}");
+    assert_eq!(error.to_string(), format!("no order {unknown} in the order service's database"));
+}
