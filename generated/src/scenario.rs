@@ -191,44 +191,91 @@ pub enum Delivered {
     Duplicate,
 }
 
-/// What every scenario keeps: the ids delivered (the runtime's inbox, one delivery per
-/// event id) and everything published, by saga.
+/// Everything a scenario saw published, by saga.
 #[derive(Debug, Default)]
-struct Tape {
-    inbox: HashSet<::uuid::Uuid>,
-    published: Mutex<Vec<(::uuid::Uuid, Emitted)>>,
-}
+struct Published(Mutex<Vec<(::uuid::Uuid, Emitted)>>);
 
-impl Tape {
-    async fn deliver<H, E: Dispatch<H>>(
-        &mut self,
-        handler: &H,
-        ctx: &mut E::Ctx,
-        event: E,
-    ) -> Result<Delivered, E::Error> {
-        let meta = event.meta();
-        if self.inbox.contains(&meta.event_id) {
-            return Ok(Delivered::Duplicate);
-        }
-        let reply = event.dispatch(handler, ctx).await?;
-        self.inbox.insert(meta.event_id);
-        let reply = reply.and_then(|record| self.publish(meta.saga_key, record));
-        Ok(Delivered::Handled { reply })
-    }
-    fn publish(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
+impl Published {
+    fn push(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
         let emitted = Emitted {
             event_type: EventType::from_name(&record.event_type)?,
             record,
         };
-        self.published
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((key, emitted.clone()));
         Some(emitted)
     }
-    fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        let published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+    fn of(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+        let published = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         published.iter().filter(|(k, _)| *k == key).map(|(_, e)| e.clone()).collect()
+    }
+}
+
+/// Delivers `event` to `handler` as the runtime's consumer does: once per event id
+/// (`inbox`, the runtime's inbox), its reply kept in `published`.
+async fn deliver<H, E: Dispatch<H>>(
+    inbox: &mut HashSet<::uuid::Uuid>,
+    published: &Published,
+    handler: &H,
+    ctx: &mut E::Ctx,
+    event: E,
+) -> Result<Delivered, E::Error> {
+    let meta = event.meta();
+    if inbox.contains(&meta.event_id) {
+        return Ok(Delivered::Duplicate);
+    }
+    let reply = event.dispatch(handler, ctx).await?;
+    inbox.insert(meta.event_id);
+    Ok(Delivered::Handled {
+        reply: reply.and_then(|record| published.push(meta.saga_key, record)),
+    })
+}
+
+/// A participant's handlers `H` in a scenario, fed its inbound events `E`: each event
+/// delivered as its consumer delivers it (once per event id), in the caller's
+/// transaction; what it published is kept for [`Self::emitted`].
+pub struct Participant<H, E> {
+    handler: H,
+    inbox: HashSet<::uuid::Uuid>,
+    published: Published,
+    events: ::std::marker::PhantomData<fn() -> E>,
+}
+
+impl<H, E: Dispatch<H> + Clone> Participant<H, E> {
+    pub fn new(handler: H) -> Self {
+        Participant {
+            handler,
+            inbox: HashSet::new(),
+            published: Published::default(),
+            events: ::std::marker::PhantomData,
+        }
+    }
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+    /// The event arrives: the handler runs unless the event id was delivered before.
+    pub async fn when(
+        &mut self,
+        ctx: &mut E::Ctx,
+        event: impl Into<E>,
+    ) -> Result<Delivered, E::Error> {
+        deliver(&mut self.inbox, &self.published, &self.handler, ctx, event.into()).await
+    }
+    /// The event arrives twice (a redelivery): the second changes nothing.
+    pub async fn when_twice(
+        &mut self,
+        ctx: &mut E::Ctx,
+        event: impl Into<E>,
+    ) -> Result<[Delivered; 2], E::Error> {
+        let event = event.into();
+        let first = self.when(ctx, event.clone()).await?;
+        Ok([first, self.when(ctx, event).await?])
+    }
+    /// What the handlers published for saga `key`, oldest first.
+    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+        self.published.of(key)
     }
 }
 
@@ -397,7 +444,7 @@ pub struct OrderObserved<H> {
     inner: H,
     clock: VirtualClock,
     changes: Mutex<Vec<(::uuid::Uuid, OrderChange)>>,
-    tape: Tape,
+    published: Published,
 }
 
 impl<H: OrderStore> OrderStore for OrderObserved<H> {
@@ -464,7 +511,7 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
     ) -> Result<(), Self::Error> {
         let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
         self.inner.publish(ctx, record.clone()).await?;
-        self.tape.publish(key, record);
+        self.published.push(key, record);
         Ok(())
     }
     fn next_overdue(
@@ -583,7 +630,7 @@ impl<H> OrderScenario<H> {
             inner: handler,
             clock: VirtualClock::default(),
             changes: Mutex::default(),
-            tape: Tape::default(),
+            published: Published::default(),
         };
         OrderScenario {
             observed,
@@ -607,7 +654,7 @@ impl<H> OrderScenario<H> {
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, order_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.tape.emitted(order_id)
+        self.observed.published.of(order_id)
     }
 }
 
@@ -623,16 +670,14 @@ where
         ctx: &mut <H as OrderStore>::Ctx,
         event: impl Into<super::handlers::OrderInbound>,
     ) -> Result<Delivered, super::handlers::HandleError<<H as OrderStore>::Error>> {
-        let event = event.into();
-        let meta = saga_contract::Inbound::meta(&event);
-        if self.inbox.contains(&meta.event_id) {
-            return Ok(Delivered::Duplicate);
-        }
-        let reply = event.dispatch(&self.observed, ctx).await?;
-        self.inbox.insert(meta.event_id);
-        let reply = reply
-            .and_then(|record| self.observed.tape.publish(meta.saga_key, record));
-        Ok(Delivered::Handled { reply })
+        deliver(
+                &mut self.inbox,
+                &self.observed.published,
+                &self.observed,
+                ctx,
+                event.into(),
+            )
+            .await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -804,45 +849,8 @@ impl super::handlers::ProductInbound {
     }
 }
 
-/// The `product` service's handlers in a scenario: each event delivered as its consumer delivers it (once per event id), in the caller's transaction; what it published is kept for [`Self::emitted`].
-pub struct ProductScenario<H> {
-    handler: H,
-    tape: Tape,
-}
-
-impl<H: super::handlers::ProductHandler> ProductScenario<H> {
-    pub fn new(handler: H) -> Self {
-        ProductScenario {
-            handler,
-            tape: Tape::default(),
-        }
-    }
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
-    /// The event arrives: the handler runs unless the event id was delivered before.
-    pub async fn when(
-        &mut self,
-        ctx: &mut H::Ctx,
-        event: impl Into<super::handlers::ProductInbound>,
-    ) -> Result<Delivered, super::handlers::HandleError<H::Error>> {
-        self.tape.deliver(&self.handler, ctx, event.into()).await
-    }
-    /// The event arrives twice (a redelivery): the second changes nothing.
-    pub async fn when_twice(
-        &mut self,
-        ctx: &mut H::Ctx,
-        event: impl Into<super::handlers::ProductInbound>,
-    ) -> Result<[Delivered; 2], super::handlers::HandleError<H::Error>> {
-        let event = event.into();
-        let first = self.tape.deliver(&self.handler, ctx, event.clone()).await?;
-        Ok([first, self.tape.deliver(&self.handler, ctx, event).await?])
-    }
-    /// What the handlers published for saga `key`, oldest first.
-    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        self.tape.emitted(key)
-    }
-}
+/// The `product` service's handlers in a scenario.
+pub type ProductScenario<H> = Participant<H, super::handlers::ProductInbound>;
 
 impl From<Envelope<super::events::StockReductionSuccess>>
 for super::handlers::UserInbound {
@@ -889,42 +897,5 @@ impl super::handlers::UserInbound {
     }
 }
 
-/// The `user` service's handlers in a scenario: each event delivered as its consumer delivers it (once per event id), in the caller's transaction; what it published is kept for [`Self::emitted`].
-pub struct UserScenario<H> {
-    handler: H,
-    tape: Tape,
-}
-
-impl<H: super::handlers::UserHandler> UserScenario<H> {
-    pub fn new(handler: H) -> Self {
-        UserScenario {
-            handler,
-            tape: Tape::default(),
-        }
-    }
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
-    /// The event arrives: the handler runs unless the event id was delivered before.
-    pub async fn when(
-        &mut self,
-        ctx: &mut H::Ctx,
-        event: impl Into<super::handlers::UserInbound>,
-    ) -> Result<Delivered, super::handlers::HandleError<H::Error>> {
-        self.tape.deliver(&self.handler, ctx, event.into()).await
-    }
-    /// The event arrives twice (a redelivery): the second changes nothing.
-    pub async fn when_twice(
-        &mut self,
-        ctx: &mut H::Ctx,
-        event: impl Into<super::handlers::UserInbound>,
-    ) -> Result<[Delivered; 2], super::handlers::HandleError<H::Error>> {
-        let event = event.into();
-        let first = self.tape.deliver(&self.handler, ctx, event.clone()).await?;
-        Ok([first, self.tape.deliver(&self.handler, ctx, event).await?])
-    }
-    /// What the handlers published for saga `key`, oldest first.
-    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        self.tape.emitted(key)
-    }
-}
+/// The `user` service's handlers in a scenario.
+pub type UserScenario<H> = Participant<H, super::handlers::UserInbound>;

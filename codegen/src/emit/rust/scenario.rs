@@ -19,58 +19,14 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             }
             let sp = pascal(&svc.name);
             let scenario = format_ident!("{}Scenario", sp);
-            let handler = format_ident!("{}Handler", sp);
             let inbound = format_ident!("{}Inbound", sp);
             let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
-            let docs = super::doc(&format!(
-                "The `{}` service's handlers in a scenario: each event delivered as its consumer \
-             delivers it (once per event id), in the caller's transaction; what it published is \
-             kept for [`Self::emitted`].",
-                svc.name
-            ));
+            let docs = super::doc(&format!("The `{}` service's handlers in a scenario.", svc.name));
             quote! {
                 #froms
 
                 #docs
-                pub struct #scenario<H> {
-                    handler: H,
-                    tape: Tape,
-                }
-
-                impl<H: super::handlers::#handler> #scenario<H> {
-                    pub fn new(handler: H) -> Self {
-                        #scenario { handler, tape: Tape::default() }
-                    }
-
-                    pub fn handler(&self) -> &H {
-                        &self.handler
-                    }
-
-                    /// The event arrives: the handler runs unless the event id was delivered before.
-                    pub async fn when(
-                        &mut self,
-                        ctx: &mut H::Ctx,
-                        event: impl Into<super::handlers::#inbound>,
-                    ) -> Result<Delivered, super::handlers::HandleError<H::Error>> {
-                        self.tape.deliver(&self.handler, ctx, event.into()).await
-                    }
-
-                    /// The event arrives twice (a redelivery): the second changes nothing.
-                    pub async fn when_twice(
-                        &mut self,
-                        ctx: &mut H::Ctx,
-                        event: impl Into<super::handlers::#inbound>,
-                    ) -> Result<[Delivered; 2], super::handlers::HandleError<H::Error>> {
-                        let event = event.into();
-                        let first = self.tape.deliver(&self.handler, ctx, event.clone()).await?;
-                        Ok([first, self.tape.deliver(&self.handler, ctx, event).await?])
-                    }
-
-                    /// What the handlers published for saga `key`, oldest first.
-                    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-                        self.tape.emitted(key)
-                    }
-                }
+                pub type #scenario<H> = Participant<H, super::handlers::#inbound>;
             }
         });
     quote! {
@@ -149,36 +105,76 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             Duplicate,
         }
 
-        /// What every scenario keeps: the ids delivered (the runtime's inbox, one delivery per
-        /// event id) and everything published, by saga.
+        /// Everything a scenario saw published, by saga.
         #[derive(Debug, Default)]
-        struct Tape {
-            inbox: HashSet<::uuid::Uuid>,
-            published: Mutex<Vec<(::uuid::Uuid, Emitted)>>,
-        }
+        struct Published(Mutex<Vec<(::uuid::Uuid, Emitted)>>);
 
-        impl Tape {
-            async fn deliver<H, E: Dispatch<H>>(&mut self, handler: &H, ctx: &mut E::Ctx, event: E) -> Result<Delivered, E::Error> {
-                let meta = event.meta();
-                if self.inbox.contains(&meta.event_id) {
-                    return Ok(Delivered::Duplicate);
-                }
-                let reply = event.dispatch(handler, ctx).await?;
-                // Only a handled event is in the inbox: a failed one rolls back and comes again.
-                self.inbox.insert(meta.event_id);
-                let reply = reply.and_then(|record| self.publish(meta.saga_key, record));
-                Ok(Delivered::Handled { reply })
-            }
-
-            fn publish(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
+        impl Published {
+            fn push(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
                 let emitted = Emitted { event_type: EventType::from_name(&record.event_type)?, record };
-                self.published.lock().unwrap_or_else(PoisonError::into_inner).push((key, emitted.clone()));
+                self.0.lock().unwrap_or_else(PoisonError::into_inner).push((key, emitted.clone()));
                 Some(emitted)
             }
 
-            fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-                let published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+            fn of(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+                let published = self.0.lock().unwrap_or_else(PoisonError::into_inner);
                 published.iter().filter(|(k, _)| *k == key).map(|(_, e)| e.clone()).collect()
+            }
+        }
+
+        /// Delivers `event` to `handler` as the runtime's consumer does: once per event id
+        /// (`inbox`, the runtime's inbox), its reply kept in `published`.
+        async fn deliver<H, E: Dispatch<H>>(
+            inbox: &mut HashSet<::uuid::Uuid>,
+            published: &Published,
+            handler: &H,
+            ctx: &mut E::Ctx,
+            event: E,
+        ) -> Result<Delivered, E::Error> {
+            let meta = event.meta();
+            if inbox.contains(&meta.event_id) {
+                return Ok(Delivered::Duplicate);
+            }
+            let reply = event.dispatch(handler, ctx).await?;
+            // Only a handled event is in the inbox: a failed one rolls back and comes again.
+            inbox.insert(meta.event_id);
+            Ok(Delivered::Handled { reply: reply.and_then(|record| published.push(meta.saga_key, record)) })
+        }
+
+        /// A participant's handlers `H` in a scenario, fed its inbound events `E`: each event
+        /// delivered as its consumer delivers it (once per event id), in the caller's
+        /// transaction; what it published is kept for [`Self::emitted`].
+        pub struct Participant<H, E> {
+            handler: H,
+            inbox: HashSet<::uuid::Uuid>,
+            published: Published,
+            events: ::std::marker::PhantomData<fn() -> E>,
+        }
+
+        impl<H, E: Dispatch<H> + Clone> Participant<H, E> {
+            pub fn new(handler: H) -> Self {
+                Participant { handler, inbox: HashSet::new(), published: Published::default(), events: ::std::marker::PhantomData }
+            }
+
+            pub fn handler(&self) -> &H {
+                &self.handler
+            }
+
+            /// The event arrives: the handler runs unless the event id was delivered before.
+            pub async fn when(&mut self, ctx: &mut E::Ctx, event: impl Into<E>) -> Result<Delivered, E::Error> {
+                deliver(&mut self.inbox, &self.published, &self.handler, ctx, event.into()).await
+            }
+
+            /// The event arrives twice (a redelivery): the second changes nothing.
+            pub async fn when_twice(&mut self, ctx: &mut E::Ctx, event: impl Into<E>) -> Result<[Delivered; 2], E::Error> {
+                let event = event.into();
+                let first = self.when(ctx, event.clone()).await?;
+                Ok([first, self.when(ctx, event).await?])
+            }
+
+            /// What the handlers published for saga `key`, oldest first.
+            pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+                self.published.of(key)
             }
         }
 
@@ -553,7 +549,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             inner: H,
             clock: VirtualClock,
             changes: Mutex<Vec<(::uuid::Uuid, #change)>>,
-            tape: Tape,
+            published: Published,
         }
 
         impl<H: #store> #store for #observed<H> {
@@ -594,7 +590,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             async fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> Result<(), Self::Error> {
                 let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
                 self.inner.publish(ctx, record.clone()).await?;
-                self.tape.publish(key, record);
+                self.published.push(key, record);
                 Ok(())
             }
 
@@ -629,7 +625,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
 
         impl<H> #scenario<H> {
             pub fn new(handler: H) -> Self {
-                let observed = #observed { inner: handler, clock: VirtualClock::default(), changes: Mutex::default(), tape: Tape::default() };
+                let observed = #observed { inner: handler, clock: VirtualClock::default(), changes: Mutex::default(), published: Published::default() };
                 #scenario { observed, inbox: HashSet::new() }
             }
 
@@ -649,7 +645,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
 
             /// What saga `key` published (written to the outbox, or replied), oldest first.
             pub fn emitted(&self, #key: ::uuid::Uuid) -> Vec<Emitted> {
-                self.observed.tape.emitted(#key)
+                self.observed.published.of(#key)
             }
         }
 
@@ -664,15 +660,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 ctx: &mut <H as #store>::Ctx,
                 event: impl Into<super::handlers::#inbound>,
             ) -> Result<Delivered, super::handlers::HandleError<<H as #store>::Error>> {
-                let event = event.into();
-                let meta = saga_contract::Inbound::meta(&event);
-                if self.inbox.contains(&meta.event_id) {
-                    return Ok(Delivered::Duplicate);
-                }
-                let reply = event.dispatch(&self.observed, ctx).await?;
-                self.inbox.insert(meta.event_id);
-                let reply = reply.and_then(|record| self.observed.tape.publish(meta.saga_key, record));
-                Ok(Delivered::Handled { reply })
+                deliver(&mut self.inbox, &self.observed.published, &self.observed, ctx, event.into()).await
             }
 
             /// The event arrives twice (a redelivery): the second changes nothing.

@@ -135,44 +135,91 @@ pub enum Delivered {
     Duplicate,
 }
 
-/// What every scenario keeps: the ids delivered (the runtime's inbox, one delivery per
-/// event id) and everything published, by saga.
+/// Everything a scenario saw published, by saga.
 #[derive(Debug, Default)]
-struct Tape {
-    inbox: HashSet<::uuid::Uuid>,
-    published: Mutex<Vec<(::uuid::Uuid, Emitted)>>,
-}
+struct Published(Mutex<Vec<(::uuid::Uuid, Emitted)>>);
 
-impl Tape {
-    async fn deliver<H, E: Dispatch<H>>(
-        &mut self,
-        handler: &H,
-        ctx: &mut E::Ctx,
-        event: E,
-    ) -> Result<Delivered, E::Error> {
-        let meta = event.meta();
-        if self.inbox.contains(&meta.event_id) {
-            return Ok(Delivered::Duplicate);
-        }
-        let reply = event.dispatch(handler, ctx).await?;
-        self.inbox.insert(meta.event_id);
-        let reply = reply.and_then(|record| self.publish(meta.saga_key, record));
-        Ok(Delivered::Handled { reply })
-    }
-    fn publish(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
+impl Published {
+    fn push(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
         let emitted = Emitted {
             event_type: EventType::from_name(&record.event_type)?,
             record,
         };
-        self.published
+        self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((key, emitted.clone()));
         Some(emitted)
     }
-    fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        let published = self.published.lock().unwrap_or_else(PoisonError::into_inner);
+    fn of(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+        let published = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         published.iter().filter(|(k, _)| *k == key).map(|(_, e)| e.clone()).collect()
+    }
+}
+
+/// Delivers `event` to `handler` as the runtime's consumer does: once per event id
+/// (`inbox`, the runtime's inbox), its reply kept in `published`.
+async fn deliver<H, E: Dispatch<H>>(
+    inbox: &mut HashSet<::uuid::Uuid>,
+    published: &Published,
+    handler: &H,
+    ctx: &mut E::Ctx,
+    event: E,
+) -> Result<Delivered, E::Error> {
+    let meta = event.meta();
+    if inbox.contains(&meta.event_id) {
+        return Ok(Delivered::Duplicate);
+    }
+    let reply = event.dispatch(handler, ctx).await?;
+    inbox.insert(meta.event_id);
+    Ok(Delivered::Handled {
+        reply: reply.and_then(|record| published.push(meta.saga_key, record)),
+    })
+}
+
+/// A participant's handlers `H` in a scenario, fed its inbound events `E`: each event
+/// delivered as its consumer delivers it (once per event id), in the caller's
+/// transaction; what it published is kept for [`Self::emitted`].
+pub struct Participant<H, E> {
+    handler: H,
+    inbox: HashSet<::uuid::Uuid>,
+    published: Published,
+    events: ::std::marker::PhantomData<fn() -> E>,
+}
+
+impl<H, E: Dispatch<H> + Clone> Participant<H, E> {
+    pub fn new(handler: H) -> Self {
+        Participant {
+            handler,
+            inbox: HashSet::new(),
+            published: Published::default(),
+            events: ::std::marker::PhantomData,
+        }
+    }
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+    /// The event arrives: the handler runs unless the event id was delivered before.
+    pub async fn when(
+        &mut self,
+        ctx: &mut E::Ctx,
+        event: impl Into<E>,
+    ) -> Result<Delivered, E::Error> {
+        deliver(&mut self.inbox, &self.published, &self.handler, ctx, event.into()).await
+    }
+    /// The event arrives twice (a redelivery): the second changes nothing.
+    pub async fn when_twice(
+        &mut self,
+        ctx: &mut E::Ctx,
+        event: impl Into<E>,
+    ) -> Result<[Delivered; 2], E::Error> {
+        let event = event.into();
+        let first = self.when(ctx, event.clone()).await?;
+        Ok([first, self.when(ctx, event).await?])
+    }
+    /// What the handlers published for saga `key`, oldest first.
+    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
+        self.published.of(key)
     }
 }
 
@@ -279,7 +326,7 @@ pub struct DispatchObserved<H> {
     inner: H,
     clock: VirtualClock,
     changes: Mutex<Vec<(::uuid::Uuid, DispatchChange)>>,
-    tape: Tape,
+    published: Published,
 }
 
 impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
@@ -346,7 +393,7 @@ impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
     ) -> Result<(), Self::Error> {
         let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
         self.inner.publish(ctx, record.clone()).await?;
-        self.tape.publish(key, record);
+        self.published.push(key, record);
         Ok(())
     }
     fn next_overdue(
@@ -437,7 +484,7 @@ impl<H> DispatchScenario<H> {
             inner: handler,
             clock: VirtualClock::default(),
             changes: Mutex::default(),
-            tape: Tape::default(),
+            published: Published::default(),
         };
         DispatchScenario {
             observed,
@@ -461,7 +508,7 @@ impl<H> DispatchScenario<H> {
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, parcel_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.tape.emitted(parcel_id)
+        self.observed.published.of(parcel_id)
     }
 }
 
@@ -479,16 +526,14 @@ where
         ctx: &mut <H as DispatchStore>::Ctx,
         event: impl Into<super::handlers::DispatchInbound>,
     ) -> Result<Delivered, super::handlers::HandleError<<H as DispatchStore>::Error>> {
-        let event = event.into();
-        let meta = saga_contract::Inbound::meta(&event);
-        if self.inbox.contains(&meta.event_id) {
-            return Ok(Delivered::Duplicate);
-        }
-        let reply = event.dispatch(&self.observed, ctx).await?;
-        self.inbox.insert(meta.event_id);
-        let reply = reply
-            .and_then(|record| self.observed.tape.publish(meta.saga_key, record));
-        Ok(Delivered::Handled { reply })
+        deliver(
+                &mut self.inbox,
+                &self.observed.published,
+                &self.observed,
+                ctx,
+                event.into(),
+            )
+            .await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -682,42 +727,5 @@ impl super::handlers::WarehouseInbound {
     }
 }
 
-/// The `warehouse` service's handlers in a scenario: each event delivered as its consumer delivers it (once per event id), in the caller's transaction; what it published is kept for [`Self::emitted`].
-pub struct WarehouseScenario<H> {
-    handler: H,
-    tape: Tape,
-}
-
-impl<H: super::handlers::WarehouseHandler> WarehouseScenario<H> {
-    pub fn new(handler: H) -> Self {
-        WarehouseScenario {
-            handler,
-            tape: Tape::default(),
-        }
-    }
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
-    /// The event arrives: the handler runs unless the event id was delivered before.
-    pub async fn when(
-        &mut self,
-        ctx: &mut H::Ctx,
-        event: impl Into<super::handlers::WarehouseInbound>,
-    ) -> Result<Delivered, super::handlers::HandleError<H::Error>> {
-        self.tape.deliver(&self.handler, ctx, event.into()).await
-    }
-    /// The event arrives twice (a redelivery): the second changes nothing.
-    pub async fn when_twice(
-        &mut self,
-        ctx: &mut H::Ctx,
-        event: impl Into<super::handlers::WarehouseInbound>,
-    ) -> Result<[Delivered; 2], super::handlers::HandleError<H::Error>> {
-        let event = event.into();
-        let first = self.tape.deliver(&self.handler, ctx, event.clone()).await?;
-        Ok([first, self.tape.deliver(&self.handler, ctx, event).await?])
-    }
-    /// What the handlers published for saga `key`, oldest first.
-    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        self.tape.emitted(key)
-    }
-}
+/// The `warehouse` service's handlers in a scenario.
+pub type WarehouseScenario<H> = Participant<H, super::handlers::WarehouseInbound>;
