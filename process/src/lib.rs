@@ -6,6 +6,7 @@
 //! caller passes its own.
 
 pub mod local;
+pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

@@ -151,6 +151,47 @@ pub fn of_service<E>(
     )
 }
 
+/// How often a service samples its own consumer group's lag.
+const LAG_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the consumer-lag gauge of group `group` over `topics` (logical names; the broker
+/// knows them with `prefix`) until `shutdown`: per topic, the messages between the group's
+/// committed offsets and the high watermarks. Sampled like the caught-up clock, with a
+/// client of its own; a round that fails leaves the gauge as it was.
+pub async fn report_lag(brokers: String, group: String, prefix: String, topics: Vec<String>, shutdown: Shutdown) {
+    let prefixed = topics.iter().map(|t| format!("{prefix}{t}")).collect();
+    let sampler = match Sampler::new(&brokers, &format!("{prefix}{group}"), prefixed) {
+        Ok(sampler) => Arc::new(sampler),
+        Err(error) => {
+            tracing::warn!(%error, "no consumer-lag metric: cannot create a Kafka client");
+            return;
+        }
+    };
+    loop {
+        let sample = tokio::task::spawn_blocking({
+            let sampler = sampler.clone();
+            move || sampler.sample()
+        })
+        .await;
+        if let Ok(Ok(Sample { high, committed, .. })) = sample {
+            for topic in &topics {
+                let prefixed = format!("{prefix}{topic}");
+                let lag: i64 = high
+                    .iter()
+                    .filter(|((t, _), _)| *t == prefixed)
+                    .map(|(p, h)| (h - committed.get(p).copied().unwrap_or(0)).max(0))
+                    .sum();
+                metrics::gauge!(saga_process::metrics::CONSUMER_LAG, "topic" => topic.clone(), "group" => group.clone())
+                    .set(lag as f64);
+            }
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(LAG_REPORT_EVERY) => {}
+        }
+    }
+}
+
 /// The arithmetic of the clock, free of Kafka: samples and committed offsets
 /// in, judging time out.
 #[derive(Debug, Default)]

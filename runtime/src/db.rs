@@ -142,6 +142,28 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// How often the pools' connection gauges are sampled.
+const POOL_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the connection gauges of `pools` (named) current until `shutdown`.
+pub async fn report_pools<const N: usize>(
+    pools: [(&'static str, PgPool); N],
+    shutdown: saga_process::shutdown::Shutdown,
+) {
+    use saga_process::metrics::DB_CONNECTIONS;
+    loop {
+        for (name, pool) in &pools {
+            let idle = pool.num_idle() as f64;
+            metrics::gauge!(DB_CONNECTIONS, "pool" => *name, "state" => "idle").set(idle);
+            metrics::gauge!(DB_CONNECTIONS, "pool" => *name, "state" => "in_use").set(f64::from(pool.size()) - idle);
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(POOL_REPORT_EVERY) => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{FIRST_NEW_RUNTIME_VERSION, MIGRATOR, is_outage, redact};

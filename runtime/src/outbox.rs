@@ -9,6 +9,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_contract::OutboxRecord;
+use saga_process::metrics::{OUTBOX_BACKLOG, OUTBOX_PUBLISH_LATENCY, OUTBOX_PUBLISHED};
 use saga_process::shutdown::Shutdown;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -206,7 +207,7 @@ impl Relay {
         // Rows behind a failed row of their saga key wait: a saga's events
         // are never published out of order.
         let rows = sqlx::query(
-            "SELECT id, topic, partition_key, event_type, payload, headers FROM outbox o \
+            "SELECT id, topic, partition_key, event_type, payload, headers, created_at FROM outbox o \
              WHERE published_at IS NULL AND failed_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox f \
                WHERE f.failed_at IS NOT NULL AND f.published_at IS NULL AND f.partition_key = o.partition_key) \
              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
@@ -221,9 +222,13 @@ impl Relay {
         // the same order; the idempotent producer keeps per-partition order.
         let mut pending = Vec::with_capacity(rows.len());
         let mut refused_at_enqueue = None;
+        // Topic and insert time of each row, for the metrics once it is published.
+        let mut written = std::collections::HashMap::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.try_get("id")?;
             let topic: String = row.try_get("topic")?;
+            let created_at: chrono::DateTime<chrono::Utc> = row.try_get("created_at")?;
+            written.insert(id, (topic.clone(), created_at));
             let key: String = row.try_get("partition_key")?;
             let payload: Vec<u8> = row.try_get("payload")?;
             let headers_json: serde_json::Value = row.try_get("headers")?;
@@ -283,6 +288,12 @@ impl Relay {
         if !sent.is_empty() {
             tracing::debug!(published = sent.len(), "outbox batch published");
         }
+        let now = chrono::Utc::now();
+        for (topic, created_at) in sent.iter().filter_map(|id| written.remove(id)) {
+            metrics::counter!(OUTBOX_PUBLISHED, "topic" => topic).increment(1);
+            let latency = (now - created_at).to_std().unwrap_or_default();
+            metrics::histogram!(OUTBOX_PUBLISH_LATENCY).record(latency.as_secs_f64());
+        }
         match stopped {
             Some(Stop::Failed(error)) => Err(error),
             Some(Stop::Refused(..)) => Ok(sent.len() + 1),
@@ -333,4 +344,24 @@ pub async fn failed_rows(conn: &mut PgConnection) -> Result<Vec<FailedRow>, sqlx
     )
     .fetch_all(conn)
     .await
+}
+/// How often the outbox backlog gauge is sampled.
+const BACKLOG_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the outbox backlog gauge current until `shutdown`: rows neither published nor
+/// failed (the partial index on unpublished rows answers it).
+pub async fn report_backlog(pool: PgPool, shutdown: Shutdown) {
+    loop {
+        let backlog: Result<i64, _> =
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL AND failed_at IS NULL")
+                .fetch_one(&pool)
+                .await;
+        if let Ok(rows) = backlog {
+            metrics::gauge!(OUTBOX_BACKLOG).set(rows as f64);
+        }
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(BACKLOG_REPORT_EVERY) => {}
+        }
+    }
 }

@@ -67,6 +67,13 @@ impl Participant {
                 format!("{}-{}-{}", service.name, if host.is_empty() { "localhost" } else { host }, args.listen.port())
             })),
         };
+        tokio::spawn(crate::caught_up::report_lag(
+            args.kafka_brokers.clone(),
+            group.group_id.to_owned(),
+            args.topic_prefix.clone(),
+            group.topics.iter().map(|t| (*t).to_owned()).collect(),
+            shutdown.clone(),
+        ));
         let processor = TxConsumer::<H, E>::new(booted.pool.clone(), handler);
         let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone(), booted.health.clone()));
         Ok(Participant { relay, consumer })

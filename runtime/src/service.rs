@@ -66,6 +66,10 @@ pub struct ServiceArgs {
     #[arg(long, env = "HEALTH_STUCK_AFTER_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub health_stuck_after_ms: u64,
+    /// Where Prometheus metrics are served (`/metrics`). Default: the gRPC
+    /// address's port plus 100.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Parser)]
@@ -154,6 +158,8 @@ pub struct Booted {
 pub enum BootError {
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
+    #[error(transparent)]
+    Metrics(#[from] saga_process::metrics::MetricsError),
 }
 
 /// Parses the command line, installs JSON logging, connects to the service's
@@ -165,6 +171,7 @@ async fn boot(
 ) -> Result<Booted, BootError> {
     let args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info");
+    saga_process::metrics::serve(args.metrics_listen.unwrap_or(saga_process::metrics::default_listen(args.listen)))?;
     let url = &args.database_url;
     let pool =
         crate::db::connect(url, args.database_max_connections, crate::db::WORK_ACQUIRE_TIMEOUT, DATABASE_WAIT).await?;
@@ -174,6 +181,8 @@ async fn boot(
             .await?;
     tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
     let health = Health::new(Duration::from_millis(args.health_stuck_after_ms), shutdown.clone());
+    tokio::spawn(crate::db::report_pools([("work", pool.clone()), ("api", api_pool.clone())], shutdown.clone()));
+    tokio::spawn(crate::outbox::report_backlog(pool.clone(), shutdown.clone()));
     Ok(Booted { args, pool, api_pool, health })
 }
 

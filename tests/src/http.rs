@@ -233,6 +233,8 @@ impl PrivateGateway {
         let mut command = Command::new(&binary);
         command
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            // Metrics on a port of their own: the default (the port plus 100) may be taken.
+            .env("METRICS_LISTEN", "127.0.0.1:0")
             .env("REDIS_URL", stack.redis_url())
             .env("REDIS_KEY_PREFIX", &prefix)
             .env("ADMIN_EMAIL", admin_email)

@@ -46,6 +46,8 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
     let log = std::fs::File::create(stack.logs_dir().join(format!("{}.log", unique("health-product")))).expect("log");
     let mut child = tokio::process::Command::new(stack.binary(&product.binary()))
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        // Metrics on a port of their own: the default (the port plus 100) may be taken.
+        .env("METRICS_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", &url)
         .env("KAFKA_BROKERS", stack.kafka_brokers())
         .env("TOPIC_PREFIX", &prefix)

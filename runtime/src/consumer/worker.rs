@@ -11,6 +11,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use saga_contract::RetryPolicy;
+use saga_process::metrics::{HANDLER_DURATION, MESSAGES_DEAD_LETTERED, MESSAGES_HANDLED, MESSAGES_RETRIED};
 use saga_process::shutdown::Shutdown;
 use tokio::time::Instant;
 
@@ -65,8 +66,11 @@ impl<P: Processor> Worker<P> {
             let received: Vec<Received> = batch.iter().map(|m| Received::of(m, &self.config.topic_prefix)).collect();
             let together = match received.len() {
                 1 => false,
-                n => match self.processor.process_batch(&received).await {
-                    Ok(()) => true,
+                n => match self.timed(self.processor.process_batch(&received)).await {
+                    Ok(()) => {
+                        received.iter().for_each(|r| self.count(MESSAGES_HANDLED, r));
+                        true
+                    }
                     Err(error) => {
                         tracing::debug!(%error, messages = n, "batch rolled back; handling its messages one at a time");
                         false
@@ -102,7 +106,7 @@ impl<P: Processor> Worker<P> {
         let mut outage: Option<(Instant, Duration)> = None;
         let (reason, error) = loop {
             attempts += 1;
-            let outcome = self.processor.process(received).await;
+            let outcome = self.timed(self.processor.process(received)).await;
             match &outcome {
                 Err(Failure::Infrastructure(e) | Failure::NotYet(e)) => {
                     self.probe.failing(format_args!(
@@ -115,6 +119,7 @@ impl<P: Processor> Worker<P> {
             }
             let wait = match outcome {
                 Ok(_) => {
+                    self.count(MESSAGES_HANDLED, received);
                     if let Some((since, _)) = outage {
                         tracing::info!(down_for = ?since.elapsed(), topic = %received.topic,
                             partition = received.partition, "infrastructure is back; the partition moves on");
@@ -129,6 +134,7 @@ impl<P: Processor> Worker<P> {
                         break (Reason::RetriesExhausted, e);
                     }
                     let wait = backoff(retry, not_yet);
+                    self.retried(received, "not_yet");
                     tracing::warn!(error = %e, attempt = not_yet, ?wait, topic = %received.topic,
                         partition = received.partition, offset = received.offset,
                         "the state this message needs is not there yet; retrying in place");
@@ -145,6 +151,7 @@ impl<P: Processor> Worker<P> {
                         Some((since, wait)) => (since, (wait * 2).min(OUTAGE_RETRY_MAX)),
                     };
                     outage = Some((since, wait));
+                    self.retried(received, "infrastructure");
                     wait
                 }
             };
@@ -161,6 +168,9 @@ impl<P: Processor> Worker<P> {
         loop {
             match dead_letter::write(&self.producer, &dlq_topic, message, received, &verdict).await {
                 Ok(()) => {
+                    metrics::counter!(MESSAGES_DEAD_LETTERED, "topic" => received.topic.clone(),
+                        "group" => self.group.clone(), "reason" => reason.as_str())
+                    .increment(1);
                     // The partition moves on: it is not stuck any more, even
                     // if this message failed its last tries.
                     self.probe.working();
@@ -177,5 +187,26 @@ impl<P: Processor> Worker<P> {
                 }
             }
         }
+    }
+}
+
+/// The worker's metrics (see `saga_process::metrics`).
+impl<P: Processor> Worker<P> {
+    fn count(&self, name: &'static str, received: &Received) {
+        metrics::counter!(name, "topic" => received.topic.clone(), "group" => self.group.clone()).increment(1);
+    }
+
+    fn retried(&self, received: &Received, class: &'static str) {
+        metrics::counter!(MESSAGES_RETRIED, "topic" => received.topic.clone(), "group" => self.group.clone(),
+            "class" => class)
+        .increment(1);
+    }
+
+    /// Runs one handler transaction, timing it.
+    async fn timed<T>(&self, work: impl std::future::Future<Output = T>) -> T {
+        let started = Instant::now();
+        let out = work.await;
+        metrics::histogram!(HANDLER_DURATION, "group" => self.group.clone()).record(started.elapsed().as_secs_f64());
+        out
     }
 }

@@ -19,6 +19,9 @@ pub struct Config {
     /// HTTP listen address.
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT_BASE + GATEWAY_PORT_OFFSET)))]
     pub listen: SocketAddr,
+    /// Where Prometheus metrics are served (`/metrics`). Default: the listen port plus 100.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Redis URL (sessions, rate limits).
     #[arg(long, env = "REDIS_URL", default_value_t = local::redis_url())]
     pub redis_url: String,

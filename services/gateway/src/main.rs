@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     telemetry::init(LogFormat::Json, "info");
     let listen = config.listen;
+    saga_process::metrics::serve(config.metrics_listen.unwrap_or(saga_process::metrics::default_listen(listen)))?;
     let state = app::state(config).await?;
     tokio::spawn(app::ensure_admin(state.clone()));
     let every = Duration::from_millis(state.config.admission_check_ms);

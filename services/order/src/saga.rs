@@ -105,6 +105,17 @@ fn parse_status(order_id: Uuid, status: String) -> Result<OrderStatus, OrderErro
 
 /// What an order keeps from the event behind a transition: the total the
 /// product service priced, and why the order failed.
+/// The metrics of a change of status (recorded when written: a transaction that then rolls
+/// back is counted too, which happens only in an outage).
+fn record_step(from: OrderStatus, to: OrderStatus, in_from_seconds: f64, since_created_seconds: f64) {
+    use saga_process::metrics::{SAGA_DURATION, SAGA_OUTCOMES, SAGA_STEP_DURATION};
+    metrics::histogram!(SAGA_STEP_DURATION, "from" => from.as_str(), "to" => to.as_str()).record(in_from_seconds);
+    if to.is_terminal() {
+        metrics::counter!(SAGA_OUTCOMES, "status" => to.as_str()).increment(1);
+        metrics::histogram!(SAGA_DURATION, "status" => to.as_str()).record(since_created_seconds);
+    }
+}
+
 fn kept_from(cause: OrderCause<'_>) -> (Option<i64>, Option<&'static str>) {
     match cause {
         OrderCause::Event(OrderInbound::StockReductionSuccess(e)) => (Some(e.payload.amount.minor()), None),
@@ -138,18 +149,25 @@ impl OrderStore for OrderSaga {
     async fn write_transition(&self, conn: &mut PgConnection, t: &OrderTransition<'_>) -> Result<(), OrderError> {
         let (total_minor, reason) = kept_from(t.cause);
         let failure = if t.to.is_terminal() && t.to != OrderStatus::Completed { reason } else { None };
-        sqlx::query(
-            "UPDATE orders SET status = $2, updated_at = now(), deadline_at = $3, \
-             total_minor = coalesce($4, total_minor), failure_reason = coalesce($5, failure_reason) \
-             WHERE order_id = $1",
+        // The old row's times come back for the metrics: how long the order stayed in
+        // `from`, and since its creation.
+        let spent: Option<(f64, f64)> = sqlx::query_as(
+            "UPDATE orders o SET status = $2, updated_at = now(), deadline_at = $3, \
+             total_minor = coalesce($4, o.total_minor), failure_reason = coalesce($5, o.failure_reason) \
+             FROM (SELECT updated_at, created_at FROM orders WHERE order_id = $1) old \
+             WHERE o.order_id = $1 \
+             RETURNING extract(epoch FROM now() - old.updated_at)::float8, extract(epoch FROM now() - old.created_at)::float8",
         )
         .bind(t.order_id)
         .bind(t.to.as_str())
         .bind(t.deadline)
         .bind(total_minor)
         .bind(failure)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
+        if let (Some(from), Some((in_from, since_created))) = (t.from, spent) {
+            record_step(from, t.to, in_from, since_created);
+        }
         sqlx::query(
             "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -368,6 +368,8 @@ impl PrivateSaga {
         let mut command = tokio::process::Command::new(binary(stack, service));
         command
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[i]))
+            // Metrics on a port of their own: the default (the port plus 100) may be taken.
+            .env("METRICS_LISTEN", "127.0.0.1:0")
             .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", &self.brokers)
             .env("TOPIC_PREFIX", &self.prefix)

@@ -223,6 +223,11 @@ impl StackConfig {
         format!("http://{}:{}", self.host(), self.service_port(service))
     }
 
+    /// Where the process listening on `port` serves its Prometheus metrics.
+    pub fn metrics_url(&self, port: u16) -> String {
+        format!("http://{}:{}/metrics", self.host(), port + saga_process::metrics::PORT_SHIFT)
+    }
+
     pub fn gateway_url(&self) -> String {
         format!("http://{}:{}", self.host(), self.ports.gateway)
     }

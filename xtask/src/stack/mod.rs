@@ -83,8 +83,16 @@ impl Component {
             }
             Component::Redis => config.redis_url(),
             Component::Kafka => format!("{} (topics: {})", config.kafka_brokers(), kafka::topic_names().join(", ")),
-            Component::Service(service) => format!("{} (gRPC)", config.grpc_url(*service)),
-            Component::Gateway => format!("{} (REST; /healthz, /readyz)", config.gateway_url()),
+            Component::Service(service) => format!(
+                "{} (gRPC; metrics {})",
+                config.grpc_url(*service),
+                config.metrics_url(config.service_port(*service))
+            ),
+            Component::Gateway => format!(
+                "{} (REST; /healthz, /readyz; metrics {})",
+                config.gateway_url(),
+                config.metrics_url(config.ports.gateway)
+            ),
         }
     }
 
