@@ -14,7 +14,10 @@ pub fn traceparent<T>(request: &tonic::Request<T>) -> Option<String> {
 
 /// The request's trace context, or a new one when it has none.
 pub fn traceparent_or_new<T>(request: &tonic::Request<T>) -> String {
-    traceparent(request).unwrap_or_else(trace::new_traceparent)
+    // With traces exported, what the call starts is a child of the call's own span.
+    saga_process::telemetry::traceparent_of(&tracing::Span::current())
+        .or_else(|| traceparent(request))
+        .unwrap_or_else(trace::new_traceparent)
 }
 
 /// Parses a UUID argument; INVALID_ARGUMENT naming the field otherwise.

@@ -129,9 +129,13 @@ pub async fn serve_grpc_until(
 /// log line of the call is found by the trace of the request behind it.
 fn call_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     let traceparent = request.headers().get(saga_process::trace::TRACEPARENT).and_then(|v| v.to_str().ok());
-    let trace_id =
-        traceparent.filter(|v| saga_process::trace::is_valid(v)).and_then(saga_process::trace::trace_id).unwrap_or("");
-    tracing::info_span!("grpc", method = request.uri().path(), trace_id)
+    let traceparent = traceparent.filter(|v| saga_process::trace::is_valid(v));
+    let trace_id = traceparent.and_then(saga_process::trace::trace_id).unwrap_or("");
+    let span = tracing::info_span!("grpc", method = request.uri().path(), trace_id);
+    if let Some(parent) = traceparent {
+        saga_process::telemetry::set_parent(&span, parent);
+    }
+    span
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,7 +174,7 @@ async fn boot(
     shutdown: &Shutdown,
 ) -> Result<Booted, BootError> {
     let args = ServiceArgs::parse_for(service);
-    saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info");
+    saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info", service.name);
     saga_process::metrics::serve(args.metrics_listen.unwrap_or(saga_process::metrics::default_listen(args.listen)))?;
     let url = &args.database_url;
     let pool =
@@ -290,6 +294,7 @@ where
     participant.join().await?;
     booted.api_pool.close().await;
     booted.pool.close().await;
+    saga_process::telemetry::shutdown();
     served?;
     if watcher.is_finished() {
         return Err(ServiceError::LoopStopped(watcher.await?));

@@ -99,6 +99,9 @@ where
             event_type = meta.event_type,
             trace_id = meta.traceparent.as_deref().and_then(saga_process::trace::trace_id).unwrap_or(""),
         );
+        if let Some(parent) = meta.traceparent.as_deref().filter(|tp| saga_process::trace::is_valid(tp)) {
+            saga_process::telemetry::set_parent(&span, parent);
+        }
         let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
         async {
             let claimed = inbox::claim(&mut *conn, meta.event_id, meta.event_type, source).await;

@@ -146,13 +146,17 @@ async fn request_id(request: AxumRequest, next: Next) -> Response {
 /// order's saga events then carry the trace its HTTP request started.
 async fn trace_context(request: AxumRequest, next: Next) -> Response {
     use saga_process::trace;
-    let traceparent = request
-        .headers()
-        .get(trace::TRACEPARENT)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| trace::is_valid(v))
-        .map_or_else(trace::new_traceparent, str::to_owned);
-    tracing::Span::current().record("trace_id", trace::trace_id(&traceparent).unwrap_or_default());
+    let incoming =
+        request.headers().get(trace::TRACEPARENT).and_then(|v| v.to_str().ok()).filter(|v| trace::is_valid(v));
+    let span = tracing::Span::current();
+    if let Some(parent) = incoming {
+        saga_process::telemetry::set_parent(&span, parent);
+    }
+    // With traces exported, the calls the request makes are children of its span.
+    let traceparent = saga_process::telemetry::traceparent_of(&span)
+        .or_else(|| incoming.map(str::to_owned))
+        .unwrap_or_else(trace::new_traceparent);
+    span.record("trace_id", trace::trace_id(&traceparent).unwrap_or_default());
     crate::state::TRACEPARENT.scope(traceparent, next.run(request)).await
 }
 

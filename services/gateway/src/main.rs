@@ -22,7 +22,7 @@ use saga_process::telemetry::{self, LogFormat};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
-    telemetry::init(LogFormat::Json, "info");
+    telemetry::init(LogFormat::Json, "info", "gateway");
     let listen = config.listen;
     saga_process::metrics::serve(config.metrics_listen.unwrap_or(saga_process::metrics::default_listen(listen)))?;
     let state = app::state(config).await?;
@@ -37,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
         .with_graceful_shutdown(saga_process::shutdown::signal())
         .await
         .context("HTTP server failed")?;
+    telemetry::shutdown();
     Ok(())
 }
