@@ -185,6 +185,9 @@ pub fn emit_all(
     for (name, text) in rust {
         set.files.insert(layout.rust_dir.join(name), text);
     }
+    if let Some(svg) = emit::svg::status(saga) {
+        set.files.insert(layout.rust_dir.join("status.svg"), format!("<!-- {what}. -->\n{svg}"));
+    }
     set.owned_dirs.push(layout.rust_dir.clone());
     if let Some(dir) = &layout.avro_dir {
         for (event, versions) in &history.events {

@@ -3,3 +3,4 @@
 pub mod avro;
 pub mod docs;
 pub mod rust;
+pub mod svg;

@@ -114,6 +114,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             pub const ALL: &'static [#id] = &[#(#id::#vs,)*];
             /// The states that time out: where the sweeper looks for overdue sagas.
             pub const WITH_TIMEOUT: &'static [#id] = &[#(#id::#timed,)*];
+            /// The machine drawn as an SVG (`status.svg`, written beside this file): each state
+            /// a `data-state` box, each transition and timeout a `data-from`/`data-to`/`data-on` arrow.
+            pub const DIAGRAM_SVG: &'static str = include_str!("status.svg");
 
             /// The spec's name, as stored in the database.
             pub fn as_str(self) -> &'static str {

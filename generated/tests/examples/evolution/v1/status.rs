@@ -63,6 +63,9 @@ impl DispatchStatus {
         DispatchStatus::Requested,
         DispatchStatus::AwaitingCarrier,
     ];
+    /// The machine drawn as an SVG (`status.svg`, written beside this file): each state
+    /// a `data-state` box, each transition and timeout a `data-from`/`data-to`/`data-on` arrow.
+    pub const DIAGRAM_SVG: &'static str = include_str!("status.svg");
     /// The spec's name, as stored in the database.
     pub fn as_str(self) -> &'static str {
         match self {
