@@ -17,6 +17,11 @@ pub const REDIS_PORT_OFFSET: u16 = 379;
 pub const KAFKA_PORT_OFFSET: u16 = 92;
 pub const KAFKA_CONTROLLER_PORT_OFFSET: u16 = 93;
 pub const GATEWAY_PORT_OFFSET: u16 = 80;
+/// The operator console (HTTP), which the gateway forwards admins to.
+pub const CONSOLE_PORT_OFFSET: u16 = 81;
+/// The console's PostgreSQL role and database (its redrive audit). The role may also read
+/// every service's database, and only read it.
+pub const CONSOLE_DATABASE: &str = "console";
 /// The backend services listen on consecutive ports from here, in the order
 /// the spec lists them (`order`, `product`, `user`: 51, 52, 53).
 pub const FIRST_SERVICE_PORT_OFFSET: u16 = 51;
@@ -75,6 +80,12 @@ impl BackendService {
 /// Default Kafka bootstrap address on the development stack.
 pub fn kafka_brokers() -> String {
     format!("{HOST}:{}", PORT_BASE + KAFKA_PORT_OFFSET)
+}
+
+/// Default URL the console reads `database` with on the development stack (its read-only
+/// role; password = role name).
+pub fn console_database_url(database: &str) -> String {
+    format!("postgres://{CONSOLE_DATABASE}:{CONSOLE_DATABASE}@{HOST}:{}/{database}", PORT_BASE + POSTGRES_PORT_OFFSET)
 }
 
 /// Default Redis URL on the development stack.

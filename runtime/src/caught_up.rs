@@ -87,10 +87,23 @@ type Partition = (String, i32);
 type Offsets = HashMap<Partition, i64>;
 
 /// One sample: its time, the high watermarks just after, then the group's offsets.
-struct Sample {
+pub struct Sample {
     at: SystemTime,
     high: Offsets,
     committed: Offsets,
+}
+
+impl Sample {
+    /// Messages not yet consumed per topic: from the group's committed offset (0 where it
+    /// never committed) to the high watermark, over the topic's partitions.
+    pub fn lag(&self) -> std::collections::BTreeMap<String, i64> {
+        let mut lag = std::collections::BTreeMap::new();
+        for (partition, high) in &self.high {
+            let behind = (high - self.committed.get(partition).copied().unwrap_or(0)).max(0);
+            *lag.entry(partition.0.clone()).or_insert(0) += behind;
+        }
+        lag
+    }
 }
 
 /// The time deadlines are judged at, as the sampling task last worked it out;
@@ -173,14 +186,10 @@ pub async fn report_lag(brokers: String, group: String, prefix: String, topics: 
             move || sampler.sample()
         })
         .await;
-        if let Ok(Ok(Sample { high, committed, .. })) = sample {
+        if let Ok(Ok(sample)) = sample {
+            let lag = sample.lag();
             for topic in &topics {
-                let prefixed = format!("{prefix}{topic}");
-                let lag: i64 = high
-                    .iter()
-                    .filter(|((t, _), _)| *t == prefixed)
-                    .map(|(p, h)| (h - committed.get(p).copied().unwrap_or(0)).max(0))
-                    .sum();
+                let lag = lag.get(&format!("{prefix}{topic}")).copied().unwrap_or(0);
                 metrics::gauge!(saga_process::metrics::CONSUMER_LAG, "topic" => topic.clone(), "group" => group.clone())
                     .set(lag as f64);
             }
@@ -253,16 +262,17 @@ impl Reckoner {
     }
 }
 
-/// Reads the owner's progress from Kafka: the watermarks of its topics and
-/// the offsets its group committed. A client of its own that never joins the
-/// group, so the offsets are those of every instance of the service.
-struct Sampler {
+/// Reads a consumer group's progress from Kafka: the watermarks of its topics
+/// and the offsets the group committed. A client of its own that never joins
+/// the group, so the offsets are those of every instance of the service.
+pub struct Sampler {
     client: BaseConsumer,
     topics: Vec<String>,
 }
 
 impl Sampler {
-    fn new(brokers: &str, group: &str, topics: Vec<String>) -> Result<Sampler, KafkaError> {
+    /// A sampler of `group` (as the broker names it) over `topics` (prefix included).
+    pub fn new(brokers: &str, group: &str, topics: Vec<String>) -> Result<Sampler, KafkaError> {
         let client = crate::kafka::client(brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -309,8 +319,8 @@ impl Sampler {
             .collect())
     }
 
-    /// One round: watermarks (after noting the time), then the offsets.
-    fn sample(&self) -> Result<Sample, KafkaError> {
+    /// One round: watermarks (after noting the time), then the offsets. Blocking.
+    pub fn sample(&self) -> Result<Sample, KafkaError> {
         let at = SystemTime::now();
         let high = self.watermarks()?;
         let committed = self.committed(&high)?;

@@ -236,6 +236,7 @@ impl PrivateGateway {
             // Metrics on a port of their own: the default (the port plus 100) may be taken.
             .env("METRICS_LISTEN", "127.0.0.1:0")
             .env("REDIS_URL", stack.redis_url())
+            .env("CONSOLE_URL", stack.console_url())
             .env("REDIS_KEY_PREFIX", &prefix)
             .env("ADMIN_EMAIL", admin_email)
             .env("ADMIN_PASSWORD", admin_password)

@@ -57,7 +57,7 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
     // The user service's payment.completed is consumed by the order service before the
     // order completes; the relay may still be on its way with order.completed.
     let trace = saga_common::eventually("order.completed published", || async {
-        let trace = xtask::trace::collect(&stack, order_id, "").await.expect("the trace");
+        let trace = xtask::trace::collect(&stack.sources(""), order_id).await.expect("the trace");
         trace
             .timeline
             .iter()
@@ -145,7 +145,7 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
 async fn an_unknown_order_is_a_clear_error() {
     let stack = saga_tests::stack();
     let unknown = Uuid::now_v7();
-    let error = xtask::trace::collect(&stack, unknown, "").await.expect_err("no such order");
+    let error = xtask::trace::collect(&stack.sources(""), unknown).await.expect_err("no such order");
     assert!(matches!(error, TraceError::UnknownOrder(id) if id == unknown), "{error:?}");
     assert_eq!(error.to_string(), format!("no order {unknown} in the order service's database"));
 }

@@ -22,7 +22,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::rate_limit::{Limits, LoginLimiter};
-use crate::routes::{admin, auth, health, orders, products};
+use crate::routes::{admin, auth, console, health, orders, products};
 use crate::session::SessionStore;
 use crate::state::{AppState, Backends};
 
@@ -53,7 +53,16 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         per_account: config.login_limit_per_account,
         window: Duration::from_secs(config.login_limit_window_secs),
     };
+    let console_url = reqwest::Url::parse(&config.console_url)
+        .with_context(|| format!("invalid CONSOLE_URL: {}", config.console_url))?;
+    // No overall timeout: the console's live views are streams that stay open.
+    let console = reqwest::Client::builder()
+        .connect_timeout(health::PROBE_TIMEOUT)
+        .build()
+        .context("HTTP client for the console")?;
     Ok(AppState {
+        console,
+        console_url,
         sessions: SessionStore::new(manager.clone(), &config.redis_key_prefix, config.session_ttl()),
         login_limiter: LoginLimiter::new(manager, &config.redis_key_prefix, limits),
         redis,
@@ -76,7 +85,14 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .route("/orders", get(orders::list).post(orders::create))
         .route("/orders/{id}", get(orders::get))
         .route("/orders/{id}/events", get(orders::events))
-        .route("/admin/users/{id}/credit", post(admin::credit));
+        .route("/admin/users/{id}/credit", post(admin::credit))
+        .route("/admin/console/overview", get(console::overview))
+        .route("/admin/console/overview/stream", get(console::overview_stream))
+        .route("/admin/console/sagas/{id}", get(console::saga))
+        .route("/admin/console/sagas/{id}/stream", get(console::saga_stream))
+        .route("/admin/console/dlq", get(console::dead_letters))
+        .route("/admin/console/dlq/redrive", post(console::redrive))
+        .route("/admin/console/dlq/audit", get(console::audit));
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
         // No query string or headers: they may carry tokens or personal data.
         tracing::info_span!("request", method = %request.method(), path = %request.uri().path(),
@@ -88,6 +104,8 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/docs", get(crate::openapi::docs))
+        .route("/console", get(console::page))
+        .route("/console/assets/{name}", get(console::asset))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use saga_generated::topology::SERVICES;
-use saga_process::local::{self, BackendService, GATEWAY_PORT_OFFSET, PORT_BASE};
+use saga_process::local::{self, BackendService, CONSOLE_PORT_OFFSET, GATEWAY_PORT_OFFSET, PORT_BASE};
 
 /// Admin account of the local stack only; a real deployment sets its own.
 pub const LOCAL_ADMIN_EMAIL: &str = "admin@saga.local";
@@ -88,6 +88,10 @@ pub struct Config {
     /// Longest life of one event stream, in seconds (a client reconnects with Last-Event-ID).
     #[arg(long, env = "SSE_MAX_SECS", default_value_t = 600)]
     pub sse_max_secs: u64,
+    /// URL of the operator console, which the gateway forwards `/console` and admins'
+    /// `/api/v1/admin/console/*` requests to.
+    #[arg(long, env = "CONSOLE_URL", default_value_t = format!("http://{}:{}", local::HOST, PORT_BASE + CONSOLE_PORT_OFFSET))]
+    pub console_url: String,
 }
 
 /// Where `service` listens on the local stack; empty when the spec has no such service.

@@ -8,7 +8,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, FieldError};
-use crate::routes::{admin, auth, orders, products};
+use crate::routes::{admin, auth, console, orders, products};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,8 @@ Authenticate with `POST /api/v1/auth/login` and send `Authorization: Bearer <tok
         products::list, products::get, products::create, products::update, products::adjust_stock,
         orders::create, orders::get, orders::list, orders::events,
         admin::credit,
+        console::overview, console::overview_stream, console::saga, console::saga_stream,
+        console::dead_letters, console::redrive, console::audit,
     ),
     components(schemas(ErrorBody, FieldError)),
     modifiers(&BearerAuth),
@@ -30,6 +32,7 @@ Authenticate with `POST /api/v1/auth/login` and send `Authorization: Bearer <tok
         (name = "products", description = "The catalogue; writes need the admin role"),
         (name = "orders", description = "Orders and their sagas; a user sees only their own"),
         (name = "admin", description = "Admin operations"),
+        (name = "console", description = "The operator console's API (admins only); the page itself is `GET /console`"),
     )
 )]
 pub struct ApiDoc;
@@ -71,6 +74,13 @@ mod tests {
             "/api/v1/orders/{id}",
             "/api/v1/orders/{id}/events",
             "/api/v1/admin/users/{id}/credit",
+            "/api/v1/admin/console/overview",
+            "/api/v1/admin/console/overview/stream",
+            "/api/v1/admin/console/sagas/{id}",
+            "/api/v1/admin/console/sagas/{id}/stream",
+            "/api/v1/admin/console/dlq",
+            "/api/v1/admin/console/dlq/redrive",
+            "/api/v1/admin/console/dlq/audit",
         ] {
             assert!(paths.contains_key(path), "{path} missing");
         }

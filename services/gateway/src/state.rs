@@ -25,6 +25,9 @@ pub struct AppState {
     pub admin_ready: Arc<AtomicBool>,
     /// Whether new orders are accepted now.
     pub admission: crate::admission::Admission,
+    /// The operator console's HTTP client and base URL.
+    pub console: reqwest::Client,
+    pub console_url: reqwest::Url,
 }
 
 /// gRPC clients of the three services. Clones share one HTTP/2 connection each.

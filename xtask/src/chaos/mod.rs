@@ -362,7 +362,7 @@ async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Du
 /// Messages in every dead-letter topic.
 async fn dead_letters(config: &StackConfig) -> anyhow::Result<i64> {
     let brokers = config.kafka_brokers();
-    let held = tokio::task::spawn_blocking(move || stack::kafka::dlq_held(&brokers)).await??;
+    let held = tokio::task::spawn_blocking(move || saga_operator::dlq::held(&brokers, "")).await??;
     Ok(held.values().sum())
 }
 

@@ -14,6 +14,7 @@ pub mod env {
     pub const KAFKA_PORT: &str = "SAGA_KAFKA_PORT";
     pub const KAFKA_CONTROLLER_PORT: &str = "SAGA_KAFKA_CONTROLLER_PORT";
     pub const GATEWAY_PORT: &str = "SAGA_GATEWAY_PORT";
+    pub const CONSOLE_PORT: &str = "SAGA_CONSOLE_PORT";
     pub const POSTGRES_PASSWORD: &str = "SAGA_POSTGRES_PASSWORD";
     pub const POSTGRES_BIN: &str = "SAGA_POSTGRES_BIN";
     pub const KAFKA_HEAP: &str = "SAGA_KAFKA_HEAP";
@@ -47,6 +48,8 @@ pub struct Ports {
     pub kafka: u16,
     pub kafka_controller: u16,
     pub gateway: u16,
+    /// The operator console (HTTP; the gateway forwards to it).
+    pub console: u16,
     /// Each backend service's gRPC port, in spec order.
     pub services: Vec<(BackendService, u16)>,
 }
@@ -139,6 +142,7 @@ impl StackConfig {
             kafka: port(env::KAFKA_PORT, defaults::KAFKA_PORT_OFFSET)?,
             kafka_controller: port(env::KAFKA_CONTROLLER_PORT, defaults::KAFKA_CONTROLLER_PORT_OFFSET)?,
             gateway: port(env::GATEWAY_PORT, defaults::GATEWAY_PORT_OFFSET)?,
+            console: port(env::CONSOLE_PORT, defaults::CONSOLE_PORT_OFFSET)?,
             services: services()
                 .into_iter()
                 .map(|s| Ok((s, port(&env::service_port(s.name), s.port_offset())?)))
@@ -180,6 +184,7 @@ impl StackConfig {
             (env::KAFKA_PORT, p.kafka.to_string()),
             (env::KAFKA_CONTROLLER_PORT, p.kafka_controller.to_string()),
             (env::GATEWAY_PORT, p.gateway.to_string()),
+            (env::CONSOLE_PORT, p.console.to_string()),
             (env::POSTGRES_PASSWORD, self.postgres_password.clone()),
             (env::POSTGRES_BIN, self.postgres_bin.display().to_string()),
             (env::KAFKA_HEAP, self.kafka_heap.clone()),
@@ -196,6 +201,21 @@ impl StackConfig {
 
     pub fn kafka_brokers(&self) -> String {
         format!("{}:{}", self.host(), self.ports.kafka)
+    }
+
+    /// The URL the console reads `database` with: its read-only role.
+    pub fn console_database_url(&self, database: &str) -> String {
+        let role = defaults::CONSOLE_DATABASE;
+        format!("postgres://{role}:{role}@{}:{}/{database}", self.host(), self.ports.postgres)
+    }
+
+    pub fn console_url(&self) -> String {
+        format!("http://{}:{}", self.host(), self.ports.console)
+    }
+
+    /// Where this stack's state lives, for `saga_operator` (`prefix`: the services' topic prefix).
+    pub fn sources(&self, prefix: &str) -> saga_operator::Sources {
+        saga_operator::Sources::of(|s| self.database_url(s), self.kafka_brokers(), prefix.to_owned())
     }
 
     pub fn redis_url(&self) -> String {
@@ -276,6 +296,7 @@ mod tests {
         assert_eq!(config.kafka_brokers(), defaults::kafka_brokers());
         assert_eq!(config.redis_url(), defaults::redis_url());
         assert_eq!(config.grpc_url(order), format!("http://{}", order.default_listen()));
+        assert_eq!(config.console_database_url("order_service"), defaults::console_database_url("order_service"));
     }
 
     #[test]

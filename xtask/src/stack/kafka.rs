@@ -243,30 +243,6 @@ pub fn topic_names() -> Vec<String> {
     TOPICS.iter().map(|t| format!("{} ({}p, dlq {})", t.name, t.partitions, t.dlq)).collect()
 }
 
-/// Messages each DLQ topic holds now (high minus low watermark, over its
-/// partitions), from one metadata request.
-pub fn dlq_held(brokers: &str) -> anyhow::Result<BTreeMap<&'static str, i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("log_level", "0")
-        .create()
-        .context("Kafka consumer")?;
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(3)).context("metadata")?;
-    let mut held = BTreeMap::new();
-    for topic in TOPICS {
-        let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic.dlq && t.error().is_none()) else {
-            continue;
-        };
-        let mut count = 0;
-        for partition in meta.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic.dlq, partition.id(), Duration::from_secs(3))?;
-            count += high - low;
-        }
-        held.insert(topic.dlq, count);
-    }
-    Ok(held)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ pub enum Component {
     Redis,
     Kafka,
     Service(BackendService),
+    Console,
     Gateway,
 }
 
@@ -40,6 +41,7 @@ impl Component {
     pub fn all() -> Vec<Component> {
         let mut all = vec![Component::Postgres, Component::Redis, Component::Kafka];
         all.extend(services().into_iter().map(Component::Service));
+        all.push(Component::Console);
         all.push(Component::Gateway);
         all
     }
@@ -54,6 +56,7 @@ impl Component {
             Component::Redis => "redis",
             Component::Kafka => "kafka",
             Component::Service(service) => service.name,
+            Component::Console => "console",
             Component::Gateway => "gateway",
         }
     }
@@ -65,6 +68,7 @@ impl Component {
             Component::Redis => vec![config.ports.redis],
             Component::Kafka => vec![config.ports.kafka, config.ports.kafka_controller],
             Component::Service(service) => vec![config.service_port(*service)],
+            Component::Console => vec![config.ports.console],
             Component::Gateway => vec![config.ports.gateway],
         }
     }
@@ -88,6 +92,12 @@ impl Component {
                 config.grpc_url(*service),
                 config.metrics_url(config.service_port(*service))
             ),
+            Component::Console => format!(
+                "{}/console (through the gateway: {}/console; metrics {})",
+                config.console_url(),
+                config.gateway_url(),
+                config.metrics_url(config.ports.console)
+            ),
             Component::Gateway => format!(
                 "{} (REST; /healthz, /readyz; metrics {})",
                 config.gateway_url(),
@@ -104,6 +114,7 @@ impl Component {
     fn binary(&self, config: &StackConfig) -> Option<PathBuf> {
         match self {
             Component::Service(service) => Some(config.binary(&service.binary())),
+            Component::Console => Some(config.binary(services::CONSOLE_BINARY)),
             Component::Gateway => Some(config.binary(services::GATEWAY_BINARY)),
             _ => None,
         }
@@ -138,6 +149,7 @@ impl Component {
                 Ok(kafka::command(config))
             }
             Component::Service(service) => Ok(services::backend_command(config, *service)),
+            Component::Console => Ok(services::console_command(config)),
             Component::Gateway => Ok(services::gateway_command(config)),
         }
     }
@@ -148,6 +160,7 @@ impl Component {
             Component::Redis => redis_server::probe(config).await,
             Component::Kafka => kafka::probe(config).await,
             Component::Service(service) => services::probe_backend(config, *service).await,
+            Component::Console => services::probe_console(config).await,
             Component::Gateway => services::probe_gateway(config).await,
         }
     }

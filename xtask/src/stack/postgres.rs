@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::config::services;
 use anyhow::{Context, bail};
 use nix::unistd::{Gid, Uid, User, chown};
+use saga_process::local::CONSOLE_DATABASE;
 use sqlx::{Connection, PgConnection};
 
 use super::config::StackConfig;
@@ -116,22 +117,52 @@ pub async fn provision(config: &StackConfig) -> anyhow::Result<()> {
     for service in services() {
         // Names come from the spec, which the generator checked are identifiers: safe to splice.
         let name = service.database();
-        let role_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(&name)
-            .fetch_one(&mut connection)
-            .await?;
-        if !role_exists {
-            sqlx::query(&format!("CREATE ROLE {name} LOGIN PASSWORD '{name}'")).execute(&mut connection).await?;
-        }
-        let db_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut connection)
-            .await?;
-        if !db_exists {
-            sqlx::query(&format!("CREATE DATABASE {name} OWNER {name}")).execute(&mut connection).await?;
-        }
-        // Each service owns its database alone: no other role may even connect.
+        ensure_role_and_database(&mut connection, &name).await?;
+        // Each service owns its database alone: no other role may even connect,
+        // but for the console's, which may only read.
         sqlx::query(&format!("REVOKE ALL ON DATABASE {name} FROM PUBLIC")).execute(&mut connection).await?;
+    }
+    ensure_role_and_database(&mut connection, CONSOLE_DATABASE).await?;
+    connection.close().await?;
+    for service in services() {
+        grant_console_reading(config, &service.database()).await?;
+    }
+    Ok(())
+}
+
+/// A login role `name` (password = name) owning a database `name`, unless they exist.
+async fn ensure_role_and_database(connection: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    let role_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(name)
+        .fetch_one(&mut *connection)
+        .await?;
+    if !role_exists {
+        sqlx::query(&format!("CREATE ROLE {name} LOGIN PASSWORD '{name}'")).execute(&mut *connection).await?;
+    }
+    let db_exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut *connection)
+        .await?;
+    if !db_exists {
+        sqlx::query(&format!("CREATE DATABASE {name} OWNER {name}")).execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+/// The console's role may connect to `database` and read its tables, those there now and
+/// those its owner creates later (the service's migrations), and nothing more.
+async fn grant_console_reading(config: &StackConfig, database: &str) -> anyhow::Result<()> {
+    let console = CONSOLE_DATABASE;
+    let mut connection = PgConnection::connect(&config.postgres_admin_url(database))
+        .await
+        .with_context(|| format!("cannot connect to {database} as superuser"))?;
+    for grant in [
+        format!("GRANT CONNECT ON DATABASE {database} TO {console}"),
+        format!("GRANT USAGE ON SCHEMA public TO {console}"),
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {console}"),
+        format!("ALTER DEFAULT PRIVILEGES FOR ROLE {database} IN SCHEMA public GRANT SELECT ON TABLES TO {console}"),
+    ] {
+        sqlx::query(&grant).execute(&mut connection).await?;
     }
     connection.close().await?;
     Ok(())

@@ -14,6 +14,7 @@ use tonic_health::pb::health_client::HealthClient;
 use super::config::StackConfig;
 
 pub const GATEWAY_BINARY: &str = "gateway";
+pub const CONSOLE_BINARY: &str = "console";
 
 /// `cargo build` of every service binary, so `up` starts the code as it is now.
 pub fn build(config: &StackConfig) -> anyhow::Result<()> {
@@ -26,7 +27,7 @@ pub fn build(config: &StackConfig) -> anyhow::Result<()> {
     for service in services() {
         command.args(["-p", &service.binary()]);
     }
-    command.args(["-p", GATEWAY_BINARY]);
+    command.args(["-p", GATEWAY_BINARY, "-p", CONSOLE_BINARY]);
     let status = command.status().context("cannot run cargo build")?;
     if !status.success() {
         bail!("building the services failed (cargo build exited with {status})");
@@ -43,11 +44,29 @@ pub fn backend_command(config: &StackConfig, service: BackendService) -> Command
     command
 }
 
+/// The console reads every service's database with its read-only role, and keeps its
+/// redrive audit in a database of its own.
+pub fn console_command(config: &StackConfig) -> Command {
+    let mut command = Command::new(config.binary(CONSOLE_BINARY));
+    command
+        .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.ports.console))
+        .env("DATABASE_URL", config.console_database_url(saga_process::local::CONSOLE_DATABASE))
+        .env("KAFKA_BROKERS", config.kafka_brokers());
+    for service in services() {
+        command.env(
+            format!("{}_DATABASE_URL", service.name.to_uppercase()),
+            config.console_database_url(&service.database()),
+        );
+    }
+    command
+}
+
 pub fn gateway_command(config: &StackConfig) -> Command {
     let mut command = Command::new(config.binary(GATEWAY_BINARY));
     command
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.ports.gateway))
-        .env("REDIS_URL", config.redis_url());
+        .env("REDIS_URL", config.redis_url())
+        .env("CONSOLE_URL", config.console_url());
     for service in services() {
         command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_url(service));
     }
@@ -79,6 +98,17 @@ pub async fn probe_backend(config: &StackConfig, service: BackendService) -> any
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await?;
     let status = reply.into_inner().status;
     anyhow::ensure!(status == ServingStatus::Serving as i32, "health status {status}");
+    Ok(())
+}
+
+/// Ready when the console serves its page.
+pub async fn probe_console(config: &StackConfig) -> anyhow::Result<()> {
+    let response = reqwest::Client::new()
+        .get(format!("{}/console", config.console_url()))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "/console answered {}", response.status());
     Ok(())
 }
 

@@ -1,0 +1,53 @@
+//! Configuration: flags with environment overrides; every default points at the local
+//! development stack.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use saga_process::local::{self, BackendService, CONSOLE_DATABASE, CONSOLE_PORT_OFFSET, PORT_BASE};
+
+/// The operator console: a live web view of the saga platform. It reads every service's
+/// database (with a read-only role) and the Kafka topics, and keeps its own redrive audit.
+/// It trusts the gateway to have authenticated an admin: listen on a private address only.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "console",
+    about,
+    after_help = "Each service's database is read from <SERVICE>_DATABASE_URL (ORDER_DATABASE_URL, ...), \
+                  by default the console's read-only role on the local stack."
+)]
+pub struct Config {
+    /// HTTP listen address.
+    #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT_BASE + CONSOLE_PORT_OFFSET)))]
+    pub listen: SocketAddr,
+    /// Where Prometheus metrics are served (`/metrics`). Default: the listen port plus 100.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// The console's own database (the redrive audit).
+    #[arg(long, env = "DATABASE_URL", default_value_t = local::console_database_url(CONSOLE_DATABASE), hide_default_value = true)]
+    pub database_url: String,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value_t = local::kafka_brokers())]
+    pub kafka_brokers: String,
+    /// Topic prefix of the services (their TOPIC_PREFIX).
+    #[arg(long, env = "TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// How often the live overview is sent, in milliseconds.
+    #[arg(long, env = "OVERVIEW_EVERY_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(200..))]
+    pub overview_every_ms: u64,
+    /// How often a followed saga is read again, in milliseconds.
+    #[arg(long, env = "SAGA_EVERY_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub saga_every_ms: u64,
+}
+
+impl Config {
+    /// Where the console reads the platform: `<SERVICE>_DATABASE_URL` for each service of the
+    /// spec, or the local stack's.
+    pub fn sources(&self) -> saga_operator::Sources {
+        let url_of = |service: BackendService| {
+            std::env::var(format!("{}_DATABASE_URL", service.name.to_uppercase()))
+                .unwrap_or_else(|_| local::console_database_url(&service.database()))
+        };
+        saga_operator::Sources::of(url_of, self.kafka_brokers.clone(), self.topic_prefix.clone())
+    }
+}

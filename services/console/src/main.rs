@@ -1,0 +1,36 @@
+//! The operator console: a web page for admins, served behind the gateway, which
+//! authenticates them and forwards `/console` and `/api/v1/admin/console/*` here.
+
+mod api;
+mod config;
+mod page;
+mod redrive;
+
+use anyhow::Context;
+use clap::Parser;
+use saga_process::telemetry::{self, LogFormat};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/console");
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = config::Config::parse();
+    telemetry::init(LogFormat::Json, "info", "console");
+    let listen = config.listen;
+    saga_process::metrics::serve(config.metrics_listen.unwrap_or(saga_process::metrics::default_listen(listen)))?;
+    let audit = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&config.database_url)
+        .await
+        .context("cannot connect to the console's database (DATABASE_URL)")?;
+    MIGRATOR.run(&audit).await.context("migrating the console's database")?;
+    let state = api::State::new(&config, audit)?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(%listen, "console listening");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(saga_process::shutdown::signal())
+        .await
+        .context("HTTP server failed")?;
+    telemetry::shutdown();
+    Ok(())
+}

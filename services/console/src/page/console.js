@@ -1,0 +1,348 @@
+// The saga console. Talks to the gateway only: the login at /api/v1/auth/login, the
+// console's API at /api/v1/admin/console (admins only). Live views read server-sent events
+// through fetch, which (unlike EventSource) can send the bearer token. Everything shown is
+// set as text, never as HTML: dead letters carry whatever a producer put in them.
+"use strict";
+
+const API = "/api/v1/admin/console";
+const TOKEN_KEY = "saga-console-token";
+let live = null; // AbortController of the stream the current view follows
+let diagramSvg = null;
+let lastTrace = null;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
+  return node;
+}
+
+function row(cells, cls) {
+  return el("tr", cls ? { class: cls } : {}, ...cells.map((c) => (c instanceof Node && c.tagName === "TD" ? c : el("td", {}, c))));
+}
+
+function num(n) {
+  return el("td", { class: "num" }, n);
+}
+
+function fill(table, head, rows) {
+  table.replaceChildren(el("tr", {}, ...head.map((h) => el("th", {}, h))), ...rows);
+}
+
+function say(text, info) {
+  const m = $("message");
+  m.textContent = text;
+  m.className = info ? "info" : "";
+  m.hidden = !text;
+}
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+/// What the gateway or the console answered, as one sentence for the page.
+async function problem(response) {
+  let message = `${response.status} ${response.statusText}`;
+  try {
+    const body = await response.json();
+    if (body && body.message) message = body.message;
+  } catch (_) { /* not JSON */ }
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin();
+    return `Please log in (${message}).`;
+  }
+  if (response.status === 403) return `Forbidden: the console is for admins only (${message}).`;
+  return message;
+}
+
+async function api(path, options) {
+  const response = await fetch(API + path, {
+    ...(options || {}),
+    headers: { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
+  });
+  if (!response.ok) throw new Error(await problem(response));
+  return response.json();
+}
+
+/// Follows a server-sent event stream, calling on(event, data) for each event.
+async function follow(path, on, signal) {
+  const response = await fetch(API + path, { headers: { Authorization: `Bearer ${token()}` }, signal });
+  if (!response.ok) throw new Error(await problem(response));
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let event = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+      }
+      if (data.length) on(event, JSON.parse(data.join("\n")));
+    }
+  }
+}
+
+function stopLive() {
+  if (live) live.abort();
+  live = null;
+}
+
+function show(view) {
+  for (const v of ["login-view", "overview-view", "saga-view", "dlq-view"]) $(v).hidden = v !== view;
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", `${a.id.slice(4)}-view` === view);
+}
+
+function showLogin() {
+  stopLive();
+  $("nav").hidden = true;
+  $("logout").hidden = true;
+  $("who").textContent = "";
+  show("login-view");
+}
+
+// ---- overview ------------------------------------------------------------------------
+
+function renderOverview(o) {
+  fill($("statuses"), ["status", "sagas"],
+    o.statuses.map((s) => row([s.status, num(s.count)], s.terminal ? "terminal" : "")));
+  const terminal = o.statuses.filter((s) => s.terminal).map((s) => s.status);
+  fill($("outcomes"), ["minute", ...terminal],
+    o.outcomes.slice(-10).map((m) => row([new Date(m.minute).toLocaleTimeString(), ...terminal.map((t) => num(m.counts[t] || 0))])));
+  $("durations").textContent = o.durations
+    ? `p50 ${(o.durations.p50_ms / 1000).toFixed(2)} s, p99 ${(o.durations.p99_ms / 1000).toFixed(2)} s over ${o.durations.sagas} sagas`
+    : "no saga ended in the window";
+  fill($("lag"), ["group", "topic", "lag"], o.lag.map((l) => row([l.group, l.topic, num(l.lag)])));
+  fill($("outbox"), ["service", "waiting", "failed"], o.outbox.map((b) => row([b.service, num(b.pending), num(b.failed)])));
+  fill($("dlq-counts"), ["topic", "messages"], Object.entries(o.dead_letters).map(([t, n]) => row([t, num(n)])));
+  $("updated").textContent = `updated ${new Date(o.at).toLocaleTimeString()}`;
+  $("unavailable").hidden = o.unavailable.length === 0;
+  $("unavailable").textContent = o.unavailable.length ? `Not available: ${o.unavailable.join("; ")}` : "";
+}
+
+async function overview() {
+  show("overview-view");
+  const control = new AbortController();
+  live = control;
+  while (!control.signal.aborted) {
+    try {
+      await follow("/overview/stream", (event, data) => event === "overview" && renderOverview(data), control.signal);
+    } catch (e) {
+      if (control.signal.aborted) return;
+      say(e.message);
+      if (!token()) return;
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+// ---- one saga ------------------------------------------------------------------------
+
+async function diagram() {
+  if (!diagramSvg) {
+    const response = await fetch("/console/assets/status.svg");
+    diagramSvg = await response.text();
+  }
+  return diagramSvg;
+}
+
+function describe(entry) {
+  switch (entry.kind) {
+    case "transition": return ["status", "order", `${entry.from || "(start)"} → ${entry.to} on ${entry.event_type}`];
+    case "published": {
+      const state = entry.failed ? `FAILED: ${entry.failed}`
+        : entry.published_at ? `published ${new Date(entry.published_at).toLocaleTimeString()}` : "not published yet";
+      return ["publish", entry.service, `${entry.event_type} → ${entry.topic}: ${state}`];
+    }
+    case "consumed": return ["consume", entry.service, `${entry.event_type} from ${entry.topic}/${entry.partition}@${entry.offset}`];
+    case "parked": return ["parked", "order", `${entry.event_type} waits for a status that accepts it`];
+    case "dead_lettered": return ["dead letter", entry.group,
+      `${entry.event_type} in ${entry.topic}/${entry.partition}@${entry.offset}: ${entry.reason}: ${entry.error}`];
+    default: return [entry.kind, "", JSON.stringify(entry)];
+  }
+}
+
+function renderTrace(trace) {
+  lastTrace = trace;
+  $("saga-summary").replaceChildren(
+    el("p", {}, "Order ", el("code", { id: "saga-order" }, trace.order_id), " is ",
+      el("strong", { id: "saga-status" }, trace.status), " · trace ", el("code", { id: "saga-trace-id" }, trace.trace_id || "-")));
+  const svg = $("diagram").querySelector("svg");
+  if (svg) {
+    for (const n of svg.querySelectorAll(".current, .possible, .reachable")) n.classList.remove("current", "possible", "reachable");
+    const current = svg.querySelector(`.state[data-state="${CSS.escape(trace.status)}"]`);
+    if (current) current.classList.add("current");
+    for (const t of svg.querySelectorAll(`.transition[data-from="${CSS.escape(trace.status)}"]`)) {
+      t.classList.add("possible");
+      const target = svg.querySelector(`.state[data-state="${CSS.escape(t.dataset.to)}"]`);
+      if (target) target.classList.add("reachable");
+    }
+  }
+  renderNext();
+  fill($("timeline"), ["when", "what", "who", "detail"], trace.timeline.map((entry) => {
+    const [what, who, detail] = describe(entry);
+    const when = entry.at ? new Date(entry.at).toLocaleTimeString([], { hour12: false }) + "." + String(new Date(entry.at).getMilliseconds()).padStart(3, "0") : "?";
+    return row([when, el("td", { class: "kind" }, what), who, detail], entry.kind === "published" && entry.failed ? "failed" : entry.kind);
+  }));
+}
+
+/// The ways out of the current status; the timeout's time left counts down between events.
+function renderNext() {
+  const trace = lastTrace;
+  if (!trace) return;
+  if (trace.next.length === 0) {
+    $("next").replaceChildren(el("li", {}, "Nothing comes next: the saga ended."));
+    return;
+  }
+  $("next").replaceChildren(...trace.next.map((n) => {
+    if (n.on) return el("li", {}, `on ${n.on} → ${n.to}`);
+    if (!trace.deadline) return el("li", {}, `timeout → ${n.to}`);
+    const left = (new Date(trace.deadline) - Date.now()) / 1000;
+    const text = left >= 0 ? `timeout → ${n.to} in ${left.toFixed(1)} s` : `timeout → ${n.to}, overdue by ${(-left).toFixed(1)} s`;
+    return el("li", { class: "timeout-left" }, text);
+  }));
+}
+
+async function saga(id) {
+  show("saga-view");
+  $("order-id").value = id || "";
+  $("saga-summary").replaceChildren();
+  $("timeline").replaceChildren();
+  $("next").replaceChildren();
+  lastTrace = null;
+  if (!id) return;
+  $("diagram").innerHTML = await diagram();
+  const control = new AbortController();
+  live = control;
+  const ticker = setInterval(renderNext, 500);
+  control.signal.addEventListener("abort", () => clearInterval(ticker));
+  try {
+    // A stream of a saga still running may be closed by the gateway after a while: follow on.
+    do {
+      await follow(`/sagas/${encodeURIComponent(id)}/stream`, (event, data) => {
+        if (event === "trace") { say(""); renderTrace(data); }
+        if (event === "error") say(data.message);
+      }, control.signal);
+    } while (!control.signal.aborted && lastTrace && lastTrace.next.length > 0);
+  } catch (e) {
+    if (!control.signal.aborted) {
+      $("diagram").replaceChildren();
+      say(e.message);
+    }
+  }
+}
+
+// ---- dead letters --------------------------------------------------------------------
+
+function confirmRedrive(text) {
+  return new Promise((resolve) => {
+    $("confirm-text").textContent = text;
+    $("confirm-box").hidden = false;
+    const done = (answer) => () => {
+      $("confirm-box").hidden = true;
+      $("confirm-yes").onclick = null;
+      $("confirm-no").onclick = null;
+      resolve(answer);
+    };
+    $("confirm-yes").onclick = done(true);
+    $("confirm-no").onclick = done(false);
+  });
+}
+
+async function redrive(body, what) {
+  if (!(await confirmRedrive(`Put ${what} back on its topic? The services will handle it again.`))) return;
+  try {
+    const outcome = await api("/dlq/redrive", { method: "POST", body: JSON.stringify({ confirm: true, ...body }) });
+    say(`Redriven: ${outcome.redriven.length}; already redriven before: ${outcome.already.length}.`, true);
+  } catch (e) {
+    say(e.message);
+  }
+  await deadLetters();
+}
+
+async function deadLetters() {
+  show("dlq-view");
+  try {
+    const listing = await api("/dlq");
+    $("dlq-list").replaceChildren(...listing.topics.map((t) => el("div", { class: "card", "data-dlq": t.dlq },
+      el("h3", {}, `${t.dlq}: ${t.total} message(s), redriven to ${t.topic}`),
+      t.letters.length === 0 ? el("p", { class: "muted" }, "empty") : (() => {
+        const table = el("table", { class: "letters" });
+        fill(table, ["at", "partition@offset", "event", "saga", "reason", "error", "headers", ""], t.letters.map((l) => {
+          const ref = { topic: l.topic, partition: l.partition, offset: l.offset };
+          const action = l.redriven
+            ? el("td", { class: "redriven" }, `redriven by ${l.redriven.by} at ${new Date(l.redriven.at).toLocaleTimeString()}`)
+            : el("td", {}, el("button", { class: "redrive", onclick: () => redrive({ messages: [ref] }, `dead letter ${l.topic}/${l.partition}@${l.offset}`) }, "Redrive"));
+          const headers = el("td", { class: "letter-headers" }, l.headers.map(([k, v]) => `${k}: ${v}`).join("\n"));
+          return row([l.failed_at || "-", `${l.partition}@${l.offset}`, l.event_type, l.key || "-", l.reason, l.error, headers, action], "letter");
+        }));
+        return table;
+      })())));
+    const audit = await api("/dlq/audit");
+    fill($("audit"), ["when", "who", "dead letter", "to", "event", "saga"], audit.map((a) => row([
+      new Date(a.redriven_at).toLocaleString(), a.admin, `${a.dlq_topic}/${a.dlq_partition}@${a.dlq_offset}`,
+      a.target_topic, a.event_type, a.saga_key || "-"])));
+  } catch (e) {
+    say(e.message);
+  }
+}
+
+// ---- wiring --------------------------------------------------------------------------
+
+async function route() {
+  stopLive();
+  if (!token()) return showLogin();
+  $("nav").hidden = false;
+  $("logout").hidden = false;
+  const [view, arg] = location.hash.replace(/^#/, "").split("/");
+  if (view === "saga") return saga(arg ? decodeURIComponent(arg) : "");
+  if (view === "dlq") return deadLetters();
+  return overview();
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  say("");
+  const response = await fetch("/api/v1/auth/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ email: $("email").value, password: $("password").value }),
+  });
+  if (!response.ok) return say(await problem(response));
+  const session = await response.json();
+  sessionStorage.setItem(TOKEN_KEY, session.token);
+  $("who").textContent = $("email").value;
+  route();
+});
+
+$("logout").addEventListener("click", async () => {
+  await fetch("/api/v1/auth/logout", { method: "POST", headers: { Authorization: `Bearer ${token()}` } });
+  sessionStorage.removeItem(TOKEN_KEY);
+  say("");
+  showLogin();
+});
+
+$("saga-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  say("");
+  location.hash = `#saga/${encodeURIComponent($("order-id").value.trim())}`;
+});
+
+$("redrive-all").addEventListener("click", () => redrive({ all: true }, "every dead letter not redriven yet"));
+$("dlq-refresh").addEventListener("click", () => deadLetters());
+window.addEventListener("hashchange", () => { say(""); route(); });
+route();

@@ -1,0 +1,243 @@
+//! The operator console on a real private saga, through a real gateway: who may open it,
+//! what the overview and a saga's page show, and a dead letter listed, redriven once (and
+//! only once), audited, and seen to come back through its topic.
+
+mod saga_common;
+
+use std::time::Duration;
+
+use rdkafka::producer::FutureRecord;
+use reqwest::StatusCode;
+use saga_common::{PrivateSaga, SERVICES, eventually};
+use saga_generated::OrderStatus;
+use saga_tests::console::PrivateConsole;
+use saga_tests::http::{Api, PrivateGateway, parse_sse};
+use serde_json::{Value, json};
+
+const CONSOLE: &str = "/api/v1/admin/console";
+
+/// Reads a server-sent event stream until it ends or `enough` says so; the events so far.
+async fn read_stream(
+    api: &Api,
+    path: &str,
+    token: &str,
+    enough: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let mut response =
+        api.http.get(api.url(path)).bearer_auth(token).timeout(Duration::from_secs(60)).send().await.expect("stream");
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert_eq!(response.headers()["content-type"], "text/event-stream", "{path}");
+    let mut text = String::new();
+    while let Some(chunk) = response.chunk().await.expect("stream chunk") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if enough(&parse_sse(&text)) {
+            break;
+        }
+    }
+    parse_sse(&text)
+}
+
+#[tokio::test]
+async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
+    let stack = saga_tests::stack();
+    let saga = PrivateSaga::start(&stack, &[]).await;
+    let databases: Vec<(&str, String)> = SERVICES.iter().map(|s| (*s, saga.database_url(&stack, s))).collect();
+    let console = PrivateConsole::start(&stack, &saga.prefix, &databases).await;
+    let (order_url, product_url, user_url) = (saga.url("order"), saga.url("product"), saga.url("user"));
+    let gateway = PrivateGateway::start(
+        &stack,
+        &[
+            ("CONSOLE_URL", &console.url),
+            ("ORDER_GRPC_URL", &order_url),
+            ("PRODUCT_GRPC_URL", &product_url),
+            ("USER_GRPC_URL", &user_url),
+        ],
+    )
+    .await;
+    let api = &gateway.api;
+    let admin = api.admin_token().await;
+    let admin_id = api.get("/api/v1/me", Some(&admin)).await.body["id"].as_str().expect("admin id").to_owned();
+    let (customer, customer_id) = api.customer().await;
+
+    // The page and its assets are served to anyone (they hold no data); the API to admins only.
+    let page = api.http.get(api.url("/console")).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.expect("page text").contains("Saga console"));
+    let svg = api.http.get(api.url("/console/assets/status.svg")).send().await.expect("svg");
+    assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+    let svg = svg.text().await.expect("svg text");
+    for status in OrderStatus::ALL {
+        assert!(
+            svg.contains(&format!("data-state=\"{}\"", status.as_str())),
+            "{} missing from the diagram",
+            status.as_str()
+        );
+    }
+    for path in ["/overview", "/dlq", "/dlq/audit", "/sagas/0190f5c2-8d4e-7a3b-9c1d-2e3f4a5b6c7d"] {
+        let path = format!("{CONSOLE}{path}");
+        assert_eq!(api.get(&path, None).await.status, StatusCode::UNAUTHORIZED, "{path} without a token");
+        let reply = api.get(&path, Some(&customer)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path} as a customer: {:?}", reply.body);
+    }
+    let redrive_all = json!({ "confirm": true, "all": true });
+    let reply = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&customer), &redrive_all).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+
+    // One saga, through to completed.
+    let product = api.create_product(&admin, 500, 10).await;
+    api.credit(&admin, &customer_id, 10_000).await;
+    let placed = api.place_order(&customer, "console-1", &json!([{ "product_id": product, "quantity": 2 }])).await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+    let order_id = placed.body["id"].as_str().expect("order id").to_owned();
+    // Followed live from the start: trace events until it completes, then the stream ends.
+    let events = read_stream(api, &format!("{CONSOLE}/sagas/{order_id}/stream"), &admin, |_| false).await;
+    assert!(!events.is_empty() && events.iter().all(|(name, _)| name == "trace"), "{events:?}");
+    let last = &events.last().expect("a trace").1;
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["next"], json!([]), "nothing comes after completed");
+
+    let trace = api.get(&format!("{CONSOLE}/sagas/{order_id}"), Some(&admin)).await;
+    assert_eq!(trace.status, StatusCode::OK, "{:?}", trace.body);
+    let timeline = trace.body["timeline"].as_array().expect("timeline");
+    let kinds = |kind: &str| timeline.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!(kinds("transition"), 3, "created, inventory_reserved, completed: {timeline:?}");
+    assert_eq!(
+        kinds("published"),
+        4,
+        "order.created, stock.reduction.success, payment.completed, order.completed: {timeline:?}"
+    );
+    assert!(kinds("consumed") >= 4, "each event consumed by its subscribers: {timeline:?}");
+    assert!(trace.body["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{:?}", trace.body["trace_id"]);
+    assert!(timeline.iter().any(|e| e["kind"] == "consumed" && e["topic"] == "payment-events" && e["offset"].is_i64()));
+
+    // Bad ids get a clear answer.
+    let malformed = api.get(&format!("{CONSOLE}/sagas/not-a-uuid"), Some(&admin)).await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{:?}", malformed.body);
+    let unknown = uuid::Uuid::now_v7();
+    let missing = api.get(&format!("{CONSOLE}/sagas/{unknown}"), Some(&admin)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{:?}", missing.body);
+    assert!(missing.body["message"].as_str().is_some_and(|m| m.contains(&unknown.to_string())), "{:?}", missing.body);
+
+    // The overview: every status of the spec, the outcome, every group's lag, every outbox.
+    let overview = api.get(&format!("{CONSOLE}/overview"), Some(&admin)).await;
+    assert_eq!(overview.status, StatusCode::OK, "{:?}", overview.body);
+    let o = &overview.body;
+    assert_eq!(o["unavailable"], json!([]), "{o}");
+    let statuses: Vec<&str> =
+        o["statuses"].as_array().expect("statuses").iter().map(|s| s["status"].as_str().unwrap_or("")).collect();
+    assert_eq!(statuses, OrderStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let completed =
+        o["statuses"].as_array().expect("statuses").iter().find(|s| s["status"] == "completed").expect("completed");
+    assert_eq!(completed["count"], 1);
+    let ended: i64 = o["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .iter()
+        .map(|m| m["counts"]["completed"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(ended, 1, "{o}");
+    assert_eq!(o["durations"]["sagas"], 1, "{o}");
+    let groups = saga_generated::topology::CONSUMER_GROUPS;
+    assert_eq!(o["lag"].as_array().expect("lag").len(), groups.iter().map(|g| g.topics.len()).sum::<usize>());
+    assert_eq!(o["outbox"].as_array().expect("outbox").len(), SERVICES.len());
+    assert_eq!(o["dead_letters"].as_object().expect("dead letters").len(), saga_generated::topology::TOPICS.len());
+    // And live.
+    let live = read_stream(api, &format!("{CONSOLE}/overview/stream"), &admin, |events| events.len() >= 2).await;
+    assert!(live.iter().take(2).all(|(name, data)| name == "overview" && data["statuses"].is_array()), "{live:?}");
+
+    // A poison message: dead-lettered by each group that reads order-events.
+    let topic = saga.topic("order-events");
+    let dlq = saga.topic("order-events.dlq");
+    let poison_key = saga_tests::unique("poison");
+    saga_common::producer(&saga.brokers)
+        .send(FutureRecord::to(&topic).key(&poison_key).payload(b"not an event".as_slice()), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("poison produced");
+    let readers = groups.iter().filter(|g| g.topics.contains(&"order-events")).count();
+    let letters_of = |listing: &Value, key: &str| -> Vec<Value> {
+        listing["topics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["dlq"] == dlq.as_str())
+            .flat_map(|t| t["letters"].as_array().cloned().unwrap_or_default())
+            .filter(|l| l["key"] == key)
+            .collect()
+    };
+    let poisoned = eventually("the poison listed in the console's DLQ view", || {
+        let (api, admin, key) = (api.clone(), admin.clone(), poison_key.clone());
+        let letters_of = &letters_of;
+        async move {
+            let listing = api.get(&format!("{CONSOLE}/dlq"), Some(&admin)).await;
+            let found = letters_of(&listing.body, &key);
+            (found.len() == readers).then_some(found)
+        }
+    })
+    .await;
+    for letter in &poisoned {
+        assert_eq!(letter["reason"], "undecodable", "{letter}");
+        assert!(letter["redriven"].is_null());
+        assert!(
+            letter["headers"].as_array().is_some_and(|h| h.iter().any(|h| h[0] == "dlq-consumer-group")),
+            "{letter}"
+        );
+    }
+
+    // Redrive asks for confirmation and names real dead letters only.
+    let refs: Vec<Value> = poisoned
+        .iter()
+        .map(|l| json!({ "topic": l["topic"], "partition": l["partition"], "offset": l["offset"] }))
+        .collect();
+    let unconfirmed =
+        api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &json!({ "confirm": false, "messages": refs })).await;
+    assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST, "{:?}", unconfirmed.body);
+    let elsewhere =
+        json!({ "confirm": true, "messages": [{ "topic": "somebody-elses.dlq", "partition": 0, "offset": 0 }] });
+    let reply = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &elsewhere).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+    let beyond = json!({ "confirm": true, "messages": [{ "topic": dlq, "partition": 0, "offset": 1_000_000 }] });
+    let reply = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &beyond).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+
+    // Redriven once; asked again, nothing is sent twice.
+    let first =
+        api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &json!({ "confirm": true, "messages": refs })).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(first.body["redriven"].as_array().map(Vec::len), Some(readers), "{:?}", first.body);
+    let again =
+        api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &json!({ "confirm": true, "messages": refs })).await;
+    assert_eq!(again.status, StatusCode::OK, "{:?}", again.body);
+    assert_eq!(again.body["redriven"], json!([]));
+    assert_eq!(again.body["already"].as_array().map(Vec::len), Some(readers));
+
+    // Audited: who and which.
+    let audit = api.get(&format!("{CONSOLE}/dlq/audit"), Some(&admin)).await;
+    let rows: Vec<&Value> =
+        audit.body.as_array().expect("audit").iter().filter(|r| r["saga_key"] == poison_key.as_str()).collect();
+    assert_eq!(rows.len(), readers, "{:?}", audit.body);
+    assert!(rows.iter().all(|r| r["admin"] == admin_id.as_str() && r["target_topic"] == topic.as_str()), "{rows:?}");
+
+    // The redriven copies went through order-events again, where every group reads them
+    // (a copy of a message a group had handled is dropped by its inbox; this one is still
+    // poison), and came back with the mark of their redrive. The originals now show who
+    // redrove them.
+    let marked = |l: &Value| l["headers"].as_array().is_some_and(|h| h.iter().any(|h| h[0] == "redriven-from"));
+    let letters = eventually("the redriven poison back in the DLQ", || {
+        let (api, admin, key) = (api.clone(), admin.clone(), poison_key.clone());
+        let letters_of = &letters_of;
+        async move {
+            let listing = api.get(&format!("{CONSOLE}/dlq"), Some(&admin)).await;
+            let letters = letters_of(&listing.body, &key);
+            (letters.iter().filter(|l| marked(l)).count() == readers * readers).then_some(letters)
+        }
+    })
+    .await;
+    assert_eq!(letters.len(), readers + readers * readers, "{letters:?}");
+    assert_eq!(letters.iter().filter(|l| l["redriven"]["by"] == admin_id.as_str()).count(), readers, "{letters:?}");
+    assert!(letters.iter().filter(|l| marked(l)).all(|l| l["redriven"].is_null()), "the copies are not redriven yet");
+
+    drop(gateway);
+    drop(console);
+    saga.shutdown(&stack).await;
+}
