@@ -155,6 +155,7 @@ fn test_stack_config() -> anyhow::Result<StackConfig> {
 
 async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let config = if reuse { StackConfig::from_env()? } else { test_stack_config()? };
+    stack::install::ensure_test_packages(&config)?;
     if !reuse {
         // Leftovers of an interrupted run would make this run depend on old data.
         stack::down(&config);

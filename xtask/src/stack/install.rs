@@ -1,6 +1,6 @@
 //! Installs what the stack needs and the machine lacks: Debian packages for
 //! PostgreSQL 15, Redis, Java 17 and Maven, and the Kafka broker's jars from
-//! Maven Central.
+//! Maven Central; for the test suite also Chromium and its WebDriver.
 
 use std::fs;
 use std::path::Path;
@@ -28,6 +28,13 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { what: "Maven", present: |_| on_path("mvn"), package: "maven" },
 ];
 
+/// What `cargo xtask test` needs on top: the console's browser test drives Debian's
+/// headless Chromium through chromedriver.
+const TEST_REQUIREMENTS: &[Requirement] = &[
+    Requirement { what: "Chromium", present: |_| on_path("chromium"), package: "chromium" },
+    Requirement { what: "ChromeDriver", present: |_| on_path("chromedriver"), package: "chromium-driver" },
+];
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
@@ -36,9 +43,18 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Installs the missing Debian packages (as root), or says which to install.
+/// Installs the missing Debian packages the stack runs on (as root), or says which to install.
 pub fn ensure_packages(config: &StackConfig) -> anyhow::Result<()> {
-    let missing: Vec<&Requirement> = REQUIREMENTS.iter().filter(|r| !(r.present)(config)).collect();
+    ensure(config, REQUIREMENTS)
+}
+
+/// Installs the missing Debian packages the test suite needs besides the stack.
+pub fn ensure_test_packages(config: &StackConfig) -> anyhow::Result<()> {
+    ensure(config, TEST_REQUIREMENTS)
+}
+
+fn ensure(config: &StackConfig, requirements: &[Requirement]) -> anyhow::Result<()> {
+    let missing: Vec<&Requirement> = requirements.iter().filter(|r| !(r.present)(config)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -54,7 +70,7 @@ pub fn ensure_packages(config: &StackConfig) -> anyhow::Result<()> {
         .with_context(|| format!("apt-get update failed (Debian mirror unreachable?): see {}", log.display()))?;
     run_logged(Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&packages), &log)
         .with_context(|| format!("apt-get install {} failed: see {}", packages.join(" "), log.display()))?;
-    if let Some(still) = REQUIREMENTS.iter().find(|r| !(r.present)(config)) {
+    if let Some(still) = requirements.iter().find(|r| !(r.present)(config)) {
         bail!("{} still missing after installing {}: see {}", still.what, still.package, log.display());
     }
     Ok(())

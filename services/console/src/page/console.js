@@ -52,6 +52,9 @@ async function problem(response) {
   try {
     const body = await response.json();
     if (body && body.message) message = body.message;
+    if (body && Array.isArray(body.fields) && body.fields.length) {
+      message += `: ${body.fields.map((f) => `${f.field} ${f.message}`).join("; ")}`;
+    }
   } catch (_) { /* not JSON */ }
   if (response.status === 401) {
     sessionStorage.removeItem(TOKEN_KEY);
@@ -287,8 +290,10 @@ async function deadLetters() {
           const action = l.redriven
             ? el("td", { class: "redriven" }, `redriven by ${l.redriven.by} at ${new Date(l.redriven.at).toLocaleTimeString()}`)
             : el("td", {}, el("button", { class: "redrive", onclick: () => redrive({ messages: [ref] }, `dead letter ${l.topic}/${l.partition}@${l.offset}`) }, "Redrive"));
-          const headers = el("td", { class: "letter-headers" }, l.headers.map(([k, v]) => `${k}: ${v}`).join("\n"));
-          return row([l.failed_at || "-", `${l.partition}@${l.offset}`, l.event_type, l.key || "-", l.reason, l.error, headers, action], "letter");
+          const headers = el("td", { class: "letter-headers" }, el("details", {},
+            el("summary", {}, `${l.headers.length} headers`), el("pre", {}, l.headers.map(([k, v]) => `${k}: ${v}`).join("\n"))));
+          return row([when(l.failed_at), `${l.partition}@${l.offset}`, l.event_type, el("td", { class: "key" }, l.key || "-"), l.reason,
+            el("td", { class: "error" }, l.error), headers, action], "letter");
         }));
         return table;
       })())));
@@ -299,6 +304,12 @@ async function deadLetters() {
   } catch (e) {
     say(e.message);
   }
+}
+
+/// A broker or database timestamp (RFC 3339, maybe with nanoseconds) as local date and time.
+function when(text) {
+  const at = text ? new Date(text.replace(/(\.\d{3})\d+/, "$1")) : null;
+  return at && !isNaN(at) ? at.toLocaleString([], { hour12: false }) : text || "-";
 }
 
 // ---- wiring --------------------------------------------------------------------------
@@ -336,10 +347,17 @@ $("logout").addEventListener("click", async () => {
   showLogin();
 });
 
+const ORDER_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 $("saga-form").addEventListener("submit", (event) => {
   event.preventDefault();
+  const id = $("order-id").value.trim();
+  if (!ORDER_ID.test(id)) {
+    say(`"${id}" is not an order id: an order id is a UUID, like 0190f5c2-8d4e-7a3b-9c1d-2e3f4a5b6c7d.`);
+    return;
+  }
   say("");
-  location.hash = `#saga/${encodeURIComponent($("order-id").value.trim())}`;
+  location.hash = `#saga/${encodeURIComponent(id)}`;
 });
 
 $("redrive-all").addEventListener("click", () => redrive({ all: true }, "every dead letter not redriven yet"));
