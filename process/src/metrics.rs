@@ -39,6 +39,10 @@ pub const OUTBOX_PUBLISH_LATENCY: &str = "saga_outbox_publish_latency_seconds";
 pub const OUTBOX_PUBLISHED: &str = "saga_outbox_published_total";
 /// Database connections of a pool, by `pool` and `state` (`in_use`, `idle`).
 pub const DB_CONNECTIONS: &str = "saga_db_pool_connections";
+/// Tasks waiting for a connection of a pool (and its `BEGIN`), by `pool`.
+pub const DB_WAITING: &str = "saga_db_pool_waiting_tasks";
+/// How long a task waited for a connection of a pool (and its `BEGIN`), by `pool`.
+pub const DB_ACQUIRE_DURATION: &str = "saga_db_pool_acquire_seconds";
 /// Gateway requests, by `route` (the matched path pattern), `method` and `status`.
 pub const HTTP_REQUESTS: &str = "http_requests_total";
 /// Gateway request durations, by `route` and `method`.
@@ -90,6 +94,8 @@ fn describe() {
     describe_histogram!(OUTBOX_PUBLISH_LATENCY, Unit::Seconds, "From an outbox row's insert to its publication");
     describe_counter!(OUTBOX_PUBLISHED, "Events the outbox relay published");
     describe_gauge!(DB_CONNECTIONS, "Database connections of a pool, in use or idle");
+    describe_gauge!(DB_WAITING, "Tasks waiting for a database connection of a pool");
+    describe_histogram!(DB_ACQUIRE_DURATION, Unit::Seconds, "How long a task waited for a database connection");
     describe_counter!(HTTP_REQUESTS, "Gateway requests by route, method and status");
     describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "Gateway request durations by route and method");
 }

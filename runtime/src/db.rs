@@ -1,12 +1,13 @@
 //! PostgreSQL connection pool for one service's own database, and the
 //! runtime's own tables in it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use saga_contract::FailureClass;
-use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
 
 /// The runtime's own tables, which every service database carries: the
 /// outbox, the inbox and the trigger that wakes the relay
@@ -142,20 +143,71 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// A service's two pools, as the `pool` label of their metrics: the saga's work
+/// (consumers, relay, sweeper) and gRPC requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolName {
+    Work,
+    Api,
+}
+
+impl PoolName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolName::Work => "work",
+            PoolName::Api => "api",
+        }
+    }
+}
+
+/// Begins a transaction on `pool`, counted among the pool's waiting tasks until it has
+/// its connection and `BEGIN` (sqlx keeps no count of its waiters).
+pub async fn begin(pool: &PgPool, name: PoolName) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let _waiting = Waiting::start(name);
+    pool.begin().await
+}
+
+/// A connection of `pool`, counted among its waiting tasks until it has one.
+pub async fn acquire(pool: &PgPool, name: PoolName) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    let _waiting = Waiting::start(name);
+    pool.acquire().await
+}
+
+/// One task waiting for a connection: in the gauge while it lives, its wait recorded when
+/// it ends, however it ends (a connection, a timeout, or the caller gave up).
+struct Waiting {
+    name: PoolName,
+    since: Instant,
+}
+
+impl Waiting {
+    fn start(name: PoolName) -> Waiting {
+        metrics::gauge!(saga_process::metrics::DB_WAITING, "pool" => name.as_str()).increment(1.0);
+        Waiting { name, since: Instant::now() }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        use saga_process::metrics::{DB_ACQUIRE_DURATION, DB_WAITING};
+        metrics::gauge!(DB_WAITING, "pool" => self.name.as_str()).decrement(1.0);
+        metrics::histogram!(DB_ACQUIRE_DURATION, "pool" => self.name.as_str())
+            .record(self.since.elapsed().as_secs_f64());
+    }
+}
+
 /// How often the pools' connection gauges are sampled.
 const POOL_REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// Keeps the connection gauges of `pools` (named) current until `shutdown`.
-pub async fn report_pools<const N: usize>(
-    pools: [(&'static str, PgPool); N],
-    shutdown: saga_process::shutdown::Shutdown,
-) {
+/// Keeps the connection gauges of `pools` current until `shutdown`.
+pub async fn report_pools<const N: usize>(pools: [(PoolName, PgPool); N], shutdown: saga_process::shutdown::Shutdown) {
     use saga_process::metrics::DB_CONNECTIONS;
     loop {
         for (name, pool) in &pools {
             let idle = pool.num_idle() as f64;
-            metrics::gauge!(DB_CONNECTIONS, "pool" => *name, "state" => "idle").set(idle);
-            metrics::gauge!(DB_CONNECTIONS, "pool" => *name, "state" => "in_use").set(f64::from(pool.size()) - idle);
+            metrics::gauge!(DB_CONNECTIONS, "pool" => name.as_str(), "state" => "idle").set(idle);
+            metrics::gauge!(DB_CONNECTIONS, "pool" => name.as_str(), "state" => "in_use")
+                .set(f64::from(pool.size()) - idle);
         }
         tokio::select! {
             () = shutdown.wait() => return,

@@ -13,6 +13,7 @@ use saga_process::metrics::{OUTBOX_BACKLOG, OUTBOX_PUBLISH_LATENCY, OUTBOX_PUBLI
 use saga_process::shutdown::Shutdown;
 use sqlx::{PgConnection, PgPool, Row};
 
+use crate::db::PoolName;
 use crate::health::{Component, Health};
 
 /// Channel the `outbox_notify` trigger notifies on every insert.
@@ -191,7 +192,7 @@ impl Relay {
     /// `Err` when the broker did not acknowledge a row: the rows before it
     /// are marked sent all the same, the rest wait for the next try.
     pub async fn publish_batch(&self) -> Result<usize, OutboxError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::db::begin(&self.pool, PoolName::Work).await?;
         // The marking commits without waiting for its WAL flush: a crash can
         // lose only the marks, and rows published again are duplicates the
         // consumers' inbox drops. Publishing never waits on an fsync.

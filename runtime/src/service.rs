@@ -17,6 +17,7 @@ use saga_process::shutdown::Shutdown;
 use sqlx::PgConnection;
 use sqlx::migrate::Migrator;
 
+use crate::db::PoolName;
 use crate::health::Health;
 use crate::participant::{Participant, ParticipantError};
 
@@ -185,7 +186,10 @@ async fn boot(
             .await?;
     tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
     let health = Health::new(Duration::from_millis(args.health_stuck_after_ms), shutdown.clone());
-    tokio::spawn(crate::db::report_pools([("work", pool.clone()), ("api", api_pool.clone())], shutdown.clone()));
+    tokio::spawn(crate::db::report_pools(
+        [(PoolName::Work, pool.clone()), (PoolName::Api, api_pool.clone())],
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::outbox::report_backlog(pool.clone(), shutdown.clone()));
     Ok(Booted { args, pool, api_pool, health })
 }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::caught_up::{self, CaughtUpClock};
+use crate::db::PoolName;
 use crate::health::{Component, Health};
 use crate::service::Booted;
 
@@ -120,7 +121,7 @@ pub async fn once<S: Sweep<Ctx = PgConnection>>(
     as_of: SystemTime,
     skip: &[Uuid],
 ) -> Result<Option<Uuid>, SweepError<S::Error>> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::db::begin(pool, PoolName::Work).await?;
     let resolved =
         sweep.sweep_one(&mut tx, as_of, skip).await.map_err(|SweepFailure { saga_key, error }| match saga_key {
             Some(key) => SweepError::Saga(key, error),

@@ -109,6 +109,26 @@ async fn every_process_serves_metrics_that_parse_and_count_what_happened() {
                 >= 3.0
         );
         assert!(total(&families, "saga_handler_duration_seconds", "saga_handler_duration_seconds_count", &[]) >= 1.0);
+        let acquired = |pool| {
+            total(&families, "saga_db_pool_acquire_seconds", "saga_db_pool_acquire_seconds_count", &[("pool", pool)])
+        };
+        assert!(acquired("work") >= 3.0, "{}: every handler transaction waited for its connection", service.name);
+        assert!(acquired("api") >= 1.0, "{}: the gRPC calls of the test took connections", service.name);
+        // Once the sagas are done nobody waits: every waiter counted leaves the gauge again.
+        saga_common::eventually(&format!("{}: no task waiting for a connection", service.name), || {
+            let (python, url) = (python.clone(), stack.metrics_url(stack.service_port(service)));
+            async move {
+                let families = scrape(&python, &url).await;
+                let waiting: f64 = ["work", "api"]
+                    .iter()
+                    .map(|pool| {
+                        total(&families, "saga_db_pool_waiting_tasks", "saga_db_pool_waiting_tasks", &[("pool", pool)])
+                    })
+                    .sum();
+                (waiting == 0.0).then_some(())
+            }
+        })
+        .await;
         // Gauges sampled every few seconds: present once sampled.
         for gauge in ["saga_db_pool_connections", "saga_outbox_backlog_rows", "saga_consumer_lag_messages"] {
             let present = saga_common::eventually(&format!("{} {gauge}", service.name), || {

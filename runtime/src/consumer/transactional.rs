@@ -6,6 +6,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::Instrument;
 
 use super::{Failure, Processed, Processor, Received};
+use crate::db::PoolName;
 use crate::{inbox, outbox};
 
 /// Decode, inbox, handle and outbox in one transaction: the consumer of a
@@ -32,7 +33,7 @@ where
         let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
             return Ok(Processed::Ignored);
         };
-        let mut tx = self.pool.begin().await.map_err(Failure::database)?;
+        let mut tx = crate::db::begin(&self.pool, PoolName::Work).await.map_err(Failure::database)?;
         let outcome = self.handle(&mut tx, message, event).await?;
         if outcome.processed == Processed::Handled {
             tx.commit().await.map_err(Failure::database)?;
@@ -53,7 +54,7 @@ where
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(Failure::database)?;
+        let mut tx = crate::db::begin(&self.pool, PoolName::Work).await.map_err(Failure::database)?;
         let mut outcomes = Vec::with_capacity(events.len());
         for (message, event) in events {
             // Later messages see what earlier ones wrote: same transaction.

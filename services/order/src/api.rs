@@ -9,6 +9,7 @@ use saga_proto::order::{
     CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetSagaBacklogRequest, ListOrdersRequest,
     ListOrdersResponse, Order, OrderItem, SagaBacklog, StatusChange,
 };
+use saga_runtime::db::{self, PoolName};
 use saga_runtime::grpc::{database, internal, is_constraint, page_size, parse_uuid, timestamp};
 use sqlx::{FromRow, PgConnection, PgPool};
 use tonic::{Request, Response, Status};
@@ -123,7 +124,7 @@ fn fingerprint(user_id: Uuid, items: &[SagaItem]) -> String {
 impl OrderApi {
     /// The order an idempotency key already created: `Ok(None)` when the key is new.
     async fn existing(&self, user_id: Uuid, key: &str, fp: &str) -> Result<Option<Order>, Status> {
-        let mut conn = self.pool.acquire().await.map_err(database)?;
+        let mut conn = db::acquire(&self.pool, PoolName::Api).await.map_err(database)?;
         let found: Option<(Uuid, String)> =
             sqlx::query_as("SELECT order_id, request_hash FROM orders WHERE user_id = $1 AND idempotency_key = $2")
                 .bind(user_id)
@@ -165,7 +166,7 @@ impl OrderService for OrderApi {
         if let Some(order) = self.existing(user_id, &r.idempotency_key, &fp).await? {
             return Ok(Response::new(CreateOrderResponse { order: Some(order), created: false }));
         }
-        let tx = self.pool.begin().await.map_err(database)?;
+        let tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
         let mut ctx = CommandTx {
             tx,
             idempotency_key: r.idempotency_key.clone(),
@@ -200,7 +201,7 @@ impl OrderService for OrderApi {
 
     async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<Order>, Status> {
         let order_id = parse_uuid("order_id", &request.into_inner().order_id)?;
-        let mut conn = self.pool.acquire().await.map_err(database)?;
+        let mut conn = db::acquire(&self.pool, PoolName::Api).await.map_err(database)?;
         let order = load(&mut conn, order_id, true).await?;
         order.map(Response::new).ok_or_else(|| Status::not_found(format!("no order {order_id}")))
     }
@@ -219,7 +220,7 @@ impl OrderService for OrderApi {
         .bind(false)
         .bind(before)
         .bind(limit + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *db::acquire(&self.pool, PoolName::Api).await.map_err(database)?)
         .await
         .map_err(database)?;
         let more = rows.len() as i64 > limit;
@@ -250,7 +251,7 @@ impl OrderService for OrderApi {
         )
         .bind(f64::from(percent) / 100.0)
         .bind(chrono::DateTime::<chrono::Utc>::from(as_of))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *db::acquire(&self.pool, PoolName::Api).await.map_err(database)?)
         .await
         .map_err(database)?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();

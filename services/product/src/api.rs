@@ -6,6 +6,7 @@ use saga_proto::product::{
     AdjustStockRequest, BatchGetProductsRequest, BatchGetProductsResponse, CreateProductRequest, GetProductRequest,
     ListProductsRequest, ListProductsResponse, Product, UpdateProductRequest,
 };
+use saga_runtime::db::{self, PoolName};
 use saga_runtime::grpc::{database, internal, page_size, parse_uuid, timestamp};
 use sqlx::{FromRow, PgPool};
 use tonic::{Request, Response, Status};
@@ -64,7 +65,7 @@ impl ProductService for ProductApi {
             return Err(Status::invalid_argument("initial_stock must not be negative"));
         }
         let id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
         sqlx::query("INSERT INTO products (product_id, name, description, price_minor) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(r.name.trim())
@@ -94,7 +95,7 @@ impl ProductService for ProductApi {
         if r.price_minor.is_some_and(|p| p < 0) {
             return Err(Status::invalid_argument("price_minor must not be negative"));
         }
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
         let updated = sqlx::query(
             "UPDATE products SET name = coalesce($2, name), description = coalesce($3, description), \
              price_minor = coalesce($4, price_minor), updated_at = now() WHERE product_id = $1",
@@ -116,7 +117,7 @@ impl ProductService for ProductApi {
 
     async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<Product>, Status> {
         let id = parse_uuid("product_id", &request.into_inner().product_id)?;
-        let mut conn = self.pool.acquire().await.map_err(database)?;
+        let mut conn = db::acquire(&self.pool, PoolName::Api).await.map_err(database)?;
         let row = fetch(&mut conn, id).await.map_err(database)?;
         row.map(|r| Response::new(r.into())).ok_or_else(|| Status::not_found(format!("no product {id}")))
     }
@@ -133,7 +134,7 @@ impl ProductService for ProductApi {
             sqlx::query_as(&format!("{SELECT} WHERE p.product_id > $1 ORDER BY p.product_id LIMIT $2"))
                 .bind(after)
                 .bind(limit + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *db::acquire(&self.pool, PoolName::Api).await.map_err(database)?)
                 .await
                 .map_err(database)?;
         let more = rows.len() as i64 > limit;
@@ -156,7 +157,7 @@ impl ProductService for ProductApi {
         let ids = r.product_ids.iter().map(|id| parse_uuid("product_ids", id)).collect::<Result<Vec<_>, _>>()?;
         let rows: Vec<ProductRow> = sqlx::query_as(&format!("{SELECT} WHERE p.product_id = ANY($1)"))
             .bind(&ids)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *db::acquire(&self.pool, PoolName::Api).await.map_err(database)?)
             .await
             .map_err(database)?;
         let products: Vec<Product> = rows.into_iter().map(Product::from).collect();
@@ -168,7 +169,7 @@ impl ProductService for ProductApi {
     async fn adjust_stock(&self, request: Request<AdjustStockRequest>) -> Result<Response<Product>, Status> {
         let r = request.into_inner();
         let id = parse_uuid("product_id", &r.product_id)?;
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
         if fetch(&mut tx, id).await.map_err(database)?.is_none() {
             return Err(Status::not_found(format!("no product {id}")));
         }

@@ -9,6 +9,7 @@ use saga_proto::user::{
     CreateUserRequest, CreditBalanceRequest, CreditBalanceResponse, GetUserRequest, Role, User,
     VerifyCredentialsRequest, VerifyCredentialsResponse,
 };
+use saga_runtime::db::{self, PoolName};
 use saga_runtime::grpc::{database, internal, is_constraint, parse_uuid, timestamp};
 use sqlx::{FromRow, PgPool};
 use tonic::{Request, Response, Status};
@@ -148,7 +149,7 @@ impl UserService for UserApi {
             if r.display_name.trim().is_empty() { email.clone() } else { r.display_name.trim().to_owned() };
         let hash = hash_password(r.password).await?;
         let id = Uuid::now_v7();
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
         let inserted = sqlx::query("INSERT INTO users (user_id, email, display_name, role) VALUES ($1, $2, $3, $4)")
             .bind(id)
             .bind(&email)
@@ -207,7 +208,7 @@ impl UserService for UserApi {
              WHERE lower(u.email) = lower($1)",
         )
         .bind(r.email.trim())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *db::acquire(&self.pool, PoolName::Api).await.map_err(database)?)
         .await
         .map_err(database)?;
         let denied = || Status::unauthenticated("wrong email or password");
@@ -231,7 +232,7 @@ impl UserService for UserApi {
         let id = parse_uuid("user_id", &request.into_inner().user_id)?;
         let row: Option<UserRow> = sqlx::query_as(&format!("{SELECT} WHERE u.user_id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *db::acquire(&self.pool, PoolName::Api).await.map_err(database)?)
             .await
             .map_err(database)?;
         row.map(|r| Response::new(r.into())).ok_or_else(|| Status::not_found(format!("no user {id}")))
@@ -251,7 +252,7 @@ impl UserService for UserApi {
         }
         // Scoped by user, so two users' references never collide.
         let reference = format!("{id}:{}", r.reference_id);
-        let mut tx = self.pool.begin().await.map_err(database)?;
+        let mut tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
         let balance: Option<i64> =
             sqlx::query_scalar("SELECT balance_minor FROM balances WHERE user_id = $1 FOR UPDATE")
                 .bind(id)
