@@ -67,6 +67,10 @@ pub enum Entry {
         event_id: Uuid,
         topic: String,
         published_at: Option<DateTime<Utc>>,
+        /// Where the broker acknowledged it (none for rows published before the relay
+        /// recorded it).
+        partition: Option<i32>,
+        offset: Option<i64>,
         /// Why the relay gave up on it, if it did.
         failed: Option<String>,
     },
@@ -128,7 +132,23 @@ impl RecordedEvent {
 }
 
 /// event id, type, topic, bytes, written, published, why it failed.
-type OutboxRow = (Uuid, String, String, Vec<u8>, DateTime<Utc>, Option<DateTime<Utc>>, Option<String>);
+/// One outbox row of the saga, as the trace reads it.
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    event_id: Uuid,
+    event_type: String,
+    topic: String,
+    payload: Vec<u8>,
+    #[sqlx(rename = "created_at")]
+    at: DateTime<Utc>,
+    published_at: Option<DateTime<Utc>>,
+    #[sqlx(rename = "published_partition")]
+    partition: Option<i32>,
+    #[sqlx(rename = "published_offset")]
+    offset: Option<i64>,
+    #[sqlx(rename = "failure")]
+    failed: Option<String>,
+}
 /// from, to, event id, event type, when.
 type HistoryRow = (Option<String>, String, Uuid, String, DateTime<Utc>);
 
@@ -143,14 +163,15 @@ pub async fn collect(sources: &Sources, order_id: Uuid) -> Result<Trace, TraceEr
         let mut conn = PgConnection::connect(url).await.map_err(db)?;
         // The saga key is the partition key of every event of the saga.
         let rows: Vec<OutboxRow> = sqlx::query_as(
-            "SELECT event_id, event_type, topic, payload, created_at, published_at, failure FROM outbox \
+            "SELECT event_id, event_type, topic, payload, created_at, published_at, published_partition, \
+             published_offset, failure FROM outbox \
              WHERE partition_key = $1 ORDER BY id",
         )
         .bind(order_id.to_string())
         .fetch_all(&mut conn)
         .await
         .map_err(db)?;
-        for (event_id, event_type, topic, payload, at, published_at, failed) in rows {
+        for OutboxRow { event_id, event_type, topic, payload, at, published_at, partition, offset, failed } in rows {
             timeline.push(Entry::Published {
                 at,
                 service: service.to_owned(),
@@ -158,6 +179,8 @@ pub async fn collect(sources: &Sources, order_id: Uuid) -> Result<Trace, TraceEr
                 event_id,
                 topic: topic.clone(),
                 published_at,
+                partition,
+                offset,
                 failed,
             });
             let payload = base64::engine::general_purpose::STANDARD.encode(payload);
@@ -306,10 +329,13 @@ pub fn render(trace: &Trace, color: bool) -> String {
             Entry::Transition { from, to, event_type, .. } => {
                 paint("1;32", &format!("status     {} -> {to}  on {event_type}", from.as_deref().unwrap_or("(start)")))
             }
-            Entry::Published { service, event_type, topic, published_at, failed, .. } => {
+            Entry::Published { service, event_type, topic, published_at, partition, offset, failed, .. } => {
                 let state = match (published_at, failed) {
                     (_, Some(error)) => paint("31", &format!("FAILED: {error}")),
-                    (Some(at), None) => format!("published {}", at.format("%H:%M:%S%.3f")),
+                    (Some(at), None) => match (partition, offset) {
+                        (Some(p), Some(o)) => format!("published {} ({topic}/{p}@{o})", at.format("%H:%M:%S%.3f")),
+                        _ => format!("published {}", at.format("%H:%M:%S%.3f")),
+                    },
                     (None, None) => paint("33", "not published yet"),
                 };
                 format!("{} {service:<8} {event_type} -> {topic}  {state}", paint("36", "publish"))

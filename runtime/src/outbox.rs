@@ -257,15 +257,20 @@ impl Relay {
                 }
             }
         }
+        // Each published row, with the partition and offset the broker acknowledged it at.
         let mut sent = Vec::with_capacity(pending.len());
+        let mut partitions = Vec::with_capacity(pending.len());
+        let mut offsets = Vec::with_capacity(pending.len());
         let mut stopped = None;
         for (id, delivery) in pending {
             // Stop at the first failure: later rows are published again next
             // time (duplicates are dropped by the consumers' inbox), never
             // marked sent without an acknowledgement.
             let stop = match delivery.await {
-                Ok(Ok(_)) => {
+                Ok(Ok(delivered)) => {
                     sent.push(id);
+                    partitions.push(delivered.partition);
+                    offsets.push(delivered.offset);
                     continue;
                 }
                 Ok(Err((error, _))) => Stop::Failed(OutboxError::Kafka(error)),
@@ -275,7 +280,15 @@ impl Relay {
             break;
         }
         let stopped = stopped.or(refused_at_enqueue);
-        sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)").bind(&sent).execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE outbox o SET published_at = now(), published_partition = s.partition, published_offset = s.at \
+             FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS s(id, partition, at) WHERE o.id = s.id",
+        )
+        .bind(&sent)
+        .bind(&partitions)
+        .bind(&offsets)
+        .execute(&mut *tx)
+        .await?;
         if let Some(Stop::Refused(id, error)) = &stopped {
             sqlx::query("UPDATE outbox SET failed_at = now(), failure = $2 WHERE id = $1")
                 .bind(id)

@@ -109,6 +109,18 @@ async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     assert!(kinds("consumed") >= 4, "each event consumed by its subscribers: {timeline:?}");
     assert!(trace.body["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{:?}", trace.body["trace_id"]);
     assert!(timeline.iter().any(|e| e["kind"] == "consumed" && e["topic"] == "payment-events" && e["offset"].is_i64()));
+    // Each event shows where the relay published it, and its consumers read it there.
+    for published in timeline.iter().filter(|e| e["kind"] == "published") {
+        assert!(published["partition"].is_i64() && published["offset"].is_i64(), "{published}");
+        let read = timeline.iter().filter(|e| e["kind"] == "consumed" && e["event_id"] == published["event_id"]);
+        for consumed in read {
+            assert_eq!(
+                (&consumed["partition"], &consumed["offset"]),
+                (&published["partition"], &published["offset"]),
+                "{consumed} {published}"
+            );
+        }
+    }
 
     // Bad ids get a clear answer.
     let malformed = api.get(&format!("{CONSOLE}/sagas/not-a-uuid"), Some(&admin)).await;

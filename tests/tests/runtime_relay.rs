@@ -111,6 +111,19 @@ async fn two_relays_publish_everything_in_per_key_order_and_mark_it_sent() {
         assert!(tokio::time::Instant::now() < deadline, "{unsent} rows never marked sent");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Each row records where the broker took it: a position of its own, and a key's rows
+    // in one partition at increasing offsets.
+    let positions: Vec<(String, i32, i64)> =
+        sqlx::query_as("SELECT partition_key, published_partition, published_offset FROM outbox ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("every published row has its partition and offset");
+    let distinct: std::collections::BTreeSet<(i32, i64)> = positions.iter().map(|(_, p, o)| (*p, *o)).collect();
+    assert_eq!(distinct.len(), positions.len(), "one position per row");
+    for key in &keys {
+        let of_key: Vec<_> = positions.iter().filter(|(k, ..)| k == key).collect();
+        assert!(of_key.windows(2).all(|w| w[0].1 == w[1].1 && w[0].2 < w[1].2), "{key}: {of_key:?}");
+    }
     trigger.trigger();
     for relay in relays {
         relay.await.expect("relay stops");

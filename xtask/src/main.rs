@@ -155,11 +155,14 @@ fn test_stack_config() -> anyhow::Result<StackConfig> {
 
 async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let config = if reuse { StackConfig::from_env()? } else { test_stack_config()? };
-    stack::install::ensure_test_packages(&config)?;
     if !reuse {
         // Leftovers of an interrupted run would make this run depend on old data.
         stack::down(&config);
         stack::purge(&config)?;
+    }
+    // After the purge, so the install's log stays in the stack's logs.
+    stack::install::ensure_test_packages(&config)?;
+    if !reuse {
         stack::up(&config, UpOptions { services: true, build: true }).await?;
         print_status("test stack is up", &config);
     }

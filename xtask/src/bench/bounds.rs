@@ -26,7 +26,7 @@ const RECORD_SIZE: u32 = 400;
 
 /// One script per database with the statements of one completed saga there,
 /// as the services send them (sqlx: extended protocol, prepared), each
-/// transaction as the service commits it. The relay's `UPDATE ... published_at`
+/// transaction as the service commits it. The relay's `UPDATE ... published_at` (and position)
 /// is one transaction per event, as when it publishes one row per batch
 /// (its batch size at low load). Ids are derived from one random number per
 /// run of the script, so rows never collide.
@@ -39,7 +39,7 @@ INSERT INTO order_items (order_id, line_no, product_id, quantity) VALUES (md5(:r
 INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type) VALUES (md5(:r || 'o')::uuid, NULL, 'created', md5(:r || 'e1')::uuid, 'order.created');
 INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e1')::uuid, 'order-events', :r::text, 'order.created', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
 COMMIT;
-UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e1')::uuid;
+UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e1')::uuid;
 BEGIN;
 INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e2')::uuid, 'stock.reduction.success', 'inventory-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
 SELECT status FROM orders WHERE order_id = md5(:r || 'o')::uuid FOR UPDATE;
@@ -53,7 +53,7 @@ UPDATE orders SET status = 'completed', updated_at = now(), deadline_at = NULL, 
 INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) VALUES (md5(:r || 'o')::uuid, 'inventory_reserved', 'completed', md5(:r || 'e3')::uuid, 'payment.completed', NULL);
 INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e4')::uuid, 'order-events', :r::text, 'order.completed', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
 COMMIT;
-UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e4')::uuid;
+UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e4')::uuid;
 "#;
 
 /// `bench_products` (filled before the run) numbers the stocked products, so
@@ -69,7 +69,7 @@ UPDATE stock SET available = available - 2, reserved = reserved + 2, updated_at 
 INSERT INTO reservation_items (order_id, product_id, quantity, unit_price_minor) VALUES (md5(:r || 'o')::uuid, (SELECT product_id FROM bench_products WHERE n = :k), 2, 500);
 INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e2')::uuid, 'inventory-events', :r::text, 'stock.reduction.success', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
 COMMIT;
-UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e2')::uuid;
+UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e2')::uuid;
 "#;
 
 /// `bench_users` numbers the customers with money.
@@ -84,7 +84,7 @@ INSERT INTO payments (order_id, user_id, amount_minor, status) VALUES (md5(:r ||
 INSERT INTO ledger (entry_id, user_id, kind, amount_minor, balance_after_minor, reference, order_id) VALUES (md5(:r || 'l')::uuid, (SELECT user_id FROM bench_users WHERE n = :k), 'debit', -1000, 1, md5(:r || 'o'), md5(:r || 'o')::uuid);
 INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e3')::uuid, 'payment-events', :r::text, 'payment.completed', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
 COMMIT;
-UPDATE outbox SET published_at = now() WHERE event_id = md5(:r || 'e3')::uuid;
+UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e3')::uuid;
 "#;
 
 /// Scratch copies of the three databases (schema, triggers and the run's

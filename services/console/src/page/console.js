@@ -168,7 +168,9 @@ function describe(entry) {
     case "transition": return ["status", "order", `${entry.from || "(start)"} → ${entry.to} on ${entry.event_type}`];
     case "published": {
       const state = entry.failed ? `FAILED: ${entry.failed}`
-        : entry.published_at ? `published ${new Date(entry.published_at).toLocaleTimeString()}` : "not published yet";
+        : entry.published_at ? `published ${new Date(entry.published_at).toLocaleTimeString()}` +
+          (entry.partition != null ? ` at ${entry.topic}/${entry.partition}@${entry.offset}` : "")
+        : "not published yet";
       return ["publish", entry.service, `${entry.event_type} → ${entry.topic}: ${state}`];
     }
     case "consumed": return ["consume", entry.service, `${entry.event_type} from ${entry.topic}/${entry.partition}@${entry.offset}`];
