@@ -239,6 +239,14 @@ async fn backlog(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
 
 /// Consumer lag of every group and the dead letters held. Blocking.
 fn kafka_parts(brokers: &str, prefix: &str) -> Result<(Vec<GroupLag>, BTreeMap<String, i64>), String> {
+    let lag = consumer_lag(brokers, prefix)?;
+    let held = crate::dlq::held(brokers, prefix).map_err(|e| e.to_string())?;
+    Ok((lag, held))
+}
+
+/// Messages each consumer group of the spec has not consumed yet (committed offsets to the
+/// high watermarks), per topic. Blocking.
+pub fn consumer_lag(brokers: &str, prefix: &str) -> Result<Vec<GroupLag>, String> {
     let mut lag = Vec::new();
     for group in CONSUMER_GROUPS {
         let topics = group.topics.iter().map(|t| format!("{prefix}{t}")).collect();
@@ -250,6 +258,5 @@ fn kafka_parts(brokers: &str, prefix: &str) -> Result<(Vec<GroupLag>, BTreeMap<S
             lag.push(GroupLag { group: group.group_id.to_owned(), topic: (*topic).to_owned(), lag: behind });
         }
     }
-    let held = crate::dlq::held(brokers, prefix).map_err(|e| e.to_string())?;
-    Ok((lag, held))
+    Ok(lag)
 }

@@ -36,6 +36,13 @@ pub fn producer(brokers: &str, linger_ms: u32) -> Result<FutureProducer, KafkaEr
         .create()
 }
 
+/// Messages librdkafka keeps prefetched per partition (its default: 100,000).
+const QUEUED_MIN_MESSAGES: u32 = 100;
+
+/// Bytes one fetch returns of one partition at most (its default: 1 MiB), about a hundred of
+/// the saga's events.
+const MAX_PARTITION_FETCH_BYTES: u32 = 64 * 1024;
+
 /// A consumer of `group` that never commits on its own: offsets are stored
 /// only after the message's transaction committed (or it was dead-lettered),
 /// and auto-commit then commits the stored offsets. `instance`: its static
@@ -57,5 +64,12 @@ pub fn consumer(brokers: &str, group: &str, instance: Option<&str>) -> Result<St
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Prefetch little of each partition: librdkafka's queue is one FIFO for all of them,
+        // and by default it keeps up to 100,000 messages (1 MB a fetch) of every partition.
+        // After an outage the first topic fetched then lined up its whole backlog ahead of the
+        // others, and a saga's later replies (payment-events) waited behind thousands of
+        // earlier ones (inventory-events) that finish no saga.
+        .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
+        .set("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES.to_string())
         .create()
 }

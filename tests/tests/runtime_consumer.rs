@@ -223,3 +223,64 @@ async fn a_failed_batch_is_handled_again_one_message_at_a_time() {
     assert!(sizes.iter().all(|&n| (2..=8).contains(&n)), "batches of 2 to max_batch messages: {sizes:?}");
     assert!(sizes.len() >= 2, "the messages queued behind the first were batched: {sizes:?}");
 }
+
+/// Records the topic of each message it handles, a little slowly, like a worker behind a
+/// backlog.
+#[derive(Clone, Default)]
+struct Slow {
+    handled: Arc<Mutex<Vec<String>>>,
+}
+
+impl Processor for Slow {
+    async fn process(&self, message: &Received) -> Result<Processed, Failure> {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+        self.handled.lock().expect("lock").push(message.topic.clone());
+        Ok(Processed::Handled)
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_in_one_topic_does_not_starve_another_of_the_same_worker() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let prefix = format!("{}.", saga_tests::unique("fair"));
+    // Two one-partition topics, so both partitions are number 0 and go to the same worker,
+    // like order-events and payment-events of one saga: a big backlog in the first, a
+    // small one in the second, both waiting before the consumer starts (a broker outage).
+    let saga_event = "x".repeat(400);
+    let (busy, _) = saga_tests::topic_and_dlq(&brokers, &format!("{prefix}busy.")).await;
+    let (quiet, _) = saga_tests::topic_and_dlq(&brokers, &format!("{prefix}quiet.")).await;
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
+    for (topic, count) in [(&busy, 3000), (&quiet, 100)] {
+        let sends: Vec<_> = (0..count)
+            .map(|_| {
+                producer
+                    .send_result(FutureRecord::to(topic).key("k").payload(&saga_event))
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue")
+            })
+            .collect();
+        for sent in sends {
+            sent.await.expect("delivery").map_err(|(e, _)| e).expect("produce");
+        }
+    }
+
+    let slow = Slow::default();
+    let (trigger, shutdown) = Shutdown::manual();
+    let config =
+        ConsumerConfig { topics: vec!["busy.events".into(), "quiet.events".into()], ..config(&brokers, &prefix, 1) };
+    let running = tokio::spawn(consumer::run(config, slow.clone(), shutdown.clone(), health(&shutdown)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while slow.handled.lock().expect("lock").len() < 3100 {
+        assert!(tokio::time::Instant::now() < deadline, "handled only {}", slow.handled.lock().expect("lock").len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trigger.trigger();
+    running.await.expect("task").expect("consumer");
+
+    // The quiet topic's messages come through while the busy one is still far behind.
+    let handled = slow.handled.lock().expect("lock").clone();
+    let last_quiet = handled.iter().rposition(|t| t == "quiet.events").expect("the quiet topic handled");
+    let busy_before = handled[..last_quiet].iter().filter(|t| *t == "busy.events").count();
+    assert!(busy_before < 1500, "the quiet topic waited for {busy_before} of the 3000 busy messages");
+}

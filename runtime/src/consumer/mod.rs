@@ -22,9 +22,10 @@
 //! ([`dead_letter`]) and the partition moves on.
 //!
 //! The receiving loop never stops polling, so the group never takes a
-//! waiting worker for a dead member: when a worker's queue is full (it is
-//! slow, or waiting out an outage) the loop pauses that worker's partitions
-//! and resumes them once the worker caught up.
+//! waiting worker for a dead member: when a worker falls behind (it is slow,
+//! or waiting out an outage) its messages wait in the loop, and past
+//! [`WAITING_AT_MOST`] the loop pauses that worker's partitions and resumes
+//! them once the worker caught up.
 
 mod dead_letter;
 mod transactional;
@@ -225,8 +226,18 @@ pub enum ConsumerError {
 /// the relay and the sweeper) and divide the spec's 6 partitions evenly.
 pub const WORKERS: usize = 3;
 
-/// Messages a worker may have queued before its partitions are paused.
+/// Messages a worker's own queue holds.
 const WORKER_QUEUE: usize = 64;
+
+/// Messages received for a worker that may wait in the loop, behind its full queue, before
+/// its partitions are paused. More than one fetch brings of all of a worker's partitions
+/// (`max.partition.fetch.bytes`, about a hundred events each, see `kafka::consumer`), so each
+/// of them is among what waits. A pause drops what librdkafka prefetched for the paused
+/// partitions and the fetch starts again at resume; pausing as soon as the queue was full,
+/// the partition whose data came first in every fetch was the only one ever received: after a
+/// broker outage the product service took nothing but order-events for 20 s and more while
+/// the payment-events that release reservations waited.
+const WAITING_AT_MOST: usize = 1024;
 
 /// How often the receiving loop looks whether a paused worker caught up,
 /// when no message arrives to wake it.
@@ -340,8 +351,9 @@ pub async fn run<P: Processor>(
 struct WorkerGone;
 
 /// Deals received messages to the workers' queues without ever blocking the
-/// receiving loop: a message for a worker whose queue is full waits here,
-/// and that worker's partitions are paused until it has caught up.
+/// receiving loop: a message for a worker whose queue is full waits here, and
+/// once [`WAITING_AT_MOST`] wait, that worker's partitions are paused until it
+/// has caught up.
 struct Flow {
     queues: Vec<tokio::sync::mpsc::Sender<OwnedMessage>>,
     /// Per worker, messages received for it that its queue had no room for.
@@ -366,26 +378,24 @@ impl Flow {
         self.paused.iter().any(|p| *p)
     }
 
-    /// Hands a received message to its worker, or keeps it and pauses the
-    /// worker's partitions when its queue is full.
+    /// Hands a received message to its worker, or keeps it (behind the ones
+    /// already waiting, in the order received) when its queue is full; pauses
+    /// the worker's partitions once too many wait.
     fn deal(&mut self, consumer: &StreamConsumer, message: OwnedMessage) -> Result<(), WorkerGone> {
         let w = worker_of(message.partition());
-        if !self.waiting[w].is_empty() {
-            // Behind the ones already waiting (a message fetched before the
-            // pause, or after a rebalance assigned the partition again).
-            self.waiting[w].push_back(message);
-            self.pause(consumer, w);
-            return Ok(());
-        }
-        match self.queues[w].try_send(message) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(message)) => {
-                self.waiting[w].push_back(message);
-                self.pause(consumer, w);
-                Ok(())
+        if self.waiting[w].is_empty() {
+            match self.queues[w].try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(message)) => self.waiting[w].push_back(message),
+                Err(TrySendError::Closed(_)) => return Err(WorkerGone),
             }
-            Err(TrySendError::Closed(_)) => Err(WorkerGone),
+        } else {
+            self.waiting[w].push_back(message);
         }
+        if self.waiting[w].len() >= WAITING_AT_MOST {
+            self.pause(consumer, w);
+        }
+        Ok(())
     }
 
     /// Moves waiting messages into queues that have room again, and resumes

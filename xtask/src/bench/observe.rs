@@ -177,8 +177,9 @@ pub async fn totals(config: &StackConfig) -> anyhow::Result<Totals> {
 
 const NON_TERMINAL: &str = "SELECT count(*) FROM orders WHERE status NOT IN ('completed', 'inventory_reserved_failed', 'payment_failed', 'cancelled')";
 
-/// Waits (up to `wait`) until no order is in flight and every outbox row is
-/// published; returns how long that took.
+/// Waits (up to `wait`) until no order is in flight, every outbox row is
+/// published and every consumer group has consumed everything (a compensation
+/// may still be on its way after its saga ended); returns how long that took.
 pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut order = connect(config, "order_service").await?;
@@ -191,7 +192,16 @@ pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Durat
                 .fetch_one(&mut conn)
                 .await?;
         }
-        if (open == 0 && unpublished == 0) || start.elapsed() > wait {
+        if open == 0 && unpublished == 0 {
+            let brokers = config.kafka_brokers();
+            let lag = tokio::task::spawn_blocking(move || saga_operator::overview::consumer_lag(&brokers, ""))
+                .await?
+                .map_err(|e| anyhow::anyhow!("reading the consumer lag: {e}"))?;
+            if lag.iter().all(|l| l.lag == 0) {
+                return Ok(start.elapsed());
+            }
+        }
+        if start.elapsed() > wait {
             return Ok(start.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
