@@ -243,9 +243,9 @@ pub fn held(brokers: &str, prefix: &str) -> Result<BTreeMap<String, i64>, DlqErr
 /// The producer redrives are sent with.
 pub type Producer = FutureProducer;
 
-/// A producer for redrives: idempotent, acknowledged by every in-sync replica.
+/// A producer for redrives: the runtime's (idempotent, acknowledged by every in-sync replica).
 pub fn producer(brokers: &str) -> Result<Producer, KafkaError> {
-    ClientConfig::new().set("bootstrap.servers", brokers).set("enable.idempotence", "true").set("acks", "all").create()
+    saga_runtime::kafka::producer(brokers, saga_runtime::kafka::DEFAULT_LINGER_MS)
 }
 
 /// Puts dead letter `m` of `dlq` back on `target`: the same key, payload and headers, without

@@ -103,14 +103,23 @@ impl Browser {
         }
     }
 
+    /// Clicks what `locator` finds. A view that is drawn again (a refresh in flight) may
+    /// replace the element between finding and clicking it: then it is found again.
     pub async fn click(&self, locator: Locator<'_>) {
-        self.client
-            .find(locator)
-            .await
-            .unwrap_or_else(|e| panic!("no {locator:?} to click: {e}"))
-            .click()
-            .await
-            .expect("click");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let element = self.client.find(locator).await.unwrap_or_else(|e| panic!("no {locator:?} to click: {e}"));
+            match element.click().await {
+                Ok(()) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference
+                        && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot click {locator:?}: {e}"),
+            }
+        }
     }
 
     /// Replaces the text of the input `id` with `text`, as typed.

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
-use saga_common::{PrivateSaga, SERVICES, eventually};
+use saga_common::{SERVICES, eventually};
 use saga_generated::OrderStatus;
-use saga_tests::console::PrivateConsole;
-use saga_tests::http::{Api, PrivateGateway, parse_sse};
+use saga_tests::http::{Api, parse_sse};
 use serde_json::{Value, json};
 
 const CONSOLE: &str = "/api/v1/admin/console";
@@ -40,20 +39,7 @@ async fn read_stream(
 #[tokio::test]
 async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     let stack = saga_tests::stack();
-    let saga = PrivateSaga::start(&stack, &[]).await;
-    let databases: Vec<(&str, String)> = SERVICES.iter().map(|s| (*s, saga.database_url(&stack, s))).collect();
-    let console = PrivateConsole::start(&stack, &saga.prefix, &databases).await;
-    let (order_url, product_url, user_url) = (saga.url("order"), saga.url("product"), saga.url("user"));
-    let gateway = PrivateGateway::start(
-        &stack,
-        &[
-            ("CONSOLE_URL", &console.url),
-            ("ORDER_GRPC_URL", &order_url),
-            ("PRODUCT_GRPC_URL", &product_url),
-            ("USER_GRPC_URL", &user_url),
-        ],
-    )
-    .await;
+    let (saga, console, gateway) = saga_common::saga_with_console(&stack).await;
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let admin_id = api.get("/api/v1/me", Some(&admin)).await.body["id"].as_str().expect("admin id").to_owned();

@@ -10,11 +10,9 @@ use std::time::Duration;
 use fantoccini::Locator;
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
-use saga_common::{PrivateSaga, SERVICES, eventually};
+use saga_common::eventually;
 use saga_generated::OrderStatus;
 use saga_tests::browser::Browser;
-use saga_tests::console::PrivateConsole;
-use saga_tests::http::PrivateGateway;
 use serde_json::json;
 
 /// The page's message line, as a script expression.
@@ -23,20 +21,7 @@ const MESSAGE: &str = "document.getElementById('message').textContent";
 #[tokio::test]
 async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
     let stack = saga_tests::stack();
-    let mut saga = PrivateSaga::start(&stack, &[]).await;
-    let databases: Vec<(&str, String)> = SERVICES.iter().map(|s| (*s, saga.database_url(&stack, s))).collect();
-    let console = PrivateConsole::start(&stack, &saga.prefix, &databases).await;
-    let (order_url, product_url, user_url) = (saga.url("order"), saga.url("product"), saga.url("user"));
-    let gateway = PrivateGateway::start(
-        &stack,
-        &[
-            ("CONSOLE_URL", &console.url),
-            ("ORDER_GRPC_URL", &order_url),
-            ("PRODUCT_GRPC_URL", &product_url),
-            ("USER_GRPC_URL", &user_url),
-        ],
-    )
-    .await;
+    let (mut saga, console, gateway) = saga_common::saga_with_console(&stack).await;
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let admin_id = api.get("/api/v1/me", Some(&admin)).await.body["id"].as_str().expect("admin id").to_owned();

@@ -516,3 +516,25 @@ pub async fn create_topics(brokers: &str, prefix: &str) {
         }
     }
 }
+
+/// A private saga with a console reading its databases and topics, and a gateway in front of
+/// both: what an operator reaches at `<gateway>/console`.
+pub async fn saga_with_console(
+    stack: &StackConfig,
+) -> (PrivateSaga, saga_tests::console::PrivateConsole, saga_tests::http::PrivateGateway) {
+    let saga = PrivateSaga::start(stack, &[]).await;
+    let databases: Vec<(&str, String)> = SERVICES.iter().map(|s| (*s, saga.database_url(stack, s))).collect();
+    let console = saga_tests::console::PrivateConsole::start(stack, &saga.prefix, &databases).await;
+    let (order_url, product_url, user_url) = (saga.url("order"), saga.url("product"), saga.url("user"));
+    let gateway = saga_tests::http::PrivateGateway::start(
+        stack,
+        &[
+            ("CONSOLE_URL", &console.url),
+            ("ORDER_GRPC_URL", &order_url),
+            ("PRODUCT_GRPC_URL", &product_url),
+            ("USER_GRPC_URL", &user_url),
+        ],
+    )
+    .await;
+    (saga, console, gateway)
+}
