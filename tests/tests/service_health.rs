@@ -59,11 +59,14 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         .spawn()
         .expect("product service starts");
     let grpc = format!("http://127.0.0.1:{port}");
-    eventually("the product service to serve", || async {
-        (status(&grpc, "").await == Some(ServingStatus::Serving)).then_some(())
+    // The relay reports once its loop has started, which may be a tick after the service
+    // first says SERVING overall: wait for both.
+    eventually("the product service and its relay to serve", || async {
+        (status(&grpc, "").await == Some(ServingStatus::Serving)
+            && status(&grpc, "saga.relay").await == Some(ServingStatus::Serving))
+        .then_some(())
     })
     .await;
-    assert_eq!(status(&grpc, "saga.relay").await, Some(ServingStatus::Serving));
     let gateway = PrivateGateway::start(&stack, &[("PRODUCT_GRPC_URL", grpc.as_str())]).await;
 
     proxy.cut();
