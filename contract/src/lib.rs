@@ -110,6 +110,17 @@ pub trait Dispatch<H>: Inbound {
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a;
 }
 
+/// A topic as the spec declares it. Every topic of a saga has the same
+/// partition count, so one saga's events (keyed by the saga key) land on the
+/// same partition number in each; a service refuses to start against a
+/// topic with another count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicShape {
+    /// Logical name (without any deployment prefix).
+    pub name: &'static str,
+    pub partitions: i32,
+}
+
 /// A service of the saga, as the spec declares it: what the runtime needs
 /// to start it. Generated as a constant per service (`topology::ORDER`, ...),
 /// typed by the inbound events its consumer decodes, so a service cannot be
@@ -121,6 +132,9 @@ pub struct ServiceIdentity<E> {
     pub ordinal: u16,
     /// Its consumer group: every service of a saga subscribes to something.
     pub consumer_group: &'static ConsumerGroup,
+    /// Every topic it subscribes or publishes to, with the partition count
+    /// the spec gives it: checked against the broker before it starts.
+    pub topics: &'static [TopicShape],
     /// Suffix of the dead-letter twin of every topic.
     pub dlq_suffix: &'static str,
     /// The generated `<Service>Inbound`.

@@ -88,13 +88,27 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
 
 /// A service as the runtime starts it, typed by the inbound events its consumer
 /// decodes: shared with the runtime.
-pub use saga_contract::ServiceIdentity;
+pub use saga_contract::{ServiceIdentity, TopicShape};
 
 /// The `order` service, as the runtime starts it.
 pub const ORDER_SERVICE: ServiceIdentity<super::handlers::OrderInbound> = ServiceIdentity {
     name: "order",
     ordinal: 0,
     consumer_group: &CONSUMER_GROUPS[0],
+    topics: &[
+        TopicShape {
+            name: "order-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "inventory-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "payment-events",
+            partitions: 6i32,
+        },
+    ],
     dlq_suffix: DLQ_SUFFIX,
     inbound: PhantomData,
 };
@@ -104,6 +118,20 @@ pub const PRODUCT_SERVICE: ServiceIdentity<super::handlers::ProductInbound> = Se
     name: "product",
     ordinal: 1,
     consumer_group: &CONSUMER_GROUPS[1],
+    topics: &[
+        TopicShape {
+            name: "order-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "inventory-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "payment-events",
+            partitions: 6i32,
+        },
+    ],
     dlq_suffix: DLQ_SUFFIX,
     inbound: PhantomData,
 };
@@ -113,6 +141,20 @@ pub const USER_SERVICE: ServiceIdentity<super::handlers::UserInbound> = ServiceI
     name: "user",
     ordinal: 2,
     consumer_group: &CONSUMER_GROUPS[2],
+    topics: &[
+        TopicShape {
+            name: "order-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "inventory-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "payment-events",
+            partitions: 6i32,
+        },
+    ],
     dlq_suffix: DLQ_SUFFIX,
     inbound: PhantomData,
 };

@@ -1,9 +1,12 @@
 //! Kafka client settings shared by the relay, the consumer and the DLQ.
 
+use std::time::Duration;
+
 use rdkafka::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
+use saga_contract::TopicShape;
 
 /// How long a producer waits to fill a batch (`linger.ms`) unless told
 /// otherwise: not at all. The relay enqueues a whole outbox batch at once and
@@ -46,8 +49,15 @@ const MAX_PARTITION_FETCH_BYTES: u32 = 64 * 1024;
 /// A consumer of `group` that never commits on its own: offsets are stored
 /// only after the message's transaction committed (or it was dead-lettered),
 /// and auto-commit then commits the stored offsets. `instance`: its static
-/// membership id (see `ConsumerConfig::instance_id`).
-pub fn consumer(brokers: &str, group: &str, instance: Option<&str>) -> Result<StreamConsumer, KafkaError> {
+/// membership id (see `ConsumerConfig::instance_id`). Partitions are assigned
+/// cooperatively: a rebalance moves only the partitions that change owner,
+/// and `context` hands each over once its work in flight is done.
+pub fn consumer<C: ConsumerContext + 'static>(
+    brokers: &str,
+    group: &str,
+    instance: Option<&str>,
+    context: C,
+) -> Result<StreamConsumer<C>, KafkaError> {
     let mut config = client(brokers);
     if let Some(instance) = instance {
         config.set("group.instance.id", instance);
@@ -58,6 +68,7 @@ pub fn consumer(brokers: &str, group: &str, instance: Option<&str>) -> Result<St
     }
     config
         .set("group.id", group)
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.auto.offset.store", "false")
@@ -71,5 +82,63 @@ pub fn consumer(brokers: &str, group: &str, instance: Option<&str>) -> Result<St
         // earlier ones (inventory-events) that finish no saga.
         .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
         .set("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES.to_string())
-        .create()
+        .create_with_context(context)
+}
+
+/// Why a service refuses to start against the broker's topics.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("Kafka topic {topic} does not exist: create the spec's topics first (`cargo xtask up` does)")]
+    Missing { topic: String },
+    #[error(
+        "Kafka topic {topic} has {found} partitions but the spec says {expected}: one saga's events would \
+         land on different partition numbers in different topics, and an order's replies would reach \
+         different workers (or instances) out of order. Recreate the topic with {expected} partitions \
+         (a new deployment), or change the spec and migrate the topics with the services stopped"
+    )]
+    Partitions { topic: String, found: usize, expected: i32 },
+    #[error("cannot read the topics' metadata from Kafka within {within:?}: {error}")]
+    Unreachable { within: Duration, error: String },
+}
+
+/// Checks that every topic in `topics` (logical names; `prefix` is
+/// prepended) exists with the partition count the spec gives it, waiting up
+/// to `within` for the broker to answer. Partitions are never grown in
+/// place: a key's partition is its hash modulo the count, so growing a topic
+/// would move sagas in flight to other partitions.
+pub async fn check_topics(
+    brokers: &str,
+    prefix: &str,
+    topics: &[TopicShape],
+    within: Duration,
+) -> Result<(), TopologyError> {
+    let unreachable = |error: String| TopologyError::Unreachable { within, error };
+    let client: BaseConsumer =
+        client(brokers).set("log_level", "3").create().map_err(|e| unreachable(e.to_string()))?;
+    let client = std::sync::Arc::new(client);
+    let deadline = tokio::time::Instant::now() + within;
+    let metadata = loop {
+        let fetch = client.clone();
+        let attempt = tokio::task::spawn_blocking(move || fetch.fetch_metadata(None, Duration::from_secs(5))).await;
+        match attempt {
+            Ok(Ok(metadata)) => break metadata,
+            Ok(Err(error)) if tokio::time::Instant::now() >= deadline => return Err(unreachable(error.to_string())),
+            Ok(Err(error)) => tracing::info!(%error, "waiting for Kafka to check the topics"),
+            Err(join) => return Err(unreachable(format!("the metadata request failed: {join}"))),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for shape in topics {
+        let topic = format!("{prefix}{}", shape.name);
+        let found = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
+        match found.map(|t| t.partitions().len()) {
+            None | Some(0) => return Err(TopologyError::Missing { topic }),
+            Some(found) if found as i64 != i64::from(shape.partitions) => {
+                return Err(TopologyError::Partitions { topic, found, expected: shape.partitions });
+            }
+            Some(_) => {}
+        }
+    }
+    tracing::info!(topics = topics.len(), "Kafka topics have the spec's partition counts");
+    Ok(())
 }

@@ -100,6 +100,9 @@ impl ServiceArgs {
 /// How long a service waits for its database at start-up.
 pub const DATABASE_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a service waits for Kafka at start-up to check its topics.
+pub const KAFKA_WAIT: Duration = Duration::from_secs(30);
+
 /// How often the gRPC health service is brought in step with the loops' health.
 const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -247,6 +250,8 @@ pub enum ServiceError {
     Background(#[from] tokio::task::JoinError),
     #[error("start-up work failed: {0}")]
     Startup(String),
+    #[error(transparent)]
+    Topology(#[from] crate::kafka::TopologyError),
     #[error("{0}; stopped so that a supervisor starts the service again")]
     LoopStopped(String),
 }
@@ -282,6 +287,8 @@ where
             reason
         }
     });
+    let args = &booted.args;
+    crate::kafka::check_topics(&args.kafka_brokers, &args.topic_prefix, service.topics, KAFKA_WAIT).await?;
     let parts = parts(&booted, &shutdown);
     for work in parts.startup {
         work.await.map_err(ServiceError::Startup)?;

@@ -46,17 +46,19 @@ pub async fn drop_scratch_database(stack: &StackConfig, pool: PgPool, name: &str
     admin.close().await;
 }
 
-/// A one-partition topic `<prefix>events` and its dead-letter twin
-/// `<prefix>events.dlq`, for tests of one consumer; returns both names.
-pub async fn topic_and_dlq(brokers: &str, prefix: &str) -> (String, String) {
+/// A topic `<prefix>events` of `partitions` partitions and its dead-letter
+/// twin `<prefix>events.dlq`, for tests of consumers; returns both names.
+pub async fn topic_and_dlq(brokers: &str, prefix: &str, partitions: i32) -> (String, String) {
     use rdkafka::ClientConfig;
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let (topic, dlq) = (format!("{prefix}events"), format!("{prefix}events.dlq"));
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
-    let new =
-        [NewTopic::new(&topic, 1, TopicReplication::Fixed(1)), NewTopic::new(&dlq, 1, TopicReplication::Fixed(1))];
+    let new = [
+        NewTopic::new(&topic, partitions, TopicReplication::Fixed(1)),
+        NewTopic::new(&dlq, partitions, TopicReplication::Fixed(1)),
+    ];
     for r in admin.create_topics(&new, &AdminOptions::new()).await.expect("create") {
         r.expect("topic");
     }

@@ -176,7 +176,7 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
 
     let brokers = stack.kafka_brokers();
     let prefix = format!("{}.", saga_tests::unique("outage"));
-    let (topic, dlq) = saga_tests::topic_and_dlq(&brokers, &prefix).await;
+    let (topic, dlq) = saga_tests::topic_and_dlq(&brokers, &prefix, 1).await;
     let config = ConsumerConfig {
         brokers: brokers.clone(),
         group_id: "group".into(),

@@ -28,6 +28,7 @@
 //! them once the worker caught up.
 
 mod dead_letter;
+mod ownership;
 mod transactional;
 mod worker;
 
@@ -44,10 +45,15 @@ use saga_process::shutdown::Shutdown;
 use tokio::sync::mpsc::error::TrySendError;
 
 pub use self::dead_letter::{Reason as DeadLetterReason, dlq_headers};
+pub use self::ownership::HANDOVER_WAIT;
+use self::ownership::{Epoch, Ownership, RebalanceContext};
 pub use self::transactional::TxConsumer;
 use self::worker::Worker;
 pub use self::worker::backoff;
 use crate::health::{Component, Health};
+
+/// The group's consumer, handing partitions over on rebalance ([`ownership`]).
+type GroupConsumer = StreamConsumer<RebalanceContext>;
 
 /// Consumer settings.
 #[derive(Debug, Clone)]
@@ -273,8 +279,10 @@ pub async fn run<P: Processor>(
 ) -> Result<(), ConsumerError> {
     let receiving = health.probe(Component::Consumer);
     let group = format!("{}{}", config.topic_prefix, config.group_id);
-    let consumer: Arc<StreamConsumer> =
-        Arc::new(crate::kafka::consumer(&config.brokers, &group, config.instance_id.as_deref())?);
+    let ownership = Arc::new(Ownership::default());
+    let context = RebalanceContext { ownership: ownership.clone() };
+    let consumer: Arc<GroupConsumer> =
+        Arc::new(crate::kafka::consumer(&config.brokers, &group, config.instance_id.as_deref(), context)?);
     // Dead letters are rare: the default batching delay is fine for them.
     let producer = crate::kafka::producer(&config.brokers, crate::kafka::DEFAULT_LINGER_MS)?;
     let topics: Vec<String> = config.topics.iter().map(|t| format!("{}{t}", config.topic_prefix)).collect();
@@ -286,7 +294,7 @@ pub async fn run<P: Processor>(
     let mut queues = Vec::with_capacity(WORKERS);
     let mut workers = Vec::with_capacity(WORKERS);
     for _ in 0..WORKERS {
-        let (sender, receiver) = tokio::sync::mpsc::channel::<OwnedMessage>(WORKER_QUEUE);
+        let (sender, receiver) = tokio::sync::mpsc::channel::<(OwnedMessage, Epoch)>(WORKER_QUEUE);
         queues.push(sender);
         let worker = Worker {
             config: config.clone(),
@@ -294,12 +302,13 @@ pub async fn run<P: Processor>(
             processor: processor.clone(),
             producer: producer.clone(),
             consumer: consumer.clone(),
+            ownership: ownership.clone(),
             shutdown: shutdown.clone(),
             probe: health.probe(Component::Consumer),
         };
         workers.push(tokio::spawn(worker.run(receiver)));
     }
-    let mut flow = Flow::new(queues);
+    let mut flow = Flow::new(queues, ownership);
     let mut reconciled = tokio::time::Instant::now();
     let mut errors = ReceiveErrors::default();
     loop {
@@ -355,19 +364,22 @@ struct WorkerGone;
 /// once [`WAITING_AT_MOST`] wait, that worker's partitions are paused until it
 /// has caught up.
 struct Flow {
-    queues: Vec<tokio::sync::mpsc::Sender<OwnedMessage>>,
+    queues: Vec<tokio::sync::mpsc::Sender<(OwnedMessage, Epoch)>>,
     /// Per worker, messages received for it that its queue had no room for.
-    waiting: Vec<VecDeque<OwnedMessage>>,
+    waiting: Vec<VecDeque<(OwnedMessage, Epoch)>>,
+    /// Tells which assignment a received message belongs to.
+    ownership: Arc<Ownership>,
     paused: Vec<bool>,
     /// The assignment at the last reconcile.
     assignment: Vec<(String, i32)>,
 }
 
 impl Flow {
-    fn new(queues: Vec<tokio::sync::mpsc::Sender<OwnedMessage>>) -> Flow {
+    fn new(queues: Vec<tokio::sync::mpsc::Sender<(OwnedMessage, Epoch)>>, ownership: Arc<Ownership>) -> Flow {
         let n = queues.len();
         Flow {
             queues,
+            ownership,
             waiting: (0..n).map(|_| VecDeque::new()).collect(),
             paused: vec![false; n],
             assignment: Vec::new(),
@@ -381,8 +393,12 @@ impl Flow {
     /// Hands a received message to its worker, or keeps it (behind the ones
     /// already waiting, in the order received) when its queue is full; pauses
     /// the worker's partitions once too many wait.
-    fn deal(&mut self, consumer: &StreamConsumer, message: OwnedMessage) -> Result<(), WorkerGone> {
+    fn deal(&mut self, consumer: &GroupConsumer, message: OwnedMessage) -> Result<(), WorkerGone> {
         let w = worker_of(message.partition());
+        // Received after its partition was revoked (the rebalance ran in this `recv`): the
+        // next owner reads it from the committed offset.
+        let Some(epoch) = self.ownership.epoch(message.topic(), message.partition()) else { return Ok(()) };
+        let message = (message, epoch);
         if self.waiting[w].is_empty() {
             match self.queues[w].try_send(message) {
                 Ok(()) => return Ok(()),
@@ -400,7 +416,7 @@ impl Flow {
 
     /// Moves waiting messages into queues that have room again, and resumes
     /// the partitions of a worker with nothing left waiting.
-    fn feed(&mut self, consumer: &StreamConsumer) -> Result<(), WorkerGone> {
+    fn feed(&mut self, consumer: &GroupConsumer) -> Result<(), WorkerGone> {
         for w in 0..self.queues.len() {
             while let Some(message) = self.waiting[w].pop_front() {
                 match self.queues[w].try_send(message) {
@@ -419,13 +435,13 @@ impl Flow {
         Ok(())
     }
 
-    fn pause(&mut self, consumer: &StreamConsumer, w: usize) {
+    fn pause(&mut self, consumer: &GroupConsumer, w: usize) {
         self.set_paused(consumer, w, true);
     }
 
     /// After a rebalance, resumes the assigned partitions of every worker
     /// that is not behind (see [`RECONCILE_EVERY`]).
-    fn reconcile(&mut self, consumer: &StreamConsumer) {
+    fn reconcile(&mut self, consumer: &GroupConsumer) {
         let Ok(assignment) = consumer.assignment() else { return };
         let mut now: Vec<(String, i32)> =
             assignment.elements().iter().map(|p| (p.topic().to_owned(), p.partition())).collect();
@@ -443,7 +459,7 @@ impl Flow {
     }
 
     /// Pauses or resumes every partition of worker `w` in the current assignment.
-    fn set_paused(&mut self, consumer: &StreamConsumer, w: usize, paused: bool) {
+    fn set_paused(&mut self, consumer: &GroupConsumer, w: usize, paused: bool) {
         let partitions = match consumer.assignment() {
             Ok(assignment) => {
                 let mut mine = TopicPartitionList::new();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use saga_contract::RetryPolicy;
@@ -16,7 +16,8 @@ use saga_process::shutdown::Shutdown;
 use tokio::time::Instant;
 
 use super::dead_letter::{self, Reason, Verdict};
-use super::{ConsumerConfig, Failure, Processor, Received};
+use super::ownership::{Epoch, Ownership};
+use super::{ConsumerConfig, Failure, GroupConsumer, Processor, Received};
 use crate::health::Probe;
 
 /// First wait while the infrastructure is away; it doubles up to
@@ -32,13 +33,26 @@ pub fn backoff(retry: &RetryPolicy, attempt: u32) -> Duration {
     base + Duration::from_millis(jitter)
 }
 
+/// How delivering one message ended.
+enum Delivery {
+    /// Handled or dead-lettered: its offset may be stored.
+    Done,
+    /// Its partition was revoked before it could be handled.
+    Revoked,
+    /// Shutdown came first.
+    Interrupted,
+}
+
 /// What a worker shares with the receiving loop.
 pub(super) struct Worker<P> {
     pub config: Arc<ConsumerConfig>,
     pub group: String,
     pub processor: Arc<P>,
     pub producer: FutureProducer,
-    pub consumer: Arc<StreamConsumer>,
+    pub consumer: Arc<GroupConsumer>,
+    /// Which partitions are still this consumer's: a message of one that was
+    /// revoked is not started, nor retried.
+    pub ownership: Arc<Ownership>,
     pub shutdown: Shutdown,
     /// Failing while a message of this worker's partitions cannot be handled.
     pub probe: Probe,
@@ -46,9 +60,9 @@ pub(super) struct Worker<P> {
 
 impl<P: Processor> Worker<P> {
     /// Handles what `queue` brings until it closes or shutdown interrupts.
-    pub async fn run(self, mut queue: tokio::sync::mpsc::Receiver<OwnedMessage>) {
+    pub async fn run(self, mut queue: tokio::sync::mpsc::Receiver<(OwnedMessage, Epoch)>) {
         let max_batch = self.config.max_batch.max(1);
-        let mut batch: Vec<OwnedMessage> = Vec::with_capacity(max_batch);
+        let mut batch: Vec<(OwnedMessage, Epoch)> = Vec::with_capacity(max_batch);
         while let Some(first) = queue.recv().await {
             // Never wait for a batch to fill: take what is queued right now, so
             // a quiet system keeps one message per transaction and its latency.
@@ -63,7 +77,14 @@ impl<P: Processor> Worker<P> {
                 // Queued but not started: left unstored, redelivered after the restart.
                 break;
             }
-            let received: Vec<Received> = batch.iter().map(|m| Received::of(m, &self.config.topic_prefix)).collect();
+            // Only what is still ours, marked in flight until its offset is stored: a
+            // revocation of its partition waits for that.
+            let mut claim = self.ownership.claim(std::mem::take(&mut batch), |m| (m.topic().to_owned(), m.partition()));
+            if claim.messages.is_empty() {
+                continue;
+            }
+            let received: Vec<Received> =
+                claim.messages.iter().map(|(m, _)| Received::of(m, &self.config.topic_prefix)).collect();
             let together = match received.len() {
                 1 => false,
                 n => match self.timed(self.processor.process_batch(&received)).await {
@@ -77,13 +98,31 @@ impl<P: Processor> Worker<P> {
                     }
                 },
             };
-            for (message, received) in batch.iter().zip(&received) {
-                if !together && !self.deliver(message, received).await {
-                    // Shutdown during a wait: the offset stays unstored, so the
-                    // message is redelivered after the restart; later messages
-                    // of its partitions must not be handled before it.
-                    return;
+            // Partitions revoked while one of their messages waited to be retried: their
+            // later messages are the next owner's too.
+            let mut given_up: Vec<(String, i32)> = Vec::new();
+            for (i, received) in received.iter().enumerate() {
+                if given_up.iter().any(|(t, p)| *p == received.partition && *t == claim.messages[i].0.topic()) {
+                    continue;
                 }
+                if !together {
+                    let (message, epoch) = &claim.messages[i];
+                    match self.deliver(message, *epoch, received).await {
+                        Delivery::Done => {}
+                        Delivery::Revoked => {
+                            let topic = message.topic().to_owned();
+                            // The handover need not wait for the rest of this batch.
+                            claim.release(&topic, received.partition);
+                            given_up.push((topic, received.partition));
+                            continue;
+                        }
+                        // Shutdown during a wait: the offset stays unstored, so the
+                        // message is redelivered after the restart; later messages
+                        // of its partitions must not be handled before it.
+                        Delivery::Interrupted => return,
+                    }
+                }
+                let (message, _) = &claim.messages[i];
                 // `rd_kafka_offset_store` stores offset + 1 itself (the next
                 // message to read): passing the message's own offset is correct;
                 // adding 1 here would skip a message after a restart.
@@ -91,15 +130,14 @@ impl<P: Processor> Worker<P> {
                     tracing::warn!(%error, "cannot store offset");
                 }
             }
-            batch.clear();
         }
     }
 
     /// Processes one message to a final outcome: handled, or dead-lettered
     /// if it is itself wrong. An outage is waited out however long it lasts
-    /// (the partition holds; nothing is dead-lettered for it). `false` when
-    /// shutdown interrupted it before that.
-    async fn deliver(&self, message: &OwnedMessage, received: &Received) -> bool {
+    /// (the partition holds; nothing is dead-lettered for it), unless shutdown
+    /// interrupts it or its partition is revoked meanwhile.
+    async fn deliver(&self, message: &OwnedMessage, epoch: Epoch, received: &Received) -> Delivery {
         let retry = &self.config.retry;
         let mut attempts = 0u32;
         let mut not_yet = 0u32;
@@ -124,7 +162,7 @@ impl<P: Processor> Worker<P> {
                         tracing::info!(down_for = ?since.elapsed(), topic = %received.topic,
                             partition = received.partition, "infrastructure is back; the partition moves on");
                     }
-                    return true;
+                    return Delivery::Done;
                 }
                 Err(Failure::Undecodable(e)) => break (Reason::Undecodable, e),
                 Err(Failure::Permanent(e)) => break (Reason::Permanent, e),
@@ -156,8 +194,15 @@ impl<P: Processor> Worker<P> {
                 }
             };
             tokio::select! {
-                () = self.shutdown.wait() => return false,
+                () = self.shutdown.wait() => return Delivery::Interrupted,
                 () = tokio::time::sleep(wait) => {}
+            }
+            if !self.ownership.owns(message.topic(), message.partition(), epoch) {
+                // Not ours any more: the next owner handles it from the committed offset.
+                tracing::info!(topic = %received.topic, partition = received.partition, offset = received.offset,
+                    "partition revoked while a message waited to be retried; leaving it to the next owner");
+                self.probe.working();
+                return Delivery::Revoked;
             }
         };
         tracing::error!(reason = reason.as_str(), %error, attempts, topic = %received.topic,
@@ -174,13 +219,13 @@ impl<P: Processor> Worker<P> {
                     // The partition moves on: it is not stuck any more, even
                     // if this message failed its last tries.
                     self.probe.working();
-                    return true;
+                    return Delivery::Done;
                 }
                 Err(e) => {
                     // Never move on without the dead letter written: that would lose the message.
                     tracing::error!(error = %e, %dlq_topic, "cannot write dead letter; retrying");
                     tokio::select! {
-                        () = self.shutdown.wait() => return false,
+                        () = self.shutdown.wait() => return Delivery::Interrupted,
                         () = tokio::time::sleep(wait) => {}
                     }
                     wait = (wait * 2).min(Duration::from_secs(10));

@@ -487,11 +487,12 @@ impl PrivateSaga {
 pub async fn create_topics(brokers: &str, prefix: &str) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).set("log_level", "3").create().expect("admin");
-    let names: Vec<String> = saga_generated::topology::TOPICS
+    // The spec's partition counts: a service refuses to start against any other.
+    let names: Vec<(String, i32)> = saga_generated::topology::TOPICS
         .iter()
-        .flat_map(|t| [format!("{prefix}{}", t.name), format!("{prefix}{}", t.dlq)])
+        .flat_map(|t| [(format!("{prefix}{}", t.name), t.partitions), (format!("{prefix}{}", t.dlq), t.partitions)])
         .collect();
-    let topics: Vec<NewTopic> = names.iter().map(|n| NewTopic::new(n, 3, TopicReplication::Fixed(1))).collect();
+    let topics: Vec<NewTopic> = names.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
     // A busy broker (several tests at once on two cores) may time out: retry;
     // a topic created by an earlier attempt counts as created.
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -12,9 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use base64::Engine;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
-};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -159,7 +157,7 @@ pub async fn probe(config: &StackConfig) -> anyhow::Result<()> {
 pub const DLQ_RETENTION_MS: &str = "2592000000";
 
 /// Creates every topic of the spec and its dead-letter twin with the spec's
-/// partition count; grows an existing topic that has fewer partitions; gives
+/// partition count; refuses an existing topic with another count; gives
 /// every dead-letter topic its retention ([`DLQ_RETENTION_MS`]).
 pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
     let admin = admin(config)?;
@@ -183,18 +181,16 @@ pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
         let admin = self::admin(config)?;
         tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, Duration::from_secs(5))).await??
     };
-    let mut grow = Vec::new();
+    // Never grown in place: a key's partition is its hash modulo the count, so sagas in flight
+    // would move to other partitions. The services refuse such a topic at start too.
     for (name, partitions) in &wanted {
         let have = metadata.topics().iter().find(|t| t.name() == *name).map_or(0, |t| t.partitions().len());
-        if (have as i32) < *partitions {
-            grow.push(NewPartitions::new(name, *partitions as usize));
-        }
-    }
-    if !grow.is_empty() {
-        for result in admin.create_partitions(&grow, &options).await? {
-            if let Err((topic, code)) = result {
-                bail!("cannot grow Kafka topic {topic}: {code}");
-            }
+        if have as i32 != *partitions {
+            bail!(
+                "Kafka topic {name} has {have} partitions but the spec says {partitions}: partitions are not \
+                 changed in place (sagas in flight would move to other partitions); stop the services and \
+                 recreate the topic, or start a fresh stack (`cargo xtask down --purge`)"
+            );
         }
     }
     // Topics created before the retention was set get it too.

@@ -40,6 +40,14 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         let inbound = format_ident!("{}Inbound", pascal(&s.name));
         let (name, ordinal, group) =
             (&s.name, Literal::u16_unsuffixed(ordinal as u16), Literal::usize_unsuffixed(group));
+        let used = saga.topics.iter().filter(|t| {
+            saga.consumed_topics(&s.name).iter().any(|c| c.name == t.name)
+                || saga.events.iter().any(|e| e.publisher == s.name && !e.retired && e.topic == t.name)
+        });
+        let used = used.map(|t| {
+            let (n, p) = (&t.name, t.partitions);
+            quote! { TopicShape { name: #n, partitions: #p }, }
+        });
         let d = doc(&format!("The `{name}` service, as the runtime starts it."));
         quote! {
             #d
@@ -47,6 +55,7 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
                 name: #name,
                 ordinal: #ordinal,
                 consumer_group: &CONSUMER_GROUPS[#group],
+                topics: &[#(#used)*],
                 dlq_suffix: DLQ_SUFFIX,
                 inbound: PhantomData,
             };
@@ -104,7 +113,7 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
 
         /// A service as the runtime starts it, typed by the inbound events its consumer
         /// decodes: shared with the runtime.
-        pub use saga_contract::ServiceIdentity;
+        pub use saga_contract::{ServiceIdentity, TopicShape};
 
         #(#identities)*
 

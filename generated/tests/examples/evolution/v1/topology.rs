@@ -72,13 +72,23 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
 
 /// A service as the runtime starts it, typed by the inbound events its consumer
 /// decodes: shared with the runtime.
-pub use saga_contract::ServiceIdentity;
+pub use saga_contract::{ServiceIdentity, TopicShape};
 
 /// The `dispatch` service, as the runtime starts it.
 pub const DISPATCH_SERVICE: ServiceIdentity<super::handlers::DispatchInbound> = ServiceIdentity {
     name: "dispatch",
     ordinal: 0,
     consumer_group: &CONSUMER_GROUPS[0],
+    topics: &[
+        TopicShape {
+            name: "parcel-events",
+            partitions: 3i32,
+        },
+        TopicShape {
+            name: "warehouse-events",
+            partitions: 3i32,
+        },
+    ],
     dlq_suffix: DLQ_SUFFIX,
     inbound: PhantomData,
 };
@@ -88,6 +98,16 @@ pub const WAREHOUSE_SERVICE: ServiceIdentity<super::handlers::WarehouseInbound> 
     name: "warehouse",
     ordinal: 1,
     consumer_group: &CONSUMER_GROUPS[1],
+    topics: &[
+        TopicShape {
+            name: "parcel-events",
+            partitions: 3i32,
+        },
+        TopicShape {
+            name: "warehouse-events",
+            partitions: 3i32,
+        },
+    ],
     dlq_suffix: DLQ_SUFFIX,
     inbound: PhantomData,
 };
