@@ -117,27 +117,38 @@ pub async fn check_topics(
         client(brokers).set("log_level", "3").create().map_err(|e| unreachable(e.to_string()))?;
     let client = std::sync::Arc::new(client);
     let deadline = tokio::time::Instant::now() + within;
-    let metadata = loop {
+    loop {
         let fetch = client.clone();
         let attempt = tokio::task::spawn_blocking(move || fetch.fetch_metadata(None, Duration::from_secs(5))).await;
-        match attempt {
-            Ok(Ok(metadata)) => break metadata,
-            Ok(Err(error)) if tokio::time::Instant::now() >= deadline => return Err(unreachable(error.to_string())),
-            Ok(Err(error)) => tracing::info!(%error, "waiting for Kafka to check the topics"),
-            Err(join) => return Err(unreachable(format!("the metadata request failed: {join}"))),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    for shape in topics {
-        let topic = format!("{prefix}{}", shape.name);
-        let found = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
-        match found.map(|t| t.partitions().len()) {
-            None | Some(0) => return Err(TopologyError::Missing { topic }),
-            Some(found) if found as i64 != i64::from(shape.partitions) => {
-                return Err(TopologyError::Partitions { topic, found, expected: shape.partitions });
+        let missing = match attempt {
+            Ok(Ok(metadata)) => {
+                let mut missing = None;
+                for shape in topics {
+                    let topic = format!("{prefix}{}", shape.name);
+                    let found = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
+                    match found.map(|t| t.partitions().len()).filter(|n| *n > 0) {
+                        // A topic just created may not show on every node yet: waited for.
+                        None => missing = missing.or(Some(topic)),
+                        Some(found) if found as i64 != i64::from(shape.partitions) => {
+                            return Err(TopologyError::Partitions { topic, found, expected: shape.partitions });
+                        }
+                        Some(_) => {}
+                    }
+                }
+                match missing {
+                    None => break,
+                    Some(topic) if tokio::time::Instant::now() >= deadline => {
+                        return Err(TopologyError::Missing { topic });
+                    }
+                    Some(topic) => topic,
+                }
             }
-            Some(_) => {}
-        }
+            Ok(Err(error)) if tokio::time::Instant::now() >= deadline => return Err(unreachable(error.to_string())),
+            Ok(Err(error)) => error.to_string(),
+            Err(join) => return Err(unreachable(format!("the metadata request failed: {join}"))),
+        };
+        tracing::info!(waiting_for = %missing, "waiting for Kafka to check the topics");
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tracing::info!(topics = topics.len(), "Kafka topics have the spec's partition counts");
     Ok(())

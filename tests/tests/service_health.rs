@@ -92,3 +92,50 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&admin).await;
     admin.close().await;
 }
+
+/// A service refuses to start against topics whose partition count is not
+/// the spec's (one saga's events would land on different partition numbers),
+/// and says which topic and what to do; it starts against the spec's.
+#[tokio::test]
+async fn a_service_refuses_topics_with_another_partition_count() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let stack = stack();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (prefix, database) = (format!("p{}.", &id[..12]), format!("p{}_user", &id[..12]));
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", stack.kafka_brokers()).create().expect("admin");
+    let topics: Vec<(String, i32)> = saga_generated::topology::TOPICS
+        .iter()
+        .map(|t| {
+            (format!("{prefix}{}", t.name), if t.name == "payment-events" { t.partitions + 2 } else { t.partitions })
+        })
+        .collect();
+    let new: Vec<NewTopic> = topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    for created in admin.create_topics(&new, &AdminOptions::new()).await.expect("create") {
+        created.expect("topic");
+    }
+    let db_admin = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&db_admin).await.expect("create database");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let user = xtask::stack::config::services().into_iter().find(|s| s.name == "user").expect("user");
+    let output = tokio::process::Command::new(stack.binary(&user.binary()))
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("METRICS_LISTEN", "127.0.0.1:0")
+        .env("DATABASE_URL", stack.postgres_admin_url(&database))
+        .env("KAFKA_BROKERS", stack.kafka_brokers())
+        .env("TOPIC_PREFIX", &prefix)
+        .stdin(Stdio::null())
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)
+        .await
+        .expect("the service gives up at once")
+        .expect("the service runs");
+    assert!(!output.status.success(), "it must not start");
+    let log = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let spec = saga_generated::topology::TOPICS.iter().find(|t| t.name == "payment-events").expect("topic").partitions;
+    let expected = format!("Kafka topic {prefix}payment-events has {} partitions but the spec says {spec}", spec + 2);
+    assert!(log.contains(&expected), "{log}");
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&db_admin).await;
+}

@@ -21,8 +21,8 @@ fn side_stack(port_base: u16) -> StackConfig {
     .expect("valid config")
 }
 
-fn running(config: &StackConfig) -> Vec<&'static str> {
-    Component::all().into_iter().filter(|c| c.tracked(config).running_pid().is_some()).map(|c| c.name()).collect()
+fn running(config: &StackConfig) -> Vec<String> {
+    Component::any_shape().into_iter().filter(|c| c.tracked(config).running_pid().is_some()).map(|c| c.name()).collect()
 }
 
 fn port_free(port: u16) -> bool {
@@ -35,11 +35,11 @@ const INFRA: UpOptions = UpOptions { services: false, build: false };
 async fn up_twice_changes_nothing_and_down_stops_exactly_what_up_started() {
     let config = side_stack(21_000);
     local_stack::up(&config, INFRA).await.expect("first up");
-    let pids: Vec<_> = Component::all().iter().map(|c| c.tracked(&config).running_pid()).collect();
+    let pids: Vec<_> = Component::all(&config).iter().map(|c| c.tracked(&config).running_pid()).collect();
     assert_eq!(running(&config), ["postgres", "redis", "kafka"]);
 
     local_stack::up(&config, INFRA).await.expect("second up");
-    let again: Vec<_> = Component::all().iter().map(|c| c.tracked(&config).running_pid()).collect();
+    let again: Vec<_> = Component::all(&config).iter().map(|c| c.tracked(&config).running_pid()).collect();
     assert_eq!(pids, again, "a second up restarts nothing");
 
     let stopped = local_stack::down(&config);

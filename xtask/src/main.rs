@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use xtask::dlq;
 use xtask::r#gen::{self, GenArgs};
-use xtask::stack::config::{Defaults, env};
+use xtask::stack::config::{Defaults, ShapeArgs, env};
 use xtask::stack::{self, StackConfig, UpOptions};
 
 /// Project automation for the saga platform.
@@ -28,6 +28,8 @@ enum Task {
         /// Do not `cargo build` the services first.
         #[arg(long)]
         no_build: bool,
+        #[command(flatten)]
+        shape: ShapeArgs,
     },
     /// Stop exactly what `up` started.
     Down {
@@ -87,8 +89,8 @@ fn main() -> ExitCode {
 fn run(task: Task) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match task {
-        Task::Up { infra_only, no_build } => {
-            let config = StackConfig::from_env()?;
+        Task::Up { infra_only, no_build, shape } => {
+            let config = shape.apply(StackConfig::from_env()?);
             runtime.block_on(stack::up(&config, UpOptions { services: !infra_only, build: !no_build }))?;
             print_status("stack is up", &config);
         }
@@ -153,6 +155,21 @@ fn test_stack_config() -> anyhow::Result<StackConfig> {
     })?)
 }
 
+/// The replicated guard's stack: two instances of each service and three Kafka
+/// nodes, in `.state/test-replicated`, 4000 ports below the test stack.
+fn replicated_stack_config(test: &StackConfig) -> anyhow::Result<StackConfig> {
+    let defaults = Defaults {
+        state_dir: test.state_dir.with_file_name("test-replicated"),
+        port_base: test.port_base.checked_sub(4000).context("the test stack's port base is below 4000")?,
+    };
+    let mut config = StackConfig::resolve(defaults, |var| match var {
+        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB => std::env::var(var).ok(),
+        _ => None,
+    })?;
+    config.shape = xtask::stack::config::Shape { replicas: 2, brokers: 3 };
+    Ok(config)
+}
+
 async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     let config = if reuse { StackConfig::from_env()? } else { test_stack_config()? };
     if !reuse {
@@ -186,6 +203,20 @@ async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode> {
     if !reuse {
         let stopped = stack::down(&config);
         println!("test stack stopped: {}", stopped.join(", "));
+    }
+    // The replicated scenarios, on a replicated stack of their own once the test stack is down.
+    if !reuse && cargo_args.is_empty() {
+        match xtask::chaos::guard_replicated(&replicated_stack_config(&config)?).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    if outcome.ok() { guard.passed += 1 } else { guard.failed += 1 }
+                }
+            }
+            Err(error) => {
+                println!("replicated chaos guard could not run: {error:#}");
+                guard.failed += 1;
+            }
+        }
     }
     let (status, tally) = outcome?;
     // One closing line for the whole run: cargo's own last line only speaks of its last test binary.

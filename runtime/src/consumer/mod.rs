@@ -279,21 +279,65 @@ pub async fn run<P: Processor>(
 ) -> Result<(), ConsumerError> {
     let receiving = health.probe(Component::Consumer);
     let group = format!("{}{}", config.topic_prefix, config.group_id);
+    // Dead letters are rare: the default batching delay is fine for them.
+    let producer = crate::kafka::producer(&config.brokers, crate::kafka::DEFAULT_LINGER_MS)?;
+    let (config, processor) = (Arc::new(config), Arc::new(processor));
+    // One probe per worker for the whole run: a consumer started again after a fatal error
+    // is the same loop going on, not one that ended.
+    let probes = (0..WORKERS).map(|_| Arc::new(health.probe(Component::Consumer))).collect();
+    let parts = Parts { config, processor, producer, group, shutdown, probes };
+    loop {
+        match consume(&parts).await? {
+            Ended::Shutdown => break,
+            // librdkafka gives up on a consumer for good after a fatal error (a static member
+            // fenced after the group coordinator moved, seen when a Kafka node was killed): a
+            // new one rejoins with the same instance id and reads from the committed offsets.
+            // What was handled but not committed yet comes again, and the inbox drops it.
+            Ended::Fatal(error) => {
+                tracing::error!(%error, group = %parts.group, "fatal Kafka consumer error; starting a new consumer");
+                tokio::select! {
+                    () = parts.shutdown.wait() => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    tracing::info!(group = %parts.group, "consumer stopped");
+    drop(receiving);
+    Ok(())
+}
+
+/// What every consumer of one [`run`] shares.
+struct Parts<P> {
+    config: Arc<ConsumerConfig>,
+    processor: Arc<P>,
+    producer: rdkafka::producer::FutureProducer,
+    group: String,
+    shutdown: Shutdown,
+    probes: Vec<Arc<crate::health::Probe>>,
+}
+
+/// Why one consumer stopped.
+enum Ended {
+    Shutdown,
+    /// librdkafka's fatal error: this consumer cannot go on.
+    Fatal(rdkafka::error::KafkaError),
+}
+
+/// One consumer and its workers, until shutdown or a fatal error.
+async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError> {
+    let Parts { config, processor, producer, group, shutdown, probes } = parts;
     let ownership = Arc::new(Ownership::default());
     let context = RebalanceContext { ownership: ownership.clone() };
     let consumer: Arc<GroupConsumer> =
-        Arc::new(crate::kafka::consumer(&config.brokers, &group, config.instance_id.as_deref(), context)?);
-    // Dead letters are rare: the default batching delay is fine for them.
-    let producer = crate::kafka::producer(&config.brokers, crate::kafka::DEFAULT_LINGER_MS)?;
+        Arc::new(crate::kafka::consumer(&config.brokers, group, config.instance_id.as_deref(), context)?);
     let topics: Vec<String> = config.topics.iter().map(|t| format!("{}{t}", config.topic_prefix)).collect();
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
     tracing::info!(%group, topics = ?topics, workers = WORKERS, "consumer started");
-    let config = Arc::new(config);
-    let processor = Arc::new(processor);
     let mut queues = Vec::with_capacity(WORKERS);
     let mut workers = Vec::with_capacity(WORKERS);
-    for _ in 0..WORKERS {
+    for probe in probes {
         let (sender, receiver) = tokio::sync::mpsc::channel::<(OwnedMessage, Epoch)>(WORKER_QUEUE);
         queues.push(sender);
         let worker = Worker {
@@ -304,13 +348,14 @@ pub async fn run<P: Processor>(
             consumer: consumer.clone(),
             ownership: ownership.clone(),
             shutdown: shutdown.clone(),
-            probe: health.probe(Component::Consumer),
+            probe: probe.clone(),
         };
         workers.push(tokio::spawn(worker.run(receiver)));
     }
-    let mut flow = Flow::new(queues, ownership);
+    let mut flow = Flow::new(queues, ownership.clone());
     let mut reconciled = tokio::time::Instant::now();
     let mut errors = ReceiveErrors::default();
+    let mut ended = Ended::Shutdown;
     loop {
         if flow.feed(&consumer).is_err() {
             // A worker only stops at shutdown; its partitions' offsets stay
@@ -334,6 +379,12 @@ pub async fn run<P: Processor>(
                     break;
                 }
             }
+            Err(error @ rdkafka::error::KafkaError::MessageConsumptionFatal(_)) => {
+                // Nothing of this consumer's may be started or retried any more.
+                ownership.revoke_all();
+                ended = Ended::Fatal(error);
+                break;
+            }
             Err(error) => {
                 if let Some(pause) = errors.record(&error) {
                     tokio::time::sleep(pause).await;
@@ -347,13 +398,13 @@ pub async fn run<P: Processor>(
             tracing::error!(%error, "consumer worker failed");
         }
     }
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => tracing::warn!(%error, "final offset commit failed"),
+    if matches!(ended, Ended::Shutdown) {
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(error) => tracing::warn!(%error, "final offset commit failed"),
+        }
     }
-    tracing::info!(%group, "consumer stopped");
-    drop(receiving);
-    Ok(())
+    Ok(ended)
 }
 
 /// A worker's queue has closed: it stopped (only at shutdown).

@@ -78,6 +78,11 @@ impl Ownership {
         gone
     }
 
+    /// Gives up every partition at once (the consumer is gone).
+    pub fn revoke_all(&self) {
+        self.lock().owned.clear();
+    }
+
     /// The epoch a message of `topic`/`partition` received now belongs to;
     /// `None` if the partition is not owned.
     pub fn epoch(&self, topic: &str, partition: i32) -> Option<Epoch> {
@@ -196,11 +201,19 @@ impl ConsumerContext for RebalanceContext {
                         "a transaction of a revoked partition is still in flight; handing it over anyway");
                 }
                 // librdkafka commits on revocation too when auto-commit is on; committing here
-                // makes it certain the next owner starts after the last committed work.
-                match wait_blocking(|| consumer.commit_consumer_state(CommitMode::Sync)) {
-                    Ok(())
-                    | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-                    Err(error) => tracing::warn!(%error, "cannot commit the offsets of revoked partitions"),
+                // makes it certain the next owner starts after the last committed work. A lost
+                // assignment (the group moved on without this member: its session ended, the
+                // coordinator moved) is not ours to commit for: the broker fences such a commit
+                // of a static member, which librdkafka makes fatal.
+                if consumer.assignment_lost() {
+                    tracing::warn!(partitions = %list(partitions), "assignment lost; its offsets are left as committed");
+                } else {
+                    match wait_blocking(|| consumer.commit_consumer_state(CommitMode::Sync)) {
+                        Ok(())
+                        | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) =>
+                            {}
+                        Err(error) => tracing::warn!(%error, "cannot commit the offsets of revoked partitions"),
+                    }
                 }
                 tracing::info!(partitions = %list(partitions), waited = ?started.elapsed(), "partitions handed over");
             }

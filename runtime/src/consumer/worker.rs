@@ -55,7 +55,7 @@ pub(super) struct Worker<P> {
     pub ownership: Arc<Ownership>,
     pub shutdown: Shutdown,
     /// Failing while a message of this worker's partitions cannot be handled.
-    pub probe: Probe,
+    pub probe: Arc<Probe>,
 }
 
 impl<P: Processor> Worker<P> {

@@ -19,6 +19,8 @@ use saga_proto::user::user_service_client::UserServiceClient;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::balance::Idempotence;
+use crate::balance::Instances;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::rate_limit::{Limits, LoginLimiter};
@@ -32,20 +34,15 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let manager = redis::aio::ConnectionManager::new(redis.clone())
         .await
         .with_context(|| format!("cannot connect to Redis at {}", config.redis_url))?;
-    let mut channels = Vec::new();
-    for (name, url) in
-        [("order", &config.order_grpc_url), ("product", &config.product_grpc_url), ("user", &config.user_grpc_url)]
-    {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-            .with_context(|| format!("invalid gRPC URL for {name}: {url}"))?;
-        channels.push((name, endpoint.connect_timeout(health::PROBE_TIMEOUT).connect_lazy()));
-    }
-    let channel = |name: &str| channels.iter().find(|(n, _)| *n == name).map(|(_, c)| c.clone());
+    // Each service's instances (a comma-separated list of URLs), balanced over those that answer.
+    let order = Instances::start("order", &config.order_grpc_url)?;
+    let product = Instances::start("product", &config.product_grpc_url)?;
+    let user = Instances::start("user", &config.user_grpc_url)?;
     let backends = Backends {
-        order: OrderServiceClient::new(channel("order").context("order channel")?),
-        product: ProductServiceClient::new(channel("product").context("product channel")?),
-        user: UserServiceClient::new(channel("user").context("user channel")?),
-        channels,
+        order: OrderServiceClient::new(order.channel.clone()),
+        product: ProductServiceClient::new(product.channel.clone()),
+        user: UserServiceClient::new(user.channel.clone()),
+        instances: vec![order, product, user],
         timeout: config.grpc_timeout(),
     };
     let limits = Limits {
@@ -222,7 +219,11 @@ pub async fn ensure_admin(state: AppState) {
             role: user_pb::Role::Admin as i32,
             initial_balance_minor: 0,
         };
-        match state.backends.user.clone().create_user(state.backends.request(request)).await {
+        match state
+            .backends
+            .user_call(Idempotence::Once, &request, |mut c, r| async move { c.create_user(r).await })
+            .await
+        {
             Ok(_) => {
                 tracing::info!(email = %config.admin_email, "admin account created");
                 break;
@@ -252,7 +253,11 @@ async fn check_existing_admin(state: &AppState) {
         email: state.config.admin_email.trim().to_lowercase(),
         password: state.config.admin_password.clone(),
     };
-    match state.backends.user.clone().verify_credentials(state.backends.request(request)).await {
+    match state
+        .backends
+        .user_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.verify_credentials(r).await })
+        .await
+    {
         Ok(reply) if reply.get_ref().role() == user_pb::Role::Admin => {
             tracing::info!(email = %state.config.admin_email, "admin account exists");
         }

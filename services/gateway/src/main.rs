@@ -3,6 +3,7 @@
 
 mod admission;
 mod app;
+mod balance;
 mod config;
 mod error;
 mod extract;

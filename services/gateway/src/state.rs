@@ -30,10 +30,11 @@ pub struct AppState {
     pub console_url: reqwest::Url,
 }
 
-/// gRPC clients of the three services. Clones share one HTTP/2 connection each.
+/// gRPC clients of the three services, each balanced over the service's
+/// instances ([`crate::balance`]). Clones share the connections.
 #[derive(Clone)]
 pub struct Backends {
-    pub channels: Vec<(&'static str, Channel)>,
+    pub instances: Vec<crate::balance::Instances>,
     pub order: OrderServiceClient<Channel>,
     pub product: ProductServiceClient<Channel>,
     pub user: UserServiceClient<Channel>,
@@ -46,7 +47,47 @@ tokio::task_local! {
     pub static TRACEPARENT: String;
 }
 
+/// `<service>_call(idempotence, message, |client, request| ...)`: one call of
+/// the service with `message`, sent again on another instance when it could
+/// not reach one ([`crate::balance::retry`]).
+macro_rules! service_call {
+    ($name:ident, $field:ident, $client:ty) => {
+        pub async fn $name<M: Clone, T, Fut>(
+            &self,
+            idempotence: crate::balance::Idempotence,
+            message: &M,
+            call: impl Fn($client, tonic::Request<M>) -> Fut,
+        ) -> Result<T, tonic::Status>
+        where
+            Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+        {
+            let service = stringify!($field);
+            let instances = self.instances.iter().find(|i| i.service == service);
+            let timeout = self.timeout;
+            crate::balance::retry(service, idempotence, || {
+                let none_answers = instances.is_some_and(crate::balance::Instances::none_answers);
+                let call = call(self.$field.clone(), self.request(message.clone()));
+                async move {
+                    if none_answers {
+                        return Err(crate::balance::no_instance(service));
+                    }
+                    // The deadline holds in the balancer too, waiting for an instance.
+                    match tokio::time::timeout(timeout, call).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer from {service} in time"))),
+                    }
+                }
+            })
+            .await
+        }
+    };
+}
+
 impl Backends {
+    service_call!(order_call, order, OrderServiceClient<Channel>);
+    service_call!(product_call, product, ProductServiceClient<Channel>);
+    service_call!(user_call, user, UserServiceClient<Channel>);
+
     /// A request with the gateway's deadline (tonic sends it as `grpc-timeout`
     /// and fails the call with DEADLINE_EXCEEDED when it passes) and the HTTP
     /// request's trace context, so the saga it starts carries the same trace.

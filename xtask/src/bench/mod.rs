@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stack::config::services;
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
@@ -222,8 +221,8 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
 
     // The bounds run with the services stopped: nothing else competes for the
     // two resources, and the databases can be copied.
-    for service in services().iter().rev() {
-        Component::Service(*service).tracked(config).stop(Signal::SIGTERM, Duration::from_secs(15));
+    for service in Component::all(config).into_iter().rev().filter(|c| matches!(c, Component::Service(..))) {
+        service.tracked(config).stop(Signal::SIGTERM, Duration::from_secs(15));
     }
     Component::Gateway.tracked(config).stop(Signal::SIGTERM, Duration::from_secs(15));
     println!("bench: pgbench with one saga's SQL, {:?}", plan.pgbench);

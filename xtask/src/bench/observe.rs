@@ -74,9 +74,9 @@ pub struct Snapshot {
 
 pub fn snapshot(config: &StackConfig) -> Snapshot {
     let mut ticks = BTreeMap::new();
-    for component in Component::all() {
+    for component in Component::all(config) {
         let per_pid = pids(config, component).into_iter().filter_map(|pid| Some((pid, stat(pid)?.1))).collect();
-        ticks.insert(component.name().to_owned(), per_pid);
+        ticks.insert(component.name(), per_pid);
     }
     let me = std::process::id() as i32;
     ticks.insert("load generator".to_owned(), stat(me).map(|(_, t)| BTreeMap::from([(me, t)])).unwrap_or_default());

@@ -48,6 +48,8 @@ pub struct Record {
     pub attempts: u32,
     /// The last refusal or error while placing or polling it.
     pub last_error: Option<String>,
+    /// Requests (placing or polling it) that failed: an error status or no answer.
+    pub failed_requests: u32,
 }
 
 /// Sends orders at `rate` per second from `start` until `stop` says so,
@@ -94,6 +96,7 @@ async fn one(api: &Api, world: &World, n: u64, start: Instant, wall_start: Syste
         ended: None,
         attempts: 0,
         last_error: None,
+        failed_requests: 0,
     };
     let give_up = start + intended + PLACE_FOR;
     let mut backoff = Duration::from_millis(200);
@@ -116,6 +119,7 @@ async fn one(api: &Api, world: &World, n: u64, start: Instant, wall_start: Syste
             // Refused for now (overloaded, a backend away, the gateway's own
             // deadline): again later with the same key, after `Retry-After` if given.
             Ok((status, headers, reply)) if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                record.failed_requests += 1;
                 record.last_error = Some(format!("{status}: {reply}"));
                 let retry_after = headers
                     .get(reqwest::header::RETRY_AFTER)
@@ -125,11 +129,13 @@ async fn one(api: &Api, world: &World, n: u64, start: Instant, wall_start: Syste
                 retry_after.unwrap_or(backoff)
             }
             Ok((status, _, reply)) => {
+                record.failed_requests += 1;
                 record.last_error = Some(format!("{status}: {reply}"));
                 return record;
             }
             // The gateway is away: connection refused or reset.
             Err(error) => {
+                record.failed_requests += 1;
                 record.last_error = Some(format!("{error:#}"));
                 backoff
             }
@@ -154,7 +160,10 @@ async fn one(api: &Api, world: &World, n: u64, start: Instant, wall_start: Syste
                     return record;
                 }
             }
-            Err(error) => record.last_error = Some(format!("{error:#}")),
+            Err(error) => {
+                record.failed_requests += 1;
+                record.last_error = Some(format!("{error:#}"));
+            }
         }
     }
     record

@@ -50,6 +50,9 @@ pub struct ChaosArgs {
     pub after: u64,
     #[command(flatten)]
     pub run: crate::bench::RunOptions,
+    /// The stack's shape; the replicated scenarios need `--replicas 2 --brokers 3`.
+    #[command(flatten)]
+    pub shape: crate::stack::config::ShapeArgs,
 }
 
 /// What a scenario breaks.
@@ -62,15 +65,49 @@ enum Target {
     Gateway,
 }
 
-/// One fault: `signal` to `target`, which stays down for `down` before it
-/// is started again (the supervisor's part).
+/// What a scenario does to the stack.
+#[derive(Debug, Clone)]
+enum Fault {
+    /// `signal` to `target`, which stays down for `down` before it is started
+    /// again (the supervisor's part).
+    Restart { target: Target, signal: Signal, down: Duration },
+    /// kill -9 of the Kafka node that leads most partitions of the saga's
+    /// topics, started again after `down`.
+    KillLeaderBroker { down: Duration },
+    /// kill -9 of one instance of every backend service at once, started
+    /// again after `down`.
+    KillOneReplicaEach { down: Duration },
+    /// Every instance of every backend service stopped with SIGTERM and
+    /// started again, one at a time, each back before the next (a rolling deploy).
+    RollingRestart,
+}
+
+/// One scenario: a fault, and whether it needs a replicated stack.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: String,
     pub what: String,
-    target: Target,
-    signal: Signal,
-    down: Duration,
+    fault: Fault,
+}
+
+impl Scenario {
+    /// How long what it breaks stays down (a rolling restart keeps each instance down briefly).
+    fn down(&self) -> Duration {
+        match self.fault {
+            Fault::Restart { down, .. } | Fault::KillLeaderBroker { down } | Fault::KillOneReplicaEach { down } => down,
+            Fault::RollingRestart => Duration::ZERO,
+        }
+    }
+
+    /// Needs two instances of each service and three Kafka nodes.
+    pub fn replicated(&self) -> bool {
+        !matches!(self.fault, Fault::Restart { .. })
+    }
+
+    /// A planned change: clients must not notice it at all.
+    fn planned(&self) -> bool {
+        matches!(self.fault, Fault::RollingRestart)
+    }
 }
 
 /// Every scenario of the suite, in the order they run.
@@ -78,9 +115,7 @@ pub fn scenarios() -> Vec<Scenario> {
     let scenario = |name: String, what: String, target, signal, down_secs| Scenario {
         name,
         what,
-        target,
-        signal,
-        down: Duration::from_secs(down_secs),
+        fault: Fault::Restart { target, signal, down: Duration::from_secs(down_secs) },
     };
     let mut all: Vec<Scenario> = services()
         .into_iter()
@@ -125,6 +160,23 @@ pub fn scenarios() -> Vec<Scenario> {
             Signal::SIGKILL,
             1,
         ),
+        Scenario {
+            name: "kill-leader-broker".into(),
+            what: "kill -9 of the Kafka node leading most saga partitions, started again after 10 s \
+                   (replicated stack)"
+                .into(),
+            fault: Fault::KillLeaderBroker { down: Duration::from_secs(10) },
+        },
+        Scenario {
+            name: "kill-replicas".into(),
+            what: "kill -9 of one instance of every service at once, started again after 1 s (replicated stack)".into(),
+            fault: Fault::KillOneReplicaEach { down: Duration::from_secs(1) },
+        },
+        Scenario {
+            name: "rolling-restart".into(),
+            what: "every instance of every service restarted with SIGTERM, one at a time (replicated stack)".into(),
+            fault: Fault::RollingRestart,
+        },
     ]);
     all
 }
@@ -133,10 +185,11 @@ fn component(target: Target) -> anyhow::Result<Component> {
     Ok(match target {
         Target::Postgres => Component::Postgres,
         Target::Redis => Component::Redis,
-        Target::Kafka => Component::Kafka,
+        Target::Kafka => Component::Kafka(0),
         Target::Gateway => Component::Gateway,
         Target::Service(name) => Component::Service(
             services().into_iter().find(|s| s.name == name).with_context(|| format!("no service {name}"))?,
+            0,
         ),
     })
 }
@@ -167,12 +220,15 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let all = scenarios();
     if args.list {
         for s in &all {
-            println!("{:<14} {}", s.name, s.what);
+            println!("{:<19} {}", s.name, s.what);
         }
         return Ok(());
     }
+    let config = args.shape.apply(chaos_config(!args.run.debug)?);
+    let replicated = config.shape.replicas > 1 && config.shape.brokers > 1;
     let chosen: Vec<Scenario> = match &args.scenarios {
-        None => all,
+        // The replicated scenarios run on a replicated stack only.
+        None => all.into_iter().filter(|s| replicated || !s.replicated()).collect(),
         Some(names) => names
             .iter()
             .map(|name| {
@@ -183,7 +239,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?,
     };
-    let config = chaos_config(!args.run.debug)?;
+    if let Some(s) = chosen.iter().find(|s| s.replicated() && !replicated) {
+        bail!("scenario {} needs a replicated stack: add --replicas 2 --brokers 3", s.name);
+    }
     stack::down(&config);
     stack::purge(&config)?;
     let profile = if config.release { "release" } else { "debug" };
@@ -292,7 +350,7 @@ pub async fn run_scenario(
     let (down_for, also_restarted) = inject(config, scenario).await?;
     let fault_end = fault_start + down_for;
     // A long outage leaves a long backlog: watch at least twice as long as it lasted.
-    let after = Duration::from_secs(after).max(scenario.down * 2);
+    let after = Duration::from_secs(after).max(scenario.down() * 2);
     tokio::time::sleep_until(start + fault_end + after).await;
     let load_end = start.elapsed();
     let _ = stop.send(true);
@@ -321,6 +379,12 @@ pub async fn run_scenario(
             analysis.recovery_seconds.is_some() && analysis.changed_after_recovery == 0,
         ),
     ];
+    let failed_requests: u32 = records.iter().map(|r| r.failed_requests).sum();
+    let mut checks = checks;
+    if scenario.planned() {
+        checks.push(("no client request failed".to_owned(), failed_requests == 0));
+        checks.push(("no order cancelled".to_owned(), analysis.cancelled == 0));
+    }
     let first_errors: Vec<&str> =
         records.iter().filter(|r| r.status.is_none()).filter_map(|r| r.last_error.as_deref()).take(3).collect();
     let details = json!({
@@ -330,33 +394,93 @@ pub async fn run_scenario(
         "duplicate_orders_in_database": duplicates,
         "also_restarted": also_restarted,
         "post_attempts": records.iter().map(|r| u64::from(r.attempts)).sum::<u64>(),
+        "failed_client_requests": failed_requests,
         "first_errors_of_orders_without_an_end": first_errors,
     });
     Ok(Outcome { scenario: scenario.clone(), analysis, checks: checks.into_iter().collect(), details })
 }
 
-/// Breaks the scenario's component, waits while it is down, and starts it
+/// Breaks what the scenario breaks, waits while it is down, and starts it
 /// again; returns once it answers (the fault's end). Components other than
 /// the target that stopped meanwhile (a service that gave up) are named and
 /// started again too, after that.
-async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Duration, Vec<&'static str>)> {
-    let target = component(scenario.target)?;
-    let tracked = target.tracked(config);
-    let signal = scenario.signal;
+async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Duration, Vec<String>)> {
     let started = Instant::now();
-    let stopped = tokio::task::spawn_blocking(move || tracked.stop(signal, Duration::from_secs(30))).await?;
-    if !stopped {
-        bail!("{} was not running", target.name());
+    match &scenario.fault {
+        Fault::Restart { target, signal, down } => {
+            restart(config, &[component(*target)?], *signal, *down).await?;
+        }
+        Fault::KillLeaderBroker { down } => {
+            let leader = leading_broker(config).await?;
+            println!("  the Kafka node leading most saga partitions is {}", Component::Kafka(leader).name());
+            restart(config, &[Component::Kafka(leader)], Signal::SIGKILL, *down).await?;
+        }
+        Fault::KillOneReplicaEach { down } => {
+            let first: Vec<Component> = services().into_iter().map(|s| Component::Service(s, 0)).collect();
+            restart(config, &first, Signal::SIGKILL, *down).await?;
+        }
+        Fault::RollingRestart => {
+            for service in services() {
+                for instance in Component::replicas(config, service) {
+                    restart(config, &[instance], Signal::SIGTERM, Duration::ZERO).await?;
+                    // Back in its consumer group (static membership: with the partitions it had).
+                    stack::kafka::consumer_groups_stable(config, Duration::from_secs(60)).await?;
+                }
+            }
+        }
     }
-    tokio::time::sleep(scenario.down).await;
-    stack::start_component(config, target).await.with_context(|| format!("starting {} again", target.name()))?;
     let back = started.elapsed();
-    let others: Vec<&'static str> =
-        Component::all().into_iter().filter(|c| c.tracked(config).running_pid().is_none()).map(|c| c.name()).collect();
+    let others: Vec<String> = Component::all(config)
+        .into_iter()
+        .filter(|c| c.tracked(config).running_pid().is_none())
+        .map(|c| c.name())
+        .collect();
     if !others.is_empty() {
         stack::up(config, UpOptions { services: true, build: false }).await.context("starting the others again")?;
     }
     Ok((back, others))
+}
+
+/// `signal` to every one of `targets`, `down` of nothing, then each started
+/// again and answering.
+async fn restart(config: &StackConfig, targets: &[Component], signal: Signal, down: Duration) -> anyhow::Result<()> {
+    for target in targets {
+        let tracked = target.tracked(config);
+        let stopped = tokio::task::spawn_blocking(move || tracked.stop(signal, Duration::from_secs(30))).await?;
+        if !stopped {
+            bail!("{} was not running", target.name());
+        }
+    }
+    tokio::time::sleep(down).await;
+    for target in targets {
+        stack::start_component(config, *target).await.with_context(|| format!("starting {} again", target.name()))?;
+    }
+    Ok(())
+}
+
+/// The Kafka node (its index) that leads the most partitions of the saga's topics.
+async fn leading_broker(config: &StackConfig) -> anyhow::Result<u16> {
+    let brokers = config.kafka_brokers();
+    let leaders = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i32>> {
+        let client: rdkafka::consumer::BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).set("log_level", "3").create()?;
+        let metadata = rdkafka::consumer::Consumer::fetch_metadata(&client, None, Duration::from_secs(10))?;
+        let saga_topics: Vec<&str> = saga_generated::topology::TOPICS.iter().map(|t| t.name).collect();
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| saga_topics.contains(&t.name()))
+            .flat_map(|t| t.partitions().iter().map(|p| p.leader()))
+            .collect())
+    })
+    .await??;
+    let mut counts = std::collections::BTreeMap::<i32, usize>::new();
+    for leader in leaders {
+        *counts.entry(leader).or_default() += 1;
+    }
+    let (leader, _) = counts.into_iter().max_by_key(|(_, n)| *n).context("no partition has a leader")?;
+    // Node ids are the node's index plus one (see stack::kafka).
+    u16::try_from(leader - 1).with_context(|| format!("unexpected Kafka node id {leader}"))
 }
 
 /// Messages in every dead-letter topic.
@@ -382,13 +506,17 @@ async fn duplicate_orders(config: &StackConfig) -> anyhow::Result<i64> {
 /// guards the failure semantics under load, not only at idle: a service
 /// killed and PostgreSQL stopped for 5 s, at a rate a debug build carries.
 pub async fn guard(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
-    const GUARD: [&str; 2] = ["kill-order", "postgres-5s"];
+    run_guard(config, &["kill-order", "postgres-5s"]).await
+}
+
+/// The `names` scenarios, short, at 8 orders/s, on the running stack of `config`.
+async fn run_guard(config: &StackConfig, names: &[&str]) -> anyhow::Result<Vec<Outcome>> {
     let api = Api::new(&config.gateway_url())?;
     let (email, password) = stack::admin_credentials();
     let world = Arc::new(load::setup(&api, (&email, &password), 10, 10).await?);
     let totals = observe::totals(config).await?;
     let mut outcomes = Vec::new();
-    for scenario in scenarios().into_iter().filter(|s| GUARD.contains(&s.name.as_str())) {
+    for scenario in scenarios().into_iter().filter(|s| names.contains(&s.name.as_str())) {
         println!("chaos guard: {} ({}) at 8 orders/s", scenario.name, scenario.what);
         let load = Load { rate: 8.0, before: 5, after: 20 };
         let outcome = run_scenario(config, &api, world.clone(), totals, &scenario, load).await?;
@@ -402,6 +530,25 @@ pub async fn guard(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// The replicated scenarios `cargo xtask test` runs on a replicated stack of
+/// its own (two instances of each service, three Kafka nodes; `state_dir`
+/// and `port_base` beside the test stack), at a rate a debug build carries:
+/// the broker leading most partitions killed, one instance of every service
+/// killed, and a rolling restart of every instance.
+pub async fn guard_replicated(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
+    const GUARD: [&str; 3] = ["kill-leader-broker", "kill-replicas", "rolling-restart"];
+    stack::down(config);
+    stack::purge(config)?;
+    println!("chaos guard: starting a replicated stack in {}", config.state_dir.display());
+    let result = match stack::up(config, UpOptions { services: true, build: false }).await {
+        Ok(()) => run_guard(config, &GUARD).await,
+        Err(error) => Err(error),
+    };
+    let stopped = stack::down(config);
+    println!("replicated stack stopped: {}", stopped.join(", "));
+    result
 }
 
 fn write_plots(root: &Path, stamp: &str, outcomes: &[Outcome]) -> anyhow::Result<Vec<PathBuf>> {
@@ -470,6 +617,12 @@ fn command_line(args: &ChaosArgs) -> String {
     }
     if args.after != 45 {
         let _ = write!(line, " --after {}", args.after);
+    }
+    if let Some(replicas) = args.shape.replicas {
+        let _ = write!(line, " --replicas {replicas}");
+    }
+    if let Some(brokers) = args.shape.brokers {
+        let _ = write!(line, " --brokers {brokers}");
     }
     if args.run.debug {
         line.push_str(" --debug");

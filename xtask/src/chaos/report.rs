@@ -238,6 +238,7 @@ mod tests {
             ended: Some(Duration::from_secs(ended)),
             attempts: 1,
             last_error: None,
+            failed_requests: 0,
         }
     }
 

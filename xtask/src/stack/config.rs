@@ -20,6 +20,8 @@ pub mod env {
     pub const KAFKA_HEAP: &str = "SAGA_KAFKA_HEAP";
     pub const KAFKA_LIBS: &str = "SAGA_KAFKA_LIBS";
     pub const MIN_FREE_MB: &str = "SAGA_MIN_FREE_MB";
+    pub const REPLICAS: &str = "SAGA_REPLICAS";
+    pub const KAFKA_BROKERS: &str = "SAGA_KAFKA_BROKERS";
 
     /// `SAGA_<SERVICE>_PORT`: the gRPC port of one backend service (`SAGA_ORDER_PORT`, ...).
     pub fn service_port(service: &str) -> String {
@@ -30,6 +32,75 @@ pub mod env {
 /// The saga's backend services, as the spec lists them.
 pub fn services() -> Vec<BackendService> {
     BackendService::all(saga_generated::topology::SERVICES)
+}
+
+/// Most instances of each service a local stack runs.
+pub const MAX_REPLICAS: u16 = 4;
+
+/// Kafka cluster sizes a local stack runs: one node, or a quorum of three.
+pub const BROKER_COUNTS: [u16; 2] = [1, 3];
+
+/// The ports of replica `r` (from 0) of a service are its first replica's plus
+/// `r` times this; with [`MAX_REPLICAS`] they stay clear of every other port of
+/// the stack (and of the metrics ports, 100 above each).
+pub const REPLICA_PORT_STRIDE: u16 = 200;
+
+/// The cluster shape: instances per service and Kafka nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub replicas: u16,
+    pub brokers: u16,
+}
+
+impl Default for Shape {
+    /// One of each: what a laptop starts fastest.
+    fn default() -> Shape {
+        Shape { replicas: 1, brokers: 1 }
+    }
+}
+
+impl Shape {
+    /// Replicas of every saga topic and DLQ.
+    pub fn replication_factor(&self) -> i32 {
+        i32::from(self.brokers.min(3))
+    }
+
+    /// `min.insync.replicas` of the saga topics: with three brokers a write is
+    /// on two before it is acknowledged, so one broker may die without losing it.
+    pub fn min_insync_replicas(&self) -> i32 {
+        i32::from(self.brokers.min(2))
+    }
+}
+
+/// `--replicas N --brokers B`: the cluster shape of a stack, over what the
+/// environment says (`SAGA_REPLICAS`, `SAGA_KAFKA_BROKERS`; default 1 and 1).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct ShapeArgs {
+    /// Instances of each service (1 to 4), sharing their service's database and consumer group.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=MAX_REPLICAS as i64))]
+    pub replicas: Option<u16>,
+    /// Kafka nodes: 1, or 3 (a KRaft quorum; topics replicated 3 times, min.insync.replicas 2).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+        clap::builder::PossibleValuesParser::new(["1", "3"]), |v: String| v.parse::<u16>().unwrap_or(1)))]
+    pub brokers: Option<u16>,
+}
+
+impl ShapeArgs {
+    /// `config` with the shape these arguments give.
+    pub fn apply(&self, mut config: StackConfig) -> StackConfig {
+        config.shape.replicas = self.replicas.unwrap_or(config.shape.replicas);
+        config.shape.brokers = self.brokers.unwrap_or(config.shape.brokers);
+        config
+    }
+}
+
+/// One node of the stack's Kafka cluster (broker and controller in one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaNode {
+    /// From 0; its KRaft node id is this plus one.
+    pub index: u16,
+    pub port: u16,
+    pub controller_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +144,8 @@ pub struct StackConfig {
     pub kafka_libs: PathBuf,
     /// `up` refuses to start with less free disk than this.
     pub min_free_mb: u64,
+    /// Instances per service and Kafka nodes.
+    pub shape: Shape,
     /// Build and run the services with cargo's `release` profile instead of
     /// `dev`. Off unless a caller asks (the benchmark does); `up` and `test`
     /// keep debug builds, which compile much faster.
@@ -156,7 +229,21 @@ impl StackConfig {
             })?,
             None => 1024,
         };
+        let count = |var: &'static str, what: &'static str, ok: &dyn Fn(u16) -> bool| match lookup(var) {
+            Some(value) => match value.parse::<u16>() {
+                Ok(n) if ok(n) => Ok(Some(n)),
+                _ => Err(ConfigError::Invalid { var: var.to_owned(), value, what }),
+            },
+            None => Ok(None),
+        };
+        let shape = Shape {
+            replicas: count(env::REPLICAS, "number of replicas (1 to 4)", &|n| (1..=MAX_REPLICAS).contains(&n))?
+                .unwrap_or(1),
+            brokers: count(env::KAFKA_BROKERS, "number of Kafka brokers (1 or 3)", &|n| BROKER_COUNTS.contains(&n))?
+                .unwrap_or(1),
+        };
         Ok(StackConfig {
+            shape,
             kafka_libs: lookup(env::KAFKA_LIBS).map(PathBuf::from).unwrap_or_else(|| root.join(".state/kafka-libs")),
             root,
             state_dir,
@@ -190,6 +277,8 @@ impl StackConfig {
             (env::KAFKA_HEAP, self.kafka_heap.clone()),
             (env::KAFKA_LIBS, self.kafka_libs.display().to_string()),
             (env::MIN_FREE_MB, self.min_free_mb.to_string()),
+            (env::REPLICAS, self.shape.replicas.to_string()),
+            (env::KAFKA_BROKERS, self.shape.brokers.to_string()),
         ];
         let fixed = fixed.into_iter().map(|(k, v)| (k.to_owned(), v));
         fixed.chain(p.services.iter().map(|(s, port)| (env::service_port(s.name), port.to_string()))).collect()
@@ -199,8 +288,21 @@ impl StackConfig {
         defaults::HOST
     }
 
+    /// Every node of the Kafka cluster: node `n`'s ports are node 0's plus `2n`.
+    pub fn kafka_nodes(&self) -> Vec<KafkaNode> {
+        (0..self.shape.brokers)
+            .map(|index| KafkaNode {
+                index,
+                port: self.ports.kafka + 2 * index,
+                controller_port: self.ports.kafka_controller + 2 * index,
+            })
+            .collect()
+    }
+
+    /// The bootstrap list of every node.
     pub fn kafka_brokers(&self) -> String {
-        format!("{}:{}", self.host(), self.ports.kafka)
+        let nodes: Vec<String> = self.kafka_nodes().iter().map(|n| format!("{}:{}", self.host(), n.port)).collect();
+        nodes.join(",")
     }
 
     /// The URL the console reads `database` with: its read-only role.
@@ -239,8 +341,24 @@ impl StackConfig {
         port.unwrap_or_else(|| defaults::PORT_BASE + service.port_offset())
     }
 
+    /// The gRPC port of replica `replica` (from 0) of `service`.
+    pub fn replica_port(&self, service: BackendService, replica: u16) -> u16 {
+        self.service_port(service) + REPLICA_PORT_STRIDE * replica
+    }
+
+    /// The first replica's gRPC URL.
     pub fn grpc_url(&self, service: BackendService) -> String {
-        format!("http://{}:{}", self.host(), self.service_port(service))
+        self.replica_url(service, 0)
+    }
+
+    pub fn replica_url(&self, service: BackendService, replica: u16) -> String {
+        format!("http://{}:{}", self.host(), self.replica_port(service, replica))
+    }
+
+    /// Every replica's gRPC URL, comma-separated: what the gateway balances over.
+    pub fn grpc_urls(&self, service: BackendService) -> String {
+        let urls: Vec<String> = (0..self.shape.replicas).map(|r| self.replica_url(service, r)).collect();
+        urls.join(",")
     }
 
     /// Where the process listening on `port` serves its Prometheus metrics.
@@ -318,6 +436,27 @@ mod tests {
         let again = StackConfig::resolve(Defaults::dev(), |k| vars.get(k).cloned()).expect("valid");
         assert_eq!(again.ports, config.ports);
         assert_eq!(again.state_dir, config.state_dir);
+    }
+
+    #[test]
+    fn a_replicated_shape_gives_every_instance_its_own_ports() {
+        let config = resolve(&[(env::REPLICAS, "2"), (env::KAFKA_BROKERS, "3")]).expect("valid");
+        assert_eq!(config.kafka_brokers(), "127.0.0.1:17092,127.0.0.1:17094,127.0.0.1:17096");
+        let controllers: Vec<u16> = config.kafka_nodes().iter().map(|n| n.controller_port).collect();
+        assert_eq!(controllers, [17093, 17095, 17097]);
+        let order = services()[0];
+        assert_eq!(config.grpc_urls(order), "http://127.0.0.1:17051,http://127.0.0.1:17251");
+        assert_eq!((config.shape.replication_factor(), config.shape.min_insync_replicas()), (3, 2));
+        // The highest replica's ports (and their metrics ports) meet no other port of the stack.
+        let top = config.replica_port(services()[2], MAX_REPLICAS - 1);
+        let fixed = [config.ports.postgres, config.ports.redis, config.ports.gateway, config.ports.console];
+        for port in [top, top + saga_process::metrics::PORT_SHIFT] {
+            assert!(!fixed.contains(&port) && port < config.port_base + 1000, "{port}");
+        }
+        let error = resolve(&[(env::KAFKA_BROKERS, "2")]).expect_err("two brokers");
+        assert!(error.to_string().contains("1 or 3"), "{error}");
+        let error = resolve(&[(env::REPLICAS, "9")]).expect_err("too many");
+        assert!(error.to_string().contains("SAGA_REPLICAS"), "{error}");
     }
 
     #[test]

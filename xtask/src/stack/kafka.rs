@@ -18,15 +18,58 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use saga_generated::topology::{CONSUMER_GROUPS, TOPICS};
 
-use super::config::StackConfig;
+use super::config::{KafkaNode, StackConfig};
 use super::install::run_logged;
 
-fn dir(config: &StackConfig) -> PathBuf {
-    config.state_dir.join("kafka")
+/// Node `index` of the stack's cluster.
+pub fn node(config: &StackConfig, index: u16) -> KafkaNode {
+    let nodes = config.kafka_nodes();
+    // Nodes beyond the shape (what `down` looks for) follow the same port rule.
+    nodes.get(usize::from(index)).copied().unwrap_or(KafkaNode {
+        index,
+        port: config.ports.kafka + 2 * index,
+        controller_port: config.ports.kafka_controller + 2 * index,
+    })
 }
 
-fn data_dir(config: &StackConfig) -> PathBuf {
-    dir(config).join("data")
+/// Where node `index` keeps its configuration: `kafka/` for the first, `kafka-2/`, ... for the others.
+fn dir(config: &StackConfig, index: u16) -> PathBuf {
+    match index {
+        0 => config.state_dir.join("kafka"),
+        n => config.state_dir.join(format!("kafka-{}", n + 1)),
+    }
+}
+
+fn data_dir(config: &StackConfig, index: u16) -> PathBuf {
+    dir(config, index).join("data")
+}
+
+/// The cluster's id and size, kept beside the first node.
+fn cluster_id_file(config: &StackConfig) -> PathBuf {
+    dir(config, 0).join("cluster.id")
+}
+
+fn cluster_size_file(config: &StackConfig) -> PathBuf {
+    dir(config, 0).join("brokers")
+}
+
+/// Refuses to start a cluster of another size on storage formatted for this
+/// one: a KRaft quorum's voters are fixed when it is formatted.
+pub fn check_shape(config: &StackConfig) -> anyhow::Result<()> {
+    if !data_dir(config, 0).join("meta.properties").exists() {
+        return Ok(());
+    }
+    // Stacks from before the size was recorded had one node.
+    let formatted: u16 =
+        fs::read_to_string(cluster_size_file(config)).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(1);
+    if formatted != config.shape.brokers {
+        bail!(
+            "this stack's Kafka cluster was created with {formatted} broker(s), not {}: stop it and start a \
+             fresh one (`cargo xtask down --purge`), or keep {formatted} (SAGA_KAFKA_BROKERS / --brokers)",
+            config.shape.brokers
+        );
+    }
+    Ok(())
 }
 
 fn classpath(config: &StackConfig) -> String {
@@ -43,17 +86,18 @@ fn java(config: &StackConfig) -> Command {
     command
 }
 
-/// Writes `server.properties` and formats the storage on first use. A storage
-/// folder formatted for another cluster is refused with what to do about it.
-pub fn prepare(config: &StackConfig) -> anyhow::Result<()> {
-    let dir = dir(config);
-    let data = data_dir(config);
+/// Writes node `index`'s `server.properties` and formats its storage on first
+/// use. A storage folder formatted for another cluster is refused with what
+/// to do about it.
+pub fn prepare(config: &StackConfig, index: u16) -> anyhow::Result<()> {
+    let dir = dir(config, index);
+    let data = data_dir(config, index);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let properties = dir.join("server.properties");
-    fs::write(&properties, server_properties(config))
+    fs::write(&properties, server_properties(config, index))
         .with_context(|| format!("cannot write {}", properties.display()))?;
 
-    let cluster_id_file = dir.join("cluster.id");
+    let cluster_id_file = cluster_id_file(config);
     let meta = data.join("meta.properties");
     if meta.exists() {
         let found = read_property(&fs::read_to_string(&meta)?, "cluster.id").unwrap_or_default();
@@ -67,18 +111,24 @@ pub fn prepare(config: &StackConfig) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
-    let cluster_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes());
+    let cluster_id = match fs::read_to_string(&cluster_id_file) {
+        Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
+        // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
+        _ => base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes()),
+    };
     fs::create_dir_all(config.logs_dir())?;
-    let log = config.logs_dir().join("kafka-format.log");
-    run_logged(
-        java(config)
-            .args(["kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted", "-t", &cluster_id, "-c"])
-            .arg(&properties),
-        &log,
-    )
-    .with_context(|| format!("formatting the Kafka storage failed: see {}", log.display()))?;
+    let log = config.logs_dir().join(format!("kafka-format-{}.log", index + 1));
+    let mut format = java(config);
+    format.args(["kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", &cluster_id, "-c"]).arg(&properties);
+    if config.shape.brokers == 1 {
+        // One node: a dynamic quorum of itself.
+        format.arg("--standalone");
+    }
+    run_logged(&mut format, &log)
+        .with_context(|| format!("formatting the Kafka storage failed: see {}", log.display()))?;
+    fs::create_dir_all(cluster_id_file.parent().unwrap_or(&dir))?;
     fs::write(&cluster_id_file, &cluster_id)?;
+    fs::write(cluster_size_file(config), config.shape.brokers.to_string())?;
     Ok(())
 }
 
@@ -86,36 +136,49 @@ fn read_property(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('=').map(|v| v.trim().to_owned()))
 }
 
-fn server_properties(config: &StackConfig) -> String {
+fn server_properties(config: &StackConfig, index: u16) -> String {
     let host = config.host();
-    let settings: BTreeMap<&str, String> = BTreeMap::from([
+    let me = node(config, index);
+    let shape = config.shape;
+    let (replicas, min_isr) = (shape.replication_factor().to_string(), shape.min_insync_replicas().to_string());
+    let listeners = format!("PLAINTEXT://{host}:{},CONTROLLER://{host}:{}", me.port, me.controller_port);
+    let mut settings: BTreeMap<&str, String> = BTreeMap::from([
         ("process.roles", "broker,controller".into()),
-        ("node.id", "1".into()),
-        ("controller.quorum.bootstrap.servers", format!("{host}:{}", config.ports.kafka_controller)),
-        (
-            "listeners",
-            format!("PLAINTEXT://{host}:{},CONTROLLER://{host}:{}", config.ports.kafka, config.ports.kafka_controller),
-        ),
-        (
-            "advertised.listeners",
-            format!("PLAINTEXT://{host}:{},CONTROLLER://{host}:{}", config.ports.kafka, config.ports.kafka_controller),
-        ),
+        ("node.id", (index + 1).to_string()),
+        ("listeners", listeners.clone()),
+        ("advertised.listeners", listeners),
         ("controller.listener.names", "CONTROLLER".into()),
         ("inter.broker.listener.name", "PLAINTEXT".into()),
         ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into()),
-        ("log.dirs", data_dir(config).display().to_string()),
+        ("log.dirs", data_dir(config, index).display().to_string()),
         // Topics are created from the spec by `up`; a typo must not create a new one.
         ("auto.create.topics.enable", "false".into()),
         ("num.partitions", "6".into()),
-        // A single node: internal topics cannot have more replicas.
-        ("offsets.topic.replication.factor", "1".into()),
-        ("transaction.state.log.replication.factor", "1".into()),
-        ("transaction.state.log.min.isr", "1".into()),
-        ("share.coordinator.state.topic.replication.factor", "1".into()),
-        ("share.coordinator.state.topic.min.isr", "1".into()),
+        // Internal topics as replicated as the saga's: one node of three may die.
+        ("offsets.topic.replication.factor", replicas.clone()),
+        ("transaction.state.log.replication.factor", replicas.clone()),
+        ("transaction.state.log.min.isr", min_isr.clone()),
+        ("share.coordinator.state.topic.replication.factor", replicas.clone()),
+        ("share.coordinator.state.topic.min.isr", min_isr.clone()),
+        ("default.replication.factor", replicas),
+        ("min.insync.replicas", min_isr),
         // Consumers of a fresh group start at once instead of waiting 3 s for peers.
         ("group.initial.rebalance.delay.ms", "0".into()),
     ]);
+    if shape.brokers == 1 {
+        settings.insert("controller.quorum.bootstrap.servers", format!("{host}:{}", me.controller_port));
+    } else {
+        // A static quorum of every node: formatted once with these voters.
+        let voters: Vec<String> =
+            config.kafka_nodes().iter().map(|n| format!("{}@{host}:{}", n.index + 1, n.controller_port)).collect();
+        settings.insert("controller.quorum.voters", voters.join(","));
+        // Leadership moves back to the preferred replica soon after a node returns.
+        settings.insert("leader.imbalance.check.interval.seconds", "30".into());
+        // A node that stopped heartbeating is fenced, and its partitions led elsewhere, after
+        // 4 s instead of 9: until then the saga's partitions it led take no writes.
+        settings.insert("broker.session.timeout.ms", "4000".into());
+        settings.insert("broker.heartbeat.interval.ms", "1000".into());
+    }
     let mut text = String::from("# Written by `cargo xtask up`; edits are overwritten.\n");
     for (key, value) in settings {
         text.push_str(&format!("{key}={value}\n"));
@@ -123,8 +186,8 @@ fn server_properties(config: &StackConfig) -> String {
     text
 }
 
-/// The broker JVM, with a modest fixed heap.
-pub fn command(config: &StackConfig) -> Command {
+/// Node `index`'s JVM, with a modest fixed heap.
+pub fn command(config: &StackConfig, index: u16) -> Command {
     let mut command = Command::new("java");
     command
         .arg(format!("-Xms{}", config.kafka_heap))
@@ -132,7 +195,7 @@ pub fn command(config: &StackConfig) -> Command {
         .args(["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"])
         .args(java(config).get_args())
         .arg("kafka.Kafka")
-        .arg(dir(config).join("server.properties"));
+        .arg(dir(config, index).join("server.properties"));
     command
 }
 
@@ -144,9 +207,14 @@ fn admin(config: &StackConfig) -> anyhow::Result<AdminClient<DefaultClientContex
         .create()?)
 }
 
-/// Ready when the broker answers a metadata request.
-pub async fn probe(config: &StackConfig) -> anyhow::Result<()> {
-    let admin = admin(config)?;
+/// Ready when node `index` answers a metadata request itself.
+pub async fn probe(config: &StackConfig, index: u16) -> anyhow::Result<()> {
+    let me = node(config, index);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", format!("{}:{}", config.host(), me.port))
+        .set("socket.timeout.ms", "5000")
+        .set("log_level", "3")
+        .create()?;
     tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, Duration::from_secs(2)).map(|_| ()))
         .await??;
     Ok(())
@@ -163,10 +231,12 @@ pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
     let admin = admin(config)?;
     let wanted: Vec<(&str, i32)> =
         TOPICS.iter().flat_map(|t| [(t.name, t.partitions), (t.dlq, t.partitions)]).collect();
+    let min_isr = config.shape.min_insync_replicas().to_string();
     let new: Vec<NewTopic> = wanted
         .iter()
         .map(|(name, partitions)| {
-            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
+            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(config.shape.replication_factor()))
+                .set("min.insync.replicas", &min_isr);
             if TOPICS.iter().any(|t| t.dlq == *name) { topic.set("retention.ms", DLQ_RETENTION_MS) } else { topic }
         })
         .collect();
@@ -177,30 +247,49 @@ pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
             Err((topic, code)) => bail!("cannot create Kafka topic {topic}: {code}"),
         }
     }
-    let metadata = {
-        let admin = self::admin(config)?;
-        tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, Duration::from_secs(5))).await??
-    };
     // Never grown in place: a key's partition is its hash modulo the count, so sagas in flight
-    // would move to other partitions. The services refuse such a topic at start too.
-    for (name, partitions) in &wanted {
-        let have = metadata.topics().iter().find(|t| t.name() == *name).map_or(0, |t| t.partitions().len());
-        if have as i32 != *partitions {
+    // would move to other partitions. The services refuse such a topic at start too. A topic
+    // just created may take a moment to show in every node's metadata: it is waited for.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metadata = {
+            let admin = self::admin(config)?;
+            tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, Duration::from_secs(5))).await??
+        };
+        let counts: Vec<(&str, i32, usize)> = wanted
+            .iter()
+            .map(|(name, partitions)| {
+                let have = metadata.topics().iter().find(|t| t.name() == *name).map_or(0, |t| t.partitions().len());
+                (*name, *partitions, have)
+            })
+            .collect();
+        if let Some((name, partitions, have)) = counts.iter().find(|(_, p, have)| *have != 0 && *have as i32 != *p) {
             bail!(
                 "Kafka topic {name} has {have} partitions but the spec says {partitions}: partitions are not \
                  changed in place (sagas in flight would move to other partitions); stop the services and \
                  recreate the topic, or start a fresh stack (`cargo xtask down --purge`)"
             );
         }
+        match counts.iter().find(|(_, _, have)| *have == 0) {
+            None => break,
+            Some((name, _, _)) if tokio::time::Instant::now() >= deadline => {
+                bail!("Kafka topic {name} was created but does not show in the cluster's metadata")
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
-    // Topics created before the retention was set get it too.
-    let retention: Vec<AlterConfig> = TOPICS
+    // Topics created before these settings get them too. AlterConfigs replaces a topic's whole
+    // set of dynamic settings, so each gets all of its own.
+    let settings: Vec<AlterConfig> = wanted
         .iter()
-        .map(|t| AlterConfig::new(ResourceSpecifier::Topic(t.dlq)).set("retention.ms", DLQ_RETENTION_MS))
+        .map(|(name, _)| {
+            let alter = AlterConfig::new(ResourceSpecifier::Topic(name)).set("min.insync.replicas", &min_isr);
+            if TOPICS.iter().any(|t| t.dlq == *name) { alter.set("retention.ms", DLQ_RETENTION_MS) } else { alter }
+        })
         .collect();
-    for result in admin.alter_configs(&retention, &options).await? {
+    for result in admin.alter_configs(&settings, &options).await? {
         if let Err((resource, code)) = result {
-            bail!("cannot set the retention of {resource:?}: {code}");
+            bail!("cannot set the configuration of {resource:?}: {code}");
         }
     }
     Ok(())
@@ -247,9 +336,23 @@ mod tests {
     #[test]
     fn properties_listen_on_the_configured_loopback_ports() {
         let config = StackConfig::resolve(Defaults::dev(), |_| None).expect("defaults");
-        let text = server_properties(&config);
+        let text = server_properties(&config, 0);
         assert!(text.contains("listeners=PLAINTEXT://127.0.0.1:17092,CONTROLLER://127.0.0.1:17093\n"), "{text}");
         assert!(text.contains("auto.create.topics.enable=false\n"));
+        assert!(text.contains("controller.quorum.bootstrap.servers=127.0.0.1:17093\n"), "{text}");
+    }
+
+    #[test]
+    fn three_nodes_form_a_static_quorum_and_replicate_everything_three_times() {
+        let config = StackConfig::resolve(Defaults::dev(), |k| (k == "SAGA_KAFKA_BROKERS").then(|| "3".to_owned()))
+            .expect("valid");
+        let text = server_properties(&config, 2);
+        assert!(text.contains("node.id=3\n"), "{text}");
+        assert!(text.contains("listeners=PLAINTEXT://127.0.0.1:17096,CONTROLLER://127.0.0.1:17097\n"), "{text}");
+        let voters = "controller.quorum.voters=1@127.0.0.1:17093,2@127.0.0.1:17095,3@127.0.0.1:17097\n";
+        assert!(text.contains(voters), "{text}");
+        assert!(text.contains("offsets.topic.replication.factor=3\n") && text.contains("min.insync.replicas=2\n"));
+        assert!(text.contains(&format!("log.dirs={}\n", config.state_dir.join("kafka-3/data").display())));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use self::config::services;
+use self::config::{Shape, services};
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use saga_process::local::BackendService;
@@ -30,34 +30,62 @@ pub use self::services::admin_credentials;
 pub enum Component {
     Postgres,
     Redis,
-    Kafka,
-    Service(BackendService),
+    /// Node `n` (from 0) of the Kafka cluster.
+    Kafka(u16),
+    /// Replica `r` (from 0) of a backend service.
+    Service(BackendService, u16),
     Console,
     Gateway,
 }
 
 impl Component {
-    /// Start order; `down` stops in reverse.
-    pub fn all() -> Vec<Component> {
-        let mut all = vec![Component::Postgres, Component::Redis, Component::Kafka];
-        all.extend(services().into_iter().map(Component::Service));
+    /// Every process of a stack of `shape`, in start order; `down` stops in reverse.
+    pub fn all_of(shape: Shape) -> Vec<Component> {
+        let mut all = vec![Component::Postgres, Component::Redis];
+        all.extend((0..shape.brokers).map(Component::Kafka));
+        for service in services() {
+            all.extend((0..shape.replicas).map(|r| Component::Service(service, r)));
+        }
         all.push(Component::Console);
         all.push(Component::Gateway);
         all
     }
 
-    pub fn is_infrastructure(&self) -> bool {
-        matches!(self, Component::Postgres | Component::Redis | Component::Kafka)
+    /// Every process of this stack's shape.
+    pub fn all(config: &StackConfig) -> Vec<Component> {
+        Component::all_of(config.shape)
     }
 
-    pub fn name(&self) -> &'static str {
+    /// Every process any shape may have started: what `down` looks for, whatever
+    /// shape the stack was started with.
+    pub fn any_shape() -> Vec<Component> {
+        Component::all_of(Shape {
+            replicas: config::MAX_REPLICAS,
+            brokers: *config::BROKER_COUNTS.iter().max().unwrap_or(&1),
+        })
+    }
+
+    /// The instances of one backend service.
+    pub fn replicas(config: &StackConfig, service: BackendService) -> Vec<Component> {
+        (0..config.shape.replicas).map(|r| Component::Service(service, r)).collect()
+    }
+
+    pub fn is_infrastructure(&self) -> bool {
+        matches!(self, Component::Postgres | Component::Redis | Component::Kafka(_))
+    }
+
+    /// Its name in `status`, and of its pid and log files: the first instance
+    /// has the plain name (`order`, `kafka`), the others a number (`order-2`).
+    pub fn name(&self) -> String {
+        let numbered =
+            |name: &str, index: u16| if index == 0 { name.to_owned() } else { format!("{name}-{}", index + 1) };
         match self {
-            Component::Postgres => "postgres",
-            Component::Redis => "redis",
-            Component::Kafka => "kafka",
-            Component::Service(service) => service.name,
-            Component::Console => "console",
-            Component::Gateway => "gateway",
+            Component::Postgres => "postgres".to_owned(),
+            Component::Redis => "redis".to_owned(),
+            Component::Kafka(node) => numbered("kafka", *node),
+            Component::Service(service, replica) => numbered(service.name, *replica),
+            Component::Console => "console".to_owned(),
+            Component::Gateway => "gateway".to_owned(),
         }
     }
 
@@ -66,8 +94,11 @@ impl Component {
         match self {
             Component::Postgres => vec![config.ports.postgres],
             Component::Redis => vec![config.ports.redis],
-            Component::Kafka => vec![config.ports.kafka, config.ports.kafka_controller],
-            Component::Service(service) => vec![config.service_port(*service)],
+            Component::Kafka(node) => {
+                let node = kafka::node(config, *node);
+                vec![node.port, node.controller_port]
+            }
+            Component::Service(service, replica) => vec![config.replica_port(*service, *replica)],
             Component::Console => vec![config.ports.console],
             Component::Gateway => vec![config.ports.gateway],
         }
@@ -86,11 +117,21 @@ impl Component {
                 )
             }
             Component::Redis => config.redis_url(),
-            Component::Kafka => format!("{} (topics: {})", config.kafka_brokers(), kafka::topic_names().join(", ")),
-            Component::Service(service) => format!(
+            Component::Kafka(0) => format!(
+                "{} (topics: {}; replication factor {}, min.insync.replicas {})",
+                config.kafka_brokers(),
+                kafka::topic_names().join(", "),
+                config.shape.replication_factor(),
+                config.shape.min_insync_replicas()
+            ),
+            Component::Kafka(node) => {
+                let node = kafka::node(config, *node);
+                format!("{}:{} (node {} of the cluster)", config.host(), node.port, node.index + 1)
+            }
+            Component::Service(service, replica) => format!(
                 "{} (gRPC; metrics {})",
-                config.grpc_url(*service),
-                config.metrics_url(config.service_port(*service))
+                config.replica_url(*service, *replica),
+                config.metrics_url(config.replica_port(*service, *replica))
             ),
             Component::Console => format!(
                 "{}/console (through the gateway: {}/console; metrics {})",
@@ -107,13 +148,13 @@ impl Component {
     }
 
     pub fn tracked(&self, config: &StackConfig) -> Tracked {
-        Tracked::new(self.name(), &config.run_dir(), &config.logs_dir())
+        Tracked::new(&self.name(), &config.run_dir(), &config.logs_dir())
     }
 
     /// The executable a service component runs; `None` for infrastructure.
     fn binary(&self, config: &StackConfig) -> Option<PathBuf> {
         match self {
-            Component::Service(service) => Some(config.binary(&service.binary())),
+            Component::Service(service, _) => Some(config.binary(&service.binary())),
             Component::Console => Some(config.binary(services::CONSOLE_BINARY)),
             Component::Gateway => Some(config.binary(services::GATEWAY_BINARY)),
             _ => None,
@@ -132,7 +173,7 @@ impl Component {
     fn stop_signal(&self) -> (Signal, Duration) {
         match self {
             Component::Postgres => (postgres::STOP_SIGNAL, postgres::STOP_GRACE),
-            Component::Kafka => (Signal::SIGTERM, Duration::from_secs(30)),
+            Component::Kafka(_) => (Signal::SIGTERM, Duration::from_secs(30)),
             _ => (Signal::SIGTERM, Duration::from_secs(15)),
         }
     }
@@ -144,11 +185,11 @@ impl Component {
                 postgres::command(config)
             }
             Component::Redis => redis_server::command(config),
-            Component::Kafka => {
-                kafka::prepare(config)?;
-                Ok(kafka::command(config))
+            Component::Kafka(node) => {
+                kafka::prepare(config, *node)?;
+                Ok(kafka::command(config, *node))
             }
-            Component::Service(service) => Ok(services::backend_command(config, *service)),
+            Component::Service(service, replica) => Ok(services::backend_command(config, *service, *replica)),
             Component::Console => Ok(services::console_command(config)),
             Component::Gateway => Ok(services::gateway_command(config)),
         }
@@ -158,8 +199,8 @@ impl Component {
         match self {
             Component::Postgres => postgres::probe(config).await,
             Component::Redis => redis_server::probe(config).await,
-            Component::Kafka => kafka::probe(config).await,
-            Component::Service(service) => services::probe_backend(config, *service).await,
+            Component::Kafka(node) => kafka::probe(config, *node).await,
+            Component::Service(service, replica) => services::probe_backend(config, *service, *replica).await,
             Component::Console => services::probe_console(config).await,
             Component::Gateway => services::probe_gateway(config).await,
         }
@@ -169,7 +210,8 @@ impl Component {
     async fn provision(&self, config: &StackConfig) -> anyhow::Result<()> {
         match self {
             Component::Postgres => postgres::provision(config).await,
-            Component::Kafka => kafka::create_topics(config).await,
+            // Once every node answers: topics need as many brokers as replicas.
+            Component::Kafka(node) if *node + 1 == config.shape.brokers => kafka::create_topics(config).await,
             _ => Ok(()),
         }
     }
@@ -193,8 +235,9 @@ pub async fn up(config: &StackConfig, options: UpOptions) -> anyhow::Result<()> 
     preflight::check_disk(config)?;
     install::ensure_packages(config)?;
     install::ensure_kafka_libs(config)?;
+    kafka::check_shape(config)?;
     let components: Vec<Component> =
-        Component::all().into_iter().filter(|c| options.services || c.is_infrastructure()).collect();
+        Component::all(config).into_iter().filter(|c| options.services || c.is_infrastructure()).collect();
     if options.services && options.build {
         services::build(config)?;
     }
@@ -292,22 +335,36 @@ async fn wait_ready(config: &StackConfig, component: Component) -> anyhow::Resul
     }
 }
 
-/// Stops every component that has a live pid file, in reverse start order.
-/// Returns the names of those stopped.
-pub fn down(config: &StackConfig) -> Vec<&'static str> {
+/// Stops every component that has a live pid file, in reverse start order;
+/// the instances of one kind together (every Kafka node at once: a node
+/// stopped after the others lost the quorum that its controlled shutdown
+/// waits for). Returns the names of those stopped.
+pub fn down(config: &StackConfig) -> Vec<String> {
     let mut stopped = Vec::new();
-    for component in Component::all().into_iter().rev() {
-        let (signal, grace) = component.stop_signal();
-        if component.tracked(config).stop(signal, grace) {
-            stopped.push(component.name());
-        }
+    let mut all = Component::any_shape();
+    all.reverse();
+    let kind = |c: &Component| std::mem::discriminant(c);
+    for group in all.chunk_by(|a, b| kind(a) == kind(b)) {
+        let results: Vec<(String, bool)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = group
+                .iter()
+                .map(|component| {
+                    scope.spawn(move || {
+                        let (signal, grace) = component.stop_signal();
+                        (component.name(), component.tracked(config).stop(signal, grace))
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        stopped.extend(results.into_iter().filter(|(_, s)| *s).map(|(name, _)| name));
     }
     stopped
 }
 
 /// Removes the state folder (data, logs) of a stopped stack.
 pub fn purge(config: &StackConfig) -> anyhow::Result<()> {
-    if Component::all().iter().any(|c| c.tracked(config).running_pid().is_some()) {
+    if Component::any_shape().iter().any(|c| c.tracked(config).running_pid().is_some()) {
         bail!("the stack is still running: stop it first");
     }
     let pg_data = postgres::data_dir(config);
@@ -321,16 +378,22 @@ pub fn purge(config: &StackConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line per component: running (with pid) or stopped, and its address.
+/// One line per component of this stack's shape (and any other instance still
+/// running): running (with pid) or stopped, and its address.
 pub fn status_lines(config: &StackConfig) -> Vec<String> {
-    Component::all()
-        .into_iter()
+    let shaped = Component::all(config);
+    let strays =
+        Component::any_shape().into_iter().filter(|c| !shaped.contains(c) && c.tracked(config).running_pid().is_some());
+    shaped
+        .iter()
+        .copied()
+        .chain(strays)
         .map(|component| {
             let state = match component.tracked(config).running_pid() {
                 Some(pid) => format!("running (pid {pid})"),
                 None => "stopped".to_owned(),
             };
-            format!("{:<9} {:<22} {}", component.name(), state, component.address(config))
+            format!("{:<10} {:<22} {}", component.name(), state, component.address(config))
         })
         .collect()
 }

@@ -28,10 +28,7 @@ fn free_mib(path: &Path) -> anyhow::Result<u64> {
 }
 
 /// Fails naming the first port that another process already listens on.
-pub fn check_ports_free<'a>(
-    config: &StackConfig,
-    wanted: impl IntoIterator<Item = (&'a str, u16)>,
-) -> anyhow::Result<()> {
+pub fn check_ports_free(config: &StackConfig, wanted: impl IntoIterator<Item = (String, u16)>) -> anyhow::Result<()> {
     let ephemeral = ephemeral_port_range();
     for (component, port) in wanted {
         if let Some((low, high)) = ephemeral.filter(|(low, high)| (*low..=*high).contains(&port)) {
@@ -67,7 +64,7 @@ mod tests {
         let config = StackConfig::resolve(Defaults::dev(), |_| None).expect("defaults");
         let taken = TcpListener::bind(("127.0.0.1", 0)).expect("bind");
         let port = taken.local_addr().expect("addr").port();
-        let error = check_ports_free(&config, [("redis", port)]).expect_err("port is taken");
+        let error = check_ports_free(&config, [("redis".to_owned(), port)]).expect_err("port is taken");
         assert!(error.to_string().starts_with(&format!("port {port} needed by redis is already in use")), "{error}");
     }
 

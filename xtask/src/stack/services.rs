@@ -35,10 +35,11 @@ pub fn build(config: &StackConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn backend_command(config: &StackConfig, service: BackendService) -> Command {
+/// Replica `replica` of `service`: its own port, the service's database and consumer group.
+pub fn backend_command(config: &StackConfig, service: BackendService, replica: u16) -> Command {
     let mut command = Command::new(config.binary(&service.binary()));
     command
-        .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.service_port(service)))
+        .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.replica_port(service, replica)))
         .env("DATABASE_URL", config.database_url(service))
         .env("KAFKA_BROKERS", config.kafka_brokers());
     command
@@ -68,7 +69,8 @@ pub fn gateway_command(config: &StackConfig) -> Command {
         .env("REDIS_URL", config.redis_url())
         .env("CONSOLE_URL", config.console_url());
     for service in services() {
-        command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_url(service));
+        // Every replica: the gateway balances over those that are healthy.
+        command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_urls(service));
     }
     let (email, password) = admin_credentials();
     command.env("ADMIN_EMAIL", email).env("ADMIN_PASSWORD", password);
@@ -88,9 +90,9 @@ pub fn admin_credentials() -> (String, String) {
     )
 }
 
-/// Ready when the standard gRPC health check says SERVING.
-pub async fn probe_backend(config: &StackConfig, service: BackendService) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(config.grpc_url(service))?
+/// Ready when the standard gRPC health check of the replica says SERVING.
+pub async fn probe_backend(config: &StackConfig, service: BackendService, replica: u16) -> anyhow::Result<()> {
+    let channel = tonic::transport::Endpoint::from_shared(config.replica_url(service, replica))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2))
         .connect()

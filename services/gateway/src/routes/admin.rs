@@ -6,6 +6,7 @@ use saga_proto::user as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, Validate, parse_id};
 use crate::routes::products::MAX_AMOUNT;
@@ -73,7 +74,11 @@ pub async fn credit(
     let reference = body.reference.unwrap_or_else(|| format!("gateway-{}", uuid::Uuid::new_v4()));
     let request =
         pb::CreditBalanceRequest { user_id: id.to_string(), amount_minor: body.amount_minor, reference_id: reference };
-    let reply = state.backends.user.clone().credit_balance(state.backends.request(request)).await?.into_inner();
+    let reply = state
+        .backends
+        .user_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.credit_balance(r).await })
+        .await?
+        .into_inner();
     tracing::info!(admin = %admin.session.user_id, user_id = %id, amount_minor = body.amount_minor, applied = reply.applied, "balance credited");
     Ok(Json(CreditResult {
         balance_minor: reply.balance_minor,

@@ -10,6 +10,7 @@ use saga_proto::user as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, Validate};
 use crate::session::{Auth, Role, Session};
@@ -171,13 +172,17 @@ pub async fn register(
         role: pb::Role::Customer as i32,
         initial_balance_minor: 0,
     };
-    let user = state.backends.user.clone().create_user(state.backends.request(request)).await.map_err(|status| {
-        if status.code() == tonic::Code::AlreadyExists {
-            ApiError::Conflict("this email is already registered".to_owned())
-        } else {
-            status.into()
-        }
-    })?;
+    let user = state
+        .backends
+        .user_call(Idempotence::Once, &request, |mut c, r| async move { c.create_user(r).await })
+        .await
+        .map_err(|status| {
+            if status.code() == tonic::Code::AlreadyExists {
+                ApiError::Conflict("this email is already registered".to_owned())
+            } else {
+                status.into()
+            }
+        })?;
     Ok((StatusCode::CREATED, Json(user.into_inner().into())))
 }
 
@@ -204,7 +209,11 @@ pub async fn login(
     let ip = peer.ip();
     state.login_limiter.check(&email, ip).await?;
     let request = pb::VerifyCredentialsRequest { email: email.clone(), password: body.password };
-    let verified = match state.backends.user.clone().verify_credentials(state.backends.request(request)).await {
+    let verified = match state
+        .backends
+        .user_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.verify_credentials(r).await })
+        .await
+    {
         Ok(reply) => reply.into_inner(),
         Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::NotFound) => {
             state.login_limiter.record_failure(&email, ip).await?;
@@ -255,14 +264,18 @@ pub async fn logout(State(state): State<AppState>, auth: Auth) -> Result<StatusC
     ))]
 pub async fn me(State(state): State<AppState>, auth: Auth) -> Result<Json<UserProfile>, ApiError> {
     let request = pb::GetUserRequest { user_id: auth.session.user_id.to_string() };
-    let user = state.backends.user.clone().get_user(state.backends.request(request)).await.map_err(|status| {
-        if status.code() == tonic::Code::NotFound {
-            // The account of a live session is gone: the token is worthless.
-            ApiError::Unauthorized("invalid or expired token")
-        } else {
-            status.into()
-        }
-    })?;
+    let user = state
+        .backends
+        .user_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.get_user(r).await })
+        .await
+        .map_err(|status| {
+            if status.code() == tonic::Code::NotFound {
+                // The account of a live session is gone: the token is worthless.
+                ApiError::Unauthorized("invalid or expired token")
+            } else {
+                status.into()
+            }
+        })?;
     Ok(Json(user.into_inner().into()))
 }
 

@@ -21,20 +21,26 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: Redis answers, every backend service says SERVING (which it
-/// does only while its consumer, relay and sweeper work), and the admin
-/// account exists. A backend that is not serving is named with the
-/// component that is not.
+/// Readiness: Redis answers, every backend service has an instance that says
+/// SERVING (which it does only while its consumer, relay and sweeper work),
+/// and the admin account exists. A backend that is not serving is named with
+/// the component that is not; with several instances each one's word is
+/// listed too.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     let mut checks = serde_json::Map::new();
     let mut ready = true;
     let redis_ok = tokio::time::timeout(PROBE_TIMEOUT, ping_redis(&state.redis)).await.is_ok_and(|r| r.is_ok());
     ready &= redis_ok;
     checks.insert("redis".into(), json!(if redis_ok { "ok" } else { "unreachable" }));
-    for (name, channel) in &state.backends.channels {
-        let check = backend_check(channel).await;
+    for instances in &state.backends.instances {
+        let (check, each) = instances.check().await;
         ready &= check == "ok";
-        checks.insert((*name).into(), json!(check));
+        checks.insert(instances.service.into(), json!(check));
+        if each.len() > 1 {
+            let each: serde_json::Map<String, serde_json::Value> =
+                each.into_iter().map(|(url, check)| (url, json!(check))).collect();
+            checks.insert(format!("{} instances", instances.service), json!(each));
+        }
     }
     let admin_ok = state.admin_ready.load(Ordering::Acquire);
     ready &= admin_ok;
@@ -47,7 +53,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
 const COMPONENTS: [&str; 3] = ["saga.consumer", "saga.relay", "saga.sweeper"];
 
 /// `ok`, `unreachable`, or `not serving: <components>`.
-async fn backend_check(channel: &tonic::transport::Channel) -> String {
+pub async fn backend_check(channel: &tonic::transport::Channel) -> String {
     let client = HealthClient::new(channel.clone());
     match status_of(&client, "").await {
         Some(ServingStatus::Serving) => return "ok".to_owned(),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
 use crate::routes::products::PageQuery;
@@ -198,13 +199,17 @@ pub async fn create(
             .collect(),
         idempotency_key: key,
     };
-    let reply = state.backends.order.clone().create_order(state.backends.request(request)).await.map_err(|s| {
-        if s.code() == tonic::Code::AlreadyExists {
-            ApiError::Conflict("this Idempotency-Key was already used with a different request".to_owned())
-        } else {
-            s.into()
-        }
-    })?;
+    let reply = state
+        .backends
+        .order_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.create_order(r).await })
+        .await
+        .map_err(|s| {
+            if s.code() == tonic::Code::AlreadyExists {
+                ApiError::Conflict("this Idempotency-Key was already used with a different request".to_owned())
+            } else {
+                s.into()
+            }
+        })?;
     let reply = reply.into_inner();
     let order = reply.order.ok_or_else(|| ApiError::Internal("CreateOrder returned no order".to_owned()))?;
     tracing::info!(order_id = %order.order_id, created = reply.created, "order placed");
@@ -216,7 +221,10 @@ pub async fn create(
 /// Someone else's order is a 404, so ids of others' orders leak nothing.
 async fn visible_order(backends: &Backends, auth: &Auth, id: Uuid) -> Result<pb::Order, ApiError> {
     let request = pb::GetOrderRequest { order_id: id.to_string() };
-    let order = backends.order.clone().get_order(backends.request(request)).await?.into_inner();
+    let order = backends
+        .order_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.get_order(r).await })
+        .await?
+        .into_inner();
     if auth.is_admin() || order.user_id == auth.session.user_id.to_string() {
         Ok(order)
     } else {
@@ -257,7 +265,11 @@ pub async fn list(
         page_size: query.page_size.unwrap_or(0),
         page_token: query.page_token.unwrap_or_default(),
     };
-    let reply = state.backends.order.clone().list_orders(state.backends.request(request)).await?.into_inner();
+    let reply = state
+        .backends
+        .order_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.list_orders(r).await })
+        .await?
+        .into_inner();
     Ok(Json(OrderPage {
         items: reply.orders.into_iter().map(Order::from).collect(),
         next_page_token: Some(reply.next_page_token).filter(|t| !t.is_empty()),
@@ -365,7 +377,11 @@ fn order_events(
                     }
                     tokio::time::sleep(f.poll).await;
                     let request = pb::GetOrderRequest { order_id: f.id.to_string() };
-                    match f.backends.order.clone().get_order(f.backends.request(request)).await {
+                    match f
+                        .backends
+                        .order_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.get_order(r).await })
+                        .await
+                    {
                         Ok(reply) => reply.into_inner(),
                         Err(status) => {
                             let error = ApiError::from(status);

@@ -7,6 +7,7 @@ use saga_proto::product as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
 use crate::session::Admin;
@@ -208,7 +209,11 @@ pub async fn list(
         page_size: query.page_size.unwrap_or(0),
         page_token: query.page_token.unwrap_or_default(),
     };
-    let reply = state.backends.product.clone().list_products(state.backends.request(request)).await?.into_inner();
+    let reply = state
+        .backends
+        .product_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.list_products(r).await })
+        .await?
+        .into_inner();
     Ok(Json(ProductPage {
         items: reply.products.into_iter().map(Product::from).collect(),
         next_page_token: Some(reply.next_page_token).filter(|t| !t.is_empty()),
@@ -226,7 +231,10 @@ pub async fn list(
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Product>, ApiError> {
     let id = parse_id("id", &id)?;
     let request = pb::GetProductRequest { product_id: id.to_string() };
-    let product = state.backends.product.clone().get_product(state.backends.request(request)).await?;
+    let product = state
+        .backends
+        .product_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.get_product(r).await })
+        .await?;
     Ok(Json(product.into_inner().into()))
 }
 
@@ -252,7 +260,10 @@ pub async fn create(
         price_minor: body.price_minor,
         initial_stock: body.initial_stock.unwrap_or(0),
     };
-    let product = state.backends.product.clone().create_product(state.backends.request(request)).await?;
+    let product = state
+        .backends
+        .product_call(Idempotence::Once, &request, |mut c, r| async move { c.create_product(r).await })
+        .await?;
     Ok((StatusCode::CREATED, Json(product.into_inner().into())))
 }
 
@@ -282,7 +293,10 @@ pub async fn update(
         description: body.description,
         price_minor: body.price_minor,
     };
-    let product = state.backends.product.clone().update_product(state.backends.request(request)).await?;
+    let product = state
+        .backends
+        .product_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.update_product(r).await })
+        .await?;
     Ok(Json(product.into_inner().into()))
 }
 
@@ -312,6 +326,9 @@ pub async fn adjust_stock(
         delta: body.delta,
         reference_id: body.reference.unwrap_or_default(),
     };
-    let product = state.backends.product.clone().adjust_stock(state.backends.request(request)).await?;
+    // Without a reference, a second adjustment would add to the first.
+    let idempotence = if request.reference_id.is_empty() { Idempotence::Once } else { Idempotence::Idempotent };
+    let product =
+        state.backends.product_call(idempotence, &request, |mut c, r| async move { c.adjust_stock(r).await }).await?;
     Ok(Json(product.into_inner().into()))
 }

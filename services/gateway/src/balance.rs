@@ -1,0 +1,265 @@
+//! A backend service's instances behind one gRPC channel: calls are spread
+//! over the instances that answer (tonic's power-of-two-choices balancer over
+//! a changing endpoint list), and a call that could not reach an instance is
+//! retried on another.
+//!
+//! Each instance has a watcher that asks its gRPC health service every
+//! [`WATCH_EVERY`]: an instance that does not answer (killed, restarting) is
+//! taken out of the list, and put back once it answers again. An instance
+//! that answers NOT_SERVING stays in: its API still works while one of its
+//! loops is stuck (readiness reports that, [`Instances::check`]).
+//! Between an instance dying and its watcher noticing, calls that hit it fail
+//! at the connection: [`retry`] sends those again, with a short backoff, so
+//! a client sees nothing of a replica going away.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+/// How often each instance's health is asked.
+pub const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// How long one health question or connection attempt may take.
+const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Attempts of one call at most, and the wait before the second (doubling):
+/// 50 + 100 + 200 + 400 + 800 ms outlast a watcher taking a dead instance out.
+const ATTEMPTS: u32 = 6;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The instances of one service, their channel and what their watchers see.
+#[derive(Clone)]
+pub struct Instances {
+    pub service: &'static str,
+    /// Balances over the instances that answer.
+    pub channel: Channel,
+    /// Per instance: its URL and a channel of its own (for health questions).
+    members: Arc<Vec<(String, Channel)>>,
+    /// Per instance, what its watcher last saw: [`NOT_ASKED`], [`ANSWERS`] or [`SILENT`].
+    seen: Arc<Vec<AtomicU8>>,
+}
+
+const NOT_ASKED: u8 = 0;
+const ANSWERS: u8 = 1;
+const SILENT: u8 = 2;
+
+impl Instances {
+    /// Parses `urls` (comma-separated; one per instance) and starts a watcher
+    /// per instance. Connections are lazy: an instance that is down only
+    /// stays out of the list until it answers.
+    pub fn start(service: &'static str, urls: &str) -> anyhow::Result<Instances> {
+        let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+        anyhow::ensure!(!urls.is_empty(), "no gRPC URL for the {service} service");
+        let (channel, changes) = Channel::balance_channel::<usize>(urls.len().max(1) * 2);
+        let mut members = Vec::with_capacity(urls.len());
+        let seen: Arc<Vec<AtomicU8>> = Arc::new(urls.iter().map(|_| AtomicU8::new(NOT_ASKED)).collect());
+        for (index, url) in urls.iter().enumerate() {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .with_context(|| format!("invalid gRPC URL for {service}: {url}"))?
+                .connect_timeout(ASK_TIMEOUT);
+            let own = endpoint.connect_lazy();
+            let watcher = Watcher { service, index, url: url.clone(), endpoint, seen: seen.clone() };
+            tokio::spawn(watcher.run(own.clone(), changes.clone()));
+            members.push((url.clone(), own));
+        }
+        Ok(Instances { service, channel, members: Arc::new(members), seen })
+    }
+
+    /// True when every instance was asked and none answered: a call would wait
+    /// in the balancer for one to come back (until its deadline), so it fails at once.
+    pub fn none_answers(&self) -> bool {
+        self.seen.iter().all(|s| s.load(Ordering::Relaxed) == SILENT)
+    }
+
+    /// The readiness check of the service: `ok` when at least one instance
+    /// serves, else what each instance says; and each instance's own word.
+    pub async fn check(&self) -> (String, Vec<(String, String)>) {
+        let mut each = Vec::with_capacity(self.members.len());
+        for (url, channel) in self.members.iter() {
+            each.push((url.clone(), crate::routes::health::backend_check(channel).await));
+        }
+        let overall = if each.iter().any(|(_, c)| c == "ok") {
+            "ok".to_owned()
+        } else {
+            let checks: Vec<&str> = each.iter().map(|(_, c)| c.as_str()).collect();
+            checks.join("; ")
+        };
+        (overall, each)
+    }
+}
+
+/// One instance's watcher.
+struct Watcher {
+    service: &'static str,
+    index: usize,
+    url: String,
+    endpoint: Endpoint,
+    seen: Arc<Vec<AtomicU8>>,
+}
+
+impl Watcher {
+    /// Asks the instance's health every [`WATCH_EVERY`] (over `own`, its own
+    /// channel) and keeps it in the balancer's list while it answers.
+    async fn run(self, own: Channel, changes: tokio::sync::mpsc::Sender<Change<usize, Endpoint>>) {
+        let Watcher { service, index, url, endpoint, seen } = self;
+        let client = HealthClient::new(own);
+        let mut in_list = false;
+        loop {
+            let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+            request.set_timeout(ASK_TIMEOUT);
+            // Any answer counts, NOT_SERVING too (see the module's comment).
+            let answers = matches!(tokio::time::timeout(ASK_TIMEOUT, client.clone().check(request)).await, Ok(Ok(_)));
+            if answers != in_list {
+                let change = if answers { Change::Insert(index, endpoint.clone()) } else { Change::Remove(index) };
+                if changes.send(change).await.is_err() {
+                    // The channel is gone: the gateway is shutting down.
+                    return;
+                }
+                in_list = answers;
+                if answers {
+                    tracing::info!(service, %url, "instance answers; calls go to it");
+                } else {
+                    tracing::warn!(service, %url, "instance does not answer; no calls go to it until it does");
+                }
+            }
+            seen[index].store(if answers { ANSWERS } else { SILENT }, Ordering::Relaxed);
+            metrics::gauge!(INSTANCE_IN_ROTATION, "service" => service, "instance" => url.clone()).set(if in_list {
+                1.0
+            } else {
+                0.0
+            });
+            tokio::time::sleep(WATCH_EVERY).await;
+        }
+    }
+}
+
+/// What a call gets when no instance answers: like a refused connection, so
+/// it is tried again (an instance may be back within the retries).
+pub fn no_instance(service: &str) -> tonic::Status {
+    let message = format!("no instance of the {service} service answers");
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, message.clone());
+    let mut status = tonic::Status::unavailable(message);
+    status.set_source(Arc::new(refused));
+    status
+}
+
+/// Whether a call's parameters make it safe to send twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotence {
+    /// A read, or a write that carries its own key (an order's idempotency
+    /// key, a credit's or stock change's reference): sent again whenever the
+    /// instance could not be reached or the connection broke.
+    Idempotent,
+    /// A write that would happen twice (a new user, a new product): sent again
+    /// only when it never left the gateway (the connection was refused).
+    Once,
+}
+
+/// Calls `call` until it succeeds, fails with an answer of the service, or
+/// [`ATTEMPTS`] attempts failed to reach an instance.
+pub async fn retry<T, Fut>(
+    service: &'static str,
+    idempotence: Idempotence,
+    mut call: impl FnMut() -> Fut,
+) -> Result<T, tonic::Status>
+where
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(status) if attempt < ATTEMPTS && unreached(&status, idempotence) => {
+                tracing::debug!(service, attempt, error = %status, "no instance reached; calling again");
+                metrics::counter!(CALLS_RETRIED, "service" => service).increment(1);
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Whether `status` says the call never reached a working instance (and so
+/// may go to another), as opposed to an answer from one. The services answer
+/// UNAVAILABLE themselves when their database is away: that is their answer,
+/// with no transport error behind it.
+fn unreached(status: &tonic::Status, idempotence: Idempotence) -> bool {
+    if status.code() != tonic::Code::Unavailable && status.code() != tonic::Code::Unknown {
+        return false;
+    }
+    // A status the service sent has no error behind it; one the client made up from a failed
+    // connection or stream has.
+    let mut source = std::error::Error::source(status);
+    let transport = source.is_some();
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    transport && idempotence == Idempotence::Idempotent
+}
+
+/// Gauge: 1 while an instance gets calls, 0 while it is out of the list.
+pub const INSTANCE_IN_ROTATION: &str = "gateway_backend_instance_in_rotation";
+/// Counter: calls sent again to another instance.
+pub const CALLS_RETRIED: &str = "gateway_backend_calls_retried_total";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport(kind: std::io::ErrorKind) -> tonic::Status {
+        let mut status = tonic::Status::unavailable("transport error");
+        status.set_source(Arc::new(std::io::Error::new(kind, "socket")));
+        status
+    }
+
+    #[test]
+    fn only_calls_that_reached_no_instance_are_sent_again() {
+        use Idempotence::{Idempotent, Once};
+        // Refused: it never left, whatever the call.
+        let refused = transport(std::io::ErrorKind::ConnectionRefused);
+        assert!(unreached(&refused, Idempotent) && unreached(&refused, Once), "{refused:?}");
+        // Reset midway: it may have been handled; only an idempotent call goes again.
+        let reset = transport(std::io::ErrorKind::ConnectionReset);
+        assert!(unreached(&reset, Idempotent) && !unreached(&reset, Once), "{reset:?}");
+        // The service's own answers, UNAVAILABLE included (its database is away).
+        assert!(!unreached(&tonic::Status::unavailable("the service's database is unavailable"), Idempotent));
+        assert!(!unreached(&tonic::Status::not_found("no such order"), Idempotent));
+        let none = no_instance("order");
+        assert_eq!(none.code(), tonic::Code::Unavailable);
+        assert!(unreached(&none, Once), "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_call_is_sent_again_until_an_instance_answers() {
+        let mut calls = 0;
+        let answer = retry("order", Idempotence::Idempotent, || {
+            calls += 1;
+            let outcome =
+                if calls < 3 { Err(transport(std::io::ErrorKind::ConnectionRefused)) } else { Ok("answered") };
+            async move { outcome }
+        })
+        .await;
+        assert_eq!((answer.ok(), calls), (Some("answered"), 3));
+        let mut calls = 0;
+        let answer: Result<(), _> = retry("order", Idempotence::Idempotent, || {
+            calls += 1;
+            async { Err(tonic::Status::invalid_argument("bad")) }
+        })
+        .await;
+        assert_eq!((answer.map_err(|s| s.code()), calls), (Err(tonic::Code::InvalidArgument), 1));
+    }
+}
