@@ -34,6 +34,8 @@ pub struct Layout {
     pub avro_dir: Option<PathBuf>,
     /// The generated Markdown; `None` to skip.
     pub docs_file: Option<PathBuf>,
+    /// The generated Kubernetes resources (the Kafka topics); `None` to skip.
+    pub deploy_file: Option<PathBuf>,
 }
 
 impl Layout {
@@ -43,12 +45,18 @@ impl Layout {
             rust_dir: PathBuf::from("generated/src"),
             avro_dir: Some(PathBuf::from(".avro")),
             docs_file: Some(PathBuf::from("docs/saga.md")),
+            deploy_file: Some(PathBuf::from("deploy/kubernetes/generated/kafka-topics.yaml")),
         }
     }
 
     /// Rust only, for an example spec compiled into the generated crate's tests.
     pub fn example(stem: &str) -> Layout {
-        Layout { rust_dir: PathBuf::from("generated/tests/examples").join(stem), avro_dir: None, docs_file: None }
+        Layout {
+            rust_dir: PathBuf::from("generated/tests/examples").join(stem),
+            avro_dir: None,
+            docs_file: None,
+            deploy_file: None,
+        }
     }
 }
 
@@ -202,6 +210,9 @@ pub fn emit_all(
     history.contract = Some(evolution::Contract::of(saga));
     if let Some(file) = &layout.docs_file {
         set.files.insert(file.clone(), emit::docs::markdown(saga, &schemas, &format!("<!-- {what}. -->\n")));
+    }
+    if let Some(file) = &layout.deploy_file {
+        set.files.insert(file.clone(), emit::deploy::kafka_topics(saga, &format!("# {what}.\n")));
     }
     Ok(set)
 }

@@ -59,13 +59,19 @@ impl Participant {
             dlq_suffix: service.dlq_suffix.to_owned(),
             retry: group.retry,
             max_batch: args.consumer_max_batch.unwrap_or(group.max_batch),
-            instance_id: Some(args.kafka_group_instance_id.clone().unwrap_or_else(|| {
-                // The hostname and the port tell the instances of a service apart, and
-                // stay the same when an instance restarts.
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-                let host = host.trim();
-                format!("{}-{}-{}", service.name, if host.is_empty() { "localhost" } else { host }, args.listen.port())
-            })),
+            instance_id: match args.kafka_group_instance_id.as_deref() {
+                // Empty: dynamic membership (an instance that stops leaves the group at once).
+                Some("") => None,
+                Some(id) => Some(id.to_owned()),
+                None => {
+                    // The hostname and the port tell the instances of a service apart, and
+                    // stay the same when an instance restarts.
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    let host = host.trim();
+                    let host = if host.is_empty() { "localhost" } else { host };
+                    Some(format!("{}-{host}-{}", service.name, args.listen.port()))
+                }
+            },
         };
         tokio::spawn(crate::caught_up::report_lag(
             args.kafka_brokers.clone(),

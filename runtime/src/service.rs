@@ -58,7 +58,9 @@ pub struct ServiceArgs {
     pub consumer_max_batch: Option<usize>,
     /// This instance's static membership in its Kafka consumer group
     /// (`group.instance.id`); must differ between instances of a service.
-    /// Default: `<service>-<hostname>-<gRPC port>`.
+    /// Default: `<service>-<hostname>-<gRPC port>`. Empty: dynamic membership,
+    /// for instances whose name changes on every start (a Kubernetes
+    /// Deployment's pods), which leave the group when they stop.
     #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
     pub kafka_group_instance_id: Option<String>,
     /// How long a loop that does the service's work (a consumer partition,

@@ -3,6 +3,10 @@
 //! a changing endpoint list), and a call that could not reach an instance is
 //! retried on another.
 //!
+//! The instances are the addresses the configured URLs resolve to, resolved
+//! again every [`RESOLVE_EVERY`]: a list of instances (`http://127.0.0.1:17051,
+//! http://127.0.0.1:17251`), a name per instance, or one name that stands for
+//! all of them (a headless Kubernetes Service) all work.
 //! Each instance has a watcher that asks its gRPC health service every
 //! [`WATCH_EVERY`]: an instance that does not answer (killed, restarting) is
 //! taken out of the list, and put back once it answers again. An instance
@@ -12,12 +16,14 @@
 //! at the connection: [`retry`] sends those again, with a short backoff, so
 //! a client sees nothing of a replica going away.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::mpsc::Sender;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
@@ -34,16 +40,26 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 const ATTEMPTS: u32 = 6;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
+/// How often each configured address is resolved again: a name may stand for
+/// several instances (a headless Kubernetes Service), which come and go.
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(5);
+
 /// The instances of one service, their channel and what their watchers see.
 #[derive(Clone)]
 pub struct Instances {
     pub service: &'static str,
     /// Balances over the instances that answer.
     pub channel: Channel,
-    /// Per instance: its URL and a channel of its own (for health questions).
-    members: Arc<Vec<(String, Channel)>>,
-    /// Per instance, what its watcher last saw: [`NOT_ASKED`], [`ANSWERS`] or [`SILENT`].
-    seen: Arc<Vec<AtomicU8>>,
+    /// The instances known now, by their URL (`http://<ip>:<port>`).
+    members: Arc<Mutex<BTreeMap<String, Member>>>,
+}
+
+/// One instance: a channel of its own (for health questions), what its watcher
+/// last saw ([`NOT_ASKED`], [`ANSWERS`] or [`SILENT`]) and the watcher.
+struct Member {
+    channel: Channel,
+    seen: Arc<AtomicU8>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 const NOT_ASKED: u8 = 0;
@@ -51,42 +67,100 @@ const ANSWERS: u8 = 1;
 const SILENT: u8 = 2;
 
 impl Instances {
-    /// Parses `urls` (comma-separated; one per instance) and starts a watcher
-    /// per instance. Connections are lazy: an instance that is down only
-    /// stays out of the list until it answers.
+    /// Parses `urls` (comma-separated) and keeps the instances they stand for:
+    /// every address each one's host resolves to, resolved again every
+    /// [`RESOLVE_EVERY`], with a watcher per instance. Connections are lazy: an
+    /// instance that is down only stays out of the list until it answers.
     pub fn start(service: &'static str, urls: &str) -> anyhow::Result<Instances> {
         let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         anyhow::ensure!(!urls.is_empty(), "no gRPC URL for the {service} service");
-        let (channel, changes) = Channel::balance_channel::<usize>(urls.len().max(1) * 2);
-        let mut members = Vec::with_capacity(urls.len());
-        let seen: Arc<Vec<AtomicU8>> = Arc::new(urls.iter().map(|_| AtomicU8::new(NOT_ASKED)).collect());
-        for (index, url) in urls.iter().enumerate() {
-            let endpoint = Endpoint::from_shared(url.clone())
-                .with_context(|| format!("invalid gRPC URL for {service}: {url}"))?
-                .connect_timeout(ASK_TIMEOUT);
-            let own = endpoint.connect_lazy();
-            let watcher = Watcher { service, index, url: url.clone(), endpoint, seen: seen.clone() };
-            tokio::spawn(watcher.run(own.clone(), changes.clone()));
-            members.push((url.clone(), own));
+        let mut targets = Vec::with_capacity(urls.len());
+        for url in &urls {
+            let uri: tonic::codegen::http::Uri =
+                url.parse().with_context(|| format!("invalid gRPC URL for {service}: {url}"))?;
+            let host = uri.host().with_context(|| format!("gRPC URL for {service} without a host: {url}"))?;
+            let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+            targets.push((scheme, host.trim_matches(['[', ']']).to_owned(), port));
         }
-        Ok(Instances { service, channel, members: Arc::new(members), seen })
+        let (channel, changes) = Channel::balance_channel::<String>(64);
+        let instances = Instances { service, channel, members: Arc::default() };
+        tokio::spawn(instances.clone().resolve(targets, changes));
+        Ok(instances)
+    }
+
+    /// Resolves every target now and every [`RESOLVE_EVERY`]; starts a watcher
+    /// for each new address and stops (and unlists) those that went away. A
+    /// name that does not resolve for a while keeps the addresses it had.
+    async fn resolve(self, targets: Vec<(String, String, u16)>, changes: Sender<Change<String, Endpoint>>) {
+        let mut known: Vec<Vec<String>> = vec![Vec::new(); targets.len()];
+        loop {
+            for (i, (scheme, host, port)) in targets.iter().enumerate() {
+                match tokio::net::lookup_host((host.as_str(), *port)).await {
+                    Ok(addresses) => {
+                        let mut urls: Vec<String> = addresses.map(|a| format!("{scheme}://{a}")).collect();
+                        urls.sort();
+                        urls.dedup();
+                        known[i] = urls;
+                    }
+                    Err(error) => {
+                        tracing::warn!(service = self.service, %host, %error, "cannot resolve a backend address")
+                    }
+                }
+            }
+            self.reconcile(known.iter().flatten().cloned().collect(), &changes);
+            tokio::time::sleep(RESOLVE_EVERY).await;
+        }
+    }
+
+    /// Starts a watcher for each instance of `wanted` not known yet, and stops
+    /// (and unlists) the known ones that are not wanted any more.
+    fn reconcile(&self, wanted: BTreeSet<String>, changes: &Sender<Change<String, Endpoint>>) {
+        let mut members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<String> = members.keys().filter(|u| !wanted.contains(*u)).cloned().collect();
+        for url in gone {
+            if let Some(member) = members.remove(&url) {
+                member.watcher.abort();
+                tracing::info!(service = self.service, %url, "instance no longer resolved; no calls go to it");
+                let _ = changes.try_send(Change::Remove(url));
+            }
+        }
+        for url in &wanted {
+            if members.contains_key(url) {
+                continue;
+            }
+            let Ok(endpoint) = Endpoint::from_shared(url.clone()) else { continue };
+            let endpoint = endpoint.connect_timeout(ASK_TIMEOUT);
+            let own = endpoint.connect_lazy();
+            let seen = Arc::new(AtomicU8::new(NOT_ASKED));
+            let watcher = Watcher { service: self.service, url: url.clone(), endpoint, seen: seen.clone() };
+            let watcher = tokio::spawn(watcher.run(own.clone(), changes.clone()));
+            members.insert(url.clone(), Member { channel: own, seen, watcher });
+        }
     }
 
     /// True when every instance was asked and none answered: a call would wait
     /// in the balancer for one to come back (until its deadline), so it fails at once.
     pub fn none_answers(&self) -> bool {
-        self.seen.iter().all(|s| s.load(Ordering::Relaxed) == SILENT)
+        let members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        !members.is_empty() && members.values().all(|m| m.seen.load(Ordering::Relaxed) == SILENT)
     }
 
     /// The readiness check of the service: `ok` when at least one instance
     /// serves, else what each instance says; and each instance's own word.
     pub async fn check(&self) -> (String, Vec<(String, String)>) {
-        let mut each = Vec::with_capacity(self.members.len());
-        for (url, channel) in self.members.iter() {
-            each.push((url.clone(), crate::routes::health::backend_check(channel).await));
+        let members: Vec<(String, Channel)> = {
+            let members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            members.iter().map(|(url, m)| (url.clone(), m.channel.clone())).collect()
+        };
+        let mut each = Vec::with_capacity(members.len());
+        for (url, channel) in members {
+            each.push((url, crate::routes::health::backend_check(&channel).await));
         }
         let overall = if each.iter().any(|(_, c)| c == "ok") {
             "ok".to_owned()
+        } else if each.is_empty() {
+            "unresolved".to_owned()
         } else {
             let checks: Vec<&str> = each.iter().map(|(_, c)| c.as_str()).collect();
             checks.join("; ")
@@ -98,17 +172,16 @@ impl Instances {
 /// One instance's watcher.
 struct Watcher {
     service: &'static str,
-    index: usize,
     url: String,
     endpoint: Endpoint,
-    seen: Arc<Vec<AtomicU8>>,
+    seen: Arc<AtomicU8>,
 }
 
 impl Watcher {
     /// Asks the instance's health every [`WATCH_EVERY`] (over `own`, its own
     /// channel) and keeps it in the balancer's list while it answers.
-    async fn run(self, own: Channel, changes: tokio::sync::mpsc::Sender<Change<usize, Endpoint>>) {
-        let Watcher { service, index, url, endpoint, seen } = self;
+    async fn run(self, own: Channel, changes: Sender<Change<String, Endpoint>>) {
+        let Watcher { service, url, endpoint, seen } = self;
         let client = HealthClient::new(own);
         let mut in_list = false;
         loop {
@@ -117,7 +190,8 @@ impl Watcher {
             // Any answer counts, NOT_SERVING too (see the module's comment).
             let answers = matches!(tokio::time::timeout(ASK_TIMEOUT, client.clone().check(request)).await, Ok(Ok(_)));
             if answers != in_list {
-                let change = if answers { Change::Insert(index, endpoint.clone()) } else { Change::Remove(index) };
+                let change =
+                    if answers { Change::Insert(url.clone(), endpoint.clone()) } else { Change::Remove(url.clone()) };
                 if changes.send(change).await.is_err() {
                     // The channel is gone: the gateway is shutting down.
                     return;
@@ -129,7 +203,7 @@ impl Watcher {
                     tracing::warn!(service, %url, "instance does not answer; no calls go to it until it does");
                 }
             }
-            seen[index].store(if answers { ANSWERS } else { SILENT }, Ordering::Relaxed);
+            seen.store(if answers { ANSWERS } else { SILENT }, Ordering::Relaxed);
             metrics::gauge!(INSTANCE_IN_ROTATION, "service" => service, "instance" => url.clone()).set(if in_list {
                 1.0
             } else {
@@ -241,6 +315,31 @@ mod tests {
         let none = no_instance("order");
         assert_eq!(none.code(), tonic::Code::Unavailable);
         assert!(unreached(&none, Once), "nothing was sent");
+    }
+
+    /// A name stands for every address it resolves to: `localhost` is found as
+    /// the instance listening on 127.0.0.1 (any other address of it, such as
+    /// `::1`, does not answer and stays out).
+    #[tokio::test]
+    async fn a_name_is_resolved_to_its_instances() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let server = tokio::spawn(tonic::transport::Server::builder().add_service(health).serve(address));
+        let instances = Instances::start("order", &format!("http://localhost:{port}")).expect("instances");
+        let expected = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (overall, each) = instances.check().await;
+            if overall == "ok" {
+                assert!(each.iter().any(|(url, check)| *url == expected && check == "ok"), "{each:?}");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never found: {each:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(!instances.none_answers());
+        server.abort();
     }
 
     #[tokio::test]

@@ -44,6 +44,9 @@ pub struct BenchArgs {
     pub products: Option<usize>,
     #[command(flatten)]
     pub run: RunOptions,
+    /// The stack's shape: instances per service and Kafka nodes.
+    #[command(flatten)]
+    pub shape: crate::stack::config::ShapeArgs,
 }
 
 /// Options of every command that measures a stack of its own and records
@@ -111,7 +114,7 @@ pub(crate) fn own_stack_config(name: &str, port_base: u16, release: bool) -> any
 
 /// Starts a fresh bench stack, runs everything, stops the stack whatever happened.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let config = bench_config(!args.run.debug)?;
+    let config = args.shape.apply(bench_config(!args.run.debug)?);
     stack::down(&config);
     stack::purge(&config)?;
     println!("bench: building ({}) and starting the stack in {}", profile(&config), config.state_dir.display());
@@ -252,6 +255,8 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "commit": git_commit(config),
         "profile": profile(config),
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "replicas": config.shape.replicas,
+        "brokers": config.shape.brokers,
         "quick": args.quick,
         "note": args.run.note,
         "command": command_line(args),
@@ -367,6 +372,12 @@ fn command_line(args: &BenchArgs) -> String {
     if let Some(p) = args.products {
         let _ = write!(line, " --products {p}");
     }
+    if let Some(replicas) = args.shape.replicas {
+        let _ = write!(line, " --replicas {replicas}");
+    }
+    if let Some(brokers) = args.shape.brokers {
+        let _ = write!(line, " --brokers {brokers}");
+    }
     if args.run.debug {
         line.push_str(" --debug");
     }
@@ -378,11 +389,13 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "### {} (commit {}, {} build, {} cores)\n",
+        "### {} (commit {}, {} build, {} cores, {} instance(s) per service, {} Kafka node(s))\n",
         r["date"].as_str().unwrap_or(""),
         r["commit"].as_str().unwrap_or(""),
         r["profile"].as_str().unwrap_or(""),
-        r["cores"]
+        r["cores"],
+        r["replicas"].as_u64().unwrap_or(1),
+        r["brokers"].as_u64().unwrap_or(1)
     );
     if !args.run.note.is_empty() {
         let _ = writeln!(md, "{}\n", args.run.note);

@@ -220,9 +220,8 @@ pub async fn probe(config: &StackConfig, index: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a dead letter is kept: explicit, not the broker's default, and
-/// long enough for an operator to look at it and redrive it (30 days).
-pub const DLQ_RETENTION_MS: &str = "2592000000";
+/// How long a dead letter is kept (30 days): the same as in a deployment.
+pub use saga_codegen::emit::deploy::DLQ_RETENTION_MS;
 
 /// Creates every topic of the spec and its dead-letter twin with the spec's
 /// partition count; refuses an existing topic with another count; gives
