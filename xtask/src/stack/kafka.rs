@@ -119,7 +119,11 @@ pub fn prepare(config: &StackConfig, index: u16) -> anyhow::Result<()> {
     fs::create_dir_all(config.logs_dir())?;
     let log = config.logs_dir().join(format!("kafka-format-{}.log", index + 1));
     let mut format = java(config);
-    format.args(["kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", &cluster_id, "-c"]).arg(&properties);
+    // `--cluster-id=<id>`, not `-t <id>`: an id may begin with `-` (URL-safe base64), which the
+    // tool's argument parser then takes for an option (seen once in CI).
+    format
+        .args(["kafka.tools.StorageTool", "format", "--ignore-formatted", &format!("--cluster-id={cluster_id}"), "-c"])
+        .arg(&properties);
     if config.shape.brokers == 1 {
         // One node: a dynamic quorum of itself.
         format.arg("--standalone");
