@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod console;
+pub mod consumer;
 pub mod http;
 pub mod proxy;
 pub mod python;

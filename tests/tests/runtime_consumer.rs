@@ -13,10 +13,9 @@ use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_contract::RetryPolicy;
 use saga_process::shutdown::Shutdown;
 use saga_runtime::consumer::{self, ConsumerConfig, Failure, Processed, Processor, Received};
-use saga_runtime::health::Health;
+use saga_tests::consumer::{config, health};
 
 /// `poison:*` is undecodable, `refused:*` refused for good, `flaky:*` not
 /// ready twice then fine, `doomed:*` never ready, `outage:*` meets an outage
@@ -63,27 +62,6 @@ async fn topic_with(brokers: &str, prefix: &str, payloads: &[String]) {
             .await
             .map_err(|(e, _)| e)
             .expect("produce");
-    }
-}
-
-fn health(shutdown: &Shutdown) -> Health {
-    Health::new(Duration::from_secs(60), shutdown.clone())
-}
-
-fn config(brokers: &str, prefix: &str, max_batch: usize) -> ConsumerConfig {
-    ConsumerConfig {
-        brokers: brokers.to_owned(),
-        group_id: "group".into(),
-        topics: vec!["events".into()],
-        topic_prefix: prefix.to_owned(),
-        dlq_suffix: ".dlq".into(),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-        },
-        max_batch,
-        instance_id: None,
     }
 }
 

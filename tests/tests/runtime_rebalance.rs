@@ -9,31 +9,9 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use saga_contract::RetryPolicy;
 use saga_process::shutdown::Shutdown;
-use saga_runtime::consumer::{self, ConsumerConfig, Failure, Processed, Processor, Received};
-use saga_runtime::health::Health;
-
-fn config(brokers: &str, prefix: &str) -> ConsumerConfig {
-    ConsumerConfig {
-        brokers: brokers.to_owned(),
-        group_id: "group".into(),
-        topics: vec!["events".into()],
-        topic_prefix: prefix.to_owned(),
-        dlq_suffix: ".dlq".into(),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-        },
-        max_batch: 1,
-        instance_id: None,
-    }
-}
-
-fn health(shutdown: &Shutdown) -> Health {
-    Health::new(Duration::from_secs(60), shutdown.clone())
-}
+use saga_runtime::consumer::{self, Failure, Processed, Processor, Received};
+use saga_tests::consumer::{config, health};
 
 /// Records which consumer handled what, slowly enough that a rebalance always
 /// finds messages in flight and queued.
@@ -97,7 +75,8 @@ async fn a_rebalance_hands_partitions_over_without_handling_a_message_twice() {
     let start = |name: &'static str| {
         let (trigger, shutdown) = Shutdown::manual();
         let member = Member { name, log: log.clone() };
-        let task = tokio::spawn(consumer::run(config(&brokers, &prefix), member, shutdown.clone(), health(&shutdown)));
+        let task =
+            tokio::spawn(consumer::run(config(&brokers, &prefix, 1), member, shutdown.clone(), health(&shutdown)));
         (trigger, task)
     };
 

@@ -46,6 +46,13 @@ struct State {
     busy: HashMap<Partition, usize>,
 }
 
+impl State {
+    /// Whether nothing of `partitions` is being handled.
+    fn idle(&self, partitions: &[Partition]) -> bool {
+        partitions.iter().all(|p| self.busy.get(p).is_none_or(|n| *n == 0))
+    }
+}
+
 /// Shared by the receiving loop, the workers and the rebalance callback.
 #[derive(Default)]
 pub struct Ownership {
@@ -135,7 +142,7 @@ impl Ownership {
         let deadline = Instant::now() + within;
         let mut state = self.lock();
         loop {
-            if partitions.iter().all(|p| state.busy.get(p).is_none_or(|n| *n == 0)) {
+            if state.idle(partitions) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -147,8 +154,7 @@ impl Ownership {
     }
 
     fn is_idle(&self, partitions: &[Partition]) -> bool {
-        let state = self.lock();
-        partitions.iter().all(|p| state.busy.get(p).is_none_or(|n| *n == 0))
+        self.lock().idle(partitions)
     }
 }
 

@@ -262,27 +262,61 @@ where
     }
 }
 
-/// Whether `status` says the call never reached a working instance (and so
-/// may go to another), as opposed to an answer from one. The services answer
-/// UNAVAILABLE themselves when their database is away: that is their answer,
-/// with no transport error behind it.
-fn unreached(status: &tonic::Status, idempotence: Idempotence) -> bool {
-    if status.code() != tonic::Code::Unavailable && status.code() != tonic::Code::Unknown {
-        return false;
-    }
-    // A status the service sent has no error behind it; one the client made up from a failed
-    // connection or stream has.
-    let mut source = std::error::Error::source(status);
-    let transport = source.is_some();
-    while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::ConnectionRefused
-        {
-            return true;
+/// What a failed call's status says happened to the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The service answered with this status (UNAVAILABLE included: a service
+    /// whose database is away says so itself). A status decoded from the
+    /// service's answer has no error behind it.
+    Answer,
+    /// The call's own deadline passed (tonic's `TimeoutExpired`).
+    Deadline,
+    /// The call never reached the service: the connection was refused, the
+    /// stream refused, or it was above the last stream an instance going away
+    /// said it would handle (GOAWAY).
+    NeverSent,
+    /// The connection or stream broke under the call (reset, closed, hyper
+    /// cancelling what it had queued): the service may have handled it.
+    Broken,
+}
+
+impl Failure {
+    /// Reads the error the client put behind `status`, if any.
+    pub fn of(status: &tonic::Status) -> Failure {
+        let mut source = std::error::Error::source(status);
+        if source.is_none() {
+            return Failure::Answer;
         }
-        source = error.source();
+        while let Some(error) = source {
+            if error.is::<tonic::TimeoutExpired>() {
+                return Failure::Deadline;
+            }
+            if let Some(io) = error.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::ConnectionRefused
+            {
+                return Failure::NeverSent;
+            }
+            if let Some(h2) = error.downcast_ref::<h2::Error>()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)))
+            {
+                return Failure::NeverSent;
+            }
+            source = error.source();
+        }
+        Failure::Broken
     }
-    transport && idempotence == Idempotence::Idempotent
+}
+
+/// Whether `status` says the call never reached a working instance, or broke
+/// on its way, so that it may go to another: a call that may have been
+/// handled goes again only when it is idempotent.
+fn unreached(status: &tonic::Status, idempotence: Idempotence) -> bool {
+    match Failure::of(status) {
+        Failure::Answer | Failure::Deadline => false,
+        Failure::NeverSent => true,
+        Failure::Broken => idempotence == Idempotence::Idempotent,
+    }
 }
 
 /// Gauge: 1 while an instance gets calls, 0 while it is out of the list.
@@ -315,6 +349,25 @@ mod tests {
         let none = no_instance("order");
         assert_eq!(none.code(), tonic::Code::Unavailable);
         assert!(unreached(&none, Once), "nothing was sent");
+        // The connection closed under the call (an instance shutting down):
+        // CANCELLED with the client's error behind it, sent again when idempotent.
+        let mut closed = tonic::Status::cancelled("operation was canceled");
+        closed.set_source(Arc::new(std::io::Error::other("connection closed")));
+        assert!(unreached(&closed, Idempotent) && !unreached(&closed, Once), "{closed:?}");
+        // A stream the instance refused was never handled, whatever the call.
+        let mut refused_stream = tonic::Status::unavailable("h2 protocol error");
+        refused_stream.set_source(Arc::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert!(unreached(&refused_stream, Once), "{refused_stream:?}");
+        // Reset with another reason (INTERNAL to the client): it may have been handled.
+        let mut reset_stream = tonic::Status::internal("h2 protocol error: http2 error");
+        reset_stream.set_source(Arc::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert!(unreached(&reset_stream, Idempotent) && !unreached(&reset_stream, Once), "{reset_stream:?}");
+        // The call's own deadline passed: not sent again, the time is up.
+        let mut expired = tonic::Status::cancelled("Timeout expired");
+        expired.set_source(Arc::new(tonic::TimeoutExpired(())));
+        assert!(!unreached(&expired, Idempotent), "{expired:?}");
+        assert_eq!(Failure::of(&expired), Failure::Deadline);
+        assert_eq!(Failure::of(&tonic::Status::cancelled("by the service")), Failure::Answer);
     }
 
     /// A name stands for every address it resolves to: `localhost` is found as

@@ -169,8 +169,15 @@ impl IntoResponse for ApiError {
 /// the services write for clients; everything else is opaque.
 impl From<tonic::Status> for ApiError {
     fn from(status: tonic::Status) -> ApiError {
+        use crate::balance::Failure;
         use tonic::Code;
         let message = status.message().to_owned();
+        // The connection to the instance failed under the call (and no other
+        // instance took it): the service is away for now, whatever code the
+        // client made up for it (CANCELLED, INTERNAL for a reset stream).
+        if matches!(crate::balance::Failure::of(&status), Failure::NeverSent | Failure::Broken) {
+            return ApiError::Unavailable(format!("gRPC {:?}, the connection failed: {message}", status.code()));
+        }
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => ApiError::BadRequest(message),
             Code::NotFound => ApiError::NotFound(message),
@@ -178,8 +185,7 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => ApiError::Forbidden,
             Code::Unauthenticated => ApiError::Unauthorized("invalid credentials"),
             Code::ResourceExhausted => ApiError::TooManyRequests(Duration::from_secs(1)),
-            // tonic reports its client-side deadline as Cancelled("Timeout expired");
-            // nothing else cancels the gateway's calls.
+            // tonic reports its client-side deadline as Cancelled("Timeout expired").
             Code::DeadlineExceeded | Code::Cancelled => ApiError::Timeout(format!("gRPC deadline exceeded: {message}")),
             Code::Unavailable => ApiError::Unavailable(format!("gRPC unavailable: {message}")),
             code => ApiError::Internal(format!("gRPC {code:?}: {message}")),
@@ -215,6 +221,17 @@ mod tests {
         for (code, http) in cases {
             assert_eq!(ApiError::from(tonic::Status::new(code, "x")).status().as_u16(), http, "{code:?}");
         }
+        // Made up by the client because the connection failed: away, not slow or broken.
+        let mut closed = tonic::Status::cancelled("operation was canceled");
+        closed.set_source(std::sync::Arc::new(std::io::Error::other("connection closed")));
+        assert_eq!(ApiError::from(closed).status().as_u16(), 503);
+        let mut reset = tonic::Status::internal("h2 protocol error: http2 error");
+        reset.set_source(std::sync::Arc::new(std::io::Error::other("stream reset")));
+        assert_eq!(ApiError::from(reset).status().as_u16(), 503);
+        // tonic's own deadline: a timeout.
+        let mut expired = tonic::Status::cancelled("Timeout expired");
+        expired.set_source(std::sync::Arc::new(tonic::TimeoutExpired(())));
+        assert_eq!(ApiError::from(expired).status().as_u16(), 504);
     }
 
     #[test]

@@ -387,6 +387,15 @@ pub async fn run_scenario(
     }
     let first_errors: Vec<&str> =
         records.iter().filter(|r| r.status.is_none()).filter_map(|r| r.last_error.as_deref()).take(3).collect();
+    // What the client was told when a request failed (the last such answer of
+    // an order), with when the order was sent: to tell a gap in the fault
+    // handling from the client's own trouble.
+    let failed_request_errors: Vec<String> = records
+        .iter()
+        .filter(|r| r.failed_requests > 0)
+        .filter_map(|r| r.last_error.as_deref().map(|e| format!("at {:.1} s: {e}", r.intended.as_secs_f64())))
+        .take(5)
+        .collect();
     let details = json!({
         "drain_seconds": drained.as_secs_f64(),
         "invariants": invariants,
@@ -396,6 +405,7 @@ pub async fn run_scenario(
         "post_attempts": records.iter().map(|r| u64::from(r.attempts)).sum::<u64>(),
         "failed_client_requests": failed_requests,
         "first_errors_of_orders_without_an_end": first_errors,
+        "failed_request_errors": failed_request_errors,
     });
     Ok(Outcome { scenario: scenario.clone(), analysis, checks: checks.into_iter().collect(), details })
 }
