@@ -22,6 +22,23 @@ pub fn stack() -> StackConfig {
     }
 }
 
+/// Runs `prepare` while holding an exclusive lock on the file `<path>.lock`:
+/// tests that fetch or install the same thing into `path` at once (threads of
+/// one test binary, or several binaries) wait for one of them to do it
+/// instead of racing to create the same folder. `prepare` sees what the
+/// first one left (its marker file) and returns early.
+pub fn exclusively<T>(path: &std::path::Path, prepare: impl FnOnce() -> T) -> T {
+    let parent = path.parent().expect("a path with a parent");
+    std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+    let mut name = path.file_name().expect("a path with a name").to_owned();
+    name.push(".lock");
+    let lock_path = parent.join(name);
+    let lock = std::fs::File::create(&lock_path).unwrap_or_else(|e| panic!("{}: {e}", lock_path.display()));
+    lock.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+    // The lock is released when `lock` is dropped, after `prepare` returned.
+    prepare()
+}
+
 /// A name no other test run uses, for topics, groups and keys.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -21,32 +21,25 @@ pub fn run(command: &mut Command) -> Output {
 
 /// The virtualenv with `requirement` (e.g. `fastavro==1.13.1`) installed,
 /// at `override_var`'s path if set, else under `<root>/.state/`; installs it
-/// first when needed. A marker file written last tells a complete install
-/// from an interrupted one. An exclusive lock on a file beside the
-/// virtualenv makes tests running at once (threads of one test binary, or
-/// several binaries) wait for one install instead of racing to create the
-/// same folder. Returns the virtualenv's `bin/` folder.
+/// first when needed, one test at a time ([`crate::exclusively`]). A marker
+/// file written last tells a complete install from an interrupted one.
+/// Returns the virtualenv's `bin/` folder.
 pub fn venv_bin(root: &Path, requirement: &str, override_var: &str) -> PathBuf {
     let venv = std::env::var_os(override_var)
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".state").join(requirement.replace("==", "-")));
-    let marker = venv.join(".installed");
-    let bin = venv.join("bin");
-    let parent = venv.parent().expect("a virtualenv path has a parent");
-    std::fs::create_dir_all(parent).expect("state folder");
-    let mut lock_name = venv.file_name().expect("a virtualenv path has a name").to_owned();
-    lock_name.push(".lock");
-    let lock = std::fs::File::create(parent.join(lock_name)).expect("virtualenv lock file");
-    // Released when `lock` is dropped at the end of this function.
-    lock.lock().expect("lock the virtualenv");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(requirement) && bin.exists() {
-        return bin;
-    }
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv).expect("remove an incomplete virtualenv");
-    }
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-    run(Command::new(bin.join("pip")).args(["install", "--quiet", "--disable-pip-version-check", requirement]));
-    std::fs::write(&marker, requirement).expect("marker");
-    bin
+    crate::exclusively(&venv, || {
+        let marker = venv.join(".installed");
+        let bin = venv.join("bin");
+        if std::fs::read_to_string(&marker).ok().as_deref() == Some(requirement) && bin.exists() {
+            return bin;
+        }
+        if venv.exists() {
+            std::fs::remove_dir_all(&venv).expect("remove an incomplete virtualenv");
+        }
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run(Command::new(bin.join("pip")).args(["install", "--quiet", "--disable-pip-version-check", requirement]));
+        std::fs::write(&marker, requirement).expect("marker");
+        bin
+    })
 }

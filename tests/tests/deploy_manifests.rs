@@ -84,9 +84,13 @@ fn manifests(root: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// CloudNativePG's and Strimzi's CRDs, fetched once.
+/// CloudNativePG's and Strimzi's CRDs, fetched once (by one test at a time).
 fn crds(root: &Path) -> PathBuf {
     let dir = root.join(".state/deploy-schemas");
+    saga_tests::exclusively(&dir, || fetch_crds(dir.clone()))
+}
+
+fn fetch_crds(dir: PathBuf) -> PathBuf {
     let marker = dir.join(format!(".fetched-{STRIMZI}-{}", CNPG.replace(['/', '@'], "_")));
     if marker.exists() {
         return dir;
