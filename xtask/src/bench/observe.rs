@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
@@ -183,6 +183,9 @@ const NON_TERMINAL: &str = "SELECT count(*) FROM orders WHERE status NOT IN ('co
 pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut order = connect(config, "order_service").await?;
+    // Right after a broker failover the new leader may not know its high
+    // watermark yet (OffsetNotAvailable): not drained yet, ask again.
+    let mut lag_error = None;
     loop {
         let open: i64 = sqlx::query_scalar(NON_TERMINAL).fetch_one(&mut order).await?;
         let mut unpublished = 0i64;
@@ -194,14 +197,16 @@ pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Durat
         }
         if open == 0 && unpublished == 0 {
             let brokers = config.kafka_brokers();
-            let lag = tokio::task::spawn_blocking(move || saga_operator::overview::consumer_lag(&brokers, ""))
-                .await?
-                .map_err(|e| anyhow::anyhow!("reading the consumer lag: {e}"))?;
-            if lag.iter().all(|l| l.lag == 0) {
-                return Ok(start.elapsed());
+            match tokio::task::spawn_blocking(move || saga_operator::overview::consumer_lag(&brokers, "")).await? {
+                Ok(lag) if lag.iter().all(|l| l.lag == 0) => return Ok(start.elapsed()),
+                Ok(_) => lag_error = None,
+                Err(error) => lag_error = Some(error),
             }
         }
         if start.elapsed() > wait {
+            if let Some(error) = lag_error {
+                bail!("reading the consumer lag: {error}");
+            }
             return Ok(start.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
