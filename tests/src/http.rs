@@ -170,25 +170,8 @@ impl Api {
     }
 }
 
-/// Parses a `text/event-stream` body into (event name, JSON data) pairs.
-pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let mut name = "message".to_owned();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(value) = line.strip_prefix("event:") {
-                name = value.trim().to_owned();
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push_str(value.trim_start());
-            }
-        }
-        if !data.is_empty() {
-            events.push((name, serde_json::from_str(&data).unwrap_or(Value::String(data))));
-        }
-    }
-    events
-}
+/// The event-stream parser the benchmark's clients use.
+pub use xtask::bench::load::parse_sse;
 
 /// A gateway process of its own on a free port, sharing the stack's Redis and
 /// backends but with its own Redis key prefix, so its sessions and rate-limit

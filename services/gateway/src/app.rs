@@ -66,6 +66,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         backends,
         admin_ready: Arc::new(AtomicBool::new(false)),
         admission: crate::admission::Admission::new(&config),
+        order_feed: crate::order_feed::OrderFeed::default(),
         config: Arc::new(config),
     })
 }

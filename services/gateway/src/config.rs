@@ -64,9 +64,14 @@ pub struct Config {
     /// Length of the login rate-limit window, in seconds.
     #[arg(long, env = "LOGIN_LIMIT_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub login_limit_window_secs: u64,
-    /// How often an order's event stream polls the order service, in milliseconds.
+    /// How often an order's event stream reads its order while the order
+    /// service's change feed is down (otherwise changes are pushed), in milliseconds.
     #[arg(long, env = "SSE_POLL_MS", default_value_t = 250)]
     pub sse_poll_ms: u64,
+    /// How often an order's event stream reads its order while the change
+    /// feed is up, in case a change was never announced, in milliseconds.
+    #[arg(long, env = "SSE_RECHECK_MS", default_value_t = 5000)]
+    pub sse_recheck_ms: u64,
     /// Admission control: most sagas at risk of missing their deadline for which
     /// `POST /orders` still accepts new orders (503 with Retry-After above it); 0 turns it off.
     #[arg(long, env = "ADMISSION_MAX_AT_RISK", default_value_t = 100)]

@@ -8,6 +8,7 @@ mod config;
 mod error;
 mod extract;
 mod openapi;
+mod order_feed;
 mod rate_limit;
 mod routes;
 mod session;
@@ -30,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(app::ensure_admin(state.clone()));
     let every = Duration::from_millis(state.config.admission_check_ms);
     tokio::spawn(state.admission.clone().watch(state.backends.clone(), state.config.admission_at_risk_percent, every));
+    tokio::spawn(state.order_feed.clone().run(state.backends.clone()));
     let app = app::router(state)?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "gateway listening");

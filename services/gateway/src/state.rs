@@ -28,6 +28,8 @@ pub struct AppState {
     /// The operator console's HTTP client and base URL.
     pub console: reqwest::Client,
     pub console_url: reqwest::Url,
+    /// Order status changes as they commit, which the order event streams wait on.
+    pub order_feed: crate::order_feed::OrderFeed,
 }
 
 /// gRPC clients of the three services, each balanced over the service's

@@ -7,7 +7,7 @@ use saga_generated::types::OrderItem as SagaItem;
 use saga_proto::order::order_service_server::OrderService;
 use saga_proto::order::{
     CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetSagaBacklogRequest, ListOrdersRequest,
-    ListOrdersResponse, Order, OrderItem, SagaBacklog, StatusChange,
+    ListOrdersResponse, Order, OrderItem, SagaBacklog, StatusChange, WatchOrdersRequest,
 };
 use saga_runtime::db::{self, PoolName};
 use saga_runtime::grpc::{database, internal, is_constraint, page_size, parse_uuid, timestamp};
@@ -23,6 +23,8 @@ pub struct OrderApi {
     pub saga: OrderSaga,
     /// The sweeper's caught-up clock: the backlog judges deadlines by it.
     pub clock: saga_runtime::caught_up::CaughtUpClock,
+    /// Status changes as they commit, for `WatchOrders`.
+    pub feed: crate::feed::Feed,
 }
 
 const MAX_ITEMS: usize = 100;
@@ -256,5 +258,14 @@ impl OrderService for OrderApi {
         .map_err(database)?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
         Ok(Response::new(SagaBacklog { running: count(running), at_risk: count(at_risk) }))
+    }
+
+    type WatchOrdersStream = crate::feed::ChangeStream;
+
+    async fn watch_orders(
+        &self,
+        _request: Request<WatchOrdersRequest>,
+    ) -> Result<Response<Self::WatchOrdersStream>, Status> {
+        Ok(Response::new(self.feed.watch()))
     }
 }

@@ -4,6 +4,7 @@
 //! (`main.rs`) wires them into the service chassis.
 
 pub mod api;
+pub mod feed;
 pub mod saga;
 
 use sqlx::migrate::Migrator;

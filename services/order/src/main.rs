@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use order_service::{MIGRATOR, api, saga};
+use order_service::{MIGRATOR, api, feed, saga};
 use saga_generated::OrderStatus;
 use saga_generated::owner::OrderTimeouts;
 use saga_generated::topology::ORDER_SERVICE;
@@ -39,11 +39,13 @@ async fn main() -> anyhow::Result<()> {
     service::run(&ORDER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
         let (clock, sweeper) =
             sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga), timing, shutdown.clone());
-        let api = OrderServiceServer::new(api::OrderApi { pool: booted.api_pool.clone(), saga, clock });
+        let (feed, listen) = feed::Feed::start(booted.api_pool.clone(), shutdown.clone());
+        let api = OrderServiceServer::new(api::OrderApi { pool: booted.api_pool.clone(), saga, clock, feed });
         let migrations = saga::migrate_statuses(booted.pool.clone(), saga.timeouts, OrderStatus::MIGRATIONS);
         Parts::new(saga, |router| router.add_service(api))
             .with_startup(async move { migrations.await.map(drop).map_err(|e| format!("status migrations: {e}")) })
             .with_background(sweeper)
+            .with_background(listen)
     })
     .await?;
     Ok(())

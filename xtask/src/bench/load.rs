@@ -16,13 +16,23 @@ use tokio::sync::Mutex;
 /// Statuses that end a saga (the spec's terminal statuses of `order`).
 pub const TERMINAL: [&str; 4] = ["completed", "inventory_reserved_failed", "payment_failed", "cancelled"];
 
-/// How often a client asks `GET /orders/{id}` while its saga runs. The poll
-/// only tells that the saga ended; the latency comes from the terminal
-/// history row's `at` (the order service's clock, same machine), so it is
-/// exact whatever the poll period. Fast polls would measure the benchmark:
-/// at 10 ms, 16 clients alone kept the gateway and the order service busy
-/// with ~1000 reads/s on two cores. The event stream is no better: the
-/// gateway builds it by polling the order service every 250 ms.
+/// How a client learns that its saga ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WaitBy {
+    /// The order's event stream (`GET /orders/{id}/events`), which the
+    /// gateway pushes as the order service's change feed reports: the client
+    /// knows as soon as the gateway does and places its next order at once.
+    #[default]
+    Stream,
+    /// `GET /orders/{id}` every [`POLL_EVERY`], as the benchmark did before
+    /// the event stream was pushed: a closed-loop client then waits up to a
+    /// poll period after its saga ended, and every poll costs a read.
+    Poll,
+}
+
+/// The poll period of [`WaitBy::Poll`]. Either way the latency comes from
+/// the terminal history row's `at` (the order service's clock, same
+/// machine), so it is exact whatever the client waits with.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
 /// A saga that has not ended after this long counts as timed out.
@@ -51,6 +61,8 @@ pub struct World {
 pub struct Api {
     http: reqwest::Client,
     base: String,
+    /// How [`Api::wait_for_end`] learns a saga ended.
+    wait_by: WaitBy,
 }
 
 impl Api {
@@ -60,7 +72,12 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .context("building the HTTP client")?;
-        Ok(Api { http, base: base.trim_end_matches('/').to_owned() })
+        Ok(Api { http, base: base.trim_end_matches('/').to_owned(), wait_by: WaitBy::default() })
+    }
+
+    /// The same client, waiting for sagas with `wait_by`.
+    pub fn waiting_by(self, wait_by: WaitBy) -> Api {
+        Api { wait_by, ..self }
     }
 
     pub async fn send(
@@ -179,6 +196,73 @@ impl Api {
         if status != StatusCode::OK {
             bail!("GET order: {status}: {body}");
         }
+        OrderView::of(order_id, &body)
+    }
+
+    /// Waits until the order is terminal (at most `within`), the way the
+    /// client was set up to ([`WaitBy`]), and returns it.
+    pub async fn wait_for_end(&self, token: &str, order_id: &str, within: Duration) -> anyhow::Result<OrderView> {
+        let deadline = Instant::now() + within;
+        match self.wait_by {
+            WaitBy::Stream => {
+                // The stream closes after its `end` event; it carries the final order.
+                let response = self
+                    .http
+                    .get(format!("{}/api/v1/orders/{order_id}/events", self.base))
+                    .bearer_auth(token)
+                    .timeout(within)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let text = response.text().await.with_context(|| format!("event stream of {order_id}"))?;
+                if status != StatusCode::OK {
+                    bail!("GET order events: {status}: {text}");
+                }
+                let events = parse_sse(&text);
+                match events.iter().find(|(event, _)| event == "end" || event == "error") {
+                    Some((event, order)) if event == "end" => OrderView::of(order_id, order),
+                    Some((_, error)) => bail!("order {order_id}'s event stream failed: {error}"),
+                    None => bail!("order {order_id}'s event stream closed without its end: {text}"),
+                }
+            }
+            WaitBy::Poll => loop {
+                tokio::time::sleep(POLL_EVERY).await;
+                let view = self.order_status(token, order_id).await?;
+                if view.ended_at.is_some() {
+                    return Ok(view);
+                }
+                if Instant::now() > deadline {
+                    bail!("order {order_id} still {} after {within:?}", view.status);
+                }
+            },
+        }
+    }
+}
+
+/// Parses a `text/event-stream` body into (event name, JSON data) pairs.
+pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = "message".to_owned();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            events.push((name, serde_json::from_str(&data).unwrap_or(Value::String(data))));
+        }
+    }
+    events
+}
+
+impl OrderView {
+    /// The order as the gateway shows it (`GET /orders/{id}`, or an event
+    /// stream's `end`): once terminal, when it became so.
+    fn of(order_id: &str, body: &Value) -> anyhow::Result<OrderView> {
         let status = body["status"].as_str().context("order without a status")?.to_owned();
         let failure_reason = body["failure_reason"].as_str().unwrap_or_default().to_owned();
         if !TERMINAL.contains(&status.as_str()) {
@@ -333,7 +417,7 @@ pub fn pick(world: &World, n: u64) -> (&Customer, Value, &'static str) {
     }
 }
 
-/// One saga: place the order, poll until it is terminal. Returns the
+/// One saga: place the order, wait until it is terminal. Returns the
 /// terminal status and the latency from `since` (wall clock) to the terminal
 /// transition.
 async fn saga(api: &Api, world: &World, n: u64, since: SystemTime) -> anyhow::Result<(String, Duration)> {
@@ -346,18 +430,9 @@ async fn saga(api: &Api, world: &World, n: u64, since: SystemTime) -> anyhow::Re
         bail!("POST /orders: {status}: {reply}");
     }
     let order_id = reply["id"].as_str().context("order reply without an id")?.to_owned();
-    let deadline = Instant::now() + SAGA_TIMEOUT;
-    loop {
-        tokio::time::sleep(POLL_EVERY).await;
-        let view = api.order_status(&customer.token, &order_id).await?;
-        if let Some(ended_at) = view.ended_at {
-            let latency = ended_at.duration_since(since).unwrap_or(Duration::ZERO);
-            return Ok((view.status, latency));
-        }
-        if Instant::now() > deadline {
-            bail!("order {order_id} still {} after {SAGA_TIMEOUT:?}", view.status);
-        }
-    }
+    let view = api.wait_for_end(&customer.token, &order_id, SAGA_TIMEOUT).await?;
+    let ended_at = view.ended_at.context("an order that ended without its time")?;
+    Ok((view.status, ended_at.duration_since(since).unwrap_or(Duration::ZERO)))
 }
 
 /// `clients` concurrent clients, each placing its next order as soon as the

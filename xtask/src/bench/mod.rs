@@ -4,8 +4,9 @@
 //! the invariants after the load.
 
 mod bounds;
-pub(crate) mod load;
+pub mod load;
 pub(crate) mod observe;
+pub(crate) mod peer;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -47,6 +48,14 @@ pub struct BenchArgs {
     /// The stack's shape: instances per service and Kafka nodes.
     #[command(flatten)]
     pub shape: crate::stack::config::ShapeArgs,
+    /// How clients learn that their saga ended: the order's event stream
+    /// (pushed), or polling `GET /orders/{id}` every 100 ms (what it cost before).
+    #[arg(long, value_enum, default_value_t)]
+    pub wait: load::WaitBy,
+    /// Also run the same saga on this peer, in the same run, with the same
+    /// closed-loop client counts, and report both side by side.
+    #[arg(long, value_enum)]
+    pub peer: Option<peer::Peer>,
 }
 
 /// Options of every command that measures a stack of its own and records
@@ -117,6 +126,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.shape.apply(bench_config(!args.run.debug)?);
     stack::down(&config);
     stack::purge(&config)?;
+    if args.peer.is_some() {
+        stack::install::ensure_peer_packages(&config)?;
+    }
     println!("bench: building ({}) and starting the stack in {}", profile(&config), config.state_dir.display());
     let outcome = match stack::up(&config, UpOptions { services: true, build: true }).await {
         Ok(()) => measure(&config, &args).await,
@@ -168,7 +180,7 @@ fn phase_json(phase: &Phase) -> Value {
 
 async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Value, bool)> {
     let plan = Plan::from(args);
-    let api = Api::new(&config.gateway_url())?;
+    let api = Api::new(&config.gateway_url())?.waiting_by(args.wait);
     let (email, password) = stack::admin_credentials();
     println!("bench: setup ({} users, {} products), not measured", plan.users, plan.products);
     let world = Arc::new(load::setup(&api, (&email, &password), plan.users, plan.products).await?);
@@ -233,6 +245,23 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     let pg = bounds::pgbench(config, pg_clients, plan.pgbench).await?;
     println!("bench: Kafka producer and consumer performance, {} records", plan.kafka_records);
     let kafka = bounds::kafka(config, plan.kafka_records).await?;
+    let peer = match args.peer {
+        Some(peer::Peer::Dbos) => {
+            // The peer gets the machine and the PostgreSQL server to itself, as the stack had.
+            for other in Component::all(config).into_iter().rev().filter(|c| !matches!(c, Component::Postgres)) {
+                other.tracked(config).stop(Signal::SIGTERM, Duration::from_secs(30));
+            }
+            let plan = peer::PeerPlan {
+                clients: plan.clients.clone(),
+                phase: plan.phase,
+                users: plan.users,
+                products: plan.products,
+            };
+            let config = config.clone();
+            Some(tokio::task::spawn_blocking(move || peer::run_dbos(&config, &plan)).await??)
+        }
+        None => None,
+    };
     let pg_bound = pg["sagas_per_second_bound"].as_f64().unwrap_or(f64::NAN);
     let kafka_bound = kafka["sagas_per_second_bound"].as_f64().unwrap_or(f64::NAN);
 
@@ -261,7 +290,10 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "note": args.run.note,
         "command": command_line(args),
         "setup": { "users": plan.users, "products": plan.products, "phase_seconds": plan.phase.as_secs(),
-                   "terminal_detection": "GET /orders/{id} every 100 ms; latency to the terminal history row's time" },
+                   "terminal_detection": match args.wait {
+                       load::WaitBy::Stream => "the order's event stream until `end`; latency to the terminal history row's time",
+                       load::WaitBy::Poll => "GET /orders/{id} every 100 ms; latency to the terminal history row's time",
+                   } },
         "max_sagas_per_second": max_rate,
         "max_completed_per_second": best.completed as f64 / best.elapsed.as_secs_f64().max(1e-9),
         "max_at": best.name,
@@ -280,6 +312,12 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "kafka_consumer_lag_after_drain": lag_drained,
         "drain_seconds": drained.as_secs_f64(),
         "invariants": invariants,
+        "peer": peer.as_ref().map(|p| {
+            let ours: Vec<(usize, Value)> = plan.clients.iter().copied().zip(closed.iter().map(phase_json)).collect();
+            let with_load_generator = cpu_per_saga["stack_total"].as_f64().unwrap_or(f64::NAN)
+                + cpu_per_saga["load generator"].as_f64().unwrap_or(0.0);
+            peer::compare(p, &ours, with_load_generator, max_rate)
+        }),
         "bounds": {
             "pgbench": pg,
             "kafka": kafka,
@@ -293,7 +331,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
 /// CPU milliseconds per saga over the saga phases, per component and in
 /// total without the load generator: what a saga costs, which on a machine
 /// whose cores the whole stack shares says more than a noisy rate. It
-/// includes the clients' status polls (`GET /orders/{id}` every 100 ms).
+/// includes how the clients wait for their sagas (event streams, or polls).
 fn cpu_ms_per_saga(usage: &std::collections::BTreeMap<String, observe::Usage>, sagas: u64) -> Value {
     let per_saga = |seconds: f64| 1000.0 * seconds / (sagas.max(1) as f64);
     let mut map: serde_json::Map<String, Value> =
@@ -380,6 +418,12 @@ fn command_line(args: &BenchArgs) -> String {
     }
     if args.run.debug {
         line.push_str(" --debug");
+    }
+    if args.wait == load::WaitBy::Poll {
+        line.push_str(" --wait poll");
+    }
+    if let Some(peer::Peer::Dbos) = args.peer {
+        line.push_str(" --peer dbos");
     }
     line
 }
@@ -484,8 +528,9 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
             .collect();
         let _ = writeln!(
             md,
-            "- CPU per saga over the saga phases ({} sagas, with the clients' status polls): **{} ms** for the stack ({})",
+            "- CPU per saga over the saga phases ({} sagas; clients wait by {}): **{} ms** for the stack ({})",
             c["sagas"],
+            r["setup"]["terminal_detection"].as_str().unwrap_or("?"),
             f(&c["stack_total"]),
             parts.join(", ")
         );
@@ -504,7 +549,69 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
         if r["invariants"]["ok"].as_bool() == Some(true) { "all hold" } else { "VIOLATED" },
         f(&r["drain_seconds"])
     );
+    if r["peer"].is_object() {
+        peer_markdown(&mut md, &r["peer"]);
+    }
     md
+}
+
+/// The peer's figures beside the stack's: rates and latencies per client
+/// count, the maximum and CPU per saga, with the stack/peer ratios.
+fn peer_markdown(md: &mut String, p: &Value) {
+    let x = |v: &Value| v.as_f64().map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".to_owned());
+    let peer = &p["result"];
+    let _ = writeln!(
+        md,
+        "\nSide by side with **{}** (`bench/peers/dbos`, mode {}, clients wait with {}), run after the stack on the same machine and PostgreSQL server; ratios are ours / peer's:\n",
+        peer["engine"].as_str().unwrap_or("the peer"),
+        peer["mode"].as_str().unwrap_or("?"),
+        peer["wait"].as_str().unwrap_or("?"),
+    );
+    let _ = writeln!(
+        md,
+        "| clients | sagas/s ours / peer | ratio | p50 ms ours / peer | ratio | p99 ms ours / peer | ratio |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for c in p["by_clients"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {} / {} | {} | {} / {} | {} | {} / {} | {} |",
+            c["clients"],
+            f(&c["ours"]["sagas_per_second"]),
+            f(&c["peer"]["sagas_per_second"]),
+            x(&c["throughput_ratio"]),
+            f(&c["ours"]["latency_ms"]["p50"]),
+            f(&c["peer"]["latency_ms"]["p50"]),
+            x(&c["p50_ratio"]),
+            f(&c["ours"]["latency_ms"]["p99"]),
+            f(&c["peer"]["latency_ms"]["p99"]),
+            x(&c["p99_ratio"]),
+        );
+    }
+    let cpu = &peer["cpu_ms_per_saga"];
+    let _ = writeln!(
+        md,
+        "\n- maximum: ours {} sagas/s, peer {} ({}) → **{}**",
+        f(&p["ours_max_sagas_per_second"]),
+        f(&peer["max_sagas_per_second"]),
+        peer["max_at"].as_str().unwrap_or(""),
+        x(&p["max_ratio"]),
+    );
+    let _ = writeln!(
+        md,
+        "- CPU per saga, load generator included: ours {} ms, peer {} ms (PostgreSQL {}, Go process {}) → **{}**",
+        f(&p["ours_cpu_ms_per_saga_with_load_generator"]),
+        f(&cpu["total"]),
+        f(&cpu["postgres"]),
+        f(&cpu["go_process"]),
+        x(&p["cpu_ratio"]),
+    );
+    let _ = writeln!(
+        md,
+        "- peer peak RSS: Go process {} MiB, PostgreSQL {} MiB (sum of its processes)",
+        f(&peer["peak_rss_mib"]["go_process"]),
+        f(&peer["peak_rss_mib"]["postgres_sum_of_processes"]),
+    );
 }
 
 fn append_benchmarks(config: &StackConfig, markdown: &str) -> anyhow::Result<()> {

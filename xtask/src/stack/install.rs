@@ -35,6 +35,12 @@ const TEST_REQUIREMENTS: &[Requirement] = &[
     Requirement { what: "ChromeDriver", present: |_| on_path("chromedriver"), package: "chromium-driver" },
 ];
 
+/// What `cargo xtask bench --peer dbos` needs on top: Go, to build the peer
+/// (Debian's may be older than the module asks for; the go command then
+/// fetches the toolchain the module names from the Go module proxy).
+const PEER_REQUIREMENTS: &[Requirement] =
+    &[Requirement { what: "Go", present: |_| crate::bench::peer::go_present(), package: "golang-go" }];
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
@@ -51,6 +57,11 @@ pub fn ensure_packages(config: &StackConfig) -> anyhow::Result<()> {
 /// Installs the missing Debian packages the test suite needs besides the stack.
 pub fn ensure_test_packages(config: &StackConfig) -> anyhow::Result<()> {
     ensure(config, TEST_REQUIREMENTS)
+}
+
+/// Installs what the benchmark's peer needs to be built.
+pub fn ensure_peer_packages(config: &StackConfig) -> anyhow::Result<()> {
+    ensure(config, PEER_REQUIREMENTS)
 }
 
 fn ensure(config: &StackConfig, requirements: &[Requirement]) -> anyhow::Result<()> {

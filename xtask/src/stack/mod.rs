@@ -4,7 +4,7 @@
 pub mod config;
 pub mod install;
 pub mod kafka;
-mod postgres;
+pub(crate) mod postgres;
 mod preflight;
 pub mod process;
 mod redis_server;

@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
+use crate::order_feed::{Following, OrderFeed};
 use crate::routes::products::PageQuery;
 use crate::session::Auth;
 use crate::state::{AppState, Backends};
@@ -286,8 +287,10 @@ fn is_terminal(status: &str) -> bool {
 /// (data: a `StatusChange`, id: its position in the history, from 1), the
 /// rows already there first. Once the order reaches a terminal status the
 /// stream sends an event `end` (data: the final `Order`) and closes. A client
-/// that reconnects with `Last-Event-ID: n` gets only the rows after n. The
-/// gateway polls the order service for new rows at a short interval.
+/// that reconnects with `Last-Event-ID: n` gets only the rows after n. New
+/// rows are pushed: the gateway reads the order again when the order
+/// service's change feed says it changed (and polls only while that feed is
+/// down).
 #[utoipa::path(get, path = "/api/v1/orders/{id}/events", tag = "orders",
     params(
         ("id" = uuid::Uuid, Path, description = "Order id"),
@@ -307,6 +310,8 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let id = parse_id("id", &id)?;
+    // Followed before the first read: a change committed in between wakes the stream.
+    let following = state.order_feed.follow(id);
     let first = visible_order(&state.backends, &auth, id).await?;
     let sent = headers
         .get("last-event-id")
@@ -315,7 +320,9 @@ pub async fn events(
         .unwrap_or(0);
     let poll = Duration::from_millis(state.config.sse_poll_ms.max(10));
     let until = Instant::now() + Duration::from_secs(state.config.sse_max_secs);
-    let stream = order_events(state.backends.clone(), id, first, sent, poll, until);
+    let recheck = Duration::from_millis(state.config.sse_recheck_ms.max(10));
+    let wait = Wait { feed: state.order_feed.clone(), following, poll, recheck, until };
+    let stream = order_events(state.backends.clone(), id, first, sent, wait);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
@@ -342,15 +349,43 @@ pub enum StreamEventKind {
     Error,
 }
 
+/// How an event stream waits for its order to change.
+struct Wait {
+    feed: OrderFeed,
+    following: Following,
+    /// The poll period while the change feed is down.
+    poll: Duration,
+    /// The period of the reads while it is up (a change never announced is late, not lost).
+    recheck: Duration,
+    /// When the stream closes (the client reconnects with `Last-Event-ID`).
+    until: Instant,
+}
+
+impl Wait {
+    /// Until the order may have changed; `false` once the stream's time is up.
+    async fn next(&mut self) -> bool {
+        let now = Instant::now();
+        if now > self.until {
+            return false;
+        }
+        let period = if self.feed.live() { self.recheck } else { self.poll };
+        let wait = period.min(self.until - now);
+        tokio::select! {
+            () = self.following.changed() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+        true
+    }
+}
+
 struct Follow {
     backends: Backends,
     id: Uuid,
-    /// The latest copy of the order; `None` means poll again.
+    /// The latest copy of the order; `None` means read it again.
     order: Option<pb::Order>,
     /// History rows already sent.
     sent: usize,
-    poll: Duration,
-    until: Instant,
+    wait: Wait,
     done: bool,
 }
 
@@ -359,10 +394,9 @@ fn order_events(
     id: Uuid,
     first: pb::Order,
     sent: usize,
-    poll: Duration,
-    until: Instant,
+    wait: Wait,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let follow = Follow { backends, id, order: Some(first), sent, poll, until, done: false };
+    let follow = Follow { backends, id, order: Some(first), sent, wait, done: false };
     futures::stream::unfold(follow, |mut f| async move {
         if f.done {
             return None;
@@ -371,11 +405,10 @@ fn order_events(
             let order = match f.order.take() {
                 Some(order) => order,
                 None => {
-                    if Instant::now() > f.until {
+                    if !f.wait.next().await {
                         // A client reconnects with Last-Event-ID and continues.
                         return None;
                     }
-                    tokio::time::sleep(f.poll).await;
                     let request = pb::GetOrderRequest { order_id: f.id.to_string() };
                     match f
                         .backends

@@ -1,0 +1,202 @@
+//! What the order event streams (`GET /orders/{id}/events`) wait on: one
+//! `WatchOrders` call to the order service (any instance), held open for the
+//! gateway's life, whose changes wake the streams that follow those orders.
+//! A stream then reads its order again (`GetOrder`) and sends the new rows:
+//! one read per status change instead of one per poll period.
+//!
+//! A `resync` from the service (the first message of every call, and any time
+//! it may have missed changes) wakes every stream, and so does losing the
+//! call. While no call is open the streams poll as before ([`OrderFeed::live`]
+//! says which), so a feed that is down costs latency, never an event.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use saga_proto::order::WatchOrdersRequest;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::state::Backends;
+
+/// How long to wait before calling `WatchOrders` again after it failed.
+const RECONNECT_AFTER: Duration = Duration::from_millis(500);
+
+/// Counter: order changes the gateway heard from the order service's feed.
+pub const FEED_CHANGES: &str = "gateway_order_feed_changes_total";
+/// Counter: times every follower was told to read again (resyncs, lost calls).
+pub const FEED_RESYNCS: &str = "gateway_order_feed_resyncs_total";
+/// Gauge: orders an event stream follows right now.
+pub const ORDERS_FOLLOWED: &str = "gateway_orders_followed";
+
+/// The orders being followed, each with a counter bumped on every change.
+#[derive(Clone, Default)]
+pub struct OrderFeed {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    followed: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    /// Whether a `WatchOrders` call is open and subscribed.
+    live: AtomicBool,
+}
+
+/// One follower of one order: [`Following::changed`] resolves when the order
+/// may have changed. Dropping it stops following.
+pub struct Following {
+    id: Uuid,
+    receiver: Option<watch::Receiver<u64>>,
+    feed: OrderFeed,
+}
+
+impl Following {
+    /// Resolves once the order may have changed since the last call (or since
+    /// following began).
+    pub async fn changed(&mut self) {
+        match self.receiver.as_mut() {
+            Some(receiver) => {
+                if receiver.changed().await.is_err() {
+                    // The sender is gone only once nobody follows: not while we do.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        let mut followed = self.feed.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if followed.get(&self.id).is_some_and(|sender| sender.receiver_count() == 0) {
+            followed.remove(&self.id);
+        }
+        metrics::gauge!(ORDERS_FOLLOWED).set(followed.len() as f64);
+    }
+}
+
+impl OrderFeed {
+    /// Starts following `id`: changes from now on wake the returned follower.
+    /// Follow before reading the order, so a change between the read and the
+    /// wait is not missed.
+    pub fn follow(&self, id: Uuid) -> Following {
+        let mut followed = self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let receiver = followed.entry(id).or_insert_with(|| watch::channel(0).0).subscribe();
+        metrics::gauge!(ORDERS_FOLLOWED).set(followed.len() as f64);
+        Following { id, receiver: Some(receiver), feed: self.clone() }
+    }
+
+    /// Whether changes arrive as they commit; if not, followers poll.
+    pub fn live(&self) -> bool {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Orders followed right now.
+    #[cfg(test)]
+    fn followed(&self) -> usize {
+        self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    fn changed(&self, id: &Uuid) {
+        let followed = self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sender) = followed.get(id) {
+            sender.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn resync(&self) {
+        metrics::counter!(FEED_RESYNCS).increment(1);
+        let followed = self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for sender in followed.values() {
+            sender.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Holds a `WatchOrders` call open for the gateway's life, calling again
+    /// when it ends or fails.
+    pub async fn run(self, backends: Backends) {
+        let mut warned = false;
+        loop {
+            // No deadline: the call lasts as long as the gateway.
+            let call = backends.order.clone().watch_orders(tonic::Request::new(WatchOrdersRequest {})).await;
+            match call {
+                Ok(response) => {
+                    let mut stream = response.into_inner();
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(change)) if change.resync => {
+                                if !self.live() {
+                                    tracing::info!("order change feed open; event streams wait on it");
+                                    warned = false;
+                                }
+                                self.inner.live.store(true, Ordering::Relaxed);
+                                self.resync();
+                            }
+                            Ok(Some(change)) => {
+                                metrics::counter!(FEED_CHANGES).increment(1);
+                                if let Ok(id) = change.order_id.parse::<Uuid>() {
+                                    self.changed(&id);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(status) => {
+                                tracing::debug!(%status, "order change feed call ended");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(status) if !warned => {
+                    tracing::warn!(%status, "cannot open the order change feed; event streams poll until it opens");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+            // Whatever was missed meanwhile: followers read again, and poll until it is back.
+            if self.inner.live.swap(false, Ordering::Relaxed) {
+                tracing::info!("order change feed closed; event streams poll until it opens again");
+            }
+            self.resync();
+            tokio::time::sleep(RECONNECT_AFTER).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_wakes_only_the_followers_of_its_order_and_a_resync_wakes_all() {
+        let feed = OrderFeed::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut first = feed.follow(a);
+        let mut second = feed.follow(a);
+        let mut other = feed.follow(b);
+        feed.changed(&a);
+        let soon = Duration::from_millis(200);
+        assert!(tokio::time::timeout(soon, first.changed()).await.is_ok());
+        assert!(tokio::time::timeout(soon, second.changed()).await.is_ok());
+        assert!(tokio::time::timeout(soon, other.changed()).await.is_err(), "not its order");
+        feed.resync();
+        assert!(tokio::time::timeout(soon, other.changed()).await.is_ok());
+        assert_eq!(feed.followed(), 2);
+        drop(first);
+        assert_eq!(feed.followed(), 2, "the second still follows a");
+        drop(second);
+        drop(other);
+        assert_eq!(feed.followed(), 0, "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn a_change_before_the_wait_is_not_lost() {
+        let feed = OrderFeed::default();
+        let id = Uuid::new_v4();
+        let mut following = feed.follow(id);
+        feed.changed(&id);
+        assert!(tokio::time::timeout(Duration::from_millis(200), following.changed()).await.is_ok());
+    }
+}
