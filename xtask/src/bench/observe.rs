@@ -7,8 +7,6 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
@@ -108,47 +106,16 @@ pub fn usage(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, Usage> {
 }
 
 /// Committed offset vs high watermark for every partition each service's
-/// consumer group reads; the sum per group.
+/// consumer group reads (the operator's reading, [`saga_operator::overview::consumer_lag`]);
+/// the sum per group.
 pub fn kafka_lag(config: &StackConfig) -> anyhow::Result<BTreeMap<String, i64>> {
-    let mut lags = BTreeMap::new();
-    for group in saga_generated::topology::CONSUMER_GROUPS {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", config.kafka_brokers())
-            .set("group.id", group.group_id)
-            .set("enable.auto.commit", "false")
-            .set("log_level", "3")
-            .create()
-            .context("creating a Kafka consumer for the lag")?;
-        let mut lag = 0i64;
-        {
-            let mut wanted = TopicPartitionList::new();
-            for topic in group.topics {
-                let partitions = saga_generated::topology::TOPICS
-                    .iter()
-                    .find(|t| t.name == *topic)
-                    .map(|t| t.partitions)
-                    .unwrap_or(1);
-                for partition in 0..partitions {
-                    wanted.add_partition(topic, partition);
-                }
-            }
-            let committed = consumer.committed_offsets(wanted, Duration::from_secs(10))?;
-            for element in committed.elements() {
-                let (_, high) =
-                    consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(10))?;
-                lag += match element.offset() {
-                    Offset::Offset(at) => high - at,
-                    // Nothing committed yet: everything is lag.
-                    _ => high,
-                };
-            }
-            // The list is dropped before its consumer: librdkafka hangs otherwise.
-            drop(committed);
-        }
-        drop(consumer);
-        lags.insert(group.group_id.to_owned(), lag);
+    let lag = saga_operator::overview::consumer_lag(&config.kafka_brokers(), "")
+        .map_err(|e| anyhow::anyhow!("reading the consumer lag: {e}"))?;
+    let mut per_group = BTreeMap::new();
+    for topic in lag {
+        *per_group.entry(topic.group).or_insert(0) += topic.lag;
     }
-    Ok(lags)
+    Ok(per_group)
 }
 
 async fn connect(config: &StackConfig, database: &str) -> anyhow::Result<PgConnection> {
