@@ -175,7 +175,7 @@ impl From<tonic::Status> for ApiError {
         // The connection to the instance failed under the call (and no other
         // instance took it): the service is away for now, whatever code the
         // client made up for it (CANCELLED, INTERNAL for a reset stream).
-        if matches!(crate::balance::Failure::of(&status), Failure::NeverSent | Failure::Broken) {
+        if matches!(Failure::of(&status), Failure::NeverSent | Failure::Broken) {
             return ApiError::Unavailable(format!("gRPC {:?}, the connection failed: {message}", status.code()));
         }
         match status.code() {

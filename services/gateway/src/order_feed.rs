@@ -155,11 +155,11 @@ impl OrderFeed {
                 }
                 Err(_) => {}
             }
-            // Whatever was missed meanwhile: followers read again, and poll until it is back.
+            // Followers waiting for a change read again, then poll until it is back.
             if self.inner.live.swap(false, Ordering::Relaxed) {
                 tracing::info!("order change feed closed; event streams poll until it opens again");
+                self.resync();
             }
-            self.resync();
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
     }

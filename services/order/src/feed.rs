@@ -107,7 +107,7 @@ async fn listen(pool: PgPool, sender: broadcast::Sender<Change>, shutdown: Shutd
             connected = connected => match connected {
                 Ok(listener) => listener,
                 Err(error) => {
-                    tracing::warn!(%error, "the order change feed cannot LISTEN; event streams poll until it can");
+                    tracing::warn!(%error, "the order change feed cannot LISTEN; event streams see changes only at their periodic re-read until it can");
                     tokio::select! {
                         () = shutdown.wait() => return,
                         () = tokio::time::sleep(backoff) => {}
@@ -130,14 +130,15 @@ async fn listen(pool: PgPool, sender: broadcast::Sender<Change>, shutdown: Shutd
                     Some(change) => drop(sender.send(change)),
                     None => tracing::warn!(payload = notification.payload(), "unreadable order_status notification"),
                 },
-                // The connection was lost; the next try_recv connects again.
+                // The outer loop connects again and sends the Resync only once
+                // LISTEN holds: one sent now would let a follower read too
+                // early and then wait for a change committed in the gap.
                 Ok(None) => {
                     tracing::warn!("the order change feed lost its connection; reconnecting");
-                    let _ = sender.send(Change::Resync);
+                    break;
                 }
                 Err(error) => {
                     tracing::warn!(%error, "the order change feed failed; reconnecting");
-                    let _ = sender.send(Change::Resync);
                     break;
                 }
             }
