@@ -82,3 +82,12 @@ pub async fn topic_and_dlq(brokers: &str, prefix: &str, partitions: i32) -> (Str
     }
     (topic, dlq)
 }
+
+/// The producer tests put their messages in with: the runtime's own, which is
+/// idempotent. A plain producer may reorder a partition's messages when it
+/// retries a request (right after a topic is created, its leader can still
+/// refuse one), and a test that checks per-key order would then fail for a
+/// reason of its own making.
+pub fn producer(brokers: &str) -> rdkafka::producer::FutureProducer {
+    saga_runtime::kafka::producer(brokers, 0).expect("producer")
+}

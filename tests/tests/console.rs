@@ -147,7 +147,7 @@ async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     let topic = saga.topic("order-events");
     let dlq = saga.topic("order-events.dlq");
     let poison_key = saga_tests::unique("poison");
-    saga_common::producer(&saga.brokers)
+    saga_tests::producer(&saga.brokers)
         .send(FutureRecord::to(&topic).key(&poison_key).payload(b"not an event".as_slice()), Duration::from_secs(10))
         .await
         .map_err(|(e, _)| e)

@@ -139,7 +139,7 @@ async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
 
     // A poison message appears in the DLQ view and is redriven, after a confirmation.
     let poison_key = saga_tests::unique("poison");
-    saga_common::producer(&saga.brokers)
+    saga_tests::producer(&saga.brokers)
         .send(
             FutureRecord::to(&saga.topic("order-events")).key(&poison_key).payload(b"not an event".as_slice()),
             Duration::from_secs(10),

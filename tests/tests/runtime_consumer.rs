@@ -12,7 +12,7 @@ use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use saga_process::shutdown::Shutdown;
 use saga_runtime::consumer::{self, ConsumerConfig, Failure, Processed, Processor, Received};
 use saga_tests::consumer::{config, health};
@@ -55,7 +55,7 @@ impl Processor for Recorder {
 /// A one-partition topic `<prefix>events` and its DLQ, holding `payloads` in order.
 async fn topic_with(brokers: &str, prefix: &str, payloads: &[String]) {
     let (topic, _) = saga_tests::topic_and_dlq(brokers, prefix, 1).await;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    let producer = saga_tests::producer(brokers);
     for payload in payloads {
         producer
             .send(FutureRecord::to(&topic).key("k").payload(payload), Duration::from_secs(10))
@@ -228,7 +228,7 @@ async fn a_backlog_in_one_topic_does_not_starve_another_of_the_same_worker() {
     let saga_event = "x".repeat(400);
     let (busy, _) = saga_tests::topic_and_dlq(&brokers, &format!("{prefix}busy."), 1).await;
     let (quiet, _) = saga_tests::topic_and_dlq(&brokers, &format!("{prefix}quiet."), 1).await;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
+    let producer = saga_tests::producer(&brokers);
     for (topic, count) in [(&busy, 3000), (&quiet, 100)] {
         let sends: Vec<_> = (0..count)
             .map(|_| {

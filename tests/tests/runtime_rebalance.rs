@@ -7,8 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use saga_process::shutdown::Shutdown;
 use saga_runtime::consumer::{self, Failure, Processed, Processor, Received};
 use saga_tests::consumer::{config, health};
@@ -46,7 +45,7 @@ async fn a_rebalance_hands_partitions_over_without_handling_a_message_twice() {
     let (topic, _) = saga_tests::topic_and_dlq(&brokers, &prefix, 6).await;
     const KEYS: usize = 60;
     const MESSAGES: usize = 3000;
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
+    let producer = saga_tests::producer(&brokers);
     let sends: Vec<_> = (0..MESSAGES)
         .map(|i| {
             let (key, payload) = (format!("k{}", i % KEYS), format!("k{}:{}", i % KEYS, i / KEYS));

@@ -196,7 +196,7 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
     let consumer = TxConsumer::<Recording, Event>::new(pool.clone(), Recording);
     let health = saga_runtime::health::Health::new(Duration::from_secs(60), shutdown.clone());
     let running = tokio::spawn(saga_runtime::consumer::run(config, consumer, shutdown, health));
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("producer");
+    let producer = saga_tests::producer(&brokers);
 
     // More arrive during the outage than a worker's queue holds: the
     // receiving loop pauses the partition instead of blocking, and resumes it.

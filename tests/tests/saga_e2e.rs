@@ -162,7 +162,7 @@ async fn every_event_delivered_twice_changes_nothing() {
         c.get_user(&buyer.user_id).await,
     );
 
-    let producer = saga_common::producer(&brokers);
+    let producer = saga_tests::producer(&brokers);
     let keys = [ok.order_id.as_str(), poor.order_id.as_str(), refused.order_id.as_str()];
     let topics = ["order-events", "inventory-events", "payment-events"];
     let mut seen_types = std::collections::BTreeSet::new();

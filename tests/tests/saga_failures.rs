@@ -213,7 +213,7 @@ async fn a_poison_message_goes_to_the_dlq_and_its_partition_moves_on() {
     let topic = saga.topic("order-events");
     let created = messages_with_key(&saga.brokers, &topic, &warmup.order_id);
     let partition = created.first().expect("order.created on order-events").partition();
-    let producer = saga_common::producer(&saga.brokers);
+    let producer = saga_tests::producer(&saga.brokers);
 
     // Garbage, then a valid order.created, on the same partition.
     let poison_key = saga_tests::unique("poison");
@@ -297,7 +297,7 @@ fn chrono_now() -> chrono::DateTime<chrono::Utc> {
 async fn publish<E: saga_generated::Event>(saga: &PrivateSaga, envelope: &Envelope<E>) -> (String, i32, i64) {
     let record = envelope.to_outbox().expect("encode");
     let topic = saga.topic(&record.topic);
-    let producer = saga_common::producer(&saga.brokers);
+    let producer = saga_tests::producer(&saga.brokers);
     let delivery = producer
         .send(FutureRecord::to(&topic).key(&record.partition_key).payload(&record.payload), Duration::from_secs(10))
         .await
@@ -365,7 +365,7 @@ async fn a_poison_message_redriven_after_the_fix_completes_its_saga_exactly_once
 
     // Redriving again finds nothing new; a copy re-produced by hand is a duplicate the inbox drops.
     assert!(redrive().contains("nothing to redrive"));
-    saga_common::reproduce_to(&saga_common::producer(&saga.brokers), &dead, &saga.topic("order-events")).await;
+    saga_common::reproduce_to(&saga_tests::producer(&saga.brokers), &dead, &saga.topic("order-events")).await;
     let copies = messages_with_key(&saga.brokers, &saga.topic("order-events"), &placed.order_id);
     let last = copies.last().expect("the copy on order-events");
     saga_common::wait_consumed(&saga.brokers, &saga.group("product"), last.topic(), last.partition(), last.offset())

@@ -164,10 +164,6 @@ pub fn statuses(order: &Order) -> Vec<String> {
     path
 }
 
-pub fn producer(brokers: &str) -> FutureProducer {
-    ClientConfig::new().set("bootstrap.servers", brokers).set("log_level", "3").create().expect("producer")
-}
-
 /// Every message on `topic` whose key is `key` (reads each partition to its end).
 pub fn messages_with_key(brokers: &str, topic: &str, key: &str) -> Vec<OwnedMessage> {
     messages_with_keys(brokers, topic, &[key])
@@ -344,7 +340,7 @@ impl PrivateSaga {
             saga.spawn(stack, i);
         }
         for i in 0..SERVICES.len() {
-            saga.wait_healthy(i).await;
+            saga.wait_healthy(stack, i).await;
         }
         saga
     }
@@ -385,20 +381,47 @@ impl PrivateSaga {
         self.children[i] = Some(child);
     }
 
-    async fn wait_healthy(&self, i: usize) {
-        let url = self.url(SERVICES[i]);
-        eventually(&format!("{} to pass its gRPC health check", SERVICES[i]), || {
-            let url = url.clone();
-            async move {
-                let channel = tonic::transport::Endpoint::from_shared(url).ok()?.connect().await.ok()?;
-                let reply = tonic_health::pb::health_client::HealthClient::new(channel)
-                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-                    .await
-                    .ok()?;
-                (reply.into_inner().status == 1).then_some(())
+    /// Waits until service `i` passes its health check. Its port was free
+    /// when picked, but another process can bind it before the service does
+    /// (a CI run once lost a minute and the test that way): a service that
+    /// exits while starting is started again on a new port, twice at most.
+    async fn wait_healthy(&mut self, stack: &StackConfig, i: usize) {
+        let service = SERVICES[i];
+        for attempt in 1..=3 {
+            let deadline = tokio::time::Instant::now() + EVENTUALLY;
+            loop {
+                if self.passes_health_check(i).await {
+                    return;
+                }
+                let exited = self.children[i].as_mut().and_then(|child| child.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    eprintln!(
+                        "{service} exited while starting ({status}, attempt {attempt}); see {}",
+                        self.log_dir.join(format!("{service}.log")).display()
+                    );
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "timed out waiting for {service} to pass its gRPC health check"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-        })
-        .await;
+            if attempt < 3 {
+                self.ports[i] = free_port();
+                self.spawn(stack, i);
+            }
+        }
+        panic!("{service} exited three times while starting; see {}", self.log_dir.display());
+    }
+
+    async fn passes_health_check(&self, i: usize) -> bool {
+        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(self.url(SERVICES[i])) else { return false };
+        let Ok(channel) = endpoint.connect().await else { return false };
+        let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await;
+        reply.is_ok_and(|reply| reply.into_inner().status == 1)
     }
 
     pub fn url(&self, service: &str) -> String {
@@ -447,7 +470,7 @@ impl PrivateSaga {
     pub async fn restart(&mut self, stack: &StackConfig, service: &str) {
         let i = Self::index(service);
         self.spawn(stack, i);
-        self.wait_healthy(i).await;
+        self.wait_healthy(stack, i).await;
     }
 
     /// Restarts `service` with its database behind a proxy the test can cut:

@@ -424,6 +424,14 @@ async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Du
             let leader = leading_broker(config).await?;
             println!("  the Kafka node leading most saga partitions is {}", Component::Kafka(leader).name());
             restart(config, &[Component::Kafka(leader)], Signal::SIGKILL, *down).await?;
+            // Over once leadership moved back too: that move pauses the partitions again.
+            let answered = started.elapsed();
+            stack::kafka::leadership_restored(config, Duration::from_secs(120)).await?;
+            println!(
+                "  the node answered after {:.1} s, leadership was back after {:.1} s",
+                answered.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
         }
         Fault::KillOneReplicaEach { down } => {
             let first: Vec<Component> = services().into_iter().map(|s| Component::Service(s, 0)).collect();

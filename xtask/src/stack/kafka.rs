@@ -176,8 +176,9 @@ fn server_properties(config: &StackConfig, index: u16) -> String {
         let voters: Vec<String> =
             config.kafka_nodes().iter().map(|n| format!("{}@{host}:{}", n.index + 1, n.controller_port)).collect();
         settings.insert("controller.quorum.voters", voters.join(","));
-        // Leadership moves back to the preferred replica soon after a node returns.
-        settings.insert("leader.imbalance.check.interval.seconds", "30".into());
+        // Leadership moves back to the preferred replica soon after a node returns (the
+        // default checks every 300 s, so a move came long after a fault seemed over).
+        settings.insert("leader.imbalance.check.interval.seconds", "10".into());
         // A node that stopped heartbeating is fenced, and its partitions led elsewhere, after
         // 4 s instead of 9: until then the saga's partitions it led take no writes.
         settings.insert("broker.session.timeout.ms", "4000".into());
@@ -296,6 +297,44 @@ pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Waits until the cluster has its shape again after a node came back: every
+/// partition of every topic (the internal ones too, which hold the consumer
+/// groups' coordinators) has all its replicas in sync and is led by its
+/// preferred replica. Until then leadership is still to move back to the
+/// returned node (`leader.imbalance.check.interval.seconds`), and each move
+/// pauses the partitions it moves: a fault is not over before that.
+pub async fn leadership_restored(config: &StackConfig, within: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let metadata = {
+            let admin = admin(config)?;
+            tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, Duration::from_secs(5))).await?
+        };
+        let unsettled: Vec<String> = match &metadata {
+            Ok(metadata) => metadata
+                .topics()
+                .iter()
+                .flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p)))
+                .filter(|(_, p)| p.replicas().first() != Some(&p.leader()) || p.isr().len() != p.replicas().len())
+                .map(|(topic, p)| format!("{topic}/{}", p.id()))
+                .collect(),
+            Err(error) => vec![format!("no metadata ({error})")],
+        };
+        if unsettled.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "{} Kafka partition(s) not back with their preferred leader and every replica in sync within \
+                 {within:?}, e.g. {}",
+                unsettled.len(),
+                unsettled[..unsettled.len().min(5)].join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Waits until every service's consumer group is `Stable` with a member, so
