@@ -16,6 +16,9 @@ pub const POSTGRES_PORT_OFFSET: u16 = 432;
 pub const REDIS_PORT_OFFSET: u16 = 379;
 pub const KAFKA_PORT_OFFSET: u16 = 92;
 pub const KAFKA_CONTROLLER_PORT_OFFSET: u16 = 93;
+/// JMX of Kafka node `i` listens on this offset plus `i`, on loopback, and
+/// only once the benchmark opens it to read the broker's request counters.
+pub const KAFKA_JMX_PORT_OFFSET: u16 = 900;
 pub const GATEWAY_PORT_OFFSET: u16 = 80;
 /// The operator console (HTTP), which the gateway forwards admins to.
 pub const CONSOLE_PORT_OFFSET: u16 = 81;

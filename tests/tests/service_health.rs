@@ -75,10 +75,13 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
     })
     .await;
     assert_eq!(status(&grpc, "saga.relay").await, Some(ServingStatus::NotServing), "the relay is what is stuck");
-    assert_eq!(status(&grpc, "saga.consumer").await, Some(ServingStatus::Serving), "no message was waiting");
+    // The consumer may say so too, once it sees the outage: the product service keeps
+    // the order service's caught-up clock there (to shed requests whose saga was given
+    // up on), and that clock stands still, failing, while its database is away.
     let (code, body) = readyz(&gateway).await;
     assert_eq!(code, 503, "{body}");
-    assert_eq!(body["checks"]["product"], "not serving: saga.relay", "{body}");
+    let product = body["checks"]["product"].as_str().unwrap_or_default();
+    assert!(product.starts_with("not serving: ") && product.contains("saga.relay"), "{body}");
 
     proxy.restore();
     eventually("the product service to serve again", || async {

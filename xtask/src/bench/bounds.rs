@@ -12,7 +12,7 @@ use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::stack::StackConfig;
+use crate::stack::{self, StackConfig};
 
 /// Kafka messages one completed saga produces: order.created,
 /// stock.reduction.success, payment.completed, order.completed.
@@ -190,16 +190,6 @@ pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> 
     }))
 }
 
-fn kafka_tool(config: &StackConfig, class: &str) -> Command {
-    let mut command = Command::new("java");
-    command
-        .arg(format!("-Dlog4j2.configurationFile=file:{}", config.root.join("infra/kafka/log4j2.yaml").display()))
-        .arg("-cp")
-        .arg(format!("{}/*", config.kafka_libs.display()))
-        .arg(class);
-    command
-}
-
 const PERF_TOPIC: &str = "bench.perf";
 
 async fn perf_topic(config: &StackConfig) -> anyhow::Result<()> {
@@ -232,7 +222,7 @@ async fn run_tool(mut command: Command) -> anyhow::Result<String> {
 /// relay's settings (idempotent, acks=all, its default linger.ms) and consumed.
 pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> {
     perf_topic(config).await?;
-    let mut producer = kafka_tool(config, "org.apache.kafka.tools.ProducerPerformance");
+    let mut producer = stack::kafka::tool(config, "org.apache.kafka.tools.ProducerPerformance");
     producer
         .args(["--topic", PERF_TOPIC, "--num-records", &records.to_string()])
         .args(["--record-size", &RECORD_SIZE.to_string(), "--throughput", "-1", "--producer-props"])
@@ -249,7 +239,7 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
             rest.split_whitespace().next()?.parse::<f64>().ok()
         })
         .with_context(|| format!("no summary in ProducerPerformance output: {out}"))?;
-    let mut consumer = kafka_tool(config, "org.apache.kafka.tools.ConsumerPerformance");
+    let mut consumer = stack::kafka::tool(config, "org.apache.kafka.tools.ConsumerPerformance");
     consumer
         .args(["--bootstrap-server", &config.kafka_brokers(), "--topic", PERF_TOPIC])
         .args(["--messages", &records.to_string(), "--timeout", "60000"])

@@ -11,7 +11,7 @@ pub(crate) mod peer;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::stack::config::{Defaults, env};
 use crate::stack::{self, Component, StackConfig, UpOptions};
 
-use self::load::{Api, Phase};
+use self::load::{Api, Phase, World};
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -81,6 +81,8 @@ struct Plan {
     products: usize,
     pgbench: Duration,
     kafka_records: u64,
+    /// Longest warm-up before the measured phases.
+    warm_up: Duration,
 }
 
 impl Plan {
@@ -94,6 +96,7 @@ impl Plan {
             products: args.products.unwrap_or(if quick { 20 } else { 100 }),
             pgbench: Duration::from_secs(if quick { 8 } else { 30 }),
             kafka_records: if quick { 100_000 } else { 500_000 },
+            warm_up: Duration::from_secs(if quick { 30 } else { 120 }),
         }
     }
 }
@@ -155,6 +158,44 @@ fn profile(config: &StackConfig) -> &'static str {
     if config.release { "release" } else { "debug" }
 }
 
+/// How the stack warmed up before anything was measured.
+struct WarmUp {
+    seconds: f64,
+    /// CPU of the Kafka nodes' JIT compilers in the last round, in cores.
+    compilers_at_end: f64,
+}
+
+/// Rounds of warm-up load at the first client count, until the Kafka nodes'
+/// JIT compilers are nearly idle (under [`WARM_COMPILERS`] of a core) or
+/// [`Plan::warm_up`] has passed: measured on a cold broker, compiling its hot
+/// paths was half of Kafka's CPU (`perf`: C2 48 %, C1 5 % of its samples in
+/// the first phase), a cost of its first minutes, not of a saga. Nothing of
+/// these rounds is measured.
+async fn warm_up(config: &StackConfig, api: &Api, world: &Arc<World>, plan: &Plan) -> WarmUp {
+    const ROUND: Duration = Duration::from_secs(5);
+    let clients = plan.clients.first().copied().unwrap_or(16);
+    let start = Instant::now();
+    let mut compilers_at_end = f64::NAN;
+    while start.elapsed() < plan.warm_up {
+        let before = observe::kafka_jit_seconds(config);
+        let round = Instant::now();
+        load::closed_loop(api, world.clone(), clients, ROUND).await;
+        compilers_at_end = (observe::kafka_jit_seconds(config) - before) / round.elapsed().as_secs_f64();
+        if compilers_at_end < WARM_COMPILERS {
+            break;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!(
+        "bench: warmed up for {seconds:.0} s (Kafka's JIT compilers at {:.0} % of a core)",
+        compilers_at_end * 100.0
+    );
+    WarmUp { seconds, compilers_at_end }
+}
+
+/// Warm enough: the JIT compilers of the Kafka nodes use less than this share of one core.
+const WARM_COMPILERS: f64 = 0.05;
+
 fn phase_json(phase: &Phase) -> Value {
     let q = |p: f64| phase.latency.value_at_quantile(p) as f64 / 1000.0;
     json!({
@@ -185,6 +226,13 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     println!("bench: setup ({} users, {} products), not measured", plan.users, plan.products);
     let world = Arc::new(load::setup(&api, (&email, &password), plan.users, plan.products).await?);
     let before = observe::totals(config).await?;
+    let warm_up = warm_up(config, &api, &world, &plan).await;
+    let kafka_requests_now = || {
+        observe::kafka_requests(config)
+            .inspect_err(|error| eprintln!("cannot read the Kafka nodes' request counters: {error:#}"))
+            .ok()
+    };
+    let start_requests = kafka_requests_now();
     let start_usage = observe::snapshot(config);
 
     let mut closed = Vec::new();
@@ -212,6 +260,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         open.push(phase);
     }
     let sagas_end_usage = observe::snapshot(config);
+    let end_requests = kafka_requests_now();
     println!("bench: gateway GET /orders/{{id}}");
     let reads_clients = plan.clients.iter().copied().max().unwrap_or(16);
     let reads = load::read_throughput(&api, &world, reads_clients, plan.phase.min(Duration::from_secs(10))).await?;
@@ -233,6 +282,10 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     let usage = observe::usage(&start_usage, &end_usage);
     let sagas: u64 = closed.iter().chain(&open).map(Phase::terminal).sum();
     let cpu_per_saga = cpu_ms_per_saga(&observe::usage(&start_usage, &sagas_end_usage), sagas);
+    let kafka_requests_per_saga = match (&start_requests, &end_requests) {
+        (Some(before), Some(after)) => observe::requests_per_saga(before, after, sagas),
+        _ => Value::Null,
+    };
 
     // The bounds run with the services stopped: nothing else competes for the
     // two resources, and the databases can be copied.
@@ -294,6 +347,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
                        load::WaitBy::Stream => "the order's event stream until `end`; latency to the terminal history row's time",
                        load::WaitBy::Poll => "GET /orders/{id} every 100 ms; latency to the terminal history row's time",
                    } },
+        "warm_up": { "seconds": warm_up.seconds, "kafka_jit_compilers_cores_at_end": warm_up.compilers_at_end },
         "max_sagas_per_second": max_rate,
         "max_completed_per_second": best.completed as f64 / best.elapsed.as_secs_f64().max(1e-9),
         "max_at": best.name,
@@ -307,6 +361,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         },
         "processes": usage_json,
         "cpu_ms_per_saga": cpu_per_saga,
+        "kafka_requests_per_saga": kafka_requests_per_saga,
         "measured_seconds": measured_seconds,
         "kafka_consumer_lag_at_end": lag,
         "kafka_consumer_lag_after_drain": lag_drained,
@@ -516,6 +571,13 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
         .flatten()
         .map(|(name, u)| format!("{name} {}s / {} MiB", f(&u["cpu_seconds"]), f(&u["peak_rss_mib"])))
         .collect();
+    if let Some(seconds) = r["warm_up"]["seconds"].as_f64() {
+        let _ = writeln!(
+            md,
+            "- warmed up before measuring: {seconds:.0} s of unmeasured load, until Kafka's JIT compilers used {} % of a core",
+            f(&json!(r["warm_up"]["kafka_jit_compilers_cores_at_end"].as_f64().unwrap_or(f64::NAN) * 100.0))
+        );
+    }
     let _ = writeln!(md, "- CPU seconds / peak RSS over {}s of load: {}", f(&r["measured_seconds"]), procs.join(", "));
     let c = &r["cpu_ms_per_saga"];
     if c.is_object() {
@@ -532,6 +594,19 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
             c["sagas"],
             r["setup"]["terminal_detection"].as_str().unwrap_or("?"),
             f(&c["stack_total"]),
+            parts.join(", ")
+        );
+    }
+    if let Some(requests) = r["kafka_requests_per_saga"].as_object() {
+        // The most frequent first.
+        let mut parts: Vec<(&String, f64)> =
+            requests.iter().filter(|(name, _)| *name != "total").map(|(n, v)| (n, v.as_f64().unwrap_or(0.0))).collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let parts: Vec<String> = parts.iter().map(|(name, n)| format!("{name} {n:.2}")).collect();
+        let _ = writeln!(
+            md,
+            "- Kafka requests per saga over the same phases (the brokers' counters): **{:.1}** ({})",
+            requests.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN),
             parts.join(", ")
         );
     }

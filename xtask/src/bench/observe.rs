@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::stack::{Component, StackConfig};
+use crate::stack::{self, Component, StackConfig};
 
 /// Kernel clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on
 /// every Linux architecture the stack runs on.
@@ -27,7 +27,10 @@ pub struct Usage {
 /// `(ppid, utime + stime ticks)` from `/proc/<pid>/stat`. The command name
 /// may contain spaces and parentheses, so fields are counted after the last `)`.
 fn stat(pid: i32) -> Option<(i32, u64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(text: &str) -> Option<(i32, u64)> {
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After the name: state(0) ppid(1) ... utime(11) stime(12).
@@ -35,6 +38,25 @@ fn stat(pid: i32) -> Option<(i32, u64)> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((ppid, utime + stime))
+}
+
+/// CPU ticks the Kafka nodes' JIT compiler threads (HotSpot's `C1`/`C2
+/// CompilerThread`s) have used so far: how the benchmark tells the broker
+/// has warmed up.
+pub fn kafka_jit_seconds(config: &StackConfig) -> f64 {
+    let mut ticks = 0;
+    for node in config.kafka_nodes() {
+        let Some(pid) = Component::Kafka(node.index).tracked(config).running_pid() else { continue };
+        let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for thread in threads.flatten() {
+            let Ok(text) = fs::read_to_string(thread.path().join("stat")) else { continue };
+            let name = text.split_once('(').and_then(|(_, rest)| rest.rsplit_once(')')).map(|(name, _)| name);
+            if name.is_some_and(|n| n.starts_with("C1 Compiler") || n.starts_with("C2 Compiler")) {
+                ticks += parse_stat(&text).map_or(0, |(_, t)| t);
+            }
+        }
+    }
+    ticks as f64 / TICKS_PER_SECOND
 }
 
 fn peak_rss_kib(pid: i32) -> u64 {
@@ -116,6 +138,96 @@ pub fn kafka_lag(config: &StackConfig) -> anyhow::Result<BTreeMap<String, i64>> 
         *per_group.entry(topic.group).or_insert(0) += topic.lag;
     }
     Ok(per_group)
+}
+
+/// The broker's request counters: `RequestsPerSec` of every request type
+/// (its `Count`, since the node started), read over JMX.
+const REQUEST_COUNTERS: &str = "kafka.network:type=RequestMetrics,name=RequestsPerSec,request=*,version=*";
+
+/// Requests the Kafka nodes have handled since they started, per request type
+/// (`Produce`, `Fetch`, `Heartbeat`, ...), summed over nodes and versions:
+/// the broker's own counters, so every client is counted (services, relays,
+/// the console) and a change of client settings shows in what the broker
+/// does. Each node's JMX is opened on loopback the first time
+/// (`jcmd ManagementAgent.start`, no restart), then Kafka's `JmxTool` reads it.
+pub fn kafka_requests(config: &StackConfig) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut total = BTreeMap::new();
+    for node in config.kafka_nodes() {
+        let component = Component::Kafka(node.index);
+        let pid =
+            component.tracked(config).running_pid().with_context(|| format!("{} is not running", component.name()))?;
+        let url = format!("service:jmx:rmi:///jndi/rmi://{}:{}/jmxrmi", config.host(), node.jmx_port);
+        let read = || {
+            let output = stack::kafka::tool(config, "org.apache.kafka.tools.JmxTool")
+                .args(["--jmx-url", &url, "--object-name", REQUEST_COUNTERS, "--attributes", "Count"])
+                .args(["--one-time", "true"])
+                .output()
+                .context("running Kafka's JmxTool")?;
+            parse_request_counts(&String::from_utf8_lossy(&output.stdout)).with_context(|| {
+                format!("no request counters from {url}: {}", String::from_utf8_lossy(&output.stderr).trim())
+            })
+        };
+        let counts = match read() {
+            Ok(counts) => counts,
+            Err(_) => {
+                let port = node.jmx_port.to_string();
+                let started = std::process::Command::new("jcmd")
+                    .arg(pid.to_string())
+                    .args(["ManagementAgent.start", &format!("jmxremote.host={}", config.host())])
+                    .args([format!("jmxremote.port={port}"), format!("jmxremote.rmi.port={port}")])
+                    .args(["jmxremote.ssl=false", "jmxremote.authenticate=false"])
+                    .output()
+                    .context("running jcmd to open the broker's JMX")?;
+                if !started.status.success() {
+                    bail!(
+                        "jcmd could not open JMX of {}: {}",
+                        component.name(),
+                        String::from_utf8_lossy(&started.stdout)
+                    );
+                }
+                read()?
+            }
+        };
+        for (request, count) in counts {
+            *total.entry(request).or_default() += count;
+        }
+    }
+    Ok(total)
+}
+
+/// JmxTool's CSV: a header of quoted object names (commas inside them), then
+/// one row of numbers, the first the time. Counts per request type.
+fn parse_request_counts(csv: &str) -> Option<BTreeMap<String, u64>> {
+    let mut lines = csv.lines().skip_while(|l| !l.starts_with("\"time\""));
+    let (header, values) = (lines.next()?, lines.next()?);
+    // Every column but the time names exactly one `request=`.
+    let requests = header.split("request=").skip(1).map(|rest| rest.split([',', ':', '"']).next().unwrap_or(rest));
+    let values = values.split(',').skip(1).map(|v| v.trim().parse::<f64>().ok());
+    let mut counts = BTreeMap::new();
+    for (request, value) in requests.zip(values) {
+        let value = value?;
+        // The broker counts every fetch again as one of these two: they are not requests of their own.
+        if !matches!(request, "FetchConsumer" | "FetchFollower") {
+            *counts.entry(request.to_owned()).or_default() += value as u64;
+        }
+    }
+    (!counts.is_empty()).then_some(counts)
+}
+
+/// Requests per saga between two readings, per type and in all (`total`).
+pub fn requests_per_saga(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, sagas: u64) -> Value {
+    let per_saga = |n: u64| n as f64 / sagas.max(1) as f64;
+    let mut map = serde_json::Map::new();
+    let mut total = 0;
+    for (request, count) in after {
+        let handled = count.saturating_sub(before.get(request).copied().unwrap_or(0));
+        if handled > 0 {
+            map.insert(request.clone(), json!(per_saga(handled)));
+            total += handled;
+        }
+    }
+    map.insert("total".to_owned(), json!(per_saga(total)));
+    Value::Object(map)
 }
 
 async fn connect(config: &StackConfig, database: &str) -> anyhow::Result<PgConnection> {
@@ -243,4 +355,27 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
         "reserved_column": reserved_column,
     });
     Ok((ok, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counts_are_read_from_jmx_tool_csv_and_summed_over_versions() {
+        let csv = "Trying to connect to JMX url: service:jmx:rmi:///jndi/rmi://127.0.0.1:17900/jmxrmi\n\
+            \"time\",\"kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Fetch,version=16:Count\",\
+            \"kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Fetch,version=17:Count\",\
+            \"kafka.network:type=RequestMetrics,name=RequestsPerSec,request=FetchConsumer:Count\",\
+            \"kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce,version=11:Count\"\n\
+            1796219233409,10,5,15,40\n";
+        let counts = parse_request_counts(csv).expect("counts");
+        assert_eq!(counts, BTreeMap::from([("Fetch".to_owned(), 15), ("Produce".to_owned(), 40)]));
+        assert_eq!(parse_request_counts("Trying to connect\n"), None);
+
+        let before = BTreeMap::from([("Fetch".to_owned(), 15), ("Produce".to_owned(), 40)]);
+        let after = BTreeMap::from([("Fetch".to_owned(), 55), ("Produce".to_owned(), 40), ("Heartbeat".to_owned(), 4)]);
+        let per_saga = requests_per_saga(&before, &after, 4);
+        assert_eq!(per_saga, json!({"Fetch": 10.0, "Heartbeat": 1.0, "total": 11.0}));
+    }
 }

@@ -101,6 +101,8 @@ pub struct KafkaNode {
     pub index: u16,
     pub port: u16,
     pub controller_port: u16,
+    /// Where the benchmark opens the node's JMX (see `bench::observe::kafka_requests`).
+    pub jmx_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,13 +292,17 @@ impl StackConfig {
 
     /// Every node of the Kafka cluster: node `n`'s ports are node 0's plus `2n`.
     pub fn kafka_nodes(&self) -> Vec<KafkaNode> {
-        (0..self.shape.brokers)
-            .map(|index| KafkaNode {
-                index,
-                port: self.ports.kafka + 2 * index,
-                controller_port: self.ports.kafka_controller + 2 * index,
-            })
-            .collect()
+        (0..self.shape.brokers).map(|index| self.kafka_node(index)).collect()
+    }
+
+    /// Node `index`, also one beyond the shape (what `down` looks for): the same port rule.
+    pub fn kafka_node(&self, index: u16) -> KafkaNode {
+        KafkaNode {
+            index,
+            port: self.ports.kafka + 2 * index,
+            controller_port: self.ports.kafka_controller + 2 * index,
+            jmx_port: self.port_base + defaults::KAFKA_JMX_PORT_OFFSET + index,
+        }
     }
 
     /// The bootstrap list of every node.

@@ -18,19 +18,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use saga_generated::topology::{CONSUMER_GROUPS, TOPICS};
 
-use super::config::{KafkaNode, StackConfig};
+use super::config::StackConfig;
 use super::install::run_logged;
-
-/// Node `index` of the stack's cluster.
-pub fn node(config: &StackConfig, index: u16) -> KafkaNode {
-    let nodes = config.kafka_nodes();
-    // Nodes beyond the shape (what `down` looks for) follow the same port rule.
-    nodes.get(usize::from(index)).copied().unwrap_or(KafkaNode {
-        index,
-        port: config.ports.kafka + 2 * index,
-        controller_port: config.ports.kafka_controller + 2 * index,
-    })
-}
 
 /// Where node `index` keeps its configuration: `kafka/` for the first, `kafka-2/`, ... for the others.
 fn dir(config: &StackConfig, index: u16) -> PathBuf {
@@ -83,6 +72,13 @@ fn java(config: &StackConfig) -> Command {
         .arg(format!("-Dlog4j2.configurationFile=file:{}", config.root.join("infra/kafka/log4j2.yaml").display()))
         .arg("-cp")
         .arg(classpath(config));
+    command
+}
+
+/// One of Kafka's command-line tools (its main `class`), on the stack's Kafka classpath.
+pub fn tool(config: &StackConfig, class: &str) -> Command {
+    let mut command = java(config);
+    command.arg(class);
     command
 }
 
@@ -142,7 +138,7 @@ fn read_property(text: &str, key: &str) -> Option<String> {
 
 fn server_properties(config: &StackConfig, index: u16) -> String {
     let host = config.host();
-    let me = node(config, index);
+    let me = config.kafka_node(index);
     let shape = config.shape;
     let (replicas, min_isr) = (shape.replication_factor().to_string(), shape.min_insync_replicas().to_string());
     let listeners = format!("PLAINTEXT://{host}:{},CONTROLLER://{host}:{}", me.port, me.controller_port);
@@ -214,7 +210,7 @@ fn admin(config: &StackConfig) -> anyhow::Result<AdminClient<DefaultClientContex
 
 /// Ready when node `index` answers a metadata request itself.
 pub async fn probe(config: &StackConfig, index: u16) -> anyhow::Result<()> {
-    let me = node(config, index);
+    let me = config.kafka_node(index);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", format!("{}:{}", config.host(), me.port))
         .set("socket.timeout.ms", "5000")

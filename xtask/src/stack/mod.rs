@@ -95,7 +95,7 @@ impl Component {
             Component::Postgres => vec![config.ports.postgres],
             Component::Redis => vec![config.ports.redis],
             Component::Kafka(node) => {
-                let node = kafka::node(config, *node);
+                let node = config.kafka_node(*node);
                 vec![node.port, node.controller_port]
             }
             Component::Service(service, replica) => vec![config.replica_port(*service, *replica)],
@@ -125,7 +125,7 @@ impl Component {
                 config.shape.min_insync_replicas()
             ),
             Component::Kafka(node) => {
-                let node = kafka::node(config, *node);
+                let node = config.kafka_node(*node);
                 format!("{}:{} (node {} of the cluster)", config.host(), node.port, node.index + 1)
             }
             Component::Service(service, replica) => format!(
