@@ -7,6 +7,7 @@ mod bounds;
 pub mod load;
 pub(crate) mod observe;
 pub(crate) mod peer;
+mod profile;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -56,6 +57,12 @@ pub struct BenchArgs {
     /// closed-loop client counts, and report both side by side.
     #[arg(long, value_enum)]
     pub peer: Option<peer::Peer>,
+    /// Sample every process of the stack with `perf` during the first
+    /// closed-loop phase (20 s at most) and draw a flame graph of each into
+    /// `<state>/profiles/`. The profiler's own cost is in that run's numbers,
+    /// so it is not appended to BENCHMARKS.md.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Options of every command that measures a stack of its own and records
@@ -129,6 +136,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.shape.apply(bench_config(!args.run.debug)?);
     stack::down(&config);
     stack::purge(&config)?;
+    stack::install::ensure_bench_packages(&config, args.profile)?;
     if args.peer.is_some() {
         stack::install::ensure_peer_packages(&config)?;
     }
@@ -147,7 +155,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !ok {
         bail!("the invariants do not hold after the run: its numbers are not reported (see {})", json_path.display());
     }
-    if !args.run.no_record {
+    if !args.run.no_record && !args.profile {
         append_benchmarks(&config, &markdown)?;
         println!("appended to BENCHMARKS.md");
     }
@@ -236,9 +244,18 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     let start_usage = observe::snapshot(config);
 
     let mut closed = Vec::new();
+    let mut profiled = Value::Null;
     for &clients in &plan.clients {
         println!("bench: closed loop, {clients} clients, {:?}", plan.phase);
+        let recording = match args.profile && closed.is_empty() {
+            true => Some(profile::start(config, plan.phase.as_secs().clamp(1, 20))?),
+            false => None,
+        };
         let phase = load::closed_loop(&api, world.clone(), clients, plan.phase).await;
+        if let Some(recording) = recording {
+            profiled = profile::finish(recording).await?;
+            println!("  flame graphs in {}", config.state_dir.join("profiles").display());
+        }
         println!("  {:.1} sagas/s, p50 {:.1} ms", phase.rate(), phase.latency.value_at_quantile(0.5) as f64 / 1000.0);
         closed.push(phase);
     }
@@ -362,6 +379,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "processes": usage_json,
         "cpu_ms_per_saga": cpu_per_saga,
         "kafka_requests_per_saga": kafka_requests_per_saga,
+        "profile": profiled,
         "measured_seconds": measured_seconds,
         "kafka_consumer_lag_at_end": lag,
         "kafka_consumer_lag_after_drain": lag_drained,
@@ -609,6 +627,35 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
             requests.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN),
             parts.join(", ")
         );
+    }
+    if let Some(profiled) = r["profile"].as_object() {
+        let _ = writeln!(
+            md,
+            "- profile of the first closed-loop phase (`--profile`; the share of each component's samples in the function itself):"
+        );
+        for (component, p) in profiled {
+            let hottest: Vec<String> = p["hottest_self"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(5)
+                .map(|h| format!("`{}` {:.0} %", h[0].as_str().unwrap_or("?"), h[1].as_f64().unwrap_or(0.0) * 100.0))
+                .collect();
+            let threads: Vec<String> = p["threads"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .take(3)
+                .map(|t| format!("{} {:.0} %", t[0].as_str().unwrap_or("?"), t[1].as_f64().unwrap_or(0.0) * 100.0))
+                .collect();
+            let _ = writeln!(
+                md,
+                "  - {component} ({} ms of CPU sampled; threads {}): {}",
+                f(&p["cpu_ms"]),
+                threads.join(", "),
+                hottest.join(", ")
+            );
+        }
     }
     let lag: Vec<String> = r["kafka_consumer_lag_at_end"]
         .as_object()

@@ -69,7 +69,7 @@ fn peak_rss_kib(pid: i32) -> u64 {
 
 /// The pids of a component: the one in its pid file and, for PostgreSQL, its
 /// backends and workers (children of the postmaster).
-fn pids(config: &StackConfig, component: Component) -> Vec<i32> {
+pub(super) fn pids(config: &StackConfig, component: Component) -> Vec<i32> {
     let Some(root) = component.tracked(config).running_pid().map(|p| p.as_raw()) else { return Vec::new() };
     let mut pids = vec![root];
     if component != Component::Postgres {

@@ -41,6 +41,16 @@ const TEST_REQUIREMENTS: &[Requirement] = &[
 const PEER_REQUIREMENTS: &[Requirement] =
     &[Requirement { what: "Go", present: |_| crate::bench::peer::go_present(), package: "golang-go" }];
 
+/// What `cargo xtask bench` needs on top: `jcmd` (the JDK's, not in the
+/// runtime package), which opens a broker's JMX to read its request counters
+/// and has a JVM name its compiled methods for `perf`.
+const BENCH_REQUIREMENTS: &[Requirement] =
+    &[Requirement { what: "jcmd (JDK 17)", present: |_| on_path("jcmd"), package: "openjdk-17-jdk-headless" }];
+
+/// What `cargo xtask bench --profile` needs on top: `perf`.
+const PROFILE_REQUIREMENTS: &[Requirement] =
+    &[Requirement { what: "perf", present: |_| on_path("perf"), package: "linux-perf" }];
+
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
@@ -57,6 +67,12 @@ pub fn ensure_packages(config: &StackConfig) -> anyhow::Result<()> {
 /// Installs the missing Debian packages the test suite needs besides the stack.
 pub fn ensure_test_packages(config: &StackConfig) -> anyhow::Result<()> {
     ensure(config, TEST_REQUIREMENTS)
+}
+
+/// Installs what the benchmark needs besides the stack, and for `--profile` its profiler.
+pub fn ensure_bench_packages(config: &StackConfig, profile: bool) -> anyhow::Result<()> {
+    ensure(config, BENCH_REQUIREMENTS)?;
+    if profile { ensure(config, PROFILE_REQUIREMENTS) } else { Ok(()) }
 }
 
 /// Installs what the benchmark's peer needs to be built.

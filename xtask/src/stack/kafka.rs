@@ -194,6 +194,8 @@ pub fn command(config: &StackConfig, index: u16) -> Command {
         .arg(format!("-Xms{}", config.kafka_heap))
         .arg(format!("-Xmx{}", config.kafka_heap))
         .args(["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"])
+        // Frame pointers in compiled code, so `perf` can walk Kafka's stacks (`bench --profile`).
+        .arg("-XX:+PreserveFramePointer")
         .args(java(config).get_args())
         .arg("kafka.Kafka")
         .arg(dir(config, index).join("server.properties"));
