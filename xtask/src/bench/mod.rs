@@ -241,6 +241,13 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
             .ok()
     };
     let start_requests = kafka_requests_now();
+    let postgres_transactions_now = || async {
+        observe::postgres_transactions(config)
+            .await
+            .inspect_err(|error| eprintln!("cannot read the databases' transaction counts: {error:#}"))
+            .ok()
+    };
+    let start_transactions = postgres_transactions_now().await;
     let start_usage = observe::snapshot(config);
 
     let mut closed = Vec::new();
@@ -278,6 +285,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     }
     let sagas_end_usage = observe::snapshot(config);
     let end_requests = kafka_requests_now();
+    let end_transactions = postgres_transactions_now().await;
     println!("bench: gateway GET /orders/{{id}}");
     let reads_clients = plan.clients.iter().copied().max().unwrap_or(16);
     let reads = load::read_throughput(&api, &world, reads_clients, plan.phase.min(Duration::from_secs(10))).await?;
@@ -300,7 +308,11 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     let sagas: u64 = closed.iter().chain(&open).map(Phase::terminal).sum();
     let cpu_per_saga = cpu_ms_per_saga(&observe::usage(&start_usage, &sagas_end_usage), sagas);
     let kafka_requests_per_saga = match (&start_requests, &end_requests) {
-        (Some(before), Some(after)) => observe::requests_per_saga(before, after, sagas),
+        (Some(before), Some(after)) => observe::per_saga(before, after, sagas),
+        _ => Value::Null,
+    };
+    let transactions_per_saga = match (&start_transactions, &end_transactions) {
+        (Some(before), Some(after)) => observe::per_saga(before, after, sagas),
         _ => Value::Null,
     };
 
@@ -379,6 +391,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "processes": usage_json,
         "cpu_ms_per_saga": cpu_per_saga,
         "kafka_requests_per_saga": kafka_requests_per_saga,
+        "postgres_transactions_per_saga": transactions_per_saga,
         "profile": profiled,
         "measured_seconds": measured_seconds,
         "kafka_consumer_lag_at_end": lag,
@@ -625,6 +638,19 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
             md,
             "- Kafka requests per saga over the same phases (the brokers' counters): **{:.1}** ({})",
             requests.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN),
+            parts.join(", ")
+        );
+    }
+    if let Some(transactions) = r["postgres_transactions_per_saga"].as_object() {
+        let parts: Vec<String> = transactions
+            .iter()
+            .filter(|(name, _)| *name != "total")
+            .map(|(name, n)| format!("{name} {:.1}", n.as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        let _ = writeln!(
+            md,
+            "- PostgreSQL transactions per saga over the same phases (`pg_stat_database`, every client's): **{:.1}** ({})",
+            transactions.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN),
             parts.join(", ")
         );
     }

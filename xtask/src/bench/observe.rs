@@ -140,6 +140,30 @@ pub fn kafka_lag(config: &StackConfig) -> anyhow::Result<BTreeMap<String, i64>> 
     Ok(per_group)
 }
 
+/// Transactions each service's database has committed or rolled back since
+/// the server started (`pg_stat_database`), per service. Backends report
+/// their counts at the end of a transaction when idle, at most once a
+/// second: a reading waits that long first, so what just ended is in it.
+pub async fn postgres_transactions(config: &StackConfig) -> anyhow::Result<BTreeMap<String, u64>> {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut admin = connect(config, "postgres").await?;
+    let services = crate::stack::config::services();
+    let databases: Vec<String> = services.iter().map(|s| s.database()).collect();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT datname::text, (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = ANY($1)",
+    )
+    .bind(&databases)
+    .fetch_all(&mut admin)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(database, n)| {
+            let service = services.iter().find(|s| s.database() == database)?;
+            Some((service.name.to_owned(), u64::try_from(n).unwrap_or(0)))
+        })
+        .collect())
+}
+
 /// The broker's request counters: `RequestsPerSec` of every request type
 /// (its `Count`, since the node started), read over JMX.
 const REQUEST_COUNTERS: &str = "kafka.network:type=RequestMetrics,name=RequestsPerSec,request=*,version=*";
@@ -214,19 +238,19 @@ fn parse_request_counts(csv: &str) -> Option<BTreeMap<String, u64>> {
     (!counts.is_empty()).then_some(counts)
 }
 
-/// Requests per saga between two readings, per type and in all (`total`).
-pub fn requests_per_saga(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, sagas: u64) -> Value {
-    let per_saga = |n: u64| n as f64 / sagas.max(1) as f64;
+/// Per saga between two readings of counters (requests, transactions), per name and in all (`total`).
+pub fn per_saga(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, sagas: u64) -> Value {
+    let each = |n: u64| n as f64 / sagas.max(1) as f64;
     let mut map = serde_json::Map::new();
     let mut total = 0;
-    for (request, count) in after {
-        let handled = count.saturating_sub(before.get(request).copied().unwrap_or(0));
-        if handled > 0 {
-            map.insert(request.clone(), json!(per_saga(handled)));
-            total += handled;
+    for (name, count) in after {
+        let counted = count.saturating_sub(before.get(name).copied().unwrap_or(0));
+        if counted > 0 {
+            map.insert(name.clone(), json!(each(counted)));
+            total += counted;
         }
     }
-    map.insert("total".to_owned(), json!(per_saga(total)));
+    map.insert("total".to_owned(), json!(each(total)));
     Value::Object(map)
 }
 
@@ -375,7 +399,7 @@ mod tests {
 
         let before = BTreeMap::from([("Fetch".to_owned(), 15), ("Produce".to_owned(), 40)]);
         let after = BTreeMap::from([("Fetch".to_owned(), 55), ("Produce".to_owned(), 40), ("Heartbeat".to_owned(), 4)]);
-        let per_saga = requests_per_saga(&before, &after, 4);
+        let per_saga = per_saga(&before, &after, 4);
         assert_eq!(per_saga, json!({"Fetch": 10.0, "Heartbeat": 1.0, "total": 11.0}));
     }
 }
