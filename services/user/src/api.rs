@@ -1,8 +1,5 @@
 //! gRPC API of the user service.
 
-use argon2::Argon2;
-use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Utc};
 use saga_proto::user::user_service_server::UserService;
 use saga_proto::user::{
@@ -10,10 +7,12 @@ use saga_proto::user::{
     VerifyCredentialsRequest, VerifyCredentialsResponse,
 };
 use saga_runtime::db::{self, PoolName};
-use saga_runtime::grpc::{database, internal, is_constraint, parse_uuid, timestamp};
+use saga_runtime::grpc::{database, is_constraint, parse_uuid, timestamp};
 use sqlx::{FromRow, PgPool};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
+
+use crate::password::{dummy_hash, hash_password, verify_password};
 
 pub struct UserApi {
     pub pool: PgPool,
@@ -60,74 +59,6 @@ impl From<UserRow> for User {
 
 const SELECT: &str = "SELECT u.user_id, u.email, u.display_name, u.role, b.balance_minor, u.created_at \
                       FROM users u JOIN balances b USING (user_id)";
-
-/// Runs argon2 work on threads of its own, one per core. Each hash holds
-/// 19 MiB for tens of milliseconds of one core: more at once than there are
-/// cores is no faster, only bigger. On tokio's blocking pool, 200
-/// registrations at once took the service to 1.1 GiB resident; a semaphore
-/// capped the hashes at once but not the threads they ran on, and each
-/// thread's malloc arena kept its 19 MiB (584 MiB). A fixed set of threads
-/// keeps at most that many arenas; the rest of the requests queue.
-async fn argon2_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
-    type Job = Box<dyn FnOnce() + Send>;
-    static JOBS: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
-    let jobs = JOBS.get_or_init(|| {
-        let (sender, receiver) = std::sync::mpsc::channel::<Job>();
-        let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-        for n in 0..std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get) {
-            let receiver = receiver.clone();
-            let spawned = std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
-                loop {
-                    // The lock is held only while waiting for the next job.
-                    let next = match receiver.lock() {
-                        Ok(queue) => queue.recv(),
-                        Err(_) => return,
-                    };
-                    match next {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                }
-            });
-            if let Err(error) = spawned {
-                tracing::error!(%error, "cannot start an argon2 thread");
-            }
-        }
-        sender
-    });
-    let (done, result) = tokio::sync::oneshot::channel();
-    jobs.send(Box::new(move || {
-        let _ = done.send(work());
-    }))
-    .map_err(internal)?;
-    // Dropped unanswered only if the job panicked.
-    result.await.map_err(internal)
-}
-
-/// argon2id with the crate's defaults (OWASP-recommended parameters).
-async fn hash_password(password: String) -> Result<String, Status> {
-    argon2_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string())
-    })
-    .await?
-    .map_err(internal)
-}
-
-/// A hash of nothing in particular, computed once.
-async fn dummy_hash() -> Result<&'static str, Status> {
-    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    DUMMY.get_or_try_init(|| hash_password("not a password of anyone".to_owned())).await.map(String::as_str)
-}
-
-async fn verify_password(password: String, hash: String) -> Result<bool, Status> {
-    argon2_blocking(move || {
-        let parsed = PasswordHash::new(&hash).map_err(|e| e.to_string())?;
-        Ok::<bool, String>(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-    })
-    .await?
-    .map_err(internal)
-}
 
 #[tonic::async_trait]
 impl UserService for UserApi {
@@ -303,41 +234,5 @@ impl UserService for UserApi {
             ledger_entry_id: entry.to_string(),
             applied: true,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn argon2_work_runs_at_most_one_per_core_at_a_time() {
-        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let jobs: Vec<_> = (0..4 * cores)
-            .map(|_| {
-                let (running, most) = (running.clone(), most.clone());
-                tokio::spawn(argon2_blocking(move || {
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    running.fetch_sub(1, Ordering::SeqCst);
-                }))
-            })
-            .collect();
-        for job in jobs {
-            job.await.expect("task").expect("permit");
-        }
-        assert!((1..=cores).contains(&most.load(Ordering::SeqCst)), "{} at once", most.load(Ordering::SeqCst));
-    }
-
-    #[tokio::test]
-    async fn a_hash_verifies_its_password_only() {
-        let hash = hash_password("correct horse".to_owned()).await.expect("hash");
-        assert!(verify_password("correct horse".to_owned(), hash.clone()).await.expect("verify"));
-        assert!(!verify_password("wrong horse".to_owned(), hash).await.expect("verify"));
     }
 }

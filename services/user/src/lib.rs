@@ -3,6 +3,7 @@
 //! binary (`main.rs`) wires them into the service chassis.
 
 pub mod api;
+mod password;
 pub mod saga;
 
 use sqlx::migrate::Migrator;
