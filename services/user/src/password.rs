@@ -28,15 +28,36 @@ fn password_threads() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(MAX_PASSWORD_THREADS)
 }
 
-/// Runs `work` on one of the password threads (one per core, at most
-/// [`MAX_PASSWORD_THREADS`]), in turn with the other requests.
-async fn on_password_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
-    type Job = Box<dyn FnOnce() + Send>;
-    static JOBS: std::sync::OnceLock<std::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
-    let jobs = JOBS.get_or_init(|| {
+/// Password jobs waiting or running at most; beyond, a request is answered
+/// UNAVAILABLE (the gateway's 503 with Retry-After) at once. At about 40 ms
+/// a hash on two threads, 64 is a second and a half of work: far more than
+/// real logins need, and a flood no longer builds a backlog that makes every
+/// login wait out its deadline for minutes.
+const MOST_WAITING: usize = 64;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The password threads and the count of jobs given to them and not done.
+struct PasswordThreads {
+    jobs: std::sync::mpsc::Sender<Job>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most_waiting: usize,
+}
+
+/// One job counted as waiting until it is dropped: run, skipped or lost to a panic.
+struct Waiting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl PasswordThreads {
+    fn start(threads: usize, most_waiting: usize) -> PasswordThreads {
         let (sender, receiver) = std::sync::mpsc::channel::<Job>();
         let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-        for n in 0..password_threads() {
+        for n in 0..threads {
             let receiver = receiver.clone();
             let spawned = std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
                 loop {
@@ -55,15 +76,39 @@ async fn on_password_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send +
                 tracing::error!(%error, "cannot start an argon2 thread");
             }
         }
-        sender
-    });
-    let (done, result) = tokio::sync::oneshot::channel();
-    jobs.send(Box::new(move || {
-        let _ = done.send(work());
-    }))
-    .map_err(internal)?;
-    // Dropped unanswered only if the job panicked.
-    result.await.map_err(internal)
+        PasswordThreads { jobs: sender, waiting: Default::default(), most_waiting }
+    }
+
+    /// Runs `work` on one of the threads, in turn with the other requests;
+    /// UNAVAILABLE at once when [`MOST_WAITING`] jobs are already waiting.
+    /// Work whose caller has gone by its turn (the request ended, at the
+    /// gateway's deadline say) is skipped.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+        use std::sync::atomic::Ordering;
+        let counted = Waiting(self.waiting.clone());
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.most_waiting {
+            drop(counted);
+            return Err(Status::unavailable("too many password checks waiting; retry shortly"));
+        }
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _counted = counted;
+                if !done.is_closed() {
+                    let _ = done.send(work());
+                }
+            }))
+            .map_err(internal)?;
+        // Dropped unanswered only if the job panicked.
+        result.await.map_err(internal)
+    }
+}
+
+/// Runs `work` on one of the service's password threads (one per core, at
+/// most [`MAX_PASSWORD_THREADS`]).
+async fn on_password_thread<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    static THREADS: std::sync::OnceLock<PasswordThreads> = std::sync::OnceLock::new();
+    THREADS.get_or_init(|| PasswordThreads::start(password_threads(), MOST_WAITING)).run(work).await
 }
 
 thread_local! {
@@ -174,6 +219,40 @@ mod tests {
             job.await.expect("task").expect("permit");
         }
         assert!((1..=cores).contains(&most.load(Ordering::SeqCst)), "{} at once", most.load(Ordering::SeqCst));
+    }
+
+    /// A full queue answers UNAVAILABLE at once, and work whose caller has
+    /// gone is never done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_is_bounded_and_work_nobody_waits_for_is_skipped() {
+        let threads = Arc::new(PasswordThreads::start(1, 2));
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        // The one thread is busy until the gate opens; one more job waits.
+        let busy = tokio::spawn({
+            let threads = threads.clone();
+            async move { threads.run(move || gate.recv().is_ok()).await }
+        });
+        let ran = Arc::new(AtomicUsize::new(0));
+        let abandoned = tokio::spawn({
+            let (threads, ran) = (threads.clone(), ran.clone());
+            async move { threads.run(move || ran.fetch_add(1, Ordering::SeqCst)).await }
+        });
+        while threads.waiting.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let refused = threads.run(|| ()).await.expect_err("a third job finds the queue full");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        // The waiting job's caller goes away before its turn.
+        abandoned.abort();
+        assert!(abandoned.await.is_err_and(|e| e.is_cancelled()));
+        open.send(()).expect("open the gate");
+        assert!(busy.await.expect("task").expect("ran"));
+        while threads.waiting.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "work whose caller had gone was done");
+        // Room again.
+        assert_eq!(threads.run(|| 7).await.expect("room again"), 7);
     }
 
     #[tokio::test]

@@ -155,6 +155,8 @@ impl Validate for LoginRequest {
         (status = 409, description = "The email is already registered", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 503, description = "Too many password checks waiting, or the user service is away", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -199,6 +201,8 @@ pub async fn register(
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many failed attempts", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds until attempts are allowed again"))),
+        (status = 503, description = "Too many password checks waiting, or the user service is away", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn login(
     State(state): State<AppState>,
