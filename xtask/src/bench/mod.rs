@@ -628,31 +628,25 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
             parts.join(", ")
         );
     }
-    if let Some(requests) = r["kafka_requests_per_saga"].as_object() {
-        // The most frequent first.
-        let mut parts: Vec<(&String, f64)> =
-            requests.iter().filter(|(name, _)| *name != "total").map(|(n, v)| (n, v.as_f64().unwrap_or(0.0))).collect();
-        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let parts: Vec<String> = parts.iter().map(|(name, n)| format!("{name} {n:.2}")).collect();
-        let _ = writeln!(
-            md,
-            "- Kafka requests per saga over the same phases (the brokers' counters): **{:.1}** ({})",
-            requests.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN),
-            parts.join(", ")
-        );
-    }
-    if let Some(transactions) = r["postgres_transactions_per_saga"].as_object() {
-        let parts: Vec<String> = transactions
-            .iter()
-            .filter(|(name, _)| *name != "total")
-            .map(|(name, n)| format!("{name} {:.1}", n.as_f64().unwrap_or(f64::NAN)))
-            .collect();
-        let _ = writeln!(
-            md,
-            "- PostgreSQL transactions per saga over the same phases (`pg_stat_database`, every client's): **{:.1}** ({})",
-            transactions.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN),
-            parts.join(", ")
-        );
+    for (key, what) in [
+        ("kafka_requests_per_saga", "Kafka requests per saga over the same phases (the brokers' counters)"),
+        (
+            "postgres_transactions_per_saga",
+            "PostgreSQL transactions per saga over the same phases (`pg_stat_database`, every client's)",
+        ),
+    ] {
+        if let Some(counts) = r[key].as_object() {
+            // The most frequent first.
+            let mut parts: Vec<(&String, f64)> = counts
+                .iter()
+                .filter(|(name, _)| *name != "total")
+                .map(|(n, v)| (n, v.as_f64().unwrap_or(0.0)))
+                .collect();
+            parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let parts: Vec<String> = parts.iter().map(|(name, n)| format!("{name} {n:.2}")).collect();
+            let total = counts.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let _ = writeln!(md, "- {what}: **{total:.1}** ({})", parts.join(", "));
+        }
     }
     if let Some(profiled) = r["profile"].as_object() {
         let _ = writeln!(
@@ -660,26 +654,29 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
             "- profile of the first closed-loop phase (`--profile`; the share of each component's samples in the function itself):"
         );
         for (component, p) in profiled {
-            let hottest: Vec<String> = p["hottest_self"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .take(5)
-                .map(|h| format!("`{}` {:.0} %", h[0].as_str().unwrap_or("?"), h[1].as_f64().unwrap_or(0.0) * 100.0))
-                .collect();
-            let threads: Vec<String> = p["threads"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .take(3)
-                .map(|t| format!("{} {:.0} %", t[0].as_str().unwrap_or("?"), t[1].as_f64().unwrap_or(0.0) * 100.0))
-                .collect();
+            // `[[name, share], ...]` as "name 12 %", the first `n`.
+            let shares = |list: &Value, n: usize, quote: &str| -> String {
+                let parts: Vec<String> = list
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .take(n)
+                    .map(|s| {
+                        format!(
+                            "{quote}{}{quote} {:.0} %",
+                            s[0].as_str().unwrap_or("?"),
+                            s[1].as_f64().unwrap_or(0.0) * 100.0
+                        )
+                    })
+                    .collect();
+                parts.join(", ")
+            };
             let _ = writeln!(
                 md,
                 "  - {component} ({} ms of CPU sampled; threads {}): {}",
                 f(&p["cpu_ms"]),
-                threads.join(", "),
-                hottest.join(", ")
+                shares(&p["threads"], 3, ""),
+                shares(&p["hottest_self"], 5, "`")
             );
         }
     }
