@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
 use tonic::transport::Server;
-use tonic::transport::server::Router;
+use tonic::transport::server::{Router, TcpIncoming};
 
 use saga_contract::{Dispatch, ServiceIdentity};
 use saga_process::shutdown::Shutdown;
@@ -110,10 +110,10 @@ const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 /// Serves the standard gRPC health service (what `liveness` says: serving
 /// only while the loops that do the work do it), gRPC server reflection for
-/// `descriptor_set` and whatever `add_services` adds, on `listen`, until
+/// `descriptor_set` and whatever `add_services` adds, on `listener`, until
 /// `shutdown` is requested; in-flight calls are drained first.
 pub async fn serve_grpc_until(
-    listen: SocketAddr,
+    listener: TcpIncoming,
     shutdown: Shutdown,
     descriptor_set: &'static [u8],
     liveness: Health,
@@ -126,8 +126,7 @@ pub async fn serve_grpc_until(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let router = add_services(Server::builder().trace_fn(call_span).add_service(health).add_service(reflection));
-    tracing::info!(%listen, "gRPC server listening");
-    router.serve_with_shutdown(listen, async move { shutdown.wait().await }).await?;
+    router.serve_with_incoming_shutdown(listener, async move { shutdown.wait().await }).await?;
     Ok(())
 }
 
@@ -166,21 +165,34 @@ pub struct Booted {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
+    #[error("cannot listen for gRPC on {listen}: {source}")]
+    Listen { listen: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Metrics(#[from] saga_process::metrics::MetricsError),
 }
 
-/// Parses the command line, installs JSON logging, connects to the service's
-/// database and applies the runtime's and then the service's migrations.
+/// Parses the command line, installs JSON logging, takes the gRPC port,
+/// connects to the service's database and applies the runtime's and then the
+/// service's migrations.
+///
+/// The port is taken first: a port in use stops the service at once rather
+/// than after its migrations, and with port 0 the address the system chose is
+/// what `args.listen` then holds and the log line says (what a test harness
+/// starting many services reads, instead of guessing a free port).
 async fn boot(
     service: BackendService,
     migrator: &sqlx::migrate::Migrator,
     shutdown: &Shutdown,
-) -> Result<Booted, BootError> {
-    let args = ServiceArgs::parse_for(service);
+) -> Result<(Booted, TcpIncoming), BootError> {
+    let mut args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info", service.name);
+    let listen_error = |source| BootError::Listen { listen: args.listen, source };
+    // The settings `Server::serve` would give the connections it accepts.
+    let listener = TcpIncoming::bind(args.listen).map_err(listen_error)?.with_nodelay(Some(true));
+    args.listen = listener.local_addr().map_err(listen_error)?;
+    tracing::info!(listen = %args.listen, "gRPC server listening");
     saga_process::metrics::serve(args.metrics_listen.unwrap_or(saga_process::metrics::default_listen(args.listen)))?;
     let url = &args.database_url;
     let pool =
@@ -196,7 +208,7 @@ async fn boot(
         shutdown.clone(),
     ));
     tokio::spawn(crate::outbox::report_backlog(pool.clone(), shutdown.clone()));
-    Ok(Booted { args, pool, api_pool, health })
+    Ok((Booted { args, pool, api_pool, health }, listener))
 }
 
 /// Work a service runs beside its consumer and API until shutdown (the
@@ -277,7 +289,8 @@ where
     A: FnOnce(Router) -> Router,
 {
     let (trigger, shutdown) = Shutdown::on_signal();
-    let booted = boot(BackendService { name: service.name, ordinal: service.ordinal }, migrator, &shutdown).await?;
+    let (booted, listener) =
+        boot(BackendService { name: service.name, ordinal: service.ordinal }, migrator, &shutdown).await?;
     // A loop that stopped (a panic) cannot be trusted to come back: stop the
     // whole service and exit non-zero, so that `up` or a supervisor restarts it.
     let watcher = tokio::spawn({
@@ -297,8 +310,7 @@ where
     }
     let participant = Participant::start(&booted, service, parts.handler, &shutdown)?;
     let background: Vec<_> = parts.background.into_iter().map(tokio::spawn).collect();
-    let served =
-        serve_grpc_until(booted.args.listen, shutdown.clone(), descriptor_set, booted.health.clone(), parts.api).await;
+    let served = serve_grpc_until(listener, shutdown.clone(), descriptor_set, booted.health.clone(), parts.api).await;
     // Whatever ended the server, stop the rest and let it finish.
     trigger.trigger();
     for task in background {

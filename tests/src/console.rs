@@ -6,7 +6,7 @@ use xtask::stack::StackConfig;
 
 use crate::unique;
 
-/// The console binary on a free port, killed when dropped.
+/// The console binary on a port it chooses, killed when dropped.
 pub struct PrivateConsole {
     child: Child,
     pub url: String,
@@ -16,12 +16,12 @@ impl PrivateConsole {
     /// Reads `databases` (service name, URL) and the topics under `prefix`; keeps its audit in
     /// the stack's console database (its rows name the prefixed topics, so they stay apart).
     pub async fn start(stack: &StackConfig, prefix: &str, databases: &[(&str, String)]) -> PrivateConsole {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
         let name = unique("test-console");
-        let log = std::fs::File::create(stack.logs_dir().join(format!("{name}.log"))).expect("log file");
+        let log_path = stack.logs_dir().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).expect("log file");
         let mut command = Command::new(stack.binary("console"));
         command
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("METRICS_LISTEN", "127.0.0.1:0")
             .env("DATABASE_URL", stack.console_database_url(saga_process::local::CONSOLE_DATABASE))
             .env("KAFKA_BROKERS", stack.kafka_brokers())
@@ -33,8 +33,9 @@ impl PrivateConsole {
         for (service, url) in databases {
             command.env(format!("{}_DATABASE_URL", service.to_uppercase()), url);
         }
-        let child = command.spawn().expect("start the console (cargo xtask up builds it)");
-        let console = PrivateConsole { child, url: format!("http://127.0.0.1:{port}") };
+        let mut child = command.spawn().expect("start the console (cargo xtask up builds it)");
+        let listen = crate::listening(&log_path, "console listening", || child.try_wait().ok().flatten()).await;
+        let console = PrivateConsole { child, url: format!("http://{listen}") };
         let page = format!("{}/console", console.url);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !reqwest::get(&page).await.is_ok_and(|r| r.status().is_success()) {

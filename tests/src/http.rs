@@ -185,7 +185,7 @@ impl PrivateGateway {
     /// Starts `target/debug/gateway` (built by `cargo xtask up/test`) with the
     /// stack's addresses plus `env`, and waits until `/readyz` says 200.
     pub async fn start(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateGateway {
-        let gateway = PrivateGateway::spawn(stack, env);
+        let gateway = PrivateGateway::spawn(stack, env).await;
         gateway.wait_for("/readyz").await;
         gateway
     }
@@ -204,18 +204,20 @@ impl PrivateGateway {
         }
     }
 
-    /// Starts the gateway like `start` without waiting for it (for gateways
-    /// meant to be unready, e.g. with a backend that does not answer).
-    pub fn spawn(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateGateway {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    /// Starts the gateway like `start` without waiting for it to be ready,
+    /// only for it to listen (for gateways meant to be unready, e.g. with a
+    /// backend that does not answer). It listens on a port it chooses and
+    /// names in its log: a port picked free beforehand can be taken by
+    /// another test's process in between.
+    pub async fn spawn(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateGateway {
         let binary = stack.binary("gateway");
         let prefix = format!("{}:", unique("test-gateway"));
-        let log = std::fs::File::create(stack.logs_dir().join(format!("{}.log", prefix.trim_end_matches(':'))))
-            .expect("log file");
+        let log_path = stack.logs_dir().join(format!("{}.log", prefix.trim_end_matches(':')));
+        let log = std::fs::File::create(&log_path).expect("log file");
         let (admin_email, admin_password) = xtask::stack::admin_credentials();
         let mut command = Command::new(&binary);
         command
-            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("LISTEN_ADDR", "127.0.0.1:0")
             // Metrics on a port of their own: the default (the port plus 100) may be taken.
             .env("METRICS_LISTEN", "127.0.0.1:0")
             .env("REDIS_URL", stack.redis_url())
@@ -231,8 +233,9 @@ impl PrivateGateway {
         for (name, value) in env {
             command.env(name, value);
         }
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        PrivateGateway { child, api: Api::new(format!("http://127.0.0.1:{port}")) }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let listen = crate::listening(&log_path, "gateway listening", || child.try_wait().ok().flatten()).await;
+        PrivateGateway { child, api: Api::new(format!("http://{listen}")) }
     }
 }
 

@@ -39,6 +39,42 @@ pub fn exclusively<T>(path: &std::path::Path, prepare: impl FnOnce() -> T) -> T 
     prepare()
 }
 
+/// The address a process started with `LISTEN_ADDR=127.0.0.1:0` took, from
+/// the `listen` field of the JSON line `message` in its log `log`; waits for
+/// it up to a minute, and fails at once if the process exits (`exited`).
+/// Tests let their processes choose their ports: a port picked free
+/// beforehand can be taken by another test's process in between, whose
+/// health check then answers for one that has exited.
+pub async fn listening(
+    log: &std::path::Path,
+    message: &str,
+    mut exited: impl FnMut() -> Option<std::process::ExitStatus>,
+) -> std::net::SocketAddr {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(listen) = std::fs::read_to_string(log).ok().and_then(|lines| logged_address(&lines, message)) {
+            return listen;
+        }
+        if let Some(status) = exited() {
+            panic!("exited while starting ({status}); see {}", log.display());
+        }
+        assert!(std::time::Instant::now() < deadline, "never said where it listens; see {}", log.display());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The `listen` address of the first JSON log line among `lines` whose
+/// message is `message`.
+pub fn logged_address(lines: &str, message: &str) -> Option<std::net::SocketAddr> {
+    lines.lines().find_map(|line| {
+        let line: serde_json::Value = serde_json::from_str(line).ok()?;
+        if line["message"] != message {
+            return None;
+        }
+        line["listen"].as_str()?.parse().ok()
+    })
+}
+
 /// A name no other test run uses, for topics, groups and keys.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

@@ -13,7 +13,7 @@ async fn unreachable_backend_is_503_and_not_ready() {
     // A port nothing listens on: bind, note the port, close.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let url = format!("http://127.0.0.1:{port}");
-    let gateway = PrivateGateway::spawn(&stack(), &[("PRODUCT_GRPC_URL", url.as_str())]);
+    let gateway = PrivateGateway::spawn(&stack(), &[("PRODUCT_GRPC_URL", url.as_str())]).await;
     gateway.wait_for("/healthz").await;
 
     let ready = gateway.api.get("/readyz", None).await;
@@ -41,7 +41,8 @@ async fn hanging_backend_hits_the_deadline_and_is_504_then_503() {
             held.push(socket);
         }
     });
-    let gateway = PrivateGateway::spawn(&stack(), &[("PRODUCT_GRPC_URL", url.as_str()), ("GRPC_TIMEOUT_MS", "500")]);
+    let gateway =
+        PrivateGateway::spawn(&stack(), &[("PRODUCT_GRPC_URL", url.as_str()), ("GRPC_TIMEOUT_MS", "500")]).await;
     gateway.wait_for("/healthz").await;
 
     let mut seen = std::collections::BTreeSet::new();

@@ -41,11 +41,11 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
     let url = stack
         .postgres_admin_url(&database)
         .replace(&format!(":{}/", stack.ports.postgres), &format!(":{}/", proxy.addr().port()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let product = xtask::stack::config::services().into_iter().find(|s| s.name == "product").expect("product");
-    let log = std::fs::File::create(stack.logs_dir().join(format!("{}.log", unique("health-product")))).expect("log");
+    let log_path = stack.logs_dir().join(format!("{}.log", unique("health-product")));
+    let log = std::fs::File::create(&log_path).expect("log");
     let mut child = tokio::process::Command::new(stack.binary(&product.binary()))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("LISTEN_ADDR", "127.0.0.1:0")
         // Metrics on a port of their own: the default (the port plus 100) may be taken.
         .env("METRICS_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", &url)
@@ -58,7 +58,8 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         .kill_on_drop(true)
         .spawn()
         .expect("product service starts");
-    let grpc = format!("http://127.0.0.1:{port}");
+    let listen = saga_tests::listening(&log_path, "gRPC server listening", || child.try_wait().ok().flatten()).await;
+    let grpc = format!("http://{listen}");
     // The relay reports once its loop has started, which may be a tick after the service
     // first says SERVING overall: wait for both.
     eventually("the product service and its relay to serve", || async {
@@ -121,10 +122,9 @@ async fn a_service_refuses_topics_with_another_partition_count() {
     }
     let db_admin = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&db_admin).await.expect("create database");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
     let user = xtask::stack::config::services().into_iter().find(|s| s.name == "user").expect("user");
     let output = tokio::process::Command::new(stack.binary(&user.binary()))
-        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("METRICS_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", stack.postgres_admin_url(&database))
         .env("KAFKA_BROKERS", stack.kafka_brokers())

@@ -16,7 +16,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/cons
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     telemetry::init(LogFormat::Json, "info", "console");
-    let listen = config.listen;
+    // The port first: one in use stops the console at once, and with port 0
+    // the log says which one the system chose.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = listener.local_addr().context("the listening address")?;
     saga_process::metrics::serve(config.metrics_listen.unwrap_or(saga_process::metrics::default_listen(listen)))?;
     let audit = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
@@ -25,7 +30,6 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot connect to the console's database (DATABASE_URL)")?;
     MIGRATOR.run(&audit).await.context("migrating the console's database")?;
     let state = api::State::new(&config, audit)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "console listening");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(saga_process::shutdown::signal())

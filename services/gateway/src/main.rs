@@ -25,7 +25,12 @@ use saga_process::telemetry::{self, LogFormat};
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     telemetry::init(LogFormat::Json, "info", "gateway");
-    let listen = config.listen;
+    // The port first: one in use stops the gateway at once, and with port 0
+    // the log says which one the system chose.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = listener.local_addr().context("the listening address")?;
     saga_process::metrics::serve(config.metrics_listen.unwrap_or(saga_process::metrics::default_listen(listen)))?;
     let state = app::state(config).await?;
     tokio::spawn(app::ensure_admin(state.clone()));
@@ -33,7 +38,6 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(state.admission.clone().watch(state.backends.clone(), state.config.admission_at_risk_percent, every));
     tokio::spawn(state.order_feed.clone().run(state.backends.clone()));
     let app = app::router(state)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(%listen, "gateway listening");
     // Connect info gives handlers the client IP (the login rate limit).
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

@@ -282,14 +282,18 @@ pub async fn wait_consumed(brokers: &str, group: &str, topic: &str, partition: i
     .await;
 }
 
-/// A private saga: the three service binaries on free ports with fresh
+/// A private saga: the three service binaries on ports they choose, with fresh
 /// databases and their own prefixed topics on the stack's broker.
 pub struct PrivateSaga {
     pub prefix: String,
     pub brokers: String,
     databases: Vec<(String, String)>,
     children: Vec<Option<tokio::process::Child>>,
+    /// Per service: its gRPC port, 0 until it has said which it took.
     ports: Vec<u16>,
+    /// Per service: the length of its log when it was last started, where
+    /// that start's lines begin.
+    log_starts: Vec<u64>,
     env: Vec<(String, String)>,
     /// Per service: the address its database connections go to, when not
     /// straight to PostgreSQL (a proxy a test can cut).
@@ -299,10 +303,6 @@ pub struct PrivateSaga {
 
 /// The saga's services, as the spec lists them.
 pub use saga_generated::topology::SERVICES;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 fn binary(stack: &StackConfig, service: &str) -> PathBuf {
     let service = services().into_iter().find(|s| s.name == service).expect("a service of the spec");
@@ -331,7 +331,8 @@ impl PrivateSaga {
             brokers,
             databases,
             children: SERVICES.iter().map(|_| None).collect(),
-            ports: SERVICES.iter().map(|_| free_port()).collect(),
+            ports: SERVICES.iter().map(|_| 0).collect(),
+            log_starts: SERVICES.iter().map(|_| 0).collect(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             database_addr: SERVICES.iter().map(|_| None).collect(),
             log_dir,
@@ -349,13 +350,15 @@ impl PrivateSaga {
         SERVICES.iter().position(|s| *s == service).expect("known service")
     }
 
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.log_dir.join(format!("{}.log", SERVICES[i]))
+    }
+
+    /// Starts service `i` on its port, or on one it chooses while it has none.
     fn spawn(&mut self, stack: &StackConfig, i: usize) {
         let service = SERVICES[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_dir.join(format!("{service}.log")))
-            .expect("log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).expect("log file");
+        self.log_starts[i] = log.metadata().expect("log metadata").len();
         let mut database_url = stack.postgres_admin_url(&self.databases[i].1);
         if let Some(addr) = self.database_addr[i] {
             let direct = format!("@{}:{}/", stack.host(), stack.ports.postgres);
@@ -381,16 +384,24 @@ impl PrivateSaga {
         self.children[i] = Some(child);
     }
 
-    /// Waits until service `i` passes its health check. Its port was free
-    /// when picked, but another process can bind it before the service does
-    /// (a CI run once lost a minute and the test that way): a service that
-    /// exits while starting is started again on a new port, twice at most.
+    /// Waits until service `i` has said which port it listens on and passes
+    /// its health check there. Only a port the service took itself is
+    /// trusted: a port picked free beforehand can be taken by another test's
+    /// service in between, whose health check then answers for a process
+    /// that has exited (CI lost tests that way). A restart keeps the port the
+    /// clients know; should another process hold it by then, the service
+    /// exits and is started again on a port it chooses.
     async fn wait_healthy(&mut self, stack: &StackConfig, i: usize) {
         let service = SERVICES[i];
         for attempt in 1..=3 {
             let deadline = tokio::time::Instant::now() + EVENTUALLY;
+            let mut listening = false;
             loop {
-                if self.passes_health_check(i).await {
+                if !listening && let Some(port) = self.port_said(i) {
+                    self.ports[i] = port;
+                    listening = true;
+                }
+                if listening && self.passes_health_check(i).await {
                     return;
                 }
                 let exited = self.children[i].as_mut().and_then(|child| child.try_wait().ok().flatten());
@@ -408,15 +419,29 @@ impl PrivateSaga {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
             if attempt < 3 {
-                self.ports[i] = free_port();
+                self.ports[i] = 0;
                 self.spawn(stack, i);
             }
         }
         panic!("{service} exited three times while starting; see {}", self.log_dir.display());
     }
 
+    /// The port of the "gRPC server listening" line service `i` logged since
+    /// it was last started.
+    fn port_said(&self, i: usize) -> Option<u16> {
+        use std::io::{Read, Seek};
+        let mut log = std::fs::File::open(self.log_path(i)).ok()?;
+        log.seek(std::io::SeekFrom::Start(self.log_starts[i])).ok()?;
+        let mut lines = String::new();
+        log.read_to_string(&mut lines).ok()?;
+        saga_tests::logged_address(&lines, "gRPC server listening").map(|addr| addr.port())
+    }
+
     async fn passes_health_check(&self, i: usize) -> bool {
+        // The port is taken before the service is ready to answer: a check
+        // must not hang on a connection its server does not yet read.
         let Ok(endpoint) = tonic::transport::Endpoint::from_shared(self.url(SERVICES[i])) else { return false };
+        let endpoint = endpoint.timeout(Duration::from_secs(2)).connect_timeout(Duration::from_secs(2));
         let Ok(channel) = endpoint.connect().await else { return false };
         let reply = tonic_health::pb::health_client::HealthClient::new(channel)
             .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
