@@ -1,6 +1,7 @@
 //! Authentication and authorization through HTTP: the authorization matrix,
-//! revocation on logout, token expiry with sliding renewal, and the login
-//! rate limit (per account and per IP).
+//! revocation on logout, token expiry with sliding renewal, and the rate
+//! limits of login (per account and IP, per IP, per account; parallel
+//! guesses included) and registration (per IP and in total).
 
 use std::time::Duration;
 
@@ -141,40 +142,111 @@ async fn tokens_expire_unless_used() {
     assert_eq!(me.body["message"], "invalid or expired token");
 }
 
+/// Logs in as `email` from `api`'s address; the status.
+async fn login_status(api: &Api, email: &str, password: &str) -> StatusCode {
+    api.post("/api/v1/auth/login", None, &json!({ "email": email, "password": password })).await.status
+}
+
+fn from(gateway: &PrivateGateway, last_octet: u8) -> Api {
+    Api::from_address(gateway.api.base.clone(), std::net::IpAddr::from([127, 0, 0, last_octet]))
+}
+
 #[tokio::test]
-async fn failed_logins_are_rate_limited_per_account_and_per_ip() {
+async fn failed_logins_are_limited_per_account_and_ip_per_ip_and_per_account() {
     let stack = stack();
     let gateway = PrivateGateway::start(
         &stack,
-        &[("LOGIN_LIMIT_PER_ACCOUNT", "3"), ("LOGIN_LIMIT_PER_IP", "5"), ("LOGIN_LIMIT_WINDOW_SECS", "120")],
+        &[
+            ("LOGIN_LIMIT_PER_ACCOUNT_IP", "3"),
+            ("LOGIN_LIMIT_PER_IP", "5"),
+            ("LOGIN_LIMIT_PER_ACCOUNT", "6"),
+            ("LOGIN_LIMIT_WINDOW_SECS", "120"),
+        ],
     )
     .await;
-    let api = &gateway.api;
-    let (email, password, _) = api.register_customer().await;
-    let wrong = json!({ "email": email, "password": "not the password" });
+    let (attacker, owner) = (from(&gateway, 2), from(&gateway, 3));
+    let (email, password, _) = gateway.api.register_customer().await;
     for attempt in 1..=3 {
-        let reply = api.post("/api/v1/auth/login", None, &wrong).await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        assert_eq!(login_status(&attacker, &email, "not the password").await, StatusCode::UNAUTHORIZED, "{attempt}");
     }
-    // The account is locked for the window, even with the right password.
-    let locked = api.post("/api/v1/auth/login", None, &json!({ "email": email, "password": password })).await;
+    // The account is locked for the attacker's address, even with the right password...
+    let locked = attacker.post("/api/v1/auth/login", None, &json!({ "email": email, "password": password })).await;
     assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", locked.body);
     assert_eq!(locked.body["code"], "too_many_requests");
     let retry: u64 = locked.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After seconds");
     assert!((1..=120).contains(&retry), "Retry-After {retry}");
+    // ...but not for its owner at another address.
+    assert_eq!(login_status(&owner, &email, &password).await, StatusCode::OK, "the owner keeps access");
 
-    // Two more failures on other accounts use up the IP's 5.
+    // Two failures on other accounts use up the attacker address's 5.
     for _ in 0..2 {
-        let other = json!({ "email": format!("{}@example.com", unique("nobody")), "password": "whatever1" });
-        assert_eq!(api.post("/api/v1/auth/login", None, &other).await.status, StatusCode::UNAUTHORIZED);
+        let nobody = format!("{}@example.com", unique("nobody"));
+        assert_eq!(login_status(&attacker, &nobody, "whatever1").await, StatusCode::UNAUTHORIZED);
     }
-    let (fresh_email, fresh_password, _) = api.register_customer().await;
-    let blocked =
-        api.post("/api/v1/auth/login", None, &json!({ "email": fresh_email, "password": fresh_password })).await;
-    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS, "the IP is over its limit: {:?}", blocked.body);
+    let (fresh_email, fresh_password, _) = gateway.api.register_customer().await;
+    let fresh = json!({ "email": fresh_email, "password": fresh_password });
+    let blocked = attacker.post("/api/v1/auth/login", None, &fresh).await;
+    assert_eq!(blocked.status, StatusCode::TOO_MANY_REQUESTS, "the address is over its limit: {:?}", blocked.body);
     assert!(blocked.retry_after.is_some());
+    assert_eq!(login_status(&owner, &fresh_email, &fresh_password).await, StatusCode::OK);
+
+    // Guesses at one account from many addresses: 3 more fill its 6, and
+    // then it is locked for every address until the window ends.
+    for octet in [4, 5, 6] {
+        assert_eq!(login_status(&from(&gateway, octet), &email, "wrong again").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(login_status(&owner, &email, &password).await, StatusCode::TOO_MANY_REQUESTS, "distributed lockout");
 
     // The stack's own gateway keeps its own counters.
     let shared = Api::of_stack(&stack);
     shared.login(&fresh_email, &fresh_password).await;
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_count_before_any_is_checked() {
+    let stack = stack();
+    let gateway = PrivateGateway::start(&stack, &[("LOGIN_LIMIT_PER_ACCOUNT_IP", "5")]).await;
+    let (email, _, _) = gateway.api.register_customer().await;
+    let guesses = (0..50).map(|i| {
+        let api = &gateway.api;
+        let email = &email;
+        async move { login_status(api, email, &format!("guess number {i}")).await }
+    });
+    let statuses = futures::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(checked + refused, 50, "only 401 and 429: {statuses:?}");
+    assert_eq!(checked, 5, "exactly the limit reached the password check: {statuses:?}");
+}
+
+#[tokio::test]
+async fn registrations_are_limited_per_ip_and_in_total_taken_emails_included() {
+    let stack = stack();
+    let gateway = PrivateGateway::start(
+        &stack,
+        &[("REGISTER_LIMIT_PER_IP", "3"), ("REGISTER_LIMIT_TOTAL", "5"), ("REGISTER_LIMIT_WINDOW_SECS", "120")],
+    )
+    .await;
+    let register = |api: Api, email: String| async move {
+        let body = json!({ "email": email, "password": "correct horse battery" });
+        api.post("/api/v1/auth/register", None, &body).await
+    };
+    let (first, second) = (from(&gateway, 2), from(&gateway, 3));
+    let email = format!("{}@example.com", unique("user"));
+    assert_eq!(register(first.clone(), email.clone()).await.status, StatusCode::CREATED);
+    // A taken email counts too: enumerating accounts through the 409 is limited.
+    assert_eq!(register(first.clone(), email.clone()).await.status, StatusCode::CONFLICT);
+    let other = format!("{}@example.com", unique("user"));
+    assert_eq!(register(first.clone(), other).await.status, StatusCode::CREATED);
+    let over = register(first.clone(), format!("{}@example.com", unique("user"))).await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", over.body);
+    let retry: u64 = over.retry_after.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After seconds");
+    assert!((1..=120).contains(&retry), "Retry-After {retry}");
+    // Another address has its own 3, but all of them together only 5.
+    for _ in 0..2 {
+        let reply = register(second.clone(), format!("{}@example.com", unique("user"))).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    }
+    let third = register(from(&gateway, 4), format!("{}@example.com", unique("user"))).await;
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "the total is used up: {:?}", third.body);
 }

@@ -23,7 +23,7 @@ use crate::balance::Idempotence;
 use crate::balance::Instances;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::rate_limit::{Limits, LoginLimiter};
+use crate::rate_limit::{LoginLimiter, LoginLimits, RegistrationLimiter, RegistrationLimits};
 use crate::routes::{admin, auth, console, health, orders, products};
 use crate::session::SessionStore;
 use crate::state::{AppState, Backends};
@@ -45,10 +45,16 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         instances: vec![order, product, user],
         timeout: config.grpc_timeout(),
     };
-    let limits = Limits {
+    let login_limits = LoginLimits {
+        per_account_ip: config.login_limit_per_account_ip,
         per_ip: config.login_limit_per_ip,
         per_account: config.login_limit_per_account,
         window: Duration::from_secs(config.login_limit_window_secs),
+    };
+    let registration_limits = RegistrationLimits {
+        per_ip: config.register_limit_per_ip,
+        total: config.register_limit_total,
+        window: Duration::from_secs(config.register_limit_window_secs),
     };
     let console_url = reqwest::Url::parse(&config.console_url)
         .with_context(|| format!("invalid CONSOLE_URL: {}", config.console_url))?;
@@ -61,7 +67,8 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         console,
         console_url,
         sessions: SessionStore::new(manager.clone(), &config.redis_key_prefix, config.session_ttl()),
-        login_limiter: LoginLimiter::new(manager, &config.redis_key_prefix, limits),
+        login_limiter: LoginLimiter::new(manager.clone(), &config.redis_key_prefix, login_limits),
+        registration_limiter: RegistrationLimiter::new(manager, &config.redis_key_prefix, registration_limits),
         redis,
         backends,
         admin_ready: Arc::new(AtomicBool::new(false)),

@@ -55,15 +55,28 @@ pub struct Config {
     /// Origins allowed by CORS, comma-separated; `*` allows any; empty disables CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,
-    /// Failed logins allowed per client IP within the window.
+    /// Failed logins allowed per account from one client IP within the window.
+    #[arg(long, env = "LOGIN_LIMIT_PER_ACCOUNT_IP", default_value_t = 5)]
+    pub login_limit_per_account_ip: u64,
+    /// Failed logins allowed per client IP (an IPv6 client: its /64), over all accounts, within the window.
     #[arg(long, env = "LOGIN_LIMIT_PER_IP", default_value_t = 20)]
     pub login_limit_per_ip: u64,
-    /// Failed logins allowed per account (email) within the window.
-    #[arg(long, env = "LOGIN_LIMIT_PER_ACCOUNT", default_value_t = 5)]
+    /// Failed logins allowed per account (email), over all client IPs, within the window:
+    /// above the per-account-and-IP limit, so that one attacker cannot lock the owner out.
+    #[arg(long, env = "LOGIN_LIMIT_PER_ACCOUNT", default_value_t = 50)]
     pub login_limit_per_account: u64,
     /// Length of the login rate-limit window, in seconds.
     #[arg(long, env = "LOGIN_LIMIT_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub login_limit_window_secs: u64,
+    /// Registrations allowed per client IP (an IPv6 client: its /64) within the window.
+    #[arg(long, env = "REGISTER_LIMIT_PER_IP", default_value_t = 10)]
+    pub register_limit_per_ip: u64,
+    /// Registrations allowed in total, from all clients, within the window.
+    #[arg(long, env = "REGISTER_LIMIT_TOTAL", default_value_t = 1000)]
+    pub register_limit_total: u64,
+    /// Length of the registration rate-limit window, in seconds.
+    #[arg(long, env = "REGISTER_LIMIT_WINDOW_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub register_limit_window_secs: u64,
     /// How often an order's event stream reads its order while the order
     /// service's change feed is down (otherwise changes are pushed), in milliseconds.
     #[arg(long, env = "SSE_POLL_MS", default_value_t = 250)]

@@ -11,7 +11,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 use crate::config::Config;
-use crate::rate_limit::LoginLimiter;
+use crate::rate_limit::{LoginLimiter, RegistrationLimiter};
 use crate::session::SessionStore;
 
 #[derive(Clone)]
@@ -20,6 +20,7 @@ pub struct AppState {
     pub redis: redis::Client,
     pub sessions: SessionStore,
     pub login_limiter: LoginLimiter,
+    pub registration_limiter: RegistrationLimiter,
     pub backends: Backends,
     /// Set once the configured admin account is known to exist; `/readyz` waits for it.
     pub admin_ready: Arc<AtomicBool>,

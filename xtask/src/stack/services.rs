@@ -74,10 +74,12 @@ pub fn gateway_command(config: &StackConfig) -> Command {
     }
     let (email, password) = admin_credentials();
     command.env("ADMIN_EMAIL", email).env("ADMIN_PASSWORD", password);
-    // Every client of a local stack is 127.0.0.1, so the per-IP login limit
-    // would lock out the developer and the tests together after a few typos;
-    // the per-account limit still applies. Tests of the limit use their own gateway.
+    // Every client of a local stack is 127.0.0.1, so the per-IP limits would
+    // lock out the developer, the tests and the benchmark's customers
+    // together; the per-account limits still apply. Tests of the limits use
+    // their own gateway.
     command.env("LOGIN_LIMIT_PER_IP", "10000");
+    command.env("REGISTER_LIMIT_PER_IP", "1000000").env("REGISTER_LIMIT_TOTAL", "1000000");
     command
 }
 

@@ -155,13 +155,19 @@ impl Validate for LoginRequest {
         (status = 409, description = "The email is already registered", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this client, or from all", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until registrations are allowed again"))),
         (status = 503, description = "Too many password checks waiting, or the user service is away", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     ))]
 pub async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserProfile>), ApiError> {
+    // Counted before the password is hashed: every attempt costs argon2 work,
+    // and a 409 says the email has an account (docs/security.md).
+    let attempt = state.registration_limiter.reserve(peer.ip()).await?;
     let email = body.email.trim().to_lowercase();
     let display_name = body
         .display_name
@@ -174,24 +180,32 @@ pub async fn register(
         role: pb::Role::Customer as i32,
         initial_balance_minor: 0,
     };
-    let user = state
+    let user = match state
         .backends
         .user_call(Idempotence::Once, &request, |mut c, r| async move { c.create_user(r).await })
         .await
-        .map_err(|status| {
-            if status.code() == tonic::Code::AlreadyExists {
-                ApiError::Conflict("this email is already registered".to_owned())
-            } else {
-                status.into()
+    {
+        Ok(user) => user,
+        Err(status) if status.code() == tonic::Code::AlreadyExists => {
+            return Err(ApiError::Conflict("this email is already registered".to_owned()));
+        }
+        Err(status) => {
+            // Not judged (the user service away or its password queue full): not counted.
+            if status.code() == tonic::Code::Unavailable {
+                state.registration_limiter.release(attempt).await;
             }
-        })?;
+            return Err(status.into());
+        }
+    };
     Ok((StatusCode::CREATED, Json(user.into_inner().into())))
 }
 
 /// Exchange email and password for a bearer token.
 ///
-/// Failed attempts are limited per account and per client IP; over the limit
-/// every attempt gets 429 with `Retry-After` until the window ends.
+/// Failed attempts are limited per account from one client IP, per client IP
+/// and per account; every attempt counts while its password is checked, so
+/// parallel guesses count too. Over a limit every attempt gets 429 with
+/// `Retry-After` until the window ends.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
@@ -211,7 +225,7 @@ pub async fn login(
 ) -> Result<([(HeaderName, &'static str); 1], Json<LoginResponse>), ApiError> {
     let email = body.email.trim().to_lowercase();
     let ip = peer.ip();
-    state.login_limiter.check(&email, ip).await?;
+    let attempt = state.login_limiter.reserve(&email, ip).await?;
     let request = pb::VerifyCredentialsRequest { email: email.clone(), password: body.password };
     let verified = match state
         .backends
@@ -219,18 +233,23 @@ pub async fn login(
         .await
     {
         Ok(reply) => reply.into_inner(),
-        Err(status) if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::NotFound) => {
-            state.login_limiter.record_failure(&email, ip).await?;
+        // A failure keeps the attempt counted. An email the user service finds
+        // malformed cannot belong to an account.
+        Err(status)
+            if matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::NotFound | tonic::Code::InvalidArgument
+            ) =>
+        {
             return Err(ApiError::Unauthorized("wrong email or password"));
         }
-        // An email the user service finds malformed cannot belong to an account.
-        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            state.login_limiter.record_failure(&email, ip).await?;
-            return Err(ApiError::Unauthorized("wrong email or password"));
+        // Not judged: the user service away, its queue full, or too slow.
+        Err(status) => {
+            state.login_limiter.release(attempt, false).await;
+            return Err(status.into());
         }
-        Err(status) => return Err(status.into()),
     };
-    state.login_limiter.record_success(&email, ip).await?;
+    state.login_limiter.release(attempt, true).await;
     let user_id = uuid::Uuid::parse_str(&verified.user_id)
         .map_err(|_| ApiError::Internal(format!("user service returned a bad id {:?}", verified.user_id)))?;
     let session = Session { user_id, role: role_of(verified.role()) };
