@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod metrics;
+pub mod redact;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

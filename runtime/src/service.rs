@@ -85,12 +85,15 @@ impl ServiceArgs {
     /// Parses the command line and environment, with defaults that point at
     /// the local development stack for this service.
     pub fn parse_for(service: BackendService) -> ServiceArgs {
+        // A default does not lift the requirement clap's derive gave the
+        // field: without `required(false)`, a setting left to its default
+        // was reported missing as soon as another was given.
         let command = Cli::command()
             .name(service.binary())
             .about(format!("The saga's {} service (gRPC)", service.name))
-            .mut_arg("listen", |a| a.default_value(service.default_listen()))
-            .mut_arg("database_url", |a| a.default_value(service.default_database_url()))
-            .mut_arg("kafka_brokers", |a| a.default_value(saga_process::local::kafka_brokers()));
+            .mut_arg("listen", |a| a.default_value(service.default_listen()).required(false))
+            .mut_arg("database_url", |a| a.default_value(service.default_database_url()).required(false))
+            .mut_arg("kafka_brokers", |a| a.default_value(saga_process::local::kafka_brokers()).required(false));
         let matches = command.get_matches();
         match Cli::from_arg_matches(&matches) {
             Ok(cli) => cli.args,

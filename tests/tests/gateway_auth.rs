@@ -250,3 +250,55 @@ async fn registrations_are_limited_per_ip_and_in_total_taken_emails_included() {
     let third = register(from(&gateway, 4), format!("{}@example.com", unique("user"))).await;
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "the total is used up: {:?}", third.body);
 }
+
+/// `/readyz` of `gateway` once it has looked at its admin account: (status, the account's check).
+async fn admin_check(gateway: &PrivateGateway) -> (StatusCode, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = gateway.api.get("/readyz", None).await;
+        let check = ready.body["checks"]["admin_account"].as_str().unwrap_or_default().to_owned();
+        if !check.is_empty() && check != "pending" {
+            return (ready.status, check);
+        }
+        assert!(std::time::Instant::now() < deadline, "the admin account stays pending: {:?}", ready.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_admin_email_taken_by_another_account_keeps_the_gateway_unready_with_the_reason() {
+    let stack = stack();
+    let (email, password, _) = Api::of_stack(&stack).register_customer().await;
+
+    let other_password = PrivateGateway::spawn(
+        &stack,
+        &[("ADMIN_EMAIL", email.as_str()), ("ADMIN_PASSWORD", "not the customer's password")],
+    )
+    .await;
+    let (status, check) = admin_check(&other_password).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(check, "the admin email belongs to an account with another password");
+
+    let not_admin =
+        PrivateGateway::spawn(&stack, &[("ADMIN_EMAIL", email.as_str()), ("ADMIN_PASSWORD", password.as_str())]).await;
+    let (status, check) = admin_check(&not_admin).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(check, "the admin email belongs to an account without the admin role");
+}
+
+#[tokio::test]
+async fn the_built_in_admin_password_is_refused_on_an_address_others_reach() {
+    let stack = stack();
+    let run = tokio::process::Command::new(stack.binary("gateway"))
+        .env("LISTEN_ADDR", "0.0.0.0:0")
+        .env("METRICS_LISTEN", "127.0.0.1:0")
+        .env("ADMIN_PASSWORD", "saga-admin-local")
+        .env_remove("ALLOW_DEFAULT_ADMIN")
+        .stdin(std::process::Stdio::null())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run).await.expect("it stops at once").expect("runs");
+    assert!(!output.status.success(), "it must not start");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(log.contains("ADMIN_PASSWORD is a placeholder everyone knows"), "{log}");
+    assert!(!log.contains("saga-admin-local"), "the password itself is not logged: {log}");
+}

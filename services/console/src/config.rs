@@ -24,7 +24,8 @@ pub struct Config {
     #[arg(long, env = "METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// The console's own database (the redrive audit).
-    #[arg(long, env = "DATABASE_URL", default_value_t = local::console_database_url(CONSOLE_DATABASE), hide_default_value = true)]
+    #[arg(long, env = "DATABASE_URL", default_value_t = local::console_database_url(CONSOLE_DATABASE), hide_default_value = true,
+          hide_env_values = true)]
     pub database_url: String,
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS", default_value_t = local::kafka_brokers())]

@@ -1,7 +1,6 @@
 //! The router: routes, fallbacks and the middleware every request passes.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,12 +13,10 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use saga_proto::order::order_service_client::OrderServiceClient;
 use saga_proto::product::product_service_client::ProductServiceClient;
-use saga_proto::user as user_pb;
 use saga_proto::user::user_service_client::UserServiceClient;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::balance::Idempotence;
 use crate::balance::Instances;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -33,7 +30,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     let redis = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
     let manager = redis::aio::ConnectionManager::new(redis.clone())
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", config.redis_url))?;
+        .with_context(|| format!("cannot connect to Redis at {}", saga_process::redact::url(&config.redis_url)))?;
     // Each service's instances (a comma-separated list of URLs), balanced over those that answer.
     let order = Instances::start("order", &config.order_grpc_url)?;
     let product = Instances::start("product", &config.product_grpc_url)?;
@@ -71,7 +68,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         registration_limiter: RegistrationLimiter::new(manager, &config.redis_key_prefix, registration_limits),
         redis,
         backends,
-        admin_ready: Arc::new(AtomicBool::new(false)),
+        admin_account: crate::admin_account::AdminAccount::default(),
         admission: crate::admission::Admission::new(&config),
         order_feed: crate::order_feed::OrderFeed::default(),
         config: Arc::new(config),
@@ -212,66 +209,4 @@ fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
             .expose_headers([header::RETRY_AFTER, HeaderName::from_static(REQUEST_ID)])
             .max_age(Duration::from_secs(600)),
     ))
-}
-
-/// Makes sure the configured admin account exists, retrying until the user
-/// service answers; `/readyz` reports ready only afterwards.
-pub async fn ensure_admin(state: AppState) {
-    let config = state.config.clone();
-    let mut delay = Duration::from_millis(200);
-    loop {
-        let request = user_pb::CreateUserRequest {
-            email: config.admin_email.trim().to_lowercase(),
-            password: config.admin_password.clone(),
-            display_name: "Administrator".to_owned(),
-            role: user_pb::Role::Admin as i32,
-            initial_balance_minor: 0,
-        };
-        match state
-            .backends
-            .user_call(Idempotence::Once, &request, |mut c, r| async move { c.create_user(r).await })
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(email = %config.admin_email, "admin account created");
-                break;
-            }
-            Err(status) if status.code() == tonic::Code::AlreadyExists => {
-                check_existing_admin(&state).await;
-                break;
-            }
-            // Retrying cannot fix these: say so once and let the gateway serve.
-            Err(status) if matches!(status.code(), tonic::Code::InvalidArgument | tonic::Code::Unimplemented) => {
-                tracing::error!(%status, "cannot create the configured admin account; no admin ensured");
-                break;
-            }
-            Err(status) => {
-                tracing::warn!(%status, "cannot ensure the admin account yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-    state.admin_ready.store(true, Ordering::Release);
-}
-
-/// An existing account under the admin email: say so if it cannot act as the admin.
-async fn check_existing_admin(state: &AppState) {
-    let request = user_pb::VerifyCredentialsRequest {
-        email: state.config.admin_email.trim().to_lowercase(),
-        password: state.config.admin_password.clone(),
-    };
-    match state
-        .backends
-        .user_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.verify_credentials(r).await })
-        .await
-    {
-        Ok(reply) if reply.get_ref().role() == user_pb::Role::Admin => {
-            tracing::info!(email = %state.config.admin_email, "admin account exists");
-        }
-        Ok(_) => tracing::error!(email = %state.config.admin_email, "the admin email belongs to a non-admin account"),
-        Err(status) => {
-            tracing::error!(email = %state.config.admin_email, %status, "the admin account exists with another password")
-        }
-    }
 }

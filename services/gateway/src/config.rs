@@ -23,7 +23,7 @@ pub struct Config {
     #[arg(long, env = "METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
     /// Redis URL (sessions, rate limits).
-    #[arg(long, env = "REDIS_URL", default_value_t = local::redis_url())]
+    #[arg(long, env = "REDIS_URL", default_value_t = local::redis_url(), hide_env_values = true)]
     pub redis_url: String,
     /// Prefix of every Redis key the gateway writes, so gateways can share a Redis without sharing state.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "gateway:")]
@@ -46,9 +46,15 @@ pub struct Config {
     /// Email of the admin account ensured at start-up.
     #[arg(long, env = "ADMIN_EMAIL", default_value = LOCAL_ADMIN_EMAIL)]
     pub admin_email: String,
-    /// Password of that admin account (the default is for the local stack only).
-    #[arg(long, env = "ADMIN_PASSWORD", default_value = LOCAL_ADMIN_PASSWORD, hide_default_value = true)]
+    /// Password of that admin account. The default is for a local stack only:
+    /// the gateway refuses it, and the deployment manifests' placeholder, on
+    /// an address other than loopback unless `--allow-default-admin`.
+    #[arg(long, env = "ADMIN_PASSWORD", default_value = LOCAL_ADMIN_PASSWORD, hide_default_value = true,
+          hide_env_values = true)]
     pub admin_password: String,
+    /// Development only: accept the built-in admin password on any address.
+    #[arg(long, env = "ALLOW_DEFAULT_ADMIN")]
+    pub allow_default_admin: bool,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,

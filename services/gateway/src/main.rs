@@ -1,6 +1,7 @@
 //! The API gateway: the one door clients use. REST under `/api/v1`, sessions
 //! in Redis, gRPC to the order, product and user services.
 
+mod admin_account;
 mod admission;
 mod app;
 mod balance;
@@ -25,6 +26,7 @@ use saga_process::telemetry::{self, LogFormat};
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     telemetry::init(LogFormat::Json, "info", "gateway");
+    admin_account::refuse_placeholder(&config)?;
     // The port first: one in use stops the gateway at once, and with port 0
     // the log says which one the system chose.
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -33,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let listen = listener.local_addr().context("the listening address")?;
     saga_process::metrics::serve(config.metrics_listen.unwrap_or(saga_process::metrics::default_listen(listen)))?;
     let state = app::state(config).await?;
-    tokio::spawn(app::ensure_admin(state.clone()));
+    tokio::spawn(admin_account::ensure(state.clone()));
     let every = Duration::from_millis(state.config.admission_check_ms);
     tokio::spawn(state.admission.clone().watch(state.backends.clone(), state.config.admission_at_risk_percent, every));
     tokio::spawn(state.order_feed.clone().run(state.backends.clone()));

@@ -1,7 +1,6 @@
 //! What every handler shares.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use saga_proto::order::order_service_client::OrderServiceClient;
@@ -22,8 +21,9 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     pub registration_limiter: RegistrationLimiter,
     pub backends: Backends,
-    /// Set once the configured admin account is known to exist; `/readyz` waits for it.
-    pub admin_ready: Arc<AtomicBool>,
+    /// Whether the configured admin account is known to exist and to be
+    /// the admin's; `/readyz` says so.
+    pub admin_account: crate::admin_account::AdminAccount,
     /// Whether new orders are accepted now.
     pub admission: crate::admission::Admission,
     /// The operator console's HTTP client and base URL.

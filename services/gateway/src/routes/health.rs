@@ -1,6 +1,5 @@
 //! Liveness and readiness.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Json;
@@ -23,7 +22,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// Readiness: Redis answers, every backend service has an instance that says
 /// SERVING (which it does only while its consumer, relay and sweeper work),
-/// and the admin account exists. A backend that is not serving is named with
+/// and the admin account exists with the configured password and the admin
+/// role (else the reason). A backend that is not serving is named with
 /// the component that is not; with several instances each one's word is
 /// listed too.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
@@ -42,9 +42,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<serde_js
             checks.insert(format!("{} instances", instances.service), json!(each));
         }
     }
-    let admin_ok = state.admin_ready.load(Ordering::Acquire);
-    ready &= admin_ok;
-    checks.insert("admin_account".into(), json!(if admin_ok { "ok" } else { "pending" }));
+    let admin = state.admin_account.check();
+    ready &= admin == "ok";
+    checks.insert("admin_account".into(), json!(admin));
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({ "status": if ready { "ready" } else { "not ready" }, "checks": checks })))
 }
