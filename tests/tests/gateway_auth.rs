@@ -302,3 +302,68 @@ async fn the_built_in_admin_password_is_refused_on_an_address_others_reach() {
     assert!(log.contains("ADMIN_PASSWORD is a placeholder everyone knows"), "{log}");
     assert!(!log.contains("saga-admin-local"), "the password itself is not logged: {log}");
 }
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_it_is_used() {
+    let stack = stack();
+    let gateway = PrivateGateway::start(&stack, &[("SESSION_TTL_SECS", "3"), ("SESSION_MAX_SECS", "5")]).await;
+    let api = &gateway.api;
+    let (email, password, _) = api.register_customer().await;
+    let login = api.post("/api/v1/auth/login", None, &json!({ "email": email, "password": password })).await;
+    let token = login.body["token"].as_str().expect("token").to_owned();
+    let time = |field: &str| {
+        let value = login.body[field].as_str().unwrap_or_else(|| panic!("{field}: {:?}", login.body));
+        chrono::DateTime::parse_from_rfc3339(value).expect("an RFC 3339 time")
+    };
+    let (sliding, absolute) = (time("expires_at"), time("absolute_expires_at"));
+    assert!((absolute - sliding).num_seconds() >= 1, "{:?}", login.body);
+
+    // Used every second, well within its 3-second sliding TTL: alive at
+    // first, then refused for good once its 5 seconds are over.
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        statuses.push((started.elapsed().as_secs_f32(), api.get("/api/v1/me", Some(&token)).await.status));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert_eq!(statuses.first().map(|s| s.1), Some(StatusCode::OK), "{statuses:?}");
+    let first_refusal = statuses.iter().position(|s| s.1 == StatusCode::UNAUTHORIZED).expect("refused at the end");
+    assert!(statuses[first_refusal..].iter().all(|s| s.1 == StatusCode::UNAUTHORIZED), "{statuses:?}");
+    assert!(statuses[first_refusal].0 >= 3.5, "not before its lifetime: {statuses:?}");
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_session_is_revoked() {
+    use futures::StreamExt;
+    let stack = stack();
+    let gateway = PrivateGateway::start(&stack, &[("SESSION_CHECK_MS", "200")]).await;
+    let api = &gateway.api;
+    let admin = api.admin_token().await;
+    let response = api
+        .http
+        .get(api.url("/api/v1/admin/console/overview/stream"))
+        .bearer_auth(&admin)
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("event: overview") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next()).await.expect("a first overview");
+        seen.push_str(&String::from_utf8_lossy(&chunk.expect("more").expect("bytes")));
+    }
+    let logout = api.call(reqwest::Method::POST, "/api/v1/auth/logout", Some(&admin), &[], None).await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    let rest = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut rest = String::new();
+        while let Some(chunk) = body.next().await {
+            rest.push_str(&String::from_utf8_lossy(&chunk.expect("bytes")));
+        }
+        rest
+    })
+    .await
+    .expect("the stream ends after its session is revoked");
+    assert!(rest.contains("event: error") && rest.contains("the session has ended"), "{rest}");
+}

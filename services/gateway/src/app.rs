@@ -63,7 +63,12 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState {
         console,
         console_url,
-        sessions: SessionStore::new(manager.clone(), &config.redis_key_prefix, config.session_ttl()),
+        sessions: SessionStore::new(
+            manager.clone(),
+            &config.redis_key_prefix,
+            config.session_ttl(),
+            Duration::from_millis(config.session_check_ms),
+        ),
         login_limiter: LoginLimiter::new(manager.clone(), &config.redis_key_prefix, login_limits),
         registration_limiter: RegistrationLimiter::new(manager, &config.redis_key_prefix, registration_limits),
         redis,

@@ -43,6 +43,13 @@ pub struct Config {
     /// Session lifetime in seconds; every authenticated request extends it again (sliding expiry).
     #[arg(long, env = "SESSION_TTL_SECS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     pub session_ttl_secs: u64,
+    /// Absolute session lifetime in seconds: however it is used, a token dies this long after login.
+    #[arg(long, env = "SESSION_MAX_SECS", default_value_t = 43_200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub session_max_secs: u64,
+    /// How often an open event stream checks that its session still lives
+    /// (it ends once the session is revoked or expired), in milliseconds.
+    #[arg(long, env = "SESSION_CHECK_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub session_check_ms: u64,
     /// Email of the admin account ensured at start-up.
     #[arg(long, env = "ADMIN_EMAIL", default_value = LOCAL_ADMIN_EMAIL)]
     pub admin_email: String,
@@ -130,5 +137,9 @@ impl Config {
 
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    pub fn session_max(&self) -> Duration {
+        Duration::from_secs(self.session_max_secs)
     }
 }

@@ -1,10 +1,16 @@
 //! Sessions: opaque bearer tokens, kept in Redis only as a hash.
 //!
 //! A token is 32 random bytes (256 bits) sent to the client as base64url.
-//! Redis holds `SHA-256(token) -> {user_id, role}` with a TTL that every
-//! authenticated request renews (sliding expiry); logout deletes the key. A
-//! leaked Redis dump therefore holds no usable token.
+//! Redis holds `SHA-256(token) -> {user_id, role, ends_at}` with a TTL that
+//! every authenticated request renews (sliding expiry), never past `ends_at`
+//! (the absolute lifetime: a stolen token in steady use still dies); logout
+//! deletes the key. A leaked Redis dump therefore holds no usable token.
+//!
+//! An event stream outlives the request that checked its token, so it asks
+//! again every `SESSION_CHECK_MS` and ends with an `error` event once its
+//! session is revoked or has expired ([`SessionStore::ended`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -13,6 +19,7 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use rand::RngCore;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -36,13 +43,33 @@ pub enum Role {
 pub struct Session {
     pub user_id: Uuid,
     pub role: Role,
+    /// The end of the absolute lifetime, in Unix seconds. A session stored
+    /// before there was one has 0: it has ended.
+    #[serde(default)]
+    pub ends_at: i64,
+}
+
+impl Session {
+    /// A session of `user_id` that ends `lifetime` from now at the latest.
+    pub fn new(user_id: Uuid, role: Role, lifetime: Duration) -> Session {
+        let ends_at = Utc::now().timestamp().saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
+        Session { user_id, role, ends_at }
+    }
+
+    /// Seconds left of the absolute lifetime (0 once it has ended).
+    fn seconds_left(&self) -> u64 {
+        u64::try_from(self.ends_at.saturating_sub(Utc::now().timestamp())).unwrap_or(0)
+    }
 }
 
 /// A freshly issued token.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub token: String,
+    /// When it expires unless used.
     pub expires_at: DateTime<Utc>,
+    /// When it expires however it is used.
+    pub ends_at: DateTime<Utc>,
 }
 
 #[derive(Clone)]
@@ -50,14 +77,16 @@ pub struct SessionStore {
     redis: ConnectionManager,
     prefix: String,
     ttl: Duration,
+    /// How often an event stream checks that its session still lives.
+    check_every: Duration,
 }
 
 /// Length of a token in base64url without padding (32 bytes).
 const TOKEN_LEN: usize = 43;
 
 impl SessionStore {
-    pub fn new(redis: ConnectionManager, prefix: &str, ttl: Duration) -> SessionStore {
-        SessionStore { redis, prefix: prefix.to_owned(), ttl }
+    pub fn new(redis: ConnectionManager, prefix: &str, ttl: Duration, check_every: Duration) -> SessionStore {
+        SessionStore { redis, prefix: prefix.to_owned(), ttl, check_every }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -75,20 +104,59 @@ impl SessionStore {
         rand::rng().fill_bytes(&mut bytes);
         let token = URL_SAFE_NO_PAD.encode(bytes);
         let value = serde_json::to_string(session).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let ttl = self.ttl.as_secs().min(session.seconds_left()).max(1);
         let mut redis = self.redis.clone();
-        let _: () = redis.set_ex(self.key(&token), value, self.ttl.as_secs()).await?;
-        Ok(Issued { token, expires_at: Utc::now() + self.ttl })
+        let _: () = redis.set_ex(self.key(&token), value, ttl).await?;
+        let ends_at = DateTime::from_timestamp(session.ends_at, 0).unwrap_or_else(Utc::now);
+        Ok(Issued { token, expires_at: Utc::now() + Duration::from_secs(ttl), ends_at })
     }
 
-    /// The session of a token, renewing its TTL; `None` when unknown or expired.
+    /// The session of a token, renewing its TTL; `None` when unknown or
+    /// expired, by either lifetime.
     pub async fn touch(&self, token: &str) -> Result<Option<Session>, ApiError> {
         if token.len() != TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Ok(None);
         }
+        let key = self.key(token);
         let mut redis = self.redis.clone();
         // GETEX reads and renews in one step, so a session cannot expire between the two.
-        let value: Option<String> = redis.get_ex(self.key(token), redis::Expiry::EX(self.ttl.as_secs())).await?;
-        Ok(value.and_then(|v| serde_json::from_str(&v).ok()))
+        let value: Option<String> = redis.get_ex(&key, redis::Expiry::EX(self.ttl.as_secs())).await?;
+        let Some(session) = value.and_then(|v| serde_json::from_str::<Session>(&v).ok()) else { return Ok(None) };
+        let left = session.seconds_left();
+        if left == 0 {
+            let _: () = redis.del(&key).await?;
+            return Ok(None);
+        }
+        // The last stretch: Redis drops the key when the absolute lifetime ends.
+        if left < self.ttl.as_secs() {
+            let _: () = redis.expire(&key, i64::try_from(left).unwrap_or(i64::MAX)).await?;
+        }
+        Ok(Some(session))
+    }
+
+    /// Resolves once the session of `auth` has ended: revoked, expired
+    /// unused, or at the end of its absolute lifetime. Checked every
+    /// `check_every` without renewing it (a stream is not a use); a check
+    /// Redis cannot answer counts as alive until the next.
+    pub fn ended(&self, auth: &Auth) -> impl Future<Output = ()> + Send + use<> {
+        let (store, key, session) = (self.clone(), self.key(&auth.token), auth.session.clone());
+        async move {
+            loop {
+                let left = session.seconds_left();
+                if left == 0 {
+                    return;
+                }
+                tokio::time::sleep(store.check_every.min(Duration::from_secs(left))).await;
+                let mut redis = store.redis.clone();
+                match redis.exists::<_, bool>(&key).await {
+                    Ok(false) => return,
+                    Ok(true) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot check an event stream's session; checking again later")
+                    }
+                }
+            }
+        }
     }
 
     pub async fn revoke(&self, token: &str) -> Result<(), ApiError> {
@@ -97,6 +165,31 @@ impl SessionStore {
         Ok(())
     }
 }
+
+/// `stream` until it ends or `ended` resolves; then `farewell` (the event
+/// telling the client why) and the end.
+pub fn until_session_ends<S, T>(
+    stream: S,
+    ended: impl Future<Output = ()> + Send + 'static,
+    farewell: T,
+) -> impl Stream<Item = T> + Send + 'static
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let state = (Box::pin(stream), Box::pin(ended), Some(farewell));
+    futures::stream::unfold(state, |(mut stream, mut ended, mut farewell)| async move {
+        let last = farewell.take()?;
+        tokio::select! {
+            biased;
+            () = &mut ended => Some((last, (stream, ended, None))),
+            item = stream.next() => item.map(|item| (item, (stream, ended, Some(last)))),
+        }
+    })
+}
+
+/// What an event stream's client gets when its session has ended.
+pub const SESSION_ENDED: &str = "the session has ended: log in again";
 
 /// An authenticated request: a valid bearer token (else 401).
 #[derive(Debug, Clone)]
@@ -138,5 +231,40 @@ impl FromRequestParts<AppState> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let auth = Auth::from_request_parts(parts, state).await?;
         if auth.is_admin() { Ok(Admin(auth)) } else { Err(ApiError::Forbidden) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_ends_with_its_farewell_once_its_session_has() {
+        let endless = futures::stream::iter(0..).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            i
+        });
+        let ended = tokio::time::sleep(Duration::from_millis(100));
+        let items: Vec<i64> = until_session_ends(endless, ended, -1).collect().await;
+        assert_eq!(items.last(), Some(&-1), "{items:?}");
+        assert!(items.len() > 2, "the stream ran until then: {items:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_first_ends_without_a_farewell() {
+        let items: Vec<i64> =
+            until_session_ends(futures::stream::iter([1, 2]), std::future::pending(), -1).collect().await;
+        assert_eq!(items, [1, 2]);
+    }
+
+    #[test]
+    fn a_session_stored_before_absolute_lifetimes_has_ended() {
+        let old: Session =
+            serde_json::from_str(r#"{"user_id":"9f0c1b7e-6d7a-4a59-9a43-2f4f7f1f2b11","role":"customer"}"#)
+                .expect("parses");
+        assert_eq!(old.seconds_left(), 0);
+        assert!(Session::new(old.user_id, Role::Customer, Duration::from_secs(60)).seconds_left() >= 59);
     }
 }

@@ -46,10 +46,14 @@ pub struct LoginResponse {
     pub token: String,
     #[schema(example = "Bearer")]
     pub token_type: String,
-    /// When the token expires unless used; every use extends it by `expires_in` seconds.
+    /// When the token expires unless used; every use extends it by
+    /// `expires_in` seconds, up to `absolute_expires_at`.
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: DateTime<Utc>,
     pub expires_in: u64,
+    /// When the token expires however it is used: log in again then.
+    #[schema(value_type = String, format = DateTime)]
+    pub absolute_expires_at: DateTime<Utc>,
 }
 
 /// A user's profile and balance.
@@ -252,7 +256,7 @@ pub async fn login(
     state.login_limiter.release(attempt, true).await;
     let user_id = uuid::Uuid::parse_str(&verified.user_id)
         .map_err(|_| ApiError::Internal(format!("user service returned a bad id {:?}", verified.user_id)))?;
-    let session = Session { user_id, role: role_of(verified.role()) };
+    let session = Session::new(user_id, role_of(verified.role()), state.config.session_max());
     let issued = state.sessions.create(&session).await?;
     tracing::info!(%user_id, "logged in");
     // A bearer token must not land in any cache on the way.
@@ -264,6 +268,7 @@ pub async fn login(
             token_type: "Bearer".to_owned(),
             expires_at: issued.expires_at,
             expires_in: state.sessions.ttl().as_secs(),
+            absolute_expires_at: issued.ends_at,
         }),
     ))
 }

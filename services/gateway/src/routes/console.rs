@@ -57,7 +57,17 @@ async fn forward(
         answer.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let body = if is_stream {
         let until = tokio::time::sleep(Duration::from_secs(state.config.sse_max_secs));
-        Body::from_stream(answer.bytes_stream().take_until(until))
+        let stream = answer.bytes_stream().take_until(until);
+        match admin {
+            // Ends once the admin's session does, telling the page why.
+            Some(Admin(auth)) => {
+                let error = ApiError::Unauthorized(crate::session::SESSION_ENDED).body();
+                let farewell = format!("event: error\ndata: {}\n\n", serde_json::to_string(&error).unwrap_or_default());
+                let ended = state.sessions.ended(auth);
+                Body::from_stream(crate::session::until_session_ends(stream, ended, Ok(Bytes::from(farewell))))
+            }
+            None => Body::from_stream(stream),
+        }
     } else {
         Body::from_stream(answer.bytes_stream())
     };

@@ -20,7 +20,7 @@ use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
 use crate::order_feed::{Following, OrderFeed};
 use crate::routes::products::PageQuery;
-use crate::session::Auth;
+use crate::session::{Auth, until_session_ends};
 use crate::state::{AppState, Backends};
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -290,7 +290,8 @@ fn is_terminal(status: &str) -> bool {
 /// that reconnects with `Last-Event-ID: n` gets only the rows after n. New
 /// rows are pushed: the gateway reads the order again when the order
 /// service's change feed says it changed (and polls only while that feed is
-/// down).
+/// down). A stream whose session is revoked or expires ends with an `error`
+/// event (401 body).
 #[utoipa::path(get, path = "/api/v1/orders/{id}/events", tag = "orders",
     params(
         ("id" = uuid::Uuid, Path, description = "Order id"),
@@ -323,6 +324,7 @@ pub async fn events(
     let recheck = Duration::from_millis(state.config.sse_recheck_ms.max(10));
     let wait = Wait { feed: state.order_feed.clone(), following, poll, recheck, until };
     let stream = order_events(state.backends.clone(), id, first, sent, wait);
+    let stream = until_session_ends(stream, state.sessions.ended(&auth), Ok(session_ended_event()));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
@@ -347,6 +349,12 @@ pub enum StreamEventKind {
     Status,
     End,
     Error,
+}
+
+/// The `error` event that ends a stream whose session has ended.
+fn session_ended_event() -> Event {
+    let body = serde_json::to_string(&ApiError::Unauthorized(crate::session::SESSION_ENDED).body()).unwrap_or_default();
+    Event::default().event("error").data(body)
 }
 
 /// How an event stream waits for its order to change.
