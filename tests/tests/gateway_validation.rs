@@ -146,6 +146,17 @@ async fn invalid_anonymous_inputs_give_exact_errors() {
         case("two bad fields", As::Anonymous, Method::POST, register, Some(json!({"email": "", "password": ""})))
             .fields(&[("email", "must not be empty"), ("password", "must be at least 8 characters")]),
         case(
+            "registration that assigns a balance",
+            As::Anonymous,
+            Method::POST,
+            register,
+            Some(json!({"email": "a@b.co", "password": good_password, "balance_minor": 1_000_000})),
+        )
+        .fields(&[(
+            "balance_minor",
+            "unknown field `balance_minor`, expected one of `email`, `password`, `display_name`",
+        )]),
+        case(
             "unknown field",
             As::Anonymous,
             Method::POST,
@@ -291,6 +302,65 @@ async fn invalid_authenticated_inputs_give_exact_errors() {
         case("order id not a UUID", As::Customer, Method::GET, "/api/v1/orders/abc", None)
             .fields(&[("id", "must be a UUID")]),
         case(
+            "negative quantity",
+            As::Customer,
+            Method::POST,
+            "/api/v1/orders",
+            Some(json!({"items": [{"product_id": product, "quantity": -3}]})),
+        )
+        .header("idempotency-key", "k4")
+        .fields(&[("items[0].quantity", "must be between 1 and 10000")]),
+        case(
+            "quantity past 32 bits",
+            As::Customer,
+            Method::POST,
+            "/api/v1/orders",
+            Some(json!({"items": [{"product_id": product, "quantity": 4_294_967_297_i64}]})),
+        )
+        .header("idempotency-key", "k5")
+        .fields(&[("items[0].quantity", "invalid value: integer `4294967297`, expected i32")]),
+        case(
+            "credit past 64 bits",
+            As::Admin,
+            Method::POST,
+            &format!("/api/v1/admin/users/{customer_id}/credit"),
+            None,
+        )
+        .raw("{\"amount_minor\": 18446744073709551616}".to_owned(), "application/json")
+        .fields(&[("amount_minor", "invalid type: floating point `1.8446744073709552e+19`, expected i64")]),
+        case(
+            "credit reference with a NUL",
+            As::Admin,
+            Method::POST,
+            &format!("/api/v1/admin/users/{customer_id}/credit"),
+            Some(json!({"amount_minor": 1, "reference": "pay\u{0}ment"})),
+        )
+        .fields(&[("reference", "must not contain control characters")]),
+        case(
+            "stock reference of 201 characters",
+            As::Admin,
+            Method::POST,
+            &format!("/api/v1/products/{product}/stock"),
+            Some(json!({"delta": 1, "reference": "é".repeat(201)})),
+        )
+        .fields(&[("reference", "must be 1 to 200 characters")]),
+        case(
+            "credit that assigns a balance",
+            As::Admin,
+            Method::POST,
+            &format!("/api/v1/admin/users/{customer_id}/credit"),
+            Some(json!({"amount_minor": 1, "balance_minor": 1_000_000})),
+        )
+        .fields(&[("balance_minor", "unknown field `balance_minor`, expected `amount_minor` or `reference`")]),
+        case(
+            "stock change that sets what is available",
+            As::Admin,
+            Method::POST,
+            &format!("/api/v1/products/{product}/stock"),
+            Some(json!({"delta": 1, "stock_available": 1_000_000})),
+        )
+        .fields(&[("stock_available", "unknown field `stock_available`, expected `delta` or `reference`")]),
+        case(
             "customer creates a product",
             As::Customer,
             Method::POST,
@@ -351,4 +421,20 @@ async fn cors_allows_only_the_configured_origins() {
     let api = Api::of_stack(&stack);
     let plain = api.http.get(api.url("/api/v1/products")).header("origin", "https://shop.example").send().await;
     assert!(plain.expect("get").headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn oversized_headers_are_refused_and_the_gateway_serves_on() {
+    let api = Api::of_stack(&stack());
+    let over = "a".repeat(32 * 1024);
+    let response =
+        api.http.get(api.url("/api/v1/products")).header("x-filler", over.as_str()).send().await.expect("answered");
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    let body: Value = response.json().await.expect("the error body");
+    assert_eq!(body["code"], "headers_too_large", "{body}");
+    // Under the limit, the same request is served.
+    let under = "a".repeat(8 * 1024);
+    let response =
+        api.http.get(api.url("/api/v1/products")).header("x-filler", under.as_str()).send().await.expect("answered");
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -116,6 +116,7 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(state.config.header_limit_bytes, header_limit))
         .layer(middleware::from_fn(http_metrics))
         .layer(middleware::from_fn(trace_context))
         .layer(middleware::from_fn(request_id))
@@ -149,6 +150,21 @@ async fn http_metrics(request: AxumRequest, next: Next) -> Response {
 /// Tags each request with an id (the client's `X-Request-Id` when it is sane,
 /// else a fresh UUID), records it in the request's span and echoes it in the
 /// response: the key from an opaque 5xx body to the log lines of its cause.
+/// 431 for a request whose headers (names and values) add up to more than
+/// `limit` bytes, before any handler or extractor reads them. hyper alone
+/// accepts some 400 KiB of headers per request.
+async fn header_limit(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    request: AxumRequest,
+    next: Next,
+) -> Response {
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if size > limit {
+        return axum::response::IntoResponse::into_response(ApiError::HeadersTooLarge);
+    }
+    next.run(request).await
+}
+
 async fn request_id(request: AxumRequest, next: Next) -> Response {
     let id = request
         .headers()

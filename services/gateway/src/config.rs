@@ -65,6 +65,9 @@ pub struct Config {
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,
+    /// Largest accepted total of request headers (names and values), in bytes; beyond it, 431.
+    #[arg(long, env = "HEADER_LIMIT_BYTES", default_value_t = 16 * 1024)]
+    pub header_limit_bytes: usize,
     /// Origins allowed by CORS, comma-separated; `*` allows any; empty disables CORS.
     #[arg(long, env = "CORS_ALLOWED_ORIGINS", default_value = "")]
     pub cors_allowed_origins: String,

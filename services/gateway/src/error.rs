@@ -64,6 +64,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("request headers too large")]
+    HeadersTooLarge,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     #[error("too many requests, retry after {0:?}")]
@@ -95,6 +97,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -117,6 +120,9 @@ impl ApiError {
             }
             ApiError::Conflict(message) => ("conflict", message.clone(), Vec::new()),
             ApiError::PayloadTooLarge => ("payload_too_large", "the request body is too large".to_owned(), Vec::new()),
+            ApiError::HeadersTooLarge => {
+                ("headers_too_large", "the request headers are too large".to_owned(), Vec::new())
+            }
             ApiError::UnsupportedMediaType => (
                 "unsupported_media_type",
                 "the request body must be JSON (Content-Type: application/json)".to_owned(),

@@ -46,8 +46,66 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// Links from what an operation creates to the operations that take its id,
+/// so that a client (and schemathesis's stateful phase) can follow them:
+/// a registered user to their credit, a product to its reads and writes, an
+/// order to its reads, its event stream and its saga in the console.
+///
+/// A link: its name, the linked operation's path and method.
+type Link = (&'static str, &'static str, &'static str);
+
+/// (the creating operation's path, its links).
+const LINKS: [(&str, &[Link]); 3] = [
+    ("/api/v1/auth/register", &[("CreditUser", "/api/v1/admin/users/{id}/credit", "post")]),
+    (
+        "/api/v1/products",
+        &[
+            ("GetProduct", "/api/v1/products/{id}", "get"),
+            ("UpdateProduct", "/api/v1/products/{id}", "patch"),
+            ("AdjustStock", "/api/v1/products/{id}/stock", "post"),
+        ],
+    ),
+    (
+        "/api/v1/orders",
+        &[
+            ("GetOrder", "/api/v1/orders/{id}", "get"),
+            ("OrderEvents", "/api/v1/orders/{id}/events", "get"),
+            ("OrderSaga", "/api/v1/admin/console/sagas/{id}", "get"),
+            ("OrderSagaStream", "/api/v1/admin/console/sagas/{id}/stream", "get"),
+        ],
+    ),
+];
+
+/// The document as served: utoipa's, with [`LINKS`] added to the 201
+/// responses. Added to the JSON, not through utoipa's `Link`, which
+/// serializes `operationRef` as `operation_ref` (utoipa 5.5).
+pub fn document() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    for (creator, linked) in LINKS {
+        let Some(created) = doc.pointer_mut(&format!("/paths/{}/post/responses/201", pointer_segment(creator))) else {
+            continue;
+        };
+        let links: serde_json::Map<String, serde_json::Value> = linked
+            .iter()
+            .map(|(name, path, method)| {
+                let reference = format!("#/paths/{}/{method}", pointer_segment(path));
+                let link =
+                    serde_json::json!({ "operationRef": reference, "parameters": { "id": "$response.body#/id" } });
+                ((*name).to_owned(), link)
+            })
+            .collect();
+        created["links"] = serde_json::Value::Object(links);
+    }
+    doc
+}
+
+/// `path` as one segment of a JSON Pointer (`~` is `~0`, `/` is `~1`).
+fn pointer_segment(path: &str) -> String {
+    path.replace('~', "~0").replace('/', "~1")
+}
+
+pub async fn openapi_json() -> Json<serde_json::Value> {
+    Json(document())
 }
 
 pub async fn docs() -> Html<&'static str> {
@@ -85,5 +143,26 @@ mod tests {
             assert!(paths.contains_key(path), "{path} missing");
         }
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    #[test]
+    fn every_link_points_at_an_operation_of_the_document() {
+        let doc = document();
+        let mut links = 0;
+        for (creator, linked) in LINKS {
+            let created = &doc["paths"][creator]["post"]["responses"]["201"]["links"];
+            for (name, path, method) in linked {
+                let link = &created[name];
+                let reference = link["operationRef"].as_str().unwrap_or_else(|| panic!("{creator} -> {name}: {link}"));
+                assert!(doc.pointer(reference.trim_start_matches('#')).is_some(), "{reference} resolves");
+                assert!(
+                    doc["paths"][path][method]["parameters"]
+                        .as_array()
+                        .is_some_and(|p| p.iter().any(|p| p["name"] == "id" && p["in"] == "path"))
+                );
+                links += 1;
+            }
+        }
+        assert_eq!(links, 8);
     }
 }

@@ -184,7 +184,22 @@ impl ProductService for ProductApi {
         .execute(&mut *tx)
         .await
         .map_err(database)?;
-        if recorded.rows_affected() == 1 {
+        if recorded.rows_affected() == 0 {
+            // The reference is spent: a retry of the same change is done
+            // already; another change under it must not pass as done.
+            let (product, delta): (Uuid, i64) =
+                sqlx::query_as("SELECT product_id, delta FROM stock_adjustments WHERE reference_id = $1")
+                    .bind(reference)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(database)?;
+            if product != id || delta != r.delta {
+                return Err(Status::already_exists(format!(
+                    "reference {:?} was used for another stock change ({delta:+} on product {product})",
+                    r.reference_id
+                )));
+            }
+        } else {
             // The CHECK (available >= 0) would also refuse it; the WHERE makes it a clean answer.
             let changed = sqlx::query(
                 "UPDATE stock SET available = available + $2, updated_at = now() \

@@ -178,7 +178,7 @@ impl UserService for UserApi {
         if r.amount_minor <= 0 {
             return Err(Status::invalid_argument("amount_minor must be positive"));
         }
-        if r.reference_id.is_empty() || r.reference_id.len() > 200 {
+        if r.reference_id.is_empty() || r.reference_id.chars().count() > 200 {
             return Err(Status::invalid_argument("reference_id is required (1..=200 characters)"));
         }
         // Scoped by user, so two users' references never collide.
@@ -194,13 +194,21 @@ impl UserService for UserApi {
             return Err(Status::not_found(format!("no user {id}")));
         };
         // Under the balance row lock, so a concurrent retry sees the first credit.
-        let previous: Option<Uuid> =
-            sqlx::query_scalar("SELECT entry_id FROM ledger WHERE kind = 'credit' AND reference = $1")
+        let previous: Option<(Uuid, i64)> =
+            sqlx::query_as("SELECT entry_id, amount_minor FROM ledger WHERE kind = 'credit' AND reference = $1")
                 .bind(&reference)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(database)?;
-        if let Some(entry) = previous {
+        if let Some((entry, amount)) = previous {
+            // A retry repeats the amount; another amount is another credit
+            // under a reference already spent, which must not pass as done.
+            if amount != r.amount_minor {
+                return Err(Status::already_exists(format!(
+                    "reference {:?} was used for a credit of {amount}",
+                    r.reference_id
+                )));
+            }
             return Ok(Response::new(CreditBalanceResponse {
                 balance_minor: balance,
                 ledger_entry_id: entry.to_string(),

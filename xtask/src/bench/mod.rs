@@ -4,6 +4,7 @@
 //! the invariants after the load.
 
 mod bounds;
+mod flood;
 pub mod load;
 pub(crate) mod observe;
 pub(crate) mod peer;
@@ -63,6 +64,10 @@ pub struct BenchArgs {
     /// so it is not appended to BENCHMARKS.md.
     #[arg(long)]
     pub profile: bool,
+    /// Instead of the saga phases: login latency with and without a flood
+    /// of registrations beside it (the user service's password queue under attack).
+    #[arg(long, conflicts_with_all = ["profile", "peer"])]
+    pub registration_flood: bool,
 }
 
 /// Options of every command that measures a stack of its own and records
@@ -141,6 +146,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         stack::install::ensure_peer_packages(&config)?;
     }
     println!("bench: building ({}) and starting the stack in {}", profile(&config), config.state_dir.display());
+    if args.registration_flood {
+        return registration_flood(&config, &args).await;
+    }
     let outcome = match stack::up(&config, UpOptions { services: true, build: true }).await {
         Ok(()) => measure(&config, &args).await,
         Err(error) => Err(error),
@@ -157,6 +165,35 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if !args.run.no_record && !args.profile {
         append_benchmarks(&config, &markdown)?;
+        println!("appended to BENCHMARKS.md");
+    }
+    Ok(())
+}
+
+/// `bench --registration-flood`: its own stack, its own entry.
+async fn registration_flood(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<()> {
+    let outcome = match stack::up(config, UpOptions { services: true, build: true }).await {
+        Ok(()) => flood::measure(&Api::new(&config.gateway_url())?, args.quick).await,
+        Err(error) => Err(error),
+    };
+    let stopped = stack::down(config);
+    println!("bench stack stopped: {}", stopped.join(", "));
+    let mut report = outcome?;
+    report["commit"] = json!(git_commit(config));
+    let json_path = write_json(config, &report)?;
+    println!("results: {}", json_path.display());
+    let command = format!("cargo xtask bench --registration-flood{}", if args.quick { " --quick" } else { "" });
+    let stamp = format!(
+        "{} (commit {}, {} build, {} cores)",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+        git_commit(config),
+        profile(config),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let markdown = flood::markdown(&report, &command, &stamp)?;
+    println!("\n{markdown}");
+    if !args.run.no_record {
+        append_benchmarks(config, &markdown)?;
         println!("appended to BENCHMARKS.md");
     }
     Ok(())

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, Validate, parse_id};
-use crate::routes::products::MAX_AMOUNT;
+use crate::routes::products::{MAX_AMOUNT, reference_problem};
 use crate::session::Admin;
 use crate::state::AppState;
 
@@ -19,10 +19,11 @@ pub struct Credit {
     /// Amount to add in minor units (cents), more than 0.
     #[schema(example = 10000, minimum = 1, maximum = 1_000_000_000_000_i64)]
     pub amount_minor: i64,
-    /// Idempotency reference (e.g. a payment id): the same reference credits once.
-    /// When absent, every request is a new credit.
+    /// Idempotency reference (e.g. a payment id): the same reference with the
+    /// same amount credits once; with another amount, 409. When absent, every
+    /// request is a new credit.
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub reference: Option<String>,
 }
 
@@ -32,10 +33,8 @@ impl Validate for Credit {
         if !(1..=MAX_AMOUNT).contains(&self.amount_minor) {
             fields.push(FieldError::new("amount_minor", format!("must be between 1 and {MAX_AMOUNT}")));
         }
-        if let Some(reference) = &self.reference
-            && (reference.is_empty() || reference.len() > 200)
-        {
-            fields.push(FieldError::new("reference", "must be 1 to 200 characters"));
+        if let Some(problem) = self.reference.as_deref().and_then(reference_problem) {
+            fields.push(FieldError::new("reference", problem));
         }
         fields
     }

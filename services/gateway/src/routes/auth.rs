@@ -34,9 +34,9 @@ pub struct RegisterRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(example = "alice@example.com", max_length = 254)]
+    #[schema(example = "alice@example.com", min_length = 1, max_length = 254)]
     pub email: String,
-    #[schema(example = "correct horse battery", max_length = 128)]
+    #[schema(example = "correct horse battery", min_length = 1, max_length = 128)]
     pub password: String,
 }
 

@@ -165,6 +165,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 /// The `Idempotency-Key` header makes retries safe: the same key with the
 /// same items returns the same order (200) and starts no second saga; the
 /// same key with other items is a 409. Keys are scoped per user.
+///
+/// Products are not looked up here: the product service is the one that
+/// knows them, at the saga's stock step. An order naming a product that does
+/// not exist is placed, and its saga fails there (its event stream ends in
+/// `inventory_reserved_failed`), like an order for more than is in stock.
 #[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateOrder,
     params(("Idempotency-Key" = String, Header, description = "Client-chosen key, 1 to 200 printable ASCII characters",
         pattern = "^[!-~]{1,200}$")),
@@ -174,7 +179,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
         (status = 200, description = "The same key and items were sent before: the same order", body = Order),
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
-        (status = 404, description = "A product does not exist", body = ErrorBody),
         (status = 409, description = "The key was used with other items", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),

@@ -170,12 +170,46 @@ impl Validate for UpdateProduct {
 #[serde(deny_unknown_fields)]
 pub struct StockChange {
     /// Units to add (> 0) or remove (< 0); never 0.
-    #[schema(example = 5, minimum = -1_000_000_000_000_i64, maximum = 1_000_000_000_000_i64)]
+    #[schema(schema_with = nonzero_delta)]
     pub delta: i64,
-    /// Optional idempotency reference: the same reference changes the stock once.
+    /// Optional idempotency reference: the same reference with the same change
+    /// changes the stock once; with another change, or on another product, 409.
     #[serde(default)]
-    #[schema(max_length = 200)]
+    #[schema(min_length = 1, max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub reference: Option<String>,
+}
+
+/// What is wrong with an idempotency reference (of a stock change or a
+/// credit), if anything: what the schema says, counted in characters as
+/// JSON Schema counts them; control characters (PostgreSQL's text cannot
+/// hold NUL) are refused.
+pub fn reference_problem(reference: &str) -> Option<&'static str> {
+    if reference.is_empty() || reference.chars().count() > 200 {
+        Some("must be 1 to 200 characters")
+    } else if reference.chars().any(char::is_control) {
+        Some("must not contain control characters")
+    } else {
+        None
+    }
+}
+
+/// `delta` as the validation sees it: a non-zero integer within ±[`MAX_AMOUNT`].
+fn nonzero_delta() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type};
+    let range = |minimum: i64, maximum: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(minimum))
+            .maximum(Some(maximum))
+            .build()
+    };
+    let either = OneOfBuilder::new()
+        .item(range(1, MAX_AMOUNT))
+        .item(range(-MAX_AMOUNT, -1))
+        .description(Some("Units to add (> 0) or remove (< 0); never 0."))
+        .examples([5]);
+    Schema::OneOf(either.build())
 }
 
 impl Validate for StockChange {
@@ -186,10 +220,8 @@ impl Validate for StockChange {
         } else if self.delta.unsigned_abs() > MAX_AMOUNT as u64 {
             fields.push(FieldError::new("delta", format!("must be between -{MAX_AMOUNT} and {MAX_AMOUNT}")));
         }
-        if let Some(reference) = &self.reference
-            && (reference.is_empty() || reference.len() > 200)
-        {
-            fields.push(FieldError::new("reference", "must be 1 to 200 characters"));
+        if let Some(problem) = self.reference.as_deref().and_then(reference_problem) {
+            fields.push(FieldError::new("reference", problem));
         }
         fields
     }
@@ -301,6 +333,8 @@ pub async fn update(
 }
 
 /// Add or remove stock (admin). Removing more than is available is a 409.
+/// The same `reference` again with the same change is answered as done; with
+/// another change or on another product, 409.
 #[utoipa::path(post, path = "/api/v1/products/{id}/stock", tag = "products", request_body = StockChange,
     params(("id" = uuid::Uuid, Path, description = "Product id")),
     security(("bearer" = [])),
@@ -310,7 +344,7 @@ pub async fn update(
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such product", body = ErrorBody),
-        (status = 409, description = "Not enough stock to remove", body = ErrorBody),
+        (status = 409, description = "Not enough stock to remove, or the reference was used for another change", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
     ))]

@@ -1,0 +1,197 @@
+//! `cargo xtask bench --registration-flood`: how logins fare while anonymous
+//! clients register as fast as they can.
+//!
+//! Every registration and every login costs an argon2 hash in the user
+//! service. A flood used to queue hashes without bound, so real logins timed
+//! out for minutes. The defences are the gateway's registration limits (per
+//! address and in total) and, behind them, the user service's bounded
+//! password queue. The bench stack raises the per-address limits (every
+//! client of it is 127.0.0.1), so this measures the worst case: an attacker
+//! with addresses enough to stay under them, held back only by the queue.
+//!
+//! Two phases of the same length: logins alone, then the same logins with
+//! the flood. Login clients log in again as soon as their last attempt is
+//! answered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::load::Api;
+
+/// Clients logging in, one account each.
+const LOGIN_CLIENTS: usize = 4;
+/// Clients registering fresh accounts, each as soon as its last attempt is answered.
+const FLOOD_CLIENTS: usize = 64;
+const PASSWORD: &str = "bench flood password";
+
+/// What one kind of client saw in a phase.
+#[derive(Debug)]
+struct Tally {
+    /// Answer times of every attempt, microseconds.
+    latency: Histogram<u64>,
+    /// Attempts by HTTP status (`error` when no answer came).
+    statuses: std::collections::BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        let latency = Histogram::new_with_bounds(1, 600_000_000, 3).expect("static histogram bounds are valid");
+        Tally { latency, statuses: Default::default() }
+    }
+
+    fn record(&mut self, started: Instant, outcome: anyhow::Result<StatusCode>) {
+        self.latency.saturating_record(started.elapsed().as_micros().try_into().unwrap_or(u64::MAX));
+        let key = outcome.map_or_else(|_| "error".to_owned(), |status| status.as_u16().to_string());
+        *self.statuses.entry(key).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Tally) {
+        let _ = self.latency.add(&other.latency);
+        for (status, count) in other.statuses {
+            *self.statuses.entry(status).or_default() += count;
+        }
+    }
+
+    fn json(&self, seconds: f64, ok: &str) -> Value {
+        let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
+        let ok = self.statuses.get(ok).copied().unwrap_or(0);
+        json!({
+            "attempts": self.latency.len(),
+            "succeeded_per_second": ok as f64 / seconds.max(1e-9),
+            "statuses": self.statuses,
+            "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "max": self.latency.max() as f64 / 1000.0 },
+        })
+    }
+}
+
+async fn post(api: &Api, path: &str, body: &Value) -> anyhow::Result<StatusCode> {
+    Ok(api.send(reqwest::Method::POST, path, None, None, Some(body)).await?.0)
+}
+
+/// `clients` loops of `attempt(client, n)` until `stop`; what they saw.
+async fn clients<F, Fut>(clients: usize, stop: Arc<AtomicBool>, attempt: F) -> Tally
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<StatusCode>> + Send,
+{
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (stop, attempt) = (stop.clone(), attempt.clone());
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    tally.record(started, attempt(client, n).await);
+                    n += 1;
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut all = Tally::new();
+    for task in tasks {
+        if let Ok(tally) = task.await {
+            all.merge(tally);
+        }
+    }
+    all
+}
+
+/// One phase: the login clients, with `flood` clients registering beside them.
+async fn phase(api: &Api, accounts: &Arc<Vec<String>>, flood: usize, length: Duration) -> (Tally, Tally, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let logins = tokio::spawn(clients(LOGIN_CLIENTS, stop.clone(), {
+        let (api, accounts) = (api.clone(), accounts.clone());
+        move |client, _| {
+            let (api, email) = (api.clone(), accounts[client].clone());
+            async move { post(&api, "/api/v1/auth/login", &json!({ "email": email, "password": PASSWORD })).await }
+        }
+    }));
+    let registrations = tokio::spawn(clients(flood, stop.clone(), {
+        let api = api.clone();
+        move |client, n| {
+            let (api, email) = (api.clone(), format!("flood-{}-{client}-{n}@example.com", &run[..8]));
+            async move { post(&api, "/api/v1/auth/register", &json!({ "email": email, "password": PASSWORD })).await }
+        }
+    }));
+    let started = Instant::now();
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    let logins = logins.await.unwrap_or_else(|_| Tally::new());
+    let registrations = registrations.await.unwrap_or_else(|_| Tally::new());
+    (logins, registrations, started.elapsed().as_secs_f64())
+}
+
+/// Runs both phases on the stack behind `api`; the report's JSON.
+pub async fn measure(api: &Api, quick: bool) -> anyhow::Result<Value> {
+    let length = Duration::from_secs(if quick { 10 } else { 30 });
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut accounts = Vec::new();
+    for client in 0..LOGIN_CLIENTS {
+        let email = format!("flood-login-{}-{client}@example.com", &run[..8]);
+        let status = post(api, "/api/v1/auth/register", &json!({ "email": email, "password": PASSWORD })).await?;
+        anyhow::ensure!(status == StatusCode::CREATED, "registering a login account: {status}");
+        accounts.push(email);
+    }
+    let accounts = Arc::new(accounts);
+    let mut phases = Vec::new();
+    for (name, flood) in [("logins alone", 0), ("logins during the flood", FLOOD_CLIENTS)] {
+        println!("bench: {name}, {length:?}");
+        let (logins, registrations, seconds) = phase(api, &accounts, flood, length).await;
+        let login = logins.json(seconds, "200");
+        println!(
+            "  login p50 {} ms, p99 {} ms; {}",
+            login["latency_ms"]["p50"], login["latency_ms"]["p99"], login["statuses"]
+        );
+        phases.push(json!({
+            "name": name,
+            "seconds": seconds,
+            "login_clients": LOGIN_CLIENTS,
+            "flood_clients": flood,
+            "logins": login,
+            "registrations": registrations.json(seconds, "201"),
+        }));
+    }
+    Ok(json!({ "scenario": "registration-flood", "phases": phases }))
+}
+
+/// The BENCHMARKS.md entry of a flood run.
+pub fn markdown(report: &Value, command: &str, stamp: &str) -> anyhow::Result<String> {
+    let phases = report["phases"].as_array().context("a flood report without phases")?;
+    let mut out = format!(
+        "### Registration flood, {stamp}\n\n`{command}`: {LOGIN_CLIENTS} clients log in again and again, alone \
+         and then while {FLOOD_CLIENTS} clients register new accounts as fast as they are answered (the bench \
+         stack's per-address registration limits are raised, so only the user service's bounded password queue \
+         holds the flood back).\n\n\
+         | phase | logins/s | login p50 ms | login p99 ms | login max ms | login answers | registrations/s | registration answers |\n\
+         |---|---|---|---|---|---|---|---|\n"
+    );
+    for phase in phases {
+        let (logins, registrations) = (&phase["logins"], &phase["registrations"]);
+        let statuses = |v: &Value| {
+            v["statuses"].as_object().map_or_else(String::new, |m| {
+                m.iter().map(|(status, n)| format!("{status}: {n}")).collect::<Vec<_>>().join(", ")
+            })
+        };
+        out.push_str(&format!(
+            "| {} | {:.1} | {} | {} | {} | {} | {:.1} | {} |\n",
+            phase["name"].as_str().unwrap_or("?"),
+            logins["succeeded_per_second"].as_f64().unwrap_or(0.0),
+            logins["latency_ms"]["p50"],
+            logins["latency_ms"]["p99"],
+            logins["latency_ms"]["max"],
+            statuses(logins),
+            registrations["succeeded_per_second"].as_f64().unwrap_or(0.0),
+            statuses(registrations),
+        ));
+    }
+    Ok(out)
+}
