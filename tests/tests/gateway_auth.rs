@@ -41,6 +41,10 @@ async fn authorization_matrix() {
         (Method::GET, "/api/v1/orders".into(), None, 401, 200, 200),
         (Method::GET, format!("/api/v1/orders/{order}"), None, 401, 200, 200),
         (Method::POST, "/api/v1/orders".into(), Some(&items), 401, 201, 201),
+        (Method::GET, "/api/v1/admin/console/overview".into(), None, 401, 403, 200),
+        (Method::GET, format!("/api/v1/admin/console/sagas/{order}"), None, 401, 403, 200),
+        (Method::GET, "/api/v1/admin/console/dlq".into(), None, 401, 403, 200),
+        (Method::GET, "/api/v1/admin/console/dlq/audit".into(), None, 401, 403, 200),
     ];
     let mut failures = Vec::new();
     for (method, path, body, anonymous, as_customer, as_admin) in matrix {
