@@ -1,5 +1,8 @@
 //! gRPC contracts of the order, product and user services: messages plus
-//! tonic clients and servers, compiled from `proto/*.proto` at build time.
+//! tonic clients and servers, compiled from `proto/*.proto` at build time,
+//! and the mutual TLS both sides of every call use ([`tls`]).
+
+pub mod tls;
 
 /// `saga.order.v1`: create, get and list orders.
 pub mod order {

@@ -4,6 +4,7 @@
 //! call into it, never the other way round. What the gateway shares too
 //! (logging, trace context, shutdown) is in the lighter `saga-process`.
 
+pub mod callers;
 pub mod caught_up;
 pub mod consumer;
 pub mod db;

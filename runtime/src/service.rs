@@ -5,18 +5,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser};
-use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
+use tonic::transport::{Server, ServerTlsConfig};
+use tower::layer::util::{Identity, Stack};
 
 use saga_contract::{Dispatch, ServiceIdentity};
 use saga_process::shutdown::Shutdown;
 use sqlx::PgConnection;
 use sqlx::migrate::Migrator;
 
+use crate::callers::{Callers, CallersLayer};
 use crate::db::PoolName;
 use crate::health::Health;
 use crate::participant::{Participant, ParticipantError};
@@ -73,6 +76,32 @@ pub struct ServiceArgs {
     /// address's port plus 100.
     #[arg(long, env = "METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The certificate authority (PEM) a caller's client certificate must
+    /// chain to. With GRPC_TLS_CERT and GRPC_TLS_KEY, the server speaks mutual
+    /// TLS only: no plaintext, no caller without a certificate.
+    #[arg(long, env = "GRPC_TLS_CLIENT_CA")]
+    pub grpc_tls_client_ca: Option<PathBuf>,
+    /// The certificate (PEM) the server presents, issued for the service's name.
+    #[arg(long, env = "GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of GRPC_TLS_CERT.
+    #[arg(long, env = "GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
+    /// The identities (the names their certificates are issued for) allowed
+    /// to call the service's API over mutual TLS; any certificate of the
+    /// authority may ask its health.
+    #[arg(long, env = "GRPC_ALLOWED_CALLERS", value_delimiter = ',', default_value = saga_proto::tls::GATEWAY)]
+    pub grpc_allowed_callers: Vec<String>,
+    /// Serves plaintext gRPC on an address other than loopback. Only for a
+    /// network that authenticates its traffic itself (a service mesh): without
+    /// it, anyone who reaches the port could call the API.
+    #[arg(long, env = "GRPC_ALLOW_PLAINTEXT")]
+    pub grpc_allow_plaintext: bool,
+    /// Also serves the gRPC health service alone, in plaintext, here: for an
+    /// orchestrator's probes, which cannot present a client certificate
+    /// (Kubernetes' gRPC probe). Nothing but the health answers on it.
+    #[arg(long, env = "HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Parser)]
@@ -111,24 +140,76 @@ pub const KAFKA_WAIT: Duration = Duration::from_secs(30);
 /// How often the gRPC health service is brought in step with the loops' health.
 const HEALTH_REPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// The server a service adds its API to: every call passes the check of its caller first.
+pub type ApiRouter = Router<Stack<CallersLayer, Identity>>;
+
+/// How a service's gRPC server meets its callers.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// Mutual TLS, or plaintext (`None`).
+    pub tls: Option<ServerTlsConfig>,
+    /// Who may call what.
+    pub callers: Callers,
+    /// Where the health service alone is served in plaintext, if anywhere.
+    pub health_listen: Option<SocketAddr>,
+}
+
+impl Transport {
+    /// The transport `args` configure: mutual TLS when its files are given;
+    /// plaintext only on loopback, unless explicitly allowed.
+    pub fn from_args(args: &ServiceArgs) -> Result<Transport, BootError> {
+        let files = saga_proto::tls::TlsFiles::from_settings(
+            "GRPC_TLS_CLIENT_CA, GRPC_TLS_CERT, GRPC_TLS_KEY",
+            args.grpc_tls_client_ca.clone(),
+            args.grpc_tls_cert.clone(),
+            args.grpc_tls_key.clone(),
+        )?;
+        let (tls, callers) = match files {
+            Some(files) => {
+                (Some(files.server()?), Callers::certified(&args.grpc_allowed_callers).map_err(BootError::Callers)?)
+            }
+            None if args.listen.ip().is_loopback() || args.grpc_allow_plaintext => (None, Callers::Anyone),
+            None => return Err(BootError::Plaintext { listen: args.listen }),
+        };
+        Ok(Transport { tls, callers, health_listen: args.health_listen })
+    }
+}
+
 /// Serves the standard gRPC health service (what `liveness` says: serving
 /// only while the loops that do the work do it), gRPC server reflection for
 /// `descriptor_set` and whatever `add_services` adds, on `listener`, until
 /// `shutdown` is requested; in-flight calls are drained first.
 pub async fn serve_grpc_until(
     listener: TcpIncoming,
+    transport: Transport,
     shutdown: Shutdown,
     descriptor_set: &'static [u8],
     liveness: Health,
-    add_services: impl FnOnce(Router) -> Router,
+    add_services: impl FnOnce(ApiRouter) -> ApiRouter,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     tokio::spawn(liveness.report(reporter, HEALTH_REPORT_EVERY));
+    if let Some(listen) = transport.health_listen {
+        let probes = Server::builder().add_service(health.clone());
+        let shutdown = shutdown.clone();
+        let listener = TcpIncoming::bind(listen).map_err(|source| ServeError::HealthListen { listen, source })?;
+        tracing::info!(%listen, "gRPC health alone served in plaintext for probes");
+        tokio::spawn(async move {
+            if let Err(error) = probes.serve_with_incoming_shutdown(listener, shutdown.wait()).await {
+                tracing::error!(%error, "the probes' health server stopped");
+            }
+        });
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(descriptor_set)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let router = add_services(Server::builder().trace_fn(call_span).add_service(health).add_service(reflection));
+    let mut server = Server::builder();
+    if let Some(tls) = transport.tls {
+        server = server.tls_config(tls)?;
+    }
+    let mut server = server.trace_fn(call_span).layer(CallersLayer(transport.callers));
+    let router = add_services(server.add_service(health).add_service(reflection));
     router.serve_with_incoming_shutdown(listener, async move { shutdown.wait().await }).await?;
     Ok(())
 }
@@ -152,6 +233,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("cannot serve the probes' health on {listen}: {source}")]
+    HealthListen { listen: SocketAddr, source: std::io::Error },
 }
 
 /// A backend service after start-up: its configuration, its database pools
@@ -174,6 +257,16 @@ pub enum BootError {
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Metrics(#[from] saga_process::metrics::MetricsError),
+    #[error("gRPC TLS: {0}")]
+    Tls(#[from] saga_proto::tls::TlsError),
+    #[error("GRPC_ALLOWED_CALLERS: {0}")]
+    Callers(String),
+    #[error(
+        "refusing to serve plaintext gRPC on {listen}, which is not loopback: anyone who reaches it could call \
+         the API. Give GRPC_TLS_CLIENT_CA, GRPC_TLS_CERT and GRPC_TLS_KEY for mutual TLS, or set \
+         GRPC_ALLOW_PLAINTEXT=true where the network authenticates its traffic itself"
+    )]
+    Plaintext { listen: SocketAddr },
 }
 
 /// Parses the command line, installs JSON logging, takes the gRPC port,
@@ -188,14 +281,15 @@ async fn boot(
     service: BackendService,
     migrator: &sqlx::migrate::Migrator,
     shutdown: &Shutdown,
-) -> Result<(Booted, TcpIncoming), BootError> {
+) -> Result<(Booted, TcpIncoming, Transport), BootError> {
     let mut args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info", service.name);
+    let transport = Transport::from_args(&args)?;
     let listen_error = |source| BootError::Listen { listen: args.listen, source };
     // The settings `Server::serve` would give the connections it accepts.
     let listener = TcpIncoming::bind(args.listen).map_err(listen_error)?.with_nodelay(Some(true));
     args.listen = listener.local_addr().map_err(listen_error)?;
-    tracing::info!(listen = %args.listen, "gRPC server listening");
+    tracing::info!(listen = %args.listen, tls = transport.tls.is_some(), "gRPC server listening");
     saga_process::metrics::serve(args.metrics_listen.unwrap_or(saga_process::metrics::default_listen(args.listen)))?;
     let url = &args.database_url;
     let pool =
@@ -211,7 +305,7 @@ async fn boot(
         shutdown.clone(),
     ));
     tokio::spawn(crate::outbox::report_backlog(pool.clone(), shutdown.clone()));
-    Ok((Booted { args, pool, api_pool, health }, listener))
+    Ok((Booted { args, pool, api_pool, health }, listener, transport))
 }
 
 /// Work a service runs beside its consumer and API until shutdown (the
@@ -236,7 +330,7 @@ pub struct Parts<H, A> {
     pub background: Vec<Background>,
 }
 
-impl<H, A: FnOnce(Router) -> Router> Parts<H, A> {
+impl<H, A: FnOnce(ApiRouter) -> ApiRouter> Parts<H, A> {
     /// A service's handler, and `api`, which adds its gRPC API to the server.
     pub fn new(handler: H, api: A) -> Self {
         Parts { handler, api, startup: Vec::new(), background: Vec::new() }
@@ -289,10 +383,10 @@ pub async fn run<E, H, A>(
 where
     H: Send + Sync + 'static,
     E: Dispatch<H, Ctx = PgConnection>,
-    A: FnOnce(Router) -> Router,
+    A: FnOnce(ApiRouter) -> ApiRouter,
 {
     let (trigger, shutdown) = Shutdown::on_signal();
-    let (booted, listener) =
+    let (booted, listener, transport) =
         boot(BackendService { name: service.name, ordinal: service.ordinal }, migrator, &shutdown).await?;
     // A loop that stopped (a panic) cannot be trusted to come back: stop the
     // whole service and exit non-zero, so that `up` or a supervisor restarts it.
@@ -313,7 +407,8 @@ where
     }
     let participant = Participant::start(&booted, service, parts.handler, &shutdown)?;
     let background: Vec<_> = parts.background.into_iter().map(tokio::spawn).collect();
-    let served = serve_grpc_until(listener, shutdown.clone(), descriptor_set, booted.health.clone(), parts.api).await;
+    let served =
+        serve_grpc_until(listener, transport, shutdown.clone(), descriptor_set, booted.health.clone(), parts.api).await;
     // Whatever ended the server, stop the rest and let it finish.
     trigger.trigger();
     for task in background {

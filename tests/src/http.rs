@@ -245,6 +245,7 @@ impl PrivateGateway {
         for service in xtask::stack::config::services() {
             command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), stack.grpc_url(service));
         }
+        command.envs(xtask::stack::services::gateway_tls_env(stack));
         for (name, value) in env {
             command.env(name, value);
         }

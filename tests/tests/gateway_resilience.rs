@@ -12,7 +12,7 @@ use serde_json::json;
 async fn unreachable_backend_is_503_and_not_ready() {
     // A port nothing listens on: bind, note the port, close.
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let url = format!("http://127.0.0.1:{port}");
+    let url = format!("https://127.0.0.1:{port}");
     let gateway = PrivateGateway::spawn(&stack(), &[("PRODUCT_GRPC_URL", url.as_str())]).await;
     gateway.wait_for("/healthz").await;
 
@@ -34,7 +34,7 @@ async fn unreachable_backend_is_503_and_not_ready() {
 async fn hanging_backend_hits_the_deadline_and_is_504_then_503() {
     // Accepts connections and never says a word, like a wedged server.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listener");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
     let hold = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
@@ -74,7 +74,7 @@ async fn hanging_backend_hits_the_deadline_and_is_504_then_503() {
 async fn a_dead_instance_beside_a_live_one_costs_no_request() {
     let stack = stack();
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let dead = format!("http://127.0.0.1:{port}");
+    let dead = format!("https://127.0.0.1:{port}");
     let live = stack.grpc_url(xtask::stack::config::services()[1]);
     let both = format!("{dead},{live}");
     let gateway = PrivateGateway::start(&stack, &[("PRODUCT_GRPC_URL", both.as_str())]).await;

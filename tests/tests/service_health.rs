@@ -10,6 +10,7 @@ mod saga_common;
 use std::process::Stdio;
 
 use saga_common::{create_topics, eventually};
+use saga_proto::tls::OPERATOR;
 use saga_tests::http::PrivateGateway;
 use saga_tests::proxy::Proxy;
 use saga_tests::{stack, unique};
@@ -17,8 +18,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// What the health service at `url` (the stack's product certificate) says of `service`, asked as the operator.
 async fn status(url: &str, service: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).ok()?.connect().await.ok()?;
+    let endpoint = xtask::stack::services::channel_as(&stack(), OPERATOR, "product", url).ok()?;
+    let channel = endpoint.connect().await.ok()?;
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await.ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
 }
@@ -52,6 +55,7 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         .env("KAFKA_BROKERS", stack.kafka_brokers())
         .env("TOPIC_PREFIX", &prefix)
         .env("HEALTH_STUCK_AFTER_MS", "1500")
+        .envs(xtask::stack::services::service_tls_env(&stack, "product"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -59,7 +63,7 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         .spawn()
         .expect("product service starts");
     let listen = saga_tests::listening(&log_path, "gRPC server listening", || child.try_wait().ok().flatten()).await;
-    let grpc = format!("http://{listen}");
+    let grpc = format!("https://{listen}");
     // The relay reports once its loop has started, which may be a tick after the service
     // first says SERVING overall: wait for both.
     eventually("the product service and its relay to serve", || async {

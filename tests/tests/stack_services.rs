@@ -8,6 +8,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use saga_generated::topology::CONSUMER_GROUPS;
+use saga_proto::tls::OPERATOR;
 use saga_tests::stack;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -18,8 +19,8 @@ use xtask::stack::config::services;
 async fn every_backend_reports_serving() {
     let stack = stack();
     for service in services() {
-        let channel = tonic::transport::Endpoint::from_shared(stack.grpc_url(service))
-            .expect("url")
+        let channel = xtask::stack::services::channel_as(&stack, OPERATOR, service.name, &stack.grpc_url(service))
+            .expect("endpoint")
             .connect()
             .await
             .expect("connect");

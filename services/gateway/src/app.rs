@@ -32,9 +32,10 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         .await
         .with_context(|| format!("cannot connect to Redis at {}", saga_process::redact::url(&config.redis_url)))?;
     // Each service's instances (a comma-separated list of URLs), balanced over those that answer.
-    let order = Instances::start("order", &config.order_grpc_url)?;
-    let product = Instances::start("product", &config.product_grpc_url)?;
-    let user = Instances::start("user", &config.user_grpc_url)?;
+    let tls = config.grpc_tls()?;
+    let order = Instances::start("order", &config.order_grpc_url, tls.as_ref())?;
+    let product = Instances::start("product", &config.product_grpc_url, tls.as_ref())?;
+    let user = Instances::start("user", &config.user_grpc_url, tls.as_ref())?;
     let backends = Backends {
         order: OrderServiceClient::new(order.channel.clone()),
         product: ProductServiceClient::new(product.channel.clone()),

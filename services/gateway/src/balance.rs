@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use saga_proto::tls::TlsFiles;
 use tokio::sync::mpsc::Sender;
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -52,6 +53,9 @@ pub struct Instances {
     pub channel: Channel,
     /// The instances known now, by their URL (`http://<ip>:<port>`).
     members: Arc<Mutex<BTreeMap<String, Member>>>,
+    /// Mutual TLS with every instance (its certificate issued for the
+    /// service's name), or none: `https://` URLs, or `http://` ones.
+    tls: Option<ClientTlsConfig>,
 }
 
 /// One instance: a channel of its own (for health questions), what its watcher
@@ -71,7 +75,7 @@ impl Instances {
     /// every address each one's host resolves to, resolved again every
     /// [`RESOLVE_EVERY`], with a watcher per instance. Connections are lazy: an
     /// instance that is down only stays out of the list until it answers.
-    pub fn start(service: &'static str, urls: &str) -> anyhow::Result<Instances> {
+    pub fn start(service: &'static str, urls: &str, tls: Option<&TlsFiles>) -> anyhow::Result<Instances> {
         let urls: Vec<String> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
         anyhow::ensure!(!urls.is_empty(), "no gRPC URL for the {service} service");
         let mut targets = Vec::with_capacity(urls.len());
@@ -81,10 +85,22 @@ impl Instances {
             let host = uri.host().with_context(|| format!("gRPC URL for {service} without a host: {url}"))?;
             let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
             let scheme = uri.scheme_str().unwrap_or("http").to_owned();
+            // Either way round, a mismatch would be a call that cannot work,
+            // or one that silently goes out in plaintext.
+            match (scheme.as_str(), tls.is_some()) {
+                ("https", false) => anyhow::bail!(
+                    "{service}: {url} is https, but the gateway has no GRPC_TLS_CA, GRPC_TLS_CERT and GRPC_TLS_KEY"
+                ),
+                ("http", true) => anyhow::bail!(
+                    "{service}: {url} is plaintext http, but the gateway is configured for mutual TLS; use https://"
+                ),
+                _ => {}
+            }
             targets.push((scheme, host.trim_matches(['[', ']']).to_owned(), port));
         }
         let (channel, changes) = Channel::balance_channel::<String>(64);
-        let instances = Instances { service, channel, members: Arc::default() };
+        let tls = tls.map(|files| files.client(service)).transpose()?;
+        let instances = Instances { service, channel, members: Arc::default(), tls };
         tokio::spawn(instances.clone().resolve(targets, changes));
         Ok(instances)
     }
@@ -129,7 +145,16 @@ impl Instances {
             if members.contains_key(url) {
                 continue;
             }
-            let Ok(endpoint) = Endpoint::from_shared(url.clone()) else { continue };
+            let Ok(mut endpoint) = Endpoint::from_shared(url.clone()) else { continue };
+            if let Some(tls) = &self.tls {
+                endpoint = match endpoint.tls_config(tls.clone()) {
+                    Ok(endpoint) => endpoint,
+                    Err(error) => {
+                        tracing::error!(service = self.service, %url, %error, "cannot set up TLS to an instance");
+                        continue;
+                    }
+                };
+            }
             let endpoint = endpoint.connect_timeout(ASK_TIMEOUT);
             let own = endpoint.connect_lazy();
             let seen = Arc::new(AtomicU8::new(NOT_ASKED));
@@ -379,7 +404,7 @@ mod tests {
         let (_reporter, health) = tonic_health::server::health_reporter();
         let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let server = tokio::spawn(tonic::transport::Server::builder().add_service(health).serve(address));
-        let instances = Instances::start("order", &format!("http://localhost:{port}")).expect("instances");
+        let instances = Instances::start("order", &format!("http://localhost:{port}"), None).expect("instances");
         let expected = format!("http://127.0.0.1:{port}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {

@@ -2,6 +2,7 @@
 //! default points at the local development stack.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -37,6 +38,18 @@ pub struct Config {
     /// gRPC URL of the user service.
     #[arg(long, env = "USER_GRPC_URL", default_value_t = grpc_url("user"))]
     pub user_grpc_url: String,
+    /// The certificate authority (PEM) the services' certificates must chain
+    /// to. With GRPC_TLS_CERT and GRPC_TLS_KEY, the gateway calls `https://`
+    /// URLs over mutual TLS and accepts only a server whose certificate is
+    /// issued for the service it calls.
+    #[arg(long, env = "GRPC_TLS_CA")]
+    pub grpc_tls_ca: Option<PathBuf>,
+    /// The gateway's own certificate (PEM), which the services require.
+    #[arg(long, env = "GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of GRPC_TLS_CERT.
+    #[arg(long, env = "GRPC_TLS_KEY")]
+    pub grpc_tls_key: Option<PathBuf>,
     /// Deadline of every gRPC call, in milliseconds.
     #[arg(long, env = "GRPC_TIMEOUT_MS", default_value_t = 5000)]
     pub grpc_timeout_ms: u64,
@@ -134,6 +147,16 @@ fn grpc_url(service: &str) -> String {
 }
 
 impl Config {
+    /// The gateway's mutual-TLS credentials, when configured (all three files, or none).
+    pub fn grpc_tls(&self) -> Result<Option<saga_proto::tls::TlsFiles>, saga_proto::tls::TlsError> {
+        saga_proto::tls::TlsFiles::from_settings(
+            "GRPC_TLS_CA, GRPC_TLS_CERT, GRPC_TLS_KEY",
+            self.grpc_tls_ca.clone(),
+            self.grpc_tls_cert.clone(),
+            self.grpc_tls_key.clone(),
+        )
+    }
+
     pub fn grpc_timeout(&self) -> Duration {
         Duration::from_millis(self.grpc_timeout_ms)
     }

@@ -36,9 +36,11 @@ pub struct Clients {
     pub user: UserServiceClient<Channel>,
 }
 
-async fn channel(url: String) -> Channel {
-    tonic::transport::Endpoint::from_shared(url)
-        .expect("valid url")
+/// A channel to `service` at `url` over the stack's mutual TLS, as the
+/// gateway: these tests call the services' APIs the way the gateway does.
+async fn channel(service: &str, url: String) -> Channel {
+    xtask::stack::services::channel_as(&saga_tests::stack(), saga_proto::tls::GATEWAY, service, &url)
+        .expect("valid url and the stack's certificates")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .connect_lazy()
@@ -47,9 +49,9 @@ async fn channel(url: String) -> Channel {
 impl Clients {
     pub async fn at(order: String, product: String, user: String) -> Clients {
         Clients {
-            order: OrderServiceClient::new(channel(order).await),
-            product: ProductServiceClient::new(channel(product).await),
-            user: UserServiceClient::new(channel(user).await),
+            order: OrderServiceClient::new(channel("order", order).await),
+            product: ProductServiceClient::new(channel("product", product).await),
+            user: UserServiceClient::new(channel("user", user).await),
         }
     }
 
@@ -373,6 +375,7 @@ impl PrivateSaga {
             .env("KAFKA_BROKERS", &self.brokers)
             .env("TOPIC_PREFIX", &self.prefix)
             .env("DATABASE_MAX_CONNECTIONS", "5")
+            .envs(xtask::stack::services::service_tls_env(stack, service))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -440,7 +443,12 @@ impl PrivateSaga {
     async fn passes_health_check(&self, i: usize) -> bool {
         // The port is taken before the service is ready to answer: a check
         // must not hang on a connection its server does not yet read.
-        let Ok(endpoint) = tonic::transport::Endpoint::from_shared(self.url(SERVICES[i])) else { return false };
+        let operator = saga_proto::tls::OPERATOR;
+        let Ok(endpoint) =
+            xtask::stack::services::channel_as(&saga_tests::stack(), operator, SERVICES[i], &self.url(SERVICES[i]))
+        else {
+            return false;
+        };
         let endpoint = endpoint.timeout(Duration::from_secs(2)).connect_timeout(Duration::from_secs(2));
         let Ok(channel) = endpoint.connect().await else { return false };
         let reply = tonic_health::pb::health_client::HealthClient::new(channel)
@@ -450,7 +458,7 @@ impl PrivateSaga {
     }
 
     pub fn url(&self, service: &str) -> String {
-        format!("http://127.0.0.1:{}", self.ports[Self::index(service)])
+        format!("https://127.0.0.1:{}", self.ports[Self::index(service)])
     }
 
     pub async fn clients(&self) -> Clients {

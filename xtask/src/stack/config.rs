@@ -357,8 +357,14 @@ impl StackConfig {
         self.replica_url(service, 0)
     }
 
+    /// Mutual TLS only: a service refuses plaintext (see [`StackConfig::tls_dir`]).
     pub fn replica_url(&self, service: BackendService, replica: u16) -> String {
-        format!("http://{}:{}", self.host(), self.replica_port(service, replica))
+        format!("https://{}:{}", self.host(), self.replica_port(service, replica))
+    }
+
+    /// The stack's certificate authority and every party's certificate and key.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.state_dir.join("tls")
     }
 
     /// Every replica's gRPC URL, comma-separated: what the gateway balances over.
@@ -419,7 +425,7 @@ mod tests {
         assert_eq!(config.database_url(order), order.default_database_url());
         assert_eq!(config.kafka_brokers(), defaults::kafka_brokers());
         assert_eq!(config.redis_url(), defaults::redis_url());
-        assert_eq!(config.grpc_url(order), format!("http://{}", order.default_listen()));
+        assert_eq!(config.grpc_url(order), format!("https://{}", order.default_listen()));
         assert_eq!(config.console_database_url("order_service"), defaults::console_database_url("order_service"));
     }
 
@@ -451,7 +457,7 @@ mod tests {
         let controllers: Vec<u16> = config.kafka_nodes().iter().map(|n| n.controller_port).collect();
         assert_eq!(controllers, [17093, 17095, 17097]);
         let order = services()[0];
-        assert_eq!(config.grpc_urls(order), "http://127.0.0.1:17051,http://127.0.0.1:17251");
+        assert_eq!(config.grpc_urls(order), "https://127.0.0.1:17051,https://127.0.0.1:17251");
         assert_eq!((config.shape.replication_factor(), config.shape.min_insync_replicas()), (3, 2));
         // The highest replica's ports (and their metrics ports) meet no other port of the stack.
         let top = config.replica_port(services()[2], MAX_REPLICAS - 1);

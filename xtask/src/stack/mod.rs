@@ -8,7 +8,8 @@ pub(crate) mod postgres;
 mod preflight;
 pub mod process;
 mod redis_server;
-mod services;
+pub mod services;
+pub mod tls;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -236,6 +237,7 @@ pub async fn up(config: &StackConfig, options: UpOptions) -> anyhow::Result<()> 
     install::ensure_packages(config)?;
     install::ensure_kafka_libs(config)?;
     kafka::check_shape(config)?;
+    tls::ensure(config)?;
     let components: Vec<Component> =
         Component::all(config).into_iter().filter(|c| options.services || c.is_infrastructure()).collect();
     if options.services && options.build {

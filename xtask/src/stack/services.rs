@@ -1,6 +1,7 @@
 //! The saga's own processes: the three backend services and the gateway,
 //! built by cargo and started from the workspace's target folder.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -42,7 +43,34 @@ pub fn backend_command(config: &StackConfig, service: BackendService, replica: u
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.replica_port(service, replica)))
         .env("DATABASE_URL", config.database_url(service))
         .env("KAFKA_BROKERS", config.kafka_brokers());
+    command.envs(service_tls_env(config, service.name));
     command
+}
+
+/// The settings of `service`'s mutual TLS: its own certificate, and the
+/// authority its callers' certificates must chain to.
+pub fn service_tls_env(config: &StackConfig, service: &str) -> [(&'static str, PathBuf); 3] {
+    let files = super::tls::files(config, service);
+    [("GRPC_TLS_CLIENT_CA", files.ca), ("GRPC_TLS_CERT", files.cert), ("GRPC_TLS_KEY", files.key)]
+}
+
+/// The settings of the gateway's mutual TLS: its own certificate, and the
+/// authority the services' certificates must chain to.
+pub fn gateway_tls_env(config: &StackConfig) -> [(&'static str, PathBuf); 3] {
+    let files = super::tls::files(config, saga_proto::tls::GATEWAY);
+    [("GRPC_TLS_CA", files.ca), ("GRPC_TLS_CERT", files.cert), ("GRPC_TLS_KEY", files.key)]
+}
+
+/// A channel to the service at `url` (an `https://` URL of the stack) as
+/// `identity`: `operator` for health, `gateway` for the API (a test acting as the gateway).
+pub fn channel_as(
+    config: &StackConfig,
+    identity: &str,
+    service: &str,
+    url: &str,
+) -> anyhow::Result<tonic::transport::Endpoint> {
+    let tls = super::tls::files(config, identity).client(service)?;
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?.tls_config(tls)?)
 }
 
 /// The console reads every service's database with its read-only role, and keeps its
@@ -72,6 +100,7 @@ pub fn gateway_command(config: &StackConfig) -> Command {
         // Every replica: the gateway balances over those that are healthy.
         command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_urls(service));
     }
+    command.envs(gateway_tls_env(config));
     let (email, password) = admin_credentials();
     command.env("ADMIN_EMAIL", email).env("ADMIN_PASSWORD", password);
     // Every client of a local stack is 127.0.0.1, so the per-IP limits would
@@ -94,7 +123,7 @@ pub fn admin_credentials() -> (String, String) {
 
 /// Ready when the standard gRPC health check of the replica says SERVING.
 pub async fn probe_backend(config: &StackConfig, service: BackendService, replica: u16) -> anyhow::Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(config.replica_url(service, replica))?
+    let channel = channel_as(config, saga_proto::tls::OPERATOR, service.name, &config.replica_url(service, replica))?
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2))
         .connect()
