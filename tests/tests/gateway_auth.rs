@@ -46,10 +46,20 @@ async fn authorization_matrix() {
         (Method::GET, "/api/v1/admin/console/dlq".into(), None, 401, 403, 200),
         (Method::GET, "/api/v1/admin/console/dlq/audit".into(), None, 401, 403, 200),
     ];
+    // A token of the right shape that was never issued, and one whose session
+    // is gone (revoked: what an expired one also is, a session Redis no longer has).
+    let forged = "A".repeat(43);
+    let (ended, _) = api.customer().await;
+    let logout = api.call(Method::POST, "/api/v1/auth/logout", Some(&ended), &[], None).await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
     let mut failures = Vec::new();
     for (method, path, body, anonymous, as_customer, as_admin) in matrix {
+        // Wherever a token is required, a bad one is refused as no token is.
+        let bad = if anonymous == 401 { 401 } else { anonymous };
         for (who, token, expected) in [
             ("anonymous", None, anonymous),
+            ("forged token", Some(forged.as_str()), bad),
+            ("ended session", Some(ended.as_str()), bad),
             ("customer", Some(customer.as_str()), as_customer),
             ("admin", Some(admin.as_str()), as_admin),
         ] {
