@@ -217,6 +217,129 @@ impl Saga {
     pub fn consumer_group(&self, service: &str) -> String {
         format!("{}.{}", self.name, service)
     }
+
+    /// What the broker lets each service do, as the principal named after it:
+    /// write the topics it publishes to (its live events) and the dead-letter
+    /// twins of those it consumes; read the topics it consumes, with its own
+    /// consumer group; and, for every service but the status owner, describe
+    /// the owner's group and topics (the owner's caught-up clock, which a
+    /// participant may keep to shed requests whose saga was given up on).
+    /// Nothing else: a forged event on another service's topic is refused.
+    /// In service, then resource order; `Describe` only where no other
+    /// operation on the resource implies it.
+    pub fn kafka_grants(&self) -> Vec<KafkaGrant> {
+        let mut grants = Vec::new();
+        let owner = self.status.as_ref().map(|s| s.owner.as_str());
+        for service in &self.services {
+            let s = service.name.as_str();
+            let consumed = self.consumed_topics(s);
+            let mut topic_ops: Vec<(String, Vec<&'static str>)> = Vec::new();
+            let mut grant = |name: String, op: &'static str| match topic_ops.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, ops)) if !ops.contains(&op) => ops.push(op),
+                Some(_) => {}
+                None => topic_ops.push((name, vec![op])),
+            };
+            for topic in &self.topics {
+                if self.events.iter().any(|e| e.publisher == s && !e.retired && e.topic == topic.name) {
+                    grant(topic.name.clone(), "Write");
+                }
+                if consumed.iter().any(|c| c.name == topic.name) {
+                    grant(topic.name.clone(), "Read");
+                    grant(format!("{}{}", topic.name, self.dlq_suffix), "Write");
+                }
+            }
+            let mut group_ops = Vec::new();
+            if !consumed.is_empty() {
+                group_ops.push((self.consumer_group(s), vec!["Read"]));
+            }
+            if let Some(owner) = owner.filter(|o| *o != s) {
+                for topic in self.consumed_topics(owner) {
+                    if !topic_ops.iter().any(|(n, _)| *n == topic.name) {
+                        topic_ops.push((topic.name.clone(), vec!["Describe"]));
+                    }
+                }
+                group_ops.push((self.consumer_group(owner), vec!["Describe"]));
+            }
+            for (name, operations) in topic_ops {
+                grants.push(KafkaGrant::literal(s, AclResource::Topic, name, operations));
+            }
+            for (name, operations) in group_ops {
+                grants.push(KafkaGrant::literal(s, AclResource::Group, name, operations));
+            }
+        }
+        grants.extend(self.console_grants());
+        grants
+    }
+
+    /// The operator console's grants: it reads every topic and dead letter
+    /// (traces, the overview, the dead-letter lists) with throwaway groups
+    /// under [`Saga::console_group_prefix`], writes the saga's topics (a
+    /// redrive publishes a dead letter there again: its credentials are an
+    /// admin's), and describes the services' groups (their lag).
+    fn console_grants(&self) -> Vec<KafkaGrant> {
+        let mut grants = Vec::new();
+        for topic in &self.topics {
+            grants.push(KafkaGrant::literal(CONSOLE, AclResource::Topic, topic.name.clone(), vec!["Read", "Write"]));
+            let dlq = format!("{}{}", topic.name, self.dlq_suffix);
+            grants.push(KafkaGrant::literal(CONSOLE, AclResource::Topic, dlq, vec!["Read"]));
+        }
+        for service in self.services.iter().filter(|s| !self.consumed_topics(&s.name).is_empty()) {
+            let group = self.consumer_group(&service.name);
+            grants.push(KafkaGrant::literal(CONSOLE, AclResource::Group, group, vec!["Describe"]));
+        }
+        grants.push(KafkaGrant {
+            principal: CONSOLE.to_owned(),
+            resource: AclResource::Group,
+            name: self.console_group_prefix(),
+            prefixed: true,
+            operations: vec!["Read"],
+        });
+        grants
+    }
+
+    /// The prefix of the consumer groups the operator console reads with: no
+    /// service's group starts with it (a service is no `console.`).
+    pub fn console_group_prefix(&self) -> String {
+        format!("{}.{CONSOLE}.", self.name)
+    }
+}
+
+/// The operator console's Kafka principal.
+pub const CONSOLE: &str = "console";
+
+/// The kind of Kafka resource a grant is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclResource {
+    Topic,
+    Group,
+}
+
+impl AclResource {
+    /// As Kafka's tools and Strimzi's `KafkaUser` name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AclResource::Topic => "topic",
+            AclResource::Group => "group",
+        }
+    }
+}
+
+/// Operations (Kafka's names: `Read`, `Write`, `Describe`) a principal may
+/// perform on one resource, or on those whose names start with `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaGrant {
+    pub principal: String,
+    pub resource: AclResource,
+    pub name: String,
+    /// `name` is a prefix of the resources' names, not a whole name.
+    pub prefixed: bool,
+    pub operations: Vec<&'static str>,
+}
+
+impl KafkaGrant {
+    fn literal(principal: &str, resource: AclResource, name: String, operations: Vec<&'static str>) -> KafkaGrant {
+        KafkaGrant { principal: principal.to_owned(), resource, name, prefixed: false, operations }
+    }
 }
 
 /// `order.created` -> `OrderCreated`; `inventory_reserved` -> `InventoryReserved`.

@@ -34,8 +34,9 @@ pub struct Layout {
     pub avro_dir: Option<PathBuf>,
     /// The generated Markdown; `None` to skip.
     pub docs_file: Option<PathBuf>,
-    /// The generated Kubernetes resources (the Kafka topics); `None` to skip.
-    pub deploy_file: Option<PathBuf>,
+    /// The folder of the generated Kubernetes resources (the Kafka topics and
+    /// users); `None` to skip.
+    pub deploy_dir: Option<PathBuf>,
 }
 
 impl Layout {
@@ -45,7 +46,7 @@ impl Layout {
             rust_dir: PathBuf::from("generated/src"),
             avro_dir: Some(PathBuf::from(".avro")),
             docs_file: Some(PathBuf::from("docs/saga.md")),
-            deploy_file: Some(PathBuf::from("deploy/kubernetes/generated/kafka-topics.yaml")),
+            deploy_dir: Some(PathBuf::from("deploy/kubernetes/generated")),
         }
     }
 
@@ -55,7 +56,7 @@ impl Layout {
             rust_dir: PathBuf::from("generated/tests/examples").join(stem),
             avro_dir: None,
             docs_file: None,
-            deploy_file: None,
+            deploy_dir: None,
         }
     }
 }
@@ -211,8 +212,10 @@ pub fn emit_all(
     if let Some(file) = &layout.docs_file {
         set.files.insert(file.clone(), emit::docs::markdown(saga, &schemas, &format!("<!-- {what}. -->\n")));
     }
-    if let Some(file) = &layout.deploy_file {
-        set.files.insert(file.clone(), emit::deploy::kafka_topics(saga, &format!("# {what}.\n")));
+    if let Some(dir) = &layout.deploy_dir {
+        let header = format!("# {what}.\n");
+        set.files.insert(dir.join("kafka-topics.yaml"), emit::deploy::kafka_topics(saga, &header));
+        set.files.insert(dir.join("kafka-users.yaml"), emit::deploy::kafka_users(saga, &header));
     }
     Ok(set)
 }

@@ -346,6 +346,243 @@ pub const COMPENSATIONS: &[Compensation] = &[
     },
 ];
 
+/// What the broker lets a service do, as the principal named after it
+/// (docs/security.md): it writes the topics it publishes to and the
+/// dead-letter twins of those it consumes, reads what it consumes with
+/// its own group, describes the status owner's group and topics. And
+/// what it lets the operator console (`console`) do: read everything,
+/// redrive into the saga's topics, with groups of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaGrant {
+    pub principal: &'static str,
+    /// `topic` or `group`.
+    pub resource: &'static str,
+    /// `literal`: the resource named `name`; `prefixed`: every resource whose name starts with it.
+    pub pattern: &'static str,
+    pub name: &'static str,
+    /// Kafka's names: `Read`, `Write`, `Describe`.
+    pub operations: &'static [&'static str],
+}
+
+pub const KAFKA_GRANTS: &[KafkaGrant] = &[
+    KafkaGrant {
+        principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "order",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.order",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.product",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.order",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.user",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.order",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.order",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.product",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.user",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "prefixed",
+        name: "order_fulfillment.console.",
+        operations: &["Read"],
+    },
+];
+
+/// The operator console's Kafka principal.
+pub const CONSOLE_PRINCIPAL: &str = "console";
+
+/// The prefix of the consumer groups the operator console reads with.
+pub const CONSOLE_GROUP_PREFIX: &str = "order_fulfillment.console.";
+
 pub fn topic(name: &str) -> Option<&'static Topic> {
     TOPICS.iter().find(|t| t.name == name)
 }

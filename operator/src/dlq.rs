@@ -8,7 +8,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use saga_generated::topology::{DLQ_SUFFIX, TOPICS};
 use serde::{Deserialize, Serialize};
 
@@ -117,9 +117,12 @@ pub fn topics(prefix: &str) -> Vec<(String, String)> {
     TOPICS.iter().map(|t| (format!("{prefix}{}", t.name), format!("{prefix}{}{DLQ_SUFFIX}", t.name))).collect()
 }
 
+/// The prefix of the throwaway consumer groups that read dead letters: the
+/// console's principal may use these groups, and no service's.
+pub use saga_generated::topology::CONSOLE_GROUP_PREFIX as GROUP_PREFIX;
+
 fn consumer(brokers: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    saga_runtime::kafka::client(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("log_level", "3")
@@ -129,7 +132,8 @@ fn consumer(brokers: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
 /// Reads `topic` from the group's committed position (or the start) to its current end.
 /// Blocking: call it from `spawn_blocking` in async code.
 pub fn read(brokers: &str, topic: &str, group: Option<&str>) -> Result<Vec<OwnedMessage>, DlqError> {
-    let group_id = group.map(str::to_owned).unwrap_or_else(|| format!("saga.dlq-list-{}", uuid::Uuid::new_v4()));
+    let group_id =
+        group.map(str::to_owned).unwrap_or_else(|| format!("{GROUP_PREFIX}dlq-list-{}", uuid::Uuid::new_v4()));
     let consumer = consumer(brokers, &group_id)?;
     let mut out = Vec::new();
     let result = (|| -> Result<(), DlqError> {
@@ -176,7 +180,7 @@ pub fn read(brokers: &str, topic: &str, group: Option<&str>) -> Result<Vec<Owned
 
 /// The message at `offset` of `topic`/`partition`. Blocking.
 pub fn read_one(brokers: &str, topic: &str, partition: i32, offset: i64) -> Result<OwnedMessage, DlqError> {
-    let consumer = consumer(brokers, &format!("saga.dlq-read-{}", uuid::Uuid::new_v4()))?;
+    let consumer = consumer(brokers, &format!("{GROUP_PREFIX}dlq-read-{}", uuid::Uuid::new_v4()))?;
     let missing = || DlqError::NoMessage { topic: topic.to_owned(), partition, offset };
     let (low, high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
     if offset < low || offset >= high {
@@ -222,8 +226,7 @@ fn read_range(
 /// Messages each DLQ topic holds now (high minus low watermark, over its partitions), from
 /// one metadata request; a DLQ topic that does not exist is left out. Blocking.
 pub fn held(brokers: &str, prefix: &str) -> Result<BTreeMap<String, i64>, DlqError> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("log_level", "0").create()?;
+    let consumer: BaseConsumer = saga_runtime::kafka::client(brokers).set("log_level", "0").create()?;
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(3))?;
     let mut held = BTreeMap::new();
     for (_, dlq) in topics(prefix) {

@@ -15,13 +15,75 @@ use saga_contract::TopicShape;
 /// latency, see BENCHMARKS.md).
 pub const DEFAULT_LINGER_MS: u32 = 0;
 
-/// Settings every client of the runtime starts from: the brokers, and a
-/// reconnect backoff capped at 1 s. librdkafka's default cap is 10 s, so
-/// after an outage of the broker its clients came back up to 10 s after it
-/// did (the kill-broker chaos scenario saw 8 to 10 s with no traffic at all).
+/// Who this process is to the broker: a SASL/SCRAM principal and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// The credentials two optional settings give: both, or neither (no
+    /// authentication); one without the other is an error, not a silent
+    /// anonymous client.
+    pub fn from_settings(username: Option<String>, password: Option<String>) -> Result<Option<Credentials>, String> {
+        match (username, password) {
+            (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+            (None, None) => Ok(None),
+            _ => Err("give both KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD, or neither".to_owned()),
+        }
+    }
+}
+
+/// The SASL mechanism of every client: SCRAM, so no password crosses the wire.
+pub const SASL_MECHANISM: &str = "SCRAM-SHA-512";
+
+static CREDENTIALS: std::sync::OnceLock<Option<Credentials>> = std::sync::OnceLock::new();
+
+/// Makes every Kafka client this process creates from now on ([`client`])
+/// authenticate as `credentials` (none: plaintext without authentication).
+/// One identity per process: a service is one principal, with the topics and
+/// group the spec gives it (docs/security.md). The first call wins; a later
+/// one with other credentials is an error.
+pub fn authenticate_as(credentials: Option<Credentials>) -> Result<(), String> {
+    let username = credentials.as_ref().map(|c| c.username.clone());
+    let set = CREDENTIALS.get_or_init(|| credentials.clone());
+    if *set != credentials {
+        return Err(format!(
+            "this process already authenticates to Kafka as {:?}, not {username:?}",
+            set.as_ref().map(|c| &c.username)
+        ));
+    }
+    Ok(())
+}
+
+/// Settings every Kafka client of the platform starts from: the brokers, the
+/// process's credentials ([`authenticate_as`]), and a reconnect backoff
+/// capped at 1 s. librdkafka's default cap is 10 s, so after an outage of the
+/// broker its clients came back up to 10 s after it did (the kill-broker
+/// chaos scenario saw 8 to 10 s with no traffic at all).
 pub fn client(brokers: &str) -> ClientConfig {
+    client_as(brokers, CREDENTIALS.get().and_then(Option::as_ref))
+}
+
+/// [`client`], signed in as `credentials` (none: no authentication) rather
+/// than as the process: for tools and tests that act as another principal.
+pub fn client_as(brokers: &str, credentials: Option<&Credentials>) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers).set("reconnect.backoff.ms", "100").set("reconnect.backoff.max.ms", "1000");
+    if let Some(credentials) = credentials {
+        config
+            .set("security.protocol", "SASL_PLAINTEXT")
+            .set("sasl.mechanism", SASL_MECHANISM)
+            .set("sasl.username", &credentials.username)
+            .set("sasl.password", &credentials.password);
+    }
     config
 }
 
@@ -152,4 +214,33 @@ pub async fn check_topics(
     }
     tracing::info!(topics = topics.len(), "Kafka topics have the spec's partition counts");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_both_settings_or_none() {
+        assert_eq!(Credentials::from_settings(None, None), Ok(None));
+        assert!(Credentials::from_settings(Some("order".into()), None).is_err());
+        assert!(Credentials::from_settings(None, Some("secret".into())).is_err());
+        let both = Credentials::from_settings(Some("order".into()), Some("secret".into())).expect("valid");
+        assert!(!format!("{both:?}").contains("secret"), "the password stays out of debug output");
+    }
+
+    /// The only test of this binary that sets the process's identity.
+    #[test]
+    fn every_client_authenticates_as_the_process_once_it_is_set() {
+        let order = Credentials { username: "order".into(), password: "secret".into() };
+        authenticate_as(Some(order.clone())).expect("first identity");
+        authenticate_as(Some(order)).expect("the same again");
+        let other = Credentials { username: "user".into(), password: "x".into() };
+        assert!(authenticate_as(Some(other)).is_err(), "one identity per process");
+        let config = client("127.0.0.1:9092");
+        assert_eq!(config.get("security.protocol"), Some("SASL_PLAINTEXT"));
+        assert_eq!(config.get("sasl.mechanism"), Some(SASL_MECHANISM));
+        assert_eq!(config.get("sasl.username"), Some("order"));
+        assert_eq!(config.get("sasl.password"), Some("secret"));
+    }
 }

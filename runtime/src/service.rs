@@ -47,6 +47,14 @@ pub struct ServiceArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS")]
     pub kafka_brokers: String,
+    /// The service's Kafka principal (SASL/SCRAM). With KAFKA_SASL_PASSWORD,
+    /// every client of the service authenticates as it; the broker lets it
+    /// use only the topics and group the spec gives the service.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// The password of KAFKA_SASL_USERNAME.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
     /// How long the outbox relay's producer waits to fill a batch (librdkafka `linger.ms`).
     #[arg(long, env = "KAFKA_LINGER_MS", default_value_t = crate::kafka::DEFAULT_LINGER_MS)]
     pub kafka_linger_ms: u32,
@@ -259,6 +267,8 @@ pub enum BootError {
     Metrics(#[from] saga_process::metrics::MetricsError),
     #[error("gRPC TLS: {0}")]
     Tls(#[from] saga_proto::tls::TlsError),
+    #[error("Kafka credentials: {0}")]
+    KafkaCredentials(String),
     #[error("GRPC_ALLOWED_CALLERS: {0}")]
     Callers(String),
     #[error(
@@ -285,6 +295,10 @@ async fn boot(
     let mut args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info", service.name);
     let transport = Transport::from_args(&args)?;
+    let credentials =
+        crate::kafka::Credentials::from_settings(args.kafka_sasl_username.clone(), args.kafka_sasl_password.clone())
+            .map_err(BootError::KafkaCredentials)?;
+    crate::kafka::authenticate_as(credentials).map_err(BootError::KafkaCredentials)?;
     let listen_error = |source| BootError::Listen { listen: args.listen, source };
     // The settings `Server::serve` would give the connections it accepts.
     let listener = TcpIncoming::bind(args.listen).map_err(listen_error)?.with_nodelay(Some(true));

@@ -28,6 +28,8 @@ impl PrivateConsole {
             .env("TOPIC_PREFIX", prefix)
             .env("OVERVIEW_EVERY_MS", "500")
             .env("SAGA_EVERY_MS", "200")
+            // Prefixed topics, which the console's grants do not name: as the super user.
+            .envs(xtask::stack::kafka_access::env(stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
             .stdout(Stdio::null())
             .stderr(log);
         for (service, url) in databases {

@@ -15,11 +15,17 @@ use sqlx::PgPool;
 use xtask::stack::StackConfig;
 
 /// The stack under test.
+/// The stack under test. Every Kafka client of the test process signs in as
+/// the broker's super user (the tests inspect and inject what they please).
 pub fn stack() -> StackConfig {
-    match StackConfig::from_env() {
+    let config = match StackConfig::from_env() {
         Ok(config) => config,
         Err(error) => panic!("invalid stack configuration in the environment: {error}"),
+    };
+    if let Err(error) = xtask::stack::kafka_access::authenticate_as_admin(&config) {
+        panic!("cannot sign in to the stack's Kafka: {error:#}");
     }
+    config
 }
 
 /// Runs `prepare` while holding an exclusive lock on the file `<path>.lock`:
@@ -103,12 +109,10 @@ pub async fn drop_scratch_database(stack: &StackConfig, pool: PgPool, name: &str
 /// A topic `<prefix>events` of `partitions` partitions and its dead-letter
 /// twin `<prefix>events.dlq`, for tests of consumers; returns both names.
 pub async fn topic_and_dlq(brokers: &str, prefix: &str, partitions: i32) -> (String, String) {
-    use rdkafka::ClientConfig;
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     let (topic, dlq) = (format!("{prefix}events"), format!("{prefix}events.dlq"));
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> = saga_runtime::kafka::client(brokers).create().expect("admin");
     let new = [
         NewTopic::new(&topic, partitions, TopicReplication::Fixed(1)),
         NewTopic::new(&dlq, partitions, TopicReplication::Fixed(1)),

@@ -91,7 +91,8 @@ fn crds(root: &Path) -> PathBuf {
 }
 
 fn fetch_crds(dir: PathBuf) -> PathBuf {
-    let marker = dir.join(format!(".fetched-{STRIMZI}-{}", CNPG.replace(['/', '@'], "_")));
+    // The name lists what is fetched: a new kind of resource fetches again.
+    let marker = dir.join(format!(".fetched-{STRIMZI}-users-{}", CNPG.replace(['/', '@'], "_")));
     if marker.exists() {
         return dir;
     }
@@ -117,7 +118,8 @@ fn fetch_crds(dir: PathBuf) -> PathBuf {
         .args(["--yaml", "--crd-api-version", "v1", "--api-versions", "v1beta2", "--storage-version", "v1beta2"])
         .arg(format!("io.strimzi.api.kafka.model.kafka.Kafka={}", out("strimzi-kafka.yaml")))
         .arg(format!("io.strimzi.api.kafka.model.nodepool.KafkaNodePool={}", out("strimzi-nodepool.yaml")))
-        .arg(format!("io.strimzi.api.kafka.model.topic.KafkaTopic={}", out("strimzi-topic.yaml"))));
+        .arg(format!("io.strimzi.api.kafka.model.topic.KafkaTopic={}", out("strimzi-topic.yaml")))
+        .arg(format!("io.strimzi.api.kafka.model.user.KafkaUser={}", out("strimzi-user.yaml"))));
     std::fs::write(&marker, "").expect("marker");
     dir
 }
@@ -127,6 +129,7 @@ fn every_manifest_is_valid_against_the_kubernetes_and_operator_schemas() {
     let root = saga_tests::stack().root;
     let files = manifests(&root);
     assert!(files.iter().any(|f| f.ends_with("generated/kafka-topics.yaml")), "{files:?}");
+    assert!(files.iter().any(|f| f.ends_with("generated/kafka-users.yaml")), "{files:?}");
     let bin = venv_bin(&root, KUBERNETES_VALIDATE, "SAGA_KUBERNETES_VALIDATE_VENV");
 
     let core = run(Command::new(bin.join("kubernetes-validate"))

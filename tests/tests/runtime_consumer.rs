@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
@@ -100,8 +99,7 @@ async fn each_failure_class_gets_its_treatment_and_the_partition_moves_on() {
     let tries = ["poison:1", "flaky:1", "doomed:1", "outage:1", "refused:1"].map(|m| attempts[m]);
     assert_eq!(tries, [1, 3, 3, 7, 1]);
 
-    let reader: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let reader: StreamConsumer = saga_runtime::kafka::client(&brokers)
         .set("group.id", saga_tests::unique("dlq-reader"))
         .set("auto.offset.reset", "earliest")
         .create()

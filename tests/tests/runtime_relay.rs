@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -18,8 +17,7 @@ use saga_runtime::outbox::{self, Relay, RelayConfig};
 use uuid::Uuid;
 
 async fn create_topic(brokers: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
+    let admin: AdminClient<DefaultClientContext> = saga_runtime::kafka::client(brokers).create().expect("admin");
     let new = NewTopic::new(topic, 4, TopicReplication::Fixed(1));
     for r in admin.create_topics([&new], &AdminOptions::new()).await.expect("create") {
         r.expect("topic");
@@ -39,8 +37,7 @@ fn message(key: &str, seq: u32) -> OutboxRecord {
 
 /// Reads `expected` messages (or fails after a generous deadline); returns per-key sequences.
 async fn read_all(brokers: &str, topic: &str, expected: usize) -> BTreeMap<String, Vec<u32>> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: StreamConsumer = saga_runtime::kafka::client(brokers)
         .set("group.id", saga_tests::unique("relay-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, Inbound, OutboxRecord, RetryPolicy};
@@ -217,7 +216,7 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
     let rows: Vec<Uuid> =
         sqlx::query_scalar("SELECT event_id FROM handled ORDER BY at").fetch_all(&admin_pool).await.expect("rows");
     assert_eq!(rows, ids, "every message once, in order");
-    let watermarks: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &brokers).create().expect("consumer");
+    let watermarks: BaseConsumer = saga_runtime::kafka::client(&brokers).create().expect("consumer");
     let (_, dead) = watermarks.fetch_watermarks(&dlq, 0, Duration::from_secs(10)).expect("DLQ watermarks");
     assert_eq!(dead, 0, "an outage is not poison: nothing in the DLQ");
     pool.close().await;

@@ -56,6 +56,7 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         .env("TOPIC_PREFIX", &prefix)
         .env("HEALTH_STUCK_AFTER_MS", "1500")
         .envs(xtask::stack::services::service_tls_env(&stack, "product"))
+        .envs(xtask::stack::kafka_access::env(&stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -113,7 +114,7 @@ async fn a_service_refuses_topics_with_another_partition_count() {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (prefix, database) = (format!("p{}.", &id[..12]), format!("p{}_user", &id[..12]));
     let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", stack.kafka_brokers()).create().expect("admin");
+        saga_runtime::kafka::client(&stack.kafka_brokers()).create().expect("admin");
     let topics: Vec<(String, i32)> = saga_generated::topology::TOPICS
         .iter()
         .map(|t| {
@@ -133,6 +134,7 @@ async fn a_service_refuses_topics_with_another_partition_count() {
         .env("DATABASE_URL", stack.postgres_admin_url(&database))
         .env("KAFKA_BROKERS", stack.kafka_brokers())
         .env("TOPIC_PREFIX", &prefix)
+        .envs(xtask::stack::kafka_access::env(&stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
         .stdin(Stdio::null())
         .output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)

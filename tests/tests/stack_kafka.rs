@@ -15,9 +15,7 @@ use saga_tests::{stack, unique};
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn client_config() -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", stack().kafka_brokers());
-    config
+    saga_runtime::kafka::client(&stack().kafka_brokers())
 }
 
 fn admin() -> AdminClient<DefaultClientContext> {

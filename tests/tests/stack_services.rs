@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use saga_generated::topology::CONSUMER_GROUPS;
 use saga_proto::tls::OPERATOR;
@@ -48,11 +47,8 @@ async fn gateway_is_live_and_ready() {
 #[test]
 fn every_consumer_group_has_joined_once_up_returned() {
     let stack = stack();
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", stack.kafka_brokers())
-        .set("log_level", "3")
-        .create()
-        .expect("client");
+    let client: BaseConsumer =
+        saga_runtime::kafka::client(&stack.kafka_brokers()).set("log_level", "3").create().expect("client");
     for group in CONSUMER_GROUPS {
         // One look, no waiting: `up` returns only once the groups are stable.
         let list = client.fetch_group_list(Some(group.group_id), Duration::from_secs(10)).expect("group list");

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use saga_generated::topology::{DLQ_SUFFIX, TOPICS};
 use saga_operator::dlq::{DeadLetter, read};
 use saga_process::local::BackendService;
@@ -144,8 +144,7 @@ pub async fn summary(config: &StackConfig) -> Vec<String> {
 
 /// Remembers the redrive: the group's position moves past every redriven message.
 fn commit(brokers: &str, group: &str, messages: &[OwnedMessage]) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = saga_runtime::kafka::client(brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("log_level", "3")

@@ -108,6 +108,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         }
         Task::Status => {
             let config = StackConfig::from_env()?;
+            stack::kafka_access::authenticate_as_admin(&config)?;
             print_status("stack status", &config);
             for line in runtime.block_on(dlq::summary(&config)) {
                 println!("{line}");
@@ -124,7 +125,11 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
         Task::Saga(xtask::trace::SagaCommand::Trace { order_id, json, prefix }) => {
             runtime.block_on(xtask::trace::run(&StackConfig::from_env()?, order_id, json, &prefix))?
         }
-        Task::Dlq(command) => runtime.block_on(dlq::run(&StackConfig::from_env()?, command))?,
+        Task::Dlq(command) => {
+            let config = StackConfig::from_env()?;
+            stack::kafka_access::authenticate_as_admin(&config)?;
+            runtime.block_on(dlq::run(&config, command))?
+        }
         Task::Bench(args) => runtime.block_on(xtask::bench::run(args))?,
         Task::Chaos(args) => runtime.block_on(xtask::chaos::run(args))?,
     }

@@ -1,7 +1,9 @@
 //! Emits what a Kubernetes deployment takes from the spec: a Strimzi
 //! `KafkaTopic` per topic and per dead-letter twin, with the spec's partition
 //! count, replicated three times with `min.insync.replicas` 2 (what the local
-//! replicated stack runs too), dead letters kept [`DLQ_RETENTION_MS`].
+//! replicated stack runs too), dead letters kept [`DLQ_RETENTION_MS`]; and a
+//! Strimzi `KafkaUser` per service and for the console, signing in with
+//! SCRAM-SHA-512, with the ACLs the spec grants it ([`Saga::kafka_grants`]).
 
 use std::fmt::Write as _;
 
@@ -39,6 +41,36 @@ pub fn kafka_topics(saga: &Saga, header: &str) -> String {
             if let Some(ms) = retention {
                 let _ = writeln!(out, "    retention.ms: {ms}");
             }
+        }
+    }
+    out
+}
+
+/// `KafkaUser` resources for every principal of `saga`, as one YAML stream.
+/// The User Operator keeps each one's password in a Secret of its name (key
+/// `password`), which the deployments read.
+pub fn kafka_users(saga: &Saga, header: &str) -> String {
+    let mut out = String::from(header);
+    let grants = saga.kafka_grants();
+    let mut principals: Vec<&str> = grants.iter().map(|g| g.principal.as_str()).collect();
+    principals.dedup();
+    for principal in principals {
+        let _ = write!(
+            out,
+            "---\napiVersion: kafka.strimzi.io/v1beta2\nkind: KafkaUser\nmetadata:\n  name: {principal}\n  labels:\n    \
+             strimzi.io/cluster: {KAFKA_CLUSTER}\nspec:\n  authentication:\n    type: scram-sha-512\n  authorization:\n    \
+             type: simple\n    acls:\n"
+        );
+        for grant in grants.iter().filter(|g| g.principal == principal) {
+            let pattern = if grant.prefixed { "prefix" } else { "literal" };
+            let _ = write!(
+                out,
+                "      - resource:\n          type: {}\n          name: {}\n          patternType: {pattern}\n        \
+                 operations: [{}]\n        host: \"*\"\n",
+                grant.resource.name(),
+                grant.name,
+                grant.operations.join(", ")
+            );
         }
     }
     out

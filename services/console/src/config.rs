@@ -30,6 +30,13 @@ pub struct Config {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BROKERS", default_value_t = local::kafka_brokers())]
     pub kafka_brokers: String,
+    /// The console's Kafka principal (SASL/SCRAM), with KAFKA_SASL_PASSWORD:
+    /// it reads the saga's topics and dead letters and redrives into the topics.
+    #[arg(long, env = "KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// The password of KAFKA_SASL_USERNAME.
+    #[arg(long, env = "KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
     /// Topic prefix of the services (their TOPIC_PREFIX).
     #[arg(long, env = "TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,

@@ -16,6 +16,12 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/cons
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     telemetry::init(LogFormat::Json, "info", "console");
+    let credentials = saga_runtime::kafka::Credentials::from_settings(
+        config.kafka_sasl_username.clone(),
+        config.kafka_sasl_password.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    saga_runtime::kafka::authenticate_as(credentials).map_err(anyhow::Error::msg)?;
     // The port first: one in use stops the console at once, and with port 0
     // the log says which one the system chose.
     let listener = tokio::net::TcpListener::bind(config.listen)

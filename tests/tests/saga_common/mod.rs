@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -181,8 +180,7 @@ pub async fn wait_published(brokers: &str, topic: &str, key: &str) {
 
 /// Every message on `topic` whose key is one of `keys`, in one pass.
 pub fn messages_with_keys(brokers: &str, topic: &str, keys: &[&str]) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = saga_runtime::kafka::client(brokers)
         .set("group.id", saga_tests::unique("inspect"))
         .set("enable.auto.commit", "false")
         .set("log_level", "3")
@@ -257,8 +255,7 @@ pub async fn wait_consumed(brokers: &str, group: &str, topic: &str, partition: i
         let (brokers, group, topic) = (brokers.clone(), group.clone(), topic.clone());
         async move {
             tokio::task::spawn_blocking(move || {
-                let consumer: BaseConsumer = ClientConfig::new()
-                    .set("bootstrap.servers", &brokers)
+                let consumer: BaseConsumer = saga_runtime::kafka::client(&brokers)
                     .set("group.id", &group)
                     .set("log_level", "3")
                     .create()
@@ -376,6 +373,8 @@ impl PrivateSaga {
             .env("TOPIC_PREFIX", &self.prefix)
             .env("DATABASE_MAX_CONNECTIONS", "5")
             .envs(xtask::stack::services::service_tls_env(stack, service))
+            // Topics of its own prefix, which no service's grants name: as the super user.
+            .envs(xtask::stack::kafka_access::env(stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -522,9 +521,7 @@ impl PrivateSaga {
         for service in SERVICES {
             self.stop(service).await;
         }
-        if let Ok(admin) =
-            ClientConfig::new().set("bootstrap.servers", &self.brokers).create::<AdminClient<DefaultClientContext>>()
-        {
+        if let Ok(admin) = saga_runtime::kafka::client(&self.brokers).create::<AdminClient<DefaultClientContext>>() {
             let names: Vec<String> =
                 saga_generated::topology::TOPICS.iter().flat_map(|t| [self.topic(t.name), self.topic(t.dlq)]).collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -542,7 +539,7 @@ impl PrivateSaga {
 
 pub async fn create_topics(brokers: &str, prefix: &str) {
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("log_level", "3").create().expect("admin");
+        saga_runtime::kafka::client(brokers).set("log_level", "3").create().expect("admin");
     // The spec's partition counts: a service refuses to start against any other.
     let names: Vec<(String, i32)> = saga_generated::topology::TOPICS
         .iter()

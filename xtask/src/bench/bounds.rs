@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
@@ -193,8 +192,7 @@ pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> 
 const PERF_TOPIC: &str = "bench.perf";
 
 async fn perf_topic(config: &StackConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", config.kafka_brokers()).create()?;
+    let admin: AdminClient<DefaultClientContext> = saga_runtime::kafka::client(&config.kafka_brokers()).create()?;
     // As many partitions as a saga topic, so both spread over the same number of logs.
     let partitions = saga_generated::topology::TOPICS.first().map(|t| t.partitions).unwrap_or(6);
     let topic = NewTopic::new(PERF_TOPIC, partitions, TopicReplication::Fixed(1));
@@ -228,7 +226,9 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
         .args(["--record-size", &RECORD_SIZE.to_string(), "--throughput", "-1", "--producer-props"])
         .arg(format!("bootstrap.servers={}", config.kafka_brokers()))
         .args(["acks=all", "enable.idempotence=true", "max.in.flight.requests.per.connection=5"])
-        .arg(format!("linger.ms={}", saga_runtime::kafka::DEFAULT_LINGER_MS));
+        .arg(format!("linger.ms={}", saga_runtime::kafka::DEFAULT_LINGER_MS))
+        .arg("--producer.config")
+        .arg(stack::kafka_access::admin_properties_file(config)?);
     let out = run_tool(producer).await.context("ProducerPerformance")?;
     // Last summary line: "N records sent, X records/sec (Y MB/sec), A ms avg latency, ..."
     let produced = out
@@ -243,7 +243,9 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
     consumer
         .args(["--bootstrap-server", &config.kafka_brokers(), "--topic", PERF_TOPIC])
         .args(["--messages", &records.to_string(), "--timeout", "60000"])
-        .args(["--group", &format!("bench.perf.{}", uuid::Uuid::new_v4().simple())]);
+        .args(["--group", &format!("bench.perf.{}", uuid::Uuid::new_v4().simple())])
+        .arg("--consumer.config")
+        .arg(stack::kafka_access::admin_properties_file(config)?);
     let out = run_tool(consumer).await.context("ConsumerPerformance")?;
     // CSV: start.time, end.time, MB, MB.sec, nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
     let consumed = out

@@ -481,7 +481,7 @@ async fn leading_broker(config: &StackConfig) -> anyhow::Result<u16> {
     let brokers = config.kafka_brokers();
     let leaders = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<i32>> {
         let client: rdkafka::consumer::BaseConsumer =
-            rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).set("log_level", "3").create()?;
+            saga_runtime::kafka::client(&brokers).set("log_level", "3").create()?;
         let metadata = rdkafka::consumer::Consumer::fetch_metadata(&client, None, Duration::from_secs(10))?;
         let saga_topics: Vec<&str> = saga_generated::topology::TOPICS.iter().map(|t| t.name).collect();
         Ok(metadata

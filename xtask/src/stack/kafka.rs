@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use base64::Engine;
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -90,8 +89,10 @@ pub fn prepare(config: &StackConfig, index: u16) -> anyhow::Result<()> {
     let data = data_dir(config, index);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let properties = dir.join("server.properties");
-    fs::write(&properties, server_properties(config, index))
-        .with_context(|| format!("cannot write {}", properties.display()))?;
+    super::kafka_access::ensure_credentials(config)?;
+    let admin = super::kafka_access::credentials(config, super::kafka_access::ADMIN)?.password;
+    // It holds the super user's password: for the owner's eyes only.
+    super::write_private(&properties, &server_properties(config, index, &admin))?;
 
     let cluster_id_file = cluster_id_file(config);
     let meta = data.join("meta.properties");
@@ -103,6 +104,12 @@ pub fn prepare(config: &StackConfig, index: u16) -> anyhow::Result<()> {
                 "Kafka storage {} belongs to cluster {found:?} but this stack's cluster is {expected:?}: \
                  remove that folder (its topics are lost) or run `cargo xtask down --purge`",
                 data.display()
+            );
+        }
+        if !scram_marker(config).exists() {
+            bail!(
+                "this stack's Kafka storage was formatted before the broker required authentication, so it \
+                 knows none of the principals' passwords: start a fresh stack (`cargo xtask down --purge`)"
             );
         }
         return Ok(());
@@ -124,32 +131,41 @@ pub fn prepare(config: &StackConfig, index: u16) -> anyhow::Result<()> {
         // One node: a dynamic quorum of itself.
         format.arg("--standalone");
     }
+    // Every principal's SCRAM credential, in the cluster's first metadata.
+    format.args(super::kafka_access::format_args(config)?);
     run_logged(&mut format, &log)
         .with_context(|| format!("formatting the Kafka storage failed: see {}", log.display()))?;
     fs::create_dir_all(cluster_id_file.parent().unwrap_or(&dir))?;
     fs::write(&cluster_id_file, &cluster_id)?;
     fs::write(cluster_size_file(config), config.shape.brokers.to_string())?;
+    fs::write(scram_marker(config), "formatted with every principal's SCRAM credential\n")?;
     Ok(())
+}
+
+/// Beside the first node: its cluster was formatted with the principals' credentials.
+fn scram_marker(config: &StackConfig) -> PathBuf {
+    dir(config, 0).join("scram")
 }
 
 fn read_property(text: &str, key: &str) -> Option<String> {
     text.lines().find_map(|line| line.strip_prefix(key)?.strip_prefix('=').map(|v| v.trim().to_owned()))
 }
 
-fn server_properties(config: &StackConfig, index: u16) -> String {
+/// Node `index`'s settings; `admin`: the super user's password.
+fn server_properties(config: &StackConfig, index: u16, admin: &str) -> String {
     let host = config.host();
     let me = config.kafka_node(index);
     let shape = config.shape;
     let (replicas, min_isr) = (shape.replication_factor().to_string(), shape.min_insync_replicas().to_string());
-    let listeners = format!("PLAINTEXT://{host}:{},CONTROLLER://{host}:{}", me.port, me.controller_port);
+    let listeners = format!("SASL_PLAINTEXT://{host}:{},CONTROLLER://{host}:{}", me.port, me.controller_port);
     let mut settings: BTreeMap<&str, String> = BTreeMap::from([
         ("process.roles", "broker,controller".into()),
         ("node.id", (index + 1).to_string()),
         ("listeners", listeners.clone()),
         ("advertised.listeners", listeners),
         ("controller.listener.names", "CONTROLLER".into()),
-        ("inter.broker.listener.name", "PLAINTEXT".into()),
-        ("listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into()),
+        ("inter.broker.listener.name", "SASL_PLAINTEXT".into()),
+        ("listener.security.protocol.map", "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT".into()),
         ("log.dirs", data_dir(config, index).display().to_string()),
         // Topics are created from the spec by `up`; a typo must not create a new one.
         ("auto.create.topics.enable", "false".into()),
@@ -180,6 +196,7 @@ fn server_properties(config: &StackConfig, index: u16) -> String {
         settings.insert("broker.session.timeout.ms", "4000".into());
         settings.insert("broker.heartbeat.interval.ms", "1000".into());
     }
+    settings.extend(super::kafka_access::broker_settings(admin));
     let mut text = String::from("# Written by `cargo xtask up`; edits are overwritten.\n");
     for (key, value) in settings {
         text.push_str(&format!("{key}={value}\n"));
@@ -203,8 +220,7 @@ pub fn command(config: &StackConfig, index: u16) -> Command {
 }
 
 fn admin(config: &StackConfig) -> anyhow::Result<AdminClient<DefaultClientContext>> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", config.kafka_brokers())
+    Ok(saga_runtime::kafka::client(&config.kafka_brokers())
         .set("socket.timeout.ms", "5000")
         .set("log_level", "3")
         .create()?)
@@ -213,11 +229,11 @@ fn admin(config: &StackConfig) -> anyhow::Result<AdminClient<DefaultClientContex
 /// Ready when node `index` answers a metadata request itself.
 pub async fn probe(config: &StackConfig, index: u16) -> anyhow::Result<()> {
     let me = config.kafka_node(index);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", format!("{}:{}", config.host(), me.port))
-        .set("socket.timeout.ms", "5000")
-        .set("log_level", "3")
-        .create()?;
+    let admin: AdminClient<DefaultClientContext> =
+        saga_runtime::kafka::client(&format!("{}:{}", config.host(), me.port))
+            .set("socket.timeout.ms", "5000")
+            .set("log_level", "3")
+            .create()?;
     tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(None, Duration::from_secs(2)).map(|_| ()))
         .await??;
     Ok(())
@@ -340,8 +356,7 @@ pub async fn leadership_restored(config: &StackConfig, within: Duration) -> anyh
 /// first group join also creates `__consumer_offsets`, which took seconds:
 /// the first orders of a benchmark waited 1.7 s for their stock reservation.
 pub async fn consumer_groups_stable(config: &StackConfig, within: Duration) -> anyhow::Result<()> {
-    let client: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", config.kafka_brokers())
+    let client: BaseConsumer = saga_runtime::kafka::client(&config.kafka_brokers())
         .set("log_level", "3")
         .create()
         .context("creating a Kafka client to describe the consumer groups")?;
@@ -376,8 +391,9 @@ mod tests {
     #[test]
     fn properties_listen_on_the_configured_loopback_ports() {
         let config = StackConfig::resolve(Defaults::dev(), |_| None).expect("defaults");
-        let text = server_properties(&config, 0);
-        assert!(text.contains("listeners=PLAINTEXT://127.0.0.1:17092,CONTROLLER://127.0.0.1:17093\n"), "{text}");
+        let text = server_properties(&config, 0, "pw");
+        assert!(text.contains("listeners=SASL_PLAINTEXT://127.0.0.1:17092,CONTROLLER://127.0.0.1:17093\n"), "{text}");
+        assert!(text.contains("allow.everyone.if.no.acl.found=false\n") && text.contains("super.users=User:admin\n"));
         assert!(text.contains("auto.create.topics.enable=false\n"));
         assert!(text.contains("controller.quorum.bootstrap.servers=127.0.0.1:17093\n"), "{text}");
     }
@@ -386,9 +402,9 @@ mod tests {
     fn three_nodes_form_a_static_quorum_and_replicate_everything_three_times() {
         let config = StackConfig::resolve(Defaults::dev(), |k| (k == "SAGA_KAFKA_BROKERS").then(|| "3".to_owned()))
             .expect("valid");
-        let text = server_properties(&config, 2);
+        let text = server_properties(&config, 2, "pw");
         assert!(text.contains("node.id=3\n"), "{text}");
-        assert!(text.contains("listeners=PLAINTEXT://127.0.0.1:17096,CONTROLLER://127.0.0.1:17097\n"), "{text}");
+        assert!(text.contains("listeners=SASL_PLAINTEXT://127.0.0.1:17096,CONTROLLER://127.0.0.1:17097\n"), "{text}");
         let voters = "controller.quorum.voters=1@127.0.0.1:17093,2@127.0.0.1:17095,3@127.0.0.1:17097\n";
         assert!(text.contains(voters), "{text}");
         assert!(text.contains("offsets.topic.replication.factor=3\n") && text.contains("min.insync.replicas=2\n"));

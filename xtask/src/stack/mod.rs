@@ -4,6 +4,7 @@
 pub mod config;
 pub mod install;
 pub mod kafka;
+pub mod kafka_access;
 pub(crate) mod postgres;
 mod preflight;
 pub mod process;
@@ -190,8 +191,8 @@ impl Component {
                 kafka::prepare(config, *node)?;
                 Ok(kafka::command(config, *node))
             }
-            Component::Service(service, replica) => Ok(services::backend_command(config, *service, *replica)),
-            Component::Console => Ok(services::console_command(config)),
+            Component::Service(service, replica) => services::backend_command(config, *service, *replica),
+            Component::Console => services::console_command(config),
             Component::Gateway => Ok(services::gateway_command(config)),
         }
     }
@@ -212,7 +213,11 @@ impl Component {
         match self {
             Component::Postgres => postgres::provision(config).await,
             // Once every node answers: topics need as many brokers as replicas.
-            Component::Kafka(node) if *node + 1 == config.shape.brokers => kafka::create_topics(config).await,
+            Component::Kafka(node) if *node + 1 == config.shape.brokers => {
+                kafka::create_topics(config).await?;
+                let config = config.clone();
+                tokio::task::spawn_blocking(move || kafka_access::apply_acls(&config)).await?
+            }
             _ => Ok(()),
         }
     }
@@ -238,6 +243,7 @@ pub async fn up(config: &StackConfig, options: UpOptions) -> anyhow::Result<()> 
     install::ensure_kafka_libs(config)?;
     kafka::check_shape(config)?;
     tls::ensure(config)?;
+    kafka_access::authenticate_as_admin(config)?;
     let components: Vec<Component> =
         Component::all(config).into_iter().filter(|c| options.services || c.is_infrastructure()).collect();
     if options.services && options.build {
@@ -398,4 +404,23 @@ pub fn status_lines(config: &StackConfig) -> Vec<String> {
             format!("{:<10} {:<22} {}", component.name(), state, component.address(config))
         })
         .collect()
+}
+
+/// Writes `text` to a file only its owner can read or write (credentials,
+/// keys, settings holding a password), replacing what it held; the mode
+/// holds from the file's creation on.
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // A file that was there before keeps its mode through `open`.
+    file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

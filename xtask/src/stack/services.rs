@@ -37,14 +37,15 @@ pub fn build(config: &StackConfig) -> anyhow::Result<()> {
 }
 
 /// Replica `replica` of `service`: its own port, the service's database and consumer group.
-pub fn backend_command(config: &StackConfig, service: BackendService, replica: u16) -> Command {
+pub fn backend_command(config: &StackConfig, service: BackendService, replica: u16) -> anyhow::Result<Command> {
     let mut command = Command::new(config.binary(&service.binary()));
     command
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.replica_port(service, replica)))
         .env("DATABASE_URL", config.database_url(service))
         .env("KAFKA_BROKERS", config.kafka_brokers());
     command.envs(service_tls_env(config, service.name));
-    command
+    command.envs(super::kafka_access::env(config, service.name)?);
+    Ok(command)
 }
 
 /// The settings of `service`'s mutual TLS: its own certificate, and the
@@ -75,7 +76,7 @@ pub fn channel_as(
 
 /// The console reads every service's database with its read-only role, and keeps its
 /// redrive audit in a database of its own.
-pub fn console_command(config: &StackConfig) -> Command {
+pub fn console_command(config: &StackConfig) -> anyhow::Result<Command> {
     let mut command = Command::new(config.binary(CONSOLE_BINARY));
     command
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.ports.console))
@@ -87,7 +88,8 @@ pub fn console_command(config: &StackConfig) -> Command {
             config.console_database_url(&service.database()),
         );
     }
-    command
+    command.envs(super::kafka_access::env(config, super::kafka_access::CONSOLE)?);
+    Ok(command)
 }
 
 pub fn gateway_command(config: &StackConfig) -> Command {

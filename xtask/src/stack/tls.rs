@@ -7,8 +7,7 @@
 //! keeps them until its processes restart.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -82,7 +81,7 @@ fn issue(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<()> {
         fs::remove_dir_all(&fresh)?;
     }
     fs::DirBuilder::new().mode(0o700).create(&fresh)?;
-    write_private(&fresh.join(CA_FILE), &authority_cert.pem())?;
+    super::write_private(&fresh.join(CA_FILE), &authority_cert.pem())?;
     for identity in identities() {
         let mut party = CertificateParams::new(vec![identity.clone()])?;
         party.distinguished_name = DistinguishedName::new();
@@ -95,26 +94,14 @@ fn issue(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<()> {
         let key = KeyPair::generate()?;
         let cert = party.signed_by(&key, &issuer)?;
         let files = TlsFiles::in_folder(&fresh, &identity);
-        write_private(&files.cert, &cert.pem())?;
-        write_private(&files.key, &key.serialize_pem())?;
+        super::write_private(&files.cert, &cert.pem())?;
+        super::write_private(&files.key, &key.serialize_pem())?;
     }
-    write_private(&fresh.join(EXPIRES_FILE), &until.to_rfc3339())?;
+    super::write_private(&fresh.join(EXPIRES_FILE), &until.to_rfc3339())?;
     if dir.exists() {
         fs::remove_dir_all(dir)?;
     }
     fs::rename(&fresh, dir)?;
-    Ok(())
-}
-
-/// Writes a file only its owner can read.
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(contents.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

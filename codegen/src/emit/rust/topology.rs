@@ -76,6 +76,14 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         let (on, svc, undoes, tombstone) = (&c.on, &c.service, &c.undoes, c.tombstone);
         quote! { Compensation { on: #on, service: #svc, undoes: #undoes, tombstone: #tombstone }, }
     });
+    let grants = saga.kafka_grants().into_iter().map(|g| {
+        let (principal, resource, name, ops) = (&g.principal, g.resource.name(), &g.name, &g.operations);
+        let pattern = if g.prefixed { "prefixed" } else { "literal" };
+        quote! {
+            KafkaGrant { principal: #principal, resource: #resource, pattern: #pattern, name: #name, operations: &[#(#ops),*] },
+        }
+    });
+    let (console, console_groups) = (crate::ir::CONSOLE, saga.console_group_prefix());
     let services: Vec<_> = saga.services.iter().map(|s| s.name.as_str()).collect();
     let (name, key, suffix) = (&saga.name, &saga.key, &saga.dlq_suffix);
     quote! {
@@ -153,6 +161,31 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         }
 
         pub const COMPENSATIONS: &[Compensation] = &[#(#comps)*];
+
+        /// What the broker lets a service do, as the principal named after it
+        /// (docs/security.md): it writes the topics it publishes to and the
+        /// dead-letter twins of those it consumes, reads what it consumes with
+        /// its own group, describes the status owner's group and topics. And
+        /// what it lets the operator console (`console`) do: read everything,
+        /// redrive into the saga's topics, with groups of its own.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct KafkaGrant {
+            pub principal: &'static str,
+            /// `topic` or `group`.
+            pub resource: &'static str,
+            /// `literal`: the resource named `name`; `prefixed`: every resource whose name starts with it.
+            pub pattern: &'static str,
+            pub name: &'static str,
+            /// Kafka's names: `Read`, `Write`, `Describe`.
+            pub operations: &'static [&'static str],
+        }
+
+        pub const KAFKA_GRANTS: &[KafkaGrant] = &[#(#grants)*];
+
+        /// The operator console's Kafka principal.
+        pub const CONSOLE_PRINCIPAL: &str = #console;
+        /// The prefix of the consumer groups the operator console reads with.
+        pub const CONSOLE_GROUP_PREFIX: &str = #console_groups;
 
         pub fn topic(name: &str) -> Option<&'static Topic> {
             TOPICS.iter().find(|t| t.name == name)

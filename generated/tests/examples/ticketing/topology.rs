@@ -217,6 +217,145 @@ pub const COMPENSATIONS: &[Compensation] = &[
     },
 ];
 
+/// What the broker lets a service do, as the principal named after it
+/// (docs/security.md): it writes the topics it publishes to and the
+/// dead-letter twins of those it consumes, reads what it consumes with
+/// its own group, describes the status owner's group and topics. And
+/// what it lets the operator console (`console`) do: read everything,
+/// redrive into the saga's topics, with groups of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaGrant {
+    pub principal: &'static str,
+    /// `topic` or `group`.
+    pub resource: &'static str,
+    /// `literal`: the resource named `name`; `prefixed`: every resource whose name starts with it.
+    pub pattern: &'static str,
+    pub name: &'static str,
+    /// Kafka's names: `Read`, `Write`, `Describe`.
+    pub operations: &'static [&'static str],
+}
+
+pub const KAFKA_GRANTS: &[KafkaGrant] = &[
+    KafkaGrant {
+        principal: "booking",
+        resource: "topic",
+        pattern: "literal",
+        name: "booking-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "booking",
+        resource: "topic",
+        pattern: "literal",
+        name: "seat-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "booking",
+        resource: "topic",
+        pattern: "literal",
+        name: "seat-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "booking",
+        resource: "group",
+        pattern: "literal",
+        name: "ticketing.booking",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "seats",
+        resource: "topic",
+        pattern: "literal",
+        name: "booking-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "seats",
+        resource: "topic",
+        pattern: "literal",
+        name: "booking-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "seats",
+        resource: "topic",
+        pattern: "literal",
+        name: "seat-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "seats",
+        resource: "group",
+        pattern: "literal",
+        name: "ticketing.seats",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "seats",
+        resource: "group",
+        pattern: "literal",
+        name: "ticketing.booking",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "booking-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "booking-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "seat-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "seat-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "ticketing.booking",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "ticketing.seats",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "prefixed",
+        name: "ticketing.console.",
+        operations: &["Read"],
+    },
+];
+
+/// The operator console's Kafka principal.
+pub const CONSOLE_PRINCIPAL: &str = "console";
+
+/// The prefix of the consumer groups the operator console reads with.
+pub const CONSOLE_GROUP_PREFIX: &str = "ticketing.console.";
+
 pub fn topic(name: &str) -> Option<&'static Topic> {
     TOPICS.iter().find(|t| t.name == name)
 }

@@ -249,6 +249,145 @@ pub const COMPENSATIONS: &[Compensation] = &[
     },
 ];
 
+/// What the broker lets a service do, as the principal named after it
+/// (docs/security.md): it writes the topics it publishes to and the
+/// dead-letter twins of those it consumes, reads what it consumes with
+/// its own group, describes the status owner's group and topics. And
+/// what it lets the operator console (`console`) do: read everything,
+/// redrive into the saga's topics, with groups of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaGrant {
+    pub principal: &'static str,
+    /// `topic` or `group`.
+    pub resource: &'static str,
+    /// `literal`: the resource named `name`; `prefixed`: every resource whose name starts with it.
+    pub pattern: &'static str,
+    pub name: &'static str,
+    /// Kafka's names: `Read`, `Write`, `Describe`.
+    pub operations: &'static [&'static str],
+}
+
+pub const KAFKA_GRANTS: &[KafkaGrant] = &[
+    KafkaGrant {
+        principal: "dispatch",
+        resource: "topic",
+        pattern: "literal",
+        name: "parcel-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "dispatch",
+        resource: "topic",
+        pattern: "literal",
+        name: "warehouse-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "dispatch",
+        resource: "topic",
+        pattern: "literal",
+        name: "warehouse-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "dispatch",
+        resource: "group",
+        pattern: "literal",
+        name: "shipping.dispatch",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "warehouse",
+        resource: "topic",
+        pattern: "literal",
+        name: "parcel-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "warehouse",
+        resource: "topic",
+        pattern: "literal",
+        name: "parcel-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "warehouse",
+        resource: "topic",
+        pattern: "literal",
+        name: "warehouse-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "warehouse",
+        resource: "group",
+        pattern: "literal",
+        name: "shipping.warehouse",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "warehouse",
+        resource: "group",
+        pattern: "literal",
+        name: "shipping.dispatch",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "parcel-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "parcel-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "warehouse-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "warehouse-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "shipping.dispatch",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "shipping.warehouse",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "prefixed",
+        name: "shipping.console.",
+        operations: &["Read"],
+    },
+];
+
+/// The operator console's Kafka principal.
+pub const CONSOLE_PRINCIPAL: &str = "console";
+
+/// The prefix of the consumer groups the operator console reads with.
+pub const CONSOLE_GROUP_PREFIX: &str = "shipping.console.";
+
 pub fn topic(name: &str) -> Option<&'static Topic> {
     TOPICS.iter().find(|t| t.name == name)
 }
