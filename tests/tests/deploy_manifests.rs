@@ -143,8 +143,11 @@ fn every_manifest_is_valid_against_the_kubernetes_and_operator_schemas() {
 
     let custom = run(Command::new(bin.join("python")).arg("-c").arg(VALIDATE_CUSTOM).arg(crds(&root)).args(&files));
     let report = String::from_utf8_lossy(&custom.stdout);
-    // Four Clusters, a Kafka, a node pool and two topics per spec topic.
-    let expected = 4 + 2 + 2 * saga_generated::topology::TOPICS.len();
+    // Four Clusters, a Kafka, a node pool, two topics per spec topic, and a
+    // user per principal the grants name (each service and the console).
+    let mut principals: Vec<&str> = saga_generated::topology::KAFKA_GRANTS.iter().map(|g| g.principal).collect();
+    principals.dedup();
+    let expected = 4 + 2 + 2 * saga_generated::topology::TOPICS.len() + principals.len();
     assert!(report.contains(&format!("custom resources: {expected} checked, 0 failed")), "{report}");
 }
 

@@ -8,10 +8,13 @@ use std::time::Duration;
 use saga_tests::stack;
 
 /// The secrets every binary may be given, each with a value the test looks for.
-const SECRETS: [(&str, &str); 3] = [
+const SECRETS: [(&str, &str); 5] = [
     ("DATABASE_URL", "postgres://saga:db-s3cret@127.0.0.1:1/saga"),
     ("REDIS_URL", "redis://:redis-s3cret@127.0.0.1:1/"),
     ("ADMIN_PASSWORD", "admin-s3cret-password"),
+    // The principal is no secret; its password is.
+    ("KAFKA_SASL_USERNAME", "order"),
+    ("KAFKA_SASL_PASSWORD", "kafka-s3cret-password"),
 ];
 
 async fn run(binary: &std::path::Path, args: &[&str]) -> String {
