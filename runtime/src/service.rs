@@ -200,7 +200,9 @@ pub async fn serve_grpc_until(
     if let Some(listen) = transport.health_listen {
         let probes = Server::builder().add_service(health.clone());
         let shutdown = shutdown.clone();
-        let listener = TcpIncoming::bind(listen).map_err(|source| ServeError::HealthListen { listen, source })?;
+        let error = |source| ServeError::HealthListen { listen, source };
+        let listener = TcpIncoming::bind(listen).map_err(error)?;
+        let listen = listener.local_addr().map_err(error)?;
         tracing::info!(%listen, "gRPC health alone served in plaintext for probes");
         tokio::spawn(async move {
             if let Err(error) = probes.serve_with_incoming_shutdown(listener, shutdown.wait()).await {

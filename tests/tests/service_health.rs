@@ -1,9 +1,10 @@
 //! Health that can fail: a backend whose outbox relay cannot publish (its
 //! database went away) says NOT_SERVING, naming the relay, once that lasted
-//! longer than `HEALTH_STUCK_AFTER_MS`; the gateway's `/readyz` is 503 and
-//! says why; both recover when the database is back. A private product
-//! service on a database of its own, reached through a proxy the test cuts,
-//! so the stack's shared services are never disturbed.
+//! longer than `HEALTH_STUCK_AFTER_MS`, over mutual TLS and on the plaintext
+//! port for probes (`HEALTH_LISTEN`, which serves nothing but health); the
+//! gateway's `/readyz` is 503 and says why; both recover when the database is
+//! back. A private product service on a database of its own, reached through
+//! a proxy the test cuts, so the stack's shared services are never disturbed.
 
 mod saga_common;
 
@@ -22,6 +23,13 @@ use tonic_health::pb::health_client::HealthClient;
 async fn status(url: &str, service: &str) -> Option<ServingStatus> {
     let endpoint = xtask::stack::services::channel_as(&stack(), OPERATOR, "product", url).ok()?;
     let channel = endpoint.connect().await.ok()?;
+    let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await.ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+/// What the plaintext health-only port at `url` says of `service`.
+async fn plain_status(url: &str, service: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).ok()?.connect().await.ok()?;
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.to_owned() }).await.ok()?;
     ServingStatus::try_from(reply.into_inner().status).ok()
 }
@@ -55,6 +63,7 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         .env("KAFKA_BROKERS", stack.kafka_brokers())
         .env("TOPIC_PREFIX", &prefix)
         .env("HEALTH_STUCK_AFTER_MS", "1500")
+        .env("HEALTH_LISTEN", "127.0.0.1:0")
         .envs(xtask::stack::services::service_tls_env(&stack, "product"))
         .envs(xtask::stack::kafka_access::env(&stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
         .stdin(Stdio::null())
@@ -73,6 +82,19 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         .then_some(())
     })
     .await;
+    // The probes' port: the same health, in plaintext, and nothing else.
+    let probes = saga_tests::listening(&log_path, "gRPC health alone served in plaintext for probes", || {
+        child.try_wait().ok().flatten()
+    })
+    .await;
+    let probes = format!("http://{probes}");
+    assert_eq!(plain_status(&probes, "").await, Some(ServingStatus::Serving));
+    let channel =
+        tonic::transport::Endpoint::from_shared(probes.clone()).expect("url").connect().await.expect("probes");
+    let request = saga_proto::product::GetProductRequest { product_id: uuid::Uuid::new_v4().to_string() };
+    let api =
+        saga_proto::product::product_service_client::ProductServiceClient::new(channel).get_product(request).await;
+    assert_eq!(api.expect_err("no API on the probes' port").code(), tonic::Code::Unimplemented);
     let gateway = PrivateGateway::start(&stack, &[("PRODUCT_GRPC_URL", grpc.as_str())]).await;
 
     proxy.cut();
@@ -80,6 +102,7 @@ async fn a_backend_whose_relay_cannot_publish_is_not_serving_and_the_gateway_say
         (status(&grpc, "").await == Some(ServingStatus::NotServing)).then_some(())
     })
     .await;
+    assert_eq!(plain_status(&probes, "").await, Some(ServingStatus::NotServing), "the probes see it too");
     assert_eq!(status(&grpc, "saga.relay").await, Some(ServingStatus::NotServing), "the relay is what is stuck");
     // The consumer may say so too, once it sees the outage: the product service keeps
     // the order service's caught-up clock there (to shed requests whose saga was given
