@@ -429,7 +429,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "cpu_ms_per_saga": cpu_per_saga,
         "kafka_requests_per_saga": kafka_requests_per_saga,
         "postgres_transactions_per_saga": transactions_per_saga,
-        "profile": profiled,
+        "perf_profile": profiled,
         "measured_seconds": measured_seconds,
         "kafka_consumer_lag_at_end": lag,
         "kafka_consumer_lag_after_drain": lag_drained,
@@ -685,7 +685,7 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
             let _ = writeln!(md, "- {what}: **{total:.1}** ({})", parts.join(", "));
         }
     }
-    if let Some(profiled) = r["profile"].as_object() {
+    if let Some(profiled) = r["perf_profile"].as_object() {
         let _ = writeln!(
             md,
             "- profile of the first closed-loop phase (`--profile`; the share of each component's samples in the function itself):"
