@@ -411,6 +411,24 @@ mod tests {
         assert!(text.contains(&format!("log.dirs={}\n", config.state_dir.join("kafka-3/data").display())));
     }
 
+    /// Storage formatted before the broker required sign-ins knows no
+    /// principal's password: refused with what to do, before any broker starts.
+    #[test]
+    fn storage_formatted_without_the_principals_credentials_is_refused() {
+        let state = std::env::temp_dir().join(format!("saga-kafka-{}", uuid::Uuid::new_v4()));
+        let config =
+            StackConfig::resolve(Defaults::dev(), |k| (k == "SAGA_STATE_DIR").then(|| state.display().to_string()))
+                .expect("valid");
+        fs::create_dir_all(data_dir(&config, 0)).expect("data folder");
+        fs::write(cluster_id_file(&config), "Zm9vYmFyYmF6cXV4cXV1").expect("cluster id");
+        fs::write(data_dir(&config, 0).join("meta.properties"), "cluster.id=Zm9vYmFyYmF6cXV4cXV1\n").expect("meta");
+        let refused = prepare(&config, 0).expect_err("no credentials in that storage");
+        assert!(refused.to_string().contains("cargo xtask down --purge"), "{refused}");
+        fs::write(scram_marker(&config), "formatted with them\n").expect("marker");
+        prepare(&config, 0).expect("storage formatted with the credentials is used as it is");
+        fs::remove_dir_all(state).expect("cleaned up");
+    }
+
     #[test]
     fn reads_the_cluster_id_of_meta_properties() {
         let meta = "#\n#Tue\nnode.id=1\ndirectory.id=abc\nversion=1\ncluster.id=Zm9vYmFyYmF6cXV4cXV1\n";
