@@ -8,6 +8,7 @@ mod flood;
 pub mod load;
 pub(crate) mod observe;
 pub(crate) mod peer;
+mod plot;
 mod profile;
 
 use std::fmt::Write as _;
@@ -158,7 +159,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (report, ok) = outcome?;
     let json_path = write_json(&config, &report)?;
     println!("results: {}", json_path.display());
-    let markdown = markdown(&report, &args);
+    let mut markdown = markdown(&report, &args);
+    if let Some(svg) = plot::latency_against_load(&report)? {
+        let plot_path = json_path.with_extension("svg");
+        std::fs::write(&plot_path, &svg).with_context(|| format!("writing {}", plot_path.display()))?;
+        println!("plot: {}", plot_path.display());
+        let relative = plot_path.strip_prefix(&config.root).unwrap_or(&plot_path).display().to_string();
+        let _ = write!(markdown, "\n![Latency against offered load, this run]({relative})\n");
+        if ok && !args.run.no_record && !args.profile {
+            // The copy BENCHMARKS.md's opening shows: always the newest recorded run's.
+            let latest = config.root.join(LATEST_PLOT);
+            std::fs::write(&latest, &svg).with_context(|| format!("writing {}", latest.display()))?;
+        }
+    }
     println!("\n{markdown}");
     if !ok {
         bail!("the invariants do not hold after the run: its numbers are not reported (see {})", json_path.display());
@@ -372,6 +385,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
             }
             let plan = peer::PeerPlan {
                 clients: plan.clients.clone(),
+                rates: rates.clone(),
                 phase: plan.phase,
                 users: plan.users,
                 products: plan.products,
@@ -398,6 +412,15 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
             )
         })
         .collect();
+    let open_json: Vec<Value> = open
+        .iter()
+        .zip(&rates)
+        .map(|(phase, rate)| {
+            let mut json = phase_json(phase);
+            json["offered_per_second"] = json!(rate);
+            json
+        })
+        .collect();
     let report = json!({
         "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "commit": git_commit(config),
@@ -418,7 +441,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "max_completed_per_second": best.completed as f64 / best.elapsed.as_secs_f64().max(1e-9),
         "max_at": best.name,
         "closed_loop": closed.iter().map(phase_json).collect::<Vec<_>>(),
-        "open_loop": open.iter().map(phase_json).collect::<Vec<_>>(),
+        "open_loop": open_json,
         "gateway_get_order": {
             "clients": reads_clients,
             "requests_per_second": reads.rate(),
@@ -437,9 +460,10 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "invariants": invariants,
         "peer": peer.as_ref().map(|p| {
             let ours: Vec<(usize, Value)> = plan.clients.iter().copied().zip(closed.iter().map(phase_json)).collect();
+            let ours_open: Vec<(f64, Value)> = rates.iter().copied().zip(open_json.iter().cloned()).collect();
             let with_load_generator = cpu_per_saga["stack_total"].as_f64().unwrap_or(f64::NAN)
                 + cpu_per_saga["load generator"].as_f64().unwrap_or(0.0);
-            peer::compare(p, &ours, with_load_generator, max_rate)
+            peer::compare(p, &ours, &ours_open, with_load_generator, max_rate)
         }),
         "bounds": {
             "pgbench": pg,
@@ -479,6 +503,9 @@ pub(crate) fn git_commit(config: &StackConfig) -> String {
     let dirty = !run(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
     if dirty { format!("{commit}+changes") } else { commit }
 }
+
+/// The newest recorded run's latency plot, which BENCHMARKS.md embeds.
+const LATEST_PLOT: &str = "bench-results/latency-against-load.svg";
 
 /// `bench-results/<date>.json` in the workspace: small, kept with the
 /// BENCHMARKS.md entry it backs.
@@ -738,7 +765,8 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
 }
 
 /// The peer's figures beside the stack's: rates and latencies per client
-/// count, the maximum and CPU per saga, with the stack/peer ratios.
+/// count and per offered rate, the maximum and CPU per saga, with the
+/// stack/peer ratios.
 fn peer_markdown(md: &mut String, p: &Value) {
     let x = |v: &Value| v.as_f64().map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".to_owned());
     let peer = &p["result"];
@@ -749,31 +777,36 @@ fn peer_markdown(md: &mut String, p: &Value) {
         peer["mode"].as_str().unwrap_or("?"),
         peer["wait"].as_str().unwrap_or("?"),
     );
-    let _ = writeln!(
-        md,
-        "| clients | sagas/s ours / peer | ratio | p50 ms ours / peer | ratio | p99 ms ours / peer | ratio |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
-    for c in p["by_clients"].as_array().into_iter().flatten() {
+    let rows = [("clients", "by_clients", "clients"), ("offered sagas/s", "by_rate", "offered_per_second")];
+    for (heading, key, field) in rows {
+        let Some(phases) = p[key].as_array().filter(|phases| !phases.is_empty()) else { continue };
         let _ = writeln!(
             md,
-            "| {} | {} / {} | {} | {} / {} | {} | {} / {} | {} |",
-            c["clients"],
-            f(&c["ours"]["sagas_per_second"]),
-            f(&c["peer"]["sagas_per_second"]),
-            x(&c["throughput_ratio"]),
-            f(&c["ours"]["latency_ms"]["p50"]),
-            f(&c["peer"]["latency_ms"]["p50"]),
-            x(&c["p50_ratio"]),
-            f(&c["ours"]["latency_ms"]["p99"]),
-            f(&c["peer"]["latency_ms"]["p99"]),
-            x(&c["p99_ratio"]),
+            "| {heading} | sagas/s ours / peer | ratio | p50 ms ours / peer | ratio | p99 ms ours / peer | ratio |"
         );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for c in phases {
+            let _ = writeln!(
+                md,
+                "| {} | {} / {} | {} | {} / {} | {} | {} / {} | {} |",
+                c[field],
+                f(&c["ours"]["sagas_per_second"]),
+                f(&c["peer"]["sagas_per_second"]),
+                x(&c["throughput_ratio"]),
+                f(&c["ours"]["latency_ms"]["p50"]),
+                f(&c["peer"]["latency_ms"]["p50"]),
+                x(&c["p50_ratio"]),
+                f(&c["ours"]["latency_ms"]["p99"]),
+                f(&c["peer"]["latency_ms"]["p99"]),
+                x(&c["p99_ratio"]),
+            );
+        }
+        let _ = writeln!(md);
     }
     let cpu = &peer["cpu_ms_per_saga"];
     let _ = writeln!(
         md,
-        "\n- maximum: ours {} sagas/s, peer {} ({}) → **{}**",
+        "- maximum: ours {} sagas/s, peer {} ({}) → **{}**",
         f(&p["ours_max_sagas_per_second"]),
         f(&peer["max_sagas_per_second"]),
         peer["max_at"].as_str().unwrap_or(""),

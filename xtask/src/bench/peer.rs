@@ -4,7 +4,8 @@
 //! phases, with the services, the gateway and Kafka stopped, against the
 //! bench stack's PostgreSQL (the same server and settings; its own databases
 //! `orders`, `products`, `users`, `dbos_sys` beside the services'), with the
-//! same closed-loop client counts, phase length and seed sizes.
+//! same closed-loop client counts, open-loop rates, phase length and seed
+//! sizes.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,9 +27,11 @@ pub enum Peer {
 /// The peer's Go module, in the workspace.
 const DBOS_MODULE: &str = "bench/peers/dbos";
 
-/// What the peer runs: the stack's closed-loop plan.
+/// What the peer runs: the stack's closed-loop client counts, then its
+/// open-loop rates.
 pub struct PeerPlan {
     pub clients: Vec<usize>,
+    pub rates: Vec<f64>,
     pub phase: Duration,
     pub users: usize,
     pub products: usize,
@@ -60,10 +63,12 @@ pub fn run_dbos(config: &StackConfig, plan: &PeerPlan) -> anyhow::Result<Value> 
     let out = dir.join("result.json");
     let _ = std::fs::remove_file(&out);
     let clients: Vec<String> = plan.clients.iter().map(ToString::to_string).collect();
+    let rates: Vec<String> = plan.rates.iter().map(ToString::to_string).collect();
     let pg = format!("postgres://postgres:{}@{}:{}", config.postgres_password, config.host(), config.ports.postgres);
     println!(
-        "bench: DBOS peer, closed loop, {} clients, {:?} each (log {})",
+        "bench: DBOS peer, closed loop, {} clients, then open loop, {} sagas/s, {:?} each (log {})",
         clients.join(", "),
+        rates.join(", "),
         plan.phase,
         log.display()
     );
@@ -74,6 +79,7 @@ pub fn run_dbos(config: &StackConfig, plan: &PeerPlan) -> anyhow::Result<Value> 
             .arg("-pgdata")
             .arg(crate::stack::postgres::data_dir(config))
             .args(["-clients", &clients.join(",")])
+            .args(["-rates", &rates.join(",")])
             .args(["-seconds", &plan.phase.as_secs_f64().to_string()])
             .args(["-users", &plan.users.to_string(), "-products", &plan.products.to_string()])
             .arg("-out")
@@ -95,25 +101,26 @@ pub fn run_dbos(config: &StackConfig, plan: &PeerPlan) -> anyhow::Result<Value> 
 
 /// The figures the comparison needs, from the peer's result file.
 fn summarize(result: &Value) -> Value {
-    let phases: Vec<Value> = result["phases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            json!({
-                "clients": p["clients"],
-                "sagas_per_second": p["sagas_per_s"],
-                "completed_per_second": p["completed_per_s"],
-                "errors": p["errors"],
-                // The stack's latency ends at the terminal history row's time; so does this.
-                "latency_ms": {
-                    "p50": p["latency_to_history_row"]["p50_ms"],
-                    "p99": p["latency_to_history_row"]["p99_ms"],
-                },
-                "latency_to_result_ms": { "p50": p["latency"]["p50_ms"], "p99": p["latency"]["p99_ms"] },
-            })
+    let phase = |p: &Value| {
+        json!({
+            "clients": p["clients"],
+            "rate": p["rate"],
+            "sagas_per_second": p["sagas_per_s"],
+            "completed_per_second": p["completed_per_s"],
+            "errors": p["errors"],
+            // The stack's latency ends at the terminal history row's time; so does this.
+            "latency_ms": {
+                "p50": p["latency_to_history_row"]["p50_ms"],
+                "p95": p["latency_to_history_row"]["p95_ms"],
+                "p99": p["latency_to_history_row"]["p99_ms"],
+            },
+            "latency_to_result_ms": { "p50": p["latency"]["p50_ms"], "p99": p["latency"]["p99_ms"] },
         })
-        .collect();
+    };
+    let phases = || result["phases"].as_array().into_iter().flatten();
+    // A closed-loop phase names its client count, an open-loop one its rate.
+    let closed: Vec<Value> = phases().filter(|p| p["clients"].as_u64().is_some()).map(phase).collect();
+    let open: Vec<Value> = phases().filter(|p| p["rate"].as_f64().is_some()).map(phase).collect();
     let cpu = &result["cpu"];
     let pg = cpu["postgres_ms_per_saga"].as_f64().unwrap_or(f64::NAN);
     let go = cpu["go_ms_per_saga"].as_f64().unwrap_or(f64::NAN);
@@ -124,7 +131,8 @@ fn summarize(result: &Value) -> Value {
         "ok": result["ok"].as_bool() == Some(true) && result["invariants"]["ok"].as_bool() != Some(false),
         "max_sagas_per_second": result["best_sagas_per_s"],
         "max_at": result["best_phase"],
-        "closed_loop": phases,
+        "closed_loop": closed,
+        "open_loop": open,
         "cpu_ms_per_saga": { "postgres": pg, "go_process": go, "total": pg + go },
         "peak_rss_mib": result["peak_rss_mib"],
         "postgresql_settings": result["postgresql_settings"],
@@ -132,37 +140,55 @@ fn summarize(result: &Value) -> Value {
 }
 
 /// The stack's figures beside the peer's: `ours_closed` holds the stack's
-/// closed-loop phases (their JSON) by client count, `ours_cpu_ms` its CPU per
-/// saga with the load generator (the peer's Go process holds its own load
-/// generator). Ratios are the stack's over the peer's.
-pub fn compare(peer: &Value, ours_closed: &[(usize, Value)], ours_cpu_ms: f64, ours_max: f64) -> Value {
+/// closed-loop phases (their JSON) by client count, `ours_open` its open-loop
+/// phases by offered rate, `ours_cpu_ms` its CPU per saga with the load
+/// generator (the peer's Go process holds its own load generator). Ratios are
+/// the stack's over the peer's.
+pub fn compare(
+    peer: &Value,
+    ours_closed: &[(usize, Value)],
+    ours_open: &[(f64, Value)],
+    ours_cpu_ms: f64,
+    ours_max: f64,
+) -> Value {
     let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
         (Some(a), Some(b)) if b > 0.0 => json!(a / b),
         _ => Value::Null,
     };
-    let phases: Vec<Value> = ours_closed
+    let side_by_side = |ours: &Value, theirs: Option<&Value>| {
+        let theirs = theirs.cloned().unwrap_or(Value::Null);
+        json!({
+            "ours": { "sagas_per_second": ours["sagas_per_second"], "latency_ms": ours["latency_ms"] },
+            "peer": { "sagas_per_second": theirs["sagas_per_second"], "latency_ms": theirs["latency_ms"] },
+            "throughput_ratio": ratio(ours["sagas_per_second"].as_f64(), theirs["sagas_per_second"].as_f64()),
+            "p50_ratio": ratio(ours["latency_ms"]["p50"].as_f64(), theirs["latency_ms"]["p50"].as_f64()),
+            "p99_ratio": ratio(ours["latency_ms"]["p99"].as_f64(), theirs["latency_ms"]["p99"].as_f64()),
+        })
+    };
+    let peer_phases = |kind: &str| peer[kind].as_array().cloned().unwrap_or_default();
+    let (peer_closed, peer_open) = (peer_phases("closed_loop"), peer_phases("open_loop"));
+    let by_clients: Vec<Value> = ours_closed
         .iter()
         .map(|(clients, ours)| {
-            let theirs = peer["closed_loop"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["clients"].as_u64() == Some(*clients as u64))
-                .cloned()
-                .unwrap_or(Value::Null);
-            json!({
-                "clients": clients,
-                "ours": { "sagas_per_second": ours["sagas_per_second"], "latency_ms": ours["latency_ms"] },
-                "peer": { "sagas_per_second": theirs["sagas_per_second"], "latency_ms": theirs["latency_ms"] },
-                "throughput_ratio": ratio(ours["sagas_per_second"].as_f64(), theirs["sagas_per_second"].as_f64()),
-                "p50_ratio": ratio(ours["latency_ms"]["p50"].as_f64(), theirs["latency_ms"]["p50"].as_f64()),
-                "p99_ratio": ratio(ours["latency_ms"]["p99"].as_f64(), theirs["latency_ms"]["p99"].as_f64()),
-            })
+            let theirs = peer_closed.iter().find(|p| p["clients"].as_u64() == Some(*clients as u64));
+            let mut row = side_by_side(ours, theirs);
+            row["clients"] = json!(clients);
+            row
+        })
+        .collect();
+    let by_rate: Vec<Value> = ours_open
+        .iter()
+        .map(|(rate, ours)| {
+            let theirs = peer_open.iter().find(|p| p["rate"].as_f64().is_some_and(|r| (r - rate).abs() < 1e-6));
+            let mut row = side_by_side(ours, theirs);
+            row["offered_per_second"] = json!(rate);
+            row
         })
         .collect();
     json!({
         "result": peer,
-        "by_clients": phases,
+        "by_clients": by_clients,
+        "by_rate": by_rate,
         "ours_max_sagas_per_second": ours_max,
         "max_ratio": ratio(Some(ours_max), peer["max_sagas_per_second"].as_f64()),
         "ours_cpu_ms_per_saga_with_load_generator": ours_cpu_ms,
@@ -194,18 +220,27 @@ mod tests {
             "invariants": { "ok": true }, "best_sagas_per_s": 285.0, "best_phase": "32 clients",
             "phases": [{ "clients": 32, "sagas_per_s": 285.0, "completed_per_s": 228.0, "errors": 0,
                          "latency": { "p50_ms": 100.0, "p99_ms": 180.0 },
-                         "latency_to_history_row": { "p50_ms": 99.0, "p99_ms": 170.0 } }],
+                         "latency_to_history_row": { "p50_ms": 99.0, "p99_ms": 170.0 } },
+                       { "rate": 50.0, "sagas_per_s": 50.0, "completed_per_s": 40.0, "errors": 0,
+                         "latency": { "p50_ms": 9.0, "p99_ms": 21.0 },
+                         "latency_to_history_row": { "p50_ms": 8.0, "p99_ms": 20.0 } }],
             "cpu": { "postgres_ms_per_saga": 3.9, "go_ms_per_saga": 2.2 },
         });
         let summary = summarize(&result);
         assert_eq!(summary["ok"], json!(true));
         assert_eq!(summary["closed_loop"][0]["latency_ms"]["p50"], json!(99.0));
+        assert_eq!(summary["closed_loop"].as_array().map(Vec::len), Some(1), "the open loop is not a closed one");
+        assert_eq!(summary["open_loop"][0]["latency_ms"]["p99"], json!(20.0));
         assert!((summary["cpu_ms_per_saga"]["total"].as_f64().unwrap_or_default() - 6.1).abs() < 1e-9);
         let failed = summarize(&json!({ "ok": true, "invariants": { "ok": false } }));
         assert_eq!(failed["ok"], json!(false));
 
         let ours = json!({ "sagas_per_second": 142.5, "latency_ms": { "p50": 99.0, "p99": 340.0 } });
-        let compared = compare(&summary, &[(32, ours), (64, json!({}))], 18.3, 142.5);
+        let ours_open = json!({ "sagas_per_second": 50.0, "latency_ms": { "p50": 16.0, "p99": 30.0 } });
+        let compared =
+            compare(&summary, &[(32, ours), (64, json!({}))], &[(50.0, ours_open), (80.0, json!({}))], 18.3, 142.5);
+        assert_eq!(compared["by_rate"][0]["p50_ratio"], json!(2.0));
+        assert_eq!(compared["by_rate"][1]["throughput_ratio"], Value::Null, "no peer phase at 80/s");
         assert_eq!(compared["by_clients"][0]["throughput_ratio"], json!(0.5));
         assert_eq!(compared["by_clients"][0]["p99_ratio"], json!(2.0));
         assert_eq!(compared["by_clients"][1]["throughput_ratio"], Value::Null, "no peer phase at 64 clients");

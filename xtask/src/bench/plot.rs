@@ -1,0 +1,141 @@
+//! The run's picture: latency percentiles against offered load, from the
+//! open-loop phases of the stack and (with `--peer`) of the peer, with each
+//! side's closed-loop maximum as a vertical line. Drawn from the report's
+//! JSON, so a plot can be redrawn from any `bench-results/*.json`.
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// One line: (offered sagas/s, latency ms) points.
+struct Line {
+    label: String,
+    color: RGBColor,
+    dashed: bool,
+    points: Vec<(f64, f64)>,
+}
+
+const OURS: RGBColor = RGBColor(31, 119, 180);
+const PEER: RGBColor = RGBColor(214, 96, 39);
+
+/// The SVG, or `None` when the run had no open-loop phase to draw.
+pub fn latency_against_load(report: &Value) -> anyhow::Result<Option<String>> {
+    let phases = |value: &Value, rate_key: &str| -> Vec<(f64, Value)> {
+        value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((p[rate_key].as_f64()?, p["latency_ms"].clone())))
+            .collect()
+    };
+    let ours = phases(&report["open_loop"], "offered_per_second");
+    let peer = phases(&report["peer"]["result"]["open_loop"], "rate");
+    let peer_name = report["peer"]["result"]["engine"].as_str().unwrap_or("peer");
+    let mut lines = Vec::new();
+    for (name, color, side) in [("this stack", OURS, &ours), (peer_name, PEER, &peer)] {
+        for (quantile, dashed) in [("p50", false), ("p99", true)] {
+            let points: Vec<(f64, f64)> =
+                side.iter().filter_map(|(rate, latency)| Some((*rate, latency[quantile].as_f64()?))).collect();
+            if !points.is_empty() {
+                lines.push(Line { label: format!("{name} {quantile}"), color, dashed, points });
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    let maxima: Vec<(String, RGBColor, f64)> = [
+        ("this stack", OURS, report["max_sagas_per_second"].as_f64()),
+        (peer_name, PEER, report["peer"]["result"]["max_sagas_per_second"].as_f64()),
+    ]
+    .into_iter()
+    .filter_map(|(name, color, max)| Some((format!("{name}: closed-loop maximum"), color, max?)))
+    .collect();
+
+    let all = lines.iter().flat_map(|l| l.points.iter());
+    let x_max = all.clone().map(|p| p.0).chain(maxima.iter().map(|m| m.2)).fold(1.0, f64::max) * 1.08;
+    let y_max = all.map(|p| p.1).fold(1.0, f64::max) * 1.12;
+
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (860, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let caption = format!(
+            "Latency to the terminal status against offered load ({}, commit {})",
+            report["date"].as_str().unwrap_or(""),
+            report["commit"].as_str().unwrap_or("")
+        );
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("offered load, sagas/s (open loop)")
+            .y_desc("latency, ms")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for line in &lines {
+            let style = line.color.stroke_width(2);
+            let series = match line.dashed {
+                true => chart.draw_series(DashedLineSeries::new(line.points.iter().copied(), 6, 4, style))?,
+                false => chart.draw_series(LineSeries::new(line.points.iter().copied(), style))?,
+            };
+            // The legend's sample of a dashed line is two dashes, of a solid one two touching halves.
+            let (first, second) = if line.dashed { (8, 12) } else { (10, 10) };
+            series.label(line.label.clone()).legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (first, 0)], style)
+                    + PathElement::new(vec![(second, 0), (20, 0)], style)
+            });
+            chart.draw_series(line.points.iter().map(|&p| Circle::new(p, 3, line.color.filled())))?;
+        }
+        for (label, color, max) in &maxima {
+            let style = color.mix(0.7).stroke_width(1);
+            chart
+                .draw_series(LineSeries::new([(*max, 0.0), (*max, y_max)], style))?
+                .label(label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(Some(svg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn both_sides_and_their_maxima_are_drawn() {
+        let report = json!({
+            "date": "2026-12-03T10:00:00Z", "commit": "abc1234", "max_sagas_per_second": 126.0,
+            "open_loop": [
+                { "offered_per_second": 31.6, "latency_ms": { "p50": 13.3, "p99": 24.8 } },
+                { "offered_per_second": 63.2, "latency_ms": { "p50": 14.6, "p99": 39.7 } },
+            ],
+            "peer": { "result": { "engine": "DBOS", "max_sagas_per_second": 192.0,
+                "open_loop": [{ "rate": 31.6, "latency_ms": { "p50": 9.0, "p99": 18.0 } }] } },
+        });
+        let svg = latency_against_load(&report).expect("drawn").expect("an open loop to draw");
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+        for label in ["this stack p50", "this stack p99", "DBOS p50", "DBOS p99", "DBOS: closed-loop maximum"] {
+            assert!(svg.contains(label), "no {label:?} in the legend");
+        }
+        // A marker per percentile per phase: two phases of ours, one of the peer.
+        assert_eq!(svg.matches("<circle").count(), 2 * 2 + 2, "markers for both percentiles of each phase");
+    }
+
+    #[test]
+    fn a_run_without_an_open_loop_draws_nothing() {
+        assert!(latency_against_load(&json!({ "open_loop": [] })).expect("no error").is_none());
+    }
+}
