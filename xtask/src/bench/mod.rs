@@ -460,10 +460,9 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         "invariants": invariants,
         "peer": peer.as_ref().map(|p| {
             let ours: Vec<(usize, Value)> = plan.clients.iter().copied().zip(closed.iter().map(phase_json)).collect();
-            let ours_open: Vec<(f64, Value)> = rates.iter().copied().zip(open_json.iter().cloned()).collect();
             let with_load_generator = cpu_per_saga["stack_total"].as_f64().unwrap_or(f64::NAN)
                 + cpu_per_saga["load generator"].as_f64().unwrap_or(0.0);
-            peer::compare(p, &ours, &ours_open, with_load_generator, max_rate)
+            peer::compare(p, &ours, &open_json, with_load_generator, max_rate)
         }),
         "bounds": {
             "pgbench": pg,

@@ -141,13 +141,13 @@ fn summarize(result: &Value) -> Value {
 
 /// The stack's figures beside the peer's: `ours_closed` holds the stack's
 /// closed-loop phases (their JSON) by client count, `ours_open` its open-loop
-/// phases by offered rate, `ours_cpu_ms` its CPU per saga with the load
+/// phases (their JSON, with `offered_per_second`), `ours_cpu_ms` its CPU per saga with the load
 /// generator (the peer's Go process holds its own load generator). Ratios are
 /// the stack's over the peer's.
 pub fn compare(
     peer: &Value,
     ours_closed: &[(usize, Value)],
-    ours_open: &[(f64, Value)],
+    ours_open: &[Value],
     ours_cpu_ms: f64,
     ours_max: f64,
 ) -> Value {
@@ -178,8 +178,11 @@ pub fn compare(
         .collect();
     let by_rate: Vec<Value> = ours_open
         .iter()
-        .map(|(rate, ours)| {
-            let theirs = peer_open.iter().find(|p| p["rate"].as_f64().is_some_and(|r| (r - rate).abs() < 1e-6));
+        .map(|ours| {
+            let rate = ours["offered_per_second"].as_f64();
+            let theirs = peer_open
+                .iter()
+                .find(|p| p["rate"].as_f64().zip(rate).is_some_and(|(theirs, ours)| (theirs - ours).abs() < 1e-6));
             let mut row = side_by_side(ours, theirs);
             row["offered_per_second"] = json!(rate);
             row
@@ -236,9 +239,11 @@ mod tests {
         assert_eq!(failed["ok"], json!(false));
 
         let ours = json!({ "sagas_per_second": 142.5, "latency_ms": { "p50": 99.0, "p99": 340.0 } });
-        let ours_open = json!({ "sagas_per_second": 50.0, "latency_ms": { "p50": 16.0, "p99": 30.0 } });
-        let compared =
-            compare(&summary, &[(32, ours), (64, json!({}))], &[(50.0, ours_open), (80.0, json!({}))], 18.3, 142.5);
+        let ours_open = [
+            json!({ "offered_per_second": 50.0, "sagas_per_second": 50.0, "latency_ms": { "p50": 16.0, "p99": 30.0 } }),
+            json!({ "offered_per_second": 80.0 }),
+        ];
+        let compared = compare(&summary, &[(32, ours), (64, json!({}))], &ours_open, 18.3, 142.5);
         assert_eq!(compared["by_rate"][0]["p50_ratio"], json!(2.0));
         assert_eq!(compared["by_rate"][1]["throughput_ratio"], Value::Null, "no peer phase at 80/s");
         assert_eq!(compared["by_clients"][0]["throughput_ratio"], json!(0.5));
