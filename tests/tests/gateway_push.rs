@@ -2,7 +2,8 @@
 //! would read their order only once an hour (`SSE_POLL_MS` and
 //! `SSE_RECHECK_MS`) still shows every status of a saga and ends its stream,
 //! which only the order service's change feed (`WatchOrders`, fed by the
-//! history trigger's NOTIFY) can have made it do.
+//! history trigger's NOTIFY) can have made it do; and what it sent from the
+//! feed's changes is what a read of the order shows.
 
 use std::time::Duration;
 
@@ -41,5 +42,14 @@ async fn an_event_stream_follows_its_order_by_the_change_feed_alone() {
         assert_eq!(statuses, expected, "events: {events:?}");
         let (last, order) = events.last().expect("an end event");
         assert_eq!((last.as_str(), order["status"].as_str()), ("end", Some(expected_status)), "{events:?}");
+        // The streams built the final order from the feed's changes, without
+        // reading it: it must be what a read shows.
+        let read = api.get(&format!("/api/v1/orders/{order_id}"), Some(&customer)).await;
+        assert_eq!(read.status, StatusCode::OK);
+        assert_eq!(order, &read.body, "the `end` event against GET /orders/{{id}}");
+        let rows: Vec<&serde_json::Value> =
+            events.iter().filter(|(name, _)| name == "status").map(|(_, d)| d).collect();
+        let history: Vec<&serde_json::Value> = read.body["history"].as_array().expect("history").iter().collect();
+        assert_eq!(rows, history, "each `status` event is its history row as a read shows it");
     }
 }

@@ -78,3 +78,79 @@ async fn the_feed_delivers_changes_and_after_losing_its_connection_resyncs_once_
     listening.await.expect("the listener stops at shutdown");
     drop_scratch_database(&stack, pool, &name).await;
 }
+
+/// The history trigger's own notifications (not hand-made ones): each
+/// carries its row, its position in the order's history and the order's
+/// columns as the transition left them.
+#[tokio::test]
+async fn the_trigger_notifies_each_row_with_its_position_and_the_order_as_the_transition_left_it() {
+    let stack = stack();
+    let (pool, name) = scratch_database(&stack).await;
+    saga_runtime::db::migrate(&pool, &order_service::MIGRATOR).await.expect("the order service's migrations");
+    let (trigger, shutdown) = Shutdown::manual();
+    let (feed, listen) = Feed::start(pool.clone(), shutdown);
+    // Subscribed before the listener starts, so its resync (sent once LISTEN
+    // holds) comes second and says when notifications are heard.
+    let mut stream = feed.watch();
+    let listening = tokio::spawn(listen);
+    assert!(next(&mut stream).await.resync, "the first message marks the subscription");
+    assert!(next(&mut stream).await.resync, "the listener's resync once LISTEN holds");
+
+    let order = uuid::Uuid::new_v4();
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO orders (order_id, user_id, status, idempotency_key, request_hash) VALUES ($1, $2, 'created', 'k', 'h')",
+    )
+    .bind(order)
+    .bind(uuid::Uuid::new_v4())
+    .execute(&mut *tx)
+    .await
+    .expect("order");
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type) \
+         VALUES ($1, NULL, 'created', gen_random_uuid(), 'order.created')",
+    )
+    .bind(order)
+    .execute(&mut *tx)
+    .await
+    .expect("first row");
+    tx.commit().await.expect("commit");
+    let mut tx = pool.begin().await.expect("begin");
+    sqlx::query("UPDATE orders SET status = 'payment_failed', total_minor = 2500, failure_reason = 'insufficient_funds', updated_at = now() WHERE order_id = $1")
+        .bind(order)
+        .execute(&mut *tx)
+        .await
+        .expect("transition");
+    sqlx::query(
+        "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
+         VALUES ($1, 'created', 'payment_failed', gen_random_uuid(), 'payment.fail', 'insufficient_funds')",
+    )
+    .bind(order)
+    .execute(&mut *tx)
+    .await
+    .expect("second row");
+    tx.commit().await.expect("commit");
+
+    let first = next(&mut stream).await;
+    let second = next(&mut stream).await;
+    assert_eq!((first.order_id.clone(), first.position, first.status.as_str()), (order.to_string(), 1, "created"));
+    assert_eq!((second.position, second.status.as_str()), (2, "payment_failed"));
+    let row = second.row.expect("the row");
+    assert_eq!((row.from_status.as_str(), row.event_type.as_str()), ("created", "payment.fail"));
+    assert_eq!(row.reason, "insufficient_funds");
+    assert_eq!((second.total_minor, second.failure_reason.as_str()), (Some(2500), "insufficient_funds"));
+    let (updated_at, at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT o.updated_at, h.at FROM orders o JOIN order_status_history h USING (order_id) \
+         WHERE o.order_id = $1 ORDER BY h.id DESC LIMIT 1",
+    )
+    .bind(order)
+    .fetch_one(&pool)
+    .await
+    .expect("read back");
+    use saga_runtime::grpc::timestamp;
+    assert_eq!((second.updated_at, row.at), (timestamp(updated_at), timestamp(at)), "as GetOrder writes them");
+
+    trigger.trigger();
+    listening.await.expect("the listener stops at shutdown");
+    drop_scratch_database(&stack, pool, &name).await;
+}

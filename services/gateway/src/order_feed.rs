@@ -1,20 +1,23 @@
 //! What the order event streams (`GET /orders/{id}/events`) wait on: one
 //! `WatchOrders` call to the order service (any instance), held open for the
 //! gateway's life, whose changes wake the streams that follow those orders.
-//! A stream then reads its order again (`GetOrder`) and sends the new rows:
-//! one read per status change instead of one per poll period.
+//! Each change carries its history row, the row's position and the order's
+//! columns after it, so a stream sends it without reading the order again;
+//! it reads (`GetOrder`) only when it cannot be sure it has every row (a gap
+//! in the positions, a change without its row).
 //!
 //! A `resync` from the service (the first message of every call, and any time
-//! it may have missed changes) wakes every stream, and so does losing the
-//! call. While no call is open the streams poll as before ([`OrderFeed::live`]
-//! says which), so a feed that is down costs latency, never an event.
+//! it may have missed changes) tells every stream to read again, and so does
+//! losing the call. While no call is open the streams poll as before
+//! ([`OrderFeed::live`] says which), so a feed that is down costs latency,
+//! never an event.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use saga_proto::order::WatchOrdersRequest;
+use saga_proto::order::{OrderChanged, WatchOrdersRequest};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -30,7 +33,12 @@ pub const FEED_RESYNCS: &str = "gateway_order_feed_resyncs_total";
 /// Gauge: orders an event stream follows right now.
 pub const ORDERS_FOLLOWED: &str = "gateway_orders_followed";
 
-/// The orders being followed, each with a counter bumped on every change.
+/// Changes kept per followed order; past it they are dropped and its
+/// followers read the order instead. An order changes a handful of times in
+/// a saga: this only bounds a feed gone wrong.
+const MAX_HEARD: usize = 64;
+
+/// The orders being followed, each with what the feed said of it.
 #[derive(Clone, Default)]
 pub struct OrderFeed {
     inner: Arc<Inner>,
@@ -38,32 +46,59 @@ pub struct OrderFeed {
 
 #[derive(Default)]
 struct Inner {
-    followed: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
+    followed: Mutex<HashMap<Uuid, watch::Sender<Heard>>>,
     /// Whether a `WatchOrders` call is open and subscribed.
     live: AtomicBool,
+}
+
+/// What the feed said of one followed order since it was first followed.
+#[derive(Default)]
+struct Heard {
+    /// Its changes, in the order they came.
+    changes: Vec<OrderChanged>,
+    /// Bumped by every resync (and when `changes` was full).
+    resyncs: u64,
+}
+
+/// What a follower learns when it wakes.
+#[derive(Debug, PartialEq)]
+pub enum News {
+    /// These changes of the order, oldest first.
+    Changes(Vec<OrderChanged>),
+    /// Changes may have been missed: read the order again.
+    Resync,
 }
 
 /// One follower of one order: [`Following::changed`] resolves when the order
 /// may have changed. Dropping it stops following.
 pub struct Following {
     id: Uuid,
-    receiver: Option<watch::Receiver<u64>>,
+    receiver: Option<watch::Receiver<Heard>>,
     feed: OrderFeed,
+    /// How many of the heard changes this follower has taken.
+    taken: usize,
+    /// The resync count it last saw.
+    resyncs: u64,
 }
 
 impl Following {
-    /// Resolves once the order may have changed since the last call (or since
+    /// Resolves with what happened to the order since the last call (or since
     /// following began).
-    pub async fn changed(&mut self) {
-        match self.receiver.as_mut() {
-            Some(receiver) => {
-                if receiver.changed().await.is_err() {
-                    // The sender is gone only once nobody follows: not while we do.
-                    std::future::pending::<()>().await;
-                }
-            }
-            None => std::future::pending::<()>().await,
+    pub async fn changed(&mut self) -> News {
+        let Some(receiver) = self.receiver.as_mut() else { return std::future::pending().await };
+        if receiver.changed().await.is_err() {
+            // The sender is gone only once nobody follows: not while we do.
+            return std::future::pending().await;
         }
+        let heard = receiver.borrow_and_update();
+        if heard.resyncs != self.resyncs {
+            self.resyncs = heard.resyncs;
+            self.taken = heard.changes.len();
+            return News::Resync;
+        }
+        let news = heard.changes.get(self.taken..).unwrap_or_default().to_vec();
+        self.taken = heard.changes.len();
+        News::Changes(news)
     }
 }
 
@@ -84,9 +119,15 @@ impl OrderFeed {
     /// wait is not missed.
     pub fn follow(&self, id: Uuid) -> Following {
         let mut followed = self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let receiver = followed.entry(id).or_insert_with(|| watch::channel(0).0).subscribe();
+        let sender = followed.entry(id).or_insert_with(|| watch::channel(Heard::default()).0);
+        // A second follower of the same order starts from now, as the first did.
+        let (taken, resyncs) = {
+            let heard = sender.borrow();
+            (heard.changes.len(), heard.resyncs)
+        };
+        let receiver = sender.subscribe();
         metrics::gauge!(ORDERS_FOLLOWED).set(followed.len() as f64);
-        Following { id, receiver: Some(receiver), feed: self.clone() }
+        Following { id, receiver: Some(receiver), feed: self.clone(), taken, resyncs }
     }
 
     /// Whether changes arrive as they commit; if not, followers poll.
@@ -100,10 +141,17 @@ impl OrderFeed {
         self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
-    fn changed(&self, id: &Uuid) {
+    fn changed(&self, id: &Uuid, change: OrderChanged) {
         let followed = self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(sender) = followed.get(id) {
-            sender.send_modify(|n| *n += 1);
+            sender.send_modify(|heard| {
+                if heard.changes.len() < MAX_HEARD {
+                    heard.changes.push(change);
+                } else {
+                    heard.changes.clear();
+                    heard.resyncs += 1;
+                }
+            });
         }
     }
 
@@ -111,7 +159,7 @@ impl OrderFeed {
         metrics::counter!(FEED_RESYNCS).increment(1);
         let followed = self.inner.followed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for sender in followed.values() {
-            sender.send_modify(|n| *n += 1);
+            sender.send_modify(|heard| heard.resyncs += 1);
         }
     }
 
@@ -138,7 +186,7 @@ impl OrderFeed {
                             Ok(Some(change)) => {
                                 metrics::counter!(FEED_CHANGES).increment(1);
                                 if let Ok(id) = change.order_id.parse::<Uuid>() {
-                                    self.changed(&id);
+                                    self.changed(&id, change);
                                 }
                             }
                             Ok(None) => break,
@@ -176,13 +224,14 @@ mod tests {
         let mut first = feed.follow(a);
         let mut second = feed.follow(a);
         let mut other = feed.follow(b);
-        feed.changed(&a);
+        feed.changed(&a, change(a, 2));
         let soon = Duration::from_millis(200);
-        assert!(tokio::time::timeout(soon, first.changed()).await.is_ok());
-        assert!(tokio::time::timeout(soon, second.changed()).await.is_ok());
+        assert_eq!(tokio::time::timeout(soon, first.changed()).await.ok(), Some(News::Changes(vec![change(a, 2)])));
+        assert_eq!(tokio::time::timeout(soon, second.changed()).await.ok(), Some(News::Changes(vec![change(a, 2)])));
         assert!(tokio::time::timeout(soon, other.changed()).await.is_err(), "not its order");
         feed.resync();
-        assert!(tokio::time::timeout(soon, other.changed()).await.is_ok());
+        assert_eq!(tokio::time::timeout(soon, other.changed()).await.ok(), Some(News::Resync));
+        assert_eq!(tokio::time::timeout(soon, first.changed()).await.ok(), Some(News::Resync));
         assert_eq!(feed.followed(), 2);
         drop(first);
         assert_eq!(feed.followed(), 2, "the second still follows a");
@@ -191,12 +240,32 @@ mod tests {
         assert_eq!(feed.followed(), 0, "nothing left behind");
     }
 
+    fn change(id: Uuid, position: u32) -> OrderChanged {
+        OrderChanged { order_id: id.to_string(), position, ..OrderChanged::default() }
+    }
+
     #[tokio::test]
-    async fn a_change_before_the_wait_is_not_lost() {
+    async fn changes_before_the_wait_are_not_lost_and_come_in_order() {
         let feed = OrderFeed::default();
         let id = Uuid::new_v4();
         let mut following = feed.follow(id);
-        feed.changed(&id);
-        assert!(tokio::time::timeout(Duration::from_millis(200), following.changed()).await.is_ok());
+        feed.changed(&id, change(id, 2));
+        feed.changed(&id, change(id, 3));
+        let news = tokio::time::timeout(Duration::from_millis(200), following.changed()).await.ok();
+        assert_eq!(news, Some(News::Changes(vec![change(id, 2), change(id, 3)])));
+        let late = feed.follow(id);
+        assert_eq!(late.taken, 2, "a later follower starts from its own start");
+    }
+
+    #[tokio::test]
+    async fn a_follower_told_more_changes_than_kept_is_told_to_read() {
+        let feed = OrderFeed::default();
+        let id = Uuid::new_v4();
+        let mut following = feed.follow(id);
+        for position in 0..=MAX_HEARD as u32 {
+            feed.changed(&id, change(id, position));
+        }
+        let news = tokio::time::timeout(Duration::from_millis(200), following.changed()).await.ok();
+        assert_eq!(news, Some(News::Resync));
     }
 }

@@ -46,8 +46,9 @@ struct OrderRow {
     history: Option<String>,
 }
 
+/// A row of `order_status_history` as JSON (`GetOrder`'s read and the change feed's notifications).
 #[derive(serde::Deserialize)]
-struct HistoryRow {
+pub(crate) struct HistoryRow {
     from_status: Option<String>,
     to_status: String,
     event_id: Uuid,
@@ -100,18 +101,21 @@ fn to_proto(r: OrderRow) -> Result<Order, Status> {
         idempotency_key: r.idempotency_key,
         created_at: timestamp(r.created_at),
         updated_at: timestamp(r.updated_at),
-        history: history
-            .into_iter()
-            .map(|h| StatusChange {
-                from_status: h.from_status.unwrap_or_default(),
-                to_status: h.to_status,
-                event_id: h.event_id.to_string(),
-                event_type: h.event_type,
-                reason: h.reason.unwrap_or_default(),
-                at: timestamp(h.at),
-            })
-            .collect(),
+        history: history.into_iter().map(StatusChange::from).collect(),
     })
+}
+
+impl From<HistoryRow> for StatusChange {
+    fn from(h: HistoryRow) -> StatusChange {
+        StatusChange {
+            from_status: h.from_status.unwrap_or_default(),
+            to_status: h.to_status,
+            event_id: h.event_id.to_string(),
+            event_type: h.event_type,
+            reason: h.reason.unwrap_or_default(),
+            at: timestamp(h.at),
+        }
+    }
 }
 
 /// Canonical text of a request, to tell a retry from a reused key.
@@ -123,23 +127,20 @@ fn fingerprint(user_id: Uuid, items: &[SagaItem]) -> String {
     text
 }
 
-impl OrderApi {
-    /// The order an idempotency key already created: `Ok(None)` when the key is new.
-    async fn existing(&self, user_id: Uuid, key: &str, fp: &str) -> Result<Option<Order>, Status> {
-        let mut conn = db::acquire(&self.pool, PoolName::Api).await.map_err(database)?;
-        let found: Option<(Uuid, String)> =
-            sqlx::query_as("SELECT order_id, request_hash FROM orders WHERE user_id = $1 AND idempotency_key = $2")
-                .bind(user_id)
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(database)?;
-        let Some((order_id, stored)) = found else { return Ok(None) };
-        if stored != fp {
-            return Err(Status::already_exists("idempotency_key was already used for a different order"));
-        }
-        load(&mut conn, order_id, true).await
+/// The order an idempotency key already created, on `conn`: `Ok(None)` when the key is new.
+async fn existing(conn: &mut PgConnection, user_id: Uuid, key: &str, fp: &str) -> Result<Option<Order>, Status> {
+    let found: Option<(Uuid, String)> =
+        sqlx::query_as("SELECT order_id, request_hash FROM orders WHERE user_id = $1 AND idempotency_key = $2")
+            .bind(user_id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(database)?;
+    let Some((order_id, stored)) = found else { return Ok(None) };
+    if stored != fp {
+        return Err(Status::already_exists("idempotency_key was already used for a different order"));
     }
+    load(conn, order_id, true).await
 }
 
 #[tonic::async_trait]
@@ -165,10 +166,13 @@ impl OrderService for OrderApi {
             items.push(SagaItem { product_id: parse_uuid("product_id", &item.product_id)?, quantity: item.quantity });
         }
         let fp = fingerprint(user_id, &items);
-        if let Some(order) = self.existing(user_id, &r.idempotency_key, &fp).await? {
+        // One connection for the look-up and the insert (each taken from the
+        // pool costs a round trip as it goes back).
+        let mut tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
+        if let Some(order) = existing(&mut tx, user_id, &r.idempotency_key, &fp).await? {
+            tx.commit().await.map_err(database)?;
             return Ok(Response::new(CreateOrderResponse { order: Some(order), created: false }));
         }
-        let tx = db::begin(&self.pool, PoolName::Api).await.map_err(database)?;
         let mut ctx = CommandTx {
             tx,
             idempotency_key: r.idempotency_key.clone(),
@@ -186,7 +190,8 @@ impl OrderService for OrderApi {
             {
                 // A concurrent call with the same key won the race: answer with its order.
                 drop(ctx);
-                let order = self.existing(user_id, &r.idempotency_key, &fp).await?;
+                let mut conn = db::acquire(&self.pool, PoolName::Api).await.map_err(database)?;
+                let order = existing(&mut conn, user_id, &r.idempotency_key, &fp).await?;
                 return Ok(Response::new(CreateOrderResponse { order, created: false }));
             }
             Err(saga_generated::commands::CommandError::Handler(crate::saga::OrderError::Db(e))) => {

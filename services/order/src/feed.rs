@@ -4,6 +4,10 @@
 //! fanned out to every open `WatchOrders` call. Every instance hears every
 //! change, whichever instance committed it.
 //!
+//! Each notification carries the change (`migrations/order/0006_status_notify_row.sql`):
+//! the history row, its position and the order's columns after it, so the
+//! gateway sends it on without reading the order again.
+//!
 //! Notifications are not stored: while the connection is lost they are gone.
 //! The feed then sends `Resync`, and so does a call that fell behind, so a
 //! follower reads again instead of waiting for a change it missed.
@@ -11,13 +15,18 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::Stream;
 use saga_process::shutdown::Shutdown;
 use saga_proto::order::OrderChanged;
+use saga_runtime::grpc::timestamp;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 use tonic::Status;
+use uuid::Uuid;
+
+use crate::api::HistoryRow;
 
 /// The channel the history trigger notifies.
 pub const CHANNEL: &str = "order_status";
@@ -25,28 +34,42 @@ pub const CHANNEL: &str = "order_status";
 /// Changes a slow `WatchOrders` call may fall behind by before it is told to resync.
 const BUFFER: usize = 4096;
 
-/// What the feed hands to each call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// `order_id` entered `status`.
-    Status { order_id: String, status: String },
-    /// Changes may have been missed.
-    Resync,
+/// "Changes may have been missed: read again."
+fn resync() -> OrderChanged {
+    OrderChanged { resync: true, ..OrderChanged::default() }
 }
 
-impl From<Change> for OrderChanged {
-    fn from(change: Change) -> OrderChanged {
-        match change {
-            Change::Status { order_id, status } => OrderChanged { order_id, status, resync: false },
-            Change::Resync => OrderChanged { order_id: String::new(), status: String::new(), resync: true },
-        }
+/// A notification as the trigger writes it.
+#[derive(serde::Deserialize)]
+struct Notified {
+    order_id: Uuid,
+    position: u32,
+    #[serde(flatten)]
+    row: HistoryRow,
+    total_minor: Option<i64>,
+    failure_reason: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Reads a notification's payload: the trigger's JSON object, or
+/// `<order id> <status>` as the trigger wrote it before the change was
+/// carried (a follower then reads the order).
+fn parse(payload: &str) -> Option<OrderChanged> {
+    if let Ok(n) = serde_json::from_str::<Notified>(payload) {
+        let row = saga_proto::order::StatusChange::from(n.row);
+        return Some(OrderChanged {
+            order_id: n.order_id.to_string(),
+            status: row.to_status.clone(),
+            resync: false,
+            row: Some(row),
+            position: n.position,
+            total_minor: n.total_minor,
+            failure_reason: n.failure_reason.unwrap_or_default(),
+            updated_at: timestamp(n.updated_at),
+        });
     }
-}
-
-/// Reads a notification's payload, `<order id> <status>`.
-fn parse(payload: &str) -> Option<Change> {
     let (order_id, status) = payload.split_once(' ')?;
-    Some(Change::Status { order_id: order_id.to_owned(), status: status.to_owned() })
+    Some(OrderChanged { order_id: order_id.to_owned(), status: status.to_owned(), ..OrderChanged::default() })
 }
 
 /// The stream one `WatchOrders` call returns.
@@ -55,7 +78,7 @@ pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<OrderChanged, Status>> 
 /// The feed's sending side; cheap to clone.
 #[derive(Clone)]
 pub struct Feed {
-    sender: broadcast::Sender<Change>,
+    sender: broadcast::Sender<OrderChanged>,
     shutdown: Shutdown,
 }
 
@@ -74,7 +97,7 @@ impl Feed {
         let state = (receiver, self.shutdown.clone(), true);
         Box::pin(futures::stream::unfold(state, |(mut receiver, shutdown, first)| async move {
             if first {
-                return Some((Ok(Change::Resync.into()), (receiver, shutdown, false)));
+                return Some((Ok(resync()), (receiver, shutdown, false)));
             }
             let change = tokio::select! {
                 () = shutdown.wait() => return None,
@@ -82,19 +105,19 @@ impl Feed {
                     Ok(change) => change,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "a WatchOrders call fell behind; telling it to resync");
-                        Change::Resync
+                        resync()
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
             };
-            Some((Ok(change.into()), (receiver, shutdown, false)))
+            Some((Ok(change), (receiver, shutdown, false)))
         }))
     }
 }
 
 /// LISTENs on [`CHANNEL`] and sends what it hears; a `Resync` after every
 /// (re)connection, since what was notified in between is lost.
-async fn listen(pool: PgPool, sender: broadcast::Sender<Change>, shutdown: Shutdown) {
+async fn listen(pool: PgPool, sender: broadcast::Sender<OrderChanged>, shutdown: Shutdown) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let connected = async {
@@ -118,7 +141,7 @@ async fn listen(pool: PgPool, sender: broadcast::Sender<Change>, shutdown: Shutd
             },
         };
         backoff = Duration::from_millis(100);
-        let _ = sender.send(Change::Resync);
+        let _ = sender.send(resync());
         loop {
             let notification = tokio::select! {
                 () = shutdown.wait() => return,
@@ -151,14 +174,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_payload_is_an_order_and_its_status() {
+    fn a_notification_carries_the_row_its_position_and_the_order_columns() {
         let id = "0190a3b2-0000-7000-8000-000000000001";
-        assert_eq!(
-            parse(&format!("{id} completed")),
-            Some(Change::Status { order_id: id.to_owned(), status: "completed".to_owned() })
+        let event = "0190a3b2-0000-7000-8000-0000000000e2";
+        // As json_build_object writes it (the session's time zone may give any offset).
+        let payload = format!(
+            r#"{{"order_id" : "{id}", "position" : 2, "from_status" : "created", "to_status" : "inventory_reserved", "event_id" : "{event}", "event_type" : "stock.reduction.success", "reason" : null, "at" : "2026-12-03T14:05:06.123456+01:00", "total_minor" : 2500, "failure_reason" : null, "updated_at" : "2026-12-03T13:05:06.1+00:00"}}"#
         );
+        let change = parse(&payload).expect("parsed");
+        assert_eq!((change.order_id.as_str(), change.status.as_str(), change.position), (id, "inventory_reserved", 2));
+        assert!(!change.resync);
+        let row = change.row.expect("the row");
+        assert_eq!((row.from_status.as_str(), row.event_id.as_str()), ("created", event));
+        assert_eq!((row.event_type.as_str(), row.reason.as_str()), ("stock.reduction.success", ""));
+        assert_eq!(row.at, "2026-12-03T13:05:06.123456Z", "UTC, as GetOrder writes it");
+        assert_eq!((change.total_minor, change.failure_reason.as_str()), (Some(2500), ""));
+        assert_eq!(change.updated_at, "2026-12-03T13:05:06.100000Z");
+    }
+
+    #[test]
+    fn the_older_payload_is_an_order_and_its_status_without_a_row() {
+        let id = "0190a3b2-0000-7000-8000-000000000001";
+        let change = parse(&format!("{id} completed")).expect("parsed");
+        assert_eq!((change.order_id.as_str(), change.status.as_str()), (id, "completed"));
+        assert!(change.row.is_none() && !change.resync);
         assert_eq!(parse("garbage"), None);
-        let resync = OrderChanged::from(Change::Resync);
+        let resync = resync();
         assert!(resync.resync && resync.order_id.is_empty());
     }
 
@@ -172,7 +213,7 @@ mod tests {
         let first = stream.next().await.and_then(Result::ok);
         assert_eq!(first.map(|c| c.resync), Some(true));
         for n in 0..3 {
-            let _ = sender.send(Change::Status { order_id: format!("o{n}"), status: "created".into() });
+            let _ = sender.send(OrderChanged { order_id: format!("o{n}"), ..OrderChanged::default() });
         }
         let next = stream.next().await.and_then(Result::ok).map(|c| c.resync);
         assert_eq!(next, Some(true), "three sent into a buffer of two: one was missed");

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
-use crate::order_feed::{Following, OrderFeed};
+use crate::order_feed::{Following, News, OrderFeed};
 use crate::routes::products::PageQuery;
 use crate::session::{Auth, until_session_ends};
 use crate::state::{AppState, Backends};
@@ -292,9 +292,9 @@ fn is_terminal(status: &str) -> bool {
 /// rows already there first. Once the order reaches a terminal status the
 /// stream sends an event `end` (data: the final `Order`) and closes. A client
 /// that reconnects with `Last-Event-ID: n` gets only the rows after n. New
-/// rows are pushed: the gateway reads the order again when the order
-/// service's change feed says it changed (and polls only while that feed is
-/// down). A stream whose session is revoked or expires ends with an `error`
+/// rows are pushed: the order service's change feed brings each new row to
+/// the gateway as it commits (the gateway reads the order again only when
+/// it may have missed one, and polls only while that feed is down). A stream whose session is revoked or expires ends with an `error`
 /// event (401 body).
 #[utoipa::path(get, path = "/api/v1/orders/{id}/events", tag = "orders",
     params(
@@ -373,28 +373,63 @@ struct Wait {
     until: Instant,
 }
 
+/// Why a waiting event stream woke.
+enum Woken {
+    /// The feed brought these changes.
+    Changes(Vec<pb::OrderChanged>),
+    /// Read the order again: the feed may have missed a change, or it is
+    /// time for the periodic read.
+    Read,
+    /// The stream's time is up.
+    TimeUp,
+}
+
 impl Wait {
-    /// Until the order may have changed; `false` once the stream's time is up.
-    async fn next(&mut self) -> bool {
+    /// Until the order may have changed.
+    async fn next(&mut self) -> Woken {
         let now = Instant::now();
         if now > self.until {
-            return false;
+            return Woken::TimeUp;
         }
         let period = if self.feed.live() { self.recheck } else { self.poll };
         let wait = period.min(self.until - now);
         tokio::select! {
-            () = self.following.changed() => {}
-            () = tokio::time::sleep(wait) => {}
+            news = self.following.changed() => match news {
+                News::Changes(changes) => Woken::Changes(changes),
+                News::Resync => Woken::Read,
+            },
+            () = tokio::time::sleep(wait) => Woken::Read,
         }
-        true
     }
+}
+
+/// Applies the feed's `changes` to `order` as `GetOrder` would return it
+/// after them; `false` when it cannot be sure to (a change without its row,
+/// or one after a row it never heard of): read the order then.
+fn apply(order: &mut pb::Order, changes: Vec<pb::OrderChanged>) -> bool {
+    for change in changes {
+        let Some(row) = change.row else { return false };
+        let position = change.position as usize;
+        if position <= order.history.len() {
+            continue; // the read it started from had it
+        }
+        if position != order.history.len() + 1 {
+            return false;
+        }
+        order.history.push(row);
+        order.status = change.status;
+        order.total_minor = change.total_minor;
+        order.failure_reason = change.failure_reason;
+        order.updated_at = change.updated_at;
+    }
+    true
 }
 
 struct Follow {
     backends: Backends,
     id: Uuid,
-    /// The latest copy of the order; `None` means read it again.
-    order: Option<pb::Order>,
+    /// The latest copy of the order.
+    order: pb::Order,
     /// History rows already sent.
     sent: usize,
     wait: Wait,
@@ -408,52 +443,103 @@ fn order_events(
     sent: usize,
     wait: Wait,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let follow = Follow { backends, id, order: Some(first), sent, wait, done: false };
+    let follow = Follow { backends, id, order: first, sent, wait, done: false };
     futures::stream::unfold(follow, |mut f| async move {
         if f.done {
             return None;
         }
         loop {
-            let order = match f.order.take() {
-                Some(order) => order,
-                None => {
-                    if !f.wait.next().await {
-                        // A client reconnects with Last-Event-ID and continues.
-                        return None;
-                    }
-                    let request = pb::GetOrderRequest { order_id: f.id.to_string() };
-                    match f
-                        .backends
-                        .order_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.get_order(r).await })
-                        .await
-                    {
-                        Ok(reply) => reply.into_inner(),
-                        Err(status) => {
-                            let error = ApiError::from(status);
-                            tracing::warn!(order_id = %f.id, %error, "event stream stops");
-                            f.done = true;
-                            let body = serde_json::to_string(&error.body()).unwrap_or_default();
-                            return Some((Ok(Event::default().event("error").data(body)), f));
-                        }
-                    }
-                }
-            };
-            if let Some(row) = order.history.get(f.sent).cloned() {
+            if let Some(row) = f.order.history.get(f.sent).cloned() {
                 f.sent += 1;
                 let event = Event::default()
                     .event("status")
                     .id(f.sent.to_string())
                     .json_data(StatusChange::from(row))
                     .unwrap_or_else(|_| Event::default().event("status"));
-                f.order = Some(order);
                 return Some((Ok(event), f));
             }
-            if is_terminal(&order.status) {
+            if is_terminal(&f.order.status) {
                 f.done = true;
-                let event =
-                    Event::default().event("end").json_data(Order::from(order)).unwrap_or_else(|_| Event::default());
+                let event = Event::default()
+                    .event("end")
+                    .json_data(Order::from(f.order.clone()))
+                    .unwrap_or_else(|_| Event::default());
                 return Some((Ok(event), f));
+            }
+            let applied = match f.wait.next().await {
+                Woken::Changes(changes) => apply(&mut f.order, changes),
+                Woken::Read => false,
+                // A client reconnects with Last-Event-ID and continues.
+                Woken::TimeUp => return None,
+            };
+            if applied {
+                continue;
+            }
+            let request = pb::GetOrderRequest { order_id: f.id.to_string() };
+            match f
+                .backends
+                .order_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.get_order(r).await })
+                .await
+            {
+                Ok(reply) => f.order = reply.into_inner(),
+                Err(status) => {
+                    let error = ApiError::from(status);
+                    tracing::warn!(order_id = %f.id, %error, "event stream stops");
+                    f.done = true;
+                    let body = serde_json::to_string(&error.body()).unwrap_or_default();
+                    return Some((Ok(Event::default().event("error").data(body)), f));
+                }
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(from: &str, to: &str) -> pb::StatusChange {
+        pb::StatusChange { from_status: from.into(), to_status: to.into(), ..pb::StatusChange::default() }
+    }
+
+    fn change(position: u32, from: &str, to: &str) -> pb::OrderChanged {
+        pb::OrderChanged {
+            status: to.into(),
+            row: Some(row(from, to)),
+            position,
+            total_minor: Some(2500),
+            updated_at: format!("t{position}"),
+            ..pb::OrderChanged::default()
+        }
+    }
+
+    fn created() -> pb::Order {
+        pb::Order { status: "created".into(), history: vec![row("", "created")], ..pb::Order::default() }
+    }
+
+    #[test]
+    fn changes_in_sequence_are_applied_as_a_read_would_show_them() {
+        let mut order = created();
+        let changes = vec![change(1, "", "created"), change(2, "created", "inventory_reserved")];
+        assert!(apply(&mut order, changes), "the first was in the read already; the second follows it");
+        assert_eq!(order.history.len(), 2);
+        assert_eq!(
+            (order.status.as_str(), order.total_minor, order.updated_at.as_str()),
+            ("inventory_reserved", Some(2500), "t2")
+        );
+        assert!(apply(&mut order, vec![change(3, "inventory_reserved", "completed")]));
+        assert_eq!(
+            order.history.iter().map(|r| r.to_status.as_str()).collect::<Vec<_>>(),
+            ["created", "inventory_reserved", "completed"]
+        );
+        assert!(is_terminal(&order.status));
+    }
+
+    #[test]
+    fn a_gap_or_a_change_without_its_row_asks_for_a_read() {
+        let mut order = created();
+        assert!(!apply(&mut order, vec![change(3, "inventory_reserved", "completed")]), "row 2 was never heard");
+        let bare = pb::OrderChanged { status: "completed".into(), ..pb::OrderChanged::default() };
+        assert!(!apply(&mut created(), vec![bare]), "an older server sends no row");
+    }
 }
