@@ -206,6 +206,90 @@ impl Drop for Waiting {
     }
 }
 
+/// Connections the saga's own loops (the relay, the consumers' workers) keep
+/// between their transactions, outside the pool. sqlx tests every pooled
+/// connection as it goes back (`PgConnection::ping`, a round trip) and there
+/// is no setting to skip it; these loops run a transaction per message or
+/// batch, so each took a round trip more than its work (with the test
+/// skipped, PostgreSQL's CPU per saga fell by about a tenth in a quick
+/// benchmark: BENCHMARKS.md, 2026-12-03).
+///
+/// A connection goes back on the shelf only when its user says its
+/// transaction ended ([`Shelved::keep`]); one dropped otherwise (an error, a
+/// cancelled task) is closed, so nothing half-done is ever reused. One that
+/// sat on the shelf longer than a moment is tested before it is handed out.
+/// The shelf holds as many connections as were in use at once, at most
+/// [`Shelf::MAX_IDLE`]. Taking one counts in the metrics of the pool named
+/// (waiting tasks, time to get a connection), as taking a pooled one does.
+pub struct Shelf {
+    name: PoolName,
+    options: std::sync::Arc<sqlx::postgres::PgConnectOptions>,
+    idle: std::sync::Mutex<Vec<(sqlx::PgConnection, Instant)>>,
+}
+
+impl Shelf {
+    /// More idle connections than this are closed as they come back.
+    pub const MAX_IDLE: usize = 16;
+
+    /// A shelf connecting as `pool` does (same database, user and settings),
+    /// counted in the metrics of the pool `name`.
+    pub fn new(pool: &PgPool, name: PoolName) -> Shelf {
+        Shelf { name, options: pool.connect_options(), idle: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    /// A connection from the shelf, or a new one.
+    pub async fn take(&self) -> Result<Shelved<'_>, sqlx::Error> {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        let _waiting = Waiting::start(self.name);
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+            let Some((mut conn, since)) = idle else { break };
+            if since.elapsed() < FRESH_FROM_RELEASE || conn.ping().await.is_ok() {
+                return Ok(Shelved { conn: Some(conn), shelf: self });
+            }
+            // Broken while it waited (PostgreSQL restarted, say): try the next.
+        }
+        let conn = self.options.connect().await?;
+        Ok(Shelved { conn: Some(conn), shelf: self })
+    }
+
+    /// Idle connections on the shelf.
+    pub fn idle(&self) -> usize {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+}
+
+/// A connection taken from a [`Shelf`]; closed when dropped unless kept.
+pub struct Shelved<'a> {
+    conn: Option<sqlx::PgConnection>,
+    shelf: &'a Shelf,
+}
+
+impl Shelved<'_> {
+    /// Puts the connection back on the shelf. Call it only when no
+    /// transaction is open and no statement is unfinished on it.
+    pub fn keep(mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let mut idle = self.shelf.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < Shelf::MAX_IDLE {
+            idle.push((conn, Instant::now()));
+        }
+    }
+}
+
+impl std::ops::Deref for Shelved<'_> {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &sqlx::PgConnection {
+        self.conn.as_ref().expect("a shelved connection is present until kept or dropped")
+    }
+}
+
+impl std::ops::DerefMut for Shelved<'_> {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        self.conn.as_mut().expect("a shelved connection is present until kept or dropped")
+    }
+}
+
 /// How often the pools' connection gauges are sampled.
 const POOL_REPORT_EVERY: Duration = Duration::from_secs(5);
 

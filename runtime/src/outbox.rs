@@ -13,7 +13,6 @@ use saga_process::metrics::{OUTBOX_BACKLOG, OUTBOX_PUBLISH_LATENCY, OUTBOX_PUBLI
 use saga_process::shutdown::Shutdown;
 use sqlx::{PgConnection, PgPool, Row};
 
-use crate::db::PoolName;
 use crate::health::{Component, Health};
 
 /// Channel the `outbox_notify` trigger notifies on every insert.
@@ -76,6 +75,8 @@ impl Default for RelayConfig {
 /// Publishes the outbox of one database.
 pub struct Relay {
     pool: PgPool,
+    /// Its connection between batches, outside the pool (see `Shelf`).
+    shelf: crate::db::Shelf,
     producer: FutureProducer,
     /// To make a new producer when the one in hand is in a fatal state.
     brokers: String,
@@ -88,7 +89,8 @@ impl Relay {
     /// (`crate::kafka::producer`).
     pub fn new(pool: PgPool, brokers: &str, linger_ms: u32, config: RelayConfig) -> Result<Relay, OutboxError> {
         let producer = crate::kafka::producer(brokers, linger_ms)?;
-        Ok(Relay { pool, producer, brokers: brokers.to_owned(), linger_ms, config })
+        let shelf = crate::db::Shelf::new(&pool, crate::db::PoolName::Work);
+        Ok(Relay { pool, shelf, producer, brokers: brokers.to_owned(), linger_ms, config })
     }
 
     /// Runs until `shutdown`; the batch in flight is finished first. Reports
@@ -192,7 +194,20 @@ impl Relay {
     /// `Err` when the broker did not acknowledge a row: the rows before it
     /// are marked sent all the same, the rest wait for the next try.
     pub async fn publish_batch(&self) -> Result<usize, OutboxError> {
-        let mut tx = crate::db::begin(&self.pool, PoolName::Work).await?;
+        let mut conn = self.shelf.take().await?;
+        let published = self.publish_on(&mut conn).await;
+        // Every other way out of `publish_on` ends its transaction; after a
+        // database error the connection may be broken or still in one: it is
+        // closed, and the next batch takes a new one.
+        if !matches!(published, Err(OutboxError::Db(_))) {
+            conn.keep();
+        }
+        published
+    }
+
+    async fn publish_on(&self, conn: &mut PgConnection) -> Result<usize, OutboxError> {
+        use sqlx::Connection as _;
+        let mut tx = conn.begin().await?;
         // The marking commits without waiting for its WAL flush: a crash can
         // lose only the marks, and rows published again are duplicates the
         // consumers' inbox drops. Publishing never waits on an fsync.
@@ -203,6 +218,7 @@ impl Relay {
                 .await?;
         if !locked {
             // Another relay is publishing; it will also take what woke us.
+            tx.rollback().await?;
             return Ok(0);
         }
         // Rows behind a failed row of their saga key wait: a saga's events
@@ -217,6 +233,8 @@ impl Relay {
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {
+            // Ended here, not left open: it holds the advisory lock.
+            tx.rollback().await?;
             return Ok(0);
         }
         // Enqueue the whole batch in id order, then await acknowledgements in

@@ -2,25 +2,26 @@
 //! the inbox row, run the handler and insert its reply into the outbox.
 
 use saga_contract::Dispatch;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tracing::Instrument;
 
 use super::{Failure, Processed, Processor, Received};
-use crate::db::PoolName;
+use crate::db::{PoolName, Shelf, Shelved};
 use crate::{inbox, outbox};
 
 /// Decode, inbox, handle and outbox in one transaction: the consumer of a
 /// saga service whose handler `H` handles the inbound events `E` (generated
 /// from the spec, see `saga_contract::Dispatch`).
 pub struct TxConsumer<H, E> {
-    pool: PgPool,
+    /// The workers' connections between messages, outside the pool (see `Shelf`).
+    shelf: Shelf,
     handler: H,
     events: std::marker::PhantomData<fn() -> E>,
 }
 
 impl<H, E> TxConsumer<H, E> {
     pub fn new(pool: PgPool, handler: H) -> Self {
-        TxConsumer { pool, handler, events: std::marker::PhantomData }
+        TxConsumer { shelf: Shelf::new(&pool, PoolName::Work), handler, events: std::marker::PhantomData }
     }
 }
 
@@ -33,11 +34,18 @@ where
         let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
             return Ok(Processed::Ignored);
         };
-        let mut tx = crate::db::begin(&self.pool, PoolName::Work).await.map_err(Failure::database)?;
-        let outcome = self.handle(&mut tx, message, event).await?;
+        let mut conn = self.shelf.take().await.map_err(Failure::database)?;
+        let mut tx = conn.begin().await.map_err(Failure::database)?;
+        let outcome = match self.handle(&mut tx, message, event).await {
+            Ok(outcome) => outcome,
+            Err(failure) => return Err(ended(tx.rollback().await, conn, failure)),
+        };
         if outcome.processed == Processed::Handled {
             tx.commit().await.map_err(Failure::database)?;
+        } else {
+            tx.rollback().await.map_err(Failure::database)?;
         }
+        conn.keep();
         outcome.log_committed();
         Ok(outcome.processed)
     }
@@ -54,16 +62,30 @@ where
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = crate::db::begin(&self.pool, PoolName::Work).await.map_err(Failure::database)?;
+        let mut conn = self.shelf.take().await.map_err(Failure::database)?;
+        let mut tx = conn.begin().await.map_err(Failure::database)?;
         let mut outcomes = Vec::with_capacity(events.len());
         for (message, event) in events {
             // Later messages see what earlier ones wrote: same transaction.
-            outcomes.push(self.handle(&mut tx, message, event).await?);
+            match self.handle(&mut tx, message, event).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(failure) => return Err(ended(tx.rollback().await, conn, failure)),
+            }
         }
         tx.commit().await.map_err(Failure::database)?;
+        conn.keep();
         outcomes.iter().for_each(Outcome::log_committed);
         Ok(())
     }
+}
+
+/// A handler failed: its transaction was rolled back (`rollback`), and the
+/// connection goes back on the shelf if that worked (else it is closed).
+fn ended(rollback: Result<(), sqlx::Error>, conn: Shelved<'_>, failure: Failure) -> Failure {
+    if rollback.is_ok() {
+        conn.keep();
+    }
+    failure
 }
 
 /// What handling one event did, logged once its transaction committed.
