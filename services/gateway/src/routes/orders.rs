@@ -294,8 +294,8 @@ fn is_terminal(status: &str) -> bool {
 /// that reconnects with `Last-Event-ID: n` gets only the rows after n. New
 /// rows are pushed: the order service's change feed brings each new row to
 /// the gateway as it commits (the gateway reads the order again only when
-/// it may have missed one, and polls only while that feed is down). A stream whose session is revoked or expires ends with an `error`
-/// event (401 body).
+/// it may have missed one, and polls only while that feed is down). A stream
+/// whose session is revoked or expires ends with an `error` event (401 body).
 #[utoipa::path(get, path = "/api/v1/orders/{id}/events", tag = "orders",
     params(
         ("id" = uuid::Uuid, Path, description = "Order id"),
