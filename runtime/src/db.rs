@@ -220,9 +220,12 @@ impl Drop for Waiting {
 /// sat on the shelf longer than a moment is tested before it is handed out.
 /// The shelf holds as many connections as were in use at once, at most
 /// [`Shelf::MAX_IDLE`]. Taking one counts in the metrics of the pool named
-/// (waiting tasks, time to get a connection), as taking a pooled one does.
+/// (waiting tasks, time to get a connection), as taking a pooled one does,
+/// and gives up after the pool's acquire timeout (`PoolTimedOut`, an outage
+/// to every caller) rather than wait on a database that does not answer.
 pub struct Shelf {
     name: PoolName,
+    timeout: Duration,
     options: std::sync::Arc<sqlx::postgres::PgConnectOptions>,
     idle: std::sync::Mutex<Vec<(sqlx::PgConnection, Instant)>>,
 }
@@ -234,13 +237,18 @@ impl Shelf {
     /// A shelf connecting as `pool` does (same database, user and settings),
     /// counted in the metrics of the pool `name`.
     pub fn new(pool: &PgPool, name: PoolName) -> Shelf {
-        Shelf { name, options: pool.connect_options(), idle: std::sync::Mutex::new(Vec::new()) }
+        let timeout = pool.options().get_acquire_timeout();
+        Shelf { name, timeout, options: pool.connect_options(), idle: std::sync::Mutex::new(Vec::new()) }
     }
 
     /// A connection from the shelf, or a new one.
     pub async fn take(&self) -> Result<Shelved<'_>, sqlx::Error> {
-        use sqlx::{ConnectOptions as _, Connection as _};
         let _waiting = Waiting::start(self.name);
+        tokio::time::timeout(self.timeout, self.take_now()).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    }
+
+    async fn take_now(&self) -> Result<Shelved<'_>, sqlx::Error> {
+        use sqlx::{ConnectOptions as _, Connection as _};
         loop {
             let idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
             let Some((mut conn, since)) = idle else { break };

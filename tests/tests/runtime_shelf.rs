@@ -2,7 +2,9 @@
 //! transactions (`saga_runtime::db::Shelf`), against a real PostgreSQL: a
 //! connection kept is handed out again; one dropped without being kept (an
 //! error, a cancelled task, a transaction left open) is closed, never
-//! reused; one that broke while it sat on the shelf is replaced.
+//! reused; one that broke while it sat on the shelf is replaced; and taking
+//! one from a database that accepts the connection but never answers gives
+//! up after the pool's acquire timeout.
 
 use std::time::Duration;
 
@@ -69,4 +71,29 @@ async fn kept_connections_are_reused_and_others_closed() {
 
     drop(shelf);
     drop_scratch_database(&stack, pool, &name).await;
+}
+
+#[tokio::test]
+async fn a_database_that_never_answers_is_given_up_on_after_the_acquire_timeout() {
+    // Accepts TCP connections and never says a word: the start-up handshake hangs.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("address").port();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let options = sqlx::postgres::PgConnectOptions::new().host("127.0.0.1").port(port).username("nobody");
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().acquire_timeout(Duration::from_millis(300)).connect_lazy_with(options);
+    let shelf = Shelf::new(&pool, PoolName::Work);
+    let taken = tokio::time::timeout(Duration::from_secs(30), shelf.take()).await.expect("gave up on its own");
+    assert!(matches!(taken, Err(sqlx::Error::PoolTimedOut)), "{:?}", taken.err());
+    assert_eq!(
+        saga_runtime::db::class_of(&sqlx::Error::PoolTimedOut),
+        saga_contract::FailureClass::Infrastructure,
+        "an outage to the consumer, which waits it out"
+    );
+    held.abort();
 }

@@ -330,10 +330,20 @@ mod tests {
             let (threads, order) = (threads.clone(), order.clone());
             tokio::spawn(async move { threads.run(lane, move || order.lock().expect("order").push(name)).await })
         };
-        let hashes = [job(Lane::Hash, "hash 1"), job(Lane::Hash, "hash 2")];
-        while threads.hash_waiting.load(Ordering::SeqCst) < 2 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        // One after the other into the queue: two tasks spawned together may
+        // enqueue in either order.
+        let queued = |n: usize| {
+            let threads = threads.clone();
+            async move {
+                while threads.queues.0.lock().expect("queues").hash.len() < n {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        };
+        let first = job(Lane::Hash, "hash 1");
+        queued(1).await;
+        let hashes = [first, job(Lane::Hash, "hash 2")];
+        queued(2).await;
         let refused = threads.run(Lane::Hash, || ()).await.expect_err("the hash lane (2 of 4) is full");
         assert_eq!(refused.code(), tonic::Code::Unavailable);
         let check = job(Lane::Verify, "check");
