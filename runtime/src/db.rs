@@ -10,8 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
 /// The runtime's own tables, which every service database carries: the
-/// outbox, the inbox and the trigger that wakes the relay
-/// (`runtime/migrations/`).
+/// outbox and the inbox (`runtime/migrations/`).
 ///
 /// It shares the database's migration history (`_sqlx_migrations`) with the
 /// service's own migrator, so the two must never use the same version:
@@ -181,6 +180,50 @@ pub async fn begin(pool: &PgPool, name: PoolName) -> Result<Transaction<'static,
 pub async fn acquire(pool: &PgPool, name: PoolName) -> Result<PoolConnection<Postgres>, sqlx::Error> {
     let _waiting = Waiting::start(name);
     pool.acquire().await
+}
+
+/// What to do once a transaction commits, gathered while it runs: in-process
+/// signals that must not fire for work that rolls back, such as waking this
+/// process's outbox relay (`outbox::insert`) or telling the order change
+/// feed of a status change. They replace `NOTIFY` triggers: PostgreSQL
+/// serializes the commits of all transactions that notify, cluster-wide (a
+/// lock taken before the commit record and held through its WAL flush), and
+/// under load that lock was the busy backends' most common wait and halved
+/// what the order database's SQL could do per second (BENCHMARKS.md,
+/// 2026-12-03).
+#[must_use = "run it once the transaction committed"]
+pub struct AfterCommit(Vec<Box<dyn FnOnce() + Send>>);
+
+tokio::task_local! {
+    static AFTER_COMMIT: std::cell::RefCell<Vec<Box<dyn FnOnce() + Send>>>;
+}
+
+impl AfterCommit {
+    /// Runs `work` (the statements of one transaction, up to but not
+    /// including its commit) and gathers what it asked, through
+    /// [`after_commit`], to be done once the transaction commits.
+    pub async fn gather<F: Future>(work: F) -> (F::Output, AfterCommit) {
+        AFTER_COMMIT
+            .scope(std::cell::RefCell::new(Vec::new()), async move {
+                let output = work.await;
+                (output, AfterCommit(AFTER_COMMIT.with(std::cell::RefCell::take)))
+            })
+            .await
+    }
+
+    /// The transaction committed: do what it asked, in the order it asked.
+    /// (Dropping it instead, after a rollback, does nothing.)
+    pub fn run(self) {
+        self.0.into_iter().for_each(|f| f());
+    }
+}
+
+/// Asks for `f` to run once the transaction this task is working on commits
+/// (inside [`AfterCommit::gather`]); returns `false`, and drops `f`, when
+/// the task works outside one: its caller commits without saying so (a test,
+/// a tool), so the caller must signal by itself if it needs to.
+pub fn after_commit(f: impl FnOnce() + Send + 'static) -> bool {
+    AFTER_COMMIT.try_with(|pending| pending.borrow_mut().push(Box::new(f))).is_ok()
 }
 
 /// One task waiting for a connection: in the gauge while it lives, its wait recorded when

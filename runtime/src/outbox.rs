@@ -15,8 +15,30 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use crate::health::{Component, Health};
 
-/// Channel the `outbox_notify` trigger notifies on every insert.
-pub const NOTIFY_CHANNEL: &str = "saga_outbox";
+/// Bumped each time a transaction of this process that inserted outbox rows
+/// committed; every relay of the process waits on it. [`insert`] asks for
+/// the bump once its transaction commits (`db::after_commit`, gathered by
+/// the consumers, the sweeper and the order service's `CreateOrder`); a
+/// caller that commits outside `db::AfterCommit::gather` calls [`committed`].
+///
+/// An in-process wake-up rather than a `NOTIFY` trigger on the outbox (as
+/// before, `runtime/migrations/0002_outbox_notify.sql`, dropped by
+/// `1000003`): PostgreSQL serializes the commits of all transactions that
+/// notify, cluster-wide, through their WAL flush (see `db::AfterCommit`).
+/// Rows inserted by another process are published at the relay's next poll
+/// ([`RelayConfig::poll_interval`]) or when something of its own wakes it.
+static COMMITTED: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(0).0);
+
+/// Wakes this process's relays: call it after committing a transaction that
+/// inserted outbox rows outside `db::AfterCommit::gather`.
+pub fn committed() {
+    COMMITTED.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// How soon a relay that found another one publishing tries again: the
+/// other one may have selected its batch before our rows committed.
+const BUSY_RETRY: Duration = Duration::from_millis(20);
 
 /// Key of the advisory lock only one relay per database holds while it
 /// publishes a batch: two relay instances then never publish the same key's
@@ -35,7 +57,8 @@ pub enum OutboxError {
 }
 
 /// Inserts `message` in the caller's transaction. Inserting the same event id
-/// twice is a no-op, so a retried handler cannot publish twice.
+/// twice is a no-op, so a retried handler cannot publish twice. Once the
+/// transaction commits, this process's relays wake (see [`COMMITTED`]).
 pub async fn insert(conn: &mut PgConnection, message: &OutboxRecord) -> Result<(), sqlx::Error> {
     let headers: BTreeMap<&str, &str> = message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let headers = serde_json::to_value(headers).unwrap_or_default();
@@ -51,6 +74,7 @@ pub async fn insert(conn: &mut PgConnection, message: &OutboxRecord) -> Result<(
     .bind(headers)
     .execute(conn)
     .await?;
+    crate::db::after_commit(committed);
     Ok(())
 }
 
@@ -61,8 +85,8 @@ pub struct RelayConfig {
     pub topic_prefix: String,
     /// Rows per transaction.
     pub batch_size: i64,
-    /// Safety-net poll when no notification arrives (a lost NOTIFY, a
-    /// listener reconnect); the wake-up itself is LISTEN/NOTIFY.
+    /// Safety-net poll: the wake-up itself is [`committed`], from the
+    /// transactions of this process; rows another process inserts wait for it.
     pub poll_interval: Duration,
 }
 
@@ -74,7 +98,6 @@ impl Default for RelayConfig {
 
 /// Publishes the outbox of one database.
 pub struct Relay {
-    pool: PgPool,
     /// Its connection between batches, outside the pool (see `Shelf`).
     shelf: crate::db::Shelf,
     producer: FutureProducer,
@@ -90,39 +113,26 @@ impl Relay {
     pub fn new(pool: PgPool, brokers: &str, linger_ms: u32, config: RelayConfig) -> Result<Relay, OutboxError> {
         let producer = crate::kafka::producer(brokers, linger_ms)?;
         let shelf = crate::db::Shelf::new(&pool, crate::db::PoolName::Work);
-        Ok(Relay { pool, shelf, producer, brokers: brokers.to_owned(), linger_ms, config })
+        Ok(Relay { shelf, producer, brokers: brokers.to_owned(), linger_ms, config })
     }
 
     /// Runs until `shutdown`; the batch in flight is finished first. Reports
     /// to `health` whether it can publish.
     pub async fn run(mut self, shutdown: Shutdown, health: Health) {
         let probe = health.probe(Component::Relay);
-        let mut listener = None;
+        let mut woken = COMMITTED.subscribe();
         let mut backoff = Duration::from_millis(100);
         let mut failing_since: Option<tokio::time::Instant> = None;
-        let mut polling = false;
         loop {
             if shutdown.is_requested() {
                 break;
             }
-            if listener.is_none() {
-                listener = match self.listen().await {
-                    Ok(l) => {
-                        polling = false;
-                        Some(l)
-                    }
-                    Err(error) => {
-                        // Once per outage, like the failures below.
-                        if !polling {
-                            tracing::warn!(%error, "outbox relay cannot LISTEN; polling until it can");
-                            polling = true;
-                        }
-                        None
-                    }
-                };
-            }
-            match self.publish_batch().await {
-                Ok(n) => {
+            // Whatever committed before this point is in the batch below.
+            woken.borrow_and_update();
+            let mut wait = self.config.poll_interval;
+            match self.publish().await {
+                Ok(Batch::Busy) => wait = BUSY_RETRY,
+                Ok(Batch::Published(n)) => {
                     backoff = Duration::from_millis(100);
                     if let Some(since) = failing_since.take() {
                         tracing::info!(down_for = ?since.elapsed(), "outbox relay publishes again");
@@ -151,20 +161,11 @@ impl Relay {
                     continue;
                 }
             }
-            let poll = self.config.poll_interval;
-            match listener.as_mut() {
-                Some(l) => tokio::select! {
-                    () = shutdown.wait() => break,
-                    n = l.recv() => if let Err(error) = n {
-                        tracing::warn!(%error, "outbox listener lost; reconnecting");
-                        listener = None;
-                    },
-                    () = tokio::time::sleep(poll) => {}
-                },
-                None => tokio::select! {
-                    () = shutdown.wait() => break,
-                    () = tokio::time::sleep(poll) => {}
-                },
+            tokio::select! {
+                () = shutdown.wait() => break,
+                // The sender is static: it never closes.
+                _ = woken.changed() => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
         tracing::info!("outbox relay stopped");
@@ -184,16 +185,18 @@ impl Relay {
         }
     }
 
-    async fn listen(&self) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
-        Ok(listener)
-    }
-
-    /// Publishes up to one batch; returns how many rows were marked sent.
+    /// Publishes up to one batch; returns how many rows were marked sent
+    /// (none when another relay of the database is publishing).
     /// `Err` when the broker did not acknowledge a row: the rows before it
     /// are marked sent all the same, the rest wait for the next try.
     pub async fn publish_batch(&self) -> Result<usize, OutboxError> {
+        match self.publish().await? {
+            Batch::Published(n) => Ok(n),
+            Batch::Busy => Ok(0),
+        }
+    }
+
+    async fn publish(&self) -> Result<Batch, OutboxError> {
         let mut conn = self.shelf.take().await?;
         let published = self.publish_on(&mut conn).await;
         // Every other way out of `publish_on` ends its transaction; after a
@@ -205,7 +208,7 @@ impl Relay {
         published
     }
 
-    async fn publish_on(&self, conn: &mut PgConnection) -> Result<usize, OutboxError> {
+    async fn publish_on(&self, conn: &mut PgConnection) -> Result<Batch, OutboxError> {
         use sqlx::Connection as _;
         let mut tx = conn.begin().await?;
         // The marking commits without waiting for its WAL flush: a crash can
@@ -217,9 +220,10 @@ impl Relay {
                 .fetch_one(&mut *tx)
                 .await?;
         if !locked {
-            // Another relay is publishing; it will also take what woke us.
+            // Another relay is publishing; it may have selected its batch
+            // before what woke us committed: try again shortly.
             tx.rollback().await?;
-            return Ok(0);
+            return Ok(Batch::Busy);
         }
         // Rows behind a failed row of their saga key wait: a saga's events
         // are never published out of order.
@@ -235,7 +239,7 @@ impl Relay {
         if rows.is_empty() {
             // Ended here, not left open: it holds the advisory lock.
             tx.rollback().await?;
-            return Ok(0);
+            return Ok(Batch::Published(0));
         }
         // Enqueue the whole batch in id order, then await acknowledgements in
         // the same order; the idempotent producer keeps per-partition order.
@@ -328,10 +332,18 @@ impl Relay {
         }
         match stopped {
             Some(Stop::Failed(error)) => Err(error),
-            Some(Stop::Refused(..)) => Ok(sent.len() + 1),
-            None => Ok(sent.len()),
+            Some(Stop::Refused(..)) => Ok(Batch::Published(sent.len() + 1)),
+            None => Ok(Batch::Published(sent.len())),
         }
     }
+}
+
+/// What one try of the relay did.
+enum Batch {
+    /// Published (or marked failed) this many rows.
+    Published(usize),
+    /// Another relay of the database holds the publishing lock.
+    Busy,
 }
 
 /// Why a batch stopped before its end.

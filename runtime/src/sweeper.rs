@@ -122,11 +122,12 @@ pub async fn once<S: Sweep<Ctx = PgConnection>>(
     skip: &[Uuid],
 ) -> Result<Option<Uuid>, SweepError<S::Error>> {
     let mut tx = crate::db::begin(pool, PoolName::Work).await?;
-    let resolved =
-        sweep.sweep_one(&mut tx, as_of, skip).await.map_err(|SweepFailure { saga_key, error }| match saga_key {
-            Some(key) => SweepError::Saga(key, error),
-            None => SweepError::Resolve(error),
-        })?;
+    let (swept, after_commit) = crate::db::AfterCommit::gather(sweep.sweep_one(&mut tx, as_of, skip)).await;
+    let resolved = swept.map_err(|SweepFailure { saga_key, error }| match saga_key {
+        Some(key) => SweepError::Saga(key, error),
+        None => SweepError::Resolve(error),
+    })?;
     tx.commit().await?;
+    after_commit.run();
     Ok(resolved)
 }

@@ -87,7 +87,7 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// A new, empty database on the stack's PostgreSQL with the runtime's tables
-/// (outbox, inbox, notify trigger) as every service has them; drop it with
+/// (outbox, inbox) as every service has them; drop it with
 /// [`drop_scratch_database`].
 pub async fn scratch_database(stack: &StackConfig) -> (PgPool, String) {
     let name = format!("rt_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);

@@ -1,8 +1,8 @@
 //! The order event stream is pushed, not polled: a gateway whose streams
 //! would read their order only once an hour (`SSE_POLL_MS` and
 //! `SSE_RECHECK_MS`) still shows every status of a saga and ends its stream,
-//! which only the order service's change feed (`WatchOrders`, fed by the
-//! history trigger's NOTIFY) can have made it do; and what it sent from the
+//! which only the order service's change feed (`WatchOrders`, fed by each
+//! instance as its transitions commit) can have made it do; and what it sent from the
 //! feed's changes is what a read of the order shows.
 
 use std::time::Duration;

@@ -1,19 +1,30 @@
-//! The order service's change feed against a real PostgreSQL: what is
-//! notified on `order_status` (as the history trigger does at commit) reaches
-//! a `WatchOrders` stream; and when its LISTEN connection is killed, the feed
-//! connects again and says `resync` only once it listens again, so a change
-//! committed right after the resync is not lost.
+//! The order service's change feed against a real PostgreSQL: a status
+//! change reaches a `WatchOrders` stream once its transaction commits, and
+//! never when it rolls back; each change carries its history row, its
+//! position in the order's history and the order's columns as the
+//! transition left them, written as `GetOrder` writes them. Both ways a
+//! transition commits in the service are driven: a command (`CreateOrder`'s
+//! helper, committed as the API does) and the timeout sweeper (the runtime's
+//! own transaction, as the consumers' are).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use order_service::feed::{CHANNEL, ChangeStream, Feed};
+use order_service::feed::ChangeStream;
+use order_service::saga::{CommandTx, OrderSaga, Timeouts};
+use saga_generated::TraceContext;
+use saga_generated::commands::{CreateOrder, run_create_order};
+use saga_generated::owner::OrderTimeouts;
+use saga_generated::types::OrderItem;
 use saga_process::shutdown::Shutdown;
 use saga_proto::order::OrderChanged;
+use saga_runtime::db::AfterCommit;
+use saga_runtime::grpc::timestamp;
 use saga_tests::{drop_scratch_database, scratch_database, stack};
 use sqlx::PgPool;
+use uuid::Uuid;
 
-/// Generous: a reconnect, never a performance assertion.
+/// Generous: a wake-up, never a performance assertion.
 const WITHIN: Duration = Duration::from_secs(30);
 
 async fn next(stream: &mut ChangeStream) -> OrderChanged {
@@ -23,134 +34,117 @@ async fn next(stream: &mut ChangeStream) -> OrderChanged {
     }
 }
 
-async fn notify(pool: &PgPool, payload: &str) {
-    sqlx::query("SELECT pg_notify($1, $2)").bind(CHANNEL).bind(payload).execute(pool).await.expect("notify");
-}
-
-#[tokio::test]
-async fn the_feed_delivers_changes_and_after_losing_its_connection_resyncs_once_it_listens_again() {
-    let stack = stack();
-    let (pool, name) = scratch_database(&stack).await;
-    let (trigger, shutdown) = Shutdown::manual();
-    let (feed, listen) = Feed::start(pool.clone(), shutdown);
-    let listening = tokio::spawn(listen);
-    let mut stream = feed.watch();
-    assert!(next(&mut stream).await.resync, "the first message marks the subscription");
-
-    // The listener may not have connected yet: notify until a change comes through.
-    let first = uuid::Uuid::new_v4().to_string();
-    let change = loop {
-        notify(&pool, &format!("{first} created")).await;
-        let change = next(&mut stream).await;
-        if !change.resync {
-            break change;
-        }
+/// Creates an order as the API does, committing only if `commit`.
+async fn create(pool: &PgPool, saga: &OrderSaga, key: &str, commit: bool) -> Uuid {
+    let mut ctx = CommandTx {
+        tx: pool.begin().await.expect("begin"),
+        idempotency_key: key.to_owned(),
+        fingerprint: key.to_owned(),
+        traceparent: saga_process::trace::new_traceparent(),
     };
-    assert_eq!((change.order_id.as_str(), change.status.as_str()), (first.as_str(), "created"));
-
-    // Kill the LISTEN connection; the feed must come back with a resync.
-    let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND query ILIKE 'LISTEN%'",
-    )
-    .bind(&name)
-    .fetch_all(&pool)
-    .await
-    .expect("terminate the listener");
-    assert_eq!(killed, [true], "one listening connection");
-    loop {
-        let change = next(&mut stream).await;
-        if change.resync {
-            break;
-        }
-        assert_eq!(change.order_id, first, "only the first order's repeats before the resync");
+    let command =
+        CreateOrder { user_id: Uuid::now_v7(), items: vec![OrderItem { product_id: Uuid::now_v7(), quantity: 2 }] };
+    let (created, after_commit) =
+        AfterCommit::gather(run_create_order(saga, &mut ctx, command, TraceContext::default())).await;
+    let order_id = created.expect("the order is placed").order_id;
+    if commit {
+        ctx.tx.commit().await.expect("commit");
+        after_commit.run();
+    } else {
+        ctx.tx.rollback().await.expect("rollback");
     }
-    // Exactly one change, right after the resync: it must arrive.
-    let second = uuid::Uuid::new_v4().to_string();
-    notify(&pool, &format!("{second} completed")).await;
-    let change = next(&mut stream).await;
-    assert_eq!(
-        (change.order_id.as_str(), change.status.as_str(), change.resync),
-        (second.as_str(), "completed", false)
-    );
-
-    trigger.trigger();
-    assert!(tokio::time::timeout(WITHIN, stream.next()).await.expect("the stream ends at shutdown").is_none());
-    listening.await.expect("the listener stops at shutdown");
-    drop_scratch_database(&stack, pool, &name).await;
+    order_id
 }
 
-/// The history trigger's own notifications (not hand-made ones): each
-/// carries its row, its position in the order's history and the order's
-/// columns as the transition left them.
 #[tokio::test]
-async fn the_trigger_notifies_each_row_with_its_position_and_the_order_as_the_transition_left_it() {
+async fn committed_transitions_reach_the_feed_with_their_row_position_and_order_columns_and_rolled_back_ones_never() {
     let stack = stack();
     let (pool, name) = scratch_database(&stack).await;
     saga_runtime::db::migrate(&pool, &order_service::MIGRATOR).await.expect("the order service's migrations");
+    let saga = OrderSaga::new(Timeouts { scale_percent: 100 });
     let (trigger, shutdown) = Shutdown::manual();
-    let (feed, listen) = Feed::start(pool.clone(), shutdown);
-    // Subscribed before the listener starts, so its resync (sent once LISTEN
-    // holds) comes second and says when notifications are heard.
-    let mut stream = feed.watch();
-    let listening = tokio::spawn(listen);
+    let mut stream = saga.feed.watch(shutdown);
     assert!(next(&mut stream).await.resync, "the first message marks the subscription");
-    assert!(next(&mut stream).await.resync, "the listener's resync once LISTEN holds");
 
-    let order = uuid::Uuid::new_v4();
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query(
-        "INSERT INTO orders (order_id, user_id, status, idempotency_key, request_hash) VALUES ($1, $2, 'created', 'k', 'h')",
-    )
-    .bind(order)
-    .bind(uuid::Uuid::new_v4())
-    .execute(&mut *tx)
-    .await
-    .expect("order");
-    sqlx::query(
-        "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type) \
-         VALUES ($1, NULL, 'created', gen_random_uuid(), 'order.created')",
-    )
-    .bind(order)
-    .execute(&mut *tx)
-    .await
-    .expect("first row");
-    tx.commit().await.expect("commit");
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query("UPDATE orders SET status = 'payment_failed', total_minor = 2500, failure_reason = 'insufficient_funds', updated_at = now() WHERE order_id = $1")
-        .bind(order)
-        .execute(&mut *tx)
-        .await
-        .expect("transition");
-    sqlx::query(
-        "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
-         VALUES ($1, 'created', 'payment_failed', gen_random_uuid(), 'payment.fail', 'insufficient_funds')",
-    )
-    .bind(order)
-    .execute(&mut *tx)
-    .await
-    .expect("second row");
-    tx.commit().await.expect("commit");
-
+    // Rolled back: nothing is told. The next change is the committed order's.
+    create(&pool, &saga, "rolled-back", false).await;
+    let order = create(&pool, &saga, "committed", true).await;
     let first = next(&mut stream).await;
-    let second = next(&mut stream).await;
     assert_eq!((first.order_id.clone(), first.position, first.status.as_str()), (order.to_string(), 1, "created"));
-    assert_eq!((second.position, second.status.as_str()), (2, "payment_failed"));
+    assert!(!first.resync);
+    let row = first.row.expect("the row");
+    assert_eq!(
+        (row.from_status.as_str(), row.to_status.as_str(), row.event_type.as_str()),
+        ("", "created", "order.created")
+    );
+
+    // Overdue: the sweeper cancels it in its own transaction.
+    sqlx::query("UPDATE orders SET deadline_at = now() - interval '1 second' WHERE order_id = $1")
+        .bind(order)
+        .execute(&pool)
+        .await
+        .expect("overdue");
+    let swept = saga_runtime::sweeper::once(&pool, &OrderTimeouts(saga.clone()), SystemTime::now(), &[])
+        .await
+        .expect("the sweep");
+    assert_eq!(swept, Some(order));
+    let second = next(&mut stream).await;
+    assert_eq!((second.order_id.clone(), second.position), (order.to_string(), 2));
     let row = second.row.expect("the row");
-    assert_eq!((row.from_status.as_str(), row.event_type.as_str()), ("created", "payment.fail"));
-    assert_eq!(row.reason, "insufficient_funds");
-    assert_eq!((second.total_minor, second.failure_reason.as_str()), (Some(2500), "insufficient_funds"));
-    let (updated_at, at): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
-        "SELECT o.updated_at, h.at FROM orders o JOIN order_status_history h USING (order_id) \
-         WHERE o.order_id = $1 ORDER BY h.id DESC LIMIT 1",
+    assert_eq!((row.from_status.as_str(), row.to_status.as_str()), ("created", second.status.as_str()));
+    assert_eq!((row.event_type.as_str(), row.reason.as_str()), ("order.cancelled", "timed_out"));
+    assert_eq!(second.failure_reason, "timed_out", "the order's column after the transition");
+
+    // As GetOrder writes them: read back what was committed.
+    let (status, total, reason, updated_at, at, event_id): (
+        String,
+        Option<i64>,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        Uuid,
+    ) = sqlx::query_as(
+        "SELECT o.status, o.total_minor, o.failure_reason, o.updated_at, h.at, h.event_id \
+         FROM orders o JOIN order_status_history h USING (order_id) WHERE o.order_id = $1 ORDER BY h.id DESC LIMIT 1",
     )
     .bind(order)
     .fetch_one(&pool)
     .await
     .expect("read back");
-    use saga_runtime::grpc::timestamp;
-    assert_eq!((second.updated_at, row.at), (timestamp(updated_at), timestamp(at)), "as GetOrder writes them");
+    assert_eq!(second.status, status);
+    assert_eq!((second.total_minor, Some(second.failure_reason.clone())), (total, reason));
+    assert_eq!((second.updated_at, row.at), (timestamp(updated_at), timestamp(at)));
+    assert_eq!(row.event_id, event_id.to_string());
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_status_history").fetch_one(&pool).await.expect("rows");
+    assert_eq!(rows, 2, "the rolled-back order left no row either");
 
     trigger.trigger();
-    listening.await.expect("the listener stops at shutdown");
+    assert!(tokio::time::timeout(WITHIN, stream.next()).await.expect("the stream ends at shutdown").is_none());
+    pool.close().await;
+    drop_scratch_database(&stack, pool, &name).await;
+}
+
+/// The triggers that notified are gone (migrations `0007` and the runtime's
+/// `1000003`): no commit of the order database takes PostgreSQL's
+/// notification lock any more.
+#[tokio::test]
+async fn the_order_database_has_no_notifying_trigger_left() {
+    let stack = stack();
+    let (pool, name) = scratch_database(&stack).await;
+    saga_runtime::db::migrate(&pool, &order_service::MIGRATOR).await.expect("the order service's migrations");
+    let triggers: Vec<String> = sqlx::query_scalar("SELECT tgname::text FROM pg_trigger WHERE NOT tgisinternal")
+        .fetch_all(&pool)
+        .await
+        .expect("triggers");
+    assert_eq!(triggers, Vec::<String>::new());
+    let notifying: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace AND prosrc ILIKE '%pg_notify%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("functions");
+    assert_eq!(notifying, 0);
+    pool.close().await;
     drop_scratch_database(&stack, pool, &name).await;
 }

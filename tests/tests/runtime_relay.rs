@@ -88,6 +88,7 @@ async fn two_relays_publish_everything_in_per_key_order_and_mark_it_sent() {
             let mut tx = pool.begin().await.expect("begin");
             outbox::insert(&mut tx, &message(key, seq)).await.expect("insert");
             tx.commit().await.expect("commit");
+            outbox::committed();
         }
     }
     let seen = read_all(&brokers, &format!("{prefix}events"), 200).await;
@@ -139,6 +140,7 @@ async fn a_relay_restarted_midway_loses_nothing() {
         let mut tx = pool.begin().await.expect("begin");
         outbox::insert(&mut tx, &message("only-key", seq)).await.expect("insert");
         tx.commit().await.expect("commit");
+        outbox::committed();
     }
     let config = RelayConfig { topic_prefix: prefix.clone(), batch_size: 5, poll_interval: Duration::from_secs(1) };
 
@@ -187,6 +189,7 @@ async fn a_row_the_broker_can_never_accept_is_marked_failed_and_holds_back_only_
         let mut tx = pool.begin().await.expect("begin");
         outbox::insert(&mut tx, &record).await.expect("insert");
         tx.commit().await.expect("commit");
+        outbox::committed();
     }
     let config = RelayConfig { topic_prefix: prefix.clone(), batch_size: 10, poll_interval: Duration::from_secs(1) };
     let (trigger, shutdown) = Shutdown::manual();

@@ -114,7 +114,7 @@ async fn sweepers_of_several_replicas_resolve_each_overdue_order_once() {
     let stack = saga_tests::stack();
     let (pool, db) = saga_tests::scratch_database(&stack).await;
     saga_runtime::db::migrate(&pool, &order_service::MIGRATOR).await.expect("the order service's migrations");
-    let saga = OrderSaga { timeouts: Timeouts { scale_percent: 100 } };
+    let saga = OrderSaga::new(Timeouts { scale_percent: 100 });
     const ORDERS: usize = 60;
     for i in 0..ORDERS {
         let mut ctx = CommandTx {
@@ -123,7 +123,7 @@ async fn sweepers_of_several_replicas_resolve_each_overdue_order_once() {
             fingerprint: "sweep".to_owned(),
             traceparent: saga_process::trace::new_traceparent(),
         };
-        OrderScenario::new(saga).given(&mut ctx, OrderStatus::INITIAL).await.expect("an order");
+        OrderScenario::new(saga.clone()).given(&mut ctx, OrderStatus::INITIAL).await.expect("an order");
         ctx.tx.commit().await.expect("commit");
     }
     sqlx::query("UPDATE orders SET deadline_at = now() - interval '1 second'").execute(&pool).await.expect("overdue");
@@ -134,7 +134,7 @@ async fn sweepers_of_several_replicas_resolve_each_overdue_order_once() {
     let (_clock_stays, clock) = CaughtUpClock::manual(Some(SystemTime::now()));
     let sweepers: Vec<_> = (0..3)
         .map(|_| {
-            let sweep = OrderTimeouts(saga);
+            let sweep = OrderTimeouts(saga.clone());
             tokio::spawn(saga_runtime::sweeper::run(
                 pool.clone(),
                 sweep,

@@ -51,7 +51,7 @@ async fn every_path_of_the_status_machine_runs_on_the_order_service() {
     let started = Instant::now();
     let mut steps = 0;
     for path in PATHS {
-        let mut s = OrderScenario::new(OrderSaga { timeouts: Timeouts { scale_percent: 100 } });
+        let mut s = OrderScenario::new(OrderSaga::new(Timeouts { scale_percent: 100 }));
         let mut ctx = command_tx(&pool).await;
         let key = s.given(&mut ctx, OrderStatus::INITIAL).await.expect("the saga starts");
         assert_eq!(types(&s.emitted(key)), [EventType::OrderCreated], "{path:?}");
@@ -104,7 +104,7 @@ async fn every_path_of_the_status_machine_runs_on_the_order_service() {
 #[tokio::test]
 async fn a_parked_payment_is_applied_when_the_stock_reply_comes_and_a_timeout_waits_for_the_clock() {
     let (pool, name) = service_database(&order_service::MIGRATOR).await;
-    let mut s = OrderScenario::new(OrderSaga { timeouts: Timeouts { scale_percent: 100 } });
+    let mut s = OrderScenario::new(OrderSaga::new(Timeouts { scale_percent: 100 }));
     let mut ctx = command_tx(&pool).await;
     let key = s.given(&mut ctx, OrderStatus::Created).await.expect("started");
     let paid = OrderInbound::sample(EventType::PaymentCompleted, key).expect("subscribed");

@@ -108,7 +108,7 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
     // harness on a fresh database, under the recorded key.
     let (pool, name) = saga_tests::scratch_database(&stack).await;
     saga_runtime::db::migrate(&pool, &order_service::MIGRATOR).await.expect("migrations");
-    let mut s = OrderScenario::new(OrderSaga { timeouts: Timeouts { scale_percent: 100 } });
+    let mut s = OrderScenario::new(OrderSaga::new(Timeouts { scale_percent: 100 }));
     let mut ctx = CommandTx {
         tx: pool.begin().await.expect("begin"),
         idempotency_key: "replay".to_owned(),

@@ -45,7 +45,7 @@ async fn an_order_created_written_by_the_previous_schema_version_completes_its_s
         user_id: buyer.user_id.parse().expect("a user id"),
         items: vec![OrderItem { product_id: product.product_id.parse().expect("a product id"), quantity: 2 }],
     };
-    let created = run_create_order(&OrderSaga { timeouts: SPEC_TIMEOUTS }, &mut ctx, command, TraceContext::default())
+    let created = run_create_order(&OrderSaga::new(SPEC_TIMEOUTS), &mut ctx, command, TraceContext::default())
         .await
         .expect("the order is placed");
     let old_bytes =

@@ -6,7 +6,7 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use tracing::Instrument;
 
 use super::{Failure, Processed, Processor, Received};
-use crate::db::{PoolName, Shelf, Shelved};
+use crate::db::{AfterCommit, PoolName, Shelf, Shelved};
 use crate::{inbox, outbox};
 
 /// Decode, inbox, handle and outbox in one transaction: the consumer of a
@@ -36,12 +36,14 @@ where
         };
         let mut conn = self.shelf.take().await.map_err(Failure::database)?;
         let mut tx = conn.begin().await.map_err(Failure::database)?;
-        let outcome = match self.handle(&mut tx, message, event).await {
+        let (handled, after_commit) = AfterCommit::gather(self.handle(&mut tx, message, event)).await;
+        let outcome = match handled {
             Ok(outcome) => outcome,
             Err(failure) => return Err(ended(tx.rollback().await, conn, failure)),
         };
         if outcome.processed == Processed::Handled {
             tx.commit().await.map_err(Failure::database)?;
+            after_commit.run();
         } else {
             tx.rollback().await.map_err(Failure::database)?;
         }
@@ -64,15 +66,21 @@ where
         }
         let mut conn = self.shelf.take().await.map_err(Failure::database)?;
         let mut tx = conn.begin().await.map_err(Failure::database)?;
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (message, event) in events {
-            // Later messages see what earlier ones wrote: same transaction.
-            match self.handle(&mut tx, message, event).await {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(failure) => return Err(ended(tx.rollback().await, conn, failure)),
+        let (handled, after_commit) = AfterCommit::gather(async {
+            let mut outcomes = Vec::with_capacity(events.len());
+            for (message, event) in events {
+                // Later messages see what earlier ones wrote: same transaction.
+                outcomes.push(self.handle(&mut tx, message, event).await?);
             }
-        }
+            Ok(outcomes)
+        })
+        .await;
+        let outcomes = match handled {
+            Ok(outcomes) => outcomes,
+            Err(failure) => return Err(ended(tx.rollback().await, conn, failure)),
+        };
         tx.commit().await.map_err(Failure::database)?;
+        after_commit.run();
         conn.keep();
         outcomes.iter().for_each(Outcome::log_committed);
         Ok(())

@@ -58,7 +58,8 @@ pub struct Instances {
     tls: Option<ClientTlsConfig>,
 }
 
-/// One instance: a channel of its own (for health questions), what its watcher
+/// One instance: a channel of its own (for health questions and calls meant
+/// for it alone, such as the order change feed's), what its watcher
 /// last saw ([`NOT_ASKED`], [`ANSWERS`] or [`SILENT`]) and the watcher.
 struct Member {
     channel: Channel,
@@ -162,6 +163,16 @@ impl Instances {
             let watcher = tokio::spawn(watcher.run(own.clone(), changes.clone()));
             members.insert(url.clone(), Member { channel: own, seen, watcher });
         }
+    }
+
+    /// The instances known now: each one's URL, its own channel (calls on it
+    /// go to that instance only) and whether its watcher last heard it answer.
+    pub fn members(&self) -> Vec<(String, Channel, bool)> {
+        let members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        members
+            .iter()
+            .map(|(url, m)| (url.clone(), m.channel.clone(), m.seen.load(Ordering::Relaxed) == ANSWERS))
+            .collect()
     }
 
     /// True when every instance was asked and none answered: a call would wait

@@ -38,7 +38,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(admin_account::ensure(state.clone()));
     let every = Duration::from_millis(state.config.admission_check_ms);
     tokio::spawn(state.admission.clone().watch(state.backends.clone(), state.config.admission_at_risk_percent, every));
-    tokio::spawn(state.order_feed.clone().run(state.backends.clone()));
+    if let Some(order) = state.backends.instances.iter().find(|i| i.service == "order") {
+        tokio::spawn(state.order_feed.clone().run(order.clone()));
+    }
     let app = app::router(state)?;
     tracing::info!(%listen, "gateway listening");
     // Connect info gives handlers the client IP (the login rate limit).

@@ -1,29 +1,39 @@
-//! What the order event streams (`GET /orders/{id}/events`) wait on: one
-//! `WatchOrders` call to the order service (any instance), held open for the
-//! gateway's life, whose changes wake the streams that follow those orders.
+//! What the order event streams (`GET /orders/{id}/events`) wait on: a
+//! `WatchOrders` call to every instance of the order service, held open for
+//! the gateway's life, whose changes wake the streams that follow those
+//! orders. An instance tells of the changes it commits itself (its feed is
+//! in process, `services/order/src/feed.rs`), so the gateway follows each
+//! one; the instances are those the order service's balancer knows
+//! ([`Instances::members`]).
 //! Each change carries its history row, the row's position and the order's
 //! columns after it, so a stream sends it without reading the order again;
 //! it reads (`GetOrder`) only when it cannot be sure it has every row (a gap
-//! in the positions, a change without its row).
+//! in the positions, a change without its row). An order's changes may come
+//! from different instances (created by one, moved on by another's
+//! consumer), and so out of order: a gap makes the stream read, and a
+//! position it has already seen is dropped.
 //!
-//! A `resync` from the service (the first message of every call, and any time
-//! it may have missed changes) tells every stream to read again, and so does
-//! losing the call. While no call is open the streams poll as before
-//! ([`OrderFeed::live`] says which), so a feed that is down costs latency,
-//! never an event.
+//! A `resync` from an instance (the first message of every call, and any
+//! time it may have missed changes) tells every stream to read again, and so
+//! does losing a call. While some instance that answers has no call open the
+//! streams poll as before ([`OrderFeed::live`] says which), so a feed that is
+//! down costs latency, never an event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use saga_proto::order::order_service_client::OrderServiceClient;
 use saga_proto::order::{OrderChanged, WatchOrdersRequest};
 use tokio::sync::watch;
+use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::state::Backends;
+use crate::balance::Instances;
 
-/// How long to wait before calling `WatchOrders` again after it failed.
+/// How long to wait before calling an instance's `WatchOrders` again after
+/// it failed, and how often the list of instances is looked at.
 const RECONNECT_AFTER: Duration = Duration::from_millis(500);
 
 /// Counter: order changes the gateway heard from the order service's feed.
@@ -47,8 +57,27 @@ pub struct OrderFeed {
 #[derive(Default)]
 struct Inner {
     followed: Mutex<HashMap<Uuid, watch::Sender<Heard>>>,
-    /// Whether a `WatchOrders` call is open and subscribed.
+    /// Whether every instance that answers has its `WatchOrders` call open
+    /// and subscribed (derived from `calls`).
     live: AtomicBool,
+    calls: Mutex<Calls>,
+}
+
+/// The order service's instances as the feed sees them, by URL.
+#[derive(Default)]
+struct Calls {
+    /// Those whose watcher last heard them answer.
+    answering: HashSet<String>,
+    /// Those whose `WatchOrders` call is open and subscribed.
+    open: HashSet<String>,
+}
+
+impl Calls {
+    /// Every change committed now reaches the gateway: some call is open and
+    /// no instance that answers (and so may commit) is without one.
+    fn live(&self) -> bool {
+        !self.open.is_empty() && self.answering.is_subset(&self.open)
+    }
 }
 
 /// What the feed said of one followed order since it was first followed.
@@ -163,24 +192,69 @@ impl OrderFeed {
         }
     }
 
-    /// Holds a `WatchOrders` call open for the gateway's life, calling again
-    /// when it ends or fails.
-    pub async fn run(self, backends: Backends) {
+    /// Updates the instances' call states with `update`, then whether the feed is live.
+    fn calls(&self, update: impl FnOnce(&mut Calls)) {
+        let mut calls = self.inner.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        update(&mut calls);
+        let live = calls.live();
+        if self.inner.live.swap(live, Ordering::Relaxed) != live {
+            if live {
+                tracing::info!(instances = calls.open.len(), "order change feed open; event streams wait on it");
+            } else {
+                tracing::info!("order change feed not open to every instance; event streams poll until it is");
+            }
+        }
+    }
+
+    /// Holds a `WatchOrders` call open to every instance of the order
+    /// service for the gateway's life: one for each instance `instances`
+    /// knows, started as it appears and stopped as it goes.
+    pub async fn run(self, instances: Instances) {
+        let mut calls: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        loop {
+            let members = instances.members();
+            calls.retain(|url, call| {
+                let known = members.iter().any(|(u, ..)| u == url);
+                if !known {
+                    call.abort();
+                    // What it told may have been cut short: read again.
+                    self.calls(|c| {
+                        c.open.remove(url);
+                    });
+                    self.resync();
+                }
+                known
+            });
+            for (url, channel, _) in &members {
+                calls
+                    .entry(url.clone())
+                    .or_insert_with(|| tokio::spawn(self.clone().follow_instance(url.clone(), channel.clone())));
+            }
+            self.calls(|c| c.answering = members.iter().filter(|m| m.2).map(|m| m.0.clone()).collect());
+            tokio::time::sleep(RECONNECT_AFTER).await;
+        }
+    }
+
+    /// Holds one instance's `WatchOrders` call open, calling again when it
+    /// ends or fails.
+    async fn follow_instance(self, url: String, channel: Channel) {
         let mut warned = false;
         loop {
             // No deadline: the call lasts as long as the gateway.
-            let call = backends.order.clone().watch_orders(tonic::Request::new(WatchOrdersRequest {})).await;
+            let call = OrderServiceClient::new(channel.clone()).watch_orders(WatchOrdersRequest {}).await;
             match call {
                 Ok(response) => {
                     let mut stream = response.into_inner();
                     loop {
                         match stream.message().await {
                             Ok(Some(change)) if change.resync => {
-                                if !self.live() {
-                                    tracing::info!("order change feed open; event streams wait on it");
+                                if warned {
+                                    tracing::info!(%url, "the order change feed of an instance is open again");
                                     warned = false;
                                 }
-                                self.inner.live.store(true, Ordering::Relaxed);
+                                self.calls(|c| {
+                                    c.open.insert(url.clone());
+                                });
                                 self.resync();
                             }
                             Ok(Some(change)) => {
@@ -191,21 +265,23 @@ impl OrderFeed {
                             }
                             Ok(None) => break,
                             Err(status) => {
-                                tracing::debug!(%status, "order change feed call ended");
+                                tracing::debug!(%url, %status, "order change feed call ended");
                                 break;
                             }
                         }
                     }
                 }
                 Err(status) if !warned => {
-                    tracing::warn!(%status, "cannot open the order change feed; event streams poll until it opens");
+                    tracing::warn!(%url, %status, "cannot open the order change feed of an instance; event streams poll until it opens");
                     warned = true;
                 }
                 Err(_) => {}
             }
-            // Followers waiting for a change read again, then poll until it is back.
-            if self.inner.live.swap(false, Ordering::Relaxed) {
-                tracing::info!("order change feed closed; event streams poll until it opens again");
+            // Followers read again: what this instance commits while its
+            // call is down is not heard.
+            let mut was_open = false;
+            self.calls(|c| was_open = c.open.remove(&url));
+            if was_open {
                 self.resync();
             }
             tokio::time::sleep(RECONNECT_AFTER).await;

@@ -23,8 +23,8 @@ pub struct OrderApi {
     pub saga: OrderSaga,
     /// The sweeper's caught-up clock: the backlog judges deadlines by it.
     pub clock: saga_runtime::caught_up::CaughtUpClock,
-    /// Status changes as they commit, for `WatchOrders`.
-    pub feed: crate::feed::Feed,
+    /// `WatchOrders` calls end when it is requested (the feed itself is the saga's).
+    pub shutdown: saga_process::shutdown::Shutdown,
 }
 
 const MAX_ITEMS: usize = 100;
@@ -46,9 +46,9 @@ struct OrderRow {
     history: Option<String>,
 }
 
-/// A row of `order_status_history` as JSON (`GetOrder`'s read and the change feed's notifications).
+/// A row of `order_status_history` as JSON (`GetOrder`'s read).
 #[derive(serde::Deserialize)]
-pub(crate) struct HistoryRow {
+struct HistoryRow {
     from_status: Option<String>,
     to_status: String,
     event_id: Uuid,
@@ -180,9 +180,13 @@ impl OrderService for OrderApi {
             traceparent: traceparent.clone(),
         };
         let trace = TraceContext { traceparent: Some(traceparent), tracestate: None };
-        let created = run_create_order(&self.saga, &mut ctx, CreateOrder { user_id, items }, trace)
-            .instrument(tracing::info_span!("create_order", %user_id))
-            .await;
+        // What the transaction asks to be done once it commits: the relay's
+        // wake-up, the change feed's first change.
+        let (created, after_commit) = db::AfterCommit::gather(
+            run_create_order(&self.saga, &mut ctx, CreateOrder { user_id, items }, trace)
+                .instrument(tracing::info_span!("create_order", %user_id)),
+        )
+        .await;
         let event = match created {
             Ok(event) => event,
             Err(saga_generated::commands::CommandError::Handler(crate::saga::OrderError::Db(e)))
@@ -202,6 +206,7 @@ impl OrderService for OrderApi {
         let order_id = event.order_id;
         let order = load(&mut ctx.tx, order_id, true).await?;
         ctx.tx.commit().await.map_err(database)?;
+        after_commit.run();
         tracing::info!(%order_id, %user_id, "order created; saga started");
         Ok(Response::new(CreateOrderResponse { order, created: true }))
     }
@@ -271,6 +276,6 @@ impl OrderService for OrderApi {
         &self,
         _request: Request<WatchOrdersRequest>,
     ) -> Result<Response<Self::WatchOrdersStream>, Status> {
-        Ok(Response::new(self.feed.watch()))
+        Ok(Response::new(self.saga.feed.watch(self.shutdown.clone())))
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use order_service::{MIGRATOR, api, feed, saga};
+use order_service::{MIGRATOR, api, saga};
 use saga_generated::OrderStatus;
 use saga_generated::owner::OrderTimeouts;
 use saga_generated::topology::ORDER_SERVICE;
@@ -31,21 +31,24 @@ struct OrderSettings {
 async fn main() -> anyhow::Result<()> {
     // The chassis parses the common command line; these come from the environment.
     let settings = OrderSettings::parse_from(["order-service"]);
-    let saga = saga::OrderSaga { timeouts: saga::Timeouts { scale_percent: settings.timeout_scale_percent } };
+    let saga = saga::OrderSaga::new(saga::Timeouts { scale_percent: settings.timeout_scale_percent });
     let timing = sweeper::SweepTiming {
         interval: Duration::from_millis(settings.sweep_interval_ms.max(10)),
         grace: Duration::from_millis(settings.timeout_grace_ms),
     };
     service::run(&ORDER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
         let (clock, sweeper) =
-            sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga), timing, shutdown.clone());
-        let (feed, listen) = feed::Feed::start(booted.api_pool.clone(), shutdown.clone());
-        let api = OrderServiceServer::new(api::OrderApi { pool: booted.api_pool.clone(), saga, clock, feed });
+            sweeper::for_service(booted, &ORDER_SERVICE, OrderTimeouts(saga.clone()), timing, shutdown.clone());
+        let api = OrderServiceServer::new(api::OrderApi {
+            pool: booted.api_pool.clone(),
+            saga: saga.clone(),
+            clock,
+            shutdown: shutdown.clone(),
+        });
         let migrations = saga::migrate_statuses(booted.pool.clone(), saga.timeouts, OrderStatus::MIGRATIONS);
         Parts::new(saga, |router| router.add_service(api))
             .with_startup(async move { migrations.await.map(drop).map_err(|e| format!("status migrations: {e}")) })
             .with_background(sweeper)
-            .with_background(listen)
     })
     .await?;
     Ok(())

@@ -5,6 +5,7 @@
 //! store (the SQL of orders, their history and parked events), the columns an
 //! order keeps from the events (total, failure reason) and its replies.
 
+use chrono::{DateTime, Utc};
 use saga_contract::{OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CreateOrder, OrderCommands};
 use saga_generated::handlers::{
@@ -18,6 +19,8 @@ use saga_generated::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, PaymentCompleted, PaymentFail,
     PaymentRefunded, StockReductionFail, StockReductionSuccess, StockReleased, TraceContext,
 };
+use saga_proto::order::{OrderChanged, StatusChange};
+use saga_runtime::grpc::timestamp;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -94,9 +97,18 @@ pub async fn migrate_statuses(
     Ok(moved)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct OrderSaga {
     pub timeouts: Timeouts,
+    /// Where each committed status change goes (`WatchOrders`).
+    pub feed: crate::feed::Feed,
+}
+
+impl OrderSaga {
+    /// The saga with a feed of its own (nobody watches it until `WatchOrders` is served).
+    pub fn new(timeouts: Timeouts) -> OrderSaga {
+        OrderSaga { timeouts, feed: crate::feed::Feed::default() }
+    }
 }
 
 fn parse_status(order_id: Uuid, status: String) -> Result<OrderStatus, OrderError> {
@@ -115,6 +127,11 @@ fn record_step(from: OrderStatus, to: OrderStatus, in_from_seconds: f64, since_c
         metrics::histogram!(SAGA_DURATION, "status" => to.as_str()).record(since_created_seconds);
     }
 }
+
+/// What a transition's `UPDATE` of the order returns: seconds it stayed in
+/// its old status and since its creation, then its total, failure reason and
+/// update time.
+type Updated = (f64, f64, Option<i64>, Option<String>, DateTime<Utc>);
 
 fn kept_from(cause: OrderCause<'_>) -> (Option<i64>, Option<&'static str>) {
     match cause {
@@ -149,14 +166,16 @@ impl OrderStore for OrderSaga {
     async fn write_transition(&self, conn: &mut PgConnection, t: &OrderTransition<'_>) -> Result<(), OrderError> {
         let (total_minor, reason) = kept_from(t.cause);
         let failure = if t.to.is_terminal() && t.to != OrderStatus::Completed { reason } else { None };
-        // The old row's times come back for the metrics: how long the order stayed in
-        // `from`, and since its creation.
-        let spent: Option<(f64, f64)> = sqlx::query_as(
+        // The old row's times come back for the metrics (how long the order
+        // stayed in `from`, and since its creation), the new row's columns
+        // for the change feed.
+        let updated: Option<Updated> = sqlx::query_as(
             "UPDATE orders o SET status = $2, updated_at = now(), deadline_at = $3, \
              total_minor = coalesce($4, o.total_minor), failure_reason = coalesce($5, o.failure_reason) \
              FROM (SELECT updated_at, created_at FROM orders WHERE order_id = $1) old \
              WHERE o.order_id = $1 \
-             RETURNING extract(epoch FROM now() - old.updated_at)::float8, extract(epoch FROM now() - old.created_at)::float8",
+             RETURNING extract(epoch FROM now() - old.updated_at)::float8, extract(epoch FROM now() - old.created_at)::float8, \
+               o.total_minor, o.failure_reason, o.updated_at",
         )
         .bind(t.order_id)
         .bind(t.to.as_str())
@@ -165,12 +184,16 @@ impl OrderStore for OrderSaga {
         .bind(failure)
         .fetch_optional(&mut *conn)
         .await?;
-        if let (Some(from), Some((in_from, since_created))) = (t.from, spent) {
-            record_step(from, t.to, in_from, since_created);
+        if let (Some(from), Some((in_from, since_created, ..))) = (t.from, &updated) {
+            record_step(from, t.to, *in_from, *since_created);
         }
-        sqlx::query(
+        // The row's position in the order's history: the rows before it are
+        // all visible here, since the order's row is locked (or was inserted)
+        // by this transaction and every transition takes that lock first.
+        let (at, position): (DateTime<Utc>, i64) = sqlx::query_as(
             "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             RETURNING at, (SELECT count(*) FROM order_status_history h WHERE h.order_id = $1) + 1",
         )
         .bind(t.order_id)
         .bind(t.from.map(OrderStatus::as_str))
@@ -178,9 +201,33 @@ impl OrderStore for OrderSaga {
         .bind(t.event_id)
         .bind(t.event_type)
         .bind(reason)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
         tracing::info!(from = t.from.map(OrderStatus::as_str), to = %t.to, event_type = t.event_type, "order status changed");
+        if let Some((_, _, total_minor, failure_reason, updated_at)) = updated {
+            let row = StatusChange {
+                from_status: t.from.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                to_status: t.to.as_str().to_owned(),
+                event_id: t.event_id.to_string(),
+                event_type: t.event_type.to_owned(),
+                reason: reason.unwrap_or_default().to_owned(),
+                at: timestamp(at),
+            };
+            let change = OrderChanged {
+                order_id: t.order_id.to_string(),
+                status: row.to_status.clone(),
+                resync: false,
+                row: Some(row),
+                position: u32::try_from(position).unwrap_or(u32::MAX),
+                total_minor,
+                failure_reason: failure_reason.unwrap_or_default(),
+                updated_at: timestamp(updated_at),
+            };
+            let feed = self.feed.clone();
+            // Outside a gathered transaction (a test driving the store) nobody
+            // would know when to send it: it is not sent.
+            saga_runtime::db::after_commit(move || feed.publish(change));
+        }
         Ok(())
     }
 
