@@ -193,7 +193,7 @@ impl OrderFeed {
     }
 
     /// Updates the instances' call states with `update`, then whether the feed is live.
-    fn calls(&self, update: impl FnOnce(&mut Calls)) {
+    fn update_calls(&self, update: impl FnOnce(&mut Calls)) {
         let mut calls = self.inner.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         update(&mut calls);
         let live = calls.live();
@@ -218,7 +218,7 @@ impl OrderFeed {
                 if !known {
                     call.abort();
                     // What it told may have been cut short: read again.
-                    self.calls(|c| {
+                    self.update_calls(|c| {
                         c.open.remove(url);
                     });
                     self.resync();
@@ -230,7 +230,7 @@ impl OrderFeed {
                     .entry(url.clone())
                     .or_insert_with(|| tokio::spawn(self.clone().follow_instance(url.clone(), channel.clone())));
             }
-            self.calls(|c| c.answering = members.iter().filter(|m| m.2).map(|m| m.0.clone()).collect());
+            self.update_calls(|c| c.answering = members.iter().filter(|m| m.2).map(|m| m.0.clone()).collect());
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
     }
@@ -252,7 +252,7 @@ impl OrderFeed {
                                     tracing::info!(%url, "the order change feed of an instance is open again");
                                     warned = false;
                                 }
-                                self.calls(|c| {
+                                self.update_calls(|c| {
                                     c.open.insert(url.clone());
                                 });
                                 self.resync();
@@ -280,7 +280,7 @@ impl OrderFeed {
             // Followers read again: what this instance commits while its
             // call is down is not heard.
             let mut was_open = false;
-            self.calls(|c| was_open = c.open.remove(&url));
+            self.update_calls(|c| was_open = c.open.remove(&url));
             if was_open {
                 self.resync();
             }
@@ -331,6 +331,18 @@ mod tests {
         assert_eq!(news, Some(News::Changes(vec![change(id, 2), change(id, 3)])));
         let late = feed.follow(id);
         assert_eq!(late.taken, 2, "a later follower starts from its own start");
+    }
+
+    #[test]
+    fn the_feed_is_live_only_while_every_answering_instance_has_its_call_open() {
+        let urls = |list: &[&str]| list.iter().map(|u| (*u).to_owned()).collect::<HashSet<String>>();
+        let calls = |answering: &[&str], open: &[&str]| Calls { answering: urls(answering), open: urls(open) };
+        assert!(!calls(&[], &[]).live(), "no call open: nothing is heard");
+        assert!(calls(&["a"], &["a"]).live());
+        assert!(calls(&["a", "b"], &["a", "b"]).live());
+        assert!(!calls(&["a", "b"], &["a"]).live(), "b may commit changes nobody hears");
+        assert!(calls(&["a"], &["a", "b"]).live(), "b does not answer: it commits nothing");
+        assert!(calls(&[], &["a"]).live(), "before the first health answers");
     }
 
     #[tokio::test]

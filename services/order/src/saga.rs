@@ -63,7 +63,9 @@ impl Timeouts {
 /// still in a removed state moves to its new state, with a history row
 /// (`event_type` `status.migration`) and the new state's deadline. Returns
 /// how many orders moved; run at start, before anything is consumed, so no
-/// handler ever reads a state the spec does not know.
+/// handler ever reads a state the spec does not know. The moves are not told
+/// to the change feed: they commit before this instance serves `WatchOrders`,
+/// and every call starts with a `resync` (its followers read the order).
 pub async fn migrate_statuses(
     pool: sqlx::PgPool,
     timeouts: Timeouts,
