@@ -298,6 +298,8 @@ pub struct PrivateSaga {
     /// straight to PostgreSQL (a proxy a test can cut).
     database_addr: Vec<Option<std::net::SocketAddr>>,
     log_dir: PathBuf,
+    /// Further instances of a service ([`PrivateSaga::start_replica`]), killed when dropped.
+    replicas: Vec<tokio::process::Child>,
 }
 
 /// The saga's services, as the spec lists them.
@@ -335,6 +337,7 @@ impl PrivateSaga {
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             database_addr: SERVICES.iter().map(|_| None).collect(),
             log_dir,
+            replicas: Vec::new(),
         };
         for i in 0..SERVICES.len() {
             saga.spawn(stack, i);
@@ -353,11 +356,51 @@ impl PrivateSaga {
         self.log_dir.join(format!("{}.log", SERVICES[i]))
     }
 
+    /// The log of `service`'s first instance.
+    pub fn log_of(&self, service: &str) -> PathBuf {
+        self.log_path(Self::index(service))
+    }
+
     /// Starts service `i` on its port, or on one it chooses while it has none.
     fn spawn(&mut self, stack: &StackConfig, i: usize) {
         let service = SERVICES[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(i)).expect("log file");
         self.log_starts[i] = log.metadata().expect("log metadata").len();
+        let mut command = self.command(stack, i, self.ports[i], log);
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!("cannot start {service} ({e}); build the services first (cargo xtask up builds them)")
+        });
+        self.children[i] = Some(child);
+    }
+
+    /// Starts one more instance of `service`, beside the first: the same
+    /// database, topics and consumer group, on a port it chooses. Returns its
+    /// URL and its log once it passes its health check.
+    pub async fn start_replica(&mut self, stack: &StackConfig, service: &str) -> (String, PathBuf) {
+        let i = Self::index(service);
+        let log_path = self.log_dir.join(format!("{service}-replica{}.log", self.replicas.len() + 1));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = self.command(stack, i, 0, log).spawn().expect("start a replica");
+        self.replicas.push(child);
+        let deadline = tokio::time::Instant::now() + EVENTUALLY;
+        loop {
+            let said = std::fs::read_to_string(&log_path)
+                .ok()
+                .and_then(|lines| saga_tests::logged_address(&lines, "gRPC server listening"));
+            if let Some(addr) = said {
+                let url = format!("https://127.0.0.1:{}", addr.port());
+                if Self::healthy_at(service, &url).await {
+                    return (url, log_path);
+                }
+            }
+            assert!(tokio::time::Instant::now() < deadline, "a replica of {service} never became healthy");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The command that starts an instance of service `i` on `port` (0: one it chooses), logging to `log`.
+    fn command(&self, stack: &StackConfig, i: usize, port: u16, log: std::fs::File) -> tokio::process::Command {
+        let service = SERVICES[i];
         let mut database_url = stack.postgres_admin_url(&self.databases[i].1);
         if let Some(addr) = self.database_addr[i] {
             let direct = format!("@{}:{}/", stack.host(), stack.ports.postgres);
@@ -365,7 +408,7 @@ impl PrivateSaga {
         }
         let mut command = tokio::process::Command::new(binary(stack, service));
         command
-            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[i]))
+            .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
             // Metrics on a port of their own: the default (the port plus 100) may be taken.
             .env("METRICS_LISTEN", "127.0.0.1:0")
             .env("DATABASE_URL", database_url)
@@ -380,10 +423,7 @@ impl PrivateSaga {
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!("cannot start {service} ({e}); build the services first (cargo xtask up builds them)")
-        });
-        self.children[i] = Some(child);
+        command
     }
 
     /// Waits until service `i` has said which port it listens on and passes
@@ -440,12 +480,15 @@ impl PrivateSaga {
     }
 
     async fn passes_health_check(&self, i: usize) -> bool {
+        Self::healthy_at(SERVICES[i], &self.url(SERVICES[i])).await
+    }
+
+    /// Whether the instance of `service` at `url` says it serves.
+    async fn healthy_at(service: &str, url: &str) -> bool {
         // The port is taken before the service is ready to answer: a check
         // must not hang on a connection its server does not yet read.
         let operator = saga_proto::tls::OPERATOR;
-        let Ok(endpoint) =
-            xtask::stack::services::channel_as(&saga_tests::stack(), operator, SERVICES[i], &self.url(SERVICES[i]))
-        else {
+        let Ok(endpoint) = xtask::stack::services::channel_as(&saga_tests::stack(), operator, service, url) else {
             return false;
         };
         let endpoint = endpoint.timeout(Duration::from_secs(2)).connect_timeout(Duration::from_secs(2));
@@ -518,6 +561,9 @@ impl PrivateSaga {
 
     /// Stops everything, drops the databases and deletes the topics.
     pub async fn shutdown(mut self, stack: &StackConfig) {
+        for replica in &mut self.replicas {
+            let _ = replica.kill().await;
+        }
         for service in SERVICES {
             self.stop(service).await;
         }
