@@ -188,9 +188,10 @@ pub async fn acquire(pool: &PgPool, name: PoolName) -> Result<PoolConnection<Pos
 /// feed of a status change. They replace `NOTIFY` triggers: PostgreSQL
 /// serializes the commits of all transactions that notify, cluster-wide (a
 /// lock taken before the commit record and held through its WAL flush), and
-/// under load that lock was the busy backends' most common wait and halved
-/// what the order database's SQL could do per second (BENCHMARKS.md,
-/// 2026-12-03).
+/// under load that lock was the busy backends' most common wait; without
+/// it pgbench ran a saga's SQL in the order database 1.7 times as often per
+/// second (BENCHMARKS.md, 2026-12-03). A commit that fails leaves them
+/// undone: the relay polls, and the change feed's followers read again.
 #[must_use = "run it once the transaction committed"]
 pub struct AfterCommit(Vec<Box<dyn FnOnce() + Send>>);
 
@@ -363,7 +364,32 @@ pub async fn report_pools<const N: usize>(pools: [(PoolName, PgPool); N], shutdo
 
 #[cfg(test)]
 mod tests {
-    use super::{FIRST_NEW_RUNTIME_VERSION, MIGRATOR, is_outage};
+    use super::{AfterCommit, FIRST_NEW_RUNTIME_VERSION, MIGRATOR, after_commit, is_outage};
+
+    #[tokio::test]
+    async fn what_a_transaction_asks_is_done_after_its_commit_in_order_and_never_after_a_rollback() {
+        use std::sync::{Arc, Mutex};
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let ask = |n: u32| {
+            let done = done.clone();
+            after_commit(move || done.lock().expect("lock").push(n))
+        };
+        assert!(!ask(0), "outside a gathered transaction nothing is taken");
+        let ((), committed) = AfterCommit::gather(async {
+            assert!(ask(1));
+            tokio::task::yield_now().await;
+            assert!(ask(2));
+        })
+        .await;
+        let ((), rolled_back) = AfterCommit::gather(async {
+            assert!(ask(3));
+        })
+        .await;
+        assert!(done.lock().expect("lock").is_empty(), "nothing before the commit");
+        drop(rolled_back);
+        committed.run();
+        assert_eq!(*done.lock().expect("lock"), [1, 2]);
+    }
 
     #[test]
     fn outages_are_told_from_bad_statements_by_sqlstate() {
