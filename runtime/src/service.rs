@@ -26,26 +26,6 @@ use crate::participant::{Participant, ParticipantError};
 
 use saga_process::local::BackendService;
 
-/// The tokio runtime a saga service runs on: multi-threaded, with **one**
-/// worker thread unless `TOKIO_WORKER_THREADS` asks for more. A saga step
-/// crosses many threads already (rdkafka's, the PostgreSQL backends, the
-/// broker's), and every wake-up of a task on another worker is a system call
-/// and a context switch: with one worker the three services used about a
-/// tenth less CPU per saga and carried a few per cent more sagas, without
-/// raising the latency (medians of six A/B pairs, BENCHMARKS.md,
-/// 2026-12-03). Blocking work stays off it: password hashes have threads of
-/// their own, Kafka metadata reads go to the blocking pool, and a rebalance's
-/// wait for the workers hands the worker role to another thread
-/// (`block_in_place`, which needs the multi-threaded flavour).
-pub fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    // Unset, tokio reads the variable itself when it builds the runtime.
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        builder.worker_threads(1);
-    }
-    builder.enable_all().build()
-}
-
 /// Configuration of a backend service; every flag also reads an environment variable.
 #[derive(Debug, Clone, Args)]
 pub struct ServiceArgs {

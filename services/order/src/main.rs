@@ -27,12 +27,8 @@ struct OrderSettings {
     timeout_grace_ms: u64,
 }
 
-fn main() -> anyhow::Result<()> {
-    // One worker thread unless TOKIO_WORKER_THREADS says otherwise (see the function).
-    saga_runtime::service::tokio_runtime()?.block_on(serve())
-}
-
-async fn serve() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     // The chassis parses the common command line; these come from the environment.
     let settings = OrderSettings::parse_from(["order-service"]);
     let saga = saga::OrderSaga::new(saga::Timeouts { scale_percent: settings.timeout_scale_percent });

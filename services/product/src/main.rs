@@ -8,12 +8,8 @@ use saga_runtime::caught_up;
 use saga_runtime::health::Component;
 use saga_runtime::service::{self, Parts};
 
-fn main() -> anyhow::Result<()> {
-    // One worker thread unless TOKIO_WORKER_THREADS says otherwise (see the function).
-    saga_runtime::service::tokio_runtime()?.block_on(serve())
-}
-
-async fn serve() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     service::run(&PRODUCT_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, shutdown| {
         let api = ProductServiceServer::new(api::ProductApi { pool: booted.api_pool.clone() });
         // The order service's clock, to shed reservations for orders it gave up on.

@@ -6,12 +6,8 @@ use saga_proto::user::user_service_server::UserServiceServer;
 use saga_runtime::service::{self, Parts};
 use user_service::{MIGRATOR, api, saga};
 
-fn main() -> anyhow::Result<()> {
-    // One worker thread unless TOKIO_WORKER_THREADS says otherwise (see the function).
-    saga_runtime::service::tokio_runtime()?.block_on(serve())
-}
-
-async fn serve() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     service::run(&USER_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |booted, _| {
         let api = UserServiceServer::new(api::UserApi { pool: booted.api_pool.clone() });
         Parts::new(saga::UserSaga, |router| router.add_service(api))
