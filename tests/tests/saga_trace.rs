@@ -149,3 +149,52 @@ async fn an_unknown_order_is_a_clear_error() {
     assert!(matches!(error, TraceError::UnknownOrder(id) if id == unknown), "{error:?}");
     assert_eq!(error.to_string(), format!("no order {unknown} in the order service's database"));
 }
+
+/// Runs `xtask <args>` as an operator does: the binary, in a process of its own, which
+/// signs in to the stack's Kafka by itself (this test process's own sign-in is not
+/// inherited). Returns what it printed; panics with its output if it failed.
+fn operator_runs(stack: &xtask::stack::StackConfig, args: &[&str]) -> String {
+    let output = std::process::Command::new(stack.binary("xtask"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run xtask {args:?}: {e} (cargo xtask builds it)"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "xtask {args:?} failed ({}):\n{stdout}\n{stderr}", output.status);
+    stdout
+}
+
+/// `saga trace`, `dlq list` and `status` as an operator runs them against the running,
+/// authenticated stack: each reads Kafka (the dead letters) as well as the databases, and
+/// none may fail to sign in or say "unavailable" while the stack runs.
+#[tokio::test]
+async fn the_operator_commands_work_against_the_authenticated_stack() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(400, 5).await;
+    let placed = c.order(&buyer, &[(&product, 1)]).await;
+    c.wait_status(&placed.order_id, "completed").await;
+
+    let trace = operator_runs(&stack, &["saga", "trace", &placed.order_id]);
+    assert!(trace.contains(&placed.order_id), "{trace}");
+    for step in ["created", "inventory_reserved", "completed", "order.created", "payment.completed"] {
+        assert!(trace.contains(step), "{step} missing from the trace:\n{trace}");
+    }
+    let json = operator_runs(&stack, &["saga", "trace", "--json", &placed.order_id]);
+    let json: serde_json::Value = serde_json::from_str(&json).expect("saga trace --json prints JSON");
+    assert_eq!(json["status"], "completed", "{json}");
+
+    let listing = operator_runs(&stack, &["dlq", "list", "--show", "3"]);
+    for topic in saga_generated::topology::TOPICS {
+        assert!(listing.contains(&format!("{}: ", topic.dlq)), "{} missing:\n{listing}", topic.dlq);
+    }
+    assert!(listing.contains("outbox: "), "{listing}");
+
+    let status = operator_runs(&stack, &["status"]);
+    let dead = status.lines().find(|l| l.starts_with("dead letters:")).unwrap_or_else(|| panic!("{status}"));
+    assert!(!dead.contains("unavailable"), "{dead}");
+    let failed = status.lines().find(|l| l.starts_with("failed outbox rows:")).unwrap_or_else(|| panic!("{status}"));
+    assert!(!failed.contains("unavailable"), "{failed}");
+}

@@ -123,7 +123,10 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
             }
         }
         Task::Saga(xtask::trace::SagaCommand::Trace { order_id, json, prefix }) => {
-            runtime.block_on(xtask::trace::run(&StackConfig::from_env()?, order_id, json, &prefix))?
+            let config = StackConfig::from_env()?;
+            // The trace reads the dead-letter topics: the broker refuses a client that does not sign in.
+            stack::kafka_access::authenticate_as_admin(&config)?;
+            runtime.block_on(xtask::trace::run(&config, order_id, json, &prefix))?
         }
         Task::Dlq(command) => {
             let config = StackConfig::from_env()?;
