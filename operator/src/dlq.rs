@@ -1,7 +1,16 @@
-//! Dead letters: reading a DLQ topic, describing its messages, and putting one back on the
-//! topic it came from.
+//! Dead letters: reading a DLQ topic, describing its messages, checking each against the
+//! topic it says it came from, and putting it back there.
+//!
+//! A dead letter is a copy, and anyone who may write a DLQ topic (every consumer of its
+//! source topic may: it dead-letters there) can write one that never was on the source
+//! topic. So a letter's own bytes are never what a redrive sends: [`check`] re-reads the
+//! record at the letter's `dlq-original-*` position on the source topic, and only a letter
+//! whose source record is byte-identical (key and value) is [`Verdict::Genuine`]; its
+//! redrive republishes the source record. Anything else is [`Verdict::Forged`] or, when the
+//! source has passed its retention, [`Verdict::Unverifiable`]: refused unless an admin
+//! overrides that one letter (the console audits the override).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -10,7 +19,9 @@ use rdkafka::message::{Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use saga_generated::topology::{DLQ_SUFFIX, TOPICS};
+use saga_runtime::consumer::dlq_headers;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -70,17 +81,17 @@ impl DeadLetter {
             offset: m.offset(),
             key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             event_type: header(m, "event-type"),
-            reason: header(m, "dlq-reason"),
-            attempts: header(m, "dlq-attempts"),
-            group: header(m, "dlq-consumer-group"),
+            reason: header(m, dlq_headers::REASON),
+            attempts: header(m, dlq_headers::ATTEMPTS),
+            group: header(m, dlq_headers::CONSUMER_GROUP),
             original: format!(
                 "{}/{}@{}",
-                header(m, "dlq-original-topic"),
-                header(m, "dlq-original-partition"),
-                header(m, "dlq-original-offset")
+                header(m, dlq_headers::ORIGINAL_TOPIC),
+                header(m, dlq_headers::ORIGINAL_PARTITION),
+                header(m, dlq_headers::ORIGINAL_OFFSET)
             ),
-            failed_at: Some(header(m, "dlq-failed-at")).filter(|t| t != "-"),
-            error: header(m, "dlq-error"),
+            failed_at: Some(header(m, dlq_headers::FAILED_AT)).filter(|t| t != "-"),
+            error: header(m, dlq_headers::ERROR),
             headers,
         }
     }
@@ -251,23 +262,299 @@ pub fn producer(brokers: &str) -> Result<Producer, KafkaError> {
     saga_runtime::kafka::producer(brokers, saga_runtime::kafka::DEFAULT_LINGER_MS)
 }
 
-/// Puts dead letter `m` of `dlq` back on `target`: the same key, payload and headers, without
-/// the `dlq-` ones, plus [`REDRIVEN_FROM`]. The consumers' inbox makes a second copy harmless.
-pub async fn redrive(producer: &FutureProducer, target: &str, dlq: &str, m: &OwnedMessage) -> Result<(), DlqError> {
+/// Puts dead letter `letter` of `dlq` back on `target`, sending `record`: the source
+/// topic's own record for a genuine letter ([`Checked::source`]), the letter itself only
+/// for an override an admin made. The same key, payload and headers, without the `dlq-`
+/// ones, plus [`REDRIVEN_FROM`] naming the letter. The consumers' inbox makes a second copy
+/// harmless.
+pub async fn redrive(
+    producer: &FutureProducer,
+    target: &str,
+    dlq: &str,
+    letter: &OwnedMessage,
+    record: &OwnedMessage,
+) -> Result<(), DlqError> {
     let mut headers = OwnedHeaders::new();
-    if let Some(original) = m.headers() {
+    if let Some(original) = record.headers() {
         // The last redrive is the one that counts: an earlier mark is replaced.
         for h in original.iter().filter(|h| !h.key.starts_with("dlq-") && h.key != REDRIVEN_FROM) {
             headers = headers.insert(Header { key: h.key, value: h.value });
         }
     }
-    let from = format!("{dlq}/{}@{}", m.partition(), m.offset());
+    let from = format!("{dlq}/{}@{}", letter.partition(), letter.offset());
     headers = headers.insert(Header { key: REDRIVEN_FROM, value: Some(from.as_str()) });
-    let mut record: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(target).payload(m.payload().unwrap_or_default()).headers(headers);
-    if let Some(key) = m.key() {
-        record = record.key(key);
+    let mut payload: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(target).payload(record.payload().unwrap_or_default()).headers(headers);
+    if let Some(key) = record.key() {
+        payload = payload.key(key);
     }
-    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
+    producer.send(payload, Duration::from_secs(30)).await.map_err(|(e, _)| e)?;
     Ok(())
+}
+
+/// What the source topic says of a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The source topic holds this very record (key and value) where the letter says.
+    Genuine,
+    /// The source topic holds something else there, or nothing, or the letter names a
+    /// topic its DLQ is not the twin of: these bytes were never published by their
+    /// publisher.
+    Forged,
+    /// The source record has passed the topic's retention: nothing left to compare with.
+    Unverifiable,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Genuine => "genuine",
+            Verdict::Forged => "forged",
+            Verdict::Unverifiable => "unverifiable",
+        }
+    }
+}
+
+/// A verdict and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub verdict: Verdict,
+    /// What was compared, for the operator.
+    pub why: String,
+}
+
+/// A dead letter with its provenance.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub letter: OwnedMessage,
+    pub provenance: Provenance,
+    /// The source topic's record, when the letter is genuine: what a redrive sends.
+    pub source: Option<OwnedMessage>,
+}
+
+/// SHA-256 of a message's value, in hex: how an override names the exact bytes an admin saw.
+pub fn value_digest(m: &OwnedMessage) -> String {
+    Sha256::digest(m.payload().unwrap_or_default()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a letter says it was read: (topic, partition, offset), if its headers say so.
+fn original_position(letter: &OwnedMessage) -> Option<(String, i32, i64)> {
+    let topic = header(letter, dlq_headers::ORIGINAL_TOPIC);
+    let partition = header(letter, dlq_headers::ORIGINAL_PARTITION).parse().ok()?;
+    let offset = header(letter, dlq_headers::ORIGINAL_OFFSET).parse().ok()?;
+    (topic != "-").then_some((topic, partition, offset))
+}
+
+/// Records of the source topic at the same place run this far apart at most and are read
+/// in one pass; farther apart, each run is read on its own.
+const READ_TOGETHER: i64 = 500;
+
+/// Checks each letter against its source topic (the topic its DLQ topic is the twin of),
+/// in the order given; `prefix` is the services' topic prefix (their `TOPIC_PREFIX`: a
+/// letter names its topic without it). One consumer reads every source record needed,
+/// nearby ones in one pass. Blocking: call it from `spawn_blocking` in async code.
+pub fn check(brokers: &str, prefix: &str, letters: Vec<OwnedMessage>) -> Result<Vec<Checked>, DlqError> {
+    let consumer = consumer(brokers, &format!("{GROUP_PREFIX}dlq-check-{}", uuid::Uuid::new_v4()))?;
+    let result = check_with(&consumer, prefix, &letters);
+    let _ = consumer.unassign();
+    let verdicts = result?;
+    Ok(letters
+        .into_iter()
+        .zip(verdicts)
+        .map(|(letter, (provenance, source))| Checked { letter, provenance, source })
+        .collect())
+}
+
+/// A letter's provenance and, when genuine, its source record.
+type Found = (Provenance, Option<OwnedMessage>);
+
+fn check_with(consumer: &BaseConsumer, prefix: &str, letters: &[OwnedMessage]) -> Result<Vec<Found>, DlqError> {
+    let forged = |why: String| (Provenance { verdict: Verdict::Forged, why }, None);
+    // Per letter, the source position to compare with, or the verdict already.
+    let mut wanted: Vec<Result<(String, i32, i64), Found>> = Vec::new();
+    for letter in letters {
+        let Some(source_topic) = letter.topic().strip_suffix(DLQ_SUFFIX) else {
+            wanted.push(Err(forged(format!("{} is not a dead-letter topic", letter.topic()))));
+            continue;
+        };
+        // The consumer names the topic as the spec does, without the prefix.
+        let logical = source_topic.strip_prefix(prefix).unwrap_or(source_topic);
+        wanted.push(match original_position(letter) {
+            None => Err(forged("the letter names no position it was read at".into())),
+            Some((topic, _, _)) if topic != logical => Err(forged(format!(
+                "the letter says it was read from {topic}, but {} holds letters of {logical} only",
+                letter.topic()
+            ))),
+            Some((_, partition, offset)) => Ok((source_topic.to_owned(), partition, offset)),
+        });
+    }
+    // The source records, read per partition in runs of nearby offsets.
+    let mut by_partition: BTreeMap<(String, i32), Vec<i64>> = BTreeMap::new();
+    for (topic, partition, offset) in wanted.iter().flatten() {
+        by_partition.entry((topic.clone(), *partition)).or_default().push(*offset);
+    }
+    let mut records: BTreeMap<(String, i32, i64), OwnedMessage> = BTreeMap::new();
+    let mut watermarks: BTreeMap<(String, i32), Option<(i64, i64)>> = BTreeMap::new();
+    let mut partitions_of: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for ((topic, partition), mut offsets) in by_partition {
+        offsets.sort_unstable();
+        offsets.dedup();
+        if !partitions_of.contains_key(&topic) {
+            let metadata = consumer.fetch_metadata(Some(&topic), TIMEOUT)?;
+            let partitions = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            partitions_of.insert(topic.clone(), partitions);
+        }
+        // No such partition (or topic): no record is there.
+        let marks = match partitions_of[&topic].contains(&partition) {
+            true => Some(consumer.fetch_watermarks(&topic, partition, TIMEOUT)?),
+            false => None,
+        };
+        watermarks.insert((topic.clone(), partition), marks);
+        let Some((low, high)) = marks else { continue };
+        let present: Vec<i64> = offsets.into_iter().filter(|o| (low..high).contains(o)).collect();
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for offset in present {
+            match runs.last_mut() {
+                Some((_, end)) if offset - *end < READ_TOGETHER => *end = offset + 1,
+                _ => runs.push((offset, offset + 1)),
+            }
+        }
+        for (start, end) in runs {
+            for m in read_range(consumer, &topic, partition, start, end)? {
+                records.insert((topic.clone(), partition, m.offset()), m);
+            }
+        }
+    }
+    Ok(letters
+        .iter()
+        .zip(wanted)
+        .map(|(letter, wanted)| {
+            let (topic, partition, offset) = match wanted {
+                Ok(position) => position,
+                Err(verdict) => return verdict,
+            };
+            let at = format!("{topic}/{partition}@{offset}");
+            match watermarks.get(&(topic.clone(), partition)).copied().flatten() {
+                None => forged(format!("{topic} has no partition {partition}")),
+                Some((low, _)) if offset < low => (
+                    Provenance {
+                        verdict: Verdict::Unverifiable,
+                        why: format!("{at} has passed the topic's retention (its log now starts at {low})"),
+                    },
+                    None,
+                ),
+                // Several letters may name one record (each group that gave up on it wrote one).
+                Some(_) => match records.get(&(topic, partition, offset)).cloned() {
+                    None => forged(format!("{at} holds no record")),
+                    Some(source) if source.key() != letter.key() => {
+                        forged(format!("the record at {at} has another key"))
+                    }
+                    Some(source) if source.payload() != letter.payload() => {
+                        forged(format!("the record at {at} has another value"))
+                    }
+                    Some(source) => (
+                        Provenance { verdict: Verdict::Genuine, why: format!("the same key and value as {at}") },
+                        Some(source),
+                    ),
+                },
+            }
+        })
+        .collect())
+}
+
+/// Dead letters in the order they should go back, oldest first per saga key. A DLQ
+/// partition holds the letters of its keys from the same partition of the source topic
+/// (the same key, the same partition count), each group's letters among the others': they
+/// go back in the order their source records were published, then as they were
+/// dead-lettered. Across partitions and topics, the letter written first goes first, so a
+/// saga's letters on different topics keep their order too.
+pub fn oldest_first(letters: Vec<OwnedMessage>) -> Vec<OwnedMessage> {
+    let mut queues: BTreeMap<(String, i32), VecDeque<OwnedMessage>> = BTreeMap::new();
+    for m in letters {
+        queues.entry((m.topic().to_owned(), m.partition())).or_default().push_back(m);
+    }
+    for queue in queues.values_mut() {
+        queue.make_contiguous().sort_by_key(|m| (original_position(m).map(|(_, _, offset)| offset), m.offset()));
+    }
+    let written = |m: &OwnedMessage| m.timestamp().to_millis().unwrap_or(0);
+    let mut out = Vec::new();
+    // Merge: the queue whose next letter was written first goes next.
+    while let Some(queue) = queues.values_mut().filter(|q| !q.is_empty()).min_by_key(|q| q.front().map(written)) {
+        out.extend(queue.pop_front());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::Timestamp;
+
+    use super::*;
+
+    fn letter(topic: &str, partition: i32, offset: i64, original: i64, written: i64) -> OwnedMessage {
+        let original = original.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: dlq_headers::ORIGINAL_TOPIC, value: Some("order-events") })
+            .insert(Header { key: dlq_headers::ORIGINAL_PARTITION, value: Some(&partition.to_string()) })
+            .insert(Header { key: dlq_headers::ORIGINAL_OFFSET, value: Some(&original) });
+        OwnedMessage::new(
+            None,
+            Some(b"key".to_vec()),
+            topic.to_owned(),
+            Timestamp::CreateTime(written),
+            partition,
+            offset,
+            Some(headers),
+        )
+    }
+
+    fn order(letters: &[OwnedMessage]) -> Vec<(String, i32, i64)> {
+        letters.iter().map(|m| (m.topic().to_owned(), m.partition(), m.offset())).collect()
+    }
+
+    #[test]
+    fn letters_go_back_in_the_order_their_records_were_published() {
+        // Two groups dead-lettered source offsets 5 and 6 of partition 0: group A both
+        // first, then group B.
+        let dlq = "order-events.dlq";
+        let letters = vec![
+            letter(dlq, 0, 10, 5, 100),
+            letter(dlq, 0, 11, 6, 101),
+            letter(dlq, 0, 12, 5, 102),
+            letter(dlq, 0, 13, 6, 103),
+        ];
+        let out = oldest_first(letters.into_iter().rev().collect());
+        assert_eq!(out.iter().map(Message::offset).collect::<Vec<_>>(), [10, 12, 11, 13]);
+    }
+
+    #[test]
+    fn partitions_and_topics_merge_by_the_time_each_letter_was_written() {
+        let out = oldest_first(vec![
+            letter("order-events.dlq", 1, 0, 0, 300),
+            letter("payment-events.dlq", 0, 0, 0, 200),
+            letter("order-events.dlq", 0, 0, 0, 100),
+            letter("order-events.dlq", 0, 1, 1, 400),
+        ]);
+        assert_eq!(
+            order(&out),
+            [
+                ("order-events.dlq".to_owned(), 0, 0),
+                ("payment-events.dlq".to_owned(), 0, 0),
+                ("order-events.dlq".to_owned(), 1, 0),
+                ("order-events.dlq".to_owned(), 0, 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_digest_names_the_exact_value() {
+        let m = OwnedMessage::new(Some(b"abc".to_vec()), None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
+        assert_eq!(value_digest(&m), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
 }

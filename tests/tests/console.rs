@@ -1,15 +1,19 @@
 //! The operator console on a real private saga, through a real gateway: who may open it,
 //! what the overview and a saga's page show, and a dead letter listed, redriven once (and
-//! only once), audited, and seen to come back through its topic.
+//! only once), audited, and seen to come back through its topic; a forged letter refused,
+//! and "redrive all" over more letters than a listing shows.
 
 mod saga_common;
 
 use std::time::Duration;
 
+use rdkafka::Message;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
-use saga_common::{SERVICES, eventually};
+use saga_common::{SERVICES, eventually, header, messages_with_key, statuses};
 use saga_generated::OrderStatus;
+use saga_generated::{Envelope, Money, PaymentCompleted};
 use saga_tests::http::{Api, parse_sse};
 use serde_json::{Value, json};
 
@@ -234,6 +238,280 @@ async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     assert_eq!(letters.len(), readers + readers * readers, "{letters:?}");
     assert_eq!(letters.iter().filter(|l| l["redriven"]["by"] == admin_id.as_str()).count(), readers, "{letters:?}");
     assert!(letters.iter().filter(|l| marked(l)).all(|l| l["redriven"].is_null()), "the copies are not redriven yet");
+
+    drop(gateway);
+    drop(console);
+    saga.shutdown(&stack).await;
+}
+
+/// The headers a consumer writes on a dead letter, as if it had read `topic/partition@offset`
+/// (the topic as the spec names it, without the test's prefix, as consumers write it).
+fn letter_headers(topic: &str, partition: i32, offset: i64, event_type: &str) -> OwnedHeaders {
+    let partition = partition.to_string();
+    let offset = offset.to_string();
+    [
+        ("event-type", event_type),
+        ("dlq-reason", "permanent"),
+        ("dlq-error", "made by hand"),
+        ("dlq-original-topic", topic),
+        ("dlq-original-partition", partition.as_str()),
+        ("dlq-original-offset", offset.as_str()),
+        ("dlq-attempts", "1"),
+        ("dlq-consumer-group", "saga.order"),
+        ("dlq-failed-at", "2026-12-04T00:00:00Z"),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |headers, (key, value)| headers.insert(Header { key, value: Some(value) }))
+}
+
+async fn produce(brokers: &str, topic: &str, key: &str, payload: &[u8], headers: OwnedHeaders) -> (i32, i64) {
+    let delivery = saga_tests::producer(brokers)
+        .send(FutureRecord::to(topic).key(key).payload(payload).headers(headers), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+    (delivery.partition, delivery.offset)
+}
+
+/// A participant that may write a dead-letter topic (every consumer of its source topic
+/// may) writes a `payment.completed` for an order whose customer never paid. The console
+/// lists it as forged and refuses to redrive it, alone or in "redrive all"; an override
+/// needs the digest of the exact bytes and a reason, both audited; the order ends as its
+/// real events decide, with money and stock where they were.
+#[tokio::test]
+async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_decide() {
+    let stack = saga_tests::stack();
+    let (mut saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let api = &gateway.api;
+    let admin = api.admin_token().await;
+    let mut c = saga.clients().await;
+    let product = c.product(300, 10).await;
+    // A real payment.completed on the topic, for a paying customer's order.
+    let payer = c.user(10_000).await;
+    let paid = c.order(&payer, &[(&product, 1)]).await;
+    c.wait_status(&paid.order_id, "completed").await;
+    let payments = saga.topic("payment-events");
+    let real = messages_with_key(&saga.brokers, &payments, &paid.order_id);
+    let real = real.iter().find(|m| header(m, "event-type").as_deref() == Some("payment.completed")).expect("real");
+
+    // A customer with no money, whose payment waits: the user service is away.
+    let broke = c.user(0).await;
+    saga.stop("user").await;
+    let order = c.order(&broke, &[(&product, 2)]).await;
+    c.wait_status(&order.order_id, "inventory_reserved").await;
+    let order_id: uuid::Uuid = order.order_id.parse().expect("uuid");
+    let user_id: uuid::Uuid = broke.user_id.parse().expect("uuid");
+    let forged = Envelope::new(order_id, PaymentCompleted { user_id, amount: Money(600) }).encode().expect("encode");
+    let dlq = saga.topic("payment-events.dlq");
+    // One letter names a place where payment-events holds nothing, one a real record there.
+    let nowhere = produce(
+        &saga.brokers,
+        &dlq,
+        &order.order_id,
+        &forged,
+        letter_headers("payment-events", 0, 1_000_000, "payment.completed"),
+    )
+    .await;
+    let elsewhere = produce(
+        &saga.brokers,
+        &dlq,
+        &order.order_id,
+        &forged,
+        letter_headers("payment-events", real.partition(), real.offset(), "payment.completed"),
+    )
+    .await;
+    // And one names another topic than the one its DLQ holds letters of.
+    let other_topic = produce(
+        &saga.brokers,
+        &dlq,
+        &order.order_id,
+        &forged,
+        letter_headers("inventory-events", 0, 0, "payment.completed"),
+    )
+    .await;
+    let ours: Vec<(i32, i64)> = vec![nowhere, elsewhere, other_topic];
+
+    // Listed, each marked forged with why.
+    let listing = api.get(&format!("{CONSOLE}/dlq"), Some(&admin)).await;
+    assert_eq!(listing.status, StatusCode::OK, "{:?}", listing.body);
+    let letters: Vec<Value> = listing.body["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .filter(|t| t["dlq"] == dlq.as_str())
+        .flat_map(|t| t["letters"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter["provenance"]["verdict"], "forged", "{letter}");
+        assert!(letter["value_sha256"].as_str().is_some_and(|d| d.len() == 64), "{letter}");
+    }
+    let why: Vec<&str> = letters.iter().filter_map(|l| l["provenance"]["why"].as_str()).collect();
+    assert!(why.iter().any(|w| w.contains("holds no record")), "{why:?}");
+    assert!(why.iter().any(|w| w.contains("another key")), "{why:?}");
+    assert!(why.iter().any(|w| w.contains("holds letters of")), "{why:?}");
+
+    // "Redrive all", the ordinary recovery action, and a redrive by name: refused, nothing sent.
+    let all = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &json!({ "confirm": true, "all": true })).await;
+    assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
+    assert_eq!(all.body["redriven"], json!([]), "{:?}", all.body);
+    let mut refused: Vec<(i64, i64)> = all.body["refused"]
+        .as_array()
+        .expect("refused")
+        .iter()
+        .filter(|r| r["topic"] == dlq.as_str())
+        .map(|r| (r["partition"].as_i64().unwrap_or(-1), r["offset"].as_i64().unwrap_or(-1)))
+        .collect();
+    refused.sort_unstable();
+    assert_eq!(refused, ours.iter().map(|(p, o)| (i64::from(*p), *o)).collect::<Vec<_>>());
+    let named = json!({ "confirm": true, "messages": [{ "topic": dlq, "partition": nowhere.0, "offset": nowhere.1 }] });
+    let by_name = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &named).await;
+    assert_eq!(by_name.status, StatusCode::OK, "{:?}", by_name.body);
+    assert_eq!(
+        (by_name.body["redriven"].clone(), by_name.body["refused"][0]["provenance"]["verdict"].clone()),
+        (json!([]), json!("forged"))
+    );
+    // An override names the exact bytes and says why; without either it is refused.
+    let digest = letters[0]["value_sha256"].as_str().expect("digest").to_owned();
+    let at = |letter: &Value| (letter["partition"].clone(), letter["offset"].clone());
+    let (partition, offset) = at(&letters[0]);
+    let wrong = "0".repeat(64);
+    for (value_sha256, reason) in [(digest.as_str(), " "), (wrong.as_str(), "the publisher lost it")] {
+        let request = json!({ "confirm": true, "override": {
+            "topic": dlq, "partition": partition, "offset": offset, "value_sha256": value_sha256, "reason": reason } });
+        let reply = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &request).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+    }
+    // Nothing reached payment-events for that order, and it still waits for its payment.
+    let sent = messages_with_key(&saga.brokers, &payments, &order.order_id);
+    assert!(sent.is_empty(), "{} message(s) on payment-events for the unpaid order", sent.len());
+    assert_eq!(c.get_order(&order.order_id).await.status, "inventory_reserved");
+
+    // A harmless forged letter (bytes no consumer can decode) overridden: sent, and audited
+    // with its digest and the reason.
+    let orders_dlq = saga.topic("order-events.dlq");
+    let junk_key = saga_tests::unique("junk");
+    let junk = produce(
+        &saga.brokers,
+        &orders_dlq,
+        &junk_key,
+        b"junk",
+        letter_headers("order-events", 0, 1_000_000, "order.created"),
+    )
+    .await;
+    let listing = api.get(&format!("{CONSOLE}/dlq"), Some(&admin)).await;
+    let listed = listing.body["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .flat_map(|t| t["letters"].as_array().cloned().unwrap_or_default())
+        .find(|l| l["key"] == junk_key.as_str())
+        .expect("the junk letter listed");
+    let junk_sha = listed["value_sha256"].as_str().expect("digest").to_owned();
+    let request = json!({ "confirm": true, "override": {
+        "topic": orders_dlq, "partition": junk.0, "offset": junk.1, "value_sha256": junk_sha,
+        "reason": "checked by hand: nothing reads it" } });
+    let reply = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &request).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.body["redriven"].as_array().map(Vec::len), Some(1), "{:?}", reply.body);
+    let audit = api.get(&format!("{CONSOLE}/dlq/audit"), Some(&admin)).await;
+    let row = audit.body.as_array().expect("audit").iter().find(|r| r["saga_key"] == junk_key.as_str()).cloned();
+    let row = row.expect("the override audited");
+    assert_eq!(
+        (&row["provenance"], &row["value_sha256"], &row["override_reason"]),
+        (&json!("forged"), &json!(junk_sha), &json!("checked by hand: nothing reads it")),
+        "{row}"
+    );
+
+    // The user service back: the real payment fails, the order ends payment_failed, the stock
+    // comes back, and nobody was charged.
+    saga.restart(&stack, "user").await;
+    let ended = c.wait_status(&order.order_id, "payment_failed").await;
+    assert!(!statuses(&ended).contains(&"completed".to_owned()), "{:?}", statuses(&ended));
+    assert_eq!(c.get_user(&broke.user_id).await.balance_minor, 0);
+    let stock = saga_common::eventually("the stock released", || {
+        let (mut c, id) = (c.clone(), product.product_id.clone());
+        async move {
+            let p = c.get_product(&id).await;
+            (p.stock_reserved == 1).then_some(p)
+        }
+    })
+    .await;
+    assert_eq!((stock.stock_available, stock.stock_reserved), (9, 1), "only the paid order holds stock");
+    assert_eq!(c.get_user(&payer.user_id).await.balance_minor, 10_000 - 300);
+
+    drop(gateway);
+    drop(console);
+    saga.shutdown(&stack).await;
+}
+
+/// More letters than a listing shows: "redrive all" sends every one, once, and each saga
+/// key's letters in the order their records were first published.
+#[tokio::test]
+async fn redrive_all_reaches_every_letter_oldest_first_per_saga_key() {
+    let stack = saga_tests::stack();
+    let (saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let api = &gateway.api;
+    let admin = api.admin_token().await;
+    let topic = saga.topic("order-events");
+    let dlq = saga.topic("order-events.dlq");
+    let readers =
+        saga_generated::topology::CONSUMER_GROUPS.iter().filter(|g| g.topics.contains(&"order-events")).count();
+    // Poison (no consumer can decode it) on three keys, each key's in sequence.
+    let keys: Vec<String> = (0..3).map(|_| saga_tests::unique("poison")).collect();
+    let per_key = 200 / (readers * keys.len()) + 10;
+    let producer = saga_tests::producer(&saga.brokers);
+    for seq in 0..per_key {
+        for key in &keys {
+            let payload = format!("poison {seq:04}");
+            producer
+                .send(FutureRecord::to(&topic).key(key).payload(payload.as_bytes()), Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("poison produced");
+        }
+    }
+    let expected = per_key * keys.len() * readers;
+    assert!(expected > 200, "more letters than a listing shows");
+    eventually("every poison dead-lettered by every reader", || {
+        let (api, admin, dlq) = (api.clone(), admin.clone(), dlq.clone());
+        async move {
+            let listing = api.get(&format!("{CONSOLE}/dlq"), Some(&admin)).await;
+            let total =
+                listing.body["topics"].as_array()?.iter().find(|t| t["dlq"] == dlq.as_str())?["total"].as_u64()?;
+            (total as usize == expected).then_some(())
+        }
+    })
+    .await;
+
+    let all = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &json!({ "confirm": true, "all": true })).await;
+    assert_eq!(all.status, StatusCode::OK, "{:?}", all.body);
+    assert_eq!(all.body["redriven"].as_array().map(Vec::len), Some(expected));
+    assert_eq!(all.body["refused"], json!([]));
+    let again =
+        api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &json!({ "confirm": true, "all": true })).await;
+    let again_sent = again.body["redriven"].as_array().map(Vec::len).unwrap_or(usize::MAX);
+    // Only letters written since (the copies, poison again) are new; none of the first ones is sent twice.
+    let first: std::collections::BTreeSet<String> =
+        all.body["redriven"].as_array().into_iter().flatten().map(Value::to_string).collect();
+    assert!(again.body["redriven"].as_array().into_iter().flatten().all(|l| !first.contains(&l.to_string())));
+    assert!(again_sent <= expected * readers, "{again_sent}");
+
+    // On the topic, each key's copies came back in publication order.
+    let copies =
+        saga_common::messages_with_keys(&saga.brokers, &topic, &keys.iter().map(String::as_str).collect::<Vec<_>>());
+    for key in &keys {
+        let sequence: Vec<String> = copies
+            .iter()
+            .filter(|m| {
+                m.key() == Some(key.as_bytes()) && header(m, "redriven-from").is_some_and(|f| f.starts_with(&dlq))
+            })
+            .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+            .collect();
+        assert!(sequence.len() >= per_key * readers, "{key}: {} copies", sequence.len());
+        let first_round = &sequence[..per_key * readers];
+        assert!(first_round.windows(2).all(|w| w[0] <= w[1]), "{key}: out of order: {first_round:?}");
+    }
 
     drop(gateway);
     drop(console);

@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use saga_generated::topology::{DLQ_SUFFIX, TOPICS};
-use saga_operator::dlq::{DeadLetter, read};
+use saga_operator::dlq::{Checked, DeadLetter, Verdict, check, read};
 use saga_process::local::BackendService;
 use sqlx::Connection;
 
@@ -51,8 +51,16 @@ pub async fn run(config: &StackConfig, command: DlqCommand) -> anyhow::Result<()
                 let dlq = format!("{prefix}{}", topic.dlq);
                 let messages = read(&brokers, &dlq, None)?;
                 println!("{dlq}: {} message(s)", messages.len());
-                for m in messages.iter().rev().take(show) {
-                    println!("  {}", DeadLetter::of(m).describe());
+                let newest: Vec<OwnedMessage> = messages.iter().rev().take(show).cloned().collect();
+                for checked in check(&brokers, &prefix, newest)? {
+                    println!(
+                        "  [{}] {}",
+                        checked.provenance.verdict.as_str(),
+                        DeadLetter::of(&checked.letter).describe()
+                    );
+                    if checked.provenance.verdict != Verdict::Genuine {
+                        println!("    {}", checked.provenance.why);
+                    }
                 }
             }
             for service in services() {
@@ -86,17 +94,41 @@ pub async fn run(config: &StackConfig, command: DlqCommand) -> anyhow::Result<()
             }
             let target = format!("{prefix}{topic}");
             let producer = saga_operator::dlq::producer(&brokers).context("Kafka producer")?;
-            for m in &messages {
-                println!("{} {}", if dry_run { "would redrive" } else { "redrive" }, DeadLetter::of(m).describe());
+            let checked = check(&brokers, &prefix, saga_operator::dlq::oldest_first(messages.clone()))?;
+            let mut refused = 0;
+            for Checked { letter, provenance, source } in &checked {
+                let Some(source) = source else {
+                    // Only what the source topic holds goes back: the console can override one letter.
+                    refused += 1;
+                    println!(
+                        "refuse ({}) {}: {}",
+                        provenance.verdict.as_str(),
+                        DeadLetter::of(letter).describe(),
+                        provenance.why
+                    );
+                    continue;
+                };
+                println!("{} {}", if dry_run { "would redrive" } else { "redrive" }, DeadLetter::of(letter).describe());
                 if !dry_run {
-                    saga_operator::dlq::redrive(&producer, &target, &dlq, m).await.context("re-producing")?;
+                    saga_operator::dlq::redrive(&producer, &target, &dlq, letter, source)
+                        .await
+                        .context("re-producing")?;
                 }
             }
+            let sent = checked.len() - refused;
             if dry_run {
-                println!("dry run: {} message(s) would go to {target}; nothing produced or committed", messages.len());
+                println!(
+                    "dry run: {sent} message(s) would go to {target}, {refused} refused; nothing produced or committed"
+                );
             } else {
                 commit(&brokers, &group, &messages)?;
-                println!("redriven {} message(s) from {dlq} to {target}", messages.len());
+                println!("redriven {sent} message(s) from {dlq} to {target}, {refused} refused");
+            }
+            if refused > 0 {
+                bail!(
+                    "{refused} dead letter(s) refused: the source topic does not hold them as they are (forged, or \
+                     past its retention); an admin can override one letter in the console, audited"
+                );
             }
         }
     }

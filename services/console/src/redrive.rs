@@ -4,11 +4,19 @@
 //! position, so asking twice (or two admins at once) redrives it once. Should the commit be
 //! lost after the broker took the message, a second redrive sends a copy that the
 //! consumers' inbox drops.
+//!
+//! What goes back is the record the source topic really holds at the letter's original
+//! position, never the letter's own bytes: every letter is checked first
+//! ([`saga_operator::dlq::check`]), and a forged or unverifiable one is refused unless an
+//! admin overrides that one letter, naming the digest of its value and a reason, both
+//! audited.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use saga_operator::dlq::{self, DeadLetter, DlqError};
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use saga_operator::dlq::{self, Checked, DeadLetter, DlqError, Provenance, Verdict};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
@@ -36,6 +44,11 @@ pub struct TopicLetters {
 pub struct Letter {
     #[serde(flatten)]
     pub letter: DeadLetter,
+    /// Whether the source topic holds this very record: only then does a redrive go
+    /// through without an override.
+    pub provenance: Provenance,
+    /// SHA-256 of the letter's value: what an override names.
+    pub value_sha256: String,
     /// Set once it was redriven.
     pub redriven: Option<Redriven>,
 }
@@ -55,8 +68,16 @@ pub struct LetterRef {
     pub offset: i64,
 }
 
+impl LetterRef {
+    fn of(m: &OwnedMessage) -> LetterRef {
+        LetterRef { topic: m.topic().to_owned(), partition: m.partition(), offset: m.offset() }
+    }
+}
+
 /// `{"confirm": true, "messages": [{"topic": "order-events.dlq", "partition": 0, "offset": 3}]}`,
-/// or `{"confirm": true, "all": true}` for every dead letter not redriven yet.
+/// `{"confirm": true, "all": true}` for every dead letter not redriven yet, oldest first,
+/// or `{"confirm": true, "override": {...}}` to send one forged or unverifiable letter's
+/// own bytes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedriveRequest {
@@ -66,6 +87,22 @@ pub struct RedriveRequest {
     pub messages: Vec<LetterRef>,
     #[serde(default)]
     pub all: bool,
+    #[serde(default, rename = "override")]
+    pub override_one: Option<Override>,
+}
+
+/// An admin's decision to redrive one letter whose source record could not be found as it
+/// is: its own bytes go out, audited with their digest and the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Override {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The SHA-256 of the letter's value as listed: the override is for exactly these bytes.
+    pub value_sha256: String,
+    /// Why, in the admin's words (audited).
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +111,16 @@ pub struct Outcome {
     pub redriven: Vec<LetterRef>,
     /// Redriven before (by this admin or another): nothing sent again.
     pub already: Vec<LetterRef>,
+    /// Not sent: the source topic does not hold them as they are.
+    pub refused: Vec<Refused>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Refused {
+    #[serde(flatten)]
+    pub letter: LetterRef,
+    pub provenance: Provenance,
+    pub value_sha256: String,
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -86,6 +133,10 @@ pub struct AuditRow {
     pub event_type: String,
     pub admin: String,
     pub redriven_at: DateTime<Utc>,
+    /// `genuine`, or the verdict an admin overrode.
+    pub provenance: String,
+    pub value_sha256: Option<String>,
+    pub override_reason: Option<String>,
 }
 
 fn unavailable(what: &str) -> impl Fn(sqlx::Error) -> ConsoleError + '_ {
@@ -99,40 +150,66 @@ fn kafka(e: DlqError) -> ConsoleError {
     }
 }
 
-/// Every DLQ topic with its newest letters, each marked when it was redriven.
-pub async fn list(state: &State) -> Result<Listing, ConsoleError> {
-    let redriven: Vec<(String, i32, i64, String, DateTime<Utc>)> =
+/// Runs blocking Kafka work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, DlqError> + Send + 'static,
+) -> Result<T, ConsoleError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ConsoleError::Unavailable(e.to_string()))?.map_err(kafka)
+}
+
+/// Every letter of DLQ topic `dlq`.
+async fn read_all(state: &State, dlq: &str) -> Result<Vec<OwnedMessage>, ConsoleError> {
+    let (brokers, dlq) = (state.sources.brokers.clone(), dlq.to_owned());
+    blocking(move || dlq::read(&brokers, &dlq, None)).await
+}
+
+async fn check(state: &State, letters: Vec<OwnedMessage>) -> Result<Vec<Checked>, ConsoleError> {
+    let (brokers, prefix) = (state.sources.brokers.clone(), state.sources.prefix.clone());
+    blocking(move || dlq::check(&brokers, &prefix, letters)).await
+}
+
+async fn redriven(state: &State) -> Result<BTreeMap<LetterRef, Redriven>, ConsoleError> {
+    let rows: Vec<(String, i32, i64, String, DateTime<Utc>)> =
         sqlx::query_as("SELECT dlq_topic, dlq_partition, dlq_offset, admin, redriven_at FROM redrive_audit")
             .fetch_all(&state.audit)
             .await
             .map_err(unavailable("the redrive audit"))?;
-    let mut by_letter: BTreeMap<(String, i32, i64), Redriven> =
-        redriven.into_iter().map(|(t, p, o, by, at)| ((t, p, o), Redriven { by, at })).collect();
+    Ok(rows
+        .into_iter()
+        .map(|(topic, partition, offset, by, at)| (LetterRef { topic, partition, offset }, Redriven { by, at }))
+        .collect())
+}
+
+/// Every DLQ topic with its newest letters, each checked against its source topic and
+/// marked when it was redriven.
+pub async fn list(state: &State) -> Result<Listing, ConsoleError> {
+    let mut by_letter = redriven(state).await?;
     let mut topics = Vec::new();
     for (topic, dlq) in dlq::topics(&state.sources.prefix) {
-        let brokers = state.sources.brokers.clone();
-        let read_from = dlq.clone();
-        let messages = tokio::task::spawn_blocking(move || dlq::read(&brokers, &read_from, None))
-            .await
-            .map_err(|e| ConsoleError::Unavailable(e.to_string()))?
-            .map_err(kafka)?;
+        let mut messages = read_all(state, &dlq).await?;
         let total = messages.len();
-        let mut letters: Vec<Letter> = messages
-            .iter()
-            .map(|m| {
-                let letter = DeadLetter::of(m);
-                let redriven = by_letter.remove(&(letter.topic.clone(), letter.partition, letter.offset));
-                Letter { letter, redriven }
+        messages.sort_by_key(|m| std::cmp::Reverse(DeadLetter::of(m).failed_at));
+        messages.truncate(SHOWN);
+        let letters = check(state, messages)
+            .await?
+            .into_iter()
+            .map(|checked| {
+                let redriven = by_letter.remove(&LetterRef::of(&checked.letter));
+                Letter {
+                    letter: DeadLetter::of(&checked.letter),
+                    value_sha256: dlq::value_digest(&checked.letter),
+                    provenance: checked.provenance,
+                    redriven,
+                }
             })
             .collect();
-        letters.sort_by_key(|l| std::cmp::Reverse(l.letter.failed_at.clone()));
-        letters.truncate(SHOWN);
         topics.push(TopicLetters { topic, dlq, total, letters });
     }
     Ok(Listing { topics })
 }
 
-/// Redrives what `request` names, once each, audited under `admin`.
+/// Redrives what `request` names, once each, audited under `admin`: genuine letters only,
+/// unless the request overrides one letter.
 pub async fn redrive(state: &State, admin: &str, request: RedriveRequest) -> Result<Outcome, ConsoleError> {
     if !request.confirm {
         return Err(ConsoleError::BadRequest(
@@ -143,65 +220,135 @@ pub async fn redrive(state: &State, admin: &str, request: RedriveRequest) -> Res
     }
     let targets: BTreeMap<String, String> =
         dlq::topics(&state.sources.prefix).into_iter().map(|(topic, dlq)| (dlq, topic)).collect();
-    let wanted: Vec<LetterRef> = match (request.all, request.messages.is_empty()) {
-        (true, true) => {
-            let listing = list(state).await?;
-            listing
-                .topics
-                .into_iter()
-                .flat_map(|t| t.letters)
-                .filter(|l| l.redriven.is_none())
-                .map(|l| LetterRef { topic: l.letter.topic, partition: l.letter.partition, offset: l.letter.offset })
-                .collect()
-        }
-        (false, false) => request.messages,
-        (true, false) => {
-            return Err(ConsoleError::BadRequest("give either \"all\": true or \"messages\", not both".into()));
-        }
-        (false, true) => {
-            return Err(ConsoleError::BadRequest("nothing to redrive: give \"messages\" or \"all\": true".into()));
-        }
-    };
-    let mut outcome = Outcome { redriven: Vec::new(), already: Vec::new() };
-    for letter in wanted {
-        let Some(target) = targets.get(&letter.topic) else {
+    let target_of = |letter: &LetterRef| {
+        targets.get(&letter.topic).cloned().ok_or_else(|| {
             let known: Vec<&String> = targets.keys().collect();
-            return Err(ConsoleError::BadRequest(format!(
+            ConsoleError::BadRequest(format!(
                 "{:?} is not a dead-letter topic of the saga; they are {known:?}",
                 letter.topic
-            )));
+            ))
+        })
+    };
+    let read_one = |letter: LetterRef| {
+        let brokers = state.sources.brokers.clone();
+        blocking(move || dlq::read_one(&brokers, &letter.topic, letter.partition, letter.offset))
+    };
+    let (letters, override_one) = match (request.all, request.messages.is_empty(), request.override_one) {
+        (true, true, None) => {
+            // Every letter of every DLQ topic, not only those a listing shows.
+            let done: BTreeSet<LetterRef> = redriven(state).await?.into_keys().collect();
+            let mut letters = Vec::new();
+            for dlq in targets.keys() {
+                letters.extend(read_all(state, dlq).await?.into_iter().filter(|m| !done.contains(&LetterRef::of(m))));
+            }
+            (dlq::oldest_first(letters), None)
+        }
+        (false, false, None) => {
+            let mut letters = Vec::new();
+            for letter in request.messages {
+                target_of(&letter)?;
+                letters.push(read_one(letter).await?);
+            }
+            (letters, None)
+        }
+        (false, true, Some(chosen)) => {
+            if chosen.reason.trim().is_empty() {
+                return Err(ConsoleError::BadRequest(
+                    "an override sends bytes its source topic does not hold: give the \"reason\" it is right".into(),
+                ));
+            }
+            let at = LetterRef { topic: chosen.topic.clone(), partition: chosen.partition, offset: chosen.offset };
+            target_of(&at)?;
+            let letter = read_one(at.clone()).await?;
+            let digest = dlq::value_digest(&letter);
+            if !digest.eq_ignore_ascii_case(chosen.value_sha256.trim()) {
+                return Err(ConsoleError::BadRequest(format!(
+                    "the letter at {}/{}@{} has value SHA-256 {digest}, not {}: list it again and override what \
+                     is there",
+                    at.topic, at.partition, at.offset, chosen.value_sha256
+                )));
+            }
+            (vec![letter], Some(chosen.reason.trim().to_owned()))
+        }
+        (false, true, None) => {
+            return Err(ConsoleError::BadRequest(
+                "nothing to redrive: give \"messages\", \"all\": true or one \"override\"".into(),
+            ));
+        }
+        _ => {
+            return Err(ConsoleError::BadRequest(
+                "give one of \"all\": true, \"messages\" or \"override\", not several".into(),
+            ));
+        }
+    };
+    let mut outcome = Outcome { redriven: Vec::new(), already: Vec::new(), refused: Vec::new() };
+    for checked in check(state, letters).await? {
+        let at = LetterRef::of(&checked.letter);
+        let target = target_of(&at)?;
+        let reason = match (checked.provenance.verdict, &override_one) {
+            (Verdict::Genuine, _) => None,
+            (_, Some(reason)) => Some(reason.as_str()),
+            (_, None) => {
+                tracing::warn!(
+                    admin,
+                    dlq = %at.topic,
+                    partition = at.partition,
+                    offset = at.offset,
+                    verdict = checked.provenance.verdict.as_str(),
+                    why = %checked.provenance.why,
+                    "dead letter refused: its source topic does not hold it"
+                );
+                outcome.refused.push(Refused {
+                    value_sha256: dlq::value_digest(&checked.letter),
+                    provenance: checked.provenance,
+                    letter: at,
+                });
+                continue;
+            }
         };
-        if redrive_one(state, admin, target, &letter).await? {
-            outcome.redriven.push(letter);
+        if redrive_one(state, admin, &target, &checked, reason).await? {
+            outcome.redriven.push(at);
         } else {
-            outcome.already.push(letter);
+            outcome.already.push(at);
         }
     }
     Ok(outcome)
 }
 
-/// Redrives one letter unless it was redriven before; true when it was sent now.
-async fn redrive_one(state: &State, admin: &str, target: &str, letter: &LetterRef) -> Result<bool, ConsoleError> {
-    let brokers = state.sources.brokers.clone();
-    let at = letter.clone();
-    let message = tokio::task::spawn_blocking(move || dlq::read_one(&brokers, &at.topic, at.partition, at.offset))
-        .await
-        .map_err(|e| ConsoleError::Unavailable(e.to_string()))?
-        .map_err(kafka)?;
-    let described = DeadLetter::of(&message);
+/// Redrives one checked letter unless it was redriven before; true when it was sent now.
+/// A genuine letter sends its source record; an overridden one (with `reason`) its own bytes.
+async fn redrive_one(
+    state: &State,
+    admin: &str,
+    target: &str,
+    checked: &Checked,
+    reason: Option<&str>,
+) -> Result<bool, ConsoleError> {
+    let letter = &checked.letter;
+    let record = match (&checked.source, reason) {
+        (Some(source), _) => source,
+        (None, Some(_)) => letter,
+        (None, None) => return Err(ConsoleError::Unavailable("a letter without its source record".into())),
+    };
+    let described = DeadLetter::of(letter);
+    let digest = dlq::value_digest(letter);
     let mut tx = state.audit.begin().await.map_err(unavailable("the redrive audit"))?;
     // Another redrive of the same letter waits here until this one commits, then finds it.
     let inserted = sqlx::query(
-        "INSERT INTO redrive_audit (dlq_topic, dlq_partition, dlq_offset, target_topic, saga_key, event_type, admin) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        "INSERT INTO redrive_audit (dlq_topic, dlq_partition, dlq_offset, target_topic, saga_key, event_type, admin, \
+         provenance, value_sha256, override_reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT DO NOTHING",
     )
-    .bind(&letter.topic)
-    .bind(letter.partition)
-    .bind(letter.offset)
+    .bind(letter.topic())
+    .bind(letter.partition())
+    .bind(letter.offset())
     .bind(target)
     .bind(&described.key)
     .bind(&described.event_type)
     .bind(admin)
+    .bind(checked.provenance.verdict.as_str())
+    .bind(&digest)
+    .bind(reason)
     .execute(&mut *tx)
     .await
     .map_err(unavailable("the redrive audit"))?
@@ -209,16 +356,19 @@ async fn redrive_one(state: &State, admin: &str, target: &str, letter: &LetterRe
     if inserted == 0 {
         return Ok(false);
     }
-    dlq::redrive(&state.producer, target, &letter.topic, &message).await.map_err(kafka)?;
+    dlq::redrive(&state.producer, target, letter.topic(), letter, record).await.map_err(kafka)?;
     tx.commit().await.map_err(unavailable("the redrive audit"))?;
     tracing::info!(
         admin,
-        dlq = %letter.topic,
-        partition = letter.partition,
-        offset = letter.offset,
+        dlq = %letter.topic(),
+        partition = letter.partition(),
+        offset = letter.offset(),
         target,
         event_type = %described.event_type,
         saga_key = described.key.as_deref().unwrap_or("-"),
+        provenance = checked.provenance.verdict.as_str(),
+        value_sha256 = %digest,
+        override_reason = reason.unwrap_or("-"),
         "dead letter redriven"
     );
     Ok(true)

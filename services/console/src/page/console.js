@@ -272,11 +272,23 @@ async function redrive(body, what) {
   if (!(await confirmRedrive(`Put ${what} back on its topic? The services will handle it again.`))) return;
   try {
     const outcome = await api("/dlq/redrive", { method: "POST", body: JSON.stringify({ confirm: true, ...body }) });
-    say(`Redriven: ${outcome.redriven.length}; already redriven before: ${outcome.already.length}.`, true);
+    const refused = outcome.refused.length
+      ? ` Refused (the source topic does not hold them as they are): ${outcome.refused.length}.` : "";
+    say(`Redriven: ${outcome.redriven.length}; already redriven before: ${outcome.already.length}.${refused}`, !refused);
   } catch (e) {
     say(e.message);
   }
   await deadLetters();
+}
+
+// A forged or unverifiable letter goes back only by an override of that one letter: its
+// own bytes, named by their digest, with the admin's reason (both audited).
+async function override(l) {
+  const reason = window.prompt(`Dead letter ${l.topic}/${l.partition}@${l.offset} is ${l.provenance.verdict}: `
+    + `${l.provenance.why}. Its own bytes (SHA-256 ${l.value_sha256}) would go out. Why is that right?`);
+  if (!reason || !reason.trim()) return;
+  const one = { topic: l.topic, partition: l.partition, offset: l.offset, value_sha256: l.value_sha256, reason };
+  await redrive({ override: one }, `the ${l.provenance.verdict} dead letter ${l.topic}/${l.partition}@${l.offset}`);
 }
 
 async function deadLetters() {
@@ -287,22 +299,27 @@ async function deadLetters() {
       el("h3", {}, `${t.dlq}: ${t.total} message(s), redriven to ${t.topic}`),
       t.letters.length === 0 ? el("p", { class: "muted" }, "empty") : (() => {
         const table = el("table", { class: "letters" });
-        fill(table, ["at", "partition@offset", "event", "saga", "reason", "error", "headers", ""], t.letters.map((l) => {
+        fill(table, ["at", "partition@offset", "event", "saga", "reason", "error", "source", "headers", ""], t.letters.map((l) => {
           const ref = { topic: l.topic, partition: l.partition, offset: l.offset };
+          const genuine = l.provenance.verdict === "genuine";
           const action = l.redriven
             ? el("td", { class: "redriven" }, `redriven by ${l.redriven.by} at ${new Date(l.redriven.at).toLocaleTimeString()}`)
-            : el("td", {}, el("button", { class: "redrive", onclick: () => redrive({ messages: [ref] }, `dead letter ${l.topic}/${l.partition}@${l.offset}`) }, "Redrive"));
+            : genuine
+              ? el("td", {}, el("button", { class: "redrive", onclick: () => redrive({ messages: [ref] }, `dead letter ${l.topic}/${l.partition}@${l.offset}`) }, "Redrive"))
+              : el("td", {}, el("button", { class: "override", onclick: () => override(l) }, "Override…"));
+          const source = el("td", { class: `provenance ${l.provenance.verdict}`, title: l.provenance.why }, l.provenance.verdict);
           const headers = el("td", { class: "letter-headers" }, el("details", {},
             el("summary", {}, `${l.headers.length} headers`), el("pre", {}, l.headers.map(([k, v]) => `${k}: ${v}`).join("\n"))));
           return row([when(l.failed_at), `${l.partition}@${l.offset}`, l.event_type, el("td", { class: "key" }, l.key || "-"), l.reason,
-            el("td", { class: "error" }, l.error), headers, action], "letter");
+            el("td", { class: "error" }, l.error), source, headers, action], "letter");
         }));
         return table;
       })())));
     const audit = await api("/dlq/audit");
-    fill($("audit"), ["when", "who", "dead letter", "to", "event", "saga"], audit.map((a) => row([
+    fill($("audit"), ["when", "who", "dead letter", "to", "event", "saga", "source", "override"], audit.map((a) => row([
       new Date(a.redriven_at).toLocaleString(), a.admin, `${a.dlq_topic}/${a.dlq_partition}@${a.dlq_offset}`,
-      a.target_topic, a.event_type, a.saga_key || "-"])));
+      a.target_topic, a.event_type, a.saga_key || "-", a.provenance,
+      a.override_reason ? `${a.override_reason} (SHA-256 ${a.value_sha256})` : "-"])));
   } catch (e) {
     say(e.message);
   }

@@ -176,8 +176,10 @@ pub enum ConsoleStreamEventKind {
     Error,
 }
 
-/// The dead letters of every DLQ topic (the newest 200 each), with every header and, for
-/// those redriven, who redrove them and when.
+/// The dead letters of every DLQ topic (the newest 200 each), with every header, each one's
+/// `provenance` (`genuine` when its source topic holds the same record where it says, else
+/// `forged` or `unverifiable`, with why), the SHA-256 of its value, and, for those
+/// redriven, who redrove them and when.
 #[utoipa::path(get, path = "/api/v1/admin/console/dlq", tag = "console",
     security(("bearer" = [])),
     responses(
@@ -210,9 +212,32 @@ pub struct Redrive {
     /// The dead letters to redrive; or leave it out and set `all`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<DeadLetterRef>,
-    /// Redrive every dead letter not redriven yet.
+    /// Redrive every dead letter not redriven yet, oldest first per saga key.
     #[serde(default)]
     pub all: bool,
+    /// Redrive one letter the console marked `forged` or `unverifiable`: its own bytes go
+    /// out, audited with their digest and the reason. Give it alone.
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_one: Option<RedriveOverride>,
+}
+
+/// An admin's decision to send one dead letter whose source topic does not hold it as it is.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedriveOverride {
+    /// The DLQ topic, e.g. `payment-events.dlq`.
+    pub topic: String,
+    #[schema(minimum = 0)]
+    pub partition: i32,
+    #[schema(minimum = 0)]
+    pub offset: i64,
+    /// The SHA-256 of the letter's value as the listing shows it (64 hex digits): the
+    /// override is for exactly these bytes.
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
+    pub value_sha256: String,
+    /// Why these bytes are right to send (audited).
+    #[schema(min_length = 1, max_length = 1000)]
+    pub reason: String,
 }
 
 impl Validate for Redrive {
@@ -221,8 +246,20 @@ impl Validate for Redrive {
         if !self.confirm {
             fields.push(FieldError::new("confirm", "must be true: a redrive sends the messages to the services again"));
         }
-        if self.all != self.messages.is_empty() {
-            fields.push(FieldError::new("messages", "give either messages or all: true"));
+        let chosen = [self.all, !self.messages.is_empty(), self.override_one.is_some()];
+        if chosen.iter().filter(|c| **c).count() != 1 {
+            fields.push(FieldError::new("messages", "give one of messages, all: true or override"));
+        }
+        if let Some(one) = &self.override_one {
+            if one.partition < 0 || one.offset < 0 {
+                fields.push(FieldError::new("override", "partition and offset are not negative"));
+            }
+            if one.value_sha256.len() != 64 || !one.value_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                fields.push(FieldError::new("override.value_sha256", "the letter's SHA-256: 64 hex digits"));
+            }
+            if one.reason.trim().is_empty() || one.reason.chars().count() > 1000 {
+                fields.push(FieldError::new("override.reason", "say why (1 to 1000 characters)"));
+            }
         }
         for (i, m) in self.messages.iter().enumerate() {
             if m.partition < 0 || m.offset < 0 {
@@ -234,12 +271,16 @@ impl Validate for Redrive {
 }
 
 /// Puts dead letters back on the topic they came from, each once: asking again (or two
-/// admins at once) redrives nothing twice. Every redrive is audited with the admin and the
-/// time (`GET .../dlq/audit`).
+/// admins at once) redrives nothing twice. What goes back is the record the source topic
+/// holds at the letter's original position; a letter whose source does not hold it as it
+/// is (`forged`, or `unverifiable` past the topic's retention) is refused unless this
+/// request overrides that one letter. Every redrive is audited with the admin, the time,
+/// the letter's provenance and, for an override, the value's digest and the reason
+/// (`GET .../dlq/audit`).
 #[utoipa::path(post, path = "/api/v1/admin/console/dlq/redrive", tag = "console", request_body = Redrive,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`redriven`: sent now; `already`: redriven before", content_type = "application/json", body = serde_json::Value),
+        (status = 200, description = "`redriven`: sent now; `already`: redriven before; `refused`: forged or unverifiable, with why", content_type = "application/json", body = serde_json::Value),
         (status = 400, description = "Invalid request, unknown DLQ topic or no such message", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
