@@ -86,6 +86,14 @@ pub enum FailureClass {
     /// this service has not seen): retried by the spec's policy, then
     /// dead-lettered.
     NotYet,
+    /// The handler lost a race with a concurrent transaction (a unique or
+    /// exclusion violation: another instance handled a related event of the
+    /// same saga at the same moment): retried by the spec's policy, where a
+    /// fresh transaction sees what the other one committed, then
+    /// dead-lettered. Serialization failures and deadlocks are
+    /// [`FailureClass::Infrastructure`]: PostgreSQL says outright that a
+    /// retry will do.
+    Contended,
     /// The message itself is wrong and retrying cannot help (a handler's
     /// permanent verdict): dead-lettered at once.
     Permanent,

@@ -119,13 +119,16 @@ pub async fn connect(
 /// What a database error means for the message being handled: an outage
 /// (nothing reached the database, the connection broke, it is shutting down
 /// or out of resources, or the transaction lost a serialization conflict or
-/// a deadlock: all worth waiting out), or a permanent verdict (the statement
-/// or the data is wrong, e.g. a violated constraint: the same event will
-/// fail the same way every time).
+/// a deadlock: all worth waiting out), a race lost to a concurrent
+/// transaction (a unique or exclusion violation: the other one committed
+/// first, and a retry sees what it wrote), or a permanent verdict (the
+/// statement or the data is wrong, e.g. a violated check: the same event
+/// will fail the same way every time).
 pub fn class_of(error: &sqlx::Error) -> FailureClass {
     match error {
         sqlx::Error::Database(db) => match db.code().as_deref() {
             Some(code) if is_outage(code) => FailureClass::Infrastructure,
+            Some(code) if is_race(code) => FailureClass::Contended,
             _ => FailureClass::Permanent,
         },
         sqlx::Error::RowNotFound
@@ -148,6 +151,14 @@ pub fn class_of(error: &sqlx::Error) -> FailureClass {
 /// transaction during a failover (25006).
 fn is_outage(code: &str) -> bool {
     ["08", "40", "53", "57", "58"].iter().any(|class| code.starts_with(class)) || matches!(code, "55P03" | "25006")
+}
+
+/// SQLSTATEs of a race between two transactions that each checked before
+/// writing: unique violation (23505) and exclusion violation (23P01). A
+/// handler that always violates one is retried by the spec's policy first,
+/// then dead-lettered all the same.
+fn is_race(code: &str) -> bool {
+    matches!(code, "23505" | "23P01")
 }
 
 pub use saga_process::redact::url as redact;
@@ -364,7 +375,7 @@ pub async fn report_pools<const N: usize>(pools: [(PoolName, PgPool); N], shutdo
 
 #[cfg(test)]
 mod tests {
-    use super::{AfterCommit, FIRST_NEW_RUNTIME_VERSION, MIGRATOR, after_commit, is_outage};
+    use super::{AfterCommit, FIRST_NEW_RUNTIME_VERSION, MIGRATOR, after_commit, is_outage, is_race};
 
     #[tokio::test]
     async fn what_a_transaction_asks_is_done_after_its_commit_in_order_and_never_after_a_rollback() {
@@ -398,6 +409,12 @@ mod tests {
         }
         for code in ["23505", "23514", "22003", "42P01", "42703", "XX000"] {
             assert!(!is_outage(code), "{code}");
+        }
+        for code in ["23505", "23P01"] {
+            assert!(is_race(code), "{code}");
+        }
+        for code in ["23514", "23503", "22003", "40001"] {
+            assert!(!is_race(code), "{code}");
         }
     }
 

@@ -253,3 +253,78 @@ async fn every_compensation_of_the_user_service_refunds_what_it_debited_once() {
     }
     saga_tests::drop_scratch_database(&saga_tests::stack(), pool, &name).await;
 }
+
+/// Two instances of the user service, one handling a timed-out order's `order.cancelled`
+/// and one its `stock.reduction.success`, at the same moment: the payment's transaction
+/// finds no payment row (the cancellation's tombstone is not committed yet), debits, and
+/// its own insert waits on the tombstone's key until the cancellation commits. The unique
+/// violation it meets is a lost race, not poison: the consumer retries it by the spec's
+/// policy (`Contended`), and the retry sees the tombstone and debits nothing.
+#[tokio::test]
+async fn a_payment_racing_a_cancellation_on_another_instance_is_retried_not_dead_lettered() {
+    use saga_contract::{Classify, FailureClass};
+    use saga_generated::handlers::{UserHandler, UserOnStockReductionSuccess};
+    use saga_generated::types::CancelReason;
+
+    let (pool, name) = service_database(&user_service::MIGRATOR).await;
+    let user = Uuid::now_v7();
+    sqlx::query("INSERT INTO users (user_id, email, display_name, role) VALUES ($1, $2, 'racer', 'customer')")
+        .bind(user)
+        .bind(format!("{user}@race.test"))
+        .execute(&pool)
+        .await
+        .expect("user");
+    sqlx::query("INSERT INTO balances (user_id, balance_minor) VALUES ($1, 1000)")
+        .bind(user)
+        .execute(&pool)
+        .await
+        .expect("balance");
+    let order = Uuid::now_v7();
+    let request = Envelope::new(order, StockReductionSuccess { user_id: user, amount: Money(300) });
+    let cancelled = Envelope::new(
+        order,
+        saga_generated::OrderCancelled {
+            reason: CancelReason::TimedOut,
+            status_at_cancel: "inventory_reserved".into(),
+        },
+    );
+
+    // Instance A: the cancellation, its tombstone written but not committed.
+    let mut a = pool.begin().await.expect("begin A");
+    UserSaga.on_order_cancelled(&mut a, cancelled).await.expect("the cancellation is handled");
+    // Instance B: the payment, which blocks on A's key.
+    let b = tokio::spawn({
+        let (pool, request) = (pool.clone(), request.clone());
+        async move {
+            let mut b = pool.begin().await.expect("begin B");
+            let outcome = UserSaga.on_stock_reduction_success(&mut b, request).await;
+            b.rollback().await.expect("rollback B");
+            outcome
+        }
+    });
+    let blocked = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < blocked, "the payment never waited on the tombstone");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.commit().await.expect("commit A");
+    let lost = b.await.expect("B ran").expect_err("the payment loses the race");
+    assert_eq!(lost.class(), FailureClass::Contended, "{lost}: a race is retried, not dead-lettered");
+
+    // The consumer's retry, in a fresh transaction: the tombstone holds, nothing is debited.
+    let mut retry = pool.begin().await.expect("begin retry");
+    let reply = UserSaga.on_stock_reduction_success(&mut retry, request).await.expect("the retry is handled");
+    assert_eq!(reply, UserOnStockReductionSuccess::NoReply);
+    assert_eq!(balance(&mut retry, user).await, 1000);
+    retry.commit().await.expect("commit retry");
+    saga_tests::drop_scratch_database(&saga_tests::stack(), pool, &name).await;
+}

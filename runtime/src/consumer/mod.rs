@@ -165,6 +165,10 @@ pub enum Failure {
     /// policy, then dead-lettered (`retries-exhausted`).
     #[error("not yet: {0}")]
     NotYet(String),
+    /// A race lost to a concurrent transaction: retried by the spec's policy
+    /// (counted with `NotYet`), then dead-lettered (`retries-exhausted`).
+    #[error("contended: {0}")]
+    Contended(String),
     /// The bytes are no event this service knows: dead-lettered at once.
     #[error("undecodable: {0}")]
     Undecodable(String),
@@ -180,6 +184,7 @@ impl Failure {
         match class {
             FailureClass::Infrastructure => Failure::Infrastructure(error),
             FailureClass::NotYet => Failure::NotYet(error),
+            FailureClass::Contended => Failure::Contended(error),
             FailureClass::Permanent => Failure::Permanent(error),
         }
     }
@@ -570,6 +575,7 @@ mod tests {
     fn a_failure_takes_the_class_its_error_says() {
         assert!(matches!(Failure::classed(FailureClass::Infrastructure, "x".into()), Failure::Infrastructure(_)));
         assert!(matches!(Failure::classed(FailureClass::NotYet, "x".into()), Failure::NotYet(_)));
+        assert!(matches!(Failure::classed(FailureClass::Contended, "x".into()), Failure::Contended(_)));
         assert!(matches!(Failure::classed(FailureClass::Permanent, "x".into()), Failure::Permanent(_)));
         assert!(matches!(Failure::database(sqlx::Error::PoolTimedOut), Failure::Infrastructure(_)));
         assert!(matches!(Failure::database(sqlx::Error::RowNotFound), Failure::Permanent(_)));

@@ -146,7 +146,7 @@ impl<P: Processor> Worker<P> {
             attempts += 1;
             let outcome = self.timed(self.processor.process(received)).await;
             match &outcome {
-                Err(Failure::Infrastructure(e) | Failure::NotYet(e)) => {
+                Err(Failure::Infrastructure(e) | Failure::NotYet(e) | Failure::Contended(e)) => {
                     self.probe.failing(format_args!(
                         "{} partition {} offset {}: {e}",
                         received.topic, received.partition, received.offset
@@ -176,6 +176,18 @@ impl<P: Processor> Worker<P> {
                     tracing::warn!(error = %e, attempt = not_yet, ?wait, topic = %received.topic,
                         partition = received.partition, offset = received.offset,
                         "the state this message needs is not there yet; retrying in place");
+                    wait
+                }
+                Err(Failure::Contended(e)) => {
+                    not_yet += 1;
+                    if not_yet >= retry.max_attempts {
+                        break (Reason::RetriesExhausted, e);
+                    }
+                    let wait = backoff(retry, not_yet);
+                    self.retried(received, "contended");
+                    tracing::info!(error = %e, attempt = not_yet, ?wait, topic = %received.topic,
+                        partition = received.partition, offset = received.offset,
+                        "lost a race with a concurrent transaction; retrying in place");
                     wait
                 }
                 Err(Failure::Infrastructure(e)) => {
