@@ -1,6 +1,15 @@
-//! Graceful shutdown: resolves on SIGTERM or Ctrl-C.
+//! Graceful shutdown: resolves on SIGTERM or Ctrl-C; streams that end when
+//! it comes; and the bound on how long stopping may take.
 
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
 use tokio::sync::watch;
+
+/// How long a process may take to stop once asked (`SHUTDOWN_GRACE_SECS`),
+/// below the 30 s Kubernetes waits before it kills a pod.
+pub const DEFAULT_GRACE_SECS: u64 = 10;
 
 /// Waits for SIGTERM or SIGINT. Servers pass this to their graceful-shutdown hook.
 pub async fn signal() {
@@ -77,5 +86,75 @@ impl Shutdown {
         if rx.wait_for(|requested| *requested).await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Exits the process `grace` after `shutdown` was requested, should it still
+/// be running then: a stop that waits on something that never ends (an open
+/// stream, a wedged call) would otherwise wait for the orchestrator's
+/// SIGKILL. Exiting is safe where stopping is: an unfinished transaction
+/// rolls back and an uncommitted message is delivered again. The exit code is
+/// 1: reaching the bound is a fault to look at.
+pub fn exit_after(shutdown: Shutdown, grace: Duration) {
+    tokio::spawn(async move {
+        shutdown.wait().await;
+        tokio::time::sleep(grace).await;
+        tracing::error!(grace_secs = grace.as_secs(), "still stopping after the grace period; exiting now");
+        std::process::exit(1);
+    });
+}
+
+/// `stream` until it ends or `ended` resolves; then `farewell` (the item
+/// telling the client why: its session ended, or the server is stopping and
+/// it should reconnect) and the end.
+pub fn end_when<S, T>(
+    stream: S,
+    ended: impl Future<Output = ()> + Send + 'static,
+    farewell: T,
+) -> impl Stream<Item = T> + Send + 'static
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let state = (Box::pin(stream), Box::pin(ended), Some(farewell));
+    futures::stream::unfold(state, |(mut stream, mut ended, mut farewell)| async move {
+        let last = farewell.take()?;
+        tokio::select! {
+            biased;
+            () = &mut ended => Some((last, (stream, ended, None))),
+            item = stream.next() => item.map(|item| (item, (stream, ended, Some(last)))),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stream_ends_with_its_farewell_once_asked() {
+        let endless = futures::stream::iter(0..).then(|i| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            i
+        });
+        let ended = tokio::time::sleep(Duration::from_millis(100));
+        let items: Vec<i64> = end_when(endless, ended, -1).collect().await;
+        assert_eq!(items.last(), Some(&-1), "{items:?}");
+        assert!(items.len() > 2, "the stream ran until then: {items:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_first_ends_without_a_farewell() {
+        let items: Vec<i64> = end_when(futures::stream::iter([1, 2]), std::future::pending(), -1).collect().await;
+        assert_eq!(items, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_requested_shutdown_ends_a_stream() {
+        let (trigger, shutdown) = Shutdown::manual();
+        let wait = shutdown.clone();
+        let stream = end_when(futures::stream::pending::<i64>(), async move { wait.wait().await }, -1);
+        trigger.trigger();
+        assert_eq!(stream.collect::<Vec<_>>().await, [-1]);
     }
 }

@@ -80,6 +80,10 @@ pub struct ServiceArgs {
     #[arg(long, env = "HEALTH_STUCK_AFTER_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub health_stuck_after_ms: u64,
+    /// On SIGTERM the service stops taking calls and messages, finishes those in
+    /// flight, and exits; past this many seconds it exits all the same (code 1).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = saga_process::shutdown::DEFAULT_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
     /// Where Prometheus metrics are served (`/metrics`). Default: the gRPC
     /// address's port plus 100.
     #[arg(long, env = "METRICS_LISTEN")]
@@ -296,6 +300,7 @@ async fn boot(
 ) -> Result<(Booted, TcpIncoming, Transport), BootError> {
     let mut args = ServiceArgs::parse_for(service);
     saga_process::telemetry::init(saga_process::telemetry::LogFormat::Json, "info", service.name);
+    saga_process::shutdown::exit_after(shutdown.clone(), Duration::from_secs(args.shutdown_grace_secs));
     let transport = Transport::from_args(&args)?;
     let credentials =
         crate::kafka::Credentials::from_settings(args.kafka_sasl_username.clone(), args.kafka_sasl_password.clone())

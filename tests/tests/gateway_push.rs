@@ -129,3 +129,235 @@ async fn an_event_stream_hears_the_changes_of_every_order_instance() {
     drop(gateway);
     saga.shutdown(&stack).await;
 }
+
+/// One server-sent event with its id, as a client that resumes needs it.
+#[derive(Debug)]
+struct SseEvent {
+    id: Option<String>,
+    name: String,
+    data: serde_json::Value,
+}
+
+/// Takes the complete events off the front of `buffer`.
+fn take_events(buffer: &mut String) -> Vec<SseEvent> {
+    let mut events = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let (mut id, mut name, mut data) = (None, "message".to_owned(), String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data));
+            events.push(SseEvent { id, name, data });
+        }
+    }
+    events
+}
+
+/// The gateways a load balancer sends to: a stopping one is taken out first.
+type Rotation = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn in_rotation(rotation: &Rotation, turn: usize) -> String {
+    let gateways = rotation.lock().expect("rotation").clone();
+    gateways[turn % gateways.len()].clone()
+}
+
+/// What a client following one order saw: each `status` event's (id, status), how often
+/// it was told to reconnect, and the final order.
+struct Followed {
+    statuses: Vec<(String, String)>,
+    reconnects: usize,
+    end: serde_json::Value,
+}
+
+/// Follows an order's event stream to its `end` the way a resuming client does: on
+/// `reconnect` it connects again, to a gateway in rotation, with `Last-Event-ID`.
+async fn follow_across_restarts(rotation: Rotation, token: String, order_id: String) -> Followed {
+    let http = reqwest::Client::new();
+    let mut followed = Followed { statuses: Vec::new(), reconnects: 0, end: serde_json::Value::Null };
+    for turn in 0.. {
+        assert!(turn < 20, "{order_id}: reconnected {turn} times without reaching the end");
+        let base = in_rotation(&rotation, turn);
+        let mut request = http
+            .get(format!("{base}/api/v1/orders/{order_id}/events"))
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(180));
+        if let Some((id, _)) = followed.statuses.last() {
+            request = request.header("Last-Event-ID", id);
+        }
+        let mut response = request.send().await.unwrap_or_else(|e| panic!("{order_id} at {base}: {e}"));
+        assert_eq!(response.status(), StatusCode::OK, "{order_id} at {base}");
+        let mut buffer = String::new();
+        'stream: loop {
+            let chunk = response.chunk().await.unwrap_or_else(|e| panic!("{order_id}: the stream broke off: {e}"));
+            let Some(chunk) = chunk else { panic!("{order_id}: the stream closed without `end` or `reconnect`") };
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            for event in take_events(&mut buffer) {
+                match event.name.as_str() {
+                    "status" => followed.statuses.push((
+                        event.id.unwrap_or_else(|| panic!("{order_id}: a status event without an id")),
+                        event.data["to_status"].as_str().unwrap_or_default().to_owned(),
+                    )),
+                    "end" => {
+                        followed.end = event.data;
+                        return followed;
+                    }
+                    "reconnect" => {
+                        followed.reconnects += 1;
+                        break 'stream;
+                    }
+                    other => panic!("{order_id}: unexpected event {other}: {}", event.data),
+                }
+            }
+        }
+    }
+    unreachable!("the loop returns or panics")
+}
+
+/// A rolling restart of two gateway replicas (sessions shared in Redis) while order event
+/// streams and an admin's console overview stream are open and reads keep coming: each
+/// gateway, out of rotation first as a load balancer would take it, ends its streams with
+/// `reconnect`, drains, and exits cleanly within the bound; every client resumes on the
+/// other replica and sees its order's every status once, in order, to the end; no request
+/// of the load fails.
+#[tokio::test]
+async fn a_rolling_restart_of_two_gateways_loses_no_stream_and_no_request() {
+    let stack = stack();
+    let mut saga = PrivateSaga::start(&stack, &[]).await;
+    let sessions = format!("{}:", unique("rolling"));
+    let (order_url, product_url, user_url) = (saga.url("order"), saga.url("product"), saga.url("user"));
+    let env = [
+        ("ORDER_GRPC_URL", order_url.as_str()),
+        ("PRODUCT_GRPC_URL", product_url.as_str()),
+        ("USER_GRPC_URL", user_url.as_str()),
+        ("REDIS_KEY_PREFIX", sessions.as_str()),
+    ];
+    let a = PrivateGateway::start(&stack, &env).await;
+    let b = PrivateGateway::start(&stack, &env).await;
+    let admin = a.api.admin_token().await;
+    let (customer, customer_id) = a.api.customer().await;
+    let product = a.api.create_product(&admin, 100, 1_000).await;
+    a.api.credit(&admin, &customer_id, 1_000_000).await;
+    // The payments wait while the gateways restart: the orders stay in inventory_reserved.
+    saga.stop("user").await;
+    let mut orders = Vec::new();
+    for _ in 0..4 {
+        let placed =
+            a.api.place_order(&customer, &unique("rolling"), &json!([{ "product_id": product, "quantity": 1 }])).await;
+        assert_eq!(placed.status, StatusCode::CREATED, "{:?}", placed.body);
+        orders.push(placed.body["id"].as_str().expect("order id").to_owned());
+    }
+    let rotation: Rotation = std::sync::Arc::new(std::sync::Mutex::new(vec![a.api.base.clone(), b.api.base.clone()]));
+    // Every stream starts on A.
+    let followers: Vec<_> = orders
+        .iter()
+        .map(|id| tokio::spawn(follow_across_restarts(rotation.clone(), customer.clone(), id.clone())))
+        .collect();
+    let (first_overview, overview_open) = tokio::sync::oneshot::channel();
+    let overview = tokio::spawn({
+        let (http, url, admin) =
+            (a.api.http.clone(), a.api.url("/api/v1/admin/console/overview/stream"), admin.clone());
+        async move {
+            let mut response = http.get(url).bearer_auth(admin).send().await.expect("overview stream");
+            assert_eq!(response.status(), StatusCode::OK);
+            let (mut buffer, mut names) = (String::new(), Vec::new());
+            let mut first_overview = Some(first_overview);
+            while let Some(chunk) = response.chunk().await.expect("overview chunk") {
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                names.extend(take_events(&mut buffer).into_iter().map(|e| e.name));
+                if names.iter().any(|n| n == "overview") {
+                    first_overview.take().map(|open| open.send(()));
+                }
+            }
+            names
+        }
+    });
+    tokio::time::timeout(SAGA_DEADLINE, overview_open).await.expect("the overview came").expect("overview reader");
+    // Reads, round robin over the gateways in rotation, until told to stop.
+    let stop_load = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let (rotation, stop, token, order, product) =
+            (rotation.clone(), stop_load.clone(), customer.clone(), orders[0].clone(), product.clone());
+        async move {
+            let http = reqwest::Client::new();
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            for turn in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let base = in_rotation(&rotation, turn);
+                // Reads of the services that run throughout (the user service is away a while).
+                let request = match turn % 3 {
+                    0 => http.get(format!("{base}/api/v1/products/{product}")),
+                    1 => http.get(format!("{base}/api/v1/orders/{order}")).bearer_auth(&token),
+                    _ => http.get(format!("{base}/api/v1/products?page_size=5")),
+                };
+                match request.timeout(Duration::from_secs(30)).send().await {
+                    Ok(response) if response.status().is_success() => ok += 1,
+                    Ok(response) => failed.push(format!("{base}: {}", response.status())),
+                    Err(error) => failed.push(format!("{base}: {error}")),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let bound = Duration::from_secs(saga_process::shutdown::DEFAULT_GRACE_SECS);
+    // A: out of rotation, then SIGTERM.
+    rotation.lock().expect("rotation").retain(|g| *g != a.api.base);
+    let (status, took) = a.terminate(bound + Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "gateway A did not exit cleanly within the bound: {status:?} after {took:?}"
+    );
+    assert!(took < bound, "gateway A took {took:?} to stop");
+    let names = overview.await.expect("overview reader");
+    assert_eq!(names.last().map(String::as_str), Some("reconnect"), "{names:?}");
+    assert!(names.iter().any(|n| n == "overview"), "{names:?}");
+    // Its replacement serves once it answers (its readiness is its own; the user service is away).
+    let a2 = PrivateGateway::spawn(&stack, &env).await;
+    a2.wait_for("/healthz").await;
+    rotation.lock().expect("rotation").push(a2.api.base.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // B, whose streams now carry every order: the same.
+    rotation.lock().expect("rotation").retain(|g| *g != b.api.base);
+    let (status, took) = b.terminate(bound + Duration::from_secs(5)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "gateway B did not exit cleanly within the bound: {status:?} after {took:?}"
+    );
+    assert!(took < bound, "gateway B took {took:?} to stop");
+
+    // The payments go through now: every stream reaches its order's end on A'.
+    saga.restart(&stack, "user").await;
+    for (follower, order_id) in followers.into_iter().zip(&orders) {
+        let followed =
+            tokio::time::timeout(SAGA_DEADLINE, follower).await.expect("the stream ended").expect("follower");
+        let ids: Vec<&str> = followed.statuses.iter().map(|(id, _)| id.as_str()).collect();
+        let statuses: Vec<&str> = followed.statuses.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(ids, ["1", "2", "3"], "{order_id}: no status lost or repeated across reconnects");
+        assert_eq!(statuses, ["created", "inventory_reserved", "completed"], "{order_id}");
+        assert_eq!(followed.end["status"], "completed", "{order_id}");
+        assert_eq!(followed.reconnects, 2, "{order_id}: told to reconnect by A, then by B");
+    }
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.await.expect("load");
+    assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok + failed.len());
+    assert!(ok > 100, "the load ran throughout: {ok} requests");
+    // A service with a call that never ends by itself (A' follows the order service's
+    // change feed, `WatchOrders`) stops within the bound too, and cleanly.
+    let started = std::time::Instant::now();
+    saga.stop("order").await;
+    assert!(started.elapsed() < bound, "the order service took {:?} to stop", started.elapsed());
+    drop(a2);
+    saga.shutdown(&stack).await;
+}

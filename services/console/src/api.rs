@@ -16,6 +16,7 @@ use futures::Stream;
 use saga_operator::Sources;
 use saga_operator::overview::{self, Databases};
 use saga_operator::trace::{self, TraceError};
+use saga_process::shutdown::{Shutdown, end_when};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -35,12 +36,15 @@ pub struct State {
     pub producer: Arc<saga_operator::dlq::Producer>,
     pub overview_every: Duration,
     pub saga_every: Duration,
+    /// Requested on SIGTERM: live streams end with a `reconnect` event.
+    pub shutdown: Shutdown,
 }
 
 impl State {
-    pub fn new(config: &Config, audit: PgPool) -> anyhow::Result<State> {
+    pub fn new(config: &Config, audit: PgPool, shutdown: Shutdown) -> anyhow::Result<State> {
         let sources = config.sources();
         Ok(State {
+            shutdown,
             databases: Databases::lazy(&sources)?,
             producer: Arc::new(saga_operator::dlq::producer(&sources.brokers)?),
             sources: Arc::new(sources),
@@ -127,8 +131,23 @@ async fn overview(Extract(state): Extract<State>) -> Json<overview::Overview> {
     Json(overview::read(&state.sources, &state.databases).await)
 }
 
+/// The last event of a stream the console ends because it is stopping.
+fn reconnect_event() -> Event {
+    let body = serde_json::json!({ "code": "reconnect", "message": "the console is stopping: open the stream again" });
+    Event::default().event("reconnect").retry(Duration::from_millis(250)).data(body.to_string())
+}
+
+/// `stream` until the console stops, then [`reconnect_event`].
+fn until_stopping(
+    stopping: Shutdown,
+    stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    end_when(stream, async move { stopping.wait().await }, Ok(reconnect_event()))
+}
+
 /// Server-sent `overview` events: one at once, then one every `OVERVIEW_EVERY_MS`.
 async fn overview_stream(Extract(state): Extract<State>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stopping = state.shutdown.clone();
     let stream = futures::stream::unfold((state, true), |(state, first)| async move {
         if !first {
             tokio::time::sleep(state.overview_every).await;
@@ -137,7 +156,7 @@ async fn overview_stream(Extract(state): Extract<State>) -> Sse<impl Stream<Item
         let event = Event::default().event("overview").json_data(&now).unwrap_or_else(|_| Event::default());
         Some((Ok(event), (state, false)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(until_stopping(stopping, stream)).keep_alive(KeepAlive::default())
 }
 
 async fn saga(Extract(state): Extract<State>, Path(id): Path<String>) -> Result<Json<trace::Trace>, ConsoleError> {
@@ -154,6 +173,7 @@ async fn saga_stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ConsoleError> {
     let id = order_id(&id)?;
     let first = trace::collect(&state.sources, id).await?;
+    let stopping = state.shutdown.clone();
     let stream = futures::stream::unfold((state, Some(first), false), move |(state, ready, done)| async move {
         if done {
             return None;
@@ -179,7 +199,7 @@ async fn saga_stream(
             }
         })
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(until_stopping(stopping, stream)).keep_alive(KeepAlive::default()))
 }
 
 async fn dead_letters(Extract(state): Extract<State>) -> Result<Json<redrive::Listing>, ConsoleError> {

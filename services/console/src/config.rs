@@ -43,6 +43,10 @@ pub struct Config {
     /// How often the live overview is sent, in milliseconds.
     #[arg(long, env = "OVERVIEW_EVERY_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(200..))]
     pub overview_every_ms: u64,
+    /// On SIGTERM the console stops accepting, ends its live streams with a `reconnect`
+    /// event, drains its requests, and exits; past this many seconds it exits all the same.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = saga_process::shutdown::DEFAULT_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
     /// How often a followed saga is read again, in milliseconds.
     #[arg(long, env = "SAGA_EVERY_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(100..))]
     pub saga_every_ms: u64,

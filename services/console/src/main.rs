@@ -35,12 +35,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot connect to the console's database (DATABASE_URL)")?;
     MIGRATOR.run(&audit).await.context("migrating the console's database")?;
-    let state = api::State::new(&config, audit)?;
+    let (_, shutdown) = saga_process::shutdown::Shutdown::on_signal();
+    saga_process::shutdown::exit_after(shutdown.clone(), std::time::Duration::from_secs(config.shutdown_grace_secs));
+    let state = api::State::new(&config, audit, shutdown.clone())?;
     tracing::info!(%listen, "console listening");
+    // On SIGTERM: no new connections; live streams end with `reconnect`; requests drain.
     axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(saga_process::shutdown::signal())
+        .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
         .context("HTTP server failed")?;
+    tracing::info!("console stopped");
     telemetry::shutdown();
     Ok(())
 }

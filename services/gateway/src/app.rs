@@ -26,7 +26,7 @@ use crate::session::SessionStore;
 use crate::state::{AppState, Backends};
 
 /// Connects (lazily, so a backend that is down only fails its requests) and builds the state.
-pub async fn state(config: Config) -> anyhow::Result<AppState> {
+pub async fn state(config: Config, shutdown: saga_process::shutdown::Shutdown) -> anyhow::Result<AppState> {
     let redis = redis::Client::open(config.redis_url.as_str()).context("invalid REDIS_URL")?;
     let manager = redis::aio::ConnectionManager::new(redis.clone())
         .await
@@ -62,6 +62,7 @@ pub async fn state(config: Config) -> anyhow::Result<AppState> {
         .build()
         .context("HTTP client for the console")?;
     Ok(AppState {
+        shutdown,
         console,
         console_url,
         sessions: SessionStore::new(

@@ -135,6 +135,10 @@ pub struct Config {
     /// Longest life of one event stream, in seconds (a client reconnects with Last-Event-ID).
     #[arg(long, env = "SSE_MAX_SECS", default_value_t = 600)]
     pub sse_max_secs: u64,
+    /// On SIGTERM the gateway stops accepting, ends its event streams with a `reconnect`
+    /// event, drains its requests, and exits; past this many seconds it exits all the same.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = saga_process::shutdown::DEFAULT_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
     /// URL of the operator console, which the gateway forwards `/console` and admins'
     /// `/api/v1/admin/console/*` requests to.
     #[arg(long, env = "CONSOLE_URL", default_value_t = format!("http://{}:{}", local::HOST, PORT_BASE + CONSOLE_PORT_OFFSET))]

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use saga_process::shutdown::Shutdown;
 use saga_process::telemetry::{self, LogFormat};
 
 #[tokio::main]
@@ -34,7 +35,9 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let listen = listener.local_addr().context("the listening address")?;
     saga_process::metrics::serve(config.metrics_listen.unwrap_or(saga_process::metrics::default_listen(listen)))?;
-    let state = app::state(config).await?;
+    let (_, shutdown) = Shutdown::on_signal();
+    saga_process::shutdown::exit_after(shutdown.clone(), Duration::from_secs(config.shutdown_grace_secs));
+    let state = app::state(config, shutdown.clone()).await?;
     tokio::spawn(admin_account::ensure(state.clone()));
     let every = Duration::from_millis(state.config.admission_check_ms);
     tokio::spawn(state.admission.clone().watch(state.backends.clone(), state.config.admission_at_risk_percent, every));
@@ -44,10 +47,12 @@ async fn main() -> anyhow::Result<()> {
     let app = app::router(state)?;
     tracing::info!(%listen, "gateway listening");
     // Connect info gives handlers the client IP (the login rate limit).
+    // On SIGTERM: no new connections; event streams end with `reconnect`; requests drain.
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(saga_process::shutdown::signal())
+        .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
         .context("HTTP server failed")?;
+    tracing::info!("gateway stopped");
     telemetry::shutdown();
     Ok(())
 }

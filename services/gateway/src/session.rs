@@ -19,7 +19,6 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
 use rand::RngCore;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
@@ -166,28 +165,6 @@ impl SessionStore {
     }
 }
 
-/// `stream` until it ends or `ended` resolves; then `farewell` (the event
-/// telling the client why) and the end.
-pub fn until_session_ends<S, T>(
-    stream: S,
-    ended: impl Future<Output = ()> + Send + 'static,
-    farewell: T,
-) -> impl Stream<Item = T> + Send + 'static
-where
-    S: Stream<Item = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let state = (Box::pin(stream), Box::pin(ended), Some(farewell));
-    futures::stream::unfold(state, |(mut stream, mut ended, mut farewell)| async move {
-        let last = farewell.take()?;
-        tokio::select! {
-            biased;
-            () = &mut ended => Some((last, (stream, ended, None))),
-            item = stream.next() => item.map(|item| (item, (stream, ended, Some(last)))),
-        }
-    })
-}
-
 /// What an event stream's client gets when its session has ended.
 pub const SESSION_ENDED: &str = "the session has ended: log in again";
 
@@ -236,28 +213,8 @@ impl FromRequestParts<AppState> for Admin {
 
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
 
     use super::*;
-
-    #[tokio::test]
-    async fn a_stream_ends_with_its_farewell_once_its_session_has() {
-        let endless = futures::stream::iter(0..).then(|i| async move {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            i
-        });
-        let ended = tokio::time::sleep(Duration::from_millis(100));
-        let items: Vec<i64> = until_session_ends(endless, ended, -1).collect().await;
-        assert_eq!(items.last(), Some(&-1), "{items:?}");
-        assert!(items.len() > 2, "the stream ran until then: {items:?}");
-    }
-
-    #[tokio::test]
-    async fn a_stream_that_ends_first_ends_without_a_farewell() {
-        let items: Vec<i64> =
-            until_session_ends(futures::stream::iter([1, 2]), std::future::pending(), -1).collect().await;
-        assert_eq!(items, [1, 2]);
-    }
 
     #[test]
     fn a_session_stored_before_absolute_lifetimes_has_ended() {

@@ -31,6 +31,8 @@ pub struct AppState {
     pub console_url: reqwest::Url,
     /// Order status changes as they commit, which the order event streams wait on.
     pub order_feed: crate::order_feed::OrderFeed,
+    /// Requested on SIGTERM: event streams end with a `reconnect` event.
+    pub shutdown: saga_process::shutdown::Shutdown,
 }
 
 /// gRPC clients of the three services, each balanced over the service's

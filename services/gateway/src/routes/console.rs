@@ -64,14 +64,23 @@ async fn forward(
                 let error = ApiError::Unauthorized(crate::session::SESSION_ENDED).body();
                 let farewell = format!("event: error\ndata: {}\n\n", serde_json::to_string(&error).unwrap_or_default());
                 let ended = state.sessions.ended(auth);
-                Body::from_stream(crate::session::until_session_ends(stream, ended, Ok(Bytes::from(farewell))))
+                let stream = saga_process::shutdown::end_when(stream, ended, Ok(Bytes::from(farewell)));
+                Body::from_stream(end_when_stopping(state.shutdown.clone(), stream))
             }
-            None => Body::from_stream(stream),
+            None => Body::from_stream(end_when_stopping(state.shutdown.clone(), stream)),
         }
     } else {
         Body::from_stream(answer.bytes_stream())
     };
     response.body(body).map_err(|e| ApiError::Internal(format!("console response: {e}")))
+}
+
+/// A passed-through stream until the gateway stops, then a `reconnect` event.
+fn end_when_stopping<E: Send + 'static>(
+    stopping: saga_process::shutdown::Shutdown,
+    stream: impl futures::Stream<Item = Result<Bytes, E>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<Bytes, E>> + Send + 'static {
+    saga_process::shutdown::end_when(stream, async move { stopping.wait().await }, Ok(super::reconnect_bytes()))
 }
 
 /// `GET /console`: the page. It holds no data; it asks for a login and reads the API below.
@@ -160,8 +169,9 @@ pub async fn saga_stream(
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code, reason = "describes the stream in the OpenAPI document; the console writes the events")]
 pub struct ConsoleStreamEvent {
-    /// `overview` (data: the overview document), `trace` (data: the saga's trace) or
-    /// `error` (data: an `ErrorBody`; the stream goes on).
+    /// `overview` (data: the overview document), `trace` (data: the saga's trace),
+    /// `error` (data: an `ErrorBody`; the stream goes on) or `reconnect` (the gateway or
+    /// the console is stopping: open the stream again; this one closes).
     pub event: ConsoleStreamEventKind,
     /// The event's JSON document.
     pub data: String,
@@ -174,6 +184,7 @@ pub enum ConsoleStreamEventKind {
     Overview,
     Trace,
     Error,
+    Reconnect,
 }
 
 /// The dead letters of every DLQ topic (the newest 200 each), with every header, each one's

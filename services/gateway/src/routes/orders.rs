@@ -20,8 +20,9 @@ use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
 use crate::order_feed::{Following, News, OrderFeed};
 use crate::routes::products::PageQuery;
-use crate::session::{Auth, until_session_ends};
+use crate::session::Auth;
 use crate::state::{AppState, Backends};
+use saga_process::shutdown::end_when;
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 const MAX_ITEMS: usize = 100;
@@ -291,7 +292,9 @@ fn is_terminal(status: &str) -> bool {
 /// (data: a `StatusChange`, id: its position in the history, from 1), the
 /// rows already there first. Once the order reaches a terminal status the
 /// stream sends an event `end` (data: the final `Order`) and closes. A client
-/// that reconnects with `Last-Event-ID: n` gets only the rows after n. New
+/// that reconnects with `Last-Event-ID: n` gets only the rows after n. A
+/// gateway that stops ends its streams with an event `reconnect` (no id):
+/// reconnect to any gateway with the last id and nothing is lost or repeated. New
 /// rows are pushed: the order service's change feed brings each new row to
 /// the gateway as it commits (the gateway reads the order again only when
 /// it may have missed one, and polls only while that feed is down). A stream
@@ -328,7 +331,9 @@ pub async fn events(
     let recheck = Duration::from_millis(state.config.sse_recheck_ms.max(10));
     let wait = Wait { feed: state.order_feed.clone(), following, poll, recheck, until };
     let stream = order_events(state.backends.clone(), id, first, sent, wait);
-    let stream = until_session_ends(stream, state.sessions.ended(&auth), Ok(session_ended_event()));
+    let stream = end_when(stream, state.sessions.ended(&auth), Ok(session_ended_event()));
+    let stopping = state.shutdown.clone();
+    let stream = end_when(stream, async move { stopping.wait().await }, Ok(super::reconnect_event()));
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
@@ -336,8 +341,9 @@ pub async fn events(
 #[derive(Debug, Serialize, ToSchema)]
 #[allow(dead_code, reason = "describes the stream in the OpenAPI document; axum writes the events")]
 pub struct OrderStreamEvent {
-    /// `status` (data: a `StatusChange`), `end` (data: the final `Order`) or
-    /// `error` (data: an `ErrorBody`; the stream then closes).
+    /// `status` (data: a `StatusChange`), `end` (data: the final `Order`),
+    /// `error` (data: an `ErrorBody`; the stream then closes) or `reconnect`
+    /// (the gateway is stopping: reconnect with `Last-Event-ID`; the stream then closes).
     pub event: StreamEventKind,
     /// Position of a `status` event in the history, from 1; resume with `Last-Event-ID`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -353,6 +359,7 @@ pub enum StreamEventKind {
     Status,
     End,
     Error,
+    Reconnect,
 }
 
 /// The `error` event that ends a stream whose session has ended.
