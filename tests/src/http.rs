@@ -240,6 +240,10 @@ impl PrivateGateway {
             // Tests register many customers from one address; tests of the limit set their own.
             .env("REGISTER_LIMIT_PER_IP", "1000000")
             .env("REGISTER_LIMIT_TOTAL", "1000000")
+            // The admin logs in from many tests at once; tests of these limits set their own.
+            .env("LOGIN_SUCCESS_LIMIT_PER_ACCOUNT", "1000000")
+            .env("LOGIN_SUCCESS_LIMIT_PER_IP", "1000000")
+            .env("SESSIONS_PER_USER", "100000")
             .stdout(Stdio::null())
             .stderr(log);
         for service in xtask::stack::config::services() {

@@ -217,6 +217,90 @@ async fn failed_logins_are_limited_per_account_and_ip_per_ip_and_per_account() {
 }
 
 #[tokio::test]
+async fn successful_logins_are_limited_per_account_and_ip_and_a_user_holds_a_few_sessions() {
+    let stack = stack();
+    let gateway = PrivateGateway::start(
+        &stack,
+        &[
+            ("LOGIN_SUCCESS_LIMIT_PER_ACCOUNT", "4"),
+            ("LOGIN_SUCCESS_LIMIT_PER_IP", "6"),
+            ("SESSIONS_PER_USER", "2"),
+            ("LOGIN_LIMIT_WINDOW_SECS", "120"),
+        ],
+    )
+    .await;
+    let (email, password, _) = gateway.api.register_customer().await;
+    let client = from(&gateway, 7);
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(client.login(&email, &password).await);
+    }
+    // Two sessions at most: the first ended when the third began, the others live.
+    assert_eq!(client.get("/api/v1/me", Some(&tokens[0])).await.status, StatusCode::UNAUTHORIZED, "the oldest ended");
+    for token in &tokens[1..] {
+        assert_eq!(client.get("/api/v1/me", Some(token)).await.status, StatusCode::OK);
+    }
+    // The fourth success fills the account's 4: the fifth is refused, from any address.
+    client.login(&email, &password).await;
+    let refused =
+        from(&gateway, 8).post("/api/v1/auth/login", None, &json!({ "email": email, "password": password })).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{:?}", refused.body);
+    assert!(refused.retry_after.is_some());
+    // The address's 6: two more successes of another account from it, then it is full;
+    // that account still logs in from elsewhere.
+    let (other, other_password, _) = gateway.api.register_customer().await;
+    for _ in 0..2 {
+        assert_eq!(login_status(&client, &other, &other_password).await, StatusCode::OK);
+    }
+    assert_eq!(
+        login_status(&client, &other, &other_password).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the address is full"
+    );
+    assert_eq!(login_status(&from(&gateway, 9), &other, &other_password).await, StatusCode::OK);
+    // A wrong password is no success: it counts where failures count, not here, so the
+    // account's fourth success still goes through, and only a fifth is refused.
+    assert_eq!(login_status(&from(&gateway, 9), &other, "not it").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(login_status(&from(&gateway, 9), &other, &other_password).await, StatusCode::OK, "the fourth");
+    assert_eq!(login_status(&from(&gateway, 9), &other, &other_password).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Two accounts flood correct logins from a handful of addresses, every login at once,
+/// with the shipped limits: each account's successes stop at its limit at the gateway, and
+/// behind it each account holds a small share of the password queue, so another user's
+/// login in the middle of the flood is checked and answered, not refused for a full queue.
+#[tokio::test]
+async fn a_flood_of_correct_logins_from_two_accounts_does_not_starve_another_login() {
+    let stack = stack();
+    let gateway = PrivateGateway::start(
+        &stack,
+        &[
+            ("LOGIN_SUCCESS_LIMIT_PER_ACCOUNT", "20"),
+            ("LOGIN_SUCCESS_LIMIT_PER_IP", "200"),
+            ("SESSIONS_PER_USER", "10"),
+        ],
+    )
+    .await;
+    let flooders = [gateway.api.register_customer().await, gateway.api.register_customer().await];
+    let (email, password, _) = gateway.api.register_customer().await;
+    let flood = futures::future::join_all((0..120).map(|i| {
+        let (flooder, api) = (&flooders[i % 2], from(&gateway, 10 + (i % 4) as u8));
+        async move { login_status(&api, &flooder.0, &flooder.1).await }
+    }));
+    let victim = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        login_status(&from(&gateway, 20), &email, &password).await
+    };
+    let (statuses, victim) = futures::future::join(flood, victim).await;
+    assert_eq!(victim, StatusCode::OK, "the other user's login during the flood");
+    let count = |status: StatusCode| statuses.iter().filter(|s| **s == status).count();
+    let (ok, limited) = (count(StatusCode::OK), count(StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(ok + limited + count(StatusCode::SERVICE_UNAVAILABLE), 120, "{statuses:?}");
+    assert!(ok <= 40, "at most 20 successes per account: {ok}");
+    assert!(limited >= 80, "the rest refused at the gateway: {statuses:?}");
+}
+
+#[tokio::test]
 async fn parallel_wrong_passwords_count_before_any_is_checked() {
     let stack = stack();
     let gateway = PrivateGateway::start(&stack, &[("LOGIN_LIMIT_PER_ACCOUNT_IP", "5")]).await;

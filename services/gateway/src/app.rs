@@ -48,6 +48,8 @@ pub async fn state(config: Config, shutdown: saga_process::shutdown::Shutdown) -
         per_ip: config.login_limit_per_ip,
         per_account: config.login_limit_per_account,
         window: Duration::from_secs(config.login_limit_window_secs),
+        success_per_account: config.login_success_limit_per_account,
+        success_per_ip: config.login_success_limit_per_ip,
     };
     let registration_limits = RegistrationLimits {
         per_ip: config.register_limit_per_ip,
@@ -70,6 +72,7 @@ pub async fn state(config: Config, shutdown: saga_process::shutdown::Shutdown) -
             &config.redis_key_prefix,
             config.session_ttl(),
             Duration::from_millis(config.session_check_ms),
+            config.sessions_per_user,
         ),
         login_limiter: LoginLimiter::new(manager.clone(), &config.redis_key_prefix, login_limits),
         registration_limiter: RegistrationLimiter::new(manager, &config.redis_key_prefix, registration_limits),

@@ -94,6 +94,17 @@ pub struct Config {
     /// above the per-account-and-IP limit, so that one attacker cannot lock the owner out.
     #[arg(long, env = "LOGIN_LIMIT_PER_ACCOUNT", default_value_t = 50)]
     pub login_limit_per_account: u64,
+    /// Successful logins allowed per account (email) within the window: a correct password
+    /// still costs a password check, so a few accounts logging in over and over cannot keep
+    /// the user service's password queue full for everyone else.
+    #[arg(long, env = "LOGIN_SUCCESS_LIMIT_PER_ACCOUNT", default_value_t = 20)]
+    pub login_success_limit_per_account: u64,
+    /// Successful logins allowed per client IP (an IPv6 client: its /64) within the window.
+    #[arg(long, env = "LOGIN_SUCCESS_LIMIT_PER_IP", default_value_t = 200)]
+    pub login_success_limit_per_ip: u64,
+    /// Sessions one user may hold at once; a login past it ends that user's oldest session.
+    #[arg(long, env = "SESSIONS_PER_USER", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sessions_per_user: u64,
     /// Length of the login rate-limit window, in seconds.
     #[arg(long, env = "LOGIN_LIMIT_WINDOW_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub login_limit_window_secs: u64,

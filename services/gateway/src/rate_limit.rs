@@ -21,6 +21,11 @@
 //! their own address until the per-account counter, set well above the
 //! pair's, fills; that lockout ends with its window.
 //!
+//! Successful logins are counted too, per account and per client IP: a
+//! correct password costs the user service a password check like a wrong
+//! one, and a few accounts logging in over and over from a handful of
+//! addresses could otherwise keep its password queue full for everyone.
+//!
 //! Registration ([`RegistrationLimiter`]) counts every attempt, per client IP
 //! and in total: each one costs an argon2 hash, and each 409 tells whether an
 //! email has an account, so both a flood and an enumeration are slowed and
@@ -149,6 +154,10 @@ pub struct LoginLimits {
     pub per_ip: u64,
     /// Failures per account, over all client IPs.
     pub per_account: u64,
+    /// Successful logins per account, over all client IPs.
+    pub success_per_account: u64,
+    /// Successful logins per client IP, over all accounts.
+    pub success_per_ip: u64,
     pub window: Duration,
 }
 
@@ -160,9 +169,23 @@ pub struct LoginLimiter {
 }
 
 /// A login attempt that holds its place on the counters while its password
-/// is checked. Dropped, it stays counted (a failure); released, it does not.
+/// is checked: on the failure counters and the success counters at once, so
+/// that N parallel attempts count N times on either. Its outcome then gives
+/// back what it did not turn out to be ([`LoginLimiter::settle`]).
 pub struct LoginAttempt {
-    counters: Vec<Counter>,
+    failures: Vec<Counter>,
+    successes: Vec<Counter>,
+}
+
+/// How a login attempt ended, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// Logged in: counted as a success.
+    LoggedIn,
+    /// A wrong email or password: counted as a failure.
+    Refused,
+    /// Not judged (the user service could not answer): counted as nothing.
+    NotJudged,
 }
 
 impl LoginLimiter {
@@ -187,21 +210,47 @@ impl LoginLimiter {
         ]
     }
 
-    /// Counts an attempt before its password is checked; 429 when a counter is full.
-    pub async fn reserve(&self, email: &str, ip: IpAddr) -> Result<LoginAttempt, ApiError> {
-        let counters = self.counters(email, ip);
-        self.windows.reserve(&counters).await?;
-        Ok(LoginAttempt { counters })
+    fn success_counters(&self, email: &str, ip: IpAddr) -> Vec<Counter> {
+        let (prefix, account, limits, ip) = (&self.prefix, account_key(email), self.limits, client_key(ip));
+        vec![
+            Counter {
+                key: format!("{prefix}login-ok:account:{account}"),
+                limit: limits.success_per_account,
+                name: "login_success_account",
+            },
+            Counter {
+                key: format!("{prefix}login-ok:ip:{ip}"),
+                limit: limits.success_per_ip,
+                name: "login_success_ip",
+            },
+        ]
     }
 
-    /// The attempt did not count against anyone: logged in, or not judged
-    /// (the user service could not answer). A successful login also clears
-    /// the failures of its account from its IP, so a user who finally types
-    /// the right password starts afresh there; the other counters keep what
-    /// others did.
-    pub async fn release(&self, attempt: LoginAttempt, succeeded: bool) {
-        let account_ip = succeeded.then_some(attempt.counters[0].key.as_str());
-        self.windows.release(&attempt.counters, account_ip).await;
+    /// Counts an attempt before its password is checked, on every counter at once; 429 when
+    /// one is full.
+    pub async fn reserve(&self, email: &str, ip: IpAddr) -> Result<LoginAttempt, ApiError> {
+        let (failures, successes) = (self.counters(email, ip), self.success_counters(email, ip));
+        let all: Vec<Counter> = failures.iter().chain(&successes).cloned().collect();
+        self.windows.reserve(&all).await?;
+        Ok(LoginAttempt { failures, successes })
+    }
+
+    /// Gives back what the attempt did not turn out to be. A successful login
+    /// also clears the failures of its account from its IP, so a user who
+    /// finally types the right password starts afresh there; the other
+    /// counters keep what others did.
+    pub async fn settle(&self, attempt: LoginAttempt, outcome: LoginOutcome) {
+        match outcome {
+            LoginOutcome::LoggedIn => {
+                let account_ip = attempt.failures[0].key.as_str();
+                self.windows.release(&attempt.failures, Some(account_ip)).await;
+            }
+            LoginOutcome::Refused => self.windows.release(&attempt.successes, None).await,
+            LoginOutcome::NotJudged => {
+                let all: Vec<Counter> = attempt.failures.into_iter().chain(attempt.successes).collect();
+                self.windows.release(&all, None).await;
+            }
+        }
     }
 }
 

@@ -78,14 +78,37 @@ pub struct SessionStore {
     ttl: Duration,
     /// How often an event stream checks that its session still lives.
     check_every: Duration,
+    /// Sessions one user may hold at once; a new one past it ends the oldest.
+    per_user: u64,
 }
+
+/// Stores a session (KEYS[1], value ARGV[1], TTL ARGV[2] seconds) and indexes it under its
+/// user (KEYS[2], a sorted set by creation time ARGV[3]); past ARGV[4] sessions there, the
+/// oldest are deleted. The index lives as long as a session can (ARGV[5] seconds). Returns
+/// how many sessions were ended. One script, so parallel logins cannot overshoot the cap.
+const CREATE: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over <= 0 then return 0 end
+local oldest = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+for _, key in ipairs(oldest) do redis.call('DEL', key) end
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+return over";
 
 /// Length of a token in base64url without padding (32 bytes).
 const TOKEN_LEN: usize = 43;
 
 impl SessionStore {
-    pub fn new(redis: ConnectionManager, prefix: &str, ttl: Duration, check_every: Duration) -> SessionStore {
-        SessionStore { redis, prefix: prefix.to_owned(), ttl, check_every }
+    pub fn new(
+        redis: ConnectionManager,
+        prefix: &str,
+        ttl: Duration,
+        check_every: Duration,
+        per_user: u64,
+    ) -> SessionStore {
+        SessionStore { redis, prefix: prefix.to_owned(), ttl, check_every, per_user }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -105,7 +128,21 @@ impl SessionStore {
         let value = serde_json::to_string(session).map_err(|e| ApiError::Internal(e.to_string()))?;
         let ttl = self.ttl.as_secs().min(session.seconds_left()).max(1);
         let mut redis = self.redis.clone();
-        let _: () = redis.set_ex(self.key(&token), value, ttl).await?;
+        let ended: u64 = redis::cmd("EVAL")
+            .arg(CREATE)
+            .arg(2)
+            .arg(self.key(&token))
+            .arg(format!("{}sessions-of:{}", self.prefix, session.user_id))
+            .arg(value)
+            .arg(ttl)
+            .arg(Utc::now().timestamp_micros())
+            .arg(self.per_user)
+            .arg(session.seconds_left().max(1))
+            .query_async(&mut redis)
+            .await?;
+        if ended > 0 {
+            tracing::info!(user_id = %session.user_id, ended, "oldest sessions ended: too many at once");
+        }
         let ends_at = DateTime::from_timestamp(session.ends_at, 0).unwrap_or_else(Utc::now);
         Ok(Issued { token, expires_at: Utc::now() + Duration::from_secs(ttl), ends_at })
     }

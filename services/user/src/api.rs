@@ -146,10 +146,10 @@ impl UserService for UserApi {
         let Some((user_id, role, display_name, hash)) = row else {
             // Hash anyway, so an unknown email takes as long as a wrong
             // password and response times do not reveal who has an account.
-            let _ = verify_password(r.password, dummy_hash().await?.to_owned()).await?;
+            let _ = verify_password(&r.email, r.password, dummy_hash().await?.to_owned()).await?;
             return Err(denied());
         };
-        if !verify_password(r.password, hash).await? {
+        if !verify_password(&r.email, r.password, hash).await? {
             return Err(denied());
         }
         Ok(Response::new(VerifyCredentialsResponse {

@@ -243,8 +243,59 @@ pub async fn dummy_hash() -> Result<&'static str, Status> {
     DUMMY.get_or_try_init(|| hash_password("not a password of anyone".to_owned())).await.map(String::as_str)
 }
 
-/// Whether `password` matches the stored `hash`, computed on a password thread.
-pub async fn verify_password(password: String, hash: String) -> Result<bool, Status> {
+/// Password checks one account may have waiting or running at once: a few
+/// accounts logging in over and over (the gateway limits how often) hold no
+/// more than this share each of the [`MOST_WAITING`] places of the lane.
+/// Above the gateway's failed logins per account and address (5), so that
+/// parallel guesses are counted there, not turned away here.
+const MOST_WAITING_PER_ACCOUNT: usize = 8;
+
+/// The password checks of each account waiting or running now.
+#[derive(Debug, Default)]
+struct Shares {
+    held: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One place of an account's share, given back when dropped.
+struct Share {
+    shares: &'static Shares,
+    account: String,
+}
+
+impl Shares {
+    /// A place for `account`, or `None` when it holds `most` already.
+    fn take(&'static self, account: &str, most: usize) -> Option<Share> {
+        let account = account.trim().to_lowercase();
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = held.entry(account.clone()).or_default();
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(Share { shares: self, account })
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut held = self.shares.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = held.get_mut(&self.account) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.account);
+            }
+        }
+    }
+}
+
+/// Whether `password` matches the stored `hash`, computed on a password thread, as a check
+/// of `account` (the email asked for, known or not): UNAVAILABLE at once when that account
+/// has its share of checks waiting already.
+pub async fn verify_password(account: &str, password: String, hash: String) -> Result<bool, Status> {
+    static SHARES: std::sync::OnceLock<Shares> = std::sync::OnceLock::new();
+    let Some(_share) = SHARES.get_or_init(Shares::default).take(account, MOST_WAITING_PER_ACCOUNT) else {
+        return Err(Status::unavailable("too many password checks for this account at once; retry shortly"));
+    };
     on_password_thread(Lane::Verify, move || verify(password.as_bytes(), &hash)).await?.map_err(internal)
 }
 
@@ -256,6 +307,18 @@ mod tests {
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
     use super::*;
+
+    #[test]
+    fn one_account_holds_no_more_than_its_share_of_the_checks() {
+        let shares: &'static Shares = Box::leak(Box::default());
+        let held: Vec<Share> = (0..3).map(|_| shares.take("Flood@Test ", 3).expect("within the share")).collect();
+        assert!(shares.take("flood@test", 3).is_none(), "a fourth check of the same account waits for none");
+        let other = shares.take("admin@test", 3).expect("another account has its own share");
+        drop(held);
+        assert!(shares.take("flood@test", 3).is_some(), "given back once done");
+        drop(other);
+        assert!(shares.held.lock().expect("lock").len() <= 1, "accounts with nothing waiting are forgotten");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn password_work_runs_at_most_one_per_core_at_a_time() {
@@ -363,9 +426,9 @@ mod tests {
     async fn a_hash_verifies_its_password_only() {
         let hash = hash_password("correct horse".to_owned()).await.expect("hash");
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
-        assert!(verify_password("correct horse".to_owned(), hash.clone()).await.expect("verify"));
-        assert!(!verify_password("wrong horse".to_owned(), hash).await.expect("verify"));
-        let malformed = verify_password("correct horse".to_owned(), "not a hash".to_owned()).await;
+        assert!(verify_password("a@test", "correct horse".to_owned(), hash.clone()).await.expect("verify"));
+        assert!(!verify_password("a@test", "wrong horse".to_owned(), hash).await.expect("verify"));
+        let malformed = verify_password("a@test", "correct horse".to_owned(), "not a hash".to_owned()).await;
         assert!(malformed.is_err(), "{malformed:?}");
     }
 

@@ -1,5 +1,7 @@
 //! `cargo xtask bench --registration-flood`: how logins fare while anonymous
-//! clients register as fast as they can.
+//! clients register as fast as they can; `--login-flood`: while two accounts
+//! log in with their correct password as fast as they are answered, from
+//! many clients at once.
 //!
 //! Every registration and every login costs an argon2 hash in the user
 //! service. A flood used to queue hashes without bound, so real logins timed
@@ -26,8 +28,38 @@ use super::load::Api;
 
 /// Clients logging in, one account each.
 const LOGIN_CLIENTS: usize = 4;
-/// Clients registering fresh accounts, each as soon as its last attempt is answered.
+/// Flooding clients, each attempting again as soon as its last attempt is answered.
 const FLOOD_CLIENTS: usize = 64;
+/// Accounts a login flood logs in to, again and again.
+const FLOODING_ACCOUNTS: usize = 2;
+
+/// What the flooding clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flood {
+    /// Register fresh accounts: every attempt costs an argon2 hash.
+    Registrations,
+    /// Log in to two accounts with their correct password: every attempt
+    /// that passes the gateway costs an argon2 check.
+    Logins,
+}
+
+impl Flood {
+    /// Its `cargo xtask bench` flag.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Flood::Registrations => "registration-flood",
+            Flood::Logins => "login-flood",
+        }
+    }
+
+    /// The answer that means a flooding attempt went through.
+    fn ok(self) -> &'static str {
+        match self {
+            Flood::Registrations => "201",
+            Flood::Logins => "200",
+        }
+    }
+}
 const PASSWORD: &str = "bench flood password";
 
 /// What one kind of client saw in a phase.
@@ -104,8 +136,15 @@ where
     all
 }
 
-/// One phase: the login clients, with `flood` clients registering beside them.
-async fn phase(api: &Api, accounts: &Arc<Vec<String>>, flood: usize, length: Duration) -> (Tally, Tally, f64) {
+/// One phase: the login clients, with `flood` clients flooding beside them as `kind` says
+/// (a login flood logs in to `flooding`).
+async fn phase(
+    api: &Api,
+    accounts: &Arc<Vec<String>>,
+    (kind, flooding): (Flood, &Arc<Vec<String>>),
+    flood: usize,
+    length: Duration,
+) -> (Tally, Tally, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let run = uuid::Uuid::new_v4().simple().to_string();
     let logins = tokio::spawn(clients(LOGIN_CLIENTS, stop.clone(), {
@@ -116,10 +155,16 @@ async fn phase(api: &Api, accounts: &Arc<Vec<String>>, flood: usize, length: Dur
         }
     }));
     let registrations = tokio::spawn(clients(flood, stop.clone(), {
-        let api = api.clone();
+        let (api, flooding) = (api.clone(), flooding.clone());
         move |client, n| {
-            let (api, email) = (api.clone(), format!("flood-{}-{client}-{n}@example.com", &run[..8]));
-            async move { post(&api, "/api/v1/auth/register", &json!({ "email": email, "password": PASSWORD })).await }
+            let (path, email) = match kind {
+                Flood::Registrations => {
+                    ("/api/v1/auth/register", format!("flood-{}-{client}-{n}@example.com", &run[..8]))
+                }
+                Flood::Logins => ("/api/v1/auth/login", flooding[client % flooding.len()].clone()),
+            };
+            let api = api.clone();
+            async move { post(&api, path, &json!({ "email": email, "password": PASSWORD })).await }
         }
     }));
     let started = Instant::now();
@@ -130,22 +175,28 @@ async fn phase(api: &Api, accounts: &Arc<Vec<String>>, flood: usize, length: Dur
     (logins, registrations, started.elapsed().as_secs_f64())
 }
 
-/// Runs both phases on the stack behind `api`; the report's JSON.
-pub async fn measure(api: &Api, quick: bool) -> anyhow::Result<Value> {
-    let length = Duration::from_secs(if quick { 10 } else { 30 });
+/// `count` fresh accounts named after `what`, with [`PASSWORD`].
+async fn register_accounts(api: &Api, what: &str, count: usize) -> anyhow::Result<Arc<Vec<String>>> {
     let run = uuid::Uuid::new_v4().simple().to_string();
     let mut accounts = Vec::new();
-    for client in 0..LOGIN_CLIENTS {
-        let email = format!("flood-login-{}-{client}@example.com", &run[..8]);
+    for client in 0..count {
+        let email = format!("flood-{what}-{}-{client}@example.com", &run[..8]);
         let status = post(api, "/api/v1/auth/register", &json!({ "email": email, "password": PASSWORD })).await?;
-        anyhow::ensure!(status == StatusCode::CREATED, "registering a login account: {status}");
+        anyhow::ensure!(status == StatusCode::CREATED, "registering a {what} account: {status}");
         accounts.push(email);
     }
-    let accounts = Arc::new(accounts);
+    Ok(Arc::new(accounts))
+}
+
+/// Runs both phases on the stack behind `api`; the report's JSON.
+pub async fn measure(api: &Api, quick: bool, kind: Flood) -> anyhow::Result<Value> {
+    let length = Duration::from_secs(if quick { 10 } else { 30 });
+    let accounts = register_accounts(api, "login", LOGIN_CLIENTS).await?;
+    let flooding = register_accounts(api, "flooder", if kind == Flood::Logins { FLOODING_ACCOUNTS } else { 0 }).await?;
     let mut phases = Vec::new();
     for (name, flood) in [("logins alone", 0), ("logins during the flood", FLOOD_CLIENTS)] {
         println!("bench: {name}, {length:?}");
-        let (logins, registrations, seconds) = phase(api, &accounts, flood, length).await;
+        let (logins, registrations, seconds) = phase(api, &accounts, (kind, &flooding), flood, length).await;
         let login = logins.json(seconds, "200");
         println!(
             "  login p50 {} ms, p99 {} ms; {}",
@@ -157,25 +208,41 @@ pub async fn measure(api: &Api, quick: bool) -> anyhow::Result<Value> {
             "login_clients": LOGIN_CLIENTS,
             "flood_clients": flood,
             "logins": login,
-            "registrations": registrations.json(seconds, "201"),
+            "flood": registrations.json(seconds, kind.ok()),
         }));
     }
-    Ok(json!({ "scenario": "registration-flood", "phases": phases }))
+    Ok(json!({ "scenario": kind.flag(), "phases": phases }))
 }
 
 /// The BENCHMARKS.md entry of a flood run.
 pub fn markdown(report: &Value, command: &str, stamp: &str) -> anyhow::Result<String> {
     let phases = report["phases"].as_array().context("a flood report without phases")?;
+    let (title, flood) = match report["scenario"].as_str() {
+        Some("login-flood") => (
+            "Login flood",
+            format!(
+                "{FLOOD_CLIENTS} clients log in to {FLOODING_ACCOUNTS} accounts with their correct password as fast \
+                 as they are answered (the bench stack raises the per-address limits and the per-account success \
+                 limit, so only the user service's per-account share of its password queue holds the flood back)"
+            ),
+        ),
+        _ => (
+            "Registration flood",
+            format!(
+                "{FLOOD_CLIENTS} clients register new accounts as fast as they are answered (the bench stack's \
+                 per-address registration limits are raised, so only the user service's bounded password queue \
+                 holds the flood back)"
+            ),
+        ),
+    };
     let mut out = format!(
-        "### Registration flood, {stamp}\n\n`{command}`: {LOGIN_CLIENTS} clients log in again and again, alone \
-         and then while {FLOOD_CLIENTS} clients register new accounts as fast as they are answered (the bench \
-         stack's per-address registration limits are raised, so only the user service's bounded password queue \
-         holds the flood back).\n\n\
-         | phase | logins/s | login p50 ms | login p99 ms | login max ms | login answers | registrations/s | registration answers |\n\
+        "### {title}, {stamp}\n\n`{command}`: {LOGIN_CLIENTS} clients log in again and again, alone and then while \
+         {flood}.\n\n\
+         | phase | logins/s | login p50 ms | login p99 ms | login max ms | login answers | flood successes/s | flood answers |\n\
          |---|---|---|---|---|---|---|---|\n"
     );
     for phase in phases {
-        let (logins, registrations) = (&phase["logins"], &phase["registrations"]);
+        let (logins, registrations) = (&phase["logins"], &phase["flood"]);
         let statuses = |v: &Value| {
             v["statuses"].as_object().map_or_else(String::new, |m| {
                 m.iter().map(|(status, n)| format!("{status}: {n}")).collect::<Vec<_>>().join(", ")

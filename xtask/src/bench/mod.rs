@@ -67,8 +67,12 @@ pub struct BenchArgs {
     pub profile: bool,
     /// Instead of the saga phases: login latency with and without a flood
     /// of registrations beside it (the user service's password queue under attack).
-    #[arg(long, conflicts_with_all = ["profile", "peer"])]
+    #[arg(long, conflicts_with_all = ["profile", "peer", "login_flood"])]
     pub registration_flood: bool,
+    /// Instead of the saga phases: login latency with and without two accounts logging in
+    /// with their correct password as fast as they are answered, from many clients at once.
+    #[arg(long, conflicts_with_all = ["profile", "peer"])]
+    pub login_flood: bool,
 }
 
 /// Options of every command that measures a stack of its own and records
@@ -148,7 +152,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     println!("bench: building ({}) and starting the stack in {}", profile(&config), config.state_dir.display());
     if args.registration_flood {
-        return registration_flood(&config, &args).await;
+        return password_flood(&config, &args, flood::Flood::Registrations).await;
+    }
+    if args.login_flood {
+        return password_flood(&config, &args, flood::Flood::Logins).await;
     }
     let outcome = match stack::up(&config, UpOptions { services: true, build: true }).await {
         Ok(()) => measure(&config, &args).await,
@@ -183,10 +190,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `bench --registration-flood`: its own stack, its own entry.
-async fn registration_flood(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<()> {
+/// `bench --registration-flood` and `--login-flood`: its own stack, its own entry.
+async fn password_flood(config: &StackConfig, args: &BenchArgs, kind: flood::Flood) -> anyhow::Result<()> {
     let outcome = match stack::up(config, UpOptions { services: true, build: true }).await {
-        Ok(()) => flood::measure(&Api::new(&config.gateway_url())?, args.quick).await,
+        Ok(()) => flood::measure(&Api::new(&config.gateway_url())?, args.quick, kind).await,
         Err(error) => Err(error),
     };
     let stopped = stack::down(config);
@@ -195,7 +202,7 @@ async fn registration_flood(config: &StackConfig, args: &BenchArgs) -> anyhow::R
     report["commit"] = json!(git_commit(config));
     let json_path = write_json(config, &report)?;
     println!("results: {}", json_path.display());
-    let command = format!("cargo xtask bench --registration-flood{}", if args.quick { " --quick" } else { "" });
+    let command = format!("cargo xtask bench --{}{}", kind.flag(), if args.quick { " --quick" } else { "" });
     let stamp = format!(
         "{} (commit {}, {} build, {} cores)",
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),

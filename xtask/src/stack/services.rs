@@ -109,8 +109,12 @@ pub fn gateway_command(config: &StackConfig) -> Command {
     // lock out the developer, the tests and the benchmark's customers
     // together; the per-account limits still apply. Tests of the limits use
     // their own gateway.
-    command.env("LOGIN_LIMIT_PER_IP", "10000");
+    command.env("LOGIN_LIMIT_PER_IP", "10000").env("LOGIN_SUCCESS_LIMIT_PER_IP", "1000000");
     command.env("REGISTER_LIMIT_PER_IP", "1000000").env("REGISTER_LIMIT_TOTAL", "1000000");
+    // One admin account serves every test, the console's and the benchmark's
+    // clients, many at once: its logins and sessions are not capped here.
+    // Tests of those limits, and of the per-account ones, use their own gateway.
+    command.env("LOGIN_SUCCESS_LIMIT_PER_ACCOUNT", "1000000").env("SESSIONS_PER_USER", "100000");
     command
 }
 

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::balance::Idempotence;
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::extract::{ApiJson, Validate};
+use crate::rate_limit::LoginOutcome;
 use crate::session::{Auth, Role, Session};
 use crate::state::AppState;
 
@@ -245,15 +246,16 @@ pub async fn login(
                 tonic::Code::Unauthenticated | tonic::Code::NotFound | tonic::Code::InvalidArgument
             ) =>
         {
+            state.login_limiter.settle(attempt, LoginOutcome::Refused).await;
             return Err(ApiError::Unauthorized("wrong email or password"));
         }
         // Not judged: the user service away, its queue full, or too slow.
         Err(status) => {
-            state.login_limiter.release(attempt, false).await;
+            state.login_limiter.settle(attempt, LoginOutcome::NotJudged).await;
             return Err(status.into());
         }
     };
-    state.login_limiter.release(attempt, true).await;
+    state.login_limiter.settle(attempt, LoginOutcome::LoggedIn).await;
     let user_id = uuid::Uuid::parse_str(&verified.user_id)
         .map_err(|_| ApiError::Internal(format!("user service returned a bad id {:?}", verified.user_id)))?;
     let session = Session::new(user_id, role_of(verified.role()), state.config.session_max());
