@@ -136,7 +136,9 @@ pub struct Config {
     #[arg(long, env = "SSE_MAX_SECS", default_value_t = 600)]
     pub sse_max_secs: u64,
     /// URL of the operator console, which the gateway forwards `/console` and admins'
-    /// `/api/v1/admin/console/*` requests to.
+    /// `/api/v1/admin/console/*` requests to. With GRPC_TLS_CA, GRPC_TLS_CERT and
+    /// GRPC_TLS_KEY it must be `https://`: the gateway presents the same certificate to the
+    /// console and accepts only one issued for `console`.
     #[arg(long, env = "CONSOLE_URL", default_value_t = format!("http://{}:{}", local::HOST, PORT_BASE + CONSOLE_PORT_OFFSET))]
     pub console_url: String,
 }
