@@ -21,7 +21,7 @@ use saga_process::local::{self, BackendService, CONSOLE_DATABASE, CONSOLE_PORT_O
                   its API to everyone (403): only /healthz, the page and its assets answer."
 )]
 pub struct Config {
-    /// HTTP listen address.
+    /// Listen address: HTTPS with mutual TLS given the TLS files below, plain HTTP without.
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT_BASE + CONSOLE_PORT_OFFSET)))]
     pub listen: SocketAddr,
     /// Where Prometheus metrics are served (`/metrics`). Default: the listen port plus 100.
