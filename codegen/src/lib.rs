@@ -35,7 +35,7 @@ pub struct Layout {
     /// The generated Markdown; `None` to skip.
     pub docs_file: Option<PathBuf>,
     /// The folder of the generated Kubernetes resources (the Kafka topics and
-    /// users); `None` to skip.
+    /// users, the network policies); `None` to skip.
     pub deploy_dir: Option<PathBuf>,
 }
 
@@ -216,6 +216,7 @@ pub fn emit_all(
         let header = format!("# {what}.\n");
         set.files.insert(dir.join("kafka-topics.yaml"), emit::deploy::kafka_topics(saga, &header));
         set.files.insert(dir.join("kafka-users.yaml"), emit::deploy::kafka_users(saga, &header));
+        set.files.insert(dir.join("network-policies.yaml"), emit::deploy::network_policies(saga, &header));
     }
     Ok(set)
 }

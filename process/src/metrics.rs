@@ -43,10 +43,15 @@ pub const DB_CONNECTIONS: &str = "saga_db_pool_connections";
 pub const DB_WAITING: &str = "saga_db_pool_waiting_tasks";
 /// How long a task waited for a connection of a pool (and its `BEGIN`), by `pool`.
 pub const DB_ACQUIRE_DURATION: &str = "saga_db_pool_acquire_seconds";
-/// Gateway requests, by `route` (the matched path pattern), `method` and `status`.
+/// HTTP requests (the gateway's, the console's), by `route` (the matched path pattern),
+/// `method` and `status`.
 pub const HTTP_REQUESTS: &str = "http_requests_total";
-/// Gateway request durations, by `route` and `method`.
+/// HTTP request durations (the gateway's, the console's), by `route` and `method`.
 pub const HTTP_REQUEST_DURATION: &str = "http_request_duration_seconds";
+/// Dead letters an admin asked the console to redrive, by `outcome`: `redriven` (sent
+/// now), `already` (redriven before, not sent again), `refused` (not sent: not what the
+/// source topic holds).
+pub const CONSOLE_REDRIVES: &str = "console_redrives_total";
 
 /// Upper bounds of every `_seconds` histogram: a millisecond to two minutes.
 const SECONDS_BUCKETS: &[f64] =
@@ -96,8 +101,9 @@ fn describe() {
     describe_gauge!(DB_CONNECTIONS, "Database connections of a pool, in use or idle");
     describe_gauge!(DB_WAITING, "Tasks waiting for a database connection of a pool");
     describe_histogram!(DB_ACQUIRE_DURATION, Unit::Seconds, "How long a task waited for a database connection");
-    describe_counter!(HTTP_REQUESTS, "Gateway requests by route, method and status");
-    describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "Gateway request durations by route and method");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests by route, method and status");
+    describe_histogram!(HTTP_REQUEST_DURATION, Unit::Seconds, "HTTP request durations by route and method");
+    describe_counter!(CONSOLE_REDRIVES, "Dead letters an admin asked to redrive, by outcome");
 }
 
 #[cfg(test)]

@@ -19,6 +19,22 @@ use serde_json::{Value, json};
 
 const CONSOLE: &str = "/api/v1/admin/console";
 
+/// The sum of the samples of `name` in a Prometheus scrape whose labels include `labels`;
+/// `None` when there is none.
+fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = scrape
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            let matches = metric == name && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse().ok()).flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 /// Reads a server-sent event stream until it ends or `enough` says so; the events so far.
 async fn read_stream(
     api: &Api,
@@ -213,6 +229,25 @@ async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     assert_eq!(again.body["redriven"], json!([]));
     assert_eq!(again.body["already"].as_array().map(Vec::len), Some(readers));
 
+    // The console counted it: the letters by outcome, the requests by route and status
+    // (two redrives answered; of the three bad requests, the unconfirmed one never left the
+    // gateway, which checks `confirm` itself).
+    let scrape = reqwest::get(&console.metrics_url).await.expect("scrape").text().await.expect("the scrape");
+    let readers_f = readers as f64;
+    assert_eq!(sample(&scrape, "console_redrives_total", &[("outcome", "redriven")]), Some(readers_f), "{scrape}");
+    assert_eq!(sample(&scrape, "console_redrives_total", &[("outcome", "already")]), Some(readers_f), "{scrape}");
+    assert_eq!(sample(&scrape, "console_redrives_total", &[("outcome", "refused")]), Some(0.0), "{scrape}");
+    let redrives = |status| {
+        let labels = [("route", "/console/api/dlq/redrive"), ("method", "POST"), ("status", status)];
+        sample(&scrape, "http_requests_total", &labels)
+    };
+    assert_eq!((redrives("200"), redrives("400")), (Some(2.0), Some(2.0)), "{scrape}");
+    assert!(
+        sample(&scrape, "http_requests_total", &[("route", "/console/api/dlq"), ("status", "200")])
+            .is_some_and(|n| n >= 1.0),
+        "{scrape}"
+    );
+
     // Audited: who and which.
     let audit = api.get(&format!("{CONSOLE}/dlq/audit"), Some(&admin)).await;
     let rows: Vec<&Value> =
@@ -382,6 +417,10 @@ async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_d
         let reply = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &request).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
     }
+    // The console counted each refusal: three in "redrive all", one by name.
+    let scrape = reqwest::get(&console.metrics_url).await.expect("scrape").text().await.expect("the scrape");
+    assert_eq!(sample(&scrape, "console_redrives_total", &[("outcome", "refused")]), Some(4.0), "{scrape}");
+    assert_eq!(sample(&scrape, "console_redrives_total", &[("outcome", "redriven")]), Some(0.0), "{scrape}");
     // Nothing reached payment-events for that order, and it still waits for its payment.
     let sent = messages_with_key(&saga.brokers, &payments, &order.order_id);
     assert!(sent.is_empty(), "{} message(s) on payment-events for the unpaid order", sent.len());

@@ -1,5 +1,5 @@
-//! Prometheus metrics on the real stack: after a few sagas, every service's and the
-//! gateway's `/metrics` is scraped and parsed by an independent parser (the Python
+//! Prometheus metrics on the real stack: after a few sagas, every service's, the gateway's
+//! and the console's `/metrics` is scraped and parsed by an independent parser (the Python
 //! `prometheus_client`'s text-format parser), and the values say what happened: sagas
 //! completed, messages handled by every consumer group, events published, requests by route.
 
@@ -150,4 +150,18 @@ async fn every_process_serves_metrics_that_parse_and_count_what_happened() {
         ) >= 1.0
     );
     assert_eq!(gateway["http_request_duration_seconds"]["type"], "histogram");
+
+    // The console counts what the gateway forwarded to it, and has its redrive counter from
+    // the start.
+    let admin = api.admin_token().await;
+    assert_eq!(api.get("/api/v1/admin/console/dlq/audit", Some(&admin)).await.status, 200);
+    let console = scrape(&python, &stack.metrics_url(stack.ports.console)).await;
+    let audits = [("route", "/console/api/dlq/audit"), ("method", "GET"), ("status", "200")];
+    assert!(total(&console, "http_requests", "http_requests_total", &audits) >= 1.0, "{console:?}");
+    assert_eq!(console["http_request_duration_seconds"]["type"], "histogram");
+    assert_eq!(console["console_redrives"]["type"], "counter");
+    for outcome in ["redriven", "already", "refused"] {
+        let samples = console["console_redrives"]["samples"].as_array().expect("samples");
+        assert!(samples.iter().any(|s| s[1]["outcome"] == outcome), "{outcome}: {samples:?}");
+    }
 }

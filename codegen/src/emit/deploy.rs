@@ -3,7 +3,9 @@
 //! count, replicated three times with `min.insync.replicas` 2 (what the local
 //! replicated stack runs too), dead letters kept [`DLQ_RETENTION_MS`]; and a
 //! Strimzi `KafkaUser` per service and for the console, signing in with
-//! SCRAM-SHA-512, with the ACLs the spec grants it ([`Saga::kafka_grants`]).
+//! SCRAM-SHA-512, with the ACLs the spec grants it ([`Saga::kafka_grants`]); and a
+//! `NetworkPolicy` per component, denying what the topology does not have
+//! ([`network_policies`]).
 
 use std::fmt::Write as _;
 
@@ -72,6 +74,296 @@ pub fn kafka_users(saga: &Saga, header: &str) -> String {
                 grant.operations.join(", ")
             );
         }
+    }
+    out
+}
+
+/// The names and ports of the hand-written manifests (`deploy/kubernetes/*.yaml`) the
+/// network policies refer to; `tests/tests/deploy_manifests.rs` checks each against them.
+pub mod topology {
+    /// The label every Deployment's pods carry with the component's name.
+    pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+    /// The REST gateway: the one public door, and the only client of the services' APIs and
+    /// of the console.
+    pub const GATEWAY: &str = "gateway";
+    pub const GATEWAY_PORT: u16 = 8080;
+    /// A service's gRPC port (mutual TLS).
+    pub const GRPC_PORT: u16 = 50051;
+    /// The console's HTTPS port (mutual TLS, the gateway's certificate only).
+    pub const CONSOLE_PORT: u16 = 8081;
+    /// Every process's Prometheus metrics.
+    pub const METRICS_PORT: u16 = 9100;
+    /// Where the deployment's Prometheus runs: the namespace allowed to scrape.
+    pub const MONITORING_NAMESPACE: &str = "monitoring";
+    /// CloudNativePG: a cluster `<owner>-db` per service and the console's, its pods
+    /// labelled with the cluster's name; PostgreSQL's port, the instance manager's (the
+    /// operator asks each instance's status there) and its metrics exporter's.
+    pub const CNPG_CLUSTER_LABEL: &str = "cnpg.io/cluster";
+    pub const POSTGRES_PORT: u16 = 5432;
+    pub const CNPG_STATUS_PORT: u16 = 8000;
+    pub const CNPG_METRICS_PORT: u16 = 9187;
+    /// Where the CloudNativePG operator runs (its default).
+    pub const CNPG_NAMESPACE: &str = "cnpg-system";
+    /// Strimzi: the brokers of the `saga` cluster, and the client listener every principal
+    /// signs in on (SCRAM-SHA-512).
+    pub const KAFKA_POD_LABELS: [(&str, &str); 2] = [("strimzi.io/cluster", "saga"), ("strimzi.io/name", "saga-kafka")];
+    pub const KAFKA_PORT: u16 = 9092;
+    /// The deployment's own Redis (`REDIS_URL` in `saga-secrets`), which only the gateway uses.
+    pub const REDIS: &str = "redis";
+    pub const REDIS_PORT: u16 = 6379;
+
+    /// The CloudNativePG cluster of `owner`'s database (a service's, or the console's).
+    pub fn database(owner: &str) -> String {
+        format!("{owner}-db")
+    }
+}
+
+/// Who may be on the other side of a rule.
+enum Peer {
+    /// Pods of the namespace with these labels.
+    Pods(Vec<(String, String)>),
+    /// Pods of another namespace (by its name), with these labels or any.
+    Namespace { name: &'static str, pods: Vec<(String, String)> },
+}
+
+impl Peer {
+    fn named(name: &str) -> Peer {
+        Peer::Pods(vec![(topology::NAME_LABEL.to_owned(), name.to_owned())])
+    }
+
+    fn database(owner: &str) -> Peer {
+        Peer::Pods(vec![(topology::CNPG_CLUSTER_LABEL.to_owned(), topology::database(owner))])
+    }
+
+    fn kafka() -> Peer {
+        Peer::Pods(topology::KAFKA_POD_LABELS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    }
+
+    fn dns() -> Peer {
+        Peer::Namespace { name: "kube-system", pods: vec![("k8s-app".to_owned(), "kube-dns".to_owned())] }
+    }
+}
+
+/// One rule: from (or to) any of `peers`, or anywhere when there are none, on `ports`.
+struct Rule {
+    why: String,
+    peers: Vec<Peer>,
+    ports: Vec<(&'static str, u16)>,
+}
+
+impl Rule {
+    fn tcp(why: impl Into<String>, peers: Vec<Peer>, ports: &[u16]) -> Rule {
+        Rule { why: why.into(), peers, ports: ports.iter().map(|p| ("TCP", *p)).collect() }
+    }
+
+    fn dns() -> Rule {
+        Rule { why: "name lookups".into(), peers: vec![Peer::dns()], ports: vec![("UDP", 53), ("TCP", 53)] }
+    }
+
+    fn metrics(port: u16) -> Rule {
+        let peer = Peer::Namespace { name: topology::MONITORING_NAMESPACE, pods: Vec::new() };
+        Rule::tcp("Prometheus scrapes the metrics", vec![peer], &[port])
+    }
+}
+
+/// A `NetworkPolicy`: the pods it selects may receive only what `ingress` lists and, when
+/// `egress` is given, send only what it lists.
+struct Policy {
+    name: String,
+    doc: String,
+    pods: Vec<(String, String)>,
+    ingress: Vec<Rule>,
+    egress: Option<Vec<Rule>>,
+}
+
+fn labels(out: &mut String, indent: usize, labels: &[(String, String)]) {
+    if labels.is_empty() {
+        out.push_str(" {}\n");
+        return;
+    }
+    let _ = writeln!(out, "\n{:indent$}matchLabels:", "");
+    for (k, v) in labels {
+        let _ = writeln!(out, "{:indent$}  {k}: {v}", "");
+    }
+}
+
+fn rules(out: &mut String, kind: &str, peers_key: &str, rules: &[Rule]) {
+    let _ = writeln!(out, "  {kind}:");
+    for rule in rules {
+        let _ = writeln!(out, "    # {}", rule.why);
+        let mut first = true;
+        let mut item = |out: &mut String| {
+            out.push_str(if first { "    - " } else { "      " });
+            first = false;
+        };
+        if !rule.peers.is_empty() {
+            item(out);
+            let _ = writeln!(out, "{peers_key}:");
+            for peer in &rule.peers {
+                match peer {
+                    Peer::Pods(pods) => {
+                        out.push_str("        - podSelector:");
+                        labels(out, 12, pods);
+                    }
+                    Peer::Namespace { name, pods } => {
+                        out.push_str("        - namespaceSelector:");
+                        labels(out, 12, &[("kubernetes.io/metadata.name".to_owned(), (*name).to_owned())]);
+                        if !pods.is_empty() {
+                            out.push_str("          podSelector:");
+                            labels(out, 12, pods);
+                        }
+                    }
+                }
+            }
+        }
+        item(out);
+        out.push_str("ports:\n");
+        for (protocol, port) in &rule.ports {
+            let _ = writeln!(out, "        - protocol: {protocol}\n          port: {port}");
+        }
+    }
+}
+
+impl Policy {
+    fn render(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "---\n# {}\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {}\n  labels:\n    \
+             app.kubernetes.io/part-of: saga\nspec:\n  podSelector:",
+            self.doc, self.name
+        );
+        labels(out, 4, &self.pods);
+        let types = if self.egress.is_some() { "[Ingress, Egress]" } else { "[Ingress]" };
+        let _ = writeln!(out, "  policyTypes: {types}");
+        if self.ingress.is_empty() {
+            out.push_str("  ingress: []\n");
+        } else {
+            rules(out, "ingress", "from", &self.ingress);
+        }
+        if let Some(egress) = &self.egress {
+            rules(out, "egress", "to", egress);
+        }
+    }
+}
+
+/// `NetworkPolicy` resources for the platform, as one YAML stream: nothing in the namespace
+/// takes a connection no policy allows, and each of the saga's Deployments (the gateway,
+/// each service of `saga`, the console) sends and takes only what the topology has: the
+/// gateway calls every service's gRPC and the console, and Redis; each service reaches its
+/// own database; the console reads every service's database and keeps its own; every
+/// Kafka principal of the spec's grants reaches the brokers; all of them resolve names.
+/// Each database takes its owner and the console (and its own instances and operator);
+/// Redis takes the gateway. Prometheus (in [`topology::MONITORING_NAMESPACE`]) may scrape
+/// every metrics port. The brokers' side is Strimzi's: its listener's
+/// `networkPolicyPeers` (`kafka.yaml`) names the same principals.
+pub fn network_policies(saga: &Saga, header: &str) -> String {
+    use topology::*;
+    let services: Vec<&str> = saga.services.iter().map(|s| s.name.as_str()).collect();
+    let grants = saga.kafka_grants();
+    let on_kafka = |component: &str| grants.iter().any(|g| g.principal == component);
+    let kafka = |component: &str| {
+        on_kafka(component).then(|| Rule::tcp("Kafka, as its own principal", vec![Peer::kafka()], &[KAFKA_PORT]))
+    };
+    let console = crate::ir::CONSOLE;
+    let mut policies = vec![Policy {
+        name: "default-deny-ingress".into(),
+        doc: "Every pod of the namespace takes only the connections a policy below allows.".into(),
+        pods: Vec::new(),
+        ingress: Vec::new(),
+        egress: None,
+    }];
+
+    let mut gateway_egress = vec![Rule::dns()];
+    for service in &services {
+        gateway_egress.push(Rule::tcp(format!("{service}'s gRPC API"), vec![Peer::named(service)], &[GRPC_PORT]));
+    }
+    gateway_egress.push(Rule::tcp("the operator console", vec![Peer::named(console)], &[CONSOLE_PORT]));
+    gateway_egress.push(Rule::tcp("sessions and rate limits in Redis", vec![Peer::named(REDIS)], &[REDIS_PORT]));
+    gateway_egress.extend(kafka(GATEWAY));
+    policies.push(Policy {
+        name: GATEWAY.into(),
+        doc: "The gateway: the public door; calls the services, the console and Redis.".into(),
+        pods: vec![(NAME_LABEL.into(), GATEWAY.into())],
+        ingress: vec![Rule::tcp("clients, from anywhere", Vec::new(), &[GATEWAY_PORT]), Rule::metrics(METRICS_PORT)],
+        egress: Some(gateway_egress),
+    });
+
+    for service in &services {
+        let mut egress =
+            vec![Rule::dns(), Rule::tcp("its own database", vec![Peer::database(service)], &[POSTGRES_PORT])];
+        egress.extend(kafka(service));
+        policies.push(Policy {
+            name: (*service).into(),
+            doc: format!("The {service} service: called by the gateway only; reaches its database and Kafka."),
+            pods: vec![(NAME_LABEL.into(), (*service).into())],
+            ingress: vec![
+                Rule::tcp("the gateway's gRPC calls", vec![Peer::named(GATEWAY)], &[GRPC_PORT]),
+                Rule::metrics(METRICS_PORT),
+            ],
+            egress: Some(egress),
+        });
+    }
+
+    let mut console_egress = vec![Rule::dns()];
+    let mut read = vec![];
+    for service in &services {
+        read.push(Peer::database(service));
+    }
+    console_egress.push(Rule::tcp("every service's database, read-only", read, &[POSTGRES_PORT]));
+    console_egress.push(Rule::tcp(
+        "its own database: the redrive audit",
+        vec![Peer::database(console)],
+        &[POSTGRES_PORT],
+    ));
+    console_egress.extend(kafka(console));
+    policies.push(Policy {
+        name: console.into(),
+        doc: "The operator console: reached by the gateway only; reads the databases and Kafka.".into(),
+        pods: vec![(NAME_LABEL.into(), console.into())],
+        ingress: vec![
+            Rule::tcp("the gateway (mutual TLS)", vec![Peer::named(GATEWAY)], &[CONSOLE_PORT]),
+            Rule::metrics(METRICS_PORT),
+        ],
+        egress: Some(console_egress),
+    });
+
+    let owners = services.iter().map(|s| (*s, vec![Peer::named(s), Peer::named(console)]));
+    for (owner, clients) in owners.chain([(console, vec![Peer::named(console)])]) {
+        let cluster = database(owner);
+        let operator = Peer::Namespace { name: CNPG_NAMESPACE, pods: Vec::new() };
+        policies.push(Policy {
+            name: cluster.clone(),
+            doc: format!("{cluster}: {owner}'s database, taking only its clients and its own cluster."),
+            pods: vec![(CNPG_CLUSTER_LABEL.into(), cluster.clone())],
+            ingress: vec![
+                Rule::tcp(
+                    if owner == console { "the console" } else { "its service and the console (read-only)" },
+                    clients,
+                    &[POSTGRES_PORT],
+                ),
+                Rule::tcp("replication between its instances", vec![Peer::database(owner)], &[POSTGRES_PORT]),
+                Rule::tcp(
+                    "the CloudNativePG operator asks each instance's status",
+                    vec![operator],
+                    &[CNPG_STATUS_PORT],
+                ),
+                Rule::metrics(CNPG_METRICS_PORT),
+            ],
+            egress: None,
+        });
+    }
+
+    policies.push(Policy {
+        name: REDIS.into(),
+        doc: "The deployment's Redis, should it run here: the gateway only.".into(),
+        pods: vec![(NAME_LABEL.into(), REDIS.into())],
+        ingress: vec![Rule::tcp("the gateway", vec![Peer::named(GATEWAY)], &[REDIS_PORT])],
+        egress: None,
+    });
+
+    let mut out = String::from(header);
+    for policy in &policies {
+        policy.render(&mut out);
     }
     out
 }

@@ -1,14 +1,17 @@
 //! The console's HTTP API, under `/console/api`. The gateway forwards admins here from
 //! `/api/v1/admin/console/*` and names them in [`ADMIN_HEADER`]; everything here assumes
-//! that check was made.
+//! that check was made, which is why nothing reaches a route unless [`crate::callers`]
+//! saw the gateway's certificate. Every request is counted by route, method and status,
+//! and every letter a redrive was asked for by its outcome.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State as Extract};
+use axum::extract::{MatchedPath, Path, Request, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -21,6 +24,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::callers::Callers;
 use crate::config::Config;
 use crate::redrive::{self, RedriveRequest};
 
@@ -55,8 +59,12 @@ impl State {
     }
 }
 
-pub fn router(state: State) -> Router {
+/// Every route, behind the caller check, behind the request metrics (so refusals count too).
+pub fn router(state: State, callers: Callers) -> Router {
+    // Every outcome from the start, so a scrape shows a 0 rather than nothing.
+    count_redrives(&redrive::Outcome { redriven: Vec::new(), already: Vec::new(), refused: Vec::new() });
     Router::new()
+        .route(crate::callers::HEALTH, get(healthz))
         .route("/console", get(crate::page::index))
         .route("/console/assets/{name}", get(crate::page::asset))
         .route("/console/api/overview", get(overview))
@@ -67,6 +75,39 @@ pub fn router(state: State) -> Router {
         .route("/console/api/dlq/redrive", post(redrive_messages))
         .route("/console/api/dlq/audit", get(audit))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(callers, crate::callers::check))
+        .layer(middleware::from_fn(http_metrics))
+}
+
+/// Counts and times each request by its route pattern (`/console/api/sagas/{id}`, never the
+/// id itself, so the labels stay few), method and status, as the gateway does.
+async fn http_metrics(request: Request, next: Next) -> Response {
+    use saga_process::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => response.status().as_str().to_owned())
+        .increment(1);
+    response
+}
+
+/// Counts the letters of a redrive's answer by outcome in `console_redrives_total{outcome}`:
+/// `redriven`, `already` (redriven before) and `refused` (forged or unverifiable).
+fn count_redrives(outcome: &redrive::Outcome) {
+    let counts =
+        [("redriven", outcome.redriven.len()), ("already", outcome.already.len()), ("refused", outcome.refused.len())];
+    for (name, letters) in counts {
+        metrics::counter!(saga_process::metrics::CONSOLE_REDRIVES, "outcome" => name).increment(letters as u64);
+    }
+}
+
+/// Liveness: the console answers (any caller the authority certified).
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +260,9 @@ async fn redrive_messages(
         .to_owned();
     let request: RedriveRequest = serde_json::from_slice(&body)
         .map_err(|e| ConsoleError::BadRequest(format!("the request body is not a redrive request: {e}")))?;
-    Ok(Json(redrive::redrive(&state, &admin, request).await?))
+    let outcome = redrive::redrive(&state, &admin, request).await?;
+    count_redrives(&outcome);
+    Ok(Json(outcome))
 }
 
 async fn audit(Extract(state): Extract<State>) -> Result<Json<Vec<redrive::AuditRow>>, ConsoleError> {

@@ -2,27 +2,47 @@
 //! development stack.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::Parser;
 use saga_process::local::{self, BackendService, CONSOLE_DATABASE, CONSOLE_PORT_OFFSET, PORT_BASE};
 
 /// The operator console: a live web view of the saga platform. It reads every service's
 /// database (with a read-only role) and the Kafka topics, and keeps its own redrive audit.
-/// It trusts the gateway to have authenticated an admin: listen on a private address only.
+/// It trusts the gateway to have authenticated an admin, and answers only the gateway,
+/// proven by its client certificate over mutual TLS.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "console",
     about,
     after_help = "Each service's database is read from <SERVICE>_DATABASE_URL (ORDER_DATABASE_URL, ...), \
-                  by default the console's read-only role on the local stack."
+                  by default the console's read-only role on the local stack.\n\n\
+                  Without TLS_CLIENT_CA, TLS_CERT and TLS_KEY the console serves plain HTTP and refuses \
+                  its API to everyone (403): only /healthz, the page and its assets answer."
 )]
 pub struct Config {
-    /// HTTP listen address.
+    /// Listen address: HTTPS with mutual TLS given the TLS files below, plain HTTP without.
     #[arg(long, env = "LISTEN_ADDR", default_value_t = SocketAddr::from(([127, 0, 0, 1], PORT_BASE + CONSOLE_PORT_OFFSET)))]
     pub listen: SocketAddr,
     /// Where Prometheus metrics are served (`/metrics`). Default: the listen port plus 100.
     #[arg(long, env = "METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The certificate authority (PEM) a caller's client certificate must chain to. With
+    /// TLS_CERT and TLS_KEY, the console serves HTTPS with mutual TLS only: no plaintext,
+    /// no caller without a certificate.
+    #[arg(long, env = "TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The certificate (PEM) the console presents, issued for its name (`console`).
+    #[arg(long, env = "TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of TLS_CERT.
+    #[arg(long, env = "TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The identities (the names their certificates are issued for) the console answers
+    /// over mutual TLS, and believes the admin header of; any certificate of the authority
+    /// may ask `/healthz`.
+    #[arg(long, env = "ALLOWED_CALLERS", value_delimiter = ',', default_value = saga_proto::tls::GATEWAY)]
+    pub allowed_callers: Vec<String>,
     /// The console's own database (the redrive audit).
     #[arg(long, env = "DATABASE_URL", default_value_t = local::console_database_url(CONSOLE_DATABASE), hide_default_value = true,
           hide_env_values = true)]
@@ -53,6 +73,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The console's mutual-TLS files, when configured (all three, or none).
+    pub fn tls(&self) -> Result<Option<saga_proto::tls::TlsFiles>, saga_proto::tls::TlsError> {
+        saga_proto::tls::TlsFiles::from_settings(
+            "TLS_CLIENT_CA, TLS_CERT, TLS_KEY",
+            self.tls_client_ca.clone(),
+            self.tls_cert.clone(),
+            self.tls_key.clone(),
+        )
+    }
+
     /// Where the console reads the platform: `<SERVICE>_DATABASE_URL` for each service of the
     /// spec, or the local stack's.
     pub fn sources(&self) -> saga_operator::Sources {

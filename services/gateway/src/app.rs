@@ -58,11 +58,7 @@ pub async fn state(config: Config, shutdown: saga_process::shutdown::Shutdown) -
     };
     let console_url = reqwest::Url::parse(&config.console_url)
         .with_context(|| format!("invalid CONSOLE_URL: {}", config.console_url))?;
-    // No overall timeout: the console's live views are streams that stay open.
-    let console = reqwest::Client::builder()
-        .connect_timeout(health::PROBE_TIMEOUT)
-        .build()
-        .context("HTTP client for the console")?;
+    let console = console_client(&console_url, tls.as_ref())?;
     Ok(AppState {
         shutdown,
         console,
@@ -83,6 +79,33 @@ pub async fn state(config: Config, shutdown: saga_process::shutdown::Shutdown) -
         order_feed: crate::order_feed::OrderFeed::default(),
         config: Arc::new(config),
     })
+}
+
+/// The console's HTTP client. With the gateway's TLS files, the console is reached over
+/// mutual TLS: the gateway presents its own certificate (the console answers no one else)
+/// and accepts only a server whose certificate the authority issued for `console`, whatever
+/// address it dialled. Without them, plain HTTP, which a console without TLS answers only
+/// with its page (never its API). As for the services, an `https://` URL without TLS files,
+/// or an `http://` one with them, is refused.
+fn console_client(url: &reqwest::Url, tls: Option<&saga_proto::tls::TlsFiles>) -> anyhow::Result<reqwest::Client> {
+    // No overall timeout: the console's live views are streams that stay open.
+    let builder = reqwest::Client::builder().connect_timeout(health::PROBE_TIMEOUT);
+    let builder = match (url.scheme(), tls) {
+        ("https", Some(files)) => builder.use_preconfigured_tls(
+            files
+                .https_client(saga_proto::tls::CONSOLE)
+                .context("the console's TLS (GRPC_TLS_CA, GRPC_TLS_CERT, GRPC_TLS_KEY)")?,
+        ),
+        ("http", None) => builder,
+        ("https", None) => anyhow::bail!(
+            "CONSOLE_URL {url} is https, but the gateway has no GRPC_TLS_CA, GRPC_TLS_CERT and GRPC_TLS_KEY"
+        ),
+        ("http", Some(_)) => anyhow::bail!(
+            "CONSOLE_URL {url} is plaintext http, but the gateway is configured for mutual TLS; use https://"
+        ),
+        (scheme, _) => anyhow::bail!("CONSOLE_URL {url}: {scheme} is neither http nor https"),
+    };
+    builder.build().context("HTTP client for the console")
 }
 
 pub fn router(state: AppState) -> anyhow::Result<Router> {
@@ -235,4 +258,23 @@ fn cors(origins: &str) -> anyhow::Result<Option<CorsLayer>> {
             .expose_headers([header::RETRY_AFTER, HeaderName::from_static(REQUEST_ID)])
             .max_age(Duration::from_secs(600)),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_url_says_tls_exactly_when_the_gateway_has_its_files() {
+        let files = saga_proto::tls::TlsFiles::in_folder(std::path::Path::new("/nonexistent"), "gateway");
+        let url = |u: &str| reqwest::Url::parse(u).expect("a URL");
+        assert!(console_client(&url("http://127.0.0.1:17081"), None).is_ok());
+        let error = console_client(&url("https://console:8081"), None).expect_err("no files");
+        assert!(error.to_string().contains("GRPC_TLS_CERT"), "{error}");
+        let error = console_client(&url("http://console:8081"), Some(&files)).expect_err("plaintext with TLS");
+        assert!(error.to_string().contains("use https://"), "{error}");
+        let error = console_client(&url("https://console:8081"), Some(&files)).expect_err("files missing");
+        assert!(format!("{error:#}").contains("/nonexistent/ca.pem"), "{error:#}");
+        assert!(console_client(&url("ftp://console"), None).is_err());
+    }
 }

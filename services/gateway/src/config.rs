@@ -151,7 +151,9 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = saga_process::shutdown::DEFAULT_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
     /// URL of the operator console, which the gateway forwards `/console` and admins'
-    /// `/api/v1/admin/console/*` requests to.
+    /// `/api/v1/admin/console/*` requests to. With GRPC_TLS_CA, GRPC_TLS_CERT and
+    /// GRPC_TLS_KEY it must be `https://`: the gateway presents the same certificate to the
+    /// console and accepts only one issued for `console`.
     #[arg(long, env = "CONSOLE_URL", default_value_t = format!("http://{}:{}", local::HOST, PORT_BASE + CONSOLE_PORT_OFFSET))]
     pub console_url: String,
 }

@@ -317,8 +317,9 @@ impl StackConfig {
         format!("postgres://{role}:{role}@{}:{}/{database}", self.host(), self.ports.postgres)
     }
 
+    /// Mutual TLS only: the console answers the gateway's certificate (see [`StackConfig::tls_dir`]).
     pub fn console_url(&self) -> String {
-        format!("http://{}:{}", self.host(), self.ports.console)
+        format!("https://{}:{}", self.host(), self.ports.console)
     }
 
     /// Where this stack's state lives, for `saga_operator` (`prefix`: the services' topic prefix).

@@ -136,7 +136,8 @@ impl Component {
                 config.metrics_url(config.replica_port(*service, *replica))
             ),
             Component::Console => format!(
-                "{}/console (through the gateway: {}/console; metrics {})",
+                "{} (mutual TLS, answers the gateway's certificate; open it through the gateway: {}/console; \
+                 metrics {})",
                 config.console_url(),
                 config.gateway_url(),
                 config.metrics_url(config.ports.console)

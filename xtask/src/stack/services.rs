@@ -89,7 +89,22 @@ pub fn console_command(config: &StackConfig) -> anyhow::Result<Command> {
         );
     }
     command.envs(super::kafka_access::env(config, super::kafka_access::CONSOLE)?);
+    command.envs(console_tls_env(config));
     Ok(command)
+}
+
+/// The settings of the console's mutual TLS: its own certificate, and the authority its
+/// callers' certificates must chain to (it answers the gateway's only).
+pub fn console_tls_env(config: &StackConfig) -> [(&'static str, PathBuf); 3] {
+    let files = super::tls::files(config, saga_proto::tls::CONSOLE);
+    [("TLS_CLIENT_CA", files.ca), ("TLS_CERT", files.cert), ("TLS_KEY", files.key)]
+}
+
+/// An HTTPS client of the stack's console as `identity`: `operator` for its health,
+/// `gateway` for its page and API (a test acting as the gateway).
+pub fn console_client_as(config: &StackConfig, identity: &str) -> anyhow::Result<reqwest::Client> {
+    let tls = super::tls::files(config, identity).https_client(saga_proto::tls::CONSOLE)?;
+    Ok(reqwest::Client::builder().use_preconfigured_tls(tls).build()?)
 }
 
 pub fn gateway_command(config: &StackConfig) -> Command {
@@ -140,14 +155,14 @@ pub async fn probe_backend(config: &StackConfig, service: BackendService, replic
     Ok(())
 }
 
-/// Ready when the console serves its page.
+/// Ready when the console answers its health over mutual TLS, asked as `operator`.
 pub async fn probe_console(config: &StackConfig) -> anyhow::Result<()> {
-    let response = reqwest::Client::new()
-        .get(format!("{}/console", config.console_url()))
+    let response = console_client_as(config, saga_proto::tls::OPERATOR)?
+        .get(format!("{}/healthz", config.console_url()))
         .timeout(Duration::from_secs(3))
         .send()
         .await?;
-    anyhow::ensure!(response.status().is_success(), "/console answered {}", response.status());
+    anyhow::ensure!(response.status().is_success(), "/healthz answered {}", response.status());
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The stack's own certificate authority, for mutual TLS between the gateway
-//! and the services. `up` issues it once, with a certificate per party (each
-//! service, the gateway, and `operator` for the tools that ask health), into
+//! and the services and the console. `up` issues it once, with a certificate
+//! per party (each service, the console, the gateway, and `operator` for the
+//! tools that ask health), into
 //! `<state>/tls/`: the folder 0700, every file 0600. Certificates are valid
 //! for a year and issued again, all of them with a new authority, when one is
 //! missing or has less than a month left; a stack running with the old ones
@@ -16,7 +17,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use saga_proto::tls::{CA_FILE, GATEWAY, OPERATOR, TlsFiles};
+use saga_proto::tls::{CA_FILE, CONSOLE, GATEWAY, OPERATOR, TlsFiles};
 
 use super::config::{StackConfig, services};
 
@@ -27,10 +28,11 @@ const RENEW_BEFORE: Duration = Duration::days(30);
 /// When the current certificates expire (RFC 3339), next to them.
 const EXPIRES_FILE: &str = "expires";
 
-/// Every party of the stack's gRPC: each service, the gateway, the operator's tools.
+/// Every party of the stack's mutual TLS: each service, the console, the gateway, the
+/// operator's tools.
 pub fn identities() -> Vec<String> {
     let mut names: Vec<String> = services().iter().map(|s| s.name.to_owned()).collect();
-    names.extend([GATEWAY.to_owned(), OPERATOR.to_owned()]);
+    names.extend([CONSOLE.to_owned(), GATEWAY.to_owned(), OPERATOR.to_owned()]);
     names
 }
 
@@ -87,7 +89,8 @@ fn issue(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<()> {
         party.distinguished_name = DistinguishedName::new();
         party.distinguished_name.push(DnType::CommonName, identity.as_str());
         party.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        // A service is a server to the gateway; every party is a client of some service's health.
+        // A service and the console are servers to the gateway; every party is a client of
+        // some server's health.
         party.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         party.not_before = date(now - Duration::days(1));
         party.not_after = date(until);

@@ -1,7 +1,9 @@
 //! The operator console. The console service draws the page and answers its API; the
 //! gateway is its only door: it serves the page (which holds no data) to anyone, lets only
 //! admins through to the API, and names the admin to the console in `x-saga-admin`, which
-//! the console audits redrives under. Streams are passed through as they come.
+//! the console audits redrives under. The console believes that header only from the
+//! gateway's certificate (mutual TLS, `app::console_client`). Streams are passed through as
+//! they come.
 
 use std::time::Duration;
 
