@@ -475,6 +475,84 @@ mod tests {
         assert_eq!(Failure::of(&tonic::Status::cancelled("by the service")), Failure::Answer);
     }
 
+    /// A health server on a free loopback port that also says SERVING for
+    /// `name` (so a call tells which instance answered); its reporter sets
+    /// its overall status.
+    async fn health_server(name: &str) -> (u16, tonic_health::server::HealthReporter, tokio::task::JoinHandle<()>) {
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let port = incoming.local_addr().expect("addr").port();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming).await;
+        });
+        (port, reporter, server)
+    }
+
+    /// Which instances, `first` or `second`, answer `tries` calls through the balanced channel.
+    async fn answering(instances: &Instances, tries: usize) -> BTreeSet<&'static str> {
+        let mut seen = BTreeSet::new();
+        for _ in 0..tries {
+            let reply = HealthClient::new(instances.channel.clone())
+                .check(HealthCheckRequest { service: "first".to_owned() })
+                .await;
+            seen.insert(match reply {
+                Ok(_) => "first",
+                Err(status) if status.code() == tonic::Code::NotFound => "second",
+                Err(status) => panic!("no instance answered: {status}"),
+            });
+        }
+        seen
+    }
+
+    /// An instance whose API cannot serve (its overall health NOT_SERVING: its
+    /// database is away) gets no calls while another instance serves, and gets
+    /// them again when none does: each then answers for itself.
+    #[tokio::test]
+    async fn an_instance_that_cannot_serve_gets_no_calls_while_another_serves() {
+        let (first, first_reporter, first_server) = health_server("first").await;
+        let (second, second_reporter, second_server) = health_server("second").await;
+        second_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let urls = format!("http://127.0.0.1:{first},http://127.0.0.1:{second}");
+        let instances = Instances::start("order", &urls, None).expect("instances");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while instances.check().1.iter().any(|(_, check)| check == "not asked yet") {
+            assert!(tokio::time::Instant::now() < deadline, "never asked: {:?}", instances.check());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(answering(&instances, 40).await, BTreeSet::from(["first"]), "only the serving one is called");
+        let (overall, each) = instances.check();
+        assert_eq!(overall, "ok");
+        let second_url = format!("http://127.0.0.1:{second}");
+        assert!(each.iter().any(|(url, check)| *url == second_url && check == "not serving: saga.api"), "{each:?}");
+
+        // Neither serves: both are called again, and answer for themselves.
+        first_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = answering(&instances, 40).await;
+            if answers == BTreeSet::from(["first", "second"]) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{answers:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // One serves again: the other is out again.
+        second_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = answering(&instances, 40).await;
+            if answers == BTreeSet::from(["second"]) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{answers:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        first_server.abort();
+        second_server.abort();
+    }
+
     /// A name stands for every address it resolves to: `localhost` is found as
     /// the instance listening on 127.0.0.1 (any other address of it, such as
     /// `::1`, does not answer and stays out).
