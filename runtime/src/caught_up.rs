@@ -171,28 +171,59 @@ const LAG_REPORT_EVERY: Duration = Duration::from_secs(5);
 /// knows them with `prefix`) until `shutdown`: per topic, the messages between the group's
 /// committed offsets and the high watermarks. Sampled like the caught-up clock, with a
 /// client of its own; a round that fails leaves the gauge as it was.
-pub async fn report_lag(brokers: String, group: String, prefix: String, topics: Vec<String>, shutdown: Shutdown) {
+///
+/// Every service samples this whether it has work or not, so it is also how the service
+/// knows whether Kafka answers it: `probe` (a [`Component::Broker`] one) hears each round.
+/// A relay with nothing to publish and a consumer with nothing received would not notice a
+/// broker that went away.
+pub async fn report_lag(
+    brokers: String,
+    group: String,
+    prefix: String,
+    topics: Vec<String>,
+    shutdown: Shutdown,
+    probe: Probe,
+) {
     let prefixed = topics.iter().map(|t| format!("{prefix}{t}")).collect();
     let sampler = match Sampler::new(&brokers, &format!("{prefix}{group}"), prefixed) {
         Ok(sampler) => Arc::new(sampler),
         Err(error) => {
             tracing::warn!(%error, "no consumer-lag metric: cannot create a Kafka client");
+            probe.failing(format!("cannot create a Kafka client: {error}"));
+            shutdown.wait().await;
             return;
         }
     };
+    let mut failing = false;
     loop {
-        let sample = tokio::task::spawn_blocking({
-            let sampler = sampler.clone();
-            move || sampler.sample()
-        })
-        .await;
-        if let Ok(Ok(sample)) = sample {
-            let lag = sample.lag();
-            for topic in &topics {
-                let lag = lag.get(&format!("{prefix}{topic}")).copied().unwrap_or(0);
-                metrics::gauge!(saga_process::metrics::CONSUMER_LAG, "topic" => topic.clone(), "group" => group.clone())
-                    .set(lag as f64);
+        let sample = {
+            let _attempt = probe.attempt();
+            tokio::task::spawn_blocking({
+                let sampler = sampler.clone();
+                move || sampler.sample()
+            })
+            .await
+        };
+        match sample {
+            Ok(Ok(sample)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("Kafka answers again");
+                }
+                probe.working();
+                let lag = sample.lag();
+                for topic in &topics {
+                    let lag = lag.get(&format!("{prefix}{topic}")).copied().unwrap_or(0);
+                    metrics::gauge!(saga_process::metrics::CONSUMER_LAG, "topic" => topic.clone(), "group" => group.clone())
+                        .set(lag as f64);
+                }
             }
+            Ok(Err(error)) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(%error, "Kafka does not answer (consumer-lag sample)");
+                }
+                probe.failing(format!("Kafka: {error}"));
+            }
+            Err(panicked) => probe.failing(format!("consumer-lag sample panicked: {panicked}")),
         }
         tokio::select! {
             () = shutdown.wait() => return,
@@ -379,6 +410,7 @@ pub fn start(
         let mut reckoner = Reckoner::default();
         let mut failing = false;
         loop {
+            let attempt = probe.attempt();
             let round = match database_answers(&pool).await {
                 Err(error) => Ok(Err(SampleError::Database(error))),
                 Ok(()) => {
@@ -389,6 +421,7 @@ pub fn start(
                     .await
                 }
             };
+            drop(attempt);
             let judged = match round {
                 Ok(Ok(Sample { at, high, committed })) => {
                     if std::mem::take(&mut failing) {

@@ -35,6 +35,8 @@ pub enum DbError {
     },
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot prepare the migrations' connection: {0}")]
+    MigrationConnection(#[source] sqlx::Error),
     #[error(
         "service migration {0} uses a version the runtime owns: number it from 3 up, below {FIRST_NEW_RUNTIME_VERSION}"
     )]
@@ -43,18 +45,106 @@ pub enum DbError {
 
 /// Brings a service database up to date: the runtime's tables first, then
 /// the service's own migrations (`service`), in one shared history.
+///
+/// They run on a connection of their own with the pool's timeouts lifted
+/// ([`SessionSettings`]): a migration may rewrite a large table, and a
+/// replica starting beside another waits on the advisory lock the migrator
+/// holds for as long as the other migrates. The connection is closed after,
+/// so no pooled connection keeps the lifted settings.
 pub async fn migrate(pool: &PgPool, service: &Migrator) -> Result<(), DbError> {
+    use sqlx::Connection as _;
     let runtime_versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
     if let Some(clash) =
         service.iter().map(|m| m.version).find(|v| runtime_versions.contains(v) || *v >= FIRST_NEW_RUNTIME_VERSION)
     {
         return Err(DbError::RuntimeVersion(clash));
     }
-    MIGRATOR.run(pool).await?;
+    let mut conn = pool.acquire().await.map_err(DbError::MigrationConnection)?.detach();
+    sqlx::raw_sql("SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0")
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::MigrationConnection)?;
+    MIGRATOR.run(&mut conn).await?;
     // The runtime's versions are in the history too: not missing, not ours.
     let service = Migrator { migrations: service.migrations.clone(), ignore_missing: true, ..Migrator::DEFAULT };
-    service.run(pool).await?;
+    service.run(&mut conn).await?;
+    let _ = conn.close().await;
     Ok(())
+}
+
+/// What every connection of a service's pools (and of the shelves, which
+/// connect with the pools' options) starts with, sent as startup options:
+/// PostgreSQL's own limits on a statement, a lock wait and a transaction left
+/// idle, so a call that hangs fails (and is seen failing) instead of hanging
+/// for good, and server-side TCP keepalives, so PostgreSQL notices a client
+/// that vanished (a killed pod, a partition) and releases its locks.
+///
+/// sqlx has no setting for keepalives on its own side of the socket: a
+/// database that vanishes under a client is noticed by the timeouts the
+/// runtime puts around its waits (pool acquire, the health checks) and by
+/// the loops' health, which counts an attempt in flight without progress as
+/// stuck (`crate::health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// `statement_timeout`: the longest statement (zero: no limit).
+    pub statement_timeout: Duration,
+    /// `lock_timeout`: the longest wait for a lock, a row's or a table's
+    /// (zero: no limit). The relay's advisory lock is only ever tried, never
+    /// waited for.
+    pub lock_timeout: Duration,
+    /// `idle_in_transaction_session_timeout`: how long a session may sit in
+    /// an open transaction between statements before PostgreSQL ends it
+    /// (zero: no limit). The relay keeps its transaction open while the
+    /// broker acknowledges a batch (at most the producer's
+    /// `message.timeout.ms`, 30 s), so this must be well above that.
+    pub idle_in_transaction_timeout: Duration,
+    /// `tcp_keepalives_idle`: how long the server's side of a connection may
+    /// be silent before PostgreSQL probes the client, every third of that,
+    /// three times (`None`: the server's setting).
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            statement_timeout: Duration::from_secs(30),
+            lock_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(120),
+            tcp_keepalive: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl SessionSettings {
+    /// The startup options that set them.
+    pub fn options(&self) -> Vec<(&'static str, String)> {
+        let millis = |d: Duration| d.as_millis().to_string();
+        let mut options = vec![
+            ("statement_timeout", millis(self.statement_timeout)),
+            ("lock_timeout", millis(self.lock_timeout)),
+            ("idle_in_transaction_session_timeout", millis(self.idle_in_transaction_timeout)),
+        ];
+        if let Some(idle) = self.tcp_keepalive {
+            let idle = idle.as_secs().max(1);
+            options.push(("tcp_keepalives_idle", idle.to_string()));
+            options.push(("tcp_keepalives_interval", (idle / 3).max(1).to_string()));
+            options.push(("tcp_keepalives_count", "3".to_owned()));
+        }
+        options
+    }
+}
+
+/// Lifts the statement and lock timeouts for the rest of the transaction
+/// `conn` is in: for work known to be long (a service's start-up data
+/// migration), never for a request or a saga step.
+pub async fn lift_timeouts(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "SELECT set_config('statement_timeout', '0', true), set_config('lock_timeout', '0', true), \
+         set_config('idle_in_transaction_session_timeout', '0', true)",
+    )
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// How long the saga's own work (consumers, relay, sweeper) waits for a
@@ -73,14 +163,20 @@ pub const API_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// without another test (see [`connect`]).
 const FRESH_FROM_RELEASE: Duration = Duration::from_secs(1);
 
-/// Connects a pool, retrying for up to `wait` so a service started together
-/// with its database does not fail on the first refused connection.
+/// Connects a pool whose connections start with `session`, retrying for up
+/// to `wait` so a service started together with its database does not fail
+/// on the first refused connection.
 pub async fn connect(
     url: &str,
     max_connections: u32,
     acquire_timeout: Duration,
+    session: &SessionSettings,
     wait: Duration,
 ) -> Result<PgPool, DbError> {
+    let options = url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .map_err(|source| DbError::Connect { url: redact(url), source })?
+        .options(session.options());
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let attempt = PgPoolOptions::new()
@@ -101,7 +197,7 @@ pub async fn connect(
                     Ok(meta.idle_for < FRESH_FROM_RELEASE || connection.ping().await.is_ok())
                 })
             })
-            .connect(url)
+            .connect_with(options.clone())
             .await;
         match attempt {
             Ok(pool) => return Ok(pool),
@@ -375,7 +471,20 @@ pub async fn report_pools<const N: usize>(pools: [(PoolName, PgPool); N], shutdo
 
 #[cfg(test)]
 mod tests {
-    use super::{AfterCommit, FIRST_NEW_RUNTIME_VERSION, MIGRATOR, after_commit, is_outage, is_race};
+    use super::{AfterCommit, FIRST_NEW_RUNTIME_VERSION, MIGRATOR, SessionSettings, after_commit, is_outage, is_race};
+
+    #[test]
+    fn every_connection_starts_with_the_timeouts_and_keepalives_in_postgresql_units() {
+        let options = SessionSettings::default().options();
+        let get = |key: &str| options.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
+        assert_eq!(get("statement_timeout"), Some("30000"), "milliseconds");
+        assert_eq!(get("lock_timeout"), Some("10000"));
+        assert_eq!(get("idle_in_transaction_session_timeout"), Some("120000"));
+        assert_eq!((get("tcp_keepalives_idle"), get("tcp_keepalives_interval")), (Some("30"), Some("10")), "seconds");
+        assert_eq!(get("tcp_keepalives_count"), Some("3"));
+        let none = SessionSettings { tcp_keepalive: None, ..SessionSettings::default() }.options();
+        assert!(none.iter().all(|(k, _)| !k.starts_with("tcp_")), "the server's own keepalive: {none:?}");
+    }
 
     #[tokio::test]
     async fn what_a_transaction_asks_is_done_after_its_commit_in_order_and_never_after_a_rollback() {

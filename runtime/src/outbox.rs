@@ -130,7 +130,12 @@ impl Relay {
             // Whatever committed before this point is in the batch below.
             woken.borrow_and_update();
             let mut wait = self.config.poll_interval;
-            match self.publish().await {
+            let published = {
+                // In flight until it returns: a batch frozen on a lock reports no error.
+                let _attempt = probe.attempt();
+                self.publish().await
+            };
+            match published {
                 Ok(Batch::Busy) => wait = BUSY_RETRY,
                 Ok(Batch::Published(n)) => {
                     backoff = Duration::from_millis(100);

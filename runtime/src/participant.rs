@@ -79,6 +79,7 @@ impl Participant {
             args.topic_prefix.clone(),
             group.topics.iter().map(|t| (*t).to_owned()).collect(),
             shutdown.clone(),
+            booted.health.probe(crate::health::Component::Broker),
         ));
         let processor = TxConsumer::<H, E>::new(booted.pool.clone(), handler);
         let consumer = tokio::spawn(consumer::run(consumer_config, processor, shutdown.clone(), booted.health.clone()));

@@ -74,9 +74,11 @@ pub struct ServiceArgs {
     /// Deployment's pods), which leave the group when they stop.
     #[arg(long, env = "KAFKA_GROUP_INSTANCE_ID")]
     pub kafka_group_instance_id: Option<String>,
-    /// How long a loop that does the service's work (a consumer partition,
-    /// the outbox relay, the timeout sweeper) may keep failing before gRPC
-    /// health says NOT_SERVING, in milliseconds.
+    /// How long a loop of the saga's pipeline (a consumer partition, the
+    /// outbox relay, the timeout sweeper, the broker check) may keep failing,
+    /// or one of its attempts stay in flight without progress, before gRPC
+    /// health says NOT_SERVING for it and for `saga.pipeline`, in
+    /// milliseconds. It does not touch readiness (`""`).
     #[arg(long, env = "HEALTH_STUCK_AFTER_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub health_stuck_after_ms: u64,
@@ -84,6 +86,39 @@ pub struct ServiceArgs {
     /// flight, and exits; past this many seconds it exits all the same (code 1).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = saga_process::shutdown::DEFAULT_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
+    /// How long the service's database may fail its check (a `SELECT 1`
+    /// every second, 2 s to answer) before the service is not ready (gRPC
+    /// health `""` and `saga.api` NOT_SERVING), in milliseconds.
+    #[arg(long, env = "HEALTH_DATABASE_FAIL_AFTER_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub health_database_fail_after_ms: u64,
+    /// How long one attempt of a loop may stay in flight before the loop
+    /// counts as wedged, which fails liveness (gRPC health `saga.live`)
+    /// while the database answers, in milliseconds. Far above every timeout
+    /// inside an attempt, which bound it when nothing is wrong with the process.
+    #[arg(long, env = "HEALTH_WEDGED_AFTER_MS", default_value_t = 600_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub health_wedged_after_ms: u64,
+    /// PostgreSQL `statement_timeout` of every database connection, in
+    /// milliseconds (0: none). Migrations run without it.
+    #[arg(long, env = "DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub database_statement_timeout_ms: u64,
+    /// PostgreSQL `lock_timeout` of every database connection: the longest
+    /// wait for a row or table lock, in milliseconds (0: none). A statement
+    /// that gives up is retried like an outage.
+    #[arg(long, env = "DATABASE_LOCK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub database_lock_timeout_ms: u64,
+    /// PostgreSQL `idle_in_transaction_session_timeout` of every database
+    /// connection, in milliseconds (0: none); well above the 30 s the relay
+    /// may keep its transaction open while the broker acknowledges a batch.
+    #[arg(long, env = "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS", default_value_t = 120_000)]
+    pub database_idle_in_transaction_timeout_ms: u64,
+    /// TCP keepalive of the gRPC server's connections and, on the server's
+    /// side, of the database connections (PostgreSQL's `tcp_keepalives_idle`):
+    /// seconds of silence before the first probe, then one every third of
+    /// that, three times (0: the system's defaults).
+    #[arg(long, env = "TCP_KEEPALIVE_SECS", default_value_t = 30)]
+    pub tcp_keepalive_secs: u64,
     /// Where Prometheus metrics are served (`/metrics`). Default: the gRPC
     /// address's port plus 100.
     #[arg(long, env = "METRICS_LISTEN")]
@@ -123,6 +158,21 @@ struct Cli {
 }
 
 impl ServiceArgs {
+    /// The settings every database connection of the service starts with.
+    pub fn session_settings(&self) -> crate::db::SessionSettings {
+        crate::db::SessionSettings {
+            statement_timeout: Duration::from_millis(self.database_statement_timeout_ms),
+            lock_timeout: Duration::from_millis(self.database_lock_timeout_ms),
+            idle_in_transaction_timeout: Duration::from_millis(self.database_idle_in_transaction_timeout_ms),
+            tcp_keepalive: self.tcp_keepalive(),
+        }
+    }
+
+    /// The TCP keepalive idle time, if any.
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        (self.tcp_keepalive_secs > 0).then(|| Duration::from_secs(self.tcp_keepalive_secs))
+    }
+
     /// Parses the command line and environment, with defaults that point at
     /// the local development stack for this service.
     pub fn parse_for(service: BackendService) -> ServiceArgs {
@@ -164,6 +214,22 @@ pub struct Transport {
     pub callers: Callers,
     /// Where the health service alone is served in plaintext, if anywhere.
     pub health_listen: Option<SocketAddr>,
+    /// TCP keepalive of accepted connections (idle time before the first probe).
+    pub tcp_keepalive: Option<Duration>,
+}
+
+/// Turns TCP keepalive on for the connections `incoming` accepts: after
+/// `idle` of silence, a probe every third of it, three times; a caller that
+/// vanished without closing its connection (a killed host, a partition) is
+/// noticed and its connection's resources freed.
+pub fn keepalive(incoming: TcpIncoming, idle: Option<Duration>) -> TcpIncoming {
+    match idle {
+        Some(idle) => incoming
+            .with_keepalive(Some(idle))
+            .with_keepalive_interval(Some((idle / 3).max(Duration::from_secs(1))))
+            .with_keepalive_retries(Some(3)),
+        None => incoming,
+    }
 }
 
 impl Transport {
@@ -183,12 +249,13 @@ impl Transport {
             None if args.listen.ip().is_loopback() || args.grpc_allow_plaintext => (None, Callers::Anyone),
             None => return Err(BootError::Plaintext { listen: args.listen }),
         };
-        Ok(Transport { tls, callers, health_listen: args.health_listen })
+        Ok(Transport { tls, callers, health_listen: args.health_listen, tcp_keepalive: args.tcp_keepalive() })
     }
 }
 
-/// Serves the standard gRPC health service (what `liveness` says: serving
-/// only while the loops that do the work do it), gRPC server reflection for
+/// Serves the standard gRPC health service (what `liveness` says: readiness
+/// as `""` and `saga.api`, the pipeline, liveness as `saga.live`, and each
+/// loop; see `crate::health`), gRPC server reflection for
 /// `descriptor_set` and whatever `add_services` adds, on `listener`, until
 /// `shutdown` is requested; in-flight calls are drained first.
 pub async fn serve_grpc_until(
@@ -205,7 +272,7 @@ pub async fn serve_grpc_until(
         let probes = Server::builder().add_service(health.clone());
         let shutdown = shutdown.clone();
         let error = |source| ServeError::HealthListen { listen, source };
-        let listener = TcpIncoming::bind(listen).map_err(error)?;
+        let listener = keepalive(TcpIncoming::bind(listen).map_err(error)?, transport.tcp_keepalive);
         let listen = listener.local_addr().map_err(error)?;
         tracing::info!(%listen, "gRPC health alone served in plaintext for probes");
         tokio::spawn(async move {
@@ -308,19 +375,28 @@ async fn boot(
     crate::kafka::authenticate_as(credentials).map_err(BootError::KafkaCredentials)?;
     let listen_error = |source| BootError::Listen { listen: args.listen, source };
     // The settings `Server::serve` would give the connections it accepts.
-    let listener = TcpIncoming::bind(args.listen).map_err(listen_error)?.with_nodelay(Some(true));
+    let listener =
+        keepalive(TcpIncoming::bind(args.listen).map_err(listen_error)?.with_nodelay(Some(true)), args.tcp_keepalive());
     args.listen = listener.local_addr().map_err(listen_error)?;
     tracing::info!(listen = %args.listen, tls = transport.tls.is_some(), "gRPC server listening");
     saga_process::metrics::serve(args.metrics_listen.unwrap_or(saga_process::metrics::default_listen(args.listen)))?;
     let url = &args.database_url;
-    let pool =
-        crate::db::connect(url, args.database_max_connections, crate::db::WORK_ACQUIRE_TIMEOUT, DATABASE_WAIT).await?;
+    let session = args.session_settings();
+    let (work, api) = (args.database_max_connections, args.database_api_max_connections);
+    let pool = crate::db::connect(url, work, crate::db::WORK_ACQUIRE_TIMEOUT, &session, DATABASE_WAIT).await?;
     crate::db::migrate(&pool, migrator).await?;
-    let api_pool =
-        crate::db::connect(url, args.database_api_max_connections, crate::db::API_ACQUIRE_TIMEOUT, DATABASE_WAIT)
-            .await?;
-    tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), "database ready");
-    let health = Health::new(Duration::from_millis(args.health_stuck_after_ms), shutdown.clone());
+    let api_pool = crate::db::connect(url, api, crate::db::API_ACQUIRE_TIMEOUT, &session, DATABASE_WAIT).await?;
+    tracing::info!(service = service.name, database = %crate::db::redact(&args.database_url), ?session,
+        "database ready");
+    let health = Health::new(Duration::from_millis(args.health_stuck_after_ms), shutdown.clone())
+        .with_api_fail_after(Duration::from_millis(args.health_database_fail_after_ms))
+        .with_wedged_after(Duration::from_millis(args.health_wedged_after_ms));
+    // Readiness: the database the API uses answers.
+    tokio::spawn(crate::health::check_database(
+        api_pool.clone(),
+        health.probe(crate::health::Component::Api),
+        shutdown.clone(),
+    ));
     tokio::spawn(crate::db::report_pools(
         [(PoolName::Work, pool.clone()), (PoolName::Api, api_pool.clone())],
         shutdown.clone(),

@@ -87,7 +87,11 @@ pub async fn run<S: Sweep<Ctx = PgConnection>>(
                 () = tokio::time::sleep(timing.interval) => continue,
             }
         };
-        match once(&pool, &sweep, as_of, &skip).await {
+        let swept = {
+            let _attempt = probe.attempt();
+            once(&pool, &sweep, as_of, &skip).await
+        };
+        match swept {
             // One resolved: there may be more due right now.
             Ok(Some(_)) => {
                 probe.working();

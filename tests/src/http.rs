@@ -195,11 +195,38 @@ pub struct PrivateGateway {
 
 impl PrivateGateway {
     /// Starts `target/debug/gateway` (built by `cargo xtask up/test`) with the
-    /// stack's addresses plus `env`, and waits until `/readyz` says 200.
+    /// stack's addresses plus `env`, and waits until `/readyz` says 200, the
+    /// admin account is ensured and every backend's API serves: ready for a
+    /// test to use all of it. (The gateway's readiness itself waits for
+    /// neither: a backend's health, or the user service's, is not the gateway's.)
     pub async fn start(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateGateway {
         let gateway = PrivateGateway::spawn(stack, env).await;
-        gateway.wait_for("/readyz").await;
+        gateway.wait_until_usable().await;
         gateway
+    }
+
+    /// Waits until `/readyz` says 200 with the admin account ensured and an
+    /// instance of every backend whose API serves (`ok`, whatever its pipeline).
+    pub async fn wait_until_usable(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.api.get("/readyz", None).await;
+            let backends_serve = ready.body["backends"].as_object().is_some_and(|backends| {
+                ["order", "product", "user"]
+                    .iter()
+                    .all(|s| backends.get(*s).and_then(Value::as_str).is_some_and(|c| c.starts_with("ok")))
+            });
+            if ready.status == StatusCode::OK && ready.body["checks"]["admin_account"] == "ok" && backends_serve {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private gateway at {} never became usable: {:?}",
+                self.api.base,
+                ready.body
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Waits until `path` answers 200.

@@ -4,6 +4,7 @@
 //! exports the `SAGA_*` variables that describe it), or, when run with plain
 //! `cargo test`, the development stack of `cargo xtask up`.
 
+pub mod broker;
 pub mod browser;
 pub mod console;
 pub mod consumer;

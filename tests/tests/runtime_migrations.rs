@@ -97,3 +97,39 @@ async fn a_service_migration_with_a_runtime_version_is_refused_before_anything_r
     assert_eq!(applied(&pool).await, before);
     drop_scratch_database(&stack, pool, &name).await;
 }
+
+/// The pools' connections carry `statement_timeout` and `lock_timeout`
+/// (`db::SessionSettings`); the migrations must not: a migration may run
+/// long, and a replica starting beside another waits on the advisory lock
+/// the other's migrator holds while it migrates. Two replicas at once, on a
+/// pool whose limits are far below the migration's second and the wait.
+#[tokio::test]
+async fn migrations_run_without_the_pools_timeouts_and_wait_for_another_replicas() {
+    let stack = stack();
+    let (admin, name) = empty_database().await;
+    let slow = std::env::temp_dir().join(saga_tests::unique("slow-migrations"));
+    std::fs::create_dir_all(&slow).expect("temp folder");
+    std::fs::write(slow.join("3_slow.sql"), "SELECT pg_sleep(1); CREATE TABLE slow (id int);").expect("migration");
+    let slow_migrator = migrator(&slow).await;
+    let session = db::SessionSettings {
+        statement_timeout: std::time::Duration::from_millis(200),
+        lock_timeout: std::time::Duration::from_millis(100),
+        ..db::SessionSettings::default()
+    };
+    let url = stack.postgres_admin_url(&name);
+    let wait = std::time::Duration::from_secs(10);
+    let pool = db::connect(&url, 4, db::WORK_ACQUIRE_TIMEOUT, &session, wait).await.expect("pool");
+    // The pool's own connections are bound by the limits (else this test could not fail).
+    let limited = sqlx::query("SELECT pg_sleep(1)").execute(&pool).await.expect_err("statement_timeout");
+    assert!(limited.to_string().contains("statement timeout"), "{limited}");
+
+    let (first, second) = tokio::join!(db::migrate(&pool, &slow_migrator), db::migrate(&pool, &slow_migrator));
+    first.expect("the first replica migrates");
+    second.expect("the second waits for the first, then finds nothing to do");
+    assert!(applied(&admin).await.iter().any(|(v, _)| *v == 3), "the slow migration ran once");
+    let timeout: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&pool).await.expect("setting");
+    assert_eq!(timeout, "200ms", "no pooled connection keeps the migrations' lifted settings");
+    pool.close().await;
+    std::fs::remove_dir_all(&slow).expect("clean up");
+    drop_scratch_database(&stack, admin, &name).await;
+}

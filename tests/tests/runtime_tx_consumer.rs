@@ -169,9 +169,11 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
     let url = stack
         .postgres_admin_url(&db)
         .replace(&format!(":{}/", stack.ports.postgres), &format!(":{}/", proxy.addr().port()));
-    let pool = saga_runtime::db::connect(&url, 3, saga_runtime::db::WORK_ACQUIRE_TIMEOUT, Duration::from_secs(10))
-        .await
-        .expect("pool through the proxy");
+    let session = saga_runtime::db::SessionSettings::default();
+    let pool =
+        saga_runtime::db::connect(&url, 3, saga_runtime::db::WORK_ACQUIRE_TIMEOUT, &session, Duration::from_secs(10))
+            .await
+            .expect("pool through the proxy");
 
     let brokers = stack.kafka_brokers();
     let prefix = format!("{}.", saga_tests::unique("outage"));

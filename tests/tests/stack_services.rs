@@ -39,8 +39,11 @@ async fn gateway_is_live_and_ready() {
     assert_eq!(ready.status(), 200);
     let body: serde_json::Value = ready.json().await.expect("json");
     assert_eq!(body["status"], "ready");
-    for check in ["redis", "order", "product", "user"] {
+    for check in ["redis", "admin_account"] {
         assert_eq!(body["checks"][check], "ok", "{check} in {body}");
+    }
+    for backend in ["order", "product", "user"] {
+        assert_eq!(body["backends"][backend], "ok", "{backend} in {body}");
     }
 }
 

@@ -236,6 +236,10 @@ impl<P: Processor> Worker<P> {
                 Err(e) => {
                     // Never move on without the dead letter written: that would lose the message.
                     tracing::error!(error = %e, %dlq_topic, "cannot write dead letter; retrying");
+                    self.probe.failing(format_args!(
+                        "{} partition {} offset {}: cannot write its dead letter: {e}",
+                        received.topic, received.partition, received.offset
+                    ));
                     tokio::select! {
                         () = self.shutdown.wait() => return Delivery::Interrupted,
                         () = tokio::time::sleep(wait) => {}
@@ -259,10 +263,13 @@ impl<P: Processor> Worker<P> {
         .increment(1);
     }
 
-    /// Runs one handler transaction, timing it.
+    /// Runs one handler transaction, timing it: an attempt of the worker's
+    /// probe, in flight until it returns (one frozen on a lock reports no error).
     async fn timed<T>(&self, work: impl std::future::Future<Output = T>) -> T {
         let started = Instant::now();
+        let attempt = self.probe.attempt();
         let out = work.await;
+        drop(attempt);
         metrics::histogram!(HANDLER_DURATION, "group" => self.group.clone()).record(started.elapsed().as_secs_f64());
         out
     }

@@ -9,9 +9,14 @@
 //! all of them (a headless Kubernetes Service) all work.
 //! Each instance has a watcher that asks its gRPC health service every
 //! [`WATCH_EVERY`]: an instance that does not answer (killed, restarting) is
-//! taken out of the list, and put back once it answers again. An instance
-//! that answers NOT_SERVING stays in: its API still works while one of its
-//! loops is stuck (readiness reports that, [`Instances::check`]).
+//! taken out of the list, and put back once it answers again. Its health as
+//! a whole (`""`) says whether its own API can serve (its database answers):
+//! an instance that says NOT_SERVING is taken out too while another instance
+//! of the service serves, and kept while none does (each then answers
+//! UNAVAILABLE itself, at once, rather than no instance being called). A stuck
+//! saga pipeline (`saga.pipeline`: a broker outage, a stuck relay) leaves the
+//! API serving, so it steers nothing; the watcher notes it for `/readyz`
+//! ([`Instances::check`]), which only reports it.
 //! Between an instance dying and its watcher noticing, calls that hit it fail
 //! at the connection: [`retry`] sends those again, with a short backoff, so
 //! a client sees nothing of a replica going away.
@@ -28,6 +33,7 @@ use tokio::sync::mpsc::Sender;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 /// How often each instance's health is asked.
@@ -35,6 +41,13 @@ pub const WATCH_EVERY: Duration = Duration::from_millis(500);
 
 /// How long one health question or connection attempt may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// TCP keepalive of every connection to an instance: after this much silence
+/// a probe, then one every third of it, three times, so a connection to a
+/// host that vanished without closing it (the order change feed's long
+/// calls, an idle channel) is found dead in about a minute, not in the
+/// system's two hours.
+pub const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Attempts of one call at most, and the wait before the second (doubling):
 /// 50 + 100 + 200 + 400 + 800 ms outlast a watcher taking a dead instance out.
@@ -52,7 +65,7 @@ pub struct Instances {
     /// Balances over the instances that answer.
     pub channel: Channel,
     /// The instances known now, by their URL (`http://<ip>:<port>`).
-    members: Arc<Mutex<BTreeMap<String, Member>>>,
+    members: Members,
     /// Mutual TLS with every instance (its certificate issued for the
     /// service's name), or none: `https://` URLs, or `http://` ones.
     tls: Option<ClientTlsConfig>,
@@ -60,16 +73,24 @@ pub struct Instances {
 
 /// One instance: a channel of its own (for health questions and calls meant
 /// for it alone, such as the order change feed's), what its watcher
-/// last saw ([`NOT_ASKED`], [`ANSWERS`] or [`SILENT`]) and the watcher.
+/// last saw ([`NOT_ASKED`], [`SERVES`], [`NOT_SERVING`] or [`SILENT`]), its
+/// health as `/readyz` reports it, and the watcher.
 struct Member {
     channel: Channel,
     seen: Arc<AtomicU8>,
+    check: Arc<Mutex<String>>,
     watcher: tokio::task::JoinHandle<()>,
 }
 
 const NOT_ASKED: u8 = 0;
-const ANSWERS: u8 = 1;
+/// It answers, and its API serves.
+const SERVES: u8 = 1;
 const SILENT: u8 = 2;
+/// It answers, and says its API cannot serve (its database is away).
+const NOT_SERVING: u8 = 3;
+
+/// The instances known now, by URL.
+type Members = Arc<Mutex<BTreeMap<String, Member>>>;
 
 impl Instances {
     /// Parses `urls` (comma-separated) and keeps the instances they stand for:
@@ -156,12 +177,24 @@ impl Instances {
                     }
                 };
             }
-            let endpoint = endpoint.connect_timeout(ASK_TIMEOUT);
+            let endpoint = endpoint
+                .connect_timeout(ASK_TIMEOUT)
+                .tcp_keepalive(Some(TCP_KEEPALIVE))
+                .tcp_keepalive_interval(Some(TCP_KEEPALIVE / 3))
+                .tcp_keepalive_retries(Some(3));
             let own = endpoint.connect_lazy();
             let seen = Arc::new(AtomicU8::new(NOT_ASKED));
-            let watcher = Watcher { service: self.service, url: url.clone(), endpoint, seen: seen.clone() };
+            let check = Arc::new(Mutex::new("not asked yet".to_owned()));
+            let watcher = Watcher {
+                service: self.service,
+                url: url.clone(),
+                endpoint,
+                seen: seen.clone(),
+                check: check.clone(),
+                members: self.members.clone(),
+            };
             let watcher = tokio::spawn(watcher.run(own.clone(), changes.clone()));
-            members.insert(url.clone(), Member { channel: own, seen, watcher });
+            members.insert(url.clone(), Member { channel: own, seen, check, watcher });
         }
     }
 
@@ -171,7 +204,9 @@ impl Instances {
         let members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         members
             .iter()
-            .map(|(url, m)| (url.clone(), m.channel.clone(), m.seen.load(Ordering::Relaxed) == ANSWERS))
+            .map(|(url, m)| {
+                (url.clone(), m.channel.clone(), matches!(m.seen.load(Ordering::Relaxed), SERVES | NOT_SERVING))
+            })
             .collect()
     }
 
@@ -182,19 +217,25 @@ impl Instances {
         !members.is_empty() && members.values().all(|m| m.seen.load(Ordering::Relaxed) == SILENT)
     }
 
-    /// The readiness check of the service: `ok` when at least one instance
-    /// serves, else what each instance says; and each instance's own word.
-    pub async fn check(&self) -> (String, Vec<(String, String)>) {
-        let members: Vec<(String, Channel)> = {
+    /// What the service's instances say, as `/readyz` lists it (for
+    /// information: the gateway's readiness does not depend on it): `ok`
+    /// when an instance's API serves with its pipeline flowing, else the
+    /// best any instance says (see [`crate::routes::health::describe`]); and
+    /// each instance's own word, as its watcher last heard it.
+    pub fn check(&self) -> (String, Vec<(String, String)>) {
+        let each: Vec<(String, String)> = {
             let members = self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            members.iter().map(|(url, m)| (url.clone(), m.channel.clone())).collect()
+            members
+                .iter()
+                .map(|(url, m)| {
+                    (url.clone(), m.check.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+                })
+                .collect()
         };
-        let mut each = Vec::with_capacity(members.len());
-        for (url, channel) in members {
-            each.push((url, crate::routes::health::backend_check(&channel).await));
-        }
         let overall = if each.iter().any(|(_, c)| c == "ok") {
             "ok".to_owned()
+        } else if let Some((_, serving)) = each.iter().find(|(_, c)| c.starts_with("ok")) {
+            serving.clone()
         } else if each.is_empty() {
             "unresolved".to_owned()
         } else {
@@ -211,35 +252,63 @@ struct Watcher {
     url: String,
     endpoint: Endpoint,
     seen: Arc<AtomicU8>,
+    check: Arc<Mutex<String>>,
+    /// Every instance of the service: whether another one serves.
+    members: Members,
 }
 
 impl Watcher {
     /// Asks the instance's health every [`WATCH_EVERY`] (over `own`, its own
-    /// channel) and keeps it in the balancer's list while it answers.
+    /// channel) and keeps it in the balancer's list while it answers and its
+    /// API serves, or answers while no instance's API serves.
     async fn run(self, own: Channel, changes: Sender<Change<String, Endpoint>>) {
-        let Watcher { service, url, endpoint, seen } = self;
+        let Watcher { service, url, endpoint, seen, check, members } = self;
         let client = HealthClient::new(own);
         let mut in_list = false;
+        let mut last = NOT_ASKED;
         loop {
             let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
             request.set_timeout(ASK_TIMEOUT);
-            // Any answer counts, NOT_SERVING too (see the module's comment).
-            let answers = matches!(tokio::time::timeout(ASK_TIMEOUT, client.clone().check(request)).await, Ok(Ok(_)));
-            if answers != in_list {
+            let now = match tokio::time::timeout(ASK_TIMEOUT, client.clone().check(request)).await {
+                Ok(Ok(reply)) if reply.get_ref().status == ServingStatus::Serving as i32 => SERVES,
+                Ok(Ok(_)) => NOT_SERVING,
+                _ => SILENT,
+            };
+            seen.store(now, Ordering::Relaxed);
+            let described = match now {
+                SILENT => "unreachable".to_owned(),
+                _ => crate::routes::health::describe(&client, now == SERVES).await,
+            };
+            *check.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = described;
+            let another_serves = {
+                let members = members.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                members.iter().any(|(u, m)| *u != url && m.seen.load(Ordering::Relaxed) == SERVES)
+            };
+            let wanted = match now {
+                SERVES => true,
+                NOT_SERVING => !another_serves,
+                _ => false,
+            };
+            if wanted != in_list {
                 let change =
-                    if answers { Change::Insert(url.clone(), endpoint.clone()) } else { Change::Remove(url.clone()) };
+                    if wanted { Change::Insert(url.clone(), endpoint.clone()) } else { Change::Remove(url.clone()) };
                 if changes.send(change).await.is_err() {
                     // The channel is gone: the gateway is shutting down.
                     return;
                 }
-                in_list = answers;
-                if answers {
-                    tracing::info!(service, %url, "instance answers; calls go to it");
-                } else {
-                    tracing::warn!(service, %url, "instance does not answer; no calls go to it until it does");
-                }
+                in_list = wanted;
             }
-            seen.store(if answers { ANSWERS } else { SILENT }, Ordering::Relaxed);
+            if now != last {
+                match now {
+                    SERVES => tracing::info!(service, %url, "instance serves; calls go to it"),
+                    NOT_SERVING if wanted => tracing::warn!(service, %url,
+                        "instance answers that its API cannot serve, and so do the others; calls still go to it"),
+                    NOT_SERVING => tracing::warn!(service, %url,
+                        "instance answers that its API cannot serve; calls go to the instances that do"),
+                    _ => tracing::warn!(service, %url, "instance does not answer; no calls go to it until it does"),
+                }
+                last = now;
+            }
             metrics::gauge!(INSTANCE_IN_ROTATION, "service" => service, "instance" => url.clone()).set(if in_list {
                 1.0
             } else {
@@ -406,6 +475,84 @@ mod tests {
         assert_eq!(Failure::of(&tonic::Status::cancelled("by the service")), Failure::Answer);
     }
 
+    /// A health server on a free loopback port that also says SERVING for
+    /// `name` (so a call tells which instance answered); its reporter sets
+    /// its overall status.
+    async fn health_server(name: &str) -> (u16, tonic_health::server::HealthReporter, tokio::task::JoinHandle<()>) {
+        let incoming =
+            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let port = incoming.local_addr().expect("addr").port();
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status(name, tonic_health::ServingStatus::Serving).await;
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming).await;
+        });
+        (port, reporter, server)
+    }
+
+    /// Which instances, `first` or `second`, answer `tries` calls through the balanced channel.
+    async fn answering(instances: &Instances, tries: usize) -> BTreeSet<&'static str> {
+        let mut seen = BTreeSet::new();
+        for _ in 0..tries {
+            let reply = HealthClient::new(instances.channel.clone())
+                .check(HealthCheckRequest { service: "first".to_owned() })
+                .await;
+            seen.insert(match reply {
+                Ok(_) => "first",
+                Err(status) if status.code() == tonic::Code::NotFound => "second",
+                Err(status) => panic!("no instance answered: {status}"),
+            });
+        }
+        seen
+    }
+
+    /// An instance whose API cannot serve (its overall health NOT_SERVING: its
+    /// database is away) gets no calls while another instance serves, and gets
+    /// them again when none does: each then answers for itself.
+    #[tokio::test]
+    async fn an_instance_that_cannot_serve_gets_no_calls_while_another_serves() {
+        let (first, first_reporter, first_server) = health_server("first").await;
+        let (second, second_reporter, second_server) = health_server("second").await;
+        second_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let urls = format!("http://127.0.0.1:{first},http://127.0.0.1:{second}");
+        let instances = Instances::start("order", &urls, None).expect("instances");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while instances.check().1.iter().any(|(_, check)| check == "not asked yet") {
+            assert!(tokio::time::Instant::now() < deadline, "never asked: {:?}", instances.check());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(answering(&instances, 40).await, BTreeSet::from(["first"]), "only the serving one is called");
+        let (overall, each) = instances.check();
+        assert_eq!(overall, "ok");
+        let second_url = format!("http://127.0.0.1:{second}");
+        assert!(each.iter().any(|(url, check)| *url == second_url && check == "not serving: saga.api"), "{each:?}");
+
+        // Neither serves: both are called again, and answer for themselves.
+        first_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = answering(&instances, 40).await;
+            if answers == BTreeSet::from(["first", "second"]) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{answers:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // One serves again: the other is out again.
+        second_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answers = answering(&instances, 40).await;
+            if answers == BTreeSet::from(["second"]) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{answers:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        first_server.abort();
+        second_server.abort();
+    }
+
     /// A name stands for every address it resolves to: `localhost` is found as
     /// the instance listening on 127.0.0.1 (any other address of it, such as
     /// `::1`, does not answer and stays out).
@@ -419,7 +566,7 @@ mod tests {
         let expected = format!("http://127.0.0.1:{port}");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let (overall, each) = instances.check().await;
+            let (overall, each) = instances.check();
             if overall == "ok" {
                 assert!(each.iter().any(|(url, check)| *url == expected && check == "ok"), "{each:?}");
                 break;

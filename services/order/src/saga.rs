@@ -75,6 +75,8 @@ pub async fn migrate_statuses(
         return Ok(0);
     }
     let mut tx = pool.begin().await?;
+    // Once, at start, over every order in a removed state: not bound by a request's timeouts.
+    saga_runtime::db::lift_timeouts(&mut tx).await?;
     let mut moved = 0;
     for migration in migrations {
         let deadline = timeouts.after(migration.to).map(|after| chrono::Utc::now() + after);

@@ -294,6 +294,8 @@ pub struct PrivateSaga {
     /// that start's lines begin.
     log_starts: Vec<u64>,
     env: Vec<(String, String)>,
+    /// Per service: settings of its own, over `env` ([`PrivateSaga::set_env`]).
+    service_env: Vec<Vec<(String, String)>>,
     /// Per service: the address its database connections go to, when not
     /// straight to PostgreSQL (a proxy a test can cut).
     database_addr: Vec<Option<std::net::SocketAddr>>,
@@ -313,9 +315,15 @@ fn binary(stack: &StackConfig, service: &str) -> PathBuf {
 impl PrivateSaga {
     /// Starts all three services; `env` adds settings (e.g. shorter timeouts).
     pub async fn start(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateSaga {
+        PrivateSaga::start_on(stack, &stack.kafka_brokers(), env).await
+    }
+
+    /// Starts all three services on the Kafka broker at `brokers` (one the
+    /// test started, `saga_tests::broker::PrivateBroker`) instead of the stack's.
+    pub async fn start_on(stack: &StackConfig, brokers: &str, env: &[(&str, &str)]) -> PrivateSaga {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("t{}.", &id[..12]);
-        let brokers = stack.kafka_brokers();
+        let brokers = brokers.to_owned();
         create_topics(&brokers, &prefix).await;
         let admin = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin connection");
         let mut databases = Vec::new();
@@ -335,6 +343,7 @@ impl PrivateSaga {
             ports: SERVICES.iter().map(|_| 0).collect(),
             log_starts: SERVICES.iter().map(|_| 0).collect(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            service_env: SERVICES.iter().map(|_| Vec::new()).collect(),
             database_addr: SERVICES.iter().map(|_| None).collect(),
             log_dir,
             replicas: Vec::new(),
@@ -419,6 +428,7 @@ impl PrivateSaga {
             // Topics of its own prefix, which no service's grants name: as the super user.
             .envs(xtask::stack::kafka_access::env(stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.service_env[i].iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -540,6 +550,13 @@ impl PrivateSaga {
         if let Some(mut child) = self.children[i].take() {
             child.kill().await.expect("SIGKILL");
         }
+    }
+
+    /// Sets `key` to `value` for `service` alone, from its next (re)start on.
+    pub fn set_env(&mut self, service: &str, key: &str, value: &str) {
+        let env = &mut self.service_env[Self::index(service)];
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_owned(), value.to_owned()));
     }
 
     pub async fn restart(&mut self, stack: &StackConfig, service: &str) {

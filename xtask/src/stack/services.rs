@@ -166,13 +166,19 @@ pub async fn probe_console(config: &StackConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ready when `/readyz` answers 200 (Redis and every backend reachable).
+/// Ready when `/readyz` answers 200 (the gateway's own readiness: Redis
+/// answers) and the admin account `up` prints is ensured: the gateway's
+/// readiness does not wait for that (it needs the user service), `up` does.
 pub async fn probe_gateway(config: &StackConfig) -> anyhow::Result<()> {
     let response = reqwest::Client::new()
         .get(format!("{}/readyz", config.gateway_url()))
         .timeout(Duration::from_secs(3))
         .send()
         .await?;
-    anyhow::ensure!(response.status().is_success(), "/readyz answered {}", response.status());
+    let status = response.status();
+    anyhow::ensure!(status.is_success(), "/readyz answered {status}");
+    let body: serde_json::Value = response.json().await?;
+    let admin = &body["checks"]["admin_account"];
+    anyhow::ensure!(admin == "ok", "the admin account is not ensured yet: {admin}");
     Ok(())
 }
