@@ -119,6 +119,14 @@ impl PrivateConsole {
     }
 }
 
+impl PrivateConsole {
+    /// SIGTERM, as an orchestrator stops a pod; waits up to `within` for the exit and
+    /// returns its status and how long it took (None: still running then; it is killed).
+    pub async fn terminate(mut self, within: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+        crate::terminate(&mut self.child, within).await
+    }
+}
+
 impl Drop for PrivateConsole {
     fn drop(&mut self) {
         let _ = self.child.kill();

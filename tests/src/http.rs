@@ -290,16 +290,7 @@ impl PrivateGateway {
     /// SIGTERM, as an orchestrator stops a pod; waits up to `within` for the exit and
     /// returns its status and how long it took (None: still running then; it is killed).
     pub async fn terminate(mut self, within: Duration) -> (Option<std::process::ExitStatus>, Duration) {
-        let started = Instant::now();
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        while started.elapsed() < within {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return (Some(status), started.elapsed());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        (None, started.elapsed())
+        crate::terminate(&mut self.child, within).await
     }
 }
 

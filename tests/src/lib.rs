@@ -82,6 +82,24 @@ pub fn logged_address(lines: &str, message: &str) -> Option<std::net::SocketAddr
     })
 }
 
+/// Sends SIGTERM to `child` and waits up to `within` for it to exit: its status and how
+/// long it took, or `None` when it was still running then.
+pub async fn terminate(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> (Option<std::process::ExitStatus>, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    while started.elapsed() < within {
+        if let Ok(Some(status)) = child.try_wait() {
+            return (Some(status), started.elapsed());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    (None, started.elapsed())
+}
+
 /// A name no other test run uses, for topics, groups and keys.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())

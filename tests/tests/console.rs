@@ -556,3 +556,39 @@ async fn redrive_all_reaches_every_letter_oldest_first_per_saga_key() {
     drop(console);
     saga.shutdown(&stack).await;
 }
+
+/// The console stopped (SIGTERM) while an admin follows the overview through the gateway:
+/// the stream ends with `reconnect`, passed through, and the console exits cleanly within
+/// the bound instead of waiting on the stream.
+#[tokio::test]
+async fn a_stopping_console_ends_its_streams_with_reconnect_and_exits_within_the_bound() {
+    let stack = saga_tests::stack();
+    let (saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let api = &gateway.api;
+    let admin = api.admin_token().await;
+    let mut response = api
+        .http
+        .get(api.url(&format!("{CONSOLE}/overview/stream")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("overview stream");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut text = String::new();
+    while !parse_sse(&text).iter().any(|(name, _)| name == "overview") {
+        let chunk = response.chunk().await.expect("chunk").expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let bound = Duration::from_secs(saga_process::shutdown::DEFAULT_GRACE_SECS);
+    let stopping = tokio::spawn(console.terminate(bound + Duration::from_secs(5)));
+    while let Some(chunk) = response.chunk().await.expect("the stream ends cleanly") {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let events = parse_sse(&text);
+    assert_eq!(events.last().map(|(name, _)| name.as_str()), Some("reconnect"), "{events:?}");
+    let (status, took) = stopping.await.expect("terminate");
+    assert!(status.is_some_and(|s| s.success()), "the console did not exit cleanly: {status:?} after {took:?}");
+    assert!(took < bound, "the console took {took:?} to stop");
+    drop(gateway);
+    saga.shutdown(&stack).await;
+}
