@@ -68,6 +68,15 @@ async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
         )
         .await;
     assert_eq!(browser.eval(&format!("return {MESSAGE}")).await, "", "no error shown");
+    // Each service's health beside it, as the gateway sees it: API and saga pipeline fine.
+    let services = browser
+        .until(
+            "every service's health",
+            "const rows = [...document.querySelectorAll('#services tr')].slice(1).map(tr => [...tr.cells].map(td => td.textContent)); \
+             return rows.length === 3 && rows.every(([, word]) => word === 'ok') && rows.map(([service]) => service).join(',')",
+        )
+        .await;
+    assert_eq!(services, "order,product,user");
 
     // A saga that must wait: the user service is away, so it stops at inventory_reserved.
     saga.stop("user").await;

@@ -554,3 +554,47 @@ fn a_wrong_network_policy_is_found() {
     let problems = network_problems(&extra_edge);
     assert!(problems.iter().any(|p| p == "Deployment product may reach Cluster order-db on 5432"), "{problems:#?}");
 }
+
+/// The alerting rules name only metrics the processes export, with check labels the
+/// health service has: a renamed metric would otherwise leave an alert that never fires.
+#[test]
+fn the_alerting_rules_name_metrics_the_processes_export() {
+    use saga_process::metrics as m;
+    let exported = [
+        saga_runtime::health::HEALTH_SERVING,
+        m::MESSAGES_DEAD_LETTERED,
+        m::CONSOLE_REDRIVES,
+        m::CONSUMER_LAG,
+        m::OUTBOX_BACKLOG,
+        m::SAGA_OUTCOMES,
+    ];
+    let checks = ["saga.api", "saga.pipeline", "saga.live"];
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/saga-alerts.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let rules: serde_yaml::Value = serde_yaml::from_str(&text).expect("the rules are YAML");
+    let exprs: Vec<String> = rules["groups"]
+        .as_sequence()
+        .expect("groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().cloned().unwrap_or_default())
+        .map(|rule| {
+            assert!(rule["alert"].as_str().is_some_and(|a| !a.is_empty()), "a rule without a name: {rule:?}");
+            assert!(rule["annotations"]["summary"].is_string(), "a rule without a summary: {rule:?}");
+            rule["expr"].as_str().expect("an expr").to_owned()
+        })
+        .collect();
+    assert!(exprs.len() >= 4, "{exprs:?}");
+    for expr in &exprs {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("saga_") || word.starts_with("console_"))
+            .collect();
+        assert!(!names.is_empty(), "{expr}: names no metric of the platform");
+        for name in names {
+            assert!(exported.contains(&name), "{expr}: {name} is no metric the processes export");
+        }
+        if let Some(check) = expr.split("check=\"").nth(1).and_then(|rest| rest.split('"').next()) {
+            assert!(checks.contains(&check), "{expr}: no health check {check}");
+        }
+    }
+}

@@ -137,13 +137,32 @@ function renderOverview(o) {
   $("unavailable").textContent = o.unavailable.length ? `Not available: ${o.unavailable.join("; ")}` : "";
 }
 
+// Each service's health as the gateway that serves this page sees it (its `/readyz`, whose
+// `backends` name an API that cannot serve and a saga pipeline that is stuck: the broker, the
+// relay, a consumer or the sweeper), read with every overview.
+async function renderServices() {
+  try {
+    const response = await fetch("/readyz");
+    const backends = (await response.json()).backends || {};
+    const words = Object.entries(backends).filter(([service]) => !service.endsWith(" instances"));
+    fill($("services"), ["service", "health"], words.map(([service, word]) =>
+      row([service, word], word === "ok" ? "" : "degraded")));
+  } catch (e) {
+    fill($("services"), ["service", "health"], [row(["-", `unknown: ${e.message}`], "degraded")]);
+  }
+}
+
 async function overview() {
   show("overview-view");
   const control = new AbortController();
   live = control;
   while (!control.signal.aborted) {
     try {
-      await follow("/overview/stream", (event, data) => event === "overview" && renderOverview(data), control.signal);
+      await follow("/overview/stream", (event, data) => {
+        if (event !== "overview") return;
+        renderOverview(data);
+        renderServices();
+      }, control.signal);
     } catch (e) {
       if (control.signal.aborted) return;
       say(e.message);
