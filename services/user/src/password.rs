@@ -54,9 +54,49 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Jobs not yet taken by a thread, per lane.
 #[derive(Default)]
 struct Queues {
-    verify: std::collections::VecDeque<Job>,
-    hash: std::collections::VecDeque<Job>,
+    verify: Turns,
+    hash: Turns,
     closed: bool,
+}
+
+/// The jobs of one lane, by whose they are, served in turn: the oldest job of one
+/// account, then of the next account waiting, and so on. Two accounts logging in as
+/// fast as they are answered then get two turns in every round, not the whole queue
+/// ahead of everyone else's login. Jobs of one account (registrations all are ``)
+/// keep their order.
+#[derive(Default)]
+struct Turns {
+    /// Accounts with jobs waiting, in the order of their next turn.
+    order: std::collections::VecDeque<String>,
+    waiting: std::collections::HashMap<String, std::collections::VecDeque<Job>>,
+}
+
+impl Turns {
+    fn push(&mut self, account: String, job: Job) {
+        let jobs = self.waiting.entry(account.clone()).or_default();
+        if jobs.is_empty() {
+            self.order.push_back(account);
+        }
+        jobs.push_back(job);
+    }
+
+    /// Jobs waiting, of every account.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.waiting.values().map(std::collections::VecDeque::len).sum()
+    }
+
+    fn pop(&mut self) -> Option<Job> {
+        let account = self.order.pop_front()?;
+        let jobs = self.waiting.get_mut(&account)?;
+        let job = jobs.pop_front();
+        if jobs.is_empty() {
+            self.waiting.remove(&account);
+        } else {
+            self.order.push_back(account);
+        }
+        job
+    }
 }
 
 /// The password threads, their queues, and per lane the count of jobs given
@@ -99,7 +139,7 @@ impl PasswordThreads {
                     let job = {
                         let Ok(mut waiting) = lock.lock() else { return };
                         loop {
-                            if let Some(job) = waiting.verify.pop_front().or_else(|| waiting.hash.pop_front()) {
+                            if let Some(job) = waiting.verify.pop().or_else(|| waiting.hash.pop()) {
                                 break job;
                             }
                             if waiting.closed {
@@ -121,12 +161,18 @@ impl PasswordThreads {
         PasswordThreads { queues, verify_waiting: Default::default(), hash_waiting: Default::default(), most_waiting }
     }
 
-    /// Runs `work` on one of the threads, after the work of its lane given
-    /// before it (and, for a hash, after every check waiting); UNAVAILABLE at
-    /// once when the lane is full ([`MOST_WAITING`] checks, half as many
-    /// hashes). Work whose caller has gone by its turn (the request ended, at
-    /// the gateway's deadline say) is skipped.
-    async fn run<T: Send + 'static>(&self, lane: Lane, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    /// Runs `work` of `account` on one of the threads, in its turn among the
+    /// accounts with work in its lane ([`Turns`]; for a hash, after every
+    /// check waiting); UNAVAILABLE at once when the lane is full
+    /// ([`MOST_WAITING`] checks, half as many hashes). Work whose caller has
+    /// gone by its turn (the request ended, at the gateway's deadline say) is
+    /// skipped.
+    async fn run<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        account: &str,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Status> {
         use std::sync::atomic::Ordering;
         let (waiting, most) = match lane {
             Lane::Verify => (&self.verify_waiting, self.most_waiting),
@@ -147,9 +193,10 @@ impl PasswordThreads {
         {
             let (queues, ready) = &*self.queues;
             let mut queues = queues.lock().map_err(|_| Status::internal("the password queue is broken"))?;
+            let account = account.trim().to_lowercase();
             match lane {
-                Lane::Verify => queues.verify.push_back(job),
-                Lane::Hash => queues.hash.push_back(job),
+                Lane::Verify => queues.verify.push(account, job),
+                Lane::Hash => queues.hash.push(account, job),
             }
             ready.notify_one();
         }
@@ -158,14 +205,15 @@ impl PasswordThreads {
     }
 }
 
-/// Runs `work` in `lane` on one of the service's password threads (one per
-/// core, at most [`MAX_PASSWORD_THREADS`]).
+/// Runs `work` of `account` in `lane` on one of the service's password
+/// threads (one per core, at most [`MAX_PASSWORD_THREADS`]).
 async fn on_password_thread<T: Send + 'static>(
     lane: Lane,
+    account: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Status> {
     static THREADS: std::sync::OnceLock<PasswordThreads> = std::sync::OnceLock::new();
-    THREADS.get_or_init(|| PasswordThreads::start(password_threads(), MOST_WAITING)).run(lane, work).await
+    THREADS.get_or_init(|| PasswordThreads::start(password_threads(), MOST_WAITING)).run(lane, account, work).await
 }
 
 thread_local! {
@@ -233,7 +281,8 @@ fn verify(password: &[u8], phc: &str) -> Result<bool, argon2::password_hash::Err
 
 /// A PHC string of `password` with a fresh salt, computed on a password thread.
 pub async fn hash_password(password: String) -> Result<String, Status> {
-    on_password_thread(Lane::Hash, move || hash(password.as_bytes())).await?.map_err(internal)
+    // Registrations have no account yet: they keep their order among themselves.
+    on_password_thread(Lane::Hash, "", move || hash(password.as_bytes())).await?.map_err(internal)
 }
 
 /// A hash of nothing in particular, computed once: login verifies against it
@@ -296,7 +345,7 @@ pub async fn verify_password(account: &str, password: String, hash: String) -> R
     let Some(_share) = SHARES.get_or_init(Shares::default).take(account, MOST_WAITING_PER_ACCOUNT) else {
         return Err(Status::unavailable("too many password checks for this account at once; retry shortly"));
     };
-    on_password_thread(Lane::Verify, move || verify(password.as_bytes(), &hash)).await?.map_err(internal)
+    on_password_thread(Lane::Verify, account, move || verify(password.as_bytes(), &hash)).await?.map_err(internal)
 }
 
 #[cfg(test)]
@@ -307,6 +356,21 @@ mod tests {
     use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
     use super::*;
+
+    #[test]
+    fn accounts_take_turns_and_each_keeps_its_own_order() {
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut turns = Turns::default();
+        for (account, n) in [("flood", 1), ("flood", 2), ("flood", 3), ("other", 1), ("flood", 4), ("third", 1)] {
+            let ran = ran.clone();
+            turns.push(account.to_owned(), Box::new(move || ran.lock().expect("lock").push(format!("{account}{n}"))));
+        }
+        while let Some(job) = turns.pop() {
+            job();
+        }
+        assert_eq!(*ran.lock().expect("lock"), ["flood1", "other1", "third1", "flood2", "flood3", "flood4"]);
+        assert!(turns.waiting.is_empty() && turns.order.is_empty());
+    }
 
     #[test]
     fn one_account_holds_no_more_than_its_share_of_the_checks() {
@@ -327,7 +391,7 @@ mod tests {
         let jobs: Vec<_> = (0..4 * cores)
             .map(|_| {
                 let (running, most) = (running.clone(), most.clone());
-                tokio::spawn(on_password_thread(Lane::Verify, move || {
+                tokio::spawn(on_password_thread(Lane::Verify, "a", move || {
                     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                     most.fetch_max(now, Ordering::SeqCst);
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -350,17 +414,17 @@ mod tests {
         // The one thread is busy until the gate opens; one more job waits.
         let busy = tokio::spawn({
             let threads = threads.clone();
-            async move { threads.run(Lane::Verify, move || gate.recv().is_ok()).await }
+            async move { threads.run(Lane::Verify, "a", move || gate.recv().is_ok()).await }
         });
         let ran = Arc::new(AtomicUsize::new(0));
         let abandoned = tokio::spawn({
             let (threads, ran) = (threads.clone(), ran.clone());
-            async move { threads.run(Lane::Verify, move || ran.fetch_add(1, Ordering::SeqCst)).await }
+            async move { threads.run(Lane::Verify, "a", move || ran.fetch_add(1, Ordering::SeqCst)).await }
         });
         while threads.verify_waiting.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
-        let refused = threads.run(Lane::Verify, || ()).await.expect_err("a third job finds the queue full");
+        let refused = threads.run(Lane::Verify, "a", || ()).await.expect_err("a third job finds the queue full");
         assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
         // The waiting job's caller goes away before its turn.
         abandoned.abort();
@@ -372,7 +436,7 @@ mod tests {
         }
         assert_eq!(ran.load(Ordering::SeqCst), 0, "work whose caller had gone was done");
         // Room again.
-        assert_eq!(threads.run(Lane::Verify, || 7).await.expect("room again"), 7);
+        assert_eq!(threads.run(Lane::Verify, "a", || 7).await.expect("room again"), 7);
     }
 
     /// Checks go before hashes given earlier, and a full hash lane leaves
@@ -383,7 +447,7 @@ mod tests {
         let (open, gate) = std::sync::mpsc::channel::<()>();
         let busy = tokio::spawn({
             let threads = threads.clone();
-            async move { threads.run(Lane::Verify, move || gate.recv().is_ok()).await }
+            async move { threads.run(Lane::Verify, "a", move || gate.recv().is_ok()).await }
         });
         while threads.verify_waiting.load(Ordering::SeqCst) < 1 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -391,7 +455,7 @@ mod tests {
         let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let job = |lane: Lane, name: &'static str| {
             let (threads, order) = (threads.clone(), order.clone());
-            tokio::spawn(async move { threads.run(lane, move || order.lock().expect("order").push(name)).await })
+            tokio::spawn(async move { threads.run(lane, "", move || order.lock().expect("order").push(name)).await })
         };
         // One after the other into the queue: two tasks spawned together may
         // enqueue in either order.
@@ -407,7 +471,7 @@ mod tests {
         queued(1).await;
         let hashes = [first, job(Lane::Hash, "hash 2")];
         queued(2).await;
-        let refused = threads.run(Lane::Hash, || ()).await.expect_err("the hash lane (2 of 4) is full");
+        let refused = threads.run(Lane::Hash, "", || ()).await.expect_err("the hash lane (2 of 4) is full");
         assert_eq!(refused.code(), tonic::Code::Unavailable);
         let check = job(Lane::Verify, "check");
         while threads.verify_waiting.load(Ordering::SeqCst) < 2 {
