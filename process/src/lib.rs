@@ -5,6 +5,7 @@
 //! Knows no saga: service names come from the generated topology, each
 //! caller passes its own.
 
+pub mod http;
 pub mod local;
 pub mod metrics;
 pub mod redact;

@@ -406,6 +406,17 @@ async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_d
         (by_name.body["redriven"].clone(), by_name.body["refused"][0]["provenance"]["verdict"].clone()),
         (json!([]), json!("forged"))
     );
+    // The operator's command refuses them too, says why, and fails.
+    let cli = std::process::Command::new(stack.binary("xtask"))
+        .args(["dlq", "redrive", "payment-events", "--prefix", &saga.prefix])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("xtask runs");
+    let (out, err) = (String::from_utf8_lossy(&cli.stdout), String::from_utf8_lossy(&cli.stderr));
+    assert!(!cli.status.success(), "a redrive of forged letters must fail:\n{out}\n{err}");
+    assert!(out.contains("redriven 0 message(s)") && out.contains("3 refused"), "{out}");
+    assert_eq!(out.matches("refuse (forged)").count(), 3, "{out}");
+    assert!(err.contains("3 dead letter(s) refused"), "{err}");
     // An override names the exact bytes and says why; without either it is refused.
     let digest = letters[0]["value_sha256"].as_str().expect("digest").to_owned();
     let at = |letter: &Value| (letter["partition"].clone(), letter["offset"].clone());

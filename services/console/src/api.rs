@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Path, Request, State as Extract};
+use axum::extract::{Path, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -76,23 +76,7 @@ pub fn router(state: State, callers: Callers) -> Router {
         .route("/console/api/dlq/audit", get(audit))
         .with_state(state)
         .layer(middleware::from_fn_with_state(callers, crate::callers::check))
-        .layer(middleware::from_fn(http_metrics))
-}
-
-/// Counts and times each request by its route pattern (`/console/api/sagas/{id}`, never the
-/// id itself, so the labels stay few), method and status, as the gateway does.
-async fn http_metrics(request: Request, next: Next) -> Response {
-    use saga_process::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
-    let route =
-        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => response.status().as_str().to_owned())
-        .increment(1);
-    response
+        .layer(middleware::from_fn(saga_process::http::request_metrics))
 }
 
 /// Counts the letters of a redrive's answer by outcome in `console_redrives_total{outcome}`:
@@ -174,8 +158,7 @@ async fn overview(Extract(state): Extract<State>) -> Json<overview::Overview> {
 
 /// The last event of a stream the console ends because it is stopping.
 fn reconnect_event() -> Event {
-    let body = serde_json::json!({ "code": "reconnect", "message": "the console is stopping: open the stream again" });
-    Event::default().event("reconnect").retry(Duration::from_millis(250)).data(body.to_string())
+    saga_process::http::reconnect_event("the console is stopping: open the stream again")
 }
 
 /// `stream` until the console stops, then [`reconnect_event`].

@@ -145,7 +145,7 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit_bytes))
         .layer(middleware::from_fn_with_state(state.config.header_limit_bytes, header_limit))
-        .layer(middleware::from_fn(http_metrics))
+        .layer(middleware::from_fn(saga_process::http::request_metrics))
         .layer(middleware::from_fn(trace_context))
         .layer(middleware::from_fn(request_id))
         .layer(trace);
@@ -156,24 +156,6 @@ pub fn router(state: AppState) -> anyhow::Result<Router> {
 }
 
 const REQUEST_ID: &str = "x-request-id";
-
-/// Counts and times each request by its route pattern (`/api/v1/orders/{id}`, never the
-/// id itself, so the labels stay few), method and status.
-async fn http_metrics(request: AxumRequest, next: Next) -> Response {
-    use saga_process::metrics::{HTTP_REQUEST_DURATION, HTTP_REQUESTS};
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    metrics::histogram!(HTTP_REQUEST_DURATION, "route" => route.clone(), "method" => method.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => response.status().as_str().to_owned())
-        .increment(1);
-    response
-}
 
 /// Tags each request with an id (the client's `X-Request-Id` when it is sane,
 /// else a fresh UUID), records it in the request's span and echoes it in the
