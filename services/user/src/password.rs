@@ -411,11 +411,24 @@ mod tests {
     async fn the_queue_is_bounded_and_work_nobody_waits_for_is_skipped() {
         let threads = Arc::new(PasswordThreads::start(1, 2));
         let (open, gate) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
         // The one thread is busy until the gate opens; one more job waits.
         let busy = tokio::spawn({
             let threads = threads.clone();
-            async move { threads.run(Lane::Verify, "a", move || gate.recv().is_ok()).await }
+            async move {
+                threads
+                    .run(Lane::Verify, "a", move || {
+                        let _ = started.send(());
+                        gate.recv().is_ok()
+                    })
+                    .await
+            }
         });
+        // Running before the next job is given: given first, that one could run and be
+        // gone before the count below ever saw both.
+        while running.try_recv().is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let ran = Arc::new(AtomicUsize::new(0));
         let abandoned = tokio::spawn({
             let (threads, ran) = (threads.clone(), ran.clone());
