@@ -265,6 +265,28 @@ async fn successful_logins_are_limited_per_account_and_ip_and_a_user_holds_a_few
     assert_eq!(login_status(&from(&gateway, 9), &other, &other_password).await, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// The cap counts live sessions: a session logged out meanwhile does not push out an older
+/// one that is still in use.
+#[tokio::test]
+async fn sessions_logged_out_do_not_count_against_the_cap() {
+    let stack = stack();
+    let gateway = PrivateGateway::start(&stack, &[("SESSIONS_PER_USER", "2")]).await;
+    let api = &gateway.api;
+    let (email, password, _) = api.register_customer().await;
+    let kept = api.login(&email, &password).await;
+    for _ in 0..3 {
+        let brief = api.login(&email, &password).await;
+        let out = api.call(Method::POST, "/api/v1/auth/logout", Some(&brief), &[], None).await;
+        assert_eq!(out.status, StatusCode::NO_CONTENT);
+    }
+    let newest = api.login(&email, &password).await;
+    assert_eq!(api.get("/api/v1/me", Some(&kept)).await.status, StatusCode::OK, "two live sessions: both stay");
+    assert_eq!(api.get("/api/v1/me", Some(&newest)).await.status, StatusCode::OK);
+    // A third live one ends the oldest.
+    api.login(&email, &password).await;
+    assert_eq!(api.get("/api/v1/me", Some(&kept)).await.status, StatusCode::UNAUTHORIZED);
+}
+
 /// Two accounts flood correct logins from a handful of addresses, every login at once,
 /// with the shipped limits: each account's successes stop at its limit at the gateway, and
 /// behind it each account holds a small share of the password queue, so another user's

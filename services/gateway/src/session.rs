@@ -83,10 +83,14 @@ pub struct SessionStore {
 }
 
 /// Stores a session (KEYS[1], value ARGV[1], TTL ARGV[2] seconds) and indexes it under its
-/// user (KEYS[2], a sorted set by creation time ARGV[3]); past ARGV[4] sessions there, the
-/// oldest are deleted. The index lives as long as a session can (ARGV[5] seconds). Returns
-/// how many sessions were ended. One script, so parallel logins cannot overshoot the cap.
+/// user (KEYS[2], a sorted set by creation time ARGV[3]); sessions that ended meanwhile
+/// (logged out, expired) leave the index first, then past ARGV[4] live sessions the oldest
+/// are deleted. The index lives as long as a session can (ARGV[5] seconds). Returns how
+/// many sessions were ended. One script, so parallel logins cannot overshoot the cap.
 const CREATE: &str = r"
+for _, key in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  if redis.call('EXISTS', key) == 0 then redis.call('ZREM', KEYS[2], key) end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], KEYS[1])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
