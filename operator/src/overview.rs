@@ -169,11 +169,7 @@ where
 }
 
 async fn statuses(pool: &PgPool) -> Result<Vec<StatusCount>, sqlx::Error> {
-    let counts: BTreeMap<String, i64> = sqlx::query_as("SELECT status, count(*) FROM orders GROUP BY status")
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .collect();
+    let counts: BTreeMap<String, i64> = order_store::count_by_status(pool).await?.into_iter().collect();
     Ok(OrderStatus::ALL
         .iter()
         .map(|s| StatusCount {
@@ -184,19 +180,12 @@ async fn statuses(pool: &PgPool) -> Result<Vec<StatusCount>, sqlx::Error> {
         .collect())
 }
 
-fn terminal_statuses() -> Vec<&'static str> {
-    OrderStatus::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str()).collect()
+fn terminal_statuses() -> Vec<String> {
+    OrderStatus::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str().to_owned()).collect()
 }
 
 async fn outcomes(pool: &PgPool) -> Result<Vec<MinuteOutcomes>, sqlx::Error> {
-    let rows: Vec<(DateTime<Utc>, String, i64)> = sqlx::query_as(
-        "SELECT date_trunc('minute', at), to_status, count(*) FROM order_status_history \
-         WHERE at > now() - make_interval(mins => $1) AND to_status = ANY($2) GROUP BY 1, 2 ORDER BY 1",
-    )
-    .bind(WINDOW_MINUTES as i32)
-    .bind(terminal_statuses())
-    .fetch_all(pool)
-    .await?;
+    let rows = order_store::entered_per_minute(pool, WINDOW_MINUTES as i32, &terminal_statuses()).await?;
     let mut minutes: Vec<MinuteOutcomes> = Vec::new();
     for (minute, status, count) in rows {
         match minutes.last_mut() {
@@ -210,18 +199,7 @@ async fn outcomes(pool: &PgPool) -> Result<Vec<MinuteOutcomes>, sqlx::Error> {
 }
 
 async fn durations(pool: &PgPool) -> Result<Option<Durations>, sqlx::Error> {
-    let (sagas, p50, p99): (i64, Option<f64>, Option<f64>) = sqlx::query_as(
-        "SELECT count(*), \
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
-                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
-         FROM (SELECT extract(epoch FROM h.at - o.created_at)::float8 * 1000 AS ms \
-               FROM order_status_history h JOIN orders o USING (order_id) \
-               WHERE h.at > now() - make_interval(mins => $1) AND h.to_status = ANY($2)) d",
-    )
-    .bind(WINDOW_MINUTES as i32)
-    .bind(terminal_statuses())
-    .fetch_one(pool)
-    .await?;
+    let (sagas, p50, p99) = order_store::durations_ms(pool, WINDOW_MINUTES as i32, &terminal_statuses()).await?;
     Ok(match (p50, p99) {
         (Some(p50_ms), Some(p99_ms)) if sagas > 0 => Some(Durations { sagas, p50_ms, p99_ms }),
         _ => None,

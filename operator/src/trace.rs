@@ -149,8 +149,6 @@ struct OutboxRow {
     #[sqlx(rename = "failure")]
     failed: Option<String>,
 }
-/// from, to, event id, event type, when.
-type HistoryRow = (Option<String>, String, Uuid, String, DateTime<Utc>);
 
 /// Reads the saga of `order_id` from the services' databases and dead-letter topics.
 pub async fn collect(sources: &Sources, order_id: Uuid) -> Result<Trace, TraceError> {
@@ -237,26 +235,17 @@ async fn owner_side(
     order_id: Uuid,
     timeline: &mut Vec<Entry>,
 ) -> Result<Option<(String, Option<DateTime<Utc>>, Option<String>)>, sqlx::Error> {
-    let order: Option<(String, Option<DateTime<Utc>>, Option<String>)> =
-        sqlx::query_as("SELECT status, deadline_at, traceparent FROM orders WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let history: Vec<HistoryRow> = sqlx::query_as(
-        "SELECT from_status, to_status, event_id, event_type, at FROM order_status_history WHERE order_id = $1 ORDER BY id",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    for (from, to, event_id, event_type, at) in history {
-        timeline.push(Entry::Transition { at, from, to, event_type, event_id });
+    let order = order_store::saga_state(&mut *conn, order_id).await?.map(|o| (o.status, o.deadline_at, o.traceparent));
+    for h in order_store::history(&mut *conn, order_id).await? {
+        timeline.push(Entry::Transition {
+            at: h.at,
+            from: h.from_status,
+            to: h.to_status,
+            event_type: h.event_type,
+            event_id: h.event_id,
+        });
     }
-    let parked: Vec<(Uuid, String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT event_id, event_type, parked_at FROM parked_events WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    for (event_id, event_type, at) in parked {
+    for (event_id, event_type, at) in order_store::parked_summary(&mut *conn, order_id).await? {
         timeline.push(Entry::Parked { at, event_type, event_id });
     }
     Ok(order)

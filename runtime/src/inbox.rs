@@ -12,6 +12,10 @@ pub struct Source<'a> {
     pub offset: i64,
 }
 
+/// [`claim`]'s statement (`cargo xtask bench` runs its very text in its pgbench bound).
+pub const CLAIM: &str = "INSERT INTO inbox (event_id, event_type, topic, partition, \"offset\") \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
+
 /// Records `event_id` as handled in the caller's transaction. `false` when it
 /// was handled before: the caller must roll back and skip it. A concurrent
 /// delivery of the same event waits on the primary key until the first
@@ -22,17 +26,14 @@ pub async fn claim(
     event_type: &str,
     source: Source<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO inbox (event_id, event_type, topic, partition, \"offset\") VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(event_id)
-    .bind(event_type)
-    .bind(source.topic)
-    .bind(source.partition)
-    .bind(source.offset)
-    .execute(conn)
-    .await?
-    .rows_affected();
+    let inserted = sqlx::query(CLAIM)
+        .bind(event_id)
+        .bind(event_type)
+        .bind(source.topic)
+        .bind(source.partition)
+        .bind(source.offset)
+        .execute(conn)
+        .await?
+        .rows_affected();
     Ok(inserted == 1)
 }

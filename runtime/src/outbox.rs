@@ -56,24 +56,31 @@ pub enum OutboxError {
     Canceled,
 }
 
+/// [`insert`]'s statement (`cargo xtask bench` runs its very text in its pgbench bound).
+pub const INSERT: &str = "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) \
+                          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
+
+/// The relay's marking of a batch as published, with where the broker put each row.
+pub const MARK_PUBLISHED: &str = "UPDATE outbox o SET published_at = now(), published_partition = s.partition, \
+                                  published_offset = s.at \
+                                  FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS s(id, partition, at) \
+                                  WHERE o.id = s.id";
+
 /// Inserts `message` in the caller's transaction. Inserting the same event id
 /// twice is a no-op, so a retried handler cannot publish twice. Once the
 /// transaction commits, this process's relays wake (see [`COMMITTED`]).
 pub async fn insert(conn: &mut PgConnection, message: &OutboxRecord) -> Result<(), sqlx::Error> {
     let headers: BTreeMap<&str, &str> = message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let headers = serde_json::to_value(headers).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(message.event_id)
-    .bind(&message.topic)
-    .bind(&message.partition_key)
-    .bind(&message.event_type)
-    .bind(&message.payload)
-    .bind(headers)
-    .execute(conn)
-    .await?;
+    sqlx::query(INSERT)
+        .bind(message.event_id)
+        .bind(&message.topic)
+        .bind(&message.partition_key)
+        .bind(&message.event_type)
+        .bind(&message.payload)
+        .bind(headers)
+        .execute(conn)
+        .await?;
     crate::db::after_commit(committed);
     Ok(())
 }
@@ -307,15 +314,7 @@ impl Relay {
             break;
         }
         let stopped = stopped.or(refused_at_enqueue);
-        sqlx::query(
-            "UPDATE outbox o SET published_at = now(), published_partition = s.partition, published_offset = s.at \
-             FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS s(id, partition, at) WHERE o.id = s.id",
-        )
-        .bind(&sent)
-        .bind(&partitions)
-        .bind(&offsets)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(MARK_PUBLISHED).bind(&sent).bind(&partitions).bind(&offsets).execute(&mut *tx).await?;
         if let Some(Stop::Refused(id, error)) = &stopped {
             sqlx::query("UPDATE outbox SET failed_at = now(), failure = $2 WHERE id = $1")
                 .bind(id)

@@ -5,7 +5,6 @@
 //! store (the SQL of orders, their history and parked events), the columns an
 //! order keeps from the events (total, failure reason) and its replies.
 
-use chrono::{DateTime, Utc};
 use saga_contract::{OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CreateOrder, OrderCommands};
 use saga_generated::handlers::{
@@ -19,8 +18,6 @@ use saga_generated::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, PaymentCompleted, PaymentFail,
     PaymentRefunded, StockReductionFail, StockReductionSuccess, StockReleased, TraceContext,
 };
-use saga_proto::order::{OrderChanged, StatusChange};
-use saga_runtime::grpc::timestamp;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -80,18 +77,7 @@ pub async fn migrate_statuses(
     let mut moved = 0;
     for migration in migrations {
         let deadline = timeouts.after(migration.to).map(|after| chrono::Utc::now() + after);
-        let rows = sqlx::query(
-            "WITH moved AS (UPDATE orders SET status = $2, updated_at = now(), deadline_at = $3 \
-               WHERE status = $1 RETURNING order_id) \
-             INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
-             SELECT order_id, $1, $2, gen_random_uuid(), 'status.migration', 'the spec removed the state' FROM moved",
-        )
-        .bind(migration.from)
-        .bind(migration.to.as_str())
-        .bind(deadline)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let rows = order_store::migrate_status(&mut tx, migration.from, migration.to.as_str(), deadline).await?;
         if rows > 0 {
             tracing::info!(from = migration.from, to = %migration.to, orders = rows, "status migration applied");
         }
@@ -132,11 +118,6 @@ fn record_step(from: OrderStatus, to: OrderStatus, in_from_seconds: f64, since_c
     }
 }
 
-/// What a transition's `UPDATE` of the order returns: seconds it stayed in
-/// its old status and since its creation, then its total, failure reason and
-/// update time.
-type Updated = (f64, f64, Option<i64>, Option<String>, DateTime<Utc>);
-
 fn kept_from(cause: OrderCause<'_>) -> (Option<i64>, Option<&'static str>) {
     match cause {
         OrderCause::Event(OrderInbound::StockReductionSuccess(e)) => (Some(e.payload.amount.minor()), None),
@@ -156,10 +137,7 @@ impl OrderStore for OrderSaga {
         conn: &mut PgConnection,
         order_id: Uuid,
     ) -> Result<Option<OrderStatus>, OrderError> {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let status = order_store::lock_status(conn, order_id).await?;
         status.map(|s| parse_status(order_id, s)).transpose()
     }
 
@@ -170,64 +148,24 @@ impl OrderStore for OrderSaga {
     async fn write_transition(&self, conn: &mut PgConnection, t: &OrderTransition<'_>) -> Result<(), OrderError> {
         let (total_minor, reason) = kept_from(t.cause);
         let failure = if t.to.is_terminal() && t.to != OrderStatus::Completed { reason } else { None };
-        // The old row's times come back for the metrics (how long the order
-        // stayed in `from`, and since its creation), the new row's columns
-        // for the change feed.
-        let updated: Option<Updated> = sqlx::query_as(
-            "UPDATE orders o SET status = $2, updated_at = now(), deadline_at = $3, \
-             total_minor = coalesce($4, o.total_minor), failure_reason = coalesce($5, o.failure_reason) \
-             FROM (SELECT updated_at, created_at FROM orders WHERE order_id = $1) old \
-             WHERE o.order_id = $1 \
-             RETURNING extract(epoch FROM now() - old.updated_at)::float8, extract(epoch FROM now() - old.created_at)::float8, \
-               o.total_minor, o.failure_reason, o.updated_at",
-        )
-        .bind(t.order_id)
-        .bind(t.to.as_str())
-        .bind(t.deadline)
-        .bind(total_minor)
-        .bind(failure)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let (Some(from), Some((in_from, since_created, ..))) = (t.from, &updated) {
-            record_step(from, t.to, *in_from, *since_created);
-        }
-        // The row's position in the order's history: the rows before it are
-        // all visible here, since the order's row is locked (or was inserted)
-        // by this transaction and every transition takes that lock first.
-        let (at, position): (DateTime<Utc>, i64) = sqlx::query_as(
-            "INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             RETURNING at, (SELECT count(*) FROM order_status_history h WHERE h.order_id = $1) + 1",
-        )
-        .bind(t.order_id)
-        .bind(t.from.map(OrderStatus::as_str))
-        .bind(t.to.as_str())
-        .bind(t.event_id)
-        .bind(t.event_type)
-        .bind(reason)
-        .fetch_one(&mut *conn)
-        .await?;
+        let transition = order_store::Transition {
+            order_id: t.order_id,
+            from: t.from.map(OrderStatus::as_str),
+            to: t.to.as_str(),
+            deadline: t.deadline,
+            total_minor,
+            failure_reason: failure,
+            event_id: t.event_id,
+            event_type: t.event_type,
+            reason,
+        };
+        let written = order_store::write_transition(conn, &transition).await?;
         tracing::info!(from = t.from.map(OrderStatus::as_str), to = %t.to, event_type = t.event_type, "order status changed");
-        if let Some((_, _, total_minor, failure_reason, updated_at)) = updated {
-            let row = StatusChange {
-                from_status: t.from.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                to_status: t.to.as_str().to_owned(),
-                event_id: t.event_id.to_string(),
-                event_type: t.event_type.to_owned(),
-                reason: reason.unwrap_or_default().to_owned(),
-                at: timestamp(at),
-            };
-            let change = OrderChanged {
-                order_id: t.order_id.to_string(),
-                status: row.to_status.clone(),
-                resync: false,
-                row: Some(row),
-                position: u32::try_from(position).unwrap_or(u32::MAX),
-                total_minor,
-                failure_reason: failure_reason.unwrap_or_default(),
-                updated_at: timestamp(updated_at),
-            };
-            let feed = self.feed.clone();
+        if let Some(written) = written {
+            if let Some(from) = t.from {
+                record_step(from, t.to, written.in_from_seconds, written.since_created_seconds);
+            }
+            let (feed, change) = (self.feed.clone(), written.change);
             // Outside a gathered transaction (a test driving the store) nobody
             // would know when to send it: it is not sent.
             saga_runtime::db::after_commit(move || feed.publish(change));
@@ -236,36 +174,27 @@ impl OrderStore for OrderSaga {
     }
 
     async fn park(&self, conn: &mut PgConnection, order_id: Uuid, event: &ParkedEvent) -> Result<(), OrderError> {
-        sqlx::query(
-            "INSERT INTO parked_events (event_id, order_id, event_type, topic, payload) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event.event_id)
-        .bind(order_id)
-        .bind(&event.event_type)
-        .bind(&event.topic)
-        .bind(&event.payload)
-        .execute(&mut *conn)
-        .await?;
+        let parked = order_store::Parked {
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            topic: event.topic.clone(),
+            payload: event.payload.clone(),
+        };
+        order_store::park(conn, order_id, &parked).await?;
         tracing::info!(event_type = event.event_type, "event arrived before the status it needs; parked");
         Ok(())
     }
 
     async fn parked(&self, conn: &mut PgConnection, order_id: Uuid) -> Result<Vec<ParkedEvent>, OrderError> {
-        let rows: Vec<(Uuid, String, String, Vec<u8>)> = sqlx::query_as(
-            "SELECT event_id, event_type, topic, payload FROM parked_events WHERE order_id = $1 ORDER BY parked_at",
-        )
-        .bind(order_id)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = order_store::parked(conn, order_id).await?;
         Ok(rows
             .into_iter()
-            .map(|(event_id, event_type, topic, payload)| ParkedEvent { event_id, event_type, topic, payload })
+            .map(|p| ParkedEvent { event_id: p.event_id, event_type: p.event_type, topic: p.topic, payload: p.payload })
             .collect())
     }
 
     async fn unpark(&self, conn: &mut PgConnection, event_id: Uuid) -> Result<(), OrderError> {
-        sqlx::query("DELETE FROM parked_events WHERE event_id = $1").bind(event_id).execute(&mut *conn).await?;
+        order_store::unpark(conn, event_id).await?;
         tracing::info!(%event_id, "parked event applied");
         Ok(())
     }
@@ -281,22 +210,14 @@ impl OrderStore for OrderSaga {
         as_of: std::time::SystemTime,
         skip: &[Uuid],
     ) -> Result<Option<OrderOverdue>, OrderError> {
-        let statuses: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
+        let statuses: Vec<String> = statuses.iter().map(|s| s.as_str().to_owned()).collect();
         // SKIP LOCKED: a saga whose event is being applied right now is left
         // alone; if that event ends it, its deadline is gone by the next sweep.
-        let row: Option<(Uuid, String, Option<String>)> = sqlx::query_as(
-            "SELECT order_id, status, traceparent FROM orders \
-             WHERE deadline_at <= $3 AND status = ANY($1) AND order_id <> ALL($2) \
-             ORDER BY deadline_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(&statuses)
-        .bind(skip)
-        .bind(chrono::DateTime::<chrono::Utc>::from(as_of))
-        .fetch_optional(&mut *conn)
-        .await?;
-        row.map(|(order_id, status, traceparent)| {
-            let trace = TraceContext { traceparent, tracestate: None };
-            Ok(OrderOverdue { order_id, status: parse_status(order_id, status)?, trace })
+        let row =
+            order_store::next_overdue(conn, &statuses, skip, chrono::DateTime::<chrono::Utc>::from(as_of)).await?;
+        row.map(|o| {
+            let trace = TraceContext { traceparent: o.traceparent, tracestate: None };
+            Ok(OrderOverdue { order_id: o.order_id, status: parse_status(o.order_id, o.status)?, trace })
         })
         .transpose()
     }
@@ -420,27 +341,17 @@ impl OrderCommands for OrderSaga {
         command: CreateOrder,
     ) -> Result<OrderCreated, OrderError> {
         // Items are validated by the API; this only writes them.
-        sqlx::query(
-            "INSERT INTO orders (order_id, user_id, status, idempotency_key, request_hash, traceparent) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(order_id)
-        .bind(command.user_id)
-        .bind(OrderStatus::INITIAL.as_str())
-        .bind(&ctx.idempotency_key)
-        .bind(&ctx.fingerprint)
-        .bind(&ctx.traceparent)
-        .execute(&mut *ctx.tx)
-        .await?;
-        for (line_no, item) in command.items.iter().enumerate() {
-            sqlx::query("INSERT INTO order_items (order_id, line_no, product_id, quantity) VALUES ($1, $2, $3, $4)")
-                .bind(order_id)
-                .bind(i32::try_from(line_no).unwrap_or(i32::MAX))
-                .bind(item.product_id)
-                .bind(item.quantity)
-                .execute(&mut *ctx.tx)
-                .await?;
-        }
+        let items: Vec<(Uuid, i32)> = command.items.iter().map(|i| (i.product_id, i.quantity)).collect();
+        let order = order_store::NewOrder {
+            order_id,
+            user_id: command.user_id,
+            status: OrderStatus::INITIAL.as_str(),
+            idempotency_key: &ctx.idempotency_key,
+            request_hash: &ctx.fingerprint,
+            traceparent: &ctx.traceparent,
+            items: &items,
+        };
+        order_store::insert_order(&mut ctx.tx, &order).await?;
         Ok(OrderCreated { user_id: command.user_id, items: command.items, created_at: now_micros() })
     }
 }

@@ -25,8 +25,6 @@ use crate::state::{AppState, Backends};
 use saga_process::shutdown::end_when;
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-const MAX_ITEMS: usize = 100;
-const MAX_QUANTITY: i32 = 10_000;
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -46,32 +44,25 @@ pub struct CreateOrder {
     pub items: Vec<OrderItem>,
 }
 
+/// The order service's rules (`saga_proto::order::CreateOrderRequest`), checked
+/// here too so an invalid body is refused before admission control.
 impl Validate for CreateOrder {
     fn validate(&self) -> Vec<FieldError> {
-        let mut fields = Vec::new();
-        if self.items.is_empty() {
-            fields.push(FieldError::new("items", "must contain at least one item"));
-        } else if self.items.len() > MAX_ITEMS {
-            fields.push(FieldError::new("items", format!("must contain at most {MAX_ITEMS} items")));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (index, item) in self.items.iter().enumerate() {
-            match Uuid::parse_str(&item.product_id) {
-                Ok(id) if !seen.insert(id) => {
-                    fields.push(FieldError::new(format!("items[{index}].product_id"), "is listed twice"))
-                }
-                Ok(_) => {}
-                Err(_) => fields.push(FieldError::new(format!("items[{index}].product_id"), "must be a UUID")),
-            }
-            if !(1..=MAX_QUANTITY).contains(&item.quantity) {
-                fields.push(FieldError::new(
-                    format!("items[{index}].quantity"),
-                    format!("must be between 1 and {MAX_QUANTITY}"),
-                ));
-            }
-        }
-        fields
+        let items: Vec<pb::OrderItem> = self.items.iter().map(OrderItem::to_proto).collect();
+        pb::CreateOrderRequest::item_violations(&items).into_iter().map(field_error).collect()
     }
+}
+
+impl OrderItem {
+    fn to_proto(&self) -> pb::OrderItem {
+        pb::OrderItem { product_id: self.product_id.to_lowercase(), quantity: self.quantity }
+    }
+}
+
+/// A rule the order service holds a request to, as this API names the field.
+fn field_error(violation: pb::Violation) -> FieldError {
+    let field = if violation.field == "idempotency_key" { IDEMPOTENCY_KEY.to_owned() } else { violation.field };
+    FieldError::new(field, violation.message)
 }
 
 /// One transition of an order's status.
@@ -155,8 +146,8 @@ pub struct OrderPage {
 fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers.get(IDEMPOTENCY_KEY).ok_or_else(|| ApiError::field(IDEMPOTENCY_KEY, "is required"))?;
     let key = value.to_str().map_err(|_| ApiError::field(IDEMPOTENCY_KEY, "must be printable ASCII"))?;
-    if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::field(IDEMPOTENCY_KEY, "must be 1 to 200 printable ASCII characters without spaces"));
+    if let Some(violation) = pb::CreateOrderRequest::key_violation(key) {
+        return Err(ApiError::Validation { fields: vec![field_error(violation)] });
     }
     Ok(key.to_owned())
 }
@@ -198,11 +189,7 @@ pub async fn create(
     state.admission.admit().map_err(ApiError::Overloaded)?;
     let request = pb::CreateOrderRequest {
         user_id: auth.session.user_id.to_string(),
-        items: body
-            .items
-            .into_iter()
-            .map(|i| pb::OrderItem { product_id: i.product_id.to_lowercase(), quantity: i.quantity })
-            .collect(),
+        items: body.items.iter().map(OrderItem::to_proto).collect(),
         idempotency_key: key,
     };
     let reply = state
@@ -210,7 +197,9 @@ pub async fn create(
         .order_call(Idempotence::Idempotent, &request, |mut c, r| async move { c.create_order(r).await })
         .await
         .map_err(|s| {
-            if s.code() == tonic::Code::AlreadyExists {
+            if let Some(violations) = pb::violations_of(&s) {
+                ApiError::Validation { fields: violations.into_iter().map(field_error).collect() }
+            } else if s.code() == tonic::Code::AlreadyExists {
                 ApiError::Conflict("this Idempotency-Key was already used with a different request".to_owned())
             } else {
                 s.into()
@@ -410,28 +399,6 @@ impl Wait {
     }
 }
 
-/// Applies the feed's `changes` to `order` as `GetOrder` would return it
-/// after them; `false` when it cannot be sure to (a change without its row,
-/// or one after a row it never heard of): read the order then.
-fn apply(order: &mut pb::Order, changes: Vec<pb::OrderChanged>) -> bool {
-    for change in changes {
-        let Some(row) = change.row else { return false };
-        let position = change.position as usize;
-        if position <= order.history.len() {
-            continue; // the read it started from had it
-        }
-        if position != order.history.len() + 1 {
-            return false;
-        }
-        order.history.push(row);
-        order.status = change.status;
-        order.total_minor = change.total_minor;
-        order.failure_reason = change.failure_reason;
-        order.updated_at = change.updated_at;
-    }
-    true
-}
-
 struct Follow {
     backends: Backends,
     id: Uuid,
@@ -474,7 +441,7 @@ fn order_events(
                 return Some((Ok(event), f));
             }
             let applied = match f.wait.next().await {
-                Woken::Changes(changes) => apply(&mut f.order, changes),
+                Woken::Changes(changes) => f.order.apply(changes),
                 Woken::Read => false,
                 // A client reconnects with Last-Event-ID and continues.
                 Woken::TimeUp => return None,
@@ -510,14 +477,13 @@ mod tests {
     }
 
     fn change(position: u32, from: &str, to: &str) -> pb::OrderChanged {
-        pb::OrderChanged {
+        let after = pb::Order {
             status: to.into(),
-            row: Some(row(from, to)),
-            position,
             total_minor: Some(2500),
             updated_at: format!("t{position}"),
-            ..pb::OrderChanged::default()
-        }
+            ..pb::Order::default()
+        };
+        pb::OrderChanged::after(after, row(from, to), position)
     }
 
     fn created() -> pb::Order {
@@ -528,13 +494,13 @@ mod tests {
     fn changes_in_sequence_are_applied_as_a_read_would_show_them() {
         let mut order = created();
         let changes = vec![change(1, "", "created"), change(2, "created", "inventory_reserved")];
-        assert!(apply(&mut order, changes), "the first was in the read already; the second follows it");
+        assert!(order.apply(changes), "the first was in the read already; the second follows it");
         assert_eq!(order.history.len(), 2);
         assert_eq!(
             (order.status.as_str(), order.total_minor, order.updated_at.as_str()),
             ("inventory_reserved", Some(2500), "t2")
         );
-        assert!(apply(&mut order, vec![change(3, "inventory_reserved", "completed")]));
+        assert!(order.apply(vec![change(3, "inventory_reserved", "completed")]));
         assert_eq!(
             order.history.iter().map(|r| r.to_status.as_str()).collect::<Vec<_>>(),
             ["created", "inventory_reserved", "completed"]
@@ -545,8 +511,19 @@ mod tests {
     #[test]
     fn a_gap_or_a_change_without_its_row_asks_for_a_read() {
         let mut order = created();
-        assert!(!apply(&mut order, vec![change(3, "inventory_reserved", "completed")]), "row 2 was never heard");
+        assert!(!order.apply(vec![change(3, "inventory_reserved", "completed")]), "row 2 was never heard");
         let bare = pb::OrderChanged { status: "completed".into(), ..pb::OrderChanged::default() };
-        assert!(!apply(&mut created(), vec![bare]), "an older server sends no row");
+        assert!(!created().apply(vec![bare]), "an older server sends no row");
+        let mut without_order = change(2, "created", "inventory_reserved");
+        without_order.order = None;
+        assert!(!created().apply(vec![without_order]), "an older server sends no order");
+    }
+
+    #[test]
+    fn a_change_keeps_the_items_of_the_read() {
+        let item = pb::OrderItem { product_id: "p".into(), quantity: 2 };
+        let mut order = pb::Order { items: vec![item.clone()], ..created() };
+        assert!(order.apply(vec![change(2, "created", "inventory_reserved")]));
+        assert_eq!(order.items, [item]);
     }
 }

@@ -1,0 +1,1 @@
+SELECT status FROM orders WHERE order_id = $1 FOR UPDATE

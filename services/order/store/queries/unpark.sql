@@ -1,0 +1,1 @@
+DELETE FROM parked_events WHERE event_id = $1
