@@ -1,7 +1,10 @@
 //! Invalid inputs through HTTP: each gives its exact status, error code and
 //! field-level message, always in the one error body of the gateway.
 
+mod saga_common;
+
 use reqwest::{Method, StatusCode};
+use saga_proto::order::{CreateOrderRequest, OrderItem, violations_of};
 use saga_tests::http::{Api, PrivateGateway};
 use saga_tests::stack;
 use serde_json::{Value, json};
@@ -437,4 +440,97 @@ async fn oversized_headers_are_refused_and_the_gateway_serves_on() {
     let response =
         api.http.get(api.url("/api/v1/products")).header("x-filler", under.as_str()).send().await.expect("answered");
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// The rules of an order are the order service's: every order the gateway
+/// refuses, the service refuses too when called directly (as the gateway
+/// calls it), naming the same fields with the same messages; and what one
+/// accepts at the limits the other accepts.
+#[tokio::test]
+async fn the_order_service_refuses_every_order_the_gateway_refuses_with_the_same_fields() {
+    let stack = stack();
+    let api = Api::of_stack(&stack);
+    let admin = api.admin_token().await;
+    let (customer, customer_id) = api.customer().await;
+    let product = api.create_product(&admin, 100, 1).await;
+    let other = api.create_product(&admin, 100, 1).await;
+    let mut clients = saga_common::Clients::of_stack(&stack).await;
+    let item = |product_id: &str, quantity: i64| json!({"product_id": product_id, "quantity": quantity});
+    let many: Vec<Value> = (0..101).map(|n| item(&format!("00000000-0000-4000-8000-{n:012}"), 1)).collect();
+    let long_key = "k".repeat(201);
+    // (case, items, Idempotency-Key)
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("no items", json!([]), "ok-key"),
+        ("101 items", Value::Array(many), "ok-key"),
+        ("quantity 0", json!([item(&product, 0)]), "ok-key"),
+        ("quantity 10001", json!([item(&product, 10_001)]), "ok-key"),
+        ("negative quantity", json!([item(&product, -3)]), "ok-key"),
+        ("not a UUID", json!([item("x", 1)]), "ok-key"),
+        ("listed twice", json!([item(&product, 1), item(&product.to_uppercase(), 2)]), "ok-key"),
+        ("several at once", json!([item("x", 0), item(&product, 1), item(&product, 10_001)]), "ok-key"),
+        ("key with a space", json!([item(&product, 1)]), "a key"),
+        ("key of 201 characters", json!([item(&product, 1)]), &long_key),
+    ];
+    let mut failures = Vec::new();
+    for (name, items, key) in cases {
+        let response = api
+            .http
+            .post(api.url("/api/v1/orders"))
+            .bearer_auth(&customer)
+            .header("idempotency-key", key)
+            .json(&json!({ "items": items }))
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let gateway: Vec<(String, String)> = body["fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|f| (f["field"].as_str().unwrap_or("?").to_owned(), f["message"].as_str().unwrap_or("?").to_owned()))
+            .map(|(field, message)| {
+                (if field == "Idempotency-Key" { "idempotency_key".to_owned() } else { field }, message)
+            })
+            .collect();
+        let request = CreateOrderRequest {
+            user_id: customer_id.clone(),
+            items: items
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| OrderItem {
+                    product_id: i["product_id"].as_str().unwrap_or_default().to_lowercase(),
+                    quantity: i["quantity"].as_i64().unwrap_or_default() as i32,
+                })
+                .collect(),
+            idempotency_key: key.to_owned(),
+        };
+        let service: Vec<(String, String)> = match clients.order.create_order(request).await {
+            Ok(_) => Vec::new(),
+            Err(refusal) => match violations_of(&refusal) {
+                Some(violations) => violations.into_iter().map(|v| (v.field, v.message)).collect(),
+                None => vec![("(not a refusal of the rules)".to_owned(), refusal.to_string())],
+            },
+        };
+        if status != StatusCode::BAD_REQUEST || gateway.is_empty() || gateway != service {
+            failures.push(format!("{name}: the gateway answered {status} {gateway:?}, the order service {service:?}"));
+        }
+    }
+    // At the limits the gateway accepts (10000 units, a key of 200
+    // characters), and so does the service it passes the order to.
+    let at_limits = vec![item(&product, 10_000), item(&other, 10_000)];
+    let response = api
+        .http
+        .post(api.url("/api/v1/orders"))
+        .bearer_auth(&customer)
+        .header("idempotency-key", "l".repeat(200))
+        .json(&json!({ "items": at_limits }))
+        .send()
+        .await
+        .expect("request");
+    if response.status() != StatusCode::CREATED {
+        failures.push(format!("at the limits: the gateway answered {}", response.status()));
+    }
+    assert!(failures.is_empty(), "the gateway and the order service disagree:\n{}", failures.join("\n"));
 }
