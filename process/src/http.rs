@@ -1,5 +1,6 @@
 //! What the two HTTP servers (the gateway and the console) do alike: count
-//! and time every request, and end an event stream whose server is stopping.
+//! and time every request, and end an event stream whose server is stopping; and how
+//! their clients (the benchmark, the tests) read such a stream.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,26 @@ pub fn reconnect_bytes(message: &str) -> axum::body::Bytes {
     format!("event: reconnect\nretry: {}\ndata: {}\n\n", RECONNECT_AFTER.as_millis(), reconnect_data(message)).into()
 }
 
+/// Parses a `text/event-stream` body into (event name, JSON data) pairs.
+pub fn parse_sse(text: &str) -> Vec<(String, serde_json::Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = "message".to_owned();
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(value) = line.strip_prefix("event:") {
+                name = value.trim().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            events.push((name, serde_json::from_str(&data).unwrap_or(serde_json::Value::String(data))));
+        }
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +79,18 @@ mod tests {
             serde_json::from_str(text.lines().nth(2).and_then(|l| l.strip_prefix("data: ")).expect("data"))
                 .expect("json");
         assert_eq!((data["code"].as_str(), data["message"].as_str()), (Some("reconnect"), Some("stopping")));
+    }
+
+    #[test]
+    fn a_stream_reads_as_named_events_with_json_data() {
+        let text = "event: snapshot\nid: 1\ndata: {\"status\":\"created\"}\n\n: keep-alive\n\ndata: plain\n\n";
+        let mut text = text.to_owned();
+        text.push_str(std::str::from_utf8(&reconnect_bytes("stopping")).expect("utf-8"));
+        let events = parse_sse(&text);
+        let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["snapshot", "message", "reconnect"]);
+        assert_eq!(events[0].1["status"], "created");
+        assert_eq!(events[1].1, serde_json::Value::String("plain".into()));
+        assert_eq!(events[2].1["code"], "reconnect");
     }
 }

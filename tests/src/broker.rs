@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use xtask::stack::config::{Defaults, env};
-use xtask::stack::process::Tracked;
-use xtask::stack::{Component, StackConfig};
+use saga_stack::config::{Defaults, env};
+use saga_stack::process::Tracked;
+use saga_stack::{Component, StackConfig};
 
 pub struct PrivateBroker {
     config: StackConfig,
@@ -40,13 +40,13 @@ impl PrivateBroker {
             _ => None,
         })
         .expect("a valid configuration");
-        xtask::stack::kafka::prepare(&config, 0).expect("the private broker's storage is formatted");
+        saga_stack::kafka::prepare(&config, 0).expect("the private broker's storage is formatted");
         let tracked = Component::Kafka(0).tracked(&config);
-        let pid = tracked.spawn(&mut xtask::stack::kafka::command(&config, 0)).expect("the private broker starts");
+        let pid = tracked.spawn(&mut saga_stack::kafka::command(&config, 0)).expect("the private broker starts");
         let broker = PrivateBroker { config, tracked, pid };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
         loop {
-            let probe = tokio::time::timeout(Duration::from_secs(5), xtask::stack::kafka::probe(&broker.config, 0));
+            let probe = tokio::time::timeout(Duration::from_secs(5), saga_stack::kafka::probe(&broker.config, 0));
             if matches!(probe.await, Ok(Ok(()))) {
                 return broker;
             }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use saga_stack::StackConfig;
 use serde_json::{Value, json};
-use xtask::stack::StackConfig;
 
 use crate::unique;
 

@@ -3,7 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use xtask::stack::StackConfig;
+use saga_stack::StackConfig;
 
 use crate::unique;
 
@@ -66,11 +66,11 @@ impl PrivateConsole {
             .env("OVERVIEW_EVERY_MS", "500")
             .env("SAGA_EVERY_MS", "200")
             // Prefixed topics, which the console's grants do not name: as the super user.
-            .envs(xtask::stack::kafka_access::env(stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
+            .envs(saga_stack::kafka_access::env(stack, saga_stack::kafka_access::ADMIN).expect("credentials"))
             .stdout(Stdio::null())
             .stderr(log);
         if tls {
-            command.envs(xtask::stack::services::console_tls_env(stack));
+            command.envs(saga_stack::services::console_tls_env(stack));
         }
         for (service, url) in databases {
             command.env(format!("{}_DATABASE_URL", service.to_uppercase()), url);
@@ -102,7 +102,7 @@ impl PrivateConsole {
     /// certificates), or a plain one for a console without TLS.
     pub fn client_as(&self, stack: &StackConfig, identity: &str) -> reqwest::Client {
         if self.url.starts_with("https://") {
-            xtask::stack::services::console_client_as(stack, identity).expect("a client with the stack's certificates")
+            saga_stack::services::console_client_as(stack, identity).expect("a client with the stack's certificates")
         } else {
             reqwest::Client::new()
         }

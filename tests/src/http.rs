@@ -6,8 +6,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
+use saga_stack::StackConfig;
 use serde_json::{Value, json};
-use xtask::stack::StackConfig;
 
 use crate::unique;
 
@@ -110,7 +110,7 @@ impl Api {
     /// A token of the configured admin. The gateway creates the admin in the
     /// background at start, so this retries for a while.
     pub async fn admin_token(&self) -> String {
-        let (email, password) = xtask::stack::admin_credentials();
+        let (email, password) = saga_stack::admin_credentials();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let reply = self.post("/api/v1/auth/login", None, &json!({ "email": email, "password": password })).await;
@@ -183,7 +183,7 @@ impl Api {
 }
 
 /// The event-stream parser the benchmark's clients use.
-pub use xtask::bench::load::parse_sse;
+pub use saga_process::http::parse_sse;
 
 /// A gateway process of its own on a free port, sharing the stack's Redis and
 /// backends but with its own Redis key prefix, so its sessions and rate-limit
@@ -253,7 +253,7 @@ impl PrivateGateway {
         let prefix = format!("{}:", unique("test-gateway"));
         let log_path = stack.logs_dir().join(format!("{}.log", prefix.trim_end_matches(':')));
         let log = std::fs::File::create(&log_path).expect("log file");
-        let (admin_email, admin_password) = xtask::stack::admin_credentials();
+        let (admin_email, admin_password) = saga_stack::admin_credentials();
         let mut command = Command::new(&binary);
         command
             .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -273,10 +273,10 @@ impl PrivateGateway {
             .env("SESSIONS_PER_USER", "100000")
             .stdout(Stdio::null())
             .stderr(log);
-        for service in xtask::stack::config::services() {
+        for service in saga_stack::config::services() {
             command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), stack.grpc_url(service));
         }
-        command.envs(xtask::stack::services::gateway_tls_env(stack));
+        command.envs(saga_stack::services::gateway_tls_env(stack));
         for (name, value) in env {
             command.env(name, value);
         }

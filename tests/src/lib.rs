@@ -12,8 +12,8 @@ pub mod http;
 pub mod proxy;
 pub mod python;
 
+use saga_stack::StackConfig;
 use sqlx::PgPool;
-use xtask::stack::StackConfig;
 
 /// The stack under test.
 /// The stack under test. Every Kafka client of the test process signs in as
@@ -23,7 +23,7 @@ pub fn stack() -> StackConfig {
         Ok(config) => config,
         Err(error) => panic!("invalid stack configuration in the environment: {error}"),
     };
-    if let Err(error) = xtask::stack::kafka_access::authenticate_as_admin(&config) {
+    if let Err(error) = saga_stack::kafka_access::authenticate_as_admin(&config) {
         panic!("cannot sign in to the stack's Kafka: {error:#}");
     }
     config

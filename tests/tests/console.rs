@@ -407,7 +407,7 @@ async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_d
         (json!([]), json!("forged"))
     );
     // The operator's command refuses them too, says why, and fails.
-    let cli = std::process::Command::new(stack.binary("xtask"))
+    let cli = std::process::Command::new(stack.binary("saga-tools"))
         .args(["dlq", "redrive", "payment-events", "--prefix", &saga.prefix])
         .stdin(std::process::Stdio::null())
         .output()

@@ -25,7 +25,7 @@ async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let admin_id = api.get("/api/v1/me", Some(&admin)).await.body["id"].as_str().expect("admin id").to_owned();
-    let (admin_email, admin_password) = xtask::stack::admin_credentials();
+    let (admin_email, admin_password) = saga_stack::admin_credentials();
     let (customer_email, customer_password, customer_id) = api.register_customer().await;
     let customer = api.login(&customer_email, &customer_password).await;
     let product = api.create_product(&admin, 500, 10).await;

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use saga_proto::tls::{CONSOLE, GATEWAY, OPERATOR};
+use saga_stack::StackConfig;
+use saga_stack::services::console_client_as;
 use saga_tests::stack;
 use serde_json::{Value, json};
-use xtask::stack::StackConfig;
-use xtask::stack::services::console_client_as;
 
 const ADMIN_HEADER: &str = "x-saga-admin";
 
@@ -24,7 +24,7 @@ fn console_addr(stack: &StackConfig) -> SocketAddr {
 /// A client that trusts the stack's authority and reaches the console under its name,
 /// presenting `identity` (PEM certificate and key) or nothing.
 fn client_presenting(stack: &StackConfig, identity: Option<reqwest::Identity>) -> reqwest::Client {
-    let ca = std::fs::read(xtask::stack::tls::files(stack, GATEWAY).ca).expect("the stack's authority");
+    let ca = std::fs::read(saga_stack::tls::files(stack, GATEWAY).ca).expect("the stack's authority");
     let mut builder = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM certificate"))
         .resolve(CONSOLE, console_addr(stack))
@@ -124,7 +124,7 @@ async fn plaintext_anonymous_and_foreign_callers_fail_the_handshake() {
 
     // The real gateway's client, as the services' expects its server by name: the console's
     // certificate is no order service's.
-    let tls = xtask::stack::tls::files(&stack, GATEWAY).https_client("order").expect("client settings");
+    let tls = saga_stack::tls::files(&stack, GATEWAY).https_client("order").expect("client settings");
     let client = reqwest::Client::builder().use_preconfigured_tls(tls).build().expect("client");
     let reply = client.get(format!("{}{path}", stack.console_url())).send().await;
     assert!(reply.is_err(), "the gateway accepted a server of another name: {:?}", reply.map(|r| r.status()));

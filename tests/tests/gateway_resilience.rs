@@ -85,7 +85,7 @@ async fn a_dead_instance_beside_a_live_one_costs_no_request() {
     let stack = stack();
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
     let dead = format!("https://127.0.0.1:{port}");
-    let live = stack.grpc_url(xtask::stack::config::services()[1]);
+    let live = stack.grpc_url(saga_stack::config::services()[1]);
     let both = format!("{dead},{live}");
     let gateway = PrivateGateway::start(&stack, &[("PRODUCT_GRPC_URL", both.as_str())]).await;
 

@@ -11,16 +11,16 @@ use std::time::Duration;
 use saga_proto::tls::{GATEWAY, OPERATOR};
 use saga_proto::user::GetUserRequest;
 use saga_proto::user::user_service_client::UserServiceClient;
+use saga_stack::StackConfig;
+use saga_stack::services::channel_as;
 use saga_tests::stack;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use xtask::stack::StackConfig;
-use xtask::stack::services::channel_as;
 
 fn user_url(stack: &StackConfig) -> String {
-    let user = xtask::stack::config::services().into_iter().find(|s| s.name == "user").expect("user service");
+    let user = saga_stack::config::services().into_iter().find(|s| s.name == "user").expect("user service");
     stack.grpc_url(user)
 }
 
@@ -66,7 +66,7 @@ async fn plaintext_and_anonymous_tls_are_refused() {
     }
 
     // TLS that trusts the service, without a certificate of its own.
-    let files = xtask::stack::tls::files(&stack, GATEWAY);
+    let files = saga_stack::tls::files(&stack, GATEWAY);
     let authority = Certificate::from_pem(std::fs::read(&files.ca).expect("ca"));
     let anonymous = ClientTlsConfig::new().ca_certificate(authority).domain_name("user");
     let endpoint = Endpoint::from_shared(url.clone()).expect("url").tls_config(anonymous).expect("tls");
@@ -87,7 +87,7 @@ async fn a_certificate_of_another_authority_is_refused_and_so_is_a_server_of_ano
     let key = rcgen::KeyPair::generate().expect("key");
     let forged = rcgen::CertificateParams::new(vec![GATEWAY.to_owned()]).expect("params");
     let forged = forged.signed_by(&key, &issuer).expect("signed");
-    let files = xtask::stack::tls::files(&stack, GATEWAY);
+    let files = saga_stack::tls::files(&stack, GATEWAY);
     let trusted = Certificate::from_pem(std::fs::read(&files.ca).expect("ca"));
     let tls = ClientTlsConfig::new()
         .ca_certificate(trusted.clone())
@@ -113,7 +113,7 @@ async fn a_certificate_of_another_authority_is_refused_and_so_is_a_server_of_ano
 #[tokio::test]
 async fn a_service_refuses_plaintext_off_loopback_and_says_how_to_fix_it() {
     let stack = stack();
-    let user = xtask::stack::config::services().into_iter().find(|s| s.name == "user").expect("user service");
+    let user = saga_stack::config::services().into_iter().find(|s| s.name == "user").expect("user service");
     let output = tokio::process::Command::new(stack.binary(&user.binary()))
         .env("LISTEN_ADDR", "0.0.0.0:0")
         .env("METRICS_LISTEN", "127.0.0.1:0")

@@ -14,8 +14,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use saga_runtime::kafka::client_as;
+use saga_stack::kafka_access::credentials;
 use saga_tests::stack;
-use xtask::stack::kafka_access::credentials;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -8,8 +8,8 @@ mod saga_common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use saga_stack::config::services;
 use serde_json::Value;
-use xtask::stack::config::services;
 
 use saga_common::Clients;
 

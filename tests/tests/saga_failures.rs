@@ -351,7 +351,7 @@ async fn a_poison_message_redriven_after_the_fix_completes_its_saga_exactly_once
         .await
         .expect("the fix is deployed");
     let redrive = || {
-        let output = std::process::Command::new(stack.binary("xtask"))
+        let output = std::process::Command::new(stack.binary("saga-tools"))
             .args(["dlq", "redrive", "order-events", "--prefix", &saga.prefix])
             .output()
             .expect("xtask runs");

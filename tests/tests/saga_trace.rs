@@ -9,8 +9,8 @@ use saga_generated::commands::CreateOrder;
 use saga_generated::handlers::OrderInbound;
 use saga_generated::scenario::OrderScenario;
 use saga_generated::{Envelope, OrderCreated, OrderStatus};
+use saga_operator::trace::{Entry, Trace, TraceError};
 use uuid::Uuid;
-use xtask::trace::{Entry, Trace, TraceError};
 
 use order_service::saga::{CommandTx, OrderSaga, Timeouts};
 
@@ -57,7 +57,7 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
     // The user service's payment.completed is consumed by the order service before the
     // order completes; the relay may still be on its way with order.completed.
     let trace = saga_common::eventually("order.completed published", || async {
-        let trace = xtask::trace::collect(&stack.sources(""), order_id).await.expect("the trace");
+        let trace = saga_operator::trace::collect(&stack.sources(""), order_id).await.expect("the trace");
         trace
             .timeline
             .iter()
@@ -98,11 +98,11 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
             pair("user", "stock.reduction.success"),
         ]
     );
-    let text = xtask::trace::render(&trace, false);
+    let text = saga_operator::trace::render(&trace, false);
     assert!(text.contains("status     created -> inventory_reserved  on stock.reduction.success"), "{text}");
     assert!(text.contains("next: nothing (the saga ended)"), "{text}");
     assert!(!text.contains('\x1b'), "no colour when asked for none");
-    assert!(xtask::trace::render(&trace, true).contains("\x1b["), "colour for a terminal");
+    assert!(saga_operator::trace::render(&trace, true).contains("\x1b["), "colour for a terminal");
 
     // Replay: the events the order service consumed, in the order it did, through the
     // harness on a fresh database, under the recorded key.
@@ -145,7 +145,7 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
 async fn an_unknown_order_is_a_clear_error() {
     let stack = saga_tests::stack();
     let unknown = Uuid::now_v7();
-    let error = xtask::trace::collect(&stack.sources(""), unknown).await.expect_err("no such order");
+    let error = saga_operator::trace::collect(&stack.sources(""), unknown).await.expect_err("no such order");
     assert!(matches!(error, TraceError::UnknownOrder(id) if id == unknown), "{error:?}");
     assert_eq!(error.to_string(), format!("no order {unknown} in the order service's database"));
 }
@@ -153,8 +153,8 @@ async fn an_unknown_order_is_a_clear_error() {
 /// Runs `xtask <args>` as an operator does: the binary, in a process of its own, which
 /// signs in to the stack's Kafka by itself (this test process's own sign-in is not
 /// inherited). Returns what it printed; panics with its output if it failed.
-fn operator_runs(stack: &xtask::stack::StackConfig, args: &[&str]) -> String {
-    let output = std::process::Command::new(stack.binary("xtask"))
+fn operator_runs(stack: &saga_stack::StackConfig, args: &[&str]) -> String {
+    let output = std::process::Command::new(stack.binary("saga-tools"))
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

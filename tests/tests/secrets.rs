@@ -37,7 +37,7 @@ async fn run(binary: &std::path::Path, args: &[&str]) -> String {
 async fn no_binary_shows_a_secret_in_its_help() {
     let stack = stack();
     let mut binaries: Vec<String> = ["gateway", "console"].map(str::to_owned).to_vec();
-    binaries.extend(xtask::stack::config::services().into_iter().map(|s| s.binary()));
+    binaries.extend(saga_stack::config::services().into_iter().map(|s| s.binary()));
     for binary in binaries {
         let help = run(&stack.binary(&binary), &["--help"]).await;
         assert!(help.contains("Usage"), "{binary} --help: {help}");
@@ -56,7 +56,7 @@ async fn a_gateway_that_cannot_reach_redis_says_where_without_the_password() {
 #[tokio::test]
 async fn a_service_that_cannot_reach_its_database_says_where_without_the_password() {
     let stack = stack();
-    let user = xtask::stack::config::services().into_iter().find(|s| s.name == "user").expect("user");
+    let user = saga_stack::config::services().into_iter().find(|s| s.name == "user").expect("user");
     let log = tokio::time::timeout(Duration::from_secs(90), run(&stack.binary(&user.binary()), &[])).await;
     let log = log.expect("the service gives up");
     assert!(log.contains("postgres://saga:***@127.0.0.1:1/saga"), "{log}");

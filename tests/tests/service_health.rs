@@ -29,7 +29,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 /// What the health service of `service` at `url` says of `name`, asked as the operator.
 async fn status_of(service: &str, url: &str, name: &str) -> Option<ServingStatus> {
-    let endpoint = xtask::stack::services::channel_as(&stack(), OPERATOR, service, url).ok()?;
+    let endpoint = saga_stack::services::channel_as(&stack(), OPERATOR, service, url).ok()?;
     let endpoint = endpoint.timeout(Duration::from_secs(3)).connect_timeout(Duration::from_secs(3));
     let channel = endpoint.connect().await.ok()?;
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: name.to_owned() }).await.ok()?;
@@ -79,7 +79,7 @@ async fn a_backend_whose_database_is_away_is_unready_and_stuck_and_the_gateway_s
     let url = stack
         .postgres_admin_url(&database)
         .replace(&format!(":{}/", stack.ports.postgres), &format!(":{}/", proxy.addr().port()));
-    let product = xtask::stack::config::services().into_iter().find(|s| s.name == "product").expect("product");
+    let product = saga_stack::config::services().into_iter().find(|s| s.name == "product").expect("product");
     let log_path = stack.logs_dir().join(format!("{}.log", unique("health-product")));
     let log = std::fs::File::create(&log_path).expect("log");
     let mut child = tokio::process::Command::new(stack.binary(&product.binary()))
@@ -91,8 +91,8 @@ async fn a_backend_whose_database_is_away_is_unready_and_stuck_and_the_gateway_s
         .env("TOPIC_PREFIX", &prefix)
         .env("HEALTH_STUCK_AFTER_MS", "1500")
         .env("HEALTH_LISTEN", "127.0.0.1:0")
-        .envs(xtask::stack::services::service_tls_env(&stack, "product"))
-        .envs(xtask::stack::kafka_access::env(&stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
+        .envs(saga_stack::services::service_tls_env(&stack, "product"))
+        .envs(saga_stack::kafka_access::env(&stack, saga_stack::kafka_access::ADMIN).expect("credentials"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -179,7 +179,7 @@ async fn a_backend_whose_database_is_away_is_unready_and_stuck_and_the_gateway_s
 }
 
 /// A gateway in front of the private saga's services.
-async fn gateway_of(stack: &xtask::stack::StackConfig, saga: &PrivateSaga) -> PrivateGateway {
+async fn gateway_of(stack: &saga_stack::StackConfig, saga: &PrivateSaga) -> PrivateGateway {
     let (order, product, user) = (saga.url("order"), saga.url("product"), saga.url("user"));
     let urls =
         [("ORDER_GRPC_URL", order.as_str()), ("PRODUCT_GRPC_URL", product.as_str()), ("USER_GRPC_URL", user.as_str())];
@@ -458,14 +458,14 @@ async fn a_service_refuses_topics_with_another_partition_count() {
     }
     let db_admin = sqlx::PgPool::connect(&stack.postgres_admin_url("postgres")).await.expect("admin");
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&db_admin).await.expect("create database");
-    let user = xtask::stack::config::services().into_iter().find(|s| s.name == "user").expect("user");
+    let user = saga_stack::config::services().into_iter().find(|s| s.name == "user").expect("user");
     let output = tokio::process::Command::new(stack.binary(&user.binary()))
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("METRICS_LISTEN", "127.0.0.1:0")
         .env("DATABASE_URL", stack.postgres_admin_url(&database))
         .env("KAFKA_BROKERS", stack.kafka_brokers())
         .env("TOPIC_PREFIX", &prefix)
-        .envs(xtask::stack::kafka_access::env(&stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
+        .envs(saga_stack::kafka_access::env(&stack, saga_stack::kafka_access::ADMIN).expect("credentials"))
         .stdin(Stdio::null())
         .output();
     let output = tokio::time::timeout(std::time::Duration::from_secs(60), output)

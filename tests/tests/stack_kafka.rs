@@ -58,7 +58,7 @@ async fn every_spec_topic_and_its_dead_letter_twin_exist() {
     for result in admin().describe_configs(&resources, &AdminOptions::new()).await.expect("describe") {
         let resource = result.expect("config");
         let retention = resource.get("retention.ms").and_then(|e| e.value.clone());
-        assert_eq!(retention.as_deref(), Some(xtask::stack::DLQ_RETENTION_MS), "{:?}", resource.specifier);
+        assert_eq!(retention.as_deref(), Some(saga_stack::DLQ_RETENTION_MS), "{:?}", resource.specifier);
     }
 }
 

@@ -1,9 +1,9 @@
 //! PostgreSQL 15 is real, and every service has a database of its own that
 //! only its own role can open.
 
+use saga_stack::config::services;
 use saga_tests::stack;
 use sqlx::{Connection, PgConnection};
-use xtask::stack::config::services;
 
 #[tokio::test]
 async fn each_service_database_answers_as_its_own_role() {

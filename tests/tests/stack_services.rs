@@ -8,17 +8,17 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use saga_generated::topology::CONSUMER_GROUPS;
 use saga_proto::tls::OPERATOR;
+use saga_stack::config::services;
 use saga_tests::stack;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use xtask::stack::config::services;
 
 #[tokio::test]
 async fn every_backend_reports_serving() {
     let stack = stack();
     for service in services() {
-        let channel = xtask::stack::services::channel_as(&stack, OPERATOR, service.name, &stack.grpc_url(service))
+        let channel = saga_stack::services::channel_as(&stack, OPERATOR, service.name, &stack.grpc_url(service))
             .expect("endpoint")
             .connect()
             .await

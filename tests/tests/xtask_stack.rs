@@ -4,9 +4,9 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 
+use saga_stack::config::{Defaults, env};
+use saga_stack::{self as local_stack, Component, StackConfig, UpOptions};
 use saga_tests::{stack, unique};
-use xtask::stack::config::{Defaults, env};
-use xtask::stack::{self as local_stack, Component, StackConfig, UpOptions};
 
 /// A stack beside the one under test: same binaries and jars, its own folder and ports.
 fn side_stack(port_base: u16) -> StackConfig {
@@ -97,7 +97,7 @@ fn an_unreachable_maven_central_is_named_and_nothing_starts() {
         ),
     )
     .expect("settings");
-    let mut command = std::process::Command::new(under_test.binary("xtask"));
+    let mut command = std::process::Command::new(under_test.binary("saga-tools"));
     for (var, _) in std::env::vars().filter(|(var, _)| var.starts_with("SAGA_")) {
         command.env_remove(var);
     }
@@ -115,4 +115,32 @@ fn an_unreachable_maven_central_is_named_and_nothing_starts() {
     assert!(!home.join("state/run").exists(), "nothing was started");
     assert!(!home.join("kafka-libs").exists(), "no half-resolved jar folder is left");
     let _ = std::fs::remove_dir_all(&home);
+}
+
+/// The commands listed under "Commands:" in a binary's `--help`.
+fn commands_in_help(binary: &str) -> Vec<String> {
+    let output = std::process::Command::new(stack().binary(binary))
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {binary} --help: {e} (cargo xtask builds it)"));
+    assert!(output.status.success(), "{binary} --help failed");
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let listed = help.split("Commands:").nth(1).and_then(|rest| rest.split("\n\n").next()).unwrap_or_default();
+    listed
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `cargo xtask` hands every command of saga-tools on: one missing from its list would be
+/// refused as unknown before it reached the binary that knows it.
+#[test]
+fn cargo_xtask_offers_every_command_of_saga_tools() {
+    let tools = commands_in_help("saga-tools");
+    let xtask = commands_in_help("xtask");
+    assert!(tools.len() >= 8, "saga-tools lists its commands: {tools:?}");
+    let missing: Vec<&String> = tools.iter().filter(|c| !xtask.contains(c)).collect();
+    assert!(missing.is_empty(), "cargo xtask does not offer {missing:?} (it offers {xtask:?})");
 }

@@ -20,9 +20,9 @@ use saga_proto::product::product_service_client::ProductServiceClient;
 use saga_proto::product::{CreateProductRequest, GetProductRequest, Product};
 use saga_proto::user::user_service_client::UserServiceClient;
 use saga_proto::user::{CreateUserRequest, GetUserRequest, Role, User};
+use saga_stack::StackConfig;
+use saga_stack::config::services;
 use tonic::transport::Channel;
-use xtask::stack::StackConfig;
-use xtask::stack::config::services;
 
 /// Generous deadline for eventual outcomes; never a performance assertion.
 pub const EVENTUALLY: Duration = Duration::from_secs(60);
@@ -38,7 +38,7 @@ pub struct Clients {
 /// A channel to `service` at `url` over the stack's mutual TLS, as the
 /// gateway: these tests call the services' APIs the way the gateway does.
 async fn channel(service: &str, url: String) -> Channel {
-    xtask::stack::services::channel_as(&saga_tests::stack(), saga_proto::tls::GATEWAY, service, &url)
+    saga_stack::services::channel_as(&saga_tests::stack(), saga_proto::tls::GATEWAY, service, &url)
         .expect("valid url and the stack's certificates")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
@@ -424,9 +424,9 @@ impl PrivateSaga {
             .env("KAFKA_BROKERS", &self.brokers)
             .env("TOPIC_PREFIX", &self.prefix)
             .env("DATABASE_MAX_CONNECTIONS", "5")
-            .envs(xtask::stack::services::service_tls_env(stack, service))
+            .envs(saga_stack::services::service_tls_env(stack, service))
             // Topics of its own prefix, which no service's grants name: as the super user.
-            .envs(xtask::stack::kafka_access::env(stack, xtask::stack::kafka_access::ADMIN).expect("credentials"))
+            .envs(saga_stack::kafka_access::env(stack, saga_stack::kafka_access::ADMIN).expect("credentials"))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(self.service_env[i].iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -498,7 +498,7 @@ impl PrivateSaga {
         // The port is taken before the service is ready to answer: a check
         // must not hang on a connection its server does not yet read.
         let operator = saga_proto::tls::OPERATOR;
-        let Ok(endpoint) = xtask::stack::services::channel_as(&saga_tests::stack(), operator, service, url) else {
+        let Ok(endpoint) = saga_stack::services::channel_as(&saga_tests::stack(), operator, service, url) else {
             return false;
         };
         let endpoint = endpoint.timeout(Duration::from_secs(2)).connect_timeout(Duration::from_secs(2));

@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 
 use uuid::Uuid;
 
-use crate::stack::StackConfig;
+use saga_stack::StackConfig;
 
-pub use saga_operator::trace::{Entry, Next, RecordedEvent, Trace, TraceError, collect, render};
+use saga_operator::trace::{collect, render};
 
 /// `cargo xtask saga ...`: questions about one saga.
 #[derive(Debug, clap::Subcommand)]

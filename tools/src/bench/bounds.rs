@@ -11,7 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::stack::{self, StackConfig};
+use saga_stack::StackConfig;
 
 /// Kafka messages one completed saga produces: order.created,
 /// stock.reduction.success, payment.completed, order.completed.
@@ -220,7 +220,7 @@ async fn run_tool(mut command: Command) -> anyhow::Result<String> {
 /// relay's settings (idempotent, acks=all, its default linger.ms) and consumed.
 pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> {
     perf_topic(config).await?;
-    let mut producer = stack::kafka::tool(config, "org.apache.kafka.tools.ProducerPerformance");
+    let mut producer = saga_stack::kafka::tool(config, "org.apache.kafka.tools.ProducerPerformance");
     producer
         .args(["--topic", PERF_TOPIC, "--num-records", &records.to_string()])
         .args(["--record-size", &RECORD_SIZE.to_string(), "--throughput", "-1", "--producer-props"])
@@ -228,7 +228,7 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
         .args(["acks=all", "enable.idempotence=true", "max.in.flight.requests.per.connection=5"])
         .arg(format!("linger.ms={}", saga_runtime::kafka::DEFAULT_LINGER_MS))
         .arg("--producer.config")
-        .arg(stack::kafka_access::admin_properties_file(config)?);
+        .arg(saga_stack::kafka_access::admin_properties_file(config)?);
     let out = run_tool(producer).await.context("ProducerPerformance")?;
     // Last summary line: "N records sent, X records/sec (Y MB/sec), A ms avg latency, ..."
     let produced = out
@@ -239,13 +239,13 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
             rest.split_whitespace().next()?.parse::<f64>().ok()
         })
         .with_context(|| format!("no summary in ProducerPerformance output: {out}"))?;
-    let mut consumer = stack::kafka::tool(config, "org.apache.kafka.tools.ConsumerPerformance");
+    let mut consumer = saga_stack::kafka::tool(config, "org.apache.kafka.tools.ConsumerPerformance");
     consumer
         .args(["--bootstrap-server", &config.kafka_brokers(), "--topic", PERF_TOPIC])
         .args(["--messages", &records.to_string(), "--timeout", "60000"])
         .args(["--group", &format!("bench.perf.{}", uuid::Uuid::new_v4().simple())])
         .arg("--consumer.config")
-        .arg(stack::kafka_access::admin_properties_file(config)?);
+        .arg(saga_stack::kafka_access::admin_properties_file(config)?);
     let out = run_tool(consumer).await.context("ConsumerPerformance")?;
     // CSV: start.time, end.time, MB, MB.sec, nMsg, nMsg.sec, rebalance.time.ms, fetch.time.ms, fetch.MB.sec, fetch.nMsg.sec
     let consumed = out

@@ -1,11 +1,13 @@
-//! The local stack: PostgreSQL, Redis, Kafka and the saga's services on
-//! 127.0.0.1, each a detached process tracked by a pid file under the state folder.
+//! The local stack as a library: PostgreSQL, Redis, Kafka and the saga's services on
+//! 127.0.0.1, each a detached process tracked by a pid file under the state folder. What
+//! `cargo xtask up`/`down`/`test`, the benchmark, the chaos suite and the integration tests
+//! share: where a stack is ([`StackConfig`]), how it is installed, started, secured and stopped.
 
 pub mod config;
 pub mod install;
 pub mod kafka;
 pub mod kafka_access;
-pub(crate) mod postgres;
+pub mod postgres;
 mod preflight;
 pub mod process;
 mod redis_server;

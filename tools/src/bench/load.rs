@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use reqwest::StatusCode;
+use saga_process::http::parse_sse;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -237,26 +238,6 @@ impl Api {
             },
         }
     }
-}
-
-/// Parses a `text/event-stream` body into (event name, JSON data) pairs.
-pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    for block in text.split("\n\n") {
-        let mut name = "message".to_owned();
-        let mut data = String::new();
-        for line in block.lines() {
-            if let Some(value) = line.strip_prefix("event:") {
-                name = value.trim().to_owned();
-            } else if let Some(value) = line.strip_prefix("data:") {
-                data.push_str(value.trim_start());
-            }
-        }
-        if !data.is_empty() {
-            events.push((name, serde_json::from_str(&data).unwrap_or(Value::String(data))));
-        }
-    }
-    events
 }
 
 impl OrderView {

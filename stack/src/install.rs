@@ -3,12 +3,12 @@
 //! Maven Central; for the test suite also Chromium and its WebDriver.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
 
-use super::config::StackConfig;
+use crate::config::StackConfig;
 
 /// A program the stack runs and the Debian package that brings it.
 struct Requirement {
@@ -39,7 +39,7 @@ const TEST_REQUIREMENTS: &[Requirement] = &[
 /// (Debian's may be older than the module asks for; the go command then
 /// fetches the toolchain the module names from the Go module proxy).
 const PEER_REQUIREMENTS: &[Requirement] =
-    &[Requirement { what: "Go", present: |_| crate::bench::peer::go_present(), package: "golang-go" }];
+    &[Requirement { what: "Go", present: |_| go_present(), package: "golang-go" }];
 
 /// What `cargo xtask bench` needs on top: `jcmd` (the JDK's, not in the
 /// runtime package), which opens a broker's JMX to read its request counters
@@ -162,4 +162,16 @@ pub fn ensure_kafka_libs(config: &StackConfig) -> anyhow::Result<()> {
     fs::rename(&staging, &config.kafka_libs)
         .with_context(|| format!("cannot move {} to {}", staging.display(), config.kafka_libs.display()))?;
     Ok(())
+}
+
+/// `go` on the PATH, or where the official archive puts it.
+pub fn go_binary() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("go")).find(|p| p.is_file()));
+    on_path.or_else(|| Some(Path::new("/usr/local/go/bin/go").to_owned()).filter(|p| p.is_file()))
+}
+
+/// Whether Go is there to build the peer.
+pub fn go_present() -> bool {
+    go_binary().is_some()
 }

@@ -7,15 +7,14 @@
 //! same closed-loop client counts, open-loop rates, phase length and seed
 //! sizes.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::stack::config::StackConfig;
-use crate::stack::install::run_logged;
+use saga_stack::config::StackConfig;
+use saga_stack::install::{go_binary, run_logged};
 
 /// A peer the benchmark can run beside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -77,7 +76,7 @@ pub fn run_dbos(config: &StackConfig, plan: &PeerPlan) -> anyhow::Result<Value> 
             .arg("-pg")
             .arg(&pg)
             .arg("-pgdata")
-            .arg(crate::stack::postgres::data_dir(config))
+            .arg(saga_stack::postgres::data_dir(config))
             .args(["-clients", &clients.join(",")])
             .args(["-rates", &rates.join(",")])
             .args(["-seconds", &plan.phase.as_secs_f64().to_string()])
@@ -197,18 +196,6 @@ pub fn compare(
         "ours_cpu_ms_per_saga_with_load_generator": ours_cpu_ms,
         "cpu_ratio": ratio(Some(ours_cpu_ms), peer["cpu_ms_per_saga"]["total"].as_f64()),
     })
-}
-
-/// `go` on the PATH, or where the official archive puts it.
-fn go_binary() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("go")).find(|p| p.is_file()));
-    on_path.or_else(|| Some(Path::new("/usr/local/go/bin/go").to_owned()).filter(|p| p.is_file()))
-}
-
-/// Whether Go is there to build the peer.
-pub fn go_present() -> bool {
-    go_binary().is_some()
 }
 
 #[cfg(test)]

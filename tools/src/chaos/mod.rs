@@ -22,8 +22,8 @@ use tokio::time::Instant;
 
 use crate::bench::load::{self, Api, World};
 use crate::bench::observe;
-use crate::stack::config::services;
-use crate::stack::{self, Component, StackConfig, UpOptions};
+use saga_stack::config::services;
+use saga_stack::{Component, StackConfig, UpOptions};
 
 use self::report::{Analysis, Window};
 
@@ -52,7 +52,7 @@ pub struct ChaosArgs {
     pub run: crate::bench::RunOptions,
     /// The stack's shape; the replicated scenarios need `--replicas 2 --brokers 3`.
     #[command(flatten)]
-    pub shape: crate::stack::config::ShapeArgs,
+    pub shape: saga_stack::config::ShapeArgs,
 }
 
 /// What a scenario breaks.
@@ -242,15 +242,15 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     if let Some(s) = chosen.iter().find(|s| s.replicated() && !replicated) {
         bail!("scenario {} needs a replicated stack: add --replicas 2 --brokers 3", s.name);
     }
-    stack::down(&config);
-    stack::purge(&config)?;
+    saga_stack::down(&config);
+    saga_stack::purge(&config)?;
     let profile = if config.release { "release" } else { "debug" };
     println!("chaos: building ({profile}) and starting the stack in {}", config.state_dir.display());
-    let outcome = match stack::up(&config, UpOptions { services: true, build: true }).await {
+    let outcome = match saga_stack::up(&config, UpOptions { services: true, build: true }).await {
         Ok(()) => suite(&config, &args, &chosen).await,
         Err(error) => Err(error),
     };
-    let stopped = stack::down(&config);
+    let stopped = saga_stack::down(&config);
     println!("chaos stack stopped: {}", stopped.join(", "));
     let (rate, max, outcomes) = outcome?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
@@ -277,7 +277,7 @@ async fn suite(
     chosen: &[Scenario],
 ) -> anyhow::Result<(f64, Option<f64>, Vec<Outcome>)> {
     let api = Api::new(&config.gateway_url())?;
-    let (email, password) = stack::admin_credentials();
+    let (email, password) = saga_stack::admin_credentials();
     let world = Arc::new(load::setup(&api, (&email, &password), 100, 50).await?);
     // The invariants compare with the money and stock there were before any load.
     let totals = observe::totals(config).await?;
@@ -426,7 +426,7 @@ async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Du
             restart(config, &[Component::Kafka(leader)], Signal::SIGKILL, *down).await?;
             // Over once leadership moved back too: that move pauses the partitions again.
             let answered = started.elapsed();
-            stack::kafka::leadership_restored(config, Duration::from_secs(120)).await?;
+            saga_stack::kafka::leadership_restored(config, Duration::from_secs(120)).await?;
             println!(
                 "  the node answered after {:.1} s, leadership was back after {:.1} s",
                 answered.as_secs_f64(),
@@ -442,7 +442,7 @@ async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Du
                 for instance in Component::replicas(config, service) {
                     restart(config, &[instance], Signal::SIGTERM, Duration::ZERO).await?;
                     // Back in its consumer group (static membership: with the partitions it had).
-                    stack::kafka::consumer_groups_stable(config, Duration::from_secs(60)).await?;
+                    saga_stack::kafka::consumer_groups_stable(config, Duration::from_secs(60)).await?;
                 }
             }
         }
@@ -454,7 +454,9 @@ async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Du
         .map(|c| c.name())
         .collect();
     if !others.is_empty() {
-        stack::up(config, UpOptions { services: true, build: false }).await.context("starting the others again")?;
+        saga_stack::up(config, UpOptions { services: true, build: false })
+            .await
+            .context("starting the others again")?;
     }
     Ok((back, others))
 }
@@ -471,7 +473,9 @@ async fn restart(config: &StackConfig, targets: &[Component], signal: Signal, do
     }
     tokio::time::sleep(down).await;
     for target in targets {
-        stack::start_component(config, *target).await.with_context(|| format!("starting {} again", target.name()))?;
+        saga_stack::start_component(config, *target)
+            .await
+            .with_context(|| format!("starting {} again", target.name()))?;
     }
     Ok(())
 }
@@ -497,7 +501,7 @@ async fn leading_broker(config: &StackConfig) -> anyhow::Result<u16> {
         *counts.entry(leader).or_default() += 1;
     }
     let (leader, _) = counts.into_iter().max_by_key(|(_, n)| *n).context("no partition has a leader")?;
-    // Node ids are the node's index plus one (see stack::kafka).
+    // Node ids are the node's index plus one (see saga_stack::kafka).
     u16::try_from(leader - 1).with_context(|| format!("unexpected Kafka node id {leader}"))
 }
 
@@ -530,7 +534,7 @@ pub async fn guard(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
 /// The `names` scenarios, short, at 8 orders/s, on the running stack of `config`.
 async fn run_guard(config: &StackConfig, names: &[&str]) -> anyhow::Result<Vec<Outcome>> {
     let api = Api::new(&config.gateway_url())?;
-    let (email, password) = stack::admin_credentials();
+    let (email, password) = saga_stack::admin_credentials();
     let world = Arc::new(load::setup(&api, (&email, &password), 10, 10).await?);
     let totals = observe::totals(config).await?;
     let mut outcomes = Vec::new();
@@ -557,14 +561,14 @@ async fn run_guard(config: &StackConfig, names: &[&str]) -> anyhow::Result<Vec<O
 /// killed, and a rolling restart of every instance.
 pub async fn guard_replicated(config: &StackConfig) -> anyhow::Result<Vec<Outcome>> {
     const GUARD: [&str; 3] = ["kill-leader-broker", "kill-replicas", "rolling-restart"];
-    stack::down(config);
-    stack::purge(config)?;
+    saga_stack::down(config);
+    saga_stack::purge(config)?;
     println!("chaos guard: starting a replicated stack in {}", config.state_dir.display());
-    let result = match stack::up(config, UpOptions { services: true, build: false }).await {
+    let result = match saga_stack::up(config, UpOptions { services: true, build: false }).await {
         Ok(()) => run_guard(config, &GUARD).await,
         Err(error) => Err(error),
     };
-    let stopped = stack::down(config);
+    let stopped = saga_stack::down(config);
     println!("replicated stack stopped: {}", stopped.join(", "));
     result
 }

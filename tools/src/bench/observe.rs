@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::stack::{self, Component, StackConfig};
+use saga_stack::{Component, StackConfig};
 
 /// Kernel clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on
 /// every Linux architecture the stack runs on.
@@ -147,7 +147,7 @@ pub fn kafka_lag(config: &StackConfig) -> anyhow::Result<BTreeMap<String, i64>> 
 pub async fn postgres_transactions(config: &StackConfig) -> anyhow::Result<BTreeMap<String, u64>> {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut admin = connect(config, "postgres").await?;
-    let services = crate::stack::config::services();
+    let services = saga_stack::config::services();
     let databases: Vec<String> = services.iter().map(|s| s.database()).collect();
     let rows: Vec<(String, i64)> = sqlx::query_as(
         "SELECT datname::text, (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = ANY($1)",
@@ -182,7 +182,7 @@ pub fn kafka_requests(config: &StackConfig) -> anyhow::Result<BTreeMap<String, u
             component.tracked(config).running_pid().with_context(|| format!("{} is not running", component.name()))?;
         let url = format!("service:jmx:rmi:///jndi/rmi://{}:{}/jmxrmi", config.host(), node.jmx_port);
         let read = || {
-            let output = stack::kafka::tool(config, "org.apache.kafka.tools.JmxTool")
+            let output = saga_stack::kafka::tool(config, "org.apache.kafka.tools.JmxTool")
                 .args(["--jmx-url", &url, "--object-name", REQUEST_COUNTERS, "--attributes", "Count"])
                 .args(["--one-time", "true"])
                 .output()

@@ -386,7 +386,7 @@ pub fn topic_names() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::config::Defaults;
+    use crate::config::Defaults;
 
     #[test]
     fn properties_listen_on_the_configured_loopback_ports() {

@@ -57,7 +57,7 @@ fn ephemeral_port_range() -> Option<(u16, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::config::Defaults;
+    use crate::config::Defaults;
 
     #[test]
     fn a_taken_port_is_named() {

@@ -3,8 +3,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::stack::StackConfig;
-use crate::stack::config::services;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -13,6 +11,8 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use saga_generated::topology::{DLQ_SUFFIX, TOPICS};
 use saga_operator::dlq::{Checked, DeadLetter, Verdict, check, read};
 use saga_process::local::BackendService;
+use saga_stack::StackConfig;
+use saga_stack::config::services;
 use sqlx::Connection;
 
 /// Consumer group that remembers how far each dead-letter topic was redriven.

@@ -20,8 +20,8 @@ use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
-use crate::stack::config::{Defaults, env};
-use crate::stack::{self, Component, StackConfig, UpOptions};
+use saga_stack::config::{Defaults, env};
+use saga_stack::{Component, StackConfig, UpOptions};
 
 use self::load::{Api, Phase, World};
 
@@ -50,7 +50,7 @@ pub struct BenchArgs {
     pub run: RunOptions,
     /// The stack's shape: instances per service and Kafka nodes.
     #[command(flatten)]
-    pub shape: crate::stack::config::ShapeArgs,
+    pub shape: saga_stack::config::ShapeArgs,
     /// How clients learn that their saga ended: the order's event stream
     /// (pushed), or polling `GET /orders/{id}` every 100 ms (what it cost before).
     #[arg(long, value_enum, default_value_t)]
@@ -144,11 +144,11 @@ pub(crate) fn own_stack_config(name: &str, port_base: u16, release: bool) -> any
 /// Starts a fresh bench stack, runs everything, stops the stack whatever happened.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let config = args.shape.apply(bench_config(!args.run.debug)?);
-    stack::down(&config);
-    stack::purge(&config)?;
-    stack::install::ensure_bench_packages(&config, args.profile)?;
+    saga_stack::down(&config);
+    saga_stack::purge(&config)?;
+    saga_stack::install::ensure_bench_packages(&config, args.profile)?;
     if args.peer.is_some() {
-        stack::install::ensure_peer_packages(&config)?;
+        saga_stack::install::ensure_peer_packages(&config)?;
     }
     println!("bench: building ({}) and starting the stack in {}", profile(&config), config.state_dir.display());
     if args.registration_flood {
@@ -157,11 +157,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.login_flood {
         return password_flood(&config, &args, flood::Flood::Logins).await;
     }
-    let outcome = match stack::up(&config, UpOptions { services: true, build: true }).await {
+    let outcome = match saga_stack::up(&config, UpOptions { services: true, build: true }).await {
         Ok(()) => measure(&config, &args).await,
         Err(error) => Err(error),
     };
-    let stopped = stack::down(&config);
+    let stopped = saga_stack::down(&config);
     println!("bench stack stopped: {}", stopped.join(", "));
     let (report, ok) = outcome?;
     let json_path = write_json(&config, &report)?;
@@ -192,11 +192,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// `bench --registration-flood` and `--login-flood`: its own stack, its own entry.
 async fn password_flood(config: &StackConfig, args: &BenchArgs, kind: flood::Flood) -> anyhow::Result<()> {
-    let outcome = match stack::up(config, UpOptions { services: true, build: true }).await {
+    let outcome = match saga_stack::up(config, UpOptions { services: true, build: true }).await {
         Ok(()) => flood::measure(&Api::new(&config.gateway_url())?, args.quick, kind).await,
         Err(error) => Err(error),
     };
-    let stopped = stack::down(config);
+    let stopped = saga_stack::down(config);
     println!("bench stack stopped: {}", stopped.join(", "));
     let mut report = outcome?;
     report["commit"] = json!(git_commit(config));
@@ -287,7 +287,7 @@ fn phase_json(phase: &Phase) -> Value {
 async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Value, bool)> {
     let plan = Plan::from(args);
     let api = Api::new(&config.gateway_url())?.waiting_by(args.wait);
-    let (email, password) = stack::admin_credentials();
+    let (email, password) = saga_stack::admin_credentials();
     println!("bench: setup ({} users, {} products), not measured", plan.users, plan.products);
     let world = Arc::new(load::setup(&api, (&email, &password), plan.users, plan.products).await?);
     let before = observe::totals(config).await?;

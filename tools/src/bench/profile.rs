@@ -25,7 +25,7 @@ use inferno::collapse::Collapse;
 use serde_json::{Value, json};
 
 use super::observe;
-use crate::stack::{Component, StackConfig};
+use saga_stack::{Component, StackConfig};
 
 /// Samples per second and CPU: enough for a picture, little enough that the
 /// unwinding (a copy of each sampled stack) stays a small share of the CPU.
