@@ -23,38 +23,126 @@ pub const DELIVERIES_PER_SAGA: f64 = 8.0;
 /// Size of a saga message: an Avro envelope with a few ids and items.
 const RECORD_SIZE: u32 = 400;
 
-/// One script per database with the statements of one completed saga there,
-/// as the services send them (sqlx: extended protocol, prepared), each
-/// transaction as the service commits it. The relay's `UPDATE ... published_at` (and position)
-/// is one transaction per event, as when it publishes one row per batch
-/// (its batch size at low load). Ids are derived from one random number per
-/// run of the script, so rows never collide.
-const ORDER_SCRIPT: &str = r#"\set r random(1, 1000000000000000)
-\set u random(1, 100000)
-BEGIN;
-SELECT order_id, request_hash FROM orders WHERE user_id = md5(:u || 'u')::uuid AND idempotency_key = :r::text;
-INSERT INTO orders (order_id, user_id, status, idempotency_key, request_hash, traceparent, deadline_at) VALUES (md5(:r || 'o')::uuid, md5(:u || 'u')::uuid, 'created', :r::text, md5(:r || 'h'), NULL, now() + 30000::bigint * interval '1 millisecond');
-INSERT INTO order_items (order_id, line_no, product_id, quantity) VALUES (md5(:r || 'o')::uuid, 0, md5(:u || 'p')::uuid, 2);
-INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type) VALUES (md5(:r || 'o')::uuid, NULL, 'created', md5(:r || 'e1')::uuid, 'order.created') RETURNING at, (SELECT count(*) FROM order_status_history h WHERE h.order_id = md5(:r || 'o')::uuid) + 1;
-INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e1')::uuid, 'order-events', :r::text, 'order.created', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
-COMMIT;
-UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e1')::uuid;
-BEGIN;
-INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e2')::uuid, 'stock.reduction.success', 'inventory-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
-SELECT status FROM orders WHERE order_id = md5(:r || 'o')::uuid FOR UPDATE;
-UPDATE orders SET status = 'inventory_reserved', updated_at = now(), deadline_at = now() + 60000::bigint * interval '1 millisecond', total_minor = coalesce(1000, total_minor), failure_reason = coalesce(NULL, failure_reason) WHERE order_id = md5(:r || 'o')::uuid;
-INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) VALUES (md5(:r || 'o')::uuid, 'created', 'inventory_reserved', md5(:r || 'e2')::uuid, 'stock.reduction.success', NULL) RETURNING at, (SELECT count(*) FROM order_status_history h WHERE h.order_id = md5(:r || 'o')::uuid) + 1;
-COMMIT;
-BEGIN;
-INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e3')::uuid, 'payment.completed', 'payment-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
-SELECT status FROM orders WHERE order_id = md5(:r || 'o')::uuid FOR UPDATE;
-UPDATE orders SET status = 'completed', updated_at = now(), deadline_at = NULL, total_minor = coalesce(NULL, total_minor), failure_reason = coalesce(NULL, failure_reason) WHERE order_id = md5(:r || 'o')::uuid;
-INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) VALUES (md5(:r || 'o')::uuid, 'inventory_reserved', 'completed', md5(:r || 'e3')::uuid, 'payment.completed', NULL) RETURNING at, (SELECT count(*) FROM order_status_history h WHERE h.order_id = md5(:r || 'o')::uuid) + 1;
-INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e4')::uuid, 'order-events', :r::text, 'order.completed', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
-COMMIT;
-UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e4')::uuid;
-"#;
+/// `sql` with each parameter `$n` replaced by the pgbench expression
+/// `args[n - 1]`, on one line: a statement of a service as a pgbench script
+/// runs it (pgbench's `-M prepared` turns its `:variables` into parameters,
+/// like sqlx). Fails when the statement's parameters and `args` differ in
+/// number, so a statement that gains or loses one is not run with stale
+/// arguments.
+fn bind(sql: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut out = String::with_capacity(sql.len());
+    let mut used = vec![false; args.len()];
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '$' || !chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push(c);
+            continue;
+        }
+        let mut number = String::new();
+        while let Some(digit) = chars.next_if(char::is_ascii_digit) {
+            number.push(digit);
+        }
+        let n: usize = number.parse()?;
+        let index = n.checked_sub(1).filter(|&i| i < args.len()).with_context(|| {
+            format!("the statement has a parameter ${n}, the script gives {} arguments: {sql}", args.len())
+        })?;
+        used[index] = true;
+        out.push_str(args[index]);
+    }
+    if let Some(unused) = used.iter().position(|u| !u) {
+        bail!("the statement has no parameter ${}, the script gives {} arguments: {sql}", unused + 1, args.len());
+    }
+    Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
+}
 
+/// The script of the order database: the transactions of one completed
+/// saga as the order service and its relay commit them, each statement the
+/// very text the service sends (`order_store::sql`, and the runtime's
+/// outbox and inbox statements), with pgbench expressions for its
+/// parameters. Ids are derived from one random number per run of the
+/// script, so rows never collide. The relay marks one row per transaction,
+/// as it does at low load (one row per batch).
+fn order_script() -> anyhow::Result<String> {
+    use order_store::sql;
+    use saga_runtime::{inbox, outbox};
+    let order = "md5(:r || 'o')::uuid";
+    let user = "md5(:u || 'u')::uuid";
+    let event = |n: u8| format!("md5(:r || 'e{n}')::uuid");
+    let text = |value: &str| format!("'{value}'");
+    let deadline = |ms: u32| format!("now() + {ms}::bigint * interval '1 millisecond'");
+    let publish = |n: u8, event_type: &str| {
+        let payload = "decode(repeat('ab', 300), 'hex')";
+        bind(outbox::INSERT, &[&event(n), "'order-events'", ":r::text", &text(event_type), payload, "'{}'"])
+    };
+    let published = |n: u8| {
+        let id = format!("ARRAY[(SELECT id FROM outbox WHERE event_id = {})]", event(n));
+        bind(outbox::MARK_PUBLISHED, &[&id, "ARRAY[0]", "ARRAY[:r::bigint]"])
+    };
+    // A reply consumed: claimed in the inbox, the order locked, its
+    // transition and history row, then the parked events the new status
+    // may accept.
+    let reply = |n: u8, topic: &str, event_type: &str, from: &str, to: &str, deadline: &str, total: &str| {
+        anyhow::Ok(vec![
+            bind(inbox::CLAIM, &[&event(n), &text(event_type), &text(topic), "0", ":r"])?,
+            bind(sql::LOCK, &[order])?,
+            bind(sql::TRANSITION, &[order, &text(to), deadline, total, "NULL"])?,
+            bind(sql::HISTORY, &[order, &text(from), &text(to), &event(n), &text(event_type), "NULL"])?,
+            bind(sql::PARKED, &[order])?,
+        ])
+    };
+    let traceparent = "'00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'";
+    let mut statements = vec![
+        // CreateOrder: the key's earlier order, the order's rows, its first
+        // transition and order.created, then the order read for the reply.
+        "BEGIN".to_owned(),
+        bind(sql::EXISTING, &[user, ":r::text"])?,
+        bind(sql::INSERT_ORDER, &[order, user, "'created'", ":r::text", "md5(:r || 'h')", traceparent])?,
+        bind(sql::INSERT_ITEM, &[order, "0", "md5(:u || 'p')::uuid", "2"])?,
+        bind(sql::TRANSITION, &[order, "'created'", &deadline(30_000), "NULL", "NULL"])?,
+        bind(sql::HISTORY, &[order, "NULL", "'created'", &event(1), "'order.created'", "NULL"])?,
+        publish(1, "order.created")?,
+        bind(sql::ORDER, &[order])?,
+        "COMMIT".to_owned(),
+        published(1)?,
+        // stock.reduction.success: the order is priced.
+        "BEGIN".to_owned(),
+    ];
+    statements.extend(reply(
+        2,
+        "inventory-events",
+        "stock.reduction.success",
+        "created",
+        "inventory_reserved",
+        &deadline(60_000),
+        "1000",
+    )?);
+    statements.push("COMMIT".to_owned());
+    // payment.completed: the order completes and says so.
+    statements.push("BEGIN".to_owned());
+    statements.extend(reply(
+        3,
+        "payment-events",
+        "payment.completed",
+        "inventory_reserved",
+        "completed",
+        "NULL",
+        "NULL",
+    )?);
+    statements.push(publish(4, "order.completed")?);
+    statements.push("COMMIT".to_owned());
+    statements.push(published(4)?);
+    let mut script = "\\set r random(1, 1000000000000000)\n\\set u random(1, 100000)\n".to_owned();
+    for statement in statements {
+        script.push_str(&statement);
+        script.push_str(";\n");
+    }
+    Ok(script)
+}
+
+/// The product and user databases' scripts are still transcripts of their
+/// services' statements, kept in step by hand (their tables have no single
+/// owner yet, unlike the order tables).
+///
 /// `bench_products` (filled before the run) numbers the stocked products, so
 /// the script spreads reservations over them as the load does.
 const PRODUCT_SCRIPT: &str = r#"\set r random(1, 1000000000000000)
@@ -147,8 +235,9 @@ pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> 
     let dir = config.state_dir.join("bench");
     std::fs::create_dir_all(&dir)?;
     let mut children = Vec::new();
+    let order = order_script()?;
     for (db, script) in
-        [("order_service", ORDER_SCRIPT), ("product_service", PRODUCT_SCRIPT), ("user_service", USER_SCRIPT)]
+        [("order_service", order.as_str()), ("product_service", PRODUCT_SCRIPT), ("user_service", USER_SCRIPT)]
     {
         let path = dir.join(format!("pgbench-{db}.sql"));
         std::fs::write(&path, script)?;
@@ -275,6 +364,22 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_order_script_runs_the_services_statements_with_every_parameter_bound() {
+        let script = order_script().expect("every statement bound");
+        assert!(!script.contains('$'), "a parameter left unbound:\n{script}");
+        for statement in [order_store::sql::TRANSITION, order_store::sql::HISTORY, order_store::sql::ORDER] {
+            let start: String = statement.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+            assert!(script.contains(&start), "{start} is not in the script");
+        }
+        assert_eq!(script.matches("BEGIN;").count(), 3);
+        assert_eq!(bind("SELECT $1, $2, $1", &["a", "b"]).expect("bound"), "SELECT a, b, a");
+        assert!(bind("SELECT $1, $3", &["a", "b", "c"]).is_err(), "an argument the statement has no parameter for");
+        assert!(bind("SELECT $2", &["a"]).is_err(), "a parameter without its argument");
+        let ten = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "J"];
+        assert_eq!(bind("$1 $2 $3 $4 $5 $6 $7 $8 $9 $10", &ten).expect("bound"), "a b c d e f g h i J");
+    }
 
     #[test]
     fn reads_pgbench_tps() {

@@ -278,7 +278,12 @@ pub async fn totals(config: &StackConfig) -> anyhow::Result<Totals> {
     Ok(Totals { balances, stock })
 }
 
-const NON_TERMINAL: &str = "SELECT count(*) FROM orders WHERE status NOT IN ('completed', 'inventory_reserved_failed', 'payment_failed', 'cancelled')";
+/// Orders not in a terminal status of the spec.
+async fn non_terminal(order: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let terminal: Vec<String> =
+        saga_generated::OrderStatus::ALL.iter().filter(|s| s.is_terminal()).map(|s| s.as_str().to_owned()).collect();
+    order_store::count_not_in(order, &terminal).await
+}
 
 /// Waits (up to `wait`) until no order is in flight, every outbox row is
 /// published and every consumer group has consumed everything (a compensation
@@ -290,7 +295,7 @@ pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Durat
     // watermark yet (OffsetNotAvailable): not drained yet, ask again.
     let mut lag_error = None;
     loop {
-        let open: i64 = sqlx::query_scalar(NON_TERMINAL).fetch_one(&mut order).await?;
+        let open = non_terminal(&mut order).await?;
         let mut unpublished = 0i64;
         for db in ["order_service", "product_service", "user_service"] {
             let mut conn = connect(config, db).await?;
@@ -321,11 +326,9 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
     let mut order = connect(config, "order_service").await?;
     let mut product = connect(config, "product_service").await?;
     let mut user = connect(config, "user_service").await?;
-    let non_terminal: i64 = sqlx::query_scalar(NON_TERMINAL).fetch_one(&mut order).await?;
-    let (completed, completed_total): (i64, i64) =
-        sqlx::query_as("SELECT count(*), coalesce(sum(total_minor), 0)::bigint FROM orders WHERE status = 'completed'")
-            .fetch_one(&mut order)
-            .await?;
+    let non_terminal = non_terminal(&mut order).await?;
+    let (completed, completed_total) =
+        order_store::count_and_total(&mut order, saga_generated::OrderStatus::Completed.as_str()).await?;
     let mut unpublished = BTreeMap::new();
     for (name, conn) in [("order", &mut order), ("product", &mut product), ("user", &mut user)] {
         let n: i64 =

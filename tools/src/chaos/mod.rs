@@ -516,12 +516,7 @@ async fn dead_letters(config: &StackConfig) -> anyhow::Result<i64> {
 async fn duplicate_orders(config: &StackConfig) -> anyhow::Result<i64> {
     use sqlx::Connection as _;
     let mut order = sqlx::PgConnection::connect(&config.postgres_admin_url("order_service")).await?;
-    let duplicates: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT 1 FROM orders GROUP BY user_id, idempotency_key HAVING count(*) > 1) d",
-    )
-    .fetch_one(&mut order)
-    .await?;
-    Ok(duplicates)
+    Ok(order_store::duplicate_keys(&mut order).await?)
 }
 
 /// The short scenarios `cargo xtask test` runs on its stack, so that CI
