@@ -165,4 +165,20 @@ mod tests {
         }
         assert_eq!(links, 8);
     }
+
+    /// The document states the order service's rules, not figures of its own.
+    #[test]
+    fn the_documented_limits_of_an_order_are_the_order_services_rules() {
+        use saga_proto::order::rules::{MAX_ITEMS, MAX_KEY_LEN, MAX_QUANTITY};
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["CreateOrder"]["properties"]["items"]["maxItems"], MAX_ITEMS);
+        assert_eq!(schemas["OrderItem"]["properties"]["quantity"]["maximum"], MAX_QUANTITY);
+        let key = doc["paths"]["/api/v1/orders"]["post"]["parameters"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "Idempotency-Key"))
+            .expect("the Idempotency-Key header")
+            .clone();
+        assert_eq!(key["schema"]["pattern"], format!("^[!-~]{{1,{MAX_KEY_LEN}}}$"));
+    }
 }
