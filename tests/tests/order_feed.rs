@@ -89,6 +89,7 @@ async fn committed_transitions_reach_the_feed_with_their_row_position_and_order_
         .expect("the sweep");
     assert_eq!(swept, Some(order));
     let second = next(&mut stream).await;
+    let change = second.clone();
     assert_eq!((second.order_id.clone(), second.position), (order.to_string(), 2));
     let row = second.row.expect("the row");
     assert_eq!((row.from_status.as_str(), row.to_status.as_str()), ("created", second.status.as_str()));
@@ -115,6 +116,17 @@ async fn committed_transitions_reach_the_feed_with_their_row_position_and_order_
     assert_eq!((second.total_minor, Some(second.failure_reason.clone())), (total, reason));
     assert_eq!((second.updated_at, row.at), (timestamp(updated_at), timestamp(at)));
     assert_eq!(row.event_id, event_id.to_string());
+    // The order the change carries is the one GetOrder reads, but for the
+    // items and history a follower keeps from its own read; applied to the
+    // order as read before the change, it gives the order as read after it.
+    let read =
+        order_store::order(&mut *pool.acquire().await.expect("conn"), order).await.expect("read").expect("the order");
+    let carried = change.order.clone().expect("the order as the change left it");
+    assert_eq!(carried, saga_proto::order::Order { items: Vec::new(), history: Vec::new(), ..read.clone() });
+    let mut before = saga_proto::order::Order { history: read.history[..1].to_vec(), ..read.clone() };
+    before.status = "created".to_owned();
+    assert!(before.apply([change]));
+    assert_eq!(before, read);
     let rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM order_status_history").fetch_one(&pool).await.expect("rows");
     assert_eq!(rows, 2, "the rolled-back order left no row either");
