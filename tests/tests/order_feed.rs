@@ -120,7 +120,7 @@ async fn committed_transitions_reach_the_feed_with_their_row_position_and_order_
     // items and history a follower keeps from its own read; applied to the
     // order as read before the change, it gives the order as read after it.
     let read =
-        order_store::order(&mut *pool.acquire().await.expect("conn"), order).await.expect("read").expect("the order");
+        order_store::order(&mut pool.acquire().await.expect("conn"), order).await.expect("read").expect("the order");
     let carried = change.order.clone().expect("the order as the change left it");
     assert_eq!(carried, saga_proto::order::Order { items: Vec::new(), history: Vec::new(), ..read.clone() });
     let mut before = saga_proto::order::Order { history: read.history[..1].to_vec(), ..read.clone() };
