@@ -11,6 +11,7 @@ pub mod consumer;
 pub mod http;
 pub mod proxy;
 pub mod python;
+pub mod saga;
 
 use saga_stack::StackConfig;
 use sqlx::PgPool;

@@ -6,7 +6,7 @@
 //! CRC-64-AVRO fingerprint with fastavro (and Java's `SchemaNormalization`
 //! agrees) as `29 a5 a8 e5 2e 67 af a8`, where `apache-avro`'s own canonical
 //! form gave `e2 07 f8 dd 95 43 f4 66`. The live check against fastavro of
-//! every current schema is `tests/tests/wire_fastavro.rs`.
+//! every current schema is `tests/tests/stack/wire_fastavro.rs`.
 
 use saga_wire::canonical::{canonical_form, fingerprint};
 

@@ -79,7 +79,7 @@ pub fn kafka_users(saga: &Saga, header: &str) -> String {
 }
 
 /// The names and ports of the hand-written manifests (`deploy/kubernetes/*.yaml`) the
-/// network policies refer to; `tests/tests/deploy_manifests.rs` checks each against them.
+/// network policies refer to; `tests/tests/standalone/deploy_manifests.rs` checks each against them.
 pub mod topology {
     /// The label every Deployment's pods carry with the component's name.
     pub const NAME_LABEL: &str = "app.kubernetes.io/name";

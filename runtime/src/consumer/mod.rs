@@ -362,13 +362,13 @@ async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError>
     let mut errors = ReceiveErrors::default();
     let mut ended = Ended::Shutdown;
     loop {
-        if flow.feed(&consumer).is_err() {
+        if flow.feed(consumer.as_ref()).is_err() {
             // A worker only stops at shutdown; its partitions' offsets stay
             // unstored and their messages are redelivered after the restart.
             break;
         }
         if reconciled.elapsed() >= RECONCILE_EVERY {
-            flow.reconcile(&consumer);
+            flow.reconcile(consumer.as_ref());
             reconciled = tokio::time::Instant::now();
         }
         let tick = if flow.any_paused() { PAUSED_CHECK } else { RECONCILE_EVERY };
@@ -380,7 +380,7 @@ async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError>
         match received {
             Ok(m) => {
                 errors.ended();
-                if flow.deal(&consumer, m.detach()).is_err() {
+                if flow.deal(consumer.as_ref(), m.detach()).is_err() {
                     break;
                 }
             }
@@ -413,6 +413,7 @@ async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError>
 }
 
 /// A worker's queue has closed: it stopped (only at shutdown).
+#[derive(Debug)]
 struct WorkerGone;
 
 /// Deals received messages to the workers' queues without ever blocking the
@@ -449,7 +450,7 @@ impl Flow {
     /// Hands a received message to its worker, or keeps it (behind the ones
     /// already waiting, in the order received) when its queue is full; pauses
     /// the worker's partitions once too many wait.
-    fn deal(&mut self, consumer: &GroupConsumer, message: OwnedMessage) -> Result<(), WorkerGone> {
+    fn deal(&mut self, consumer: &impl Partitions, message: OwnedMessage) -> Result<(), WorkerGone> {
         let w = worker_of(message.partition());
         // Received after its partition was revoked (the rebalance ran in this `recv`): the
         // next owner reads it from the committed offset.
@@ -472,7 +473,7 @@ impl Flow {
 
     /// Moves waiting messages into queues that have room again, and resumes
     /// the partitions of a worker with nothing left waiting.
-    fn feed(&mut self, consumer: &GroupConsumer) -> Result<(), WorkerGone> {
+    fn feed(&mut self, consumer: &impl Partitions) -> Result<(), WorkerGone> {
         for w in 0..self.queues.len() {
             while let Some(message) = self.waiting[w].pop_front() {
                 match self.queues[w].try_send(message) {
@@ -491,18 +492,14 @@ impl Flow {
         Ok(())
     }
 
-    fn pause(&mut self, consumer: &GroupConsumer, w: usize) {
+    fn pause(&mut self, consumer: &impl Partitions, w: usize) {
         self.set_paused(consumer, w, true);
     }
 
     /// After a rebalance, resumes the assigned partitions of every worker
     /// that is not behind (see [`RECONCILE_EVERY`]).
-    fn reconcile(&mut self, consumer: &GroupConsumer) {
-        let Ok(assignment) = consumer.assignment() else { return };
-        let mut now: Vec<(String, i32)> =
-            assignment.elements().iter().map(|p| (p.topic().to_owned(), p.partition())).collect();
-        drop(assignment);
-        now.sort();
+    fn reconcile(&mut self, consumer: &impl Partitions) {
+        let Some(now) = consumer.assigned() else { return };
         if now == self.assignment {
             return;
         }
@@ -515,29 +512,51 @@ impl Flow {
     }
 
     /// Pauses or resumes every partition of worker `w` in the current assignment.
-    fn set_paused(&mut self, consumer: &GroupConsumer, w: usize, paused: bool) {
-        let partitions = match consumer.assignment() {
-            Ok(assignment) => {
-                let mut mine = TopicPartitionList::new();
-                for p in assignment.elements().iter().filter(|p| worker_of(p.partition()) == w) {
-                    mine.add_partition(p.topic(), p.partition());
-                }
-                mine
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the assignment to pause or resume a worker");
-                return;
-            }
-        };
-        let done = if paused { consumer.pause(&partitions) } else { consumer.resume(&partitions) };
-        match done {
+    fn set_paused(&mut self, consumer: &impl Partitions, w: usize, paused: bool) {
+        let Some(assignment) = consumer.assigned() else { return };
+        let mine: Vec<(String, i32)> = assignment.into_iter().filter(|(_, p)| worker_of(*p) == w).collect();
+        match consumer.set_paused(&mine, paused) {
             Ok(()) if self.paused[w] != paused => {
                 self.paused[w] = paused;
-                tracing::debug!(worker = w, partitions = partitions.count(), paused, "worker flow control");
+                tracing::debug!(worker = w, partitions = mine.len(), paused, "worker flow control");
             }
             Ok(()) => {}
             Err(error) => tracing::warn!(%error, worker = w, paused, "cannot pause or resume partitions"),
         }
+    }
+}
+
+/// What the flow control needs of the consumer: its assignment, and pausing and resuming
+/// partitions of it. A trait so the dealing, pausing and resuming are tested without a broker.
+trait Partitions {
+    /// The assigned partitions, sorted; `None` (logged) when they cannot be read.
+    fn assigned(&self) -> Option<Vec<(String, i32)>>;
+    /// Pauses (or resumes) these partitions.
+    fn set_paused(&self, partitions: &[(String, i32)], paused: bool) -> Result<(), rdkafka::error::KafkaError>;
+}
+
+impl Partitions for GroupConsumer {
+    fn assigned(&self) -> Option<Vec<(String, i32)>> {
+        match self.assignment() {
+            Ok(assignment) => {
+                let mut now: Vec<(String, i32)> =
+                    assignment.elements().iter().map(|p| (p.topic().to_owned(), p.partition())).collect();
+                now.sort();
+                Some(now)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the consumer's assignment");
+                None
+            }
+        }
+    }
+
+    fn set_paused(&self, partitions: &[(String, i32)], paused: bool) -> Result<(), rdkafka::error::KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            list.add_partition(topic, *partition);
+        }
+        if paused { self.pause(&list) } else { self.resume(&list) }
     }
 }
 
@@ -579,5 +598,160 @@ mod tests {
         assert!(matches!(Failure::classed(FailureClass::Permanent, "x".into()), Failure::Permanent(_)));
         assert!(matches!(Failure::database(sqlx::Error::PoolTimedOut), Failure::Infrastructure(_)));
         assert!(matches!(Failure::database(sqlx::Error::RowNotFound), Failure::Permanent(_)));
+    }
+
+    /// The consumer as the flow control sees it: an assignment, and what is paused.
+    #[derive(Default)]
+    struct FakePartitions {
+        assignment: Vec<(String, i32)>,
+        paused: std::sync::Mutex<std::collections::BTreeSet<(String, i32)>>,
+        /// Every pause (true) or resume (false) asked for, with the partitions.
+        calls: std::sync::Mutex<Vec<(bool, Vec<i32>)>>,
+    }
+
+    impl FakePartitions {
+        fn of(partitions: &[i32]) -> FakePartitions {
+            FakePartitions {
+                assignment: partitions.iter().map(|p| ("t".to_owned(), *p)).collect(),
+                ..Default::default()
+            }
+        }
+
+        fn paused(&self) -> Vec<i32> {
+            self.paused.lock().expect("lock").iter().map(|(_, p)| *p).collect()
+        }
+    }
+
+    impl Partitions for FakePartitions {
+        fn assigned(&self) -> Option<Vec<(String, i32)>> {
+            Some(self.assignment.clone())
+        }
+
+        fn set_paused(&self, partitions: &[(String, i32)], paused: bool) -> Result<(), rdkafka::error::KafkaError> {
+            let mut set = self.paused.lock().expect("lock");
+            for partition in partitions {
+                if paused {
+                    set.insert(partition.clone())
+                } else {
+                    set.remove(partition)
+                };
+            }
+            self.calls.lock().expect("lock").push((paused, partitions.iter().map(|(_, p)| *p).collect()));
+            Ok(())
+        }
+    }
+
+    fn message(partition: i32, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(None, None, "t".to_owned(), rdkafka::Timestamp::NotAvailable, partition, offset, None)
+    }
+
+    /// A flow over queues of `capacity` per worker, owning partitions `owned` of topic `t`.
+    fn flow(capacity: usize, owned: &[i32]) -> (Flow, Vec<tokio::sync::mpsc::Receiver<(OwnedMessage, Epoch)>>) {
+        let ownership = Arc::new(Ownership::default());
+        let mut list = TopicPartitionList::new();
+        for p in owned {
+            list.add_partition("t", *p);
+        }
+        ownership.assigned(&list);
+        let (senders, receivers) = (0..WORKERS).map(|_| tokio::sync::mpsc::channel(capacity)).unzip();
+        (Flow::new(senders, ownership), receivers)
+    }
+
+    fn offsets(queue: &mut tokio::sync::mpsc::Receiver<(OwnedMessage, Epoch)>) -> Vec<i64> {
+        std::iter::from_fn(|| queue.try_recv().ok()).map(|(m, _)| m.offset()).collect()
+    }
+
+    #[test]
+    fn messages_a_full_queue_cannot_take_wait_and_reach_it_in_the_order_received() {
+        let consumer = FakePartitions::of(&[0, 1]);
+        let (mut flow, mut queues) = flow(2, &[0, 1]);
+        for offset in 0..5 {
+            flow.deal(&consumer, message(0, offset)).expect("dealt");
+        }
+        flow.deal(&consumer, message(1, 0)).expect("dealt");
+        let (w0, w1) = (worker_of(0), worker_of(1));
+        assert_eq!(offsets(&mut queues[w0]), [0, 1], "the queue holds two; three wait");
+        assert_eq!(offsets(&mut queues[w1]), [0], "another worker's partition is not held up");
+        flow.feed(&consumer).expect("fed");
+        assert_eq!(offsets(&mut queues[w0]), [2, 3]);
+        flow.deal(&consumer, message(0, 5)).expect("dealt behind the ones waiting");
+        flow.feed(&consumer).expect("fed");
+        assert_eq!(offsets(&mut queues[w0]), [4, 5]);
+        assert!(consumer.paused().is_empty(), "a few waiting messages pause nothing");
+    }
+
+    #[test]
+    fn a_worker_far_behind_has_its_partitions_paused_until_it_caught_up() {
+        let partitions = [0, 1, 3];
+        let consumer = FakePartitions::of(&partitions);
+        let (mut flow, mut queues) = flow(1, &partitions);
+        let slow = worker_of(0);
+        let of_slow: Vec<i32> = partitions.iter().copied().filter(|p| worker_of(*p) == slow).collect();
+        for offset in 0..=WAITING_AT_MOST as i64 {
+            flow.deal(&consumer, message(0, offset)).expect("dealt");
+        }
+        assert_eq!(consumer.paused(), of_slow, "only the slow worker's partitions are paused");
+        assert!(flow.any_paused());
+        // The worker catches up one message at a time; its partitions stay paused while any wait.
+        let mut handled = Vec::new();
+        while flow.waiting[slow].len() > 1 {
+            handled.extend(offsets(&mut queues[slow]));
+            flow.feed(&consumer).expect("fed");
+            assert_eq!(consumer.paused(), of_slow);
+        }
+        handled.extend(offsets(&mut queues[slow]));
+        flow.feed(&consumer).expect("fed");
+        assert!(consumer.paused().is_empty(), "resumed once nothing waits");
+        assert!(!flow.any_paused());
+        handled.extend(offsets(&mut queues[slow]));
+        assert_eq!(handled, (0..=WAITING_AT_MOST as i64).collect::<Vec<_>>(), "every message, in order");
+    }
+
+    #[test]
+    fn a_message_of_a_partition_not_owned_is_left_to_its_next_owner() {
+        let consumer = FakePartitions::of(&[0]);
+        let (mut flow, mut queues) = flow(8, &[0]);
+        flow.deal(&consumer, message(3, 7)).expect("dropped, not an error");
+        assert!(offsets(&mut queues[worker_of(3)]).is_empty());
+    }
+
+    #[test]
+    fn a_worker_whose_queue_is_gone_ends_the_loop() {
+        let consumer = FakePartitions::of(&[0]);
+        let (mut flow, queues) = flow(8, &[0]);
+        drop(queues);
+        assert!(flow.deal(&consumer, message(0, 0)).is_err());
+    }
+
+    #[test]
+    fn a_new_assignment_resumes_the_workers_not_behind_and_leaves_the_others_paused() {
+        let consumer = FakePartitions::of(&[0, 1]);
+        let (mut flow, _queues) = flow(1, &[0, 1]);
+        let slow = worker_of(0);
+        for offset in 0..=WAITING_AT_MOST as i64 {
+            flow.deal(&consumer, message(0, offset)).expect("dealt");
+        }
+        flow.reconcile(&consumer);
+        let calls = consumer.calls.lock().expect("lock").clone();
+        let resumed: Vec<i32> = calls.iter().filter(|(paused, _)| !paused).flat_map(|(_, p)| p.clone()).collect();
+        assert_eq!(resumed, [1], "the worker not behind is resumed, the slow one is not");
+        assert!(flow.paused[slow]);
+        // The same assignment again: nothing to do (each resume restarts a fetch).
+        let before = consumer.calls.lock().expect("lock").len();
+        flow.reconcile(&consumer);
+        assert_eq!(consumer.calls.lock().expect("lock").len(), before);
+    }
+
+    /// Errors queued during an outage are taken without waiting; only a flood slows the loop.
+    #[test]
+    fn receive_errors_slow_the_loop_only_in_a_flood() {
+        let mut errors = ReceiveErrors::default();
+        let error = rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::AllBrokersDown);
+        for _ in 0..ReceiveErrors::FLOOD {
+            assert_eq!(errors.record(&error), None);
+        }
+        assert_eq!(errors.record(&error), Some(Duration::from_millis(200)), "the 201st in one second");
+        errors.ended();
+        assert!(errors.since.is_none(), "a message ends the outage");
     }
 }

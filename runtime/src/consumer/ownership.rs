@@ -66,7 +66,7 @@ impl Ownership {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn assigned(&self, partitions: &TopicPartitionList) {
+    pub(super) fn assigned(&self, partitions: &TopicPartitionList) {
         let mut state = self.lock();
         for p in partitions.elements() {
             let epoch = state.next_epoch;
@@ -75,7 +75,7 @@ impl Ownership {
         }
     }
 
-    fn revoked(&self, partitions: &TopicPartitionList) -> Vec<Partition> {
+    pub(super) fn revoked(&self, partitions: &TopicPartitionList) -> Vec<Partition> {
         let mut state = self.lock();
         let gone: Vec<Partition> =
             partitions.elements().iter().map(|p| (p.topic().to_owned(), p.partition())).collect();

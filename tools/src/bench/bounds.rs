@@ -2,15 +2,16 @@
 //! SQL one saga commits, and Kafka's producer and consumer performance tools
 //! from the broker's jars.
 
+use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
+use super::report::{KafkaBound, PgbenchBound};
 use saga_stack::StackConfig;
 
 /// Kafka messages one completed saga produces: order.created,
@@ -230,7 +231,7 @@ fn pgbench_tps(output: &str) -> Option<f64> {
 /// The three scripts at once, each against its database copy with `clients`
 /// connections, for `duration`: one script run is one saga's work in that
 /// database, so the slowest script's rate is the database bound in sagas/s.
-pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> anyhow::Result<Value> {
+pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> anyhow::Result<PgbenchBound> {
     let (products, users) = scratch_copies(config).await?;
     let dir = config.state_dir.join("bench");
     std::fs::create_dir_all(&dir)?;
@@ -257,7 +258,7 @@ pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> 
             .context("cannot run pgbench")?;
         children.push((db, child));
     }
-    let mut per_db = serde_json::Map::new();
+    let mut per_db = BTreeMap::new();
     let mut bound = f64::INFINITY;
     for (db, child) in children {
         let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
@@ -266,16 +267,16 @@ pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> 
             bail!("pgbench on {db} failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
         };
         bound = bound.min(tps);
-        per_db.insert(db.to_owned(), json!(tps));
+        per_db.insert(db.to_owned(), tps);
     }
     drop_copies(config).await?;
-    Ok(json!({
-        "clients_per_database": clients,
-        "seconds": duration.as_secs(),
-        "synchronous_commit": "on (server default, as the services run)",
-        "sagas_per_second_per_database": per_db,
-        "sagas_per_second_bound": bound,
-    }))
+    Ok(PgbenchBound {
+        clients_per_database: clients,
+        seconds: duration.as_secs(),
+        synchronous_commit: "on (server default, as the services run)".to_owned(),
+        sagas_per_second_per_database: per_db,
+        sagas_per_second_bound: bound,
+    })
 }
 
 const PERF_TOPIC: &str = "bench.perf";
@@ -307,7 +308,7 @@ async fn run_tool(mut command: Command) -> anyhow::Result<String> {
 
 /// Kafka's own tools against the stack's broker: records/s produced with the
 /// relay's settings (idempotent, acks=all, its default linger.ms) and consumed.
-pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> {
+pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<KafkaBound> {
     perf_topic(config).await?;
     let mut producer = saga_stack::kafka::tool(config, "org.apache.kafka.tools.ProducerPerformance");
     producer
@@ -350,15 +351,15 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<Value> 
         })
         .with_context(|| format!("no summary in ConsumerPerformance output: {out}"))?;
     let bound = (produced / MESSAGES_PER_SAGA).min(consumed / DELIVERIES_PER_SAGA);
-    Ok(json!({
-        "records": records,
-        "record_size": RECORD_SIZE,
-        "producer_records_per_second": produced,
-        "consumer_records_per_second": consumed,
-        "messages_per_saga": MESSAGES_PER_SAGA,
-        "deliveries_per_saga": DELIVERIES_PER_SAGA,
-        "sagas_per_second_bound": bound,
-    }))
+    Ok(KafkaBound {
+        records,
+        record_size: RECORD_SIZE,
+        producer_records_per_second: produced,
+        consumer_records_per_second: consumed,
+        messages_per_saga: MESSAGES_PER_SAGA,
+        deliveries_per_saga: DELIVERIES_PER_SAGA,
+        sagas_per_second_bound: bound,
+    })
 }
 
 #[cfg(test)]

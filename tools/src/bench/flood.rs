@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use reqwest::StatusCode;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::load::Api;
@@ -90,15 +90,16 @@ impl Tally {
         }
     }
 
-    fn json(&self, seconds: f64, ok: &str) -> Value {
+    /// What one side of a phase saw; `ok` is the status that counts as a success.
+    fn attempts(&self, seconds: f64, ok: &str) -> Attempts {
         let ms = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
-        let ok = self.statuses.get(ok).copied().unwrap_or(0);
-        json!({
-            "attempts": self.latency.len(),
-            "succeeded_per_second": ok as f64 / seconds.max(1e-9),
-            "statuses": self.statuses,
-            "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "max": self.latency.max() as f64 / 1000.0 },
-        })
+        let succeeded = self.statuses.get(ok).copied().unwrap_or(0);
+        Attempts {
+            attempts: self.latency.len(),
+            succeeded_per_second: succeeded as f64 / seconds.max(1e-9),
+            statuses: self.statuses.clone(),
+            latency_ms: FloodLatency { p50: ms(0.5), p99: ms(0.99), max: self.latency.max() as f64 / 1000.0 },
+        }
     }
 }
 
@@ -188,8 +189,45 @@ async fn register_accounts(api: &Api, what: &str, count: usize) -> anyhow::Resul
     Ok(Arc::new(accounts))
 }
 
-/// Runs both phases on the stack behind `api`; the report's JSON.
-pub async fn measure(api: &Api, quick: bool, kind: Flood) -> anyhow::Result<Value> {
+/// A flood run: `bench-results/<date>.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodReport {
+    pub commit: String,
+    /// `registration-flood` or `login-flood`.
+    pub scenario: String,
+    /// Logins alone, then logins during the flood.
+    pub phases: Vec<FloodPhase>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodPhase {
+    pub name: String,
+    pub seconds: f64,
+    pub login_clients: usize,
+    pub flood_clients: usize,
+    pub logins: Attempts,
+    pub flood: Attempts,
+}
+
+/// The requests of one side of a phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempts {
+    pub attempts: u64,
+    pub succeeded_per_second: f64,
+    /// Answers by HTTP status (`error` for none).
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    pub latency_ms: FloodLatency,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodLatency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Runs both phases on the stack behind `api`; the report (its commit left to the caller).
+pub async fn measure(api: &Api, quick: bool, kind: Flood) -> anyhow::Result<FloodReport> {
     let length = Duration::from_secs(if quick { 10 } else { 30 });
     let accounts = register_accounts(api, "login", LOGIN_CLIENTS).await?;
     let flooding = register_accounts(api, "flooder", if kind == Flood::Logins { FLOODING_ACCOUNTS } else { 0 }).await?;
@@ -197,28 +235,24 @@ pub async fn measure(api: &Api, quick: bool, kind: Flood) -> anyhow::Result<Valu
     for (name, flood) in [("logins alone", 0), ("logins during the flood", FLOOD_CLIENTS)] {
         println!("bench: {name}, {length:?}");
         let (logins, registrations, seconds) = phase(api, &accounts, (kind, &flooding), flood, length).await;
-        let login = logins.json(seconds, "200");
-        println!(
-            "  login p50 {} ms, p99 {} ms; {}",
-            login["latency_ms"]["p50"], login["latency_ms"]["p99"], login["statuses"]
-        );
-        phases.push(json!({
-            "name": name,
-            "seconds": seconds,
-            "login_clients": LOGIN_CLIENTS,
-            "flood_clients": flood,
-            "logins": login,
-            "flood": registrations.json(seconds, kind.ok()),
-        }));
+        let login = logins.attempts(seconds, "200");
+        println!("  login p50 {} ms, p99 {} ms; {:?}", login.latency_ms.p50, login.latency_ms.p99, login.statuses);
+        phases.push(FloodPhase {
+            name: name.to_owned(),
+            seconds,
+            login_clients: LOGIN_CLIENTS,
+            flood_clients: flood,
+            logins: login,
+            flood: registrations.attempts(seconds, kind.ok()),
+        });
     }
-    Ok(json!({ "scenario": kind.flag(), "phases": phases }))
+    Ok(FloodReport { commit: String::new(), scenario: kind.flag().to_owned(), phases })
 }
 
 /// The BENCHMARKS.md entry of a flood run.
-pub fn markdown(report: &Value, command: &str, stamp: &str) -> anyhow::Result<String> {
-    let phases = report["phases"].as_array().context("a flood report without phases")?;
-    let (title, flood) = match report["scenario"].as_str() {
-        Some("login-flood") => (
+pub fn markdown(report: &FloodReport, command: &str, stamp: &str) -> String {
+    let (title, flood) = match report.scenario.as_str() {
+        "login-flood" => (
             "Login flood",
             format!(
                 "{FLOOD_CLIENTS} clients log in to {FLOODING_ACCOUNTS} accounts with their correct password as fast \
@@ -241,24 +275,21 @@ pub fn markdown(report: &Value, command: &str, stamp: &str) -> anyhow::Result<St
          | phase | logins/s | login p50 ms | login p99 ms | login max ms | login answers | flood successes/s | flood answers |\n\
          |---|---|---|---|---|---|---|---|\n"
     );
-    for phase in phases {
-        let (logins, registrations) = (&phase["logins"], &phase["flood"]);
-        let statuses = |v: &Value| {
-            v["statuses"].as_object().map_or_else(String::new, |m| {
-                m.iter().map(|(status, n)| format!("{status}: {n}")).collect::<Vec<_>>().join(", ")
-            })
-        };
+    for phase in &report.phases {
+        let (logins, flood) = (&phase.logins, &phase.flood);
+        let statuses =
+            |a: &Attempts| a.statuses.iter().map(|(status, n)| format!("{status}: {n}")).collect::<Vec<_>>().join(", ");
         out.push_str(&format!(
             "| {} | {:.1} | {} | {} | {} | {} | {:.1} | {} |\n",
-            phase["name"].as_str().unwrap_or("?"),
-            logins["succeeded_per_second"].as_f64().unwrap_or(0.0),
-            logins["latency_ms"]["p50"],
-            logins["latency_ms"]["p99"],
-            logins["latency_ms"]["max"],
+            phase.name,
+            logins.succeeded_per_second,
+            logins.latency_ms.p50,
+            logins.latency_ms.p99,
+            logins.latency_ms.max,
             statuses(logins),
-            registrations["succeeded_per_second"].as_f64().unwrap_or(0.0),
-            statuses(registrations),
+            flood.succeeded_per_second,
+            statuses(flood),
         ));
     }
-    Ok(out)
+    out
 }

@@ -10,6 +10,7 @@ pub(crate) mod observe;
 pub(crate) mod peer;
 mod plot;
 mod profile;
+pub(crate) mod report;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -18,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
 
 use saga_stack::config::{Defaults, env};
 use saga_stack::{Component, StackConfig, UpOptions};
 
 use self::load::{Api, Phase, World};
+use self::report::{
+    Bounds, CpuPerSaga, LOAD_GENERATOR, Latency, Outcomes, PhaseReport, ProcessUsage, Reads, Report, Setup, f, f_opt,
+};
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -163,7 +166,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let stopped = saga_stack::down(&config);
     println!("bench stack stopped: {}", stopped.join(", "));
-    let (report, ok) = outcome?;
+    let report = outcome?;
+    let ok = report.invariants.ok;
     let json_path = write_json(&config, &report)?;
     println!("results: {}", json_path.display());
     let mut markdown = markdown(&report, &args);
@@ -199,7 +203,7 @@ async fn password_flood(config: &StackConfig, args: &BenchArgs, kind: flood::Flo
     let stopped = saga_stack::down(config);
     println!("bench stack stopped: {}", stopped.join(", "));
     let mut report = outcome?;
-    report["commit"] = json!(git_commit(config));
+    report.commit = git_commit(config);
     let json_path = write_json(config, &report)?;
     println!("results: {}", json_path.display());
     let command = format!("cargo xtask bench --{}{}", kind.flag(), if args.quick { " --quick" } else { "" });
@@ -210,7 +214,7 @@ async fn password_flood(config: &StackConfig, args: &BenchArgs, kind: flood::Flo
         profile(config),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let markdown = flood::markdown(&report, &command, &stamp)?;
+    let markdown = flood::markdown(&report, &command, &stamp);
     println!("\n{markdown}");
     if !args.run.no_record {
         append_benchmarks(config, &markdown)?;
@@ -261,30 +265,39 @@ async fn warm_up(config: &StackConfig, api: &Api, world: &Arc<World>, plan: &Pla
 /// Warm enough: the JIT compilers of the Kafka nodes use less than this share of one core.
 const WARM_COMPILERS: f64 = 0.05;
 
-fn phase_json(phase: &Phase) -> Value {
-    let q = |p: f64| phase.latency.value_at_quantile(p) as f64 / 1000.0;
-    json!({
-        "name": phase.name,
-        "seconds": phase.elapsed.as_secs_f64(),
-        "sagas_per_second": phase.rate(),
-        "completed_per_second": phase.completed as f64 / phase.elapsed.as_secs_f64().max(1e-9),
-        "outcomes": {
-            "completed": phase.completed,
-            "inventory_reserved_failed": phase.stock_failed,
-            "payment_failed": phase.payment_failed,
-            "cancelled": phase.cancelled,
-            "errors": phase.errors,
+/// A phase as the report has it.
+fn phase_report(phase: &Phase) -> PhaseReport {
+    PhaseReport {
+        name: phase.name.clone(),
+        seconds: phase.elapsed.as_secs_f64(),
+        sagas_per_second: phase.rate(),
+        completed_per_second: phase.completed as f64 / phase.elapsed.as_secs_f64().max(1e-9),
+        outcomes: Outcomes {
+            completed: phase.completed,
+            inventory_reserved_failed: phase.stock_failed,
+            payment_failed: phase.payment_failed,
+            cancelled: phase.cancelled,
+            errors: phase.errors,
         },
-        "first_error": phase.first_error,
-        "latency_ms": {
-            "p50": q(0.50), "p95": q(0.95), "p99": q(0.99),
-            "max": phase.latency.max() as f64 / 1000.0,
-            "samples": phase.latency.len(),
-        },
-    })
+        first_error: phase.first_error.clone(),
+        latency_ms: latency(phase),
+        offered_per_second: None,
+    }
 }
 
-async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Value, bool)> {
+/// A phase's latency quantiles, in milliseconds.
+fn latency(phase: &Phase) -> Latency {
+    let q = |p: f64| phase.latency.value_at_quantile(p) as f64 / 1000.0;
+    Latency {
+        p50: q(0.50),
+        p95: q(0.95),
+        p99: q(0.99),
+        max: Some(phase.latency.max() as f64 / 1000.0),
+        samples: Some(phase.latency.len()),
+    }
+}
+
+async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<Report> {
     let plan = Plan::from(args);
     let api = Api::new(&config.gateway_url())?.waiting_by(args.wait);
     let (email, password) = saga_stack::admin_credentials();
@@ -308,7 +321,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     let start_usage = observe::snapshot(config);
 
     let mut closed = Vec::new();
-    let mut profiled = Value::Null;
+    let mut profiled = None;
     for &clients in &plan.clients {
         println!("bench: closed loop, {clients} clients, {:?}", plan.phase);
         let recording = match args.profile && closed.is_empty() {
@@ -317,7 +330,7 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         };
         let phase = load::closed_loop(&api, world.clone(), clients, plan.phase).await;
         if let Some(recording) = recording {
-            profiled = profile::finish(recording).await?;
+            profiled = Some(profile::finish(recording).await?);
             println!("  flame graphs in {}", config.state_dir.join("profiles").display());
         }
         println!("  {:.1} sagas/s, p50 {:.1} ms", phase.rate(), phase.latency.value_at_quantile(0.5) as f64 / 1000.0);
@@ -360,17 +373,17 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
     println!("bench: draining and checking the invariants");
     let drained = observe::drain(config, Duration::from_secs(120)).await?;
     let lag_drained = lag_now();
-    let (ok, invariants) = observe::invariants(config, before).await?;
+    let invariants = observe::invariants(config, before).await?;
     let usage = observe::usage(&start_usage, &end_usage);
     let sagas: u64 = closed.iter().chain(&open).map(Phase::terminal).sum();
     let cpu_per_saga = cpu_ms_per_saga(&observe::usage(&start_usage, &sagas_end_usage), sagas);
     let kafka_requests_per_saga = match (&start_requests, &end_requests) {
-        (Some(before), Some(after)) => observe::per_saga(before, after, sagas),
-        _ => Value::Null,
+        (Some(before), Some(after)) => Some(observe::per_saga(before, after, sagas)),
+        _ => None,
     };
     let transactions_per_saga = match (&start_transactions, &end_transactions) {
-        (Some(before), Some(after)) => observe::per_saga(before, after, sagas),
-        _ => Value::Null,
+        (Some(before), Some(after)) => Some(observe::per_saga(before, after, sagas)),
+        _ => None,
     };
 
     // The bounds run with the services stopped: nothing else competes for the
@@ -402,97 +415,97 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<(Valu
         }
         None => None,
     };
-    let pg_bound = pg["sagas_per_second_bound"].as_f64().unwrap_or(f64::NAN);
-    let kafka_bound = kafka["sagas_per_second_bound"].as_f64().unwrap_or(f64::NAN);
-
-    let usage_json: serde_json::Map<String, Value> = usage
+    let processes = usage
         .iter()
         .map(|(name, u)| {
-            (
-                name.clone(),
-                json!({
-                    "cpu_seconds": u.cpu_seconds,
-                    "cpu_percent_of_one_core": 100.0 * u.cpu_seconds / measured_seconds.max(1e-9),
-                    "peak_rss_mib": u.peak_rss_kib as f64 / 1024.0,
-                    "processes": u.processes,
-                }),
-            )
+            let process = ProcessUsage {
+                cpu_seconds: u.cpu_seconds,
+                cpu_percent_of_one_core: 100.0 * u.cpu_seconds / measured_seconds.max(1e-9),
+                peak_rss_mib: u.peak_rss_kib as f64 / 1024.0,
+                processes: u.processes,
+            };
+            (name.clone(), process)
         })
         .collect();
-    let open_json: Vec<Value> = open
+    let closed_loop: Vec<PhaseReport> = closed.iter().map(phase_report).collect();
+    let open_loop: Vec<PhaseReport> = open
         .iter()
         .zip(&rates)
-        .map(|(phase, rate)| {
-            let mut json = phase_json(phase);
-            json["offered_per_second"] = json!(rate);
-            json
-        })
+        .map(|(phase, rate)| PhaseReport { offered_per_second: Some(*rate), ..phase_report(phase) })
         .collect();
-    let report = json!({
-        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "commit": git_commit(config),
-        "profile": profile(config),
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "replicas": config.shape.replicas,
-        "brokers": config.shape.brokers,
-        "quick": args.quick,
-        "note": args.run.note,
-        "command": command_line(args),
-        "setup": { "users": plan.users, "products": plan.products, "phase_seconds": plan.phase.as_secs(),
-                   "terminal_detection": match args.wait {
-                       load::WaitBy::Stream => "the order's event stream until `end`; latency to the terminal history row's time",
-                       load::WaitBy::Poll => "GET /orders/{id} every 100 ms; latency to the terminal history row's time",
-                   } },
-        "warm_up": { "seconds": warm_up.seconds, "kafka_jit_compilers_cores_at_end": warm_up.compilers_at_end },
-        "max_sagas_per_second": max_rate,
-        "max_completed_per_second": best.completed as f64 / best.elapsed.as_secs_f64().max(1e-9),
-        "max_at": best.name,
-        "closed_loop": closed.iter().map(phase_json).collect::<Vec<_>>(),
-        "open_loop": open_json,
-        "gateway_get_order": {
-            "clients": reads_clients,
-            "requests_per_second": reads.rate(),
-            "errors": reads.errors,
-            "latency_ms": phase_json(&reads)["latency_ms"].clone(),
-        },
-        "processes": usage_json,
-        "cpu_ms_per_saga": cpu_per_saga,
-        "kafka_requests_per_saga": kafka_requests_per_saga,
-        "postgres_transactions_per_saga": transactions_per_saga,
-        "perf_profile": profiled,
-        "measured_seconds": measured_seconds,
-        "kafka_consumer_lag_at_end": lag,
-        "kafka_consumer_lag_after_drain": lag_drained,
-        "drain_seconds": drained.as_secs_f64(),
-        "invariants": invariants,
-        "peer": peer.as_ref().map(|p| {
-            let ours: Vec<(usize, Value)> = plan.clients.iter().copied().zip(closed.iter().map(phase_json)).collect();
-            let with_load_generator = cpu_per_saga["stack_total"].as_f64().unwrap_or(f64::NAN)
-                + cpu_per_saga["load generator"].as_f64().unwrap_or(0.0);
-            peer::compare(p, &ours, &open_json, with_load_generator, max_rate)
-        }),
-        "bounds": {
-            "pgbench": pg,
-            "kafka": kafka,
-            "saga_ratio_to_pgbench_bound": max_rate / pg_bound,
-            "saga_ratio_to_kafka_bound": max_rate / kafka_bound,
-        },
+    let peer = peer.map(|p| {
+        let ours: Vec<(usize, &PhaseReport)> = plan.clients.iter().copied().zip(&closed_loop).collect();
+        let with_load_generator =
+            cpu_per_saga.stack_total + cpu_per_saga.components.get(LOAD_GENERATOR).copied().unwrap_or(0.0);
+        peer::compare(p, &ours, &open_loop, with_load_generator, max_rate)
     });
-    Ok((report, ok))
+    let bounds = Bounds {
+        saga_ratio_to_pgbench_bound: max_rate / pg.sagas_per_second_bound,
+        saga_ratio_to_kafka_bound: max_rate / kafka.sagas_per_second_bound,
+        pgbench: pg,
+        kafka,
+    };
+    Ok(Report {
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        commit: git_commit(config),
+        profile: profile(config).to_owned(),
+        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        replicas: config.shape.replicas,
+        brokers: config.shape.brokers,
+        quick: args.quick,
+        note: args.run.note.clone(),
+        command: command_line(args),
+        setup: Setup {
+            users: plan.users,
+            products: plan.products,
+            phase_seconds: plan.phase.as_secs(),
+            terminal_detection: match args.wait {
+                load::WaitBy::Stream => {
+                    "the order's event stream until `end`; latency to the terminal history row's time"
+                }
+                load::WaitBy::Poll => "GET /orders/{id} every 100 ms; latency to the terminal history row's time",
+            }
+            .to_owned(),
+        },
+        warm_up: report::WarmUp {
+            seconds: warm_up.seconds,
+            kafka_jit_compilers_cores_at_end: warm_up.compilers_at_end,
+        },
+        max_sagas_per_second: max_rate,
+        max_completed_per_second: best.completed as f64 / best.elapsed.as_secs_f64().max(1e-9),
+        max_at: best.name.clone(),
+        closed_loop,
+        open_loop,
+        gateway_get_order: Reads {
+            clients: reads_clients,
+            requests_per_second: reads.rate(),
+            errors: reads.errors,
+            latency_ms: latency(&reads),
+        },
+        processes,
+        cpu_ms_per_saga: cpu_per_saga,
+        kafka_requests_per_saga,
+        postgres_transactions_per_saga: transactions_per_saga,
+        perf_profile: profiled,
+        measured_seconds,
+        kafka_consumer_lag_at_end: lag,
+        kafka_consumer_lag_after_drain: lag_drained,
+        drain_seconds: drained.as_secs_f64(),
+        invariants,
+        peer,
+        bounds,
+    })
 }
 
 /// CPU milliseconds per saga over the saga phases, per component and in
 /// total without the load generator: what a saga costs, which on a machine
 /// whose cores the whole stack shares says more than a noisy rate. It
 /// includes how the clients wait for their sagas (event streams, or polls).
-fn cpu_ms_per_saga(usage: &std::collections::BTreeMap<String, observe::Usage>, sagas: u64) -> Value {
+fn cpu_ms_per_saga(usage: &std::collections::BTreeMap<String, observe::Usage>, sagas: u64) -> CpuPerSaga {
     let per_saga = |seconds: f64| 1000.0 * seconds / (sagas.max(1) as f64);
-    let mut map: serde_json::Map<String, Value> =
-        usage.iter().map(|(name, u)| (name.clone(), json!(per_saga(u.cpu_seconds)))).collect();
-    let stack: f64 = usage.iter().filter(|(name, _)| *name != "load generator").map(|(_, u)| u.cpu_seconds).sum();
-    map.insert("stack_total".to_owned(), json!(per_saga(stack)));
-    map.insert("sagas".to_owned(), json!(sagas));
-    Value::Object(map)
+    let components = usage.iter().map(|(name, u)| (name.clone(), per_saga(u.cpu_seconds))).collect();
+    let stack: f64 = usage.iter().filter(|(name, _)| *name != LOAD_GENERATOR).map(|(_, u)| u.cpu_seconds).sum();
+    CpuPerSaga { stack_total: per_saga(stack), sagas, components }
 }
 
 pub(crate) fn git_commit(config: &StackConfig) -> String {
@@ -515,7 +528,7 @@ const LATEST_PLOT: &str = "bench-results/latency-against-load.svg";
 
 /// `bench-results/<date>.json` in the workspace: small, kept with the
 /// BENCHMARKS.md entry it backs.
-fn write_json(config: &StackConfig, report: &Value) -> anyhow::Result<PathBuf> {
+fn write_json(config: &StackConfig, report: &impl serde::Serialize) -> anyhow::Result<PathBuf> {
     let dir = config.root.join("bench-results");
     std::fs::create_dir_all(&dir)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
@@ -523,14 +536,6 @@ fn write_json(config: &StackConfig, report: &Value) -> anyhow::Result<PathBuf> {
     std::fs::write(&path, serde_json::to_string_pretty(report)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
-}
-
-fn f(value: &Value) -> String {
-    match value.as_f64() {
-        Some(v) if v >= 100.0 => format!("{v:.0}"),
-        Some(v) => format!("{v:.1}"),
-        None => "-".to_owned(),
-    }
 }
 
 /// Service settings read from the environment that change what a run
@@ -585,17 +590,12 @@ fn command_line(args: &BenchArgs) -> String {
 }
 
 /// The BENCHMARKS.md entry: the command, then one table of rates and latencies.
-fn markdown(r: &Value, args: &BenchArgs) -> String {
+fn markdown(r: &Report, args: &BenchArgs) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
         "### {} (commit {}, {} build, {} cores, {} instance(s) per service, {} Kafka node(s))\n",
-        r["date"].as_str().unwrap_or(""),
-        r["commit"].as_str().unwrap_or(""),
-        r["profile"].as_str().unwrap_or(""),
-        r["cores"],
-        r["replicas"].as_u64().unwrap_or(1),
-        r["brokers"].as_u64().unwrap_or(1)
+        r.date, r.commit, r.profile, r.cores, r.replicas, r.brokers
     );
     if !args.run.note.is_empty() {
         let _ = writeln!(md, "{}\n", args.run.note);
@@ -606,166 +606,139 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
         "| phase | sagas/s | completed/s | ok / stock fail / pay fail / cancelled / errors | p50 ms | p95 ms | p99 ms | max ms |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
-    for phase in
-        r["closed_loop"].as_array().into_iter().flatten().chain(r["open_loop"].as_array().into_iter().flatten())
-    {
-        let o = &phase["outcomes"];
-        let l = &phase["latency_ms"];
+    for phase in r.closed_loop.iter().chain(&r.open_loop) {
+        let (o, l) = (&phase.outcomes, &phase.latency_ms);
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} / {} / {} / {} / {} | {} | {} | {} | {} |",
-            phase["name"].as_str().unwrap_or(""),
-            f(&phase["sagas_per_second"]),
-            f(&phase["completed_per_second"]),
-            o["completed"],
-            o["inventory_reserved_failed"],
-            o["payment_failed"],
-            o["cancelled"],
-            o["errors"],
-            f(&l["p50"]),
-            f(&l["p95"]),
-            f(&l["p99"]),
-            f(&l["max"]),
+            phase.name,
+            f(phase.sagas_per_second),
+            f(phase.completed_per_second),
+            o.completed,
+            o.inventory_reserved_failed,
+            o.payment_failed,
+            o.cancelled,
+            o.errors,
+            f(l.p50),
+            f(l.p95),
+            f(l.p99),
+            f_opt(l.max),
         );
     }
-    let b = &r["bounds"];
+    let b = &r.bounds;
+    let per_database = |db: &str| f_opt(b.pgbench.sagas_per_second_per_database.get(db).copied());
     let _ = writeln!(md);
     let _ = writeln!(
         md,
         "- maximum: **{} sagas/s** ({} completed/s) at {}",
-        f(&r["max_sagas_per_second"]),
-        f(&r["max_completed_per_second"]),
-        r["max_at"].as_str().unwrap_or("")
+        f(r.max_sagas_per_second),
+        f(r.max_completed_per_second),
+        r.max_at
     );
     let _ = writeln!(
         md,
         "- bounds: pgbench (one saga's SQL, {} clients per database) **{} sagas/s** (order {}, product {}, user {}); Kafka perf tools **{} sagas/s** (producer {} rec/s / {} per saga, consumer {} rec/s / {} per saga)",
-        b["pgbench"]["clients_per_database"],
-        f(&b["pgbench"]["sagas_per_second_bound"]),
-        f(&b["pgbench"]["sagas_per_second_per_database"]["order_service"]),
-        f(&b["pgbench"]["sagas_per_second_per_database"]["product_service"]),
-        f(&b["pgbench"]["sagas_per_second_per_database"]["user_service"]),
-        f(&b["kafka"]["sagas_per_second_bound"]),
-        f(&b["kafka"]["producer_records_per_second"]),
-        b["kafka"]["messages_per_saga"],
-        f(&b["kafka"]["consumer_records_per_second"]),
-        b["kafka"]["deliveries_per_saga"],
+        b.pgbench.clients_per_database,
+        f(b.pgbench.sagas_per_second_bound),
+        per_database("order_service"),
+        per_database("product_service"),
+        per_database("user_service"),
+        f(b.kafka.sagas_per_second_bound),
+        f(b.kafka.producer_records_per_second),
+        b.kafka.messages_per_saga,
+        f(b.kafka.consumer_records_per_second),
+        b.kafka.deliveries_per_saga,
     );
-    let ratio = |v: &Value| v.as_f64().map(|x| format!("{:.1} %", 100.0 * x)).unwrap_or_else(|| "-".to_owned());
+    let ratio = |x: f64| if x.is_finite() { format!("{:.1} %", 100.0 * x) } else { "-".to_owned() };
     let _ = writeln!(
         md,
         "- saga rate / bound: {} of pgbench, {} of Kafka",
-        ratio(&b["saga_ratio_to_pgbench_bound"]),
-        ratio(&b["saga_ratio_to_kafka_bound"])
+        ratio(b.saga_ratio_to_pgbench_bound),
+        ratio(b.saga_ratio_to_kafka_bound)
     );
+    let reads = &r.gateway_get_order;
     let _ = writeln!(
         md,
         "- gateway `GET /orders/{{id}}`: {} req/s ({} clients, p50 {} ms, p99 {} ms)",
-        f(&r["gateway_get_order"]["requests_per_second"]),
-        r["gateway_get_order"]["clients"],
-        f(&r["gateway_get_order"]["latency_ms"]["p50"]),
-        f(&r["gateway_get_order"]["latency_ms"]["p99"]),
+        f(reads.requests_per_second),
+        reads.clients,
+        f(reads.latency_ms.p50),
+        f(reads.latency_ms.p99),
     );
-    let procs: Vec<String> = r["processes"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(name, u)| format!("{name} {}s / {} MiB", f(&u["cpu_seconds"]), f(&u["peak_rss_mib"])))
+    let procs: Vec<String> = r
+        .processes
+        .iter()
+        .map(|(name, u)| format!("{name} {}s / {} MiB", f(u.cpu_seconds), f(u.peak_rss_mib)))
         .collect();
-    if let Some(seconds) = r["warm_up"]["seconds"].as_f64() {
-        let _ = writeln!(
-            md,
-            "- warmed up before measuring: {seconds:.0} s of unmeasured load, until Kafka's JIT compilers used {} % of a core",
-            f(&json!(r["warm_up"]["kafka_jit_compilers_cores_at_end"].as_f64().unwrap_or(f64::NAN) * 100.0))
-        );
-    }
-    let _ = writeln!(md, "- CPU seconds / peak RSS over {}s of load: {}", f(&r["measured_seconds"]), procs.join(", "));
-    let c = &r["cpu_ms_per_saga"];
-    if c.is_object() {
-        let parts: Vec<String> = c
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(name, _)| !matches!(name.as_str(), "stack_total" | "sagas"))
-            .map(|(name, ms)| format!("{name} {}", f(ms)))
-            .collect();
-        let _ = writeln!(
-            md,
-            "- CPU per saga over the saga phases ({} sagas; clients wait by {}): **{} ms** for the stack ({})",
-            c["sagas"],
-            r["setup"]["terminal_detection"].as_str().unwrap_or("?"),
-            f(&c["stack_total"]),
-            parts.join(", ")
-        );
-    }
-    for (key, what) in [
-        ("kafka_requests_per_saga", "Kafka requests per saga over the same phases (the brokers' counters)"),
+    let _ = writeln!(
+        md,
+        "- warmed up before measuring: {:.0} s of unmeasured load, until Kafka's JIT compilers used {} % of a core",
+        r.warm_up.seconds,
+        f(r.warm_up.kafka_jit_compilers_cores_at_end * 100.0)
+    );
+    let _ = writeln!(md, "- CPU seconds / peak RSS over {}s of load: {}", f(r.measured_seconds), procs.join(", "));
+    let c = &r.cpu_ms_per_saga;
+    let parts: Vec<String> = c.components.iter().map(|(name, ms)| format!("{name} {}", f(*ms))).collect();
+    let _ = writeln!(
+        md,
+        "- CPU per saga over the saga phases ({} sagas; clients wait by {}): **{} ms** for the stack ({})",
+        c.sagas,
+        r.setup.terminal_detection,
+        f(c.stack_total),
+        parts.join(", ")
+    );
+    for (counts, what) in [
+        (&r.kafka_requests_per_saga, "Kafka requests per saga over the same phases (the brokers' counters)"),
         (
-            "postgres_transactions_per_saga",
+            &r.postgres_transactions_per_saga,
             "PostgreSQL transactions per saga over the same phases (`pg_stat_database`, every client's)",
         ),
     ] {
-        if let Some(counts) = r[key].as_object() {
+        if let Some(counts) = counts {
             // The most frequent first.
-            let mut parts: Vec<(&String, f64)> = counts
-                .iter()
-                .filter(|(name, _)| *name != "total")
-                .map(|(n, v)| (n, v.as_f64().unwrap_or(0.0)))
-                .collect();
+            let mut parts: Vec<(&String, f64)> =
+                counts.iter().filter(|(name, _)| *name != "total").map(|(n, v)| (n, *v)).collect();
             parts.sort_by(|a, b| b.1.total_cmp(&a.1));
             let parts: Vec<String> = parts.iter().map(|(name, n)| format!("{name} {n:.2}")).collect();
-            let total = counts.get("total").and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let total = counts.get("total").copied().unwrap_or(f64::NAN);
             let _ = writeln!(md, "- {what}: **{total:.1}** ({})", parts.join(", "));
         }
     }
-    if let Some(profiled) = r["perf_profile"].as_object() {
+    if let Some(profiled) = &r.perf_profile {
         let _ = writeln!(
             md,
             "- profile of the first closed-loop phase (`--profile`; the share of each component's samples in the function itself):"
         );
+        // `(name, share)` as "name 12 %", the first `n`.
+        let shares = |list: &[(String, f64)], n: usize, quote: &str| -> String {
+            let parts: Vec<String> = list
+                .iter()
+                .take(n)
+                .map(|(name, share)| format!("{quote}{name}{quote} {:.0} %", share * 100.0))
+                .collect();
+            parts.join(", ")
+        };
         for (component, p) in profiled {
-            // `[[name, share], ...]` as "name 12 %", the first `n`.
-            let shares = |list: &Value, n: usize, quote: &str| -> String {
-                let parts: Vec<String> = list
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .take(n)
-                    .map(|s| {
-                        format!(
-                            "{quote}{}{quote} {:.0} %",
-                            s[0].as_str().unwrap_or("?"),
-                            s[1].as_f64().unwrap_or(0.0) * 100.0
-                        )
-                    })
-                    .collect();
-                parts.join(", ")
-            };
             let _ = writeln!(
                 md,
                 "  - {component} ({} ms of CPU sampled; threads {}): {}",
-                f(&p["cpu_ms"]),
-                shares(&p["threads"], 3, ""),
-                shares(&p["hottest_self"], 5, "`")
+                f(p.cpu_ms),
+                shares(&p.threads, 3, ""),
+                shares(&p.hottest_self, 5, "`")
             );
         }
     }
-    let lag: Vec<String> = r["kafka_consumer_lag_at_end"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(group, n)| format!("{group} {n}"))
-        .collect();
+    let lag: Vec<String> = r.kafka_consumer_lag_at_end.iter().map(|(group, n)| format!("{group} {n}")).collect();
     let _ =
         writeln!(md, "- consumer lag at the end of the load (offsets auto-committed every second): {}", lag.join(", "));
     let _ = writeln!(
         md,
         "- invariants: {} (drained in {} s)",
-        if r["invariants"]["ok"].as_bool() == Some(true) { "all hold" } else { "VIOLATED" },
-        f(&r["drain_seconds"])
+        if r.invariants.ok { "all hold" } else { "VIOLATED" },
+        f(r.drain_seconds)
     );
-    if r["peer"].is_object() {
-        peer_markdown(&mut md, &r["peer"]);
+    if let Some(peer) = &r.peer {
+        peer_markdown(&mut md, peer);
     }
     md
 }
@@ -773,65 +746,71 @@ fn markdown(r: &Value, args: &BenchArgs) -> String {
 /// The peer's figures beside the stack's: rates and latencies per client
 /// count and per offered rate, the maximum and CPU per saga, with the
 /// stack/peer ratios.
-fn peer_markdown(md: &mut String, p: &Value) {
-    let x = |v: &Value| v.as_f64().map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".to_owned());
-    let peer = &p["result"];
+fn peer_markdown(md: &mut String, p: &report::PeerComparison) {
+    let x = |v: Option<f64>| v.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".to_owned());
+    let peer = &p.result;
     let _ = writeln!(
         md,
         "\nSide by side with **{}** (`bench/peers/dbos`, mode {}, clients wait with {}), run after the stack on the same machine and PostgreSQL server; ratios are ours / peer's:\n",
-        peer["engine"].as_str().unwrap_or("the peer"),
-        peer["mode"].as_str().unwrap_or("?"),
-        peer["wait"].as_str().unwrap_or("?"),
+        peer.engine, peer.mode, peer.wait,
     );
-    let rows = [("clients", "by_clients", "clients"), ("offered sagas/s", "by_rate", "offered_per_second")];
-    for (heading, key, field) in rows {
-        let Some(phases) = p[key].as_array().filter(|phases| !phases.is_empty()) else { continue };
+    let rows: [(&str, &[report::SideBySide]); 2] = [("clients", &p.by_clients), ("offered sagas/s", &p.by_rate)];
+    for (heading, phases) in rows {
+        if phases.is_empty() {
+            continue;
+        }
         let _ = writeln!(
             md,
             "| {heading} | sagas/s ours / peer | ratio | p50 ms ours / peer | ratio | p99 ms ours / peer | ratio |"
         );
         let _ = writeln!(md, "|---|---|---|---|---|---|---|");
         for c in phases {
+            let at = match (c.clients, c.offered_per_second) {
+                (Some(clients), _) => clients.to_string(),
+                (None, Some(rate)) => rate.to_string(),
+                (None, None) => "-".to_owned(),
+            };
+            let theirs = |get: fn(&report::RateAndLatency) -> f64| f_opt(c.peer.as_ref().map(get));
             let _ = writeln!(
                 md,
-                "| {} | {} / {} | {} | {} / {} | {} | {} / {} | {} |",
-                c[field],
-                f(&c["ours"]["sagas_per_second"]),
-                f(&c["peer"]["sagas_per_second"]),
-                x(&c["throughput_ratio"]),
-                f(&c["ours"]["latency_ms"]["p50"]),
-                f(&c["peer"]["latency_ms"]["p50"]),
-                x(&c["p50_ratio"]),
-                f(&c["ours"]["latency_ms"]["p99"]),
-                f(&c["peer"]["latency_ms"]["p99"]),
-                x(&c["p99_ratio"]),
+                "| {at} | {} / {} | {} | {} / {} | {} | {} / {} | {} |",
+                f(c.ours.sagas_per_second),
+                theirs(|p| p.sagas_per_second),
+                x(c.throughput_ratio),
+                f(c.ours.latency_ms.p50),
+                theirs(|p| p.latency_ms.p50),
+                x(c.p50_ratio),
+                f(c.ours.latency_ms.p99),
+                theirs(|p| p.latency_ms.p99),
+                x(c.p99_ratio),
             );
         }
         let _ = writeln!(md);
     }
-    let cpu = &peer["cpu_ms_per_saga"];
+    let cpu = &peer.cpu_ms_per_saga;
+    let rss = |name: &str| f_opt(peer.peak_rss_mib.get(name).copied());
     let _ = writeln!(
         md,
         "- maximum: ours {} sagas/s, peer {} ({}) → **{}**",
-        f(&p["ours_max_sagas_per_second"]),
-        f(&peer["max_sagas_per_second"]),
-        peer["max_at"].as_str().unwrap_or(""),
-        x(&p["max_ratio"]),
+        f(p.ours_max_sagas_per_second),
+        f(peer.max_sagas_per_second),
+        peer.max_at,
+        x(p.max_ratio),
     );
     let _ = writeln!(
         md,
         "- CPU per saga, load generator included: ours {} ms, peer {} ms (PostgreSQL {}, Go process {}) → **{}**",
-        f(&p["ours_cpu_ms_per_saga_with_load_generator"]),
-        f(&cpu["total"]),
-        f(&cpu["postgres"]),
-        f(&cpu["go_process"]),
-        x(&p["cpu_ratio"]),
+        f(p.ours_cpu_ms_per_saga_with_load_generator),
+        f(cpu.total),
+        f(cpu.postgres),
+        f(cpu.go_process),
+        x(p.cpu_ratio),
     );
     let _ = writeln!(
         md,
         "- peer peak RSS: Go process {} MiB, PostgreSQL {} MiB (sum of its processes)",
-        f(&peer["peak_rss_mib"]["go_process"]),
-        f(&peer["peak_rss_mib"]["postgres_sum_of_processes"]),
+        rss("go_process"),
+        rss("postgres_sum_of_processes"),
     );
 }
 

@@ -7,10 +7,12 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+
 use sqlx::{Connection, PgConnection};
 
 use saga_stack::{Component, StackConfig};
+
+use super::report::{Check, Invariants};
 
 /// Kernel clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on
 /// every Linux architecture the stack runs on.
@@ -239,19 +241,19 @@ fn parse_request_counts(csv: &str) -> Option<BTreeMap<String, u64>> {
 }
 
 /// Per saga between two readings of counters (requests, transactions), per name and in all (`total`).
-pub fn per_saga(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, sagas: u64) -> Value {
+pub fn per_saga(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, sagas: u64) -> BTreeMap<String, f64> {
     let each = |n: u64| n as f64 / sagas.max(1) as f64;
-    let mut map = serde_json::Map::new();
+    let mut map = BTreeMap::new();
     let mut total = 0;
     for (name, count) in after {
         let counted = count.saturating_sub(before.get(name).copied().unwrap_or(0));
         if counted > 0 {
-            map.insert(name.clone(), json!(each(counted)));
+            map.insert(name.clone(), each(counted));
             total += counted;
         }
     }
-    map.insert("total".to_owned(), json!(each(total)));
-    Value::Object(map)
+    map.insert("total".to_owned(), each(total));
+    map
 }
 
 async fn connect(config: &StackConfig, database: &str) -> anyhow::Result<PgConnection> {
@@ -322,7 +324,7 @@ pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Durat
 }
 
 /// Every invariant, each with its numbers; `ok` only when all hold.
-pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<(bool, Value)> {
+pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<Invariants> {
     let mut order = connect(config, "order_service").await?;
     let mut product = connect(config, "product_service").await?;
     let mut user = connect(config, "user_service").await?;
@@ -333,7 +335,7 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
     for (name, conn) in [("order", &mut order), ("product", &mut product), ("user", &mut user)] {
         let n: i64 =
             sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&mut *conn).await?;
-        unpublished.insert(name, n);
+        unpublished.insert(name.to_owned(), n);
     }
     let after = totals(config).await?;
     let (debited, debited_total): (i64, i64) = sqlx::query_as(
@@ -363,25 +365,23 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
         ("reserved stock = items of live reservations", reserved_column == reserved_items),
         ("one live reservation per completed order", reserved_rows == completed),
     ];
-    let ok = checks.iter().all(|(_, holds)| *holds);
-    let report = json!({
-        "ok": ok,
-        "checks": checks.iter().map(|(name, holds)| json!({ "check": name, "holds": holds })).collect::<Vec<_>>(),
-        "non_terminal_orders": non_terminal,
-        "unpublished_outbox_rows": unpublished,
-        "completed_orders": completed,
-        "completed_total_minor": completed_total,
-        "debited_payments": debited,
-        "debited_total_minor": debited_total,
-        "balances_before_minor": before.balances,
-        "balances_after_minor": after.balances,
-        "stock_before": before.stock,
-        "stock_after": after.stock,
-        "live_reservations": reserved_rows,
-        "reserved_items": reserved_items,
-        "reserved_column": reserved_column,
-    });
-    Ok((ok, report))
+    Ok(Invariants {
+        ok: checks.iter().all(|(_, holds)| *holds),
+        checks: checks.iter().map(|(name, holds)| Check { check: (*name).to_owned(), holds: *holds }).collect(),
+        non_terminal_orders: non_terminal,
+        unpublished_outbox_rows: unpublished,
+        completed_orders: completed,
+        completed_total_minor: completed_total,
+        debited_payments: debited,
+        debited_total_minor: debited_total,
+        balances_before_minor: before.balances,
+        balances_after_minor: after.balances,
+        stock_before: before.stock,
+        stock_after: after.stock,
+        live_reservations: reserved_rows,
+        reserved_items,
+        reserved_column,
+    })
 }
 
 #[cfg(test)]
@@ -403,6 +403,7 @@ mod tests {
         let before = BTreeMap::from([("Fetch".to_owned(), 15), ("Produce".to_owned(), 40)]);
         let after = BTreeMap::from([("Fetch".to_owned(), 55), ("Produce".to_owned(), 40), ("Heartbeat".to_owned(), 4)]);
         let per_saga = per_saga(&before, &after, 4);
-        assert_eq!(per_saga, json!({"Fetch": 10.0, "Heartbeat": 1.0, "total": 11.0}));
+        let expected = [("Fetch", 10.0), ("Heartbeat", 1.0), ("total", 11.0)].map(|(name, n)| (name.to_owned(), n));
+        assert_eq!(per_saga, BTreeMap::from(expected));
     }
 }

@@ -11,10 +11,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde::Deserialize;
 
 use saga_stack::config::StackConfig;
 use saga_stack::install::{go_binary, run_logged};
+
+use super::report::{
+    Latency, PeerComparison, PeerCpu, PeerPhase, PeerSummary, PhaseReport, Quantiles, RateAndLatency, SideBySide,
+};
 
 /// A peer the benchmark can run beside the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,7 +44,7 @@ pub struct PeerPlan {
 /// summary of its result file: per client count the rate and latencies (to
 /// the terminal history row, as the stack's are measured), CPU per saga, peak
 /// RSS, and whether its own invariant checks held.
-pub fn run_dbos(config: &StackConfig, plan: &PeerPlan) -> anyhow::Result<Value> {
+pub fn run_dbos(config: &StackConfig, plan: &PeerPlan) -> anyhow::Result<PeerSummary> {
     let dir = config.state_dir.join("peer-dbos");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let log = config.logs_dir().join("peer-dbos.log");
@@ -90,152 +94,222 @@ pub fn run_dbos(config: &StackConfig, plan: &PeerPlan) -> anyhow::Result<Value> 
         Err(error) => format!("the DBOS peer wrote no result ({error:#}): see {}", log.display()),
         Ok(()) => format!("reading {}", out.display()),
     })?;
-    let result: Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))?;
-    let summary = summarize(&result);
-    if summary["ok"].as_bool() != Some(true) {
+    let result: ResultFile = serde_json::from_str(&text).with_context(|| format!("parsing {}", out.display()))?;
+    let summary = summarize(result);
+    if !summary.ok {
         bail!("the DBOS peer's own checks failed (see {} and {})", out.display(), log.display());
     }
     Ok(summary)
 }
 
-/// The figures the comparison needs, from the peer's result file.
-fn summarize(result: &Value) -> Value {
-    let phase = |p: &Value| {
-        json!({
-            "clients": p["clients"],
-            "rate": p["rate"],
-            "sagas_per_second": p["sagas_per_s"],
-            "completed_per_second": p["completed_per_s"],
-            "errors": p["errors"],
-            // The stack's latency ends at the terminal history row's time; so does this.
-            "latency_ms": {
-                "p50": p["latency_to_history_row"]["p50_ms"],
-                "p95": p["latency_to_history_row"]["p95_ms"],
-                "p99": p["latency_to_history_row"]["p99_ms"],
-            },
-            "latency_to_result_ms": { "p50": p["latency"]["p50_ms"], "p99": p["latency"]["p99_ms"] },
-        })
-    };
-    let phases = || result["phases"].as_array().into_iter().flatten();
-    // A closed-loop phase names its client count, an open-loop one its rate.
-    let closed: Vec<Value> = phases().filter(|p| p["clients"].as_u64().is_some()).map(phase).collect();
-    let open: Vec<Value> = phases().filter(|p| p["rate"].as_f64().is_some()).map(phase).collect();
-    let cpu = &result["cpu"];
-    let pg = cpu["postgres_ms_per_saga"].as_f64().unwrap_or(f64::NAN);
-    let go = cpu["go_ms_per_saga"].as_f64().unwrap_or(f64::NAN);
-    json!({
-        "engine": format!("DBOS Transact for Go {}", result["dbos_transact_golang"].as_str().unwrap_or("")),
-        "mode": result["mode"],
-        "wait": result["wait"],
-        "ok": result["ok"].as_bool() == Some(true) && result["invariants"]["ok"].as_bool() != Some(false),
-        "max_sagas_per_second": result["best_sagas_per_s"],
-        "max_at": result["best_phase"],
-        "closed_loop": closed,
-        "open_loop": open,
-        "cpu_ms_per_saga": { "postgres": pg, "go_process": go, "total": pg + go },
-        "peak_rss_mib": result["peak_rss_mib"],
-        "postgresql_settings": result["postgresql_settings"],
-    })
+/// The fields of the peer's result file (`bench/peers/dbos/main.go`, `result`) the
+/// comparison reads.
+#[derive(Debug, Deserialize)]
+struct ResultFile {
+    #[serde(default)]
+    dbos_transact_golang: String,
+    mode: String,
+    wait: String,
+    ok: bool,
+    invariants: Option<ResultInvariants>,
+    best_sagas_per_s: f64,
+    best_phase: String,
+    phases: Vec<ResultPhase>,
+    cpu: ResultCpu,
+    #[serde(default)]
+    peak_rss_mib: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    postgresql_settings: std::collections::BTreeMap<String, String>,
 }
 
-/// The stack's figures beside the peer's: `ours_closed` holds the stack's
-/// closed-loop phases (their JSON) by client count, `ours_open` its open-loop
-/// phases (their JSON, with `offered_per_second`), `ours_cpu_ms` its CPU per saga with the load
-/// generator (the peer's Go process holds its own load generator). Ratios are
-/// the stack's over the peer's.
+#[derive(Debug, Deserialize)]
+struct ResultInvariants {
+    all_hold: bool,
+}
+
+/// A closed-loop phase names its client count, an open-loop one its rate (Go omits the other).
+#[derive(Debug, Deserialize)]
+struct ResultPhase {
+    clients: Option<usize>,
+    rate: Option<f64>,
+    sagas_per_s: f64,
+    completed_per_s: f64,
+    errors: u64,
+    latency: ResultLatency,
+    latency_to_history_row: ResultLatency,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultLatency {
+    p50_ms: f64,
+    #[serde(default)]
+    p95_ms: f64,
+    p99_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultCpu {
+    postgres_ms_per_saga: f64,
+    go_ms_per_saga: f64,
+}
+
+/// The figures the comparison needs, from the peer's result file.
+fn summarize(result: ResultFile) -> PeerSummary {
+    let phase = |p: &ResultPhase| PeerPhase {
+        clients: p.clients,
+        rate: p.rate,
+        sagas_per_second: p.sagas_per_s,
+        completed_per_second: p.completed_per_s,
+        errors: p.errors,
+        // The stack's latency ends at the terminal history row's time; so does this.
+        latency_ms: Latency {
+            p50: p.latency_to_history_row.p50_ms,
+            p95: p.latency_to_history_row.p95_ms,
+            p99: p.latency_to_history_row.p99_ms,
+            max: None,
+            samples: None,
+        },
+        latency_to_result_ms: Quantiles { p50: p.latency.p50_ms, p99: p.latency.p99_ms },
+    };
+    let (pg, go) = (result.cpu.postgres_ms_per_saga, result.cpu.go_ms_per_saga);
+    PeerSummary {
+        engine: format!("DBOS Transact for Go {}", result.dbos_transact_golang),
+        mode: result.mode,
+        wait: result.wait,
+        ok: result.ok && result.invariants.is_none_or(|i| i.all_hold),
+        max_sagas_per_second: result.best_sagas_per_s,
+        max_at: result.best_phase,
+        closed_loop: result.phases.iter().filter(|p| p.clients.is_some()).map(phase).collect(),
+        open_loop: result.phases.iter().filter(|p| p.rate.is_some()).map(phase).collect(),
+        cpu_ms_per_saga: PeerCpu { postgres: pg, go_process: go, total: pg + go },
+        peak_rss_mib: result.peak_rss_mib,
+        postgresql_settings: result.postgresql_settings,
+    }
+}
+
+/// Ours over theirs, when both are there and theirs is not zero.
+fn ratio(ours: f64, theirs: Option<f64>) -> Option<f64> {
+    theirs.filter(|theirs| *theirs > 0.0).map(|theirs| ours / theirs)
+}
+
+/// One phase of ours beside the peer's at the same load, if it ran one.
+fn side_by_side(ours: &PhaseReport, theirs: Option<&PeerPhase>) -> SideBySide {
+    let peer =
+        theirs.map(|p| RateAndLatency { sagas_per_second: p.sagas_per_second, latency_ms: p.latency_ms.clone() });
+    SideBySide {
+        clients: None,
+        offered_per_second: None,
+        ours: RateAndLatency { sagas_per_second: ours.sagas_per_second, latency_ms: ours.latency_ms.clone() },
+        throughput_ratio: ratio(ours.sagas_per_second, peer.as_ref().map(|p| p.sagas_per_second)),
+        p50_ratio: ratio(ours.latency_ms.p50, peer.as_ref().map(|p| p.latency_ms.p50)),
+        p99_ratio: ratio(ours.latency_ms.p99, peer.as_ref().map(|p| p.latency_ms.p99)),
+        peer,
+    }
+}
+
+/// The stack's figures beside the peer's: `ours_closed` holds the stack's closed-loop phases
+/// by client count, `ours_open` its open-loop phases (with `offered_per_second`),
+/// `ours_cpu_ms` its CPU per saga with the load generator (the peer's Go process holds its
+/// own load generator). Ratios are the stack's over the peer's.
 pub fn compare(
-    peer: &Value,
-    ours_closed: &[(usize, Value)],
-    ours_open: &[Value],
+    peer: PeerSummary,
+    ours_closed: &[(usize, &PhaseReport)],
+    ours_open: &[PhaseReport],
     ours_cpu_ms: f64,
     ours_max: f64,
-) -> Value {
-    let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
-        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
-        _ => Value::Null,
-    };
-    let side_by_side = |ours: &Value, theirs: Option<&Value>| {
-        let theirs = theirs.cloned().unwrap_or(Value::Null);
-        json!({
-            "ours": { "sagas_per_second": ours["sagas_per_second"], "latency_ms": ours["latency_ms"] },
-            "peer": { "sagas_per_second": theirs["sagas_per_second"], "latency_ms": theirs["latency_ms"] },
-            "throughput_ratio": ratio(ours["sagas_per_second"].as_f64(), theirs["sagas_per_second"].as_f64()),
-            "p50_ratio": ratio(ours["latency_ms"]["p50"].as_f64(), theirs["latency_ms"]["p50"].as_f64()),
-            "p99_ratio": ratio(ours["latency_ms"]["p99"].as_f64(), theirs["latency_ms"]["p99"].as_f64()),
-        })
-    };
-    let peer_phases = |kind: &str| peer[kind].as_array().cloned().unwrap_or_default();
-    let (peer_closed, peer_open) = (peer_phases("closed_loop"), peer_phases("open_loop"));
-    let by_clients: Vec<Value> = ours_closed
+) -> PeerComparison {
+    let by_clients = ours_closed
         .iter()
         .map(|(clients, ours)| {
-            let theirs = peer_closed.iter().find(|p| p["clients"].as_u64() == Some(*clients as u64));
-            let mut row = side_by_side(ours, theirs);
-            row["clients"] = json!(clients);
-            row
+            let theirs = peer.closed_loop.iter().find(|p| p.clients == Some(*clients));
+            SideBySide { clients: Some(*clients), ..side_by_side(ours, theirs) }
         })
         .collect();
-    let by_rate: Vec<Value> = ours_open
+    let by_rate = ours_open
         .iter()
         .map(|ours| {
-            let rate = ours["offered_per_second"].as_f64();
-            let theirs = peer_open
+            let rate = ours.offered_per_second;
+            let theirs = peer
+                .open_loop
                 .iter()
-                .find(|p| p["rate"].as_f64().zip(rate).is_some_and(|(theirs, ours)| (theirs - ours).abs() < 1e-6));
-            let mut row = side_by_side(ours, theirs);
-            row["offered_per_second"] = json!(rate);
-            row
+                .find(|p| p.rate.zip(rate).is_some_and(|(theirs, ours)| (theirs - ours).abs() < 1e-6));
+            SideBySide { offered_per_second: rate, ..side_by_side(ours, theirs) }
         })
         .collect();
-    json!({
-        "result": peer,
-        "by_clients": by_clients,
-        "by_rate": by_rate,
-        "ours_max_sagas_per_second": ours_max,
-        "max_ratio": ratio(Some(ours_max), peer["max_sagas_per_second"].as_f64()),
-        "ours_cpu_ms_per_saga_with_load_generator": ours_cpu_ms,
-        "cpu_ratio": ratio(Some(ours_cpu_ms), peer["cpu_ms_per_saga"]["total"].as_f64()),
-    })
+    PeerComparison {
+        by_clients,
+        by_rate,
+        ours_max_sagas_per_second: ours_max,
+        max_ratio: ratio(ours_max, Some(peer.max_sagas_per_second)),
+        ours_cpu_ms_per_saga_with_load_generator: ours_cpu_ms,
+        cpu_ratio: ratio(ours_cpu_ms, Some(peer.cpu_ms_per_saga.total)),
+        result: peer,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::report::Outcomes;
+
+    fn result_file(all_hold: bool) -> ResultFile {
+        let text = serde_json::json!({
+            "dbos_transact_golang": "v1.8.0", "mode": "txn", "wait": "result", "ok": true,
+            "invariants": { "all_hold": all_hold, "checks": [] }, "best_sagas_per_s": 285.0, "best_phase": "32 clients",
+            "phases": [{ "name": "closed loop, 32 clients", "clients": 32, "sagas_per_s": 285.0, "completed_per_s": 228.0,
+                         "errors": 0, "latency": { "p50_ms": 100.0, "p95_ms": 150.0, "p99_ms": 180.0 },
+                         "latency_to_history_row": { "p50_ms": 99.0, "p95_ms": 140.0, "p99_ms": 170.0 } },
+                       { "name": "open loop, 50/s", "rate": 50.0, "sagas_per_s": 50.0, "completed_per_s": 40.0,
+                         "errors": 0, "latency": { "p50_ms": 9.0, "p95_ms": 15.0, "p99_ms": 21.0 },
+                         "latency_to_history_row": { "p50_ms": 8.0, "p95_ms": 14.0, "p99_ms": 20.0 } }],
+            "cpu": { "postgres_ms_per_saga": 3.9, "go_ms_per_saga": 2.2 },
+            "peak_rss_mib": { "go_process": 34.5 },
+        });
+        serde_json::from_value(text).expect("the peer's result file")
+    }
+
+    fn ours(sagas_per_second: f64, p50: f64, p99: f64, offered: Option<f64>) -> PhaseReport {
+        PhaseReport {
+            name: "ours".to_owned(),
+            seconds: 30.0,
+            sagas_per_second,
+            completed_per_second: sagas_per_second,
+            outcomes: Outcomes {
+                completed: 1,
+                inventory_reserved_failed: 0,
+                payment_failed: 0,
+                cancelled: 0,
+                errors: 0,
+            },
+            first_error: None,
+            latency_ms: Latency { p50, p95: p99, p99, max: None, samples: None },
+            offered_per_second: offered,
+        }
+    }
 
     /// The summary reads the fields the peer writes (`bench/peers/dbos/main.go`).
     #[test]
     fn a_result_file_is_summarized() {
-        let result = json!({
-            "dbos_transact_golang": "v1.8.0", "mode": "txn", "wait": "result", "ok": true,
-            "invariants": { "ok": true }, "best_sagas_per_s": 285.0, "best_phase": "32 clients",
-            "phases": [{ "clients": 32, "sagas_per_s": 285.0, "completed_per_s": 228.0, "errors": 0,
-                         "latency": { "p50_ms": 100.0, "p99_ms": 180.0 },
-                         "latency_to_history_row": { "p50_ms": 99.0, "p99_ms": 170.0 } },
-                       { "rate": 50.0, "sagas_per_s": 50.0, "completed_per_s": 40.0, "errors": 0,
-                         "latency": { "p50_ms": 9.0, "p99_ms": 21.0 },
-                         "latency_to_history_row": { "p50_ms": 8.0, "p99_ms": 20.0 } }],
-            "cpu": { "postgres_ms_per_saga": 3.9, "go_ms_per_saga": 2.2 },
-        });
-        let summary = summarize(&result);
-        assert_eq!(summary["ok"], json!(true));
-        assert_eq!(summary["closed_loop"][0]["latency_ms"]["p50"], json!(99.0));
-        assert_eq!(summary["closed_loop"].as_array().map(Vec::len), Some(1), "the open loop is not a closed one");
-        assert_eq!(summary["open_loop"][0]["latency_ms"]["p99"], json!(20.0));
-        assert!((summary["cpu_ms_per_saga"]["total"].as_f64().unwrap_or_default() - 6.1).abs() < 1e-9);
-        let failed = summarize(&json!({ "ok": true, "invariants": { "ok": false } }));
-        assert_eq!(failed["ok"], json!(false));
+        let summary = summarize(result_file(true));
+        assert!(summary.ok);
+        assert_eq!(summary.closed_loop.len(), 1, "the open loop is not a closed one");
+        assert_eq!(summary.closed_loop[0].latency_ms.p50, 99.0);
+        assert_eq!(summary.open_loop[0].latency_ms.p99, 20.0);
+        assert!((summary.cpu_ms_per_saga.total - 6.1).abs() < 1e-9);
+        assert!(!summarize(result_file(false)).ok, "a broken invariant of the peer fails its summary");
+    }
 
-        let ours = json!({ "sagas_per_second": 142.5, "latency_ms": { "p50": 99.0, "p99": 340.0 } });
-        let ours_open = [
-            json!({ "offered_per_second": 50.0, "sagas_per_second": 50.0, "latency_ms": { "p50": 16.0, "p99": 30.0 } }),
-            json!({ "offered_per_second": 80.0 }),
-        ];
-        let compared = compare(&summary, &[(32, ours), (64, json!({}))], &ours_open, 18.3, 142.5);
-        assert_eq!(compared["by_rate"][0]["p50_ratio"], json!(2.0));
-        assert_eq!(compared["by_rate"][1]["throughput_ratio"], Value::Null, "no peer phase at 80/s");
-        assert_eq!(compared["by_clients"][0]["throughput_ratio"], json!(0.5));
-        assert_eq!(compared["by_clients"][0]["p99_ratio"], json!(2.0));
-        assert_eq!(compared["by_clients"][1]["throughput_ratio"], Value::Null, "no peer phase at 64 clients");
-        assert!((compared["cpu_ratio"].as_f64().unwrap_or_default() - 3.0).abs() < 1e-9);
+    #[test]
+    fn our_phases_meet_the_peers_at_the_same_load() {
+        let summary = summarize(result_file(true));
+        let open = [ours(50.0, 16.0, 30.0, Some(50.0)), ours(80.0, 20.0, 40.0, Some(80.0))];
+        let (at_32, at_64) = (ours(142.5, 99.0, 340.0, None), ours(150.0, 120.0, 400.0, None));
+        let compared = compare(summary, &[(32, &at_32), (64, &at_64)], &open, 18.3, 142.5);
+        assert_eq!(compared.by_rate[0].p50_ratio, Some(2.0));
+        assert_eq!(compared.by_rate[1].throughput_ratio, None, "no peer phase at 80/s");
+        assert_eq!(compared.by_clients[0].throughput_ratio, Some(0.5));
+        assert_eq!(compared.by_clients[0].p99_ratio, Some(2.0));
+        assert_eq!(compared.by_clients[1].throughput_ratio, None, "no peer phase at 64 clients");
+        assert!((compared.cpu_ratio.unwrap_or_default() - 3.0).abs() < 1e-9);
     }
 }

@@ -1,10 +1,11 @@
 //! The run's picture: latency percentiles against offered load, from the
 //! open-loop phases of the stack and (with `--peer`) of the peer, with each
-//! side's closed-loop maximum as a vertical line. Drawn from the report's
-//! JSON, so a plot can be redrawn from any `bench-results/*.json`.
+//! side's closed-loop maximum as a vertical line. Drawn from the report, so a
+//! plot can be redrawn from any `bench-results/*.json` read back as one.
 
 use plotters::prelude::*;
-use serde_json::Value;
+
+use super::report::{Latency, Report};
 
 /// One line: (offered sagas/s, latency ms) points.
 struct Line {
@@ -14,27 +15,25 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
+/// Which quantile of a phase's latency a line draws.
+type Pick = fn(&Latency) -> f64;
+
 const OURS: RGBColor = RGBColor(31, 119, 180);
 const PEER: RGBColor = RGBColor(214, 96, 39);
 
 /// The SVG, or `None` when the run had no open-loop phase to draw.
-pub fn latency_against_load(report: &Value) -> anyhow::Result<Option<String>> {
-    let phases = |value: &Value, rate_key: &str| -> Vec<(f64, Value)> {
-        value
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| Some((p[rate_key].as_f64()?, p["latency_ms"].clone())))
-            .collect()
-    };
-    let ours = phases(&report["open_loop"], "offered_per_second");
-    let peer = phases(&report["peer"]["result"]["open_loop"], "rate");
-    let peer_name = report["peer"]["result"]["engine"].as_str().unwrap_or("peer");
+pub fn latency_against_load(report: &Report) -> anyhow::Result<Option<String>> {
+    let ours: Vec<(f64, &Latency)> =
+        report.open_loop.iter().filter_map(|p| Some((p.offered_per_second?, &p.latency_ms))).collect();
+    let peer_result = report.peer.as_ref().map(|p| &p.result);
+    let peer: Vec<(f64, &Latency)> =
+        peer_result.iter().flat_map(|r| &r.open_loop).filter_map(|p| Some((p.rate?, &p.latency_ms))).collect();
+    let peer_name = peer_result.map_or("peer", |r| r.engine.as_str());
     let mut lines = Vec::new();
     for (name, color, side) in [("this stack", OURS, &ours), (peer_name, PEER, &peer)] {
-        for (quantile, dashed) in [("p50", false), ("p99", true)] {
-            let points: Vec<(f64, f64)> =
-                side.iter().filter_map(|(rate, latency)| Some((*rate, latency[quantile].as_f64()?))).collect();
+        let quantiles: [(&str, bool, Pick); 2] = [("p50", false, |l| l.p50), ("p99", true, |l| l.p99)];
+        for (quantile, dashed, pick) in quantiles {
+            let points: Vec<(f64, f64)> = side.iter().map(|(rate, latency)| (*rate, pick(latency))).collect();
             if !points.is_empty() {
                 lines.push(Line { label: format!("{name} {quantile}"), color, dashed, points });
             }
@@ -44,8 +43,8 @@ pub fn latency_against_load(report: &Value) -> anyhow::Result<Option<String>> {
         return Ok(None);
     }
     let maxima: Vec<(String, RGBColor, f64)> = [
-        ("this stack", OURS, report["max_sagas_per_second"].as_f64()),
-        (peer_name, PEER, report["peer"]["result"]["max_sagas_per_second"].as_f64()),
+        ("this stack", OURS, Some(report.max_sagas_per_second)),
+        (peer_name, PEER, peer_result.map(|r| r.max_sagas_per_second)),
     ]
     .into_iter()
     .filter_map(|(name, color, max)| Some((format!("{name}: closed-loop maximum"), color, max?)))
@@ -59,11 +58,8 @@ pub fn latency_against_load(report: &Value) -> anyhow::Result<Option<String>> {
     {
         let root = SVGBackend::with_string(&mut svg, (860, 500)).into_drawing_area();
         root.fill(&WHITE)?;
-        let caption = format!(
-            "Latency to the terminal status against offered load ({}, commit {})",
-            report["date"].as_str().unwrap_or(""),
-            report["commit"].as_str().unwrap_or("")
-        );
+        let caption =
+            format!("Latency to the terminal status against offered load ({}, commit {})", report.date, report.commit);
         let mut chart = ChartBuilder::on(&root)
             .caption(caption, ("sans-serif", 16))
             .margin(12)
@@ -112,19 +108,22 @@ pub fn latency_against_load(report: &Value) -> anyhow::Result<Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    /// A recorded run with the peer beside the stack (three open-loop rates each).
+    fn recorded() -> Report {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let text = std::fs::read_to_string(root.join("bench-results/20261203T175300Z.json")).expect("recorded run");
+        serde_json::from_str(&text).expect("a report")
+    }
 
     #[test]
     fn both_sides_and_their_maxima_are_drawn() {
-        let report = json!({
-            "date": "2026-12-03T10:00:00Z", "commit": "abc1234", "max_sagas_per_second": 126.0,
-            "open_loop": [
-                { "offered_per_second": 31.6, "latency_ms": { "p50": 13.3, "p99": 24.8 } },
-                { "offered_per_second": 63.2, "latency_ms": { "p50": 14.6, "p99": 39.7 } },
-            ],
-            "peer": { "result": { "engine": "DBOS", "max_sagas_per_second": 192.0,
-                "open_loop": [{ "rate": 31.6, "latency_ms": { "p50": 9.0, "p99": 18.0 } }] } },
-        });
+        let mut report = recorded();
+        report.open_loop.truncate(2);
+        if let Some(peer) = report.peer.as_mut() {
+            peer.result.engine = "DBOS".to_owned();
+            peer.result.open_loop.truncate(1);
+        }
         let svg = latency_against_load(&report).expect("drawn").expect("an open loop to draw");
         assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
         for label in ["this stack p50", "this stack p99", "DBOS p50", "DBOS p99", "DBOS: closed-loop maximum"] {
@@ -136,6 +135,9 @@ mod tests {
 
     #[test]
     fn a_run_without_an_open_loop_draws_nothing() {
-        assert!(latency_against_load(&json!({ "open_loop": [] })).expect("no error").is_none());
+        let mut report = recorded();
+        report.open_loop.clear();
+        report.peer = None;
+        assert!(latency_against_load(&report).expect("no error").is_none());
     }
 }

@@ -22,10 +22,10 @@ use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
 use inferno::collapse::Collapse;
-use serde_json::{Value, json};
+use saga_stack::{Component, StackConfig};
 
 use super::observe;
-use saga_stack::{Component, StackConfig};
+use super::report::ComponentProfile;
 
 /// Samples per second and CPU: enough for a picture, little enough that the
 /// unwinding (a copy of each sampled stack) stays a small share of the CPU.
@@ -86,11 +86,11 @@ pub fn start(config: &StackConfig, seconds: u64) -> anyhow::Result<Recording> {
 /// Waits for the recording to end, then draws one flame graph per component.
 /// Returns, per component, the CPU sampled and its hottest functions (by
 /// CPU in the function itself) and where its flame graph is.
-pub async fn finish(recording: Recording) -> anyhow::Result<Value> {
+pub async fn finish(recording: Recording) -> anyhow::Result<BTreeMap<String, ComponentProfile>> {
     tokio::task::spawn_blocking(move || draw(recording)).await?
 }
 
-fn draw(recording: Recording) -> anyhow::Result<Value> {
+fn draw(recording: Recording) -> anyhow::Result<BTreeMap<String, ComponentProfile>> {
     let mut datas = Vec::new();
     for (child, data) in recording.recorders {
         let output = child.wait_with_output().context("waiting for perf record")?;
@@ -110,7 +110,7 @@ fn draw(recording: Recording) -> anyhow::Result<Value> {
             }
         }
     }
-    let mut report = serde_json::Map::new();
+    let mut report = BTreeMap::new();
     for (name, pids) in &recording.components {
         let pid_list: Vec<String> = pids.iter().map(i32::to_string).collect();
         let mut folded = Vec::new();
@@ -140,23 +140,21 @@ fn draw(recording: Recording) -> anyhow::Result<Value> {
         options.count_name = "ns".to_owned();
         let svg = BufWriter::new(fs::File::create(file("svg"))?);
         inferno::flamegraph::from_lines(&mut options, folded.lines(), svg).context("drawing the flame graph")?;
-        let shares = |heaviest: Vec<(String, u64)>| -> Vec<Value> {
-            heaviest.into_iter().map(|(name, n)| json!([name, n as f64 / nanos as f64])).collect()
+        let shares = |heaviest: Vec<(String, u64)>| -> Vec<(String, f64)> {
+            heaviest.into_iter().map(|(name, n)| (name, n as f64 / nanos as f64)).collect()
         };
-        report.insert(
-            name.clone(),
-            json!({
-                "cpu_ms": nanos as f64 / 1e6,
-                "hottest_self": shares(hottest(&folded, HOTTEST)),
-                "threads": shares(threads(&folded, HOTTEST)),
-                "flame_graph": file("svg").strip_prefix(&recording.root).unwrap_or(&file("svg")).display().to_string(),
-            }),
-        );
+        let profile = ComponentProfile {
+            cpu_ms: nanos as f64 / 1e6,
+            hottest_self: shares(hottest(&folded, HOTTEST)),
+            threads: shares(threads(&folded, HOTTEST)),
+            flame_graph: file("svg").strip_prefix(&recording.root).unwrap_or(&file("svg")).display().to_string(),
+        };
+        report.insert(name.clone(), profile);
     }
     for data in datas {
         let _ = fs::remove_file(data);
     }
-    Ok(Value::Object(report))
+    Ok(report)
 }
 
 /// The weight of folded stacks (`frame;frame;... weight` per line).

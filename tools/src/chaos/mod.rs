@@ -17,7 +17,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::bench::load::{self, Api, World};
@@ -25,7 +24,8 @@ use crate::bench::observe;
 use saga_stack::config::services;
 use saga_stack::{Component, StackConfig, UpOptions};
 
-use self::report::{Analysis, Window};
+use self::report::{Analysis, ChaosReport, Details, ScenarioReport, Window};
+use crate::bench::report::Check;
 
 /// Options of `cargo xtask chaos`.
 #[derive(Debug, Clone, clap::Args)]
@@ -200,7 +200,7 @@ pub struct Outcome {
     pub scenario: Scenario,
     pub analysis: Analysis,
     pub checks: Vec<(String, bool)>,
-    pub details: Value,
+    pub details: Details,
 }
 
 impl Outcome {
@@ -362,13 +362,13 @@ pub async fn run_scenario(
     };
     let analysis = report::analyse(&records, rate, window);
     let drained = observe::drain(config, Duration::from_secs(180)).await?;
-    let (invariants_hold, invariants) = observe::invariants(config, totals).await?;
+    let invariants = observe::invariants(config, totals).await?;
     let dead_after = dead_letters(config).await?;
     let dead = dead_after - dead_before;
     let duplicates = duplicate_orders(config).await?;
     let checks = vec![
         ("every accepted order is terminal".to_owned(), analysis.unfinished == 0),
-        ("money and stock conserved, one debit per completed order".to_owned(), invariants_hold),
+        ("money and stock conserved, one debit per completed order".to_owned(), invariants.ok),
         ("no message dead-lettered".to_owned(), dead == 0),
         (
             "no key answered with two orders, no two orders for one key".to_owned(),
@@ -385,8 +385,8 @@ pub async fn run_scenario(
         checks.push(("no client request failed".to_owned(), failed_requests == 0));
         checks.push(("no order cancelled".to_owned(), analysis.cancelled == 0));
     }
-    let first_errors: Vec<&str> =
-        records.iter().filter(|r| r.status.is_none()).filter_map(|r| r.last_error.as_deref()).take(3).collect();
+    let first_errors: Vec<String> =
+        records.iter().filter(|r| r.status.is_none()).filter_map(|r| r.last_error.clone()).take(3).collect();
     // What the client was told when a request failed (the last such answer of
     // an order), with when the order was sent: to tell a gap in the fault
     // handling from the client's own trouble.
@@ -396,17 +396,17 @@ pub async fn run_scenario(
         .filter_map(|r| r.last_error.as_deref().map(|e| format!("at {:.1} s: {e}", r.intended.as_secs_f64())))
         .take(5)
         .collect();
-    let details = json!({
-        "drain_seconds": drained.as_secs_f64(),
-        "invariants": invariants,
-        "dead_lettered": dead,
-        "duplicate_orders_in_database": duplicates,
-        "also_restarted": also_restarted,
-        "post_attempts": records.iter().map(|r| u64::from(r.attempts)).sum::<u64>(),
-        "failed_client_requests": failed_requests,
-        "first_errors_of_orders_without_an_end": first_errors,
-        "failed_request_errors": failed_request_errors,
-    });
+    let details = Details {
+        drain_seconds: drained.as_secs_f64(),
+        invariants,
+        dead_lettered: dead,
+        duplicate_orders_in_database: duplicates,
+        also_restarted,
+        post_attempts: records.iter().map(|r| u64::from(r.attempts)).sum::<u64>(),
+        failed_client_requests: failed_requests,
+        first_errors_of_orders_without_an_end: first_errors,
+        failed_request_errors,
+    };
     Ok(Outcome { scenario: scenario.clone(), analysis, checks: checks.into_iter().collect(), details })
 }
 
@@ -541,7 +541,7 @@ async fn run_guard(config: &StackConfig, names: &[&str]) -> anyhow::Result<Vec<O
             println!("  {} {check}", if *holds { "ok  " } else { "FAIL" });
         }
         if !outcome.ok() {
-            println!("  details: {}", outcome.details);
+            println!("  details: {}", serde_json::to_string(&outcome.details).unwrap_or_default());
             println!("  goodput per second: {:?}, window {:?}", outcome.analysis.goodput, outcome.analysis.window);
         }
         outcomes.push(outcome);
@@ -590,23 +590,26 @@ fn write_json(
     max: Option<f64>,
     outcomes: &[Outcome],
 ) -> anyhow::Result<PathBuf> {
-    let report = json!({
-        "date": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "commit": crate::bench::git_commit(config),
-        "profile": if config.release { "release" } else { "debug" },
-        "command": command_line(args),
-        "note": args.run.note,
-        "max_sagas_per_second": max,
-        "offered_per_second": rate,
-        "scenarios": outcomes.iter().map(|o| json!({
-            "name": o.scenario.name,
-            "fault": o.scenario.what,
-            "ok": o.ok(),
-            "checks": o.checks.iter().map(|(c, h)| json!({ "check": c, "holds": h })).collect::<Vec<_>>(),
-            "analysis": o.analysis,
-            "details": o.details,
-        })).collect::<Vec<_>>(),
-    });
+    let report = ChaosReport {
+        date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        commit: crate::bench::git_commit(config),
+        profile: if config.release { "release" } else { "debug" }.to_owned(),
+        command: command_line(args),
+        note: args.run.note.clone(),
+        max_sagas_per_second: max,
+        offered_per_second: rate,
+        scenarios: outcomes
+            .iter()
+            .map(|o| ScenarioReport {
+                name: o.scenario.name.clone(),
+                fault: o.scenario.what.clone(),
+                ok: o.ok(),
+                checks: o.checks.iter().map(|(check, holds)| Check { check: check.clone(), holds: *holds }).collect(),
+                analysis: o.analysis.clone(),
+                details: o.details.clone(),
+            })
+            .collect(),
+    };
     let dir = config.root.join("bench-results");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join(format!("chaos-{stamp}.json"));

@@ -7,6 +7,48 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::client::Record;
+use crate::bench::report::{Check, Invariants};
+
+/// One run of `cargo xtask chaos` (or the guard's scenarios): `bench-results/chaos-<date>.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosReport {
+    pub date: String,
+    pub commit: String,
+    pub profile: String,
+    pub command: String,
+    pub note: String,
+    /// The closed-loop maximum the load is a share of, when it was measured.
+    pub max_sagas_per_second: Option<f64>,
+    pub offered_per_second: f64,
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+/// One scenario's verdict in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub fault: String,
+    pub ok: bool,
+    pub checks: Vec<Check>,
+    pub analysis: Analysis,
+    pub details: Details,
+}
+
+/// What a scenario's checks were judged on, beyond the orders' analysis.
+#[derive(Debug, Clone, Serialize)]
+pub struct Details {
+    pub drain_seconds: f64,
+    pub invariants: Invariants,
+    pub dead_lettered: i64,
+    pub duplicate_orders_in_database: i64,
+    /// Components other than the target that stopped meanwhile and were started again.
+    pub also_restarted: Vec<String>,
+    pub post_attempts: u64,
+    pub failed_client_requests: u32,
+    pub first_errors_of_orders_without_an_end: Vec<String>,
+    /// What the client was told when a request failed, with when the order was sent.
+    pub failed_request_errors: Vec<String>,
+}
 
 /// The `failure_reason` of an order a participant shed: its deadline had
 /// passed when its request reached the participant.

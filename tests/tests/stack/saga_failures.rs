@@ -2,15 +2,13 @@
 //! private saga (service processes, databases, prefixed topics), so the
 //! stack's shared services are never disturbed.
 
-mod saga_common;
-
 use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
-use saga_common::{PrivateSaga, header, messages_with_key, statuses};
 use saga_generated::types::{OrderItem, StockFailure};
 use saga_generated::{Envelope, Money, OrderCreated, PaymentCompleted, StockReductionFail, StockReductionSuccess};
+use saga_tests::saga::{PrivateSaga, header, messages_with_key, statuses};
 
 /// Timeouts at 25 %: 7.5 s in `created` (room for a busy product service to
 /// reserve first), 15 s in `inventory_reserved`; a sweep every 200 ms.
@@ -35,7 +33,7 @@ async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_not
 
     // The product service released the reservation (compensation).
     let product_id = product.product_id.clone();
-    saga_common::eventually("stock released after the timeout", || {
+    saga_tests::saga::eventually("stock released after the timeout", || {
         let (mut c, id) = (c.clone(), product_id.clone());
         async move {
             let p = c.get_product(&id).await;
@@ -49,12 +47,14 @@ async fn a_stuck_saga_times_out_with_compensation_and_the_late_reply_changes_not
     saga.restart(&stack, "user").await;
     for topic in ["inventory-events", "order-events"] {
         for m in messages_with_key(&saga.brokers, &saga.topic(topic), &placed.order_id) {
-            saga_common::wait_consumed(&saga.brokers, &saga.group("user"), m.topic(), m.partition(), m.offset()).await;
+            saga_tests::saga::wait_consumed(&saga.brokers, &saga.group("user"), m.topic(), m.partition(), m.offset())
+                .await;
         }
     }
     // And the order service saw whatever the user service replied.
     for m in messages_with_key(&saga.brokers, &saga.topic("payment-events"), &placed.order_id) {
-        saga_common::wait_consumed(&saga.brokers, &saga.group("order"), m.topic(), m.partition(), m.offset()).await;
+        saga_tests::saga::wait_consumed(&saga.brokers, &saga.group("order"), m.topic(), m.partition(), m.offset())
+            .await;
     }
     assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 1_000);
     let p = c.get_product(&product.product_id).await;
@@ -84,7 +84,7 @@ async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_
     saga.stop("product").await;
     let placed = c.order(&buyer, &[(&product, 2)]).await;
     let placed_at = tokio::time::Instant::now();
-    saga_common::wait_published(&saga.brokers, &saga.topic("order-events"), &placed.order_id).await;
+    saga_tests::saga::wait_published(&saga.brokers, &saga.topic("order-events"), &placed.order_id).await;
     database.cut();
     // Meanwhile a request it cannot serve is UNAVAILABLE (the gateway's 503
     // with Retry-After), not an opaque INTERNAL.
@@ -92,13 +92,13 @@ async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_
     let refused = c.order.clone().get_order(request).await.expect_err("the order database is away");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     saga.restart(&stack, "product").await;
-    saga_common::wait_published(&saga.brokers, &saga.topic("inventory-events"), &placed.order_id).await;
+    saga_tests::saga::wait_published(&saga.brokers, &saga.topic("inventory-events"), &placed.order_id).await;
     // The deadline passes while the order service cannot read its database.
     tokio::time::sleep_until(placed_at + Duration::from_secs(15)).await;
     database.restore();
 
     let order_id = placed.order_id.clone();
-    let ended = saga_common::eventually("the order to end", || {
+    let ended = saga_tests::saga::eventually("the order to end", || {
         let (mut c, id) = (c.clone(), order_id.clone());
         async move {
             let order = c.get_order(&id).await;
@@ -135,7 +135,8 @@ async fn a_request_whose_saga_the_owner_gave_up_on_is_shed() {
     tokio::time::sleep(saga_runtime::caught_up::SHED_AFTER).await;
     saga.restart(&stack, "product").await;
     for m in messages_with_key(&saga.brokers, &saga.topic("order-events"), &placed.order_id) {
-        saga_common::wait_consumed(&saga.brokers, &saga.group("product"), m.topic(), m.partition(), m.offset()).await;
+        saga_tests::saga::wait_consumed(&saga.brokers, &saga.group("product"), m.topic(), m.partition(), m.offset())
+            .await;
     }
 
     let replies = messages_with_key(&saga.brokers, &saga.topic("inventory-events"), &placed.order_id);
@@ -156,7 +157,7 @@ async fn a_request_whose_saga_the_owner_gave_up_on_is_shed() {
     products.close().await;
 
     // The order service saw the reply; the cancelled order stays as it was.
-    saga_common::wait_consumed(
+    saga_tests::saga::wait_consumed(
         &saga.brokers,
         &saga.group("order"),
         replies[0].topic(),
@@ -247,7 +248,7 @@ async fn a_poison_message_goes_to_the_dlq_and_its_partition_moves_on() {
 
     // The next message was processed: its three units are reserved.
     let product_id = product.product_id.clone();
-    saga_common::eventually("the message after the poison to be processed", || {
+    saga_tests::saga::eventually("the message after the poison to be processed", || {
         let (mut c, id) = (c.clone(), product_id.clone());
         async move { (c.get_product(&id).await.stock_reserved == 4).then_some(()) }
     })
@@ -255,7 +256,7 @@ async fn a_poison_message_goes_to_the_dlq_and_its_partition_moves_on() {
 
     // The poison is in the DLQ, with headers saying why and where from.
     let dlq = saga.topic("order-events.dlq");
-    let dead = saga_common::eventually("the poison in the DLQ", || {
+    let dead = saga_tests::saga::eventually("the poison in the DLQ", || {
         let (brokers, dlq, key) = (saga.brokers.clone(), dlq.clone(), poison_key.clone());
         async move {
             let found = tokio::task::spawn_blocking(move || messages_with_key(&brokers, &dlq, &key)).await.ok()?;
@@ -274,7 +275,7 @@ async fn a_poison_message_goes_to_the_dlq_and_its_partition_moves_on() {
 
     // The order service never saw that order: its replies are retried, then
     // parked in the DLQ (never silently dropped).
-    let parked = saga_common::eventually("the unknown order's reply parked in the DLQ", || {
+    let parked = saga_tests::saga::eventually("the unknown order's reply parked in the DLQ", || {
         let (brokers, dlq, key) = (saga.brokers.clone(), saga.topic("inventory-events.dlq"), next_order.to_string());
         async move {
             let found = tokio::task::spawn_blocking(move || messages_with_key(&brokers, &dlq, &key)).await.ok()?;
@@ -332,7 +333,7 @@ async fn a_poison_message_redriven_after_the_fix_completes_its_saga_exactly_once
 
     let placed = c.order(&buyer, &[(&product, 2)]).await;
     let dlq = saga.topic("order-events.dlq");
-    let dead = saga_common::eventually("the rejected order.created in the DLQ", || {
+    let dead = saga_tests::saga::eventually("the rejected order.created in the DLQ", || {
         let (brokers, dlq, key) = (saga.brokers.clone(), dlq.clone(), placed.order_id.clone());
         async move {
             let found = tokio::task::spawn_blocking(move || messages_with_key(&brokers, &dlq, &key)).await.ok()?;
@@ -365,11 +366,17 @@ async fn a_poison_message_redriven_after_the_fix_completes_its_saga_exactly_once
 
     // Redriving again finds nothing new; a copy re-produced by hand is a duplicate the inbox drops.
     assert!(redrive().contains("nothing to redrive"));
-    saga_common::reproduce_to(&saga_tests::producer(&saga.brokers), &dead, &saga.topic("order-events")).await;
+    saga_tests::saga::reproduce_to(&saga_tests::producer(&saga.brokers), &dead, &saga.topic("order-events")).await;
     let copies = messages_with_key(&saga.brokers, &saga.topic("order-events"), &placed.order_id);
     let last = copies.last().expect("the copy on order-events");
-    saga_common::wait_consumed(&saga.brokers, &saga.group("product"), last.topic(), last.partition(), last.offset())
-        .await;
+    saga_tests::saga::wait_consumed(
+        &saga.brokers,
+        &saga.group("product"),
+        last.topic(),
+        last.partition(),
+        last.offset(),
+    )
+    .await;
     // Exactly once: one reservation, one debit, one history.
     let p = c.get_product(&product.product_id).await;
     assert_eq!((p.stock_available, p.stock_reserved), (3, 2));
@@ -397,7 +404,7 @@ async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
     // which Kafka does not order against each other.
     let paid = Envelope::new(order_id, PaymentCompleted { user_id, amount: Money(200) });
     let (topic, partition, offset) = publish(&saga, &paid).await;
-    saga_common::wait_consumed(&saga.brokers, &saga.group("order"), &topic, partition, offset).await;
+    saga_tests::saga::wait_consumed(&saga.brokers, &saga.group("order"), &topic, partition, offset).await;
     let early = c.get_order(&placed.order_id).await;
     assert_eq!(statuses(&early), ["created"], "the early payment moves nothing yet");
 
@@ -407,7 +414,7 @@ async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
     let done = c.wait_status(&placed.order_id, "completed").await;
     assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
     assert_eq!(done.history[2].event_id, paid.event_id.to_string());
-    let completed = saga_common::eventually("order.completed on order-events", || {
+    let completed = saga_tests::saga::eventually("order.completed on order-events", || {
         let (brokers, topic, key) = (saga.brokers.clone(), saga.topic("order-events"), placed.order_id.clone());
         async move {
             let messages = messages_with_key(&brokers, &topic, &key);

@@ -1,10 +1,8 @@
 //! End-to-end saga tests through gRPC against the running stack's services.
 //! Every test uses its own users and products, so they share the stack.
 
-mod saga_common;
-
-use saga_common::{Clients, header, messages_with_key, messages_with_keys, statuses};
 use saga_proto::order::{CreateOrderRequest, OrderItem};
+use saga_tests::saga::{Clients, header, messages_with_key, messages_with_keys, statuses};
 
 #[tokio::test]
 async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
@@ -89,7 +87,7 @@ async fn insufficient_balance_fails_the_payment_and_releases_the_stock() {
     // The compensation gives the reservation back.
     let product_id = product.product_id.clone();
     let mut pc = c.clone();
-    saga_common::eventually("stock to be released", || {
+    saga_tests::saga::eventually("stock to be released", || {
         let (mut pc, product_id) = (pc.clone(), product_id.clone());
         async move {
             let p = pc.get_product(&product_id).await;
@@ -148,7 +146,7 @@ async fn every_event_delivered_twice_changes_nothing() {
     let refused = c.order(&buyer, &[(&product, 50)]).await;
     c.wait_status(&refused.order_id, "inventory_reserved_failed").await;
     let product_id = product.product_id.clone();
-    saga_common::eventually("the failed payment's stock to be released", || {
+    saga_tests::saga::eventually("the failed payment's stock to be released", || {
         let (mut c, product_id) = (c.clone(), product_id.clone());
         async move { (c.get_product(&product_id).await.stock_reserved == 2).then_some(()) }
     })
@@ -169,7 +167,7 @@ async fn every_event_delivered_twice_changes_nothing() {
     for topic in topics {
         for m in messages_with_keys(&brokers, topic, &keys) {
             seen_types.extend(header(&m, "event-type"));
-            saga_common::reproduce(&producer, &m).await;
+            saga_tests::saga::reproduce(&producer, &m).await;
         }
     }
     assert!(seen_types.len() >= 7, "event types re-delivered: {seen_types:?}");
@@ -185,7 +183,7 @@ async fn every_event_delivered_twice_changes_nothing() {
     }
     for ((topic, partition), offset) in &last {
         for group in saga_generated::topology::CONSUMER_GROUPS.iter().filter(|g| g.topics.contains(&topic.as_str())) {
-            saga_common::wait_consumed(&brokers, group.group_id, topic, *partition, *offset).await;
+            saga_tests::saga::wait_consumed(&brokers, group.group_id, topic, *partition, *offset).await;
         }
     }
 
@@ -228,7 +226,7 @@ async fn a_hundred_concurrent_orders_for_twenty_units_reserve_exactly_twenty() {
     let mut completed_by_user = std::collections::BTreeMap::<String, i64>::new();
     let (mut completed, mut failed) = (0, 0);
     for order in &orders {
-        let done = saga_common::eventually("a terminal status", || {
+        let done = saga_tests::saga::eventually("a terminal status", || {
             let mut c = c.clone();
             let id = order.order_id.clone();
             async move {

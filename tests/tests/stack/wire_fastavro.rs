@@ -5,13 +5,11 @@
 //! events of real sagas decode with fastavro by the fingerprint in their
 //! single-object header alone, found through the index as any consumer would.
 
-mod saga_common;
-
 use std::io::Write as _;
 use std::process::Command;
 
 use rdkafka::Message;
-use saga_common::{Clients, header, messages_with_key};
+use saga_tests::saga::{Clients, header, messages_with_key};
 use serde_json::Value;
 
 const FASTAVRO: &str = "fastavro==1.13.1";

@@ -4,13 +4,11 @@
 //! migrations move the orders of a removed state at start, all or nothing,
 //! each with a history row.
 
-mod saga_common;
-
-use saga_common::{PrivateSaga, messages_with_key};
 use saga_generated::commands::{CreateOrder, run_create_order};
 use saga_generated::status::StatusMigration;
 use saga_generated::types::OrderItem;
 use saga_generated::{Event, OrderCreated, OrderStatus, TraceContext};
+use saga_tests::saga::{PrivateSaga, messages_with_key};
 use sqlx::Row;
 use uuid::Uuid;
 

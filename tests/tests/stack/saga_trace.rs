@@ -2,14 +2,12 @@
 //! services as the databases keep it, as JSON and for a terminal; and the recorded saga
 //! replayed by the scenario harness, on a database of its own, ending the same way.
 
-mod saga_common;
-
-use saga_common::Clients;
 use saga_generated::commands::CreateOrder;
 use saga_generated::handlers::OrderInbound;
 use saga_generated::scenario::OrderScenario;
 use saga_generated::{Envelope, OrderCreated, OrderStatus};
 use saga_operator::trace::{Entry, Trace, TraceError};
+use saga_tests::saga::Clients;
 use uuid::Uuid;
 
 use order_service::saga::{CommandTx, OrderSaga, Timeouts};
@@ -56,7 +54,7 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
 
     // The user service's payment.completed is consumed by the order service before the
     // order completes; the relay may still be on its way with order.completed.
-    let trace = saga_common::eventually("order.completed published", || async {
+    let trace = saga_tests::saga::eventually("order.completed published", || async {
         let trace = saga_operator::trace::collect(&stack.sources(""), order_id).await.expect("the trace");
         trace
             .timeline

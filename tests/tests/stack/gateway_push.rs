@@ -5,15 +5,13 @@
 //! instance as its transitions commit) can have made it do; and what it sent from the
 //! feed's changes is what a read of the order shows.
 
-mod saga_common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use saga_common::PrivateSaga;
 use saga_tests::http::{Api, PrivateGateway};
+use saga_tests::saga::PrivateSaga;
 use saga_tests::{stack, unique};
 use serde_json::json;
 

@@ -3,15 +3,13 @@
 //! `prometheus_client`'s text-format parser), and the values say what happened: sagas
 //! completed, messages handled by every consumer group, events published, requests by route.
 
-mod saga_common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
 use saga_stack::config::services;
 use serde_json::Value;
 
-use saga_common::Clients;
+use saga_tests::saga::Clients;
 
 const PROMETHEUS_CLIENT: &str = "prometheus-client==0.21.1";
 
@@ -115,7 +113,7 @@ async fn every_process_serves_metrics_that_parse_and_count_what_happened() {
         assert!(acquired("work") >= 3.0, "{}: every handler transaction waited for its connection", service.name);
         assert!(acquired("api") >= 1.0, "{}: the gRPC calls of the test took connections", service.name);
         // Once the sagas are done nobody waits: every waiter counted leaves the gauge again.
-        saga_common::eventually(&format!("{}: no task waiting for a connection", service.name), || {
+        saga_tests::saga::eventually(&format!("{}: no task waiting for a connection", service.name), || {
             let (python, url) = (python.clone(), stack.metrics_url(stack.service_port(service)));
             async move {
                 let families = scrape(&python, &url).await;
@@ -131,7 +129,7 @@ async fn every_process_serves_metrics_that_parse_and_count_what_happened() {
         .await;
         // Gauges sampled every few seconds: present once sampled.
         for gauge in ["saga_db_pool_connections", "saga_outbox_backlog_rows", "saga_consumer_lag_messages"] {
-            let present = saga_common::eventually(&format!("{} {gauge}", service.name), || {
+            let present = saga_tests::saga::eventually(&format!("{} {gauge}", service.name), || {
                 let (python, url) = (python.clone(), stack.metrics_url(stack.service_port(service)));
                 async move { scrape(&python, &url).await.contains_key(gauge).then_some(()) }
             })

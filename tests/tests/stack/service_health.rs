@@ -10,17 +10,15 @@
 //! broker a broker of its own), so the stack's shared services are never
 //! disturbed.
 
-mod saga_common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use saga_common::{PrivateSaga, SERVICES, create_topics, eventually};
 use saga_proto::tls::OPERATOR;
 use saga_tests::broker::PrivateBroker;
 use saga_tests::http::PrivateGateway;
 use saga_tests::proxy::Proxy;
+use saga_tests::saga::{PrivateSaga, SERVICES, create_topics, eventually};
 use saga_tests::{stack, unique};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;

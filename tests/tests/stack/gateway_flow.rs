@@ -3,13 +3,11 @@
 //! order -> the SSE stream shows `completed`; the Idempotency-Key; and the
 //! client's `traceparent` as the trace of every event of its saga.
 
-mod saga_common;
-
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use saga_common::{header, messages_with_keys};
 use saga_tests::http::Api;
+use saga_tests::saga::{header, messages_with_keys};
 use saga_tests::{stack, unique};
 use serde_json::json;
 

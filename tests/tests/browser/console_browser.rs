@@ -3,16 +3,14 @@
 //! waiting state to `completed` on the spec's diagram, and redrives a poison message from the
 //! DLQ view. Screenshots of each step are saved under `<state>/artifacts/`.
 
-mod saga_common;
-
 use std::time::Duration;
 
 use fantoccini::Locator;
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
-use saga_common::eventually;
 use saga_generated::OrderStatus;
 use saga_tests::browser::Browser;
+use saga_tests::saga::eventually;
 use serde_json::json;
 
 /// The page's message line, as a script expression.
@@ -21,7 +19,7 @@ const MESSAGE: &str = "document.getElementById('message').textContent";
 #[tokio::test]
 async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
     let stack = saga_tests::stack();
-    let (mut saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let (mut saga, console, gateway) = saga_tests::saga::saga_with_console(&stack).await;
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let admin_id = api.get("/api/v1/me", Some(&admin)).await.body["id"].as_str().expect("admin id").to_owned();

@@ -130,7 +130,7 @@ fn fetch_crds(dir: PathBuf) -> PathBuf {
 
 #[test]
 fn every_manifest_is_valid_against_the_kubernetes_and_operator_schemas() {
-    let root = saga_tests::stack().root;
+    let root = saga_stack::config::workspace_root();
     let files = manifests(&root);
     assert!(files.iter().any(|f| f.ends_with("generated/kafka-topics.yaml")), "{files:?}");
     assert!(files.iter().any(|f| f.ends_with("generated/kafka-users.yaml")), "{files:?}");
@@ -165,7 +165,7 @@ fn every_manifest_is_valid_against_the_kubernetes_and_operator_schemas() {
 /// The validator finds a misspelt field: the check can fail.
 #[test]
 fn a_misspelt_field_is_refused() {
-    let root = saga_tests::stack().root;
+    let root = saga_stack::config::workspace_root();
     let bin = venv_bin(&root, KUBERNETES_VALIDATE, "SAGA_KUBERNETES_VALIDATE_VENV");
     let dir = tempfile_dir();
     let topic = dir.join("topic.yaml");
@@ -507,7 +507,7 @@ fn network_problems(docs: &[serde_yaml::Value]) -> Vec<String> {
 
 #[test]
 fn the_network_policies_allow_exactly_the_topology() {
-    let root = saga_tests::stack().root;
+    let root = saga_stack::config::workspace_root();
     let files = manifests(&root);
     assert!(files.iter().any(|f| f.ends_with("generated/network-policies.yaml")), "{files:?}");
     let kustomization = std::fs::read_to_string(root.join("deploy/kubernetes/kustomization.yaml")).expect("read");
@@ -521,7 +521,7 @@ fn the_network_policies_allow_exactly_the_topology() {
 #[test]
 fn a_wrong_network_policy_is_found() {
     use serde_yaml::Value;
-    let root = saga_tests::stack().root;
+    let root = saga_stack::config::workspace_root();
     let docs = documents(&manifests(&root));
     let is_policy = |d: &Value, name: &str| d["kind"] == "NetworkPolicy" && d["metadata"]["name"] == name;
 

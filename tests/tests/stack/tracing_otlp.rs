@@ -4,8 +4,6 @@
 //! spans from the gateway and all three services, each a child of what caused it and in
 //! causal order.
 
-mod saga_common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,8 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use serde_json::json;
 
-use saga_common::PrivateSaga;
 use saga_tests::http::PrivateGateway;
+use saga_tests::saga::PrivateSaga;
 
 /// A span as the receiver got it.
 #[derive(Debug, Clone)]
@@ -100,7 +98,7 @@ async fn one_order_over_rest_is_one_trace_across_the_gateway_and_every_service()
     assert_eq!(events.last().map(|(_, v)| v["status"].clone()), Some(json!("completed")), "{events:?}");
 
     // The last handled event of the saga is the order service's payment.completed.
-    let trace: Vec<Received> = saga_common::eventually("the saga's spans exported", || {
+    let trace: Vec<Received> = saga_tests::saga::eventually("the saga's spans exported", || {
         let spans = receiver.0.lock().expect("spans").clone();
         let order_id = order_id.clone();
         async move {

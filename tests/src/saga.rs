@@ -1,7 +1,6 @@
 //! Helpers of the saga end-to-end tests: gRPC clients, fixtures, polling,
 //! Kafka inspection, and a private set of service processes (own databases,
 //! own prefixed topics) for the tests that stop or kill services.
-#![allow(dead_code, reason = "each test file uses a different subset")]
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -38,7 +37,7 @@ pub struct Clients {
 /// A channel to `service` at `url` over the stack's mutual TLS, as the
 /// gateway: these tests call the services' APIs the way the gateway does.
 async fn channel(service: &str, url: String) -> Channel {
-    saga_stack::services::channel_as(&saga_tests::stack(), saga_proto::tls::GATEWAY, service, &url)
+    saga_stack::services::channel_as(&crate::stack(), saga_proto::tls::GATEWAY, service, &url)
         .expect("valid url and the stack's certificates")
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
@@ -66,7 +65,7 @@ impl Clients {
     pub async fn user(&mut self, balance_minor: i64) -> User {
         self.user
             .create_user(CreateUserRequest {
-                email: format!("{}@test.local", saga_tests::unique("buyer")),
+                email: format!("{}@test.local", crate::unique("buyer")),
                 password: "correct horse battery staple".into(),
                 display_name: "Buyer".into(),
                 role: Role::Customer as i32,
@@ -80,7 +79,7 @@ impl Clients {
     pub async fn product(&mut self, price_minor: i64, stock: i64) -> Product {
         self.product
             .create_product(CreateProductRequest {
-                name: saga_tests::unique("widget"),
+                name: crate::unique("widget"),
                 description: "test product".into(),
                 price_minor,
                 initial_stock: stock,
@@ -98,7 +97,7 @@ impl Clients {
                     .iter()
                     .map(|(p, q)| OrderItem { product_id: p.product_id.clone(), quantity: *q })
                     .collect(),
-                idempotency_key: saga_tests::unique("key"),
+                idempotency_key: crate::unique("key"),
             })
             .await
             .expect("CreateOrder")
@@ -181,7 +180,7 @@ pub async fn wait_published(brokers: &str, topic: &str, key: &str) {
 /// Every message on `topic` whose key is one of `keys`, in one pass.
 pub fn messages_with_keys(brokers: &str, topic: &str, keys: &[&str]) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = saga_runtime::kafka::client(brokers)
-        .set("group.id", saga_tests::unique("inspect"))
+        .set("group.id", crate::unique("inspect"))
         .set("enable.auto.commit", "false")
         .set("log_level", "3")
         .create()
@@ -319,7 +318,7 @@ impl PrivateSaga {
     }
 
     /// Starts all three services on the Kafka broker at `brokers` (one the
-    /// test started, `saga_tests::broker::PrivateBroker`) instead of the stack's.
+    /// test started, `crate::broker::PrivateBroker`) instead of the stack's.
     pub async fn start_on(stack: &StackConfig, brokers: &str, env: &[(&str, &str)]) -> PrivateSaga {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("t{}.", &id[..12]);
@@ -395,7 +394,7 @@ impl PrivateSaga {
         loop {
             let said = std::fs::read_to_string(&log_path)
                 .ok()
-                .and_then(|lines| saga_tests::logged_address(&lines, "gRPC server listening"));
+                .and_then(|lines| crate::logged_address(&lines, "gRPC server listening"));
             if let Some(addr) = said {
                 let url = format!("https://127.0.0.1:{}", addr.port());
                 if Self::healthy_at(service, &url).await {
@@ -486,7 +485,7 @@ impl PrivateSaga {
         log.seek(std::io::SeekFrom::Start(self.log_starts[i])).ok()?;
         let mut lines = String::new();
         log.read_to_string(&mut lines).ok()?;
-        saga_tests::logged_address(&lines, "gRPC server listening").map(|addr| addr.port())
+        crate::logged_address(&lines, "gRPC server listening").map(|addr| addr.port())
     }
 
     async fn passes_health_check(&self, i: usize) -> bool {
@@ -498,7 +497,7 @@ impl PrivateSaga {
         // The port is taken before the service is ready to answer: a check
         // must not hang on a connection its server does not yet read.
         let operator = saga_proto::tls::OPERATOR;
-        let Ok(endpoint) = saga_stack::services::channel_as(&saga_tests::stack(), operator, service, url) else {
+        let Ok(endpoint) = saga_stack::services::channel_as(&crate::stack(), operator, service, url) else {
             return false;
         };
         let endpoint = endpoint.timeout(Duration::from_secs(2)).connect_timeout(Duration::from_secs(2));
@@ -567,9 +566,9 @@ impl PrivateSaga {
 
     /// Restarts `service` with its database behind a proxy the test can cut:
     /// an outage of that service's database alone.
-    pub async fn proxy_database(&mut self, stack: &StackConfig, service: &str) -> saga_tests::proxy::Proxy {
+    pub async fn proxy_database(&mut self, stack: &StackConfig, service: &str) -> crate::proxy::Proxy {
         let upstream = format!("{}:{}", stack.host(), stack.ports.postgres).parse().expect("PostgreSQL address");
-        let proxy = saga_tests::proxy::Proxy::start(upstream).await;
+        let proxy = crate::proxy::Proxy::start(upstream).await;
         self.stop(service).await;
         self.database_addr[Self::index(service)] = Some(proxy.addr());
         self.restart(stack, service).await;
@@ -638,12 +637,12 @@ pub async fn create_topics(brokers: &str, prefix: &str) {
 /// both: what an operator reaches at `<gateway>/console`.
 pub async fn saga_with_console(
     stack: &StackConfig,
-) -> (PrivateSaga, saga_tests::console::PrivateConsole, saga_tests::http::PrivateGateway) {
+) -> (PrivateSaga, crate::console::PrivateConsole, crate::http::PrivateGateway) {
     let saga = PrivateSaga::start(stack, &[]).await;
     let databases: Vec<(&str, String)> = SERVICES.iter().map(|s| (*s, saga.database_url(stack, s))).collect();
-    let console = saga_tests::console::PrivateConsole::start(stack, &saga.prefix, &databases).await;
+    let console = crate::console::PrivateConsole::start(stack, &saga.prefix, &databases).await;
     let (order_url, product_url, user_url) = (saga.url("order"), saga.url("product"), saga.url("user"));
-    let gateway = saga_tests::http::PrivateGateway::start(
+    let gateway = crate::http::PrivateGateway::start(
         stack,
         &[
             ("CONSOLE_URL", &console.url),

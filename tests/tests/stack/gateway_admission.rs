@@ -4,14 +4,12 @@
 //! backlog has drained. A private saga and gateway, so the stack's shared
 //! services are never disturbed.
 
-mod saga_common;
-
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use saga_common::{PrivateSaga, eventually};
 use saga_proto::order::GetSagaBacklogRequest;
 use saga_tests::http::PrivateGateway;
+use saga_tests::saga::{PrivateSaga, eventually};
 use saga_tests::stack;
 use serde_json::json;
 

@@ -3,18 +3,16 @@
 //! only once), audited, and seen to come back through its topic; a forged letter refused,
 //! and "redrive all" over more letters than a listing shows.
 
-mod saga_common;
-
 use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use reqwest::StatusCode;
-use saga_common::{SERVICES, eventually, header, messages_with_key, statuses};
 use saga_generated::OrderStatus;
 use saga_generated::{Envelope, Money, PaymentCompleted};
 use saga_tests::http::{Api, parse_sse};
+use saga_tests::saga::{SERVICES, eventually, header, messages_with_key, statuses};
 use serde_json::{Value, json};
 
 const CONSOLE: &str = "/api/v1/admin/console";
@@ -59,7 +57,7 @@ async fn read_stream(
 #[tokio::test]
 async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     let stack = saga_tests::stack();
-    let (saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let (saga, console, gateway) = saga_tests::saga::saga_with_console(&stack).await;
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let admin_id = api.get("/api/v1/me", Some(&admin)).await.body["id"].as_str().expect("admin id").to_owned();
@@ -316,7 +314,7 @@ async fn produce(brokers: &str, topic: &str, key: &str, payload: &[u8], headers:
 #[tokio::test]
 async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_decide() {
     let stack = saga_tests::stack();
-    let (mut saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let (mut saga, console, gateway) = saga_tests::saga::saga_with_console(&stack).await;
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let mut c = saga.clients().await;
@@ -479,7 +477,7 @@ async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_d
     let ended = c.wait_status(&order.order_id, "payment_failed").await;
     assert!(!statuses(&ended).contains(&"completed".to_owned()), "{:?}", statuses(&ended));
     assert_eq!(c.get_user(&broke.user_id).await.balance_minor, 0);
-    let stock = saga_common::eventually("the stock released", || {
+    let stock = saga_tests::saga::eventually("the stock released", || {
         let (mut c, id) = (c.clone(), product.product_id.clone());
         async move {
             let p = c.get_product(&id).await;
@@ -500,7 +498,7 @@ async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_d
 #[tokio::test]
 async fn redrive_all_reaches_every_letter_oldest_first_per_saga_key() {
     let stack = saga_tests::stack();
-    let (saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let (saga, console, gateway) = saga_tests::saga::saga_with_console(&stack).await;
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let topic = saga.topic("order-events");
@@ -548,8 +546,11 @@ async fn redrive_all_reaches_every_letter_oldest_first_per_saga_key() {
     assert!(again_sent <= expected * readers, "{again_sent}");
 
     // On the topic, each key's copies came back in publication order.
-    let copies =
-        saga_common::messages_with_keys(&saga.brokers, &topic, &keys.iter().map(String::as_str).collect::<Vec<_>>());
+    let copies = saga_tests::saga::messages_with_keys(
+        &saga.brokers,
+        &topic,
+        &keys.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     for key in &keys {
         let sequence: Vec<String> = copies
             .iter()
@@ -574,7 +575,7 @@ async fn redrive_all_reaches_every_letter_oldest_first_per_saga_key() {
 #[tokio::test]
 async fn a_stopping_console_ends_its_streams_with_reconnect_and_exits_within_the_bound() {
     let stack = saga_tests::stack();
-    let (saga, console, gateway) = saga_common::saga_with_console(&stack).await;
+    let (saga, console, gateway) = saga_tests::saga::saga_with_console(&stack).await;
     let api = &gateway.api;
     let admin = api.admin_token().await;
     let mut response = api

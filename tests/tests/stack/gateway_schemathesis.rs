@@ -65,7 +65,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_violation() {
             // Logging out would revoke the token every other operation uses.
             .args(["--exclude-path", "/api/v1/auth/logout"])
             // Redriving would put the shared stack's dead letters back on its topics under
-            // the other tests' feet; tests/tests/console.rs covers it on a private saga.
+            // the other tests' feet; tests/tests/stack/console.rs covers it on a private saga.
             .args(["--exclude-path", "/api/v1/admin/console/dlq/redrive"])
             .args(["--generation-deterministic", "--request-timeout", "30", "--no-color"])
             .output()
