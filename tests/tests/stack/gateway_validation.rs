@@ -1,8 +1,6 @@
 //! Invalid inputs through HTTP: each gives its exact status, error code and
 //! field-level message, always in the one error body of the gateway.
 
-mod saga_common;
-
 use reqwest::{Method, StatusCode};
 use saga_proto::order::{CreateOrderRequest, OrderItem, violations_of};
 use saga_tests::http::{Api, PrivateGateway};
@@ -454,7 +452,7 @@ async fn the_order_service_refuses_every_order_the_gateway_refuses_with_the_same
     let (customer, customer_id) = api.customer().await;
     let product = api.create_product(&admin, 100, 1).await;
     let other = api.create_product(&admin, 100, 1).await;
-    let mut clients = saga_common::Clients::of_stack(&stack).await;
+    let mut clients = saga_tests::saga::Clients::of_stack(&stack).await;
     let item = |product_id: &str, quantity: i64| json!({"product_id": product_id, "quantity": quantity});
     let many: Vec<Value> = (0..101).map(|n| item(&format!("00000000-0000-4000-8000-{n:012}"), 1)).collect();
     let long_key = "k".repeat(201);
