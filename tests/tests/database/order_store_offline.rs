@@ -6,7 +6,8 @@
 //! after a migration changed a column the query reads: each committed query
 //! is described again by PostgreSQL, on a fresh database with the runtime's
 //! and the order service's migrations, and its columns (names, types,
-//! nullability) and parameters must be what was committed. Regenerate them
+//! nullability) and parameters must be what was committed; and a
+//! description of a query the store no longer has is stale too. Regenerate them
 //! as docs/development.md says ("Compile-time checked SQL").
 
 use saga_tests::{drop_scratch_database, scratch_database, stack};
@@ -77,6 +78,10 @@ async fn every_committed_query_description_matches_the_migrated_schema() {
     for file in &files {
         let data: Value = serde_json::from_str(&std::fs::read_to_string(file).expect("read")).expect("JSON");
         let query = data["query"].as_str().expect("the query's text");
+        if !order_store::SOURCES.iter().any(|source| source.contains(query)) {
+            stale.push(format!("{}: no query of the store has this text any more\n  query: {query}", file.display()));
+            continue;
+        }
         for difference in differences(&mut conn, query, &data["describe"]).await {
             stale.push(format!("{}: {difference}\n  query: {query}", file.display()));
         }

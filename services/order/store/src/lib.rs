@@ -26,6 +26,24 @@ use uuid::Uuid;
 /// (`query-<hash>.json`, one per query, written by `cargo sqlx prepare`).
 pub const OFFLINE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.sqlx");
 
+/// This crate's source and statement files, as text: every committed
+/// description must be of a query written here (each inline query is a raw
+/// string, so its text is the query's).
+pub const SOURCES: &[&str] = &[
+    include_str!("lib.rs"),
+    sql::EXISTING,
+    sql::INSERT_ORDER,
+    sql::INSERT_ITEM,
+    sql::ORDER,
+    sql::LOCK,
+    sql::TRANSITION,
+    sql::HISTORY,
+    sql::PARKED,
+    sql::PARK,
+    sql::UNPARK,
+    sql::OVERDUE,
+];
+
 /// The text of the statements a saga commits in the order database, as the
 /// service sends them: the benchmark's pgbench bound runs these same texts.
 pub mod sql {
@@ -398,10 +416,10 @@ pub async fn migrate_status(
     deadline: Option<DateTime<Utc>>,
 ) -> Result<u64, sqlx::Error> {
     let moved = sqlx::query!(
-        "WITH moved AS (UPDATE orders SET status = $2, updated_at = now(), deadline_at = $3 \
-           WHERE status = $1 RETURNING order_id) \
-         INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason) \
-         SELECT order_id, $1, $2, gen_random_uuid(), 'status.migration', 'the spec removed the state' FROM moved",
+        r#"WITH moved AS (UPDATE orders SET status = $2, updated_at = now(), deadline_at = $3
+             WHERE status = $1 RETURNING order_id)
+           INSERT INTO order_status_history (order_id, from_status, to_status, event_id, event_type, reason)
+           SELECT order_id, $1, $2, gen_random_uuid(), 'status.migration', 'the spec removed the state' FROM moved"#,
         from,
         to,
         deadline
