@@ -7,7 +7,10 @@
 //! The spec's consumer groups ([`ConsumerGroup`]) and services
 //! ([`ServiceIdentity`]) are generated as data the runtime configures and
 //! starts its consumers from; the status owner's timeouts are generated as a
-//! [`Sweep`] the runtime's sweeper runs.
+//! [`Sweep`] the runtime's sweeper runs, driven by the generic status owner
+//! of [`owner`].
+
+pub mod owner;
 
 use std::future::Future;
 use std::marker::PhantomData;
