@@ -6,18 +6,38 @@
 //! twice), `advance` the clock to fire due timeouts, `then` read the status, its
 //! history and what was published, typed. Every path of the status machine is here as
 //! data (`PATHS`), and every payload has a [`Sample`], so a test can walk them all.
+//!
+//! The harness itself (clock, delivery once per event id, what was published) is the
+//! hand-written `saga-testing` crate; this module binds it to this saga's events,
+//! services and status owner.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
-use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
-use saga_contract::{Dispatch, OutboxRecord};
+use saga_testing::{BySaga, Inbox, Published};
 use super::envelope::{DecodeError, Envelope, Event};
 use super::events::EventType;
+pub use saga_testing::{Sample, VirtualClock};
 
-/// A valid value of a payload type, for scenarios that do not care about its fields:
-/// ids are fresh, amounts and counts one, lists of one, enums their first symbol.
-pub trait Sample {
-    fn sample() -> Self;
+/// An event a scenario saw published: a handler's reply, or a write to the outbox.
+pub type Emitted = saga_testing::Emitted<EventType>;
+
+/// What one delivery did.
+pub type Delivered = saga_testing::Delivered<EventType>;
+
+/// A participant's handlers `H` in a scenario, fed its inbound events `E`.
+pub type Participant<H, E> = saga_testing::Participant<H, E, EventType>;
+
+impl saga_testing::EventKind for EventType {
+    fn from_name(name: &str) -> Option<Self> {
+        EventType::from_name(name)
+    }
+}
+
+impl<E: Event> saga_testing::DecodeAs<E> for EventType {
+    type Envelope = Envelope<E>;
+    type Error = DecodeError;
+    fn decode_as(payload: &[u8]) -> Result<Envelope<E>, DecodeError> {
+        Envelope::<E>::decode(payload)
+    }
 }
 
 impl Sample for super::types::OrderItem {
@@ -136,150 +156,8 @@ impl Sample for super::commands::CreateOrder {
     }
 }
 
-/// A clock that moves only when told: the owner's deadlines are counted from it.
-#[derive(Debug)]
-pub struct VirtualClock(Mutex<::chrono::DateTime<::chrono::Utc>>);
-
-impl VirtualClock {
-    /// A clock at `at`.
-    pub fn at(at: ::chrono::DateTime<::chrono::Utc>) -> Self {
-        VirtualClock(Mutex::new(at))
-    }
-    pub fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-    pub fn advance(&self, by: ::std::time::Duration) {
-        let by = ::chrono::TimeDelta::from_std(by).unwrap_or(::chrono::TimeDelta::MAX);
-        let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        *now = now
-            .checked_add_signed(by)
-            .unwrap_or(::chrono::DateTime::<::chrono::Utc>::MAX_UTC);
-    }
-}
-
-impl Default for VirtualClock {
-    /// Now, to the microsecond (what the database keeps).
-    fn default() -> Self {
-        let now = ::chrono::Utc::now();
-        VirtualClock::at(
-            ::chrono::DateTime::from_timestamp_micros(now.timestamp_micros())
-                .unwrap_or(now),
-        )
-    }
-}
-
-/// An event a scenario saw published: a handler's reply, or a write to the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Emitted {
-    pub event_type: EventType,
-    pub record: OutboxRecord,
-}
-
-impl Emitted {
-    /// The event, decoded as `E`.
-    pub fn decode<E: Event>(&self) -> Result<Envelope<E>, DecodeError> {
-        Envelope::<E>::decode(&self.record.payload)
-    }
-}
-
-/// What one delivery did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Delivered {
-    /// The handler ran; `reply` is what it published in answer, if anything.
-    Handled { reply: Option<Emitted> },
-    /// The event id was delivered before: nothing ran (the runtime's inbox).
-    Duplicate,
-}
-
-/// Everything a scenario saw published, by saga.
-#[derive(Debug, Default)]
-struct Published(Mutex<Vec<(::uuid::Uuid, Emitted)>>);
-
-impl Published {
-    fn push(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
-        let emitted = Emitted {
-            event_type: EventType::from_name(&record.event_type)?,
-            record,
-        };
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((key, emitted.clone()));
-        Some(emitted)
-    }
-    fn of(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        let published = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        published.iter().filter(|(k, _)| *k == key).map(|(_, e)| e.clone()).collect()
-    }
-}
-
-/// Delivers `event` to `handler` as the runtime's consumer does: once per event id
-/// (`inbox`, the runtime's inbox), its reply kept in `published`.
-async fn deliver<H, E: Dispatch<H>>(
-    inbox: &mut HashSet<::uuid::Uuid>,
-    published: &Published,
-    handler: &H,
-    ctx: &mut E::Ctx,
-    event: E,
-) -> Result<Delivered, E::Error> {
-    let meta = event.meta();
-    if inbox.contains(&meta.event_id) {
-        return Ok(Delivered::Duplicate);
-    }
-    let reply = event.dispatch(handler, ctx).await?;
-    inbox.insert(meta.event_id);
-    Ok(Delivered::Handled {
-        reply: reply.and_then(|record| published.push(meta.saga_key, record)),
-    })
-}
-
-/// A participant's handlers `H` in a scenario, fed its inbound events `E`: each event
-/// delivered as its consumer delivers it (once per event id), in the caller's
-/// transaction; what it published is kept for [`Self::emitted`].
-pub struct Participant<H, E> {
-    handler: H,
-    inbox: HashSet<::uuid::Uuid>,
-    published: Published,
-    events: ::std::marker::PhantomData<fn() -> E>,
-}
-
-impl<H, E: Dispatch<H> + Clone> Participant<H, E> {
-    pub fn new(handler: H) -> Self {
-        Participant {
-            handler,
-            inbox: HashSet::new(),
-            published: Published::default(),
-            events: ::std::marker::PhantomData,
-        }
-    }
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
-    /// The event arrives: the handler runs unless the event id was delivered before.
-    pub async fn when(
-        &mut self,
-        ctx: &mut E::Ctx,
-        event: impl Into<E>,
-    ) -> Result<Delivered, E::Error> {
-        deliver(&mut self.inbox, &self.published, &self.handler, ctx, event.into()).await
-    }
-    /// The event arrives twice (a redelivery): the second changes nothing.
-    pub async fn when_twice(
-        &mut self,
-        ctx: &mut E::Ctx,
-        event: impl Into<E>,
-    ) -> Result<[Delivered; 2], E::Error> {
-        let event = event.into();
-        let first = self.when(ctx, event.clone()).await?;
-        Ok([first, self.when(ctx, event).await?])
-    }
-    /// What the handlers published for saga `key`, oldest first.
-    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        self.published.of(key)
-    }
-}
-
 use std::future::Future;
+use saga_contract::OutboxRecord;
 use super::handlers::OrderHandler;
 use super::owner::{OrderStore, OrderTransition, OrderCause, OrderOverdue};
 use super::status::OrderStatus;
@@ -443,8 +321,8 @@ pub struct OrderChange {
 pub struct OrderObserved<H> {
     inner: H,
     clock: VirtualClock,
-    changes: Mutex<Vec<(::uuid::Uuid, OrderChange)>>,
-    published: Published,
+    changes: BySaga<OrderChange>,
+    published: Published<EventType>,
 }
 
 impl<H: OrderStore> OrderStore for OrderObserved<H> {
@@ -474,10 +352,7 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
             to: transition.to,
             event_type: transition.event_type.to_owned(),
         };
-        self.changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((transition.order_id, change));
+        self.changes.push(transition.order_id, change);
         Ok(())
     }
     fn park(
@@ -621,7 +496,7 @@ for OrderObserved<H> {
 /// kept for `history` and `emitted`.
 pub struct OrderScenario<H> {
     observed: OrderObserved<H>,
-    inbox: HashSet<::uuid::Uuid>,
+    inbox: Inbox,
 }
 
 impl<H> OrderScenario<H> {
@@ -629,12 +504,12 @@ impl<H> OrderScenario<H> {
         let observed = OrderObserved {
             inner: handler,
             clock: VirtualClock::default(),
-            changes: Mutex::default(),
+            changes: BySaga::default(),
             published: Published::default(),
         };
         OrderScenario {
             observed,
-            inbox: HashSet::new(),
+            inbox: Inbox::default(),
         }
     }
     pub fn handler(&self) -> &H {
@@ -645,12 +520,7 @@ impl<H> OrderScenario<H> {
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, order_id: ::uuid::Uuid) -> Vec<OrderChange> {
-        let changes = self
-            .observed
-            .changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        changes.iter().filter(|(k, _)| *k == order_id).map(|(_, c)| c.clone()).collect()
+        self.observed.changes.of(order_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, order_id: ::uuid::Uuid) -> Vec<Emitted> {
@@ -670,13 +540,8 @@ where
         ctx: &mut <H as OrderStore>::Ctx,
         event: impl Into<super::handlers::OrderInbound>,
     ) -> Result<Delivered, super::handlers::HandleError<<H as OrderStore>::Error>> {
-        deliver(
-                &mut self.inbox,
-                &self.observed.published,
-                &self.observed,
-                ctx,
-                event.into(),
-            )
+        self.inbox
+            .deliver(&self.observed.published, &self.observed, ctx, event.into())
             .await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.

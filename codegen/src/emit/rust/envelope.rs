@@ -3,12 +3,13 @@
 //! history, is the `saga-wire` crate, re-exported here.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 
+use super::names;
 use crate::ir::Saga;
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
-    let key = format_ident!("{}", saga.key);
+    let key = names::verbatim(&saga.key);
     let key_str = &saga.key;
     let key_doc = format!(" Saga key (`{}`): identifies the saga instance and is the Kafka partition key.", saga.key);
     quote! {

@@ -2,11 +2,12 @@
 //! subscriptions, events and compensations.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
 use super::doc;
+use super::names;
 use crate::emit::avro::EventSchema;
-use crate::ir::{Saga, pascal};
+use crate::ir::Saga;
 
 pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     let topics = saga.topics.iter().map(|t| {
@@ -36,8 +37,8 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     // the i-th consuming service has the i-th group.
     let identities = saga.services.iter().enumerate().filter(|(_, s)| saga.subscriptions(&s.name).next().is_some());
     let identities = identities.enumerate().map(|(group, (ordinal, s))| {
-        let id = format_ident!("{}_SERVICE", s.name.to_uppercase());
-        let inbound = format_ident!("{}Inbound", pascal(&s.name));
+        let id = names::service(&s.name).identity();
+        let inbound = names::service(&s.name).inbound();
         let (name, ordinal, group) =
             (&s.name, Literal::u16_unsuffixed(ordinal as u16), Literal::usize_unsuffixed(group));
         let used = saga.topics.iter().filter(|t| {
