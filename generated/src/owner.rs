@@ -123,7 +123,7 @@ where
     H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
         + OrderStore,
 {
-    owner::run_event(&Bound(handler), ctx, event).await
+    owner::run_event(&Bound { store: handler, handler }, ctx, event).await
 }
 
 /// A saga past its deadline, as the store finds it.
@@ -149,7 +149,7 @@ where
     H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
         + OrderStore,
 {
-    owner::run_timeout(&Bound(handler), ctx, as_of, skip).await
+    owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
 }
 
 /// The timeouts of `handler`, as the runtime's sweeper runs them.
@@ -229,32 +229,35 @@ impl<E: std::error::Error + 'static> owner::Failure<E> for HandleError<E> {
     }
 }
 
-/// The owner's store and handler, as the driver of `saga_contract::owner` runs them.
-struct Bound<'h, H>(&'h H);
+/// The owner's store and handler, as the driver of `saga_contract::owner` runs them:
+/// the same value in the service, apart in a test scenario (which observes the store).
+pub(crate) struct Bound<'a, S, H> {
+    pub(crate) store: &'a S,
+    pub(crate) handler: &'a H,
+}
 
-impl<H> owner::Owner for Bound<'_, H>
+impl<S: OrderStore, H> owner::Owner for Bound<'_, S, H>
 where
-    H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
-        + OrderStore,
+    H: OrderHandler<Ctx = S::Ctx, Error = S::Error>,
 {
     type Status = OrderStatus;
     type Inbound = OrderInbound;
     type Trace = TraceContext;
-    type Ctx = <H as OrderStore>::Ctx;
-    type Error = <H as OrderStore>::Error;
-    type Failure = HandleError<<H as OrderStore>::Error>;
+    type Ctx = S::Ctx;
+    type Error = S::Error;
+    type Failure = HandleError<S::Error>;
     fn load_for_update(
         &self,
         ctx: &mut Self::Ctx,
         saga_key: ::uuid::Uuid,
     ) -> impl Future<Output = Result<Option<OrderStatus>, Self::Error>> + Send {
-        self.0.load_for_update(ctx, saga_key)
+        self.store.load_for_update(ctx, saga_key)
     }
     fn deadline(
         &self,
         status: OrderStatus,
     ) -> Option<::chrono::DateTime<::chrono::Utc>> {
-        deadline_of(self.0, status)
+        deadline_of(self.store, status)
     }
     async fn write_transition(
         &self,
@@ -270,7 +273,7 @@ where
             cause: t.cause,
             deadline: t.deadline,
         };
-        self.0.write_transition(ctx, &transition).await
+        self.store.write_transition(ctx, &transition).await
     }
     async fn park(
         &self,
@@ -278,7 +281,10 @@ where
         event: &OrderInbound,
     ) -> Result<(), Self::Failure> {
         let parked = event.to_parked().map_err(HandleError::Encode)?;
-        self.0.park(ctx, event.saga_key(), &parked).await.map_err(HandleError::Handler)
+        self.store
+            .park(ctx, event.saga_key(), &parked)
+            .await
+            .map_err(HandleError::Handler)
     }
     fn parked(
         &self,
@@ -287,7 +293,7 @@ where
     ) -> impl Future<
         Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
     > + Send {
-        self.0.parked(ctx, saga_key)
+        self.store.parked(ctx, saga_key)
     }
     fn unparked(parked: &saga_contract::ParkedEvent) -> Option<OrderInbound> {
         OrderInbound::decode(&parked.topic, &parked.payload).ok().flatten()
@@ -297,14 +303,14 @@ where
         ctx: &mut Self::Ctx,
         event_id: ::uuid::Uuid,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.0.unpark(ctx, event_id)
+        self.store.unpark(ctx, event_id)
     }
     fn publish(
         &self,
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.0.publish(ctx, record)
+        self.store.publish(ctx, record)
     }
     fn handle(
         &self,
@@ -312,7 +318,7 @@ where
         event: OrderInbound,
         step: OrderStep,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
-        event.handle(self.0, ctx, step)
+        event.handle(self.handler, ctx, step)
     }
     async fn next_overdue(
         &self,
@@ -321,7 +327,7 @@ where
         as_of: ::std::time::SystemTime,
         skip: &[::uuid::Uuid],
     ) -> Result<Option<owner::Overdue<OrderStatus, TraceContext>>, Self::Error> {
-        let due = self.0.next_overdue(ctx, statuses, as_of, skip).await?;
+        let due = self.store.next_overdue(ctx, statuses, as_of, skip).await?;
         Ok(
             due
                 .map(|saga| owner::Overdue {
@@ -338,7 +344,7 @@ where
         to: OrderStatus,
     ) -> Result<Option<OutboxRecord>, Self::Failure> {
         let reply = self
-            .0
+            .handler
             .on_timeout(ctx, saga.saga_key, saga.status, to)
             .await
             .map_err(HandleError::Handler)?;

@@ -400,82 +400,6 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
     }
 }
 
-impl<H: OrderHandler> OrderHandler for OrderObserved<H> {
-    type Ctx = <H as OrderHandler>::Ctx;
-    type Error = <H as OrderHandler>::Error;
-    fn on_stock_reduction_success(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::StockReductionSuccess>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnStockReductionSuccess, Self::Error>,
-    > + Send {
-        self.inner.on_stock_reduction_success(ctx, event, step)
-    }
-    fn on_stock_reduction_fail(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::StockReductionFail>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnStockReductionFail, Self::Error>,
-    > + Send {
-        self.inner.on_stock_reduction_fail(ctx, event, step)
-    }
-    fn on_stock_released(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::StockReleased>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnStockReleased, Self::Error>,
-    > + Send {
-        self.inner.on_stock_released(ctx, event, step)
-    }
-    fn on_payment_completed(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::PaymentCompleted>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnPaymentCompleted, Self::Error>,
-    > + Send {
-        self.inner.on_payment_completed(ctx, event, step)
-    }
-    fn on_payment_fail(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::PaymentFail>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnPaymentFail, Self::Error>,
-    > + Send {
-        self.inner.on_payment_fail(ctx, event, step)
-    }
-    fn on_payment_refunded(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::PaymentRefunded>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnPaymentRefunded, Self::Error>,
-    > + Send {
-        self.inner.on_payment_refunded(ctx, event, step)
-    }
-    fn on_timeout(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-        from: OrderStatus,
-        to: OrderStatus,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderTimeoutReply, Self::Error>,
-    > + Send {
-        self.inner.on_timeout(ctx, order_id, from, to)
-    }
-}
-
 impl<H: super::commands::OrderCommands> super::commands::OrderCommands
 for OrderObserved<H> {
     type Ctx = H::Ctx;
@@ -540,9 +464,14 @@ where
         ctx: &mut <H as OrderStore>::Ctx,
         event: impl Into<super::handlers::OrderInbound>,
     ) -> Result<Delivered, super::handlers::HandleError<<H as OrderStore>::Error>> {
-        self.inbox
-            .deliver(&self.observed.published, &self.observed, ctx, event.into())
-            .await
+        let event = event.into();
+        let meta = saga_contract::Inbound::meta(&event);
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        let run = saga_contract::owner::run_event(&bound, ctx, event);
+        self.inbox.deliver_with(&self.observed.published, meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -577,8 +506,12 @@ where
         self.observed.clock.advance(by);
         let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
         let mut timed_out = Vec::new();
-        while let Some(order_id) = super::owner::run_order_timeout(
-                &self.observed,
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        while let Some(order_id) = saga_contract::owner::run_timeout(
+                &bound,
                 ctx,
                 as_of,
                 &timed_out,

@@ -1,10 +1,11 @@
 //! Delivering events as the runtime's consumer does, and keeping what was published.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::{Mutex, PoisonError};
 
-use saga_contract::{Dispatch, OutboxRecord};
+use saga_contract::{Dispatch, EventMeta, OutboxRecord};
 use uuid::Uuid;
 
 use crate::{DecodeAs, EventKind};
@@ -98,10 +99,22 @@ impl Inbox {
         event: E,
     ) -> Result<Delivered<K>, E::Error> {
         let meta = event.meta();
+        self.deliver_with(published, meta, event.dispatch(handler, ctx)).await
+    }
+
+    /// Delivers the event `meta` describes by running `run` (which handles it) unless its
+    /// id was delivered before; its reply kept in `published`. `run` is not polled for a
+    /// duplicate.
+    pub async fn deliver_with<K: EventKind + Clone, Err>(
+        &mut self,
+        published: &Published<K>,
+        meta: EventMeta,
+        run: impl Future<Output = Result<Option<OutboxRecord>, Err>>,
+    ) -> Result<Delivered<K>, Err> {
         if self.0.contains(&meta.event_id) {
             return Ok(Delivered::Duplicate);
         }
-        let reply = event.dispatch(handler, ctx).await?;
+        let reply = run.await?;
         // Only a handled event is in the inbox: a failed one rolls back and comes again.
         self.0.insert(meta.event_id);
         Ok(Delivered::Handled { reply: reply.and_then(|record| published.push(meta.saga_key, record)) })
@@ -151,7 +164,7 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
-    use saga_contract::{Classify, EventMeta, FailureClass, Inbound};
+    use saga_contract::{Classify, FailureClass, Inbound};
 
     use super::*;
 
@@ -307,6 +320,22 @@ mod tests {
         );
         assert_eq!(handled, 1);
         assert!(s.emitted(saga).is_empty());
+    }
+
+    #[test]
+    fn a_duplicate_is_not_run() {
+        let mut inbox = Inbox::default();
+        let published = Published::<Kind>::default();
+        let meta = Ping::new(Uuid::now_v7(), None).meta();
+        let mut runs = 0;
+        let mut run = || {
+            runs += 1;
+            std::future::ready(Ok::<_, Refused>(None))
+        };
+        assert_eq!(ready(inbox.deliver_with(&published, meta.clone(), run())), Ok(Delivered::Handled { reply: None }));
+        let again = inbox.deliver_with(&published, meta, async { panic!("a duplicate ran") });
+        assert_eq!(ready(again), Ok::<_, Refused>(Delivered::Duplicate));
+        assert_eq!(runs, 1);
     }
 
     #[test]

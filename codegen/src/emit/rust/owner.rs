@@ -73,7 +73,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             where
                 H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
             {
-                owner::run_timeout(&Bound(handler), ctx, as_of, skip).await
+                owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
             }
 
             /// The timeouts of `handler`, as the runtime's sweeper runs them.
@@ -110,7 +110,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 as_of: ::std::time::SystemTime,
                 skip: &[::uuid::Uuid],
             ) -> Result<Option<owner::Overdue<#status, TraceContext>>, Self::Error> {
-                let due = self.0.next_overdue(ctx, statuses, as_of, skip).await?;
+                let due = self.store.next_overdue(ctx, statuses, as_of, skip).await?;
                 Ok(due.map(|saga| owner::Overdue { saga_key: saga.#key, status: saga.status, trace: saga.trace }))
             }
 
@@ -120,7 +120,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 saga: owner::Overdue<#status, TraceContext>,
                 to: #status,
             ) -> Result<Option<OutboxRecord>, Self::Failure> {
-                let reply = self.0.on_timeout(ctx, saga.saga_key, saga.status, to).await.map_err(HandleError::Handler)?;
+                let reply = self.handler.on_timeout(ctx, saga.saga_key, saga.status, to).await.map_err(HandleError::Handler)?;
                 reply.into_outbox(saga.saga_key, saga.trace).map_err(HandleError::Encode)
             }
         }
@@ -283,7 +283,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
         where
             H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
         {
-            owner::run_event(&Bound(handler), ctx, event).await
+            owner::run_event(&Bound { store: handler, handler }, ctx, event).await
         }
 
         #timeout_items
@@ -352,30 +352,34 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             }
         }
 
-        /// The owner's store and handler, as the driver of `saga_contract::owner` runs them.
-        struct Bound<'h, H>(&'h H);
+        /// The owner's store and handler, as the driver of `saga_contract::owner` runs them:
+        /// the same value in the service, apart in a test scenario (which observes the store).
+        pub(crate) struct Bound<'a, S, H> {
+            pub(crate) store: &'a S,
+            pub(crate) handler: &'a H,
+        }
 
-        impl<H> owner::Owner for Bound<'_, H>
+        impl<S: #store, H> owner::Owner for Bound<'_, S, H>
         where
-            H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
+            H: #handler<Ctx = S::Ctx, Error = S::Error>,
         {
             type Status = #status;
             type Inbound = #inbound;
             type Trace = TraceContext;
-            type Ctx = <H as #store>::Ctx;
-            type Error = <H as #store>::Error;
-            type Failure = HandleError<<H as #store>::Error>;
+            type Ctx = S::Ctx;
+            type Error = S::Error;
+            type Failure = HandleError<S::Error>;
 
             fn load_for_update(
                 &self,
                 ctx: &mut Self::Ctx,
                 saga_key: ::uuid::Uuid,
             ) -> impl Future<Output = Result<Option<#status>, Self::Error>> + Send {
-                self.0.load_for_update(ctx, saga_key)
+                self.store.load_for_update(ctx, saga_key)
             }
 
             fn deadline(&self, status: #status) -> Option<::chrono::DateTime<::chrono::Utc>> {
-                deadline_of(self.0, status)
+                deadline_of(self.store, status)
             }
 
             async fn write_transition(
@@ -392,12 +396,12 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                     cause: t.cause,
                     deadline: t.deadline,
                 };
-                self.0.write_transition(ctx, &transition).await
+                self.store.write_transition(ctx, &transition).await
             }
 
             async fn park(&self, ctx: &mut Self::Ctx, event: &#inbound) -> Result<(), Self::Failure> {
                 let parked = event.to_parked().map_err(HandleError::Encode)?;
-                self.0.park(ctx, event.saga_key(), &parked).await.map_err(HandleError::Handler)
+                self.store.park(ctx, event.saga_key(), &parked).await.map_err(HandleError::Handler)
             }
 
             fn parked(
@@ -405,7 +409,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 ctx: &mut Self::Ctx,
                 saga_key: ::uuid::Uuid,
             ) -> impl Future<Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>> + Send {
-                self.0.parked(ctx, saga_key)
+                self.store.parked(ctx, saga_key)
             }
 
             fn unparked(parked: &saga_contract::ParkedEvent) -> Option<#inbound> {
@@ -413,11 +417,11 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             }
 
             fn unpark(&self, ctx: &mut Self::Ctx, event_id: ::uuid::Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send {
-                self.0.unpark(ctx, event_id)
+                self.store.unpark(ctx, event_id)
             }
 
             fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> impl Future<Output = Result<(), Self::Error>> + Send {
-                self.0.publish(ctx, record)
+                self.store.publish(ctx, record)
             }
 
             fn handle(
@@ -426,7 +430,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 event: #inbound,
                 step: #step,
             ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
-                event.handle(self.0, ctx, step)
+                event.handle(self.handler, ctx, step)
             }
 
             #bound_timeouts

@@ -231,42 +231,10 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     let scenario = n.scenario();
     let change = n.change();
     let path_step = n.path_step();
-    let step_id = n.step();
     let key = names::verbatim(&saga.key);
     let subs: Vec<_> = saga.subscriptions(&sm.owner).collect();
     let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
-    let handler_methods = subs.iter().map(|(e, _)| {
-        let method = names::on_event(&e.name);
-        let ev = names::type_of(&e.name);
-        let reply = n.reply(&e.name);
-        quote! {
-            fn #method(
-                &self,
-                ctx: &mut Self::Ctx,
-                event: Envelope<super::events::#ev>,
-                step: super::owner::#step_id,
-            ) -> impl Future<Output = Result<super::handlers::#reply, Self::Error>> + Send {
-                self.inner.#method(ctx, event, step)
-            }
-        }
-    });
     let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
-    let on_timeout = if has_timeouts {
-        let reply = n.timeout_reply();
-        quote! {
-            fn on_timeout(
-                &self,
-                ctx: &mut Self::Ctx,
-                #key: ::uuid::Uuid,
-                from: #status,
-                to: #status,
-            ) -> impl Future<Output = Result<super::handlers::#reply, Self::Error>> + Send {
-                self.inner.on_timeout(ctx, #key, from, to)
-            }
-        }
-    } else {
-        quote!()
-    };
     let owner_commands: Vec<_> = saga.commands.iter().filter(|c| c.service == sm.owner).collect();
     let command_methods = owner_commands.iter().map(|c| {
         let method = names::Command(&c.name).method();
@@ -373,7 +341,6 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         }
     };
     let advance = if has_timeouts {
-        let run_timeout = names::service(&sm.owner).run_timeout();
         quote! {
             /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
             /// does; returns the sagas that timed out, in the order they did.
@@ -385,7 +352,8 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 self.observed.clock.advance(by);
                 let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
                 let mut timed_out = Vec::new();
-                while let Some(#key) = super::owner::#run_timeout(&self.observed, ctx, as_of, &timed_out).await? {
+                let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
+                while let Some(#key) = saga_contract::owner::run_timeout(&bound, ctx, as_of, &timed_out).await? {
                     timed_out.push(#key);
                 }
                 Ok(timed_out)
@@ -504,12 +472,6 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
         }
 
-        impl<H: #handler> #handler for #observed<H> {
-            type Ctx = <H as #handler>::Ctx;
-            type Error = <H as #handler>::Error;
-            #(#handler_methods)*
-            #on_timeout
-        }
 
         #commands_impl
 
@@ -558,7 +520,11 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 ctx: &mut <H as #store>::Ctx,
                 event: impl Into<super::handlers::#inbound>,
             ) -> Result<Delivered, super::handlers::HandleError<<H as #store>::Error>> {
-                self.inbox.deliver(&self.observed.published, &self.observed, ctx, event.into()).await
+                let event = event.into();
+                let meta = saga_contract::Inbound::meta(&event);
+                let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
+                let run = saga_contract::owner::run_event(&bound, ctx, event);
+                self.inbox.deliver_with(&self.observed.published, meta, run).await
             }
 
             /// The event arrives twice (a redelivery): the second changes nothing.

@@ -254,42 +254,6 @@ impl<H: BookingStore> BookingStore for BookingObserved<H> {
     }
 }
 
-impl<H: BookingHandler> BookingHandler for BookingObserved<H> {
-    type Ctx = <H as BookingHandler>::Ctx;
-    type Error = <H as BookingHandler>::Error;
-    fn on_seat_held(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::SeatHeld>,
-        step: super::owner::BookingStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::BookingOnSeatHeld, Self::Error>,
-    > + Send {
-        self.inner.on_seat_held(ctx, event, step)
-    }
-    fn on_seat_unavailable(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::SeatUnavailable>,
-        step: super::owner::BookingStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::BookingOnSeatUnavailable, Self::Error>,
-    > + Send {
-        self.inner.on_seat_unavailable(ctx, event, step)
-    }
-    fn on_timeout(
-        &self,
-        ctx: &mut Self::Ctx,
-        booking_id: ::uuid::Uuid,
-        from: BookingStatus,
-        to: BookingStatus,
-    ) -> impl Future<
-        Output = Result<super::handlers::BookingTimeoutReply, Self::Error>,
-    > + Send {
-        self.inner.on_timeout(ctx, booking_id, from, to)
-    }
-}
-
 impl<H: super::commands::BookingCommands> super::commands::BookingCommands
 for BookingObserved<H> {
     type Ctx = H::Ctx;
@@ -356,9 +320,14 @@ where
         ctx: &mut <H as BookingStore>::Ctx,
         event: impl Into<super::handlers::BookingInbound>,
     ) -> Result<Delivered, super::handlers::HandleError<<H as BookingStore>::Error>> {
-        self.inbox
-            .deliver(&self.observed.published, &self.observed, ctx, event.into())
-            .await
+        let event = event.into();
+        let meta = saga_contract::Inbound::meta(&event);
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        let run = saga_contract::owner::run_event(&bound, ctx, event);
+        self.inbox.deliver_with(&self.observed.published, meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -396,8 +365,12 @@ where
         self.observed.clock.advance(by);
         let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
         let mut timed_out = Vec::new();
-        while let Some(booking_id) = super::owner::run_booking_timeout(
-                &self.observed,
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        while let Some(booking_id) = saga_contract::owner::run_timeout(
+                &bound,
                 ctx,
                 as_of,
                 &timed_out,

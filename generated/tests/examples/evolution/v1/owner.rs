@@ -125,7 +125,7 @@ where
             Error = <H as DispatchStore>::Error,
         > + DispatchStore,
 {
-    owner::run_event(&Bound(handler), ctx, event).await
+    owner::run_event(&Bound { store: handler, handler }, ctx, event).await
 }
 
 /// A saga past its deadline, as the store finds it.
@@ -153,7 +153,7 @@ where
             Error = <H as DispatchStore>::Error,
         > + DispatchStore,
 {
-    owner::run_timeout(&Bound(handler), ctx, as_of, skip).await
+    owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
 }
 
 /// The timeouts of `handler`, as the runtime's sweeper runs them.
@@ -235,34 +235,35 @@ impl<E: std::error::Error + 'static> owner::Failure<E> for HandleError<E> {
     }
 }
 
-/// The owner's store and handler, as the driver of `saga_contract::owner` runs them.
-struct Bound<'h, H>(&'h H);
+/// The owner's store and handler, as the driver of `saga_contract::owner` runs them:
+/// the same value in the service, apart in a test scenario (which observes the store).
+pub(crate) struct Bound<'a, S, H> {
+    pub(crate) store: &'a S,
+    pub(crate) handler: &'a H,
+}
 
-impl<H> owner::Owner for Bound<'_, H>
+impl<S: DispatchStore, H> owner::Owner for Bound<'_, S, H>
 where
-    H: DispatchHandler<
-            Ctx = <H as DispatchStore>::Ctx,
-            Error = <H as DispatchStore>::Error,
-        > + DispatchStore,
+    H: DispatchHandler<Ctx = S::Ctx, Error = S::Error>,
 {
     type Status = DispatchStatus;
     type Inbound = DispatchInbound;
     type Trace = TraceContext;
-    type Ctx = <H as DispatchStore>::Ctx;
-    type Error = <H as DispatchStore>::Error;
-    type Failure = HandleError<<H as DispatchStore>::Error>;
+    type Ctx = S::Ctx;
+    type Error = S::Error;
+    type Failure = HandleError<S::Error>;
     fn load_for_update(
         &self,
         ctx: &mut Self::Ctx,
         saga_key: ::uuid::Uuid,
     ) -> impl Future<Output = Result<Option<DispatchStatus>, Self::Error>> + Send {
-        self.0.load_for_update(ctx, saga_key)
+        self.store.load_for_update(ctx, saga_key)
     }
     fn deadline(
         &self,
         status: DispatchStatus,
     ) -> Option<::chrono::DateTime<::chrono::Utc>> {
-        deadline_of(self.0, status)
+        deadline_of(self.store, status)
     }
     async fn write_transition(
         &self,
@@ -278,7 +279,7 @@ where
             cause: t.cause,
             deadline: t.deadline,
         };
-        self.0.write_transition(ctx, &transition).await
+        self.store.write_transition(ctx, &transition).await
     }
     async fn park(
         &self,
@@ -286,7 +287,10 @@ where
         event: &DispatchInbound,
     ) -> Result<(), Self::Failure> {
         let parked = event.to_parked().map_err(HandleError::Encode)?;
-        self.0.park(ctx, event.saga_key(), &parked).await.map_err(HandleError::Handler)
+        self.store
+            .park(ctx, event.saga_key(), &parked)
+            .await
+            .map_err(HandleError::Handler)
     }
     fn parked(
         &self,
@@ -295,7 +299,7 @@ where
     ) -> impl Future<
         Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
     > + Send {
-        self.0.parked(ctx, saga_key)
+        self.store.parked(ctx, saga_key)
     }
     fn unparked(parked: &saga_contract::ParkedEvent) -> Option<DispatchInbound> {
         DispatchInbound::decode(&parked.topic, &parked.payload).ok().flatten()
@@ -305,14 +309,14 @@ where
         ctx: &mut Self::Ctx,
         event_id: ::uuid::Uuid,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.0.unpark(ctx, event_id)
+        self.store.unpark(ctx, event_id)
     }
     fn publish(
         &self,
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.0.publish(ctx, record)
+        self.store.publish(ctx, record)
     }
     fn handle(
         &self,
@@ -320,7 +324,7 @@ where
         event: DispatchInbound,
         step: DispatchStep,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
-        event.handle(self.0, ctx, step)
+        event.handle(self.handler, ctx, step)
     }
     async fn next_overdue(
         &self,
@@ -329,7 +333,7 @@ where
         as_of: ::std::time::SystemTime,
         skip: &[::uuid::Uuid],
     ) -> Result<Option<owner::Overdue<DispatchStatus, TraceContext>>, Self::Error> {
-        let due = self.0.next_overdue(ctx, statuses, as_of, skip).await?;
+        let due = self.store.next_overdue(ctx, statuses, as_of, skip).await?;
         Ok(
             due
                 .map(|saga| owner::Overdue {
@@ -346,7 +350,7 @@ where
         to: DispatchStatus,
     ) -> Result<Option<OutboxRecord>, Self::Failure> {
         let reply = self
-            .0
+            .handler
             .on_timeout(ctx, saga.saga_key, saga.status, to)
             .await
             .map_err(HandleError::Handler)?;

@@ -303,62 +303,6 @@ impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
     }
 }
 
-impl<H: DispatchHandler> DispatchHandler for DispatchObserved<H> {
-    type Ctx = <H as DispatchHandler>::Ctx;
-    type Error = <H as DispatchHandler>::Error;
-    fn on_parcel_picked(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::ParcelPicked>,
-        step: super::owner::DispatchStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::DispatchOnParcelPicked, Self::Error>,
-    > + Send {
-        self.inner.on_parcel_picked(ctx, event, step)
-    }
-    fn on_parcel_missing(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::ParcelMissing>,
-        step: super::owner::DispatchStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::DispatchOnParcelMissing, Self::Error>,
-    > + Send {
-        self.inner.on_parcel_missing(ctx, event, step)
-    }
-    fn on_parcel_delayed(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::ParcelDelayed>,
-        step: super::owner::DispatchStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::DispatchOnParcelDelayed, Self::Error>,
-    > + Send {
-        self.inner.on_parcel_delayed(ctx, event, step)
-    }
-    fn on_parcel_loaded(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::ParcelLoaded>,
-        step: super::owner::DispatchStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::DispatchOnParcelLoaded, Self::Error>,
-    > + Send {
-        self.inner.on_parcel_loaded(ctx, event, step)
-    }
-    fn on_timeout(
-        &self,
-        ctx: &mut Self::Ctx,
-        parcel_id: ::uuid::Uuid,
-        from: DispatchStatus,
-        to: DispatchStatus,
-    ) -> impl Future<
-        Output = Result<super::handlers::DispatchTimeoutReply, Self::Error>,
-    > + Send {
-        self.inner.on_timeout(ctx, parcel_id, from, to)
-    }
-}
-
 impl<H: super::commands::DispatchCommands> super::commands::DispatchCommands
 for DispatchObserved<H> {
     type Ctx = H::Ctx;
@@ -427,9 +371,14 @@ where
         ctx: &mut <H as DispatchStore>::Ctx,
         event: impl Into<super::handlers::DispatchInbound>,
     ) -> Result<Delivered, super::handlers::HandleError<<H as DispatchStore>::Error>> {
-        self.inbox
-            .deliver(&self.observed.published, &self.observed, ctx, event.into())
-            .await
+        let event = event.into();
+        let meta = saga_contract::Inbound::meta(&event);
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        let run = saga_contract::owner::run_event(&bound, ctx, event);
+        self.inbox.deliver_with(&self.observed.published, meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -467,8 +416,12 @@ where
         self.observed.clock.advance(by);
         let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
         let mut timed_out = Vec::new();
-        while let Some(parcel_id) = super::owner::run_dispatch_timeout(
-                &self.observed,
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        while let Some(parcel_id) = saga_contract::owner::run_timeout(
+                &bound,
                 ctx,
                 as_of,
                 &timed_out,
