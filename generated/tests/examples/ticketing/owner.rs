@@ -214,21 +214,6 @@ impl owner::OwnerEvent for BookingInbound {
     }
 }
 
-impl<E: std::error::Error + 'static> owner::Failure<E> for HandleError<E> {
-    fn store(error: E) -> Self {
-        HandleError::Handler(error)
-    }
-    fn unknown_saga(saga_key: ::uuid::Uuid) -> Self {
-        HandleError::UnknownSaga(saga_key)
-    }
-    fn unanswered(status: &'static str, event: &'static str) -> Self {
-        HandleError::Unanswered {
-            status,
-            event,
-        }
-    }
-}
-
 /// The owner's store and handler, as the driver of `saga_contract::owner` runs them:
 /// the same value in the service, apart in a test scenario (which observes the store).
 pub(crate) struct Bound<'a, S, H> {
