@@ -12,7 +12,6 @@
 //! services and status owner.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
-use saga_testing::{BySaga, Inbox, Published};
 use super::envelope::{DecodeError, Envelope, Event};
 use super::events::EventType;
 pub use saga_testing::{Sample, VirtualClock};
@@ -158,6 +157,7 @@ impl Sample for super::commands::CreateOrder {
 
 use std::future::Future;
 use saga_contract::OutboxRecord;
+use saga_testing::{Inbox, OwnerLog};
 use super::handlers::OrderHandler;
 use super::owner::{OrderStore, OrderTransition, OrderCause, OrderOverdue};
 use super::status::OrderStatus;
@@ -309,20 +309,13 @@ pub const PATHS: [&[OrderPathStep]; 5] = [
 ];
 
 /// A change of status the owner wrote, as a scenario reads it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderChange {
-    pub from: Option<OrderStatus>,
-    pub to: OrderStatus,
-    pub event_type: String,
-}
+pub type OrderChange = saga_testing::Change<OrderStatus>;
 
 /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
 /// change of status and write to the outbox kept.
 pub struct OrderObserved<H> {
     inner: H,
-    clock: VirtualClock,
-    changes: BySaga<OrderChange>,
-    published: Published<EventType>,
+    log: OwnerLog<OrderStatus, EventType>,
 }
 
 impl<H: OrderStore> OrderStore for OrderObserved<H> {
@@ -339,7 +332,7 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
         self.inner.timeout(status)
     }
     fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        self.clock.now()
+        self.log.clock().now()
     }
     async fn write_transition(
         &self,
@@ -347,12 +340,13 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
         transition: &OrderTransition<'_>,
     ) -> Result<(), Self::Error> {
         self.inner.write_transition(ctx, transition).await?;
-        let change = OrderChange {
-            from: transition.from,
-            to: transition.to,
-            event_type: transition.event_type.to_owned(),
-        };
-        self.changes.push(transition.order_id, change);
+        self.log
+            .changed(
+                transition.order_id,
+                transition.from,
+                transition.to,
+                transition.event_type,
+            );
         Ok(())
     }
     fn park(
@@ -384,9 +378,8 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> Result<(), Self::Error> {
-        let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
         self.inner.publish(ctx, record.clone()).await?;
-        self.published.push(key, record);
+        self.log.published(record);
         Ok(())
     }
     fn next_overdue(
@@ -427,9 +420,7 @@ impl<H> OrderScenario<H> {
     pub fn new(handler: H) -> Self {
         let observed = OrderObserved {
             inner: handler,
-            clock: VirtualClock::default(),
-            changes: BySaga::default(),
-            published: Published::default(),
+            log: OwnerLog::default(),
         };
         OrderScenario {
             observed,
@@ -440,15 +431,15 @@ impl<H> OrderScenario<H> {
         &self.observed.inner
     }
     pub fn clock(&self) -> &VirtualClock {
-        &self.observed.clock
+        self.observed.log.clock()
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, order_id: ::uuid::Uuid) -> Vec<OrderChange> {
-        self.observed.changes.of(order_id)
+        self.observed.log.history(order_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, order_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.published.of(order_id)
+        self.observed.log.emitted(order_id)
     }
 }
 
@@ -471,7 +462,7 @@ where
             handler: &self.observed.inner,
         };
         let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(&self.observed.published, meta, run).await
+        self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -503,8 +494,9 @@ where
             super::handlers::HandleError<<H as OrderStore>::Error>,
         >,
     > {
-        self.observed.clock.advance(by);
-        let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
+        let clock = self.observed.log.clock();
+        clock.advance(by);
+        let as_of = ::std::time::SystemTime::from(clock.now());
         let mut timed_out = Vec::new();
         let bound = super::owner::Bound {
             store: &self.observed,

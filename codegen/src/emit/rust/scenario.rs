@@ -42,8 +42,6 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         //! hand-written `saga-testing` crate; this module binds it to this saga's events,
         //! services and status owner.
 
-        use saga_testing::{BySaga, Inbox, Published};
-
         use super::envelope::{DecodeError, Envelope, Event};
         use super::events::EventType;
 
@@ -349,8 +347,9 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 ctx: &mut <H as #store>::Ctx,
                 by: ::std::time::Duration,
             ) -> Result<Vec<::uuid::Uuid>, saga_contract::SweepFailure<super::handlers::HandleError<<H as #store>::Error>>> {
-                self.observed.clock.advance(by);
-                let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
+                let clock = self.observed.log.clock();
+                clock.advance(by);
+                let as_of = ::std::time::SystemTime::from(clock.now());
                 let mut timed_out = Vec::new();
                 let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
                 while let Some(#key) = saga_contract::owner::run_timeout(&bound, ctx, as_of, &timed_out).await? {
@@ -381,6 +380,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         use std::future::Future;
 
         use saga_contract::OutboxRecord;
+        use saga_testing::{Inbox, OwnerLog};
 
         use super::handlers::#handler;
         use super::owner::{#store, #transition, #cause, #overdue};
@@ -403,20 +403,13 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         pub const PATHS: [&[#path_step]; #path_count] = [#(#path_items),*];
 
         /// A change of status the owner wrote, as a scenario reads it back.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct #change {
-            pub from: Option<#status>,
-            pub to: #status,
-            pub event_type: String,
-        }
+        pub type #change = saga_testing::Change<#status>;
 
         /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
         /// change of status and write to the outbox kept.
         pub struct #observed<H> {
             inner: H,
-            clock: VirtualClock,
-            changes: BySaga<#change>,
-            published: Published<EventType>,
+            log: OwnerLog<#status, EventType>,
         }
 
         impl<H: #store> #store for #observed<H> {
@@ -432,13 +425,12 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
 
             fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-                self.clock.now()
+                self.log.clock().now()
             }
 
             async fn write_transition(&self, ctx: &mut Self::Ctx, transition: &#transition<'_>) -> Result<(), Self::Error> {
                 self.inner.write_transition(ctx, transition).await?;
-                let change = #change { from: transition.from, to: transition.to, event_type: transition.event_type.to_owned() };
-                self.changes.push(transition.#key, change);
+                self.log.changed(transition.#key, transition.from, transition.to, transition.event_type);
                 Ok(())
             }
 
@@ -455,9 +447,8 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
 
             async fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> Result<(), Self::Error> {
-                let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
                 self.inner.publish(ctx, record.clone()).await?;
-                self.published.push(key, record);
+                self.log.published(record);
                 Ok(())
             }
 
@@ -486,7 +477,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
 
         impl<H> #scenario<H> {
             pub fn new(handler: H) -> Self {
-                let observed = #observed { inner: handler, clock: VirtualClock::default(), changes: BySaga::default(), published: Published::default() };
+                let observed = #observed { inner: handler, log: OwnerLog::default() };
                 #scenario { observed, inbox: Inbox::default() }
             }
 
@@ -495,17 +486,17 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
 
             pub fn clock(&self) -> &VirtualClock {
-                &self.observed.clock
+                self.observed.log.clock()
             }
 
             /// Every change of status of saga `key` this scenario made, oldest first.
             pub fn history(&self, #key: ::uuid::Uuid) -> Vec<#change> {
-                self.observed.changes.of(#key)
+                self.observed.log.history(#key)
             }
 
             /// What saga `key` published (written to the outbox, or replied), oldest first.
             pub fn emitted(&self, #key: ::uuid::Uuid) -> Vec<Emitted> {
-                self.observed.published.of(#key)
+                self.observed.log.emitted(#key)
             }
         }
 
@@ -524,7 +515,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 let meta = saga_contract::Inbound::meta(&event);
                 let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
                 let run = saga_contract::owner::run_event(&bound, ctx, event);
-                self.inbox.deliver_with(&self.observed.published, meta, run).await
+                self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
             }
 
             /// The event arrives twice (a redelivery): the second changes nothing.

@@ -12,7 +12,6 @@
 //! services and status owner.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
-use saga_testing::{BySaga, Inbox, Published};
 use super::envelope::{DecodeError, Envelope, Event};
 use super::events::EventType;
 pub use saga_testing::{Sample, VirtualClock};
@@ -99,6 +98,7 @@ impl Sample for super::commands::RequestBooking {
 
 use std::future::Future;
 use saga_contract::OutboxRecord;
+use saga_testing::{Inbox, OwnerLog};
 use super::handlers::BookingHandler;
 use super::owner::{BookingStore, BookingTransition, BookingCause, BookingOverdue};
 use super::status::BookingStatus;
@@ -163,20 +163,13 @@ pub const PATHS: [&[BookingPathStep]; 3] = [
 ];
 
 /// A change of status the owner wrote, as a scenario reads it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BookingChange {
-    pub from: Option<BookingStatus>,
-    pub to: BookingStatus,
-    pub event_type: String,
-}
+pub type BookingChange = saga_testing::Change<BookingStatus>;
 
 /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
 /// change of status and write to the outbox kept.
 pub struct BookingObserved<H> {
     inner: H,
-    clock: VirtualClock,
-    changes: BySaga<BookingChange>,
-    published: Published<EventType>,
+    log: OwnerLog<BookingStatus, EventType>,
 }
 
 impl<H: BookingStore> BookingStore for BookingObserved<H> {
@@ -193,7 +186,7 @@ impl<H: BookingStore> BookingStore for BookingObserved<H> {
         self.inner.timeout(status)
     }
     fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        self.clock.now()
+        self.log.clock().now()
     }
     async fn write_transition(
         &self,
@@ -201,12 +194,13 @@ impl<H: BookingStore> BookingStore for BookingObserved<H> {
         transition: &BookingTransition<'_>,
     ) -> Result<(), Self::Error> {
         self.inner.write_transition(ctx, transition).await?;
-        let change = BookingChange {
-            from: transition.from,
-            to: transition.to,
-            event_type: transition.event_type.to_owned(),
-        };
-        self.changes.push(transition.booking_id, change);
+        self.log
+            .changed(
+                transition.booking_id,
+                transition.from,
+                transition.to,
+                transition.event_type,
+            );
         Ok(())
     }
     fn park(
@@ -238,9 +232,8 @@ impl<H: BookingStore> BookingStore for BookingObserved<H> {
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> Result<(), Self::Error> {
-        let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
         self.inner.publish(ctx, record.clone()).await?;
-        self.published.push(key, record);
+        self.log.published(record);
         Ok(())
     }
     fn next_overdue(
@@ -283,9 +276,7 @@ impl<H> BookingScenario<H> {
     pub fn new(handler: H) -> Self {
         let observed = BookingObserved {
             inner: handler,
-            clock: VirtualClock::default(),
-            changes: BySaga::default(),
-            published: Published::default(),
+            log: OwnerLog::default(),
         };
         BookingScenario {
             observed,
@@ -296,15 +287,15 @@ impl<H> BookingScenario<H> {
         &self.observed.inner
     }
     pub fn clock(&self) -> &VirtualClock {
-        &self.observed.clock
+        self.observed.log.clock()
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, booking_id: ::uuid::Uuid) -> Vec<BookingChange> {
-        self.observed.changes.of(booking_id)
+        self.observed.log.history(booking_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, booking_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.published.of(booking_id)
+        self.observed.log.emitted(booking_id)
     }
 }
 
@@ -327,7 +318,7 @@ where
             handler: &self.observed.inner,
         };
         let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(&self.observed.published, meta, run).await
+        self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -362,8 +353,9 @@ where
             super::handlers::HandleError<<H as BookingStore>::Error>,
         >,
     > {
-        self.observed.clock.advance(by);
-        let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
+        let clock = self.observed.log.clock();
+        clock.advance(by);
+        let as_of = ::std::time::SystemTime::from(clock.now());
         let mut timed_out = Vec::new();
         let bound = super::owner::Bound {
             store: &self.observed,

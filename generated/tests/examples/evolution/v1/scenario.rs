@@ -12,7 +12,6 @@
 //! services and status owner.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
-use saga_testing::{BySaga, Inbox, Published};
 use super::envelope::{DecodeError, Envelope, Event};
 use super::events::EventType;
 pub use saga_testing::{Sample, VirtualClock};
@@ -102,6 +101,7 @@ impl Sample for super::commands::RequestParcel {
 
 use std::future::Future;
 use saga_contract::OutboxRecord;
+use saga_testing::{Inbox, OwnerLog};
 use super::handlers::DispatchHandler;
 use super::owner::{DispatchStore, DispatchTransition, DispatchCause, DispatchOverdue};
 use super::status::DispatchStatus;
@@ -191,20 +191,13 @@ pub const PATHS: [&[DispatchPathStep]; 4] = [
 ];
 
 /// A change of status the owner wrote, as a scenario reads it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DispatchChange {
-    pub from: Option<DispatchStatus>,
-    pub to: DispatchStatus,
-    pub event_type: String,
-}
+pub type DispatchChange = saga_testing::Change<DispatchStatus>;
 
 /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
 /// change of status and write to the outbox kept.
 pub struct DispatchObserved<H> {
     inner: H,
-    clock: VirtualClock,
-    changes: BySaga<DispatchChange>,
-    published: Published<EventType>,
+    log: OwnerLog<DispatchStatus, EventType>,
 }
 
 impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
@@ -221,7 +214,7 @@ impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
         self.inner.timeout(status)
     }
     fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        self.clock.now()
+        self.log.clock().now()
     }
     async fn write_transition(
         &self,
@@ -229,12 +222,13 @@ impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
         transition: &DispatchTransition<'_>,
     ) -> Result<(), Self::Error> {
         self.inner.write_transition(ctx, transition).await?;
-        let change = DispatchChange {
-            from: transition.from,
-            to: transition.to,
-            event_type: transition.event_type.to_owned(),
-        };
-        self.changes.push(transition.parcel_id, change);
+        self.log
+            .changed(
+                transition.parcel_id,
+                transition.from,
+                transition.to,
+                transition.event_type,
+            );
         Ok(())
     }
     fn park(
@@ -266,9 +260,8 @@ impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> Result<(), Self::Error> {
-        let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
         self.inner.publish(ctx, record.clone()).await?;
-        self.published.push(key, record);
+        self.log.published(record);
         Ok(())
     }
     fn next_overdue(
@@ -311,9 +304,7 @@ impl<H> DispatchScenario<H> {
     pub fn new(handler: H) -> Self {
         let observed = DispatchObserved {
             inner: handler,
-            clock: VirtualClock::default(),
-            changes: BySaga::default(),
-            published: Published::default(),
+            log: OwnerLog::default(),
         };
         DispatchScenario {
             observed,
@@ -324,15 +315,15 @@ impl<H> DispatchScenario<H> {
         &self.observed.inner
     }
     pub fn clock(&self) -> &VirtualClock {
-        &self.observed.clock
+        self.observed.log.clock()
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, parcel_id: ::uuid::Uuid) -> Vec<DispatchChange> {
-        self.observed.changes.of(parcel_id)
+        self.observed.log.history(parcel_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, parcel_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.published.of(parcel_id)
+        self.observed.log.emitted(parcel_id)
     }
 }
 
@@ -357,7 +348,7 @@ where
             handler: &self.observed.inner,
         };
         let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(&self.observed.published, meta, run).await
+        self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -392,8 +383,9 @@ where
             super::handlers::HandleError<<H as DispatchStore>::Error>,
         >,
     > {
-        self.observed.clock.advance(by);
-        let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
+        let clock = self.observed.log.clock();
+        clock.advance(by);
+        let as_of = ::std::time::SystemTime::from(clock.now());
         let mut timed_out = Vec::new();
         let bound = super::owner::Bound {
             store: &self.observed,
