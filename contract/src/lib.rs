@@ -11,6 +11,7 @@
 //! of [`owner`].
 
 pub mod owner;
+pub mod topology;
 
 use std::future::Future;
 use std::marker::PhantomData;
