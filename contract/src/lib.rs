@@ -7,7 +7,11 @@
 //! The spec's consumer groups ([`ConsumerGroup`]) and services
 //! ([`ServiceIdentity`]) are generated as data the runtime configures and
 //! starts its consumers from; the status owner's timeouts are generated as a
-//! [`Sweep`] the runtime's sweeper runs.
+//! [`Sweep`] the runtime's sweeper runs, driven by the generic status owner
+//! of [`owner`].
+
+pub mod owner;
+pub mod topology;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -186,4 +190,127 @@ pub trait Sweep: Send + Sync + 'static {
 pub struct SweepFailure<E> {
     pub saga_key: Option<Uuid>,
     pub error: E,
+}
+
+/// A handler run failed: what the generated code's `HandleError<E>` is, with the saga's
+/// encode error for `X`. [`Classify`] tells the consumer what to do with the message.
+#[derive(Debug)]
+pub enum HandleError<E, X> {
+    /// The service's handler, or its store, failed.
+    Handler(E),
+    /// The reply could not be encoded.
+    Encode(X),
+    /// The status owner does not know the saga (yet): its first event may still be on
+    /// its way. Retried by the spec's policy.
+    UnknownSaga(Uuid),
+    /// The event reached the status owner in a status the spec gives no answer for
+    /// (no transition, not parked, not ended): `cargo xtask verify` proves this
+    /// cannot happen, so the message is dead-lettered at once.
+    Unanswered { status: &'static str, event: &'static str },
+}
+
+impl<E: std::fmt::Display, X: std::fmt::Display> std::fmt::Display for HandleError<E, X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandleError::Handler(e) => write!(f, "handler failed: {e}"),
+            HandleError::Encode(e) => e.fmt(f),
+            HandleError::UnknownSaga(key) => write!(f, "saga {key} is unknown here"),
+            HandleError::Unanswered { status, event } => {
+                write!(f, "`{event}` has no declared answer in status `{status}`")
+            }
+        }
+    }
+}
+
+impl<E, X> std::error::Error for HandleError<E, X>
+where
+    E: std::error::Error + 'static,
+    X: std::error::Error + 'static,
+{
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HandleError::Handler(e) => Some(e),
+            // Transparent: the encode error speaks for itself.
+            HandleError::Encode(e) => e.source(),
+            HandleError::UnknownSaga(_) | HandleError::Unanswered { .. } => None,
+        }
+    }
+}
+
+impl<E: Classify, X> Classify for HandleError<E, X> {
+    fn class(&self) -> FailureClass {
+        match self {
+            HandleError::Handler(e) => e.class(),
+            HandleError::UnknownSaga(_) => FailureClass::NotYet,
+            HandleError::Encode(_) | HandleError::Unanswered { .. } => FailureClass::Permanent,
+        }
+    }
+}
+
+impl<E, X> owner::Failure<E> for HandleError<E, X> {
+    fn store(error: E) -> Self {
+        HandleError::Handler(error)
+    }
+
+    fn unknown_saga(saga_key: Uuid) -> Self {
+        HandleError::UnknownSaga(saga_key)
+    }
+
+    fn unanswered(status: &'static str, event: &'static str) -> Self {
+        HandleError::Unanswered { status, event }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outage;
+
+    impl std::fmt::Display for Outage {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("database away")
+        }
+    }
+
+    impl std::error::Error for Outage {}
+
+    impl Classify for Outage {
+        fn class(&self) -> FailureClass {
+            FailureClass::Infrastructure
+        }
+    }
+
+    type Failed = HandleError<Outage, std::fmt::Error>;
+
+    #[test]
+    fn a_failed_handler_run_says_what_the_consumer_does() {
+        let key = Uuid::nil();
+        let cases: [(Failed, FailureClass, &str); 4] = [
+            (HandleError::Handler(Outage), FailureClass::Infrastructure, "handler failed: database away"),
+            (
+                HandleError::Encode(std::fmt::Error),
+                FailureClass::Permanent,
+                "an error occurred when formatting an argument",
+            ),
+            (
+                HandleError::UnknownSaga(key),
+                FailureClass::NotYet,
+                "saga 00000000-0000-0000-0000-000000000000 is unknown here",
+            ),
+            (
+                HandleError::Unanswered { status: "created", event: "order.created" },
+                FailureClass::Permanent,
+                "`order.created` has no declared answer in status `created`",
+            ),
+        ];
+        for (error, class, text) in cases {
+            assert_eq!((error.class(), error.to_string().as_str()), (class, text));
+        }
+        assert!(Failed::Handler(Outage).source().is_some_and(|s| s.is::<Outage>()));
+        assert!(Failed::UnknownSaga(key).source().is_none());
+    }
 }

@@ -10,36 +10,10 @@ use saga_contract::OutboxRecord;
 use super::envelope::{DecodeError, EncodeError, Envelope, TraceContext};
 use super::events::EventType;
 
-/// A handler run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HandleError<E: std::error::Error + 'static> {
-    #[error("handler failed: {0}")]
-    Handler(#[source] E),
-    #[error(transparent)]
-    Encode(EncodeError),
-    /// The status owner does not know the saga (yet): its first event may still be on
-    /// its way. Retried by the spec's policy.
-    #[error("saga {0} is unknown here")]
-    UnknownSaga(::uuid::Uuid),
-    /// The event reached the status owner in a status the spec gives no answer for
-    /// (no transition, not parked, not ended): `cargo xtask verify` proves this
-    /// cannot happen, so the message is dead-lettered at once.
-    #[error("`{event}` has no declared answer in status `{status}`")]
-    Unanswered { status: &'static str, event: &'static str },
-}
-
-impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify
-for HandleError<E> {
-    fn class(&self) -> saga_contract::FailureClass {
-        match self {
-            HandleError::Handler(e) => e.class(),
-            HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
-            HandleError::Encode(_) | HandleError::Unanswered { .. } => {
-                saga_contract::FailureClass::Permanent
-            }
-        }
-    }
-}
+/// A handler run failed (`saga_contract::HandleError`, with this saga's encode error):
+/// the handler or its store, the reply's encoding, or, at the status owner, a saga it
+/// does not know (yet) or an event the spec gives no answer for.
+pub type HandleError<E> = saga_contract::HandleError<E, EncodeError>;
 
 /// What `order` may publish after `stock.reduction.success`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,18 +6,37 @@
 //! twice), `advance` the clock to fire due timeouts, `then` read the status, its
 //! history and what was published, typed. Every path of the status machine is here as
 //! data (`PATHS`), and every payload has a [`Sample`], so a test can walk them all.
+//!
+//! The harness itself (clock, delivery once per event id, what was published) is the
+//! hand-written `saga-testing` crate; this module binds it to this saga's events,
+//! services and status owner.
 #![allow(clippy::enum_variant_names, reason = "names come from the saga spec")]
 
-use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
-use saga_contract::{Dispatch, OutboxRecord};
 use super::envelope::{DecodeError, Envelope, Event};
 use super::events::EventType;
+pub use saga_testing::{Sample, VirtualClock};
 
-/// A valid value of a payload type, for scenarios that do not care about its fields:
-/// ids are fresh, amounts and counts one, lists of one, enums their first symbol.
-pub trait Sample {
-    fn sample() -> Self;
+/// An event a scenario saw published: a handler's reply, or a write to the outbox.
+pub type Emitted = saga_testing::Emitted<EventType>;
+
+/// What one delivery did.
+pub type Delivered = saga_testing::Delivered<EventType>;
+
+/// A participant's handlers `H` in a scenario, fed its inbound events `E`.
+pub type Participant<H, E> = saga_testing::Participant<H, E, EventType>;
+
+impl saga_testing::EventKind for EventType {
+    fn from_name(name: &str) -> Option<Self> {
+        EventType::from_name(name)
+    }
+}
+
+impl<E: Event> saga_testing::DecodeAs<E> for EventType {
+    type Envelope = Envelope<E>;
+    type Error = DecodeError;
+    fn decode_as(payload: &[u8]) -> Result<Envelope<E>, DecodeError> {
+        Envelope::<E>::decode(payload)
+    }
 }
 
 impl Sample for super::types::OrderItem {
@@ -136,150 +155,9 @@ impl Sample for super::commands::CreateOrder {
     }
 }
 
-/// A clock that moves only when told: the owner's deadlines are counted from it.
-#[derive(Debug)]
-pub struct VirtualClock(Mutex<::chrono::DateTime<::chrono::Utc>>);
-
-impl VirtualClock {
-    /// A clock at `at`.
-    pub fn at(at: ::chrono::DateTime<::chrono::Utc>) -> Self {
-        VirtualClock(Mutex::new(at))
-    }
-    pub fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-    pub fn advance(&self, by: ::std::time::Duration) {
-        let by = ::chrono::TimeDelta::from_std(by).unwrap_or(::chrono::TimeDelta::MAX);
-        let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        *now = now
-            .checked_add_signed(by)
-            .unwrap_or(::chrono::DateTime::<::chrono::Utc>::MAX_UTC);
-    }
-}
-
-impl Default for VirtualClock {
-    /// Now, to the microsecond (what the database keeps).
-    fn default() -> Self {
-        let now = ::chrono::Utc::now();
-        VirtualClock::at(
-            ::chrono::DateTime::from_timestamp_micros(now.timestamp_micros())
-                .unwrap_or(now),
-        )
-    }
-}
-
-/// An event a scenario saw published: a handler's reply, or a write to the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Emitted {
-    pub event_type: EventType,
-    pub record: OutboxRecord,
-}
-
-impl Emitted {
-    /// The event, decoded as `E`.
-    pub fn decode<E: Event>(&self) -> Result<Envelope<E>, DecodeError> {
-        Envelope::<E>::decode(&self.record.payload)
-    }
-}
-
-/// What one delivery did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Delivered {
-    /// The handler ran; `reply` is what it published in answer, if anything.
-    Handled { reply: Option<Emitted> },
-    /// The event id was delivered before: nothing ran (the runtime's inbox).
-    Duplicate,
-}
-
-/// Everything a scenario saw published, by saga.
-#[derive(Debug, Default)]
-struct Published(Mutex<Vec<(::uuid::Uuid, Emitted)>>);
-
-impl Published {
-    fn push(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
-        let emitted = Emitted {
-            event_type: EventType::from_name(&record.event_type)?,
-            record,
-        };
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((key, emitted.clone()));
-        Some(emitted)
-    }
-    fn of(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        let published = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        published.iter().filter(|(k, _)| *k == key).map(|(_, e)| e.clone()).collect()
-    }
-}
-
-/// Delivers `event` to `handler` as the runtime's consumer does: once per event id
-/// (`inbox`, the runtime's inbox), its reply kept in `published`.
-async fn deliver<H, E: Dispatch<H>>(
-    inbox: &mut HashSet<::uuid::Uuid>,
-    published: &Published,
-    handler: &H,
-    ctx: &mut E::Ctx,
-    event: E,
-) -> Result<Delivered, E::Error> {
-    let meta = event.meta();
-    if inbox.contains(&meta.event_id) {
-        return Ok(Delivered::Duplicate);
-    }
-    let reply = event.dispatch(handler, ctx).await?;
-    inbox.insert(meta.event_id);
-    Ok(Delivered::Handled {
-        reply: reply.and_then(|record| published.push(meta.saga_key, record)),
-    })
-}
-
-/// A participant's handlers `H` in a scenario, fed its inbound events `E`: each event
-/// delivered as its consumer delivers it (once per event id), in the caller's
-/// transaction; what it published is kept for [`Self::emitted`].
-pub struct Participant<H, E> {
-    handler: H,
-    inbox: HashSet<::uuid::Uuid>,
-    published: Published,
-    events: ::std::marker::PhantomData<fn() -> E>,
-}
-
-impl<H, E: Dispatch<H> + Clone> Participant<H, E> {
-    pub fn new(handler: H) -> Self {
-        Participant {
-            handler,
-            inbox: HashSet::new(),
-            published: Published::default(),
-            events: ::std::marker::PhantomData,
-        }
-    }
-    pub fn handler(&self) -> &H {
-        &self.handler
-    }
-    /// The event arrives: the handler runs unless the event id was delivered before.
-    pub async fn when(
-        &mut self,
-        ctx: &mut E::Ctx,
-        event: impl Into<E>,
-    ) -> Result<Delivered, E::Error> {
-        deliver(&mut self.inbox, &self.published, &self.handler, ctx, event.into()).await
-    }
-    /// The event arrives twice (a redelivery): the second changes nothing.
-    pub async fn when_twice(
-        &mut self,
-        ctx: &mut E::Ctx,
-        event: impl Into<E>,
-    ) -> Result<[Delivered; 2], E::Error> {
-        let event = event.into();
-        let first = self.when(ctx, event.clone()).await?;
-        Ok([first, self.when(ctx, event).await?])
-    }
-    /// What the handlers published for saga `key`, oldest first.
-    pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-        self.published.of(key)
-    }
-}
-
 use std::future::Future;
+use saga_contract::OutboxRecord;
+use saga_testing::{Inbox, OwnerLog};
 use super::handlers::OrderHandler;
 use super::owner::{OrderStore, OrderTransition, OrderCause, OrderOverdue};
 use super::status::OrderStatus;
@@ -431,20 +309,13 @@ pub const PATHS: [&[OrderPathStep]; 5] = [
 ];
 
 /// A change of status the owner wrote, as a scenario reads it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderChange {
-    pub from: Option<OrderStatus>,
-    pub to: OrderStatus,
-    pub event_type: String,
-}
+pub type OrderChange = saga_testing::Change<OrderStatus>;
 
 /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
 /// change of status and write to the outbox kept.
 pub struct OrderObserved<H> {
     inner: H,
-    clock: VirtualClock,
-    changes: Mutex<Vec<(::uuid::Uuid, OrderChange)>>,
-    published: Published,
+    log: OwnerLog<OrderStatus, EventType>,
 }
 
 impl<H: OrderStore> OrderStore for OrderObserved<H> {
@@ -461,7 +332,7 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
         self.inner.timeout(status)
     }
     fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        self.clock.now()
+        self.log.clock().now()
     }
     async fn write_transition(
         &self,
@@ -469,15 +340,13 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
         transition: &OrderTransition<'_>,
     ) -> Result<(), Self::Error> {
         self.inner.write_transition(ctx, transition).await?;
-        let change = OrderChange {
-            from: transition.from,
-            to: transition.to,
-            event_type: transition.event_type.to_owned(),
-        };
-        self.changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((transition.order_id, change));
+        self.log
+            .changed(
+                transition.order_id,
+                transition.from,
+                transition.to,
+                transition.event_type,
+            );
         Ok(())
     }
     fn park(
@@ -509,9 +378,8 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
         ctx: &mut Self::Ctx,
         record: OutboxRecord,
     ) -> Result<(), Self::Error> {
-        let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
         self.inner.publish(ctx, record.clone()).await?;
-        self.published.push(key, record);
+        self.log.published(record);
         Ok(())
     }
     fn next_overdue(
@@ -522,82 +390,6 @@ impl<H: OrderStore> OrderStore for OrderObserved<H> {
         skip: &[::uuid::Uuid],
     ) -> impl Future<Output = Result<Option<OrderOverdue>, Self::Error>> + Send {
         self.inner.next_overdue(ctx, statuses, as_of, skip)
-    }
-}
-
-impl<H: OrderHandler> OrderHandler for OrderObserved<H> {
-    type Ctx = <H as OrderHandler>::Ctx;
-    type Error = <H as OrderHandler>::Error;
-    fn on_stock_reduction_success(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::StockReductionSuccess>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnStockReductionSuccess, Self::Error>,
-    > + Send {
-        self.inner.on_stock_reduction_success(ctx, event, step)
-    }
-    fn on_stock_reduction_fail(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::StockReductionFail>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnStockReductionFail, Self::Error>,
-    > + Send {
-        self.inner.on_stock_reduction_fail(ctx, event, step)
-    }
-    fn on_stock_released(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::StockReleased>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnStockReleased, Self::Error>,
-    > + Send {
-        self.inner.on_stock_released(ctx, event, step)
-    }
-    fn on_payment_completed(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::PaymentCompleted>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnPaymentCompleted, Self::Error>,
-    > + Send {
-        self.inner.on_payment_completed(ctx, event, step)
-    }
-    fn on_payment_fail(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::PaymentFail>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnPaymentFail, Self::Error>,
-    > + Send {
-        self.inner.on_payment_fail(ctx, event, step)
-    }
-    fn on_payment_refunded(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: Envelope<super::events::PaymentRefunded>,
-        step: super::owner::OrderStep,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderOnPaymentRefunded, Self::Error>,
-    > + Send {
-        self.inner.on_payment_refunded(ctx, event, step)
-    }
-    fn on_timeout(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-        from: OrderStatus,
-        to: OrderStatus,
-    ) -> impl Future<
-        Output = Result<super::handlers::OrderTimeoutReply, Self::Error>,
-    > + Send {
-        self.inner.on_timeout(ctx, order_id, from, to)
     }
 }
 
@@ -621,40 +413,33 @@ for OrderObserved<H> {
 /// kept for `history` and `emitted`.
 pub struct OrderScenario<H> {
     observed: OrderObserved<H>,
-    inbox: HashSet<::uuid::Uuid>,
+    inbox: Inbox,
 }
 
 impl<H> OrderScenario<H> {
     pub fn new(handler: H) -> Self {
         let observed = OrderObserved {
             inner: handler,
-            clock: VirtualClock::default(),
-            changes: Mutex::default(),
-            published: Published::default(),
+            log: OwnerLog::default(),
         };
         OrderScenario {
             observed,
-            inbox: HashSet::new(),
+            inbox: Inbox::default(),
         }
     }
     pub fn handler(&self) -> &H {
         &self.observed.inner
     }
     pub fn clock(&self) -> &VirtualClock {
-        &self.observed.clock
+        self.observed.log.clock()
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, order_id: ::uuid::Uuid) -> Vec<OrderChange> {
-        let changes = self
-            .observed
-            .changes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        changes.iter().filter(|(k, _)| *k == order_id).map(|(_, c)| c.clone()).collect()
+        self.observed.log.history(order_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, order_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.published.of(order_id)
+        self.observed.log.emitted(order_id)
     }
 }
 
@@ -670,14 +455,14 @@ where
         ctx: &mut <H as OrderStore>::Ctx,
         event: impl Into<super::handlers::OrderInbound>,
     ) -> Result<Delivered, super::handlers::HandleError<<H as OrderStore>::Error>> {
-        deliver(
-                &mut self.inbox,
-                &self.observed.published,
-                &self.observed,
-                ctx,
-                event.into(),
-            )
-            .await
+        let event = event.into();
+        let meta = saga_contract::Inbound::meta(&event);
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        let run = saga_contract::owner::run_event(&bound, ctx, event);
+        self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
@@ -709,11 +494,16 @@ where
             super::handlers::HandleError<<H as OrderStore>::Error>,
         >,
     > {
-        self.observed.clock.advance(by);
-        let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
+        let clock = self.observed.log.clock();
+        clock.advance(by);
+        let as_of = ::std::time::SystemTime::from(clock.now());
         let mut timed_out = Vec::new();
-        while let Some(order_id) = super::owner::run_order_timeout(
-                &self.observed,
+        let bound = super::owner::Bound {
+            store: &self.observed,
+            handler: &self.observed.inner,
+        };
+        while let Some(order_id) = saga_contract::owner::run_timeout(
+                &bound,
                 ctx,
                 as_of,
                 &timed_out,

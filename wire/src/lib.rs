@@ -17,16 +17,19 @@
 //!   encodes with the newest and decodes any of them, resolving the writer
 //!   schema to the newest by Avro's rules;
 //! - [`AvroValue`]: conversions between the spec's field types and Avro values;
-//! - [`Money`], [`TraceContext`], and the encode and decode errors.
+//! - [`Money`], [`TraceContext`], and the encode and decode errors;
+//! - what every envelope does alike: its [`headers`], its times [`to_micros`].
 //!
 //! [single-object encoding]: https://avro.apache.org/docs/1.12.0/specification/#single-object-encoding
 
 pub mod canonical;
+mod envelope;
 mod error;
 mod history;
 pub mod testing;
 mod value;
 
+pub use envelope::{headers, now_micros, to_micros};
 pub use error::{DecodeError, EncodeError};
 pub use history::{HEADER_LEN, SINGLE_OBJECT_MARKER, SchemaHistory, SchemaVersion, fingerprint_of};
 pub use value::{AvroValue, Money, TraceContext, record_fields, take_field};

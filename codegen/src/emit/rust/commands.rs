@@ -6,27 +6,28 @@
 use std::collections::BTreeMap;
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 
+use super::names;
 use super::{doc, opt_doc, rust_type};
-use crate::ir::{Saga, pascal, snake};
+use crate::ir::Saga;
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let mut items = Vec::new();
-    let key = format_ident!("{}", saga.key);
+    let key = names::verbatim(&saga.key);
     // Without a status machine the validator allows no command.
     let Some(sm) = &saga.status else {
         return quote! { //! The spec declares no entry command.
         };
     };
-    let store = format_ident!("{}Store", pascal(&sm.owner));
-    let status = format_ident!("{}Status", pascal(&sm.owner));
-    let transition = format_ident!("{}Transition", pascal(&sm.owner));
-    let cause = format_ident!("{}Cause", pascal(&sm.owner));
+    let store = names::service(&sm.owner).store();
+    let status = names::service(&sm.owner).status();
+    let transition = names::service(&sm.owner).transition();
+    let cause = names::service(&sm.owner).cause();
     for c in &saga.commands {
-        let id = format_ident!("{}", c.name);
+        let id = names::verbatim(&c.name);
         let fields = c.fields.iter().map(|f| {
-            let fid = format_ident!("{}", f.name);
+            let fid = names::verbatim(&f.name);
             let ty = rust_type(&f.ty);
             let d = opt_doc(&f.doc);
             quote! { #d pub #fid: #ty, }
@@ -37,15 +38,15 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             c.service,
             c.emits
         ));
-        let ev = format_ident!("{}", pascal(&c.emits));
-        let run = format_ident!("run_{}", snake(&c.name));
-        let run_keyed = format_ident!("run_{}_keyed", snake(&c.name));
+        let ev = names::type_of(&c.emits);
+        let run = names::Command(&c.name).run();
+        let run_keyed = names::Command(&c.name).run_keyed();
         let keyed_doc = doc(&format!(
             "`{run}` for a saga key the caller chose (a replay of a recorded saga); keys are \
              otherwise allocated by `{run}`."
         ));
-        let trait_id = format_ident!("{}Commands", pascal(&c.service));
-        let method = format_ident!("{}", snake(&c.name));
+        let trait_id = names::service(&c.service).commands();
+        let method = names::Command(&c.name).method();
         let run_doc = doc(&format!(
             "Runs `{}` in the caller's transaction (`ctx`): allocates the saga key, calls the service, \
              writes the saga's first status (`{}`) with its history row and publishes `{}`, which \
@@ -109,11 +110,11 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         by_service.entry(c.service.as_str()).or_default().push(c);
     }
     for (svc, cmds) in &by_service {
-        let trait_id = format_ident!("{}Commands", pascal(svc));
+        let trait_id = names::service(svc).commands();
         let methods = cmds.iter().map(|c| {
-            let id = format_ident!("{}", c.name);
-            let method = format_ident!("{}", snake(&c.name));
-            let ev = format_ident!("{}", pascal(&c.emits));
+            let id = names::verbatim(&c.name);
+            let method = names::Command(&c.name).method();
+            let ev = names::type_of(&c.emits);
             let d =
                 doc(&format!("Executes `{}` for a new saga; returns the `{}` payload to publish.", c.name, c.emits));
             quote! {

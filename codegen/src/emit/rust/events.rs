@@ -1,17 +1,18 @@
 //! Emits `events.rs`: the `EventType` enum, and per event its payload struct and `Event` impl.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
+use super::names;
 use super::{doc, record};
 use crate::emit::avro::EventSchema;
 use crate::ir::{Saga, pascal};
 
 pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
-    let kinds: Vec<_> = saga.events.iter().map(|e| format_ident!("{}", pascal(&e.name))).collect();
+    let kinds: Vec<_> = saga.events.iter().map(|e| names::type_of(&e.name)).collect();
     let names: Vec<_> = saga.events.iter().map(|e| e.name.as_str()).collect();
     let items = saga.events.iter().zip(schemas).map(|(e, s)| {
-        let id = format_ident!("{}", pascal(&e.name));
+        let id = names::type_of(&e.name);
         let mut text = e.doc.clone().unwrap_or_default();
         let subs: Vec<_> = e.subscribers.iter().map(|s| format!("`{}`", s.service)).collect();
         text.push_str(&format!(

@@ -7,7 +7,8 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::doc;
-use crate::ir::{Saga, pascal, snake};
+use super::names;
+use crate::ir::Saga;
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let mut items = Vec::new();
@@ -20,23 +21,23 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         if subs.is_empty() && !owns_timeouts {
             continue;
         }
-        let sp = pascal(&svc.name);
-        let step = owner.map(|_| format_ident!("{}Step", sp));
+        let n = names::service(&svc.name);
+        let step = owner.map(|_| n.step());
         let (step_param, step_arg) = match &step {
             Some(step) => (quote!(step: super::owner::#step,), quote!(step,)),
             None => (quote!(), quote!()),
         };
-        let trait_id = format_ident!("{}Handler", sp);
-        let inbound = format_ident!("{}Inbound", sp);
+        let trait_id = n.handler();
+        let inbound = n.inbound();
         let mut methods = Vec::new();
         let mut variants = Vec::new();
         let mut handle_arms = Vec::new();
         let mut decode_topics: BTreeMap<&str, Vec<syn::Ident>> = BTreeMap::new();
         for (e, sub) in &subs {
-            let ev = format_ident!("{}", pascal(&e.name));
-            let reply = format_ident!("{}On{}", sp, pascal(&e.name));
-            let method = format_ident!("on_{}", snake(&e.name));
-            let rv: Vec<_> = sub.replies.iter().map(|r| format_ident!("{}", pascal(r))).collect();
+            let ev = names::type_of(&e.name);
+            let reply = n.reply(&e.name);
+            let method = names::on_event(&e.name);
+            let rv: Vec<_> = sub.replies.iter().map(|r| names::type_of(r)).collect();
             let mut text = format!("`{}` received `{}` (topic `{}`).", svc.name, e.name, e.topic);
             if owner.is_some() {
                 text.push_str(" `step` says what the status machine made of it.");
@@ -97,13 +98,13 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         }
         let mut timeout_item = quote!();
         if owns_timeouts && let Some(sm) = &saga.status {
-            let status = format_ident!("{}Status", pascal(&sm.owner));
-            let reply = format_ident!("{}TimeoutReply", sp);
+            let status = names::service(&sm.owner).status();
+            let reply = n.timeout_reply();
             let mut emits: Vec<&str> = sm.states.iter().filter_map(|s| s.timeout.as_ref()?.emits.as_deref()).collect();
             emits.sort_unstable();
             emits.dedup();
-            let rv: Vec<_> = emits.iter().map(|r| format_ident!("{}", pascal(r))).collect();
-            let key = format_ident!("{}", saga.key);
+            let rv: Vec<_> = emits.iter().map(|r| names::type_of(r)).collect();
+            let key = names::verbatim(&saga.key);
             methods.push(quote! {
                 /// A saga stayed in `from` past its timeout; the status is moving to `to`. Return the
                 /// event the spec says the timeout emits (with compensation following from it).
@@ -141,7 +142,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         ));
         let idoc = doc(&format!("An event `{}` subscribes to, decoded.", svc.name));
         let topic_arms = decode_topics.iter().map(|(topic, evs)| {
-            let te = format_ident!("{}", pascal(topic));
+            let te = names::type_of(topic);
             quote! {
                 #topic => match super::topics::#te::decode(bytes)? {
                     #( super::topics::#te::#evs(e) => Ok(Some(#inbound::#evs(e))), )*
@@ -150,13 +151,13 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 },
             }
         });
-        let evs: Vec<_> = subs.iter().map(|(e, _)| format_ident!("{}", pascal(&e.name))).collect();
+        let evs: Vec<_> = subs.iter().map(|(e, _)| names::type_of(&e.name)).collect();
         // The owner's events go through its status machine first, which may park one that
         // arrived before the status it needs; everyone else's go straight to the handler.
         let (owner_items, dispatch) = match &owner {
             Some(sm) => {
-                let store = format_ident!("{}Store", sp);
-                let run = format_ident!("run_{}_event", snake(&sm.owner));
+                let store = n.store();
+                let run = names::service(&sm.owner).run_event();
                 let items = quote! {
                     /// The event as it is parked until the status it needs is reached.
                     pub fn to_parked(&self) -> Result<saga_contract::ParkedEvent, EncodeError> {
@@ -298,35 +299,10 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         use super::envelope::{DecodeError, EncodeError, Envelope, TraceContext};
         use super::events::EventType;
 
-        /// A handler run failed.
-        #[derive(Debug, thiserror::Error)]
-        pub enum HandleError<E: std::error::Error + 'static> {
-            #[error("handler failed: {0}")]
-            Handler(#[source] E),
-            #[error(transparent)]
-            Encode(EncodeError),
-            /// The status owner does not know the saga (yet): its first event may still be on
-            /// its way. Retried by the spec's policy.
-            #[error("saga {0} is unknown here")]
-            UnknownSaga(::uuid::Uuid),
-            /// The event reached the status owner in a status the spec gives no answer for
-            /// (no transition, not parked, not ended): `cargo xtask verify` proves this
-            /// cannot happen, so the message is dead-lettered at once.
-            #[error("`{event}` has no declared answer in status `{status}`")]
-            Unanswered { status: &'static str, event: &'static str },
-        }
-
-        impl<E: std::error::Error + saga_contract::Classify + 'static> saga_contract::Classify for HandleError<E> {
-            fn class(&self) -> saga_contract::FailureClass {
-                match self {
-                    HandleError::Handler(e) => e.class(),
-                    HandleError::UnknownSaga(_) => saga_contract::FailureClass::NotYet,
-                    HandleError::Encode(_) | HandleError::Unanswered { .. } => {
-                        saga_contract::FailureClass::Permanent
-                    }
-                }
-            }
-        }
+        /// A handler run failed (`saga_contract::HandleError`, with this saga's encode error):
+        /// the handler or its store, the reply's encoding, or, at the status owner, a saga it
+        /// does not know (yet) or an event the spec gives no answer for.
+        pub type HandleError<E> = saga_contract::HandleError<E, EncodeError>;
 
         #(#items)*
     }

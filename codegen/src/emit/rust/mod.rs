@@ -7,6 +7,7 @@ mod commands;
 mod envelope;
 mod events;
 mod handlers;
+mod names;
 mod owner;
 mod scenario;
 mod status;
@@ -17,10 +18,10 @@ mod types;
 use std::collections::BTreeMap;
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 
 use super::avro::EventSchema;
-use crate::ir::{Field, Saga, Type, pascal};
+use crate::ir::{Field, Saga, Type};
 
 fn doc(text: &str) -> TokenStream {
     let lines = text.lines().map(|l| format!(" {l}"));
@@ -42,7 +43,7 @@ fn rust_type(t: &Type) -> TokenStream {
         Type::Money => quote!(super::envelope::Money),
         Type::Timestamp => quote!(::chrono::DateTime<::chrono::Utc>),
         Type::Record(n) | Type::Enum(n) => {
-            let id = format_ident!("{}", n);
+            let id = names::verbatim(n);
             quote!(super::types::#id)
         }
         Type::Array(inner) => {
@@ -59,7 +60,7 @@ fn rust_type(t: &Type) -> TokenStream {
 /// Struct fields plus the `AvroValue` impl of a record with these fields.
 fn record(name: &syn::Ident, avro_name: &str, docs: TokenStream, fields: &[Field]) -> TokenStream {
     let decl = fields.iter().map(|f| {
-        let id = format_ident!("{}", f.name);
+        let id = names::verbatim(&f.name);
         let ty = rust_type(&f.ty);
         let d = match (&f.doc, &f.ty) {
             (Some(d), _) => doc(d),
@@ -69,12 +70,12 @@ fn record(name: &syn::Ident, avro_name: &str, docs: TokenStream, fields: &[Field
         quote! { #d pub #id: #ty, }
     });
     let to = fields.iter().map(|f| {
-        let id = format_ident!("{}", f.name);
+        let id = names::verbatim(&f.name);
         let n = &f.name;
         quote! { (#n.to_string(), wire::AvroValue::to_avro(&self.#id)), }
     });
     let from = fields.iter().map(|f| {
-        let id = format_ident!("{}", f.name);
+        let id = names::verbatim(&f.name);
         let n = &f.name;
         quote! {
             #id: wire::AvroValue::from_avro(wire::take_field(&mut f, #avro_name, #n)?, #n)?,
@@ -119,9 +120,10 @@ fn lib_rs(saga: &Saga, header: &str) -> String {
     s.push_str("pub use events::*;\n");
     if let Some(sm) = &saga.status {
         // rustfmt sorts the names of a `use` list; sort the same way so `cargo fmt` changes nothing.
-        let mut names = [format!("{}Status", pascal(&sm.owner)), "IllegalTransition".into(), "StatusTimeout".into()];
-        names.sort();
-        s.push_str(&format!("pub use status::{{{}}};\n", names.join(", ")));
+        let mut items =
+            [names::service(&sm.owner).status().to_string(), "IllegalTransition".into(), "StatusTimeout".into()];
+        items.sort();
+        s.push_str(&format!("pub use status::{{{}}};\n", items.join(", ")));
     }
     s
 }

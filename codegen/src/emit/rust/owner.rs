@@ -1,28 +1,30 @@
 //! Emits `owner.rs`: what the status owner needs to keep its status machine. The store
-//! trait it implements (a few SQL methods), and the functions that run an inbound event and
-//! a timeout through the machine, each transition with its history row. The entry
-//! commands' first transition is in `commands.rs`, which uses the same store.
+//! trait it implements (a few SQL methods), the spec's types the store sees, and the binding
+//! of both, with the owner's handler, to the generic driver of `saga_contract::owner`, which
+//! runs an inbound event and a timeout through the machine, each transition with its
+//! history row. The entry commands' first transition is in `commands.rs`, which uses the
+//! same store.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 
-use super::doc;
-use crate::ir::{Saga, pascal, snake};
+use super::{doc, names};
+use crate::ir::Saga;
 
 /// `None` when the spec declares no status machine.
 pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     let sm = saga.status.as_ref()?;
     let owner = &sm.owner;
-    let sp = pascal(owner);
-    let status = format_ident!("{}Status", sp);
-    let handler = format_ident!("{}Handler", sp);
-    let inbound = format_ident!("{}Inbound", sp);
-    let store = format_ident!("{}Store", sp);
-    let step = format_ident!("{}Step", sp);
-    let cause = format_ident!("{}Cause", sp);
-    let transition = format_ident!("{}Transition", sp);
-    let run_event = format_ident!("run_{}_event", snake(owner));
-    let key = format_ident!("{}", saga.key);
+    let n = names::service(owner);
+    let status = n.status();
+    let handler = n.handler();
+    let inbound = n.inbound();
+    let store = n.store();
+    let step = n.step();
+    let cause = n.cause();
+    let transition = n.transition();
+    let run_event = n.run_event();
+    let key = names::verbatim(&saga.key);
 
     let store_doc = doc(&format!(
         "Where `{owner}` keeps its sagas: the SQL behind the status machine. The functions of this \
@@ -41,9 +43,9 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
 
     let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
     let timeout_items = if has_timeouts {
-        let overdue = format_ident!("{}Overdue", sp);
-        let timeouts = format_ident!("{}Timeouts", sp);
-        let run_timeout = format_ident!("run_{}_timeout", snake(owner));
+        let overdue = n.overdue();
+        let timeouts = n.timeouts();
+        let run_timeout = n.run_timeout();
         let run_timeout_doc = doc(&format!(
             "Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is \
              not in `skip`, in the caller's transaction, \
@@ -71,35 +73,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             where
                 H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
             {
-                let failed = |saga_key, error| saga_contract::SweepFailure { saga_key, error };
-                let due = handler.next_overdue(ctx, #status::WITH_TIMEOUT, as_of, skip).await;
-                let Some(saga) = due.map_err(|e| failed(None, HandleError::Handler(e)))? else { return Ok(None) };
-                let key = Some(saga.#key);
-                // `next_overdue` returns only statuses that time out.
-                let Some(rule) = saga.status.timeout() else { return Ok(key) };
-                let reply = handler
-                    .on_timeout(ctx, saga.#key, saga.status, rule.to)
-                    .await
-                    .map_err(|e| failed(key, HandleError::Handler(e)))?;
-                let record = reply.into_outbox(saga.#key, saga.trace).map_err(|e| failed(key, HandleError::Encode(e)))?;
-                let (event_id, event_type) = match &record {
-                    Some(r) => (r.event_id, r.event_type.as_str()),
-                    None => (::uuid::Uuid::now_v7(), "timeout"),
-                };
-                let change = #transition {
-                    #key: saga.#key,
-                    from: Some(saga.status),
-                    to: rule.to,
-                    event_id,
-                    event_type,
-                    cause: #cause::Timeout,
-                    deadline: deadline_of(handler, rule.to),
-                };
-                handler.write_transition(ctx, &change).await.map_err(|e| failed(key, HandleError::Handler(e)))?;
-                if let Some(record) = record {
-                    handler.publish(ctx, record).await.map_err(|e| failed(key, HandleError::Handler(e)))?;
-                }
-                Ok(key)
+                owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
             }
 
             /// The timeouts of `handler`, as the runtime's sweeper runs them.
@@ -126,8 +100,54 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     } else {
         quote!()
     };
+    // Without timeouts the store finds no overdue saga and the handler has no timeout to answer.
+    let bound_timeouts = if has_timeouts {
+        quote! {
+            async fn next_overdue(
+                &self,
+                ctx: &mut Self::Ctx,
+                statuses: &[#status],
+                as_of: ::std::time::SystemTime,
+                skip: &[::uuid::Uuid],
+            ) -> Result<Option<owner::Overdue<#status, TraceContext>>, Self::Error> {
+                let due = self.store.next_overdue(ctx, statuses, as_of, skip).await?;
+                Ok(due.map(|saga| owner::Overdue { saga_key: saga.#key, status: saga.status, trace: saga.trace }))
+            }
+
+            async fn on_timeout(
+                &self,
+                ctx: &mut Self::Ctx,
+                saga: owner::Overdue<#status, TraceContext>,
+                to: #status,
+            ) -> Result<Option<OutboxRecord>, Self::Failure> {
+                let reply = self.handler.on_timeout(ctx, saga.saga_key, saga.status, to).await.map_err(HandleError::Handler)?;
+                reply.into_outbox(saga.saga_key, saga.trace).map_err(HandleError::Encode)
+            }
+        }
+    } else {
+        quote! {
+            async fn next_overdue(
+                &self,
+                _: &mut Self::Ctx,
+                _: &[#status],
+                _: ::std::time::SystemTime,
+                _: &[::uuid::Uuid],
+            ) -> Result<Option<owner::Overdue<#status, TraceContext>>, Self::Error> {
+                Ok(None)
+            }
+
+            async fn on_timeout(
+                &self,
+                _: &mut Self::Ctx,
+                _: owner::Overdue<#status, TraceContext>,
+                _: #status,
+            ) -> Result<Option<OutboxRecord>, Self::Failure> {
+                Ok(None)
+            }
+        }
+    };
     let overdue_method = if has_timeouts {
-        let overdue = format_ident!("{}Overdue", sp);
+        let overdue = n.overdue();
         quote! {
             /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
             /// `statuses`, its key not in `skip`, locked for this transaction; sagas another
@@ -146,40 +166,24 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
 
     Some(quote! {
         //! What the status owner needs to keep its status machine: the store it implements, and
-        //! the functions that run its inbound events and its timeouts through the machine.
+        //! the functions that run its inbound events and its timeouts through the machine (the
+        //! driver of `saga_contract::owner`, bound here to this saga's types).
 
         use std::future::Future;
 
         use saga_contract::OutboxRecord;
+        use saga_contract::owner;
 
         use super::envelope::TraceContext;
+        use super::events::EventType;
         use super::handlers::{HandleError, #handler, #inbound};
         use super::status::#status;
 
         /// What the status machine made of an event, before the owner's handler runs.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum #step {
-            /// The event moved the status.
-            Moved { from: #status, to: #status },
-            /// The event moves no status in the spec; it is only recorded.
-            Recorded { status: #status },
-            /// The saga had already ended: the event changes nothing (the compensations of
-            /// that end undo whatever the event stands for).
-            Late { status: #status },
-        }
+        pub type #step = owner::Step<#status>;
 
         /// Why a status changes: what the store may take further columns from.
-        #[derive(Debug, Clone, Copy)]
-        pub enum #cause<'a> {
-            /// An entry command started the saga.
-            Started,
-            /// An inbound event, with everything it carries.
-            Event(&'a #inbound),
-            /// The status stayed past its deadline.
-            Timeout,
-            /// A test scenario put the saga in this status directly (`scenario`'s `given`).
-            Seeded,
-        }
+        pub type #cause<'a> = owner::Cause<'a, #inbound>;
 
         /// One change of a saga's status, as the store writes it.
         #[derive(Debug, Clone, Copy)]
@@ -202,9 +206,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
         /// the store's [`#store::timeout`] of it, to the microsecond (what an event's
         /// `deadline` keeps).
         pub fn deadline_of<S: #store + ?Sized>(store: &S, status: #status) -> Option<::chrono::DateTime<::chrono::Utc>> {
-            let after = ::chrono::TimeDelta::from_std(store.timeout(status)?).ok()?;
-            let at = store.now().checked_add_signed(after)?;
-            ::chrono::DateTime::from_timestamp_micros(at.timestamp_micros())
+            owner::deadline(store.now(), store.timeout(status))
         }
 
         #store_doc
@@ -281,90 +283,143 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
         where
             H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
         {
-            let #key = event.saga_key();
-            let event_type = event.event_type();
-            let status = handler
-                .load_for_update(ctx, #key)
-                .await
-                .map_err(HandleError::Handler)?
-                .ok_or(HandleError::UnknownSaga(#key))?;
-            let step = if !#status::is_trigger(event_type) {
-                #step::Recorded { status }
-            } else {
-                match status.on_event(event_type) {
-                    Ok(to) => {
-                        let change = #transition {
-                            #key,
-                            from: Some(status),
-                            to,
-                            event_id: event.event_id(),
-                            event_type: event_type.as_str(),
-                            cause: #cause::Event(&event),
-                            deadline: deadline_of(handler, to),
-                        };
-                        handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
-                        #step::Moved { from: status, to }
-                    }
-                    Err(_) if status.is_terminal() => #step::Late { status },
-                    Err(_) if #status::parks(event_type) => {
-                        let parked = event.to_parked().map_err(HandleError::Encode)?;
-                        handler.park(ctx, #key, &parked).await.map_err(HandleError::Handler)?;
-                        return Ok(None);
-                    }
-                    Err(_) => {
-                        return Err(HandleError::Unanswered { status: status.as_str(), event: event_type.as_str() });
-                    }
-                }
-            };
-            let reply = event.handle(handler, ctx, step).await?;
-            if let #step::Moved { to, .. } = step {
-                apply_parked(handler, ctx, #key, to).await?;
-            }
-            Ok(reply)
-        }
-
-        /// Applies, oldest first, each parked event the status now accepts, until none does;
-        /// their replies go to the outbox.
-        async fn apply_parked<H>(
-            handler: &H,
-            ctx: &mut <H as #store>::Ctx,
-            #key: ::uuid::Uuid,
-            mut status: #status,
-        ) -> Result<(), HandleError<<H as #store>::Error>>
-        where
-            H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
-        {
-            loop {
-                let mut next = None;
-                for parked in handler.parked(ctx, #key).await.map_err(HandleError::Handler)? {
-                    // One that no longer decodes (its schema changed while it waited) stays
-                    // parked, for an operator to see: it must not fail the event in hand.
-                    let Ok(Some(event)) = #inbound::decode(&parked.topic, &parked.payload) else { continue };
-                    if let Ok(to) = status.on_event(event.event_type()) {
-                        next = Some((parked.event_id, event, to));
-                        break;
-                    }
-                }
-                let Some((event_id, event, to)) = next else { return Ok(()) };
-                handler.unpark(ctx, event_id).await.map_err(HandleError::Handler)?;
-                let change = #transition {
-                    #key,
-                    from: Some(status),
-                    to,
-                    event_id,
-                    event_type: event.event_type().as_str(),
-                    cause: #cause::Event(&event),
-                    deadline: deadline_of(handler, to),
-                };
-                handler.write_transition(ctx, &change).await.map_err(HandleError::Handler)?;
-                let step = #step::Moved { from: status, to };
-                status = to;
-                if let Some(record) = event.handle(handler, ctx, step).await? {
-                    handler.publish(ctx, record).await.map_err(HandleError::Handler)?;
-                }
-            }
+            owner::run_event(&Bound { store: handler, handler }, ctx, event).await
         }
 
         #timeout_items
+
+        impl owner::StatusMachine for #status {
+            type Event = EventType;
+
+            const WITH_TIMEOUT: &'static [#status] = #status::WITH_TIMEOUT;
+
+            fn name(self) -> &'static str {
+                self.as_str()
+            }
+
+            fn event_name(event: EventType) -> &'static str {
+                event.as_str()
+            }
+
+            fn is_terminal(self) -> bool {
+                #status::is_terminal(self)
+            }
+
+            fn next(self, event: EventType) -> Option<#status> {
+                self.on_event(event).ok()
+            }
+
+            fn is_trigger(event: EventType) -> bool {
+                #status::is_trigger(event)
+            }
+
+            fn parks(event: EventType) -> bool {
+                #status::parks(event)
+            }
+
+            fn timeout_to(self) -> Option<#status> {
+                self.timeout().map(|rule| rule.to)
+            }
+        }
+
+        impl owner::OwnerEvent for #inbound {
+            type Kind = EventType;
+
+            fn kind(&self) -> EventType {
+                self.event_type()
+            }
+
+            fn event_id(&self) -> ::uuid::Uuid {
+                #inbound::event_id(self)
+            }
+
+            fn saga_key(&self) -> ::uuid::Uuid {
+                #inbound::saga_key(self)
+            }
+        }
+
+        /// The owner's store and handler, as the driver of `saga_contract::owner` runs them:
+        /// the same value in the service, apart in a test scenario (which observes the store).
+        pub(crate) struct Bound<'a, S, H> {
+            pub(crate) store: &'a S,
+            pub(crate) handler: &'a H,
+        }
+
+        impl<S: #store, H> owner::Owner for Bound<'_, S, H>
+        where
+            H: #handler<Ctx = S::Ctx, Error = S::Error>,
+        {
+            type Status = #status;
+            type Inbound = #inbound;
+            type Trace = TraceContext;
+            type Ctx = S::Ctx;
+            type Error = S::Error;
+            type Failure = HandleError<S::Error>;
+
+            fn load_for_update(
+                &self,
+                ctx: &mut Self::Ctx,
+                saga_key: ::uuid::Uuid,
+            ) -> impl Future<Output = Result<Option<#status>, Self::Error>> + Send {
+                self.store.load_for_update(ctx, saga_key)
+            }
+
+            fn deadline(&self, status: #status) -> Option<::chrono::DateTime<::chrono::Utc>> {
+                deadline_of(self.store, status)
+            }
+
+            async fn write_transition(
+                &self,
+                ctx: &mut Self::Ctx,
+                t: &owner::Transition<'_, #status, #inbound>,
+            ) -> Result<(), Self::Error> {
+                let transition = #transition {
+                    #key: t.saga_key,
+                    from: t.from,
+                    to: t.to,
+                    event_id: t.event_id,
+                    event_type: t.event_type,
+                    cause: t.cause,
+                    deadline: t.deadline,
+                };
+                self.store.write_transition(ctx, &transition).await
+            }
+
+            async fn park(&self, ctx: &mut Self::Ctx, event: &#inbound) -> Result<(), Self::Failure> {
+                let parked = event.to_parked().map_err(HandleError::Encode)?;
+                self.store.park(ctx, event.saga_key(), &parked).await.map_err(HandleError::Handler)
+            }
+
+            fn parked(
+                &self,
+                ctx: &mut Self::Ctx,
+                saga_key: ::uuid::Uuid,
+            ) -> impl Future<Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>> + Send {
+                self.store.parked(ctx, saga_key)
+            }
+
+            fn unparked(parked: &saga_contract::ParkedEvent) -> Option<#inbound> {
+                #inbound::decode(&parked.topic, &parked.payload).ok().flatten()
+            }
+
+            fn unpark(&self, ctx: &mut Self::Ctx, event_id: ::uuid::Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send {
+                self.store.unpark(ctx, event_id)
+            }
+
+            fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> impl Future<Output = Result<(), Self::Error>> + Send {
+                self.store.publish(ctx, record)
+            }
+
+            fn handle(
+                &self,
+                ctx: &mut Self::Ctx,
+                event: #inbound,
+                step: #step,
+            ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
+                event.handle(self.handler, ctx, step)
+            }
+
+            #bound_timeouts
+        }
     })
 }

@@ -4,9 +4,10 @@
 //! every path of the status machine as data, so tests can walk them all.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
-use crate::ir::{Field, Saga, StatusMachine, Type, TypeKind, pascal, snake};
+use super::names;
+use crate::ir::{Field, Saga, StatusMachine, Type, TypeKind};
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let samples = samples(saga);
@@ -17,9 +18,9 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             if subs.is_empty() {
                 return quote!();
             }
-            let sp = pascal(&svc.name);
-            let scenario = format_ident!("{}Scenario", sp);
-            let inbound = format_ident!("{}Inbound", sp);
+            let n = names::service(&svc.name);
+            let scenario = n.scenario();
+            let inbound = n.inbound();
             let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
             let docs = super::doc(&format!("The `{}` service's handlers in a scenario.", svc.name));
             quote! {
@@ -36,147 +37,41 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         //! twice), `advance` the clock to fire due timeouts, `then` read the status, its
         //! history and what was published, typed. Every path of the status machine is here as
         //! data (`PATHS`), and every payload has a [`Sample`], so a test can walk them all.
-
-        use std::collections::HashSet;
-        use std::sync::{Mutex, PoisonError};
-
-        use saga_contract::{Dispatch, OutboxRecord};
+        //!
+        //! The harness itself (clock, delivery once per event id, what was published) is the
+        //! hand-written `saga-testing` crate; this module binds it to this saga's events,
+        //! services and status owner.
 
         use super::envelope::{DecodeError, Envelope, Event};
         use super::events::EventType;
 
-        /// A valid value of a payload type, for scenarios that do not care about its fields:
-        /// ids are fresh, amounts and counts one, lists of one, enums their first symbol.
-        pub trait Sample {
-            fn sample() -> Self;
+        pub use saga_testing::{Sample, VirtualClock};
+
+        /// An event a scenario saw published: a handler's reply, or a write to the outbox.
+        pub type Emitted = saga_testing::Emitted<EventType>;
+
+        /// What one delivery did.
+        pub type Delivered = saga_testing::Delivered<EventType>;
+
+        /// A participant's handlers `H` in a scenario, fed its inbound events `E`.
+        pub type Participant<H, E> = saga_testing::Participant<H, E, EventType>;
+
+        impl saga_testing::EventKind for EventType {
+            fn from_name(name: &str) -> Option<Self> {
+                EventType::from_name(name)
+            }
+        }
+
+        impl<E: Event> saga_testing::DecodeAs<E> for EventType {
+            type Envelope = Envelope<E>;
+            type Error = DecodeError;
+
+            fn decode_as(payload: &[u8]) -> Result<Envelope<E>, DecodeError> {
+                Envelope::<E>::decode(payload)
+            }
         }
 
         #samples
-
-        /// A clock that moves only when told: the owner's deadlines are counted from it.
-        #[derive(Debug)]
-        pub struct VirtualClock(Mutex<::chrono::DateTime<::chrono::Utc>>);
-
-        impl VirtualClock {
-            /// A clock at `at`.
-            pub fn at(at: ::chrono::DateTime<::chrono::Utc>) -> Self {
-                VirtualClock(Mutex::new(at))
-            }
-
-            pub fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-                *self.0.lock().unwrap_or_else(PoisonError::into_inner)
-            }
-
-            pub fn advance(&self, by: ::std::time::Duration) {
-                let by = ::chrono::TimeDelta::from_std(by).unwrap_or(::chrono::TimeDelta::MAX);
-                let mut now = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-                *now = now.checked_add_signed(by).unwrap_or(::chrono::DateTime::<::chrono::Utc>::MAX_UTC);
-            }
-        }
-
-        impl Default for VirtualClock {
-            /// Now, to the microsecond (what the database keeps).
-            fn default() -> Self {
-                let now = ::chrono::Utc::now();
-                VirtualClock::at(::chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now))
-            }
-        }
-
-        /// An event a scenario saw published: a handler's reply, or a write to the outbox.
-        #[derive(Debug, Clone, PartialEq)]
-        pub struct Emitted {
-            pub event_type: EventType,
-            pub record: OutboxRecord,
-        }
-
-        impl Emitted {
-            /// The event, decoded as `E`.
-            pub fn decode<E: Event>(&self) -> Result<Envelope<E>, DecodeError> {
-                Envelope::<E>::decode(&self.record.payload)
-            }
-        }
-
-        /// What one delivery did.
-        #[derive(Debug, Clone, PartialEq)]
-        pub enum Delivered {
-            /// The handler ran; `reply` is what it published in answer, if anything.
-            Handled { reply: Option<Emitted> },
-            /// The event id was delivered before: nothing ran (the runtime's inbox).
-            Duplicate,
-        }
-
-        /// Everything a scenario saw published, by saga.
-        #[derive(Debug, Default)]
-        struct Published(Mutex<Vec<(::uuid::Uuid, Emitted)>>);
-
-        impl Published {
-            fn push(&self, key: ::uuid::Uuid, record: OutboxRecord) -> Option<Emitted> {
-                let emitted = Emitted { event_type: EventType::from_name(&record.event_type)?, record };
-                self.0.lock().unwrap_or_else(PoisonError::into_inner).push((key, emitted.clone()));
-                Some(emitted)
-            }
-
-            fn of(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-                let published = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-                published.iter().filter(|(k, _)| *k == key).map(|(_, e)| e.clone()).collect()
-            }
-        }
-
-        /// Delivers `event` to `handler` as the runtime's consumer does: once per event id
-        /// (`inbox`, the runtime's inbox), its reply kept in `published`.
-        async fn deliver<H, E: Dispatch<H>>(
-            inbox: &mut HashSet<::uuid::Uuid>,
-            published: &Published,
-            handler: &H,
-            ctx: &mut E::Ctx,
-            event: E,
-        ) -> Result<Delivered, E::Error> {
-            let meta = event.meta();
-            if inbox.contains(&meta.event_id) {
-                return Ok(Delivered::Duplicate);
-            }
-            let reply = event.dispatch(handler, ctx).await?;
-            // Only a handled event is in the inbox: a failed one rolls back and comes again.
-            inbox.insert(meta.event_id);
-            Ok(Delivered::Handled { reply: reply.and_then(|record| published.push(meta.saga_key, record)) })
-        }
-
-        /// A participant's handlers `H` in a scenario, fed its inbound events `E`: each event
-        /// delivered as its consumer delivers it (once per event id), in the caller's
-        /// transaction; what it published is kept for [`Self::emitted`].
-        pub struct Participant<H, E> {
-            handler: H,
-            inbox: HashSet<::uuid::Uuid>,
-            published: Published,
-            events: ::std::marker::PhantomData<fn() -> E>,
-        }
-
-        impl<H, E: Dispatch<H> + Clone> Participant<H, E> {
-            pub fn new(handler: H) -> Self {
-                Participant { handler, inbox: HashSet::new(), published: Published::default(), events: ::std::marker::PhantomData }
-            }
-
-            pub fn handler(&self) -> &H {
-                &self.handler
-            }
-
-            /// The event arrives: the handler runs unless the event id was delivered before.
-            pub async fn when(&mut self, ctx: &mut E::Ctx, event: impl Into<E>) -> Result<Delivered, E::Error> {
-                deliver(&mut self.inbox, &self.published, &self.handler, ctx, event.into()).await
-            }
-
-            /// The event arrives twice (a redelivery): the second changes nothing.
-            pub async fn when_twice(&mut self, ctx: &mut E::Ctx, event: impl Into<E>) -> Result<[Delivered; 2], E::Error> {
-                let event = event.into();
-                let first = self.when(ctx, event.clone()).await?;
-                Ok([first, self.when(ctx, event).await?])
-            }
-
-            /// What the handlers published for saga `key`, oldest first.
-            pub fn emitted(&self, key: ::uuid::Uuid) -> Vec<Emitted> {
-                self.published.of(key)
-            }
-        }
 
         #owner
         #(#participants)*
@@ -187,13 +82,13 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
 /// hands `when` an envelope; and `<Service>Inbound::sample`, any of them with a sample payload.
 fn inbound_froms<'a>(inbound: &syn::Ident, events: impl Iterator<Item = &'a str> + Clone) -> TokenStream {
     let arms = events.clone().map(|e| {
-        let ev = format_ident!("{}", pascal(e));
+        let ev = names::type_of(e);
         quote! {
             EventType::#ev => Some(Envelope::new(key, <super::events::#ev as Sample>::sample()).into()),
         }
     });
     let froms = events.map(|e| {
-        let ev = format_ident!("{}", pascal(e));
+        let ev = names::type_of(e);
         quote! {
             impl From<Envelope<super::events::#ev>> for super::handlers::#inbound {
                 fn from(event: Envelope<super::events::#ev>) -> Self {
@@ -223,7 +118,7 @@ fn inbound_froms<'a>(inbound: &syn::Ident, events: impl Iterator<Item = &'a str>
 fn samples(saga: &Saga) -> TokenStream {
     let record = |path: TokenStream, fields: &[Field]| {
         let values = fields.iter().map(|f| {
-            let id = format_ident!("{}", f.name);
+            let id = names::verbatim(&f.name);
             let value = sample_value(&f.ty);
             quote! { #id: #value, }
         });
@@ -236,11 +131,11 @@ fn samples(saga: &Saga) -> TokenStream {
         }
     };
     let types = saga.types.iter().map(|t| {
-        let id = format_ident!("{}", t.name);
+        let id = names::verbatim(&t.name);
         match &t.kind {
             TypeKind::Record(fields) => record(quote!(super::types::#id), fields),
             TypeKind::Enum(symbols) => {
-                let first = format_ident!("{}", pascal(symbols.first().map(String::as_str).unwrap_or_default()));
+                let first = names::type_of(symbols.first().map(String::as_str).unwrap_or_default());
                 quote! {
                     impl Sample for super::types::#id {
                         fn sample() -> Self {
@@ -252,11 +147,11 @@ fn samples(saga: &Saga) -> TokenStream {
         }
     });
     let events = saga.events.iter().map(|e| {
-        let id = format_ident!("{}", pascal(&e.name));
+        let id = names::type_of(&e.name);
         record(quote!(super::events::#id), &e.fields)
     });
     let commands = saga.commands.iter().map(|c| {
-        let id = format_ident!("{}", c.name);
+        let id = names::verbatim(&c.name);
         record(quote!(super::commands::#id), &c.fields)
     });
     quote! { #(#types)* #(#events)* #(#commands)* }
@@ -321,60 +216,28 @@ fn paths(sm: &StatusMachine) -> Vec<Vec<(Option<&str>, &str)>> {
 /// The status owner's scenario: its handler wrapped so deadlines follow the virtual clock and
 /// every change of status and write to the outbox is kept.
 fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
-    let sp = pascal(&sm.owner);
-    let status = format_ident!("{}Status", sp);
-    let store = format_ident!("{}Store", sp);
-    let handler = format_ident!("{}Handler", sp);
-    let commands_trait = format_ident!("{}Commands", sp);
-    let transition = format_ident!("{}Transition", sp);
-    let cause = format_ident!("{}Cause", sp);
-    let overdue = format_ident!("{}Overdue", sp);
-    let inbound = format_ident!("{}Inbound", sp);
-    let observed = format_ident!("{}Observed", sp);
-    let scenario = format_ident!("{}Scenario", sp);
-    let change = format_ident!("{}Change", sp);
-    let path_step = format_ident!("{}PathStep", sp);
-    let step_id = format_ident!("{}Step", sp);
-    let key = format_ident!("{}", saga.key);
+    let n = names::service(&sm.owner);
+    let status = n.status();
+    let store = n.store();
+    let handler = n.handler();
+    let commands_trait = n.commands();
+    let transition = n.transition();
+    let cause = n.cause();
+    let overdue = n.overdue();
+    let inbound = n.inbound();
+    let observed = n.observed();
+    let scenario = n.scenario();
+    let change = n.change();
+    let path_step = n.path_step();
+    let key = names::verbatim(&saga.key);
     let subs: Vec<_> = saga.subscriptions(&sm.owner).collect();
     let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
-    let handler_methods = subs.iter().map(|(e, _)| {
-        let method = format_ident!("on_{}", snake(&e.name));
-        let ev = format_ident!("{}", pascal(&e.name));
-        let reply = format_ident!("{}On{}", sp, pascal(&e.name));
-        quote! {
-            fn #method(
-                &self,
-                ctx: &mut Self::Ctx,
-                event: Envelope<super::events::#ev>,
-                step: super::owner::#step_id,
-            ) -> impl Future<Output = Result<super::handlers::#reply, Self::Error>> + Send {
-                self.inner.#method(ctx, event, step)
-            }
-        }
-    });
     let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
-    let on_timeout = if has_timeouts {
-        let reply = format_ident!("{}TimeoutReply", sp);
-        quote! {
-            fn on_timeout(
-                &self,
-                ctx: &mut Self::Ctx,
-                #key: ::uuid::Uuid,
-                from: #status,
-                to: #status,
-            ) -> impl Future<Output = Result<super::handlers::#reply, Self::Error>> + Send {
-                self.inner.on_timeout(ctx, #key, from, to)
-            }
-        }
-    } else {
-        quote!()
-    };
     let owner_commands: Vec<_> = saga.commands.iter().filter(|c| c.service == sm.owner).collect();
     let command_methods = owner_commands.iter().map(|c| {
-        let method = format_ident!("{}", snake(&c.name));
-        let ty = format_ident!("{}", c.name);
-        let ev = format_ident!("{}", pascal(&c.emits));
+        let method = names::Command(&c.name).method();
+        let ty = names::verbatim(&c.name);
+        let ev = names::type_of(&c.emits);
         quote! {
             fn #method(
                 &self,
@@ -398,11 +261,11 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         }
     };
     let start_methods = owner_commands.iter().map(|c| {
-        let ty = format_ident!("{}", c.name);
-        let method = format_ident!("start_{}", snake(&c.name));
-        let run = format_ident!("run_{}", snake(&c.name));
-        let keyed = format_ident!("start_{}_keyed", snake(&c.name));
-        let run_keyed = format_ident!("run_{}_keyed", snake(&c.name));
+        let ty = names::verbatim(&c.name);
+        let method = names::Command(&c.name).start();
+        let run = names::Command(&c.name).run();
+        let keyed = names::Command(&c.name).start_keyed();
+        let run_keyed = names::Command(&c.name).run_keyed();
         let docs = super::doc(&format!("Starts a saga with `{}`, as the entry command does; its key.", c.name));
         let keyed_docs =
             super::doc(&format!("Starts saga `key` with `{}`: to replay a recorded saga under its own key.", c.name));
@@ -430,8 +293,8 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         }
     });
     let given = owner_commands.first().map(|c| {
-        let ty = format_ident!("{}", c.name);
-        let start = format_ident!("start_{}", snake(&c.name));
+        let ty = names::verbatim(&c.name);
+        let start = names::Command(&c.name).start();
         quote! {
             /// `given`: a saga in `status`, seeded through the store. It is started by the entry
             /// command with sample fields, then, unless `status` is the initial one, moved
@@ -476,7 +339,6 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         }
     };
     let advance = if has_timeouts {
-        let run_timeout = format_ident!("run_{}_timeout", snake(&sm.owner));
         quote! {
             /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
             /// does; returns the sagas that timed out, in the order they did.
@@ -485,10 +347,12 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 ctx: &mut <H as #store>::Ctx,
                 by: ::std::time::Duration,
             ) -> Result<Vec<::uuid::Uuid>, saga_contract::SweepFailure<super::handlers::HandleError<<H as #store>::Error>>> {
-                self.observed.clock.advance(by);
-                let as_of = ::std::time::SystemTime::from(self.observed.clock.now());
+                let clock = self.observed.log.clock();
+                clock.advance(by);
+                let as_of = ::std::time::SystemTime::from(clock.now());
                 let mut timed_out = Vec::new();
-                while let Some(#key) = super::owner::#run_timeout(&self.observed, ctx, as_of, &timed_out).await? {
+                let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
+                while let Some(#key) = saga_contract::owner::run_timeout(&bound, ctx, as_of, &timed_out).await? {
                     timed_out.push(#key);
                 }
                 Ok(timed_out)
@@ -500,10 +364,10 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     let paths = paths(sm);
     let path_items = paths.iter().map(|path| {
         let steps = path.iter().map(|(on, to)| {
-            let to = format_ident!("{}", pascal(to));
+            let to = names::type_of(to);
             match on {
                 Some(e) => {
-                    let e = format_ident!("{}", pascal(e));
+                    let e = names::type_of(e);
                     quote! { #path_step::Event(EventType::#e, #status::#to) }
                 }
                 None => quote! { #path_step::Timeout(#status::#to) },
@@ -514,6 +378,9 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     let path_count = Literal::usize_unsuffixed(paths.len());
     quote! {
         use std::future::Future;
+
+        use saga_contract::OutboxRecord;
+        use saga_testing::{Inbox, OwnerLog};
 
         use super::handlers::#handler;
         use super::owner::{#store, #transition, #cause, #overdue};
@@ -536,20 +403,13 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         pub const PATHS: [&[#path_step]; #path_count] = [#(#path_items),*];
 
         /// A change of status the owner wrote, as a scenario reads it back.
-        #[derive(Debug, Clone, PartialEq, Eq)]
-        pub struct #change {
-            pub from: Option<#status>,
-            pub to: #status,
-            pub event_type: String,
-        }
+        pub type #change = saga_testing::Change<#status>;
 
         /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
         /// change of status and write to the outbox kept.
         pub struct #observed<H> {
             inner: H,
-            clock: VirtualClock,
-            changes: Mutex<Vec<(::uuid::Uuid, #change)>>,
-            published: Published,
+            log: OwnerLog<#status, EventType>,
         }
 
         impl<H: #store> #store for #observed<H> {
@@ -565,13 +425,12 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
 
             fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-                self.clock.now()
+                self.log.clock().now()
             }
 
             async fn write_transition(&self, ctx: &mut Self::Ctx, transition: &#transition<'_>) -> Result<(), Self::Error> {
                 self.inner.write_transition(ctx, transition).await?;
-                let change = #change { from: transition.from, to: transition.to, event_type: transition.event_type.to_owned() };
-                self.changes.lock().unwrap_or_else(PoisonError::into_inner).push((transition.#key, change));
+                self.log.changed(transition.#key, transition.from, transition.to, transition.event_type);
                 Ok(())
             }
 
@@ -588,9 +447,8 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
 
             async fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> Result<(), Self::Error> {
-                let key = ::uuid::Uuid::parse_str(&record.partition_key).unwrap_or_default();
                 self.inner.publish(ctx, record.clone()).await?;
-                self.published.push(key, record);
+                self.log.published(record);
                 Ok(())
             }
 
@@ -605,12 +463,6 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
         }
 
-        impl<H: #handler> #handler for #observed<H> {
-            type Ctx = <H as #handler>::Ctx;
-            type Error = <H as #handler>::Error;
-            #(#handler_methods)*
-            #on_timeout
-        }
 
         #commands_impl
 
@@ -620,13 +472,13 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
         /// kept for `history` and `emitted`.
         pub struct #scenario<H> {
             observed: #observed<H>,
-            inbox: HashSet<::uuid::Uuid>,
+            inbox: Inbox,
         }
 
         impl<H> #scenario<H> {
             pub fn new(handler: H) -> Self {
-                let observed = #observed { inner: handler, clock: VirtualClock::default(), changes: Mutex::default(), published: Published::default() };
-                #scenario { observed, inbox: HashSet::new() }
+                let observed = #observed { inner: handler, log: OwnerLog::default() };
+                #scenario { observed, inbox: Inbox::default() }
             }
 
             pub fn handler(&self) -> &H {
@@ -634,18 +486,17 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
 
             pub fn clock(&self) -> &VirtualClock {
-                &self.observed.clock
+                self.observed.log.clock()
             }
 
             /// Every change of status of saga `key` this scenario made, oldest first.
             pub fn history(&self, #key: ::uuid::Uuid) -> Vec<#change> {
-                let changes = self.observed.changes.lock().unwrap_or_else(PoisonError::into_inner);
-                changes.iter().filter(|(k, _)| *k == #key).map(|(_, c)| c.clone()).collect()
+                self.observed.log.history(#key)
             }
 
             /// What saga `key` published (written to the outbox, or replied), oldest first.
             pub fn emitted(&self, #key: ::uuid::Uuid) -> Vec<Emitted> {
-                self.observed.published.of(#key)
+                self.observed.log.emitted(#key)
             }
         }
 
@@ -660,7 +511,11 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 ctx: &mut <H as #store>::Ctx,
                 event: impl Into<super::handlers::#inbound>,
             ) -> Result<Delivered, super::handlers::HandleError<<H as #store>::Error>> {
-                deliver(&mut self.inbox, &self.observed.published, &self.observed, ctx, event.into()).await
+                let event = event.into();
+                let meta = saga_contract::Inbound::meta(&event);
+                let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
+                let run = saga_contract::owner::run_event(&bound, ctx, event);
+                self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
             }
 
             /// The event arrives twice (a redelivery): the second changes nothing.

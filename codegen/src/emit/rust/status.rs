@@ -1,40 +1,35 @@
 //! Emits `status.rs`: the status machine, its transitions and timeouts.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
 use super::doc;
-use crate::ir::{Saga, pascal};
+use super::names;
+use crate::ir::Saga;
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let Some(sm) = &saga.status else {
         return quote! { //! The spec declares no status machine.
         };
     };
-    let id = format_ident!("{}Status", pascal(&sm.owner));
-    let vs: Vec<_> = sm.states.iter().map(|s| format_ident!("{}", pascal(&s.name))).collect();
+    let id = names::service(&sm.owner).status();
+    let vs: Vec<_> = sm.states.iter().map(|s| names::type_of(&s.name)).collect();
     let names: Vec<_> = sm.states.iter().map(|s| s.name.as_str()).collect();
-    let initial = format_ident!("{}", pascal(&sm.initial));
-    let terminal: Vec<_> =
-        sm.states.iter().filter(|s| s.terminal).map(|s| format_ident!("{}", pascal(&s.name))).collect();
+    let initial = names::type_of(&sm.initial);
+    let terminal: Vec<_> = sm.states.iter().filter(|s| s.terminal).map(|s| names::type_of(&s.name)).collect();
     let arms = sm.transitions.iter().map(|t| {
-        let (f, e, to) = (
-            format_ident!("{}", pascal(&t.from)),
-            format_ident!("{}", pascal(&t.on)),
-            format_ident!("{}", pascal(&t.to)),
-        );
+        let (f, e, to) = (names::type_of(&t.from), names::type_of(&t.on), names::type_of(&t.to));
         quote! { (#id::#f, EventType::#e) => Ok(#id::#to), }
     });
-    let timed: Vec<_> =
-        sm.states.iter().filter(|s| s.timeout.is_some()).map(|s| format_ident!("{}", pascal(&s.name))).collect();
+    let timed: Vec<_> = sm.states.iter().filter(|s| s.timeout.is_some()).map(|s| names::type_of(&s.name)).collect();
     let timeout_arms = sm.states.iter().filter_map(|s| {
         let t = s.timeout.as_ref()?;
-        let from = format_ident!("{}", pascal(&s.name));
-        let to = format_ident!("{}", pascal(&t.to));
+        let from = names::type_of(&s.name);
+        let to = names::type_of(&t.to);
         let ms = Literal::u64_unsuffixed(t.after_ms);
         let emits = match &t.emits {
             Some(e) => {
-                let e = format_ident!("{}", pascal(e));
+                let e = names::type_of(e);
                 quote!(Some(EventType::#e))
             }
             None => quote!(None),
@@ -46,20 +41,20 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
     let mut trigger_names: Vec<&str> = sm.transitions.iter().map(|t| t.on.as_str()).collect();
     trigger_names.sort_unstable();
     trigger_names.dedup();
-    let triggers: Vec<_> = trigger_names.iter().map(|t| format_ident!("{}", pascal(t))).collect();
+    let triggers: Vec<_> = trigger_names.iter().map(|t| names::type_of(t)).collect();
     let is_trigger = if triggers.is_empty() {
         quote! { let _ = event; false }
     } else {
         quote! { matches!(event, #(EventType::#triggers)|*) }
     };
-    let parked: Vec<_> = sm.parks.iter().map(|t| format_ident!("{}", pascal(t))).collect();
+    let parked: Vec<_> = sm.parks.iter().map(|t| names::type_of(t)).collect();
     let parks = if parked.is_empty() {
         quote! { let _ = event; false }
     } else {
         quote! { matches!(event, #(EventType::#parked)|*) }
     };
     let migrations = sm.migrations.iter().map(|m| {
-        let (from, to) = (&m.from, format_ident!("{}", pascal(&m.to)));
+        let (from, to) = (&m.from, names::type_of(&m.to));
         quote! { StatusMigration { from: #from, to: #id::#to }, }
     });
     let owner = &sm.owner;

@@ -2,16 +2,17 @@
 //! fingerprint, and `TopicMessage` over all topics.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::quote;
 
 use super::doc;
-use crate::ir::{Saga, pascal};
+use super::names;
+use crate::ir::Saga;
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let enums = saga.topics.iter().map(|t| {
-        let id = format_ident!("{}", pascal(&t.name));
+        let id = names::type_of(&t.name);
         let name = &t.name;
-        let evs: Vec<_> = saga.topic_events(&t.name).map(|e| format_ident!("{}", pascal(&e.name))).collect();
+        let evs: Vec<_> = saga.topic_events(&t.name).map(|e| names::type_of(&e.name)).collect();
         let docs = doc(&format!(
             "A message on topic `{}`.{}",
             t.name,
@@ -66,7 +67,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             }
         }
     });
-    let tids: Vec<_> = saga.topics.iter().map(|t| format_ident!("{}", pascal(&t.name))).collect();
+    let tids: Vec<_> = saga.topics.iter().map(|t| names::type_of(&t.name)).collect();
     let tnames: Vec<_> = saga.topics.iter().map(|t| t.name.as_str()).collect();
     quote! {
         //! One enum per topic over the events it carries, decoded by schema fingerprint.

@@ -2,11 +2,12 @@
 //! subscriptions, events and compensations.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
 use super::doc;
+use super::names;
 use crate::emit::avro::EventSchema;
-use crate::ir::{Saga, pascal};
+use crate::ir::Saga;
 
 pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     let topics = saga.topics.iter().map(|t| {
@@ -36,8 +37,8 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     // the i-th consuming service has the i-th group.
     let identities = saga.services.iter().enumerate().filter(|(_, s)| saga.subscriptions(&s.name).next().is_some());
     let identities = identities.enumerate().map(|(group, (ordinal, s))| {
-        let id = format_ident!("{}_SERVICE", s.name.to_uppercase());
-        let inbound = format_ident!("{}Inbound", pascal(&s.name));
+        let id = names::service(&s.name).identity();
+        let inbound = names::service(&s.name).inbound();
         let (name, ordinal, group) =
             (&s.name, Literal::u16_unsuffixed(ordinal as u16), Literal::usize_unsuffixed(group));
         let used = saga.topics.iter().filter(|t| {
@@ -102,15 +103,10 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         /// The services of the saga.
         pub const SERVICES: &[&str] = &[#(#services),*];
 
-        /// One Kafka topic the saga uses.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub struct Topic {
-            pub name: &'static str,
-            pub partitions: i32,
-            /// Where messages that cannot be processed go.
-            pub dlq: &'static str,
-        }
+        /// The rows of the tables below: the same for every saga.
+        pub use saga_contract::topology::{Compensation, EventInfo, KafkaGrant, Subscription, Topic};
 
+        /// Every Kafka topic the saga uses, with its dead-letter twin.
         pub const TOPICS: &[Topic] = &[#(#topics)*];
 
         /// A consumer group and its retry policy: shared with the runtime, which configures its
@@ -125,61 +121,16 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
 
         #(#identities)*
 
-        /// A service receiving an event, and what it may publish in reply.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub struct Subscription {
-            pub service: &'static str,
-            pub event_type: &'static str,
-            pub topic: &'static str,
-            pub replies: &'static [&'static str],
-        }
-
+        /// Each service receiving an event, and what it may publish in reply.
         pub const SUBSCRIPTIONS: &[Subscription] = &[#(#subs)*];
 
-        /// An event: where it goes, who publishes it, its schema fingerprint.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub struct EventInfo {
-            pub event_type: &'static str,
-            pub topic: &'static str,
-            pub publisher: &'static str,
-            /// Also consumed outside the saga.
-            pub external: bool,
-            pub fingerprint: [u8; 8],
-        }
-
+        /// Every event: where it goes, who publishes it, its schema fingerprint.
         pub const EVENTS: &[EventInfo] = &[#(#events)*];
 
-        /// On `on`, `service` undoes the local effect of its earlier event `undoes`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub struct Compensation {
-            pub on: &'static str,
-            pub service: &'static str,
-            pub undoes: &'static str,
-            /// Arriving before the request it undoes, it leaves a tombstone: the request,
-            /// when it comes, does nothing.
-            pub tombstone: bool,
-        }
-
+        /// Every compensation: on `on`, `service` undoes its earlier event `undoes`.
         pub const COMPENSATIONS: &[Compensation] = &[#(#comps)*];
 
-        /// What the broker lets a service do, as the principal named after it
-        /// (docs/security.md): it writes the topics it publishes to and the
-        /// dead-letter twins of those it consumes, reads what it consumes with
-        /// its own group, describes the status owner's group and topics. And
-        /// what it lets the operator console (`console`) do: read everything,
-        /// redrive into the saga's topics, with groups of its own.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub struct KafkaGrant {
-            pub principal: &'static str,
-            /// `topic` or `group`.
-            pub resource: &'static str,
-            /// `literal`: the resource named `name`; `prefixed`: every resource whose name starts with it.
-            pub pattern: &'static str,
-            pub name: &'static str,
-            /// Kafka's names: `Read`, `Write`, `Describe`.
-            pub operations: &'static [&'static str],
-        }
-
+        /// What the broker lets each service, and the operator console, do (docs/security.md).
         pub const KAFKA_GRANTS: &[KafkaGrant] = &[#(#grants)*];
 
         /// The operator console's Kafka principal.

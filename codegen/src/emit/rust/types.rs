@@ -1,19 +1,20 @@
 //! Emits `types.rs`: the spec's named types, records and enums, used inside event payloads.
 
 use proc_macro2::{Literal, TokenStream};
-use quote::{format_ident, quote};
+use quote::quote;
 
+use super::names;
 use super::{opt_doc, record};
-use crate::ir::{Saga, TypeKind, pascal};
+use crate::ir::{Saga, TypeKind};
 
 pub(super) fn module(saga: &Saga) -> TokenStream {
     let items = saga.types.iter().map(|t| {
-        let id = format_ident!("{}", t.name);
+        let id = names::verbatim(&t.name);
         let docs = opt_doc(&t.doc);
         match &t.kind {
             TypeKind::Record(fields) => record(&id, &t.name, docs, fields),
             TypeKind::Enum(symbols) => {
-                let variants: Vec<_> = symbols.iter().map(|s| format_ident!("{}", pascal(s))).collect();
+                let variants: Vec<_> = symbols.iter().map(|s| names::type_of(s)).collect();
                 let idx = (0..symbols.len()).map(|i| Literal::u32_unsuffixed(i as u32));
                 let name = &t.name;
                 quote! {

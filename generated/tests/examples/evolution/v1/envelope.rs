@@ -47,12 +47,6 @@ pub struct Envelope<E> {
     pub payload: E,
 }
 
-/// Truncates to what `timestamp-micros` keeps, so an envelope equals its decoded copy.
-fn now_micros() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
-}
-
 impl<E> Envelope<E> {
     /// An event published in reply: same saga key and trace, new id and time; no
     /// deadline (the status owner sets the next one when the reply reaches it).
@@ -60,7 +54,7 @@ impl<E> Envelope<E> {
         Envelope {
             event_id: Uuid::now_v7(),
             parcel_id: self.parcel_id,
-            occurred_at: now_micros(),
+            occurred_at: saga_wire::now_micros(),
             trace: self.trace.clone(),
             deadline: None,
             payload,
@@ -89,7 +83,7 @@ impl<E: Event> Envelope<E> {
         Envelope {
             event_id: Uuid::now_v7(),
             parcel_id,
-            occurred_at: now_micros(),
+            occurred_at: saga_wire::now_micros(),
             trace: TraceContext::default(),
             deadline: None,
             payload,
@@ -101,8 +95,7 @@ impl<E: Event> Envelope<E> {
     }
     /// The deadline of the answer to this event (truncated to what `timestamp-micros` keeps).
     pub fn with_deadline(mut self, deadline: Option<DateTime<Utc>>) -> Self {
-        self.deadline = deadline
-            .map(|d| DateTime::from_timestamp_micros(d.timestamp_micros()).unwrap_or(d));
+        self.deadline = deadline.map(saga_wire::to_micros);
         self
     }
     pub fn event_type(&self) -> &'static str {
@@ -167,27 +160,7 @@ impl<E: Event> Envelope<E> {
     }
     /// Kafka headers: for humans and tools; consumers decode from the payload alone.
     pub fn headers(&self) -> Vec<(String, String)> {
-        let mut h = Vec::from([
-            ("event-type".to_string(), E::EVENT_TYPE.to_string()),
-            ("event-id".to_string(), self.event_id.to_string()),
-            (
-                "content-type".to_string(),
-                "application/vnd.apache.avro+binary".to_string(),
-            ),
-        ]);
-        if let Some(tp) = &self.trace.traceparent {
-            h.push(("traceparent".to_string(), tp.clone()));
-        }
-        if let Some(ts) = &self.trace.tracestate {
-            h.push(("tracestate".to_string(), ts.clone()));
-        }
-        if let Some(deadline) = &self.deadline {
-            h.push((
-                "saga-deadline".to_string(),
-                deadline.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            ));
-        }
-        h
+        saga_wire::headers(E::EVENT_TYPE, self.event_id, &self.trace, self.deadline)
     }
     /// The row the transactional outbox stores for this event.
     pub fn to_outbox(&self) -> Result<OutboxRecord, EncodeError> {

@@ -19,15 +19,12 @@ pub const DLQ_SUFFIX: &str = ".dlq";
 /// The services of the saga.
 pub const SERVICES: &[&str] = &["dispatch", "warehouse"];
 
-/// One Kafka topic the saga uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Topic {
-    pub name: &'static str,
-    pub partitions: i32,
-    /// Where messages that cannot be processed go.
-    pub dlq: &'static str,
-}
+/// The rows of the tables below: the same for every saga.
+pub use saga_contract::topology::{
+    Compensation, EventInfo, KafkaGrant, Subscription, Topic,
+};
 
+/// Every Kafka topic the saga uses, with its dead-letter twin.
 pub const TOPICS: &[Topic] = &[
     Topic {
         name: "parcel-events",
@@ -112,15 +109,7 @@ pub const WAREHOUSE_SERVICE: ServiceIdentity<super::handlers::WarehouseInbound> 
     inbound: PhantomData,
 };
 
-/// A service receiving an event, and what it may publish in reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Subscription {
-    pub service: &'static str,
-    pub event_type: &'static str,
-    pub topic: &'static str,
-    pub replies: &'static [&'static str],
-}
-
+/// Each service receiving an event, and what it may publish in reply.
 pub const SUBSCRIPTIONS: &[Subscription] = &[
     Subscription {
         service: "warehouse",
@@ -160,17 +149,7 @@ pub const SUBSCRIPTIONS: &[Subscription] = &[
     },
 ];
 
-/// An event: where it goes, who publishes it, its schema fingerprint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventInfo {
-    pub event_type: &'static str,
-    pub topic: &'static str,
-    pub publisher: &'static str,
-    /// Also consumed outside the saga.
-    pub external: bool,
-    pub fingerprint: [u8; 8],
-}
-
+/// Every event: where it goes, who publishes it, its schema fingerprint.
 pub const EVENTS: &[EventInfo] = &[
     EventInfo {
         event_type: "parcel.requested",
@@ -216,17 +195,7 @@ pub const EVENTS: &[EventInfo] = &[
     },
 ];
 
-/// On `on`, `service` undoes the local effect of its earlier event `undoes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compensation {
-    pub on: &'static str,
-    pub service: &'static str,
-    pub undoes: &'static str,
-    /// Arriving before the request it undoes, it leaves a tombstone: the request,
-    /// when it comes, does nothing.
-    pub tombstone: bool,
-}
-
+/// Every compensation: on `on`, `service` undoes its earlier event `undoes`.
 pub const COMPENSATIONS: &[Compensation] = &[
     Compensation {
         on: "parcel.abandoned",
@@ -236,24 +205,7 @@ pub const COMPENSATIONS: &[Compensation] = &[
     },
 ];
 
-/// What the broker lets a service do, as the principal named after it
-/// (docs/security.md): it writes the topics it publishes to and the
-/// dead-letter twins of those it consumes, reads what it consumes with
-/// its own group, describes the status owner's group and topics. And
-/// what it lets the operator console (`console`) do: read everything,
-/// redrive into the saga's topics, with groups of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KafkaGrant {
-    pub principal: &'static str,
-    /// `topic` or `group`.
-    pub resource: &'static str,
-    /// `literal`: the resource named `name`; `prefixed`: every resource whose name starts with it.
-    pub pattern: &'static str,
-    pub name: &'static str,
-    /// Kafka's names: `Read`, `Write`, `Describe`.
-    pub operations: &'static [&'static str],
-}
-
+/// What the broker lets each service, and the operator console, do (docs/security.md).
 pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     KafkaGrant {
         principal: "dispatch",

@@ -1,0 +1,688 @@
+//! The status owner's driver, for any saga: what it does with an inbound event and with
+//! a saga past its deadline. The generated `owner` module binds it to one spec (its
+//! status machine, its inbound events, the store and handler the owner implements,
+//! through [`Owner`]); nothing here knows a saga.
+//!
+//! An event runs through the status machine, then the owner's handler, in the caller's
+//! transaction: the saga is locked; a trigger the status accepts is written as a
+//! transition with its history row; one the spec parks (replies on different topics are
+//! not ordered against each other) that arrived before the status it needs waits, and is
+//! applied with its handler once a later event moved the status there; an event for a
+//! saga that already ended changes nothing; any other has no declared answer
+//! ([`Failure::unanswered`]), which the spec verifier proves unreachable.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::{OutboxRecord, ParkedEvent, SweepFailure};
+
+/// A status machine as the spec declares it (the generated `<Owner>Status`).
+pub trait StatusMachine: Copy + Eq + Send + Sync + 'static {
+    /// The kind of the events it is keyed by (the generated `EventType`).
+    type Event: Copy + Send + Sync + 'static;
+
+    /// The states that time out: where the sweeper looks for overdue sagas.
+    const WITH_TIMEOUT: &'static [Self];
+
+    /// The spec's name of the state.
+    fn name(self) -> &'static str;
+    /// The spec's name of an event.
+    fn event_name(event: Self::Event) -> &'static str;
+    fn is_terminal(self) -> bool;
+    /// The state `event` moves this one to; `None` when it has no transition on it.
+    fn next(self, event: Self::Event) -> Option<Self>;
+    /// Whether any transition is keyed by `event`; the others are only recorded.
+    fn is_trigger(event: Self::Event) -> bool;
+    /// Whether `event` may come before the status that accepts it.
+    fn parks(event: Self::Event) -> bool;
+    /// The state a saga moves to when it stays too long in this one.
+    fn timeout_to(self) -> Option<Self>;
+}
+
+/// An event the status owner receives (the generated `<Owner>Inbound`).
+pub trait OwnerEvent: Sized + Send + Sync + 'static {
+    type Kind: Copy + Send + Sync + 'static;
+
+    fn kind(&self) -> Self::Kind;
+    fn event_id(&self) -> Uuid;
+    fn saga_key(&self) -> Uuid;
+}
+
+/// What the status machine made of an event, before the owner's handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<S> {
+    /// The event moved the status.
+    Moved { from: S, to: S },
+    /// The event moves no status in the spec; it is only recorded.
+    Recorded { status: S },
+    /// The saga had already ended: the event changes nothing (the compensations of
+    /// that end undo whatever the event stands for).
+    Late { status: S },
+}
+
+/// Why a status changes: what the store may take further columns from. `I` is the
+/// owner's inbound event.
+pub enum Cause<'a, I> {
+    /// An entry command started the saga.
+    Started,
+    /// An inbound event, with everything it carries.
+    Event(&'a I),
+    /// The status stayed past its deadline.
+    Timeout,
+    /// A test scenario put the saga in this status directly (`scenario`'s `given`).
+    Seeded,
+}
+
+// By hand: a derive would ask `I: Clone` of what is only borrowed.
+impl<I> Clone for Cause<'_, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<I> Copy for Cause<'_, I> {}
+
+impl<I: fmt::Debug> fmt::Debug for Cause<'_, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::Started => f.write_str("Started"),
+            Cause::Event(event) => f.debug_tuple("Event").field(event).finish(),
+            Cause::Timeout => f.write_str("Timeout"),
+            Cause::Seeded => f.write_str("Seeded"),
+        }
+    }
+}
+
+/// One change of a saga's status, as the driver asks the store to write it (the
+/// generated `<Owner>Transition` names the key as the spec does).
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a, S, I> {
+    pub saga_key: Uuid,
+    /// `None` for the first transition, when the saga starts.
+    pub from: Option<S>,
+    pub to: S,
+    /// The event behind the change, for the history row: a timeout's is the event it
+    /// publishes, or a fresh id and `timeout` when it publishes none.
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub cause: Cause<'a, I>,
+    /// When the saga times out of `to` ([`deadline`]); `None` for a status without one.
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// A saga past its deadline, as the store finds it; `T` is the trace it started with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overdue<S, T> {
+    pub saga_key: Uuid,
+    pub status: S,
+    pub trace: T,
+}
+
+/// The overdue saga of owner `O`.
+pub type OverdueOf<O> = Overdue<<O as Owner>::Status, <O as Owner>::Trace>;
+
+/// The deadline of a saga entering a status at `now` that times out `after` it: to the
+/// microsecond (what an event's `deadline` keeps); `None` without a timeout, or past
+/// the end of time.
+pub fn deadline(now: DateTime<Utc>, after: Option<Duration>) -> Option<DateTime<Utc>> {
+    let at = now.checked_add_signed(TimeDelta::from_std(after?).ok()?)?;
+    DateTime::from_timestamp_micros(at.timestamp_micros())
+}
+
+/// The failures of the driver itself, beside the store's (the generated `HandleError`).
+pub trait Failure<E>: Sized {
+    /// The store failed.
+    fn store(error: E) -> Self;
+    /// The owner does not know the saga (yet): its first event may still be on its way.
+    fn unknown_saga(saga_key: Uuid) -> Self;
+    /// The event reached the owner in a status the spec gives no answer for.
+    fn unanswered(status: &'static str, event: &'static str) -> Self;
+}
+
+/// The status owner as the driver sees it: its store and its handler, bound to one spec
+/// by the generated code. Every method runs in the caller's transaction (`ctx`).
+pub trait Owner: Send + Sync {
+    type Status: StatusMachine;
+    type Inbound: OwnerEvent<Kind = <Self::Status as StatusMachine>::Event>;
+    /// The trace a saga started with: its timeout belongs to it too.
+    type Trace: Send;
+    type Ctx: Send;
+    /// The store's error.
+    type Error: Send;
+    type Failure: Failure<Self::Error> + Send;
+
+    /// The saga's status, locked until the transaction ends; `None` when not known.
+    fn load_for_update(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+    ) -> impl Future<Output = Result<Option<Self::Status>, Self::Error>> + Send;
+    /// The deadline of a saga entering `status` now.
+    fn deadline(&self, status: Self::Status) -> Option<DateTime<Utc>>;
+    /// Writes a transition: the status, its deadline and the history row.
+    fn write_transition(
+        &self,
+        ctx: &mut Self::Ctx,
+        transition: &Transition<'_, Self::Status, Self::Inbound>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Keeps an event that arrived before the status it needs.
+    fn park(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: &Self::Inbound,
+    ) -> impl Future<Output = Result<(), Self::Failure>> + Send;
+    /// The events parked for the saga, oldest first.
+    fn parked(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, Self::Error>> + Send;
+    /// A parked event decoded again; `None` when it is no longer one of the owner's.
+    fn unparked(parked: &ParkedEvent) -> Option<Self::Inbound>;
+    /// Removes a parked event once it is applied.
+    fn unpark(&self, ctx: &mut Self::Ctx, event_id: Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Writes an event to the outbox.
+    fn publish(
+        &self,
+        ctx: &mut Self::Ctx,
+        record: OutboxRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Runs the owner's handler for `event`; its reply as an outbox record.
+    fn handle(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Self::Inbound,
+        step: Step<Self::Status>,
+    ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send;
+    /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
+    /// `statuses`, its key not in `skip`, locked for this transaction.
+    fn next_overdue(
+        &self,
+        ctx: &mut Self::Ctx,
+        statuses: &[Self::Status],
+        as_of: SystemTime,
+        skip: &[Uuid],
+    ) -> impl Future<Output = Result<Option<OverdueOf<Self>>, Self::Error>> + Send;
+    /// Asks the owner's handler for the event a timeout from `saga.status` to `to`
+    /// publishes; as an outbox record of the saga, in its trace.
+    fn on_timeout(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga: OverdueOf<Self>,
+        to: Self::Status,
+    ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send;
+}
+
+/// Runs an event the owner received through the status machine, then its handler (see
+/// the module's documentation). Returns the handler's reply.
+pub async fn run_event<O: Owner>(
+    owner: &O,
+    ctx: &mut O::Ctx,
+    event: O::Inbound,
+) -> Result<Option<OutboxRecord>, O::Failure> {
+    let saga_key = event.saga_key();
+    let kind = event.kind();
+    let status = owner
+        .load_for_update(ctx, saga_key)
+        .await
+        .map_err(O::Failure::store)?
+        .ok_or_else(|| O::Failure::unknown_saga(saga_key))?;
+    let step = if !O::Status::is_trigger(kind) {
+        Step::Recorded { status }
+    } else {
+        match status.next(kind) {
+            Some(to) => {
+                let change = Transition {
+                    saga_key,
+                    from: Some(status),
+                    to,
+                    event_id: event.event_id(),
+                    event_type: O::Status::event_name(kind),
+                    cause: Cause::Event(&event),
+                    deadline: owner.deadline(to),
+                };
+                owner.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
+                Step::Moved { from: status, to }
+            }
+            None if status.is_terminal() => Step::Late { status },
+            None if O::Status::parks(kind) => {
+                owner.park(ctx, &event).await?;
+                return Ok(None);
+            }
+            None => return Err(O::Failure::unanswered(status.name(), O::Status::event_name(kind))),
+        }
+    };
+    let reply = owner.handle(ctx, event, step).await?;
+    if let Step::Moved { to, .. } = step {
+        apply_parked(owner, ctx, saga_key, to).await?;
+    }
+    Ok(reply)
+}
+
+/// Applies, oldest first, each parked event the status now accepts, until none does;
+/// their replies go to the outbox.
+async fn apply_parked<O: Owner>(
+    owner: &O,
+    ctx: &mut O::Ctx,
+    saga_key: Uuid,
+    mut status: O::Status,
+) -> Result<(), O::Failure> {
+    loop {
+        let parked = owner.parked(ctx, saga_key).await.map_err(O::Failure::store)?;
+        let next = parked.iter().find_map(|parked| {
+            // One that no longer decodes (its schema changed while it waited) stays parked,
+            // for an operator to see: it must not fail the event in hand.
+            let event = O::unparked(parked)?;
+            let to = status.next(event.kind())?;
+            Some((parked.event_id, event, to))
+        });
+        let Some((event_id, event, to)) = next else { return Ok(()) };
+        owner.unpark(ctx, event_id).await.map_err(O::Failure::store)?;
+        let change = Transition {
+            saga_key,
+            from: Some(status),
+            to,
+            event_id,
+            event_type: O::Status::event_name(event.kind()),
+            cause: Cause::Event(&event),
+            deadline: owner.deadline(to),
+        };
+        owner.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
+        let step = Step::Moved { from: status, to };
+        status = to;
+        if let Some(record) = owner.handle(ctx, event, step).await? {
+            owner.publish(ctx, record).await.map_err(O::Failure::store)?;
+        }
+    }
+}
+
+/// Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is
+/// not in `skip`, as the spec says: asks the owner for the event the timeout publishes
+/// (its compensations undo what the saga did), writes the transition with its history
+/// row and the event. `Ok(None)` when no saga is due; an error names the saga it failed
+/// for.
+pub async fn run_timeout<O: Owner>(
+    owner: &O,
+    ctx: &mut O::Ctx,
+    as_of: SystemTime,
+    skip: &[Uuid],
+) -> Result<Option<Uuid>, SweepFailure<O::Failure>> {
+    let failed = |saga_key, error| SweepFailure { saga_key, error };
+    let due = owner.next_overdue(ctx, O::Status::WITH_TIMEOUT, as_of, skip).await;
+    let Some(saga) = due.map_err(|e| failed(None, O::Failure::store(e)))? else { return Ok(None) };
+    let (saga_key, from) = (saga.saga_key, saga.status);
+    let key = Some(saga_key);
+    let Some(to) = from.timeout_to() else { return Ok(key) };
+    let record = owner.on_timeout(ctx, saga, to).await.map_err(|e| failed(key, e))?;
+    let (event_id, event_type) = match &record {
+        Some(r) => (r.event_id, r.event_type.as_str()),
+        None => (Uuid::now_v7(), "timeout"),
+    };
+    let change = Transition {
+        saga_key,
+        from: Some(from),
+        to,
+        event_id,
+        event_type,
+        cause: Cause::Timeout,
+        deadline: owner.deadline(to),
+    };
+    owner.write_transition(ctx, &change).await.map_err(|e| failed(key, O::Failure::store(e)))?;
+    if let Some(record) = record {
+        owner.publish(ctx, record).await.map_err(|e| failed(key, O::Failure::store(e)))?;
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// Runs a future that never waits (the owner below does not).
+    fn ready<T>(future: impl Future<Output = T>) -> T {
+        match pin!(future).as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(value) => value,
+            Poll::Pending => panic!("the future waited"),
+        }
+    }
+
+    /// `a -x-> b -y-> c`, `a -z-> ended`; `y` parks, `note` moves nothing; `a` and `b`
+    /// time out to `timed_out`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum St {
+        A,
+        B,
+        C,
+        Ended,
+        TimedOut,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Ev {
+        X,
+        Y,
+        Z,
+        Note,
+    }
+
+    const EVENTS: [(Ev, &str); 4] = [(Ev::X, "x"), (Ev::Y, "y"), (Ev::Z, "z"), (Ev::Note, "note")];
+
+    impl StatusMachine for St {
+        type Event = Ev;
+        const WITH_TIMEOUT: &'static [St] = &[St::A, St::B];
+
+        fn name(self) -> &'static str {
+            match self {
+                St::A => "a",
+                St::B => "b",
+                St::C => "c",
+                St::Ended => "ended",
+                St::TimedOut => "timed_out",
+            }
+        }
+        fn event_name(event: Ev) -> &'static str {
+            EVENTS.iter().find(|(e, _)| *e == event).map(|(_, n)| *n).unwrap()
+        }
+        fn is_terminal(self) -> bool {
+            matches!(self, St::C | St::Ended | St::TimedOut)
+        }
+        fn next(self, event: Ev) -> Option<St> {
+            match (self, event) {
+                (St::A, Ev::X) => Some(St::B),
+                (St::B, Ev::Y) => Some(St::C),
+                (St::A, Ev::Z) => Some(St::Ended),
+                _ => None,
+            }
+        }
+        fn is_trigger(event: Ev) -> bool {
+            event != Ev::Note
+        }
+        fn parks(event: Ev) -> bool {
+            event == Ev::Y
+        }
+        fn timeout_to(self) -> Option<St> {
+            St::WITH_TIMEOUT.contains(&self).then_some(St::TimedOut)
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Msg {
+        id: Uuid,
+        key: Uuid,
+        kind: Ev,
+    }
+
+    impl Msg {
+        fn new(key: Uuid, kind: Ev) -> Self {
+            Msg { id: Uuid::now_v7(), key, kind }
+        }
+    }
+
+    impl OwnerEvent for Msg {
+        type Kind = Ev;
+        fn kind(&self) -> Ev {
+            self.kind
+        }
+        fn event_id(&self) -> Uuid {
+            self.id
+        }
+        fn saga_key(&self) -> Uuid {
+            self.key
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Fail {
+        Store(&'static str),
+        Unknown(Uuid),
+        Unanswered(&'static str, &'static str),
+    }
+
+    impl Failure<&'static str> for Fail {
+        fn store(error: &'static str) -> Self {
+            Fail::Store(error)
+        }
+        fn unknown_saga(saga_key: Uuid) -> Self {
+            Fail::Unknown(saga_key)
+        }
+        fn unanswered(status: &'static str, event: &'static str) -> Self {
+            Fail::Unanswered(status, event)
+        }
+    }
+
+    /// The owner's tables: the transaction every method runs in.
+    #[derive(Debug, Default)]
+    struct Db {
+        sagas: HashMap<Uuid, (St, Option<DateTime<Utc>>)>,
+        /// (saga, from, to, event type, cause)
+        history: Vec<(Uuid, Option<St>, St, String, &'static str)>,
+        parked: Vec<(Uuid, ParkedEvent)>,
+        outbox: Vec<OutboxRecord>,
+        /// What the handler ran: (event type, step).
+        handled: Vec<(&'static str, Step<St>)>,
+    }
+
+    impl Db {
+        fn with(sagas: &[(Uuid, St)]) -> Self {
+            Db { sagas: sagas.iter().map(|(k, s)| (*k, (*s, None))).collect(), ..Db::default() }
+        }
+        fn status(&self, key: Uuid) -> St {
+            self.sagas[&key].0
+        }
+    }
+
+    fn record(key: Uuid, event_type: &str) -> OutboxRecord {
+        OutboxRecord {
+            event_id: Uuid::now_v7(),
+            topic: "t".into(),
+            partition_key: key.to_string(),
+            event_type: event_type.into(),
+            payload: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Replies `done` to `y`; its timeout publishes `expired` from `b` and nothing from `a`.
+    struct Fake {
+        now: DateTime<Utc>,
+    }
+
+    const AFTER: Duration = Duration::from_secs(30);
+
+    impl Owner for Fake {
+        type Status = St;
+        type Inbound = Msg;
+        type Trace = &'static str;
+        type Ctx = Db;
+        type Error = &'static str;
+        type Failure = Fail;
+
+        async fn load_for_update(&self, db: &mut Db, key: Uuid) -> Result<Option<St>, &'static str> {
+            Ok(db.sagas.get(&key).map(|(s, _)| *s))
+        }
+        fn deadline(&self, status: St) -> Option<DateTime<Utc>> {
+            deadline(self.now, status.timeout_to().map(|_| AFTER))
+        }
+        async fn write_transition(&self, db: &mut Db, t: &Transition<'_, St, Msg>) -> Result<(), &'static str> {
+            let cause = match t.cause {
+                Cause::Started => "started",
+                Cause::Event(_) => "event",
+                Cause::Timeout => "timeout",
+                Cause::Seeded => "seeded",
+            };
+            db.sagas.insert(t.saga_key, (t.to, t.deadline));
+            db.history.push((t.saga_key, t.from, t.to, t.event_type.to_owned(), cause));
+            Ok(())
+        }
+        async fn park(&self, db: &mut Db, event: &Msg) -> Result<(), Fail> {
+            let parked = ParkedEvent {
+                event_id: event.id,
+                event_type: St::event_name(event.kind).into(),
+                topic: "t".into(),
+                payload: event.key.as_bytes().to_vec(),
+            };
+            db.parked.push((event.key, parked));
+            Ok(())
+        }
+        async fn parked(&self, db: &mut Db, key: Uuid) -> Result<Vec<ParkedEvent>, &'static str> {
+            Ok(db.parked.iter().filter(|(k, _)| *k == key).map(|(_, p)| p.clone()).collect())
+        }
+        fn unparked(parked: &ParkedEvent) -> Option<Msg> {
+            let kind = EVENTS.iter().find(|(_, n)| *n == parked.event_type)?.0;
+            Some(Msg { id: parked.event_id, key: Uuid::from_slice(&parked.payload).ok()?, kind })
+        }
+        async fn unpark(&self, db: &mut Db, event_id: Uuid) -> Result<(), &'static str> {
+            db.parked.retain(|(_, p)| p.event_id != event_id);
+            Ok(())
+        }
+        async fn publish(&self, db: &mut Db, record: OutboxRecord) -> Result<(), &'static str> {
+            db.outbox.push(record);
+            Ok(())
+        }
+        async fn handle(&self, db: &mut Db, event: Msg, step: Step<St>) -> Result<Option<OutboxRecord>, Fail> {
+            db.handled.push((St::event_name(event.kind), step));
+            Ok((event.kind == Ev::Y).then(|| record(event.key, "done")))
+        }
+        async fn next_overdue(
+            &self,
+            db: &mut Db,
+            statuses: &[St],
+            as_of: SystemTime,
+            skip: &[Uuid],
+        ) -> Result<Option<Overdue<St, &'static str>>, &'static str> {
+            let mut due: Vec<_> = db
+                .sagas
+                .iter()
+                .filter(|(k, (s, d))| {
+                    statuses.contains(s) && !skip.contains(k) && d.is_some_and(|d| SystemTime::from(d) <= as_of)
+                })
+                .collect();
+            due.sort_by_key(|(_, (_, d))| *d);
+            Ok(due.first().map(|(k, (s, _))| Overdue { saga_key: **k, status: *s, trace: "trace" }))
+        }
+        async fn on_timeout(
+            &self,
+            _: &mut Db,
+            saga: Overdue<St, &'static str>,
+            to: St,
+        ) -> Result<Option<OutboxRecord>, Fail> {
+            assert_eq!((saga.trace, to), ("trace", St::TimedOut));
+            Ok((saga.status == St::B).then(|| record(saga.saga_key, "expired")))
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn a_trigger_moves_the_status_with_a_history_row_and_a_deadline() {
+        let (key, owner) = (Uuid::now_v7(), Fake { now: at(0) });
+        let mut db = Db::with(&[(key, St::A)]);
+        assert_eq!(ready(run_event(&owner, &mut db, Msg::new(key, Ev::X))), Ok(None));
+        assert_eq!(db.sagas[&key], (St::B, Some(at(30))));
+        assert_eq!(db.history, [(key, Some(St::A), St::B, "x".to_owned(), "event")]);
+        assert_eq!(db.handled, [("x", Step::Moved { from: St::A, to: St::B })]);
+    }
+
+    #[test]
+    fn an_event_that_moves_nothing_is_recorded_and_handled() {
+        let key = Uuid::now_v7();
+        let mut db = Db::with(&[(key, St::B)]);
+        ready(run_event(&Fake { now: at(0) }, &mut db, Msg::new(key, Ev::Note))).unwrap();
+        assert!(db.history.is_empty());
+        assert_eq!(db.handled, [("note", Step::Recorded { status: St::B })]);
+    }
+
+    #[test]
+    fn an_event_after_the_end_is_late_and_changes_nothing() {
+        let key = Uuid::now_v7();
+        let mut db = Db::with(&[(key, St::Ended)]);
+        ready(run_event(&Fake { now: at(0) }, &mut db, Msg::new(key, Ev::X))).unwrap();
+        assert_eq!(db.status(key), St::Ended);
+        assert!(db.history.is_empty());
+        assert_eq!(db.handled, [("x", Step::Late { status: St::Ended })]);
+    }
+
+    #[test]
+    fn an_early_event_waits_parked_until_the_status_accepts_it() {
+        let (key, owner) = (Uuid::now_v7(), Fake { now: at(0) });
+        let mut db = Db::with(&[(key, St::A)]);
+        let early = Msg::new(key, Ev::Y);
+        assert_eq!(ready(run_event(&owner, &mut db, early.clone())), Ok(None));
+        assert_eq!((db.status(key), db.parked.len()), (St::A, 1));
+        assert!(db.handled.is_empty() && db.history.is_empty());
+
+        ready(run_event(&owner, &mut db, Msg::new(key, Ev::X))).unwrap();
+        assert_eq!(db.status(key), St::C);
+        assert!(db.parked.is_empty());
+        assert_eq!(
+            db.handled,
+            [("x", Step::Moved { from: St::A, to: St::B }), ("y", Step::Moved { from: St::B, to: St::C })]
+        );
+        let (_, _, _, _, cause) = db.history[1];
+        assert_eq!((db.history[1].1, db.history[1].2, cause), (Some(St::B), St::C, "event"));
+        assert_eq!(db.outbox.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>(), ["done"]);
+    }
+
+    #[test]
+    fn a_parked_event_of_another_saga_stays_parked() {
+        let (one, other, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake { now: at(0) });
+        let mut db = Db::with(&[(one, St::A), (other, St::A)]);
+        ready(run_event(&owner, &mut db, Msg::new(other, Ev::Y))).unwrap();
+        ready(run_event(&owner, &mut db, Msg::new(one, Ev::X))).unwrap();
+        assert_eq!((db.status(one), db.status(other), db.parked.len()), (St::B, St::A, 1));
+    }
+
+    #[test]
+    fn an_event_without_an_answer_fails_and_an_unknown_saga_waits() {
+        let (key, owner) = (Uuid::now_v7(), Fake { now: at(0) });
+        let mut db = Db::with(&[(key, St::B)]);
+        assert_eq!(ready(run_event(&owner, &mut db, Msg::new(key, Ev::Z))), Err(Fail::Unanswered("b", "z")));
+        let unknown = Uuid::now_v7();
+        assert_eq!(ready(run_event(&owner, &mut db, Msg::new(unknown, Ev::X))), Err(Fail::Unknown(unknown)));
+        assert!(db.handled.is_empty() && db.history.is_empty());
+    }
+
+    #[test]
+    fn timeouts_resolve_the_most_overdue_saga_first() {
+        let (a, b, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake { now: at(0) });
+        let mut db = Db::default();
+        db.sagas.insert(a, (St::A, Some(at(20))));
+        db.sagas.insert(b, (St::B, Some(at(10))));
+        assert_eq!(ready(run_timeout(&owner, &mut db, SystemTime::from(at(5)), &[])).unwrap(), None);
+
+        let as_of = SystemTime::from(at(20));
+        assert_eq!(ready(run_timeout(&owner, &mut db, as_of, &[])).unwrap(), Some(b));
+        assert_eq!(ready(run_timeout(&owner, &mut db, as_of, &[b])).unwrap(), Some(a));
+        assert_eq!(ready(run_timeout(&owner, &mut db, as_of, &[b, a])).unwrap(), None);
+        assert_eq!((db.status(a), db.status(b)), (St::TimedOut, St::TimedOut));
+        let rows: Vec<_> = db.history.iter().map(|(k, f, t, e, c)| (*k, *f, *t, e.as_str(), *c)).collect();
+        assert_eq!(
+            rows,
+            [
+                (b, Some(St::B), St::TimedOut, "expired", "timeout"),
+                (a, Some(St::A), St::TimedOut, "timeout", "timeout")
+            ]
+        );
+        assert_eq!(db.outbox.len(), 1, "only `b`'s timeout publishes");
+        assert_eq!(db.outbox[0].event_type, "expired");
+    }
+
+    #[test]
+    fn deadlines_are_counted_to_the_microsecond() {
+        let now = DateTime::from_timestamp_nanos(1_700_000_000_123_456_789);
+        let at = deadline(now, Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(at.timestamp_nanos_opt(), Some(1_700_000_030_123_456_000));
+        assert_eq!(deadline(now, None), None);
+        assert_eq!(deadline(DateTime::<Utc>::MAX_UTC, Some(Duration::from_secs(1))), None);
+    }
+}
