@@ -119,11 +119,16 @@ fn tools_command(root: &Path, args: impl IntoIterator<Item = OsString>) -> Comma
     command
 }
 
-/// The workspace root: the parent of this crate's folder (cargo builds xtask from the
-/// checkout it runs in, so the compile-time path is this checkout's).
+/// The workspace root: the parent of this crate's folder. Cargo sets `CARGO_MANIFEST_DIR`
+/// when it runs xtask, and that is the checkout it was asked to work in; the compile-time
+/// value is only the fallback, because two checkouts sharing one target folder can run an
+/// xtask cargo compiled in the other one (it then worked in, and benchmarked, the other
+/// checkout).
 fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or(manifest_dir)
 }
 
 #[cfg(test)]
