@@ -1,7 +1,8 @@
 //! The status owner's driver, for any saga: what it does with an inbound event and with
-//! a saga past its deadline. The generated `owner` module binds it to one spec (its
-//! status machine, its inbound events, the store and handler the owner implements,
-//! through [`Owner`]); nothing here knows a saga.
+//! a saga past its deadline, and the [`Store`] it keeps sagas in. The generated `owner`
+//! module binds it to one spec (its status machine, its inbound events and the owner's
+//! handler, through [`Owner`]); the owning service implements [`Store`] for its status
+//! machine; nothing here knows a saga.
 //!
 //! An event runs through the status machine, then the owner's handler, in the caller's
 //! transaction: the saga is locked; a trigger the status accepts is written as a
@@ -18,12 +19,14 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::{OutboxRecord, ParkedEvent, SweepFailure};
+use crate::{Classify, OutboxRecord, ParkedEvent, SweepFailure};
 
 /// A status machine as the spec declares it (the generated `<Owner>Status`).
 pub trait StatusMachine: Copy + Eq + Send + Sync + 'static {
     /// The kind of the events it is keyed by (the generated `EventType`).
     type Event: Copy + Send + Sync + 'static;
+    /// The events its owner receives (the generated `<Owner>Inbound`).
+    type Inbound: OwnerEvent<Kind = Self::Event>;
 
     /// The states that time out: where the sweeper looks for overdue sagas.
     const WITH_TIMEOUT: &'static [Self];
@@ -39,6 +42,8 @@ pub trait StatusMachine: Copy + Eq + Send + Sync + 'static {
     fn is_trigger(event: Self::Event) -> bool;
     /// Whether `event` may come before the status that accepts it.
     fn parks(event: Self::Event) -> bool;
+    /// How long a saga may stay in this state before it times out; `None`: it does not.
+    fn timeout_after(self) -> Option<Duration>;
     /// The state a saga moves to when it stays too long in this one.
     fn timeout_to(self) -> Option<Self>;
 }
@@ -46,6 +51,8 @@ pub trait StatusMachine: Copy + Eq + Send + Sync + 'static {
 /// An event the status owner receives (the generated `<Owner>Inbound`).
 pub trait OwnerEvent: Sized + Send + Sync + 'static {
     type Kind: Copy + Send + Sync + 'static;
+    /// The trace the events carry: a saga's timeout belongs to the one it started with.
+    type Trace: Send;
 
     fn kind(&self) -> Self::Kind;
     fn event_id(&self) -> Uuid;
@@ -97,8 +104,8 @@ impl<I: fmt::Debug> fmt::Debug for Cause<'_, I> {
     }
 }
 
-/// One change of a saga's status, as the driver asks the store to write it (the
-/// generated `<Owner>Transition` names the key as the spec does).
+/// One change of a saga's status, as the store writes it; `I` is the owner's inbound
+/// event (the generated `<Owner>Transition` names the types).
 #[derive(Debug, Clone, Copy)]
 pub struct Transition<'a, S, I> {
     pub saga_key: Uuid,
@@ -122,8 +129,11 @@ pub struct Overdue<S, T> {
     pub trace: T,
 }
 
-/// The overdue saga of owner `O`.
-pub type OverdueOf<O> = Overdue<<O as Owner>::Status, <O as Owner>::Trace>;
+/// A change of status of machine `S`.
+pub type TransitionOf<'a, S> = Transition<'a, S, <S as StatusMachine>::Inbound>;
+
+/// An overdue saga of machine `S`.
+pub type OverdueOf<S> = Overdue<S, <<S as StatusMachine>::Inbound as OwnerEvent>::Trace>;
 
 /// The deadline of a saga entering a status at `now` that times out `after` it: to the
 /// microsecond (what an event's `deadline` keeps); `None` without a timeout, or past
@@ -131,6 +141,86 @@ pub type OverdueOf<O> = Overdue<<O as Owner>::Status, <O as Owner>::Trace>;
 pub fn deadline(now: DateTime<Utc>, after: Option<Duration>) -> Option<DateTime<Utc>> {
     let at = now.checked_add_signed(TimeDelta::from_std(after?).ok()?)?;
     DateTime::from_timestamp_micros(at.timestamp_micros())
+}
+
+/// Where a status owner keeps its sagas of machine `S`: the SQL behind the status
+/// machine, which the owning service implements. The driver and the generated entry
+/// commands call it, each method in the caller's transaction (`ctx`), so a status, its
+/// history row and the events it publishes commit together.
+pub trait Store<S: StatusMachine>: Send + Sync {
+    type Ctx: Send;
+    type Error: std::error::Error + Classify + Send + Sync + 'static;
+
+    /// The saga's status, locked until the transaction ends; `None` when the saga is not
+    /// known here.
+    fn load_for_update(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+    ) -> impl Future<Output = Result<Option<S>, Self::Error>> + Send;
+
+    /// How long a saga may stay in `status` before it times out: the spec's timeout
+    /// (`None`: it has none); a store may scale it (tests shorten them).
+    fn timeout(&self, status: S) -> Option<Duration> {
+        status.timeout_after()
+    }
+
+    /// The time deadlines are counted from: the wall clock; a test scenario's virtual
+    /// clock moves only when told.
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    /// Writes a transition: the status `to`, its `deadline` and the history row.
+    fn write_transition(
+        &self,
+        ctx: &mut Self::Ctx,
+        transition: &TransitionOf<'_, S>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Keeps an event that arrived before the status it needs; parking the same event
+    /// twice keeps one.
+    fn park(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+        event: &ParkedEvent,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The events parked for the saga, oldest first.
+    fn parked(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, Self::Error>> + Send;
+
+    /// Removes a parked event once it is applied.
+    fn unpark(&self, ctx: &mut Self::Ctx, event_id: Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Writes an event to the outbox.
+    fn publish(
+        &self,
+        ctx: &mut Self::Ctx,
+        record: OutboxRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
+    /// `statuses`, its key not in `skip`, locked for this transaction; sagas another
+    /// transaction holds are passed over. A machine without timeouts is never asked
+    /// (its `WITH_TIMEOUT` is empty): its store may answer `Ok(None)`.
+    fn next_overdue(
+        &self,
+        ctx: &mut Self::Ctx,
+        statuses: &[S],
+        as_of: SystemTime,
+        skip: &[Uuid],
+    ) -> impl Future<Output = Result<Option<OverdueOf<S>>, Self::Error>> + Send;
+}
+
+/// The deadline of a saga entering `status` now (the store's [`Store::now`]): now plus
+/// the store's [`Store::timeout`] of it, to the microsecond.
+pub fn deadline_of<S: StatusMachine, St: Store<S> + ?Sized>(store: &St, status: S) -> Option<DateTime<Utc>> {
+    deadline(store.now(), store.timeout(status))
 }
 
 /// The failures of the driver itself, beside the store's (the generated `HandleError`).
@@ -143,90 +233,53 @@ pub trait Failure<E>: Sized {
     fn unanswered(status: &'static str, event: &'static str) -> Self;
 }
 
-/// The status owner as the driver sees it: its store and its handler, bound to one spec
-/// by the generated code. Every method runs in the caller's transaction (`ctx`).
+/// The status owner as the driver sees it: its store, and what the spec binds (how an
+/// event waits parked, the owner's handler), by the generated code. Every method runs in
+/// the caller's transaction (`ctx`).
 pub trait Owner: Send + Sync {
     type Status: StatusMachine;
-    type Inbound: OwnerEvent<Kind = <Self::Status as StatusMachine>::Event>;
-    /// The trace a saga started with: its timeout belongs to it too.
-    type Trace: Send;
     type Ctx: Send;
     /// The store's error.
     type Error: Send;
+    type Store: Store<Self::Status, Ctx = Self::Ctx, Error = Self::Error>;
     type Failure: Failure<Self::Error> + Send;
 
-    /// The saga's status, locked until the transaction ends; `None` when not known.
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        saga_key: Uuid,
-    ) -> impl Future<Output = Result<Option<Self::Status>, Self::Error>> + Send;
-    /// The deadline of a saga entering `status` now.
-    fn deadline(&self, status: Self::Status) -> Option<DateTime<Utc>>;
-    /// Writes a transition: the status, its deadline and the history row.
-    fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        transition: &Transition<'_, Self::Status, Self::Inbound>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Keeps an event that arrived before the status it needs.
-    fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: &Self::Inbound,
-    ) -> impl Future<Output = Result<(), Self::Failure>> + Send;
-    /// The events parked for the saga, oldest first.
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        saga_key: Uuid,
-    ) -> impl Future<Output = Result<Vec<ParkedEvent>, Self::Error>> + Send;
+    fn store(&self) -> &Self::Store;
+    /// An event as it waits parked.
+    fn to_parked(event: &InboundOf<Self>) -> Result<ParkedEvent, Self::Failure>;
     /// A parked event decoded again; `None` when it is no longer one of the owner's.
-    fn unparked(parked: &ParkedEvent) -> Option<Self::Inbound>;
-    /// Removes a parked event once it is applied.
-    fn unpark(&self, ctx: &mut Self::Ctx, event_id: Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Writes an event to the outbox.
-    fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn unparked(parked: &ParkedEvent) -> Option<InboundOf<Self>>;
     /// Runs the owner's handler for `event`; its reply as an outbox record.
     fn handle(
         &self,
         ctx: &mut Self::Ctx,
-        event: Self::Inbound,
+        event: InboundOf<Self>,
         step: Step<Self::Status>,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send;
-    /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
-    /// `statuses`, its key not in `skip`, locked for this transaction.
-    fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[Self::Status],
-        as_of: SystemTime,
-        skip: &[Uuid],
-    ) -> impl Future<Output = Result<Option<OverdueOf<Self>>, Self::Error>> + Send;
     /// Asks the owner's handler for the event a timeout from `saga.status` to `to`
     /// publishes; as an outbox record of the saga, in its trace.
     fn on_timeout(
         &self,
         ctx: &mut Self::Ctx,
-        saga: OverdueOf<Self>,
+        saga: OverdueOf<Self::Status>,
         to: Self::Status,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send;
 }
+
+/// The inbound event of owner `O`.
+pub type InboundOf<O> = <<O as Owner>::Status as StatusMachine>::Inbound;
 
 /// Runs an event the owner received through the status machine, then its handler (see
 /// the module's documentation). Returns the handler's reply.
 pub async fn run_event<O: Owner>(
     owner: &O,
     ctx: &mut O::Ctx,
-    event: O::Inbound,
+    event: InboundOf<O>,
 ) -> Result<Option<OutboxRecord>, O::Failure> {
+    let store = owner.store();
     let saga_key = event.saga_key();
     let kind = event.kind();
-    let status = owner
+    let status = store
         .load_for_update(ctx, saga_key)
         .await
         .map_err(O::Failure::store)?
@@ -243,14 +296,15 @@ pub async fn run_event<O: Owner>(
                     event_id: event.event_id(),
                     event_type: O::Status::event_name(kind),
                     cause: Cause::Event(&event),
-                    deadline: owner.deadline(to),
+                    deadline: deadline_of(store, to),
                 };
-                owner.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
+                store.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
                 Step::Moved { from: status, to }
             }
             None if status.is_terminal() => Step::Late { status },
             None if O::Status::parks(kind) => {
-                owner.park(ctx, &event).await?;
+                let parked = O::to_parked(&event)?;
+                store.park(ctx, saga_key, &parked).await.map_err(O::Failure::store)?;
                 return Ok(None);
             }
             None => return Err(O::Failure::unanswered(status.name(), O::Status::event_name(kind))),
@@ -271,8 +325,9 @@ async fn apply_parked<O: Owner>(
     saga_key: Uuid,
     mut status: O::Status,
 ) -> Result<(), O::Failure> {
+    let store = owner.store();
     loop {
-        let parked = owner.parked(ctx, saga_key).await.map_err(O::Failure::store)?;
+        let parked = store.parked(ctx, saga_key).await.map_err(O::Failure::store)?;
         let next = parked.iter().find_map(|parked| {
             // One that no longer decodes (its schema changed while it waited) stays parked,
             // for an operator to see: it must not fail the event in hand.
@@ -281,7 +336,7 @@ async fn apply_parked<O: Owner>(
             Some((parked.event_id, event, to))
         });
         let Some((event_id, event, to)) = next else { return Ok(()) };
-        owner.unpark(ctx, event_id).await.map_err(O::Failure::store)?;
+        store.unpark(ctx, event_id).await.map_err(O::Failure::store)?;
         let change = Transition {
             saga_key,
             from: Some(status),
@@ -289,13 +344,13 @@ async fn apply_parked<O: Owner>(
             event_id,
             event_type: O::Status::event_name(event.kind()),
             cause: Cause::Event(&event),
-            deadline: owner.deadline(to),
+            deadline: deadline_of(store, to),
         };
-        owner.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
+        store.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
         let step = Step::Moved { from: status, to };
         status = to;
         if let Some(record) = owner.handle(ctx, event, step).await? {
-            owner.publish(ctx, record).await.map_err(O::Failure::store)?;
+            store.publish(ctx, record).await.map_err(O::Failure::store)?;
         }
     }
 }
@@ -312,7 +367,11 @@ pub async fn run_timeout<O: Owner>(
     skip: &[Uuid],
 ) -> Result<Option<Uuid>, SweepFailure<O::Failure>> {
     let failed = |saga_key, error| SweepFailure { saga_key, error };
-    let due = owner.next_overdue(ctx, O::Status::WITH_TIMEOUT, as_of, skip).await;
+    if O::Status::WITH_TIMEOUT.is_empty() {
+        return Ok(None);
+    }
+    let store = owner.store();
+    let due = store.next_overdue(ctx, O::Status::WITH_TIMEOUT, as_of, skip).await;
     let Some(saga) = due.map_err(|e| failed(None, O::Failure::store(e)))? else { return Ok(None) };
     let (saga_key, from) = (saga.saga_key, saga.status);
     let key = Some(saga_key);
@@ -329,11 +388,11 @@ pub async fn run_timeout<O: Owner>(
         event_id,
         event_type,
         cause: Cause::Timeout,
-        deadline: owner.deadline(to),
+        deadline: deadline_of(store, to),
     };
-    owner.write_transition(ctx, &change).await.map_err(|e| failed(key, O::Failure::store(e)))?;
+    store.write_transition(ctx, &change).await.map_err(|e| failed(key, O::Failure::store(e)))?;
     if let Some(record) = record {
-        owner.publish(ctx, record).await.map_err(|e| failed(key, O::Failure::store(e)))?;
+        store.publish(ctx, record).await.map_err(|e| failed(key, O::Failure::store(e)))?;
     }
     Ok(key)
 }
@@ -377,6 +436,7 @@ mod tests {
 
     impl StatusMachine for St {
         type Event = Ev;
+        type Inbound = Msg;
         const WITH_TIMEOUT: &'static [St] = &[St::A, St::B];
 
         fn name(self) -> &'static str {
@@ -408,6 +468,9 @@ mod tests {
         fn parks(event: Ev) -> bool {
             event == Ev::Y
         }
+        fn timeout_after(self) -> Option<Duration> {
+            St::WITH_TIMEOUT.contains(&self).then_some(AFTER)
+        }
         fn timeout_to(self) -> Option<St> {
             St::WITH_TIMEOUT.contains(&self).then_some(St::TimedOut)
         }
@@ -428,6 +491,7 @@ mod tests {
 
     impl OwnerEvent for Msg {
         type Kind = Ev;
+        type Trace = &'static str;
         fn kind(&self) -> Ev {
             self.kind
         }
@@ -439,15 +503,33 @@ mod tests {
         }
     }
 
+    /// The store's failure (none of these tests makes one).
+    #[derive(Debug, PartialEq)]
+    struct DbError;
+
+    impl fmt::Display for DbError {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("the database failed")
+        }
+    }
+
+    impl std::error::Error for DbError {}
+
+    impl Classify for DbError {
+        fn class(&self) -> crate::FailureClass {
+            crate::FailureClass::Infrastructure
+        }
+    }
+
     #[derive(Debug, PartialEq)]
     enum Fail {
-        Store(&'static str),
+        Store(DbError),
         Unknown(Uuid),
         Unanswered(&'static str, &'static str),
     }
 
-    impl Failure<&'static str> for Fail {
-        fn store(error: &'static str) -> Self {
+    impl Failure<DbError> for Fail {
+        fn store(error: DbError) -> Self {
             Fail::Store(error)
         }
         fn unknown_saga(saga_key: Uuid) -> Self {
@@ -490,28 +572,24 @@ mod tests {
         }
     }
 
-    /// Replies `done` to `y`; its timeout publishes `expired` from `b` and nothing from `a`.
-    struct Fake {
+    /// The owner's store; deadlines are counted from `now`.
+    struct FakeStore {
         now: DateTime<Utc>,
     }
 
     const AFTER: Duration = Duration::from_secs(30);
 
-    impl Owner for Fake {
-        type Status = St;
-        type Inbound = Msg;
-        type Trace = &'static str;
+    impl Store<St> for FakeStore {
         type Ctx = Db;
-        type Error = &'static str;
-        type Failure = Fail;
+        type Error = DbError;
 
-        async fn load_for_update(&self, db: &mut Db, key: Uuid) -> Result<Option<St>, &'static str> {
+        async fn load_for_update(&self, db: &mut Db, key: Uuid) -> Result<Option<St>, DbError> {
             Ok(db.sagas.get(&key).map(|(s, _)| *s))
         }
-        fn deadline(&self, status: St) -> Option<DateTime<Utc>> {
-            deadline(self.now, status.timeout_to().map(|_| AFTER))
+        fn now(&self) -> DateTime<Utc> {
+            self.now
         }
-        async fn write_transition(&self, db: &mut Db, t: &Transition<'_, St, Msg>) -> Result<(), &'static str> {
+        async fn write_transition(&self, db: &mut Db, t: &TransitionOf<'_, St>) -> Result<(), DbError> {
             let cause = match t.cause {
                 Cause::Started => "started",
                 Cause::Event(_) => "event",
@@ -522,34 +600,20 @@ mod tests {
             db.history.push((t.saga_key, t.from, t.to, t.event_type.to_owned(), cause));
             Ok(())
         }
-        async fn park(&self, db: &mut Db, event: &Msg) -> Result<(), Fail> {
-            let parked = ParkedEvent {
-                event_id: event.id,
-                event_type: St::event_name(event.kind).into(),
-                topic: "t".into(),
-                payload: event.key.as_bytes().to_vec(),
-            };
-            db.parked.push((event.key, parked));
+        async fn park(&self, db: &mut Db, key: Uuid, parked: &ParkedEvent) -> Result<(), DbError> {
+            db.parked.push((key, parked.clone()));
             Ok(())
         }
-        async fn parked(&self, db: &mut Db, key: Uuid) -> Result<Vec<ParkedEvent>, &'static str> {
+        async fn parked(&self, db: &mut Db, key: Uuid) -> Result<Vec<ParkedEvent>, DbError> {
             Ok(db.parked.iter().filter(|(k, _)| *k == key).map(|(_, p)| p.clone()).collect())
         }
-        fn unparked(parked: &ParkedEvent) -> Option<Msg> {
-            let kind = EVENTS.iter().find(|(_, n)| *n == parked.event_type)?.0;
-            Some(Msg { id: parked.event_id, key: Uuid::from_slice(&parked.payload).ok()?, kind })
-        }
-        async fn unpark(&self, db: &mut Db, event_id: Uuid) -> Result<(), &'static str> {
+        async fn unpark(&self, db: &mut Db, event_id: Uuid) -> Result<(), DbError> {
             db.parked.retain(|(_, p)| p.event_id != event_id);
             Ok(())
         }
-        async fn publish(&self, db: &mut Db, record: OutboxRecord) -> Result<(), &'static str> {
+        async fn publish(&self, db: &mut Db, record: OutboxRecord) -> Result<(), DbError> {
             db.outbox.push(record);
             Ok(())
-        }
-        async fn handle(&self, db: &mut Db, event: Msg, step: Step<St>) -> Result<Option<OutboxRecord>, Fail> {
-            db.handled.push((St::event_name(event.kind), step));
-            Ok((event.kind == Ev::Y).then(|| record(event.key, "done")))
         }
         async fn next_overdue(
             &self,
@@ -557,7 +621,7 @@ mod tests {
             statuses: &[St],
             as_of: SystemTime,
             skip: &[Uuid],
-        ) -> Result<Option<Overdue<St, &'static str>>, &'static str> {
+        ) -> Result<Option<OverdueOf<St>>, DbError> {
             let mut due: Vec<_> = db
                 .sagas
                 .iter()
@@ -568,12 +632,46 @@ mod tests {
             due.sort_by_key(|(_, (_, d))| *d);
             Ok(due.first().map(|(k, (s, _))| Overdue { saga_key: **k, status: *s, trace: "trace" }))
         }
-        async fn on_timeout(
-            &self,
-            _: &mut Db,
-            saga: Overdue<St, &'static str>,
-            to: St,
-        ) -> Result<Option<OutboxRecord>, Fail> {
+    }
+
+    /// Replies `done` to `y`; its timeout publishes `expired` from `b` and nothing from `a`.
+    struct Fake {
+        store: FakeStore,
+    }
+
+    impl Fake {
+        fn at(now: DateTime<Utc>) -> Self {
+            Fake { store: FakeStore { now } }
+        }
+    }
+
+    impl Owner for Fake {
+        type Status = St;
+        type Ctx = Db;
+        type Error = DbError;
+        type Store = FakeStore;
+        type Failure = Fail;
+
+        fn store(&self) -> &FakeStore {
+            &self.store
+        }
+        fn to_parked(event: &Msg) -> Result<ParkedEvent, Fail> {
+            Ok(ParkedEvent {
+                event_id: event.id,
+                event_type: St::event_name(event.kind).into(),
+                topic: "t".into(),
+                payload: event.key.as_bytes().to_vec(),
+            })
+        }
+        fn unparked(parked: &ParkedEvent) -> Option<Msg> {
+            let kind = EVENTS.iter().find(|(_, n)| *n == parked.event_type)?.0;
+            Some(Msg { id: parked.event_id, key: Uuid::from_slice(&parked.payload).ok()?, kind })
+        }
+        async fn handle(&self, db: &mut Db, event: Msg, step: Step<St>) -> Result<Option<OutboxRecord>, Fail> {
+            db.handled.push((St::event_name(event.kind), step));
+            Ok((event.kind == Ev::Y).then(|| record(event.key, "done")))
+        }
+        async fn on_timeout(&self, _: &mut Db, saga: OverdueOf<St>, to: St) -> Result<Option<OutboxRecord>, Fail> {
             assert_eq!((saga.trace, to), ("trace", St::TimedOut));
             Ok((saga.status == St::B).then(|| record(saga.saga_key, "expired")))
         }
@@ -585,7 +683,7 @@ mod tests {
 
     #[test]
     fn a_trigger_moves_the_status_with_a_history_row_and_a_deadline() {
-        let (key, owner) = (Uuid::now_v7(), Fake { now: at(0) });
+        let (key, owner) = (Uuid::now_v7(), Fake::at(at(0)));
         let mut db = Db::with(&[(key, St::A)]);
         assert_eq!(ready(run_event(&owner, &mut db, Msg::new(key, Ev::X))), Ok(None));
         assert_eq!(db.sagas[&key], (St::B, Some(at(30))));
@@ -597,7 +695,7 @@ mod tests {
     fn an_event_that_moves_nothing_is_recorded_and_handled() {
         let key = Uuid::now_v7();
         let mut db = Db::with(&[(key, St::B)]);
-        ready(run_event(&Fake { now: at(0) }, &mut db, Msg::new(key, Ev::Note))).unwrap();
+        ready(run_event(&Fake::at(at(0)), &mut db, Msg::new(key, Ev::Note))).unwrap();
         assert!(db.history.is_empty());
         assert_eq!(db.handled, [("note", Step::Recorded { status: St::B })]);
     }
@@ -606,7 +704,7 @@ mod tests {
     fn an_event_after_the_end_is_late_and_changes_nothing() {
         let key = Uuid::now_v7();
         let mut db = Db::with(&[(key, St::Ended)]);
-        ready(run_event(&Fake { now: at(0) }, &mut db, Msg::new(key, Ev::X))).unwrap();
+        ready(run_event(&Fake::at(at(0)), &mut db, Msg::new(key, Ev::X))).unwrap();
         assert_eq!(db.status(key), St::Ended);
         assert!(db.history.is_empty());
         assert_eq!(db.handled, [("x", Step::Late { status: St::Ended })]);
@@ -614,7 +712,7 @@ mod tests {
 
     #[test]
     fn an_early_event_waits_parked_until_the_status_accepts_it() {
-        let (key, owner) = (Uuid::now_v7(), Fake { now: at(0) });
+        let (key, owner) = (Uuid::now_v7(), Fake::at(at(0)));
         let mut db = Db::with(&[(key, St::A)]);
         let early = Msg::new(key, Ev::Y);
         assert_eq!(ready(run_event(&owner, &mut db, early.clone())), Ok(None));
@@ -635,7 +733,7 @@ mod tests {
 
     #[test]
     fn a_parked_event_of_another_saga_stays_parked() {
-        let (one, other, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake { now: at(0) });
+        let (one, other, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake::at(at(0)));
         let mut db = Db::with(&[(one, St::A), (other, St::A)]);
         ready(run_event(&owner, &mut db, Msg::new(other, Ev::Y))).unwrap();
         ready(run_event(&owner, &mut db, Msg::new(one, Ev::X))).unwrap();
@@ -644,7 +742,7 @@ mod tests {
 
     #[test]
     fn an_event_without_an_answer_fails_and_an_unknown_saga_waits() {
-        let (key, owner) = (Uuid::now_v7(), Fake { now: at(0) });
+        let (key, owner) = (Uuid::now_v7(), Fake::at(at(0)));
         let mut db = Db::with(&[(key, St::B)]);
         assert_eq!(ready(run_event(&owner, &mut db, Msg::new(key, Ev::Z))), Err(Fail::Unanswered("b", "z")));
         let unknown = Uuid::now_v7();
@@ -654,7 +752,7 @@ mod tests {
 
     #[test]
     fn timeouts_resolve_the_most_overdue_saga_first() {
-        let (a, b, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake { now: at(0) });
+        let (a, b, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake::at(at(0)));
         let mut db = Db::default();
         db.sagas.insert(a, (St::A, Some(at(20))));
         db.sagas.insert(b, (St::B, Some(at(10))));

@@ -36,8 +36,14 @@ pub async fn run_create_order<H>(
     CommandError<<H as OrderCommands>::Error>,
 >
 where
-    H: OrderCommands + super::owner::OrderStore<Error = <H as OrderCommands>::Error>,
-    <H as OrderCommands>::Ctx: AsMut<<H as super::owner::OrderStore>::Ctx>,
+    H: OrderCommands
+        + saga_contract::owner::Store<
+            super::status::OrderStatus,
+            Error = <H as OrderCommands>::Error,
+        >,
+    <H as OrderCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+    >,
 {
     run_create_order_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
 }
@@ -54,14 +60,20 @@ pub async fn run_create_order_keyed<H>(
     CommandError<<H as OrderCommands>::Error>,
 >
 where
-    H: OrderCommands + super::owner::OrderStore<Error = <H as OrderCommands>::Error>,
-    <H as OrderCommands>::Ctx: AsMut<<H as super::owner::OrderStore>::Ctx>,
+    H: OrderCommands
+        + saga_contract::owner::Store<
+            super::status::OrderStatus,
+            Error = <H as OrderCommands>::Error,
+        >,
+    <H as OrderCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+    >,
 {
     let payload = handler
         .create_order(ctx, order_id, command)
         .await
         .map_err(CommandError::Handler)?;
-    let deadline = super::owner::deadline_of(
+    let deadline = saga_contract::owner::deadline_of(
         handler,
         super::status::OrderStatus::INITIAL,
     );
@@ -70,7 +82,7 @@ where
         .with_deadline(deadline);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
     let first = super::owner::OrderTransition {
-        order_id,
+        saga_key: order_id,
         from: None,
         to: super::status::OrderStatus::INITIAL,
         event_id: event.event_id,

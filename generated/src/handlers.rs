@@ -403,12 +403,14 @@ impl saga_contract::Inbound for OrderInbound {
 impl<H> saga_contract::Dispatch<H> for OrderInbound
 where
     H: OrderHandler<
-            Ctx = <H as super::owner::OrderStore>::Ctx,
-            Error = <H as super::owner::OrderStore>::Error,
-        > + super::owner::OrderStore,
+            Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        > + saga_contract::owner::Store<super::status::OrderStatus>,
 {
-    type Ctx = <H as super::owner::OrderStore>::Ctx;
-    type Error = HandleError<<H as super::owner::OrderStore>::Error>;
+    type Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx;
+    type Error = HandleError<
+        <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+    >;
     fn dispatch<'a>(
         self,
         handler: &'a H,

@@ -20,134 +20,48 @@ pub type OrderStep = owner::Step<OrderStatus>;
 pub type OrderCause<'a> = owner::Cause<'a, OrderInbound>;
 
 /// One change of a saga's status, as the store writes it.
-#[derive(Debug, Clone, Copy)]
-pub struct OrderTransition<'a> {
-    pub order_id: ::uuid::Uuid,
-    /// `None` for the first transition, when the saga starts.
-    pub from: Option<OrderStatus>,
-    pub to: OrderStatus,
-    /// The event behind the change, for the history row: a timeout's is the event it
-    /// publishes, or a fresh id and `timeout` when it publishes none.
-    pub event_id: ::uuid::Uuid,
-    pub event_type: &'a str,
-    pub cause: OrderCause<'a>,
-    /// When the saga times out of `to` ([`deadline_of`]); `None` for a status without a
-    /// timeout.
-    pub deadline: Option<::chrono::DateTime<::chrono::Utc>>,
-}
+pub type OrderTransition<'a> = owner::TransitionOf<'a, OrderStatus>;
 
-/// The deadline of a saga entering `status` now (the store's [`#store::now`]): now plus
-/// the store's [`#store::timeout`] of it, to the microsecond (what an event's
-/// `deadline` keeps).
-pub fn deadline_of<S: OrderStore + ?Sized>(
-    store: &S,
-    status: OrderStatus,
-) -> Option<::chrono::DateTime<::chrono::Utc>> {
-    owner::deadline(store.now(), store.timeout(status))
-}
-
-/// Where `order` keeps its sagas: the SQL behind the status machine. The functions of this module and the entry commands call it, each method in the caller's transaction (`ctx`), so a status, its history row and the events it publishes commit together.
-pub trait OrderStore: Send + Sync {
-    type Ctx: Send;
-    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
-    /// The saga's status, locked until the transaction ends; `None` when the saga is
-    /// not known here.
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<Option<OrderStatus>, Self::Error>> + Send;
-    /// How long a saga may stay in `status` before it times out: the spec's timeout
-    /// (`None`: it has none); a store may scale it (tests shorten them).
-    fn timeout(&self, status: OrderStatus) -> Option<::std::time::Duration> {
-        status.timeout().map(|rule| rule.after)
-    }
-    /// The time deadlines are counted from: the wall clock; a test scenario's virtual
-    /// clock (`scenario`) moves only when told.
-    fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        ::chrono::Utc::now()
-    }
-    /// Writes a transition: the status `to`, its `deadline` and the history row.
-    fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        transition: &OrderTransition<'_>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Keeps an event that arrived before the status it needs; parking the same event
-    /// twice keeps one.
-    fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-        event: &saga_contract::ParkedEvent,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// The events parked for the saga, oldest first.
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-    ) -> impl Future<
-        Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
-    > + Send;
-    /// Removes a parked event once it is applied.
-    fn unpark(
-        &self,
-        ctx: &mut Self::Ctx,
-        event_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Writes an event to the outbox.
-    fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
-    /// `statuses`, its key not in `skip`, locked for this transaction; sagas another
-    /// transaction holds are passed over.
-    fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[OrderStatus],
-        as_of: ::std::time::SystemTime,
-        skip: &[::uuid::Uuid],
-    ) -> impl Future<Output = Result<Option<OrderOverdue>, Self::Error>> + Send;
-}
+/// A saga past its deadline, as the store finds it.
+pub type OrderOverdue = owner::OverdueOf<OrderStatus>;
 
 /// Runs an event `order` received through the status machine, then its handler, in the caller's transaction: the saga is locked; a trigger the status accepts is written as a transition with its history row; one the spec parks (`status.parks`: replies on different topics are not ordered against each other) that arrived before the status it needs waits and is applied, with its handler, once a later event moved the status there; an event for a saga that already ended changes nothing; any other is `HandleError::Unanswered`, which `cargo xtask verify` proves unreachable. Returns the handler's reply.
 pub async fn run_order_event<H>(
     handler: &H,
-    ctx: &mut <H as OrderStore>::Ctx,
+    ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
     event: OrderInbound,
-) -> Result<Option<OutboxRecord>, HandleError<<H as OrderStore>::Error>>
+) -> Result<
+    Option<OutboxRecord>,
+    HandleError<<H as saga_contract::owner::Store<super::status::OrderStatus>>::Error>,
+>
 where
-    H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
-        + OrderStore,
+    H: OrderHandler<
+            Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        > + saga_contract::owner::Store<super::status::OrderStatus>,
 {
     owner::run_event(&Bound { store: handler, handler }, ctx, event).await
-}
-
-/// A saga past its deadline, as the store finds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderOverdue {
-    pub order_id: ::uuid::Uuid,
-    pub status: OrderStatus,
-    /// The trace the saga started with: its timeout belongs to it too.
-    pub trace: TraceContext,
 }
 
 /// Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is not in `skip`, in the caller's transaction, as the spec says: asks `order` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. `Ok(None)` when no saga is due; an error names the saga it failed for.
 pub async fn run_order_timeout<H>(
     handler: &H,
-    ctx: &mut <H as OrderStore>::Ctx,
+    ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
     as_of: ::std::time::SystemTime,
     skip: &[::uuid::Uuid],
 ) -> Result<
     Option<::uuid::Uuid>,
-    saga_contract::SweepFailure<HandleError<<H as OrderStore>::Error>>,
+    saga_contract::SweepFailure<
+        HandleError<
+            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        >,
+    >,
 >
 where
-    H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
-        + OrderStore,
+    H: OrderHandler<
+            Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        > + saga_contract::owner::Store<super::status::OrderStatus>,
 {
     owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
 }
@@ -158,11 +72,15 @@ pub struct OrderTimeouts<H>(pub H);
 
 impl<H> saga_contract::Sweep for OrderTimeouts<H>
 where
-    H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
-        + OrderStore + 'static,
+    H: OrderHandler<
+            Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        > + saga_contract::owner::Store<super::status::OrderStatus> + 'static,
 {
-    type Ctx = <H as OrderStore>::Ctx;
-    type Error = HandleError<<H as OrderStore>::Error>;
+    type Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx;
+    type Error = HandleError<
+        <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+    >;
     fn sweep_one<'a>(
         &'a self,
         ctx: &'a mut Self::Ctx,
@@ -177,6 +95,7 @@ where
 
 impl owner::StatusMachine for OrderStatus {
     type Event = EventType;
+    type Inbound = OrderInbound;
     const WITH_TIMEOUT: &'static [OrderStatus] = OrderStatus::WITH_TIMEOUT;
     fn name(self) -> &'static str {
         self.as_str()
@@ -196,6 +115,9 @@ impl owner::StatusMachine for OrderStatus {
     fn parks(event: EventType) -> bool {
         OrderStatus::parks(event)
     }
+    fn timeout_after(self) -> Option<::std::time::Duration> {
+        self.timeout().map(|rule| rule.after)
+    }
     fn timeout_to(self) -> Option<OrderStatus> {
         self.timeout().map(|rule| rule.to)
     }
@@ -203,6 +125,7 @@ impl owner::StatusMachine for OrderStatus {
 
 impl owner::OwnerEvent for OrderInbound {
     type Kind = EventType;
+    type Trace = TraceContext;
     fn kind(&self) -> EventType {
         self.event_type()
     }
@@ -221,81 +144,26 @@ pub(crate) struct Bound<'a, S, H> {
     pub(crate) handler: &'a H,
 }
 
-impl<S: OrderStore, H> owner::Owner for Bound<'_, S, H>
+impl<S: saga_contract::owner::Store<super::status::OrderStatus>, H> owner::Owner
+for Bound<'_, S, H>
 where
     H: OrderHandler<Ctx = S::Ctx, Error = S::Error>,
 {
     type Status = OrderStatus;
-    type Inbound = OrderInbound;
-    type Trace = TraceContext;
     type Ctx = S::Ctx;
     type Error = S::Error;
+    type Store = S;
     type Failure = HandleError<S::Error>;
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        saga_key: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<Option<OrderStatus>, Self::Error>> + Send {
-        self.store.load_for_update(ctx, saga_key)
-    }
-    fn deadline(
-        &self,
-        status: OrderStatus,
-    ) -> Option<::chrono::DateTime<::chrono::Utc>> {
-        deadline_of(self.store, status)
-    }
-    async fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        t: &owner::Transition<'_, OrderStatus, OrderInbound>,
-    ) -> Result<(), Self::Error> {
-        let transition = OrderTransition {
-            order_id: t.saga_key,
-            from: t.from,
-            to: t.to,
-            event_id: t.event_id,
-            event_type: t.event_type,
-            cause: t.cause,
-            deadline: t.deadline,
-        };
-        self.store.write_transition(ctx, &transition).await
-    }
-    async fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: &OrderInbound,
-    ) -> Result<(), Self::Failure> {
-        let parked = event.to_parked().map_err(HandleError::Encode)?;
+    fn store(&self) -> &S {
         self.store
-            .park(ctx, event.saga_key(), &parked)
-            .await
-            .map_err(HandleError::Handler)
     }
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        saga_key: ::uuid::Uuid,
-    ) -> impl Future<
-        Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
-    > + Send {
-        self.store.parked(ctx, saga_key)
+    fn to_parked(
+        event: &OrderInbound,
+    ) -> Result<saga_contract::ParkedEvent, Self::Failure> {
+        event.to_parked().map_err(HandleError::Encode)
     }
     fn unparked(parked: &saga_contract::ParkedEvent) -> Option<OrderInbound> {
         OrderInbound::decode(&parked.topic, &parked.payload).ok().flatten()
-    }
-    fn unpark(
-        &self,
-        ctx: &mut Self::Ctx,
-        event_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.store.unpark(ctx, event_id)
-    }
-    fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.store.publish(ctx, record)
     }
     fn handle(
         &self,
@@ -305,27 +173,10 @@ where
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
         event.handle(self.handler, ctx, step)
     }
-    async fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[OrderStatus],
-        as_of: ::std::time::SystemTime,
-        skip: &[::uuid::Uuid],
-    ) -> Result<Option<owner::Overdue<OrderStatus, TraceContext>>, Self::Error> {
-        let due = self.store.next_overdue(ctx, statuses, as_of, skip).await?;
-        Ok(
-            due
-                .map(|saga| owner::Overdue {
-                    saga_key: saga.order_id,
-                    status: saga.status,
-                    trace: saga.trace,
-                }),
-        )
-    }
     async fn on_timeout(
         &self,
         ctx: &mut Self::Ctx,
-        saga: owner::Overdue<OrderStatus, TraceContext>,
+        saga: OrderOverdue,
         to: OrderStatus,
     ) -> Result<Option<OutboxRecord>, Self::Failure> {
         let reply = self

@@ -156,10 +156,9 @@ impl Sample for super::commands::CreateOrder {
 }
 
 use std::future::Future;
-use saga_contract::OutboxRecord;
-use saga_testing::{Inbox, OwnerLog};
+use saga_testing::{Inbox, Observed};
 use super::handlers::OrderHandler;
-use super::owner::{OrderStore, OrderTransition, OrderCause, OrderOverdue};
+use super::owner::{OrderTransition, OrderCause};
 use super::status::OrderStatus;
 
 impl From<Envelope<super::events::StockReductionSuccess>>
@@ -313,85 +312,7 @@ pub type OrderChange = saga_testing::Change<OrderStatus>;
 
 /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
 /// change of status and write to the outbox kept.
-pub struct OrderObserved<H> {
-    inner: H,
-    log: OwnerLog<OrderStatus, EventType>,
-}
-
-impl<H: OrderStore> OrderStore for OrderObserved<H> {
-    type Ctx = H::Ctx;
-    type Error = H::Error;
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<Option<OrderStatus>, Self::Error>> + Send {
-        self.inner.load_for_update(ctx, order_id)
-    }
-    fn timeout(&self, status: OrderStatus) -> Option<::std::time::Duration> {
-        self.inner.timeout(status)
-    }
-    fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        self.log.clock().now()
-    }
-    async fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        transition: &OrderTransition<'_>,
-    ) -> Result<(), Self::Error> {
-        self.inner.write_transition(ctx, transition).await?;
-        self.log
-            .changed(
-                transition.order_id,
-                transition.from,
-                transition.to,
-                transition.event_type,
-            );
-        Ok(())
-    }
-    fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-        event: &saga_contract::ParkedEvent,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.park(ctx, order_id, event)
-    }
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        order_id: ::uuid::Uuid,
-    ) -> impl Future<
-        Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
-    > + Send {
-        self.inner.parked(ctx, order_id)
-    }
-    fn unpark(
-        &self,
-        ctx: &mut Self::Ctx,
-        event_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.unpark(ctx, event_id)
-    }
-    async fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> Result<(), Self::Error> {
-        self.inner.publish(ctx, record.clone()).await?;
-        self.log.published(record);
-        Ok(())
-    }
-    fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[OrderStatus],
-        as_of: ::std::time::SystemTime,
-        skip: &[::uuid::Uuid],
-    ) -> impl Future<Output = Result<Option<OrderOverdue>, Self::Error>> + Send {
-        self.inner.next_overdue(ctx, statuses, as_of, skip)
-    }
-}
+pub type OrderObserved<H> = Observed<H, OrderStatus>;
 
 impl<H: super::commands::OrderCommands> super::commands::OrderCommands
 for OrderObserved<H> {
@@ -403,7 +324,7 @@ for OrderObserved<H> {
         order_id: ::uuid::Uuid,
         command: super::commands::CreateOrder,
     ) -> impl Future<Output = Result<super::events::OrderCreated, Self::Error>> + Send {
-        self.inner.create_order(ctx, order_id, command)
+        self.inner().create_order(ctx, order_id, command)
     }
 }
 
@@ -418,58 +339,66 @@ pub struct OrderScenario<H> {
 
 impl<H> OrderScenario<H> {
     pub fn new(handler: H) -> Self {
-        let observed = OrderObserved {
-            inner: handler,
-            log: OwnerLog::default(),
-        };
         OrderScenario {
-            observed,
+            observed: Observed::new(handler),
             inbox: Inbox::default(),
         }
     }
     pub fn handler(&self) -> &H {
-        &self.observed.inner
+        self.observed.inner()
     }
     pub fn clock(&self) -> &VirtualClock {
-        self.observed.log.clock()
+        self.observed.log().clock()
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, order_id: ::uuid::Uuid) -> Vec<OrderChange> {
-        self.observed.log.history(order_id)
+        self.observed.log().history(order_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, order_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.log.emitted(order_id)
+        self.observed.log().emitted(order_id)
     }
 }
 
 impl<H> OrderScenario<H>
 where
-    H: OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
-        + OrderStore,
+    H: OrderHandler<
+            Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        > + saga_contract::owner::Store<super::status::OrderStatus>,
 {
     /// The event arrives: unless its id was delivered before, it runs through the
     /// status machine and the handler; the reply is kept for `emitted`.
     pub async fn when(
         &mut self,
-        ctx: &mut <H as OrderStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
         event: impl Into<super::handlers::OrderInbound>,
-    ) -> Result<Delivered, super::handlers::HandleError<<H as OrderStore>::Error>> {
+    ) -> Result<
+        Delivered,
+        super::handlers::HandleError<
+            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        >,
+    > {
         let event = event.into();
         let meta = saga_contract::Inbound::meta(&event);
         let bound = super::owner::Bound {
             store: &self.observed,
-            handler: &self.observed.inner,
+            handler: self.observed.inner(),
         };
         let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
+        self.inbox.deliver_with(self.observed.log().outbox(), meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
         &mut self,
-        ctx: &mut <H as OrderStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
         event: impl Into<super::handlers::OrderInbound>,
-    ) -> Result<[Delivered; 2], super::handlers::HandleError<<H as OrderStore>::Error>> {
+    ) -> Result<
+        [Delivered; 2],
+        super::handlers::HandleError<
+            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        >,
+    > {
         let event = event.into();
         let first = self.when(ctx, event.clone()).await?;
         Ok([first, self.when(ctx, event).await?])
@@ -477,30 +406,35 @@ where
     /// The status of saga `key`, as the store has it.
     pub async fn status(
         &self,
-        ctx: &mut <H as OrderStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
         order_id: ::uuid::Uuid,
-    ) -> Result<Option<OrderStatus>, <H as OrderStore>::Error> {
-        self.observed.inner.load_for_update(ctx, order_id).await
+    ) -> Result<
+        Option<OrderStatus>,
+        <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+    > {
+        self.observed.inner().load_for_update(ctx, order_id).await
     }
     /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
     /// does; returns the sagas that timed out, in the order they did.
     pub async fn advance(
         &mut self,
-        ctx: &mut <H as OrderStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
         by: ::std::time::Duration,
     ) -> Result<
         Vec<::uuid::Uuid>,
         saga_contract::SweepFailure<
-            super::handlers::HandleError<<H as OrderStore>::Error>,
+            super::handlers::HandleError<
+                <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+            >,
         >,
     > {
-        let clock = self.observed.log.clock();
+        let clock = self.observed.log().clock();
         clock.advance(by);
         let as_of = ::std::time::SystemTime::from(clock.now());
         let mut timed_out = Vec::new();
         let bound = super::owner::Bound {
             store: &self.observed,
-            handler: &self.observed.inner,
+            handler: self.observed.inner(),
         };
         while let Some(order_id) = saga_contract::owner::run_timeout(
                 &bound,
@@ -518,10 +452,16 @@ where
 
 impl<H> OrderScenario<H>
 where
-    H: super::commands::OrderCommands<Error = <H as OrderStore>::Error>
-        + OrderHandler<Ctx = <H as OrderStore>::Ctx, Error = <H as OrderStore>::Error>
-        + OrderStore,
-    <H as super::commands::OrderCommands>::Ctx: AsMut<<H as OrderStore>::Ctx>,
+    H: super::commands::OrderCommands<
+            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        >
+        + OrderHandler<
+            Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        > + saga_contract::owner::Store<super::status::OrderStatus>,
+    <H as super::commands::OrderCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
+    >,
 {
     /// Starts saga `key` with `CreateOrder`: to replay a recorded saga under its own key.
     pub async fn start_create_order_keyed(
@@ -529,7 +469,12 @@ where
         ctx: &mut <H as super::commands::OrderCommands>::Ctx,
         order_id: ::uuid::Uuid,
         command: super::commands::CreateOrder,
-    ) -> Result<(), super::commands::CommandError<<H as OrderStore>::Error>> {
+    ) -> Result<
+        (),
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        >,
+    > {
         super::commands::run_create_order_keyed(
                 &self.observed,
                 ctx,
@@ -545,7 +490,12 @@ where
         &mut self,
         ctx: &mut <H as super::commands::OrderCommands>::Ctx,
         command: super::commands::CreateOrder,
-    ) -> Result<::uuid::Uuid, super::commands::CommandError<<H as OrderStore>::Error>> {
+    ) -> Result<
+        ::uuid::Uuid,
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        >,
+    > {
         let started = super::commands::run_create_order(
                 &self.observed,
                 ctx,
@@ -563,22 +513,30 @@ where
         &mut self,
         ctx: &mut <H as super::commands::OrderCommands>::Ctx,
         status: OrderStatus,
-    ) -> Result<::uuid::Uuid, super::commands::CommandError<<H as OrderStore>::Error>> {
+    ) -> Result<
+        ::uuid::Uuid,
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
+        >,
+    > {
         let order_id = self
             .start_create_order(ctx, <super::commands::CreateOrder as Sample>::sample())
             .await?;
         if status != OrderStatus::INITIAL {
             let change = OrderTransition {
-                order_id,
+                saga_key: order_id,
                 from: Some(OrderStatus::INITIAL),
                 to: status,
                 event_id: ::uuid::Uuid::now_v7(),
                 event_type: "seeded",
                 cause: OrderCause::Seeded,
-                deadline: super::owner::deadline_of(&self.observed, status),
+                deadline: saga_contract::owner::deadline_of(&self.observed, status),
             };
-            self.observed
-                .write_transition(ctx.as_mut(), &change)
+            saga_contract::owner::Store::write_transition(
+                    &self.observed,
+                    ctx.as_mut(),
+                    &change,
+                )
                 .await
                 .map_err(super::commands::CommandError::Handler)?;
         }

@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use saga_contract::owner::Store;
 use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
 use saga_generated::handlers::{
     HandleError, OrderHandler, OrderInbound, ProductHandler, ProductInbound, ProductOnOrderCancelled,
     ProductOnOrderCreated, ProductOnPaymentFail,
 };
-use saga_generated::owner::{OrderOverdue, OrderStep, OrderStore, OrderTransition};
+use saga_generated::owner::{OrderOverdue, OrderStep, OrderTransition};
 use saga_generated::topics::{InventoryEvents, OrderEvents, TopicMessage};
 use saga_generated::types::{OrderItem, StockFailure};
 use saga_generated::*;
@@ -226,7 +227,7 @@ impl OrderCommands for Orders {
     }
 }
 
-impl OrderStore for Orders {
+impl Store<OrderStatus> for Orders {
     type Ctx = Tx;
     type Error = Transient;
 
@@ -235,11 +236,11 @@ impl OrderStore for Orders {
     }
 
     async fn write_transition(&self, tx: &mut Tx, t: &OrderTransition<'_>) -> Result<(), Transient> {
-        tx.sagas.insert(t.order_id, t.to);
-        tx.history.push((t.order_id, t.from, t.to, t.event_type.to_owned()));
+        tx.sagas.insert(t.saga_key, t.to);
+        tx.history.push((t.saga_key, t.from, t.to, t.event_type.to_owned()));
         match t.deadline {
-            Some(deadline) => tx.deadlines.insert(t.order_id, deadline.into()),
-            None => tx.deadlines.remove(&t.order_id),
+            Some(deadline) => tx.deadlines.insert(t.saga_key, deadline.into()),
+            None => tx.deadlines.remove(&t.saga_key),
         };
         Ok(())
     }
@@ -273,7 +274,7 @@ impl OrderStore for Orders {
         let mut due = tx.sagas.iter().filter(|(k, s)| {
             tx.deadlines.get(k).is_some_and(|d| *d <= as_of) && statuses.contains(s) && !skip.contains(k)
         });
-        Ok(due.next().map(|(k, s)| OrderOverdue { order_id: *k, status: *s, trace: TraceContext::default() }))
+        Ok(due.next().map(|(k, s)| OrderOverdue { saga_key: *k, status: *s, trace: TraceContext::default() }))
     }
 }
 

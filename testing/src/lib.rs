@@ -10,7 +10,8 @@
 //! - [`Inbox`]: delivers an event as the runtime's consumer does, once per event id.
 //! - [`Published`]: what a scenario saw published, by saga, as [`Emitted`] events.
 //! - [`Participant`]: one service's handlers, fed its inbound events.
-//! - [`OwnerLog`]: what the status owner's store did, as [`Change`]s and events.
+//! - [`Observed`]: the status owner's store as a scenario runs it, keeping in its
+//!   [`OwnerLog`] what the store did, as [`Change`]s and events.
 
 mod clock;
 mod delivery;
@@ -18,7 +19,7 @@ mod owner;
 
 pub use clock::VirtualClock;
 pub use delivery::{BySaga, Delivered, Emitted, Inbox, Participant, Published};
-pub use owner::{Change, OwnerLog};
+pub use owner::{Change, Observed, OwnerLog};
 
 /// A valid value of a payload type, for scenarios that do not care about its fields:
 /// the generated code gives every record, enum, event payload and command one (ids

@@ -1,6 +1,11 @@
 //! What a scenario keeps of the status owner's store.
 
-use saga_contract::OutboxRecord;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use saga_contract::owner::{OverdueOf, StatusMachine, Store, TransitionOf};
+use saga_contract::{OutboxRecord, ParkedEvent};
 use uuid::Uuid;
 
 use crate::{BySaga, Emitted, EventKind, Published, VirtualClock};
@@ -15,8 +20,8 @@ pub struct Change<S> {
 }
 
 /// What a scenario sees of the status owner's store: the virtual clock its deadlines are
-/// counted from, and every change of status and every event published, per saga. The
-/// generated `<Owner>Observed` store keeps it up to date.
+/// counted from, and every change of status and every event published, per saga.
+/// [`Observed`] keeps it up to date.
 #[derive(Debug)]
 pub struct OwnerLog<S, K> {
     clock: VirtualClock,
@@ -59,6 +64,98 @@ impl<S: Clone, K: EventKind + Clone> OwnerLog<S, K> {
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, key: Uuid) -> Vec<Emitted<K>> {
         self.published.of(key)
+    }
+}
+
+/// The owner's store `H` as a scenario runs it: deadlines by the virtual clock, and each
+/// change of status and write to the outbox kept in its [`OwnerLog`].
+#[derive(Debug)]
+pub struct Observed<H, S: StatusMachine> {
+    inner: H,
+    log: OwnerLog<S, S::Event>,
+}
+
+impl<H, S: StatusMachine> Observed<H, S> {
+    pub fn new(inner: H) -> Self {
+        Observed { inner, log: OwnerLog::default() }
+    }
+
+    /// The store observed: what the owner's handler is too.
+    pub fn inner(&self) -> &H {
+        &self.inner
+    }
+
+    pub fn log(&self) -> &OwnerLog<S, S::Event> {
+        &self.log
+    }
+}
+
+impl<H, S> Store<S> for Observed<H, S>
+where
+    H: Store<S>,
+    S: StatusMachine,
+    S::Event: EventKind + Clone,
+{
+    type Ctx = H::Ctx;
+    type Error = H::Error;
+
+    fn load_for_update(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+    ) -> impl Future<Output = Result<Option<S>, Self::Error>> + Send {
+        self.inner.load_for_update(ctx, saga_key)
+    }
+
+    fn timeout(&self, status: S) -> Option<Duration> {
+        self.inner.timeout(status)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.log.clock().now()
+    }
+
+    async fn write_transition(&self, ctx: &mut Self::Ctx, t: &TransitionOf<'_, S>) -> Result<(), Self::Error> {
+        self.inner.write_transition(ctx, t).await?;
+        self.log.changed(t.saga_key, t.from, t.to, t.event_type);
+        Ok(())
+    }
+
+    fn park(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+        event: &ParkedEvent,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.park(ctx, saga_key, event)
+    }
+
+    fn parked(
+        &self,
+        ctx: &mut Self::Ctx,
+        saga_key: Uuid,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>, Self::Error>> + Send {
+        self.inner.parked(ctx, saga_key)
+    }
+
+    fn unpark(&self, ctx: &mut Self::Ctx, event_id: Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.unpark(ctx, event_id)
+    }
+
+    async fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> Result<(), Self::Error> {
+        self.inner.publish(ctx, record.clone()).await?;
+        self.log.published(record);
+        Ok(())
+    }
+
+    fn next_overdue(
+        &self,
+        ctx: &mut Self::Ctx,
+        statuses: &[S],
+        as_of: SystemTime,
+        skip: &[Uuid],
+    ) -> impl Future<Output = Result<Option<OverdueOf<S>>, Self::Error>> + Send {
+        self.inner.next_overdue(ctx, statuses, as_of, skip)
     }
 }
 

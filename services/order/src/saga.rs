@@ -5,13 +5,14 @@
 //! store (the SQL of orders, their history and parked events), the columns an
 //! order keeps from the events (total, failure reason) and its replies.
 
+use saga_contract::owner::Store;
 use saga_contract::{OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CreateOrder, OrderCommands};
 use saga_generated::handlers::{
     OrderHandler, OrderInbound, OrderOnPaymentCompleted, OrderOnPaymentFail, OrderOnPaymentRefunded,
     OrderOnStockReductionFail, OrderOnStockReductionSuccess, OrderOnStockReleased, OrderTimeoutReply,
 };
-use saga_generated::owner::{OrderCause, OrderOverdue, OrderStep, OrderStore, OrderTransition};
+use saga_generated::owner::{OrderCause, OrderOverdue, OrderStep, OrderTransition};
 use saga_generated::status::StatusMigration;
 use saga_generated::types::CancelReason;
 use saga_generated::{
@@ -128,7 +129,7 @@ fn kept_from(cause: OrderCause<'_>) -> (Option<i64>, Option<&'static str>) {
     }
 }
 
-impl OrderStore for OrderSaga {
+impl Store<OrderStatus> for OrderSaga {
     type Ctx = PgConnection;
     type Error = OrderError;
 
@@ -149,7 +150,7 @@ impl OrderStore for OrderSaga {
         let (total_minor, reason) = kept_from(t.cause);
         let failure = if t.to.is_terminal() && t.to != OrderStatus::Completed { reason } else { None };
         let transition = order_store::Transition {
-            order_id: t.order_id,
+            order_id: t.saga_key,
             from: t.from.map(OrderStatus::as_str),
             to: t.to.as_str(),
             deadline: t.deadline,
@@ -217,7 +218,7 @@ impl OrderStore for OrderSaga {
             order_store::next_overdue(conn, &statuses, skip, chrono::DateTime::<chrono::Utc>::from(as_of)).await?;
         row.map(|o| {
             let trace = TraceContext { traceparent: o.traceparent, tracestate: None };
-            Ok(OrderOverdue { order_id: o.order_id, status: parse_status(o.order_id, o.status)?, trace })
+            Ok(OrderOverdue { saga_key: o.order_id, status: parse_status(o.order_id, o.status)?, trace })
         })
         .transpose()
     }

@@ -66,8 +66,8 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 trace: TraceContext,
             ) -> Result<Envelope<super::events::#ev>, CommandError<<H as #trait_id>::Error>>
             where
-                H: #trait_id + super::owner::#store<Error = <H as #trait_id>::Error>,
-                <H as #trait_id>::Ctx: AsMut<<H as super::owner::#store>::Ctx>,
+                H: #trait_id + saga_contract::owner::Store<super::status::#status, Error = <H as #trait_id>::Error>,
+                <H as #trait_id>::Ctx: AsMut<<H as #store>::Ctx>,
             {
                 #run_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
             }
@@ -81,17 +81,17 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 trace: TraceContext,
             ) -> Result<Envelope<super::events::#ev>, CommandError<<H as #trait_id>::Error>>
             where
-                H: #trait_id + super::owner::#store<Error = <H as #trait_id>::Error>,
-                <H as #trait_id>::Ctx: AsMut<<H as super::owner::#store>::Ctx>,
+                H: #trait_id + saga_contract::owner::Store<super::status::#status, Error = <H as #trait_id>::Error>,
+                <H as #trait_id>::Ctx: AsMut<<H as #store>::Ctx>,
             {
                 let payload = handler.#method(ctx, #key, command).await.map_err(CommandError::Handler)?;
                 // The event carries the first status's deadline: a participant that gets it
                 // after the owner gave up on the saga may shed it.
-                let deadline = super::owner::deadline_of(handler, super::status::#status::INITIAL);
+                let deadline = saga_contract::owner::deadline_of(handler, super::status::#status::INITIAL);
                 let event = Envelope::new(#key, payload).with_trace(trace).with_deadline(deadline);
                 let record = event.to_outbox().map_err(CommandError::Encode)?;
                 let first = super::owner::#transition {
-                    #key,
+                    saga_key: #key,
                     from: None,
                     to: super::status::#status::INITIAL,
                     event_id: event.event_id,

@@ -175,11 +175,11 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     /// machine (`owner.rs`), then the handler.
                     impl<H> saga_contract::Dispatch<H> for #inbound
                     where
-                        H: #trait_id<Ctx = <H as super::owner::#store>::Ctx, Error = <H as super::owner::#store>::Error>
-                            + super::owner::#store,
+                        H: #trait_id<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error>
+                            + #store,
                     {
-                        type Ctx = <H as super::owner::#store>::Ctx;
-                        type Error = HandleError<<H as super::owner::#store>::Error>;
+                        type Ctx = <H as #store>::Ctx;
+                        type Error = HandleError<<H as #store>::Error>;
 
                         fn dispatch<'a>(
                             self,

@@ -6,7 +6,8 @@
 //! types and variants are their PascalCase ([`pascal`]), functions and methods their
 //! snake_case ([`snake`]).
 
-use quote::format_ident;
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
 use syn::Ident;
 
 use crate::ir::{pascal, snake};
@@ -59,7 +60,7 @@ impl Command<'_> {
 }
 
 /// What is generated per service, named after it: `<Service>Handler`, `<Service>Inbound`,
-/// ...; for the status owner also `<Owner>Status`, `<Owner>Store`, `run_<owner>_event`, ...
+/// ...; for the status owner also `<Owner>Status`, `run_<owner>_event`, ...
 pub(super) struct Service {
     pascal: String,
     snake: String,
@@ -94,8 +95,6 @@ impl Service {
         scenario => "Scenario";
         /// The owner's status machine.
         status => "Status";
-        /// The store the owner implements.
-        store => "Store";
         /// What the status machine made of an event.
         step => "Step";
         /// Why a status changes.
@@ -114,6 +113,13 @@ impl Service {
         change => "Change";
         /// One step of a path through the status machine.
         path_step => "PathStep";
+    }
+
+    /// The store the owner implements, as a bound: the generic store of its status machine
+    /// (`saga_contract::owner::Store<<Owner>Status>`).
+    pub(super) fn store(&self) -> TokenStream {
+        let status = self.status();
+        quote!(saga_contract::owner::Store<super::status::#status>)
     }
 
     /// What it may publish after `event`: `<Service>On<Event>`.
@@ -146,7 +152,10 @@ mod tests {
         let order = service("order");
         assert_eq!(order.status(), "OrderStatus");
         assert_eq!(order.inbound(), "OrderInbound");
-        assert_eq!(order.store(), "OrderStore");
+        assert_eq!(
+            order.store().to_string(),
+            quote!(saga_contract::owner::Store<super::status::OrderStatus>).to_string()
+        );
         assert_eq!(order.reply("payment.completed"), "OrderOnPaymentCompleted");
         assert_eq!(order.run_event(), "run_order_event");
         assert_eq!(order.identity(), "ORDER_SERVICE");

@@ -1,9 +1,9 @@
-//! Emits `owner.rs`: what the status owner needs to keep its status machine. The store
-//! trait it implements (a few SQL methods), the spec's types the store sees, and the binding
-//! of both, with the owner's handler, to the generic driver of `saga_contract::owner`, which
-//! runs an inbound event and a timeout through the machine, each transition with its
-//! history row. The entry commands' first transition is in `commands.rs`, which uses the
-//! same store.
+//! Emits `owner.rs`: what binds the status owner to the generic driver of
+//! `saga_contract::owner`, which runs an inbound event and a timeout through the machine,
+//! each transition with its history row. The store the owner implements is the generic
+//! `saga_contract::owner::Store` of its status machine; this names it and the spec's types
+//! it sees, and binds the owner's handler. The entry commands' first transition is in
+//! `commands.rs`, which uses the same store.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -23,14 +23,9 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     let step = n.step();
     let cause = n.cause();
     let transition = n.transition();
+    let overdue = n.overdue();
     let run_event = n.run_event();
-    let key = names::verbatim(&saga.key);
 
-    let store_doc = doc(&format!(
-        "Where `{owner}` keeps its sagas: the SQL behind the status machine. The functions of this \
-         module and the entry commands call it, each method in the caller's transaction (`ctx`), so \
-         a status, its history row and the events it publishes commit together."
-    ));
     let run_event_doc = doc(&format!(
         "Runs an event `{owner}` received through the status machine, then its handler, in the \
          caller's transaction: the saga is locked; a trigger the status accepts is written as a \
@@ -43,7 +38,6 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
 
     let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
     let timeout_items = if has_timeouts {
-        let overdue = n.overdue();
         let timeouts = n.timeouts();
         let run_timeout = n.run_timeout();
         let run_timeout_doc = doc(&format!(
@@ -54,15 +48,6 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
              `Ok(None)` when no saga is due; an error names the saga it failed for."
         ));
         quote! {
-            /// A saga past its deadline, as the store finds it.
-            #[derive(Debug, Clone, PartialEq)]
-            pub struct #overdue {
-                pub #key: ::uuid::Uuid,
-                pub status: #status,
-                /// The trace the saga started with: its timeout belongs to it too.
-                pub trace: TraceContext,
-            }
-
             #run_timeout_doc
             pub async fn #run_timeout<H>(
                 handler: &H,
@@ -100,68 +85,20 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     } else {
         quote!()
     };
-    // Without timeouts the store finds no overdue saga and the handler has no timeout to answer.
-    let bound_timeouts = if has_timeouts {
+    // Without timeouts the driver never asks for the event a timeout publishes.
+    let on_timeout = if has_timeouts {
         quote! {
-            async fn next_overdue(
-                &self,
-                ctx: &mut Self::Ctx,
-                statuses: &[#status],
-                as_of: ::std::time::SystemTime,
-                skip: &[::uuid::Uuid],
-            ) -> Result<Option<owner::Overdue<#status, TraceContext>>, Self::Error> {
-                let due = self.store.next_overdue(ctx, statuses, as_of, skip).await?;
-                Ok(due.map(|saga| owner::Overdue { saga_key: saga.#key, status: saga.status, trace: saga.trace }))
-            }
-
-            async fn on_timeout(
-                &self,
-                ctx: &mut Self::Ctx,
-                saga: owner::Overdue<#status, TraceContext>,
-                to: #status,
-            ) -> Result<Option<OutboxRecord>, Self::Failure> {
+            async fn on_timeout(&self, ctx: &mut Self::Ctx, saga: #overdue, to: #status) -> Result<Option<OutboxRecord>, Self::Failure> {
                 let reply = self.handler.on_timeout(ctx, saga.saga_key, saga.status, to).await.map_err(HandleError::Handler)?;
                 reply.into_outbox(saga.saga_key, saga.trace).map_err(HandleError::Encode)
             }
         }
     } else {
         quote! {
-            async fn next_overdue(
-                &self,
-                _: &mut Self::Ctx,
-                _: &[#status],
-                _: ::std::time::SystemTime,
-                _: &[::uuid::Uuid],
-            ) -> Result<Option<owner::Overdue<#status, TraceContext>>, Self::Error> {
-                Ok(None)
-            }
-
-            async fn on_timeout(
-                &self,
-                _: &mut Self::Ctx,
-                _: owner::Overdue<#status, TraceContext>,
-                _: #status,
-            ) -> Result<Option<OutboxRecord>, Self::Failure> {
+            async fn on_timeout(&self, _: &mut Self::Ctx, _: #overdue, _: #status) -> Result<Option<OutboxRecord>, Self::Failure> {
                 Ok(None)
             }
         }
-    };
-    let overdue_method = if has_timeouts {
-        let overdue = n.overdue();
-        quote! {
-            /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
-            /// `statuses`, its key not in `skip`, locked for this transaction; sagas another
-            /// transaction holds are passed over.
-            fn next_overdue(
-                &self,
-                ctx: &mut Self::Ctx,
-                statuses: &[#status],
-                as_of: ::std::time::SystemTime,
-                skip: &[::uuid::Uuid],
-            ) -> impl Future<Output = Result<Option<#overdue>, Self::Error>> + Send;
-        }
-    } else {
-        quote!()
     };
 
     Some(quote! {
@@ -186,93 +123,10 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
         pub type #cause<'a> = owner::Cause<'a, #inbound>;
 
         /// One change of a saga's status, as the store writes it.
-        #[derive(Debug, Clone, Copy)]
-        pub struct #transition<'a> {
-            pub #key: ::uuid::Uuid,
-            /// `None` for the first transition, when the saga starts.
-            pub from: Option<#status>,
-            pub to: #status,
-            /// The event behind the change, for the history row: a timeout's is the event it
-            /// publishes, or a fresh id and `timeout` when it publishes none.
-            pub event_id: ::uuid::Uuid,
-            pub event_type: &'a str,
-            pub cause: #cause<'a>,
-            /// When the saga times out of `to` ([`deadline_of`]); `None` for a status without a
-            /// timeout.
-            pub deadline: Option<::chrono::DateTime<::chrono::Utc>>,
-        }
+        pub type #transition<'a> = owner::TransitionOf<'a, #status>;
 
-        /// The deadline of a saga entering `status` now (the store's [`#store::now`]): now plus
-        /// the store's [`#store::timeout`] of it, to the microsecond (what an event's
-        /// `deadline` keeps).
-        pub fn deadline_of<S: #store + ?Sized>(store: &S, status: #status) -> Option<::chrono::DateTime<::chrono::Utc>> {
-            owner::deadline(store.now(), store.timeout(status))
-        }
-
-        #store_doc
-        pub trait #store: Send + Sync {
-            type Ctx: Send;
-            type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
-
-            /// The saga's status, locked until the transaction ends; `None` when the saga is
-            /// not known here.
-            fn load_for_update(
-                &self,
-                ctx: &mut Self::Ctx,
-                #key: ::uuid::Uuid,
-            ) -> impl Future<Output = Result<Option<#status>, Self::Error>> + Send;
-
-            /// How long a saga may stay in `status` before it times out: the spec's timeout
-            /// (`None`: it has none); a store may scale it (tests shorten them).
-            fn timeout(&self, status: #status) -> Option<::std::time::Duration> {
-                status.timeout().map(|rule| rule.after)
-            }
-
-            /// The time deadlines are counted from: the wall clock; a test scenario's virtual
-            /// clock (`scenario`) moves only when told.
-            fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-                ::chrono::Utc::now()
-            }
-
-            /// Writes a transition: the status `to`, its `deadline` and the history row.
-            fn write_transition(
-                &self,
-                ctx: &mut Self::Ctx,
-                transition: &#transition<'_>,
-            ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-            /// Keeps an event that arrived before the status it needs; parking the same event
-            /// twice keeps one.
-            fn park(
-                &self,
-                ctx: &mut Self::Ctx,
-                #key: ::uuid::Uuid,
-                event: &saga_contract::ParkedEvent,
-            ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-            /// The events parked for the saga, oldest first.
-            fn parked(
-                &self,
-                ctx: &mut Self::Ctx,
-                #key: ::uuid::Uuid,
-            ) -> impl Future<Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>> + Send;
-
-            /// Removes a parked event once it is applied.
-            fn unpark(
-                &self,
-                ctx: &mut Self::Ctx,
-                event_id: ::uuid::Uuid,
-            ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-            /// Writes an event to the outbox.
-            fn publish(
-                &self,
-                ctx: &mut Self::Ctx,
-                record: OutboxRecord,
-            ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-            #overdue_method
-        }
+        /// A saga past its deadline, as the store finds it.
+        pub type #overdue = owner::OverdueOf<#status>;
 
         #run_event_doc
         pub async fn #run_event<H>(
@@ -290,6 +144,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
 
         impl owner::StatusMachine for #status {
             type Event = EventType;
+            type Inbound = #inbound;
 
             const WITH_TIMEOUT: &'static [#status] = #status::WITH_TIMEOUT;
 
@@ -317,6 +172,10 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 #status::parks(event)
             }
 
+            fn timeout_after(self) -> Option<::std::time::Duration> {
+                self.timeout().map(|rule| rule.after)
+            }
+
             fn timeout_to(self) -> Option<#status> {
                 self.timeout().map(|rule| rule.to)
             }
@@ -324,6 +183,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
 
         impl owner::OwnerEvent for #inbound {
             type Kind = EventType;
+            type Trace = TraceContext;
 
             fn kind(&self) -> EventType {
                 self.event_type()
@@ -350,64 +210,21 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             H: #handler<Ctx = S::Ctx, Error = S::Error>,
         {
             type Status = #status;
-            type Inbound = #inbound;
-            type Trace = TraceContext;
             type Ctx = S::Ctx;
             type Error = S::Error;
+            type Store = S;
             type Failure = HandleError<S::Error>;
 
-            fn load_for_update(
-                &self,
-                ctx: &mut Self::Ctx,
-                saga_key: ::uuid::Uuid,
-            ) -> impl Future<Output = Result<Option<#status>, Self::Error>> + Send {
-                self.store.load_for_update(ctx, saga_key)
+            fn store(&self) -> &S {
+                self.store
             }
 
-            fn deadline(&self, status: #status) -> Option<::chrono::DateTime<::chrono::Utc>> {
-                deadline_of(self.store, status)
-            }
-
-            async fn write_transition(
-                &self,
-                ctx: &mut Self::Ctx,
-                t: &owner::Transition<'_, #status, #inbound>,
-            ) -> Result<(), Self::Error> {
-                let transition = #transition {
-                    #key: t.saga_key,
-                    from: t.from,
-                    to: t.to,
-                    event_id: t.event_id,
-                    event_type: t.event_type,
-                    cause: t.cause,
-                    deadline: t.deadline,
-                };
-                self.store.write_transition(ctx, &transition).await
-            }
-
-            async fn park(&self, ctx: &mut Self::Ctx, event: &#inbound) -> Result<(), Self::Failure> {
-                let parked = event.to_parked().map_err(HandleError::Encode)?;
-                self.store.park(ctx, event.saga_key(), &parked).await.map_err(HandleError::Handler)
-            }
-
-            fn parked(
-                &self,
-                ctx: &mut Self::Ctx,
-                saga_key: ::uuid::Uuid,
-            ) -> impl Future<Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>> + Send {
-                self.store.parked(ctx, saga_key)
+            fn to_parked(event: &#inbound) -> Result<saga_contract::ParkedEvent, Self::Failure> {
+                event.to_parked().map_err(HandleError::Encode)
             }
 
             fn unparked(parked: &saga_contract::ParkedEvent) -> Option<#inbound> {
                 #inbound::decode(&parked.topic, &parked.payload).ok().flatten()
-            }
-
-            fn unpark(&self, ctx: &mut Self::Ctx, event_id: ::uuid::Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send {
-                self.store.unpark(ctx, event_id)
-            }
-
-            fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> impl Future<Output = Result<(), Self::Error>> + Send {
-                self.store.publish(ctx, record)
             }
 
             fn handle(
@@ -419,7 +236,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                 event.handle(self.handler, ctx, step)
             }
 
-            #bound_timeouts
+            #on_timeout
         }
     })
 }

@@ -223,7 +223,6 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     let commands_trait = n.commands();
     let transition = n.transition();
     let cause = n.cause();
-    let overdue = n.overdue();
     let inbound = n.inbound();
     let observed = n.observed();
     let scenario = n.scenario();
@@ -245,7 +244,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 #key: ::uuid::Uuid,
                 command: super::commands::#ty,
             ) -> impl Future<Output = Result<super::events::#ev, Self::Error>> + Send {
-                self.inner.#method(ctx, #key, command)
+                self.inner().#method(ctx, #key, command)
             }
         }
     });
@@ -308,15 +307,15 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 let #key = self.#start(ctx, <super::commands::#ty as Sample>::sample()).await?;
                 if status != #status::INITIAL {
                     let change = #transition {
-                        #key,
+                        saga_key: #key,
                         from: Some(#status::INITIAL),
                         to: status,
                         event_id: ::uuid::Uuid::now_v7(),
                         event_type: "seeded",
                         cause: #cause::Seeded,
-                        deadline: super::owner::deadline_of(&self.observed, status),
+                        deadline: saga_contract::owner::deadline_of(&self.observed, status),
                     };
-                    self.observed.write_transition(ctx.as_mut(), &change).await.map_err(super::commands::CommandError::Handler)?;
+                    saga_contract::owner::Store::write_transition(&self.observed, ctx.as_mut(), &change).await.map_err(super::commands::CommandError::Handler)?;
                 }
                 Ok(#key)
             }
@@ -347,11 +346,11 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 ctx: &mut <H as #store>::Ctx,
                 by: ::std::time::Duration,
             ) -> Result<Vec<::uuid::Uuid>, saga_contract::SweepFailure<super::handlers::HandleError<<H as #store>::Error>>> {
-                let clock = self.observed.log.clock();
+                let clock = self.observed.log().clock();
                 clock.advance(by);
                 let as_of = ::std::time::SystemTime::from(clock.now());
                 let mut timed_out = Vec::new();
-                let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
+                let bound = super::owner::Bound { store: &self.observed, handler: self.observed.inner() };
                 while let Some(#key) = saga_contract::owner::run_timeout(&bound, ctx, as_of, &timed_out).await? {
                     timed_out.push(#key);
                 }
@@ -379,11 +378,10 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     quote! {
         use std::future::Future;
 
-        use saga_contract::OutboxRecord;
-        use saga_testing::{Inbox, OwnerLog};
+        use saga_testing::{Inbox, Observed};
 
         use super::handlers::#handler;
-        use super::owner::{#store, #transition, #cause, #overdue};
+        use super::owner::{#transition, #cause};
         use super::status::#status;
 
         #froms
@@ -407,62 +405,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
 
         /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
         /// change of status and write to the outbox kept.
-        pub struct #observed<H> {
-            inner: H,
-            log: OwnerLog<#status, EventType>,
-        }
-
-        impl<H: #store> #store for #observed<H> {
-            type Ctx = H::Ctx;
-            type Error = H::Error;
-
-            fn load_for_update(&self, ctx: &mut Self::Ctx, #key: ::uuid::Uuid) -> impl Future<Output = Result<Option<#status>, Self::Error>> + Send {
-                self.inner.load_for_update(ctx, #key)
-            }
-
-            fn timeout(&self, status: #status) -> Option<::std::time::Duration> {
-                self.inner.timeout(status)
-            }
-
-            fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-                self.log.clock().now()
-            }
-
-            async fn write_transition(&self, ctx: &mut Self::Ctx, transition: &#transition<'_>) -> Result<(), Self::Error> {
-                self.inner.write_transition(ctx, transition).await?;
-                self.log.changed(transition.#key, transition.from, transition.to, transition.event_type);
-                Ok(())
-            }
-
-            fn park(&self, ctx: &mut Self::Ctx, #key: ::uuid::Uuid, event: &saga_contract::ParkedEvent) -> impl Future<Output = Result<(), Self::Error>> + Send {
-                self.inner.park(ctx, #key, event)
-            }
-
-            fn parked(&self, ctx: &mut Self::Ctx, #key: ::uuid::Uuid) -> impl Future<Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>> + Send {
-                self.inner.parked(ctx, #key)
-            }
-
-            fn unpark(&self, ctx: &mut Self::Ctx, event_id: ::uuid::Uuid) -> impl Future<Output = Result<(), Self::Error>> + Send {
-                self.inner.unpark(ctx, event_id)
-            }
-
-            async fn publish(&self, ctx: &mut Self::Ctx, record: OutboxRecord) -> Result<(), Self::Error> {
-                self.inner.publish(ctx, record.clone()).await?;
-                self.log.published(record);
-                Ok(())
-            }
-
-            fn next_overdue(
-                &self,
-                ctx: &mut Self::Ctx,
-                statuses: &[#status],
-                as_of: ::std::time::SystemTime,
-                skip: &[::uuid::Uuid],
-            ) -> impl Future<Output = Result<Option<#overdue>, Self::Error>> + Send {
-                self.inner.next_overdue(ctx, statuses, as_of, skip)
-            }
-        }
-
+        pub type #observed<H> = Observed<H, #status>;
 
         #commands_impl
 
@@ -477,26 +420,25 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
 
         impl<H> #scenario<H> {
             pub fn new(handler: H) -> Self {
-                let observed = #observed { inner: handler, log: OwnerLog::default() };
-                #scenario { observed, inbox: Inbox::default() }
+                #scenario { observed: Observed::new(handler), inbox: Inbox::default() }
             }
 
             pub fn handler(&self) -> &H {
-                &self.observed.inner
+                self.observed.inner()
             }
 
             pub fn clock(&self) -> &VirtualClock {
-                self.observed.log.clock()
+                self.observed.log().clock()
             }
 
             /// Every change of status of saga `key` this scenario made, oldest first.
             pub fn history(&self, #key: ::uuid::Uuid) -> Vec<#change> {
-                self.observed.log.history(#key)
+                self.observed.log().history(#key)
             }
 
             /// What saga `key` published (written to the outbox, or replied), oldest first.
             pub fn emitted(&self, #key: ::uuid::Uuid) -> Vec<Emitted> {
-                self.observed.log.emitted(#key)
+                self.observed.log().emitted(#key)
             }
         }
 
@@ -513,9 +455,9 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             ) -> Result<Delivered, super::handlers::HandleError<<H as #store>::Error>> {
                 let event = event.into();
                 let meta = saga_contract::Inbound::meta(&event);
-                let bound = super::owner::Bound { store: &self.observed, handler: &self.observed.inner };
+                let bound = super::owner::Bound { store: &self.observed, handler: self.observed.inner() };
                 let run = saga_contract::owner::run_event(&bound, ctx, event);
-                self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
+                self.inbox.deliver_with(self.observed.log().outbox(), meta, run).await
             }
 
             /// The event arrives twice (a redelivery): the second changes nothing.
@@ -531,7 +473,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
 
             /// The status of saga `key`, as the store has it.
             pub async fn status(&self, ctx: &mut <H as #store>::Ctx, #key: ::uuid::Uuid) -> Result<Option<#status>, <H as #store>::Error> {
-                self.observed.inner.load_for_update(ctx, #key).await
+                self.observed.inner().load_for_update(ctx, #key).await
             }
 
             #advance

@@ -37,8 +37,13 @@ pub async fn run_request_booking<H>(
 >
 where
     H: BookingCommands
-        + super::owner::BookingStore<Error = <H as BookingCommands>::Error>,
-    <H as BookingCommands>::Ctx: AsMut<<H as super::owner::BookingStore>::Ctx>,
+        + saga_contract::owner::Store<
+            super::status::BookingStatus,
+            Error = <H as BookingCommands>::Error,
+        >,
+    <H as BookingCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
+    >,
 {
     run_request_booking_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
 }
@@ -56,14 +61,19 @@ pub async fn run_request_booking_keyed<H>(
 >
 where
     H: BookingCommands
-        + super::owner::BookingStore<Error = <H as BookingCommands>::Error>,
-    <H as BookingCommands>::Ctx: AsMut<<H as super::owner::BookingStore>::Ctx>,
+        + saga_contract::owner::Store<
+            super::status::BookingStatus,
+            Error = <H as BookingCommands>::Error,
+        >,
+    <H as BookingCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
+    >,
 {
     let payload = handler
         .request_booking(ctx, booking_id, command)
         .await
         .map_err(CommandError::Handler)?;
-    let deadline = super::owner::deadline_of(
+    let deadline = saga_contract::owner::deadline_of(
         handler,
         super::status::BookingStatus::INITIAL,
     );
@@ -72,7 +82,7 @@ where
         .with_deadline(deadline);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
     let first = super::owner::BookingTransition {
-        booking_id,
+        saga_key: booking_id,
         from: None,
         to: super::status::BookingStatus::INITIAL,
         event_id: event.event_id,

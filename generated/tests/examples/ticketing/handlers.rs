@@ -225,12 +225,16 @@ impl saga_contract::Inbound for BookingInbound {
 impl<H> saga_contract::Dispatch<H> for BookingInbound
 where
     H: BookingHandler<
-            Ctx = <H as super::owner::BookingStore>::Ctx,
-            Error = <H as super::owner::BookingStore>::Error,
-        > + super::owner::BookingStore,
+            Ctx = <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::BookingStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::BookingStatus>,
 {
-    type Ctx = <H as super::owner::BookingStore>::Ctx;
-    type Error = HandleError<<H as super::owner::BookingStore>::Error>;
+    type Ctx = <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx;
+    type Error = HandleError<
+        <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+    >;
     fn dispatch<'a>(
         self,
         handler: &'a H,

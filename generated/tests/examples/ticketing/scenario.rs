@@ -97,10 +97,9 @@ impl Sample for super::commands::RequestBooking {
 }
 
 use std::future::Future;
-use saga_contract::OutboxRecord;
-use saga_testing::{Inbox, OwnerLog};
+use saga_testing::{Inbox, Observed};
 use super::handlers::BookingHandler;
-use super::owner::{BookingStore, BookingTransition, BookingCause, BookingOverdue};
+use super::owner::{BookingTransition, BookingCause};
 use super::status::BookingStatus;
 
 impl From<Envelope<super::events::SeatHeld>> for super::handlers::BookingInbound {
@@ -167,85 +166,7 @@ pub type BookingChange = saga_testing::Change<BookingStatus>;
 
 /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
 /// change of status and write to the outbox kept.
-pub struct BookingObserved<H> {
-    inner: H,
-    log: OwnerLog<BookingStatus, EventType>,
-}
-
-impl<H: BookingStore> BookingStore for BookingObserved<H> {
-    type Ctx = H::Ctx;
-    type Error = H::Error;
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        booking_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<Option<BookingStatus>, Self::Error>> + Send {
-        self.inner.load_for_update(ctx, booking_id)
-    }
-    fn timeout(&self, status: BookingStatus) -> Option<::std::time::Duration> {
-        self.inner.timeout(status)
-    }
-    fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        self.log.clock().now()
-    }
-    async fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        transition: &BookingTransition<'_>,
-    ) -> Result<(), Self::Error> {
-        self.inner.write_transition(ctx, transition).await?;
-        self.log
-            .changed(
-                transition.booking_id,
-                transition.from,
-                transition.to,
-                transition.event_type,
-            );
-        Ok(())
-    }
-    fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        booking_id: ::uuid::Uuid,
-        event: &saga_contract::ParkedEvent,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.park(ctx, booking_id, event)
-    }
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        booking_id: ::uuid::Uuid,
-    ) -> impl Future<
-        Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
-    > + Send {
-        self.inner.parked(ctx, booking_id)
-    }
-    fn unpark(
-        &self,
-        ctx: &mut Self::Ctx,
-        event_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.unpark(ctx, event_id)
-    }
-    async fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> Result<(), Self::Error> {
-        self.inner.publish(ctx, record.clone()).await?;
-        self.log.published(record);
-        Ok(())
-    }
-    fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[BookingStatus],
-        as_of: ::std::time::SystemTime,
-        skip: &[::uuid::Uuid],
-    ) -> impl Future<Output = Result<Option<BookingOverdue>, Self::Error>> + Send {
-        self.inner.next_overdue(ctx, statuses, as_of, skip)
-    }
-}
+pub type BookingObserved<H> = Observed<H, BookingStatus>;
 
 impl<H: super::commands::BookingCommands> super::commands::BookingCommands
 for BookingObserved<H> {
@@ -259,7 +180,7 @@ for BookingObserved<H> {
     ) -> impl Future<
         Output = Result<super::events::BookingRequested, Self::Error>,
     > + Send {
-        self.inner.request_booking(ctx, booking_id, command)
+        self.inner().request_booking(ctx, booking_id, command)
     }
 }
 
@@ -274,60 +195,67 @@ pub struct BookingScenario<H> {
 
 impl<H> BookingScenario<H> {
     pub fn new(handler: H) -> Self {
-        let observed = BookingObserved {
-            inner: handler,
-            log: OwnerLog::default(),
-        };
         BookingScenario {
-            observed,
+            observed: Observed::new(handler),
             inbox: Inbox::default(),
         }
     }
     pub fn handler(&self) -> &H {
-        &self.observed.inner
+        self.observed.inner()
     }
     pub fn clock(&self) -> &VirtualClock {
-        self.observed.log.clock()
+        self.observed.log().clock()
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, booking_id: ::uuid::Uuid) -> Vec<BookingChange> {
-        self.observed.log.history(booking_id)
+        self.observed.log().history(booking_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, booking_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.log.emitted(booking_id)
+        self.observed.log().emitted(booking_id)
     }
 }
 
 impl<H> BookingScenario<H>
 where
-    H: BookingHandler<Ctx = <H as BookingStore>::Ctx, Error = <H as BookingStore>::Error>
-        + BookingStore,
+    H: BookingHandler<
+            Ctx = <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::BookingStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::BookingStatus>,
 {
     /// The event arrives: unless its id was delivered before, it runs through the
     /// status machine and the handler; the reply is kept for `emitted`.
     pub async fn when(
         &mut self,
-        ctx: &mut <H as BookingStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
         event: impl Into<super::handlers::BookingInbound>,
-    ) -> Result<Delivered, super::handlers::HandleError<<H as BookingStore>::Error>> {
+    ) -> Result<
+        Delivered,
+        super::handlers::HandleError<
+            <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+        >,
+    > {
         let event = event.into();
         let meta = saga_contract::Inbound::meta(&event);
         let bound = super::owner::Bound {
             store: &self.observed,
-            handler: &self.observed.inner,
+            handler: self.observed.inner(),
         };
         let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
+        self.inbox.deliver_with(self.observed.log().outbox(), meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
         &mut self,
-        ctx: &mut <H as BookingStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
         event: impl Into<super::handlers::BookingInbound>,
     ) -> Result<
         [Delivered; 2],
-        super::handlers::HandleError<<H as BookingStore>::Error>,
+        super::handlers::HandleError<
+            <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+        >,
     > {
         let event = event.into();
         let first = self.when(ctx, event.clone()).await?;
@@ -336,30 +264,35 @@ where
     /// The status of saga `key`, as the store has it.
     pub async fn status(
         &self,
-        ctx: &mut <H as BookingStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
         booking_id: ::uuid::Uuid,
-    ) -> Result<Option<BookingStatus>, <H as BookingStore>::Error> {
-        self.observed.inner.load_for_update(ctx, booking_id).await
+    ) -> Result<
+        Option<BookingStatus>,
+        <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+    > {
+        self.observed.inner().load_for_update(ctx, booking_id).await
     }
     /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
     /// does; returns the sagas that timed out, in the order they did.
     pub async fn advance(
         &mut self,
-        ctx: &mut <H as BookingStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
         by: ::std::time::Duration,
     ) -> Result<
         Vec<::uuid::Uuid>,
         saga_contract::SweepFailure<
-            super::handlers::HandleError<<H as BookingStore>::Error>,
+            super::handlers::HandleError<
+                <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+            >,
         >,
     > {
-        let clock = self.observed.log.clock();
+        let clock = self.observed.log().clock();
         clock.advance(by);
         let as_of = ::std::time::SystemTime::from(clock.now());
         let mut timed_out = Vec::new();
         let bound = super::owner::Bound {
             store: &self.observed,
-            handler: &self.observed.inner,
+            handler: self.observed.inner(),
         };
         while let Some(booking_id) = saga_contract::owner::run_timeout(
                 &bound,
@@ -377,12 +310,20 @@ where
 
 impl<H> BookingScenario<H>
 where
-    H: super::commands::BookingCommands<Error = <H as BookingStore>::Error>
+    H: super::commands::BookingCommands<
+            Error = <H as saga_contract::owner::Store<
+                super::status::BookingStatus,
+            >>::Error,
+        >
         + BookingHandler<
-            Ctx = <H as BookingStore>::Ctx,
-            Error = <H as BookingStore>::Error,
-        > + BookingStore,
-    <H as super::commands::BookingCommands>::Ctx: AsMut<<H as BookingStore>::Ctx>,
+            Ctx = <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::BookingStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::BookingStatus>,
+    <H as super::commands::BookingCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::BookingStatus>>::Ctx,
+    >,
 {
     /// Starts saga `key` with `RequestBooking`: to replay a recorded saga under its own key.
     pub async fn start_request_booking_keyed(
@@ -390,7 +331,12 @@ where
         ctx: &mut <H as super::commands::BookingCommands>::Ctx,
         booking_id: ::uuid::Uuid,
         command: super::commands::RequestBooking,
-    ) -> Result<(), super::commands::CommandError<<H as BookingStore>::Error>> {
+    ) -> Result<
+        (),
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+        >,
+    > {
         super::commands::run_request_booking_keyed(
                 &self.observed,
                 ctx,
@@ -408,7 +354,9 @@ where
         command: super::commands::RequestBooking,
     ) -> Result<
         ::uuid::Uuid,
-        super::commands::CommandError<<H as BookingStore>::Error>,
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+        >,
     > {
         let started = super::commands::run_request_booking(
                 &self.observed,
@@ -429,7 +377,9 @@ where
         status: BookingStatus,
     ) -> Result<
         ::uuid::Uuid,
-        super::commands::CommandError<<H as BookingStore>::Error>,
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::BookingStatus>>::Error,
+        >,
     > {
         let booking_id = self
             .start_request_booking(
@@ -439,16 +389,19 @@ where
             .await?;
         if status != BookingStatus::INITIAL {
             let change = BookingTransition {
-                booking_id,
+                saga_key: booking_id,
                 from: Some(BookingStatus::INITIAL),
                 to: status,
                 event_id: ::uuid::Uuid::now_v7(),
                 event_type: "seeded",
                 cause: BookingCause::Seeded,
-                deadline: super::owner::deadline_of(&self.observed, status),
+                deadline: saga_contract::owner::deadline_of(&self.observed, status),
             };
-            self.observed
-                .write_transition(ctx.as_mut(), &change)
+            saga_contract::owner::Store::write_transition(
+                    &self.observed,
+                    ctx.as_mut(),
+                    &change,
+                )
                 .await
                 .map_err(super::commands::CommandError::Handler)?;
         }

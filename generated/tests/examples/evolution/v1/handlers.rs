@@ -268,12 +268,16 @@ impl saga_contract::Inbound for DispatchInbound {
 impl<H> saga_contract::Dispatch<H> for DispatchInbound
 where
     H: DispatchHandler<
-            Ctx = <H as super::owner::DispatchStore>::Ctx,
-            Error = <H as super::owner::DispatchStore>::Error,
-        > + super::owner::DispatchStore,
+            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::DispatchStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::DispatchStatus>,
 {
-    type Ctx = <H as super::owner::DispatchStore>::Ctx;
-    type Error = HandleError<<H as super::owner::DispatchStore>::Error>;
+    type Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx;
+    type Error = HandleError<
+        <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+    >;
     fn dispatch<'a>(
         self,
         handler: &'a H,

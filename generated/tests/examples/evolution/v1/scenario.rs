@@ -100,10 +100,9 @@ impl Sample for super::commands::RequestParcel {
 }
 
 use std::future::Future;
-use saga_contract::OutboxRecord;
-use saga_testing::{Inbox, OwnerLog};
+use saga_testing::{Inbox, Observed};
 use super::handlers::DispatchHandler;
-use super::owner::{DispatchStore, DispatchTransition, DispatchCause, DispatchOverdue};
+use super::owner::{DispatchTransition, DispatchCause};
 use super::status::DispatchStatus;
 
 impl From<Envelope<super::events::ParcelPicked>> for super::handlers::DispatchInbound {
@@ -195,85 +194,7 @@ pub type DispatchChange = saga_testing::Change<DispatchStatus>;
 
 /// The owner's handler as a scenario runs it: deadlines by the virtual clock, and each
 /// change of status and write to the outbox kept.
-pub struct DispatchObserved<H> {
-    inner: H,
-    log: OwnerLog<DispatchStatus, EventType>,
-}
-
-impl<H: DispatchStore> DispatchStore for DispatchObserved<H> {
-    type Ctx = H::Ctx;
-    type Error = H::Error;
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        parcel_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<Option<DispatchStatus>, Self::Error>> + Send {
-        self.inner.load_for_update(ctx, parcel_id)
-    }
-    fn timeout(&self, status: DispatchStatus) -> Option<::std::time::Duration> {
-        self.inner.timeout(status)
-    }
-    fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        self.log.clock().now()
-    }
-    async fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        transition: &DispatchTransition<'_>,
-    ) -> Result<(), Self::Error> {
-        self.inner.write_transition(ctx, transition).await?;
-        self.log
-            .changed(
-                transition.parcel_id,
-                transition.from,
-                transition.to,
-                transition.event_type,
-            );
-        Ok(())
-    }
-    fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        parcel_id: ::uuid::Uuid,
-        event: &saga_contract::ParkedEvent,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.park(ctx, parcel_id, event)
-    }
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        parcel_id: ::uuid::Uuid,
-    ) -> impl Future<
-        Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
-    > + Send {
-        self.inner.parked(ctx, parcel_id)
-    }
-    fn unpark(
-        &self,
-        ctx: &mut Self::Ctx,
-        event_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.inner.unpark(ctx, event_id)
-    }
-    async fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> Result<(), Self::Error> {
-        self.inner.publish(ctx, record.clone()).await?;
-        self.log.published(record);
-        Ok(())
-    }
-    fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[DispatchStatus],
-        as_of: ::std::time::SystemTime,
-        skip: &[::uuid::Uuid],
-    ) -> impl Future<Output = Result<Option<DispatchOverdue>, Self::Error>> + Send {
-        self.inner.next_overdue(ctx, statuses, as_of, skip)
-    }
-}
+pub type DispatchObserved<H> = Observed<H, DispatchStatus>;
 
 impl<H: super::commands::DispatchCommands> super::commands::DispatchCommands
 for DispatchObserved<H> {
@@ -287,7 +208,7 @@ for DispatchObserved<H> {
     ) -> impl Future<
         Output = Result<super::events::ParcelRequested, Self::Error>,
     > + Send {
-        self.inner.request_parcel(ctx, parcel_id, command)
+        self.inner().request_parcel(ctx, parcel_id, command)
     }
 }
 
@@ -302,62 +223,67 @@ pub struct DispatchScenario<H> {
 
 impl<H> DispatchScenario<H> {
     pub fn new(handler: H) -> Self {
-        let observed = DispatchObserved {
-            inner: handler,
-            log: OwnerLog::default(),
-        };
         DispatchScenario {
-            observed,
+            observed: Observed::new(handler),
             inbox: Inbox::default(),
         }
     }
     pub fn handler(&self) -> &H {
-        &self.observed.inner
+        self.observed.inner()
     }
     pub fn clock(&self) -> &VirtualClock {
-        self.observed.log.clock()
+        self.observed.log().clock()
     }
     /// Every change of status of saga `key` this scenario made, oldest first.
     pub fn history(&self, parcel_id: ::uuid::Uuid) -> Vec<DispatchChange> {
-        self.observed.log.history(parcel_id)
+        self.observed.log().history(parcel_id)
     }
     /// What saga `key` published (written to the outbox, or replied), oldest first.
     pub fn emitted(&self, parcel_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.log.emitted(parcel_id)
+        self.observed.log().emitted(parcel_id)
     }
 }
 
 impl<H> DispatchScenario<H>
 where
     H: DispatchHandler<
-            Ctx = <H as DispatchStore>::Ctx,
-            Error = <H as DispatchStore>::Error,
-        > + DispatchStore,
+            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::DispatchStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::DispatchStatus>,
 {
     /// The event arrives: unless its id was delivered before, it runs through the
     /// status machine and the handler; the reply is kept for `emitted`.
     pub async fn when(
         &mut self,
-        ctx: &mut <H as DispatchStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
         event: impl Into<super::handlers::DispatchInbound>,
-    ) -> Result<Delivered, super::handlers::HandleError<<H as DispatchStore>::Error>> {
+    ) -> Result<
+        Delivered,
+        super::handlers::HandleError<
+            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+        >,
+    > {
         let event = event.into();
         let meta = saga_contract::Inbound::meta(&event);
         let bound = super::owner::Bound {
             store: &self.observed,
-            handler: &self.observed.inner,
+            handler: self.observed.inner(),
         };
         let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(self.observed.log.outbox(), meta, run).await
+        self.inbox.deliver_with(self.observed.log().outbox(), meta, run).await
     }
     /// The event arrives twice (a redelivery): the second changes nothing.
     pub async fn when_twice(
         &mut self,
-        ctx: &mut <H as DispatchStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
         event: impl Into<super::handlers::DispatchInbound>,
     ) -> Result<
         [Delivered; 2],
-        super::handlers::HandleError<<H as DispatchStore>::Error>,
+        super::handlers::HandleError<
+            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+        >,
     > {
         let event = event.into();
         let first = self.when(ctx, event.clone()).await?;
@@ -366,30 +292,35 @@ where
     /// The status of saga `key`, as the store has it.
     pub async fn status(
         &self,
-        ctx: &mut <H as DispatchStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
         parcel_id: ::uuid::Uuid,
-    ) -> Result<Option<DispatchStatus>, <H as DispatchStore>::Error> {
-        self.observed.inner.load_for_update(ctx, parcel_id).await
+    ) -> Result<
+        Option<DispatchStatus>,
+        <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+    > {
+        self.observed.inner().load_for_update(ctx, parcel_id).await
     }
     /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
     /// does; returns the sagas that timed out, in the order they did.
     pub async fn advance(
         &mut self,
-        ctx: &mut <H as DispatchStore>::Ctx,
+        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
         by: ::std::time::Duration,
     ) -> Result<
         Vec<::uuid::Uuid>,
         saga_contract::SweepFailure<
-            super::handlers::HandleError<<H as DispatchStore>::Error>,
+            super::handlers::HandleError<
+                <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+            >,
         >,
     > {
-        let clock = self.observed.log.clock();
+        let clock = self.observed.log().clock();
         clock.advance(by);
         let as_of = ::std::time::SystemTime::from(clock.now());
         let mut timed_out = Vec::new();
         let bound = super::owner::Bound {
             store: &self.observed,
-            handler: &self.observed.inner,
+            handler: self.observed.inner(),
         };
         while let Some(parcel_id) = saga_contract::owner::run_timeout(
                 &bound,
@@ -407,12 +338,20 @@ where
 
 impl<H> DispatchScenario<H>
 where
-    H: super::commands::DispatchCommands<Error = <H as DispatchStore>::Error>
+    H: super::commands::DispatchCommands<
+            Error = <H as saga_contract::owner::Store<
+                super::status::DispatchStatus,
+            >>::Error,
+        >
         + DispatchHandler<
-            Ctx = <H as DispatchStore>::Ctx,
-            Error = <H as DispatchStore>::Error,
-        > + DispatchStore,
-    <H as super::commands::DispatchCommands>::Ctx: AsMut<<H as DispatchStore>::Ctx>,
+            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::DispatchStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::DispatchStatus>,
+    <H as super::commands::DispatchCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+    >,
 {
     /// Starts saga `key` with `RequestParcel`: to replay a recorded saga under its own key.
     pub async fn start_request_parcel_keyed(
@@ -420,7 +359,12 @@ where
         ctx: &mut <H as super::commands::DispatchCommands>::Ctx,
         parcel_id: ::uuid::Uuid,
         command: super::commands::RequestParcel,
-    ) -> Result<(), super::commands::CommandError<<H as DispatchStore>::Error>> {
+    ) -> Result<
+        (),
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+        >,
+    > {
         super::commands::run_request_parcel_keyed(
                 &self.observed,
                 ctx,
@@ -438,7 +382,9 @@ where
         command: super::commands::RequestParcel,
     ) -> Result<
         ::uuid::Uuid,
-        super::commands::CommandError<<H as DispatchStore>::Error>,
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+        >,
     > {
         let started = super::commands::run_request_parcel(
                 &self.observed,
@@ -459,7 +405,9 @@ where
         status: DispatchStatus,
     ) -> Result<
         ::uuid::Uuid,
-        super::commands::CommandError<<H as DispatchStore>::Error>,
+        super::commands::CommandError<
+            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+        >,
     > {
         let parcel_id = self
             .start_request_parcel(
@@ -469,16 +417,19 @@ where
             .await?;
         if status != DispatchStatus::INITIAL {
             let change = DispatchTransition {
-                parcel_id,
+                saga_key: parcel_id,
                 from: Some(DispatchStatus::INITIAL),
                 to: status,
                 event_id: ::uuid::Uuid::now_v7(),
                 event_type: "seeded",
                 cause: DispatchCause::Seeded,
-                deadline: super::owner::deadline_of(&self.observed, status),
+                deadline: saga_contract::owner::deadline_of(&self.observed, status),
             };
-            self.observed
-                .write_transition(ctx.as_mut(), &change)
+            saga_contract::owner::Store::write_transition(
+                    &self.observed,
+                    ctx.as_mut(),
+                    &change,
+                )
                 .await
                 .map_err(super::commands::CommandError::Handler)?;
         }

@@ -37,8 +37,13 @@ pub async fn run_request_parcel<H>(
 >
 where
     H: DispatchCommands
-        + super::owner::DispatchStore<Error = <H as DispatchCommands>::Error>,
-    <H as DispatchCommands>::Ctx: AsMut<<H as super::owner::DispatchStore>::Ctx>,
+        + saga_contract::owner::Store<
+            super::status::DispatchStatus,
+            Error = <H as DispatchCommands>::Error,
+        >,
+    <H as DispatchCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+    >,
 {
     run_request_parcel_keyed(handler, ctx, ::uuid::Uuid::now_v7(), command, trace).await
 }
@@ -56,14 +61,19 @@ pub async fn run_request_parcel_keyed<H>(
 >
 where
     H: DispatchCommands
-        + super::owner::DispatchStore<Error = <H as DispatchCommands>::Error>,
-    <H as DispatchCommands>::Ctx: AsMut<<H as super::owner::DispatchStore>::Ctx>,
+        + saga_contract::owner::Store<
+            super::status::DispatchStatus,
+            Error = <H as DispatchCommands>::Error,
+        >,
+    <H as DispatchCommands>::Ctx: AsMut<
+        <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+    >,
 {
     let payload = handler
         .request_parcel(ctx, parcel_id, command)
         .await
         .map_err(CommandError::Handler)?;
-    let deadline = super::owner::deadline_of(
+    let deadline = saga_contract::owner::deadline_of(
         handler,
         super::status::DispatchStatus::INITIAL,
     );
@@ -72,7 +82,7 @@ where
         .with_deadline(deadline);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
     let first = super::owner::DispatchTransition {
-        parcel_id,
+        saga_key: parcel_id,
         from: None,
         to: super::status::DispatchStatus::INITIAL,
         event_id: event.event_id,

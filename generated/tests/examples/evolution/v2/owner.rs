@@ -20,138 +20,52 @@ pub type DispatchStep = owner::Step<DispatchStatus>;
 pub type DispatchCause<'a> = owner::Cause<'a, DispatchInbound>;
 
 /// One change of a saga's status, as the store writes it.
-#[derive(Debug, Clone, Copy)]
-pub struct DispatchTransition<'a> {
-    pub parcel_id: ::uuid::Uuid,
-    /// `None` for the first transition, when the saga starts.
-    pub from: Option<DispatchStatus>,
-    pub to: DispatchStatus,
-    /// The event behind the change, for the history row: a timeout's is the event it
-    /// publishes, or a fresh id and `timeout` when it publishes none.
-    pub event_id: ::uuid::Uuid,
-    pub event_type: &'a str,
-    pub cause: DispatchCause<'a>,
-    /// When the saga times out of `to` ([`deadline_of`]); `None` for a status without a
-    /// timeout.
-    pub deadline: Option<::chrono::DateTime<::chrono::Utc>>,
-}
+pub type DispatchTransition<'a> = owner::TransitionOf<'a, DispatchStatus>;
 
-/// The deadline of a saga entering `status` now (the store's [`#store::now`]): now plus
-/// the store's [`#store::timeout`] of it, to the microsecond (what an event's
-/// `deadline` keeps).
-pub fn deadline_of<S: DispatchStore + ?Sized>(
-    store: &S,
-    status: DispatchStatus,
-) -> Option<::chrono::DateTime<::chrono::Utc>> {
-    owner::deadline(store.now(), store.timeout(status))
-}
-
-/// Where `dispatch` keeps its sagas: the SQL behind the status machine. The functions of this module and the entry commands call it, each method in the caller's transaction (`ctx`), so a status, its history row and the events it publishes commit together.
-pub trait DispatchStore: Send + Sync {
-    type Ctx: Send;
-    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
-    /// The saga's status, locked until the transaction ends; `None` when the saga is
-    /// not known here.
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        parcel_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<Option<DispatchStatus>, Self::Error>> + Send;
-    /// How long a saga may stay in `status` before it times out: the spec's timeout
-    /// (`None`: it has none); a store may scale it (tests shorten them).
-    fn timeout(&self, status: DispatchStatus) -> Option<::std::time::Duration> {
-        status.timeout().map(|rule| rule.after)
-    }
-    /// The time deadlines are counted from: the wall clock; a test scenario's virtual
-    /// clock (`scenario`) moves only when told.
-    fn now(&self) -> ::chrono::DateTime<::chrono::Utc> {
-        ::chrono::Utc::now()
-    }
-    /// Writes a transition: the status `to`, its `deadline` and the history row.
-    fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        transition: &DispatchTransition<'_>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Keeps an event that arrived before the status it needs; parking the same event
-    /// twice keeps one.
-    fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        parcel_id: ::uuid::Uuid,
-        event: &saga_contract::ParkedEvent,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// The events parked for the saga, oldest first.
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        parcel_id: ::uuid::Uuid,
-    ) -> impl Future<
-        Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
-    > + Send;
-    /// Removes a parked event once it is applied.
-    fn unpark(
-        &self,
-        ctx: &mut Self::Ctx,
-        event_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// Writes an event to the outbox.
-    fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-    /// The saga whose deadline passed longest ago (at or before `as_of`) while in one of
-    /// `statuses`, its key not in `skip`, locked for this transaction; sagas another
-    /// transaction holds are passed over.
-    fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[DispatchStatus],
-        as_of: ::std::time::SystemTime,
-        skip: &[::uuid::Uuid],
-    ) -> impl Future<Output = Result<Option<DispatchOverdue>, Self::Error>> + Send;
-}
+/// A saga past its deadline, as the store finds it.
+pub type DispatchOverdue = owner::OverdueOf<DispatchStatus>;
 
 /// Runs an event `dispatch` received through the status machine, then its handler, in the caller's transaction: the saga is locked; a trigger the status accepts is written as a transition with its history row; one the spec parks (`status.parks`: replies on different topics are not ordered against each other) that arrived before the status it needs waits and is applied, with its handler, once a later event moved the status there; an event for a saga that already ended changes nothing; any other is `HandleError::Unanswered`, which `cargo xtask verify` proves unreachable. Returns the handler's reply.
 pub async fn run_dispatch_event<H>(
     handler: &H,
-    ctx: &mut <H as DispatchStore>::Ctx,
+    ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
     event: DispatchInbound,
-) -> Result<Option<OutboxRecord>, HandleError<<H as DispatchStore>::Error>>
+) -> Result<
+    Option<OutboxRecord>,
+    HandleError<<H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error>,
+>
 where
     H: DispatchHandler<
-            Ctx = <H as DispatchStore>::Ctx,
-            Error = <H as DispatchStore>::Error,
-        > + DispatchStore,
+            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::DispatchStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::DispatchStatus>,
 {
     owner::run_event(&Bound { store: handler, handler }, ctx, event).await
-}
-
-/// A saga past its deadline, as the store finds it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DispatchOverdue {
-    pub parcel_id: ::uuid::Uuid,
-    pub status: DispatchStatus,
-    /// The trace the saga started with: its timeout belongs to it too.
-    pub trace: TraceContext,
 }
 
 /// Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is not in `skip`, in the caller's transaction, as the spec says: asks `dispatch` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. `Ok(None)` when no saga is due; an error names the saga it failed for.
 pub async fn run_dispatch_timeout<H>(
     handler: &H,
-    ctx: &mut <H as DispatchStore>::Ctx,
+    ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
     as_of: ::std::time::SystemTime,
     skip: &[::uuid::Uuid],
 ) -> Result<
     Option<::uuid::Uuid>,
-    saga_contract::SweepFailure<HandleError<<H as DispatchStore>::Error>>,
+    saga_contract::SweepFailure<
+        HandleError<
+            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+        >,
+    >,
 >
 where
     H: DispatchHandler<
-            Ctx = <H as DispatchStore>::Ctx,
-            Error = <H as DispatchStore>::Error,
-        > + DispatchStore,
+            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::DispatchStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::DispatchStatus>,
 {
     owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
 }
@@ -163,12 +77,16 @@ pub struct DispatchTimeouts<H>(pub H);
 impl<H> saga_contract::Sweep for DispatchTimeouts<H>
 where
     H: DispatchHandler<
-            Ctx = <H as DispatchStore>::Ctx,
-            Error = <H as DispatchStore>::Error,
-        > + DispatchStore + 'static,
+            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
+            Error = <H as saga_contract::owner::Store<
+                super::status::DispatchStatus,
+            >>::Error,
+        > + saga_contract::owner::Store<super::status::DispatchStatus> + 'static,
 {
-    type Ctx = <H as DispatchStore>::Ctx;
-    type Error = HandleError<<H as DispatchStore>::Error>;
+    type Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx;
+    type Error = HandleError<
+        <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
+    >;
     fn sweep_one<'a>(
         &'a self,
         ctx: &'a mut Self::Ctx,
@@ -183,6 +101,7 @@ where
 
 impl owner::StatusMachine for DispatchStatus {
     type Event = EventType;
+    type Inbound = DispatchInbound;
     const WITH_TIMEOUT: &'static [DispatchStatus] = DispatchStatus::WITH_TIMEOUT;
     fn name(self) -> &'static str {
         self.as_str()
@@ -202,6 +121,9 @@ impl owner::StatusMachine for DispatchStatus {
     fn parks(event: EventType) -> bool {
         DispatchStatus::parks(event)
     }
+    fn timeout_after(self) -> Option<::std::time::Duration> {
+        self.timeout().map(|rule| rule.after)
+    }
     fn timeout_to(self) -> Option<DispatchStatus> {
         self.timeout().map(|rule| rule.to)
     }
@@ -209,6 +131,7 @@ impl owner::StatusMachine for DispatchStatus {
 
 impl owner::OwnerEvent for DispatchInbound {
     type Kind = EventType;
+    type Trace = TraceContext;
     fn kind(&self) -> EventType {
         self.event_type()
     }
@@ -227,81 +150,26 @@ pub(crate) struct Bound<'a, S, H> {
     pub(crate) handler: &'a H,
 }
 
-impl<S: DispatchStore, H> owner::Owner for Bound<'_, S, H>
+impl<S: saga_contract::owner::Store<super::status::DispatchStatus>, H> owner::Owner
+for Bound<'_, S, H>
 where
     H: DispatchHandler<Ctx = S::Ctx, Error = S::Error>,
 {
     type Status = DispatchStatus;
-    type Inbound = DispatchInbound;
-    type Trace = TraceContext;
     type Ctx = S::Ctx;
     type Error = S::Error;
+    type Store = S;
     type Failure = HandleError<S::Error>;
-    fn load_for_update(
-        &self,
-        ctx: &mut Self::Ctx,
-        saga_key: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<Option<DispatchStatus>, Self::Error>> + Send {
-        self.store.load_for_update(ctx, saga_key)
-    }
-    fn deadline(
-        &self,
-        status: DispatchStatus,
-    ) -> Option<::chrono::DateTime<::chrono::Utc>> {
-        deadline_of(self.store, status)
-    }
-    async fn write_transition(
-        &self,
-        ctx: &mut Self::Ctx,
-        t: &owner::Transition<'_, DispatchStatus, DispatchInbound>,
-    ) -> Result<(), Self::Error> {
-        let transition = DispatchTransition {
-            parcel_id: t.saga_key,
-            from: t.from,
-            to: t.to,
-            event_id: t.event_id,
-            event_type: t.event_type,
-            cause: t.cause,
-            deadline: t.deadline,
-        };
-        self.store.write_transition(ctx, &transition).await
-    }
-    async fn park(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: &DispatchInbound,
-    ) -> Result<(), Self::Failure> {
-        let parked = event.to_parked().map_err(HandleError::Encode)?;
+    fn store(&self) -> &S {
         self.store
-            .park(ctx, event.saga_key(), &parked)
-            .await
-            .map_err(HandleError::Handler)
     }
-    fn parked(
-        &self,
-        ctx: &mut Self::Ctx,
-        saga_key: ::uuid::Uuid,
-    ) -> impl Future<
-        Output = Result<Vec<saga_contract::ParkedEvent>, Self::Error>,
-    > + Send {
-        self.store.parked(ctx, saga_key)
+    fn to_parked(
+        event: &DispatchInbound,
+    ) -> Result<saga_contract::ParkedEvent, Self::Failure> {
+        event.to_parked().map_err(HandleError::Encode)
     }
     fn unparked(parked: &saga_contract::ParkedEvent) -> Option<DispatchInbound> {
         DispatchInbound::decode(&parked.topic, &parked.payload).ok().flatten()
-    }
-    fn unpark(
-        &self,
-        ctx: &mut Self::Ctx,
-        event_id: ::uuid::Uuid,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.store.unpark(ctx, event_id)
-    }
-    fn publish(
-        &self,
-        ctx: &mut Self::Ctx,
-        record: OutboxRecord,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
-        self.store.publish(ctx, record)
     }
     fn handle(
         &self,
@@ -311,27 +179,10 @@ where
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
         event.handle(self.handler, ctx, step)
     }
-    async fn next_overdue(
-        &self,
-        ctx: &mut Self::Ctx,
-        statuses: &[DispatchStatus],
-        as_of: ::std::time::SystemTime,
-        skip: &[::uuid::Uuid],
-    ) -> Result<Option<owner::Overdue<DispatchStatus, TraceContext>>, Self::Error> {
-        let due = self.store.next_overdue(ctx, statuses, as_of, skip).await?;
-        Ok(
-            due
-                .map(|saga| owner::Overdue {
-                    saga_key: saga.parcel_id,
-                    status: saga.status,
-                    trace: saga.trace,
-                }),
-        )
-    }
     async fn on_timeout(
         &self,
         ctx: &mut Self::Ctx,
-        saga: owner::Overdue<DispatchStatus, TraceContext>,
+        saga: DispatchOverdue,
         to: DispatchStatus,
     ) -> Result<Option<OutboxRecord>, Self::Failure> {
         let reply = self
