@@ -18,6 +18,8 @@ pub struct SpecError {
     /// Other places involved, each shown on its own (labels far apart would print every
     /// line between them).
     pub see: Vec<SpecError>,
+    /// A warning: the spec is accepted, but deserves a look.
+    pub warning: bool,
     source: Option<NamedSource<String>>,
 }
 
@@ -30,8 +32,14 @@ impl SpecError {
             help: None,
             note: None,
             see: Vec::new(),
+            warning: false,
             source: None,
         }
+    }
+
+    /// A diagnostic that does not refuse the spec.
+    pub fn warning(code: &'static str, message: impl Into<String>) -> Self {
+        SpecError { warning: true, ..SpecError::new(code, message) }
     }
 
     pub fn label(mut self, span: Span, text: impl Into<String>) -> Self {
@@ -79,7 +87,7 @@ impl Diagnostic for SpecError {
 
     fn severity(&self) -> Option<Severity> {
         // A place `see` added has no code of its own.
-        self.code.is_empty().then_some(Severity::Advice)
+        if self.code.is_empty() { Some(Severity::Advice) } else { self.warning.then_some(Severity::Warning) }
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {

@@ -119,6 +119,8 @@ pub enum Effect {
     Holds(String),
     /// The publisher gave the resource back (the reply of a compensation).
     Releases(String),
+    /// `effect: none`: a success that holds nothing, declared so.
+    Nothing,
 }
 
 #[derive(Debug, Clone)]

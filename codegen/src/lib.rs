@@ -128,7 +128,9 @@ pub fn compile(root: &Path, spec_path: &str, source: &str, layout: &Layout) -> R
 /// compiles: a spec whose saga can go wrong compiles into nothing. [`compile`] leaves it
 /// out, so the gate's tests, which compile the spec many times, do not explore it each time.
 pub fn prove(file: &str, source: &str, saga: &ir::Saga) -> Result<verify::Proof, SpecErrors> {
-    verify::verify(saga, source).map_err(|e| located(file, source, vec![*e]))
+    let mut proof = verify::verify(saga, source).map_err(|errors| located(file, source, errors))?;
+    proof.warnings = located(file, source, std::mem::take(&mut proof.warnings)).errors;
+    Ok(proof)
 }
 
 /// The compatibility gate: every breaking change from what the history says the last

@@ -49,7 +49,10 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     // `compile` checked the spec: it parses again.
     match check(&name, &source).and_then(|saga| prove(&name, &source, &saga)) {
-        Ok(proof) => println!("verified {name}: {proof}"),
+        Ok(proof) => {
+            println!("verified {name}: {proof}");
+            eprint!("{}", proof.render_warnings(&name));
+        }
         Err(errors) => return refused(errors),
     }
     if args.check {

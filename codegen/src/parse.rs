@@ -165,14 +165,37 @@ pub struct EventSpec {
     pub effect: Option<EffectSpec>,
 }
 
-/// `effect: { holds: reservation }` or `effect: { releases: reservation }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `effect: { holds: reservation }`, `effect: { releases: reservation }`, or `effect: none`
+/// (a success that holds nothing: the verifier then asks nothing of it).
+#[derive(Debug, Default)]
 pub struct EffectSpec {
-    #[serde(default)]
     pub holds: Option<String>,
-    #[serde(default)]
     pub releases: Option<String>,
+    /// `effect: none`; `word` keeps any other word, for the error.
+    pub none: bool,
+    pub word: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for EffectSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Resource {
+            #[serde(default)]
+            holds: Option<String>,
+            #[serde(default)]
+            releases: Option<String>,
+        }
+        // Through a YAML value, so a misspelt key keeps serde's own message.
+        match serde_yaml::Value::deserialize(deserializer)? {
+            serde_yaml::Value::String(word) if word == "none" => Ok(EffectSpec { none: true, ..EffectSpec::default() }),
+            serde_yaml::Value::String(word) => Ok(EffectSpec { word: Some(word), ..EffectSpec::default() }),
+            value => {
+                let r = Resource::deserialize(value).map_err(serde::de::Error::custom)?;
+                Ok(EffectSpec { holds: r.holds, releases: r.releases, ..EffectSpec::default() })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -167,6 +167,11 @@ fn effect_that_holds_and_releases() {
 }
 
 #[test]
+fn effect_that_is_a_word_other_than_none() {
+    insta::assert_snapshot!(render(&edit("effect: { holds: stock }", "effect: nothing")));
+}
+
+#[test]
 fn compensation_undoing_an_event_that_holds_nothing() {
     insta::assert_snapshot!(render(&edit("    effect: { holds: stock }\n", "")));
 }

@@ -72,24 +72,25 @@ pub(super) fn check(cx: &mut Cx<'_>, spec: &parse::Spec, names: &Names<'_>) -> V
     events
 }
 
-/// `effect:` exactly one of `holds` and `releases`, naming a resource; a failure outcome
-/// changed nothing, so it holds nothing.
+/// `effect:` exactly one of `holds` and `releases`, naming a resource, or `none`; a failure
+/// outcome changed nothing, so it holds nothing.
 fn effect(cx: &mut Cx<'_>, name: &str, e: &parse::EventSpec, failure: bool) -> Option<ir::Effect> {
     let spec = e.effect.as_ref()?;
     let at = cx.val(&path!["events", name, "effect"]);
-    let effect = match (&spec.holds, &spec.releases) {
-        (Some(r), None) => ir::Effect::Holds(r.clone()),
-        (None, Some(r)) => ir::Effect::Releases(r.clone()),
+    let effect = match (&spec.holds, &spec.releases, spec.none, &spec.word) {
+        (Some(r), None, false, None) => ir::Effect::Holds(r.clone()),
+        (None, Some(r), false, None) => ir::Effect::Releases(r.clone()),
+        (None, None, true, None) => return Some(ir::Effect::Nothing),
         _ => {
             cx.err(
-                SpecError::new("spec::bad_effect", format!("event `{name}` must hold or release one resource"))
-                    .label(at, "give exactly one of `holds` and `releases`")
-                    .help("`effect: { holds: reservation }` for a step, `effect: { releases: reservation }` for its undoing"),
+                SpecError::new("spec::bad_effect", format!("event `{name}` must hold or release one resource, or say `none`"))
+                    .label(at, "give exactly one of `holds` and `releases`, or `none`")
+                    .help("`effect: { holds: reservation }` for a step, `effect: { releases: reservation }` for its undoing, `effect: none` for a success that holds nothing"),
             );
             return None;
         }
     };
-    let (ir::Effect::Holds(resource) | ir::Effect::Releases(resource)) = &effect;
+    let (ir::Effect::Holds(resource) | ir::Effect::Releases(resource)) = &effect else { return Some(effect) };
     super::check_ident(cx, "resource", resource, at);
     if failure && matches!(effect, ir::Effect::Holds(_)) {
         cx.err(

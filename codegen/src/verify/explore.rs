@@ -1,16 +1,21 @@
-//! Breadth-first search over the worlds of the model: the first violation found is one of
-//! the shortest, and its trace is read back through each world's parent.
+//! Breadth-first search over the worlds of the model: the first time a violation is found
+//! its trace is one of the shortest, read back through each world's parent. The search goes
+//! on past a violation (not from the world that shows it), so one run reports every
+//! distinct one.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
-use super::model::{Ix, MAX_PUBLISHED, Model, Record, Step, Unanswered, World};
+use super::model::{Blocked, Dead, Ix, MAX_PUBLISHED, Model, Record, Step, Unanswered, World};
 
 /// A property that does not hold, in the world the trace ends in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Found {
     /// An event reaches the status owner in a status with no declared answer for it.
     Unanswered(Unanswered),
+    /// A request reaches a handler that can only answer by taking a resource a competing
+    /// saga holds.
+    Blocked(Blocked),
     /// The saga reaches a status that no timeout leads out of: if no reply comes, it stays.
     WaitsForever { saga: usize, status: Ix },
     /// Everything delivered, the saga has not ended.
@@ -31,6 +36,7 @@ impl Found {
         let n = |s: usize| names.get(s).copied().unwrap_or(s);
         match self {
             Found::Unanswered(u) => Found::Unanswered(Unanswered { saga: n(u.saga), ..u }),
+            Found::Blocked(b) => Found::Blocked(Blocked { saga: n(b.saga), ..b }),
             Found::WaitsForever { saga, status } => Found::WaitsForever { saga: n(saga), status },
             Found::Stuck { saga, status } => Found::Stuck { saga: n(saga), status },
             Found::HeldAtEnd { saga, status, resource } => Found::HeldAtEnd { saga: n(saga), status, resource },
@@ -39,6 +45,23 @@ impl Found {
             }
             Found::Twice { saga, resource, released } => Found::Twice { saga: n(saga), resource, released },
             Found::Loops { saga, event } => Found::Loops { saga: n(saga), event },
+        }
+    }
+}
+
+impl Found {
+    /// What makes two findings the same violation, whichever saga shows it and however it
+    /// got there: one report each.
+    fn key(&self) -> (u8, Ix, Ix, bool) {
+        match self {
+            Found::Unanswered(u) => (0, u.status, u.msg.event, false),
+            Found::Blocked(b) => (1, b.msg.event, b.resource, false),
+            Found::WaitsForever { status, .. } => (2, *status, 0, false),
+            Found::Stuck { status, .. } => (3, *status, 0, false),
+            Found::HeldAtEnd { status, resource, .. } => (4, *status, *resource, false),
+            Found::MissingAtSuccess { status, resource, .. } => (5, *status, *resource, false),
+            Found::Twice { resource, released, .. } => (6, *resource, 0, *released),
+            Found::Loops { event, .. } => (7, *event, 0, false),
         }
     }
 }
@@ -88,42 +111,76 @@ fn trace(nodes: &[Node], mut at: usize) -> (Vec<Step>, Vec<usize>) {
     (steps, names)
 }
 
-/// Explores every world reachable from `start`; `Ok` with the number of worlds, or the
-/// shortest counterexample.
-pub(super) fn explore(model: &Model<'_>, start: World) -> Result<usize, Counterexample> {
+/// The violations found so far, one per kind and place, each with the first (so one of
+/// the shortest) trace that shows it.
+#[derive(Default)]
+struct Findings {
+    seen: HashSet<(u8, Ix, Ix, bool)>,
+    found: Vec<Counterexample>,
+}
+
+impl Findings {
+    fn add(&mut self, nodes: &[Node], at: usize, found: Found, last: Option<Step>) {
+        let (mut steps, names) = trace(nodes, at);
+        steps.extend(last);
+        let found = found.renamed(&names);
+        if self.seen.insert(found.key()) {
+            self.found.push(Counterexample { found, trace: steps });
+        }
+    }
+}
+
+/// What an exploration that found no violation saw.
+pub(super) struct Explored {
+    /// Distinct worlds reached.
+    pub states: usize,
+    /// `(event, status)`: a participant's success without a declared effect was published,
+    /// and the saga still ended unsuccessfully in `status` (one per event, the first seen).
+    pub undeclared: Vec<(Ix, Ix)>,
+}
+
+/// Explores every world reachable from `start`; what it saw, or every distinct violation,
+/// each with one of its shortest counterexamples, in the order found.
+pub(super) fn explore(model: &Model<'_>, start: World) -> Result<Explored, Vec<Counterexample>> {
     let identity: Vec<usize> = (0..start.sagas.len()).collect();
     let mut nodes = vec![Node { parent: usize::MAX, step: None, order: identity }];
     let mut index: HashMap<World, usize> = HashMap::from([(start.clone(), 0)]);
-    let mut frontier = vec![(0usize, start)];
-    let fail = |nodes: &[Node], at: usize, found: Found, last: Option<Step>| {
-        let (mut steps, names) = trace(nodes, at);
-        steps.extend(last);
-        Err(Counterexample { found: found.renamed(&names), trace: steps })
-    };
-    if let Some(found) = violated(model, &frontier[0].1) {
-        return fail(&nodes, 0, found, None);
+    let mut findings = Findings::default();
+    let mut undeclared: Vec<(Ix, Ix)> = Vec::new();
+    let mut frontier = Vec::new();
+    match violated(model, &start) {
+        Some(found) => findings.add(&nodes, 0, found, None),
+        None => frontier.push((0usize, start)),
     }
     while !frontier.is_empty() {
         let mut next = Vec::new();
         for (at, world) in frontier {
-            let successors = match model.successors(&world) {
-                Ok(s) => s,
-                Err(u) => {
-                    let (_, names) = trace(&nodes, at);
-                    let last = Step::Deliver {
-                        saga: names[u.saga],
-                        queue: u.queue,
-                        msg: u.msg,
-                        outcomes: Vec::new(),
-                        replies: Vec::new(),
+            let (successors, dead) = model.successors(&world, model.ample(&world));
+            if !dead.is_empty() {
+                // A delivery with no answer ends this branch: what would follow is its
+                // consequence, not another violation.
+                let (_, names) = trace(&nodes, at);
+                for d in dead {
+                    let (saga, queue, msg) = match &d {
+                        Dead::Unanswered(u) => (u.saga, u.queue, u.msg),
+                        Dead::Blocked(b) => (b.saga, b.queue, b.msg),
                     };
-                    return fail(&nodes, at, Found::Unanswered(u), Some(last));
+                    let last =
+                        Step::Deliver { saga: names[saga], queue, msg, outcomes: Vec::new(), replies: Vec::new() };
+                    let found = match d {
+                        Dead::Unanswered(u) => Found::Unanswered(u),
+                        Dead::Blocked(b) => Found::Blocked(b),
+                    };
+                    findings.add(&nodes, at, found, Some(last));
                 }
-            };
-            if successors.is_empty()
-                && let Some(found) = unfinished(model, &world)
-            {
-                return fail(&nodes, at, found, None);
+                continue;
+            }
+            if successors.is_empty() {
+                match unfinished(model, &world) {
+                    Some(found) => findings.add(&nodes, at, found, None),
+                    None => undeclared_before_failure(model, &world, &mut undeclared),
+                }
+                continue;
             }
             for (step, mut world) in successors {
                 let order = canonical(&mut world);
@@ -132,15 +189,31 @@ pub(super) fn explore(model: &Model<'_>, start: World) -> Result<usize, Countere
                 nodes.push(Node { parent: at, step: Some(step), order });
                 let world = slot.key().clone();
                 slot.insert(id);
-                if let Some(found) = violated(model, &world) {
-                    return fail(&nodes, id, found, None);
+                match violated(model, &world) {
+                    Some(found) => findings.add(&nodes, id, found, None),
+                    None => next.push((id, world)),
                 }
-                next.push((id, world));
             }
         }
         frontier = next;
     }
-    Ok(nodes.len())
+    if findings.found.is_empty() { Ok(Explored { states: nodes.len(), undeclared }) } else { Err(findings.found) }
+}
+
+/// In a world where every saga ended: each participant's success without a declared effect
+/// that a saga published before it ended unsuccessfully.
+fn undeclared_before_failure(model: &Model<'_>, world: &World, seen: &mut Vec<(Ix, Ix)>) {
+    for saga in &world.sagas {
+        if model.states[usize::from(saga.status)].success {
+            continue;
+        }
+        for (e, published) in saga.published.iter().enumerate() {
+            let event = e as Ix;
+            if *published > 0 && model.events[e].undeclared_success && !seen.iter().any(|(x, _)| *x == event) {
+                seen.push((event, saga.status));
+            }
+        }
+    }
 }
 
 /// The properties every world must keep.
@@ -184,4 +257,137 @@ fn unfinished(model: &Model<'_>, world: &World) -> Option<Found> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    //! The partial-order reduction against the full exploration: for the shipped specs, the
+    //! scaling examples and specs with seeded bugs, both must reach the same end states,
+    //! the same deliveries without an answer, the same violations and the same statuses.
+
+    use std::collections::{BTreeSet, HashSet, VecDeque};
+    use std::path::Path;
+
+    use super::*;
+
+    /// What an exploration can tell: its end states, the deliveries with no answer (kind,
+    /// saga status or event, message), the violations and every status passed through.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Seen {
+        ends: HashSet<World>,
+        dead: BTreeSet<(u8, Ix, Ix)>,
+        violations: BTreeSet<(u8, Ix, Ix, bool)>,
+        statuses: BTreeSet<Ix>,
+    }
+
+    fn walk(model: &Model<'_>, reduce: bool) -> (Seen, usize) {
+        let start = model.start(1, 0);
+        let mut seen = Seen {
+            ends: HashSet::new(),
+            dead: BTreeSet::new(),
+            violations: BTreeSet::new(),
+            statuses: BTreeSet::new(),
+        };
+        let mut visited = HashSet::from([start.clone()]);
+        let mut queue = VecDeque::from([start]);
+        while let Some(world) = queue.pop_front() {
+            seen.statuses.insert(world.sagas[0].status);
+            if let Some(found) = violated(model, &world) {
+                seen.violations.insert(found.key());
+                continue;
+            }
+            let units = if reduce { model.ample(&world) } else { model.all_units() };
+            let (next, dead) = model.successors(&world, units);
+            for d in &dead {
+                seen.dead.insert(match d {
+                    Dead::Unanswered(u) => (0, u.status, u.msg.event),
+                    Dead::Blocked(b) => (1, b.resource, b.msg.event),
+                });
+            }
+            if !dead.is_empty() {
+                continue;
+            }
+            if next.is_empty() {
+                seen.ends.insert(world);
+                continue;
+            }
+            for (_, world) in next {
+                if visited.insert(world.clone()) {
+                    queue.push_back(world);
+                }
+            }
+        }
+        (seen, visited.len())
+    }
+
+    fn read(rel: &str) -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::read_to_string(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    fn same_with_and_without_reduction(name: &str, text: &str) {
+        let saga = crate::check(name, text).unwrap_or_else(|e| panic!("{}", e.render()));
+        let model = Model::new(&saga).expect("a status machine and an entry command");
+        let (full, all) = walk(&model, false);
+        let (reduced, fewer) = walk(&model, true);
+        assert!(!full.ends.is_empty() || !full.dead.is_empty() || !full.violations.is_empty(), "{name}: nothing seen");
+        assert_eq!(reduced.dead, full.dead, "{name}: deliveries without an answer");
+        assert_eq!(reduced.violations.is_empty(), full.violations.is_empty(), "{name}: a violation");
+        assert_eq!(reduced.statuses, full.statuses, "{name}: statuses");
+        assert!(
+            reduced.ends == full.ends,
+            "{name}: end states ({} reduced, {} full)",
+            reduced.ends.len(),
+            full.ends.len()
+        );
+        assert!(fewer <= all, "{name}: {fewer} states reduced, {all} full");
+        println!("{name}: {all} states, {fewer} reduced, {} end states", full.ends.len());
+    }
+
+    #[test]
+    fn the_reduction_keeps_every_end_state_of_the_shipped_and_scaling_specs() {
+        for file in [
+            "spec/saga.yaml",
+            "spec/examples/ticketing.yaml",
+            "spec/examples/evolution/v1.yaml",
+            "spec/examples/evolution/v2.yaml",
+            "spec/scaling/four-participants.yaml",
+        ] {
+            same_with_and_without_reduction(file, &read(file));
+        }
+    }
+
+    #[test]
+    fn the_reduction_keeps_every_end_state_of_specs_with_seeded_bugs() {
+        let real = read("spec/saga.yaml");
+        let bugs = [
+            ("  - { on: order.cancelled, service: user, undoes: payment.completed, tombstone: true }\n", ""),
+            ("    inventory_reserved: { after: 60s, to: cancelled, emits: order.cancelled }\n", ""),
+            ("undoes: payment.completed, tombstone: true }", "undoes: payment.completed }"),
+            ("parks: [payment.completed, payment.fail]", "parks: [payment.fail]"),
+            ("parks: [payment.completed, payment.fail]", "parks: []"),
+            ("  - { on: payment.fail, service: product, undoes: stock.reduction.success }\n", ""),
+        ];
+        for (from, to) in bugs {
+            assert!(real.contains(from), "{from}");
+            same_with_and_without_reduction(&format!("spec/saga.yaml without {from:?}"), &real.replacen(from, to, 1));
+        }
+        let four = read("spec/scaling/four-participants.yaml");
+        let bugs = [
+            ("  - { on: order.cancelled, service: shipping, undoes: shipment.booked, tombstone: true }\n", ""),
+            ("undoes: shipment.booked, tombstone: true }", "undoes: shipment.booked }"),
+            ("  - { on: shipment.failed, service: product, undoes: stock.reserved }\n", ""),
+            (
+                "parks: [payment.completed, payment.failed, shipment.booked, shipment.failed]",
+                "parks: [payment.completed, payment.failed]",
+            ),
+        ];
+        for (from, to) in bugs {
+            assert!(four.contains(from), "{from}");
+            same_with_and_without_reduction(
+                &format!("four participants without {from:?}"),
+                &four.replacen(from, to, 1),
+            );
+        }
+    }
 }

@@ -37,10 +37,32 @@ pub(super) struct Model<'a> {
     /// One FIFO per (topic, subscriber): `queue_of[event][k]` for its k-th subscriber.
     pub queues: Vec<(Ix, Ix)>,
     pub queue_of: Vec<Vec<usize>>,
+    /// Whether a competing saga is modelled ([`Blocked`]) rather than explored beside.
+    pub competitor: bool,
+    /// What the partial-order reduction ([`Model::ample`]) knows of each service.
+    pub units: Vec<Unit>,
+    /// Whether to reduce at all (the tests compare with the full exploration).
+    pub reduce: bool,
+}
+
+/// A service as the partial-order reduction sees it: the queues it consumes, those it may
+/// append to, the resources it may take or give back. Sets of queues and services are bit
+/// masks (a spec has fewer than 64 of each: [`Model::new`] declines to reduce otherwise).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Unit {
+    pub consumes: u64,
+    pub appends: u64,
+    /// For the owner in a status it cannot leave: what it may still append (the replies to
+    /// events no transition is on; a late reply publishes nothing).
+    pub appends_when_ended: u64,
+    pub resources: u64,
 }
 
 pub(super) struct Ev {
     pub publisher: Ix,
+    /// A participant's success that declares no effect at all (not even `effect: none`):
+    /// if the saga can still fail after it, whatever it did is never undone.
+    pub undeclared_success: bool,
     pub trigger: bool,
     pub parked: bool,
     pub holds: Option<Ix>,
@@ -191,6 +213,24 @@ pub(super) struct Unanswered {
     pub msg: Msg,
 }
 
+/// A request whose every reply takes `resource`: while a competing saga holds it, the
+/// handler has no answer, and the saga waits for as long as the other holds it (for good,
+/// once that one completed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Blocked {
+    pub saga: usize,
+    pub queue: usize,
+    pub msg: Msg,
+    pub resource: Ix,
+}
+
+/// A delivery the spec gives no answer for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Dead {
+    Unanswered(Unanswered),
+    Blocked(Blocked),
+}
+
 /// What a handler did, what it published, and the world after.
 type Answer = (Vec<Outcome>, Vec<Ix>, World);
 
@@ -245,8 +285,10 @@ impl<'a> Model<'a> {
                 };
                 qs.push(q);
             }
+            let replied = saga.events.iter().flat_map(|x| &x.subscribers).any(|s| s.replies.contains(&e.name));
             events.push(Ev {
                 publisher: service(&e.publisher)?,
+                undeclared_success: replied && !e.failure && e.effect.is_none() && e.publisher != status.owner,
                 trigger: status.is_trigger(&e.name),
                 parked: status.parks.contains(&e.name),
                 holds: e.holds().and_then(resource),
@@ -284,9 +326,11 @@ impl<'a> Model<'a> {
             }
         }
         let start = saga.commands.iter().find(|c| c.service == status.owner).map(|c| event(&c.emits))??;
+        let owner = service(&status.owner)?;
+        let units = units(&services, &events, &queues, &queue_of, owner);
         Some(Model {
             saga,
-            owner: service(&status.owner)?,
+            owner,
             services,
             events,
             resources,
@@ -296,6 +340,9 @@ impl<'a> Model<'a> {
             transitions,
             queues,
             queue_of,
+            competitor: true,
+            units,
+            reduce: true,
         })
     }
 
@@ -318,16 +365,23 @@ impl<'a> Model<'a> {
         world
     }
 
-    /// Every step possible from `world`, with the world after it; an event without a
-    /// declared answer is an error.
-    pub fn successors(&self, world: &World) -> Result<Vec<(Step, World)>, Unanswered> {
+    /// Every step possible from `world` for a service in `units` (a mask), with the world
+    /// after it, and every delivery the spec gives no answer for.
+    pub fn successors(&self, world: &World, units: u64) -> (Vec<(Step, World)>, Vec<Dead>) {
         let mut out = Vec::new();
+        let mut dead = Vec::new();
+        let has = |service: Ix| units & (1u64 << service) != 0;
         for s in 0..world.sagas.len() {
             for q in 0..self.queues.len() {
+                if !has(self.queues[q].1) {
+                    continue;
+                }
                 let Some(&msg) = world.sagas[s].queues[q].first() else { continue };
                 let mut next = world.clone();
                 next.sagas[s].queues[q].remove(0);
-                self.deliver(next, s, q, msg, &mut out)?;
+                if let Err(d) = self.deliver(next, s, q, msg, &mut out) {
+                    dead.push(d);
+                }
                 if world.redeliveries > 0 {
                     let mut again = world.clone();
                     again.redeliveries -= 1;
@@ -336,7 +390,7 @@ impl<'a> Model<'a> {
                 }
             }
             let from = world.sagas[s].status;
-            if let Some((to, emits)) = self.states[usize::from(from)].timeout {
+            if let Some((to, emits)) = self.states[usize::from(from)].timeout.filter(|_| has(self.owner)) {
                 let mut next = world.clone();
                 next.sagas[s].status = to;
                 if let Some(e) = emits {
@@ -345,7 +399,7 @@ impl<'a> Model<'a> {
                 out.push((Step::Timeout { saga: s, from, to, emits }, next));
             }
         }
-        Ok(out)
+        (out, dead)
     }
 
     fn deliver(
@@ -355,7 +409,7 @@ impl<'a> Model<'a> {
         q: usize,
         msg: Msg,
         out: &mut Vec<(Step, World)>,
-    ) -> Result<(), Unanswered> {
+    ) -> Result<(), Dead> {
         let service = self.queues[q].1;
         let step = |outcomes, replies| Step::Deliver { saga: s, queue: q, msg, outcomes, replies };
         let slot = usize::from(service) * self.events.len() + usize::from(msg.event);
@@ -370,8 +424,14 @@ impl<'a> Model<'a> {
             out.push((step(vec![Outcome::Nothing], Vec::new()), world));
             return Ok(());
         };
+        if self.competitor
+            && comp.is_none()
+            && let Some(resource) = self.blocked_by_competitor(&world, s, replies)
+        {
+            return Err(Dead::Blocked(Blocked { saga: s, queue: q, msg, resource }));
+        }
         let answered = if service == self.owner {
-            self.owner_handles(world, s, msg, replies).map_err(|u| Unanswered { queue: q, ..u })?
+            self.owner_handles(world, s, msg, replies).map_err(|u| Dead::Unanswered(Unanswered { queue: q, ..u }))?
         } else if let Some(c) = comp {
             self.compensate(world, s, *c, replies)
         } else {
@@ -381,6 +441,21 @@ impl<'a> Model<'a> {
             out.push((step(outcomes, replies), world));
         }
         Ok(())
+    }
+
+    /// Whether a competing saga holding a resource leaves the handler no reply: every one of
+    /// `replies` takes a resource still undecided for saga `s`. The resource it names.
+    ///
+    /// Sagas share nothing but the units of each resource, and a competitor holding one
+    /// only takes the replies that need it away from a handler; so this check, beside the
+    /// exploration of one saga (which already chooses every reply, the failures too),
+    /// covers every way two or more sagas competing for a unit can go (docs/spec-language.md,
+    /// "What `verify` proves").
+    fn blocked_by_competitor(&self, world: &World, s: usize, replies: &[Ix]) -> Option<Ix> {
+        let takes = |r: &Ix| self.events[usize::from(*r)].holds;
+        let all_take = !replies.is_empty() && replies.iter().all(|r| takes(r).is_some());
+        let first = takes(replies.first()?)?;
+        (all_take && world.sagas[s].records[usize::from(first)] == Record::Absent).then_some(first)
     }
 
     /// A compensation: gives back what is held (and replies), leaves a tombstone when it
@@ -524,6 +599,80 @@ impl<'a> Model<'a> {
         out
     }
 
+    /// Every service, as a mask.
+    pub fn all_units(&self) -> u64 {
+        if self.services.len() >= 64 { u64::MAX } else { (1u64 << self.services.len()) - 1 }
+    }
+
+    /// The services whose steps are enough to explore from `world` (of one saga, with no
+    /// redelivery left): a stubborn set. Nothing a service outside it can do depends on or
+    /// enables anything inside it, so delaying those steps reorders independent ones and
+    /// loses no end state (every deadlock, every delivery without an answer, every status
+    /// the owner passes through).
+    ///
+    /// Services are the units: one service's deliveries all depend on each other (its
+    /// resources, its inbox). Two services depend on each other when they take or give
+    /// back a common resource or may append to a common queue; a service's empty queue
+    /// needs the services that may append to it. A set that would hold the owner while it
+    /// can still change the status is refused: the status is what the properties watch.
+    /// The smallest set from any service is taken; with none, every service.
+    pub fn ample(&self, world: &World) -> u64 {
+        let all = self.all_units();
+        if !self.reduce
+            || world.sagas.len() != 1
+            || world.redeliveries > 0
+            || self.services.len() >= 64
+            || self.queues.len() >= 64
+        {
+            return all;
+        }
+        let saga = &world.sagas[0];
+        let status = usize::from(saga.status);
+        let ended = self.states[status].timeout.is_none()
+            && !self.transitions.keys().any(|(from, _)| usize::from(*from) == status);
+        let appends = |u: usize| {
+            let unit = &self.units[u];
+            if u == usize::from(self.owner) && ended { unit.appends_when_ended } else { unit.appends }
+        };
+        let nonempty: u64 = (0..self.queues.len()).filter(|q| !saga.queues[*q].is_empty()).fold(0, |m, q| m | 1 << q);
+        let enabled = |u: usize| {
+            self.units[u].consumes & nonempty != 0
+                || (u == usize::from(self.owner) && !ended && self.states[status].timeout.is_some())
+        };
+        let mut best = all;
+        let mut best_enabled = usize::MAX;
+        for seed in 0..self.services.len() {
+            if !enabled(seed) {
+                continue;
+            }
+            let mut set = 1u64 << seed;
+            let mut work = vec![seed];
+            while let Some(u) = work.pop() {
+                let empty = self.units[u].consumes & !nonempty;
+                for v in 0..self.services.len() {
+                    if set & (1 << v) != 0 {
+                        continue;
+                    }
+                    let depends =
+                        self.units[u].resources & self.units[v].resources != 0 || appends(u) & appends(v) != 0;
+                    let enables = appends(v) & empty != 0;
+                    if depends || enables {
+                        set |= 1 << v;
+                        work.push(v);
+                    }
+                }
+            }
+            if set & (1 << self.owner) != 0 && !ended {
+                continue;
+            }
+            let count = (0..self.services.len()).filter(|u| set & (1 << u) != 0 && enabled(*u)).count();
+            if count < best_enabled {
+                (best, best_enabled) = (set, count);
+            }
+        }
+        best
+    }
+
     /// Writes `event` for saga `s`: it joins the queue of each subscriber.
     pub fn publish(&self, world: &mut World, s: usize, event: Ix) {
         let saga = &mut world.sagas[s];
@@ -534,4 +683,36 @@ impl<'a> Model<'a> {
             saga.queues[q].push(Msg { event, nth });
         }
     }
+}
+
+/// What the partial-order reduction needs to know of each service.
+fn units(services: &[&str], events: &[Ev], queues: &[(Ix, Ix)], queue_of: &[Vec<usize>], owner: Ix) -> Vec<Unit> {
+    let mask = |qs: &[usize]| qs.iter().filter(|q| **q < 64).fold(0u64, |m, q| m | 1 << q);
+    let mut units = vec![Unit::default(); services.len()];
+    for (q, (_, service)) in queues.iter().enumerate().filter(|(q, _)| *q < 64) {
+        units[usize::from(*service)].consumes |= 1 << q;
+    }
+    for (e, ev) in events.iter().enumerate() {
+        let publisher = &mut units[usize::from(ev.publisher)];
+        publisher.appends |= mask(&queue_of[e]);
+        if let Some(r) = ev.holds.filter(|r| *r < 64) {
+            publisher.resources |= 1 << r;
+        }
+        for (service, replies, comp) in &ev.subscribers {
+            let unit = &mut units[usize::from(*service)];
+            if let Some(c) = comp.filter(|c| c.resource < 64) {
+                unit.resources |= 1 << c.resource;
+            }
+            // A reply that takes a resource decides it where it is sent from.
+            for r in replies.iter().filter_map(|r| events[usize::from(*r)].holds).filter(|r| *r < 64) {
+                unit.resources |= 1 << r;
+            }
+            if *service == owner && !ev.trigger {
+                for reply in replies {
+                    unit.appends_when_ended |= mask(&queue_of[usize::from(*reply)]);
+                }
+            }
+        }
+    }
+    units
 }

@@ -63,6 +63,23 @@ pub(super) fn diagnostic(model: &Model<'_>, cx: &Counterexample, sagas: usize, s
             state(u.status),
             event(u.msg.event)
         )),
+        Found::Blocked(b) => {
+            let (request, service) = (event(b.msg.event), model.services[usize::from(model.queues[b.queue].1)]);
+            SpecError::new(
+                "verify::blocked",
+                format!(
+                    "`{request}` may reach `{service}` while a competing saga holds `{}`, and every reply it may send takes `{}`",
+                    resource(b.resource),
+                    resource(b.resource)
+                ),
+            )
+            .label(places.event(request), format!("`{service}` has no reply here that does not take `{}`", resource(b.resource)))
+            .see(places.effect(holder(b.resource)), format!("`{}` takes `{}`", holder(b.resource), resource(b.resource)), "taken here")
+            .help(format!(
+                "declare a failure reply (`outcome: failure`) among `{service}`'s replies to `{request}`, so it can refuse when `{}` is taken; otherwise the saga waits for as long as the competitor holds it",
+                resource(b.resource)
+            ))
+        }
         Found::WaitsForever { status, .. } => SpecError::new(
             "verify::waits_forever",
             format!("a saga may wait in `{}` forever: if no reply comes, nothing moves it", state(*status)),
@@ -122,7 +139,7 @@ pub(super) fn diagnostic(model: &Model<'_>, cx: &Counterexample, sagas: usize, s
         .help("break the cycle of states that publishes it"),
     };
     let mut note = format!(
-        "counterexample ({} saga{}, {} step{}, the shortest):\n",
+        "counterexample ({} saga{}, {} step{}):\n",
         sagas,
         if sagas == 1 { "" } else { "s" },
         cx.trace.len(),
@@ -130,6 +147,24 @@ pub(super) fn diagnostic(model: &Model<'_>, cx: &Counterexample, sagas: usize, s
     );
     note.push_str(&mermaid(model, &places, &cx.trace, sagas));
     error.note(note)
+}
+
+/// The warning for a participant's success `event` that declares no effect, published by a
+/// saga that then ended unsuccessfully in `status`.
+pub(super) fn undeclared(model: &Model<'_>, event: Ix, status: Ix, source: &str) -> SpecError {
+    let places = Places { spans: SpanMap::read(source).unwrap_or_default(), source };
+    let name = model.saga.events[usize::from(event)].name.as_str();
+    let publisher = model.services[usize::from(model.events[usize::from(event)].publisher)];
+    let end = model.states[usize::from(status)].name;
+    SpecError::warning(
+        "verify::undeclared_effect",
+        format!("`{name}` succeeds without a declared effect, and a saga may still end `{end}` after it"),
+    )
+    .label(places.event(name), format!("what `{publisher}` did here is never undone if the saga fails later"))
+    .see(places.state(status), format!("`{end}` ends the saga unsuccessfully"), "ends here")
+    .help(format!(
+        "if `{name}` takes something (a booking, a reservation), declare `effect: {{ holds: <resource> }}` and a compensation that undoes it, so the proof checks it is given back; if it takes nothing, declare `effect: none`"
+    ))
 }
 
 /// The compensation of `resource` that found nothing to undo in `saga`: it overtook the
