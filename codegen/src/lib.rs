@@ -13,6 +13,7 @@ pub mod evolution;
 pub mod history;
 pub mod ir;
 pub mod parse;
+pub mod rollout;
 pub mod spans;
 pub mod validate;
 pub mod verify;
@@ -174,10 +175,11 @@ fn published<'a>(
 
 /// Every change from spec `old` to spec `new` (each `(file, source)`), breaking ones first:
 /// `cargo xtask spec diff`.
-pub fn diff(old: (&str, &str), new: (&str, &str)) -> Result<Vec<evolution::Change>, SpecErrors> {
+pub fn diff(old: (&str, &str), new: (&str, &str)) -> Result<(Vec<evolution::Change>, rollout::Plan), SpecErrors> {
     let (before, after) = (check(old.0, old.1)?, check(new.0, new.1)?);
     let (old_schemas, new_schemas) = (event_schemas(&before), event_schemas(&after));
-    Ok(evolution::diff(&published(&before, &old_schemas), &published(&after, &new_schemas)))
+    let changes = evolution::diff(&published(&before, &old_schemas), &published(&after, &new_schemas));
+    Ok((changes, rollout::plan(&before, &after, &old_schemas, &new_schemas)))
 }
 
 /// The files of `saga`, its schemas published in `history` (which then holds what it

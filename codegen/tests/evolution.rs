@@ -40,7 +40,7 @@ fn refused(text: &str) -> String {
 }
 
 fn diff(text: &str) -> String {
-    let changes =
+    let (changes, _) =
         saga_codegen::diff(("HEAD:spec/saga.yaml", &spec()), ("spec/saga.yaml", text)).expect("both specs valid");
     changes.iter().map(|c| format!("{c}\n")).collect()
 }
@@ -153,18 +153,19 @@ fn retiring_an_event_then_removing_it_is_compatible_in_two_steps() {
         ("  payment.refunded:\n    doc:", "  payment.refunded:\n    retired: true\n    doc:"),
     ]);
     compile(&retired).expect("retiring passes the gate");
-    let retire = saga_codegen::diff(("HEAD:spec/saga.yaml", &spec()), ("spec/saga.yaml", &retired)).expect("valid");
+    let (retire, _) =
+        saga_codegen::diff(("HEAD:spec/saga.yaml", &spec()), ("spec/saga.yaml", &retired)).expect("valid");
     assert!(retire.iter().all(|c| c.verdict == Verdict::Compatible), "{retire:#?}");
     assert!(retire.iter().any(|c| c.what == "event `payment.refunded` retired"), "{retire:#?}");
 
     let start = retired.find("  payment.refunded:\n").expect("the event");
     let end = start + retired[start..].find("\n\n").expect("its end") + 2;
     let removed = format!("{}{}", &retired[..start], &retired[end..]);
-    let remove = saga_codegen::diff(("retired", &retired), ("removed", &removed)).expect("valid");
+    let (remove, _) = saga_codegen::diff(("retired", &retired), ("removed", &removed)).expect("valid");
     assert!(remove.iter().all(|c| c.verdict == Verdict::Compatible), "{remove:#?}");
     assert!(remove.iter().any(|c| c.what == "retired event `payment.refunded` removed"), "{remove:#?}");
     // Removing it at once, without the retiring step, is refused.
-    let at_once = saga_codegen::diff(("HEAD:spec/saga.yaml", &spec()), ("removed", &removed)).expect("valid");
+    let (at_once, _) = saga_codegen::diff(("HEAD:spec/saga.yaml", &spec()), ("removed", &removed)).expect("valid");
     assert!(at_once.iter().any(|c| c.verdict == Verdict::Breaking && c.what.contains("`payment.refunded` removed")));
 }
 
@@ -173,7 +174,34 @@ fn retiring_an_event_then_removing_it_is_compatible_in_two_steps() {
 fn the_evolution_example_is_compatible_change_by_change() {
     let read =
         |v: &str| std::fs::read_to_string(root().join(format!("spec/examples/evolution/{v}.yaml"))).expect("spec");
-    let changes = saga_codegen::diff(("v1.yaml", &read("v1")), ("v2.yaml", &read("v2"))).expect("both valid");
-    insta::assert_snapshot!(changes.iter().map(|c| format!("{c}\n")).collect::<String>());
+    let (changes, plan) = saga_codegen::diff(("v1.yaml", &read("v1")), ("v2.yaml", &read("v2"))).expect("both valid");
+    insta::assert_snapshot!(format!("{}{plan}\n", changes.iter().map(|c| format!("{c}\n")).collect::<String>()));
     assert!(changes.iter().all(|c| c.verdict == Verdict::Compatible));
+}
+
+/// Adding a participant (spec/scaling/four-participants.yaml is the saga with a shipping
+/// step): the diff tells what the saga now does, and that shipping goes before the order
+/// service, which now waits for it.
+#[test]
+fn adding_a_shipping_step_tells_the_behaviour_change_and_the_deploy_order() {
+    let four = std::fs::read_to_string(root().join("spec/scaling/four-participants.yaml")).expect("spec");
+    let (changes, plan) =
+        saga_codegen::diff(("spec/saga.yaml", &spec()), ("four-participants.yaml", &four)).expect("both valid");
+    assert!(changes.iter().all(|c| c.verdict == Verdict::Compatible), "{changes:#?}");
+    let lines: Vec<String> = plan.changes.iter().map(|c| format!("{}: {}", c.service, c.what)).collect();
+    for expected in [
+        "order: `inventory_reserved` on `payment.completed` now leads to `paid` (was `completed`)",
+        "order: no longer replies `order.completed` to `payment.completed`",
+        "order: now handles `shipment.booked` and may reply `order.completed`",
+        "order: new timeout: `paid` after 60000 ms to `cancelled`, emits `order.cancelled`",
+        "user: new compensation: on `shipment.failed` it undoes `payment.completed`",
+        "shipping: new compensation: on `order.cancelled` it undoes `shipment.booked`, leaving a tombstone if it comes first",
+    ] {
+        assert!(lines.iter().any(|l| l == expected), "missing {expected:?} in {lines:#?}");
+    }
+    let order = plan.order.clone().expect("an order works");
+    let at = |s: &str| order.iter().position(|o| o == s).expect(s);
+    assert!(at("shipping") < at("order"), "shipping sends what the new order service waits for: {order:?}");
+    assert!(!plan.any_order());
+    insta::assert_snapshot!(plan.to_string());
 }

@@ -117,14 +117,14 @@ pub fn spec(root: &Path, command: &SpecCommand) -> anyhow::Result<bool> {
     let old = String::from_utf8(shown.stdout).context("the old spec is not UTF-8")?;
     let new = std::fs::read_to_string(root.join(spec)).with_context(|| format!("reading {}", spec.display()))?;
     let (old_name, new_name) = (format!("{base}:{}", spec.display()), spec.display().to_string());
-    let changes = match saga_codegen::diff((&old_name, &old), (&new_name, &new)) {
-        Ok(changes) => changes,
+    let (changes, plan) = match saga_codegen::diff((&old_name, &old), (&new_name, &new)) {
+        Ok(diff) => diff,
         Err(errors) => {
             eprint!("{}", errors.render());
             bail!("{errors}")
         }
     };
-    if changes.is_empty() {
+    if changes.is_empty() && plan.changes.is_empty() {
         println!("spec diff: no changes from {base}");
         return Ok(true);
     }
@@ -133,5 +133,7 @@ pub fn spec(root: &Path, command: &SpecCommand) -> anyhow::Result<bool> {
     }
     let breaking = changes.iter().filter(|c| c.verdict == saga_codegen::evolution::Verdict::Breaking).count();
     println!("spec diff: {} change(s) from {base}, {breaking} breaking", changes.len());
+    println!("\nbehaviour: {} change(s)", plan.changes.len());
+    println!("{plan}");
     Ok(breaking == 0)
 }

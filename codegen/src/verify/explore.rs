@@ -376,10 +376,10 @@ mod tests {
         let bugs = [
             ("  - { on: order.cancelled, service: shipping, undoes: shipment.booked, tombstone: true }\n", ""),
             ("undoes: shipment.booked, tombstone: true }", "undoes: shipment.booked }"),
-            ("  - { on: shipment.failed, service: product, undoes: stock.reserved }\n", ""),
+            ("  - { on: shipment.failed, service: product, undoes: stock.reduction.success }\n", ""),
             (
-                "parks: [payment.completed, payment.failed, shipment.booked, shipment.failed]",
-                "parks: [payment.completed, payment.failed]",
+                "parks: [payment.completed, payment.fail, shipment.booked, shipment.failed]",
+                "parks: [payment.completed, payment.fail]",
             ),
         ];
         for (from, to) in bugs {

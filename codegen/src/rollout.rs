@@ -1,0 +1,404 @@
+//! What a spec change does to the saga's behaviour, and the order its services must be
+//! deployed in: `cargo xtask spec diff` prints both after the compatibility verdicts of
+//! [`crate::evolution`].
+//!
+//! A behaviour change is any difference in who reacts to what and how: the status owner's
+//! transitions, parks and timeouts, each subscriber's replies, the compensations and the
+//! effects. Each is classified by what the rollout needs:
+//! - **any order**: old and new services can run side by side in any mix;
+//! - **after** one or more services: the new behaviour relies on something only the new
+//!   version of those services does, so they must be deployed first.
+//!
+//! The deploy order is the order every "after" allows. Two rules make them:
+//! - the status owner entering a state through a new or changed transition waits there for
+//!   the events leading out of it: when only new versions of their publishers send every
+//!   one of them, those go first (deployed first, the owner's sagas would time out there);
+//! - an event written with a schema it did not have before (new, or changed) needs every
+//!   service whose old version reads its topic first: a consumer cannot decode a schema it
+//!   does not know (docs/spec-language.md, "Changing a spec safely").
+//!
+//! What it does not know: how old and new versions behave side by side beyond these two
+//! rules (an old owner completing a saga that a new participant then compensates, say).
+//! That is for a proof of the mixed-version model, which `verify` does not make yet.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::ir::{Effect, Saga};
+
+/// What a change needs of the rollout.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Needs {
+    AnyOrder,
+    /// The services whose new version must be running first, and why.
+    After {
+        first: BTreeSet<String>,
+        why: String,
+    },
+}
+
+/// One difference in behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BehaviourChange {
+    /// The service whose behaviour changes (the one to deploy after `needs`).
+    pub service: String,
+    pub what: String,
+    pub needs: Needs,
+}
+
+impl fmt::Display for BehaviourChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.needs {
+            Needs::AnyOrder => write!(f, "any order   {}: {}", self.service, self.what),
+            Needs::After { first, why } => {
+                let first: Vec<&str> = first.iter().map(String::as_str).collect();
+                write!(f, "after {:<6} {}: {} ({why})", first.join(", "), self.service, self.what)
+            }
+        }
+    }
+}
+
+/// Every behaviour change from `old` to `new`, and the deploy order they need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<BehaviourChange>,
+    /// The services to deploy, in an order every change allows; `Err` with the services
+    /// that need each other first (no order works: split the change in two releases).
+    pub order: Result<Vec<String>, Vec<String>>,
+}
+
+impl Plan {
+    /// Whether the services may be deployed in any order.
+    pub fn any_order(&self) -> bool {
+        self.changes.iter().all(|c| c.needs == Needs::AnyOrder)
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for change in &self.changes {
+            writeln!(f, "{change}")?;
+        }
+        match &self.order {
+            _ if self.any_order() => write!(f, "deploy order: any"),
+            Ok(order) => write!(f, "deploy order: {}", order.join(", then ")),
+            Err(cycle) => write!(
+                f,
+                "deploy order: none works, {} each need the other first: split the change into two releases",
+                cycle.join(", ")
+            ),
+        }
+    }
+}
+
+/// Who publishes each event in reply to what: `(publisher, event)` pairs a reply, a
+/// command or a timeout sends.
+fn sent(saga: &Saga) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for e in &saga.events {
+        for s in &e.subscribers {
+            for r in &s.replies {
+                out.insert((s.service.clone(), r.clone()));
+            }
+        }
+    }
+    for c in &saga.commands {
+        out.insert((c.service.clone(), c.emits.clone()));
+    }
+    if let Some(sm) = &saga.status {
+        for s in &sm.states {
+            if let Some(e) = s.timeout.as_ref().and_then(|t| t.emits.clone()) {
+                out.insert((sm.owner.clone(), e));
+            }
+        }
+    }
+    out
+}
+
+/// Every behaviour change from `old` to `new` (both valid specs), with its schemas by
+/// event (the JSON each is written with), and the deploy order.
+pub fn plan(
+    old: &Saga,
+    new: &Saga,
+    old_schemas: &BTreeMap<String, Value>,
+    new_schemas: &BTreeMap<String, Value>,
+) -> Plan {
+    let mut changes = BTreeSet::new();
+    let (sent_before, sent_now) = (sent(old), sent(new));
+    let publisher = |saga: &Saga, event: &str| saga.event(event).map(|e| e.publisher.clone());
+    // The new publisher of `event`, when the new version sends it and the old did not.
+    let newly_sent = |event: &str| {
+        let p = publisher(new, event)?;
+        (!sent_before.contains(&(p.clone(), event.to_string())) && sent_now.contains(&(p.clone(), event.to_string())))
+            .then_some(p)
+    };
+
+    for s in new.services.iter().filter(|s| old.services.iter().all(|o| o.name != s.name)) {
+        changes.insert(BehaviourChange {
+            service: s.name.clone(),
+            what: format!("service `{}` added", s.name),
+            needs: Needs::AnyOrder,
+        });
+    }
+    for s in old.services.iter().filter(|s| new.services.iter().all(|n| n.name != s.name)) {
+        changes.insert(BehaviourChange {
+            service: s.name.clone(),
+            what: format!("service `{}` removed", s.name),
+            needs: Needs::AnyOrder,
+        });
+    }
+
+    // The status owner's machine.
+    if let (Some(o), Some(n)) = (&old.status, &new.status) {
+        let owner = &n.owner;
+        let transitions = |sm: &crate::ir::StatusMachine| -> BTreeMap<(String, String), String> {
+            sm.transitions.iter().map(|t| ((t.from.clone(), t.on.clone()), t.to.clone())).collect()
+        };
+        let (before, now) = (transitions(o), transitions(n));
+        // Entering `to`, the owner waits there for one of the events leading out of it
+        // (its timeout aside): when only new publishers send every one of them, those
+        // must be running first.
+        let waits_for = |to: &str| -> Needs {
+            let outs: Vec<&String> = now.keys().filter(|(f, _)| f == to).map(|(_, on)| on).collect();
+            let senders: Option<BTreeSet<String>> =
+                outs.iter().map(|on| newly_sent(on).filter(|p| p != owner)).collect();
+            match senders {
+                Some(first) if !outs.is_empty() => {
+                    let events: Vec<String> = outs.iter().map(|e| format!("`{e}`")).collect();
+                    let who: Vec<String> = first.iter().map(|p| format!("`{p}`")).collect();
+                    let why = format!(
+                        "in `{to}` it waits for {}, which only the new {} send{}: deployed first, its sagas would time out there",
+                        events.join(" or "),
+                        who.join(", "),
+                        if first.len() == 1 { "s" } else { "" }
+                    );
+                    Needs::After { first, why }
+                }
+                _ => Needs::AnyOrder,
+            }
+        };
+        for ((from, on), to) in &now {
+            let what = match before.get(&(from.clone(), on.clone())) {
+                None => format!("new transition: `{from}` on `{on}` leads to `{to}`"),
+                Some(was) if was != to => format!("`{from}` on `{on}` now leads to `{to}` (was `{was}`)"),
+                Some(_) => continue,
+            };
+            changes.insert(BehaviourChange { service: owner.clone(), what, needs: waits_for(to) });
+        }
+        for ((from, on), to) in &before {
+            if !now.contains_key(&(from.clone(), on.clone())) {
+                changes.insert(BehaviourChange {
+                    service: owner.clone(),
+                    what: format!("transition removed: `{from}` on `{on}` led to `{to}`"),
+                    needs: Needs::AnyOrder,
+                });
+            }
+        }
+        let (parks_before, parks_now): (BTreeSet<_>, BTreeSet<_>) =
+            (o.parks.iter().collect(), n.parks.iter().collect());
+        for e in parks_now.difference(&parks_before) {
+            changes.insert(BehaviourChange {
+                service: owner.clone(),
+                what: format!("`{e}` may now wait, parked, for the status that accepts it"),
+                needs: Needs::AnyOrder,
+            });
+        }
+        for e in parks_before.difference(&parks_now) {
+            changes.insert(BehaviourChange {
+                service: owner.clone(),
+                what: format!("`{e}` is no longer parked"),
+                needs: Needs::AnyOrder,
+            });
+        }
+        let timeouts = |sm: &crate::ir::StatusMachine| -> BTreeMap<String, String> {
+            sm.states
+                .iter()
+                .filter_map(|s| {
+                    let t = s.timeout.as_ref()?;
+                    let emits = t.emits.as_deref().map(|e| format!(", emits `{e}`")).unwrap_or_default();
+                    Some((s.name.clone(), format!("after {} ms to `{}`{emits}", t.after_ms, t.to)))
+                })
+                .collect()
+        };
+        let (before, now) = (timeouts(o), timeouts(n));
+        for (state, rule) in &now {
+            let what = match before.get(state) {
+                None => format!("new timeout: `{state}` {rule}"),
+                Some(was) if was != rule => format!("timeout of `{state}` now {rule} (was {was})"),
+                Some(_) => continue,
+            };
+            changes.insert(BehaviourChange { service: owner.clone(), what, needs: Needs::AnyOrder });
+        }
+        for (state, rule) in before.iter().filter(|(s, _)| !now.contains_key(*s)) {
+            changes.insert(BehaviourChange {
+                service: owner.clone(),
+                what: format!("timeout of `{state}` removed (was {rule})"),
+                needs: Needs::AnyOrder,
+            });
+        }
+    }
+
+    // Who subscribes to what, and what each may reply.
+    let replies = |saga: &Saga| -> BTreeMap<(String, String), BTreeSet<String>> {
+        saga.events
+            .iter()
+            .flat_map(|e| {
+                e.subscribers.iter().map(|s| ((s.service.clone(), e.name.clone()), s.replies.iter().cloned().collect()))
+            })
+            .collect()
+    };
+    let (before, now) = (replies(old), replies(new));
+    for ((service, event), rs) in &now {
+        match before.get(&(service.clone(), event.clone())) {
+            None => {
+                changes.insert(BehaviourChange {
+                    service: service.clone(),
+                    what: format!("now handles `{event}`{}", listed(" and may reply ", rs)),
+                    needs: Needs::AnyOrder,
+                });
+            }
+            Some(was) => {
+                for r in rs.difference(was) {
+                    changes.insert(BehaviourChange {
+                        service: service.clone(),
+                        what: format!("now may reply `{r}` to `{event}`"),
+                        needs: Needs::AnyOrder,
+                    });
+                }
+                for r in was.difference(rs) {
+                    changes.insert(BehaviourChange {
+                        service: service.clone(),
+                        what: format!("no longer replies `{r}` to `{event}`"),
+                        needs: Needs::AnyOrder,
+                    });
+                }
+            }
+        }
+    }
+    for (service, event) in before.keys().filter(|k| !now.contains_key(*k)) {
+        changes.insert(BehaviourChange {
+            service: service.clone(),
+            what: format!("no longer handles `{event}`"),
+            needs: Needs::AnyOrder,
+        });
+    }
+
+    // Compensations and effects.
+    let comps = |saga: &Saga| -> BTreeMap<(String, String, String), bool> {
+        saga.compensations.iter().map(|c| ((c.service.clone(), c.on.clone(), c.undoes.clone()), c.tombstone)).collect()
+    };
+    let (before, now) = (comps(old), comps(new));
+    for ((service, on, undoes), tombstone) in &now {
+        let stone = if *tombstone { ", leaving a tombstone if it comes first" } else { "" };
+        let what = match before.get(&(service.clone(), on.clone(), undoes.clone())) {
+            None => format!("new compensation: on `{on}` it undoes `{undoes}`{stone}"),
+            Some(was) if was != tombstone => {
+                format!("compensation on `{on}` of `{undoes}` now {}", tombstone_word(*tombstone))
+            }
+            Some(_) => continue,
+        };
+        changes.insert(BehaviourChange { service: service.clone(), what, needs: Needs::AnyOrder });
+    }
+    for (service, on, undoes) in before.keys().filter(|k| !now.contains_key(*k)) {
+        changes.insert(BehaviourChange {
+            service: service.clone(),
+            what: format!("compensation removed: on `{on}` it undid `{undoes}`"),
+            needs: Needs::AnyOrder,
+        });
+    }
+    for e in &new.events {
+        // A new event's effect is part of it being new.
+        let Some(was) = old.event(&e.name).map(|o| o.effect.clone()) else { continue };
+        if was != e.effect {
+            changes.insert(BehaviourChange {
+                service: e.publisher.clone(),
+                what: format!("effect of `{}`: {} (was {})", e.name, effect_word(&e.effect), effect_word(&was)),
+                needs: Needs::AnyOrder,
+            });
+        }
+    }
+
+    // Schemas: a consumer must know a schema before anyone writes with it.
+    for e in &new.events {
+        let changed = match (old_schemas.get(&e.name), new_schemas.get(&e.name)) {
+            (None, Some(_)) => "is new",
+            (Some(a), Some(b)) if a != b => "is written with a new schema",
+            _ => continue,
+        };
+        // Those whose old version reads the topic: a topic new to a service is read only by
+        // its new version, which knows the schema.
+        let consumers: BTreeSet<String> = old
+            .events
+            .iter()
+            .filter(|x| x.topic == e.topic)
+            .flat_map(|x| x.subscribers.iter().map(|s| s.service.clone()))
+            .filter(|s| *s != e.publisher)
+            .collect();
+        if consumers.is_empty() {
+            continue;
+        }
+        let why = format!("they read `{}`, and old code cannot decode a schema it does not know", e.topic);
+        changes.insert(BehaviourChange {
+            service: e.publisher.clone(),
+            what: format!("`{}` {changed}", e.name),
+            needs: Needs::After { first: consumers, why },
+        });
+    }
+
+    let changes: Vec<BehaviourChange> = changes.into_iter().collect();
+    let order = deploy_order(new, &changes);
+    Plan { changes, order }
+}
+
+fn listed(prefix: &str, items: &BTreeSet<String>) -> String {
+    if items.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
+    format!("{prefix}{}", items.join(", "))
+}
+
+fn tombstone_word(tombstone: bool) -> &'static str {
+    if tombstone { "leaves a tombstone if it comes first" } else { "leaves no tombstone" }
+}
+
+fn effect_word(effect: &Option<Effect>) -> String {
+    match effect {
+        None => "none declared".into(),
+        Some(Effect::Holds(r)) => format!("holds `{r}`"),
+        Some(Effect::Releases(r)) => format!("releases `{r}`"),
+        Some(Effect::Nothing) => "`none`".into(),
+    }
+}
+
+/// The services of `saga` in an order where each comes after every service its changes
+/// need first (a topological order, ties in spec order); `Err` with the services on a
+/// cycle.
+fn deploy_order(saga: &Saga, changes: &[BehaviourChange]) -> Result<Vec<String>, Vec<String>> {
+    let names: Vec<&str> = saga.services.iter().map(|s| s.name.as_str()).collect();
+    let mut before: BTreeMap<&str, BTreeSet<&str>> = names.iter().map(|n| (*n, BTreeSet::new())).collect();
+    for c in changes {
+        if let Needs::After { first, .. } = &c.needs {
+            for f in first.iter().filter(|f| **f != c.service) {
+                if let (Some(deps), Some(f)) = (before.get_mut(c.service.as_str()), names.iter().find(|n| *n == f)) {
+                    deps.insert(f);
+                }
+            }
+        }
+    }
+    let mut order: Vec<String> = Vec::new();
+    while order.len() < names.len() {
+        let next = names
+            .iter()
+            .find(|n| !order.iter().any(|o| o == *n) && before[**n].iter().all(|d| order.iter().any(|o| o == d)));
+        match next {
+            Some(n) => order.push(n.to_string()),
+            None => {
+                return Err(names.iter().filter(|n| !order.iter().any(|o| o == *n)).map(|n| n.to_string()).collect());
+            }
+        }
+    }
+    Ok(order)
+}
