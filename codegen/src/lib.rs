@@ -221,6 +221,9 @@ pub fn emit_all(
         set.files.insert(dir.join("kafka-topics.yaml"), emit::deploy::kafka_topics(saga, &header));
         set.files.insert(dir.join("kafka-users.yaml"), emit::deploy::kafka_users(saga, &header));
         set.files.insert(dir.join("network-policies.yaml"), emit::deploy::network_policies(saga, &header));
+        set.files.insert(dir.join("services.yaml"), emit::deploy::services(saga, &header));
+        set.files.insert(dir.join("databases.yaml"), emit::deploy::databases(saga, &header));
+        set.files.insert(dir.join("console-database-urls.yaml"), emit::deploy::console_database_urls(saga, &header));
     }
     Ok(set)
 }

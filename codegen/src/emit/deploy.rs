@@ -5,7 +5,10 @@
 //! Strimzi `KafkaUser` per service and for the console, signing in with
 //! SCRAM-SHA-512, with the ACLs the spec grants it ([`Saga::kafka_grants`]); and a
 //! `NetworkPolicy` per component, denying what the topology does not have
-//! ([`network_policies`]).
+//! ([`network_policies`]); and per service its workload ([`services`]: Deployment,
+//! headless Service, PodDisruptionBudget), its CloudNativePG database ([`databases`]) and
+//! the console's read-only URL of it ([`console_database_urls`]), so a new service in the
+//! spec needs no hand-written manifest (its sizing is a patch in `kustomization.yaml`).
 
 use std::fmt::Write as _;
 
@@ -366,4 +369,237 @@ pub fn network_policies(saga: &Saga, header: &str) -> String {
         policy.render(&mut out);
     }
     out
+}
+
+/// A DNS label for a spec name (`box_office` -> `box-office`).
+fn dns_label(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+}
+
+/// Per service: a Deployment (2 replicas, rolling updates with no pod unavailable, the
+/// probes docs/deploy.md describes), a headless Service `<service>-instances` for the
+/// gateway's balancing, and a PodDisruptionBudget. Requests are the smallest measured
+/// (`kustomization.yaml` patches the services that need more).
+pub fn services(saga: &Saga, header: &str) -> String {
+    let mut out = String::from(header);
+    for service in &saga.services {
+        let name = dns_label(&service.name);
+        let principal = &service.name;
+        let _ = write!(
+            out,
+            r#"---
+# The {principal} service.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+  labels:
+    app.kubernetes.io/name: {name}
+    app.kubernetes.io/part-of: saga
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {name}
+  strategy:
+    rollingUpdate:
+      maxUnavailable: 0
+      maxSurge: 1
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: {name}
+        app.kubernetes.io/part-of: saga
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "9100"
+    spec:
+      # SIGTERM: the consumer commits what it handled, the relay publishes what is left.
+      terminationGracePeriodSeconds: 30
+      containers:
+        - name: {name}
+          image: saga/{name}-service:latest
+          ports:
+            - name: grpc
+              containerPort: 50051
+            - name: metrics
+              containerPort: 9100
+            - name: health
+              containerPort: 50052
+          envFrom:
+            - configMapRef:
+                name: saga-config
+          env:
+            - name: DATABASE_URL
+              valueFrom:
+                secretKeyRef:
+                  name: {name}-db-app
+                  key: uri
+            # Its Kafka principal; the password is the User Operator's
+            # (kafka-users.yaml).
+            - name: KAFKA_SASL_USERNAME
+              value: {principal}
+            - name: KAFKA_SASL_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: {principal}
+                  key: password
+            # Mutual TLS only: its certificate (issued for "{principal}"), and the
+            # authority the gateway's must chain to (docs/security.md).
+            - name: GRPC_TLS_CERT
+              value: /etc/saga/tls/tls.crt
+            - name: GRPC_TLS_KEY
+              value: /etc/saga/tls/tls.key
+            - name: GRPC_TLS_CLIENT_CA
+              value: /etc/saga/tls/ca.crt
+            # The health service alone, in plaintext, for the kubelet's gRPC
+            # probe, which cannot present a client certificate.
+            - name: HEALTH_LISTEN
+              value: 0.0.0.0:50052
+          volumeMounts:
+            - name: grpc-tls
+              mountPath: /etc/saga/tls
+              readOnly: true
+          # Started once its health is served: after the migrations and the
+          # check of its Kafka topics, which may take a while (up to 10 min here).
+          startupProbe:
+            grpc:
+              port: 50052
+              service: saga.live
+            periodSeconds: 10
+            timeoutSeconds: 3
+            failureThreshold: 60
+          # Ready while its own API can serve: the gRPC health as a whole,
+          # SERVING while its database answers. A broker outage or a stuck
+          # relay, consumer or sweeper is `saga.pipeline` (and the metrics),
+          # not readiness: the API still serves, and with every pod unready
+          # it would be a full outage (docs/runtime.md, "Health").
+          readinessProbe:
+            grpc:
+              port: 50052
+            periodSeconds: 5
+            timeoutSeconds: 3
+            failureThreshold: 2
+          # Alive unless a restart would help: `saga.live` fails only for a
+          # loop that is wedged (one attempt in flight far longer than its
+          # timeouts allow, while the database answers); and a process whose
+          # runtime is stuck does not answer at all. Never for an outage:
+          # restarting would not bring the database or the broker back.
+          livenessProbe:
+            grpc:
+              port: 50052
+              service: saga.live
+            periodSeconds: 10
+            timeoutSeconds: 3
+            failureThreshold: 6
+          resources:
+            requests:
+              cpu: 100m
+              memory: 64Mi
+            limits:
+              memory: 256Mi
+      volumes:
+        # A kubernetes.io/tls Secret with ca.crt (cert-manager writes one).
+        - name: grpc-tls
+          secret:
+            secretName: saga-grpc-tls-{name}
+---
+# Every ready instance's address, for the gateway's balancing (it resolves
+# this name again every 5 s).
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}-instances
+  labels:
+    app.kubernetes.io/name: {name}
+spec:
+  clusterIP: None
+  selector:
+    app.kubernetes.io/name: {name}
+  ports:
+    - name: grpc
+      port: 50051
+      targetPort: grpc
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {name}
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: {name}
+"#
+        );
+    }
+    out
+}
+
+/// A CloudNativePG `Cluster` per service (3 instances): each service owns its database,
+/// `<service>_service`; the operator writes a `<cluster>-app` Secret whose `uri` is the
+/// service's `DATABASE_URL`.
+pub fn databases(saga: &Saga, header: &str) -> String {
+    let mut out = String::from(header);
+    for service in &saga.services {
+        let (name, database) = (dns_label(&service.name), format!("{}_service", service.name));
+        let _ = write!(
+            out,
+            "---\napiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: {name}-db\nspec:\n  \
+             instances: 3\n  storage:\n    size: 10Gi\n  bootstrap:\n    initdb:\n      database: {database}\n      \
+             owner: {database}\n"
+        );
+    }
+    out
+}
+
+/// The console's read-only URL of every service's database, `<SERVICE>_DATABASE_URL`
+/// (placeholders: the deployment sets the password of its `console` role).
+pub fn console_database_urls(saga: &Saga, header: &str) -> String {
+    let mut out = String::from(header);
+    out.push_str(
+        "---\n# Read-only URLs of the services' databases for the console (placeholders).\napiVersion: v1\nkind: Secret\n\
+         metadata:\n  name: console-database-urls\ntype: Opaque\nstringData:\n",
+    );
+    for service in &saga.services {
+        let (name, database) = (dns_label(&service.name), format!("{}_service", service.name));
+        let _ = writeln!(
+            out,
+            "  {}_DATABASE_URL: postgres://console:change-me@{name}-db-ro:5432/{database}",
+            service.name.to_uppercase()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service added to the spec gets its workload, database and console URL with no
+    /// hand-written manifest (the saga with a shipping step).
+    #[test]
+    fn a_new_service_gets_its_manifests_from_the_spec() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let file = "spec/scaling/four-participants.yaml";
+        let text = std::fs::read_to_string(root.join(file)).expect("the spec");
+        let saga = crate::check(file, &text).expect("valid");
+        let services = services(&saga, "");
+        for kind in ["Deployment", "Service", "PodDisruptionBudget"] {
+            assert_eq!(services.matches(&format!("kind: {kind}\n")).count(), 4, "{kind}");
+        }
+        assert!(services.contains("  name: shipping\n") && services.contains("image: saga/shipping-service:latest"));
+        assert!(services.contains("secretName: saga-grpc-tls-shipping"));
+        let databases = databases(&saga, "");
+        assert!(databases.contains("  name: shipping-db\n") && databases.contains("database: shipping_service"));
+        assert!(
+            console_database_urls(&saga, "")
+                .contains("SHIPPING_DATABASE_URL: postgres://console:change-me@shipping-db-ro:5432/shipping_service")
+        );
+    }
+
+    #[test]
+    fn names_become_dns_labels() {
+        assert_eq!(dns_label("box_office"), "box-office");
+    }
 }
