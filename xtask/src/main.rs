@@ -7,6 +7,7 @@
 //! unchanged, to the `saga-tools` binary (`tools/`), which `cargo run` builds first.
 
 mod r#gen;
+mod new;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -30,12 +31,15 @@ enum Task {
     Gen(GenArgs),
     /// Prove the saga of every spec sound (`gen --check` does too): every saga ends, every
     /// event has an answer, nothing is held after a failure; prints the states explored,
-    /// or the shortest counterexample as a Mermaid sequence diagram.
+    /// or every violation with a counterexample as a Mermaid sequence diagram.
     Verify(VerifyArgs),
     /// Questions about the spec: `diff [<git-ref>]` classifies every change since a
-    /// revision as compatible or breaking.
+    /// revision as compatible or breaking, and tells the behaviour change and deploy order.
     #[command(subcommand)]
     Spec(SpecCommand),
+    /// Start something the spec declares: `service <name>` writes a participant's crate.
+    #[command(subcommand)]
+    New(new::NewCommand),
     /// Install what is missing and start PostgreSQL, Redis, Kafka and the services on 127.0.0.1.
     #[command(disable_help_flag = true)]
     Up(Forwarded),
@@ -89,6 +93,7 @@ fn run(task: Task) -> anyhow::Result<ExitCode> {
     match task {
         Task::Gen(args) => r#gen::run(&root, &args)?,
         Task::Verify(args) => r#gen::verify(&root, &args)?,
+        Task::New(command) => new::run(&root, &command)?,
         Task::Spec(command) => {
             if !r#gen::spec(&root, &command)? {
                 return Ok(ExitCode::FAILURE);

@@ -9,6 +9,7 @@ mod events;
 mod handlers;
 mod names;
 mod owner;
+pub mod scaffold;
 mod scenario;
 mod status;
 mod topics;
