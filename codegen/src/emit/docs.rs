@@ -18,6 +18,7 @@ pub fn markdown(saga: &Saga, schemas: &[EventSchema], header: &str) -> String {
         "Saga key: `{}` (carried by every event and used as the Kafka partition key, so all events of one saga are ordered).\n",
         saga.key
     );
+    services(&mut s, saga);
     sequence(&mut s, saga);
     state_diagram(&mut s, saga);
     topics(&mut s, saga, schemas);
@@ -104,6 +105,39 @@ fn state_diagram(s: &mut String, saga: &Saga) {
         let _ = writeln!(s, "    {} --> [*]", st.name);
     }
     let _ = writeln!(s, "```\n");
+}
+
+/// The services of the saga: the one list docs point to (the local stack, the Kubernetes
+/// manifests and the console derive theirs from the spec too).
+fn services(s: &mut String, saga: &Saga) {
+    let _ = writeln!(
+        s,
+        "## Services
+
+| Service | Role | Handles | Publishes on | Database | Crate |\n| --- | --- | --- | --- | --- | --- |"
+    );
+    for service in &saga.services {
+        let name = &service.name;
+        let role = match &saga.status {
+            Some(sm) if &sm.owner == name => "status owner",
+            _ => "participant",
+        };
+        let handles: Vec<String> = saga.subscriptions(name).map(|(e, _)| format!("`{}`", e.name)).collect();
+        let mut topics: Vec<String> = Vec::new();
+        for e in saga.events.iter().filter(|e| &e.publisher == name) {
+            let topic = format!("`{}`", e.topic);
+            if !topics.contains(&topic) {
+                topics.push(topic);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "| `{name}` | {role} | {} | {} | `{name}_service` | `services/{name}` |",
+            if handles.is_empty() { "-".to_string() } else { handles.join(", ") },
+            if topics.is_empty() { "-".to_string() } else { topics.join(", ") },
+        );
+    }
+    let _ = writeln!(s);
 }
 
 fn topics(s: &mut String, saga: &Saga, schemas: &[EventSchema]) {
