@@ -202,6 +202,8 @@ pub(super) enum Outcome {
     },
     AlreadyDecided(Ix),
     Nothing,
+    /// No declared answer: the consumer dead-letters the message (a finding of its own).
+    DeadLettered,
 }
 
 /// Something the spec does not answer, found while stepping.
@@ -379,9 +381,7 @@ impl<'a> Model<'a> {
                 let Some(&msg) = world.sagas[s].queues[q].first() else { continue };
                 let mut next = world.clone();
                 next.sagas[s].queues[q].remove(0);
-                if let Err(d) = self.deliver(next, s, q, msg, &mut out) {
-                    dead.push(d);
-                }
+                dead.extend(self.deliver(next, s, q, msg, &mut out));
                 if world.redeliveries > 0 {
                     let mut again = world.clone();
                     again.redeliveries -= 1;
@@ -402,36 +402,45 @@ impl<'a> Model<'a> {
         (out, dead)
     }
 
-    fn deliver(
-        &self,
-        mut world: World,
-        s: usize,
-        q: usize,
-        msg: Msg,
-        out: &mut Vec<(Step, World)>,
-    ) -> Result<(), Dead> {
+    /// Delivers `msg` from queue `q` of saga `s`, pushing each world it may lead to; a
+    /// delivery the spec gives no answer for is returned, and leads to the world where the
+    /// message was dead-lettered (the consumer's verdict on it), so what follows is explored
+    /// too.
+    fn deliver(&self, mut world: World, s: usize, q: usize, msg: Msg, out: &mut Vec<(Step, World)>) -> Option<Dead> {
         let service = self.queues[q].1;
         let step = |outcomes, replies| Step::Deliver { saga: s, queue: q, msg, outcomes, replies };
+        let dead_lettered = || step(vec![Outcome::DeadLettered], Vec::new());
         let slot = usize::from(service) * self.events.len() + usize::from(msg.event);
         let bit = 1u8 << msg.nth.min(7);
         if world.sagas[s].inbox[slot] & bit != 0 {
             out.push((step(vec![Outcome::Duplicate], Vec::new()), world));
-            return Ok(());
+            return None;
         }
+        let unhandled = world.clone();
         world.sagas[s].inbox[slot] |= bit;
         let ev = &self.events[usize::from(msg.event)];
         let Some((_, replies, comp)) = ev.subscribers.iter().find(|(svc, ..)| *svc == service) else {
             out.push((step(vec![Outcome::Nothing], Vec::new()), world));
-            return Ok(());
+            return None;
         };
+        let mut dead = None;
         if self.competitor
             && comp.is_none()
             && let Some(resource) = self.blocked_by_competitor(&world, s, replies)
         {
-            return Err(Dead::Blocked(Blocked { saga: s, queue: q, msg, resource }));
+            // While a competitor holds it the handler cannot answer (the message is retried,
+            // then dead-lettered); when the unit is free it answers as usual.
+            dead = Some(Dead::Blocked(Blocked { saga: s, queue: q, msg, resource }));
+            out.push((dead_lettered(), unhandled.clone()));
         }
         let answered = if service == self.owner {
-            self.owner_handles(world, s, msg, replies).map_err(|u| Dead::Unanswered(Unanswered { queue: q, ..u }))?
+            match self.owner_handles(world, s, msg, replies) {
+                Ok(answered) => answered,
+                Err(u) => {
+                    out.push((dead_lettered(), unhandled));
+                    return Some(Dead::Unanswered(Unanswered { queue: q, ..u }));
+                }
+            }
         } else if let Some(c) = comp {
             self.compensate(world, s, *c, replies)
         } else {
@@ -440,7 +449,7 @@ impl<'a> Model<'a> {
         for (outcomes, replies, world) in answered {
             out.push((step(outcomes, replies), world));
         }
-        Ok(())
+        dead
     }
 
     /// Whether a competing saga holding a resource leaves the handler no reply: every one of

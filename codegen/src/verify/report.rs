@@ -247,6 +247,7 @@ fn mermaid(model: &Model<'_>, places: &Places<'_>, trace: &[Step], sagas: usize)
                         ),
                         Outcome::AlreadyDecided(r) => format!("{} already decided, does nothing", resource(*r)),
                         Outcome::Nothing => "handled".to_string(),
+                        Outcome::DeadLettered => "no declared answer: dead-lettered".to_string(),
                     })
                     .collect();
                 if outcomes.is_empty() {
