@@ -2,3 +2,7 @@
 //! they fetch once).
 
 mod deploy_manifests;
+mod scaffold;
+// Written by `cargo xtask gen` (the scaffold of a participant): formatted by the generator.
+#[rustfmt::skip]
+mod scaffold_participant;

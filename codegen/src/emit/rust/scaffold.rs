@@ -194,8 +194,9 @@ mod tests {
     }
 
     /// The crate of the saga's shipping step: on the chassis, a method per event the spec
-    /// sends it, each returning its replies. (That it compiles against the generated crate
-    /// and passes clippy was tried by hand: docs/development.md, "A new participant".)
+    /// sends it, each returning its replies. (That it compiles against the generated crate:
+    /// the real spec's first participant's is kept in `tests/tests/standalone/` and built by
+    /// the test suite; the shipping step's was tried by hand, docs/development.md.)
     #[test]
     fn a_participant_gets_a_crate_with_a_method_per_event() {
         let files = service(&four(), "shipping").expect("a participant");
