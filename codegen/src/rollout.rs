@@ -51,10 +51,10 @@ pub struct BehaviourChange {
 impl fmt::Display for BehaviourChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.needs {
-            Needs::AnyOrder => write!(f, "any order   {}: {}", self.service, self.what),
+            Needs::AnyOrder => write!(f, "any order  {}: {}", self.service, self.what),
             Needs::After { first, why } => {
-                let first: Vec<&str> = first.iter().map(String::as_str).collect();
-                write!(f, "after {:<6} {}: {} ({why})", first.join(", "), self.service, self.what)
+                let first: Vec<String> = first.iter().map(|s| format!("`{s}`")).collect();
+                write!(f, "after {}  {}: {} ({why})", first.join(", "), self.service, self.what)
             }
         }
     }

@@ -76,6 +76,50 @@ fn with_member(manifest: &str, member: &str) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
+    /// A scratch workspace: the real spec, a manifest, and whatever `files` say.
+    fn scratch(files: &[(&str, &str)]) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("xtask-new-{}-{}", std::process::id(), files.len()));
+        let _ = std::fs::remove_dir_all(&root);
+        let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/saga.yaml");
+        std::fs::create_dir_all(root.join("spec")).expect("scratch");
+        std::fs::copy(real, root.join("spec/saga.yaml")).expect("the spec");
+        std::fs::write(root.join("Cargo.toml"), "[workspace]\nmembers = [\n    \"codegen\",\n]\n").expect("manifest");
+        for (path, text) in files {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().expect("a folder")).expect("folder");
+            std::fs::write(path, text).expect("file");
+        }
+        root
+    }
+
+    fn product() -> NewCommand {
+        NewCommand::Service { name: "product".into(), spec: "spec/saga.yaml".into() }
+    }
+
+    #[test]
+    fn a_participant_is_written_with_its_workspace_member() {
+        let root = scratch(&[]);
+        run(&root, &product()).expect("written");
+        let handlers = std::fs::read_to_string(root.join("services/product/src/handlers.rs")).expect("handlers");
+        assert!(handlers.contains("impl ProductHandler for ProductSaga"), "{handlers}");
+        assert!(root.join("migrations/product/0003_product.sql").exists());
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("manifest");
+        assert!(manifest.contains("    \"services/product\",\n"), "{manifest}");
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn an_existing_service_is_never_written_over() {
+        let root = scratch(&[("services/product/src/lib.rs", "// mine\n")]);
+        let error = run(&root, &product()).expect_err("refused").to_string();
+        assert!(error.contains("services/product/src/lib.rs exists"), "{error}");
+        assert_eq!(std::fs::read_to_string(root.join("services/product/src/lib.rs")).expect("kept"), "// mine\n");
+        assert!(!root.join("services/product/src/handlers.rs").exists(), "nothing written");
+        let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("manifest");
+        assert!(!manifest.contains("services/product"), "the member is not added");
+        let _ = std::fs::remove_dir_all(root);
+    }
+
     #[test]
     fn a_member_is_added_in_order_once() {
         let manifest = "[workspace]\nmembers = [\n    \"codegen\",\n    \"services/user\",\n]\n\n[x]\n";
