@@ -1,6 +1,8 @@
 //! Stage 2 output: the checked saga. Every name here resolves; emitters trust it and know
 //! nothing of YAML. Locations are kept so later checks can still point at the spec.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::spans::Span;
 
 #[derive(Debug, Clone)]
@@ -14,6 +16,9 @@ pub struct Saga {
     pub topics: Vec<Topic>,
     pub types: Vec<TypeDef>,
     pub commands: Vec<Command>,
+    /// Saga data carried from the entry command by every reply; its record is the type
+    /// [`CONTEXT_TYPE`] among `types`.
+    pub context: Option<Context>,
     pub events: Vec<Event>,
     pub status: Option<StatusMachine>,
     pub compensations: Vec<Compensation>,
@@ -91,6 +96,26 @@ pub struct Command {
     pub doc: Option<String>,
     pub fields: Vec<Field>,
     pub emits: String,
+}
+
+/// The name of the context's record type (a spec may not declare a type of that name).
+pub const CONTEXT_TYPE: &str = "SagaContext";
+
+/// `context:` what the entry command says that later steps read.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub doc: Option<String>,
+    /// Each copied from the entry command's field of the same name.
+    pub fields: Vec<Field>,
+    /// The handlers that read it.
+    pub read_by: Vec<ContextRead>,
+}
+
+/// `service` reads the saga context when it handles `event`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextRead {
+    pub service: String,
+    pub event: String,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +228,53 @@ impl Saga {
 
     pub fn topic_events<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Event> + 'a {
         self.events.iter().filter(move |e| e.topic == topic)
+    }
+
+    /// Whether `service`'s handler of `event` reads the saga context.
+    pub fn reads_context(&self, service: &str, event: &str) -> bool {
+        self.context.as_ref().is_some_and(|c| c.read_by.iter().any(|r| r.service == service && r.event == event))
+    }
+
+    /// The events that always carry the saga context: those an entry command emits, and
+    /// replies every cause of which carries it (`Envelope::reply` copies it). An event a
+    /// timeout emits starts from no event, so it carries none; nor does one nothing emits.
+    /// Empty without a `context:`.
+    pub fn context_carriers(&self) -> BTreeSet<&str> {
+        if self.context.is_none() {
+            return BTreeSet::new();
+        }
+        // Emission sites per event: `None` for a command, `Some(cause)` for a reply.
+        let mut sites: BTreeMap<&str, Vec<Option<&str>>> = BTreeMap::new();
+        for c in &self.commands {
+            sites.entry(c.emits.as_str()).or_default().push(None);
+        }
+        for e in &self.events {
+            for s in &e.subscribers {
+                for r in &s.replies {
+                    sites.entry(r.as_str()).or_default().push(Some(e.name.as_str()));
+                }
+            }
+        }
+        let timed: BTreeSet<&str> = self
+            .status
+            .iter()
+            .flat_map(|sm| sm.states.iter().filter_map(|s| s.timeout.as_ref()?.emits.as_deref()))
+            .collect();
+        // The greatest fixed point: a loop of replies keeps the context it entered with.
+        let mut carriers: BTreeSet<&str> =
+            sites.keys().copied().filter(|e| !timed.contains(e) && self.event(e).is_some_and(|e| !e.retired)).collect();
+        loop {
+            let before = carriers.len();
+            let keep: BTreeSet<&str> = carriers
+                .iter()
+                .copied()
+                .filter(|e| sites[e].iter().all(|cause| cause.is_none_or(|c| carriers.contains(c))))
+                .collect();
+            carriers = keep;
+            if carriers.len() == before {
+                return carriers;
+            }
+        }
     }
 
     /// Events a service receives, in spec order.

@@ -56,6 +56,9 @@ pub struct Spec {
     pub types: OrderedMap<TypeSpec>,
     #[serde(default)]
     pub commands: OrderedMap<CommandSpec>,
+    /// Saga data a later step reads without the steps between passing it on.
+    #[serde(default)]
+    pub context: Option<ContextSpec>,
     pub events: OrderedMap<EventSpec>,
     #[serde(default)]
     pub status: Option<StatusSpec>,
@@ -134,6 +137,20 @@ pub struct CommandSpec {
     #[serde(default)]
     pub fields: OrderedMap<FieldSpec>,
     pub emits: String,
+}
+
+/// `context:` what the command that starts a saga says, carried by every reply of the saga
+/// (the envelope's `context` field), for the handlers that declare they read it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContextSpec {
+    #[serde(default)]
+    pub doc: Option<String>,
+    /// Each is copied from the entry command's field of the same name.
+    pub fields: OrderedMap<FieldSpec>,
+    /// Service -> the events whose handler reads the context.
+    #[serde(default)]
+    pub read_by: OrderedMap<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,13 +9,16 @@
 //! - **after** one or more services: the new behaviour relies on something only the new
 //!   version of those services does, so they must be deployed first.
 //!
-//! The deploy order is the order every "after" allows. Two rules make them:
+//! The deploy order is the order every "after" allows. Three rules make them:
 //! - the status owner entering a state through a new or changed transition waits there for
 //!   the events leading out of it: when only new versions of their publishers send every
 //!   one of them, those go first (deployed first, the owner's sagas would time out there);
 //! - an event written with a schema it did not have before (new, or changed) needs every
 //!   service whose old version reads its topic first: a consumer cannot decode a schema it
-//!   does not know (docs/spec-language.md, "Changing a spec safely").
+//!   does not know (docs/spec-language.md, "Changing a spec safely");
+//! - a handler that newly reads the saga context (or reads a changed one) needs every
+//!   service on the way to it to copy the context first: old code drops a field it does
+//!   not know, and the event reaches the reader without it.
 //!
 //! What it does not know: how old and new versions behave side by side beyond these two
 //! rules (an old owner completing a saga that a new participant then compensates, say).
@@ -347,9 +350,57 @@ pub fn plan(
         });
     }
 
+    // The saga context: a reader relies on every publisher on the way to it copying it.
+    let same_context = match (&old.context, &new.context) {
+        (Some(a), Some(b)) => a.fields.iter().map(|f| (&f.name, &f.ty)).eq(b.fields.iter().map(|f| (&f.name, &f.ty))),
+        (None, None) => true,
+        _ => false,
+    };
+    for read in new.context.iter().flat_map(|c| &c.read_by) {
+        let was_read = old.reads_context(&read.service, &read.event);
+        if was_read && same_context {
+            continue;
+        }
+        let first: BTreeSet<String> = carried_by(new, &read.event)
+            .into_iter()
+            .filter(|p| *p != read.service && old.services.iter().any(|s| s.name == *p))
+            .collect();
+        let needs = if first.is_empty() {
+            Needs::AnyOrder
+        } else {
+            let why =
+                format!("they carry the saga context to `{}`; old code drops it, and the reader gets none", read.event);
+            Needs::After { first, why }
+        };
+        changes.insert(BehaviourChange {
+            service: read.service.clone(),
+            what: format!("reads the saga context on `{}`", read.event),
+            needs,
+        });
+    }
+
     let changes: Vec<BehaviourChange> = changes.into_iter().collect();
     let order = deploy_order(new, &changes);
     Plan { changes, order }
+}
+
+/// The services that publish `event` or an event on a path of replies to it from the
+/// entry command: those whose code passes the saga context on to it.
+fn carried_by(saga: &Saga, event: &str) -> BTreeSet<String> {
+    let mut publishers = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![event.to_string()];
+    while let Some(e) = todo.pop() {
+        if !seen.insert(e.clone()) {
+            continue;
+        }
+        let Some(ev) = saga.event(&e) else { continue };
+        publishers.insert(ev.publisher.clone());
+        for cause in saga.events.iter().filter(|c| c.subscribers.iter().any(|s| s.replies.contains(&e))) {
+            todo.push(cause.name.clone());
+        }
+    }
+    publishers
 }
 
 fn listed(prefix: &str, items: &BTreeSet<String>) -> String {

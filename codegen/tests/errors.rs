@@ -286,3 +286,24 @@ fn line_edits_of_the_real_spec_never_panic() {
         }
     }
 }
+
+#[test]
+fn context_fields_come_from_the_command_and_go_to_a_subscriber() {
+    insta::assert_snapshot!(render(&edit(
+        "events:\n",
+        "context:\n  fields: { items: \"[Item]\" }\n  read_by:\n    order: [order.placed]\nevents:\n",
+    )));
+}
+
+#[test]
+fn context_read_on_an_event_a_timeout_emits() {
+    // `order.placed` carries it (the command set it), `order.cancelled` does not (a
+    // timeout emits it, from no event).
+    insta::assert_snapshot!(render(
+        &edit(
+            "events:\n",
+            "context:\n  fields: { items: \"[Item]\" }\n  read_by:\n    product: [order.placed, order.cancelled]\nevents:\n",
+        )
+        .replace("  Place: { service: order, emits: order.placed }", "  Place: { service: order, emits: order.placed, fields: { items: \"[Item]\" } }")
+    ));
+}

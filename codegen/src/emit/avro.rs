@@ -6,7 +6,7 @@ use apache_avro::Schema;
 use serde_json::{Map, Value, json};
 
 use crate::history::{History, Published};
-use crate::ir::{self, Field, Saga, Type, TypeKind, pascal};
+use crate::ir::{self, CONTEXT_TYPE, Field, Saga, Type, TypeKind, pascal};
 
 /// Marks the file as generated; Avro ignores unknown attributes and the parsing canonical
 /// form (hence the fingerprint) drops them.
@@ -58,8 +58,14 @@ pub fn event_schema(saga: &Saga, e: &ir::Event) -> Value {
     let name = pascal(&e.name);
     let uuid = json!({ "type": "string", "logicalType": "uuid" });
     let mut defined = Vec::new();
+    // The context comes before the payload, so a named type both use is defined in it.
+    let context = saga.context.as_ref().map(|_| {
+        let record = ty(saga, &Type::Record(CONTEXT_TYPE.to_string()), &mut defined);
+        json!({ "name": "context", "type": ["null", record], "default": null,
+                "doc": "The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits." })
+    });
     let payload_fields: Vec<Value> = e.fields.iter().map(|f| field(saga, f, &mut defined)).collect();
-    json!({
+    let mut schema = json!({
         "@generated": GENERATED,
         "type": "record",
         "name": name,
@@ -80,7 +86,12 @@ pub fn event_schema(saga: &Saga, e: &ir::Event) -> Value {
                 "fields": payload_fields,
             } },
         ],
-    })
+    });
+    if let (Some(context), Some(fields)) = (context, schema["fields"].as_array_mut()) {
+        let payload = fields.len() - 1;
+        fields.insert(payload, context);
+    }
+    schema
 }
 
 fn doc_or(doc: &Option<String>, fallback: &str) -> String {

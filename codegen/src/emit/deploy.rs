@@ -410,6 +410,8 @@ spec:
       labels:
         app.kubernetes.io/name: {name}
         app.kubernetes.io/part-of: saga
+        # A Kafka principal: the brokers' listener lets it connect (kafka.yaml).
+        platform.saga/kafka-client: "true"
       annotations:
         prometheus.io/scrape: "true"
         prometheus.io/port: "9100"
@@ -581,7 +583,7 @@ mod tests {
     #[test]
     fn a_new_service_gets_its_manifests_from_the_spec() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let file = "spec/scaling/four-participants.yaml";
+        let file = "spec/saga.yaml";
         let text = std::fs::read_to_string(root.join(file)).expect("the spec");
         let saga = crate::check(file, &text).expect("valid");
         let services = services(&saga, "");

@@ -22,8 +22,41 @@ pub fn markdown(saga: &Saga, schemas: &[EventSchema], header: &str) -> String {
     sequence(&mut s, saga);
     state_diagram(&mut s, saga);
     topics(&mut s, saga, schemas);
+    context(&mut s, saga);
     policies(&mut s, saga);
     s
+}
+
+/// The saga context: its fields, what sets it, which events carry it and who reads it.
+fn context(s: &mut String, saga: &Saga) {
+    let Some(c) = &saga.context else { return };
+    let _ = writeln!(
+        s,
+        "## Saga context
+"
+    );
+    if let Some(d) = &c.doc {
+        let _ = writeln!(
+            s,
+            "{d}
+"
+        );
+    }
+    let fields: Vec<String> = c.fields.iter().map(|f| format!("`{}`", f.name)).collect();
+    let commands: Vec<String> = saga.commands.iter().map(|c| format!("`{}`", c.name)).collect();
+    let carriers: Vec<String> = saga.context_carriers().iter().map(|e| format!("`{e}`")).collect();
+    let _ = writeln!(
+        s,
+        "Fields {} are copied from {}; every reply copies the context of the event it answers, so these events carry it: {}. An event a timeout emits carries none.\n",
+        fields.join(", "),
+        commands.join(", "),
+        carriers.join(", ")
+    );
+    let _ = writeln!(s, "| Service | Reads it on |\n| --- | --- |");
+    for r in &c.read_by {
+        let _ = writeln!(s, "| {} | `{}` |", r.service, r.event);
+    }
+    let _ = writeln!(s);
 }
 
 /// Events in the order the saga produces them: breadth-first from the entry commands, then

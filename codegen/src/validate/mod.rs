@@ -8,6 +8,7 @@
 
 mod commands;
 mod compensations;
+mod context;
 mod delivery;
 mod events;
 mod services;
@@ -31,7 +32,7 @@ const RUST_KEYWORDS: &[&str] = &[
 
 /// Envelope fields; the saga key sits beside them.
 const ENVELOPE_FIELDS: &[&str] =
-    &["event_id", "occurred_at", "trace", "traceparent", "tracestate", "deadline", "payload"];
+    &["event_id", "occurred_at", "trace", "traceparent", "tracestate", "deadline", "context", "payload"];
 
 /// Checks a parsed spec. On success every name in the IR resolves.
 pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<SpecError>> {
@@ -44,6 +45,7 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     let types = types::check(&mut cx, spec, &names);
     let events = events::check(&mut cx, spec, &names);
     let commands = commands::check(&mut cx, spec, &names);
+    let context = context::check(&mut cx, spec, &names, &commands);
     let status = spec.status.as_ref().map(|st| status::check(&mut cx, st, spec, &names));
     events::check_published(&mut cx, spec);
     services::check_subscribes(&mut cx, spec, &service_spans);
@@ -53,10 +55,21 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
     unpublished_retired_events(&mut cx, spec);
 
     if !cx.errors.is_empty() {
-        cx.errors.sort_by_key(|e| e.labels.first().map(|(s, _)| s.offset).unwrap_or(0));
-        return Err(cx.errors);
+        return Err(cx.sorted());
     }
-    Ok(ir::Saga {
+    let mut types = types;
+    if let Some(c) = &context {
+        // The context's record is a type like the spec's own, so every emitter knows it.
+        types.push(ir::TypeDef {
+            name: ir::CONTEXT_TYPE.to_string(),
+            doc: Some(c.doc.clone().unwrap_or_else(|| {
+                "Saga data set by the command that starts the saga and carried by every reply.".to_string()
+            })),
+            kind: ir::TypeKind::Record(c.fields.clone()),
+            loc: cx.key(&path!["context"]),
+        });
+    }
+    let saga = ir::Saga {
         name: spec.saga.clone(),
         doc: spec.doc.clone(),
         namespace: spec.namespace.clone(),
@@ -65,11 +78,18 @@ pub fn validate(spec: &parse::Spec, spans: &SpanMap) -> Result<ir::Saga, Vec<Spe
         topics,
         types,
         commands,
+        context,
         events,
         status,
         compensations,
         dlq_suffix,
-    })
+    };
+    // Checks of the whole saga, which need every name resolved.
+    context::check_carried(&mut cx, &saga);
+    if !cx.errors.is_empty() {
+        return Err(cx.sorted());
+    }
+    Ok(saga)
 }
 
 /// The saga's own name and its key, which every event carries beside the envelope fields.
@@ -151,6 +171,11 @@ struct Cx<'a> {
 impl Cx<'_> {
     fn err(&mut self, e: SpecError) {
         self.errors.push(e);
+    }
+    /// The errors in the order of their places in the spec.
+    fn sorted(mut self) -> Vec<SpecError> {
+        self.errors.sort_by_key(|e| e.labels.first().map(|(s, _)| s.offset).unwrap_or(0));
+        self.errors
     }
     fn key(&self, p: &[Seg]) -> Span {
         self.spans.key(p)

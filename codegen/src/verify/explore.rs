@@ -362,7 +362,7 @@ mod tests {
             "spec/examples/ticketing.yaml",
             "spec/examples/evolution/v1.yaml",
             "spec/examples/evolution/v2.yaml",
-            "spec/scaling/four-participants.yaml",
+            "spec/scaling/three-participants.yaml",
         ] {
             same_with_and_without_reduction(file, &read(file));
         }
@@ -370,7 +370,8 @@ mod tests {
 
     #[test]
     fn the_reduction_keeps_every_end_state_of_specs_with_seeded_bugs() {
-        let real = read("spec/saga.yaml");
+        // The saga before its shipping step, with the bugs its proof was first tried on.
+        let real = read("spec/scaling/three-participants.yaml");
         let bugs = [
             ("  - { on: order.cancelled, service: user, undoes: payment.completed, tombstone: true }\n", ""),
             ("    inventory_reserved: { after: 60s, to: cancelled, emits: order.cancelled }\n", ""),
@@ -381,7 +382,10 @@ mod tests {
         ];
         for (from, to) in bugs {
             assert!(real.contains(from), "{from}");
-            same_with_and_without_reduction(&format!("spec/saga.yaml without {from:?}"), &real.replacen(from, to, 1));
+            same_with_and_without_reduction(
+                &format!("three participants without {from:?}"),
+                &real.replacen(from, to, 1),
+            );
         }
         // Bugs together: an unanswered reply beside a debit nothing gives back (a review
         // found the reduced search lost the second when it stopped at the first), and a
@@ -396,7 +400,7 @@ mod tests {
             |event: &str| (format!("  {event}:\n    doc:"), format!("  {event}:\n    retired: true\n    doc:"));
         let (refunded, refunded_retired) = retired("payment.refunded");
         same_with_and_without_reduction(
-            "spec/saga.yaml, no parks, no refund",
+            "three participants, no parks, no refund",
             &edit(&[
                 ("parks: [payment.completed, payment.fail]", "parks: []"),
                 (
@@ -409,7 +413,7 @@ mod tests {
         );
         let (failed, failed_retired) = retired("stock.reduction.fail");
         same_with_and_without_reduction(
-            "spec/saga.yaml, stock taken or nothing",
+            "three participants, stock taken or nothing",
             &edit(&[
                 (
                     "      product: [stock.reduction.success, stock.reduction.fail]\n",
@@ -418,7 +422,7 @@ mod tests {
                 (&failed, &failed_retired),
             ]),
         );
-        let four = read("spec/scaling/four-participants.yaml");
+        let four = read("spec/saga.yaml");
         let bugs = [
             ("  - { on: order.cancelled, service: shipping, undoes: shipment.booked, tombstone: true }\n", ""),
             ("undoes: shipment.booked, tombstone: true }", "undoes: shipment.booked }"),
@@ -427,13 +431,11 @@ mod tests {
                 "parks: [payment.completed, payment.fail, shipment.booked, shipment.failed]",
                 "parks: [payment.completed, payment.fail]",
             ),
+            ("    paid: { after: 60s, to: cancelled, emits: order.cancelled }\n", ""),
         ];
         for (from, to) in bugs {
             assert!(four.contains(from), "{from}");
-            same_with_and_without_reduction(
-                &format!("four participants without {from:?}"),
-                &four.replacen(from, to, 1),
-            );
+            same_with_and_without_reduction(&format!("spec/saga.yaml without {from:?}"), &four.replacen(from, to, 1));
         }
     }
 }

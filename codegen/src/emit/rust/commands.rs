@@ -53,6 +53,17 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
              carries that status's deadline.",
             c.name, sm.initial, c.emits
         ));
+        // The saga context is copied from the command, field by field, before it is run.
+        let (take_context, set_context) = match &saga.context {
+            Some(context) => {
+                let fs: Vec<_> = context.fields.iter().map(|f| names::verbatim(&f.name)).collect();
+                (
+                    quote!(let context = super::types::SagaContext { #( #fs: command.#fs.clone(), )* };),
+                    quote!(.with_context(context)),
+                )
+            }
+            None => (quote!(), quote!()),
+        };
         items.push(quote! {
             #docs
             #[derive(Debug, Clone, PartialEq)]
@@ -84,11 +95,12 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 H: #trait_id + saga_contract::owner::Store<super::status::#status, Error = <H as #trait_id>::Error>,
                 <H as #trait_id>::Ctx: AsMut<<H as #store>::Ctx>,
             {
+                #take_context
                 let payload = handler.#method(ctx, #key, command).await.map_err(CommandError::Handler)?;
                 // The event carries the first status's deadline: a participant that gets it
                 // after the owner gave up on the saga may shed it.
                 let deadline = saga_contract::owner::deadline_of(handler, super::status::#status::INITIAL);
-                let event = Envelope::new(#key, payload).with_trace(trace).with_deadline(deadline);
+                let event = Envelope::new(#key, payload).with_trace(trace).with_deadline(deadline)#set_context;
                 let record = event.to_outbox().map_err(CommandError::Encode)?;
                 let first = super::owner::#transition {
                     saga_key: #key,

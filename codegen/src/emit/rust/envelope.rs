@@ -12,6 +12,29 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
     let key = names::verbatim(&saga.key);
     let key_str = &saga.key;
     let key_doc = format!(" Saga key (`{}`): identifies the saga instance and is the Kafka partition key.", saga.key);
+    // With a `context:`, the envelope carries it: set by the entry command, copied by replies.
+    let has_context = saga.context.is_some();
+    let context_field = has_context.then(|| {
+        quote! {
+            /// The saga context (`context:` in the spec): what the command that started the
+            /// saga said, copied by every reply; `None` on an event a timeout emits.
+            pub context: Option<super::types::SagaContext>,
+        }
+    });
+    let copy_context = has_context.then(|| quote!(context: self.context.clone(),));
+    let no_context = has_context.then(|| quote!(context: None,));
+    let with_context = has_context.then(|| {
+        quote! {
+            /// The saga context this event carries (the entry event's, from its command).
+            pub fn with_context(mut self, context: super::types::SagaContext) -> Self {
+                self.context = Some(context);
+                self
+            }
+        }
+    });
+    let context_to_avro = has_context.then(|| quote!(("context".to_string(), self.context.to_avro()),));
+    let context_from_avro =
+        has_context.then(|| quote!(context: Option::from_avro(take_field(&mut f, at, "context")?, "context")?,));
     quote! {
         //! The envelope every event travels in, and the `Event` trait of this saga's events.
         //!
@@ -57,6 +80,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             /// When the status owner gives up on the saga unless it has the answer to this
             /// event; `None` when no answer is awaited by a deadline.
             pub deadline: Option<DateTime<Utc>>,
+            #context_field
             pub payload: E,
         }
 
@@ -70,6 +94,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     occurred_at: saga_wire::now_micros(),
                     trace: self.trace.clone(),
                     deadline: None,
+                    #copy_context
                     payload,
                 }
             }
@@ -87,6 +112,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     occurred_at: self.occurred_at,
                     trace: self.trace.clone(),
                     deadline: self.deadline,
+                    #copy_context
                     payload: (),
                 }
             }
@@ -101,6 +127,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     occurred_at: saga_wire::now_micros(),
                     trace: TraceContext::default(),
                     deadline: None,
+                    #no_context
                     payload,
                 }
             }
@@ -115,6 +142,8 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                 self.deadline = deadline.map(saga_wire::to_micros);
                 self
             }
+
+            #with_context
 
             pub fn event_type(&self) -> &'static str {
                 E::EVENT_TYPE
@@ -134,6 +163,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     ("traceparent".to_string(), self.trace.traceparent.to_avro()),
                     ("tracestate".to_string(), self.trace.tracestate.to_avro()),
                     ("deadline".to_string(), self.deadline.to_avro()),
+                    #context_to_avro
                     ("payload".to_string(), self.payload.to_avro()),
                 ]))
             }
@@ -151,6 +181,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                         tracestate: Option::from_avro(take_field(&mut f, at, "tracestate")?, "tracestate")?,
                     },
                     deadline: Option::from_avro(take_field(&mut f, at, "deadline")?, "deadline")?,
+                    #context_from_avro
                     payload: E::from_avro(take_field(&mut f, at, "payload")?, at)?,
                 })
             }

@@ -42,6 +42,11 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             if owner.is_some() {
                 text.push_str(" `step` says what the status machine made of it.");
             }
+            if saga.reads_context(&svc.name, &e.name) {
+                text.push_str(
+                    " `context` is the saga context the entry command set; `None` only for a saga begun before the spec declared it.",
+                );
+            }
             if rv.is_empty() {
                 text.push_str(" The spec allows no reply.");
             } else {
@@ -77,20 +82,35 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                     }
                 }
             });
+            // A handler that reads the saga context gets it as an argument: `None` only for a
+            // saga begun before the spec had its `context:` (the generator proves that every
+            // saga this version starts carries it), which the handler must still answer.
+            let reads = saga.reads_context(&svc.name, &e.name);
+            let (context_param, context_arg, take_context) = if reads {
+                (
+                    quote!(context: Option<super::types::SagaContext>,),
+                    quote!(context,),
+                    quote!(let context = e.context.clone();),
+                )
+            } else {
+                (quote!(), quote!(), quote!())
+            };
             methods.push(quote! {
                 #mdoc
                 fn #method(
                     &self,
                     ctx: &mut Self::Ctx,
                     event: Envelope<super::events::#ev>,
+                    #context_param
                     #step_param
                 ) -> impl Future<Output = Result<#reply, Self::Error>> + Send;
             });
             variants.push(quote! { #ev(Envelope<super::events::#ev>), });
             handle_arms.push(quote! {
                 #inbound::#ev(e) => {
+                    #take_context
                     let parent = e.meta();
-                    let reply = handler.#method(ctx, e, #step_arg).await.map_err(HandleError::Handler)?;
+                    let reply = handler.#method(ctx, e, #context_arg #step_arg).await.map_err(HandleError::Handler)?;
                     reply.into_outbox(&parent).map_err(HandleError::Encode)
                 }
             });

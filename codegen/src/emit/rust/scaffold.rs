@@ -126,6 +126,15 @@ fn handlers_rs(saga: &Saga, name: &str) -> TokenStream {
                 if c.tombstone { "; arriving before it, leave a tombstone so it does nothing" } else { "" }
             ));
         }
+        let (context_param, context_use) = if saga.reads_context(name, &event.name) {
+            what.push_str(
+                "\n\n`context` is the saga context the entry command set (`context:` in the spec); `None` only \
+                 for a saga begun before the spec declared it.",
+            );
+            (quote!(context: Option<saga_generated::types::SagaContext>,), quote!(context,))
+        } else {
+            (quote!(), quote!())
+        };
         let docs = doc(&what);
         let todo = format!("{name}: decide what `{}` does", event.name);
         quote! {
@@ -134,8 +143,9 @@ fn handlers_rs(saga: &Saga, name: &str) -> TokenStream {
                 &self,
                 conn: &mut PgConnection,
                 event: Envelope<saga_generated::events::#payload>,
+                #context_param
             ) -> Result<#reply, #error> {
-                let _ = (conn, event);
+                let _ = (conn, event, #context_use);
                 todo!(#todo)
             }
         }
@@ -187,19 +197,20 @@ fn handlers_rs(saga: &Saga, name: &str) -> TokenStream {
 mod tests {
     use super::*;
 
-    fn four() -> Saga {
+    fn saga() -> Saga {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let file = "spec/scaling/four-participants.yaml";
+        let file = "spec/saga.yaml";
         crate::check(file, &std::fs::read_to_string(root.join(file)).expect("the spec")).expect("valid")
     }
 
     /// The crate of the saga's shipping step: on the chassis, a method per event the spec
-    /// sends it, each returning its replies. (That it compiles against the generated crate:
-    /// the real spec's first participant's is kept in `tests/tests/standalone/` and built by
-    /// the test suite; the shipping step's was tried by hand, docs/development.md.)
+    /// sends it, each returning its replies, with the saga context where it reads it. (That
+    /// it compiles against the generated crate: the real spec's first participant's is kept
+    /// in `tests/tests/standalone/` and built by the test suite; services/shipping began as
+    /// this scaffold.)
     #[test]
     fn a_participant_gets_a_crate_with_a_method_per_event() {
-        let files = service(&four(), "shipping").expect("a participant");
+        let files = service(&saga(), "shipping").expect("a participant");
         let paths: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
         assert_eq!(
             paths,
@@ -221,6 +232,7 @@ mod tests {
             assert!(handlers.contains(&format!("-> Result<{reply}, ShippingError>")), "{reply}");
         }
         assert_eq!(handlers.matches("async fn ").count(), 2, "one per event shipping receives");
+        assert!(handlers.contains("context: Option<saga_generated::types::SagaContext>,"), "it reads the context");
         assert!(handlers.contains("saga_runtime::db::class_of(e)"), "its errors have failure classes");
         let main = text("main.rs");
         assert!(
@@ -233,7 +245,7 @@ mod tests {
 
     #[test]
     fn the_owner_and_strangers_get_no_scaffold() {
-        let saga = four();
+        let saga = saga();
         assert!(service(&saga, "order").expect_err("the owner").contains("owns the saga's status"));
         assert!(service(&saga, "billing").expect_err("not in the spec").contains("add it to `services:`"));
     }

@@ -21,7 +21,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
             let n = names::service(&svc.name);
             let scenario = n.scenario();
             let inbound = n.inbound();
-            let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
+            let froms = inbound_froms(saga, &inbound, subs.iter().map(|(e, _)| e.name.as_str()));
             let docs = super::doc(&format!("The `{}` service's handlers in a scenario.", svc.name));
             quote! {
                 #froms
@@ -79,12 +79,15 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
 }
 
 /// `impl From<Envelope<E>> for <Service>Inbound` for each event it subscribes to, so a test
-/// hands `when` an envelope; and `<Service>Inbound::sample`, any of them with a sample payload.
-fn inbound_froms<'a>(inbound: &syn::Ident, events: impl Iterator<Item = &'a str> + Clone) -> TokenStream {
+/// hands `when` an envelope; and `<Service>Inbound::sample`, any of them with a sample payload
+/// (and a sample saga context, on an event that always carries one).
+fn inbound_froms<'a>(saga: &Saga, inbound: &syn::Ident, events: impl Iterator<Item = &'a str> + Clone) -> TokenStream {
+    let carriers = saga.context_carriers();
     let arms = events.clone().map(|e| {
         let ev = names::type_of(e);
+        let context = carriers.contains(e).then(|| quote!(.with_context(Sample::sample())));
         quote! {
-            EventType::#ev => Some(Envelope::new(key, <super::events::#ev as Sample>::sample()).into()),
+            EventType::#ev => Some(Envelope::new(key, <super::events::#ev as Sample>::sample())#context.into()),
         }
     });
     let froms = events.map(|e| {
@@ -230,7 +233,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     let path_step = n.path_step();
     let key = names::verbatim(&saga.key);
     let subs: Vec<_> = saga.subscriptions(&sm.owner).collect();
-    let froms = inbound_froms(&inbound, subs.iter().map(|(e, _)| e.name.as_str()));
+    let froms = inbound_froms(saga, &inbound, subs.iter().map(|(e, _)| e.name.as_str()));
     let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
     let owner_commands: Vec<_> = saga.commands.iter().filter(|c| c.service == sm.owner).collect();
     let command_methods = owner_commands.iter().map(|c| {
