@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use saga_codegen::evolution::Verdict;
+use saga_codegen::rollout::Needs;
 use saga_codegen::{CompileError, Layout};
 
 fn root() -> PathBuf {
@@ -86,12 +87,12 @@ fn renaming_an_event_in_flight_is_refused() {
 fn renaming_a_state_needs_a_migration() {
     let renamed = [
         (
-            "states: [created, inventory_reserved, completed, inventory_reserved_failed, payment_failed, cancelled]",
-            "states: [created, inventory_reserved, completed, inventory_reserved_failed, payment_declined, cancelled]",
+            "states: [created, inventory_reserved, paid, completed, inventory_reserved_failed, payment_failed, shipping_failed, cancelled]",
+            "states: [created, inventory_reserved, paid, completed, inventory_reserved_failed, payment_declined, shipping_failed, cancelled]",
         ),
         (
-            "terminal: [completed, inventory_reserved_failed, payment_failed, cancelled]",
-            "terminal: [completed, inventory_reserved_failed, payment_declined, cancelled]",
+            "terminal: [completed, inventory_reserved_failed, payment_failed, shipping_failed, cancelled]",
+            "terminal: [completed, inventory_reserved_failed, payment_declined, shipping_failed, cancelled]",
         ),
         (
             "{ from: inventory_reserved, on: payment.fail, to: payment_failed }",
@@ -149,7 +150,8 @@ fn spec_diff_lists_breaking_changes_first_with_their_reasons() {
 #[test]
 fn retiring_an_event_then_removing_it_is_compatible_in_two_steps() {
     let retired = edited(&[
-        ("      user: [payment.refunded]\n", "      user: []\n"),
+        ("      user: [payment.refunded]\n      order: []\n", "      user: []\n      order: []\n"),
+        ("      user: [payment.refunded]\n      shipping:", "      user: []\n      shipping:"),
         ("  payment.refunded:\n    doc:", "  payment.refunded:\n    retired: true\n    doc:"),
     ]);
     compile(&retired).expect("retiring passes the gate");
@@ -179,14 +181,15 @@ fn the_evolution_example_is_compatible_change_by_change() {
     assert!(changes.iter().all(|c| c.verdict == Verdict::Compatible));
 }
 
-/// Adding a participant (spec/scaling/four-participants.yaml is the saga with a shipping
-/// step): the diff tells what the saga now does, and that shipping goes before the order
-/// service, which now waits for it.
+/// Adding a participant (spec/scaling/three-participants.yaml is the saga before its
+/// shipping step): the diff tells what the saga now does, that shipping goes before the
+/// order service, which now waits for it, and after product and user, which carry the
+/// saga context it reads.
 #[test]
 fn adding_a_shipping_step_tells_the_behaviour_change_and_the_deploy_order() {
-    let four = std::fs::read_to_string(root().join("spec/scaling/four-participants.yaml")).expect("spec");
+    let three = std::fs::read_to_string(root().join("spec/scaling/three-participants.yaml")).expect("spec");
     let (changes, plan) =
-        saga_codegen::diff(("spec/saga.yaml", &spec()), ("four-participants.yaml", &four)).expect("both valid");
+        saga_codegen::diff(("three-participants.yaml", &three), ("spec/saga.yaml", &spec())).expect("both valid");
     assert!(changes.iter().all(|c| c.verdict == Verdict::Compatible), "{changes:#?}");
     let lines: Vec<String> = plan.changes.iter().map(|c| format!("{}: {}", c.service, c.what)).collect();
     for expected in [
@@ -196,12 +199,23 @@ fn adding_a_shipping_step_tells_the_behaviour_change_and_the_deploy_order() {
         "order: new timeout: `paid` after 60000 ms to `cancelled`, emits `order.cancelled`",
         "user: new compensation: on `shipment.failed` it undoes `payment.completed`",
         "shipping: new compensation: on `order.cancelled` it undoes `shipment.booked`, leaving a tombstone if it comes first",
+        "shipping: reads the saga context on `payment.completed`",
     ] {
         assert!(lines.iter().any(|l| l == expected), "missing {expected:?} in {lines:#?}");
     }
-    let order = plan.order.clone().expect("an order works");
-    let at = |s: &str| order.iter().position(|o| o == s).expect(s);
-    assert!(at("shipping") < at("order"), "shipping sends what the new order service waits for: {order:?}");
+    let needs = |service: &str, what: &str| {
+        let change = plan.changes.iter().find(|c| c.service == service && c.what.starts_with(what)).expect(what);
+        match &change.needs {
+            Needs::After { first, .. } => first.iter().cloned().collect::<Vec<_>>(),
+            Needs::AnyOrder => vec![],
+        }
+    };
+    assert_eq!(needs("order", "`inventory_reserved` on `payment.completed`"), ["shipping"], "it waits for shipping");
+    assert_eq!(needs("shipping", "reads the saga context"), ["order", "product", "user"], "they carry its context");
+    // Every event's schema gains the context, and old code cannot decode a schema it does
+    // not know: each publisher needs the readers of its topic first, so no order works,
+    // and the plan says so.
+    assert_eq!(plan.order.clone().expect_err("a cycle"), ["order", "product", "user", "shipping"]);
     assert!(!plan.any_order());
     insta::assert_snapshot!(plan.to_string());
 }

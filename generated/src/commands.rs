@@ -69,6 +69,9 @@ where
         <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
     >,
 {
+    let context = super::types::SagaContext {
+        items: command.items.clone(),
+    };
     let payload = handler
         .create_order(ctx, order_id, command)
         .await
@@ -79,7 +82,8 @@ where
     );
     let event = Envelope::new(order_id, payload)
         .with_trace(trace)
-        .with_deadline(deadline);
+        .with_deadline(deadline)
+        .with_context(context);
     let record = event.to_outbox().map_err(CommandError::Encode)?;
     let first = super::owner::OrderTransition {
         saga_key: order_id,

@@ -44,6 +44,9 @@ pub struct Envelope<E> {
     /// When the status owner gives up on the saga unless it has the answer to this
     /// event; `None` when no answer is awaited by a deadline.
     pub deadline: Option<DateTime<Utc>>,
+    /// The saga context (`context:` in the spec): what the command that started the
+    /// saga said, copied by every reply; `None` on an event a timeout emits.
+    pub context: Option<super::types::SagaContext>,
     pub payload: E,
 }
 
@@ -57,6 +60,7 @@ impl<E> Envelope<E> {
             occurred_at: saga_wire::now_micros(),
             trace: self.trace.clone(),
             deadline: None,
+            context: self.context.clone(),
             payload,
         }
     }
@@ -72,6 +76,7 @@ impl<E> Envelope<E> {
             occurred_at: self.occurred_at,
             trace: self.trace.clone(),
             deadline: self.deadline,
+            context: self.context.clone(),
             payload: (),
         }
     }
@@ -86,6 +91,7 @@ impl<E: Event> Envelope<E> {
             occurred_at: saga_wire::now_micros(),
             trace: TraceContext::default(),
             deadline: None,
+            context: None,
             payload,
         }
     }
@@ -96,6 +102,11 @@ impl<E: Event> Envelope<E> {
     /// The deadline of the answer to this event (truncated to what `timestamp-micros` keeps).
     pub fn with_deadline(mut self, deadline: Option<DateTime<Utc>>) -> Self {
         self.deadline = deadline.map(saga_wire::to_micros);
+        self
+    }
+    /// The saga context this event carries (the entry event's, from its command).
+    pub fn with_context(mut self, context: super::types::SagaContext) -> Self {
+        self.context = Some(context);
         self
     }
     pub fn event_type(&self) -> &'static str {
@@ -115,6 +126,7 @@ impl<E: Event> Envelope<E> {
                 ("traceparent".to_string(), self.trace.traceparent.to_avro()),
                 ("tracestate".to_string(), self.trace.tracestate.to_avro()),
                 ("deadline".to_string(), self.deadline.to_avro()),
+                ("context".to_string(), self.context.to_avro()),
                 ("payload".to_string(), self.payload.to_avro()),
             ]),
         )
@@ -144,6 +156,7 @@ impl<E: Event> Envelope<E> {
                 take_field(&mut f, at, "deadline")?,
                 "deadline",
             )?,
+            context: Option::from_avro(take_field(&mut f, at, "context")?, "context")?,
             payload: E::from_avro(take_field(&mut f, at, "payload")?, at)?,
         })
     }

@@ -16,6 +16,9 @@ pub enum EventType {
     PaymentCompleted,
     PaymentFail,
     PaymentRefunded,
+    ShipmentBooked,
+    ShipmentFailed,
+    ShipmentCancelled,
     OrderCompleted,
     OrderCancelled,
 }
@@ -29,6 +32,9 @@ impl EventType {
         EventType::PaymentCompleted,
         EventType::PaymentFail,
         EventType::PaymentRefunded,
+        EventType::ShipmentBooked,
+        EventType::ShipmentFailed,
+        EventType::ShipmentCancelled,
         EventType::OrderCompleted,
         EventType::OrderCancelled,
     ];
@@ -42,6 +48,9 @@ impl EventType {
             EventType::PaymentCompleted => "payment.completed",
             EventType::PaymentFail => "payment.fail",
             EventType::PaymentRefunded => "payment.refunded",
+            EventType::ShipmentBooked => "shipment.booked",
+            EventType::ShipmentFailed => "shipment.failed",
+            EventType::ShipmentCancelled => "shipment.cancelled",
             EventType::OrderCompleted => "order.completed",
             EventType::OrderCancelled => "order.cancelled",
         }
@@ -55,6 +64,9 @@ impl EventType {
             "payment.completed" => Some(EventType::PaymentCompleted),
             "payment.fail" => Some(EventType::PaymentFail),
             "payment.refunded" => Some(EventType::PaymentRefunded),
+            "shipment.booked" => Some(EventType::ShipmentBooked),
+            "shipment.failed" => Some(EventType::ShipmentFailed),
+            "shipment.cancelled" => Some(EventType::ShipmentCancelled),
             "order.completed" => Some(EventType::OrderCompleted),
             "order.cancelled" => Some(EventType::OrderCancelled),
             _ => None,
@@ -112,7 +124,7 @@ impl wire::Event for OrderCreated {
     const KIND: EventType = EventType::OrderCreated;
     const TOPIC: &'static str = "order-events";
     const PUBLISHER: &'static str = "order";
-    const FINGERPRINT: [u8; 8] = [116, 57, 87, 131, 9, 164, 154, 201];
+    const FINGERPRINT: [u8; 8] = [234, 41, 30, 95, 254, 113, 74, 190];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "order.created",
@@ -131,6 +143,11 @@ impl wire::Event for OrderCreated {
                     version: 3u32,
                     fingerprint: [116, 57, 87, 131, 9, 164, 154, 201],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 4u32,
+                    fingerprint: [234, 41, 30, 95, 254, 113, 74, 190],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"An order was placed and awaits stock.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.created`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"items\",\"type\":{\"items\":\"OrderItem\",\"type\":\"array\"}},{\"name\":\"created_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCreatedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCreated\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
             ],
         );
@@ -177,7 +194,7 @@ impl wire::Event for StockReductionSuccess {
     const KIND: EventType = EventType::StockReductionSuccess;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const FINGERPRINT: [u8; 8] = [107, 214, 141, 184, 208, 247, 133, 60];
+    const FINGERPRINT: [u8; 8] = [131, 163, 73, 18, 38, 183, 4, 226];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "stock.reduction.success",
@@ -191,6 +208,11 @@ impl wire::Event for StockReductionSuccess {
                     version: 2u32,
                     fingerprint: [107, 214, 141, 184, 208, 247, 133, 60],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The product service reserved every item of the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.success`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"What the buyer must pay, in minor units: computed by the product service from its prices at reservation time, never taken from the client.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"StockReductionSuccessPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionSuccess\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [131, 163, 73, 18, 38, 183, 4, 226],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The product service reserved every item of the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.success`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"What the buyer must pay, in minor units: computed by the product service from its prices at reservation time, never taken from the client.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"StockReductionSuccessPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionSuccess\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
             ],
         );
@@ -237,7 +259,7 @@ impl wire::Event for StockReductionFail {
     const KIND: EventType = EventType::StockReductionFail;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const FINGERPRINT: [u8; 8] = [76, 137, 252, 219, 29, 4, 62, 175];
+    const FINGERPRINT: [u8; 8] = [42, 79, 79, 250, 48, 103, 61, 71];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "stock.reduction.fail",
@@ -251,6 +273,11 @@ impl wire::Event for StockReductionFail {
                     version: 2u32,
                     fingerprint: [76, 137, 252, 219, 29, 4, 62, 175],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Stock could not be reserved; nothing was reserved.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why stock was not reserved. `deadline_passed`: the order service had given up on the order (its deadline had passed) when the request arrived, so nothing was tried (the request was shed).\",\"name\":\"StockFailure\",\"symbols\":[\"insufficient_stock\",\"unknown_product\",\"deadline_passed\"],\"type\":\"enum\"}},{\"default\":null,\"doc\":\"The first product that could not be reserved.\",\"name\":\"product_id\",\"type\":[\"null\",{\"logicalType\":\"uuid\",\"type\":\"string\"}]}],\"name\":\"StockReductionFailPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [42, 79, 79, 250, 48, 103, 61, 71],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"Stock could not be reserved; nothing was reserved.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.reduction.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why stock was not reserved. `deadline_passed`: the order service had given up on the order (its deadline had passed) when the request arrived, so nothing was tried (the request was shed).\",\"name\":\"StockFailure\",\"symbols\":[\"insufficient_stock\",\"unknown_product\",\"deadline_passed\"],\"type\":\"enum\"}},{\"default\":null,\"doc\":\"The first product that could not be reserved.\",\"name\":\"product_id\",\"type\":[\"null\",{\"logicalType\":\"uuid\",\"type\":\"string\"}]}],\"name\":\"StockReductionFailPayload\",\"type\":\"record\"}}],\"name\":\"StockReductionFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
             ],
         );
@@ -288,7 +315,7 @@ impl wire::Event for StockReleased {
     const KIND: EventType = EventType::StockReleased;
     const TOPIC: &'static str = "inventory-events";
     const PUBLISHER: &'static str = "product";
-    const FINGERPRINT: [u8; 8] = [171, 79, 62, 235, 82, 25, 173, 18];
+    const FINGERPRINT: [u8; 8] = [121, 224, 233, 231, 78, 61, 144, 137];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "stock.released",
@@ -308,6 +335,11 @@ impl wire::Event for StockReleased {
                     fingerprint: [171, 79, 62, 235, 82, 25, 173, 18],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
+                wire::SchemaVersion {
+                    version: 4u32,
+                    fingerprint: [121, 224, 233, 231, 78, 61, 144, 137],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A reservation was given back (compensation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `stock.released`.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":\"OrderItem\",\"type\":\"array\"}}],\"name\":\"StockReleasedPayload\",\"type\":\"record\"}}],\"name\":\"StockReleased\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
             ],
         );
         &HISTORY
@@ -316,7 +348,7 @@ impl wire::Event for StockReleased {
 
 /// The buyer's balance was debited.
 ///
-/// `payment.completed` on topic `payment-events`, published by `user`, consumed by `order`.
+/// `payment.completed` on topic `payment-events`, published by `user`, consumed by `shipping`, `order`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentCompleted {
     pub user_id: ::uuid::Uuid,
@@ -353,7 +385,7 @@ impl wire::Event for PaymentCompleted {
     const KIND: EventType = EventType::PaymentCompleted;
     const TOPIC: &'static str = "payment-events";
     const PUBLISHER: &'static str = "user";
-    const FINGERPRINT: [u8; 8] = [21, 74, 23, 252, 23, 158, 4, 7];
+    const FINGERPRINT: [u8; 8] = [109, 117, 50, 206, 181, 243, 158, 208];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "payment.completed",
@@ -367,6 +399,11 @@ impl wire::Event for PaymentCompleted {
                     version: 2u32,
                     fingerprint: [21, 74, 23, 252, 23, 158, 4, 7],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The buyer's balance was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.completed`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentCompletedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [109, 117, 50, 206, 181, 243, 158, 208],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The buyer's balance was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.completed`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentCompletedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
             ],
         );
@@ -412,7 +449,7 @@ impl wire::Event for PaymentFail {
     const KIND: EventType = EventType::PaymentFail;
     const TOPIC: &'static str = "payment-events";
     const PUBLISHER: &'static str = "user";
-    const FINGERPRINT: [u8; 8] = [48, 231, 167, 84, 5, 227, 120, 185];
+    const FINGERPRINT: [u8; 8] = [113, 177, 87, 254, 21, 37, 37, 217];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "payment.fail",
@@ -426,6 +463,11 @@ impl wire::Event for PaymentFail {
                     version: 2u32,
                     fingerprint: [48, 231, 167, 84, 5, 227, 120, 185],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The balance could not be debited; nothing was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the balance could not be debited.\",\"name\":\"PaymentFailure\",\"symbols\":[\"insufficient_balance\",\"unknown_user\"],\"type\":\"enum\"}},{\"name\":\"detail\",\"type\":\"string\"}],\"name\":\"PaymentFailPayload\",\"type\":\"record\"}}],\"name\":\"PaymentFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [113, 177, 87, 254, 21, 37, 37, 217],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The balance could not be debited; nothing was debited.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.fail`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the balance could not be debited.\",\"name\":\"PaymentFailure\",\"symbols\":[\"insufficient_balance\",\"unknown_user\"],\"type\":\"enum\"}},{\"name\":\"detail\",\"type\":\"string\"}],\"name\":\"PaymentFailPayload\",\"type\":\"record\"}}],\"name\":\"PaymentFail\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
             ],
         );
@@ -472,7 +514,7 @@ impl wire::Event for PaymentRefunded {
     const KIND: EventType = EventType::PaymentRefunded;
     const TOPIC: &'static str = "payment-events";
     const PUBLISHER: &'static str = "user";
-    const FINGERPRINT: [u8; 8] = [129, 135, 10, 87, 199, 176, 177, 150];
+    const FINGERPRINT: [u8; 8] = [160, 227, 177, 233, 172, 87, 187, 193];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "payment.refunded",
@@ -487,13 +529,149 @@ impl wire::Event for PaymentRefunded {
                     fingerprint: [129, 135, 10, 87, 199, 176, 177, 150],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A debit was given back (compensation after a cancellation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.refunded`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentRefundedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentRefunded\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [160, 227, 177, 233, 172, 87, 187, 193],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A debit was given back (compensation after a cancellation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `payment.refunded`.\",\"fields\":[{\"name\":\"user_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Money in integer minor units.\",\"name\":\"amount\",\"type\":\"long\"}],\"name\":\"PaymentRefundedPayload\",\"type\":\"record\"}}],\"name\":\"PaymentRefunded\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
             ],
         );
         &HISTORY
     }
 }
 
-/// The order is paid and its stock reserved; the saga ended well.
+/// The shipping service booked a shipment for the order.
+///
+/// `shipment.booked` on topic `shipping-events`, published by `shipping`, consumed by `order`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipmentBooked {
+    /// The carrier's tracking number of the parcel.
+    pub tracking: String,
+}
+
+impl wire::AvroValue for ShipmentBooked {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([
+                ("tracking".to_string(), wire::AvroValue::to_avro(&self.tracking)),
+            ]),
+        )
+    }
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "ShipmentBookedPayload")?;
+        Ok(ShipmentBooked {
+            tracking: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "ShipmentBookedPayload", "tracking")?,
+                "tracking",
+            )?,
+        })
+    }
+}
+
+impl wire::Event for ShipmentBooked {
+    const EVENT_TYPE: &'static str = "shipment.booked";
+    const KIND: EventType = EventType::ShipmentBooked;
+    const TOPIC: &'static str = "shipping-events";
+    const PUBLISHER: &'static str = "shipping";
+    const FINGERPRINT: [u8; 8] = [213, 141, 161, 77, 177, 109, 249, 167];
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "shipment.booked",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [213, 141, 161, 77, 177, 109, 249, 167],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The shipping service booked a shipment for the order.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `shipment.booked`.\",\"fields\":[{\"doc\":\"The carrier's tracking number of the parcel.\",\"name\":\"tracking\",\"type\":\"string\"}],\"name\":\"ShipmentBookedPayload\",\"type\":\"record\"}}],\"name\":\"ShipmentBooked\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
+    }
+}
+
+/// No shipment could be booked; nothing was booked.
+///
+/// `shipment.failed` on topic `shipping-events`, published by `shipping`, consumed by `product`, `user`, `order`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipmentFailed {
+    pub reason: super::types::ShippingFailure,
+}
+
+impl wire::AvroValue for ShipmentFailed {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([("reason".to_string(), wire::AvroValue::to_avro(&self.reason))]),
+        )
+    }
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "ShipmentFailedPayload")?;
+        Ok(ShipmentFailed {
+            reason: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "ShipmentFailedPayload", "reason")?,
+                "reason",
+            )?,
+        })
+    }
+}
+
+impl wire::Event for ShipmentFailed {
+    const EVENT_TYPE: &'static str = "shipment.failed";
+    const KIND: EventType = EventType::ShipmentFailed;
+    const TOPIC: &'static str = "shipping-events";
+    const PUBLISHER: &'static str = "shipping";
+    const FINGERPRINT: [u8; 8] = [153, 218, 19, 82, 228, 126, 100, 249];
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "shipment.failed",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [153, 218, 19, 82, 228, 126, 100, 249],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"No shipment could be booked; nothing was booked.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `shipment.failed`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why no shipment was booked. `parcel_too_large`: the order holds more units than one parcel takes (see docs/saga.md).\",\"name\":\"ShippingFailure\",\"symbols\":[\"parcel_too_large\"],\"type\":\"enum\"}}],\"name\":\"ShipmentFailedPayload\",\"type\":\"record\"}}],\"name\":\"ShipmentFailed\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
+    }
+}
+
+/// A booked shipment was cancelled (compensation after a cancellation).
+///
+/// `shipment.cancelled` on topic `shipping-events`, published by `shipping`, consumed by `order`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShipmentCancelled {}
+impl wire::AvroValue for ShipmentCancelled {
+    fn to_avro(&self) -> Value {
+        Value::Record(Vec::from([]))
+    }
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let _f = wire::record_fields(value, "ShipmentCancelledPayload")?;
+        Ok(ShipmentCancelled {})
+    }
+}
+
+impl wire::Event for ShipmentCancelled {
+    const EVENT_TYPE: &'static str = "shipment.cancelled";
+    const KIND: EventType = EventType::ShipmentCancelled;
+    const TOPIC: &'static str = "shipping-events";
+    const PUBLISHER: &'static str = "shipping";
+    const FINGERPRINT: [u8; 8] = [110, 73, 17, 247, 220, 54, 223, 245];
+    fn schemas() -> &'static wire::SchemaHistory {
+        static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
+            "shipment.cancelled",
+            &[
+                wire::SchemaVersion {
+                    version: 1u32,
+                    fingerprint: [110, 73, 17, 247, 220, 54, 223, 245],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"A booked shipment was cancelled (compensation after a cancellation).\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `shipment.cancelled`.\",\"fields\":[],\"name\":\"ShipmentCancelledPayload\",\"type\":\"record\"}}],\"name\":\"ShipmentCancelled\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+            ],
+        );
+        &HISTORY
+    }
+}
+
+/// The order is paid, its stock reserved and its shipment booked; the saga ended well.
 ///
 /// `order.completed` on topic `order-events`, published by `order`, consumed by services outside the saga.
 #[derive(Debug, Clone, PartialEq)]
@@ -528,7 +706,7 @@ impl wire::Event for OrderCompleted {
     const KIND: EventType = EventType::OrderCompleted;
     const TOPIC: &'static str = "order-events";
     const PUBLISHER: &'static str = "order";
-    const FINGERPRINT: [u8; 8] = [114, 111, 205, 237, 4, 233, 105, 15];
+    const FINGERPRINT: [u8; 8] = [144, 246, 16, 81, 40, 131, 83, 54];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "order.completed",
@@ -543,15 +721,20 @@ impl wire::Event for OrderCompleted {
                     fingerprint: [114, 111, 205, 237, 4, 233, 105, 15],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order is paid and its stock reserved; the saga ended well.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.completed`.\",\"fields\":[{\"name\":\"completed_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCompletedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [144, 246, 16, 81, 40, 131, 83, 54],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order is paid, its stock reserved and its shipment booked; the saga ended well.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.completed`.\",\"fields\":[{\"name\":\"completed_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}}],\"name\":\"OrderCompletedPayload\",\"type\":\"record\"}}],\"name\":\"OrderCompleted\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
             ],
         );
         &HISTORY
     }
 }
 
-/// The order service gave up on the order (timeout); reservations and debits are undone.
+/// The order service gave up on the order (timeout); reservations, debits and shipments are undone.
 ///
-/// `order.cancelled` on topic `order-events`, published by `order`, consumed by `product`, `user`.
+/// `order.cancelled` on topic `order-events`, published by `order`, consumed by `product`, `user`, `shipping`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderCancelled {
     pub reason: super::types::CancelReason,
@@ -590,7 +773,7 @@ impl wire::Event for OrderCancelled {
     const KIND: EventType = EventType::OrderCancelled;
     const TOPIC: &'static str = "order-events";
     const PUBLISHER: &'static str = "order";
-    const FINGERPRINT: [u8; 8] = [198, 150, 172, 122, 119, 2, 212, 201];
+    const FINGERPRINT: [u8; 8] = [78, 77, 217, 220, 102, 180, 27, 129];
     fn schemas() -> &'static wire::SchemaHistory {
         static HISTORY: wire::SchemaHistory = wire::SchemaHistory::new(
             "order.cancelled",
@@ -604,6 +787,11 @@ impl wire::Event for OrderCancelled {
                     version: 2u32,
                     fingerprint: [198, 150, 172, 122, 119, 2, 212, 201],
                     json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order service gave up on the order (timeout); reservations and debits are undone.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.cancelled`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the order service gave up on an order.\",\"name\":\"CancelReason\",\"symbols\":[\"timed_out\"],\"type\":\"enum\"}},{\"name\":\"status_at_cancel\",\"type\":\"string\"}],\"name\":\"OrderCancelledPayload\",\"type\":\"record\"}}],\"name\":\"OrderCancelled\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
+                },
+                wire::SchemaVersion {
+                    version: 3u32,
+                    fingerprint: [78, 77, 217, 220, 102, 180, 27, 129],
+                    json: "{\"@generated\":\"by `cargo xtask gen`; do not edit\",\"doc\":\"The order service gave up on the order (timeout); reservations, debits and shipments are undone.\",\"fields\":[{\"doc\":\"Unique id of this event; consumers deduplicate on it.\",\"name\":\"event_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"Saga key; also the Kafka partition key, so one saga's events stay ordered.\",\"name\":\"order_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"doc\":\"When the event happened (UTC).\",\"name\":\"occurred_at\",\"type\":{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}},{\"default\":null,\"doc\":\"W3C trace context `traceparent`.\",\"name\":\"traceparent\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"W3C trace context `tracestate`.\",\"name\":\"tracestate\",\"type\":[\"null\",\"string\"]},{\"default\":null,\"doc\":\"When the status owner gives up on the saga unless it has the answer to this event (UTC); none when no answer is awaited by a deadline. A participant may shed a request whose deadline has passed.\",\"name\":\"deadline\",\"type\":[\"null\",{\"logicalType\":\"timestamp-micros\",\"type\":\"long\"}]},{\"default\":null,\"doc\":\"The saga context: what the command that started the saga said, carried by every reply (`context:` in the spec); none on an event a timeout emits.\",\"name\":\"context\",\"type\":[\"null\",{\"doc\":\"What the buyer ordered, for the steps after the first.\",\"fields\":[{\"name\":\"items\",\"type\":{\"items\":{\"doc\":\"One line of an order.\",\"fields\":[{\"name\":\"product_id\",\"type\":{\"logicalType\":\"uuid\",\"type\":\"string\"}},{\"name\":\"quantity\",\"type\":\"int\"}],\"name\":\"OrderItem\",\"type\":\"record\"},\"type\":\"array\"}}],\"name\":\"SagaContext\",\"type\":\"record\"}]},{\"name\":\"payload\",\"type\":{\"doc\":\"Fields of `order.cancelled`.\",\"fields\":[{\"name\":\"reason\",\"type\":{\"doc\":\"Why the order service gave up on an order.\",\"name\":\"CancelReason\",\"symbols\":[\"timed_out\"],\"type\":\"enum\"}},{\"name\":\"status_at_cancel\",\"type\":\"string\"}],\"name\":\"OrderCancelledPayload\",\"type\":\"record\"}}],\"name\":\"OrderCancelled\",\"namespace\":\"platform.saga.order_fulfillment\",\"type\":\"record\"}",
                 },
             ],
         );

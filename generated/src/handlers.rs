@@ -75,7 +75,6 @@ impl OrderOnStockReleased {
 /// What `order` may publish after `payment.completed`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderOnPaymentCompleted {
-    OrderCompleted(super::events::OrderCompleted),
     /// Handled; publish nothing (e.g. a duplicate or a late event).
     NoReply,
 }
@@ -84,12 +83,9 @@ impl OrderOnPaymentCompleted {
     /// The reply as an outbox row, keyed and traced like the event it answers.
     pub fn into_outbox<P>(
         self,
-        parent: &Envelope<P>,
+        _parent: &Envelope<P>,
     ) -> Result<Option<OutboxRecord>, EncodeError> {
         match self {
-            OrderOnPaymentCompleted::OrderCompleted(p) => {
-                parent.reply(p).to_outbox().map(Some)
-            }
             OrderOnPaymentCompleted::NoReply => Ok(None),
         }
     }
@@ -133,6 +129,67 @@ impl OrderOnPaymentRefunded {
     }
 }
 
+/// What `order` may publish after `shipment.booked`: exactly the replies the spec lists, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderOnShipmentBooked {
+    OrderCompleted(super::events::OrderCompleted),
+    /// Handled; publish nothing (e.g. a duplicate or a late event).
+    NoReply,
+}
+
+impl OrderOnShipmentBooked {
+    /// The reply as an outbox row, keyed and traced like the event it answers.
+    pub fn into_outbox<P>(
+        self,
+        parent: &Envelope<P>,
+    ) -> Result<Option<OutboxRecord>, EncodeError> {
+        match self {
+            OrderOnShipmentBooked::OrderCompleted(p) => {
+                parent.reply(p).to_outbox().map(Some)
+            }
+            OrderOnShipmentBooked::NoReply => Ok(None),
+        }
+    }
+}
+
+/// What `order` may publish after `shipment.failed`: exactly the replies the spec lists, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderOnShipmentFailed {
+    /// Handled; publish nothing (e.g. a duplicate or a late event).
+    NoReply,
+}
+
+impl OrderOnShipmentFailed {
+    /// The reply as an outbox row, keyed and traced like the event it answers.
+    pub fn into_outbox<P>(
+        self,
+        _parent: &Envelope<P>,
+    ) -> Result<Option<OutboxRecord>, EncodeError> {
+        match self {
+            OrderOnShipmentFailed::NoReply => Ok(None),
+        }
+    }
+}
+
+/// What `order` may publish after `shipment.cancelled`: exactly the replies the spec lists, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrderOnShipmentCancelled {
+    /// Handled; publish nothing (e.g. a duplicate or a late event).
+    NoReply,
+}
+
+impl OrderOnShipmentCancelled {
+    /// The reply as an outbox row, keyed and traced like the event it answers.
+    pub fn into_outbox<P>(
+        self,
+        _parent: &Envelope<P>,
+    ) -> Result<Option<OutboxRecord>, EncodeError> {
+        match self {
+            OrderOnShipmentCancelled::NoReply => Ok(None),
+        }
+    }
+}
+
 /// Everything `order` reacts to. Each method's return type allows exactly the events the spec lets `order` publish in reply, so publishing an undeclared event does not compile.
 pub trait OrderHandler: Send + Sync {
     /// Per-delivery context, e.g. the database transaction the inbox row and the
@@ -162,7 +219,7 @@ pub trait OrderHandler: Send + Sync {
         event: Envelope<super::events::StockReleased>,
         step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnStockReleased, Self::Error>> + Send;
-    /// `order` received `payment.completed` (topic `payment-events`). `step` says what the status machine made of it. The spec allows these replies: `order.completed`.
+    /// `order` received `payment.completed` (topic `payment-events`). `step` says what the status machine made of it. The spec allows no reply.
     fn on_payment_completed(
         &self,
         ctx: &mut Self::Ctx,
@@ -183,6 +240,27 @@ pub trait OrderHandler: Send + Sync {
         event: Envelope<super::events::PaymentRefunded>,
         step: super::owner::OrderStep,
     ) -> impl Future<Output = Result<OrderOnPaymentRefunded, Self::Error>> + Send;
+    /// `order` received `shipment.booked` (topic `shipping-events`). `step` says what the status machine made of it. The spec allows these replies: `order.completed`.
+    fn on_shipment_booked(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Envelope<super::events::ShipmentBooked>,
+        step: super::owner::OrderStep,
+    ) -> impl Future<Output = Result<OrderOnShipmentBooked, Self::Error>> + Send;
+    /// `order` received `shipment.failed` (topic `shipping-events`). `step` says what the status machine made of it. The spec allows no reply.
+    fn on_shipment_failed(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Envelope<super::events::ShipmentFailed>,
+        step: super::owner::OrderStep,
+    ) -> impl Future<Output = Result<OrderOnShipmentFailed, Self::Error>> + Send;
+    /// `order` received `shipment.cancelled` (topic `shipping-events`). `step` says what the status machine made of it. The spec allows no reply.
+    fn on_shipment_cancelled(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Envelope<super::events::ShipmentCancelled>,
+        step: super::owner::OrderStep,
+    ) -> impl Future<Output = Result<OrderOnShipmentCancelled, Self::Error>> + Send;
     /// A saga stayed in `from` past its timeout; the status is moving to `to`. Return the
     /// event the spec says the timeout emits (with compensation following from it).
     fn on_timeout(
@@ -227,6 +305,9 @@ pub enum OrderInbound {
     PaymentCompleted(Envelope<super::events::PaymentCompleted>),
     PaymentFail(Envelope<super::events::PaymentFail>),
     PaymentRefunded(Envelope<super::events::PaymentRefunded>),
+    ShipmentBooked(Envelope<super::events::ShipmentBooked>),
+    ShipmentFailed(Envelope<super::events::ShipmentFailed>),
+    ShipmentCancelled(Envelope<super::events::ShipmentCancelled>),
 }
 
 impl OrderInbound {
@@ -264,6 +345,21 @@ impl OrderInbound {
                     _ => Ok(None),
                 }
             }
+            "shipping-events" => {
+                match super::topics::ShippingEvents::decode(bytes)? {
+                    super::topics::ShippingEvents::ShipmentBooked(e) => {
+                        Ok(Some(OrderInbound::ShipmentBooked(e)))
+                    }
+                    super::topics::ShippingEvents::ShipmentFailed(e) => {
+                        Ok(Some(OrderInbound::ShipmentFailed(e)))
+                    }
+                    super::topics::ShippingEvents::ShipmentCancelled(e) => {
+                        Ok(Some(OrderInbound::ShipmentCancelled(e)))
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => Ok(None),
+                }
+            }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
         }
     }
@@ -275,6 +371,9 @@ impl OrderInbound {
             OrderInbound::PaymentCompleted(_) => EventType::PaymentCompleted,
             OrderInbound::PaymentFail(_) => EventType::PaymentFail,
             OrderInbound::PaymentRefunded(_) => EventType::PaymentRefunded,
+            OrderInbound::ShipmentBooked(_) => EventType::ShipmentBooked,
+            OrderInbound::ShipmentFailed(_) => EventType::ShipmentFailed,
+            OrderInbound::ShipmentCancelled(_) => EventType::ShipmentCancelled,
         }
     }
     pub fn event_id(&self) -> ::uuid::Uuid {
@@ -285,6 +384,9 @@ impl OrderInbound {
             OrderInbound::PaymentCompleted(e) => e.event_id,
             OrderInbound::PaymentFail(e) => e.event_id,
             OrderInbound::PaymentRefunded(e) => e.event_id,
+            OrderInbound::ShipmentBooked(e) => e.event_id,
+            OrderInbound::ShipmentFailed(e) => e.event_id,
+            OrderInbound::ShipmentCancelled(e) => e.event_id,
         }
     }
     pub fn saga_key(&self) -> ::uuid::Uuid {
@@ -295,6 +397,9 @@ impl OrderInbound {
             OrderInbound::PaymentCompleted(e) => e.saga_key(),
             OrderInbound::PaymentFail(e) => e.saga_key(),
             OrderInbound::PaymentRefunded(e) => e.saga_key(),
+            OrderInbound::ShipmentBooked(e) => e.saga_key(),
+            OrderInbound::ShipmentFailed(e) => e.saga_key(),
+            OrderInbound::ShipmentCancelled(e) => e.saga_key(),
         }
     }
     pub fn trace(&self) -> &TraceContext {
@@ -305,6 +410,9 @@ impl OrderInbound {
             OrderInbound::PaymentCompleted(e) => &e.trace,
             OrderInbound::PaymentFail(e) => &e.trace,
             OrderInbound::PaymentRefunded(e) => &e.trace,
+            OrderInbound::ShipmentBooked(e) => &e.trace,
+            OrderInbound::ShipmentFailed(e) => &e.trace,
+            OrderInbound::ShipmentCancelled(e) => &e.trace,
         }
     }
     /// Runs the handler method for this event and returns its reply as an outbox row.
@@ -363,6 +471,30 @@ impl OrderInbound {
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
             }
+            OrderInbound::ShipmentBooked(e) => {
+                let parent = e.meta();
+                let reply = handler
+                    .on_shipment_booked(ctx, e, step)
+                    .await
+                    .map_err(HandleError::Handler)?;
+                reply.into_outbox(&parent).map_err(HandleError::Encode)
+            }
+            OrderInbound::ShipmentFailed(e) => {
+                let parent = e.meta();
+                let reply = handler
+                    .on_shipment_failed(ctx, e, step)
+                    .await
+                    .map_err(HandleError::Handler)?;
+                reply.into_outbox(&parent).map_err(HandleError::Encode)
+            }
+            OrderInbound::ShipmentCancelled(e) => {
+                let parent = e.meta();
+                let reply = handler
+                    .on_shipment_cancelled(ctx, e, step)
+                    .await
+                    .map_err(HandleError::Handler)?;
+                reply.into_outbox(&parent).map_err(HandleError::Encode)
+            }
         }
     }
     /// The event as it is parked until the status it needs is reached.
@@ -374,6 +506,9 @@ impl OrderInbound {
             OrderInbound::PaymentCompleted(e) => e.to_outbox()?,
             OrderInbound::PaymentFail(e) => e.to_outbox()?,
             OrderInbound::PaymentRefunded(e) => e.to_outbox()?,
+            OrderInbound::ShipmentBooked(e) => e.to_outbox()?,
+            OrderInbound::ShipmentFailed(e) => e.to_outbox()?,
+            OrderInbound::ShipmentCancelled(e) => e.to_outbox()?,
         };
         Ok(saga_contract::ParkedEvent {
             event_id: record.event_id,
@@ -470,6 +605,29 @@ impl ProductOnPaymentFail {
     }
 }
 
+/// What `product` may publish after `shipment.failed`: exactly the replies the spec lists, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProductOnShipmentFailed {
+    StockReleased(super::events::StockReleased),
+    /// Handled; publish nothing (e.g. a duplicate or a late event).
+    NoReply,
+}
+
+impl ProductOnShipmentFailed {
+    /// The reply as an outbox row, keyed and traced like the event it answers.
+    pub fn into_outbox<P>(
+        self,
+        parent: &Envelope<P>,
+    ) -> Result<Option<OutboxRecord>, EncodeError> {
+        match self {
+            ProductOnShipmentFailed::StockReleased(p) => {
+                parent.reply(p).to_outbox().map(Some)
+            }
+            ProductOnShipmentFailed::NoReply => Ok(None),
+        }
+    }
+}
+
 /// What `product` may publish after `order.cancelled`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProductOnOrderCancelled {
@@ -515,6 +673,14 @@ pub trait ProductHandler: Send + Sync {
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::PaymentFail>,
     ) -> impl Future<Output = Result<ProductOnPaymentFail, Self::Error>> + Send;
+    /// `product` received `shipment.failed` (topic `shipping-events`). The spec allows these replies: `stock.released`.
+    ///
+    /// Compensation: undo `stock.reduction.success`.
+    fn on_shipment_failed(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Envelope<super::events::ShipmentFailed>,
+    ) -> impl Future<Output = Result<ProductOnShipmentFailed, Self::Error>> + Send;
     /// `product` received `order.cancelled` (topic `order-events`). The spec allows these replies: `stock.released`.
     ///
     /// Compensation: undo `stock.reduction.success`.
@@ -530,6 +696,7 @@ pub trait ProductHandler: Send + Sync {
 pub enum ProductInbound {
     OrderCreated(Envelope<super::events::OrderCreated>),
     PaymentFail(Envelope<super::events::PaymentFail>),
+    ShipmentFailed(Envelope<super::events::ShipmentFailed>),
     OrderCancelled(Envelope<super::events::OrderCancelled>),
 }
 
@@ -559,6 +726,15 @@ impl ProductInbound {
                     _ => Ok(None),
                 }
             }
+            "shipping-events" => {
+                match super::topics::ShippingEvents::decode(bytes)? {
+                    super::topics::ShippingEvents::ShipmentFailed(e) => {
+                        Ok(Some(ProductInbound::ShipmentFailed(e)))
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => Ok(None),
+                }
+            }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
         }
     }
@@ -566,6 +742,7 @@ impl ProductInbound {
         match self {
             ProductInbound::OrderCreated(_) => EventType::OrderCreated,
             ProductInbound::PaymentFail(_) => EventType::PaymentFail,
+            ProductInbound::ShipmentFailed(_) => EventType::ShipmentFailed,
             ProductInbound::OrderCancelled(_) => EventType::OrderCancelled,
         }
     }
@@ -573,6 +750,7 @@ impl ProductInbound {
         match self {
             ProductInbound::OrderCreated(e) => e.event_id,
             ProductInbound::PaymentFail(e) => e.event_id,
+            ProductInbound::ShipmentFailed(e) => e.event_id,
             ProductInbound::OrderCancelled(e) => e.event_id,
         }
     }
@@ -580,6 +758,7 @@ impl ProductInbound {
         match self {
             ProductInbound::OrderCreated(e) => e.saga_key(),
             ProductInbound::PaymentFail(e) => e.saga_key(),
+            ProductInbound::ShipmentFailed(e) => e.saga_key(),
             ProductInbound::OrderCancelled(e) => e.saga_key(),
         }
     }
@@ -587,6 +766,7 @@ impl ProductInbound {
         match self {
             ProductInbound::OrderCreated(e) => &e.trace,
             ProductInbound::PaymentFail(e) => &e.trace,
+            ProductInbound::ShipmentFailed(e) => &e.trace,
             ProductInbound::OrderCancelled(e) => &e.trace,
         }
     }
@@ -609,6 +789,14 @@ impl ProductInbound {
                 let parent = e.meta();
                 let reply = handler
                     .on_payment_fail(ctx, e)
+                    .await
+                    .map_err(HandleError::Handler)?;
+                reply.into_outbox(&parent).map_err(HandleError::Encode)
+            }
+            ProductInbound::ShipmentFailed(e) => {
+                let parent = e.meta();
+                let reply = handler
+                    .on_shipment_failed(ctx, e)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -681,6 +869,29 @@ impl UserOnStockReductionSuccess {
     }
 }
 
+/// What `user` may publish after `shipment.failed`: exactly the replies the spec lists, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserOnShipmentFailed {
+    PaymentRefunded(super::events::PaymentRefunded),
+    /// Handled; publish nothing (e.g. a duplicate or a late event).
+    NoReply,
+}
+
+impl UserOnShipmentFailed {
+    /// The reply as an outbox row, keyed and traced like the event it answers.
+    pub fn into_outbox<P>(
+        self,
+        parent: &Envelope<P>,
+    ) -> Result<Option<OutboxRecord>, EncodeError> {
+        match self {
+            UserOnShipmentFailed::PaymentRefunded(p) => {
+                parent.reply(p).to_outbox().map(Some)
+            }
+            UserOnShipmentFailed::NoReply => Ok(None),
+        }
+    }
+}
+
 /// What `user` may publish after `order.cancelled`: exactly the replies the spec lists, or nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserOnOrderCancelled {
@@ -718,6 +929,14 @@ pub trait UserHandler: Send + Sync {
         ctx: &mut Self::Ctx,
         event: Envelope<super::events::StockReductionSuccess>,
     ) -> impl Future<Output = Result<UserOnStockReductionSuccess, Self::Error>> + Send;
+    /// `user` received `shipment.failed` (topic `shipping-events`). The spec allows these replies: `payment.refunded`.
+    ///
+    /// Compensation: undo `payment.completed`.
+    fn on_shipment_failed(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Envelope<super::events::ShipmentFailed>,
+    ) -> impl Future<Output = Result<UserOnShipmentFailed, Self::Error>> + Send;
     /// `user` received `order.cancelled` (topic `order-events`). The spec allows these replies: `payment.refunded`.
     ///
     /// Compensation: undo `payment.completed`.
@@ -732,6 +951,7 @@ pub trait UserHandler: Send + Sync {
 #[derive(Debug, Clone, PartialEq)]
 pub enum UserInbound {
     StockReductionSuccess(Envelope<super::events::StockReductionSuccess>),
+    ShipmentFailed(Envelope<super::events::ShipmentFailed>),
     OrderCancelled(Envelope<super::events::OrderCancelled>),
 }
 
@@ -758,30 +978,43 @@ impl UserInbound {
                     _ => Ok(None),
                 }
             }
+            "shipping-events" => {
+                match super::topics::ShippingEvents::decode(bytes)? {
+                    super::topics::ShippingEvents::ShipmentFailed(e) => {
+                        Ok(Some(UserInbound::ShipmentFailed(e)))
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => Ok(None),
+                }
+            }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
         }
     }
     pub fn event_type(&self) -> EventType {
         match self {
             UserInbound::StockReductionSuccess(_) => EventType::StockReductionSuccess,
+            UserInbound::ShipmentFailed(_) => EventType::ShipmentFailed,
             UserInbound::OrderCancelled(_) => EventType::OrderCancelled,
         }
     }
     pub fn event_id(&self) -> ::uuid::Uuid {
         match self {
             UserInbound::StockReductionSuccess(e) => e.event_id,
+            UserInbound::ShipmentFailed(e) => e.event_id,
             UserInbound::OrderCancelled(e) => e.event_id,
         }
     }
     pub fn saga_key(&self) -> ::uuid::Uuid {
         match self {
             UserInbound::StockReductionSuccess(e) => e.saga_key(),
+            UserInbound::ShipmentFailed(e) => e.saga_key(),
             UserInbound::OrderCancelled(e) => e.saga_key(),
         }
     }
     pub fn trace(&self) -> &TraceContext {
         match self {
             UserInbound::StockReductionSuccess(e) => &e.trace,
+            UserInbound::ShipmentFailed(e) => &e.trace,
             UserInbound::OrderCancelled(e) => &e.trace,
         }
     }
@@ -796,6 +1029,14 @@ impl UserInbound {
                 let parent = e.meta();
                 let reply = handler
                     .on_stock_reduction_success(ctx, e)
+                    .await
+                    .map_err(HandleError::Handler)?;
+                reply.into_outbox(&parent).map_err(HandleError::Encode)
+            }
+            UserInbound::ShipmentFailed(e) => {
+                let parent = e.meta();
+                let reply = handler
+                    .on_shipment_failed(ctx, e)
                     .await
                     .map_err(HandleError::Handler)?;
                 reply.into_outbox(&parent).map_err(HandleError::Encode)
@@ -828,6 +1069,195 @@ impl saga_contract::Inbound for UserInbound {
 
 /// How the runtime's transactional consumer runs a handler for these events.
 impl<H: UserHandler> saga_contract::Dispatch<H> for UserInbound {
+    type Ctx = H::Ctx;
+    type Error = HandleError<H::Error>;
+    fn dispatch<'a>(
+        self,
+        handler: &'a H,
+        ctx: &'a mut H::Ctx,
+    ) -> impl Future<
+        Output = Result<Option<OutboxRecord>, HandleError<H::Error>>,
+    > + Send + 'a {
+        self.handle(handler, ctx)
+    }
+}
+
+/// What `shipping` may publish after `payment.completed`: exactly the replies the spec lists, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShippingOnPaymentCompleted {
+    ShipmentBooked(super::events::ShipmentBooked),
+    ShipmentFailed(super::events::ShipmentFailed),
+    /// Handled; publish nothing (e.g. a duplicate or a late event).
+    NoReply,
+}
+
+impl ShippingOnPaymentCompleted {
+    /// The reply as an outbox row, keyed and traced like the event it answers.
+    pub fn into_outbox<P>(
+        self,
+        parent: &Envelope<P>,
+    ) -> Result<Option<OutboxRecord>, EncodeError> {
+        match self {
+            ShippingOnPaymentCompleted::ShipmentBooked(p) => {
+                parent.reply(p).to_outbox().map(Some)
+            }
+            ShippingOnPaymentCompleted::ShipmentFailed(p) => {
+                parent.reply(p).to_outbox().map(Some)
+            }
+            ShippingOnPaymentCompleted::NoReply => Ok(None),
+        }
+    }
+}
+
+/// What `shipping` may publish after `order.cancelled`: exactly the replies the spec lists, or nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShippingOnOrderCancelled {
+    ShipmentCancelled(super::events::ShipmentCancelled),
+    /// Handled; publish nothing (e.g. a duplicate or a late event).
+    NoReply,
+}
+
+impl ShippingOnOrderCancelled {
+    /// The reply as an outbox row, keyed and traced like the event it answers.
+    pub fn into_outbox<P>(
+        self,
+        parent: &Envelope<P>,
+    ) -> Result<Option<OutboxRecord>, EncodeError> {
+        match self {
+            ShippingOnOrderCancelled::ShipmentCancelled(p) => {
+                parent.reply(p).to_outbox().map(Some)
+            }
+            ShippingOnOrderCancelled::NoReply => Ok(None),
+        }
+    }
+}
+
+/// Everything `shipping` reacts to. Each method's return type allows exactly the events the spec lets `shipping` publish in reply, so publishing an undeclared event does not compile.
+pub trait ShippingHandler: Send + Sync {
+    /// Per-delivery context, e.g. the database transaction the inbox row and the
+    /// handler's writes share.
+    type Ctx: Send;
+    /// Says of each failure whether it is an outage, a state not there yet or a
+    /// permanent verdict on the event (see `saga_contract::FailureClass`).
+    type Error: std::error::Error + saga_contract::Classify + Send + Sync + 'static;
+    /// `shipping` received `payment.completed` (topic `payment-events`). `context` is the saga context the entry command set; `None` only for a saga begun before the spec declared it. The spec allows these replies: `shipment.booked`, `shipment.failed`.
+    fn on_payment_completed(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Envelope<super::events::PaymentCompleted>,
+        context: Option<super::types::SagaContext>,
+    ) -> impl Future<Output = Result<ShippingOnPaymentCompleted, Self::Error>> + Send;
+    /// `shipping` received `order.cancelled` (topic `order-events`). The spec allows these replies: `shipment.cancelled`.
+    ///
+    /// Compensation: undo `shipment.booked`.
+    fn on_order_cancelled(
+        &self,
+        ctx: &mut Self::Ctx,
+        event: Envelope<super::events::OrderCancelled>,
+    ) -> impl Future<Output = Result<ShippingOnOrderCancelled, Self::Error>> + Send;
+}
+
+/// An event `shipping` subscribes to, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShippingInbound {
+    PaymentCompleted(Envelope<super::events::PaymentCompleted>),
+    OrderCancelled(Envelope<super::events::OrderCancelled>),
+}
+
+impl ShippingInbound {
+    /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
+    /// does not subscribe to (acknowledge and skip it).
+    pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
+        match topic {
+            "order-events" => {
+                match super::topics::OrderEvents::decode(bytes)? {
+                    super::topics::OrderEvents::OrderCancelled(e) => {
+                        Ok(Some(ShippingInbound::OrderCancelled(e)))
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => Ok(None),
+                }
+            }
+            "payment-events" => {
+                match super::topics::PaymentEvents::decode(bytes)? {
+                    super::topics::PaymentEvents::PaymentCompleted(e) => {
+                        Ok(Some(ShippingInbound::PaymentCompleted(e)))
+                    }
+                    #[allow(unreachable_patterns)]
+                    _ => Ok(None),
+                }
+            }
+            other => Err(DecodeError::UnknownTopic(other.to_string())),
+        }
+    }
+    pub fn event_type(&self) -> EventType {
+        match self {
+            ShippingInbound::PaymentCompleted(_) => EventType::PaymentCompleted,
+            ShippingInbound::OrderCancelled(_) => EventType::OrderCancelled,
+        }
+    }
+    pub fn event_id(&self) -> ::uuid::Uuid {
+        match self {
+            ShippingInbound::PaymentCompleted(e) => e.event_id,
+            ShippingInbound::OrderCancelled(e) => e.event_id,
+        }
+    }
+    pub fn saga_key(&self) -> ::uuid::Uuid {
+        match self {
+            ShippingInbound::PaymentCompleted(e) => e.saga_key(),
+            ShippingInbound::OrderCancelled(e) => e.saga_key(),
+        }
+    }
+    pub fn trace(&self) -> &TraceContext {
+        match self {
+            ShippingInbound::PaymentCompleted(e) => &e.trace,
+            ShippingInbound::OrderCancelled(e) => &e.trace,
+        }
+    }
+    /// Runs the handler method for this event and returns its reply as an outbox row.
+    pub async fn handle<H: ShippingHandler>(
+        self,
+        handler: &H,
+        ctx: &mut H::Ctx,
+    ) -> Result<Option<OutboxRecord>, HandleError<H::Error>> {
+        match self {
+            ShippingInbound::PaymentCompleted(e) => {
+                let context = e.context.clone();
+                let parent = e.meta();
+                let reply = handler
+                    .on_payment_completed(ctx, e, context)
+                    .await
+                    .map_err(HandleError::Handler)?;
+                reply.into_outbox(&parent).map_err(HandleError::Encode)
+            }
+            ShippingInbound::OrderCancelled(e) => {
+                let parent = e.meta();
+                let reply = handler
+                    .on_order_cancelled(ctx, e)
+                    .await
+                    .map_err(HandleError::Handler)?;
+                reply.into_outbox(&parent).map_err(HandleError::Encode)
+            }
+        }
+    }
+}
+
+impl saga_contract::Inbound for ShippingInbound {
+    fn decode(topic: &str, payload: &[u8]) -> Result<Option<Self>, String> {
+        ShippingInbound::decode(topic, payload).map_err(|e| e.to_string())
+    }
+    fn meta(&self) -> saga_contract::EventMeta {
+        saga_contract::EventMeta {
+            event_id: self.event_id(),
+            event_type: self.event_type().as_str(),
+            saga_key: self.saga_key(),
+            traceparent: self.trace().traceparent.clone(),
+        }
+    }
+}
+
+/// How the runtime's transactional consumer runs a handler for these events.
+impl<H: ShippingHandler> saga_contract::Dispatch<H> for ShippingInbound {
     type Ctx = H::Ctx;
     type Error = HandleError<H::Error>;
     fn dispatch<'a>(

@@ -66,6 +66,20 @@ impl Sample for super::types::CancelReason {
     }
 }
 
+impl Sample for super::types::ShippingFailure {
+    fn sample() -> Self {
+        super::types::ShippingFailure::ParcelTooLarge
+    }
+}
+
+impl Sample for super::types::SagaContext {
+    fn sample() -> Self {
+        super::types::SagaContext {
+            items: vec![Sample::sample()],
+        }
+    }
+}
+
 impl Sample for super::events::OrderCreated {
     fn sample() -> Self {
         super::events::OrderCreated {
@@ -125,6 +139,29 @@ impl Sample for super::events::PaymentRefunded {
         super::events::PaymentRefunded {
             user_id: ::uuid::Uuid::now_v7(),
             amount: super::envelope::Money(1),
+        }
+    }
+}
+
+impl Sample for super::events::ShipmentBooked {
+    fn sample() -> Self {
+        super::events::ShipmentBooked {
+            tracking: String::from("sample"),
+        }
+    }
+}
+
+impl Sample for super::events::ShipmentFailed {
+    fn sample() -> Self {
+        super::events::ShipmentFailed {
+            reason: Sample::sample(),
+        }
+    }
+}
+
+impl Sample for super::events::ShipmentCancelled {
+    fn sample() -> Self {
+        super::events::ShipmentCancelled {
         }
     }
 }
@@ -199,6 +236,24 @@ impl From<Envelope<super::events::PaymentRefunded>> for super::handlers::OrderIn
     }
 }
 
+impl From<Envelope<super::events::ShipmentBooked>> for super::handlers::OrderInbound {
+    fn from(event: Envelope<super::events::ShipmentBooked>) -> Self {
+        super::handlers::OrderInbound::ShipmentBooked(event)
+    }
+}
+
+impl From<Envelope<super::events::ShipmentFailed>> for super::handlers::OrderInbound {
+    fn from(event: Envelope<super::events::ShipmentFailed>) -> Self {
+        super::handlers::OrderInbound::ShipmentFailed(event)
+    }
+}
+
+impl From<Envelope<super::events::ShipmentCancelled>> for super::handlers::OrderInbound {
+    fn from(event: Envelope<super::events::ShipmentCancelled>) -> Self {
+        super::handlers::OrderInbound::ShipmentCancelled(event)
+    }
+}
+
 impl super::handlers::OrderInbound {
     /// Event `event` of saga `key` with a sample payload; `None` for an event this
     /// service does not subscribe to.
@@ -210,6 +265,7 @@ impl super::handlers::OrderInbound {
                             key,
                             <super::events::StockReductionSuccess as Sample>::sample(),
                         )
+                        .with_context(Sample::sample())
                         .into(),
                 )
             }
@@ -219,6 +275,7 @@ impl super::handlers::OrderInbound {
                             key,
                             <super::events::StockReductionFail as Sample>::sample(),
                         )
+                        .with_context(Sample::sample())
                         .into(),
                 )
             }
@@ -237,12 +294,14 @@ impl super::handlers::OrderInbound {
                             key,
                             <super::events::PaymentCompleted as Sample>::sample(),
                         )
+                        .with_context(Sample::sample())
                         .into(),
                 )
             }
             EventType::PaymentFail => {
                 Some(
                     Envelope::new(key, <super::events::PaymentFail as Sample>::sample())
+                        .with_context(Sample::sample())
                         .into(),
                 )
             }
@@ -251,6 +310,35 @@ impl super::handlers::OrderInbound {
                     Envelope::new(
                             key,
                             <super::events::PaymentRefunded as Sample>::sample(),
+                        )
+                        .into(),
+                )
+            }
+            EventType::ShipmentBooked => {
+                Some(
+                    Envelope::new(
+                            key,
+                            <super::events::ShipmentBooked as Sample>::sample(),
+                        )
+                        .with_context(Sample::sample())
+                        .into(),
+                )
+            }
+            EventType::ShipmentFailed => {
+                Some(
+                    Envelope::new(
+                            key,
+                            <super::events::ShipmentFailed as Sample>::sample(),
+                        )
+                        .with_context(Sample::sample())
+                        .into(),
+                )
+            }
+            EventType::ShipmentCancelled => {
+                Some(
+                    Envelope::new(
+                            key,
+                            <super::events::ShipmentCancelled as Sample>::sample(),
                         )
                         .into(),
                 )
@@ -276,13 +364,30 @@ pub enum OrderPathStep {
 /// Every path from the initial status to a terminal one, over transitions and
 /// timeouts, visiting no status twice: walk them all, and a new transition is tested
 /// without anyone writing a test.
-pub const PATHS: [&[OrderPathStep]; 5] = [
+pub const PATHS: [&[OrderPathStep]; 7] = [
     &[
         OrderPathStep::Event(
             EventType::StockReductionSuccess,
             OrderStatus::InventoryReserved,
         ),
-        OrderPathStep::Event(EventType::PaymentCompleted, OrderStatus::Completed),
+        OrderPathStep::Event(EventType::PaymentCompleted, OrderStatus::Paid),
+        OrderPathStep::Event(EventType::ShipmentBooked, OrderStatus::Completed),
+    ],
+    &[
+        OrderPathStep::Event(
+            EventType::StockReductionSuccess,
+            OrderStatus::InventoryReserved,
+        ),
+        OrderPathStep::Event(EventType::PaymentCompleted, OrderStatus::Paid),
+        OrderPathStep::Event(EventType::ShipmentFailed, OrderStatus::ShippingFailed),
+    ],
+    &[
+        OrderPathStep::Event(
+            EventType::StockReductionSuccess,
+            OrderStatus::InventoryReserved,
+        ),
+        OrderPathStep::Event(EventType::PaymentCompleted, OrderStatus::Paid),
+        OrderPathStep::Timeout(OrderStatus::Cancelled),
     ],
     &[
         OrderPathStep::Event(
@@ -556,6 +661,12 @@ impl From<Envelope<super::events::PaymentFail>> for super::handlers::ProductInbo
     }
 }
 
+impl From<Envelope<super::events::ShipmentFailed>> for super::handlers::ProductInbound {
+    fn from(event: Envelope<super::events::ShipmentFailed>) -> Self {
+        super::handlers::ProductInbound::ShipmentFailed(event)
+    }
+}
+
 impl From<Envelope<super::events::OrderCancelled>> for super::handlers::ProductInbound {
     fn from(event: Envelope<super::events::OrderCancelled>) -> Self {
         super::handlers::ProductInbound::OrderCancelled(event)
@@ -570,12 +681,24 @@ impl super::handlers::ProductInbound {
             EventType::OrderCreated => {
                 Some(
                     Envelope::new(key, <super::events::OrderCreated as Sample>::sample())
+                        .with_context(Sample::sample())
                         .into(),
                 )
             }
             EventType::PaymentFail => {
                 Some(
                     Envelope::new(key, <super::events::PaymentFail as Sample>::sample())
+                        .with_context(Sample::sample())
+                        .into(),
+                )
+            }
+            EventType::ShipmentFailed => {
+                Some(
+                    Envelope::new(
+                            key,
+                            <super::events::ShipmentFailed as Sample>::sample(),
+                        )
+                        .with_context(Sample::sample())
                         .into(),
                 )
             }
@@ -607,6 +730,12 @@ for super::handlers::UserInbound {
     }
 }
 
+impl From<Envelope<super::events::ShipmentFailed>> for super::handlers::UserInbound {
+    fn from(event: Envelope<super::events::ShipmentFailed>) -> Self {
+        super::handlers::UserInbound::ShipmentFailed(event)
+    }
+}
+
 impl From<Envelope<super::events::OrderCancelled>> for super::handlers::UserInbound {
     fn from(event: Envelope<super::events::OrderCancelled>) -> Self {
         super::handlers::UserInbound::OrderCancelled(event)
@@ -624,6 +753,17 @@ impl super::handlers::UserInbound {
                             key,
                             <super::events::StockReductionSuccess as Sample>::sample(),
                         )
+                        .with_context(Sample::sample())
+                        .into(),
+                )
+            }
+            EventType::ShipmentFailed => {
+                Some(
+                    Envelope::new(
+                            key,
+                            <super::events::ShipmentFailed as Sample>::sample(),
+                        )
+                        .with_context(Sample::sample())
                         .into(),
                 )
             }
@@ -647,3 +787,52 @@ impl super::handlers::UserInbound {
 
 /// The `user` service's handlers in a scenario.
 pub type UserScenario<H> = Participant<H, super::handlers::UserInbound>;
+
+impl From<Envelope<super::events::PaymentCompleted>>
+for super::handlers::ShippingInbound {
+    fn from(event: Envelope<super::events::PaymentCompleted>) -> Self {
+        super::handlers::ShippingInbound::PaymentCompleted(event)
+    }
+}
+
+impl From<Envelope<super::events::OrderCancelled>> for super::handlers::ShippingInbound {
+    fn from(event: Envelope<super::events::OrderCancelled>) -> Self {
+        super::handlers::ShippingInbound::OrderCancelled(event)
+    }
+}
+
+impl super::handlers::ShippingInbound {
+    /// Event `event` of saga `key` with a sample payload; `None` for an event this
+    /// service does not subscribe to.
+    pub fn sample(event: EventType, key: ::uuid::Uuid) -> Option<Self> {
+        match event {
+            EventType::PaymentCompleted => {
+                Some(
+                    Envelope::new(
+                            key,
+                            <super::events::PaymentCompleted as Sample>::sample(),
+                        )
+                        .with_context(Sample::sample())
+                        .into(),
+                )
+            }
+            EventType::OrderCancelled => {
+                Some(
+                    Envelope::new(
+                            key,
+                            <super::events::OrderCancelled as Sample>::sample(),
+                        )
+                        .into(),
+                )
+            }
+            #[allow(
+                unreachable_patterns,
+                reason = "a service may subscribe to every event"
+            )]
+            _ => None,
+        }
+    }
+}
+
+/// The `shipping` service's handlers in a scenario.
+pub type ShippingScenario<H> = Participant<H, super::handlers::ShippingInbound>;

@@ -11,9 +11,11 @@ use super::events::EventType;
 pub enum OrderStatus {
     Created,
     InventoryReserved,
+    Paid,
     Completed,
     InventoryReservedFailed,
     PaymentFailed,
+    ShippingFailed,
     Cancelled,
 }
 
@@ -55,15 +57,18 @@ impl OrderStatus {
     pub const ALL: &'static [OrderStatus] = &[
         OrderStatus::Created,
         OrderStatus::InventoryReserved,
+        OrderStatus::Paid,
         OrderStatus::Completed,
         OrderStatus::InventoryReservedFailed,
         OrderStatus::PaymentFailed,
+        OrderStatus::ShippingFailed,
         OrderStatus::Cancelled,
     ];
     /// The states that time out: where the sweeper looks for overdue sagas.
     pub const WITH_TIMEOUT: &'static [OrderStatus] = &[
         OrderStatus::Created,
         OrderStatus::InventoryReserved,
+        OrderStatus::Paid,
     ];
     /// The machine drawn as an SVG (`status.svg`, written beside this file): each state
     /// a `data-state` box, each transition and timeout a `data-from`/`data-to`/`data-on` arrow.
@@ -73,16 +78,19 @@ impl OrderStatus {
         match self {
             OrderStatus::Created => "created",
             OrderStatus::InventoryReserved => "inventory_reserved",
+            OrderStatus::Paid => "paid",
             OrderStatus::Completed => "completed",
             OrderStatus::InventoryReservedFailed => "inventory_reserved_failed",
             OrderStatus::PaymentFailed => "payment_failed",
+            OrderStatus::ShippingFailed => "shipping_failed",
             OrderStatus::Cancelled => "cancelled",
         }
     }
     pub fn is_terminal(self) -> bool {
         matches!(
             self, OrderStatus::Completed | OrderStatus::InventoryReservedFailed |
-            OrderStatus::PaymentFailed | OrderStatus::Cancelled
+            OrderStatus::PaymentFailed | OrderStatus::ShippingFailed |
+            OrderStatus::Cancelled
         )
     }
     /// The state an event moves this one to.
@@ -96,10 +104,14 @@ impl OrderStatus {
                 Ok(OrderStatus::InventoryReservedFailed)
             }
             (OrderStatus::InventoryReserved, EventType::PaymentCompleted) => {
-                Ok(OrderStatus::Completed)
+                Ok(OrderStatus::Paid)
             }
             (OrderStatus::InventoryReserved, EventType::PaymentFail) => {
                 Ok(OrderStatus::PaymentFailed)
+            }
+            (OrderStatus::Paid, EventType::ShipmentBooked) => Ok(OrderStatus::Completed),
+            (OrderStatus::Paid, EventType::ShipmentFailed) => {
+                Ok(OrderStatus::ShippingFailed)
             }
             (from, event) => Err(IllegalTransition { from, event }),
         }
@@ -109,13 +121,17 @@ impl OrderStatus {
     pub fn is_trigger(event: EventType) -> bool {
         matches!(
             event, EventType::PaymentCompleted | EventType::PaymentFail |
+            EventType::ShipmentBooked | EventType::ShipmentFailed |
             EventType::StockReductionFail | EventType::StockReductionSuccess
         )
     }
     /// Whether `event` may come before the status that accepts it (`status.parks`):
     /// until one does, it waits, parked.
     pub fn parks(event: EventType) -> bool {
-        matches!(event, EventType::PaymentCompleted | EventType::PaymentFail)
+        matches!(
+            event, EventType::PaymentCompleted | EventType::PaymentFail |
+            EventType::ShipmentBooked | EventType::ShipmentFailed
+        )
     }
     /// The timeout of this state; `None` exactly for terminal states.
     pub fn timeout(self) -> Option<StatusTimeout> {
@@ -128,6 +144,13 @@ impl OrderStatus {
                 })
             }
             OrderStatus::InventoryReserved => {
+                Some(StatusTimeout {
+                    after: Duration::from_millis(60000),
+                    to: OrderStatus::Cancelled,
+                    emits: Some(EventType::OrderCancelled),
+                })
+            }
+            OrderStatus::Paid => {
                 Some(StatusTimeout {
                     after: Duration::from_millis(60000),
                     to: OrderStatus::Cancelled,
@@ -151,9 +174,11 @@ impl std::str::FromStr for OrderStatus {
         match s {
             "created" => Ok(OrderStatus::Created),
             "inventory_reserved" => Ok(OrderStatus::InventoryReserved),
+            "paid" => Ok(OrderStatus::Paid),
             "completed" => Ok(OrderStatus::Completed),
             "inventory_reserved_failed" => Ok(OrderStatus::InventoryReservedFailed),
             "payment_failed" => Ok(OrderStatus::PaymentFailed),
+            "shipping_failed" => Ok(OrderStatus::ShippingFailed),
             "cancelled" => Ok(OrderStatus::Cancelled),
             other => Err(UnknownStatus(other.to_string())),
         }

@@ -203,12 +203,78 @@ impl PaymentEvents {
     }
 }
 
+/// A message on topic `shipping-events`. Shipment bookings, published by the shipping service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShippingEvents {
+    ShipmentBooked(Envelope<super::events::ShipmentBooked>),
+    ShipmentFailed(Envelope<super::events::ShipmentFailed>),
+    ShipmentCancelled(Envelope<super::events::ShipmentCancelled>),
+}
+
+impl ShippingEvents {
+    pub const TOPIC: &'static str = "shipping-events";
+    /// Decodes a message, choosing the event by the schema fingerprint on the wire: the
+    /// fingerprint of any published version of the event's schema.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let fingerprint = fingerprint_of(bytes)?;
+        if <super::events::ShipmentBooked as Event>::schemas().knows(&fingerprint) {
+            return Envelope::decode(bytes).map(ShippingEvents::ShipmentBooked);
+        }
+        if <super::events::ShipmentFailed as Event>::schemas().knows(&fingerprint) {
+            return Envelope::decode(bytes).map(ShippingEvents::ShipmentFailed);
+        }
+        if <super::events::ShipmentCancelled as Event>::schemas().knows(&fingerprint) {
+            return Envelope::decode(bytes).map(ShippingEvents::ShipmentCancelled);
+        }
+        Err(DecodeError::UnknownFingerprint {
+            topic: "shipping-events".to_string(),
+            fingerprint,
+        })
+    }
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        match self {
+            ShippingEvents::ShipmentBooked(e) => e.encode(),
+            ShippingEvents::ShipmentFailed(e) => e.encode(),
+            ShippingEvents::ShipmentCancelled(e) => e.encode(),
+        }
+    }
+    pub fn to_outbox(&self) -> Result<OutboxRecord, EncodeError> {
+        match self {
+            ShippingEvents::ShipmentBooked(e) => e.to_outbox(),
+            ShippingEvents::ShipmentFailed(e) => e.to_outbox(),
+            ShippingEvents::ShipmentCancelled(e) => e.to_outbox(),
+        }
+    }
+    pub fn event_type(&self) -> EventType {
+        match self {
+            ShippingEvents::ShipmentBooked(_) => EventType::ShipmentBooked,
+            ShippingEvents::ShipmentFailed(_) => EventType::ShipmentFailed,
+            ShippingEvents::ShipmentCancelled(_) => EventType::ShipmentCancelled,
+        }
+    }
+    pub fn event_id(&self) -> ::uuid::Uuid {
+        match self {
+            ShippingEvents::ShipmentBooked(e) => e.event_id,
+            ShippingEvents::ShipmentFailed(e) => e.event_id,
+            ShippingEvents::ShipmentCancelled(e) => e.event_id,
+        }
+    }
+    pub fn saga_key(&self) -> ::uuid::Uuid {
+        match self {
+            ShippingEvents::ShipmentBooked(e) => e.saga_key(),
+            ShippingEvents::ShipmentFailed(e) => e.saga_key(),
+            ShippingEvents::ShipmentCancelled(e) => e.saga_key(),
+        }
+    }
+}
+
 /// A message on any topic of the saga.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TopicMessage {
     OrderEvents(OrderEvents),
     InventoryEvents(InventoryEvents),
     PaymentEvents(PaymentEvents),
+    ShippingEvents(ShippingEvents),
 }
 
 impl TopicMessage {
@@ -221,6 +287,9 @@ impl TopicMessage {
             }
             "payment-events" => {
                 PaymentEvents::decode(bytes).map(TopicMessage::PaymentEvents)
+            }
+            "shipping-events" => {
+                ShippingEvents::decode(bytes).map(TopicMessage::ShippingEvents)
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
         }

@@ -17,7 +17,7 @@ pub const SAGA_KEY: &str = "order_id";
 pub const DLQ_SUFFIX: &str = ".dlq";
 
 /// The services of the saga.
-pub const SERVICES: &[&str] = &["order", "product", "user"];
+pub const SERVICES: &[&str] = &["order", "product", "user", "shipping"];
 
 /// The rows of the tables below: the same for every saga.
 pub use saga_contract::topology::{
@@ -41,6 +41,11 @@ pub const TOPICS: &[Topic] = &[
         partitions: 6i32,
         dlq: "payment-events.dlq",
     },
+    Topic {
+        name: "shipping-events",
+        partitions: 6i32,
+        dlq: "shipping-events.dlq",
+    },
 ];
 
 /// A consumer group and its retry policy: shared with the runtime, which configures its
@@ -51,7 +56,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
     ConsumerGroup {
         service: "order",
         group_id: "order_fulfillment.order",
-        topics: &["inventory-events", "payment-events"],
+        topics: &["inventory-events", "payment-events", "shipping-events"],
         retry: RetryPolicy {
             max_attempts: 5u32,
             initial_backoff: Duration::from_millis(100u64),
@@ -62,7 +67,7 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
     ConsumerGroup {
         service: "product",
         group_id: "order_fulfillment.product",
-        topics: &["order-events", "payment-events"],
+        topics: &["order-events", "payment-events", "shipping-events"],
         retry: RetryPolicy {
             max_attempts: 5u32,
             initial_backoff: Duration::from_millis(100u64),
@@ -73,11 +78,22 @@ pub const CONSUMER_GROUPS: &[ConsumerGroup] = &[
     ConsumerGroup {
         service: "user",
         group_id: "order_fulfillment.user",
-        topics: &["order-events", "inventory-events"],
+        topics: &["order-events", "inventory-events", "shipping-events"],
         retry: RetryPolicy {
             max_attempts: 3u32,
             initial_backoff: Duration::from_millis(200u64),
             max_backoff: Duration::from_millis(5000u64),
+        },
+        max_batch: 1,
+    },
+    ConsumerGroup {
+        service: "shipping",
+        group_id: "order_fulfillment.shipping",
+        topics: &["order-events", "payment-events"],
+        retry: RetryPolicy {
+            max_attempts: 5u32,
+            initial_backoff: Duration::from_millis(100u64),
+            max_backoff: Duration::from_millis(10000u64),
         },
         max_batch: 1,
     },
@@ -105,6 +121,10 @@ pub const ORDER_SERVICE: ServiceIdentity<super::handlers::OrderInbound> = Servic
             name: "payment-events",
             partitions: 6i32,
         },
+        TopicShape {
+            name: "shipping-events",
+            partitions: 6i32,
+        },
     ],
     dlq_suffix: DLQ_SUFFIX,
     inbound: PhantomData,
@@ -128,6 +148,10 @@ pub const PRODUCT_SERVICE: ServiceIdentity<super::handlers::ProductInbound> = Se
             name: "payment-events",
             partitions: 6i32,
         },
+        TopicShape {
+            name: "shipping-events",
+            partitions: 6i32,
+        },
     ],
     dlq_suffix: DLQ_SUFFIX,
     inbound: PhantomData,
@@ -149,6 +173,33 @@ pub const USER_SERVICE: ServiceIdentity<super::handlers::UserInbound> = ServiceI
         },
         TopicShape {
             name: "payment-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "shipping-events",
+            partitions: 6i32,
+        },
+    ],
+    dlq_suffix: DLQ_SUFFIX,
+    inbound: PhantomData,
+};
+
+/// The `shipping` service, as the runtime starts it.
+pub const SHIPPING_SERVICE: ServiceIdentity<super::handlers::ShippingInbound> = ServiceIdentity {
+    name: "shipping",
+    ordinal: 3,
+    consumer_group: &CONSUMER_GROUPS[3],
+    topics: &[
+        TopicShape {
+            name: "order-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "payment-events",
+            partitions: 6i32,
+        },
+        TopicShape {
+            name: "shipping-events",
             partitions: 6i32,
         },
     ],
@@ -189,10 +240,16 @@ pub const SUBSCRIPTIONS: &[Subscription] = &[
         replies: &[],
     },
     Subscription {
+        service: "shipping",
+        event_type: "payment.completed",
+        topic: "payment-events",
+        replies: &["shipment.booked", "shipment.failed"],
+    },
+    Subscription {
         service: "order",
         event_type: "payment.completed",
         topic: "payment-events",
-        replies: &["order.completed"],
+        replies: &[],
     },
     Subscription {
         service: "product",
@@ -210,6 +267,36 @@ pub const SUBSCRIPTIONS: &[Subscription] = &[
         service: "order",
         event_type: "payment.refunded",
         topic: "payment-events",
+        replies: &[],
+    },
+    Subscription {
+        service: "order",
+        event_type: "shipment.booked",
+        topic: "shipping-events",
+        replies: &["order.completed"],
+    },
+    Subscription {
+        service: "product",
+        event_type: "shipment.failed",
+        topic: "shipping-events",
+        replies: &["stock.released"],
+    },
+    Subscription {
+        service: "user",
+        event_type: "shipment.failed",
+        topic: "shipping-events",
+        replies: &["payment.refunded"],
+    },
+    Subscription {
+        service: "order",
+        event_type: "shipment.failed",
+        topic: "shipping-events",
+        replies: &[],
+    },
+    Subscription {
+        service: "order",
+        event_type: "shipment.cancelled",
+        topic: "shipping-events",
         replies: &[],
     },
     Subscription {
@@ -224,6 +311,12 @@ pub const SUBSCRIPTIONS: &[Subscription] = &[
         topic: "order-events",
         replies: &["payment.refunded"],
     },
+    Subscription {
+        service: "shipping",
+        event_type: "order.cancelled",
+        topic: "order-events",
+        replies: &["shipment.cancelled"],
+    },
 ];
 
 /// Every event: where it goes, who publishes it, its schema fingerprint.
@@ -233,63 +326,84 @@ pub const EVENTS: &[EventInfo] = &[
         topic: "order-events",
         publisher: "order",
         external: false,
-        fingerprint: [116, 57, 87, 131, 9, 164, 154, 201],
+        fingerprint: [234, 41, 30, 95, 254, 113, 74, 190],
     },
     EventInfo {
         event_type: "stock.reduction.success",
         topic: "inventory-events",
         publisher: "product",
         external: false,
-        fingerprint: [107, 214, 141, 184, 208, 247, 133, 60],
+        fingerprint: [131, 163, 73, 18, 38, 183, 4, 226],
     },
     EventInfo {
         event_type: "stock.reduction.fail",
         topic: "inventory-events",
         publisher: "product",
         external: false,
-        fingerprint: [76, 137, 252, 219, 29, 4, 62, 175],
+        fingerprint: [42, 79, 79, 250, 48, 103, 61, 71],
     },
     EventInfo {
         event_type: "stock.released",
         topic: "inventory-events",
         publisher: "product",
         external: false,
-        fingerprint: [171, 79, 62, 235, 82, 25, 173, 18],
+        fingerprint: [121, 224, 233, 231, 78, 61, 144, 137],
     },
     EventInfo {
         event_type: "payment.completed",
         topic: "payment-events",
         publisher: "user",
         external: false,
-        fingerprint: [21, 74, 23, 252, 23, 158, 4, 7],
+        fingerprint: [109, 117, 50, 206, 181, 243, 158, 208],
     },
     EventInfo {
         event_type: "payment.fail",
         topic: "payment-events",
         publisher: "user",
         external: false,
-        fingerprint: [48, 231, 167, 84, 5, 227, 120, 185],
+        fingerprint: [113, 177, 87, 254, 21, 37, 37, 217],
     },
     EventInfo {
         event_type: "payment.refunded",
         topic: "payment-events",
         publisher: "user",
         external: false,
-        fingerprint: [129, 135, 10, 87, 199, 176, 177, 150],
+        fingerprint: [160, 227, 177, 233, 172, 87, 187, 193],
+    },
+    EventInfo {
+        event_type: "shipment.booked",
+        topic: "shipping-events",
+        publisher: "shipping",
+        external: false,
+        fingerprint: [213, 141, 161, 77, 177, 109, 249, 167],
+    },
+    EventInfo {
+        event_type: "shipment.failed",
+        topic: "shipping-events",
+        publisher: "shipping",
+        external: false,
+        fingerprint: [153, 218, 19, 82, 228, 126, 100, 249],
+    },
+    EventInfo {
+        event_type: "shipment.cancelled",
+        topic: "shipping-events",
+        publisher: "shipping",
+        external: false,
+        fingerprint: [110, 73, 17, 247, 220, 54, 223, 245],
     },
     EventInfo {
         event_type: "order.completed",
         topic: "order-events",
         publisher: "order",
         external: true,
-        fingerprint: [114, 111, 205, 237, 4, 233, 105, 15],
+        fingerprint: [144, 246, 16, 81, 40, 131, 83, 54],
     },
     EventInfo {
         event_type: "order.cancelled",
         topic: "order-events",
         publisher: "order",
         external: false,
-        fingerprint: [198, 150, 172, 122, 119, 2, 212, 201],
+        fingerprint: [78, 77, 217, 220, 102, 180, 27, 129],
     },
 ];
 
@@ -311,6 +425,24 @@ pub const COMPENSATIONS: &[Compensation] = &[
         on: "order.cancelled",
         service: "user",
         undoes: "payment.completed",
+        tombstone: true,
+    },
+    Compensation {
+        on: "shipment.failed",
+        service: "product",
+        undoes: "stock.reduction.success",
+        tombstone: false,
+    },
+    Compensation {
+        on: "shipment.failed",
+        service: "user",
+        undoes: "payment.completed",
+        tombstone: false,
+    },
+    Compensation {
+        on: "order.cancelled",
+        service: "shipping",
+        undoes: "shipment.booked",
         tombstone: true,
     },
 ];
@@ -354,6 +486,20 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "order",
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.order",
@@ -392,6 +538,20 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
         resource: "topic",
         pattern: "literal",
         name: "payment-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events.dlq",
         operations: &["Write"],
     },
     KafkaGrant {
@@ -445,6 +605,20 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "user",
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.user",
@@ -452,6 +626,62 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "user",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.order",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "topic",
+        pattern: "literal",
+        name: "order-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "topic",
+        pattern: "literal",
+        name: "payment-events.dlq",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events",
+        operations: &["Write"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "topic",
+        pattern: "literal",
+        name: "inventory-events",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.shipping",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "shipping",
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.order",
@@ -501,6 +731,20 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events",
+        operations: &["Read", "Write"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping-events.dlq",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "console",
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.order",
@@ -518,6 +762,13 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.user",
+        operations: &["Describe"],
+    },
+    KafkaGrant {
+        principal: "console",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.shipping",
         operations: &["Describe"],
     },
     KafkaGrant {

@@ -220,3 +220,81 @@ impl wire::AvroValue for CancelReason {
         }
     }
 }
+
+/// Why no shipment was booked. `parcel_too_large`: the order holds more units than one parcel takes (see docs/saga.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShippingFailure {
+    ParcelTooLarge,
+}
+
+impl ShippingFailure {
+    pub const ALL: &'static [ShippingFailure] = &[ShippingFailure::ParcelTooLarge];
+    /// The spec's (and Avro's) symbol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShippingFailure::ParcelTooLarge => "parcel_too_large",
+        }
+    }
+    pub fn from_symbol(symbol: &str) -> Option<Self> {
+        match symbol {
+            "parcel_too_large" => Some(ShippingFailure::ParcelTooLarge),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ShippingFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl wire::AvroValue for ShippingFailure {
+    fn to_avro(&self) -> Value {
+        let index = match self {
+            ShippingFailure::ParcelTooLarge => 0,
+        };
+        Value::Enum(index, self.as_str().to_string())
+    }
+    fn from_avro(value: Value, at: &'static str) -> Result<Self, wire::DecodeError> {
+        match value {
+            Value::Enum(_, symbol) | Value::String(symbol) => {
+                Self::from_symbol(&symbol)
+                    .ok_or(wire::DecodeError::UnknownSymbol {
+                        enum_name: "ShippingFailure",
+                        symbol,
+                    })
+            }
+            other => {
+                Err(wire::DecodeError::Mismatch {
+                    at,
+                    expected: "enum",
+                    found: format!("{other:?}"),
+                })
+            }
+        }
+    }
+}
+
+/// What the buyer ordered, for the steps after the first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaContext {
+    pub items: Vec<super::types::OrderItem>,
+}
+
+impl wire::AvroValue for SagaContext {
+    fn to_avro(&self) -> Value {
+        Value::Record(
+            Vec::from([("items".to_string(), wire::AvroValue::to_avro(&self.items))]),
+        )
+    }
+    fn from_avro(value: Value, _at: &'static str) -> Result<Self, wire::DecodeError> {
+        let mut f = wire::record_fields(value, "SagaContext")?;
+        Ok(SagaContext {
+            items: wire::AvroValue::from_avro(
+                wire::take_field(&mut f, "SagaContext", "items")?,
+                "items",
+            )?,
+        })
+    }
+}

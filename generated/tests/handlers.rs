@@ -10,11 +10,12 @@ use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, OutboxRecord, P
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
 use saga_generated::handlers::{
     HandleError, OrderHandler, OrderInbound, ProductHandler, ProductInbound, ProductOnOrderCancelled,
-    ProductOnOrderCreated, ProductOnPaymentFail,
+    ProductOnOrderCreated, ProductOnPaymentFail, ProductOnShipmentFailed, ShippingHandler, ShippingInbound,
+    ShippingOnOrderCancelled, ShippingOnPaymentCompleted,
 };
 use saga_generated::owner::{OrderOverdue, OrderStep, OrderTransition};
-use saga_generated::topics::{InventoryEvents, OrderEvents, TopicMessage};
-use saga_generated::types::{OrderItem, StockFailure};
+use saga_generated::topics::{InventoryEvents, OrderEvents, ShippingEvents, TopicMessage};
+use saga_generated::types::{OrderItem, SagaContext, ShippingFailure, StockFailure};
 use saga_generated::*;
 use uuid::Uuid;
 
@@ -88,6 +89,52 @@ impl ProductHandler for Product {
         _event: Envelope<OrderCancelled>,
     ) -> Result<ProductOnOrderCancelled, Transient> {
         Ok(ProductOnOrderCancelled::NoReply)
+    }
+
+    async fn on_shipment_failed(
+        &self,
+        _ctx: &mut Tx,
+        _event: Envelope<ShipmentFailed>,
+    ) -> Result<ProductOnShipmentFailed, Transient> {
+        Ok(ProductOnShipmentFailed::StockReleased(StockReleased { items: vec![] }))
+    }
+}
+
+/// A shipping service that books parcels of at most `max_units` units: it reads the
+/// order's items from the saga context, which no event between the command and it names.
+struct Shipping {
+    max_units: i32,
+}
+
+impl ShippingHandler for Shipping {
+    type Ctx = Tx;
+    type Error = Transient;
+
+    async fn on_payment_completed(
+        &self,
+        ctx: &mut Tx,
+        event: Envelope<PaymentCompleted>,
+        context: Option<SagaContext>,
+    ) -> Result<ShippingOnPaymentCompleted, Transient> {
+        let Some(context) = context else {
+            ctx.log.push(format!("unknown contents for {}", event.order_id));
+            return Ok(ShippingOnPaymentCompleted::NoReply);
+        };
+        let units: i32 = context.items.iter().map(|i| i.quantity).sum();
+        ctx.log.push(format!("{units} units for {}", event.order_id));
+        Ok(if units <= self.max_units {
+            ShippingOnPaymentCompleted::ShipmentBooked(ShipmentBooked { tracking: format!("T{units}") })
+        } else {
+            ShippingOnPaymentCompleted::ShipmentFailed(ShipmentFailed { reason: ShippingFailure::ParcelTooLarge })
+        })
+    }
+
+    async fn on_order_cancelled(
+        &self,
+        _ctx: &mut Tx,
+        _event: Envelope<OrderCancelled>,
+    ) -> Result<ShippingOnOrderCancelled, Transient> {
+        Ok(ShippingOnOrderCancelled::NoReply)
     }
 }
 
@@ -182,8 +229,10 @@ fn status_machine_follows_the_spec() {
     assert_eq!(OrderStatus::INITIAL, Created);
     assert_eq!(Created.on_event(EventType::StockReductionSuccess), Ok(InventoryReserved));
     assert_eq!(Created.on_event(EventType::StockReductionFail), Ok(InventoryReservedFailed));
-    assert_eq!(InventoryReserved.on_event(EventType::PaymentCompleted), Ok(Completed));
+    assert_eq!(InventoryReserved.on_event(EventType::PaymentCompleted), Ok(Paid));
     assert_eq!(InventoryReserved.on_event(EventType::PaymentFail), Ok(PaymentFailed));
+    assert_eq!(Paid.on_event(EventType::ShipmentBooked), Ok(Completed));
+    assert_eq!(Paid.on_event(EventType::ShipmentFailed), Ok(ShippingFailed));
     let err = Completed.on_event(EventType::PaymentFail).expect_err("terminal");
     assert_eq!(err, IllegalTransition { from: Completed, event: EventType::PaymentFail });
     assert_eq!(err.to_string(), "illegal transition: `order` status `completed` has no transition on `payment.fail`");
@@ -315,12 +364,37 @@ impl OrderHandler for Orders {
         _: Envelope<PaymentCompleted>,
         step: OrderStep,
     ) -> Result<handlers::OrderOnPaymentCompleted, Transient> {
+        assert!(!matches!(step, OrderStep::Moved { to: OrderStatus::Completed, .. }), "a payment completes nothing");
+        Ok(handlers::OrderOnPaymentCompleted::NoReply)
+    }
+    async fn on_shipment_booked(
+        &self,
+        _: &mut Tx,
+        _: Envelope<ShipmentBooked>,
+        step: OrderStep,
+    ) -> Result<handlers::OrderOnShipmentBooked, Transient> {
         Ok(match step {
             OrderStep::Moved { to: OrderStatus::Completed, .. } => {
-                handlers::OrderOnPaymentCompleted::OrderCompleted(OrderCompleted { completed_at: chrono::Utc::now() })
+                handlers::OrderOnShipmentBooked::OrderCompleted(OrderCompleted { completed_at: chrono::Utc::now() })
             }
-            _ => handlers::OrderOnPaymentCompleted::NoReply,
+            _ => handlers::OrderOnShipmentBooked::NoReply,
         })
+    }
+    async fn on_shipment_failed(
+        &self,
+        _: &mut Tx,
+        _: Envelope<ShipmentFailed>,
+        _: OrderStep,
+    ) -> Result<handlers::OrderOnShipmentFailed, Transient> {
+        Ok(handlers::OrderOnShipmentFailed::NoReply)
+    }
+    async fn on_shipment_cancelled(
+        &self,
+        _: &mut Tx,
+        _: Envelope<ShipmentCancelled>,
+        _: OrderStep,
+    ) -> Result<handlers::OrderOnShipmentCancelled, Transient> {
+        Ok(handlers::OrderOnShipmentCancelled::NoReply)
     }
     async fn on_payment_fail(
         &self,
@@ -375,6 +449,9 @@ async fn the_entry_command_records_the_first_status_and_publishes_its_event() {
     assert!(left > chrono::TimeDelta::seconds(25) && left <= chrono::TimeDelta::seconds(30), "{left}");
     let OrderEvents::OrderCreated(sent) = msg else { panic!("not order.created") };
     assert_eq!(sent.deadline, event.deadline);
+    // The saga context is the command's, and travels in the message.
+    let context = SagaContext { items: vec![OrderItem { product_id: event.payload.items[0].product_id, quantity: 3 }] };
+    assert_eq!(sent.context, Some(context));
 
     let empty = CreateOrder { user_id: Uuid::now_v7(), items: vec![] };
     let mut tx = Tx::default();
@@ -395,24 +472,88 @@ fn paid(key: Uuid) -> Vec<u8> {
     e.encode().expect("encodes")
 }
 
+fn booked(key: Uuid) -> Vec<u8> {
+    let e = Envelope::new(key, ShipmentBooked { tracking: "T1".into() });
+    e.encode().expect("encodes")
+}
+
 fn reserved(key: Uuid) -> Vec<u8> {
     let e = Envelope::new(key, StockReductionSuccess { user_id: Uuid::now_v7(), amount: Money(1) });
     e.encode().expect("encodes")
 }
 
 #[tokio::test]
-async fn order_moves_its_status_and_replies_to_payment_completed_with_order_completed() {
+async fn order_moves_its_status_and_replies_to_shipment_booked_with_order_completed() {
     let mut tx = Tx::default();
     let key = saga_in(&mut tx, OrderStatus::InventoryReserved);
     let out = consume::<_, OrderInbound>(&Orders, &mut tx, "payment-events", &paid(key)).await.expect("dispatches");
+    assert!(matches!(out, Some((_, None))), "a payment only moves the order to `paid`: {out:?}");
+    assert_eq!(tx.sagas[&key], OrderStatus::Paid);
+    let out = consume::<_, OrderInbound>(&Orders, &mut tx, "shipping-events", &booked(key)).await.expect("dispatches");
     let Some((_, Some(reply))) = out else { panic!("{out:?}") };
     assert_eq!(reply.event_type, "order.completed");
     assert_eq!(reply.partition_key, key.to_string());
     assert_eq!(tx.sagas[&key], OrderStatus::Completed);
     assert_eq!(
         tx.history,
-        [(key, Some(OrderStatus::InventoryReserved), OrderStatus::Completed, "payment.completed".to_owned())]
+        [
+            (key, Some(OrderStatus::InventoryReserved), OrderStatus::Paid, "payment.completed".to_owned()),
+            (key, Some(OrderStatus::Paid), OrderStatus::Completed, "shipment.booked".to_owned()),
+        ]
     );
+}
+
+#[tokio::test]
+async fn the_saga_context_reaches_a_later_step_through_every_reply() {
+    // The command sets it; product's and user's replies copy it without naming it.
+    let mut tx = Tx::default();
+    let items = vec![
+        OrderItem { product_id: Uuid::now_v7(), quantity: 4 },
+        OrderItem { product_id: Uuid::now_v7(), quantity: 3 },
+    ];
+    let cmd = CreateOrder { user_id: Uuid::now_v7(), items: items.clone() };
+    let created = run_create_order(&Orders, &mut tx, cmd, TraceContext::default()).await.expect("runs");
+    let reservation = created.reply(StockReductionSuccess { user_id: created.payload.user_id, amount: Money(7) });
+    let payment = reservation.reply(PaymentCompleted { user_id: created.payload.user_id, amount: Money(7) });
+    assert_eq!(payment.context, Some(SagaContext { items }));
+
+    for (max_units, expected) in [(7, "shipment.booked"), (6, "shipment.failed")] {
+        let mut tx = Tx::default();
+        let bytes = payment.encode().expect("encodes");
+        let out = consume::<_, ShippingInbound>(&Shipping { max_units }, &mut tx, "payment-events", &bytes)
+            .await
+            .expect("dispatches");
+        let Some((_, Some(reply))) = out else { panic!("{out:?}") };
+        assert_eq!(reply.event_type, expected);
+        assert_eq!(tx.log, [format!("7 units for {}", payment.order_id)]);
+        let context = match ShippingEvents::decode(&reply.payload).expect("decodes") {
+            ShippingEvents::ShipmentBooked(e) => e.context,
+            ShippingEvents::ShipmentFailed(e) => e.context,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(context, payment.context, "the reply carries the context on");
+    }
+}
+
+#[tokio::test]
+async fn an_event_of_a_saga_begun_before_the_context_reaches_its_reader_without_one() {
+    // Written by a publisher older than `context:`: the handler is told so, and answers.
+    let mut tx = Tx::default();
+    let key = Uuid::now_v7();
+    let out = consume::<_, ShippingInbound>(&Shipping { max_units: 10 }, &mut tx, "payment-events", &paid(key))
+        .await
+        .expect("handled");
+    assert!(matches!(out, Some((_, None))), "{out:?}");
+    assert_eq!(tx.log, [format!("unknown contents for {key}")]);
+}
+
+#[test]
+fn an_event_a_timeout_emits_carries_no_context() {
+    let cancelled = Envelope::new(
+        Uuid::now_v7(),
+        OrderCancelled { reason: types::CancelReason::TimedOut, status_at_cancel: "paid".into() },
+    );
+    assert_eq!(cancelled.context, None);
 }
 
 #[tokio::test]
@@ -423,16 +564,21 @@ async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
     assert!(matches!(early, Some((_, None))), "parked, no reply yet: {early:?}");
     assert_eq!((tx.sagas[&key], tx.parked.len(), tx.history.len()), (OrderStatus::Created, 1, 0));
 
+    let early = consume::<_, OrderInbound>(&Orders, &mut tx, "shipping-events", &booked(key)).await.expect("parks");
+    assert!(matches!(early, Some((_, None))), "parked, no reply yet: {early:?}");
+    assert_eq!((tx.sagas[&key], tx.parked.len(), tx.history.len()), (OrderStatus::Created, 2, 0));
+
     let out = consume::<_, OrderInbound>(&Orders, &mut tx, "inventory-events", &reserved(key)).await.expect("runs");
     assert!(matches!(out, Some((_, None))), "stock.reduction.success has no reply: {out:?}");
-    assert_eq!(tx.sagas[&key], OrderStatus::Completed, "the parked payment was applied in the same transaction");
+    assert_eq!(tx.sagas[&key], OrderStatus::Completed, "both parked replies were applied in the same transaction");
     assert!(tx.parked.is_empty());
     let steps: Vec<_> = tx.history.iter().map(|(_, from, to, event)| (*from, *to, event.as_str())).collect();
     assert_eq!(
         steps,
         [
             (Some(OrderStatus::Created), OrderStatus::InventoryReserved, "stock.reduction.success"),
-            (Some(OrderStatus::InventoryReserved), OrderStatus::Completed, "payment.completed"),
+            (Some(OrderStatus::InventoryReserved), OrderStatus::Paid, "payment.completed"),
+            (Some(OrderStatus::Paid), OrderStatus::Completed, "shipment.booked"),
         ]
     );
     let published: Vec<_> = tx.outbox.iter().map(|r| r.event_type.as_str()).collect();
@@ -545,15 +691,21 @@ fn topology_lists_what_the_runtime_needs() {
         [
             ("order-events", 6, "order-events.dlq"),
             ("inventory-events", 6, "inventory-events.dlq"),
-            ("payment-events", 6, "payment-events.dlq")
+            ("payment-events", 6, "payment-events.dlq"),
+            ("shipping-events", 6, "shipping-events.dlq")
         ]
     );
     let user = topology::consumer_group("user").expect("user consumes");
     assert_eq!(user.group_id, "order_fulfillment.user");
-    assert_eq!(user.topics, ["order-events", "inventory-events"], "spec order");
+    assert_eq!(user.topics, ["order-events", "inventory-events", "shipping-events"], "spec order");
     assert_eq!(user.retry.max_attempts, 3);
     assert!(topology::SUBSCRIPTIONS.iter().any(|s| s.service == "product" && s.event_type == "payment.fail"));
-    let services = [topology::ORDER_SERVICE.name, topology::PRODUCT_SERVICE.name, topology::USER_SERVICE.name];
+    let services = [
+        topology::ORDER_SERVICE.name,
+        topology::PRODUCT_SERVICE.name,
+        topology::USER_SERVICE.name,
+        topology::SHIPPING_SERVICE.name,
+    ];
     assert_eq!(services, topology::SERVICES, "one identity per service, in spec order");
     assert_eq!((topology::USER_SERVICE.ordinal, topology::USER_SERVICE.consumer_group), (2, user));
     assert_eq!(topology::ORDER_SERVICE.dlq_suffix, topology::DLQ_SUFFIX);

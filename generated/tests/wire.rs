@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use saga_generated::envelope::{HEADER_LEN, SINGLE_OBJECT_MARKER, SchemaVersion};
 use saga_generated::topics::{InventoryEvents, OrderEvents, PaymentEvents, TopicMessage};
-use saga_generated::types::{CancelReason, OrderItem, PaymentFailure, StockFailure};
+use saga_generated::types::{CancelReason, OrderItem, PaymentFailure, SagaContext, StockFailure};
 use saga_generated::*;
 use uuid::Uuid;
 
@@ -212,6 +212,7 @@ proptest! {
         occurred_at in arb_time(),
         trace in arb_trace(),
         deadline in proptest::option::of(arb_time()),
+        context in proptest::option::of(proptest::collection::vec(arb_item(), 0..8)),
     ) {
         let e = Envelope {
             event_id: Uuid::from_bytes(id),
@@ -219,6 +220,7 @@ proptest! {
             occurred_at,
             trace,
             deadline,
+            context: context.map(|items| SagaContext { items }),
             payload: OrderCreated { user_id: Uuid::from_bytes(user), items, created_at },
         };
         let bytes = e.encode().expect("encodes");

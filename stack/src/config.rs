@@ -437,7 +437,7 @@ mod tests {
         assert_eq!(config.ports.kafka, 30092);
         assert_eq!(config.ports.redis, 6390);
         let ports: Vec<u16> = config.ports.services.iter().map(|(_, port)| *port).collect();
-        assert_eq!(ports, [30051, 30052, 30053]);
+        assert_eq!(ports, [30051, 30052, 30053, 30054]);
         let config = resolve(&[(env::PORT_BASE, "30000"), ("SAGA_PRODUCT_PORT", "4000")]).expect("valid");
         assert_eq!(config.service_port(services()[1]), 4000);
     }

@@ -157,6 +157,10 @@ where
     }
 }
 
+/// The statuses of an order that completes: reserved, paid, shipped.
+pub const COMPLETED_PATH: [&str; 4] = ["created", "inventory_reserved", "paid", "completed"];
+
+/// The statuses an order went through, from its history.
 pub fn statuses(order: &Order) -> Vec<String> {
     let mut path: Vec<String> = order.history.iter().map(|h| h.from_status.clone()).collect();
     path.retain(|s| !s.is_empty());
@@ -312,12 +316,12 @@ fn binary(stack: &StackConfig, service: &str) -> PathBuf {
 }
 
 impl PrivateSaga {
-    /// Starts all three services; `env` adds settings (e.g. shorter timeouts).
+    /// Starts every service the spec lists; `env` adds settings (e.g. shorter timeouts).
     pub async fn start(stack: &StackConfig, env: &[(&str, &str)]) -> PrivateSaga {
         PrivateSaga::start_on(stack, &stack.kafka_brokers(), env).await
     }
 
-    /// Starts all three services on the Kafka broker at `brokers` (one the
+    /// Starts every service on the Kafka broker at `brokers` (one the
     /// test started, `crate::broker::PrivateBroker`) instead of the stack's.
     pub async fn start_on(stack: &StackConfig, brokers: &str, env: &[(&str, &str)]) -> PrivateSaga {
         let id = uuid::Uuid::new_v4().simple().to_string();

@@ -1,6 +1,6 @@
 // The reply type is not an open "any event": returning another event's payload, or the reply
 // enum of a different subscription, does not type-check.
-use saga_generated::handlers::{ProductHandler, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail};
+use saga_generated::handlers::{ProductHandler, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail, ProductOnShipmentFailed};
 use saga_generated::*;
 
 struct Product;
@@ -31,6 +31,10 @@ impl ProductHandler for Product {
 
     async fn on_order_cancelled(&self, _: &mut (), _: Envelope<OrderCancelled>) -> Result<ProductOnOrderCancelled, E> {
         Ok(ProductOnOrderCancelled::NoReply)
+    }
+
+    async fn on_shipment_failed(&self, _: &mut (), _: Envelope<ShipmentFailed>) -> Result<ProductOnShipmentFailed, E> {
+        Ok(ProductOnShipmentFailed::NoReply)
     }
 }
 

@@ -1,6 +1,6 @@
 // product may reply to order.created only with stock.reduction.success or .fail;
 // payment.completed is the user service's event.
-use saga_generated::handlers::{ProductHandler, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail};
+use saga_generated::handlers::{ProductHandler, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail, ProductOnShipmentFailed};
 use saga_generated::*;
 
 struct Product;
@@ -29,6 +29,10 @@ impl ProductHandler for Product {
 
     async fn on_order_cancelled(&self, _: &mut (), _: Envelope<OrderCancelled>) -> Result<ProductOnOrderCancelled, E> {
         Ok(ProductOnOrderCancelled::NoReply)
+    }
+
+    async fn on_shipment_failed(&self, _: &mut (), _: Envelope<ShipmentFailed>) -> Result<ProductOnShipmentFailed, E> {
+        Ok(ProductOnShipmentFailed::NoReply)
     }
 }
 

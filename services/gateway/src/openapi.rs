@@ -76,11 +76,16 @@ const LINKS: [(&str, &[Link]); 3] = [
     ),
 ];
 
-/// The document as served: utoipa's, with [`LINKS`] added to the 201
-/// responses. Added to the JSON, not through utoipa's `Link`, which
-/// serializes `operationRef` as `operation_ref` (utoipa 5.5).
+/// The document as served: utoipa's, with an order's statuses enumerated from
+/// the saga spec and [`LINKS`] added to the 201 responses. Added to the JSON,
+/// not through utoipa's `Link`, which serializes `operationRef` as
+/// `operation_ref` (utoipa 5.5).
 pub fn document() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    if let Some(status) = doc.pointer_mut("/components/schemas/Order/properties/status") {
+        let statuses: Vec<&str> = saga_generated::OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+        status["enum"] = serde_json::json!(statuses);
+    }
     for (creator, linked) in LINKS {
         let Some(created) = doc.pointer_mut(&format!("/paths/{}/post/responses/201", pointer_segment(creator))) else {
             continue;
@@ -115,6 +120,15 @@ pub async fn docs() -> Html<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_orders_status_is_one_of_the_specs() {
+        let doc = document();
+        let statuses = &doc["components"]["schemas"]["Order"]["properties"]["status"]["enum"];
+        let expected: Vec<&str> = saga_generated::OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(statuses, &serde_json::json!(expected));
+        assert!(expected.contains(&"paid") && expected.contains(&"shipping_failed"), "{expected:?}");
+    }
 
     #[test]
     fn document_lists_every_route() {

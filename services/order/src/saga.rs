@@ -10,14 +10,16 @@ use saga_contract::{OutboxRecord, ParkedEvent};
 use saga_generated::commands::{CreateOrder, OrderCommands};
 use saga_generated::handlers::{
     OrderHandler, OrderInbound, OrderOnPaymentCompleted, OrderOnPaymentFail, OrderOnPaymentRefunded,
-    OrderOnStockReductionFail, OrderOnStockReductionSuccess, OrderOnStockReleased, OrderTimeoutReply,
+    OrderOnShipmentBooked, OrderOnShipmentCancelled, OrderOnShipmentFailed, OrderOnStockReductionFail,
+    OrderOnStockReductionSuccess, OrderOnStockReleased, OrderTimeoutReply,
 };
 use saga_generated::owner::{OrderCause, OrderOverdue, OrderStep, OrderTransition};
 use saga_generated::status::StatusMigration;
 use saga_generated::types::CancelReason;
 use saga_generated::{
     Envelope, OrderCancelled, OrderCompleted, OrderCreated, OrderStatus, PaymentCompleted, PaymentFail,
-    PaymentRefunded, StockReductionFail, StockReductionSuccess, StockReleased, TraceContext,
+    PaymentRefunded, ShipmentBooked, ShipmentCancelled, ShipmentFailed, StockReductionFail, StockReductionSuccess,
+    StockReleased, TraceContext,
 };
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
@@ -124,6 +126,7 @@ fn kept_from(cause: OrderCause<'_>) -> (Option<i64>, Option<&'static str>) {
         OrderCause::Event(OrderInbound::StockReductionSuccess(e)) => (Some(e.payload.amount.minor()), None),
         OrderCause::Event(OrderInbound::StockReductionFail(e)) => (None, Some(e.payload.reason.as_str())),
         OrderCause::Event(OrderInbound::PaymentFail(e)) => (None, Some(e.payload.reason.as_str())),
+        OrderCause::Event(OrderInbound::ShipmentFailed(e)) => (None, Some(e.payload.reason.as_str())),
         OrderCause::Timeout => (None, Some(CancelReason::TimedOut.as_str())),
         OrderCause::Started | OrderCause::Seeded | OrderCause::Event(_) => (None, None),
     }
@@ -225,7 +228,7 @@ impl Store<OrderStatus> for OrderSaga {
 }
 
 /// Orders only observe most events: the status machine and the store did
-/// the work. A payment that completes the order is answered with
+/// the work. A booked shipment that completes the order is answered with
 /// `order.completed`.
 impl OrderHandler for OrderSaga {
     type Ctx = PgConnection;
@@ -262,14 +265,41 @@ impl OrderHandler for OrderSaga {
         &self,
         _: &mut PgConnection,
         _: Envelope<PaymentCompleted>,
-        step: OrderStep,
+        _: OrderStep,
     ) -> Result<OrderOnPaymentCompleted, OrderError> {
+        Ok(OrderOnPaymentCompleted::NoReply)
+    }
+
+    async fn on_shipment_booked(
+        &self,
+        _: &mut PgConnection,
+        _: Envelope<ShipmentBooked>,
+        step: OrderStep,
+    ) -> Result<OrderOnShipmentBooked, OrderError> {
         Ok(match step {
             OrderStep::Moved { to: OrderStatus::Completed, .. } => {
-                OrderOnPaymentCompleted::OrderCompleted(OrderCompleted { completed_at: now_micros() })
+                OrderOnShipmentBooked::OrderCompleted(OrderCompleted { completed_at: now_micros() })
             }
-            _ => OrderOnPaymentCompleted::NoReply,
+            _ => OrderOnShipmentBooked::NoReply,
         })
+    }
+
+    async fn on_shipment_failed(
+        &self,
+        _: &mut PgConnection,
+        _: Envelope<ShipmentFailed>,
+        _: OrderStep,
+    ) -> Result<OrderOnShipmentFailed, OrderError> {
+        Ok(OrderOnShipmentFailed::NoReply)
+    }
+
+    async fn on_shipment_cancelled(
+        &self,
+        _: &mut PgConnection,
+        _: Envelope<ShipmentCancelled>,
+        _: OrderStep,
+    ) -> Result<OrderOnShipmentCancelled, OrderError> {
+        Ok(OrderOnShipmentCancelled::NoReply)
     }
 
     async fn on_payment_fail(

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod saga;
+pub mod sql;
 
 use sqlx::migrate::Migrator;
 

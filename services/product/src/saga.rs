@@ -1,16 +1,21 @@
 //! The product service's part of the saga: reserve all items of an order or
-//! none, price it from the catalogue, and release a reservation exactly once.
+//! none, price it from the catalogue, and release a reservation exactly once (after a
+//! failed payment or shipment, or a cancellation).
 
 use std::collections::BTreeMap;
 
-use saga_generated::handlers::{ProductHandler, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail};
+use saga_generated::handlers::{
+    ProductHandler, ProductOnOrderCancelled, ProductOnOrderCreated, ProductOnPaymentFail, ProductOnShipmentFailed,
+};
 use saga_generated::types::{OrderItem, StockFailure};
 use saga_generated::{
-    Envelope, Money, OrderCancelled, OrderCreated, PaymentFail, StockReductionFail, StockReductionSuccess,
-    StockReleased,
+    Envelope, Money, OrderCancelled, OrderCreated, PaymentFail, ShipmentFailed, StockReductionFail,
+    StockReductionSuccess, StockReleased,
 };
 use saga_runtime::caught_up::{self, CaughtUpClock};
 use sqlx::{PgConnection, Row};
+
+use crate::sql;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +51,7 @@ async fn reject(
     reason: StockFailure,
     product_id: Option<Uuid>,
 ) -> Result<ProductOnOrderCreated, StockError> {
-    sqlx::query("INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'rejected', $3)")
+    sqlx::query(sql::REJECT)
         .bind(event.order_id)
         .bind(event.payload.user_id)
         .bind(reason.as_str())
@@ -65,10 +70,8 @@ impl ProductHandler for ProductSaga {
         event: Envelope<OrderCreated>,
     ) -> Result<ProductOnOrderCreated, Self::Error> {
         let order_id = event.order_id;
-        let existing: Option<String> = sqlx::query_scalar("SELECT status FROM reservations WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let existing: Option<String> =
+            sqlx::query_scalar(sql::RESERVATION_STATUS).bind(order_id).fetch_optional(&mut *conn).await?;
         if let Some(status) = existing {
             // Already reserved, rejected, or cancelled before it arrived: nothing more to do.
             tracing::info!(%status, "order already known to the product service");
@@ -87,13 +90,7 @@ impl ProductHandler for ProductSaga {
             *wanted.entry(item.product_id).or_default() += i64::from(item.quantity);
         }
         let ids: Vec<Uuid> = wanted.keys().copied().collect();
-        let rows = sqlx::query(
-            "SELECT s.product_id, s.available, p.price_minor FROM stock s JOIN products p USING (product_id) \
-             WHERE s.product_id = ANY($1) ORDER BY s.product_id FOR UPDATE OF s",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query(sql::LOCK_STOCK).bind(&ids).fetch_all(&mut *conn).await?;
         let mut stock: BTreeMap<Uuid, (i64, i64)> = BTreeMap::new();
         for row in rows {
             let id: Uuid = row.try_get("product_id")?;
@@ -117,33 +114,21 @@ impl ProductHandler for ProductSaga {
                 .and_then(|line| total.checked_add(line))
                 .ok_or(StockError::Overflow(order_id))?;
         }
-        sqlx::query(
-            "INSERT INTO reservations (order_id, user_id, status, total_minor) VALUES ($1, $2, 'reserved', $3)",
-        )
-        .bind(order_id)
-        .bind(event.payload.user_id)
-        .bind(total.minor())
-        .execute(&mut *conn)
-        .await?;
-        for (id, qty) in &wanted {
-            sqlx::query(
-                "UPDATE stock SET available = available - $2, reserved = reserved + $2, updated_at = now() \
-                 WHERE product_id = $1",
-            )
-            .bind(id)
-            .bind(qty)
+        sqlx::query(sql::RESERVE)
+            .bind(order_id)
+            .bind(event.payload.user_id)
+            .bind(total.minor())
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
-                "INSERT INTO reservation_items (order_id, product_id, quantity, unit_price_minor) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(order_id)
-            .bind(id)
-            .bind(qty)
-            .bind(stock[id].1)
-            .execute(&mut *conn)
-            .await
-            ?;
+        for (id, qty) in &wanted {
+            sqlx::query(sql::TAKE_STOCK).bind(id).bind(qty).execute(&mut *conn).await?;
+            sqlx::query(sql::RESERVE_ITEM)
+                .bind(order_id)
+                .bind(id)
+                .bind(qty)
+                .bind(stock[id].1)
+                .execute(&mut *conn)
+                .await?;
         }
         tracing::info!(amount = total.minor(), "stock reserved");
         Ok(ProductOnOrderCreated::StockReductionSuccess(StockReductionSuccess {
@@ -163,6 +148,17 @@ impl ProductHandler for ProductSaga {
         })
     }
 
+    async fn on_shipment_failed(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<ShipmentFailed>,
+    ) -> Result<ProductOnShipmentFailed, Self::Error> {
+        Ok(match release(conn, event.order_id).await? {
+            Some(items) => ProductOnShipmentFailed::StockReleased(StockReleased { items }),
+            None => ProductOnShipmentFailed::NoReply,
+        })
+    }
+
     async fn on_order_cancelled(
         &self,
         conn: &mut PgConnection,
@@ -170,14 +166,7 @@ impl ProductHandler for ProductSaga {
     ) -> Result<ProductOnOrderCancelled, Self::Error> {
         // A cancellation that overtakes its order leaves a tombstone, so the
         // order, should it still arrive, reserves nothing.
-        sqlx::query(
-            "INSERT INTO reservations (order_id, user_id, status, reason) VALUES ($1, $2, 'cancelled', 'cancelled') \
-             ON CONFLICT (order_id) DO NOTHING",
-        )
-        .bind(event.order_id)
-        .bind(Uuid::nil())
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(sql::CANCEL).bind(event.order_id).bind(Uuid::nil()).execute(&mut *conn).await?;
         Ok(match release(conn, event.order_id).await? {
             Some(items) => ProductOnOrderCancelled::StockReleased(StockReleased { items }),
             None => ProductOnOrderCancelled::NoReply,
@@ -188,34 +177,17 @@ impl ProductHandler for ProductSaga {
 /// Gives a reservation back, exactly once: only a `reserved` row moves to
 /// `released` (the row lock serialises a concurrent compensation).
 async fn release(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Vec<OrderItem>>, StockError> {
-    let released = sqlx::query(
-        "UPDATE reservations SET status = 'released', released_at = now() \
-         WHERE order_id = $1 AND status = 'reserved' RETURNING order_id",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let released = sqlx::query(sql::RELEASE).bind(order_id).fetch_optional(&mut *conn).await?;
     if released.is_none() {
         tracing::info!("nothing reserved to release");
         return Ok(None);
     }
-    let rows =
-        sqlx::query("SELECT product_id, quantity FROM reservation_items WHERE order_id = $1 ORDER BY product_id")
-            .bind(order_id)
-            .fetch_all(&mut *conn)
-            .await?;
+    let rows = sqlx::query(sql::RESERVED_ITEMS).bind(order_id).fetch_all(&mut *conn).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
         let product_id: Uuid = row.try_get("product_id")?;
         let quantity: i64 = row.try_get("quantity")?;
-        sqlx::query(
-            "UPDATE stock SET available = available + $2, reserved = reserved - $2, updated_at = now() \
-             WHERE product_id = $1",
-        )
-        .bind(product_id)
-        .bind(quantity)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(sql::GIVE_BACK_STOCK).bind(product_id).bind(quantity).execute(&mut *conn).await?;
         items.push(OrderItem { product_id, quantity: i32::try_from(quantity).unwrap_or(i32::MAX) });
     }
     tracing::info!(lines = items.len(), "reservation released");

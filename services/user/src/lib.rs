@@ -5,6 +5,7 @@
 pub mod api;
 mod password;
 pub mod saga;
+pub mod sql;
 
 use sqlx::migrate::Migrator;
 

@@ -1,13 +1,17 @@
 //! The user service's part of the saga: debit only when the balance
-//! suffices, a ledger row per change, refund exactly once on cancellation.
+//! suffices, a ledger row per change, refund exactly once on cancellation or
+//! a failed shipment.
 
-use saga_generated::handlers::{UserHandler, UserOnOrderCancelled, UserOnStockReductionSuccess};
+use saga_generated::handlers::{UserHandler, UserOnOrderCancelled, UserOnShipmentFailed, UserOnStockReductionSuccess};
 use saga_generated::types::PaymentFailure;
 use saga_generated::{
-    Envelope, Money, OrderCancelled, PaymentCompleted, PaymentFail, PaymentRefunded, StockReductionSuccess,
+    Envelope, Money, OrderCancelled, PaymentCompleted, PaymentFail, PaymentRefunded, ShipmentFailed,
+    StockReductionSuccess,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
+
+use crate::sql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BalanceError {
@@ -40,18 +44,15 @@ async fn ledger(
     if amount == 0 {
         return Ok(()); // a free order moves no money
     }
-    sqlx::query(
-        "INSERT INTO ledger (entry_id, user_id, kind, amount_minor, balance_after_minor, reference, order_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $6::uuid)",
-    )
-    .bind(Uuid::now_v7())
-    .bind(user_id)
-    .bind(kind)
-    .bind(amount)
-    .bind(after)
-    .bind(order_id.to_string())
-    .execute(conn)
-    .await?;
+    sqlx::query(sql::LEDGER)
+        .bind(Uuid::now_v7())
+        .bind(user_id)
+        .bind(kind)
+        .bind(amount)
+        .bind(after)
+        .bind(order_id.to_string())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -70,20 +71,15 @@ impl UserHandler for UserSaga {
         if amount < 0 {
             return Err(BalanceError::NegativeAmount(amount));
         }
-        let known: Option<String> = sqlx::query_scalar("SELECT status FROM payments WHERE order_id = $1 FOR UPDATE")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let known: Option<String> =
+            sqlx::query_scalar(sql::PAYMENT_STATUS).bind(order_id).fetch_optional(&mut *conn).await?;
         if let Some(status) = known {
             // Debited or failed before, or cancelled before the request came: never debit twice or late.
             tracing::info!(%status, "payment already decided");
             return Ok(UserOnStockReductionSuccess::NoReply);
         }
         let balance: Option<i64> =
-            sqlx::query_scalar("SELECT balance_minor FROM balances WHERE user_id = $1 FOR UPDATE")
-                .bind(user_id)
-                .fetch_optional(&mut *conn)
-                .await?;
+            sqlx::query_scalar(sql::LOCK_BALANCE).bind(user_id).fetch_optional(&mut *conn).await?;
         let failure = match balance {
             None => Some((PaymentFailure::UnknownUser, format!("no user {user_id}"))),
             Some(b) if b < amount => {
@@ -92,32 +88,19 @@ impl UserHandler for UserSaga {
             Some(_) => None,
         };
         if let Some((reason, detail)) = failure {
-            sqlx::query("INSERT INTO payments (order_id, user_id, amount_minor, status, reason) VALUES ($1, $2, $3, 'failed', $4)")
+            sqlx::query(sql::REFUSE)
                 .bind(order_id)
                 .bind(user_id)
                 .bind(amount)
                 .bind(reason.as_str())
                 .execute(&mut *conn)
-                .await
-                ?;
+                .await?;
             tracing::info!(reason = reason.as_str(), %detail, "payment refused");
             return Ok(UserOnStockReductionSuccess::PaymentFail(PaymentFail { reason, detail }));
         }
-        let after: i64 = sqlx::query_scalar(
-            "UPDATE balances SET balance_minor = balance_minor - $2, updated_at = now() WHERE user_id = $1 \
-             RETURNING balance_minor",
-        )
-        .bind(user_id)
-        .bind(amount)
-        .fetch_one(&mut *conn)
-        .await?;
+        let after: i64 = sqlx::query_scalar(sql::DEBIT).bind(user_id).bind(amount).fetch_one(&mut *conn).await?;
         ledger(conn, user_id, "debit", -amount, after, order_id).await?;
-        sqlx::query("INSERT INTO payments (order_id, user_id, amount_minor, status) VALUES ($1, $2, $3, 'debited')")
-            .bind(order_id)
-            .bind(user_id)
-            .bind(amount)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(sql::DEBITED).bind(order_id).bind(user_id).bind(amount).execute(&mut *conn).await?;
         tracing::info!(amount, balance_after = after, "balance debited");
         Ok(UserOnStockReductionSuccess::PaymentCompleted(PaymentCompleted { user_id, amount: Money(amount) }))
     }
@@ -130,33 +113,38 @@ impl UserHandler for UserSaga {
         let order_id = event.order_id;
         // Tombstone first: a payment request that arrives after the
         // cancellation (another topic, so no ordering) then debits nothing.
-        sqlx::query("INSERT INTO payments (order_id, status, reason) VALUES ($1, 'cancelled', 'order cancelled') ON CONFLICT (order_id) DO NOTHING")
-            .bind(order_id)
-            .execute(&mut *conn)
-            .await
-            ?;
-        // Only a `debited` payment is refunded, and it moves to `refunded`: exactly once.
-        let debited: Option<(Option<Uuid>, i64)> = sqlx::query_as(
-            "UPDATE payments SET status = 'refunded', updated_at = now() WHERE order_id = $1 AND status = 'debited' \
-             RETURNING user_id, amount_minor",
-        )
-        .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some((Some(user_id), amount)) = debited else {
-            tracing::info!("nothing debited to refund");
-            return Ok(UserOnOrderCancelled::NoReply);
-        };
-        let after: i64 = sqlx::query_scalar(
-            "UPDATE balances SET balance_minor = balance_minor + $2, updated_at = now() WHERE user_id = $1 \
-             RETURNING balance_minor",
-        )
-        .bind(user_id)
-        .bind(amount)
-        .fetch_one(&mut *conn)
-        .await?;
-        ledger(conn, user_id, "refund", amount, after, order_id).await?;
-        tracing::info!(amount, balance_after = after, "payment refunded");
-        Ok(UserOnOrderCancelled::PaymentRefunded(PaymentRefunded { user_id, amount: Money(amount) }))
+        sqlx::query(sql::CANCEL).bind(order_id).execute(&mut *conn).await?;
+        Ok(match refund(conn, order_id).await? {
+            Some(refunded) => UserOnOrderCancelled::PaymentRefunded(refunded),
+            None => UserOnOrderCancelled::NoReply,
+        })
     }
+
+    async fn on_shipment_failed(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<ShipmentFailed>,
+    ) -> Result<UserOnShipmentFailed, Self::Error> {
+        // No tombstone: a failed shipment follows the debit it undoes, which this
+        // service published itself.
+        Ok(match refund(conn, event.order_id).await? {
+            Some(refunded) => UserOnShipmentFailed::PaymentRefunded(refunded),
+            None => UserOnShipmentFailed::NoReply,
+        })
+    }
+}
+
+/// Gives a debit back, exactly once: only a `debited` payment is refunded, and it moves
+/// to `refunded` (the row lock serialises a concurrent compensation).
+async fn refund(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<PaymentRefunded>, BalanceError> {
+    let debited: Option<(Option<Uuid>, i64)> =
+        sqlx::query_as(sql::REFUND).bind(order_id).fetch_optional(&mut *conn).await?;
+    let Some((Some(user_id), amount)) = debited else {
+        tracing::info!("nothing debited to refund");
+        return Ok(None);
+    };
+    let after: i64 = sqlx::query_scalar(sql::CREDIT).bind(user_id).bind(amount).fetch_one(&mut *conn).await?;
+    ledger(conn, user_id, "refund", amount, after, order_id).await?;
+    tracing::info!(amount, balance_after = after, "payment refunded");
+    Ok(Some(PaymentRefunded { user_id, amount: Money(amount) }))
 }

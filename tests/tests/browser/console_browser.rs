@@ -104,7 +104,7 @@ async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
             "return [...document.querySelectorAll('#diagram svg .transition.possible')].map(t => t.dataset.to).sort()",
         )
         .await;
-    assert!(possible.as_array().is_some_and(|p| p.iter().any(|t| t == "completed")), "{possible}");
+    assert!(possible.as_array().is_some_and(|p| p.iter().any(|t| t == "paid")), "{possible}");
     browser
         .until(
             "the timeout with the time left",
@@ -129,7 +129,8 @@ async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
         .await;
     let timeline = browser.eval("return document.getElementById('timeline').textContent").await;
     assert!(
-        timeline.as_str().is_some_and(|t| t.contains("inventory_reserved → completed on payment.completed")),
+        timeline.as_str().is_some_and(|t| t.contains("inventory_reserved → paid on payment.completed")
+            && t.contains("paid → completed on shipment.booked")),
         "{timeline}"
     );
     browser.screenshot("console-saga-completed").await;

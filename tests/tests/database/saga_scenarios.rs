@@ -102,11 +102,13 @@ async fn every_path_of_the_status_machine_runs_on_the_order_service() {
 }
 
 #[tokio::test]
-async fn a_parked_payment_is_applied_when_the_stock_reply_comes_and_a_timeout_waits_for_the_clock() {
+async fn parked_replies_are_applied_when_the_stock_reply_comes_and_a_timeout_waits_for_the_clock() {
     let (pool, name) = service_database(&order_service::MIGRATOR).await;
     let mut s = OrderScenario::new(OrderSaga::new(Timeouts { scale_percent: 100 }));
     let mut ctx = command_tx(&pool).await;
     let key = s.given(&mut ctx, OrderStatus::Created).await.expect("started");
+    let shipped = OrderInbound::sample(EventType::ShipmentBooked, key).expect("subscribed");
+    assert_eq!(s.when(&mut ctx.tx, shipped).await.expect("parked"), Delivered::Handled { reply: None });
     let paid = OrderInbound::sample(EventType::PaymentCompleted, key).expect("subscribed");
     assert_eq!(s.when(&mut ctx.tx, paid).await.expect("parked"), Delivered::Handled { reply: None });
     assert_eq!(s.status(&mut ctx.tx, key).await.expect("reads"), Some(OrderStatus::Created));

@@ -104,11 +104,11 @@ async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     assert_eq!(trace.status, StatusCode::OK, "{:?}", trace.body);
     let timeline = trace.body["timeline"].as_array().expect("timeline");
     let kinds = |kind: &str| timeline.iter().filter(|e| e["kind"] == kind).count();
-    assert_eq!(kinds("transition"), 3, "created, inventory_reserved, completed: {timeline:?}");
+    assert_eq!(kinds("transition"), 4, "created, inventory_reserved, paid, completed: {timeline:?}");
     assert_eq!(
         kinds("published"),
-        4,
-        "order.created, stock.reduction.success, payment.completed, order.completed: {timeline:?}"
+        5,
+        "order.created, stock.reduction.success, payment.completed, shipment.booked, order.completed: {timeline:?}"
     );
     assert!(kinds("consumed") >= 4, "each event consumed by its subscribers: {timeline:?}");
     assert!(trace.body["trace_id"].as_str().is_some_and(|t| t.len() == 32), "{:?}", trace.body["trace_id"]);

@@ -111,7 +111,10 @@ async fn every_process_serves_metrics_that_parse_and_count_what_happened() {
             total(&families, "saga_db_pool_acquire_seconds", "saga_db_pool_acquire_seconds_count", &[("pool", pool)])
         };
         assert!(acquired("work") >= 3.0, "{}: every handler transaction waited for its connection", service.name);
-        assert!(acquired("api") >= 1.0, "{}: the gRPC calls of the test took connections", service.name);
+        // The shipping service has no API of its own to call.
+        if service.name != "shipping" {
+            assert!(acquired("api") >= 1.0, "{}: the gRPC calls of the test took connections", service.name);
+        }
         // Once the sagas are done nobody waits: every waiter counted leaves the gauge again.
         saga_tests::saga::eventually(&format!("{}: no task waiting for a connection", service.name), || {
             let (python, url) = (python.clone(), stack.metrics_url(stack.service_port(service)));

@@ -2,7 +2,7 @@
 //! Every test uses its own users and products, so they share the stack.
 
 use saga_proto::order::{CreateOrderRequest, OrderItem};
-use saga_tests::saga::{Clients, header, messages_with_key, messages_with_keys, statuses};
+use saga_tests::saga::{COMPLETED_PATH, Clients, header, messages_with_key, messages_with_keys, statuses};
 
 #[tokio::test]
 async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
@@ -27,10 +27,11 @@ async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
     assert_eq!(placed.status, "created");
     let done = c.wait_status(&placed.order_id, "completed").await;
 
-    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+    assert_eq!(statuses(&done), COMPLETED_PATH);
     assert_eq!(done.history[0].event_type, "order.created");
     assert_eq!(done.history[1].event_type, "stock.reduction.success");
     assert_eq!(done.history[2].event_type, "payment.completed");
+    assert_eq!(done.history[3].event_type, "shipment.booked");
     // Priced by the product service: 2 x 1250 + 3 x 300.
     assert_eq!(done.total_minor, Some(3_400));
     assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 3_400);
@@ -41,10 +42,10 @@ async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
     let types: Vec<String> = events.iter().filter_map(|m| header(m, "event-type")).collect();
     assert!(types.contains(&"order.completed".to_owned()), "order-events of the order: {types:?}");
     let mut all = events;
-    for topic in ["inventory-events", "payment-events"] {
+    for topic in ["inventory-events", "payment-events", "shipping-events"] {
         all.extend(messages_with_key(&stack.kafka_brokers(), topic, &placed.order_id));
     }
-    assert!(all.len() >= 4, "the saga's events: {}", all.len());
+    assert!(all.len() >= 5, "the saga's events: {}", all.len());
     for m in &all {
         assert_eq!(header(m, "traceparent").as_deref(), Some(traceparent), "{:?}", header(m, "event-type"));
     }
@@ -249,4 +250,50 @@ async fn a_hundred_concurrent_orders_for_twenty_units_reserve_exactly_twenty() {
         let n = completed_by_user.get(&buyer.user_id).copied().unwrap_or(0);
         assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 100_000 - 150 * n);
     }
+}
+
+/// The shipping rule: one parcel takes at most 50 units. A larger order is paid, then
+/// refused by shipping: the order ends `shipping_failed` with the reason, the payment is
+/// refunded and the stock released, each once.
+#[tokio::test]
+async fn a_parcel_too_large_fails_the_shipping_refunds_the_payment_and_releases_the_stock() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(100_000).await;
+    let a = c.product(10, 100).await;
+    let b = c.product(20, 100).await;
+
+    let placed = c.order(&buyer, &[(&a, 30), (&b, 21)]).await;
+    let failed = c.wait_status(&placed.order_id, "shipping_failed").await;
+    assert_eq!(statuses(&failed), ["created", "inventory_reserved", "paid", "shipping_failed"]);
+    assert_eq!(failed.failure_reason, "parcel_too_large");
+    let last = failed.history.last().expect("history");
+    assert_eq!((last.event_type.as_str(), last.reason.as_str()), ("shipment.failed", "parcel_too_large"));
+
+    let (user_id, ids) = (buyer.user_id.clone(), [a.product_id.clone(), b.product_id.clone()]);
+    saga_tests::saga::eventually("the payment refunded and the stock released", || {
+        let (mut c, user_id, ids) = (c.clone(), user_id.clone(), ids.clone());
+        async move {
+            let balance = c.get_user(&user_id).await.balance_minor;
+            let (a, b) = (c.get_product(&ids[0]).await, c.get_product(&ids[1]).await);
+            let stock = [(a.stock_available, a.stock_reserved), (b.stock_available, b.stock_reserved)];
+            (balance == 100_000 && stock == [(100, 0), (100, 0)]).then_some(())
+        }
+    })
+    .await;
+    let brokers = stack.kafka_brokers();
+    let kinds = |topic: &str| -> Vec<String> {
+        messages_with_key(&brokers, topic, &placed.order_id).iter().filter_map(|m| header(m, "event-type")).collect()
+    };
+    saga_tests::saga::eventually("the compensations published", || {
+        let done = kinds("payment-events").contains(&"payment.refunded".to_owned())
+            && kinds("inventory-events").contains(&"stock.released".to_owned());
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert_eq!(kinds("shipping-events"), ["shipment.failed"]);
+    let payments = kinds("payment-events");
+    assert_eq!(payments.iter().filter(|k| *k == "payment.refunded").count(), 1, "{payments:?}");
+    let stock = kinds("inventory-events");
+    assert_eq!(stock.iter().filter(|k| *k == "stock.released").count(), 1, "{stock:?}");
 }

@@ -7,8 +7,10 @@ use std::time::Duration;
 use rdkafka::Message;
 use rdkafka::producer::FutureRecord;
 use saga_generated::types::{OrderItem, StockFailure};
-use saga_generated::{Envelope, Money, OrderCreated, PaymentCompleted, StockReductionFail, StockReductionSuccess};
-use saga_tests::saga::{PrivateSaga, header, messages_with_key, statuses};
+use saga_generated::{
+    Envelope, Money, OrderCreated, PaymentCompleted, ShipmentBooked, StockReductionFail, StockReductionSuccess,
+};
+use saga_tests::saga::{COMPLETED_PATH, PrivateSaga, header, messages_with_key, statuses};
 
 /// Timeouts at 25 %: 7.5 s in `created` (room for a busy product service to
 /// reserve first), 15 s in `inventory_reserved`; a sweep every 200 ms.
@@ -106,7 +108,7 @@ async fn an_outage_past_the_deadline_does_not_cancel_an_order_whose_reply_waits_
         }
     })
     .await;
-    assert_eq!(statuses(&ended), ["created", "inventory_reserved", "completed"], "the outage decided the outcome");
+    assert_eq!(statuses(&ended), COMPLETED_PATH, "the outage decided the outcome");
     assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 800);
     let p = c.get_product(&product.product_id).await;
     assert_eq!((p.stock_available, p.stock_reserved), (3, 2));
@@ -192,7 +194,7 @@ async fn a_service_killed_mid_saga_and_restarted_completes_it_once() {
     c.wait_status(&second.order_id, "inventory_reserved").await;
     saga.restart(&stack, "user").await;
     let done = c.wait_status(&second.order_id, "completed").await;
-    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+    assert_eq!(statuses(&done), COMPLETED_PATH);
 
     // Nothing twice: three units reserved, three paid.
     let p = c.get_product(&product.product_id).await;
@@ -362,7 +364,7 @@ async fn a_poison_message_redriven_after_the_fix_completes_its_saga_exactly_once
     let first = redrive();
     assert!(first.contains("redriven 1 message(s)"), "{first}");
     let done = c.wait_status(&placed.order_id, "completed").await;
-    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+    assert_eq!(statuses(&done), COMPLETED_PATH);
 
     // Redriving again finds nothing new; a copy re-produced by hand is a duplicate the inbox drops.
     assert!(redrive().contains("nothing to redrive"));
@@ -393,27 +395,32 @@ async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
     let mut c = saga.clients().await;
     let buyer = c.user(1_000).await;
     let product = c.product(100, 5).await;
-    // Only the order service runs: the stock and payment replies are ours.
+    // Only the order service runs: the stock, payment and shipping replies are ours.
     saga.stop("product").await;
     saga.stop("user").await;
+    saga.stop("shipping").await;
     let placed = c.order(&buyer, &[(&product, 2)]).await;
     let order_id: uuid::Uuid = placed.order_id.parse().expect("uuid");
     let user_id: uuid::Uuid = buyer.user_id.parse().expect("uuid");
 
-    // payment.completed first: the two replies travel on different topics,
-    // which Kafka does not order against each other.
+    // shipment.booked, then payment.completed first: the replies travel on different
+    // topics, which Kafka does not order against each other.
+    let shipped = Envelope::new(order_id, ShipmentBooked { tracking: "PCL-EARLY".into() });
+    let (topic, partition, offset) = publish(&saga, &shipped).await;
+    saga_tests::saga::wait_consumed(&saga.brokers, &saga.group("order"), &topic, partition, offset).await;
     let paid = Envelope::new(order_id, PaymentCompleted { user_id, amount: Money(200) });
     let (topic, partition, offset) = publish(&saga, &paid).await;
     saga_tests::saga::wait_consumed(&saga.brokers, &saga.group("order"), &topic, partition, offset).await;
     let early = c.get_order(&placed.order_id).await;
-    assert_eq!(statuses(&early), ["created"], "the early payment moves nothing yet");
+    assert_eq!(statuses(&early), ["created"], "the early replies move nothing yet");
 
-    // The stock reply arrives: the order moves on, and the parked payment with it.
+    // The stock reply arrives: the order moves on, and both parked replies with it.
     let reserved = Envelope::new(order_id, StockReductionSuccess { user_id, amount: Money(200) });
     publish(&saga, &reserved).await;
     let done = c.wait_status(&placed.order_id, "completed").await;
-    assert_eq!(statuses(&done), ["created", "inventory_reserved", "completed"]);
+    assert_eq!(statuses(&done), COMPLETED_PATH);
     assert_eq!(done.history[2].event_id, paid.event_id.to_string());
+    assert_eq!(done.history[3].event_id, shipped.event_id.to_string());
     let completed = saga_tests::saga::eventually("order.completed on order-events", || {
         let (brokers, topic, key) = (saga.brokers.clone(), saga.topic("order-events"), placed.order_id.clone());
         async move {
@@ -424,5 +431,71 @@ async fn a_reply_that_overtakes_the_one_before_it_is_parked_then_applied() {
     })
     .await;
     assert_eq!(completed.iter().filter(|t| *t == "order.completed").count(), 1, "{completed:?}");
+    saga.shutdown(&stack).await;
+}
+
+/// A saga paid but never shipped (the shipping service is down) times out in `paid`: the
+/// order is cancelled, the payment refunded and the stock released. When shipping comes
+/// back, whichever of the payment and the cancellation it reads first, no parcel stays
+/// booked for the cancelled order, and the order's history does not change.
+#[tokio::test]
+async fn a_saga_waiting_for_shipping_times_out_and_no_parcel_stays_booked() {
+    let stack = saga_tests::stack();
+    let mut saga = PrivateSaga::start(&stack, &SHORT_TIMEOUTS).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(1_000).await;
+    let product = c.product(100, 5).await;
+
+    saga.stop("shipping").await;
+    let placed = c.order(&buyer, &[(&product, 2)]).await;
+    c.wait_status(&placed.order_id, "paid").await;
+    let cancelled = c.wait_status(&placed.order_id, "cancelled").await;
+    assert_eq!(statuses(&cancelled), ["created", "inventory_reserved", "paid", "cancelled"]);
+    assert_eq!(cancelled.failure_reason, "timed_out");
+    let (user_id, product_id) = (buyer.user_id.clone(), product.product_id.clone());
+    saga_tests::saga::eventually("refund and release after the timeout", || {
+        let (mut c, user_id, product_id) = (c.clone(), user_id.clone(), product_id.clone());
+        async move {
+            let p = c.get_product(&product_id).await;
+            let balance = c.get_user(&user_id).await.balance_minor;
+            (balance == 1_000 && (p.stock_available, p.stock_reserved) == (5, 0)).then_some(())
+        }
+    })
+    .await;
+
+    saga.restart(&stack, "shipping").await;
+    for topic in ["payment-events", "order-events"] {
+        for m in messages_with_key(&saga.brokers, &saga.topic(topic), &placed.order_id) {
+            saga_tests::saga::wait_consumed(
+                &saga.brokers,
+                &saga.group("shipping"),
+                m.topic(),
+                m.partition(),
+                m.offset(),
+            )
+            .await;
+        }
+    }
+    let shipping = messages_with_key(&saga.brokers, &saga.topic("shipping-events"), &placed.order_id);
+    let kinds: Vec<String> = shipping.iter().filter_map(|m| header(m, "event-type")).collect();
+    // Payment first: booked, then cancelled by the compensation. Cancellation first: its
+    // tombstone makes the payment book nothing.
+    assert!(
+        kinds.is_empty() || kinds == ["shipment.booked", "shipment.cancelled"],
+        "a parcel stays booked for a cancelled order: {kinds:?}"
+    );
+    let db = sqlx::PgPool::connect(&saga.database_url(&stack, "shipping")).await.expect("shipping database");
+    let status: String = sqlx::query_scalar("SELECT status FROM shipments WHERE order_id = $1::uuid")
+        .bind(&placed.order_id)
+        .fetch_one(&db)
+        .await
+        .expect("the order is known to shipping");
+    assert_eq!(status, "cancelled");
+    for m in &shipping {
+        saga_tests::saga::wait_consumed(&saga.brokers, &saga.group("order"), m.topic(), m.partition(), m.offset())
+            .await;
+    }
+    let after = c.get_order(&placed.order_id).await;
+    assert_eq!((after.status.as_str(), &after.history), ("cancelled", &cancelled.history));
     saga.shutdown(&stack).await;
 }

@@ -75,7 +75,8 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
         [
             (None, "created".into(), "order.created".into()),
             (Some("created".into()), "inventory_reserved".into(), "stock.reduction.success".into()),
-            (Some("inventory_reserved".into()), "completed".into(), "payment.completed".into()),
+            (Some("inventory_reserved".into()), "paid".into(), "payment.completed".into()),
+            (Some("paid".into()), "completed".into(), "shipment.booked".into()),
         ]
     );
     assert_eq!(
@@ -84,6 +85,7 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
             pair("order", "order.completed"),
             pair("order", "order.created"),
             pair("product", "stock.reduction.success"),
+            pair("shipping", "shipment.booked"),
             pair("user", "payment.completed"),
         ]
     );
@@ -91,8 +93,10 @@ async fn a_completed_saga_is_traced_across_the_services_and_replays_the_same_in_
         of_kind(&trace, false),
         [
             pair("order", "payment.completed"),
+            pair("order", "shipment.booked"),
             pair("order", "stock.reduction.success"),
             pair("product", "order.created"),
+            pair("shipping", "payment.completed"),
             pair("user", "stock.reduction.success"),
         ]
     );

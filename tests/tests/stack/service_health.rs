@@ -53,6 +53,9 @@ async fn readyz(gateway: &PrivateGateway) -> (u16, serde_json::Value) {
 }
 
 /// What `/readyz` lists for `service`.
+/// The services whose APIs the gateway calls (shipping has none it calls).
+const GATEWAY_BACKENDS: [&str; 3] = ["order", "product", "user"];
+
 fn backend(body: &Value, service: &str) -> String {
     body["backends"][service].as_str().unwrap_or_default().to_owned()
 }
@@ -252,7 +255,9 @@ async fn the_broker_away_for_80s_degrades_the_pipeline_only_and_orders_complete_
         for service in SERVICES {
             let ready = status_of(service, &saga.url(service), "").await;
             assert_eq!(ready, Some(ServingStatus::Serving), "{service} stays ready {:?} in: {body}", frozen.elapsed());
-            assert!(backend(&body, service).starts_with("ok"), "{service}'s API serves: {body}");
+            if GATEWAY_BACKENDS.contains(service) {
+                assert!(backend(&body, service).starts_with("ok"), "{service}'s API serves: {body}");
+            }
         }
         if round % 5 == 0 {
             let token = api.login(&email, &password).await;
@@ -286,7 +291,7 @@ async fn the_broker_away_for_80s_degrades_the_pipeline_only_and_orders_complete_
     }
     eventually("every pipeline to flow again", || async {
         let body = readyz(&gateway).await.1;
-        SERVICES.iter().all(|s| backend(&body, s) == "ok").then_some(())
+        GATEWAY_BACKENDS.iter().all(|s| backend(&body, s) == "ok").then_some(())
     })
     .await;
     drop(gateway);

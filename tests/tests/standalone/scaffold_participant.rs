@@ -55,6 +55,17 @@ impl ProductHandler for ProductSaga {
         let _ = (conn, event);
         todo!("product: decide what `payment.fail` does")
     }
+    /// `product` received `shipment.failed`. Reply with `StockReleased` (`ProductOnShipmentFailed::...`), or `ProductOnShipmentFailed::NoReply`.
+    ///
+    /// Compensation: give back what `stock.reduction.success` took, once.
+    async fn on_shipment_failed(
+        &self,
+        conn: &mut PgConnection,
+        event: Envelope<saga_generated::events::ShipmentFailed>,
+    ) -> Result<ProductOnShipmentFailed, ProductError> {
+        let _ = (conn, event);
+        todo!("product: decide what `shipment.failed` does")
+    }
     /// `product` received `order.cancelled`. Reply with `StockReleased` (`ProductOnOrderCancelled::...`), or `ProductOnOrderCancelled::NoReply`.
     ///
     /// Compensation: give back what `stock.reduction.success` took, once; arriving before it, leave a tombstone so it does nothing.

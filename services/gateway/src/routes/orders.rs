@@ -102,8 +102,9 @@ pub struct Order {
     pub id: String,
     #[schema(value_type = uuid::Uuid)]
     pub user_id: String,
-    /// `created`, `inventory_reserved`, then one of the terminal statuses
-    /// `completed`, `inventory_reserved_failed`, `payment_failed`, `cancelled`.
+    /// `created`, `inventory_reserved`, `paid`, then one of the terminal statuses
+    /// `completed` (shipped), `inventory_reserved_failed`, `payment_failed`,
+    /// `shipping_failed`, `cancelled` (the saga's status machine, docs/saga.md).
     #[schema(example = "completed")]
     pub status: String,
     pub items: Vec<OrderItem>,
