@@ -9,17 +9,42 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use saga_runtime::{inbox, outbox};
 use sqlx::{Connection, PgConnection};
 
 use super::report::{KafkaBound, PgbenchBound};
 use saga_stack::StackConfig;
 
-/// Kafka messages one completed saga produces: order.created,
-/// stock.reduction.success, payment.completed, order.completed.
-pub const MESSAGES_PER_SAGA: f64 = 4.0;
-/// Deliveries to consumer groups per completed saga: each of the four
-/// messages is read by the two groups subscribed to its topic.
-pub const DELIVERIES_PER_SAGA: f64 = 8.0;
+/// The topics of the messages one completed saga produces, in order:
+/// order.created, stock.reduction.success, payment.completed, shipment.booked
+/// and order.completed.
+fn completed_saga_topics() -> [&'static str; 5] {
+    use saga_generated::{
+        Event, OrderCompleted, OrderCreated, PaymentCompleted, ShipmentBooked, StockReductionSuccess,
+    };
+    [
+        OrderCreated::TOPIC,
+        StockReductionSuccess::TOPIC,
+        PaymentCompleted::TOPIC,
+        ShipmentBooked::TOPIC,
+        OrderCompleted::TOPIC,
+    ]
+}
+
+/// Kafka messages one completed saga produces.
+fn messages_per_saga() -> f64 {
+    completed_saga_topics().len() as f64
+}
+
+/// Deliveries to consumer groups per completed saga: each message is read by
+/// every group subscribed to its topic (the generated topology says which).
+fn deliveries_per_saga() -> f64 {
+    let groups = saga_generated::topology::CONSUMER_GROUPS;
+    completed_saga_topics()
+        .iter()
+        .map(|topic| groups.iter().filter(|g| g.topics.contains(topic)).count())
+        .sum::<usize>() as f64
+}
 
 /// Size of a saga message: an Avro envelope with a few ids and items.
 const RECORD_SIZE: u32 = 400;
@@ -56,38 +81,71 @@ fn bind(sql: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(out.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
+/// An event published through the outbox of a service's database: its row,
+/// written in the handler's transaction, as `outbox::INSERT` writes it.
+/// `event` is the pgbench expression of its id.
+fn publish(event: &str, topic: &str, event_type: &str) -> anyhow::Result<String> {
+    let payload = "decode(repeat('ab', 300), 'hex')";
+    bind(outbox::INSERT, &[event, &format!("'{topic}'"), ":r::text", &format!("'{event_type}'"), payload, "'{}'"])
+}
+
+/// The relay's mark on a published row, after the broker's acknowledgement:
+/// one row per transaction, as at low load (one row per batch).
+fn published(event: &str) -> anyhow::Result<String> {
+    let id = format!("ARRAY[(SELECT id FROM outbox WHERE event_id = {event})]");
+    bind(outbox::MARK_PUBLISHED, &[&id, "ARRAY[0]", "ARRAY[:r::bigint]"])
+}
+
+/// A delivery claimed in the consumer's inbox, as `inbox::CLAIM` claims it.
+fn claim(event: &str, topic: &str, event_type: &str) -> anyhow::Result<String> {
+    bind(inbox::CLAIM, &[event, &format!("'{event_type}'"), &format!("'{topic}'"), "0", ":r"])
+}
+
+/// The pgbench expression of the id of the saga's `n`th event: derived from
+/// the run's random number, so every database's script names the same ids.
+fn event_id(n: u8) -> String {
+    format!("md5(:r || 'e{n}')::uuid")
+}
+
+/// One pgbench script: its variables, then each statement on a line.
+fn script(variables: &[&str], statements: Vec<String>) -> String {
+    let mut script = String::new();
+    for variable in variables {
+        script.push_str(variable);
+        script.push('\n');
+    }
+    for statement in statements {
+        script.push_str(&statement);
+        script.push_str(";\n");
+    }
+    script
+}
+
+/// A random number per run of a script, from which every id is derived, so
+/// rows never collide.
+const RUN: &str = "\\set r random(1, 1000000000000000)";
+
 /// The script of the order database: the transactions of one completed
 /// saga as the order service and its relay commit them, each statement the
 /// very text the service sends (`order_store::sql`, and the runtime's
 /// outbox and inbox statements), with pgbench expressions for its
-/// parameters. Ids are derived from one random number per run of the
-/// script, so rows never collide. The relay marks one row per transaction,
-/// as it does at low load (one row per batch).
+/// parameters.
 fn order_script() -> anyhow::Result<String> {
     use order_store::sql;
-    use saga_runtime::{inbox, outbox};
     let order = "md5(:r || 'o')::uuid";
     let user = "md5(:u || 'u')::uuid";
-    let event = |n: u8| format!("md5(:r || 'e{n}')::uuid");
     let text = |value: &str| format!("'{value}'");
     let deadline = |ms: u32| format!("now() + {ms}::bigint * interval '1 millisecond'");
-    let publish = |n: u8, event_type: &str| {
-        let payload = "decode(repeat('ab', 300), 'hex')";
-        bind(outbox::INSERT, &[&event(n), "'order-events'", ":r::text", &text(event_type), payload, "'{}'"])
-    };
-    let published = |n: u8| {
-        let id = format!("ARRAY[(SELECT id FROM outbox WHERE event_id = {})]", event(n));
-        bind(outbox::MARK_PUBLISHED, &[&id, "ARRAY[0]", "ARRAY[:r::bigint]"])
-    };
     // A reply consumed: claimed in the inbox, the order locked, its
     // transition and history row, then the parked events the new status
     // may accept.
     let reply = |n: u8, topic: &str, event_type: &str, from: &str, to: &str, deadline: &str, total: &str| {
         anyhow::Ok(vec![
-            bind(inbox::CLAIM, &[&event(n), &text(event_type), &text(topic), "0", ":r"])?,
+            "BEGIN".to_owned(),
+            claim(&event_id(n), topic, event_type)?,
             bind(sql::LOCK, &[order])?,
             bind(sql::TRANSITION, &[order, &text(to), deadline, total, "NULL"])?,
-            bind(sql::HISTORY, &[order, &text(from), &text(to), &event(n), &text(event_type), "NULL"])?,
+            bind(sql::HISTORY, &[order, &text(from), &text(to), &event_id(n), &text(event_type), "NULL"])?,
             bind(sql::PARKED, &[order])?,
         ])
     };
@@ -100,14 +158,13 @@ fn order_script() -> anyhow::Result<String> {
         bind(sql::INSERT_ORDER, &[order, user, "'created'", ":r::text", "md5(:r || 'h')", traceparent])?,
         bind(sql::INSERT_ITEM, &[order, "0", "md5(:u || 'p')::uuid", "2"])?,
         bind(sql::TRANSITION, &[order, "'created'", &deadline(30_000), "NULL", "NULL"])?,
-        bind(sql::HISTORY, &[order, "NULL", "'created'", &event(1), "'order.created'", "NULL"])?,
-        publish(1, "order.created")?,
+        bind(sql::HISTORY, &[order, "NULL", "'created'", &event_id(1), "'order.created'", "NULL"])?,
+        publish(&event_id(1), "order-events", "order.created")?,
         bind(sql::ORDER, &[order])?,
         "COMMIT".to_owned(),
-        published(1)?,
-        // stock.reduction.success: the order is priced.
-        "BEGIN".to_owned(),
+        published(&event_id(1))?,
     ];
+    // stock.reduction.success: the order is priced.
     statements.extend(reply(
         2,
         "inventory-events",
@@ -118,69 +175,95 @@ fn order_script() -> anyhow::Result<String> {
         "1000",
     )?);
     statements.push("COMMIT".to_owned());
-    // payment.completed: the order completes and says so.
-    statements.push("BEGIN".to_owned());
+    // payment.completed: the order is paid and waits for its parcel.
     statements.extend(reply(
         3,
         "payment-events",
         "payment.completed",
         "inventory_reserved",
-        "completed",
-        "NULL",
+        "paid",
+        &deadline(60_000),
         "NULL",
     )?);
-    statements.push(publish(4, "order.completed")?);
     statements.push("COMMIT".to_owned());
-    statements.push(published(4)?);
-    let mut script = "\\set r random(1, 1000000000000000)\n\\set u random(1, 100000)\n".to_owned();
-    for statement in statements {
-        script.push_str(&statement);
-        script.push_str(";\n");
-    }
-    Ok(script)
+    // shipment.booked: the order completes and says so.
+    statements.extend(reply(4, "shipping-events", "shipment.booked", "paid", "completed", "NULL", "NULL")?);
+    statements.push(publish(&event_id(5), "order-events", "order.completed")?);
+    statements.push("COMMIT".to_owned());
+    statements.push(published(&event_id(5))?);
+    Ok(script(&[RUN, "\\set u random(1, 100000)"], statements))
 }
 
-/// The product and user databases' scripts are still transcripts of their
-/// services' statements, kept in step by hand (their tables have no single
-/// owner yet, unlike the order tables).
-///
-/// `bench_products` (filled before the run) numbers the stocked products, so
-/// the script spreads reservations over them as the load does.
-const PRODUCT_SCRIPT: &str = r#"\set r random(1, 1000000000000000)
-\set k random(1, :products)
-BEGIN;
-INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e1')::uuid, 'order.created', 'order-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
-SELECT status FROM reservations WHERE order_id = md5(:r || 'o')::uuid;
-SELECT s.product_id, s.available, p.price_minor FROM stock s JOIN products p USING (product_id) WHERE s.product_id = ANY(ARRAY[(SELECT product_id FROM bench_products WHERE n = :k)]) ORDER BY s.product_id FOR UPDATE OF s;
-INSERT INTO reservations (order_id, user_id, status, total_minor) VALUES (md5(:r || 'o')::uuid, md5(:r || 'u')::uuid, 'reserved', 1000);
-UPDATE stock SET available = available - 2, reserved = reserved + 2, updated_at = now() WHERE product_id = (SELECT product_id FROM bench_products WHERE n = :k);
-INSERT INTO reservation_items (order_id, product_id, quantity, unit_price_minor) VALUES (md5(:r || 'o')::uuid, (SELECT product_id FROM bench_products WHERE n = :k), 2, 500);
-INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e2')::uuid, 'inventory-events', :r::text, 'stock.reduction.success', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
-COMMIT;
-UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e2')::uuid;
-"#;
+/// The product database's script: the reservation of one completed saga,
+/// each statement the text `product_service::sql` names. `bench_products`
+/// (filled before the run) numbers the stocked products, so the script
+/// spreads reservations over them as the load does.
+fn product_script() -> anyhow::Result<String> {
+    use product_service::sql;
+    let order = "md5(:r || 'o')::uuid";
+    let product = "(SELECT product_id FROM bench_products WHERE n = :k)";
+    let statements = vec![
+        "BEGIN".to_owned(),
+        claim(&event_id(1), "order-events", "order.created")?,
+        bind(sql::RESERVATION_STATUS, &[order])?,
+        bind(sql::LOCK_STOCK, &[&format!("ARRAY[{product}]")])?,
+        bind(sql::RESERVE, &[order, "md5(:r || 'u')::uuid", "1000"])?,
+        bind(sql::TAKE_STOCK, &[product, "2"])?,
+        bind(sql::RESERVE_ITEM, &[order, product, "2", "500"])?,
+        publish(&event_id(2), "inventory-events", "stock.reduction.success")?,
+        "COMMIT".to_owned(),
+        published(&event_id(2))?,
+    ];
+    Ok(script(&[RUN, "\\set k random(1, :products)"], statements))
+}
 
-/// `bench_users` numbers the customers with money.
-const USER_SCRIPT: &str = r#"\set r random(1, 1000000000000000)
-\set k random(1, :users)
-BEGIN;
-INSERT INTO inbox (event_id, event_type, topic, partition, "offset") VALUES (md5(:r || 'e2')::uuid, 'stock.reduction.success', 'inventory-events', 0, :r) ON CONFLICT (event_id) DO NOTHING;
-SELECT status FROM payments WHERE order_id = md5(:r || 'o')::uuid FOR UPDATE;
-SELECT balance_minor FROM balances WHERE user_id = (SELECT user_id FROM bench_users WHERE n = :k) FOR UPDATE;
-UPDATE balances SET balance_minor = balance_minor - 1000, updated_at = now() WHERE user_id = (SELECT user_id FROM bench_users WHERE n = :k) RETURNING balance_minor;
-INSERT INTO payments (order_id, user_id, amount_minor, status) VALUES (md5(:r || 'o')::uuid, (SELECT user_id FROM bench_users WHERE n = :k), 1000, 'debited');
-INSERT INTO ledger (entry_id, user_id, kind, amount_minor, balance_after_minor, reference, order_id) VALUES (md5(:r || 'l')::uuid, (SELECT user_id FROM bench_users WHERE n = :k), 'debit', -1000, 1, md5(:r || 'o'), md5(:r || 'o')::uuid);
-INSERT INTO outbox (event_id, topic, partition_key, event_type, payload, headers) VALUES (md5(:r || 'e3')::uuid, 'payment-events', :r::text, 'payment.completed', decode(repeat('ab', 300), 'hex'), '{}') ON CONFLICT (event_id) DO NOTHING;
-COMMIT;
-UPDATE outbox SET published_at = now(), published_partition = 0, published_offset = :r WHERE event_id = md5(:r || 'e3')::uuid;
-"#;
+/// The user database's script: the debit of one completed saga, each
+/// statement the text `user_service::sql` names. `bench_users` numbers the
+/// customers with money.
+fn user_script() -> anyhow::Result<String> {
+    use user_service::sql;
+    let order = "md5(:r || 'o')::uuid";
+    let user = "(SELECT user_id FROM bench_users WHERE n = :k)";
+    let statements = vec![
+        "BEGIN".to_owned(),
+        claim(&event_id(2), "inventory-events", "stock.reduction.success")?,
+        bind(sql::PAYMENT_STATUS, &[order])?,
+        bind(sql::LOCK_BALANCE, &[user])?,
+        bind(sql::DEBIT, &[user, "1000"])?,
+        bind(sql::LEDGER, &["md5(:r || 'l')::uuid", user, "'debit'", "-1000", "1", "md5(:r || 'o')"])?,
+        bind(sql::DEBITED, &[order, user, "1000"])?,
+        publish(&event_id(3), "payment-events", "payment.completed")?,
+        "COMMIT".to_owned(),
+        published(&event_id(3))?,
+    ];
+    Ok(script(&[RUN, "\\set k random(1, :users)"], statements))
+}
 
-/// Scratch copies of the three databases (schema, triggers and the run's
+/// The shipping database's script: the parcel of one completed saga, each
+/// statement the text `shipping_service::sql` names.
+fn shipping_script() -> anyhow::Result<String> {
+    use shipping_service::sql;
+    let order = "md5(:r || 'o')::uuid";
+    let statements = vec![
+        "BEGIN".to_owned(),
+        claim(&event_id(3), "payment-events", "payment.completed")?,
+        bind(sql::BOOK, &[order, "2", "'PCL-' || left(md5(:r || 't'), 16)"])?,
+        publish(&event_id(4), "shipping-events", "shipment.booked")?,
+        "COMMIT".to_owned(),
+        published(&event_id(4))?,
+    ];
+    Ok(script(&[RUN], statements))
+}
+
+/// The databases pgbench copies and runs a script against, one per service.
+const DATABASES: [&str; 4] = ["order_service", "product_service", "user_service", "shipping_service"];
+
+/// Scratch copies of the services' databases (schema, triggers and the run's
 /// data), so pgbench's rows never mix with the benchmark's. Needs the
 /// services stopped: a template database must have no other connections.
 async fn scratch_copies(config: &StackConfig) -> anyhow::Result<(i64, i64)> {
     let mut admin = PgConnection::connect(&config.postgres_admin_url("postgres")).await?;
-    for db in ["order_service", "product_service", "user_service"] {
+    for db in DATABASES {
         let copy = format!("bench_{db}");
         sqlx::query(&format!("DROP DATABASE IF EXISTS {copy}")).execute(&mut admin).await?;
         sqlx::query(&format!("CREATE DATABASE {copy} TEMPLATE {db}"))
@@ -214,7 +297,7 @@ async fn scratch_copies(config: &StackConfig) -> anyhow::Result<(i64, i64)> {
 
 async fn drop_copies(config: &StackConfig) -> anyhow::Result<()> {
     let mut admin = PgConnection::connect(&config.postgres_admin_url("postgres")).await?;
-    for db in ["order_service", "product_service", "user_service"] {
+    for db in DATABASES {
         sqlx::query(&format!("DROP DATABASE IF EXISTS bench_{db}")).execute(&mut admin).await?;
     }
     Ok(())
@@ -228,7 +311,7 @@ fn pgbench_tps(output: &str) -> Option<f64> {
     })
 }
 
-/// The three scripts at once, each against its database copy with `clients`
+/// The four scripts at once, each against its database copy with `clients`
 /// connections, for `duration`: one script run is one saga's work in that
 /// database, so the slowest script's rate is the database bound in sagas/s.
 pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> anyhow::Result<PgbenchBound> {
@@ -236,10 +319,8 @@ pub async fn pgbench(config: &StackConfig, clients: u32, duration: Duration) -> 
     let dir = config.state_dir.join("bench");
     std::fs::create_dir_all(&dir)?;
     let mut children = Vec::new();
-    let order = order_script()?;
-    for (db, script) in
-        [("order_service", order.as_str()), ("product_service", PRODUCT_SCRIPT), ("user_service", USER_SCRIPT)]
-    {
+    let scripts = [order_script()?, product_script()?, user_script()?, shipping_script()?];
+    for (db, script) in DATABASES.into_iter().zip(scripts) {
         let path = dir.join(format!("pgbench-{db}.sql"));
         std::fs::write(&path, script)?;
         let child = Command::new(config.postgres_bin.join("pgbench"))
@@ -350,14 +431,14 @@ pub async fn kafka(config: &StackConfig, records: u64) -> anyhow::Result<KafkaBo
             fields[9].parse::<f64>().ok()
         })
         .with_context(|| format!("no summary in ConsumerPerformance output: {out}"))?;
-    let bound = (produced / MESSAGES_PER_SAGA).min(consumed / DELIVERIES_PER_SAGA);
+    let bound = (produced / messages_per_saga()).min(consumed / deliveries_per_saga());
     Ok(KafkaBound {
         records,
         record_size: RECORD_SIZE,
         producer_records_per_second: produced,
         consumer_records_per_second: consumed,
-        messages_per_saga: MESSAGES_PER_SAGA,
-        deliveries_per_saga: DELIVERIES_PER_SAGA,
+        messages_per_saga: messages_per_saga(),
+        deliveries_per_saga: deliveries_per_saga(),
         sagas_per_second_bound: bound,
     })
 }
@@ -367,19 +448,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_order_script_runs_the_services_statements_with_every_parameter_bound() {
-        let script = order_script().expect("every statement bound");
-        assert!(!script.contains('$'), "a parameter left unbound:\n{script}");
-        for statement in [order_store::sql::TRANSITION, order_store::sql::HISTORY, order_store::sql::ORDER] {
+    fn every_script_runs_its_services_statements_with_every_parameter_bound() {
+        let scripts = [
+            (order_script(), 4, order_store::sql::TRANSITION),
+            (product_script(), 1, product_service::sql::TAKE_STOCK),
+            (user_script(), 1, user_service::sql::DEBIT),
+            (shipping_script(), 1, shipping_service::sql::BOOK),
+        ];
+        for (script, transactions, statement) in scripts {
+            let script = script.expect("every statement bound");
+            assert!(!script.contains('$'), "a parameter left unbound:\n{script}");
             let start: String = statement.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-            assert!(script.contains(&start), "{start} is not in the script");
+            assert!(script.contains(&start), "{start} is not in the script:\n{script}");
+            assert_eq!(script.matches("BEGIN;").count(), transactions, "{script}");
+            assert_eq!(script.matches("BEGIN;").count(), script.matches("COMMIT;").count(), "{script}");
         }
-        assert_eq!(script.matches("BEGIN;").count(), 3);
         assert_eq!(bind("SELECT $1, $2, $1", &["a", "b"]).expect("bound"), "SELECT a, b, a");
         assert!(bind("SELECT $1, $3", &["a", "b", "c"]).is_err(), "an argument the statement has no parameter for");
         assert!(bind("SELECT $2", &["a"]).is_err(), "a parameter without its argument");
         let ten = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "J"];
         assert_eq!(bind("$1 $2 $3 $4 $5 $6 $7 $8 $9 $10", &ten).expect("bound"), "a b c d e f g h i J");
+    }
+
+    #[test]
+    fn a_completed_saga_is_five_messages_read_fourteen_times() {
+        // order-events is read by product, user and shipping; inventory-events by
+        // order and user; payment-events by order, product and shipping;
+        // shipping-events by order, product and user.
+        assert_eq!(messages_per_saga(), 5.0);
+        assert_eq!(deliveries_per_saga(), 3.0 + 2.0 + 3.0 + 3.0 + 3.0);
     }
 
     #[test]

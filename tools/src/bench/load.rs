@@ -15,7 +15,10 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 /// Statuses that end a saga (the spec's terminal statuses of `order`).
-pub const TERMINAL: [&str; 4] = ["completed", "inventory_reserved_failed", "payment_failed", "cancelled"];
+/// Whether an order's status (as the gateway shows it) is one the saga ends in.
+pub fn is_terminal(status: &str) -> bool {
+    status.parse::<saga_generated::OrderStatus>().is_ok_and(|s| s.is_terminal())
+}
 
 /// How a client learns that its saga ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -246,7 +249,7 @@ impl OrderView {
     fn of(order_id: &str, body: &Value) -> anyhow::Result<OrderView> {
         let status = body["status"].as_str().context("order without a status")?.to_owned();
         let failure_reason = body["failure_reason"].as_str().unwrap_or_default().to_owned();
-        if !TERMINAL.contains(&status.as_str()) {
+        if !is_terminal(&status) {
             return Ok(OrderView { status, failure_reason, ended_at: None });
         }
         let at = body["history"]
@@ -315,6 +318,7 @@ pub struct Phase {
     pub completed: u64,
     pub stock_failed: u64,
     pub payment_failed: u64,
+    pub shipping_failed: u64,
     pub cancelled: u64,
     /// Requests refused or sagas not ended within the timeout.
     pub errors: u64,
@@ -330,6 +334,7 @@ impl Phase {
             completed: 0,
             stock_failed: 0,
             payment_failed: 0,
+            shipping_failed: 0,
             cancelled: 0,
             errors: 0,
             first_error: None,
@@ -337,7 +342,7 @@ impl Phase {
     }
 
     pub fn terminal(&self) -> u64 {
-        self.completed + self.stock_failed + self.payment_failed + self.cancelled
+        self.completed + self.stock_failed + self.payment_failed + self.shipping_failed + self.cancelled
     }
 
     /// Sagas that ended per second of the phase.
@@ -354,6 +359,7 @@ impl Phase {
                     "completed" => self.completed += 1,
                     "inventory_reserved_failed" => self.stock_failed += 1,
                     "payment_failed" => self.payment_failed += 1,
+                    "shipping_failed" => self.shipping_failed += 1,
                     _ => self.cancelled += 1,
                 }
             }
@@ -370,6 +376,7 @@ impl Phase {
         self.completed += other.completed;
         self.stock_failed += other.stock_failed;
         self.payment_failed += other.payment_failed;
+        self.shipping_failed += other.shipping_failed;
         self.cancelled += other.cancelled;
         self.errors += other.errors;
         if self.first_error.is_none() {

@@ -276,6 +276,7 @@ fn phase_report(phase: &Phase) -> PhaseReport {
             completed: phase.completed,
             inventory_reserved_failed: phase.stock_failed,
             payment_failed: phase.payment_failed,
+            shipping_failed: phase.shipping_failed,
             cancelled: phase.cancelled,
             errors: phase.errors,
         },
@@ -603,20 +604,21 @@ fn markdown(r: &Report, args: &BenchArgs) -> String {
     let _ = writeln!(md, "`{}`\n", command_line(args));
     let _ = writeln!(
         md,
-        "| phase | sagas/s | completed/s | ok / stock fail / pay fail / cancelled / errors | p50 ms | p95 ms | p99 ms | max ms |"
+        "| phase | sagas/s | completed/s | ok / stock fail / pay fail / ship fail / cancelled / errors | p50 ms | p95 ms | p99 ms | max ms |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for phase in r.closed_loop.iter().chain(&r.open_loop) {
         let (o, l) = (&phase.outcomes, &phase.latency_ms);
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} / {} / {} / {} / {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} / {} / {} / {} / {} / {} | {} | {} | {} | {} |",
             phase.name,
             f(phase.sagas_per_second),
             f(phase.completed_per_second),
             o.completed,
             o.inventory_reserved_failed,
             o.payment_failed,
+            o.shipping_failed,
             o.cancelled,
             o.errors,
             f(l.p50),

@@ -328,11 +328,14 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
     let mut order = connect(config, "order_service").await?;
     let mut product = connect(config, "product_service").await?;
     let mut user = connect(config, "user_service").await?;
+    let mut shipping = connect(config, "shipping_service").await?;
     let non_terminal = non_terminal(&mut order).await?;
     let (completed, completed_total) =
         order_store::count_and_total(&mut order, saga_generated::OrderStatus::Completed.as_str()).await?;
     let mut unpublished = BTreeMap::new();
-    for (name, conn) in [("order", &mut order), ("product", &mut product), ("user", &mut user)] {
+    for (name, conn) in
+        [("order", &mut order), ("product", &mut product), ("user", &mut user), ("shipping", &mut shipping)]
+    {
         let n: i64 =
             sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetch_one(&mut *conn).await?;
         unpublished.insert(name.to_owned(), n);
@@ -353,6 +356,8 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
     .await?;
     let reserved_column: i64 =
         sqlx::query_scalar("SELECT coalesce(sum(reserved), 0)::bigint FROM stock").fetch_one(&mut product).await?;
+    let booked_shipments: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM shipments WHERE status = 'booked'").fetch_one(&mut shipping).await?;
     let checks = [
         ("no order left non-terminal", non_terminal == 0),
         ("every outbox row published", unpublished.values().all(|&n| n == 0)),
@@ -364,6 +369,7 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
         ("stock conserved: available + reserved unchanged", before.stock == after.stock),
         ("reserved stock = items of live reservations", reserved_column == reserved_items),
         ("one live reservation per completed order", reserved_rows == completed),
+        ("one booked parcel per completed order", booked_shipments == completed),
     ];
     Ok(Invariants {
         ok: checks.iter().all(|(_, holds)| *holds),
@@ -381,6 +387,7 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
         live_reservations: reserved_rows,
         reserved_items,
         reserved_column,
+        booked_shipments,
     })
 }
 

@@ -89,6 +89,9 @@ pub struct Outcomes {
     pub completed: u64,
     pub inventory_reserved_failed: u64,
     pub payment_failed: u64,
+    /// Refused by the shipping step (reports before it have none).
+    #[serde(default)]
+    pub shipping_failed: u64,
     pub cancelled: u64,
     /// Requests refused or sagas not ended within the timeout.
     pub errors: u64,
@@ -168,6 +171,9 @@ pub struct Invariants {
     pub live_reservations: i64,
     pub reserved_items: i64,
     pub reserved_column: i64,
+    /// Parcels booked and not cancelled (reports before the shipping step have none).
+    #[serde(default)]
+    pub booked_shipments: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
