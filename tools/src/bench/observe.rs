@@ -387,7 +387,7 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
         live_reservations: reserved_rows,
         reserved_items,
         reserved_column,
-        booked_shipments,
+        booked_shipments: Some(booked_shipments),
     })
 }
 

@@ -278,7 +278,7 @@ mod tests {
                 completed: 1,
                 inventory_reserved_failed: 0,
                 payment_failed: 0,
-                shipping_failed: 0,
+                shipping_failed: Some(0),
                 cancelled: 0,
                 errors: 0,
             },

@@ -90,8 +90,8 @@ pub struct Outcomes {
     pub inventory_reserved_failed: u64,
     pub payment_failed: u64,
     /// Refused by the shipping step (reports before it have none).
-    #[serde(default)]
-    pub shipping_failed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_failed: Option<u64>,
     pub cancelled: u64,
     /// Requests refused or sagas not ended within the timeout.
     pub errors: u64,
@@ -172,8 +172,8 @@ pub struct Invariants {
     pub reserved_items: i64,
     pub reserved_column: i64,
     /// Parcels booked and not cancelled (reports before the shipping step have none).
-    #[serde(default)]
-    pub booked_shipments: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booked_shipments: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
