@@ -287,6 +287,20 @@ impl Saga {
         self.topics.iter().filter(|t| self.subscriptions(service).any(|(e, _)| e.topic == t.name)).collect()
     }
 
+    /// The compacted topic of the saga's writer schemas, keyed by fingerprint:
+    /// every publisher registers the schemas it writes there before it
+    /// publishes, and a consumer built before a version existed looks it up
+    /// there, so that a newer publisher may be deployed before its consumers.
+    pub fn schema_topic(&self) -> String {
+        format!("{}.schemas", self.name)
+    }
+
+    /// The group a service reads the schema topic under (it assigns itself the partition,
+    /// so it never joins the group; the broker checks its grant on it all the same).
+    pub fn schema_group(&self, service: &str) -> String {
+        format!("{}.{service}", self.schema_topic())
+    }
+
     /// The Kafka consumer group of a service that consumes (its offsets are kept under it).
     pub fn consumer_group(&self, service: &str) -> String {
         format!("{}.{}", self.name, service)
@@ -297,7 +311,8 @@ impl Saga {
     /// twins of those it consumes; read the topics it consumes, with its own
     /// consumer group; and, for every service but the status owner, describe
     /// the owner's group and topics (the owner's caught-up clock, which a
-    /// participant may keep to shed requests whose saga was given up on).
+    /// participant may keep to shed requests whose saga was given up on); and
+    /// on the schema topic, write if it publishes and read if it consumes.
     /// Nothing else: a forged event on another service's topic is refused.
     /// In service, then resource order; `Describe` only where no other
     /// operation on the resource implies it.
@@ -322,9 +337,17 @@ impl Saga {
                     grant(format!("{}{}", topic.name, self.dlq_suffix), "Write");
                 }
             }
+            let publishes = self.events.iter().any(|e| e.publisher == s && !e.retired);
+            if publishes {
+                grant(self.schema_topic(), "Write");
+            }
+            if !consumed.is_empty() {
+                grant(self.schema_topic(), "Read");
+            }
             let mut group_ops = Vec::new();
             if !consumed.is_empty() {
                 group_ops.push((self.consumer_group(s), vec!["Read"]));
+                group_ops.push((self.schema_group(s), vec!["Read"]));
             }
             if let Some(owner) = owner.filter(|o| *o != s) {
                 for topic in self.consumed_topics(owner) {

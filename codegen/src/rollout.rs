@@ -9,18 +9,23 @@
 //! - **after** one or more services: the new behaviour relies on something only the new
 //!   version of those services does, so they must be deployed first.
 //!
-//! The deploy order is the order every "after" allows. Three rules make them:
+//! The deploy order is the order every "after" allows. Two rules make them, and a third
+//! says what a mixed rollout looks like:
 //! - the status owner entering a state through a new or changed transition waits there for
 //!   the events leading out of it: when only new versions of their publishers send every
 //!   one of them, those go first (deployed first, the owner's sagas would time out there);
-//! - an event written with a schema it did not have before (new, or changed) needs every
-//!   service whose old version reads its topic first: a consumer cannot decode a schema it
-//!   does not know (docs/spec-language.md, "Changing a spec safely");
-//! - a handler that newly reads the saga context (or reads a changed one) needs every
-//!   service on the way to it to copy the context first: old code drops a field it does
-//!   not know, and the event reaches the reader without it.
+//! - a new event needs its subscribers whose old version reads its topic first: old code
+//!   skips an event it does not know (docs/spec-language.md, "Changing a spec safely").
+//!   Every publisher registers its writer schemas on the saga's schema topic before it
+//!   publishes with them, and a consumer that meets an unknown fingerprint looks it up
+//!   there (`saga_runtime::schema_registry`): a new schema of an event old code knows is
+//!   resolved to its own, and an event it does not know is skipped, not dead-lettered;
+//! - a handler that newly reads the saga context (or reads a changed one) orders nothing:
+//!   until every service on the way to it copies the context, the event reaches it
+//!   without one, as for a saga begun before the context existed, and its handler takes
+//!   an `Option`. The plan names the services it waits for to get it.
 //!
-//! What it does not know: how old and new versions behave side by side beyond these two
+//! What it does not know: how old and new versions behave side by side beyond these
 //! rules (an old owner completing a saga that a new participant then compensates, say).
 //! That is for a proof of the mixed-version model, which `verify` does not make yet.
 
@@ -323,26 +328,41 @@ pub fn plan(
         }
     }
 
-    // Schemas: a consumer must know a schema before anyone writes with it.
+    // Schemas: a consumer must know an event before anyone writes it. A new schema of an
+    // event it knows is no reason to wait: the publisher registers it on the schema topic
+    // before it publishes with it, and the consumer looks it up there.
     for e in &new.events {
-        let changed = match (old_schemas.get(&e.name), new_schemas.get(&e.name)) {
-            (None, Some(_)) => "is new",
-            (Some(a), Some(b)) if a != b => "is written with a new schema",
+        match (old_schemas.get(&e.name), new_schemas.get(&e.name)) {
+            (None, Some(_)) => {}
+            (Some(a), Some(b)) if a != b => {
+                changes.insert(BehaviourChange {
+                    service: e.publisher.clone(),
+                    what: format!(
+                        "`{}` is written with a new schema (its consumers look it up on the schema topic)",
+                        e.name
+                    ),
+                    needs: Needs::AnyOrder,
+                });
+                continue;
+            }
             _ => continue,
-        };
-        // Those whose old version reads the topic: a topic new to a service is read only by
-        // its new version, which knows the schema.
+        }
+        let changed = "is new";
+        // Its subscribers whose old version reads the topic: old code skips an event it does
+        // not know (its schema learned from the schema topic), so a subscriber deployed after
+        // the publisher would miss it. A service that does not subscribe to it skips it in
+        // either version; a topic new to a service is read only by its new version.
         let consumers: BTreeSet<String> = old
             .events
             .iter()
             .filter(|x| x.topic == e.topic)
             .flat_map(|x| x.subscribers.iter().map(|s| s.service.clone()))
-            .filter(|s| *s != e.publisher)
+            .filter(|s| *s != e.publisher && e.subscribers.iter().any(|n| n.service == *s))
             .collect();
         if consumers.is_empty() {
             continue;
         }
-        let why = format!("they read `{}`, and old code cannot decode a schema it does not know", e.topic);
+        let why = format!("they subscribe to it on `{}`, and old code skips an event it does not know", e.topic);
         changes.insert(BehaviourChange {
             service: e.publisher.clone(),
             what: format!("`{}` {changed}", e.name),
@@ -350,7 +370,10 @@ pub fn plan(
         });
     }
 
-    // The saga context: a reader relies on every publisher on the way to it copying it.
+    // The saga context: a reader gets it only once every publisher on the way to it copies
+    // it. Until then it gets none, as for a saga begun before the context existed: its
+    // handler takes an `Option` and must do without, so this orders nothing; the plan says
+    // who the reader waits for to get it.
     let same_context = match (&old.context, &new.context) {
         (Some(a), Some(b)) => a.fields.iter().map(|f| (&f.name, &f.ty)).eq(b.fields.iter().map(|f| (&f.name, &f.ty))),
         (None, None) => true,
@@ -361,22 +384,21 @@ pub fn plan(
         if was_read && same_context {
             continue;
         }
-        let first: BTreeSet<String> = carried_by(new, &read.event)
+        let carriers: Vec<String> = carried_by(new, &read.event)
             .into_iter()
             .filter(|p| *p != read.service && old.services.iter().any(|s| s.name == *p))
+            .map(|p| format!("`{p}`"))
             .collect();
-        let needs = if first.is_empty() {
-            Needs::AnyOrder
+        let what = if carriers.is_empty() {
+            format!("reads the saga context on `{}`", read.event)
         } else {
-            let why =
-                format!("they carry the saga context to `{}`; old code drops it, and the reader gets none", read.event);
-            Needs::After { first, why }
+            format!(
+                "reads the saga context on `{}` (sagas begun before {} run the new version reach it without one)",
+                read.event,
+                carriers.join(", ")
+            )
         };
-        changes.insert(BehaviourChange {
-            service: read.service.clone(),
-            what: format!("reads the saga context on `{}`", read.event),
-            needs,
-        });
+        changes.insert(BehaviourChange { service: read.service.clone(), what, needs: Needs::AnyOrder });
     }
 
     let changes: Vec<BehaviourChange> = changes.into_iter().collect();

@@ -149,6 +149,16 @@ pub struct ServiceIdentity<E> {
     pub topics: &'static [TopicShape],
     /// Suffix of the dead-letter twin of every topic.
     pub dlq_suffix: &'static str,
+    /// The saga's schema topic: every publisher registers its writer schemas
+    /// there, keyed by fingerprint, before it publishes with them; a consumer
+    /// built before a version existed looks it up there (`saga_wire::learned`).
+    pub schema_topic: &'static str,
+    /// The group the service reads the schema topic under: it never joins it
+    /// or commits to it, but the broker checks its grant on it all the same.
+    pub schema_group: &'static str,
+    /// The schema histories of the events the service publishes: every
+    /// version of each is registered on [`ServiceIdentity::schema_topic`].
+    pub writes: &'static [fn() -> &'static saga_wire::SchemaHistory],
     /// The generated `<Service>Inbound`.
     pub inbound: PhantomData<fn() -> E>,
 }

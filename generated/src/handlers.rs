@@ -312,52 +312,59 @@ pub enum OrderInbound {
 
 impl OrderInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "inventory-events" => {
-                match super::topics::InventoryEvents::decode(bytes)? {
-                    super::topics::InventoryEvents::StockReductionSuccess(e) => {
+                match super::topics::InventoryEvents::decode(bytes) {
+                    Ok(super::topics::InventoryEvents::StockReductionSuccess(e)) => {
                         Ok(Some(OrderInbound::StockReductionSuccess(e)))
                     }
-                    super::topics::InventoryEvents::StockReductionFail(e) => {
+                    Ok(super::topics::InventoryEvents::StockReductionFail(e)) => {
                         Ok(Some(OrderInbound::StockReductionFail(e)))
                     }
-                    super::topics::InventoryEvents::StockReleased(e) => {
+                    Ok(super::topics::InventoryEvents::StockReleased(e)) => {
                         Ok(Some(OrderInbound::StockReleased(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             "payment-events" => {
-                match super::topics::PaymentEvents::decode(bytes)? {
-                    super::topics::PaymentEvents::PaymentCompleted(e) => {
+                match super::topics::PaymentEvents::decode(bytes) {
+                    Ok(super::topics::PaymentEvents::PaymentCompleted(e)) => {
                         Ok(Some(OrderInbound::PaymentCompleted(e)))
                     }
-                    super::topics::PaymentEvents::PaymentFail(e) => {
+                    Ok(super::topics::PaymentEvents::PaymentFail(e)) => {
                         Ok(Some(OrderInbound::PaymentFail(e)))
                     }
-                    super::topics::PaymentEvents::PaymentRefunded(e) => {
+                    Ok(super::topics::PaymentEvents::PaymentRefunded(e)) => {
                         Ok(Some(OrderInbound::PaymentRefunded(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             "shipping-events" => {
-                match super::topics::ShippingEvents::decode(bytes)? {
-                    super::topics::ShippingEvents::ShipmentBooked(e) => {
+                match super::topics::ShippingEvents::decode(bytes) {
+                    Ok(super::topics::ShippingEvents::ShipmentBooked(e)) => {
                         Ok(Some(OrderInbound::ShipmentBooked(e)))
                     }
-                    super::topics::ShippingEvents::ShipmentFailed(e) => {
+                    Ok(super::topics::ShippingEvents::ShipmentFailed(e)) => {
                         Ok(Some(OrderInbound::ShipmentFailed(e)))
                     }
-                    super::topics::ShippingEvents::ShipmentCancelled(e) => {
+                    Ok(super::topics::ShippingEvents::ShipmentCancelled(e)) => {
                         Ok(Some(OrderInbound::ShipmentCancelled(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
@@ -702,37 +709,44 @@ pub enum ProductInbound {
 
 impl ProductInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "order-events" => {
-                match super::topics::OrderEvents::decode(bytes)? {
-                    super::topics::OrderEvents::OrderCreated(e) => {
+                match super::topics::OrderEvents::decode(bytes) {
+                    Ok(super::topics::OrderEvents::OrderCreated(e)) => {
                         Ok(Some(ProductInbound::OrderCreated(e)))
                     }
-                    super::topics::OrderEvents::OrderCancelled(e) => {
+                    Ok(super::topics::OrderEvents::OrderCancelled(e)) => {
                         Ok(Some(ProductInbound::OrderCancelled(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             "payment-events" => {
-                match super::topics::PaymentEvents::decode(bytes)? {
-                    super::topics::PaymentEvents::PaymentFail(e) => {
+                match super::topics::PaymentEvents::decode(bytes) {
+                    Ok(super::topics::PaymentEvents::PaymentFail(e)) => {
                         Ok(Some(ProductInbound::PaymentFail(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             "shipping-events" => {
-                match super::topics::ShippingEvents::decode(bytes)? {
-                    super::topics::ShippingEvents::ShipmentFailed(e) => {
+                match super::topics::ShippingEvents::decode(bytes) {
+                    Ok(super::topics::ShippingEvents::ShipmentFailed(e)) => {
                         Ok(Some(ProductInbound::ShipmentFailed(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
@@ -957,34 +971,41 @@ pub enum UserInbound {
 
 impl UserInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "inventory-events" => {
-                match super::topics::InventoryEvents::decode(bytes)? {
-                    super::topics::InventoryEvents::StockReductionSuccess(e) => {
+                match super::topics::InventoryEvents::decode(bytes) {
+                    Ok(super::topics::InventoryEvents::StockReductionSuccess(e)) => {
                         Ok(Some(UserInbound::StockReductionSuccess(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             "order-events" => {
-                match super::topics::OrderEvents::decode(bytes)? {
-                    super::topics::OrderEvents::OrderCancelled(e) => {
+                match super::topics::OrderEvents::decode(bytes) {
+                    Ok(super::topics::OrderEvents::OrderCancelled(e)) => {
                         Ok(Some(UserInbound::OrderCancelled(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             "shipping-events" => {
-                match super::topics::ShippingEvents::decode(bytes)? {
-                    super::topics::ShippingEvents::ShipmentFailed(e) => {
+                match super::topics::ShippingEvents::decode(bytes) {
+                    Ok(super::topics::ShippingEvents::ShipmentFailed(e)) => {
                         Ok(Some(UserInbound::ShipmentFailed(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
@@ -1166,25 +1187,30 @@ pub enum ShippingInbound {
 
 impl ShippingInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "order-events" => {
-                match super::topics::OrderEvents::decode(bytes)? {
-                    super::topics::OrderEvents::OrderCancelled(e) => {
+                match super::topics::OrderEvents::decode(bytes) {
+                    Ok(super::topics::OrderEvents::OrderCancelled(e)) => {
                         Ok(Some(ShippingInbound::OrderCancelled(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             "payment-events" => {
-                match super::topics::PaymentEvents::decode(bytes)? {
-                    super::topics::PaymentEvents::PaymentCompleted(e) => {
+                match super::topics::PaymentEvents::decode(bytes) {
+                    Ok(super::topics::PaymentEvents::PaymentCompleted(e)) => {
                         Ok(Some(ShippingInbound::PaymentCompleted(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),

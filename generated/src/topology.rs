@@ -16,6 +16,10 @@ pub const SAGA_KEY: &str = "order_id";
 /// Suffix of every dead-letter topic.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
+/// The compacted topic where every publisher registers its writer schemas by
+/// fingerprint before it publishes with them (one partition).
+pub const SCHEMA_TOPIC: &str = "order_fulfillment.schemas";
+
 /// The services of the saga.
 pub const SERVICES: &[&str] = &["order", "product", "user", "shipping"];
 
@@ -127,6 +131,13 @@ pub const ORDER_SERVICE: ServiceIdentity<super::handlers::OrderInbound> = Servic
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "order_fulfillment.schemas.order",
+    writes: &[
+        <super::events::OrderCreated as super::envelope::Event>::schemas,
+        <super::events::OrderCompleted as super::envelope::Event>::schemas,
+        <super::events::OrderCancelled as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -154,6 +165,13 @@ pub const PRODUCT_SERVICE: ServiceIdentity<super::handlers::ProductInbound> = Se
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "order_fulfillment.schemas.product",
+    writes: &[
+        <super::events::StockReductionSuccess as super::envelope::Event>::schemas,
+        <super::events::StockReductionFail as super::envelope::Event>::schemas,
+        <super::events::StockReleased as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -181,6 +199,13 @@ pub const USER_SERVICE: ServiceIdentity<super::handlers::UserInbound> = ServiceI
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "order_fulfillment.schemas.user",
+    writes: &[
+        <super::events::PaymentCompleted as super::envelope::Event>::schemas,
+        <super::events::PaymentFail as super::envelope::Event>::schemas,
+        <super::events::PaymentRefunded as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -204,6 +229,13 @@ pub const SHIPPING_SERVICE: ServiceIdentity<super::handlers::ShippingInbound> = 
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "order_fulfillment.schemas.shipping",
+    writes: &[
+        <super::events::ShipmentBooked as super::envelope::Event>::schemas,
+        <super::events::ShipmentFailed as super::envelope::Event>::schemas,
+        <super::events::ShipmentCancelled as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -500,9 +532,23 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "order",
+        resource: "topic",
+        pattern: "literal",
+        name: "order_fulfillment.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "order",
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.order",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "order",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.schemas.order",
         operations: &["Read"],
     },
     KafkaGrant {
@@ -556,9 +602,23 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "product",
+        resource: "topic",
+        pattern: "literal",
+        name: "order_fulfillment.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "product",
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.product",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "product",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.schemas.product",
         operations: &["Read"],
     },
     KafkaGrant {
@@ -619,9 +679,23 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "user",
+        resource: "topic",
+        pattern: "literal",
+        name: "order_fulfillment.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "user",
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.user",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "user",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.schemas.user",
         operations: &["Read"],
     },
     KafkaGrant {
@@ -670,6 +744,13 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
         principal: "shipping",
         resource: "topic",
         pattern: "literal",
+        name: "order_fulfillment.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "topic",
+        pattern: "literal",
         name: "inventory-events",
         operations: &["Describe"],
     },
@@ -678,6 +759,13 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
         resource: "group",
         pattern: "literal",
         name: "order_fulfillment.shipping",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "shipping",
+        resource: "group",
+        pattern: "literal",
+        name: "order_fulfillment.schemas.shipping",
         operations: &["Read"],
     },
     KafkaGrant {

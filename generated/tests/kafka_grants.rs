@@ -2,13 +2,15 @@
 //! what its place in the saga needs: every event's topic is written by its
 //! publisher alone among the services (so no other service can forge it; the
 //! operator console redrives into it), every consumed topic is read by its
-//! subscribers and the console, and each consumer group is used by its own
-//! service alone.
+//! subscribers and the console, each consumer group is used by its own
+//! service alone, and the schema topic is written by the publishers and read
+//! by the consumers.
 
 use std::collections::BTreeSet;
 
 use saga_generated::topology::{
-    CONSOLE_GROUP_PREFIX, CONSOLE_PRINCIPAL, CONSUMER_GROUPS, DLQ_SUFFIX, EVENTS, KAFKA_GRANTS, SERVICES, TOPICS,
+    CONSOLE_GROUP_PREFIX, CONSOLE_PRINCIPAL, CONSUMER_GROUPS, DLQ_SUFFIX, EVENTS, KAFKA_GRANTS, SCHEMA_TOPIC, SERVICES,
+    TOPICS,
 };
 
 /// Who holds `operation` on the `resource` named `name`.
@@ -52,13 +54,20 @@ fn consumed_topics_are_read_by_their_group_only_and_dead_letters_written_by_it()
 
 #[test]
 fn every_grant_is_a_services_and_names_a_resource_of_the_saga() {
-    let topics: BTreeSet<String> =
-        TOPICS.iter().flat_map(|t| [t.name.to_owned(), format!("{}{DLQ_SUFFIX}", t.name)]).collect();
+    let topics: BTreeSet<String> = TOPICS
+        .iter()
+        .flat_map(|t| [t.name.to_owned(), format!("{}{DLQ_SUFFIX}", t.name)])
+        .chain([SCHEMA_TOPIC.to_owned()])
+        .collect();
     for grant in KAFKA_GRANTS {
         assert!(SERVICES.contains(&grant.principal) || grant.principal == CONSOLE_PRINCIPAL, "{grant:?}");
         match (grant.resource, grant.pattern) {
             ("topic", "literal") => assert!(topics.contains(grant.name), "{grant:?}"),
-            ("group", "literal") => assert!(CONSUMER_GROUPS.iter().any(|g| g.group_id == grant.name), "{grant:?}"),
+            ("group", "literal") => assert!(
+                CONSUMER_GROUPS.iter().any(|g| g.group_id == grant.name)
+                    || grant.name == format!("{SCHEMA_TOPIC}.{}", grant.principal),
+                "{grant:?}"
+            ),
             ("group", "prefixed") => {
                 assert_eq!((grant.principal, grant.name), (CONSOLE_PRINCIPAL, CONSOLE_GROUP_PREFIX))
             }
@@ -66,4 +75,12 @@ fn every_grant_is_a_services_and_names_a_resource_of_the_saga() {
         }
         assert!(grant.operations.iter().all(|op| ["Read", "Write", "Describe"].contains(op)), "{grant:?}");
     }
+}
+
+#[test]
+fn the_schema_topic_is_written_by_every_publisher_and_read_by_every_consumer() {
+    let publishers: BTreeSet<&str> = EVENTS.iter().map(|e| e.publisher).filter(|p| SERVICES.contains(p)).collect();
+    assert_eq!(holders("topic", SCHEMA_TOPIC, "Write"), publishers, "a publisher registers before it publishes");
+    let consumers: BTreeSet<&str> = CONSUMER_GROUPS.iter().map(|g| g.service).collect();
+    assert_eq!(holders("topic", SCHEMA_TOPIC, "Read"), consumers, "a consumer looks a newer schema up");
 }

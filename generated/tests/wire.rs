@@ -244,3 +244,44 @@ proptest! {
         let _ = OrderEvents::decode(&framed);
     }
 }
+
+/// An event of a later version of the saga that this build does not know at all (a new
+/// event on a topic it reads): while its schema is unknown it is undecodable; once the
+/// schema is learned from the schema topic, a consumer skips it, as its own spec
+/// subscribes to nothing of the kind. A newer version of an event it knows decodes.
+#[test]
+fn a_registered_event_this_build_does_not_know_is_skipped_and_a_newer_version_decodes() {
+    use saga_generated::handlers::{ProductInbound, UserInbound};
+
+    let gift = serde_json::json!({
+        "type": "record", "name": "GiftWrapped", "namespace": "platform.saga.order_fulfillment",
+        "fields": [{"name": "order_id", "type": "string"}]
+    });
+    let fingerprint = saga_wire::canonical::fingerprint(&gift).expect("canonical");
+    let schema = apache_avro::Schema::parse(&gift).expect("schema");
+    let record = apache_avro::types::Value::Record(vec![("order_id".into(), "o-1".into())]);
+    let mut bytes = SINGLE_OBJECT_MARKER.to_vec();
+    bytes.extend_from_slice(&fingerprint);
+    bytes.extend(apache_avro::to_avro_datum(&schema, record).expect("encodes"));
+    assert!(ProductInbound::decode("order-events", &bytes).is_err(), "unknown before it is learned");
+    saga_wire::learned::learn(fingerprint, &gift.to_string()).expect("learned");
+    assert!(matches!(ProductInbound::decode("order-events", &bytes), Ok(None)), "skipped once learned");
+
+    // `stock.reduction.success` of a later version, with a field this build lacks.
+    let mut next: serde_json::Value =
+        serde_json::from_str(StockReductionSuccess::schemas().latest().json).expect("JSON");
+    next["fields"].as_array_mut().expect("fields").push(serde_json::json!(
+        {"name": "warehouse", "type": "string", "default": "main"}
+    ));
+    let fingerprint = saga_wire::canonical::fingerprint(&next).expect("canonical");
+    let json: &'static str = Box::leak(next.to_string().into_boxed_str());
+    let version = SchemaVersion { version: 99, fingerprint, json };
+    let reply = Envelope::new(Uuid::now_v7(), StockReductionSuccess { user_id: Uuid::now_v7(), amount: Money(1_250) });
+    let bytes = saga_wire::testing::encoded_with(&version, reply.to_avro_value()).expect("encodes");
+    assert!(UserInbound::decode("inventory-events", &bytes).is_err(), "unknown before it is learned");
+    saga_wire::learned::learn(fingerprint, json).expect("learned");
+    match UserInbound::decode("inventory-events", &bytes) {
+        Ok(Some(UserInbound::StockReductionSuccess(decoded))) => assert_eq!(decoded.payload, reply.payload),
+        other => panic!("the newer version decodes as the event it is: {other:?}"),
+    }
+}

@@ -14,5 +14,6 @@ pub mod inbox;
 pub mod kafka;
 pub mod outbox;
 pub mod participant;
+pub mod schema_registry;
 pub mod service;
 pub mod sweeper;

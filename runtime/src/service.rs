@@ -14,7 +14,7 @@ use tonic::transport::server::{Router, TcpIncoming};
 use tonic::transport::{Server, ServerTlsConfig};
 use tower::layer::util::{Identity, Stack};
 
-use saga_contract::{Dispatch, ServiceIdentity};
+use saga_contract::{Dispatch, ServiceIdentity, TopicShape};
 use saga_process::shutdown::Shutdown;
 use sqlx::PgConnection;
 use sqlx::migrate::Migrator;
@@ -23,6 +23,7 @@ use crate::callers::{Callers, CallersLayer};
 use crate::db::PoolName;
 use crate::health::Health;
 use crate::participant::{Participant, ParticipantError};
+use crate::schema_registry;
 
 use saga_process::local::BackendService;
 
@@ -460,6 +461,8 @@ pub enum ServiceError {
     Startup(String),
     #[error(transparent)]
     Topology(#[from] crate::kafka::TopologyError),
+    #[error("registering the writer schemas: {0}")]
+    Schemas(#[from] crate::schema_registry::RegistryError),
     #[error("{0}; stopped so that a supervisor starts the service again")]
     LoopStopped(String),
 }
@@ -497,7 +500,19 @@ where
         }
     });
     let args = &booted.args;
-    crate::kafka::check_topics(&args.kafka_brokers, &args.topic_prefix, service.topics, KAFKA_WAIT).await?;
+    let schema_topic = TopicShape { name: service.schema_topic, partitions: 1 };
+    let topics: Vec<TopicShape> = service.topics.iter().copied().chain([schema_topic]).collect();
+    crate::kafka::check_topics(&args.kafka_brokers, &args.topic_prefix, &topics, KAFKA_WAIT).await?;
+    // Before the relay publishes anything: a consumer built before these
+    // versions existed finds them there.
+    let schema_topic = format!("{}{}", args.topic_prefix, service.schema_topic);
+    let client = crate::kafka::client(&args.kafka_brokers);
+    let registered =
+        schema_registry::register(client.clone(), &schema_topic, service.writes.iter().map(|history| history()))
+            .await?;
+    let schema_group = format!("{}{}", args.topic_prefix, service.schema_group);
+    schema_registry::install(schema_registry::SchemaReader::new(client, &schema_topic, &schema_group)?);
+    tracing::info!(registered, topic = %schema_topic, "writer schemas registered");
     let parts = parts(&booted, &shutdown);
     for work in parts.startup {
         work.await.map_err(ServiceError::Startup)?;

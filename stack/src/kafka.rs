@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceS
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
-use saga_generated::topology::{CONSUMER_GROUPS, TOPICS};
+use saga_generated::topology::{CONSUMER_GROUPS, SCHEMA_TOPIC, TOPICS};
 
 use super::config::StackConfig;
 use super::install::run_logged;
@@ -242,20 +242,40 @@ pub async fn probe(config: &StackConfig, index: u16) -> anyhow::Result<()> {
 /// How long a dead letter is kept (30 days): the same as in a deployment.
 pub use saga_codegen::emit::deploy::DLQ_RETENTION_MS;
 
+/// The setting that sets a topic apart, beside its partitions and replicas:
+/// a dead-letter topic's retention ([`DLQ_RETENTION_MS`]), the schema
+/// topic's compaction (one record per fingerprint, kept for ever).
+fn own_setting(name: &str) -> Option<(&'static str, &'static str)> {
+    if TOPICS.iter().any(|t| t.dlq == name) {
+        Some(("retention.ms", DLQ_RETENTION_MS))
+    } else if name == SCHEMA_TOPIC {
+        Some(("cleanup.policy", "compact"))
+    } else {
+        None
+    }
+}
+
 /// Creates every topic of the spec and its dead-letter twin with the spec's
-/// partition count; refuses an existing topic with another count; gives
-/// every dead-letter topic its retention ([`DLQ_RETENTION_MS`]).
+/// partition count, and the saga's schema topic with one partition; refuses
+/// an existing topic with another count; gives every topic its own setting
+/// ([`own_setting`]).
 pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
     let admin = admin(config)?;
-    let wanted: Vec<(&str, i32)> =
-        TOPICS.iter().flat_map(|t| [(t.name, t.partitions), (t.dlq, t.partitions)]).collect();
+    let wanted: Vec<(&str, i32)> = TOPICS
+        .iter()
+        .flat_map(|t| [(t.name, t.partitions), (t.dlq, t.partitions)])
+        .chain([(SCHEMA_TOPIC, 1)])
+        .collect();
     let min_isr = config.shape.min_insync_replicas().to_string();
     let new: Vec<NewTopic> = wanted
         .iter()
         .map(|(name, partitions)| {
             let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(config.shape.replication_factor()))
                 .set("min.insync.replicas", &min_isr);
-            if TOPICS.iter().any(|t| t.dlq == *name) { topic.set("retention.ms", DLQ_RETENTION_MS) } else { topic }
+            match own_setting(name) {
+                Some((key, value)) => topic.set(key, value),
+                None => topic,
+            }
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -302,7 +322,10 @@ pub async fn create_topics(config: &StackConfig) -> anyhow::Result<()> {
         .iter()
         .map(|(name, _)| {
             let alter = AlterConfig::new(ResourceSpecifier::Topic(name)).set("min.insync.replicas", &min_isr);
-            if TOPICS.iter().any(|t| t.dlq == *name) { alter.set("retention.ms", DLQ_RETENTION_MS) } else { alter }
+            match own_setting(name) {
+                Some((key, value)) => alter.set(key, value),
+                None => alter,
+            }
         })
         .collect();
     for result in admin.alter_configs(&settings, &options).await? {
@@ -380,7 +403,11 @@ pub async fn consumer_groups_stable(config: &StackConfig, within: Duration) -> a
 
 /// The names `up` prints.
 pub fn topic_names() -> Vec<String> {
-    TOPICS.iter().map(|t| format!("{} ({}p, dlq {})", t.name, t.partitions, t.dlq)).collect()
+    TOPICS
+        .iter()
+        .map(|t| format!("{} ({}p, dlq {})", t.name, t.partitions, t.dlq))
+        .chain([format!("{SCHEMA_TOPIC} (1p, compacted: the writer schemas)")])
+        .collect()
 }
 
 #[cfg(test)]

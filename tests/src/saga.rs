@@ -588,8 +588,11 @@ impl PrivateSaga {
             self.stop(service).await;
         }
         if let Ok(admin) = saga_runtime::kafka::client(&self.brokers).create::<AdminClient<DefaultClientContext>>() {
-            let names: Vec<String> =
-                saga_generated::topology::TOPICS.iter().flat_map(|t| [self.topic(t.name), self.topic(t.dlq)]).collect();
+            let names: Vec<String> = saga_generated::topology::TOPICS
+                .iter()
+                .flat_map(|t| [self.topic(t.name), self.topic(t.dlq)])
+                .chain([self.topic(saga_generated::topology::SCHEMA_TOPIC)])
+                .collect();
             let refs: Vec<&str> = names.iter().map(String::as_str).collect();
             let _ = admin.delete_topics(&refs, &AdminOptions::new()).await;
         }
@@ -611,7 +614,12 @@ pub async fn create_topics(brokers: &str, prefix: &str) {
         .iter()
         .flat_map(|t| [(format!("{prefix}{}", t.name), t.partitions), (format!("{prefix}{}", t.dlq), t.partitions)])
         .collect();
-    let topics: Vec<NewTopic> = names.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    let schemas = format!("{prefix}{}", saga_generated::topology::SCHEMA_TOPIC);
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1)))
+        .chain([NewTopic::new(&schemas, 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")])
+        .collect();
     // A busy broker (several tests at once on two cores) may time out: retry;
     // a topic created by an earlier attempt counts as created.
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -24,6 +24,21 @@ pub enum DecodeError {
     UnknownSymbol { enum_name: &'static str, symbol: String },
 }
 
+impl DecodeError {
+    /// Whether the message is an event of a later version of the saga that
+    /// this build does not know at all: its schema was registered on the
+    /// saga's schema topic (and [learned](crate::learned)), but no event this
+    /// build decodes on the topic has its name. The build's own spec
+    /// subscribes to nothing of the kind, so a consumer skips it, as it skips
+    /// the events of its topics it does not subscribe to.
+    pub fn is_unknown_event_of_a_later_version(&self) -> bool {
+        match self {
+            DecodeError::UnknownFingerprint { fingerprint, .. } => crate::learned::learned(fingerprint).is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// Why an event could not be encoded (a value the schema rejects).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot encode `{event_type}`: {source}")]

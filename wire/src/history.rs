@@ -31,12 +31,19 @@ pub struct SchemaVersion {
 /// lacks gets its default, one the reader lacks is skipped, enum symbols match
 /// by name, numbers are promoted). So an event still in Kafka, in an outbox,
 /// parked, or redriven from a dead-letter topic after a spec change decodes.
+///
+/// A version published after this code was built decodes too once the
+/// process has [learned](crate::learned) it: a newer writer's schema, looked
+/// up by fingerprint on the saga's schema topic.
 #[derive(Debug)]
 pub struct SchemaHistory {
     event_type: &'static str,
     versions: &'static [SchemaVersion],
     /// `versions`, parsed on first use.
     parsed: OnceLock<Vec<Schema>>,
+    /// The full name of the newest version's record, on first use: a learned
+    /// schema of another name is no version of this event.
+    record_name: OnceLock<Option<String>>,
 }
 
 impl SchemaHistory {
@@ -44,7 +51,7 @@ impl SchemaHistory {
     /// parses each one before it emits the table.
     pub const fn new(event_type: &'static str, versions: &'static [SchemaVersion]) -> SchemaHistory {
         assert!(!versions.is_empty(), "an event has at least one schema version");
-        SchemaHistory { event_type, versions, parsed: OnceLock::new() }
+        SchemaHistory { event_type, versions, parsed: OnceLock::new(), record_name: OnceLock::new() }
     }
 
     pub fn event_type(&self) -> &'static str {
@@ -61,9 +68,16 @@ impl SchemaHistory {
         &self.versions[self.versions.len() - 1]
     }
 
-    /// Whether a message with this fingerprint is one of this event's.
+    /// Whether a message with this fingerprint is one of this event's: a
+    /// version held here, or one learned at run time under this event's name.
     pub fn knows(&self, fingerprint: &[u8; 8]) -> bool {
-        self.versions.iter().any(|v| &v.fingerprint == fingerprint)
+        self.versions.iter().any(|v| &v.fingerprint == fingerprint) || self.learned(fingerprint).is_some()
+    }
+
+    /// A version of this event's schema learned at run time under `fingerprint`.
+    fn learned(&self, fingerprint: &[u8; 8]) -> Option<std::sync::Arc<crate::learned::LearnedSchema>> {
+        let name = self.record_name.get_or_init(|| crate::learned::record_name(self.writer_schema()));
+        crate::learned::learned(fingerprint).filter(|learned| Some(&learned.name) == name.as_ref())
     }
 
     fn parsed(&self) -> &[Schema] {
@@ -94,17 +108,17 @@ impl SchemaHistory {
         Ok(out)
     }
 
-    /// Decodes a single-object message written with any version, as a value
-    /// of the newest schema.
+    /// Decodes a single-object message written with any version, held here
+    /// or learned, as a value of the newest schema held here.
     pub fn decode(&self, bytes: &[u8]) -> Result<Value, DecodeError> {
         let found = fingerprint_of(bytes)?;
-        let index = self
-            .versions
-            .iter()
-            .rposition(|v| v.fingerprint == found)
-            .ok_or(DecodeError::FingerprintMismatch { event_type: self.event_type, found })?;
-        let parsed = self.parsed();
         let mut datum = &bytes[HEADER_LEN..];
+        let Some(index) = self.versions.iter().rposition(|v| v.fingerprint == found) else {
+            let learned =
+                self.learned(&found).ok_or(DecodeError::FingerprintMismatch { event_type: self.event_type, found })?;
+            return Ok(apache_avro::from_avro_datum(&learned.schema, &mut datum, Some(self.writer_schema()))?);
+        };
+        let parsed = self.parsed();
         let latest = parsed.len() - 1;
         let reader = (index != latest).then(|| &parsed[latest]);
         Ok(apache_avro::from_avro_datum(&parsed[index], &mut datum, reader)?)
@@ -219,5 +233,63 @@ mod tests {
         assert!(matches!(history().decode(&bytes[..5]), Err(DecodeError::TooShort { len: 5 })));
         bytes[0] = 0;
         assert!(matches!(history().decode(&bytes), Err(DecodeError::NotSingleObject)));
+    }
+
+    /// A version newer than this build: V2 with a field added and `note` gone.
+    const V3: &str = r#"{"type":"record","name":"Seat","namespace":"t","fields":[
+        {"name":"row","type":"long"},
+        {"name":"class","type":{"type":"enum","name":"Class","symbols":["business","economy","first"]}},
+        {"name":"gate","type":"string","default":"A"}]}"#;
+
+    fn message(json: &str, value: Value) -> ([u8; 8], Vec<u8>) {
+        let fingerprint = crate::canonical::fingerprint(&serde_json::from_str(json).expect("JSON")).expect("canonical");
+        let schema = Schema::parse_str(json).expect("parses");
+        let mut out = SINGLE_OBJECT_MARKER.to_vec();
+        out.extend_from_slice(&fingerprint);
+        out.extend(apache_avro::to_avro_datum(&schema, value).expect("encodes"));
+        (fingerprint, out)
+    }
+
+    #[test]
+    fn a_newer_version_decodes_once_learned() {
+        let (fingerprint, bytes) = message(
+            V3,
+            Value::Record(vec![
+                ("row".into(), Value::Long(9)),
+                ("class".into(), Value::Enum(2, "first".into())),
+                ("gate".into(), Value::String("B".into())),
+            ]),
+        );
+        assert!(!history().knows(&fingerprint));
+        assert!(matches!(history().decode(&bytes), Err(DecodeError::FingerprintMismatch { .. })));
+
+        crate::learned::learn(fingerprint, V3).expect("a record under its own fingerprint");
+        assert!(history().knows(&fingerprint));
+        let value = history().decode(&bytes).expect("resolved to the newest held here");
+        let mut fields = crate::record_fields(value, "Seat").expect("record");
+        assert!(matches!(crate::take_field(&mut fields, "Seat", "note"), Ok(Value::String(s)) if s == "none"));
+        assert!(crate::take_field(&mut fields, "Seat", "gate").is_err(), "the newer field is skipped");
+    }
+
+    #[test]
+    fn a_learned_schema_of_another_record_or_under_another_fingerprint_is_no_version() {
+        let other = r#"{"type":"record","name":"Bench","namespace":"t","fields":[{"name":"row","type":"long"}]}"#;
+        let (fingerprint, bytes) = message(other, Value::Record(vec![("row".into(), Value::Long(1))]));
+        crate::learned::learn(fingerprint, other).expect("learned");
+        assert!(!history().knows(&fingerprint), "another event's schema");
+        assert!(history().decode(&bytes).is_err());
+
+        let claimed = [7u8; 8];
+        assert!(matches!(
+            crate::learned::learn(claimed, V3),
+            Err(crate::learned::LearnError::WrongFingerprint { claimed: [7, 7, 7, 7, 7, 7, 7, 7], .. })
+        ));
+        assert!(crate::learned::learned(&claimed).is_none());
+        let (enum_fingerprint, _) =
+            message(r#"{"type":"enum","name":"E","symbols":["a"]}"#, Value::Enum(0, "a".into()));
+        assert!(matches!(
+            crate::learned::learn(enum_fingerprint, r#"{"type":"enum","name":"E","symbols":["a"]}"#),
+            Err(crate::learned::LearnError::NotARecord(_))
+        ));
     }
 }

@@ -6,7 +6,9 @@
 //! service is needed: the fingerprint is derived from the schema itself, every
 //! version of every schema is committed (`.avro/<event>/v<N>.avsc`, indexed in
 //! `.avro/index.json`), and a consumer in any language finds the writer
-//! schema of a message by its fingerprint.
+//! schema of a message by its fingerprint. A consumer built before a version
+//! existed finds it on the saga's schema topic, where every publisher
+//! registers its writer schemas before it publishes ([`learned`]).
 //!
 //! The generated crate of a saga holds only what its spec decides (events,
 //! topics, the status machine, the envelope's key); everything here is the
@@ -16,6 +18,8 @@
 //! - [`SchemaHistory`]: the published versions of one event's schema; it
 //!   encodes with the newest and decodes any of them, resolving the writer
 //!   schema to the newest by Avro's rules;
+//! - [`learned`]: versions published after this code was built, learned at
+//!   run time from the saga's schema topic, which histories then decode too;
 //! - [`AvroValue`]: conversions between the spec's field types and Avro values;
 //! - [`Money`], [`TraceContext`], and the encode and decode errors;
 //! - what every envelope does alike: its [`headers`], its times [`to_micros`].
@@ -26,6 +30,7 @@ pub mod canonical;
 mod envelope;
 mod error;
 mod history;
+pub mod learned;
 pub mod testing;
 mod value;
 

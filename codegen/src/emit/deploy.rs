@@ -34,8 +34,7 @@ pub fn kafka_topics(saga: &Saga, header: &str) -> String {
         let dlq = format!("{}{}", topic.name, saga.dlq_suffix);
         for (name, retention) in [(&topic.name, None), (&dlq, Some(DLQ_RETENTION_MS))] {
             // Resource names are DNS labels: the topic's own name goes in `topicName`.
-            let resource: String =
-                name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+            let resource = dns_label(name);
             let _ = write!(
                 out,
                 "---\napiVersion: kafka.strimzi.io/v1beta2\nkind: KafkaTopic\nmetadata:\n  name: {resource}\n  \
@@ -48,6 +47,16 @@ pub fn kafka_topics(saga: &Saga, header: &str) -> String {
             }
         }
     }
+    // The writer schemas by fingerprint: compacted, so the newest record of each key is
+    // kept for ever, and one partition, so a reader catches up with one high watermark.
+    let schemas = saga.schema_topic();
+    let resource = dns_label(&schemas);
+    let _ = write!(
+        out,
+        "---\napiVersion: kafka.strimzi.io/v1beta2\nkind: KafkaTopic\nmetadata:\n  name: {resource}\n  \
+         labels:\n    strimzi.io/cluster: {KAFKA_CLUSTER}\nspec:\n  topicName: {schemas}\n  partitions: 1\n  \
+         replicas: {REPLICAS}\n  config:\n    min.insync.replicas: {MIN_INSYNC_REPLICAS}\n    cleanup.policy: compact\n"
+    );
     out
 }
 

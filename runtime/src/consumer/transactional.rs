@@ -1,13 +1,13 @@
 //! Transactional handling: decode, then in one PostgreSQL transaction claim
 //! the inbox row, run the handler and insert its reply into the outbox.
 
-use saga_contract::Dispatch;
+use saga_contract::{Dispatch, Inbound};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tracing::Instrument;
 
 use super::{Failure, Processed, Processor, Received};
 use crate::db::{AfterCommit, PoolName, Shelf, Shelved};
-use crate::{inbox, outbox};
+use crate::{inbox, outbox, schema_registry};
 
 /// Decode, inbox, handle and outbox in one transaction: the consumer of a
 /// saga service whose handler `H` handles the inbound events `E` (generated
@@ -31,7 +31,7 @@ where
     E: Dispatch<H, Ctx = PgConnection>,
 {
     async fn process(&self, message: &Received) -> Result<Processed, Failure> {
-        let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? else {
+        let Some(event) = decode::<E>(message).await? else {
             return Ok(Processed::Ignored);
         };
         let mut conn = self.shelf.take().await.map_err(Failure::database)?;
@@ -57,7 +57,7 @@ where
         // any transaction starts, and is dead-lettered on its own.
         let mut events = Vec::with_capacity(messages.len());
         for message in messages {
-            if let Some(event) = E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable)? {
+            if let Some(event) = decode::<E>(message).await? {
                 events.push((message, event));
             }
         }
@@ -84,6 +84,30 @@ where
         conn.keep();
         outcomes.iter().for_each(Outcome::log_committed);
         Ok(())
+    }
+}
+
+/// The event `message` holds. A message this build cannot decode may have
+/// been written with a schema published after it: the schema topic is read
+/// up to its end (`schema_registry::catch_up`) and, if that taught the
+/// process a schema, the message is decoded again. Otherwise it is
+/// undecodable: the publisher registers a schema before it publishes with
+/// it, so a fingerprint still unknown is no event of this saga's.
+async fn decode<E: Inbound>(message: &Received) -> Result<Option<E>, Failure> {
+    let error = match E::decode(&message.topic, &message.payload) {
+        Ok(event) => return Ok(event),
+        Err(error) => error,
+    };
+    let unknown = saga_wire::fingerprint_of(&message.payload)
+        .is_ok_and(|fingerprint| saga_wire::learned::learned(&fingerprint).is_none());
+    if !unknown {
+        return Err(Failure::Undecodable(error));
+    }
+    match schema_registry::catch_up().await {
+        // Decoded again even when nothing was new here: another worker's catch-up may
+        // have learned it while this one waited for its turn.
+        Ok(_) => E::decode(&message.topic, &message.payload).map_err(Failure::Undecodable),
+        Err(outage) => Err(Failure::Infrastructure(format!("looking the writer schema up: {outage}"))),
     }
 }
 

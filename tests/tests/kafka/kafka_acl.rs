@@ -109,3 +109,50 @@ async fn a_service_reads_its_own_topics_with_its_own_group_and_no_one_elses() {
         read.map(|r| r.map(|m| rdkafka::Message::offset(&m)))
     );
 }
+
+/// Every service registers the schemas it writes on the schema topic as
+/// itself, and reads back what the others registered (what a consumer built
+/// before a version does with a fingerprint it does not know); a principal
+/// that publishes nothing, the console, cannot register a schema.
+#[tokio::test]
+async fn each_service_registers_its_writer_schemas_and_reads_the_others() {
+    use saga_generated::topology::{ORDER_SERVICE, PRODUCT_SERVICE, SCHEMA_TOPIC, SHIPPING_SERVICE, USER_SERVICE};
+    use saga_runtime::schema_registry::{SchemaReader, register};
+
+    let stack = stack();
+    let client = |principal: &str| {
+        let credentials = credentials(&stack, principal).expect("credentials");
+        client_as(&stack.kafka_brokers(), Some(&credentials))
+    };
+    let writes = [
+        ("order", ORDER_SERVICE.writes, ORDER_SERVICE.schema_group),
+        ("product", PRODUCT_SERVICE.writes, PRODUCT_SERVICE.schema_group),
+        ("user", USER_SERVICE.writes, USER_SERVICE.schema_group),
+        ("shipping", SHIPPING_SERVICE.writes, SHIPPING_SERVICE.schema_group),
+    ];
+    for (principal, writes, _) in writes {
+        let registered = register(client(principal), SCHEMA_TOPIC, writes.iter().map(|history| history())).await;
+        assert!(matches!(registered, Ok(n) if n > 0), "{principal} registers what it writes: {registered:?}");
+    }
+    for (principal, _, group) in writes {
+        let reader = SchemaReader::new(client(principal), SCHEMA_TOPIC, group).expect("reader");
+        let read = tokio::time::timeout(Duration::from_secs(30), reader.catch_up()).await.expect("caught up in time");
+        assert!(read.is_ok(), "{principal} reads the schema topic: {read:?}");
+        for (_, writes, _) in writes {
+            for version in writes.iter().flat_map(|history| history().versions()) {
+                let learned = saga_wire::learned::learned(&version.fingerprint);
+                assert!(learned.is_some(), "{principal} learned {}", version.json.lines().nth(3).unwrap_or_default());
+            }
+        }
+    }
+    let forged = register(client("console"), SCHEMA_TOPIC, ORDER_SERVICE.writes.iter().map(|history| history())).await;
+    assert!(
+        matches!(
+            forged,
+            Err(saga_runtime::schema_registry::RegistryError::Kafka(KafkaError::MessageProduction(
+                RDKafkaErrorCode::TopicAuthorizationFailed
+            )))
+        ),
+        "the console registered a schema: {forged:?}"
+    );
+}

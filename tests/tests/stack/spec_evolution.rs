@@ -1,8 +1,10 @@
 //! Spec evolution on the real stack: an event written by the previous version
 //! of the spec, still in an outbox when the new version starts, is handled by
-//! the running services and its saga completes; and the status owner's
-//! migrations move the orders of a removed state at start, all or nothing,
-//! each with a history row.
+//! the running services and its saga completes; an event written by a *newer*
+//! version, deployed before its consumers, is handled too, its schema looked
+//! up on the saga's schema topic; and the status owner's migrations move the
+//! orders of a removed state at start, all or nothing, each with a history
+//! row.
 
 use saga_generated::commands::{CreateOrder, run_create_order};
 use saga_generated::status::StatusMigration;
@@ -72,6 +74,83 @@ async fn an_order_created_written_by_the_previous_schema_version_completes_its_s
     );
     assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 500);
     assert_eq!(c.get_product(&product.product_id).await.stock_available, 1);
+    saga.shutdown(&stack).await;
+}
+
+/// The order service of the next version of the spec was deployed first: its
+/// `order.created` gains a field, written with a schema no consumer was built
+/// with. It registered that schema on the schema topic before it published,
+/// so the product, user and shipping services look the fingerprint up there,
+/// resolve the newer schema to their own, and the saga completes: a publisher
+/// need not wait for its consumers.
+#[tokio::test]
+async fn an_order_created_written_by_a_newer_schema_version_completes_its_saga_through_the_schema_topic() {
+    let stack = saga_tests::stack();
+    let mut saga = PrivateSaga::start(&stack, &[]).await;
+    let mut c = saga.clients().await;
+    let buyer = c.user(10_000).await;
+    let product = c.product(250, 3).await;
+
+    // The next version's schema: the current one with a field no consumer knows.
+    let mut next: serde_json::Value = serde_json::from_str(OrderCreated::schemas().latest().json).expect("JSON");
+    next["fields"].as_array_mut().expect("fields").push(serde_json::json!(
+        {"name": "gift_note", "type": "string", "default": "", "doc": "Added by the next version."}
+    ));
+    let fingerprint = saga_wire::canonical::fingerprint(&next).expect("canonical form");
+    assert!(!OrderCreated::schemas().knows(&fingerprint), "no consumer was built with it");
+    let json: &'static str = Box::leak(next.to_string().into_boxed_str());
+    let version = saga_wire::SchemaVersion { version: 99, fingerprint, json };
+
+    saga.stop("order").await;
+    let pool = sqlx::PgPool::connect(&saga.database_url(&stack, "order")).await.expect("order database");
+    let mut ctx = CommandTx {
+        tx: pool.begin().await.expect("begin"),
+        idempotency_key: format!("evolution-{}", Uuid::now_v7()),
+        fingerprint: "written by the next version".to_owned(),
+        traceparent: saga_process::trace::new_traceparent(),
+    };
+    let command = CreateOrder {
+        user_id: buyer.user_id.parse().expect("a user id"),
+        items: vec![OrderItem { product_id: product.product_id.parse().expect("a product id"), quantity: 2 }],
+    };
+    let created = run_create_order(&OrderSaga::new(SPEC_TIMEOUTS), &mut ctx, command, TraceContext::default())
+        .await
+        .expect("the order is placed");
+    let apache_avro::types::Value::Record(mut fields) = created.to_avro_value() else { panic!("a record") };
+    fields.push(("gift_note".to_owned(), apache_avro::types::Value::String("wrap it".to_owned())));
+    let new_bytes = saga_wire::testing::encoded_with(&version, apache_avro::types::Value::Record(fields))
+        .expect("encodes with the next version");
+    sqlx::query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
+        .bind(&new_bytes)
+        .bind(created.event_id)
+        .execute(&mut *ctx.tx)
+        .await
+        .expect("rewrite the outbox row");
+    ctx.tx.commit().await.expect("commit");
+    pool.close().await;
+
+    // What the next version's order service does at start, before its relay
+    // publishes: register the schema it writes with.
+    let producer: rdkafka::producer::FutureProducer =
+        saga_runtime::kafka::client(&saga.brokers).set("acks", "all").create().expect("producer");
+    let (key, schema_topic) =
+        (saga_runtime::schema_registry::key_of(&fingerprint), saga.topic(saga_generated::topology::SCHEMA_TOPIC));
+    let registered = rdkafka::producer::FutureRecord::to(&schema_topic).key(&key).payload(json);
+    producer.send(registered, std::time::Duration::from_secs(10)).await.expect("registered");
+
+    saga.restart(&stack, "order").await;
+    let order_id = created.order_id.to_string();
+    let done = c.wait_status(&order_id, "completed").await;
+    assert_eq!(done.total_minor, Some(500));
+    let published = messages_with_key(&saga.brokers, &saga.topic("order-events"), &order_id);
+    let first = published.first().and_then(rdkafka::Message::payload).expect("order.created was published");
+    assert_eq!(saga_wire::fingerprint_of(first).ok(), Some(fingerprint), "the newer version was on the wire");
+    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 500);
+    assert_eq!(c.get_product(&product.product_id).await.stock_available, 1);
+    for topic in saga_generated::topology::TOPICS {
+        let dead = messages_with_key(&saga.brokers, &saga.topic(topic.dlq), &order_id);
+        assert!(dead.is_empty(), "nothing of the saga was dead-lettered on {}", topic.dlq);
+    }
     saga.shutdown(&stack).await;
 }
 

@@ -155,12 +155,12 @@ fn every_manifest_is_valid_against_the_kubernetes_and_operator_schemas() {
     let custom = run(Command::new(bin.join("python")).arg("-c").arg(VALIDATE_CUSTOM).arg(crds(&root)).args(&files));
     let report = String::from_utf8_lossy(&custom.stdout);
     // A database Cluster per service and the console's, a Kafka, a node pool, two
-    // topics per spec topic, and a user per principal the grants name (each service
-    // and the console).
+    // topics per spec topic and the schema topic, and a user per principal the grants
+    // name (each service and the console).
     let mut principals: Vec<&str> = saga_generated::topology::KAFKA_GRANTS.iter().map(|g| g.principal).collect();
     principals.dedup();
     let clusters = saga_generated::topology::SERVICES.len() + 1;
-    let expected = clusters + 2 + 2 * saga_generated::topology::TOPICS.len() + principals.len();
+    let expected = clusters + 2 + 2 * saga_generated::topology::TOPICS.len() + 1 + principals.len();
     assert!(report.contains(&format!("custom resources: {expected} checked, 0 failed")), "{report}");
 }
 

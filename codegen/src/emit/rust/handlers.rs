@@ -164,10 +164,12 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         let topic_arms = decode_topics.iter().map(|(topic, evs)| {
             let te = names::type_of(topic);
             quote! {
-                #topic => match super::topics::#te::decode(bytes)? {
-                    #( super::topics::#te::#evs(e) => Ok(Some(#inbound::#evs(e))), )*
+                #topic => match super::topics::#te::decode(bytes) {
+                    #( Ok(super::topics::#te::#evs(e)) => Ok(Some(#inbound::#evs(e))), )*
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 },
             }
         });
@@ -241,7 +243,8 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
 
                 impl #inbound {
                     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-                    /// does not subscribe to (acknowledge and skip it).
+                    /// does not subscribe to, or one of a later version of the saga that this build
+                    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
                     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
                         match topic {
                             #(#topic_arms)*

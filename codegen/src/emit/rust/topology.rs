@@ -49,6 +49,11 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
             let (n, p) = (&t.name, t.partitions);
             quote! { TopicShape { name: #n, partitions: #p }, }
         });
+        let writes = saga.events.iter().filter(|e| e.publisher == s.name && !e.retired).map(|e| {
+            let event = names::type_of(&e.name);
+            quote! { <super::events::#event as super::envelope::Event>::schemas, }
+        });
+        let schema_group = saga.schema_group(&s.name);
         let d = doc(&format!("The `{name}` service, as the runtime starts it."));
         quote! {
             #d
@@ -58,6 +63,9 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
                 consumer_group: &CONSUMER_GROUPS[#group],
                 topics: &[#(#used)*],
                 dlq_suffix: DLQ_SUFFIX,
+                schema_topic: SCHEMA_TOPIC,
+                schema_group: #schema_group,
+                writes: &[#(#writes)*],
                 inbound: PhantomData,
             };
         }
@@ -87,6 +95,7 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
     let (console, console_groups) = (crate::ir::CONSOLE, saga.console_group_prefix());
     let services: Vec<_> = saga.services.iter().map(|s| s.name.as_str()).collect();
     let (name, key, suffix) = (&saga.name, &saga.key, &saga.dlq_suffix);
+    let schema_topic = saga.schema_topic();
     quote! {
         //! Kafka topology of the saga: topics, their partition counts and dead-letter twins,
         //! consumer groups with their retry policy, subscriptions and compensations.
@@ -100,6 +109,9 @@ pub(super) fn module(saga: &Saga, schemas: &[EventSchema]) -> TokenStream {
         pub const SAGA_KEY: &str = #key;
         /// Suffix of every dead-letter topic.
         pub const DLQ_SUFFIX: &str = #suffix;
+        /// The compacted topic where every publisher registers its writer schemas by
+        /// fingerprint before it publishes with them (one partition).
+        pub const SCHEMA_TOPIC: &str = #schema_topic;
         /// The services of the saga.
         pub const SERVICES: &[&str] = &[#(#services),*];
 

@@ -123,19 +123,22 @@ pub enum BookingInbound {
 
 impl BookingInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "seat-events" => {
-                match super::topics::SeatEvents::decode(bytes)? {
-                    super::topics::SeatEvents::SeatHeld(e) => {
+                match super::topics::SeatEvents::decode(bytes) {
+                    Ok(super::topics::SeatEvents::SeatHeld(e)) => {
                         Ok(Some(BookingInbound::SeatHeld(e)))
                     }
-                    super::topics::SeatEvents::SeatUnavailable(e) => {
+                    Ok(super::topics::SeatEvents::SeatUnavailable(e)) => {
                         Ok(Some(BookingInbound::SeatUnavailable(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
@@ -321,19 +324,22 @@ pub enum SeatsInbound {
 
 impl SeatsInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "booking-events" => {
-                match super::topics::BookingEvents::decode(bytes)? {
-                    super::topics::BookingEvents::BookingRequested(e) => {
+                match super::topics::BookingEvents::decode(bytes) {
+                    Ok(super::topics::BookingEvents::BookingRequested(e)) => {
                         Ok(Some(SeatsInbound::BookingRequested(e)))
                     }
-                    super::topics::BookingEvents::BookingExpired(e) => {
+                    Ok(super::topics::BookingEvents::BookingExpired(e)) => {
                         Ok(Some(SeatsInbound::BookingExpired(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),

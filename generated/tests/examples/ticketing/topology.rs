@@ -16,6 +16,10 @@ pub const SAGA_KEY: &str = "booking_id";
 /// Suffix of every dead-letter topic.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
+/// The compacted topic where every publisher registers its writer schemas by
+/// fingerprint before it publishes with them (one partition).
+pub const SCHEMA_TOPIC: &str = "ticketing.schemas";
+
 /// The services of the saga.
 pub const SERVICES: &[&str] = &["booking", "seats"];
 
@@ -87,6 +91,13 @@ pub const BOOKING_SERVICE: ServiceIdentity<super::handlers::BookingInbound> = Se
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "ticketing.schemas.booking",
+    writes: &[
+        <super::events::BookingRequested as super::envelope::Event>::schemas,
+        <super::events::BookingConfirmed as super::envelope::Event>::schemas,
+        <super::events::BookingExpired as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -106,6 +117,12 @@ pub const SEATS_SERVICE: ServiceIdentity<super::handlers::SeatsInbound> = Servic
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "ticketing.schemas.seats",
+    writes: &[
+        <super::events::SeatHeld as super::envelope::Event>::schemas,
+        <super::events::SeatUnavailable as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -211,9 +228,23 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "booking",
+        resource: "topic",
+        pattern: "literal",
+        name: "ticketing.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "booking",
         resource: "group",
         pattern: "literal",
         name: "ticketing.booking",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "booking",
+        resource: "group",
+        pattern: "literal",
+        name: "ticketing.schemas.booking",
         operations: &["Read"],
     },
     KafkaGrant {
@@ -239,9 +270,23 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "seats",
+        resource: "topic",
+        pattern: "literal",
+        name: "ticketing.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "seats",
         resource: "group",
         pattern: "literal",
         name: "ticketing.seats",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "seats",
+        resource: "group",
+        pattern: "literal",
+        name: "ticketing.schemas.seats",
         operations: &["Read"],
     },
     KafkaGrant {

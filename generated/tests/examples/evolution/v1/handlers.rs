@@ -150,22 +150,25 @@ pub enum DispatchInbound {
 
 impl DispatchInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "warehouse-events" => {
-                match super::topics::WarehouseEvents::decode(bytes)? {
-                    super::topics::WarehouseEvents::ParcelPicked(e) => {
+                match super::topics::WarehouseEvents::decode(bytes) {
+                    Ok(super::topics::WarehouseEvents::ParcelPicked(e)) => {
                         Ok(Some(DispatchInbound::ParcelPicked(e)))
                     }
-                    super::topics::WarehouseEvents::ParcelMissing(e) => {
+                    Ok(super::topics::WarehouseEvents::ParcelMissing(e)) => {
                         Ok(Some(DispatchInbound::ParcelMissing(e)))
                     }
-                    super::topics::WarehouseEvents::ParcelLoaded(e) => {
+                    Ok(super::topics::WarehouseEvents::ParcelLoaded(e)) => {
                         Ok(Some(DispatchInbound::ParcelLoaded(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),
@@ -396,22 +399,25 @@ pub enum WarehouseInbound {
 
 impl WarehouseInbound {
     /// Decodes a Kafka message. `Ok(None)`: an event on a consumed topic this service
-    /// does not subscribe to (acknowledge and skip it).
+    /// does not subscribe to, or one of a later version of the saga that this build
+    /// does not know (its schema learned from the schema topic): acknowledge and skip it.
     pub fn decode(topic: &str, bytes: &[u8]) -> Result<Option<Self>, DecodeError> {
         match topic {
             "parcel-events" => {
-                match super::topics::ParcelEvents::decode(bytes)? {
-                    super::topics::ParcelEvents::ParcelRequested(e) => {
+                match super::topics::ParcelEvents::decode(bytes) {
+                    Ok(super::topics::ParcelEvents::ParcelRequested(e)) => {
                         Ok(Some(WarehouseInbound::ParcelRequested(e)))
                     }
-                    super::topics::ParcelEvents::ParcelShipped(e) => {
+                    Ok(super::topics::ParcelEvents::ParcelShipped(e)) => {
                         Ok(Some(WarehouseInbound::ParcelShipped(e)))
                     }
-                    super::topics::ParcelEvents::ParcelAbandoned(e) => {
+                    Ok(super::topics::ParcelEvents::ParcelAbandoned(e)) => {
                         Ok(Some(WarehouseInbound::ParcelAbandoned(e)))
                     }
                     #[allow(unreachable_patterns)]
-                    _ => Ok(None),
+                    Ok(_) => Ok(None),
+                    Err(e) if e.is_unknown_event_of_a_later_version() => Ok(None),
+                    Err(e) => Err(e),
                 }
             }
             other => Err(DecodeError::UnknownTopic(other.to_string())),

@@ -16,6 +16,10 @@ pub const SAGA_KEY: &str = "parcel_id";
 /// Suffix of every dead-letter topic.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
+/// The compacted topic where every publisher registers its writer schemas by
+/// fingerprint before it publishes with them (one partition).
+pub const SCHEMA_TOPIC: &str = "shipping.schemas";
+
 /// The services of the saga.
 pub const SERVICES: &[&str] = &["dispatch", "warehouse"];
 
@@ -87,6 +91,13 @@ pub const DISPATCH_SERVICE: ServiceIdentity<super::handlers::DispatchInbound> = 
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "shipping.schemas.dispatch",
+    writes: &[
+        <super::events::ParcelRequested as super::envelope::Event>::schemas,
+        <super::events::ParcelShipped as super::envelope::Event>::schemas,
+        <super::events::ParcelAbandoned as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -106,6 +117,13 @@ pub const WAREHOUSE_SERVICE: ServiceIdentity<super::handlers::WarehouseInbound> 
         },
     ],
     dlq_suffix: DLQ_SUFFIX,
+    schema_topic: SCHEMA_TOPIC,
+    schema_group: "shipping.schemas.warehouse",
+    writes: &[
+        <super::events::ParcelPicked as super::envelope::Event>::schemas,
+        <super::events::ParcelMissing as super::envelope::Event>::schemas,
+        <super::events::ParcelLoaded as super::envelope::Event>::schemas,
+    ],
     inbound: PhantomData,
 };
 
@@ -230,9 +248,23 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "dispatch",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "dispatch",
         resource: "group",
         pattern: "literal",
         name: "shipping.dispatch",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "dispatch",
+        resource: "group",
+        pattern: "literal",
+        name: "shipping.schemas.dispatch",
         operations: &["Read"],
     },
     KafkaGrant {
@@ -258,9 +290,23 @@ pub const KAFKA_GRANTS: &[KafkaGrant] = &[
     },
     KafkaGrant {
         principal: "warehouse",
+        resource: "topic",
+        pattern: "literal",
+        name: "shipping.schemas",
+        operations: &["Write", "Read"],
+    },
+    KafkaGrant {
+        principal: "warehouse",
         resource: "group",
         pattern: "literal",
         name: "shipping.warehouse",
+        operations: &["Read"],
+    },
+    KafkaGrant {
+        principal: "warehouse",
+        resource: "group",
+        pattern: "literal",
+        name: "shipping.schemas.warehouse",
         operations: &["Read"],
     },
     KafkaGrant {
