@@ -18,6 +18,68 @@ use order_service::saga::{CommandTx, OrderSaga, Timeouts, migrate_statuses};
 
 const SPEC_TIMEOUTS: Timeouts = Timeouts { scale_percent: 100 };
 
+/// Places an order for two units of `product` while the order service is
+/// stopped, as another version of it would have: its `order.created` waits in
+/// the outbox, as `encode` writes it. Returns the event as this version sees it.
+async fn place_order_written_by(
+    saga: &mut PrivateSaga,
+    stack: &saga_stack::StackConfig,
+    buyer: &str,
+    product: &str,
+    encode: impl FnOnce(&saga_generated::Envelope<OrderCreated>) -> Vec<u8>,
+) -> saga_generated::Envelope<OrderCreated> {
+    saga.stop("order").await;
+    let pool = sqlx::PgPool::connect(&saga.database_url(stack, "order")).await.expect("order database");
+    let mut ctx = CommandTx {
+        tx: pool.begin().await.expect("begin"),
+        idempotency_key: format!("evolution-{}", Uuid::now_v7()),
+        fingerprint: "written by another version".to_owned(),
+        traceparent: saga_process::trace::new_traceparent(),
+    };
+    let command = CreateOrder {
+        user_id: buyer.parse().expect("a user id"),
+        items: vec![OrderItem { product_id: product.parse().expect("a product id"), quantity: 2 }],
+    };
+    let created = run_create_order(&OrderSaga::new(SPEC_TIMEOUTS), &mut ctx, command, TraceContext::default())
+        .await
+        .expect("the order is placed");
+    let rewritten = sqlx::query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
+        .bind(encode(&created))
+        .bind(created.event_id)
+        .execute(&mut *ctx.tx)
+        .await
+        .expect("rewrite the outbox row");
+    assert_eq!(rewritten.rows_affected(), 1);
+    ctx.tx.commit().await.expect("commit");
+    pool.close().await;
+    created
+}
+
+/// Starts the order service again, which publishes the order; checks that its
+/// saga completed with the buyer charged and the stock taken, that the
+/// `order.created` on the wire had `fingerprint`, and that nothing of the saga
+/// was dead-lettered.
+async fn completes_as_written(
+    saga: &mut PrivateSaga,
+    stack: &saga_stack::StackConfig,
+    c: &mut saga_tests::saga::Clients,
+    (order_id, buyer, product): (&str, &str, &str),
+    fingerprint: [u8; 8],
+) {
+    saga.restart(stack, "order").await;
+    let done = c.wait_status(order_id, "completed").await;
+    assert_eq!(done.total_minor, Some(500));
+    let published = messages_with_key(&saga.brokers, &saga.topic("order-events"), order_id);
+    let first = published.first().and_then(rdkafka::Message::payload).expect("order.created was published");
+    assert_eq!(saga_wire::fingerprint_of(first).ok(), Some(fingerprint), "that version was on the wire");
+    assert_eq!(c.get_user(buyer).await.balance_minor, 10_000 - 500);
+    assert_eq!(c.get_product(product).await.stock_available, 1);
+    for topic in saga_generated::topology::TOPICS {
+        let dead = messages_with_key(&saga.brokers, &saga.topic(topic.dlq), order_id);
+        assert!(dead.is_empty(), "nothing of the saga was dead-lettered on {}", topic.dlq);
+    }
+}
+
 #[tokio::test]
 async fn an_order_created_written_by_the_previous_schema_version_completes_its_saga() {
     let stack = saga_tests::stack();
@@ -26,54 +88,19 @@ async fn an_order_created_written_by_the_previous_schema_version_completes_its_s
     let buyer = c.user(10_000).await;
     let product = c.product(250, 3).await;
 
-    // The previous version of the order service placed this order: its
-    // `order.created` waits in the outbox, written with the previous schema.
-    saga.stop("order").await;
+    // The previous version of the order service placed this order, written
+    // with the previous schema; the current version publishes it.
     let previous = {
         let versions = OrderCreated::schemas().versions();
         assert!(versions.len() >= 2, "order.created has an earlier version");
         &versions[versions.len() - 2]
     };
-    let pool = sqlx::PgPool::connect(&saga.database_url(&stack, "order")).await.expect("order database");
-    let mut ctx = CommandTx {
-        tx: pool.begin().await.expect("begin"),
-        idempotency_key: format!("evolution-{}", Uuid::now_v7()),
-        fingerprint: "written by the previous version".to_owned(),
-        traceparent: saga_process::trace::new_traceparent(),
-    };
-    let command = CreateOrder {
-        user_id: buyer.user_id.parse().expect("a user id"),
-        items: vec![OrderItem { product_id: product.product_id.parse().expect("a product id"), quantity: 2 }],
-    };
-    let created = run_create_order(&OrderSaga::new(SPEC_TIMEOUTS), &mut ctx, command, TraceContext::default())
-        .await
-        .expect("the order is placed");
-    let old_bytes =
-        saga_wire::testing::encoded_with(previous, created.to_avro_value()).expect("encodes with the previous version");
-    let rewritten = sqlx::query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
-        .bind(&old_bytes)
-        .bind(created.event_id)
-        .execute(&mut *ctx.tx)
-        .await
-        .expect("rewrite the outbox row");
-    assert_eq!(rewritten.rows_affected(), 1);
-    ctx.tx.commit().await.expect("commit");
-    pool.close().await;
-
-    // The current version starts, publishes it, and every service handles it.
-    saga.restart(&stack, "order").await;
-    let order_id = created.order_id.to_string();
-    let done = c.wait_status(&order_id, "completed").await;
-    assert_eq!(done.total_minor, Some(500));
-    let published = messages_with_key(&saga.brokers, &saga.topic("order-events"), &order_id);
-    let first = published.first().and_then(rdkafka::Message::payload).expect("order.created was published");
-    assert_eq!(
-        saga_wire::fingerprint_of(first).ok(),
-        Some(previous.fingerprint),
-        "the previous version was on the wire"
-    );
-    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 500);
-    assert_eq!(c.get_product(&product.product_id).await.stock_available, 1);
+    let created = place_order_written_by(&mut saga, &stack, &buyer.user_id, &product.product_id, |created| {
+        saga_wire::testing::encoded_with(previous, created.to_avro_value()).expect("encodes with the previous version")
+    })
+    .await;
+    let ids = (created.order_id.to_string(), buyer.user_id, product.product_id);
+    completes_as_written(&mut saga, &stack, &mut c, (&ids.0, &ids.1, &ids.2), previous.fingerprint).await;
     saga.shutdown(&stack).await;
 }
 
@@ -100,34 +127,13 @@ async fn an_order_created_written_by_a_newer_schema_version_completes_its_saga_t
     assert!(!OrderCreated::schemas().knows(&fingerprint), "no consumer was built with it");
     let json: &'static str = Box::leak(next.to_string().into_boxed_str());
     let version = saga_wire::SchemaVersion { version: 99, fingerprint, json };
-
-    saga.stop("order").await;
-    let pool = sqlx::PgPool::connect(&saga.database_url(&stack, "order")).await.expect("order database");
-    let mut ctx = CommandTx {
-        tx: pool.begin().await.expect("begin"),
-        idempotency_key: format!("evolution-{}", Uuid::now_v7()),
-        fingerprint: "written by the next version".to_owned(),
-        traceparent: saga_process::trace::new_traceparent(),
-    };
-    let command = CreateOrder {
-        user_id: buyer.user_id.parse().expect("a user id"),
-        items: vec![OrderItem { product_id: product.product_id.parse().expect("a product id"), quantity: 2 }],
-    };
-    let created = run_create_order(&OrderSaga::new(SPEC_TIMEOUTS), &mut ctx, command, TraceContext::default())
-        .await
-        .expect("the order is placed");
-    let apache_avro::types::Value::Record(mut fields) = created.to_avro_value() else { panic!("a record") };
-    fields.push(("gift_note".to_owned(), apache_avro::types::Value::String("wrap it".to_owned())));
-    let new_bytes = saga_wire::testing::encoded_with(&version, apache_avro::types::Value::Record(fields))
-        .expect("encodes with the next version");
-    sqlx::query("UPDATE outbox SET payload = $1 WHERE event_id = $2")
-        .bind(&new_bytes)
-        .bind(created.event_id)
-        .execute(&mut *ctx.tx)
-        .await
-        .expect("rewrite the outbox row");
-    ctx.tx.commit().await.expect("commit");
-    pool.close().await;
+    let created = place_order_written_by(&mut saga, &stack, &buyer.user_id, &product.product_id, |created| {
+        let apache_avro::types::Value::Record(mut fields) = created.to_avro_value() else { panic!("a record") };
+        fields.push(("gift_note".to_owned(), apache_avro::types::Value::String("wrap it".to_owned())));
+        saga_wire::testing::encoded_with(&version, apache_avro::types::Value::Record(fields))
+            .expect("encodes with the next version")
+    })
+    .await;
 
     // What the next version's order service does at start, before its relay
     // publishes: register the schema it writes with.
@@ -138,19 +144,8 @@ async fn an_order_created_written_by_a_newer_schema_version_completes_its_saga_t
     let registered = rdkafka::producer::FutureRecord::to(&schema_topic).key(&key).payload(json);
     producer.send(registered, std::time::Duration::from_secs(10)).await.expect("registered");
 
-    saga.restart(&stack, "order").await;
-    let order_id = created.order_id.to_string();
-    let done = c.wait_status(&order_id, "completed").await;
-    assert_eq!(done.total_minor, Some(500));
-    let published = messages_with_key(&saga.brokers, &saga.topic("order-events"), &order_id);
-    let first = published.first().and_then(rdkafka::Message::payload).expect("order.created was published");
-    assert_eq!(saga_wire::fingerprint_of(first).ok(), Some(fingerprint), "the newer version was on the wire");
-    assert_eq!(c.get_user(&buyer.user_id).await.balance_minor, 10_000 - 500);
-    assert_eq!(c.get_product(&product.product_id).await.stock_available, 1);
-    for topic in saga_generated::topology::TOPICS {
-        let dead = messages_with_key(&saga.brokers, &saga.topic(topic.dlq), &order_id);
-        assert!(dead.is_empty(), "nothing of the saga was dead-lettered on {}", topic.dlq);
-    }
+    let ids = (created.order_id.to_string(), buyer.user_id, product.product_id);
+    completes_as_written(&mut saga, &stack, &mut c, (&ids.0, &ids.1, &ids.2), fingerprint).await;
     saga.shutdown(&stack).await;
 }
 
