@@ -179,6 +179,13 @@ fn topics(s: &mut String, saga: &Saga, schemas: &[EventSchema]) {
     for t in &saga.topics {
         let _ = writeln!(s, "| `{}` | {} | `{}{}` |", t.name, t.partitions, t.name, saga.dlq_suffix);
     }
+    let _ = writeln!(
+        s,
+        "\nBeside them, `{}` (compacted, one partition) holds every writer schema by fingerprint: each \
+         service registers the schemas it publishes with before it publishes, and a consumer built \
+         before a version looks it up there (docs/spec-language.md, \"Deploy order\").",
+        saga.schema_topic()
+    );
     let _ = writeln!(s, "\n## Events\n");
     let _ = writeln!(
         s,
