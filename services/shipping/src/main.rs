@@ -1,27 +1,29 @@
 //! The shipping service: books one parcel per paid order for the saga, and cancels it
 //! when the order is given up on.
-//!
-//! `SHIPPING_MAX_PARCEL_UNITS` (default 50) is the largest parcel, in units; a larger
-//! order is refused with `shipment.failed` (`parcel_too_large`).
 
-use anyhow::Context as _;
+use clap::Parser;
 use saga_generated::topology::SHIPPING_SERVICE;
 use saga_runtime::service::{self, Parts};
 use shipping_service::MIGRATOR;
 use shipping_service::handlers::{DEFAULT_MAX_PARCEL_UNITS, ShippingSaga};
 
+/// Shipping-service settings beyond the common ones (read from the environment only).
+#[derive(Debug, Clone, Parser)]
+struct ShippingSettings {
+    /// The largest parcel, in units (the sum of an order's quantities); a larger
+    /// order is refused with `shipment.failed` (`parcel_too_large`).
+    #[arg(long, env = "SHIPPING_MAX_PARCEL_UNITS", default_value_t = DEFAULT_MAX_PARCEL_UNITS,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    max_parcel_units: i64,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let max_parcel_units = match std::env::var("SHIPPING_MAX_PARCEL_UNITS") {
-        Ok(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|units| *units > 0)
-            .with_context(|| format!("SHIPPING_MAX_PARCEL_UNITS={text:?} is not a positive number of units"))?,
-        Err(_) => DEFAULT_MAX_PARCEL_UNITS,
-    };
+    // The chassis parses the common command line; these come from the environment.
+    let settings = ShippingSettings::parse_from(["shipping-service"]);
+    let saga = ShippingSaga { max_parcel_units: settings.max_parcel_units };
     service::run(&SHIPPING_SERVICE, &MIGRATOR, saga_proto::FILE_DESCRIPTOR_SET, |_booted, _shutdown| {
-        Parts::new(ShippingSaga { max_parcel_units }, |router| router)
+        Parts::new(saga, |router| router)
     })
     .await?;
     Ok(())

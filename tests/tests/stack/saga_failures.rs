@@ -290,6 +290,56 @@ async fn a_poison_message_goes_to_the_dlq_and_its_partition_moves_on() {
     saga.shutdown(&stack).await;
 }
 
+/// An event of a later version of the saga that no running consumer knows (a
+/// new event on a topic they read, published by an upgraded service that
+/// registered its schema first) is skipped by every consumer of the topic,
+/// not dead-lettered: their own spec subscribes to nothing of the kind. An
+/// event nobody registered stays poison (the test above).
+#[tokio::test]
+async fn an_event_of_a_later_version_that_no_consumer_knows_is_skipped_not_dead_lettered() {
+    let stack = saga_tests::stack();
+    let saga = PrivateSaga::start(&stack, &[]).await;
+    let gift = serde_json::json!({
+        "type": "record", "name": "GiftWrapped", "namespace": "platform.saga.order_fulfillment",
+        "fields": [{"name": "order_id", "type": "string"}, {"name": "paper", "type": "string"}]
+    });
+    let fingerprint = saga_wire::canonical::fingerprint(&gift).expect("canonical form");
+    let schema = apache_avro::Schema::parse(&gift).expect("a schema");
+    let key = uuid::Uuid::now_v7().to_string();
+    let value = apache_avro::types::Value::Record(vec![
+        ("order_id".into(), apache_avro::types::Value::String(key.clone())),
+        ("paper".into(), apache_avro::types::Value::String("red".into())),
+    ]);
+    let mut bytes = saga_wire::SINGLE_OBJECT_MARKER.to_vec();
+    bytes.extend_from_slice(&fingerprint);
+    bytes.extend(apache_avro::to_avro_datum(&schema, value).expect("encodes"));
+
+    // What the upgraded publisher does: register, then publish.
+    let producer = saga_tests::producer(&saga.brokers);
+    let schema_key = saga_runtime::schema_registry::key_of(&fingerprint);
+    let schema_topic = saga.topic(saga_generated::topology::SCHEMA_TOPIC);
+    let registered = gift.to_string();
+    producer
+        .send(FutureRecord::to(&schema_topic).key(&schema_key).payload(&registered), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("registered");
+    let topic = saga.topic("order-events");
+    let delivery = producer
+        .send(FutureRecord::to(&topic).key(&key).payload(&bytes), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("published");
+
+    for group in saga_generated::topology::CONSUMER_GROUPS.iter().filter(|g| g.topics.contains(&"order-events")) {
+        let group = saga.group(group.service);
+        saga_tests::saga::wait_consumed(&saga.brokers, &group, &topic, delivery.partition, delivery.offset).await;
+    }
+    let dead = messages_with_key(&saga.brokers, &saga.topic("order-events.dlq"), &key);
+    assert!(dead.is_empty(), "an event of a later version was dead-lettered: {} message(s)", dead.len());
+    saga.shutdown(&stack).await;
+}
+
 fn chrono_now() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
     chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
