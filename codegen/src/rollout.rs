@@ -333,7 +333,6 @@ pub fn plan(
     // before it publishes with it, and the consumer looks it up there.
     for e in &new.events {
         match (old_schemas.get(&e.name), new_schemas.get(&e.name)) {
-            (None, Some(_)) => {}
             (Some(a), Some(b)) if a != b => {
                 changes.insert(BehaviourChange {
                     service: e.publisher.clone(),
@@ -343,31 +342,32 @@ pub fn plan(
                     ),
                     needs: Needs::AnyOrder,
                 });
-                continue;
             }
-            _ => continue,
+            (None, Some(_)) => {
+                // Its subscribers whose old version reads the topic: old code skips an event
+                // it does not know (its schema learned from the schema topic), so a subscriber
+                // deployed after the publisher would miss it. A service that does not
+                // subscribe to it skips it in either version; a topic new to a service is
+                // read only by its new version.
+                let first: BTreeSet<String> = old
+                    .events
+                    .iter()
+                    .filter(|x| x.topic == e.topic)
+                    .flat_map(|x| x.subscribers.iter().map(|s| s.service.clone()))
+                    .filter(|s| *s != e.publisher && e.subscribers.iter().any(|n| n.service == *s))
+                    .collect();
+                if !first.is_empty() {
+                    let why =
+                        format!("they subscribe to it on `{}`, and old code skips an event it does not know", e.topic);
+                    changes.insert(BehaviourChange {
+                        service: e.publisher.clone(),
+                        what: format!("`{}` is new", e.name),
+                        needs: Needs::After { first, why },
+                    });
+                }
+            }
+            _ => {}
         }
-        let changed = "is new";
-        // Its subscribers whose old version reads the topic: old code skips an event it does
-        // not know (its schema learned from the schema topic), so a subscriber deployed after
-        // the publisher would miss it. A service that does not subscribe to it skips it in
-        // either version; a topic new to a service is read only by its new version.
-        let consumers: BTreeSet<String> = old
-            .events
-            .iter()
-            .filter(|x| x.topic == e.topic)
-            .flat_map(|x| x.subscribers.iter().map(|s| s.service.clone()))
-            .filter(|s| *s != e.publisher && e.subscribers.iter().any(|n| n.service == *s))
-            .collect();
-        if consumers.is_empty() {
-            continue;
-        }
-        let why = format!("they subscribe to it on `{}`, and old code skips an event it does not know", e.topic);
-        changes.insert(BehaviourChange {
-            service: e.publisher.clone(),
-            what: format!("`{}` {changed}", e.name),
-            needs: Needs::After { first: consumers, why },
-        });
     }
 
     // The saga context: a reader gets it only once every publisher on the way to it copies

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use saga_generated::{EventType, OrderStatus};
 use saga_runtime::{inbox, outbox};
 use sqlx::{Connection, PgConnection};
 
@@ -84,9 +85,16 @@ fn bind(sql: &str, args: &[&str]) -> anyhow::Result<String> {
 /// An event published through the outbox of a service's database: its row,
 /// written in the handler's transaction, as `outbox::INSERT` writes it.
 /// `event` is the pgbench expression of its id.
-fn publish(event: &str, topic: &str, event_type: &str) -> anyhow::Result<String> {
+fn publish(event: &str, event_type: EventType) -> anyhow::Result<String> {
     let payload = "decode(repeat('ab', 300), 'hex')";
+    let topic = topic_of(event_type)?;
     bind(outbox::INSERT, &[event, &format!("'{topic}'"), ":r::text", &format!("'{event_type}'"), payload, "'{}'"])
+}
+
+/// The topic `event_type` goes to, as the generated topology says.
+fn topic_of(event_type: EventType) -> anyhow::Result<&'static str> {
+    let info = saga_generated::topology::event_info(event_type.as_str());
+    Ok(info.with_context(|| format!("{event_type} is no event of the spec"))?.topic)
 }
 
 /// The relay's mark on a published row, after the broker's acknowledgement:
@@ -97,7 +105,8 @@ fn published(event: &str) -> anyhow::Result<String> {
 }
 
 /// A delivery claimed in the consumer's inbox, as `inbox::CLAIM` claims it.
-fn claim(event: &str, topic: &str, event_type: &str) -> anyhow::Result<String> {
+fn claim(event: &str, event_type: EventType) -> anyhow::Result<String> {
+    let topic = topic_of(event_type)?;
     bind(inbox::CLAIM, &[event, &format!("'{event_type}'"), &format!("'{topic}'"), "0", ":r"])
 }
 
@@ -139,13 +148,14 @@ fn order_script() -> anyhow::Result<String> {
     // A reply consumed: claimed in the inbox, the order locked, its
     // transition and history row, then the parked events the new status
     // may accept.
-    let reply = |n: u8, topic: &str, event_type: &str, from: &str, to: &str, deadline: &str, total: &str| {
+    let reply = |n: u8, event_type: EventType, from: OrderStatus, to: OrderStatus, deadline: &str, total: &str| {
+        let (from, to) = (from.as_str(), to.as_str());
         anyhow::Ok(vec![
             "BEGIN".to_owned(),
-            claim(&event_id(n), topic, event_type)?,
+            claim(&event_id(n), event_type)?,
             bind(sql::LOCK, &[order])?,
             bind(sql::TRANSITION, &[order, &text(to), deadline, total, "NULL"])?,
-            bind(sql::HISTORY, &[order, &text(from), &text(to), &event_id(n), &text(event_type), "NULL"])?,
+            bind(sql::HISTORY, &[order, &text(from), &text(to), &event_id(n), &text(event_type.as_str()), "NULL"])?,
             bind(sql::PARKED, &[order])?,
         ])
     };
@@ -159,7 +169,7 @@ fn order_script() -> anyhow::Result<String> {
         bind(sql::INSERT_ITEM, &[order, "0", "md5(:u || 'p')::uuid", "2"])?,
         bind(sql::TRANSITION, &[order, "'created'", &deadline(30_000), "NULL", "NULL"])?,
         bind(sql::HISTORY, &[order, "NULL", "'created'", &event_id(1), "'order.created'", "NULL"])?,
-        publish(&event_id(1), "order-events", "order.created")?,
+        publish(&event_id(1), EventType::OrderCreated)?,
         bind(sql::ORDER, &[order])?,
         "COMMIT".to_owned(),
         published(&event_id(1))?,
@@ -167,10 +177,9 @@ fn order_script() -> anyhow::Result<String> {
     // stock.reduction.success: the order is priced.
     statements.extend(reply(
         2,
-        "inventory-events",
-        "stock.reduction.success",
-        "created",
-        "inventory_reserved",
+        EventType::StockReductionSuccess,
+        OrderStatus::Created,
+        OrderStatus::InventoryReserved,
         &deadline(60_000),
         "1000",
     )?);
@@ -178,17 +187,16 @@ fn order_script() -> anyhow::Result<String> {
     // payment.completed: the order is paid and waits for its parcel.
     statements.extend(reply(
         3,
-        "payment-events",
-        "payment.completed",
-        "inventory_reserved",
-        "paid",
+        EventType::PaymentCompleted,
+        OrderStatus::InventoryReserved,
+        OrderStatus::Paid,
         &deadline(60_000),
         "NULL",
     )?);
     statements.push("COMMIT".to_owned());
     // shipment.booked: the order completes and says so.
-    statements.extend(reply(4, "shipping-events", "shipment.booked", "paid", "completed", "NULL", "NULL")?);
-    statements.push(publish(&event_id(5), "order-events", "order.completed")?);
+    statements.extend(reply(4, EventType::ShipmentBooked, OrderStatus::Paid, OrderStatus::Completed, "NULL", "NULL")?);
+    statements.push(publish(&event_id(5), EventType::OrderCompleted)?);
     statements.push("COMMIT".to_owned());
     statements.push(published(&event_id(5))?);
     Ok(script(&[RUN, "\\set u random(1, 100000)"], statements))
@@ -204,13 +212,13 @@ fn product_script() -> anyhow::Result<String> {
     let product = "(SELECT product_id FROM bench_products WHERE n = :k)";
     let statements = vec![
         "BEGIN".to_owned(),
-        claim(&event_id(1), "order-events", "order.created")?,
+        claim(&event_id(1), EventType::OrderCreated)?,
         bind(sql::RESERVATION_STATUS, &[order])?,
         bind(sql::LOCK_STOCK, &[&format!("ARRAY[{product}]")])?,
         bind(sql::RESERVE, &[order, "md5(:r || 'u')::uuid", "1000"])?,
         bind(sql::TAKE_STOCK, &[product, "2"])?,
         bind(sql::RESERVE_ITEM, &[order, product, "2", "500"])?,
-        publish(&event_id(2), "inventory-events", "stock.reduction.success")?,
+        publish(&event_id(2), EventType::StockReductionSuccess)?,
         "COMMIT".to_owned(),
         published(&event_id(2))?,
     ];
@@ -226,13 +234,13 @@ fn user_script() -> anyhow::Result<String> {
     let user = "(SELECT user_id FROM bench_users WHERE n = :k)";
     let statements = vec![
         "BEGIN".to_owned(),
-        claim(&event_id(2), "inventory-events", "stock.reduction.success")?,
+        claim(&event_id(2), EventType::StockReductionSuccess)?,
         bind(sql::PAYMENT_STATUS, &[order])?,
         bind(sql::LOCK_BALANCE, &[user])?,
         bind(sql::DEBIT, &[user, "1000"])?,
         bind(sql::LEDGER, &["md5(:r || 'l')::uuid", user, "'debit'", "-1000", "1", "md5(:r || 'o')"])?,
         bind(sql::DEBITED, &[order, user, "1000"])?,
-        publish(&event_id(3), "payment-events", "payment.completed")?,
+        publish(&event_id(3), EventType::PaymentCompleted)?,
         "COMMIT".to_owned(),
         published(&event_id(3))?,
     ];
@@ -246,9 +254,9 @@ fn shipping_script() -> anyhow::Result<String> {
     let order = "md5(:r || 'o')::uuid";
     let statements = vec![
         "BEGIN".to_owned(),
-        claim(&event_id(3), "payment-events", "payment.completed")?,
+        claim(&event_id(3), EventType::PaymentCompleted)?,
         bind(sql::BOOK, &[order, "2", "'PCL-' || left(md5(:r || 't'), 16)"])?,
-        publish(&event_id(4), "shipping-events", "shipment.booked")?,
+        publish(&event_id(4), EventType::ShipmentBooked)?,
         "COMMIT".to_owned(),
         published(&event_id(4))?,
     ];
