@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State as Extract};
+use axum::extract::{Path, Query, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -248,6 +248,16 @@ async fn redrive_messages(
     Ok(Json(outcome))
 }
 
-async fn audit(Extract(state): Extract<State>) -> Result<Json<Vec<redrive::AuditRow>>, ConsoleError> {
-    Ok(Json(redrive::audit(&state.audit).await?))
+/// Which redrives to list: one saga's, or the newest of all.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    saga_key: Option<String>,
+}
+
+async fn audit(
+    Extract(state): Extract<State>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Vec<redrive::AuditRow>>, ConsoleError> {
+    Ok(Json(redrive::audit(&state.audit, query.saga_key.as_deref()).await?))
 }

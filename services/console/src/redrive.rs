@@ -374,10 +374,13 @@ async fn redrive_one(
     Ok(true)
 }
 
-/// The newest redrives first.
-pub async fn audit(pool: &PgPool) -> Result<Vec<AuditRow>, ConsoleError> {
-    sqlx::query_as("SELECT * FROM redrive_audit ORDER BY redriven_at DESC LIMIT 200")
-        .fetch_all(pool)
-        .await
-        .map_err(unavailable("the redrive audit"))
+/// The newest redrives first, of one saga (by its key) or of all.
+pub async fn audit(pool: &PgPool, saga_key: Option<&str>) -> Result<Vec<AuditRow>, ConsoleError> {
+    sqlx::query_as(
+        "SELECT * FROM redrive_audit WHERE $1::text IS NULL OR saga_key = $1 ORDER BY redriven_at DESC LIMIT 200",
+    )
+    .bind(saga_key)
+    .fetch_all(pool)
+    .await
+    .map_err(unavailable("the redrive audit"))
 }

@@ -184,7 +184,7 @@ async fn an_admin_follows_a_saga_and_redrives_a_dead_letter_in_the_browser() {
     browser.screenshot("console-dlq-redriven").await;
 
     // Audited, as the API tells too.
-    let audit = api.get("/api/v1/admin/console/dlq/audit", Some(&admin)).await;
+    let audit = api.get(&format!("/api/v1/admin/console/dlq/audit?saga_key={poison_key}"), Some(&admin)).await;
     assert_eq!(audit.status, StatusCode::OK, "{:?}", audit.body);
     let ours: Vec<_> =
         audit.body.as_array().expect("audit rows").iter().filter(|r| r["saga_key"] == poison_key.as_str()).collect();

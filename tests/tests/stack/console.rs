@@ -247,11 +247,21 @@ async fn the_console_shows_sagas_and_redrives_dead_letters_for_admins_only() {
     );
 
     // Audited: who and which.
-    let audit = api.get(&format!("{CONSOLE}/dlq/audit"), Some(&admin)).await;
+    let audit = api.get(&format!("{CONSOLE}/dlq/audit?saga_key={poison_key}"), Some(&admin)).await;
     let rows: Vec<&Value> =
         audit.body.as_array().expect("audit").iter().filter(|r| r["saga_key"] == poison_key.as_str()).collect();
     assert_eq!(rows.len(), readers, "{:?}", audit.body);
     assert!(rows.iter().all(|r| r["admin"] == admin_id.as_str() && r["target_topic"] == topic.as_str()), "{rows:?}");
+    // Only that saga's rows, and a query the audit does not take is refused, not ignored.
+    assert!(
+        audit.body.as_array().expect("audit").iter().all(|r| r["saga_key"] == poison_key.as_str()),
+        "{:?}",
+        audit.body
+    );
+    for query in ["saga_key=", "sagakey=x"] {
+        let reply = api.get(&format!("{CONSOLE}/dlq/audit?{query}"), Some(&admin)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{query}: {:?}", reply.body);
+    }
 
     // The redriven copies went through order-events again, where every group reads them
     // (a copy of a message a group had handled is dropped by its inbox; this one is still
@@ -462,7 +472,7 @@ async fn a_forged_dead_letter_is_refused_and_the_order_ends_as_its_real_events_d
     let reply = api.post(&format!("{CONSOLE}/dlq/redrive"), Some(&admin), &request).await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.body["redriven"].as_array().map(Vec::len), Some(1), "{:?}", reply.body);
-    let audit = api.get(&format!("{CONSOLE}/dlq/audit"), Some(&admin)).await;
+    let audit = api.get(&format!("{CONSOLE}/dlq/audit?saga_key={junk_key}"), Some(&admin)).await;
     let row = audit.body.as_array().expect("audit").iter().find(|r| r["saga_key"] == junk_key.as_str()).cloned();
     let row = row.expect("the override audited");
     assert_eq!(

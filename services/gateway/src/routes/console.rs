@@ -13,10 +13,10 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, FieldError};
-use crate::extract::{ApiJson, Validate, parse_id};
+use crate::extract::{ApiJson, ApiQuery, Validate, parse_id};
 use crate::session::Admin;
 use crate::state::AppState;
 
@@ -32,11 +32,26 @@ async fn forward(
     admin: Option<&Admin>,
     body: Option<Bytes>,
 ) -> Result<Response, ApiError> {
+    forward_with_query(state, method, segments, &[], admin, body).await
+}
+
+/// [`forward`] with query parameters (each escaped).
+async fn forward_with_query(
+    state: &AppState,
+    method: Method,
+    segments: &[&str],
+    query: &[(&str, &str)],
+    admin: Option<&Admin>,
+    body: Option<Bytes>,
+) -> Result<Response, ApiError> {
     let mut url = state.console_url.clone();
     url.path_segments_mut()
         .map_err(|()| ApiError::Internal("CONSOLE_URL cannot have a path".into()))?
         .pop_if_empty()
         .extend(segments);
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
     let mut request = state.console.request(method, url);
     if let Some(Admin(auth)) = admin {
         request = request.header(ADMIN_HEADER, auth.session.user_id.to_string());
@@ -310,15 +325,42 @@ pub async fn redrive(
     forward(&state, Method::POST, &["console", "api", "dlq", "redrive"], Some(&admin), Some(body.into())).await
 }
 
-/// Who redrove which dead letter, and when; the newest 200.
-#[utoipa::path(get, path = "/api/v1/admin/console/dlq/audit", tag = "console",
+/// Which redrives to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only the redrives of this saga (its Kafka key, the order id).
+    #[param(max_length = 200)]
+    pub saga_key: Option<String>,
+}
+
+impl Validate for AuditQuery {
+    fn validate(&self) -> Vec<FieldError> {
+        match &self.saga_key {
+            Some(key) if key.is_empty() || key.len() > 200 => {
+                vec![FieldError::new("saga_key", "a saga key: 1 to 200 characters")]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Who redrove which dead letter, and when; the newest 200, of one saga if asked.
+#[utoipa::path(get, path = "/api/v1/admin/console/dlq/audit", tag = "console", params(AuditQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The redrive audit, newest first", content_type = "application/json", body = serde_json::Value),
+        (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "Not logged in", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 503, description = "The console is unavailable", body = ErrorBody),
     ))]
-pub async fn audit(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
-    forward(&state, Method::GET, &["console", "api", "dlq", "audit"], Some(&admin), None).await
+pub async fn audit(
+    State(state): State<AppState>,
+    admin: Admin,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let filter: Vec<(&str, &str)> = query.saga_key.as_deref().map(|key| ("saga_key", key)).into_iter().collect();
+    forward_with_query(&state, Method::GET, &["console", "api", "dlq", "audit"], &filter, Some(&admin), None).await
 }
