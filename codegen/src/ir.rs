@@ -116,6 +116,9 @@ pub struct Context {
 pub struct ContextRead {
     pub service: String,
     pub event: String,
+    /// The reply its handler gives when the event comes without the context (a saga
+    /// begun, or passed on, by a version older than the context): `context.without`.
+    pub without: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -151,6 +151,10 @@ pub struct ContextSpec {
     /// Service -> the events whose handler reads the context.
     #[serde(default)]
     pub read_by: OrderedMap<Vec<String>>,
+    /// Service -> event it reads the context on -> the reply its handler gives when the
+    /// event comes without one (during a rollout, from a version older than the context).
+    #[serde(default)]
+    pub without: OrderedMap<OrderedMap<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -25,9 +25,10 @@
 //!   without one, as for a saga begun before the context existed, and its handler takes
 //!   an `Option`. The plan names the services it waits for to get it.
 //!
-//! What it does not know: how old and new versions behave side by side beyond these
-//! rules (an old owner completing a saga that a new participant then compensates, say).
-//! That is for a proof of the mixed-version model, which `verify` does not make yet.
+//! Beyond these rules, the plan proves how old and new versions behave side by side: the
+//! mixed-version model of [`crate::verify::mixed`] explores the rollout in the plan's order
+//! and in every other order (an old owner completing a saga that a new participant then
+//! compensates, say), and the plan names each order that is not sound, with a trace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -35,6 +36,11 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::ir::{Effect, Saga};
+use crate::verify::mixed::{self, RolloutError, RolloutProof};
+
+/// The most services whose every order the plan explores (5! = 120 orders); beyond, only
+/// its own order.
+const EVERY_ORDER_UP_TO: usize = 5;
 
 /// What a change needs of the rollout.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,18 +75,26 @@ impl fmt::Display for BehaviourChange {
 }
 
 /// Every behaviour change from `old` to `new`, and the deploy order they need.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     pub changes: Vec<BehaviourChange>,
     /// The services to deploy, in an order every change allows; `Err` with the services
     /// that need each other first (no order works: split the change in two releases).
     pub order: Result<Vec<String>, Vec<String>>,
+    /// The mixed-version model explored: the plan's order first, then every other order
+    /// (while there are few services); or why it could not be modelled.
+    pub proofs: Result<Vec<RolloutProof>, RolloutError>,
 }
 
 impl Plan {
     /// Whether the services may be deployed in any order.
     pub fn any_order(&self) -> bool {
         self.changes.iter().all(|c| c.needs == Needs::AnyOrder)
+    }
+
+    /// Whether the plan's own order was proved sound in the mixed-version model.
+    pub fn proved(&self) -> bool {
+        matches!(&self.proofs, Ok(proofs) if proofs.first().is_some_and(RolloutProof::sound))
     }
 }
 
@@ -89,15 +103,42 @@ impl fmt::Display for Plan {
         for change in &self.changes {
             writeln!(f, "{change}")?;
         }
+        let every_order_sound = self.proofs.as_ref().map_or(true, |p| p.iter().all(RolloutProof::sound));
         match &self.order {
-            _ if self.any_order() => write!(f, "deploy order: any"),
+            _ if self.any_order() && every_order_sound => write!(f, "deploy order: any"),
             Ok(order) => write!(f, "deploy order: {}", order.join(", then ")),
             Err(cycle) => write!(
                 f,
                 "deploy order: none works, {} each need the other first: split the change into two releases",
                 cycle.join(", ")
             ),
+        }?;
+        let proofs = match &self.proofs {
+            Ok(proofs) if !proofs.is_empty() => proofs,
+            Ok(_) => return Ok(()),
+            Err(why) => return write!(f, "\nmixed versions: not modelled, {why}"),
+        };
+        let first = &proofs[0];
+        let others = &proofs[1..];
+        let unsound: Vec<&RolloutProof> = others.iter().filter(|p| !p.sound()).collect();
+        write!(
+            f,
+            "\nmixed versions, old and new side by side: this order is {}",
+            if first.sound() { "sound" } else { "NOT sound" }
+        )?;
+        if !others.is_empty() {
+            write!(f, "; of the {} other orders, {} are not", others.len(), unsound.len())?;
         }
+        let states: usize = proofs.iter().map(|p| p.states).sum();
+        write!(f, " ({states} states)")?;
+        for proof in std::iter::once(first).filter(|p| !p.sound()).chain(unsound) {
+            write!(f, "\n  {proof}")?;
+        }
+        if let Some(shown) = std::iter::once(first).chain(others.iter()).find(|p| !p.sound()) {
+            let finding = &shown.findings[0];
+            write!(f, "\ncounterexample for {}: {}, {}", shown.order.join(", then "), finding.what, finding.trace)?;
+        }
+        Ok(())
     }
 }
 
@@ -389,11 +430,15 @@ pub fn plan(
             .filter(|p| *p != read.service && old.services.iter().any(|s| s.name == *p))
             .map(|p| format!("`{p}`"))
             .collect();
+        let without = match &read.without {
+            Some(reply) => format!(", and replies `{reply}` to them"),
+            None => String::new(),
+        };
         let what = if carriers.is_empty() {
             format!("reads the saga context on `{}`", read.event)
         } else {
             format!(
-                "reads the saga context on `{}` (sagas begun before {} run the new version reach it without one)",
+                "reads the saga context on `{}` (sagas begun before {} run the new version reach it without one{without})",
                 read.event,
                 carriers.join(", ")
             )
@@ -403,7 +448,48 @@ pub fn plan(
 
     let changes: Vec<BehaviourChange> = changes.into_iter().collect();
     let order = deploy_order(new, &changes);
-    Plan { changes, order }
+    let proofs = prove_orders(old, new, &order);
+    Plan { changes, order, proofs }
+}
+
+/// The mixed-version model in the plan's `order` (or in spec order when none works), then
+/// in every other order of the services while they are few.
+fn prove_orders(
+    old: &Saga,
+    new: &Saga,
+    order: &Result<Vec<String>, Vec<String>>,
+) -> Result<Vec<RolloutProof>, RolloutError> {
+    let mut services: Vec<String> = new.services.iter().map(|s| s.name.clone()).collect();
+    services
+        .extend(old.services.iter().filter(|s| new.services.iter().all(|n| n.name != s.name)).map(|s| s.name.clone()));
+    let first = match order {
+        Ok(order) => order.clone(),
+        Err(_) => services.clone(),
+    };
+    let mut proofs = vec![mixed::prove(old, new, &first)?];
+    if services.len() <= EVERY_ORDER_UP_TO {
+        for other in permutations(&services).into_iter().filter(|o| *o != first) {
+            proofs.push(mixed::prove(old, new, &other)?);
+        }
+    }
+    Ok(proofs)
+}
+
+/// Every order of `items`.
+fn permutations(items: &[String]) -> Vec<Vec<String>> {
+    if items.is_empty() {
+        return vec![Vec::new()];
+    }
+    let mut out = Vec::new();
+    for (i, first) in items.iter().enumerate() {
+        let mut rest = items.to_vec();
+        rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first.clone());
+            out.push(tail);
+        }
+    }
+    out
 }
 
 /// The services that publish `event` or an event on a path of replies to it from the

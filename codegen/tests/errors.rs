@@ -307,3 +307,16 @@ fn context_read_on_an_event_a_timeout_emits() {
         .replace("  Place: { service: order, emits: order.placed }", "  Place: { service: order, emits: order.placed, fields: { items: \"[Item]\" } }")
     ));
 }
+
+#[test]
+fn context_without_names_a_read_and_one_of_its_replies() {
+    // `without` for an event the reader does not read the context on, and a reply it
+    // cannot send: each its own diagnostic, in one run.
+    insta::assert_snapshot!(render(
+        &edit(
+            "events:\n",
+            "context:\n  fields: { items: \"[Item]\" }\n  read_by:\n    product: [order.placed]\n  without:\n    product: { order.placed: order.cancelled, order.cancelled: stock.failed }\nevents:\n",
+        )
+        .replace("  Place: { service: order, emits: order.placed }", "  Place: { service: order, emits: order.placed, fields: { items: \"[Item]\" } }")
+    ));
+}

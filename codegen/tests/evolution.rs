@@ -199,7 +199,7 @@ fn adding_a_shipping_step_tells_the_behaviour_change_and_the_deploy_order() {
         "order: new timeout: `paid` after 60000 ms to `cancelled`, emits `order.cancelled`",
         "user: new compensation: on `shipment.failed` it undoes `payment.completed`",
         "shipping: new compensation: on `order.cancelled` it undoes `shipment.booked`, leaving a tombstone if it comes first",
-        "shipping: reads the saga context on `payment.completed` (sagas begun before `order`, `product`, `user` run the new version reach it without one)",
+        "shipping: reads the saga context on `payment.completed` (sagas begun before `order`, `product`, `user` run the new version reach it without one, and replies `shipment.booked` to them)",
         "order: `order.created` is written with a new schema (its consumers look it up on the schema topic)",
     ] {
         assert!(lines.iter().any(|l| l == expected), "missing {expected:?} in {lines:#?}");
@@ -221,5 +221,14 @@ fn adding_a_shipping_step_tells_the_behaviour_change_and_the_deploy_order() {
     let position = |service: &str| order.iter().position(|s| s == service).expect(service);
     assert!(position("shipping") < position("order"), "{order:?}");
     assert!(!plan.any_order());
+    // Old and new side by side: the plan's order is sound, and every order that deploys
+    // the order service before shipping times sagas out in `paid`.
+    assert!(plan.proved(), "{plan}");
+    let proofs = plan.proofs.as_ref().expect("modelled");
+    assert_eq!(proofs.len(), 24, "every order of four services");
+    for proof in proofs {
+        let position = |service: &str| proof.order.iter().position(|s| s == service).expect(service);
+        assert_eq!(proof.sound(), position("shipping") < position("order"), "{proof}");
+    }
     insta::assert_snapshot!(plan.to_string());
 }

@@ -52,9 +52,10 @@ fn context(s: &mut String, saga: &Saga) {
         commands.join(", "),
         carriers.join(", ")
     );
-    let _ = writeln!(s, "| Service | Reads it on |\n| --- | --- |");
+    let _ = writeln!(s, "| Service | Reads it on | Without it (during a rollout), replies |\n| --- | --- | --- |");
     for r in &c.read_by {
-        let _ = writeln!(s, "| {} | `{}` |", r.service, r.event);
+        let without = r.without.as_deref().map(|w| format!("`{w}`")).unwrap_or_else(|| "any of its replies".into());
+        let _ = writeln!(s, "| {} | `{}` | {without} |", r.service, r.event);
     }
     let _ = writeln!(s);
 }

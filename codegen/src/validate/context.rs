@@ -79,8 +79,50 @@ pub(super) fn check(
                     .label(at, format!("`{service}` is not a subscriber of `{event}`"))
                     .help(format!("add `{service}` to the subscribers of `{event}`, or remove this read")),
                 ),
-                Some(_) => read_by.push(ir::ContextRead { service: service.clone(), event: event.clone() }),
+                Some(_) => {
+                    read_by.push(ir::ContextRead { service: service.clone(), event: event.clone(), without: None })
+                }
             }
+        }
+    }
+    for (service, events) in &c.without.0 {
+        for (event, reply) in &events.0 {
+            let at = cx.key(&path!["context", "without", service.as_str(), event.as_str()]);
+            let Some(read) = read_by.iter_mut().find(|r| r.service == *service && r.event == *event) else {
+                cx.err(
+                    SpecError::new(
+                        "spec::context_without_unread",
+                        format!("`context.without` says what `{service}` replies to `{event}` without the context, but it does not read the context there"),
+                    )
+                    .label(at, "not under `context.read_by`")
+                    .help(format!("add `{event}` to `context.read_by.{service}`, or remove this entry")),
+                );
+                continue;
+            };
+            let replies: Vec<&str> = spec
+                .events
+                .0
+                .iter()
+                .filter(|(n, _)| n == event)
+                .flat_map(|(_, e)| e.subscribers.0.iter().filter(|(s, _)| s == service))
+                .flat_map(|(_, r)| r.iter().flatten().map(String::as_str))
+                .collect();
+            if !replies.contains(&reply.as_str()) {
+                let at = cx.val(&path!["context", "without", service.as_str(), event.as_str()]);
+                cx.err(
+                    SpecError::new(
+                        "spec::context_without_not_a_reply",
+                        format!("`{service}` cannot reply `{reply}` to `{event}`"),
+                    )
+                    .label(at, format!("not among its replies to `{event}`"))
+                    .help(format!(
+                        "name one of its replies: {}",
+                        replies.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+                    )),
+                );
+                continue;
+            }
+            read.without = Some(reply.clone());
         }
     }
     Some(ir::Context { doc: c.doc.clone(), fields, read_by })

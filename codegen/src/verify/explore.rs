@@ -28,6 +28,9 @@ pub(super) enum Found {
     Twice { saga: usize, resource: Ix, released: bool },
     /// The saga keeps publishing the event.
     Loops { saga: usize, event: Ix },
+    /// In a rollout, with every running service answering at once: the saga timed out in
+    /// the status, waiting for an answer a version running then does not send or know.
+    TimesOut { saga: usize, status: Ix },
 }
 
 impl Found {
@@ -45,6 +48,7 @@ impl Found {
             }
             Found::Twice { saga, resource, released } => Found::Twice { saga: n(saga), resource, released },
             Found::Loops { saga, event } => Found::Loops { saga: n(saga), event },
+            Found::TimesOut { saga, status } => Found::TimesOut { saga: n(saga), status },
         }
     }
 }
@@ -62,6 +66,7 @@ impl Found {
             Found::MissingAtSuccess { status, resource, .. } => (5, *status, *resource, false),
             Found::Twice { resource, released, .. } => (6, *resource, 0, *released),
             Found::Loops { event, .. } => (7, *event, 0, false),
+            Found::TimesOut { status, .. } => (8, *status, 0, false),
         }
     }
 }
@@ -103,8 +108,9 @@ fn trace(nodes: &[Node], mut at: usize) -> (Vec<Step>, Vec<usize>) {
     let mut names: Vec<usize> = (0..nodes[0].order.len()).collect();
     let mut steps = Vec::new();
     for (mut step, order) in path {
-        let (Step::Deliver { saga, .. } | Step::Timeout { saga, .. } | Step::Redeliver { saga, .. }) = &mut step;
-        *saga = names[*saga];
+        if let Some(saga) = step.saga_mut() {
+            *saga = names[*saga];
+        }
         steps.push(step);
         names = order.iter().map(|i| names[*i]).collect();
     }
@@ -139,23 +145,52 @@ pub(super) struct Explored {
     pub undeclared: Vec<(Ix, Ix)>,
 }
 
+/// What the search explores: the saga of one spec ([`Model`]), or a rollout from one
+/// version to the next ([`super::mixed::Rollout`]).
+pub(super) trait System {
+    /// Every step from `world`, with the world after it, and the deliveries among them
+    /// that have no answer.
+    fn successors(&self, world: &World) -> (Vec<(Step, World)>, Vec<Dead>);
+    /// A property `world` breaks.
+    fn violated(&self, world: &World) -> Option<Found>;
+    /// In a world where nothing more can happen: a saga that did not end as it should.
+    fn unfinished(&self, world: &World) -> Option<Found>;
+    /// In a world where every saga ended well: what deserves a warning, added to `seen`.
+    fn ended(&self, world: &World, seen: &mut Vec<(Ix, Ix)>);
+}
+
+impl System for Model<'_> {
+    fn successors(&self, world: &World) -> (Vec<(Step, World)>, Vec<Dead>) {
+        steps(self, world, self.reduce)
+    }
+    fn violated(&self, world: &World) -> Option<Found> {
+        violated(self, world)
+    }
+    fn unfinished(&self, world: &World) -> Option<Found> {
+        unfinished(self, world)
+    }
+    fn ended(&self, world: &World, seen: &mut Vec<(Ix, Ix)>) {
+        undeclared_before_failure(self, world, seen);
+    }
+}
+
 /// Explores every world reachable from `start`; what it saw, or every distinct violation,
 /// each with one of its shortest counterexamples, in the order found.
-pub(super) fn explore(model: &Model<'_>, start: World) -> Result<Explored, Vec<Counterexample>> {
+pub(super) fn explore(model: &impl System, start: World) -> Result<Explored, Vec<Counterexample>> {
     let identity: Vec<usize> = (0..start.sagas.len()).collect();
     let mut nodes = vec![Node { parent: usize::MAX, step: None, order: identity }];
     let mut index: HashMap<World, usize> = HashMap::from([(start.clone(), 0)]);
     let mut findings = Findings::default();
     let mut undeclared: Vec<(Ix, Ix)> = Vec::new();
     let mut frontier = Vec::new();
-    match violated(model, &start) {
+    match model.violated(&start) {
         Some(found) => findings.add(&nodes, 0, found, None),
         None => frontier.push((0usize, start)),
     }
     while !frontier.is_empty() {
         let mut next = Vec::new();
         for (at, world) in frontier {
-            let (successors, dead) = steps(model, &world, model.reduce);
+            let (successors, dead) = model.successors(&world);
             if !dead.is_empty() {
                 let (_, names) = trace(&nodes, at);
                 for d in dead {
@@ -173,9 +208,9 @@ pub(super) fn explore(model: &Model<'_>, start: World) -> Result<Explored, Vec<C
                 }
             }
             if successors.is_empty() {
-                match unfinished(model, &world) {
+                match model.unfinished(&world) {
                     Some(found) => findings.add(&nodes, at, found, None),
-                    None => undeclared_before_failure(model, &world, &mut undeclared),
+                    None => model.ended(&world, &mut undeclared),
                 }
                 continue;
             }
@@ -186,7 +221,7 @@ pub(super) fn explore(model: &Model<'_>, start: World) -> Result<Explored, Vec<C
                 nodes.push(Node { parent: at, step: Some(step), order });
                 let world = slot.key().clone();
                 slot.insert(id);
-                match violated(model, &world) {
+                match model.violated(&world) {
                     Some(found) => findings.add(&nodes, id, found, None),
                     None => next.push((id, world)),
                 }
@@ -229,7 +264,7 @@ fn steps(model: &Model<'_>, world: &World, reduce: bool) -> (Vec<(Step, World)>,
 }
 
 /// The properties every world must keep.
-fn violated(model: &Model<'_>, world: &World) -> Option<Found> {
+pub(super) fn violated(model: &Model<'_>, world: &World) -> Option<Found> {
     for (s, saga) in world.sagas.iter().enumerate() {
         for r in 0..model.resources.len() {
             let resource = r as Ix;

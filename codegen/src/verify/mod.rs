@@ -32,10 +32,14 @@
 //!   messages in flight are delivered;
 //! - no saga takes or gives back a resource twice.
 //!
+//! A rollout from one version of the spec to the next, old and new services side by side,
+//! is explored by [`mixed`], which `cargo xtask spec diff` runs.
+//!
 //! It models the spec, not the SQL in the handlers: that they keep the contract the model
 //! assumes (decide once per saga, honour tombstones) is for the handlers' own tests.
 
 mod explore;
+pub mod mixed;
 mod model;
 mod report;
 

@@ -43,6 +43,15 @@ pub(super) struct Model<'a> {
     pub units: Vec<Unit>,
     /// Whether to reduce at all (the tests compare with the full exploration).
     pub reduce: bool,
+    /// Whether the spec has a saga context, which each reply copies from its cause.
+    pub has_context: bool,
+    /// Whether messages tell if they carry the context: only in a rollout, where an old
+    /// version drops it ([`super::mixed`]); one version's readers always get it (the
+    /// compiler's `spec::context_not_carried`).
+    pub track_context: bool,
+    /// `(reader, event)` -> the reply it gives to the event when it comes without the
+    /// context (`context.without`).
+    pub without: BTreeMap<(Ix, Ix), Ix>,
 }
 
 /// A service as the partial-order reduction sees it: the queues it consumes, those it may
@@ -112,6 +121,8 @@ pub(super) struct Msg {
     /// How many times the saga published this event before: with the event, the id the
     /// inbox knows it by.
     pub nth: Ix,
+    /// Whether it carries the saga context (always false unless `Model::track_context`).
+    pub context: bool,
 }
 
 /// One saga in a world.
@@ -137,6 +148,12 @@ pub(super) struct World {
     pub free: Vec<u8>,
     /// Redeliveries still allowed (a bound keeps the space finite).
     pub redeliveries: u8,
+    /// In a rollout ([`super::mixed`]): how many services of its order run their new
+    /// version. Always 0 for one version.
+    pub upgraded: u8,
+    /// In a rollout's run without slow participants: the status a timeout fired in, which
+    /// only a service not running yet (or not reading yet) can cause. Always `None` else.
+    pub timed_out: Option<Ix>,
 }
 
 /// One step of a trace, for the counterexample.
@@ -161,6 +178,20 @@ pub(super) enum Step {
         queue: usize,
         msg: Msg,
     },
+    /// In a rollout: the service now runs its new version.
+    Upgrade {
+        service: Ix,
+    },
+}
+
+impl Step {
+    /// The saga the step is of (none for an upgrade, which is of every saga).
+    pub fn saga_mut(&mut self) -> Option<&mut usize> {
+        match self {
+            Step::Deliver { saga, .. } | Step::Timeout { saga, .. } | Step::Redeliver { saga, .. } => Some(saga),
+            Step::Upgrade { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -330,6 +361,12 @@ impl<'a> Model<'a> {
         let start = saga.commands.iter().find(|c| c.service == status.owner).map(|c| event(&c.emits))??;
         let owner = service(&status.owner)?;
         let units = units(&services, &events, &queues, &queue_of, owner);
+        let mut without = BTreeMap::new();
+        for read in saga.context.iter().flat_map(|c| &c.read_by) {
+            if let Some(reply) = &read.without {
+                without.insert((service(&read.service)?, event(&read.event)?), event(reply)?);
+            }
+        }
         Some(Model {
             saga,
             owner,
@@ -345,6 +382,9 @@ impl<'a> Model<'a> {
             competitor: true,
             units,
             reduce: true,
+            has_context: saga.context.is_some(),
+            track_context: false,
+            without,
         })
     }
 
@@ -360,9 +400,15 @@ impl<'a> Model<'a> {
             published: vec![0; self.events.len()],
             inbox: vec![0; self.services.len() * self.events.len()],
         };
-        let mut world = World { sagas: vec![one; sagas], free: vec![1; self.resources.len()], redeliveries };
+        let mut world = World {
+            sagas: vec![one; sagas],
+            free: vec![1; self.resources.len()],
+            redeliveries,
+            upgraded: 0,
+            timed_out: None,
+        };
         for s in 0..sagas {
-            self.publish(&mut world, s, self.start);
+            self.publish(&mut world, s, self.start, self.has_context);
         }
         world
     }
@@ -370,14 +416,19 @@ impl<'a> Model<'a> {
     /// Every step possible from `world` for a service in `units` (a mask), with the world
     /// after it, and every delivery the spec gives no answer for.
     pub fn successors(&self, world: &World, units: u64) -> (Vec<(Step, World)>, Vec<Dead>) {
+        let has = |service: Ix| units & (1u64 << service) != 0;
+        let queues: Vec<bool> = self.queues.iter().map(|(_, service)| has(*service)).collect();
+        self.successors_on(world, &queues, has(self.owner))
+    }
+
+    /// Every step possible from `world` that delivers from the queues marked in `queues`
+    /// (or fires a timeout, when `timeouts`), with the world after it, and every delivery
+    /// the spec gives no answer for.
+    pub fn successors_on(&self, world: &World, queues: &[bool], timeouts: bool) -> (Vec<(Step, World)>, Vec<Dead>) {
         let mut out = Vec::new();
         let mut dead = Vec::new();
-        let has = |service: Ix| units & (1u64 << service) != 0;
         for s in 0..world.sagas.len() {
-            for q in 0..self.queues.len() {
-                if !has(self.queues[q].1) {
-                    continue;
-                }
+            for q in (0..self.queues.len()).filter(|q| queues[*q]) {
                 let Some(&msg) = world.sagas[s].queues[q].first() else { continue };
                 let mut next = world.clone();
                 next.sagas[s].queues[q].remove(0);
@@ -390,11 +441,12 @@ impl<'a> Model<'a> {
                 }
             }
             let from = world.sagas[s].status;
-            if let Some((to, emits)) = self.states[usize::from(from)].timeout.filter(|_| has(self.owner)) {
+            if let Some((to, emits)) = self.states[usize::from(from)].timeout.filter(|_| timeouts) {
                 let mut next = world.clone();
                 next.sagas[s].status = to;
                 if let Some(e) = emits {
-                    self.publish(&mut next, s, e);
+                    // A timeout starts from no event: what it emits carries no context.
+                    self.publish(&mut next, s, e, false);
                 }
                 out.push((Step::Timeout { saga: s, from, to, emits }, next));
             }
@@ -423,9 +475,22 @@ impl<'a> Model<'a> {
             out.push((step(vec![Outcome::Nothing], Vec::new()), world));
             return None;
         };
+        // Without the context, a reader gives the reply the spec declares for that, and
+        // nothing else: its author says it needs nothing a competitor could hold.
+        let without = self.without.get(&(service, msg.event)).filter(|_| self.track_context && !msg.context);
+        let forced;
+        let replies = match without {
+            Some(reply) => {
+                forced = [*reply];
+                &forced[..]
+            }
+            None => &replies[..],
+        };
+        let carry = msg.context && self.has_context;
         let mut dead = None;
         if self.competitor
             && comp.is_none()
+            && without.is_none()
             && let Some(resource) = self.blocked_by_competitor(&world, s, replies)
         {
             // While a competitor holds it the handler cannot answer (the message is retried,
@@ -442,9 +507,9 @@ impl<'a> Model<'a> {
                 }
             }
         } else if let Some(c) = comp {
-            self.compensate(world, s, *c, replies)
+            self.compensate(world, s, *c, replies, carry)
         } else {
-            self.answer(world, s, replies, Outcome::Nothing)
+            self.answer(world, s, replies, Outcome::Nothing, carry)
         };
         for (outcomes, replies, world) in answered {
             out.push((step(outcomes, replies), world));
@@ -469,7 +534,7 @@ impl<'a> Model<'a> {
 
     /// A compensation: gives back what is held (and replies), leaves a tombstone when it
     /// comes first and the spec says so, and otherwise does nothing.
-    fn compensate(&self, mut world: World, s: usize, c: Comp, replies: &[Ix]) -> Vec<Answer> {
+    fn compensate(&self, mut world: World, s: usize, c: Comp, replies: &[Ix], carry: bool) -> Vec<Answer> {
         let r = usize::from(c.resource);
         let saga = &mut world.sagas[s];
         let outcome = match saga.records[r] {
@@ -485,7 +550,7 @@ impl<'a> Model<'a> {
                     .iter()
                     .map(|&reply| {
                         let mut next = world.clone();
-                        self.publish(&mut next, s, reply);
+                        self.publish(&mut next, s, reply, carry);
                         (vec![outcome.clone()], vec![reply], next)
                     })
                     .collect();
@@ -503,7 +568,8 @@ impl<'a> Model<'a> {
     /// A handler's reply: one of `replies`, each a world of its own. A reply that holds a
     /// resource needs it undecided and a free unit; a reply beside one that holds (a failure)
     /// decides the resource as refused. Once decided, the handler does nothing.
-    fn answer(&self, world: World, s: usize, replies: &[Ix], base: Outcome) -> Vec<Answer> {
+    /// Each reply carries the context when `carry`.
+    fn answer(&self, world: World, s: usize, replies: &[Ix], base: Outcome, carry: bool) -> Vec<Answer> {
         let decides: Vec<Ix> = replies.iter().filter_map(|r| self.events[usize::from(*r)].holds).collect();
         if let Some(&r) = decides.iter().find(|r| world.sagas[s].records[usize::from(**r)] != Record::Absent) {
             return vec![(vec![base, Outcome::AlreadyDecided(r)], Vec::new(), world)];
@@ -535,7 +601,7 @@ impl<'a> Model<'a> {
                     }
                 }
             }
-            self.publish(&mut next, s, reply);
+            self.publish(&mut next, s, reply, carry);
             out.push((outcomes, vec![reply], next));
         }
         out
@@ -547,8 +613,9 @@ impl<'a> Model<'a> {
     fn owner_handles(&self, mut world: World, s: usize, msg: Msg, replies: &[Ix]) -> Result<Vec<Answer>, Unanswered> {
         let status = world.sagas[s].status;
         let ev = &self.events[usize::from(msg.event)];
+        let carry = msg.context && self.has_context;
         if !ev.trigger {
-            return Ok(self.answer(world, s, replies, Outcome::Recorded));
+            return Ok(self.answer(world, s, replies, Outcome::Recorded, carry));
         }
         let Some(&(to, transition)) = self.transitions.get(&(status, msg.event)) else {
             if self.states[usize::from(status)].terminal {
@@ -564,7 +631,7 @@ impl<'a> Model<'a> {
         world.sagas[s].status = to;
         let mut out = Vec::new();
         for (outcomes, replied, world) in
-            self.answer(world, s, replies, Outcome::Moved { from: status, to, transition })
+            self.answer(world, s, replies, Outcome::Moved { from: status, to, transition }, carry)
         {
             for (more, more_replies, world) in self.unpark(world, s) {
                 let mut all = outcomes.clone();
@@ -596,7 +663,8 @@ impl<'a> Model<'a> {
             .unwrap_or_default();
         let outcome = Outcome::Unparked { from: status, to, transition, event: msg.event };
         let mut out = Vec::new();
-        for (outcomes, replied, world) in self.answer(world, s, &replies, outcome) {
+        let carry = msg.context && self.has_context;
+        for (outcomes, replied, world) in self.answer(world, s, &replies, outcome, carry) {
             for (more, more_replies, world) in self.unpark(world, s) {
                 let mut all = outcomes.clone();
                 all.extend(more);
@@ -682,14 +750,15 @@ impl<'a> Model<'a> {
         best
     }
 
-    /// Writes `event` for saga `s`: it joins the queue of each subscriber.
-    pub fn publish(&self, world: &mut World, s: usize, event: Ix) {
+    /// Writes `event` for saga `s`, carrying the context if `context`: it joins the queue
+    /// of each subscriber.
+    pub fn publish(&self, world: &mut World, s: usize, event: Ix, context: bool) {
         let saga = &mut world.sagas[s];
         let e = usize::from(event);
         let nth = saga.published[e];
         saga.published[e] = nth.saturating_add(1);
         for &q in &self.queue_of[e] {
-            saga.queues[q].push(Msg { event, nth });
+            saga.queues[q].push(Msg { event, nth, context: context && self.track_context });
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::path;
 use crate::spans::{Span, SpanMap};
 
 /// The spec's places, by what they declare.
-struct Places<'a> {
+pub(super) struct Places<'a> {
     spans: SpanMap,
     source: &'a str,
 }
@@ -137,6 +137,12 @@ pub(super) fn diagnostic(model: &Model<'_>, cx: &Counterexample, sagas: usize, s
         )
         .label(places.event(event(*e)), "published again and again")
         .help("break the cycle of states that publishes it"),
+        // Only a rollout's model finds it, and it reports it itself (`mixed::describe`).
+        Found::TimesOut { status, .. } => SpecError::new(
+            "verify::times_out",
+            format!("a saga may time out in `{}` waiting for a service that does not run yet", state(*status)),
+        )
+        .label(places.state(*status), "times out here"),
     };
     let mut note = format!(
         "counterexample ({} saga{}, {} step{}):\n",
@@ -145,7 +151,7 @@ pub(super) fn diagnostic(model: &Model<'_>, cx: &Counterexample, sagas: usize, s
         cx.trace.len(),
         if cx.trace.len() == 1 { "" } else { "s" }
     );
-    note.push_str(&mermaid(model, &places, &cx.trace, sagas));
+    note.push_str(&mermaid(model, Some(&places), &cx.trace, sagas, &|_, _| ""));
     error.note(note)
 }
 
@@ -194,38 +200,49 @@ fn ending_event<'m>(model: &Model<'m>, cx: &Counterexample, saga: usize) -> Opti
 }
 
 /// The trace as a Mermaid sequence diagram: a delivery is an arrow from the publisher to
-/// the subscriber, what the handler did a note over it, each with the spec line it comes from.
-fn mermaid(model: &Model<'_>, places: &Places<'_>, trace: &[Step], sagas: usize) -> String {
+/// the subscriber, what the handler did a note over it, each with the spec line it comes
+/// from when `places` are given (a rollout's trace runs two specs, and names none).
+/// `version` says which version of a service handled a step, for a rollout's trace.
+pub(super) fn mermaid(
+    model: &Model<'_>,
+    places: Option<&Places<'_>>,
+    trace: &[Step],
+    sagas: usize,
+    version: &dyn Fn(&[Step], Ix) -> &'static str,
+) -> String {
     let event = |e: Ix| model.saga.events[usize::from(e)].name.as_str();
     let state = |s: Ix| model.states[usize::from(s)].name;
     let resource = |r: Ix| model.resources[usize::from(r)].name;
     let tag = |s: usize| if sagas == 1 { String::new() } else { format!("saga {}: ", s + 1) };
+    let at = |place: &dyn Fn(&Places<'_>) -> Span| places.map(|p| format!(" ({})", p.at(place(p)))).unwrap_or_default();
     let mut out = String::from("```mermaid\nsequenceDiagram\n");
     for s in &model.services {
         let _ = writeln!(out, "    participant {s}");
     }
-    for step in trace {
+    for (i, step) in trace.iter().enumerate() {
+        let before = &trace[..i];
         match step {
             Step::Deliver { saga, queue, msg, outcomes, replies } => {
                 let ev = &model.events[usize::from(msg.event)];
                 let from = model.services[usize::from(ev.publisher)];
-                let to = model.services[usize::from(model.queues[*queue].1)];
+                let service = model.queues[*queue].1;
+                let to = model.services[usize::from(service)];
                 let name = event(msg.event);
-                let _ = writeln!(out, "    {from}->>{to}: {}{name} ({})", tag(*saga), places.at(places.event(name)));
+                let _ = writeln!(out, "    {from}->>{to}: {}{name}{}", tag(*saga), at(&|p| p.event(name)));
                 let mut did: Vec<String> = outcomes
                     .iter()
                     .filter(|o| **o != Outcome::Nothing || outcomes.len() == 1)
                     .map(|o| match o {
                         Outcome::Duplicate => "a duplicate, the inbox drops it".to_string(),
                         Outcome::Moved { from, to, transition } => {
-                            format!("{} → {} ({})", state(*from), state(*to), places.at(places.transition(*transition)))
+                            format!("{} → {}{}", state(*from), state(*to), at(&|p| p.transition(*transition)))
                         }
                         Outcome::Unparked { from, to, transition, event: e } => format!(
-                            "parked {} applied: {} → {} ({})",
+                            "parked {} applied: {} → {}{}",
                             event(*e),
                             state(*from),
                             state(*to),
-                            places.at(places.transition(*transition))
+                            at(&|p| p.transition(*transition))
                         ),
                         Outcome::Parked { status } => format!("parked in {}", state(*status)),
                         Outcome::Late { status } => format!("late, ignored in {}", state(*status)),
@@ -233,18 +250,14 @@ fn mermaid(model: &Model<'_>, places: &Places<'_>, trace: &[Step], sagas: usize)
                         Outcome::Holds(r) => format!("takes {}", resource(*r)),
                         Outcome::Refuses(r) => format!("refuses, no {}", resource(*r)),
                         Outcome::Releases { resource: r, comp } => {
-                            format!("gives back {} ({})", resource(*r), places.at(places.compensation(*comp)))
+                            format!("gives back {}{}", resource(*r), at(&|p| p.compensation(*comp)))
                         }
-                        Outcome::NothingToUndo { resource: r, comp } => format!(
-                            "no {} to give back, no tombstone ({})",
-                            resource(*r),
-                            places.at(places.compensation(*comp))
-                        ),
-                        Outcome::Tombstone { resource: r, comp } => format!(
-                            "no {}: leaves a tombstone ({})",
-                            resource(*r),
-                            places.at(places.compensation(*comp))
-                        ),
+                        Outcome::NothingToUndo { resource: r, comp } => {
+                            format!("no {} to give back, no tombstone{}", resource(*r), at(&|p| p.compensation(*comp)))
+                        }
+                        Outcome::Tombstone { resource: r, comp } => {
+                            format!("no {}: leaves a tombstone{}", resource(*r), at(&|p| p.compensation(*comp)))
+                        }
                         Outcome::AlreadyDecided(r) => format!("{} already decided, does nothing", resource(*r)),
                         Outcome::Nothing => "handled".to_string(),
                         Outcome::DeadLettered => "no declared answer: dead-lettered".to_string(),
@@ -256,18 +269,25 @@ fn mermaid(model: &Model<'_>, places: &Places<'_>, trace: &[Step], sagas: usize)
                 if !replies.is_empty() {
                     did.push(format!("publishes {}", replies.iter().map(|r| event(*r)).collect::<Vec<_>>().join(", ")));
                 }
-                let _ = writeln!(out, "    Note over {to}: {}{}", tag(*saga), did.join(", then "));
+                let _ = writeln!(
+                    out,
+                    "    Note over {to}: {}{}{}",
+                    tag(*saga),
+                    version(before, service),
+                    did.join(", then ")
+                );
             }
             Step::Timeout { saga, from, to, emits } => {
                 let owner = model.services[usize::from(model.owner)];
                 let publishes = emits.map(|e| format!(", publishes {}", event(e))).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "    Note over {owner}: {}timeout, {} → {} ({}){publishes}",
+                    "    Note over {owner}: {}{}timeout, {} → {}{}{publishes}",
                     tag(*saga),
+                    version(before, model.owner),
                     state(*from),
                     state(*to),
-                    places.at(places.timeout(state(*from)))
+                    at(&|p| p.timeout(state(*from)))
                 );
             }
             Step::Redeliver { saga, queue, msg } => {
@@ -279,6 +299,13 @@ fn mermaid(model: &Model<'_>, places: &Places<'_>, trace: &[Step], sagas: usize)
                     "    Note over {from},{to}: {}{} will be delivered again",
                     tag(*saga),
                     event(msg.event)
+                );
+            }
+            Step::Upgrade { service } => {
+                let _ = writeln!(
+                    out,
+                    "    Note over {}: the new version is deployed",
+                    model.services[usize::from(*service)]
                 );
             }
         }

@@ -5,7 +5,8 @@
 //! order service's command set and every reply carried here: product and user pass
 //! nothing on for this step. A saga begun before the shipping step (its order placed
 //! by the previous version) carries no context: its parcel is booked unweighed, as the
-//! order would have completed without a shipment at all.
+//! order would have completed without a shipment at all. The spec says so
+//! (`context.without`), and `cargo xtask spec diff` proves the rollout with it.
 
 use saga_generated::Envelope;
 use saga_generated::events::{OrderCancelled, PaymentCompleted, ShipmentBooked, ShipmentCancelled, ShipmentFailed};
