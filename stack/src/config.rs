@@ -152,6 +152,9 @@ pub struct StackConfig {
     /// `dev`. Off unless a caller asks (the benchmark does); `up` and `test`
     /// keep debug builds, which compile much faster.
     pub release: bool,
+    /// Binaries run from another build than this workspace's, by name: the previous
+    /// version of a service during a rollout (`cargo xtask chaos --scenarios rollout-*`).
+    pub binaries: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// Where a stack starts when nothing in the environment says otherwise.
@@ -258,6 +261,7 @@ impl StackConfig {
             kafka_heap: lookup(env::KAFKA_HEAP).unwrap_or_else(|| "512m".to_owned()),
             min_free_mb,
             release: false,
+            binaries: std::collections::BTreeMap::new(),
         })
     }
 
@@ -384,8 +388,12 @@ impl StackConfig {
     }
 
     /// Where cargo puts a binary of this workspace for this stack's profile
-    /// (honours `CARGO_TARGET_DIR`, relative to the workspace root).
+    /// (honours `CARGO_TARGET_DIR`, relative to the workspace root), unless
+    /// [`StackConfig::binaries`] names another.
     pub fn binary(&self, name: &str) -> PathBuf {
+        if let Some(other) = self.binaries.get(name) {
+            return other.clone();
+        }
         let target =
             std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| self.root.join("target"));
         let target = if target.is_absolute() { target } else { self.root.join(target) };

@@ -379,12 +379,22 @@ pub async fn leadership_restored(config: &StackConfig, within: Duration) -> anyh
 /// first group join also creates `__consumer_offsets`, which took seconds:
 /// the first orders of a benchmark waited 1.7 s for their stock reservation.
 pub async fn consumer_groups_stable(config: &StackConfig, within: Duration) -> anyhow::Result<()> {
+    consumer_groups_of_stable(config, within, &|_| true).await
+}
+
+/// [`consumer_groups_stable`] for the groups of the services `running` says are
+/// running (a rollout adds a service only at its turn).
+pub async fn consumer_groups_of_stable(
+    config: &StackConfig,
+    within: Duration,
+    running: &dyn Fn(&str) -> bool,
+) -> anyhow::Result<()> {
     let client: BaseConsumer = saga_runtime::kafka::client(&config.kafka_brokers())
         .set("log_level", "3")
         .create()
         .context("creating a Kafka client to describe the consumer groups")?;
     let deadline = tokio::time::Instant::now() + within;
-    for group in CONSUMER_GROUPS {
+    for group in CONSUMER_GROUPS.iter().filter(|g| running(g.service)) {
         loop {
             let stable = client
                 .fetch_group_list(Some(group.group_id), Duration::from_secs(5))

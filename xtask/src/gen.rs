@@ -138,6 +138,10 @@ pub fn spec(root: &Path, command: &SpecCommand) -> anyhow::Result<bool> {
     println!("spec diff: {} change(s) from {base}, {breaking} breaking", changes.len());
     println!("\nbehaviour: {} change(s)", plan.changes.len());
     println!("{plan}");
+    if let Ok(proofs) = &plan.proofs {
+        let took: std::time::Duration = proofs.iter().map(|p| p.elapsed).sum();
+        println!("({} order(s) explored in {:.1} s)", proofs.len(), took.as_secs_f64());
+    }
     // A plan whose own order the mixed-version model finds unsound fails like a breaking
     // change; one it could not model (an owner that changes, say) stands on its rules.
     let rollout_ok = plan.proofs.is_err() || plan.proved();

@@ -299,7 +299,7 @@ pub async fn drain(config: &StackConfig, wait: Duration) -> anyhow::Result<Durat
     loop {
         let open = non_terminal(&mut order).await?;
         let mut unpublished = 0i64;
-        for db in ["order_service", "product_service", "user_service"] {
+        for db in ["order_service", "product_service", "user_service", "shipping_service"] {
             let mut conn = connect(config, db).await?;
             unpublished += sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
                 .fetch_one(&mut conn)

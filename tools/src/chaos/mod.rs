@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod report;
+pub mod rollout;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -53,6 +54,10 @@ pub struct ChaosArgs {
     /// The stack's shape; the replicated scenarios need `--replicas 2 --brokers 3`.
     #[command(flatten)]
     pub shape: saga_stack::config::ShapeArgs,
+    /// The git revision the rollout scenarios start from: the saga's previous version,
+    /// whose services are built in a worktree of their own.
+    #[arg(long, default_value = rollout::DEFAULT_FROM)]
+    pub from: String,
 }
 
 /// What a scenario breaks.
@@ -80,6 +85,10 @@ enum Fault {
     /// Every instance of every backend service stopped with SIGTERM and
     /// started again, one at a time, each back before the next (a rolling deploy).
     RollingRestart,
+    /// The stack starts at the previous version of the saga (`--from`); each service in
+    /// the order is replaced by this workspace's build, instance by instance
+    /// ([`rollout`]).
+    Rollout { order: &'static [&'static str] },
 }
 
 /// One scenario: a fault, and whether it needs a replicated stack.
@@ -95,7 +104,7 @@ impl Scenario {
     fn down(&self) -> Duration {
         match self.fault {
             Fault::Restart { down, .. } | Fault::KillLeaderBroker { down } | Fault::KillOneReplicaEach { down } => down,
-            Fault::RollingRestart => Duration::ZERO,
+            Fault::RollingRestart | Fault::Rollout { .. } => Duration::ZERO,
         }
     }
 
@@ -106,7 +115,12 @@ impl Scenario {
 
     /// A planned change: clients must not notice it at all.
     fn planned(&self) -> bool {
-        matches!(self.fault, Fault::RollingRestart)
+        matches!(self.fault, Fault::RollingRestart | Fault::Rollout { .. })
+    }
+
+    /// Starts from the previous version of the saga, on a fresh stack of its own.
+    fn rollout(&self) -> bool {
+        matches!(self.fault, Fault::Rollout { .. })
     }
 }
 
@@ -177,6 +191,24 @@ pub fn scenarios() -> Vec<Scenario> {
             what: "every instance of every service restarted with SIGTERM, one at a time (replicated stack)".into(),
             fault: Fault::RollingRestart,
         },
+        // The orders `cargo xtask spec diff` proves sound for the shipping step: its own
+        // plan, and the worst one, the order service (the status owner) as early as the
+        // proof allows, so that its new sagas pass through old product and user services,
+        // which drop the saga context, for longest.
+        Scenario {
+            name: "rollout-plan".into(),
+            what: "from the previous version (--from) to this one, one instance at a time: product, user, \
+                   shipping, order (spec diff's plan; replicated stack)"
+                .into(),
+            fault: Fault::Rollout { order: &["product", "user", "shipping", "order"] },
+        },
+        Scenario {
+            name: "rollout-worst".into(),
+            what: "from the previous version (--from) to this one, one instance at a time: shipping, order, \
+                   user, product (the owner as early as the proof allows; replicated stack)"
+                .into(),
+            fault: Fault::Rollout { order: &["shipping", "order", "user", "product"] },
+        },
     ]);
     all
 }
@@ -228,7 +260,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let replicated = config.shape.replicas > 1 && config.shape.brokers > 1;
     let chosen: Vec<Scenario> = match &args.scenarios {
         // The replicated scenarios run on a replicated stack only.
-        None => all.into_iter().filter(|s| replicated || !s.replicated()).collect(),
+        // The rollout scenarios build another version first: only when named.
+        None => all.into_iter().filter(|s| (replicated || !s.replicated()) && !s.rollout()).collect(),
         Some(names) => names
             .iter()
             .map(|name| {
@@ -245,9 +278,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     saga_stack::down(&config);
     saga_stack::purge(&config)?;
     let profile = if config.release { "release" } else { "debug" };
+    let previous = match chosen.iter().any(Scenario::rollout) {
+        true => Some(rollout::build(&config, &args.from)?),
+        false => None,
+    };
     println!("chaos: building ({profile}) and starting the stack in {}", config.state_dir.display());
     let outcome = match saga_stack::up(&config, UpOptions { services: true, build: true }).await {
-        Ok(()) => suite(&config, &args, &chosen).await,
+        Ok(()) => suite(&config, &args, &chosen, previous.as_ref()).await,
         Err(error) => Err(error),
     };
     let stopped = saga_stack::down(&config);
@@ -275,27 +312,31 @@ async fn suite(
     config: &StackConfig,
     args: &ChaosArgs,
     chosen: &[Scenario],
+    previous: Option<&rollout::Previous>,
 ) -> anyhow::Result<(f64, Option<f64>, Vec<Outcome>)> {
     let api = Api::new(&config.gateway_url())?;
-    let (email, password) = saga_stack::admin_credentials();
-    let world = Arc::new(load::setup(&api, (&email, &password), 100, 50).await?);
-    // The invariants compare with the money and stock there were before any load.
-    let totals = observe::totals(config).await?;
-    let (rate, max) = match args.rate {
-        Some(rate) => (rate, None),
-        None => {
-            println!("chaos: measuring the maximum (closed loop, 32 clients, 20 s)");
-            let phase = load::closed_loop(&api, world.clone(), 32, Duration::from_secs(20)).await;
-            let max = phase.rate();
-            println!("  {max:.1} sagas/s");
-            ((max * args.load * 10.0).round() / 10.0, Some(max))
-        }
-    };
+    let mut measured: Option<(Arc<World>, observe::Totals, f64, Option<f64>)> = None;
     let mut outcomes = Vec::new();
     for scenario in chosen {
+        // A rollout starts from the previous version, on a fresh stack: a world and a
+        // maximum of its own, measured on that version.
+        if scenario.rollout() {
+            let previous = previous.context("the previous version was not built")?;
+            println!("chaos: {}: a fresh stack at {} ({})", scenario.name, args.from, &previous.revision[..12]);
+            rollout::start_previous(config, previous).await?;
+            measured = None;
+        }
+        let (world, totals, rate, max) = match &measured {
+            Some(m) => m.clone(),
+            None => {
+                let m = measure(config, &api, args).await?;
+                measured = (!scenario.rollout()).then(|| m.clone());
+                m
+            }
+        };
         println!("chaos: {} ({}), {rate}/s offered", scenario.name, scenario.what);
         let load = Load { rate, before: args.before, after: args.after };
-        let outcome = run_scenario(config, &api, world.clone(), totals, scenario, load).await?;
+        let outcome = run_scenario(config, &api, world.clone(), totals, scenario, load, previous).await?;
         println!(
             "  {}: recovery {}, dip to {:.0} %, {} accepted, {} cancelled, {} shed, {} changed after recovery",
             if outcome.ok() { "ok" } else { "FAILED" },
@@ -311,9 +352,36 @@ async fn suite(
                 println!("  does not hold: {check}");
             }
         }
-        outcomes.push(outcome);
+        outcomes.push((rate, max, outcome));
     }
-    Ok((rate, max, outcomes))
+    // The report names one rate and maximum: the first scenario's (a rollout's are
+    // measured on the previous version, and each scenario's line gives its own rate).
+    let (rate, max) = outcomes.first().map_or((0.0, None), |(rate, max, _)| (*rate, *max));
+    Ok((rate, max, outcomes.into_iter().map(|(_, _, o)| o).collect()))
+}
+
+/// The world of a stack just started (users and products), its money and stock before
+/// any load, and the rate to offer: `--rate`, or `--load` of the maximum measured now.
+async fn measure(
+    config: &StackConfig,
+    api: &Api,
+    args: &ChaosArgs,
+) -> anyhow::Result<(Arc<World>, observe::Totals, f64, Option<f64>)> {
+    let (email, password) = saga_stack::admin_credentials();
+    let world = Arc::new(load::setup(api, (&email, &password), 100, 50).await?);
+    // The invariants compare with the money and stock there were before any load.
+    let totals = observe::totals(config).await?;
+    let (rate, max) = match args.rate {
+        Some(rate) => (rate, None),
+        None => {
+            println!("chaos: measuring the maximum (closed loop, 32 clients, 20 s)");
+            let phase = load::closed_loop(api, world.clone(), 32, Duration::from_secs(20)).await;
+            let max = phase.rate();
+            println!("  {max:.1} sagas/s");
+            ((max * args.load * 10.0).round() / 10.0, Some(max))
+        }
+    };
+    Ok((world, totals, rate, max))
 }
 
 /// The load of one scenario: orders per second, and seconds of it before
@@ -334,6 +402,7 @@ pub async fn run_scenario(
     totals: observe::Totals,
     scenario: &Scenario,
     Load { rate, before, after }: Load,
+    previous: Option<&rollout::Previous>,
 ) -> anyhow::Result<Outcome> {
     // Whatever the last scenario left in flight ends first.
     observe::drain(config, Duration::from_secs(180)).await?;
@@ -347,7 +416,7 @@ pub async fn run_scenario(
     });
     tokio::time::sleep(Duration::from_secs(before)).await;
     let fault_start = start.elapsed();
-    let (down_for, also_restarted) = inject(config, scenario).await?;
+    let (down_for, also_restarted) = inject(config, scenario, previous).await?;
     let fault_end = fault_start + down_for;
     // A long outage leaves a long backlog: watch at least twice as long as it lasted.
     let after = Duration::from_secs(after).max(scenario.down() * 2);
@@ -385,6 +454,15 @@ pub async fn run_scenario(
         checks.push(("no client request failed".to_owned(), failed_requests == 0));
         checks.push(("no order cancelled".to_owned(), analysis.cancelled == 0));
     }
+    if scenario.rollout() {
+        let (completed, weighed) = rollout::shipped_after(config, &records, fault_end).await?;
+        checks.push((
+            format!(
+                "every order placed after the rollout and completed went through shipping ({weighed} of {completed})"
+            ),
+            completed > 0 && weighed == completed,
+        ));
+    }
     let first_errors: Vec<String> =
         records.iter().filter(|r| r.status.is_none()).filter_map(|r| r.last_error.clone()).take(3).collect();
     // What the client was told when a request failed (the last such answer of
@@ -414,7 +492,11 @@ pub async fn run_scenario(
 /// again; returns once it answers (the fault's end). Components other than
 /// the target that stopped meanwhile (a service that gave up) are named and
 /// started again too, after that.
-async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Duration, Vec<String>)> {
+async fn inject(
+    config: &StackConfig,
+    scenario: &Scenario,
+    previous: Option<&rollout::Previous>,
+) -> anyhow::Result<(Duration, Vec<String>)> {
     let started = Instant::now();
     match &scenario.fault {
         Fault::Restart { target, signal, down } => {
@@ -436,6 +518,9 @@ async fn inject(config: &StackConfig, scenario: &Scenario) -> anyhow::Result<(Du
         Fault::KillOneReplicaEach { down } => {
             let first: Vec<Component> = services().into_iter().map(|s| Component::Service(s, 0)).collect();
             restart(config, &first, Signal::SIGKILL, *down).await?;
+        }
+        Fault::Rollout { order } => {
+            rollout::replace(config, order, previous.context("the previous version was not built")?).await?;
         }
         Fault::RollingRestart => {
             for service in services() {
@@ -536,7 +621,7 @@ async fn run_guard(config: &StackConfig, names: &[&str]) -> anyhow::Result<Vec<O
     for scenario in scenarios().into_iter().filter(|s| names.contains(&s.name.as_str())) {
         println!("chaos guard: {} ({}) at 8 orders/s", scenario.name, scenario.what);
         let load = Load { rate: 8.0, before: 5, after: 20 };
-        let outcome = run_scenario(config, &api, world.clone(), totals, &scenario, load).await?;
+        let outcome = run_scenario(config, &api, world.clone(), totals, &scenario, load, None).await?;
         for (check, holds) in &outcome.checks {
             println!("  {} {check}", if *holds { "ok  " } else { "FAIL" });
         }
