@@ -752,6 +752,15 @@ fn markdown(
         Some(max) => format!("{rate}/s offered ({:.0} % of the {max:.1}/s measured maximum)", 100.0 * rate / max),
         None => format!("{rate}/s offered"),
     };
+    // A rollout measures the maximum of its own fresh stack at the previous version, so its
+    // scenarios may each have been offered another rate: then each is named.
+    let offered = if outcomes.iter().all(|o| o.analysis.offered_per_second == rate) {
+        offered
+    } else {
+        let each: Vec<String> =
+            outcomes.iter().map(|o| format!("{} {}/s", o.scenario.name, o.analysis.offered_per_second)).collect();
+        format!("{} offered (each {:.0} % of its own stack's measured maximum)", each.join(", "), 100.0 * args.load)
+    };
     let profile = if config.release { "release" } else { "debug" };
     let _ = writeln!(md, "\n{profile} build, {offered}, open loop; clients retry with the same Idempotency-Key.");
     if !args.run.note.is_empty() {
