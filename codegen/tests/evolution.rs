@@ -232,3 +232,21 @@ fn adding_a_shipping_step_tells_the_behaviour_change_and_the_deploy_order() {
     }
     insta::assert_snapshot!(plan.to_string());
 }
+
+/// The shipping step without `context.without`: shipping may refuse a saga the old order
+/// service completed, in every order, so the plan's own order is not proved and `spec
+/// diff` fails on it.
+#[test]
+fn a_plan_whose_own_order_is_not_sound_is_not_proved() {
+    let three = std::fs::read_to_string(root().join("spec/scaling/three-participants.yaml")).expect("spec");
+    let without = "  without:\n    shipping: { payment.completed: shipment.booked }\n";
+    let four = spec();
+    assert!(four.contains(without));
+    let (_, plan) =
+        saga_codegen::diff(("three-participants.yaml", &three), ("spec/saga.yaml", &four.replacen(without, "", 1)))
+            .expect("both valid");
+    assert!(!plan.proved(), "{plan}");
+    let text = plan.to_string();
+    assert!(text.contains("this order is NOT sound"), "{text}");
+    assert!(text.contains("without holding `reservation`"), "{text}");
+}

@@ -141,12 +141,13 @@ struct Rollout<'a> {
 }
 
 impl<'a> Rollout<'a> {
-    fn upgraded(&self, world: &World, service: Ix) -> bool {
-        self.order[..usize::from(world.upgraded)].contains(&service)
+    fn version(&self, world: &World, service: Ix) -> (usize, &Model<'a>) {
+        self.version_at(usize::from(world.upgraded), service)
     }
 
-    fn version(&self, world: &World, service: Ix) -> (usize, &Model<'a>) {
-        if self.upgraded(world, service) { (1, &self.new) } else { (0, &self.old) }
+    /// The version `service` runs once the first `upgraded` services of the order run new.
+    fn version_at(&self, upgraded: usize, service: Ix) -> (usize, &Model<'a>) {
+        if self.order[..upgraded].contains(&service) { (1, &self.new) } else { (0, &self.old) }
     }
 
     fn owner(&self, world: &World) -> (usize, &Model<'a>) {
@@ -308,8 +309,7 @@ pub fn prove(old: &ir::Saga, new: &ir::Saga, order: &[String]) -> Result<Rollout
     let mut findings: Vec<RolloutFinding> = Vec::new();
     for (prompt, k) in [false, true].into_iter().flat_map(|p| (0..=rollout.order.len()).map(move |k| (p, k))) {
         rollout.prompt = prompt;
-        let before = World { upgraded: k as u8, ..rollout.old.start(1, 0) };
-        let start = World { upgraded: k as u8, ..rollout.owner(&before).1.start(1, 0) };
+        let start = World { upgraded: k as u8, ..rollout.version_at(k, rollout.new.owner).1.start(1, 0) };
         match explore::explore(&rollout, start) {
             Ok(seen) => states += seen.states,
             Err(found) => {

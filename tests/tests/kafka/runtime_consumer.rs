@@ -260,3 +260,64 @@ async fn a_backlog_in_one_topic_does_not_starve_another_of_the_same_worker() {
     let busy_before = handled[..last_quiet].iter().filter(|t| *t == "busy.events").count();
     assert!(busy_before < 1500, "the quiet topic waited for {busy_before} of the 3000 busy messages");
 }
+
+/// A static member redeployed to read one more topic (the order service given
+/// `shipping-events` by the shipping step): the new topic is read. Rejoining under its
+/// old `group.instance.id` it would get its old partitions back without a rebalance and
+/// the new topic would go to nobody (KAFKA-12759; 735 orders stuck in `paid` in the
+/// rollout chaos scenario before the member id carried the topics).
+#[tokio::test]
+async fn a_static_member_redeployed_with_another_topic_reads_it() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let prefix = format!("{}.", saga_tests::unique("resubscribe"));
+    let (first, _) = saga_tests::topic_and_dlq(&brokers, &format!("{prefix}first."), 1).await;
+    let (second, _) = saga_tests::topic_and_dlq(&brokers, &format!("{prefix}second."), 1).await;
+    let producer = saga_tests::producer(&brokers);
+    let send = |topic: String| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(FutureRecord::to(&topic).key("k").payload("e"), Duration::from_secs(10))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produce");
+        }
+    };
+    let wait_for = |slow: Slow, topic: &'static str| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !slow.handled.lock().expect("lock").iter().any(|t| t == topic) {
+            assert!(tokio::time::Instant::now() < deadline, "nothing of {topic} handled within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let version = |topics: &[&str]| ConsumerConfig {
+        topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        instance_id: Some("resubscribing-instance".into()),
+        ..config(&brokers, &prefix, 1)
+    };
+
+    // The previous version reads one topic, then stops (a static member does not leave).
+    send(first.clone()).await;
+    let before = Slow::default();
+    let (trigger, shutdown) = Shutdown::manual();
+    let running =
+        tokio::spawn(consumer::run(version(&["first.events"]), before.clone(), shutdown.clone(), health(&shutdown)));
+    wait_for(before, "first.events").await;
+    trigger.trigger();
+    running.await.expect("task").expect("consumer");
+
+    // The next version, same instance, reads both: the second topic's event comes through.
+    send(second.clone()).await;
+    let after = Slow::default();
+    let (trigger, shutdown) = Shutdown::manual();
+    let running = tokio::spawn(consumer::run(
+        version(&["first.events", "second.events"]),
+        after.clone(),
+        shutdown.clone(),
+        health(&shutdown),
+    ));
+    wait_for(after, "second.events").await;
+    trigger.trigger();
+    running.await.expect("task").expect("consumer");
+}
