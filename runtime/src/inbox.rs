@@ -1,20 +1,27 @@
 //! Inbox: the ids of events already handled, written in the handler's
 //! transaction so a redelivered event changes nothing.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// Where a message came from, for the inbox row.
+/// Where a message came from, and when, for the inbox row.
 #[derive(Debug, Clone, Copy)]
 pub struct Source<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
+    /// The message's Kafka timestamp (its producer's `CreateTime`).
+    pub produced_at: Option<DateTime<Utc>>,
+    /// When the consumer received it. With `produced_at`, the row's
+    /// `processed_at` (its transaction's start) and the transaction's commit
+    /// time, it splits a delivery into the hops `cargo xtask bench` reports.
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 /// [`claim`]'s statement (`cargo xtask bench` runs its very text in its pgbench bound).
-pub const CLAIM: &str = "INSERT INTO inbox (event_id, event_type, topic, partition, \"offset\") \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
+pub const CLAIM: &str = "INSERT INTO inbox (event_id, event_type, topic, partition, \"offset\", produced_at, received_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING";
 
 /// Records `event_id` as handled in the caller's transaction. `false` when it
 /// was handled before: the caller must roll back and skip it. A concurrent
@@ -32,6 +39,8 @@ pub async fn claim(
         .bind(source.topic)
         .bind(source.partition)
         .bind(source.offset)
+        .bind(source.produced_at)
+        .bind(source.received_at)
         .execute(conn)
         .await?
         .rows_affected();

@@ -37,6 +37,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::{Message, TopicPartitionList};
@@ -122,6 +123,28 @@ impl ReceiveErrors {
     }
 }
 
+/// A message as the receiving loop took it from librdkafka, and when: how
+/// long it then waits for its worker is one hop of a saga's latency
+/// (`cargo xtask bench` reports it from the inbox row).
+pub(crate) struct Arrived {
+    message: OwnedMessage,
+    at: DateTime<Utc>,
+}
+
+impl Arrived {
+    fn now(message: OwnedMessage) -> Arrived {
+        Arrived { message, at: Utc::now() }
+    }
+}
+
+impl std::ops::Deref for Arrived {
+    type Target = OwnedMessage;
+
+    fn deref(&self) -> &OwnedMessage {
+        &self.message
+    }
+}
+
 /// One received message; `topic` is the logical name (prefix removed).
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -131,6 +154,11 @@ pub struct Received {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The message's timestamp: when its producer handed it to librdkafka
+    /// (Kafka's `CreateTime`, milliseconds), if it has one.
+    pub produced_at: Option<DateTime<Utc>>,
+    /// When this process's receiving loop took it from librdkafka.
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 impl Received {
@@ -138,7 +166,8 @@ impl Received {
         self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
-    fn of(message: &OwnedMessage, prefix: &str) -> Received {
+    fn of(arrived: &Arrived, prefix: &str) -> Received {
+        let message = &arrived.message;
         let topic = message.topic().strip_prefix(prefix).unwrap_or(message.topic()).to_owned();
         let headers = message
             .headers()
@@ -151,6 +180,8 @@ impl Received {
             key: message.key().map(<[u8]>::to_vec),
             payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
             headers,
+            produced_at: message.timestamp().to_millis().and_then(DateTime::from_timestamp_millis),
+            received_at: Some(arrived.at),
         }
     }
 }
@@ -360,7 +391,7 @@ async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError>
     let mut queues = Vec::with_capacity(WORKERS);
     let mut workers = Vec::with_capacity(WORKERS);
     for probe in probes {
-        let (sender, receiver) = tokio::sync::mpsc::channel::<(OwnedMessage, Epoch)>(WORKER_QUEUE);
+        let (sender, receiver) = tokio::sync::mpsc::channel::<(Arrived, Epoch)>(WORKER_QUEUE);
         queues.push(sender);
         let worker = Worker {
             config: config.clone(),
@@ -397,7 +428,7 @@ async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError>
         match received {
             Ok(m) => {
                 errors.ended();
-                if flow.deal(consumer.as_ref(), m.detach()).is_err() {
+                if flow.deal(consumer.as_ref(), Arrived::now(m.detach())).is_err() {
                     break;
                 }
             }
@@ -438,9 +469,9 @@ struct WorkerGone;
 /// once [`WAITING_AT_MOST`] wait, that worker's partitions are paused until it
 /// has caught up.
 struct Flow {
-    queues: Vec<tokio::sync::mpsc::Sender<(OwnedMessage, Epoch)>>,
+    queues: Vec<tokio::sync::mpsc::Sender<(Arrived, Epoch)>>,
     /// Per worker, messages received for it that its queue had no room for.
-    waiting: Vec<VecDeque<(OwnedMessage, Epoch)>>,
+    waiting: Vec<VecDeque<(Arrived, Epoch)>>,
     /// Tells which assignment a received message belongs to.
     ownership: Arc<Ownership>,
     paused: Vec<bool>,
@@ -449,7 +480,7 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(queues: Vec<tokio::sync::mpsc::Sender<(OwnedMessage, Epoch)>>, ownership: Arc<Ownership>) -> Flow {
+    fn new(queues: Vec<tokio::sync::mpsc::Sender<(Arrived, Epoch)>>, ownership: Arc<Ownership>) -> Flow {
         let n = queues.len();
         Flow {
             queues,
@@ -467,7 +498,7 @@ impl Flow {
     /// Hands a received message to its worker, or keeps it (behind the ones
     /// already waiting, in the order received) when its queue is full; pauses
     /// the worker's partitions once too many wait.
-    fn deal(&mut self, consumer: &impl Partitions, message: OwnedMessage) -> Result<(), WorkerGone> {
+    fn deal(&mut self, consumer: &impl Partitions, message: Arrived) -> Result<(), WorkerGone> {
         let w = worker_of(message.partition());
         // Received after its partition was revoked (the rebalance ran in this `recv`): the
         // next owner reads it from the committed offset.
@@ -672,12 +703,20 @@ mod tests {
         }
     }
 
-    fn message(partition: i32, offset: i64) -> OwnedMessage {
-        OwnedMessage::new(None, None, "t".to_owned(), rdkafka::Timestamp::NotAvailable, partition, offset, None)
+    fn message(partition: i32, offset: i64) -> Arrived {
+        Arrived::now(OwnedMessage::new(
+            None,
+            None,
+            "t".to_owned(),
+            rdkafka::Timestamp::NotAvailable,
+            partition,
+            offset,
+            None,
+        ))
     }
 
     /// A flow over queues of `capacity` per worker, owning partitions `owned` of topic `t`.
-    fn flow(capacity: usize, owned: &[i32]) -> (Flow, Vec<tokio::sync::mpsc::Receiver<(OwnedMessage, Epoch)>>) {
+    fn flow(capacity: usize, owned: &[i32]) -> (Flow, Vec<tokio::sync::mpsc::Receiver<(Arrived, Epoch)>>) {
         let ownership = Arc::new(Ownership::default());
         let mut list = TopicPartitionList::new();
         for p in owned {
@@ -688,7 +727,7 @@ mod tests {
         (Flow::new(senders, ownership), receivers)
     }
 
-    fn offsets(queue: &mut tokio::sync::mpsc::Receiver<(OwnedMessage, Epoch)>) -> Vec<i64> {
+    fn offsets(queue: &mut tokio::sync::mpsc::Receiver<(Arrived, Epoch)>) -> Vec<i64> {
         std::iter::from_fn(|| queue.try_recv().ok()).map(|(m, _)| m.offset()).collect()
     }
 

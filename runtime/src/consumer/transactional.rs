@@ -157,7 +157,13 @@ where
         if let Some(parent) = meta.traceparent.as_deref().filter(|tp| saga_process::trace::is_valid(tp)) {
             saga_process::telemetry::set_parent(&span, parent);
         }
-        let source = inbox::Source { topic: &message.topic, partition: message.partition, offset: message.offset };
+        let source = inbox::Source {
+            topic: &message.topic,
+            partition: message.partition,
+            offset: message.offset,
+            produced_at: message.produced_at,
+            received_at: message.received_at,
+        };
         async {
             let claimed = inbox::claim(&mut *conn, meta.event_id, meta.event_type, source).await;
             if !claimed.map_err(Failure::database)? {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::dead_letter::{self, Reason, Verdict};
 use super::ownership::{Epoch, Ownership};
-use super::{ConsumerConfig, Failure, GroupConsumer, Processor, Received};
+use super::{Arrived, ConsumerConfig, Failure, GroupConsumer, Processor, Received};
 use crate::health::Probe;
 
 /// First wait while the infrastructure is away; it doubles up to
@@ -60,9 +60,9 @@ pub(super) struct Worker<P> {
 
 impl<P: Processor> Worker<P> {
     /// Handles what `queue` brings until it closes or shutdown interrupts.
-    pub async fn run(self, mut queue: tokio::sync::mpsc::Receiver<(OwnedMessage, Epoch)>) {
+    pub async fn run(self, mut queue: tokio::sync::mpsc::Receiver<(Arrived, Epoch)>) {
         let max_batch = self.config.max_batch.max(1);
-        let mut batch: Vec<(OwnedMessage, Epoch)> = Vec::with_capacity(max_batch);
+        let mut batch: Vec<(Arrived, Epoch)> = Vec::with_capacity(max_batch);
         while let Some(first) = queue.recv().await {
             // Never wait for a batch to fill: take what is queued right now, so
             // a quiet system keeps one message per transaction and its latency.

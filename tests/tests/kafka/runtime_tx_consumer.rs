@@ -82,7 +82,16 @@ impl Dispatch<Recording> for Event {
 }
 
 fn received(offset: i64, payload: String) -> Received {
-    Received { topic: "events".into(), partition: 0, offset, key: None, payload: payload.into_bytes(), headers: vec![] }
+    Received {
+        topic: "events".into(),
+        partition: 0,
+        offset,
+        key: None,
+        payload: payload.into_bytes(),
+        headers: vec![],
+        produced_at: None,
+        received_at: None,
+    }
 }
 
 fn event(offset: i64, id: Uuid, body: &str) -> Received {

@@ -51,6 +51,63 @@ async fn happy_path_completes_with_full_history_and_an_order_completed_event() {
     }
 }
 
+/// What `cargo xtask bench` splits a saga's latency with (its hops): every
+/// consumer's inbox row keeps when the event was produced and received, and
+/// PostgreSQL keeps each transaction's commit time.
+#[tokio::test]
+async fn every_handled_event_keeps_when_it_was_produced_received_and_committed() {
+    let stack = saga_tests::stack();
+    let mut c = Clients::of_stack(&stack).await;
+    let buyer = c.user(10_000).await;
+    let a = c.product(500, 10).await;
+    let placed = c.order(&buyer, &[(&a, 1)]).await;
+    c.wait_status(&placed.order_id, "completed").await;
+
+    let databases: Vec<String> = saga_stack::config::services().iter().map(|s| s.database()).collect();
+    let mut events: Vec<uuid::Uuid> = Vec::new();
+    let mut pools = Vec::new();
+    for database in &databases {
+        let pool = sqlx::PgPool::connect(&stack.postgres_admin_url(database)).await.expect("connect");
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM outbox WHERE partition_key = $1")
+            .bind(&placed.order_id)
+            .fetch_all(&pool)
+            .await
+            .expect("outbox");
+        events.extend(ids);
+        pools.push(pool);
+    }
+    assert!(events.len() >= 5, "the saga's events: {events:?}");
+    type Times = (
+        String,
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+        chrono::DateTime<chrono::Utc>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    for (database, pool) in databases.iter().zip(&pools) {
+        let rows: Vec<Times> = sqlx::query_as(
+            "SELECT event_type, produced_at, received_at, processed_at, pg_xact_commit_timestamp(xmin) \
+             FROM inbox WHERE event_id = ANY($1)",
+        )
+        .bind(&events)
+        .fetch_all(pool)
+        .await
+        .expect("inbox");
+        assert!(!rows.is_empty(), "{database} handled none of the saga's events");
+        for (event, produced, received, processed, committed) in rows {
+            let (produced, received, committed) = (
+                produced.unwrap_or_else(|| panic!("{database}: {event} without its Kafka timestamp")),
+                received.unwrap_or_else(|| panic!("{database}: {event} without its receive time")),
+                committed.unwrap_or_else(|| panic!("{database}: {event}'s transaction without its commit time")),
+            );
+            // The Kafka timestamp is in whole milliseconds, cut down: never after the receipt.
+            assert!(produced <= received, "{database}: {event} received at {received}, produced at {produced}");
+            assert!(received <= processed, "{database}: {event} handled at {processed}, received at {received}");
+            assert!(processed <= committed, "{database}: {event} committed at {committed}, began at {processed}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn insufficient_stock_fails_the_order_and_touches_nothing() {
     let stack = saga_tests::stack();

@@ -107,7 +107,7 @@ fn published(event: &str) -> anyhow::Result<String> {
 /// A delivery claimed in the consumer's inbox, as `inbox::CLAIM` claims it.
 fn claim(event: &str, event_type: EventType) -> anyhow::Result<String> {
     let topic = topic_of(event_type)?;
-    bind(inbox::CLAIM, &[event, &format!("'{event_type}'"), &format!("'{topic}'"), "0", ":r"])
+    bind(inbox::CLAIM, &[event, &format!("'{event_type}'"), &format!("'{topic}'"), "0", ":r", "now()", "now()"])
 }
 
 /// The pgbench expression of the id of the saga's `n`th event: derived from

@@ -313,6 +313,8 @@ pub async fn setup(api: &Api, admin: (&str, &str), users: usize, products: usize
 pub struct Phase {
     pub name: String,
     pub elapsed: Duration,
+    /// Every order the phase placed that ended, for its hops (`hops.rs`).
+    pub placed: Vec<Placed>,
     /// `POST /orders` to terminal status, microseconds (open loop: from the intended send time).
     pub latency: Histogram<u64>,
     pub completed: u64,
@@ -330,6 +332,7 @@ impl Phase {
         Phase {
             name,
             elapsed: Duration::ZERO,
+            placed: Vec::new(),
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid"),
             completed: 0,
             stock_failed: 0,
@@ -370,9 +373,19 @@ impl Phase {
         }
     }
 
+    /// [`Phase::record`] for a saga, keeping the order it placed.
+    fn record_saga(&mut self, outcome: anyhow::Result<Ended>) {
+        let outcome = outcome.map(|ended| {
+            self.placed.push(ended.placed);
+            (ended.status, ended.latency)
+        });
+        self.record(outcome);
+    }
+
     fn merge(&mut self, other: Phase) {
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        self.placed.extend(other.placed);
         self.completed += other.completed;
         self.stock_failed += other.stock_failed;
         self.payment_failed += other.payment_failed;
@@ -405,10 +418,27 @@ pub fn pick(world: &World, n: u64) -> (&Customer, Value, &'static str) {
     }
 }
 
+/// An order a phase placed: its id, when it was meant to be sent (the
+/// latency's start) and when the gateway answered.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub order_id: uuid::Uuid,
+    pub since: SystemTime,
+    pub answered: SystemTime,
+}
+
+/// How one saga ended, as the client saw it.
+struct Ended {
+    status: String,
+    /// From `since` to the terminal transition.
+    latency: Duration,
+    placed: Placed,
+}
+
 /// One saga: place the order, wait until it is terminal. Returns the
 /// terminal status and the latency from `since` (wall clock) to the terminal
 /// transition.
-async fn saga(api: &Api, world: &World, n: u64, since: SystemTime) -> anyhow::Result<(String, Duration)> {
+async fn saga(api: &Api, world: &World, n: u64, since: SystemTime) -> anyhow::Result<Ended> {
     let (customer, items, _) = pick(world, n);
     let key = uuid::Uuid::new_v4().to_string();
     let body = json!({ "items": items });
@@ -417,10 +447,15 @@ async fn saga(api: &Api, world: &World, n: u64, since: SystemTime) -> anyhow::Re
     if status != StatusCode::CREATED {
         bail!("POST /orders: {status}: {reply}");
     }
+    let answered = SystemTime::now();
     let order_id = reply["id"].as_str().context("order reply without an id")?.to_owned();
     let view = api.wait_for_end(&customer.token, &order_id, SAGA_TIMEOUT).await?;
     let ended_at = view.ended_at.context("an order that ended without its time")?;
-    Ok((view.status, ended_at.duration_since(since).unwrap_or(Duration::ZERO)))
+    Ok(Ended {
+        status: view.status,
+        latency: ended_at.duration_since(since).unwrap_or(Duration::ZERO),
+        placed: Placed { order_id: order_id.parse().context("an order id that is no UUID")?, since, answered },
+    })
 }
 
 /// `clients` concurrent clients, each placing its next order as soon as the
@@ -436,7 +471,7 @@ pub async fn closed_loop(api: &Api, world: Arc<World>, clients: usize, duration:
                 let mut phase = Phase::new(String::new());
                 while Instant::now() < end {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    phase.record(saga(&api, &world, n, SystemTime::now()).await);
+                    phase.record_saga(saga(&api, &world, n, SystemTime::now()).await);
                 }
                 phase
             })
@@ -470,7 +505,7 @@ pub async fn open_loop(api: &Api, world: Arc<World>, rate: f64, duration: Durati
         let (api, world, total) = (api.clone(), world.clone(), total.clone());
         tasks.push(tokio::spawn(async move {
             let outcome = saga(&api, &world, n, wall_start + offset).await;
-            total.lock().await.record(outcome);
+            total.lock().await.record_saga(outcome);
         }));
     }
     for task in tasks {

@@ -5,6 +5,7 @@
 
 mod bounds;
 mod flood;
+mod hops;
 pub mod load;
 pub(crate) mod observe;
 pub(crate) mod peer;
@@ -183,6 +184,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             std::fs::write(&latest, &svg).with_context(|| format!("writing {}", latest.display()))?;
         }
     }
+    if let Some(svg) = plot::hops_by_kind(&report)? {
+        let plot_path = json_path.with_extension("hops.svg");
+        std::fs::write(&plot_path, &svg).with_context(|| format!("writing {}", plot_path.display()))?;
+        println!("plot: {}", plot_path.display());
+        let relative = plot_path.strip_prefix(&config.root).unwrap_or(&plot_path).display().to_string();
+        let _ =
+            write!(markdown, "\n![Mean latency by kind of hop, all sagas and the slowest 1 %, this run]({relative})\n");
+    }
     println!("\n{markdown}");
     if !ok {
         bail!("the invariants do not hold after the run: its numbers are not reported (see {})", json_path.display());
@@ -283,6 +292,7 @@ fn phase_report(phase: &Phase) -> PhaseReport {
         first_error: phase.first_error.clone(),
         latency_ms: latency(phase),
         offered_per_second: None,
+        hops: None,
     }
 }
 
@@ -375,6 +385,12 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<Repor
     let drained = observe::drain(config, Duration::from_secs(120)).await?;
     let lag_drained = lag_now();
     let invariants = observe::invariants(config, before).await?;
+    println!("bench: each open-loop saga's latency, hop by hop");
+    let mut open_hops = Vec::with_capacity(open.len());
+    for phase in &open {
+        let hops = hops::measure(config, &phase.placed).await;
+        open_hops.push(hops.inspect_err(|error| eprintln!("cannot split the latency into hops: {error:#}")).ok());
+    }
     let usage = observe::usage(&start_usage, &end_usage);
     let sagas: u64 = closed.iter().chain(&open).map(Phase::terminal).sum();
     let cpu_per_saga = cpu_ms_per_saga(&observe::usage(&start_usage, &sagas_end_usage), sagas);
@@ -432,7 +448,8 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<Repor
     let open_loop: Vec<PhaseReport> = open
         .iter()
         .zip(&rates)
-        .map(|(phase, rate)| PhaseReport { offered_per_second: Some(*rate), ..phase_report(phase) })
+        .zip(open_hops)
+        .map(|((phase, rate), hops)| PhaseReport { offered_per_second: Some(*rate), hops, ..phase_report(phase) })
         .collect();
     let peer = peer.map(|p| {
         let ours: Vec<(usize, &PhaseReport)> = plan.clients.iter().copied().zip(&closed_loop).collect();
@@ -743,10 +760,75 @@ fn markdown(r: &Report, args: &BenchArgs) -> String {
         if r.invariants.ok { "all hold" } else { "VIOLATED" },
         f(r.drain_seconds)
     );
+    hops_markdown(&mut md, r);
     if let Some(peer) = &r.peer {
         peer_markdown(&mut md, peer);
     }
     md
+}
+
+/// Each open-loop phase's latency hop by hop: the hops summed by kind, then
+/// (folded) every hop of the paths.
+fn hops_markdown(md: &mut String, r: &Report) {
+    let phases: Vec<(&PhaseReport, &report::Hops)> =
+        r.open_loop.iter().filter_map(|phase| Some((phase, phase.hops.as_ref()?))).collect();
+    if phases.is_empty() {
+        return;
+    }
+    let followed: Vec<String> =
+        phases.iter().map(|(_, h)| format!("{} of {}", h.sagas, h.sagas + h.unlinked)).collect();
+    let _ = writeln!(
+        md,
+        "\nEach open-loop saga's latency hop by hop (`tools/src/bench/hops.rs`; sagas followed from the request to the terminal row: {}). A saga's hops add up to its latency, so the means of the kinds add up to the mean of the whole; \"slowest 1 %\" is the mean over the hundredth of the sagas that took longest:\n",
+        followed.join(", ")
+    );
+    let row = |md: &mut String, phase: &str, s: &report::HopStats| {
+        let _ = writeln!(
+            md,
+            "| {phase} | {} | {} | {} | {} | {} | {} |",
+            s.name,
+            f(s.p50),
+            f(s.p95),
+            f(s.p99),
+            f(s.mean),
+            f_opt(s.mean_in_slowest)
+        );
+    };
+    for (phase, _) in phases.iter().filter(|(_, h)| h.sagas == 0) {
+        let _ =
+            writeln!(md, "- {}: no saga's path could be followed (see `hops.rs` for what a path needs)", phase.name);
+    }
+    let phases: Vec<_> = phases.into_iter().filter(|(_, h)| h.sagas > 0).collect();
+    if phases.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "| phase | hops summed by kind | p50 ms | p95 ms | p99 ms | mean ms | mean ms, slowest 1 % |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for (phase, hops) in &phases {
+        for kind in &hops.kinds {
+            row(md, &phase.name, kind);
+        }
+        row(md, &phase.name, &hops.total);
+    }
+    for (phase, hops) in &phases {
+        let _ = writeln!(md, "\n<details><summary>{}: every hop</summary>\n", phase.name);
+        let _ = writeln!(md, "| hop | sagas | p50 ms | p95 ms | p99 ms | mean ms | mean ms, slowest 1 % |");
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+        for s in &hops.hops {
+            let name = if s.on_path { s.name.clone() } else { format!("({}, beside the path)", s.name) };
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {} | {} | {} |",
+                s.sagas,
+                f(s.p50),
+                f(s.p95),
+                f(s.p99),
+                f(s.mean),
+                f_opt(s.mean_in_slowest)
+            );
+        }
+        let _ = writeln!(md, "\n</details>");
+    }
 }
 
 /// The peer's figures beside the stack's: rates and latencies per client

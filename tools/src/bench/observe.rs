@@ -256,7 +256,7 @@ pub fn per_saga(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, s
     map
 }
 
-async fn connect(config: &StackConfig, database: &str) -> anyhow::Result<PgConnection> {
+pub(super) async fn connect(config: &StackConfig, database: &str) -> anyhow::Result<PgConnection> {
     PgConnection::connect(&config.postgres_admin_url(database))
         .await
         .with_context(|| format!("connecting to {database}"))

@@ -285,6 +285,7 @@ mod tests {
             first_error: None,
             latency_ms: Latency { p50, p95: p99, p99, max: None, samples: None },
             offered_per_second: offered,
+            hops: None,
         }
     }
 

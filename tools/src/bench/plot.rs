@@ -5,7 +5,7 @@
 
 use plotters::prelude::*;
 
-use super::report::{Latency, Report};
+use super::report::{Hops, Latency, Report, f};
 
 /// One line: (offered sagas/s, latency ms) points.
 struct Line {
@@ -105,9 +105,95 @@ pub fn latency_against_load(report: &Report) -> anyhow::Result<Option<String>> {
     Ok(Some(svg))
 }
 
+/// Colours of the kinds of hop, in the order the report lists them.
+const KINDS: [RGBColor; 6] = [
+    RGBColor(148, 103, 189),
+    RGBColor(31, 119, 180),
+    RGBColor(214, 96, 39),
+    RGBColor(44, 160, 44),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+/// Per open-loop phase, two stacked bars: the mean of each kind of hop over
+/// all sagas, and over the slowest 1 %. A saga's hops add up to its latency,
+/// so each bar's height is that group's mean latency, and where the two bars
+/// differ is where the tail comes from. `None` when no phase has hops.
+pub fn hops_by_kind(report: &Report) -> anyhow::Result<Option<String>> {
+    let phases: Vec<(String, &Hops)> = report
+        .open_loop
+        .iter()
+        .filter_map(|p| Some((format!("{}/s", f(p.offered_per_second?)), p.hops.as_ref().filter(|h| h.sagas > 0)?)))
+        .collect();
+    let Some((_, first)) = phases.first() else { return Ok(None) };
+    let kinds: Vec<&str> = first.kinds.iter().map(|k| k.name.as_str()).collect();
+    // Bar 2i is phase i's sagas, bar 2i + 1 its slowest 1 %.
+    let bars: Vec<(String, Vec<f64>)> = phases
+        .iter()
+        .flat_map(|(rate, hops)| {
+            let all = hops.kinds.iter().map(|k| k.mean).collect();
+            let slowest = hops.kinds.iter().map(|k| k.mean_in_slowest.unwrap_or(0.0)).collect();
+            [(format!("{rate}: all"), all), (format!("{rate}: slowest 1 %"), slowest)]
+        })
+        .collect();
+    let y_max = bars.iter().map(|(_, v)| v.iter().sum::<f64>()).fold(1.0, f64::max) * 1.15;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (860, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let caption = format!("Mean latency by kind of hop, open loop ({}, commit {})", report.date, report.commit);
+        let labels: Vec<String> = bars.iter().map(|(label, _)| label.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(42)
+            .y_label_area_size(56)
+            .build_cartesian_2d((0..bars.len() - 1).into_segmented(), 0.0..y_max)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(WHITE.mix(0.0))
+            .x_labels(bars.len())
+            .x_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .y_desc("mean latency, ms")
+            .draw()?;
+        for (k, kind) in kinds.iter().enumerate() {
+            let color = KINDS[k % KINDS.len()];
+            let rectangles = bars.iter().enumerate().map(move |(i, (_, values))| {
+                let bottom: f64 = values[..k].iter().sum();
+                let top = bottom + values.get(k).copied().unwrap_or(0.0);
+                let mut bar = Rectangle::new(
+                    [(SegmentValue::Exact(i), bottom), (SegmentValue::Exact(i + 1), top)],
+                    color.filled(),
+                );
+                // A narrow gap between a phase's two bars, a wide one between phases.
+                let (left, right) = if i % 2 == 0 { (24, 3) } else { (3, 24) };
+                bar.set_margin(0, 0, left, right);
+                bar
+            });
+            chart
+                .draw_series(rectangles)?
+                .label(kind.to_string())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(Some(svg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::report;
 
     /// A recorded run with the peer beside the stack (three open-loop rates each).
     fn recorded() -> Report {
@@ -139,5 +225,37 @@ mod tests {
         report.open_loop.clear();
         report.peer = None;
         assert!(latency_against_load(&report).expect("no error").is_none());
+    }
+
+    #[test]
+    fn each_phase_gets_a_bar_of_all_sagas_and_one_of_the_slowest_stacked_by_kind() {
+        let mut report = recorded();
+        assert!(hops_by_kind(&report).expect("no error").is_none(), "a run before hops draws none");
+        let stats = |name: &str, mean: f64| report::HopStats {
+            name: name.to_owned(),
+            on_path: true,
+            sagas: 100,
+            p50: mean,
+            p95: mean,
+            p99: mean,
+            mean,
+            mean_in_slowest: Some(mean * 3.0),
+        };
+        let hops = Hops {
+            sagas: 100,
+            unlinked: 0,
+            total: stats("the whole saga", 6.0),
+            kinds: vec![stats("request", 1.0), stats("transactions", 2.0), stats("broker", 3.0)],
+            hops: vec![],
+        };
+        report.open_loop.truncate(2);
+        report.open_loop.iter_mut().for_each(|p| p.hops = Some(hops.clone()));
+        let svg = hops_by_kind(&report).expect("drawn").expect("phases with hops");
+        for label in ["request", "transactions", "broker", "60.8/s: all", "122/s: slowest 1 %"] {
+            assert!(svg.contains(label), "no {label:?} in the picture");
+        }
+        // Two phases, two bars each, three kinds per bar, plus the legend's three samples.
+        let filled = svg.matches("<rect").count();
+        assert!(filled >= 2 * 2 * 3 + 3, "{filled} rectangles");
     }
 }

@@ -81,6 +81,40 @@ pub struct PhaseReport {
     pub latency_ms: Latency,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offered_per_second: Option<f64>,
+    /// The open-loop phase's latency hop by hop (`hops.rs`; runs before 2026-12-05 have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hops: Option<Hops>,
+}
+
+/// A phase's sagas split into the hops of their causal paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hops {
+    /// Sagas whose path was followed from the request to the terminal row.
+    pub sagas: u64,
+    /// Sagas of the phase whose path could not be followed.
+    pub unlinked: u64,
+    /// The whole path, which is the latency the phase reports.
+    pub total: HopStats,
+    /// Each saga's hops summed by kind.
+    pub kinds: Vec<HopStats>,
+    /// Each hop, in the order of the longest path, then the rest.
+    pub hops: Vec<HopStats>,
+}
+
+/// One hop's (or kind's) figures, in milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HopStats {
+    pub name: String,
+    /// False for a figure beside the path (the relay's acknowledgements).
+    pub on_path: bool,
+    pub sagas: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub mean: f64,
+    /// Its mean over the slowest 1 % of the sagas (by their whole latency);
+    /// none when no saga of those took this hop.
+    pub mean_in_slowest: Option<f64>,
 }
 
 /// How the sagas of a phase ended.
