@@ -61,7 +61,9 @@ pub const INSERT: &str = "INSERT INTO outbox (event_id, topic, partition_key, ev
                           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING";
 
 /// The relay's marking of a batch as published, with where the broker put each row.
-pub const MARK_PUBLISHED: &str = "UPDATE outbox o SET published_at = now(), published_partition = s.partition, \
+/// `published_at` is the marking's own time, after the acknowledgements (the relay's
+/// transaction began before it selected the rows, so `now()` would precede the publish).
+pub const MARK_PUBLISHED: &str = "UPDATE outbox o SET published_at = clock_timestamp(), published_partition = s.partition, \
                                   published_offset = s.at \
                                   FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS s(id, partition, at) \
                                   WHERE o.id = s.id";

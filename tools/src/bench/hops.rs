@@ -5,7 +5,8 @@
 //! The path is walked backwards. The terminal history row was written by a
 //! transaction of the order service, and that transaction's inbox row (the
 //! same `xmin`; inbox and history rows are never updated) names the event it
-//! handled. That event's outbox row was inserted by the transaction that
+//! handled; of several (a worker handles what waits in one transaction), the
+//! one received last, which the transaction waited for. That event's outbox row was inserted by the transaction that
 //! handled the saga's event before it, in whichever service's database: the
 //! inbox row there whose `processed_at` equals the outbox row's `created_at`
 //! (both are `now()`, the transaction's start; an outbox row's own `xmin` is
@@ -81,6 +82,7 @@ struct Written {
 }
 
 /// An event as one consumer's inbox has it.
+#[derive(Clone)]
 struct Handled {
     database: usize,
     event_id: Uuid,
@@ -206,7 +208,8 @@ fn path(rows: &Rows, placed: &Placed) -> Option<Path> {
     let saga = placed.order_id;
     let order = rows.orders.get(&saga)?;
     let handled = rows.handled.get(&saga)?;
-    let mut current = handled.iter().find(|h| h.database == rows.order_database && h.xid == order.ended_xid)?;
+    let mut current =
+        last_received(handled.iter().filter(|h| h.database == rows.order_database && h.xid == order.ended_xid))?;
     let (mut reversed, mut beside) = (Vec::new(), Vec::new());
     let mut end = order.ended;
     for step in 0..MOST_EVENTS {
@@ -234,7 +237,9 @@ fn path(rows: &Rows, placed: &Placed) -> Option<Path> {
         let creation = written.database == rows.order_database && written.created == order.created;
         let writer = match creation {
             true => None,
-            false => Some(handled.iter().find(|h| h.database == written.database && h.processed == written.created)?),
+            false => Some(last_received(
+                handled.iter().filter(|h| h.database == written.database && h.processed == written.created),
+            )?),
         };
         let committed = match writer {
             Some(writer) => writer.committed?,
@@ -277,6 +282,13 @@ fn path(rows: &Rows, placed: &Placed) -> Option<Path> {
         (current, end) = (writer, committed);
     }
     None
+}
+
+/// Of the saga's events one transaction handled (a worker that finds several
+/// waiting handles them in one), the one that arrived last: the transaction
+/// could not begin before it, so it is the one on the saga's path.
+fn last_received<'a>(handled: impl Iterator<Item = &'a Handled>) -> Option<&'a Handled> {
+    handled.max_by_key(|h| (h.received, h.produced))
 }
 
 /// Quantiles and means of each hop and of each kind over `paths`.
@@ -464,6 +476,33 @@ mod tests {
                 ("stock.reserved: product's outbox until acknowledged", 3_000),
             ]
         );
+    }
+
+    #[test]
+    fn of_a_sagas_events_handled_in_one_transaction_the_path_goes_through_the_last_received() {
+        let (mut rows, placed) = world();
+        // The order service was behind: the transaction that handled the reply also
+        // handled an earlier event of the saga, received before the reply.
+        let early = Uuid::from_u128(13);
+        rows.written.insert(
+            early,
+            Written { database: PRODUCT, event_type: "stock.held".into(), created: at(14), published: None },
+        );
+        let batch = Handled {
+            database: ORDER,
+            event_id: early,
+            xid: 30,
+            committed: Some(at(31)),
+            produced: Some(at(16)),
+            received: Some(at(17)),
+            processed: at(26),
+        };
+        rows.handled.values_mut().for_each(|h| h.insert(0, batch.clone()));
+        let path = path(&rows, &placed).expect("followed");
+        assert_eq!(path.total(), 29_000);
+        let names: Vec<&str> = path.hops.iter().map(|h| h.name.as_str()).collect();
+        assert!(names.contains(&"stock.reserved: order transaction, to the terminal row"), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("stock.held")), "{names:?}");
     }
 
     #[test]
