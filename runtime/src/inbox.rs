@@ -46,3 +46,29 @@ pub async fn claim(
         .rows_affected();
     Ok(inserted == 1)
 }
+
+/// One consumer's handling of an event, as its inbox row and PostgreSQL keep it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Delivery {
+    pub event_id: Uuid,
+    /// The handling transaction (the row's `xmin`: inbox rows are never updated).
+    pub xid: i64,
+    /// When that transaction committed (`None` unless the server keeps commit times).
+    pub committed_at: Option<DateTime<Utc>>,
+    pub produced_at: Option<DateTime<Utc>>,
+    pub received_at: Option<DateTime<Utc>>,
+    /// When that transaction began.
+    pub processed_at: DateTime<Utc>,
+}
+
+/// How this database's consumer handled each of `event_ids` it handled
+/// (`cargo xtask bench` splits a saga's latency into hops with them).
+pub async fn deliveries(conn: &mut PgConnection, event_ids: &[Uuid]) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_id, xmin::text::bigint AS xid, pg_xact_commit_timestamp(xmin) AS committed_at, produced_at, \
+         received_at, processed_at FROM inbox WHERE event_id = ANY($1)",
+    )
+    .bind(event_ids)
+    .fetch_all(conn)
+    .await
+}

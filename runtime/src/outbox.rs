@@ -87,6 +87,30 @@ pub async fn insert(conn: &mut PgConnection, message: &OutboxRecord) -> Result<(
     Ok(())
 }
 
+/// An event as its writer's outbox keeps it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Written {
+    pub event_id: uuid::Uuid,
+    pub partition_key: String,
+    pub event_type: String,
+    /// When the transaction that inserted it began.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When the relay marked it published, after the broker's acknowledgement.
+    pub published_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The events this database wrote with any of `keys` as their partition key
+/// (`cargo xtask bench` splits a saga's latency into hops with them).
+pub async fn written_with_keys(conn: &mut PgConnection, keys: &[String]) -> Result<Vec<Written>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT event_id, partition_key, event_type, created_at, published_at FROM outbox \
+         WHERE partition_key = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(conn)
+    .await
+}
+
 /// Relay settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {

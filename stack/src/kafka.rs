@@ -213,6 +213,11 @@ pub fn command(config: &StackConfig, index: u16) -> Command {
         .args(["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"])
         // Frame pointers in compiled code, so `perf` can walk Kafka's stacks (`bench --profile`).
         .arg("-XX:+PreserveFramePointer")
+        // Every collection's pause, in the stack's logs: a pause stalls every saga's broker hop.
+        .arg(format!(
+            "-Xlog:gc:file={}:uptime:filecount=2,filesize=10m",
+            config.logs_dir().join(format!("kafka-gc-{}.log", index + 1)).display()
+        ))
         .args(java(config).get_args())
         .arg("kafka.Kafka")
         .arg(dir(config, index).join("server.properties"));

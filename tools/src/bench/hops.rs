@@ -32,6 +32,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
+use saga_runtime::{inbox, outbox};
 use saga_stack::StackConfig;
 use uuid::Uuid;
 
@@ -62,15 +63,6 @@ impl Kind {
         }
     }
 }
-
-/// Each order's history: the first row is its creation's, the last the one the latency ends at.
-const HISTORY: &str = "SELECT order_id, at, xmin::text::bigint, pg_xact_commit_timestamp(xmin) \
-                       FROM order_status_history WHERE order_id = ANY($1) ORDER BY id";
-const CREATED: &str = "SELECT order_id, created_at FROM orders WHERE order_id = ANY($1)";
-const OUTBOX: &str = "SELECT event_id, partition_key, event_type, created_at, published_at \
-                      FROM outbox WHERE partition_key = ANY($1)";
-const INBOX: &str = "SELECT event_id, xmin::text::bigint, pg_xact_commit_timestamp(xmin), produced_at, \
-                     received_at, processed_at FROM inbox WHERE event_id = ANY($1)";
 
 /// An event as its writer's outbox has it.
 struct Written {
@@ -158,38 +150,39 @@ async fn read(config: &StackConfig, placed: &[Placed]) -> anyhow::Result<Rows> {
     let mut saga_of: HashMap<Uuid, Uuid> = HashMap::new();
     for (database, service) in services.iter().enumerate() {
         let mut conn = observe::connect(config, &service.database()).await?;
-        type Row = (Uuid, String, String, DateTime<Utc>, Option<DateTime<Utc>>);
-        let written: Vec<Row> = sqlx::query_as(OUTBOX).bind(&keys).fetch_all(&mut conn).await?;
-        for (event_id, key, event_type, created, published) in written {
-            let Ok(saga) = key.parse() else { continue };
-            saga_of.insert(event_id, saga);
-            rows.written.insert(event_id, Written { database, event_type, created, published });
+        for w in outbox::written_with_keys(&mut conn, &keys).await? {
+            let Ok(saga) = w.partition_key.parse() else { continue };
+            saga_of.insert(w.event_id, saga);
+            let written =
+                Written { database, event_type: w.event_type, created: w.created_at, published: w.published_at };
+            rows.written.insert(w.event_id, written);
         }
         connections.push(conn);
     }
     let events: Vec<Uuid> = saga_of.keys().copied().collect();
     for (database, conn) in connections.iter_mut().enumerate() {
-        type Row = (Uuid, i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>);
-        let handled: Vec<Row> = sqlx::query_as(INBOX).bind(&events).fetch_all(&mut *conn).await?;
-        for (event_id, xid, committed, produced, received, processed) in handled {
-            let Some(saga) = saga_of.get(&event_id) else { continue };
-            let handled = Handled { database, event_id, xid, committed, produced, received, processed };
+        for d in inbox::deliveries(conn, &events).await? {
+            let Some(saga) = saga_of.get(&d.event_id) else { continue };
+            let handled = Handled {
+                database,
+                event_id: d.event_id,
+                xid: d.xid,
+                committed: d.committed_at,
+                produced: d.produced_at,
+                received: d.received_at,
+                processed: d.processed_at,
+            };
             rows.handled.entry(*saga).or_default().push(handled);
         }
     }
-    let order = &mut connections[rows.order_database];
-    let created: HashMap<Uuid, DateTime<Utc>> =
-        sqlx::query_as(CREATED).bind(&orders).fetch_all(&mut *order).await?.into_iter().collect();
-    type History = (Uuid, DateTime<Utc>, i64, Option<DateTime<Utc>>);
-    let history: Vec<History> = sqlx::query_as(HISTORY).bind(&orders).fetch_all(&mut *order).await?;
-    for (order_id, at, xid, committed) in history {
-        let Some(created) = created.get(&order_id) else { continue };
-        rows.orders.entry(order_id).and_modify(|o| (o.ended, o.ended_xid) = (at, xid)).or_insert(Order {
-            created: *created,
-            created_committed: committed,
-            ended: at,
-            ended_xid: xid,
-        });
+    for t in order_store::timelines(&mut connections[rows.order_database], &orders).await? {
+        let order = Order {
+            created: t.created_at,
+            created_committed: t.created_committed,
+            ended: t.ended_at,
+            ended_xid: t.ended_xid,
+        };
+        rows.orders.insert(t.order_id, order);
     }
     Ok(rows)
 }

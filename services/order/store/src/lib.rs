@@ -483,6 +483,36 @@ pub async fn history<'e>(conn: impl PgExecutor<'e>, order_id: Uuid) -> Result<Ve
     .await
 }
 
+/// An order's beginning and end as its transactions wrote them, for the
+/// benchmark's hops (`tools/src/bench/hops.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeline {
+    pub order_id: Uuid,
+    /// When `CreateOrder`'s transaction began.
+    pub created_at: DateTime<Utc>,
+    /// When it committed (`None` unless the server keeps commit times, `track_commit_timestamp`).
+    pub created_committed: Option<DateTime<Utc>>,
+    /// The last history row's `at`, and the transaction that wrote it.
+    pub ended_at: DateTime<Utc>,
+    pub ended_xid: i64,
+}
+
+/// The [`Timeline`] of each of `order_ids` that has a history.
+pub async fn timelines<'e>(conn: impl PgExecutor<'e>, order_ids: &[Uuid]) -> Result<Vec<Timeline>, sqlx::Error> {
+    sqlx::query_as!(
+        Timeline,
+        r#"SELECT o.order_id, o.created_at, pg_xact_commit_timestamp(f.xmin) AS created_committed,
+                  l.at AS ended_at, l.xmin::text::bigint AS "ended_xid!"
+           FROM orders o
+           JOIN LATERAL (SELECT xmin FROM order_status_history h WHERE h.order_id = o.order_id ORDER BY id LIMIT 1) f ON true
+           JOIN LATERAL (SELECT at, xmin FROM order_status_history h WHERE h.order_id = o.order_id ORDER BY id DESC LIMIT 1) l ON true
+           WHERE o.order_id = ANY($1)"#,
+        order_ids
+    )
+    .fetch_all(conn)
+    .await
+}
+
 /// The saga's parked events as an operator sees them: id, type, when parked.
 pub async fn parked_summary<'e>(
     conn: impl PgExecutor<'e>,
