@@ -59,6 +59,7 @@ impl Participant {
             dlq_suffix: service.dlq_suffix.to_owned(),
             retry: group.retry,
             max_batch: args.consumer_max_batch.unwrap_or(group.max_batch),
+            workers: args.consumer_workers,
             instance_id: match args.kafka_group_instance_id.as_deref() {
                 // Empty: dynamic membership (an instance that stops leaves the group at once).
                 Some("") => None,

@@ -68,6 +68,12 @@ pub struct ServiceArgs {
     #[arg(long, env = "CONSUMER_MAX_BATCH",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
     pub consumer_max_batch: Option<usize>,
+    /// Workers the consumer deals its partitions to: each handles its
+    /// partitions' messages in order, one transaction at a time, so this many
+    /// transactions of the consumer can be in flight at once.
+    #[arg(long, env = "CONSUMER_WORKERS", default_value_t = crate::consumer::WORKERS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub consumer_workers: usize,
     /// This instance's static membership in its Kafka consumer group
     /// (`group.instance.id`); must differ between instances of a service.
     /// Default: `<service>-<hostname>-<gRPC port>`. Empty: dynamic membership,

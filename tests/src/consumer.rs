@@ -23,6 +23,7 @@ pub fn config(brokers: &str, prefix: &str, max_batch: usize) -> ConsumerConfig {
             max_backoff: Duration::from_millis(100),
         },
         max_batch,
+        workers: saga_runtime::consumer::WORKERS,
         instance_id: None,
     }
 }

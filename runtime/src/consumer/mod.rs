@@ -1,7 +1,7 @@
 //! The consumer loop: in partition order, partitions in parallel.
 //!
-//! Messages are dealt to [`WORKERS`] workers by partition number: every
-//! message of a partition goes to the same worker, which handles them in
+//! Messages are dealt to a few workers ([`WORKERS`], or `CONSUMER_WORKERS`)
+//! by partition number: every message of a partition goes to the same worker, which handles them in
 //! order, so each partition (each saga, across topics) keeps its order while
 //! several partitions' transactions are in flight at once and PostgreSQL
 //! flushes their commits together.
@@ -70,6 +70,8 @@ pub struct ConsumerConfig {
     /// Most messages a worker handles in one transaction (1: no batching);
     /// the spec's `delivery` policy sets it per consumer group.
     pub max_batch: usize,
+    /// Workers the partitions are dealt to ([`WORKERS`] by default; at least 1).
+    pub workers: usize,
     /// Static group membership (`group.instance.id`), unique per instance:
     /// the group keeps this consumer's partitions for it while it restarts
     /// (within the session timeout), and after the broker restarts it rejoins
@@ -262,10 +264,9 @@ pub enum ConsumerError {
     Kafka(#[from] rdkafka::error::KafkaError),
 }
 
-/// Workers per service instance. One worker serialised every message of the
-/// service behind one commit's fsync; three keep a few transactions in flight
-/// (within the default pool of 10 connections, leaving room for gRPC calls,
-/// the relay and the sweeper) and divide the spec's 6 partitions evenly.
+/// Workers per service instance by default (`CONSUMER_WORKERS`). One worker
+/// serialised every message of the service behind one commit's fsync; three
+/// keep a few transactions in flight and divide the spec's 6 partitions evenly.
 pub const WORKERS: usize = 3;
 
 /// Messages a worker's own queue holds.
@@ -299,8 +300,8 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 /// as the single loop did. (Dealt by topic too, the order service saw a
 /// `payment.completed` before the `stock.reduction.success` it follows,
 /// ignored it as illegal in `created`, and the saga timed out.)
-fn worker_of(partition: i32) -> usize {
-    partition.rem_euclid(WORKERS as i32) as usize
+fn worker_of(partition: i32, workers: usize) -> usize {
+    partition.rem_euclid(workers.max(1) as i32) as usize
 }
 
 /// Runs the loop until `shutdown`; the messages in flight are finished (or
@@ -320,7 +321,7 @@ pub async fn run<P: Processor>(
     let (config, processor) = (Arc::new(config), Arc::new(processor));
     // One probe per worker for the whole run: a consumer started again after a fatal error
     // is the same loop going on, not one that ended.
-    let probes = (0..WORKERS).map(|_| Arc::new(health.probe(Component::Consumer))).collect();
+    let probes = (0..config.workers.max(1)).map(|_| Arc::new(health.probe(Component::Consumer))).collect();
     let parts = Parts { config, processor, producer, group, shutdown, probes };
     loop {
         match consume(&parts).await? {
@@ -387,9 +388,9 @@ async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError>
         Arc::new(crate::kafka::consumer(&config.brokers, group, member.as_deref(), context)?);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topic_refs)?;
-    tracing::info!(%group, topics = ?topics, workers = WORKERS, "consumer started");
-    let mut queues = Vec::with_capacity(WORKERS);
-    let mut workers = Vec::with_capacity(WORKERS);
+    tracing::info!(%group, topics = ?topics, workers = probes.len(), "consumer started");
+    let mut queues = Vec::with_capacity(probes.len());
+    let mut workers = Vec::with_capacity(probes.len());
     for probe in probes {
         let (sender, receiver) = tokio::sync::mpsc::channel::<(Arrived, Epoch)>(WORKER_QUEUE);
         queues.push(sender);
@@ -499,7 +500,7 @@ impl Flow {
     /// already waiting, in the order received) when its queue is full; pauses
     /// the worker's partitions once too many wait.
     fn deal(&mut self, consumer: &impl Partitions, message: Arrived) -> Result<(), WorkerGone> {
-        let w = worker_of(message.partition());
+        let w = worker_of(message.partition(), self.queues.len());
         // Received after its partition was revoked (the rebalance ran in this `recv`): the
         // next owner reads it from the committed offset.
         let Some(epoch) = self.ownership.epoch(message.topic(), message.partition()) else { return Ok(()) };
@@ -562,7 +563,8 @@ impl Flow {
     /// Pauses or resumes every partition of worker `w` in the current assignment.
     fn set_paused(&mut self, consumer: &impl Partitions, w: usize, paused: bool) {
         let Some(assignment) = consumer.assigned() else { return };
-        let mine: Vec<(String, i32)> = assignment.into_iter().filter(|(_, p)| worker_of(*p) == w).collect();
+        let workers = self.queues.len();
+        let mine: Vec<(String, i32)> = assignment.into_iter().filter(|(_, p)| worker_of(*p, workers) == w).collect();
         match consumer.set_paused(&mine, paused) {
             Ok(()) if self.paused[w] != paused => {
                 self.paused[w] = paused;
@@ -628,13 +630,16 @@ mod tests {
 
     #[test]
     fn a_partition_number_has_one_worker_whatever_the_topic() {
-        // The spec's 6 partitions use every worker, each the same share.
-        let mut load = [0usize; WORKERS];
-        for partition in 0..6 {
-            load[worker_of(partition)] += 1;
+        // The spec's 6 partitions use every worker, each the same share, with the
+        // default count and with a worker per partition.
+        for workers in [WORKERS, 6] {
+            let mut load = vec![0usize; workers];
+            for partition in 0..6 {
+                load[worker_of(partition, workers)] += 1;
+            }
+            assert_eq!(load, vec![6 / workers; workers]);
+            assert_eq!(worker_of(4, workers), worker_of(4 + workers as i32, workers));
         }
-        assert_eq!(load, [6 / WORKERS; WORKERS]);
-        assert_eq!(worker_of(4), worker_of(4 + WORKERS as i32));
     }
 
     #[test]
@@ -739,7 +744,7 @@ mod tests {
             flow.deal(&consumer, message(0, offset)).expect("dealt");
         }
         flow.deal(&consumer, message(1, 0)).expect("dealt");
-        let (w0, w1) = (worker_of(0), worker_of(1));
+        let (w0, w1) = (worker_of(0, WORKERS), worker_of(1, WORKERS));
         assert_eq!(offsets(&mut queues[w0]), [0, 1], "the queue holds two; three wait");
         assert_eq!(offsets(&mut queues[w1]), [0], "another worker's partition is not held up");
         flow.feed(&consumer).expect("fed");
@@ -755,8 +760,8 @@ mod tests {
         let partitions = [0, 1, 3];
         let consumer = FakePartitions::of(&partitions);
         let (mut flow, mut queues) = flow(1, &partitions);
-        let slow = worker_of(0);
-        let of_slow: Vec<i32> = partitions.iter().copied().filter(|p| worker_of(*p) == slow).collect();
+        let slow = worker_of(0, WORKERS);
+        let of_slow: Vec<i32> = partitions.iter().copied().filter(|p| worker_of(*p, WORKERS) == slow).collect();
         for offset in 0..=WAITING_AT_MOST as i64 {
             flow.deal(&consumer, message(0, offset)).expect("dealt");
         }
@@ -782,7 +787,7 @@ mod tests {
         let consumer = FakePartitions::of(&[0]);
         let (mut flow, mut queues) = flow(8, &[0]);
         flow.deal(&consumer, message(3, 7)).expect("dropped, not an error");
-        assert!(offsets(&mut queues[worker_of(3)]).is_empty());
+        assert!(offsets(&mut queues[worker_of(3, WORKERS)]).is_empty());
     }
 
     #[test]
@@ -797,7 +802,7 @@ mod tests {
     fn a_new_assignment_resumes_the_workers_not_behind_and_leaves_the_others_paused() {
         let consumer = FakePartitions::of(&[0, 1]);
         let (mut flow, _queues) = flow(1, &[0, 1]);
-        let slow = worker_of(0);
+        let slow = worker_of(0, WORKERS);
         for offset in 0..=WAITING_AT_MOST as i64 {
             flow.deal(&consumer, message(0, offset)).expect("dealt");
         }

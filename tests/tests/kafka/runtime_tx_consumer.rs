@@ -200,6 +200,7 @@ async fn a_database_outage_is_waited_out_and_dead_letters_nothing() {
             max_backoff: Duration::from_millis(200),
         },
         max_batch: 4,
+        workers: saga_runtime::consumer::WORKERS,
         instance_id: None,
     };
     let (trigger, shutdown) = Shutdown::manual();
