@@ -95,13 +95,21 @@ impl Shutdown {
 /// SIGKILL. Exiting is safe where stopping is: an unfinished transaction
 /// rolls back and an uncommitted message is delivered again. The exit code is
 /// 1: reaching the bound is a fault to look at.
+///
+/// The grace is timed on a thread of its own, not by the runtime: the stop it
+/// bounds may hold the runtime's threads (a library's synchronous close), and
+/// on a runtime of one thread a timer of its own would then never fire.
 pub fn exit_after(shutdown: Shutdown, grace: Duration) {
-    tokio::spawn(async move {
-        shutdown.wait().await;
-        tokio::time::sleep(grace).await;
+    let timer = std::thread::Builder::new().name("stop-grace".into()).spawn(move || {
+        // Woken by the same request as the stop, on this thread: the runtime may be held.
+        futures::executor::block_on(shutdown.wait());
+        std::thread::sleep(grace);
         tracing::error!(grace_secs = grace.as_secs(), "still stopping after the grace period; exiting now");
         std::process::exit(1);
     });
+    if let Err(error) = timer {
+        tracing::error!(%error, "cannot start the stop's grace timer; its grace is not bounded");
+    }
 }
 
 /// `stream` until it ends or `ended` resolves; then `farewell` (the item
@@ -147,6 +155,34 @@ mod tests {
     async fn a_stream_that_ends_first_ends_without_a_farewell() {
         let items: Vec<i64> = end_when(futures::stream::iter([1, 2]), std::future::pending(), -1).collect().await;
         assert_eq!(items, [1, 2]);
+    }
+
+    /// Set in the child process the test below starts.
+    const HOLDING_CHILD: &str = "SAGA_SHUTDOWN_TEST_HOLDING_CHILD";
+
+    /// A stop that holds the runtime's only thread (as a library's synchronous
+    /// close can) still ends at the grace: the child exits with 1 within it.
+    /// A grace timed by the runtime would wait for the hold to end, and the
+    /// child would then reach its end and panic (exit code 101).
+    #[test]
+    fn a_stop_that_holds_the_only_runtime_thread_still_ends_at_the_grace() {
+        if std::env::var_os(HOLDING_CHILD).is_some() {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                let (trigger, shutdown) = Shutdown::manual();
+                exit_after(shutdown, Duration::from_millis(200));
+                trigger.trigger();
+                std::thread::sleep(Duration::from_secs(30));
+            });
+            panic!("the grace did not end the stop");
+        }
+        let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "shutdown::tests::a_stop_that_holds_the_only_runtime_thread_still_ends_at_the_grace"])
+            .env(HOLDING_CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("child runs");
+        assert_eq!(status.code(), Some(1), "the child exits at the grace, as a fault: {status}");
     }
 
     #[tokio::test]

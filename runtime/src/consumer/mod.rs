@@ -452,11 +452,22 @@ async fn consume<P: Processor>(parts: &Parts<P>) -> Result<Ended, ConsumerError>
             tracing::error!(%error, "consumer worker failed");
         }
     }
-    if matches!(ended, Ended::Shutdown) {
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-            Err(error) => tracing::warn!(%error, "final offset commit failed"),
+    // The final commit, and the close when the last handle drops, wait for the broker: on a
+    // thread of their own, so that a runtime of one thread goes on serving the rest of the
+    // stop meanwhile (a close during the group's first join has waited without end).
+    let commit = matches!(ended, Ended::Shutdown);
+    let closed = tokio::task::spawn_blocking(move || {
+        if commit {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(())
+                | Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => tracing::warn!(%error, "final offset commit failed"),
+            }
         }
+        drop(consumer);
+    });
+    if let Err(error) = closed.await {
+        tracing::error!(%error, "closing the consumer failed");
     }
     Ok(ended)
 }
