@@ -1,7 +1,8 @@
 //! The outbox relay against the real PostgreSQL and Kafka: two relay
 //! instances keep every key's order, a stopped relay loses nothing, rows are
 //! marked sent only after the broker acknowledged them, and a row the broker
-//! can never accept holds back only its own saga.
+//! can never accept holds back only its own saga; a relay that finds the
+//! publishing lock taken publishes nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -170,6 +171,49 @@ async fn a_relay_restarted_midway_loses_nothing() {
     assert_eq!(seen["only-key"], (0..50).collect::<Vec<u32>>());
     trigger.trigger();
     second.await.expect("second relay stops");
+    saga_tests::drop_scratch_database(&stack, pool, &db).await;
+}
+
+/// While another connection holds the publishing lock, a relay publishes and
+/// marks nothing; once the lock is free it publishes every row, and a try on
+/// an empty outbox publishes none.
+#[tokio::test]
+async fn a_relay_publishes_nothing_while_another_holds_the_lock() {
+    let stack = saga_tests::stack();
+    let brokers = stack.kafka_brokers();
+    let (pool, db) = saga_tests::scratch_database(&stack).await;
+    let prefix = format!("{}.", saga_tests::unique("relay"));
+    create_topic(&brokers, &format!("{prefix}events")).await;
+    for seq in 0..3u32 {
+        let mut tx = pool.begin().await.expect("begin");
+        outbox::insert(&mut tx, &message("k", seq)).await.expect("insert");
+        tx.commit().await.expect("commit");
+    }
+    let config = RelayConfig { topic_prefix: prefix.clone(), batch_size: 10, poll_interval: Duration::from_secs(60) };
+    let relay = Relay::new(pool.clone(), &brokers, saga_runtime::kafka::DEFAULT_LINGER_MS, config).expect("relay");
+    let unsent = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    };
+
+    let mut other = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(outbox::RELAY_LOCK_KEY)
+        .execute(&mut *other)
+        .await
+        .expect("lock");
+    assert_eq!(relay.publish_batch().await.expect("a try while locked"), 0);
+    assert_eq!(unsent().await, 3, "nothing is published or marked while another relay holds the lock");
+    other.rollback().await.expect("release");
+
+    assert_eq!(relay.publish_batch().await.expect("a try once free"), 3);
+    assert_eq!(unsent().await, 0);
+    assert_eq!(relay.publish_batch().await.expect("a try on an empty outbox"), 0);
+    let seen = read_all(&brokers, &format!("{prefix}events"), 3).await;
+    assert_eq!(seen["k"], [0, 1, 2], "published in order");
+    drop(relay);
     saga_tests::drop_scratch_database(&stack, pool, &db).await;
 }
 
