@@ -43,9 +43,31 @@ pub fn backend_command(config: &StackConfig, service: BackendService, replica: u
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.replica_port(service, replica)))
         .env("DATABASE_URL", config.database_url(service))
         .env("KAFKA_BROKERS", config.kafka_brokers());
+    share_the_cores(&mut command);
     command.envs(service_tls_env(config, service.name));
     command.envs(super::kafka_access::env(config, service.name)?);
     Ok(command)
+}
+
+/// Every Rust process of a local stack shares the machine's cores with the
+/// others, PostgreSQL and Kafka: each gets one runtime thread per four cores
+/// (`TOKIO_WORKER_THREADS`, at least one) unless the environment sets it.
+/// tokio's default, a thread per core in every process, had the idle threads
+/// of seven processes woken to steal each other's work: on two cores, one
+/// thread each cost 4 % less CPU per saga and cut the p99 at half the
+/// maximum by a quarter, every hop shorter (BENCHMARKS.md, "one runtime
+/// thread per service"). The rule for more cores is a guess, not measured.
+fn share_the_cores(command: &mut Command) {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        return; // inherited as the operator set it
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    command.env("TOKIO_WORKER_THREADS", runtime_threads(cores).to_string());
+}
+
+/// Runtime threads of each of the stack's processes on a machine of `cores`.
+fn runtime_threads(cores: usize) -> usize {
+    cores.div_ceil(4).max(1)
 }
 
 /// The settings of `service`'s mutual TLS: its own certificate, and the
@@ -90,6 +112,7 @@ pub fn console_command(config: &StackConfig) -> anyhow::Result<Command> {
     }
     command.envs(super::kafka_access::env(config, super::kafka_access::CONSOLE)?);
     command.envs(console_tls_env(config));
+    share_the_cores(&mut command);
     Ok(command)
 }
 
@@ -118,6 +141,7 @@ pub fn gateway_command(config: &StackConfig) -> Command {
         command.env(format!("{}_GRPC_URL", service.name.to_uppercase()), config.grpc_urls(service));
     }
     command.envs(gateway_tls_env(config));
+    share_the_cores(&mut command);
     let (email, password) = admin_credentials();
     command.env("ADMIN_EMAIL", email).env("ADMIN_PASSWORD", password);
     // Every client of a local stack is 127.0.0.1, so the per-IP limits would
@@ -181,4 +205,15 @@ pub async fn probe_gateway(config: &StackConfig) -> anyhow::Result<()> {
     let admin = &body["checks"]["admin_account"];
     anyhow::ensure!(admin == "ok", "the admin account is not ensured yet: {admin}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runtime_threads;
+
+    #[test]
+    fn a_runtime_thread_per_four_cores_and_at_least_one() {
+        // Two cores (the measured case) and fewer: one thread each.
+        assert_eq!([1, 2, 4, 5, 8, 16].map(runtime_threads), [1, 1, 1, 2, 2, 4]);
+    }
 }

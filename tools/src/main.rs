@@ -81,7 +81,11 @@ fn main() -> ExitCode {
 }
 
 fn run(task: Task) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // A thread per core whatever `TOKIO_WORKER_THREADS` says: that setting is for the
+    // services this process starts (they inherit its environment), not for the
+    // benchmark's load generator.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(cores).enable_all().build()?;
     match task {
         Task::Up { infra_only, no_build, shape } => {
             let config = shape.apply(StackConfig::from_env()?);

@@ -559,8 +559,14 @@ fn write_json(config: &StackConfig, report: &impl serde::Serialize) -> anyhow::R
 /// Service settings read from the environment that change what a run
 /// measures; the services inherit them from the bench, so the entry's
 /// command line names those that were set.
-const SERVICE_SETTINGS: [&str; 4] =
-    ["CONSUMER_MAX_BATCH", "KAFKA_LINGER_MS", "DATABASE_MAX_CONNECTIONS", "ORDER_SWEEP_INTERVAL_MS"];
+const SERVICE_SETTINGS: [&str; 6] = [
+    "CONSUMER_MAX_BATCH",
+    "CONSUMER_WORKERS",
+    "TOKIO_WORKER_THREADS",
+    "KAFKA_LINGER_MS",
+    "DATABASE_MAX_CONNECTIONS",
+    "ORDER_SWEEP_INTERVAL_MS",
+];
 
 fn command_line(args: &BenchArgs) -> String {
     let mut line = String::new();
