@@ -50,6 +50,8 @@ pub async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode
         saga_stack::up(&config, UpOptions { services: true, build: true }).await?;
         print_status("test stack is up", &config);
     }
+    // The Go modules need no stack; a run of chosen tests (cargo arguments) leaves them out.
+    let go = if cargo_args.is_empty() { Some(run_go_tests(&config.root)) } else { None };
     // The whole suite guards the failure semantics under load too; a run of
     // chosen tests (cargo arguments) does not.
     let mut guard = Tally::default();
@@ -85,13 +87,69 @@ pub async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode
             }
         }
     }
-    let (status, tally) = outcome?;
+    let (status, mut tally) = outcome?;
+    let go_ok = match go {
+        Some(Ok(go)) => {
+            let ok = go.failed == 0;
+            tally.merge(go);
+            ok
+        }
+        Some(Err(error)) => {
+            println!("Go tests could not run: {error:#}");
+            tally.failed += 1;
+            false
+        }
+        None => true,
+    };
     // One closing line for the whole run: cargo's own last line only speaks of its last test binary.
     println!("tests: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
     if guard.passed + guard.failed > 0 {
         println!("chaos guard: {} scenario(s) held, {} failed", guard.passed, guard.failed);
     }
-    Ok(if status.success() && guard.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if status.success() && go_ok && guard.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The Go modules of the repository: the runtime and the generated package of the saga.
+pub const GO_MODULES: &[&str] = &["runtime-go", "generated/go"];
+
+/// `gofmt`, `go vet` and `go test` in every Go module, echoing their output; a file
+/// `gofmt` would change and a `vet` finding count as failed tests.
+fn run_go_tests(root: &std::path::Path) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    for module in GO_MODULES {
+        let dir = root.join(module);
+        let go = |args: &[&str]| {
+            Command::new("go").current_dir(&dir).args(args).output().with_context(|| {
+                format!("cannot run `go {}` in {module}: the Go modules need Go 1.26 or later on PATH", args.join(" "))
+            })
+        };
+        println!("\n== Go: {module}");
+        let unformatted =
+            Command::new("gofmt").current_dir(&dir).args(["-l", "."]).output().context("cannot run gofmt")?;
+        for file in String::from_utf8_lossy(&unformatted.stdout).lines() {
+            println!("--- FAIL: gofmt would change {module}/{file}");
+            tally.failed += 1;
+        }
+        let vet = go(&["vet", "./..."])?;
+        print!("{}", String::from_utf8_lossy(&vet.stderr));
+        if !vet.status.success() {
+            println!("--- FAIL: go vet in {module}");
+            tally.failed += 1;
+        }
+        let test = go(&["test", "-v", "-count=1", "./..."])?;
+        let out = String::from_utf8_lossy(&test.stdout);
+        print!("{out}{}", String::from_utf8_lossy(&test.stderr));
+        let before = tally.failed;
+        for line in out.lines() {
+            tally.add_go(line);
+        }
+        if !test.status.success() && tally.failed == before {
+            // A build failure names no test.
+            println!("--- FAIL: go test in {module}");
+            tally.failed += 1;
+        }
+    }
+    Ok(tally)
 }
 
 /// Counts summed over every `test result:` line cargo test printed.
@@ -103,6 +161,26 @@ struct Tally {
 }
 
 impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
+    /// Adds one line of `go test -v`: each test's (and subtest's) verdict.
+    fn add_go(&mut self, line: &str) {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("---") {
+            return;
+        }
+        match words.next() {
+            Some("PASS:") => self.passed += 1,
+            Some("FAIL:") => self.failed += 1,
+            Some("SKIP:") => self.ignored += 1,
+            _ => {}
+        }
+    }
+
     /// Adds one libtest summary line (`test result: ok. 3 passed; 0 failed; 1 ignored; ...`).
     fn add(&mut self, line: &str) {
         let Some(counts) = line.strip_prefix("test result: ") else { return };
@@ -153,5 +231,20 @@ mod tests {
         tally.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
         tally.add("running 2 tests");
         assert_eq!(tally, Tally { passed: 11, failed: 3, ignored: 1 });
+    }
+
+    #[test]
+    fn tally_counts_go_verdicts() {
+        let mut tally = Tally::default();
+        for line in [
+            "=== RUN   TestA",
+            "--- PASS: TestA (0.00s)",
+            "    --- FAIL: TestB/sub (0.01s)",
+            "--- SKIP: TestC (0.00s)",
+            "ok  \tsagaplatform/runtime/wire\t0.015s",
+        ] {
+            tally.add_go(line);
+        }
+        assert_eq!(tally, Tally { passed: 1, failed: 1, ignored: 1 });
     }
 }

@@ -3,5 +3,6 @@
 pub mod avro;
 pub mod deploy;
 pub mod docs;
+pub mod go;
 pub mod rust;
 pub mod svg;
