@@ -59,3 +59,43 @@ type Compensation struct {
 	// Tombstone: arriving before the request it undoes, it makes that request do nothing.
 	Tombstone bool
 }
+
+// FailureClass is what a failed delivery means, and so what the consumer does with the
+// message. Only a message that is itself wrong belongs in a dead-letter topic; an outage
+// of the world around it does not.
+type FailureClass int
+
+const (
+	// Infrastructure: the world is broken for a while (the database is unreachable, a
+	// connection was lost, a serialization failure or a deadlock, a broker error). Never
+	// dead-lettered: the consumer waits and tries again for as long as it takes.
+	Infrastructure FailureClass = iota
+	// NotYet: the state the message needs does not exist yet; retried by the spec's
+	// policy, then dead-lettered.
+	NotYet
+	// Contended: the handler lost a race with a concurrent transaction (a unique or
+	// exclusion violation); retried by the spec's policy, then dead-lettered.
+	Contended
+	// Permanent: the message itself is wrong and retrying cannot help: dead-lettered at once.
+	Permanent
+)
+
+func (c FailureClass) String() string {
+	switch c {
+	case Infrastructure:
+		return "infrastructure"
+	case NotYet:
+		return "not_yet"
+	case Contended:
+		return "contended"
+	default:
+		return "permanent"
+	}
+}
+
+// Classified is an error that knows its class: a handler returns one to say, say, that
+// the state its event needs is not there yet.
+type Classified interface {
+	error
+	Class() FailureClass
+}

@@ -33,6 +33,10 @@ func (e *UnknownSchemaError) Error() string {
 	return fmt.Sprintf("no known schema has fingerprint %s", e.Fingerprint)
 }
 
+// ErrLaterEvent: the message is an event this build does not know, of a later version of
+// the saga (its schema was learned from the schema topic): a consumer skips it.
+var ErrLaterEvent = errors.New("an event of a later version of the saga")
+
 // Schema is one published version of one event's schema, as the generator embeds it.
 type Schema struct {
 	Event   string
@@ -54,10 +58,17 @@ type version struct {
 // Registry encodes events with the version this build writes and decodes any published
 // version. It is safe for concurrent use.
 type Registry struct {
-	api      avro.API
-	compat   *avro.SchemaCompatibility
-	byPrint  map[Fingerprint]*version
-	written  map[string]*version
+	api    avro.API
+	compat *avro.SchemaCompatibility
+	// The events by the full name of their record, for what is learned.
+	byName  map[string]string
+	written map[string]*version
+
+	mu      sync.RWMutex
+	byPrint map[Fingerprint]*version
+	// Learned schemas of events this build does not know, by full name.
+	later map[Fingerprint]string
+
 	resolved sync.Map // [2]Fingerprint{reader, writer} -> avro.Schema
 }
 
@@ -71,6 +82,8 @@ func NewRegistry(schemas []Schema) (*Registry, error) {
 		compat:  avro.NewSchemaCompatibility(),
 		byPrint: make(map[Fingerprint]*version, len(schemas)),
 		written: make(map[string]*version),
+		byName:  make(map[string]string),
+		later:   make(map[Fingerprint]string),
 	}
 	for _, s := range schemas {
 		// One cache per schema: the versions of an event define the same names differently.
@@ -98,8 +111,55 @@ func NewRegistry(schemas []Schema) (*Registry, error) {
 		if _, ok := r.written[v.event]; !ok {
 			return nil, fmt.Errorf("%s: no version is marked written", v.event)
 		}
+		if named, ok := v.schema.(avro.NamedSchema); ok {
+			r.byName[named.FullName()] = v.event
+		}
 	}
 	return r, nil
+}
+
+// Learn takes a writer schema read from the saga's schema topic, registered there under
+// print: checked first (print must be the schema's own fingerprint). A record of an
+// event this build knows becomes a version of that event, which then decodes by
+// resolution; a record of any other name marks its messages as of a later event
+// ([ErrLaterEvent]). Returns the event, or "" for a later one.
+func (r *Registry) Learn(print Fingerprint, json string) (string, error) {
+	parsed, err := avro.ParseWithCache(json, "", &avro.SchemaCache{})
+	if err != nil {
+		return "", fmt.Errorf("learning %s: %w", print, err)
+	}
+	own, err := FingerprintOf(parsed)
+	if err != nil {
+		return "", err
+	}
+	if own != print {
+		return "", fmt.Errorf("learning %s: the schema's own fingerprint is %s", print, own)
+	}
+	named, ok := parsed.(avro.NamedSchema)
+	if !ok {
+		return "", fmt.Errorf("learning %s: not a record", print)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	event, known := r.byName[named.FullName()]
+	if !known {
+		r.later[print] = named.FullName()
+		return "", nil
+	}
+	if _, ok := r.byPrint[print]; !ok {
+		r.byPrint[print] = &version{event: event, number: 0, print: print, schema: parsed}
+	}
+	return event, nil
+}
+
+// Knows says whether messages written with print decode here (or are known to be of a
+// later event).
+func (r *Registry) Knows(print Fingerprint) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, known := r.byPrint[print]
+	_, later := r.later[print]
+	return known || later
 }
 
 // Encode writes value, a record of event's written version, single-object encoded.
@@ -128,16 +188,32 @@ func (r *Registry) Writer(data []byte) (event string, version int, err error) {
 }
 
 func (r *Registry) writer(data []byte) (*version, error) {
-	if len(data) < HeaderLen || data[0] != Marker[0] || data[1] != Marker[1] {
-		return nil, ErrNotSingleObject
+	print, err := FingerprintOfMessage(data)
+	if err != nil {
+		return nil, err
 	}
-	var print Fingerprint
-	copy(print[:], data[2:HeaderLen])
+	r.mu.RLock()
 	v, ok := r.byPrint[print]
-	if !ok {
+	_, later := r.later[print]
+	r.mu.RUnlock()
+	switch {
+	case ok:
+		return v, nil
+	case later:
+		return nil, ErrLaterEvent
+	default:
 		return nil, &UnknownSchemaError{Fingerprint: print}
 	}
-	return v, nil
+}
+
+// FingerprintOfMessage is the writer schema's fingerprint in data's header.
+func FingerprintOfMessage(data []byte) (Fingerprint, error) {
+	var print Fingerprint
+	if len(data) < HeaderLen || data[0] != Marker[0] || data[1] != Marker[1] {
+		return print, ErrNotSingleObject
+	}
+	copy(print[:], data[2:HeaderLen])
+	return print, nil
 }
 
 // Decode reads data, written with any published version of event, into value, a record

@@ -219,3 +219,66 @@ func TestAFingerprintThatIsNotTheComputedOneIsRefused(t *testing.T) {
 		t.Fatal("a wrong declared fingerprint was accepted")
 	}
 }
+
+func TestHeadersNameTheEventAndCarryItsTraceAndDeadline(t *testing.T) {
+	id := uuid.Nil
+	bare := Headers("order.created", id, nil, nil, nil)
+	if len(bare) != 3 || bare["event-type"] != "order.created" || bare["event-id"] != id.String() || bare["content-type"] != ContentType {
+		t.Fatalf("bare: %v", bare)
+	}
+	tp, ts := "00-abc-def-01", "k=v"
+	deadline := time.Unix(0, 1_700_000_000_123_456_000)
+	full := Headers("order.created", id, &tp, &ts, &deadline)
+	// The deadline as the Rust side writes it (RFC 3339, microseconds, Z).
+	if full["traceparent"] != tp || full["tracestate"] != ts || full["saga-deadline"] != "2023-11-14T22:13:20.123456Z" {
+		t.Fatalf("full: %v", full)
+	}
+}
+
+// A schema learned from the schema topic: a newer version of a known event decodes by
+// resolution; a record of an unknown event marks its messages as of a later event; a
+// schema registered under another fingerprint is refused.
+func TestALearnedSchemaDecodesOrMarksALaterEvent(t *testing.T) {
+	newer := registry(t, 2)
+	id := uuid.New()
+	data, err := newer.Encode("thing", thing{ID: id, Count: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A build that knows only an earlier version, without `count`.
+	v0 := `{"type":"record","name":"Thing","namespace":"t","fields":[
+	{"name":"id","type":{"type":"string","logicalType":"uuid"}},
+	{"name":"at","type":["null",{"type":"long","logicalType":"timestamp-micros"}],"default":null}]}`
+	old, err := NewRegistry([]Schema{{Event: "thing", Version: 1, JSON: v0, Written: true, Fingerprint: mustPrint(v0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type thingV0 struct {
+		ID uuid.UUID  `avro:"id"`
+		At *time.Time `avro:"at"`
+	}
+	var unknown *UnknownSchemaError
+	if err := old.Decode(data, "thing", &thingV0{}); !errors.As(err, &unknown) {
+		t.Fatalf("before learning: %v", err)
+	}
+	print, _ := ParseFingerprint(mustPrint(v2))
+	if _, err := old.Learn(Fingerprint{1}, v2); err == nil {
+		t.Fatal("a schema under a fingerprint not its own was learned")
+	}
+	if event, err := old.Learn(print, v2); err != nil || event != "thing" {
+		t.Fatalf("learning: %q, %v", event, err)
+	}
+	var got thingV0
+	if err := old.Decode(data, "thing", &got); err != nil || got.ID != id || !old.Knows(print) {
+		t.Fatalf("after learning: %+v, %v", got, err)
+	}
+	other := `{"type":"record","name":"Other","namespace":"t","fields":[]}`
+	otherPrint, _ := ParseFingerprint(mustPrint(other))
+	if event, err := old.Learn(otherPrint, other); err != nil || event != "" {
+		t.Fatalf("learning a later event: %q, %v", event, err)
+	}
+	later := append(append([]byte{0xC3, 0x01}, otherPrint[:]...), 0)
+	if _, _, err := old.Writer(later); !errors.Is(err, ErrLaterEvent) {
+		t.Fatalf("a later event: %v", err)
+	}
+}

@@ -10,7 +10,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
 /// The runtime's own tables, which every service database carries: the
-/// outbox and the inbox (`runtime/migrations/`).
+/// outbox and the inbox (`migrations/runtime/`).
 ///
 /// It shares the database's migration history (`_sqlx_migrations`) with the
 /// service's own migrator, so the two must never use the same version:
@@ -20,7 +20,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// [`FIRST_NEW_RUNTIME_VERSION`] up; services number theirs from 3 and stay
 /// below it. [`migrate`] refuses a service migrator that breaks the rule.
 /// Each migrator ignores the other's versions (`ignore_missing`).
-pub static MIGRATOR: Migrator = Migrator { ignore_missing: true, ..sqlx::migrate!("./migrations") };
+pub static MIGRATOR: Migrator = Migrator { ignore_missing: true, ..sqlx::migrate!("../migrations/runtime") };
 
 /// Where new runtime migrations are numbered from (see [`MIGRATOR`]).
 pub const FIRST_NEW_RUNTIME_VERSION: i64 = 1_000_000;

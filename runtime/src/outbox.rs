@@ -22,7 +22,7 @@ use crate::health::{Component, Health};
 /// caller that commits outside `db::AfterCommit::gather` calls [`committed`].
 ///
 /// An in-process wake-up rather than a `NOTIFY` trigger on the outbox (as
-/// before, `runtime/migrations/0002_outbox_notify.sql`, dropped by
+/// before, `migrations/runtime/0002_outbox_notify.sql`, dropped by
 /// `1000003`): PostgreSQL serializes the commits of all transactions that
 /// notify, cluster-wide, through their WAL flush (see `db::AfterCommit`).
 /// Rows inserted by another process are published at the relay's next poll

@@ -22,6 +22,9 @@ pub mod env {
     pub const MIN_FREE_MB: &str = "SAGA_MIN_FREE_MB";
     pub const REPLICAS: &str = "SAGA_REPLICAS";
     pub const KAFKA_BROKERS: &str = "SAGA_KAFKA_BROKERS";
+    /// The services run from their Go implementation, comma-separated (default
+    /// `shipping`; empty: every service in Rust).
+    pub const GO_SERVICES: &str = "SAGA_GO_SERVICES";
 
     /// `SAGA_<SERVICE>_PORT`: the gRPC port of one backend service (`SAGA_ORDER_PORT`, ...).
     pub fn service_port(service: &str) -> String {
@@ -32,6 +35,15 @@ pub mod env {
 /// The saga's backend services, as the spec lists them.
 pub fn services() -> Vec<BackendService> {
     BackendService::all(saga_generated::topology::SERVICES)
+}
+
+/// The services with an implementation in Go beside the Rust one (`services/<name>-go/`,
+/// built as `<name>-service-go`).
+pub const GO_IMPLEMENTATIONS: &[&str] = &["shipping"];
+
+/// The executable of a service's Go implementation, beside the Rust binaries.
+pub fn go_binary_name(service: &BackendService) -> String {
+    format!("{}-go", service.binary())
 }
 
 /// Most instances of each service a local stack runs.
@@ -155,6 +167,8 @@ pub struct StackConfig {
     /// Binaries run from another build than this workspace's, by name: the previous
     /// version of a service during a rollout (`cargo xtask chaos --scenarios rollout-*`).
     pub binaries: std::collections::BTreeMap<String, PathBuf>,
+    /// The services the stack runs from their Go implementation ([`GO_IMPLEMENTATIONS`]).
+    pub go_services: std::collections::BTreeSet<String>,
 }
 
 /// Where a stack starts when nothing in the environment says otherwise.
@@ -262,6 +276,21 @@ impl StackConfig {
             min_free_mb,
             release: false,
             binaries: std::collections::BTreeMap::new(),
+            go_services: match lookup(env::GO_SERVICES) {
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        GO_IMPLEMENTATIONS.contains(&s).then(|| s.to_owned()).ok_or_else(|| ConfigError::Invalid {
+                            var: env::GO_SERVICES.to_owned(),
+                            value: list.clone(),
+                            what: "list of services with a Go implementation (shipping)",
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                None => GO_IMPLEMENTATIONS.iter().map(|s| (*s).to_owned()).collect(),
+            },
         })
     }
 
@@ -285,6 +314,7 @@ impl StackConfig {
             (env::MIN_FREE_MB, self.min_free_mb.to_string()),
             (env::REPLICAS, self.shape.replicas.to_string()),
             (env::KAFKA_BROKERS, self.shape.brokers.to_string()),
+            (env::GO_SERVICES, self.go_services.iter().cloned().collect::<Vec<_>>().join(",")),
         ];
         let fixed = fixed.into_iter().map(|(k, v)| (k.to_owned(), v));
         fixed.chain(p.services.iter().map(|(s, port)| (env::service_port(s.name), port.to_string()))).collect()
@@ -398,6 +428,18 @@ impl StackConfig {
             std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| self.root.join("target"));
         let target = if target.is_absolute() { target } else { self.root.join(target) };
         target.join(if self.release { "release" } else { "debug" }).join(name)
+    }
+
+    /// The executable of `service`: another build's during a rollout, its Go
+    /// implementation's when the stack runs that, else this workspace's Rust one.
+    pub fn service_binary(&self, service: &BackendService) -> PathBuf {
+        if let Some(other) = self.binaries.get(&service.binary()) {
+            return other.clone();
+        }
+        if self.go_services.contains(service.name) {
+            return self.binary(&go_binary_name(service));
+        }
+        self.binary(&service.binary())
     }
 
     pub fn logs_dir(&self) -> PathBuf {

@@ -159,7 +159,7 @@ impl Component {
     /// The executable a service component runs; `None` for infrastructure.
     fn binary(&self, config: &StackConfig) -> Option<PathBuf> {
         match self {
-            Component::Service(service, _) => Some(config.binary(&service.binary())),
+            Component::Service(service, _) => Some(config.service_binary(service)),
             Component::Console => Some(config.binary(services::CONSOLE_BINARY)),
             Component::Gateway => Some(config.binary(services::GATEWAY_BINARY)),
             _ => None,

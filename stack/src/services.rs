@@ -33,12 +33,36 @@ pub fn build(config: &StackConfig) -> anyhow::Result<()> {
     if !status.success() {
         bail!("building the services failed (cargo build exited with {status})");
     }
+    for service in services().iter().filter(|s| config.go_services.contains(s.name)) {
+        build_go(config, service)?;
+    }
+    Ok(())
+}
+
+/// `go build` of `service`'s Go implementation (`services/<name>-go/`) beside the Rust
+/// binaries, where [`StackConfig::service_binary`] finds it.
+fn build_go(config: &StackConfig, service: &BackendService) -> anyhow::Result<()> {
+    let go = super::install::go_binary().context(
+        "the Go implementation of a service needs Go 1.26 or later on PATH (or run its Rust one: SAGA_GO_SERVICES=)",
+    )?;
+    let output = config.binary(&super::config::go_binary_name(service));
+    let status = Command::new(go)
+        .current_dir(&config.root)
+        .arg("build")
+        .arg("-o")
+        .arg(&output)
+        .arg(format!("./services/{}-go", service.name))
+        .status()
+        .context("cannot run go build")?;
+    if !status.success() {
+        bail!("building the Go {} service failed (go build exited with {status})", service.name);
+    }
     Ok(())
 }
 
 /// Replica `replica` of `service`: its own port, the service's database and consumer group.
 pub fn backend_command(config: &StackConfig, service: BackendService, replica: u16) -> anyhow::Result<Command> {
-    let mut command = Command::new(config.binary(&service.binary()));
+    let mut command = Command::new(config.service_binary(&service));
     command
         .env("LISTEN_ADDR", format!("{}:{}", config.host(), config.replica_port(service, replica)))
         .env("DATABASE_URL", config.database_url(service))

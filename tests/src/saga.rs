@@ -312,7 +312,7 @@ pub use saga_generated::topology::SERVICES;
 
 fn binary(stack: &StackConfig, service: &str) -> PathBuf {
     let service = services().into_iter().find(|s| s.name == service).expect("a service of the spec");
-    stack.binary(&service.binary())
+    stack.service_binary(&service)
 }
 
 impl PrivateSaga {

@@ -17,7 +17,9 @@ fn test_stack_config() -> anyhow::Result<StackConfig> {
     Ok(StackConfig::resolve(Defaults::test(), |var| match var {
         env::STATE_DIR => std::env::var("SAGA_TEST_STATE_DIR").ok(),
         env::PORT_BASE => std::env::var("SAGA_TEST_PORT_BASE").ok(),
-        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB => std::env::var(var).ok(),
+        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB | env::GO_SERVICES => {
+            std::env::var(var).ok()
+        }
         _ => None,
     })?)
 }
@@ -30,7 +32,9 @@ fn replicated_stack_config(test: &StackConfig) -> anyhow::Result<StackConfig> {
         port_base: test.port_base.checked_sub(4000).context("the test stack's port base is below 4000")?,
     };
     let mut config = StackConfig::resolve(defaults, |var| match var {
-        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB => std::env::var(var).ok(),
+        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB | env::GO_SERVICES => {
+            std::env::var(var).ok()
+        }
         _ => None,
     })?;
     config.shape = saga_stack::config::Shape { replicas: 2, brokers: 3 };
@@ -50,8 +54,6 @@ pub async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode
         saga_stack::up(&config, UpOptions { services: true, build: true }).await?;
         print_status("test stack is up", &config);
     }
-    // The Go modules need no stack; a run of chosen tests (cargo arguments) leaves them out.
-    let go = if cargo_args.is_empty() { Some(run_go_tests(&config.root)) } else { None };
     // The whole suite guards the failure semantics under load too; a run of
     // chosen tests (cargo arguments) does not.
     let mut guard = Tally::default();
@@ -68,6 +70,10 @@ pub async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode
             }
         }
     }
+    // The Go tests get the stack's variables, as cargo's do, after the chaos guard (one of
+    // them reads what the Rust relays published); a run of chosen tests (cargo arguments)
+    // leaves them out.
+    let go = if cargo_args.is_empty() { Some(run_go_tests(&config)) } else { None };
     let outcome = run_cargo_test(&config, cargo_args);
     if !reuse {
         let stopped = saga_stack::down(&config);
@@ -109,45 +115,56 @@ pub async fn test(reuse: bool, cargo_args: &[String]) -> anyhow::Result<ExitCode
     Ok(if status.success() && go_ok && guard.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-/// The Go modules of the repository: the runtime and the generated package of the saga.
-pub const GO_MODULES: &[&str] = &["runtime-go", "generated/go"];
+/// The Go code of the repository, one module (`go.mod` at the root): the runtime, the
+/// generated package of the saga, the embedded migrations, the shipping participant. Folders, so neither `gofmt` nor
+/// the `go` command walks the build folders.
+pub const GO_FOLDERS: &[&str] = &["runtime-go", "generated/go", "migrations", "services/shipping-go"];
 
-/// `gofmt`, `go vet` and `go test` in every Go module, echoing their output; a file
-/// `gofmt` would change and a `vet` finding count as failed tests.
-fn run_go_tests(root: &std::path::Path) -> anyhow::Result<Tally> {
+/// `gofmt`, `go vet` and `go test` over the Go code, against the stack of `config` (its
+/// `SAGA_*` variables), echoing their output; a file `gofmt` would change and a `vet`
+/// finding count as failed tests.
+fn run_go_tests(config: &StackConfig) -> anyhow::Result<Tally> {
+    let root = &config.root;
     let mut tally = Tally::default();
-    for module in GO_MODULES {
-        let dir = root.join(module);
-        let go = |args: &[&str]| {
-            Command::new("go").current_dir(&dir).args(args).output().with_context(|| {
-                format!("cannot run `go {}` in {module}: the Go modules need Go 1.26 or later on PATH", args.join(" "))
+    let packages: Vec<String> = GO_FOLDERS.iter().map(|f| format!("./{f}/...")).collect();
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .current_dir(root)
+            .envs(config.to_env())
+            .args(args)
+            .args(if program == "gofmt" {
+                GO_FOLDERS.iter().map(|f| f.to_string()).collect::<Vec<_>>()
+            } else {
+                packages.clone()
             })
-        };
-        println!("\n== Go: {module}");
-        let unformatted =
-            Command::new("gofmt").current_dir(&dir).args(["-l", "."]).output().context("cannot run gofmt")?;
-        for file in String::from_utf8_lossy(&unformatted.stdout).lines() {
-            println!("--- FAIL: gofmt would change {module}/{file}");
-            tally.failed += 1;
-        }
-        let vet = go(&["vet", "./..."])?;
-        print!("{}", String::from_utf8_lossy(&vet.stderr));
-        if !vet.status.success() {
-            println!("--- FAIL: go vet in {module}");
-            tally.failed += 1;
-        }
-        let test = go(&["test", "-v", "-count=1", "./..."])?;
-        let out = String::from_utf8_lossy(&test.stdout);
-        print!("{out}{}", String::from_utf8_lossy(&test.stderr));
-        let before = tally.failed;
-        for line in out.lines() {
-            tally.add_go(line);
-        }
-        if !test.status.success() && tally.failed == before {
-            // A build failure names no test.
-            println!("--- FAIL: go test in {module}");
-            tally.failed += 1;
-        }
+            .output()
+            .with_context(|| {
+                format!("cannot run `{program} {}`: the Go code needs Go 1.26 or later on PATH", args.join(" "))
+            })
+    };
+    println!("\n== Go: {}", GO_FOLDERS.join(", "));
+    let unformatted = run("gofmt", &["-l"])?;
+    for file in String::from_utf8_lossy(&unformatted.stdout).lines() {
+        println!("--- FAIL: gofmt would change {file}");
+        tally.failed += 1;
+    }
+    let vet = run("go", &["vet"])?;
+    print!("{}", String::from_utf8_lossy(&vet.stderr));
+    if !vet.status.success() {
+        println!("--- FAIL: go vet");
+        tally.failed += 1;
+    }
+    let test = run("go", &["test", "-v", "-count=1"])?;
+    let out = String::from_utf8_lossy(&test.stdout);
+    print!("{out}{}", String::from_utf8_lossy(&test.stderr));
+    let before = tally.failed;
+    for line in out.lines() {
+        tally.add_go(line);
+    }
+    if !test.status.success() && tally.failed == before {
+        // A build failure names no test.
+        println!("--- FAIL: go test");
+        tally.failed += 1;
     }
     Ok(tally)
 }

@@ -12,7 +12,7 @@ import (
 	"os"
 	"testing"
 
-	saga "sagaplatform/generated/orderfulfillment"
+	saga "sagaplatform/generated/go/orderfulfillment"
 )
 
 type vector struct {

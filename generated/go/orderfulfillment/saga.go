@@ -4,13 +4,13 @@
 //
 // Generated from the saga spec: change the spec and run `cargo xtask gen`. What every saga
 // does alike (the encoding, the rows of the topology) is the runtime's, in module
-// sagaplatform/runtime.
+// sagaplatform/runtime-go.
 package orderfulfillment
 
 import (
 	"time"
 
-	"sagaplatform/runtime/contract"
+	"sagaplatform/runtime-go/contract"
 )
 
 // Saga is the saga's name.

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"sync"
 
-	"sagaplatform/runtime/wire"
+	"sagaplatform/runtime-go/wire"
 )
 
 // schemas is every published version of every event's schema (`.avro/<event>/v<N>.avsc`),
@@ -52,3 +52,13 @@ var registry = sync.OnceValues(func() (*wire.Registry, error) { return wire.NewR
 
 // Schemas is every published version of every event's schema, oldest first per event.
 func Schemas() []wire.Schema { return slices.Clone(schemas) }
+
+// Learn takes a writer schema from the saga's schema topic (see [wire.Registry.Learn]):
+// messages written with it decode from then on, or are known to be of a later event.
+func Learn(print wire.Fingerprint, json string) (string, error) {
+	r, err := registry()
+	if err != nil {
+		return "", err
+	}
+	return r.Learn(print, json)
+}

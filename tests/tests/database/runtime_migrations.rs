@@ -42,7 +42,7 @@ async fn a_database_of_the_old_layout_keeps_its_history_and_a_fresh_one_gets_the
     // migrations copied in (the runtime's later ones did not exist then).
     let old_folder = std::env::temp_dir().join(saga_tests::unique("old-order-migrations"));
     std::fs::create_dir_all(&old_folder).expect("temp folder");
-    for folder in [stack.root.join("runtime/migrations"), stack.root.join("migrations/order")] {
+    for folder in [stack.root.join("migrations/runtime"), stack.root.join("migrations/order")] {
         for entry in std::fs::read_dir(folder).expect("migrations") {
             let path = entry.expect("entry").path();
             let name = path.file_name().expect("file name").to_string_lossy().into_owned();
@@ -87,7 +87,7 @@ async fn a_database_of_the_old_layout_keeps_its_history_and_a_fresh_one_gets_the
 async fn a_service_migration_with_a_runtime_version_is_refused_before_anything_runs() {
     let stack = stack();
     // The runtime's own folder as a "service" migrator: versions 1 and 2 clash.
-    let clashing = migrator(&stack.root.join("runtime/migrations")).await;
+    let clashing = migrator(&stack.root.join("migrations/runtime")).await;
     let (pool, name) = scratch_database(&stack).await;
     let before = applied(&pool).await;
     match db::migrate(&pool, &clashing).await {

@@ -3,7 +3,8 @@
 //! Every committed schema version has the fingerprint fastavro computes from
 //! its Parsing Canonical Form (the one `.avro/index.json` gives), and the live
 //! events of real sagas decode with fastavro by the fingerprint in their
-//! single-object header alone, found through the index as any consumer would.
+//! single-object header alone, found through the index as any consumer would: those
+//! the Rust services wrote and those of the Go shipping participant.
 
 use std::io::Write as _;
 use std::process::Command;
@@ -82,6 +83,12 @@ async fn fastavro_computes_our_fingerprints_and_decodes_live_events_by_them() {
         }
     }
     assert!(live.len() >= 6, "both sagas' events: {}", live.len());
+    // The shipping service's reply is among them: written by the Go participant when the stack
+    // runs it (its default; `SAGA_GO_SERVICES`), so fastavro checks the Go encoding too.
+    assert!(
+        live.iter().any(|m| header(m, "event-type").as_deref() == Some("shipment.booked")),
+        "the completed saga's shipment.booked"
+    );
 
     let mut lines = tempfile_in(&stack.state_dir);
     for m in &live {

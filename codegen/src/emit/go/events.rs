@@ -174,7 +174,7 @@ func newID() uuid.UUID {{ return uuid.Must(uuid.NewV7()) }}
 // envelope equals its decoded copy.
 func now() time.Time {{ return time.Now().UTC().Truncate(time.Microsecond) }}
 "#,
-        lower = lower_first(&key),
+        lower = names::unexported(&key),
         reply_fields = aligned_at(&reply_fields, 2),
         cases = saga
             .events
@@ -187,12 +187,4 @@ func now() time.Time {{ return time.Now().UTC().Truncate(time.Microsecond) }}
             .collect::<String>(),
     ));
     out
-}
-
-/// `OrderID` -> `orderID`: a parameter named after an exported name.
-fn lower_first(name: &str) -> String {
-    let upper = name.chars().take_while(|c| c.is_ascii_uppercase()).count();
-    // A leading initialism lowers as a whole (`ID` -> `id`), else only its first letter.
-    let cut = if upper > 1 && upper < name.len() { upper - 1 } else { upper.max(1) };
-    name[..cut].to_ascii_lowercase() + &name[cut..]
 }

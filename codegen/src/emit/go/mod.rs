@@ -6,6 +6,7 @@
 //! (`runtime-go/`: `wire` for the encoding, `contract` for the rows of the topology).
 
 mod events;
+mod handlers;
 mod names;
 mod schemas;
 mod text;
@@ -18,7 +19,7 @@ use super::avro::EventSchema;
 use crate::ir::{Saga, TypeKind};
 
 /// The Go module of the hand-written runtime the generated package imports.
-pub const RUNTIME_MODULE: &str = "sagaplatform/runtime";
+pub const RUNTIME_MODULE: &str = "sagaplatform/runtime-go";
 
 /// The folder of a saga's package under the Go output folder: the package's name.
 pub fn package_dir(saga: &Saga) -> String {
@@ -92,6 +93,18 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
     }
 
     out.insert("events.go".into(), file("", &["fmt", "time", "github.com/google/uuid"], events::declarations(saga)));
+    if !handlers::participants(saga).is_empty() {
+        let participant = runtime("participant");
+        let wire = runtime("wire");
+        out.insert(
+            "handlers.go".into(),
+            file(
+                "",
+                &["context", "errors", "fmt", "github.com/jackc/pgx/v5", participant.as_str(), wire.as_str()],
+                handlers::declarations(saga),
+            ),
+        );
+    }
     let wire = runtime("wire");
     out.insert("schemas.go".into(), file("", &["slices", "sync", wire.as_str()], schemas::declarations(schemas)));
     out

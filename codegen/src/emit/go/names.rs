@@ -23,6 +23,14 @@ pub(super) fn exported(name: &str) -> String {
         .collect()
 }
 
+/// An unexported name from an exported one: `Shipping` -> `shipping`, `OrderID` ->
+/// `orderID`, `ID` -> `id` (a leading initialism lowers as a whole).
+pub(super) fn unexported(name: &str) -> String {
+    let upper = name.chars().take_while(|c| c.is_ascii_uppercase()).count();
+    let cut = if upper > 1 && upper < name.len() { upper - 1 } else { upper.max(1).min(name.len()) };
+    name[..cut].to_ascii_lowercase() + &name[cut..]
+}
+
 /// The package of a saga: its name in lower case without separators (`order_fulfillment`
 /// -> `orderfulfillment`), as Go names packages.
 pub(super) fn package(saga: &Saga) -> String {
@@ -56,6 +64,10 @@ mod tests {
         assert_eq!(exported("SagaContext"), "SagaContext");
         assert_eq!(exported("dlq_url"), "DLQURL");
         assert_eq!(topic("order-events"), "TopicOrderEvents");
+        assert_eq!(unexported("OrderID"), "orderID");
+        assert_eq!(unexported("Shipping"), "shipping");
+        assert_eq!(unexported("ID"), "id");
+        assert_eq!(unexported("URLPath"), "urlPath");
         assert_eq!(symbol("StockFailure", "insufficient_stock"), "StockFailureInsufficientStock");
     }
 }
