@@ -19,9 +19,9 @@ import (
 	"sagaplatform/runtime-go/contract"
 	"sagaplatform/runtime-go/db"
 	"sagaplatform/runtime-go/health"
-	"sagaplatform/runtime-go/internal/stacktest"
 	"sagaplatform/runtime-go/metrics"
 	"sagaplatform/runtime-go/outbox"
+	"sagaplatform/runtime-go/stacktest"
 )
 
 // verdict is a handler's failure of a chosen class.

@@ -138,7 +138,9 @@ pub(crate) fn own_stack_config(name: &str, port_base: u16, release: bool) -> any
     let mut config = StackConfig::resolve(defaults, |var| match var {
         env::STATE_DIR => std::env::var(format!("SAGA_{upper}_STATE_DIR")).ok(),
         env::PORT_BASE => std::env::var(format!("SAGA_{upper}_PORT_BASE")).ok(),
-        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB => std::env::var(var).ok(),
+        env::KAFKA_LIBS | env::POSTGRES_BIN | env::KAFKA_HEAP | env::MIN_FREE_MB | env::GO_SERVICES => {
+            std::env::var(var).ok()
+        }
         _ => None,
     })?;
     config.release = release;
@@ -559,7 +561,8 @@ fn write_json(config: &StackConfig, report: &impl serde::Serialize) -> anyhow::R
 /// Service settings read from the environment that change what a run
 /// measures; the services inherit them from the bench, so the entry's
 /// command line names those that were set.
-const SERVICE_SETTINGS: [&str; 6] = [
+const SERVICE_SETTINGS: [&str; 7] = [
+    "SAGA_GO_SERVICES",
     "CONSUMER_MAX_BATCH",
     "CONSUMER_WORKERS",
     "TOKIO_WORKER_THREADS",

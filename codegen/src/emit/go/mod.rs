@@ -8,6 +8,7 @@
 mod events;
 mod handlers;
 mod names;
+mod samples;
 mod schemas;
 mod text;
 mod topology;
@@ -105,6 +106,7 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
             ),
         );
     }
+    out.insert("samples.go".into(), file("", &["fmt", "time", "github.com/google/uuid"], samples::declarations(saga)));
     let wire = runtime("wire");
     out.insert("schemas.go".into(), file("", &["slices", "sync", wire.as_str()], schemas::declarations(schemas)));
     out

@@ -1,6 +1,6 @@
-// Package stacktest reaches the stack `cargo xtask test` runs the Go tests against: its
-// PostgreSQL as superuser, its Kafka as the admin principal, private databases and
-// topics, so tests of the Go runtime talk to the real components.
+// Package stacktest, for tests only, reaches the stack `cargo xtask test` runs the Go
+// tests against: its PostgreSQL as superuser, its Kafka as the admin principal, private
+// databases and topics, so tests of the Go code talk to the real components.
 package stacktest
 
 import (
