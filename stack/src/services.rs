@@ -75,18 +75,23 @@ pub fn backend_command(config: &StackConfig, service: BackendService, replica: u
 
 /// Every Rust process of a local stack shares the machine's cores with the
 /// others, PostgreSQL and Kafka: each gets one runtime thread per four cores
-/// (`TOKIO_WORKER_THREADS`, at least one) unless the environment sets it.
+/// (`TOKIO_WORKER_THREADS`, at least one) unless the environment sets it; a Go
+/// process the same (`GOMAXPROCS`: on two cores the Go shipping service spent
+/// 1.09 ms of CPU a saga with one, 1.24 with Go's default of one per core,
+/// BENCHMARKS.md, "the shipping step in Go").
 /// tokio's default, a thread per core in every process, had the idle threads
 /// of seven processes woken to steal each other's work: on two cores, one
 /// thread each cost 4 % less CPU per saga and cut the p99 at half the
 /// maximum by a quarter, every hop shorter (BENCHMARKS.md, "one runtime
 /// thread per service"). The rule for more cores is a guess, not measured.
 fn share_the_cores(command: &mut Command) {
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
-        return; // inherited as the operator set it
-    }
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    command.env("TOKIO_WORKER_THREADS", runtime_threads(cores).to_string());
+    for setting in ["TOKIO_WORKER_THREADS", "GOMAXPROCS"] {
+        // Inherited as the operator set it, if set.
+        if std::env::var_os(setting).is_none() {
+            command.env(setting, runtime_threads(cores).to_string());
+        }
+    }
 }
 
 /// Runtime threads of each of the stack's processes on a machine of `cores`.
