@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"sagaplatform/runtime-go/contract"
 	"sagaplatform/runtime-go/db"
@@ -30,6 +31,7 @@ import (
 	"sagaplatform/runtime-go/outbox"
 	"sagaplatform/runtime-go/participant"
 	"sagaplatform/runtime-go/schematopic"
+	"sagaplatform/runtime-go/telemetry"
 	"sagaplatform/runtime-go/wire"
 )
 
@@ -58,6 +60,8 @@ type Config struct {
 	Health  *health.Health
 	Schemas *schematopic.Reader
 	Metrics *metrics.Metrics
+	// Tracer spans each handled event; nil for none.
+	Tracer  *telemetry.Tracer
 	Workers int
 	// InstanceID makes the consumer a static member of its group (see StaticMember);
 	// "" joins as a dynamic one.
@@ -332,6 +336,11 @@ func (c *consumer) process(ctx context.Context, m polled) (outcome, error) {
 	}
 	if in == nil {
 		return ignored, nil
+	}
+	if c.Tracer != nil {
+		var span trace.Span
+		ctx, span = c.Tracer.Event(ctx, in.Traceparent, in.Tracestate, in.Key, in.EventID.String(), in.EventType)
+		defer span.End()
 	}
 	var replied bool
 	result := duplicate

@@ -42,6 +42,8 @@ type Inbound struct {
 	EventType string
 	// Key is the saga key, as text: the Kafka partition key.
 	Key string
+	// Traceparent and Tracestate are the trace context the event carries.
+	Traceparent, Tracestate *string
 	// Run handles the event in tx, the transaction that also holds its inbox row; the
 	// reply, if any, goes into the outbox in the same transaction.
 	Run func(ctx context.Context, tx pgx.Tx) (*Outbound, error)

@@ -41,6 +41,7 @@ import (
 	"sagaplatform/runtime-go/outbox"
 	"sagaplatform/runtime-go/participant"
 	"sagaplatform/runtime-go/schematopic"
+	"sagaplatform/runtime-go/telemetry"
 )
 
 // Service is what a participant's main hands the chassis.
@@ -151,6 +152,15 @@ func Run(ctx context.Context, s Service, c *Config) error {
 	go func() { _ = m.Serve(metricsListener) }()
 	defer metricsListener.Close()
 
+	tracer, err := telemetry.Init(ctx, b.Service)
+	if err != nil {
+		return fmt.Errorf("traces: %w", err)
+	}
+	defer func() {
+		flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tracer.Shutdown(flush)
+	}()
 	h := health.New(ms(c.HealthStuckAfterMs), ms(c.HealthDatabaseFailMs), ms(c.HealthWedgedAfterMs))
 	pool, err := connect(ctx, s, c)
 	if err != nil {
@@ -201,7 +211,7 @@ func Run(ctx context.Context, s Service, c *Config) error {
 	consumerDone := make(chan error, 1)
 	go func() {
 		consumerDone <- consumer.Run(work, consumer.Config{Kafka: k, Binding: b, Pool: pool, Relay: relay, Health: h,
-			Schemas: reader, Metrics: m, Workers: c.ConsumerWorkers, InstanceID: c.instanceID(b.Service, address.Port)})
+			Schemas: reader, Metrics: m, Tracer: tracer, Workers: c.ConsumerWorkers, InstanceID: c.instanceID(b.Service, address.Port)})
 	}()
 
 	var failed error

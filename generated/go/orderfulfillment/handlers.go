@@ -332,7 +332,8 @@ func decodeShipping(h ShippingHandler, data []byte) (*participant.Inbound, error
 
 // inbound is a decoded event and how to handle it.
 func inbound[E Event](e *Envelope[E], run func(context.Context, pgx.Tx) (*participant.Outbound, error)) *participant.Inbound {
-	return &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(), Run: run}
+	return &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(),
+		Traceparent: e.Traceparent, Tracestate: e.Tracestate, Run: run}
 }
 
 // outbound is a reply as the outbox keeps it: encoded, keyed and with its headers.

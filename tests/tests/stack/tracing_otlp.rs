@@ -1,7 +1,8 @@
 //! OpenTelemetry traces on a real saga: the services and a gateway of their own export
 //! spans over OTLP/gRPC to a real OTLP trace receiver (a tonic server on the
 //! `opentelemetry-proto` trace service), and one order placed over REST is one trace, with
-//! spans from the gateway and all three services, each a child of what caused it and in
+//! spans from the gateway and all four services (shipping in Go when the stack runs it so),
+//! each a child of what caused it and in
 //! causal order.
 
 use std::collections::BTreeMap;
@@ -108,7 +109,7 @@ async fn one_order_over_rest_is_one_trace_across_the_gateway_and_every_service()
                     && s.attributes.get("saga_key") == Some(&order_id)
             })?;
             let trace: Vec<Received> = spans.iter().filter(|s| s.trace_id == last.trace_id).cloned().collect();
-            ["gateway", "order", "product", "user"]
+            ["gateway", "order", "product", "user", "shipping"]
                 .iter()
                 .all(|service| trace.iter().any(|s| s.service == *service))
                 .then_some(trace)
@@ -141,5 +142,9 @@ async fn one_order_over_rest_is_one_trace_across_the_gateway_and_every_service()
         start("order", "event", Some("payment.completed")),
     ];
     assert!(steps.windows(2).all(|w| w[0] <= w[1]), "spans in causal order: {steps:?}");
+    // The shipping service (in Go when the stack runs it so) joins the same trace: its span
+    // for the payment, after the user service's for the reservation that led to it.
+    let shipped = start("shipping", "event", Some("payment.completed"));
+    assert!(shipped >= steps[3], "shipping after the payment was decided: {steps:?}, {shipped}");
     saga.shutdown(&stack).await;
 }

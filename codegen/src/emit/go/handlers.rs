@@ -152,7 +152,8 @@ pub(super) fn declarations(saga: &Saga) -> String {
         out.push_str(
             "\n// inbound is a decoded event and how to handle it.\n\
              func inbound[E Event](e *Envelope[E], run func(context.Context, pgx.Tx) (*participant.Outbound, error)) *participant.Inbound {\n\
-             \treturn &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(), Run: run}\n}\n\
+             \treturn &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(),\n\
+             \t\tTraceparent: e.Traceparent, Tracestate: e.Tracestate, Run: run}\n}\n\
              \n// outbound is a reply as the outbox keeps it: encoded, keyed and with its headers.\n\
              func outbound[E Event](e *Envelope[E]) (*participant.Outbound, error) {\n\
              \tdata, err := e.Encode()\n\tif err != nil {\n\t\treturn nil, err\n\t}\n\
