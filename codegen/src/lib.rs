@@ -55,14 +55,16 @@ impl Layout {
         }
     }
 
-    /// Rust only, for an example spec compiled into the generated crate's tests.
+    /// Rust and Go only, for an example spec compiled into the generated crate's tests and
+    /// beside the saga's Go package (`generated/go/examples/<stem>/<package>/`), where
+    /// `go vet` checks that the Go target compiles for any spec.
     pub fn example(stem: &str) -> Layout {
         Layout {
             rust_dir: PathBuf::from("generated/tests/examples").join(stem),
             avro_dir: None,
             docs_file: None,
             deploy_dir: None,
-            go_dir: None,
+            go_dir: Some(PathBuf::from("generated/go/examples").join(stem)),
         }
     }
 }

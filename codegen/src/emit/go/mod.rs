@@ -106,7 +106,15 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
             ),
         );
     }
-    out.insert("samples.go".into(), file("", &["fmt", "time", "github.com/google/uuid"], samples::declarations(saga)));
+    // A sample names `time` only for a timestamp somewhere in the events' or types' fields.
+    let timestamps = saga.events.iter().flat_map(|e| &e.fields).any(|f| types::uses(&f.ty, "time"))
+        || saga.types.iter().any(|t| match &t.kind {
+            TypeKind::Record(fields) => fields.iter().any(|f| types::uses(&f.ty, "time")),
+            TypeKind::Enum(_) => false,
+        });
+    let sample_imports: &[&str] =
+        if timestamps { &["fmt", "time", "github.com/google/uuid"] } else { &["fmt", "github.com/google/uuid"] };
+    out.insert("samples.go".into(), file("", sample_imports, samples::declarations(saga)));
     let wire = runtime("wire");
     out.insert("schemas.go".into(), file("", &["slices", "sync", wire.as_str()], schemas::declarations(schemas)));
     out
