@@ -4,6 +4,9 @@
 //! `written` message and must encode exactly `current`: the two implementations (apache-avro
 //! here, hamba/avro there) agree on decoding, resolution, the typed mapping and encoding.
 //!
+//! Beside them, the status machine as this crate answers it, status by status and event by
+//! event: the Go package's tables, run by `runtime-go/status`, must answer the same.
+//!
 //! The vectors are committed (`generated/go/conformance/testdata/vectors.json`) so the Go
 //! test needs no Rust; this test fails when they are stale. `UPDATE_GO_VECTORS=1` rewrites
 //! them.
@@ -116,7 +119,40 @@ fn vectors() -> Value {
     json!({
         "@generated": "by `cargo test -p saga-generated --test go_vectors` (UPDATE_GO_VECTORS=1); do not edit",
         "vectors": all,
+        "status": status_machine(),
     })
+}
+
+/// Every question a status owner asks its machine, and this crate's answer: for each status,
+/// whether it ends the saga, its timeout, and where each event of the saga moves it (null:
+/// an illegal transition); for each event, whether it triggers a transition and may park.
+fn status_machine() -> Value {
+    let statuses: Vec<Value> = OrderStatus::ALL
+        .iter()
+        .map(|s| {
+            let next: serde_json::Map<String, Value> = EventType::ALL
+                .iter()
+                .map(|e| (e.as_str().to_string(), s.on_event(*e).map(|to| json!(to.as_str())).unwrap_or(Value::Null)))
+                .collect();
+            json!({
+                "status": s.as_str(),
+                "terminal": s.is_terminal(),
+                "timeout": s.timeout().map(|t| json!({
+                    "after_ms": t.after.as_millis() as u64,
+                    "to": t.to.as_str(),
+                    "emits": t.emits.map(EventType::as_str),
+                })),
+                "next": next,
+            })
+        })
+        .collect();
+    let events: Vec<Value> = EventType::ALL
+        .iter()
+        .map(
+            |e| json!({ "event": e.as_str(), "trigger": OrderStatus::is_trigger(*e), "parks": OrderStatus::parks(*e) }),
+        )
+        .collect();
+    json!({ "initial": OrderStatus::INITIAL.as_str(), "statuses": statuses, "events": events })
 }
 
 #[test]

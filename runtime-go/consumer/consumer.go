@@ -234,15 +234,6 @@ func (c *consumer) work(ctx context.Context, queue chan polled, probe *health.Pr
 	}
 }
 
-// outcome of one try.
-type outcome int
-
-const (
-	handled outcome = iota
-	duplicate
-	ignored
-)
-
 // deliver takes one message to its final outcome: handled, or dead-lettered if it is itself
 // wrong. An outage is waited out however long it lasts, unless the stop comes or the
 // partition is revoked meanwhile (false: leave it unmarked).
@@ -256,7 +247,7 @@ func (c *consumer) deliver(ctx context.Context, m polled, probe *health.Probe) b
 		attempts++
 		start := time.Now()
 		doneAttempt := probe.Attempt()
-		_, err := c.process(ctx, m)
+		err := c.process(ctx, m)
 		doneAttempt()
 		c.Metrics.HandlerDuration.WithLabelValues(c.group).Observe(time.Since(start).Seconds())
 		if err == nil {
@@ -320,22 +311,23 @@ type undecodableError struct{ err error }
 
 func (e *undecodableError) Error() string { return e.err.Error() }
 
-// process tries one message once.
-func (c *consumer) process(ctx context.Context, m polled) (outcome, error) {
+// process tries one message once: handled, a duplicate the inbox knows (rolled back), or
+// an event this service does not handle all end it without an error.
+func (c *consumer) process(ctx context.Context, m polled) error {
 	in, err := c.Binding.Decode(m.record.Value)
 	var unknown *wire.UnknownSchemaError
 	if errors.As(err, &unknown) && c.Schemas != nil {
 		// A newer producer's schema: it registered it on the schema topic before it published.
 		if _, caught := c.Schemas.CatchUp(ctx); caught != nil {
-			return 0, fmt.Errorf("catching up the schema topic: %w", caught)
+			return fmt.Errorf("catching up the schema topic: %w", caught)
 		}
 		in, err = c.Binding.Decode(m.record.Value)
 	}
 	if err != nil {
-		return 0, &undecodableError{err}
+		return &undecodableError{err}
 	}
 	if in == nil {
-		return ignored, nil
+		return nil
 	}
 	if c.Tracer != nil {
 		var span trace.Span
@@ -343,10 +335,9 @@ func (c *consumer) process(ctx context.Context, m polled) (outcome, error) {
 		defer span.End()
 	}
 	var replied bool
-	result := duplicate
 	conn, err := c.Metrics.Acquire(ctx, c.Pool, metrics.WorkPool)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer conn.Release()
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -369,19 +360,18 @@ func (c *consumer) process(ctx context.Context, m polled) (outcome, error) {
 				return err
 			}
 		}
-		result = handled
 		return nil
 	})
 	if errors.Is(err, errDuplicate) {
-		return duplicate, nil
+		return nil
 	}
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if replied && c.Relay != nil {
 		c.Relay.Wake()
 	}
-	return result, nil
+	return nil
 }
 
 // errDuplicate rolls back the transaction of an event already in the inbox.

@@ -5,6 +5,9 @@ package participant
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -33,7 +36,7 @@ type Binding struct {
 	// schema decodes (a *wire.UnknownSchemaError when the schema topic may know it).
 	Decode func(data []byte) (*Inbound, error)
 	// Learn takes a writer schema read from the saga's schema topic.
-	Learn func(print wire.Fingerprint, json string) (string, error)
+	Learn func(print wire.Fingerprint, json string) (event string, fresh bool, err error)
 }
 
 // Inbound is one event the service handles, decoded.
@@ -58,4 +61,120 @@ type Outbound struct {
 	Key     string
 	Payload []byte
 	Headers map[string]string
+}
+
+// Message is one event of a saga, decoded: what a generated package's *Envelope of any
+// payload gives the runtime.
+type Message interface {
+	// ID is the event's id, unique per event.
+	ID() uuid.UUID
+	// EventType is the spec's name of the event, e.g. `order.created`.
+	EventType() string
+	// Topic is the logical topic the event travels on.
+	Topic() string
+	// Key is the saga key, which is also the Kafka partition key.
+	Key() uuid.UUID
+	// Trace is the W3C trace context the event carries.
+	Trace() (traceparent, tracestate *string)
+	// Due is when the status owner gives up on the saga unless it has the answer to this
+	// event; nil when no answer is awaited.
+	Due() *time.Time
+	// Encode is the event single-object encoded with the schema version this build writes.
+	Encode() ([]byte, error)
+}
+
+// AsMessage turns a typed decode's result into a Message, so that a failed decode is a nil
+// interface and not an interface holding a nil pointer.
+func AsMessage[M Message](m M, err error) (Message, error) {
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// NewInbound is a decoded event and how to handle it.
+func NewInbound(m Message, run func(ctx context.Context, tx pgx.Tx) (*Outbound, error)) *Inbound {
+	traceparent, tracestate := m.Trace()
+	return &Inbound{EventID: m.ID(), EventType: m.EventType(), Key: m.Key().String(),
+		Traceparent: traceparent, Tracestate: tracestate, Run: run}
+}
+
+// Handle is m and how to handle it: on runs the service's handler method, and reply turns
+// what it returned into the outbox row (a generated switch over the replies the spec
+// allows). A nil reply publishes nothing.
+func Handle[M Message, R any](m M, on func(context.Context, pgx.Tx, M) (R, error), reply func(R) (*Outbound, error)) *Inbound {
+	return NewInbound(m, func(ctx context.Context, tx pgx.Tx) (*Outbound, error) {
+		r, err := on(ctx, tx, m)
+		if err != nil || any(r) == nil {
+			return nil, err
+		}
+		return reply(r)
+	})
+}
+
+// Undeclared is the error for a reply the spec does not allow: unreachable through the
+// generated reply types, which only the allowed events implement, short of a nil pointer
+// or a type assertion around them.
+func Undeclared(service string, reply any, to Message) error {
+	return fmt.Errorf("`%s` replied %T to `%s`, which the spec does not allow", service, reply, to.EventType())
+}
+
+// NewOutbound is a reply as the outbox keeps it: encoded, keyed and with its headers.
+func NewOutbound(m Message) (*Outbound, error) {
+	data, err := m.Encode()
+	if err != nil {
+		return nil, err
+	}
+	traceparent, tracestate := m.Trace()
+	return &Outbound{
+		EventID:   m.ID(),
+		EventType: m.EventType(),
+		Topic:     m.Topic(),
+		Key:       m.Key().String(),
+		Payload:   data,
+		Headers:   wire.Headers(m.EventType(), m.ID(), traceparent, tracestate, m.Due()),
+	}, nil
+}
+
+// NewEventID is a time-ordered (version 7) UUID, as the Rust producers give; it fails only
+// when the system's random source does.
+func NewEventID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+
+// Now is the current time in UTC to the microsecond, what `timestamp-micros` keeps, so an
+// envelope equals its decoded copy.
+func Now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// Saga is what every service's binding of one saga shares (generated once per saga).
+type Saga struct {
+	// Schemas is every published version of every event's schema.
+	Schemas []wire.Schema
+	// Events says which service publishes each event, and which are retired.
+	Events []contract.EventInfo
+	// Learn takes a writer schema read from the saga's schema topic.
+	Learn            func(print wire.Fingerprint, json string) (event string, fresh bool, err error)
+	DeadLetterSuffix string
+	SchemaTopic      string
+}
+
+// Bind is service's binding: its consumer group, the schemas it writes (every published
+// version of the events it publishes that are not retired), and its decoder.
+func (s Saga) Bind(service string, group contract.ConsumerGroup, decode func(data []byte) (*Inbound, error)) Binding {
+	var writes []wire.Schema
+	for _, schema := range s.Schemas {
+		for _, e := range s.Events {
+			if e.EventType == schema.Event && e.Publisher == service && !e.Retired {
+				writes = append(writes, schema)
+			}
+		}
+	}
+	return Binding{
+		Service:          service,
+		Group:            group,
+		Writes:           writes,
+		Schemas:          slices.Clone(s.Schemas),
+		DeadLetterSuffix: s.DeadLetterSuffix,
+		SchemaTopic:      s.SchemaTopic,
+		Decode:           decode,
+		Learn:            s.Learn,
+	}
 }

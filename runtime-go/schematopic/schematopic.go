@@ -42,7 +42,7 @@ type Reader struct {
 	Kafka kafka.Config
 	// Topic is the deployed name of the schema topic.
 	Topic string
-	Learn func(print wire.Fingerprint, json string) (string, error)
+	Learn func(print wire.Fingerprint, json string) (event string, fresh bool, err error)
 
 	mu     sync.Mutex
 	client *kgo.Client
@@ -89,9 +89,12 @@ func (r *Reader) CatchUp(ctx context.Context) (int, error) {
 				slog.Warn("a schema registered under no fingerprint: skipped", "offset", rec.Offset)
 				return
 			}
-			event, err := r.Learn(print, string(rec.Value))
+			event, fresh, err := r.Learn(print, string(rec.Value))
 			if err != nil {
 				slog.Warn("a registered schema does not check out: skipped", "offset", rec.Offset, "error", err)
+				return
+			}
+			if !fresh {
 				return
 			}
 			learned++

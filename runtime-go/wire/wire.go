@@ -122,34 +122,47 @@ func NewRegistry(schemas []Schema) (*Registry, error) {
 // print: checked first (print must be the schema's own fingerprint). A record of an
 // event this build knows becomes a version of that event, which then decodes by
 // resolution; a record of any other name marks its messages as of a later event
-// ([ErrLaterEvent]). Returns the event, or "" for a later one.
-func (r *Registry) Learn(print Fingerprint, json string) (string, error) {
+// ([ErrLaterEvent]). Returns the event, or "" for a later one, and whether print is new
+// here (a schema known already, as every one this build writes is, changes nothing).
+func (r *Registry) Learn(print Fingerprint, json string) (event string, fresh bool, err error) {
+	r.mu.RLock()
+	known, isKnown := r.byPrint[print]
+	_, isLater := r.later[print]
+	r.mu.RUnlock()
+	if isKnown {
+		return known.event, false, nil
+	}
+	if isLater {
+		return "", false, nil
+	}
 	parsed, err := avro.ParseWithCache(json, "", &avro.SchemaCache{})
 	if err != nil {
-		return "", fmt.Errorf("learning %s: %w", print, err)
+		return "", false, fmt.Errorf("learning %s: %w", print, err)
 	}
 	own, err := FingerprintOf(parsed)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if own != print {
-		return "", fmt.Errorf("learning %s: the schema's own fingerprint is %s", print, own)
+		return "", false, fmt.Errorf("learning %s: the schema's own fingerprint is %s", print, own)
 	}
 	named, ok := parsed.(avro.NamedSchema)
 	if !ok {
-		return "", fmt.Errorf("learning %s: not a record", print)
+		return "", false, fmt.Errorf("learning %s: not a record", print)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	event, known := r.byName[named.FullName()]
-	if !known {
+	event, ofThisSaga := r.byName[named.FullName()]
+	if !ofThisSaga {
+		_, seen := r.later[print]
 		r.later[print] = named.FullName()
-		return "", nil
+		return "", !seen, nil
 	}
-	if _, ok := r.byPrint[print]; !ok {
-		r.byPrint[print] = &version{event: event, number: 0, print: print, schema: parsed}
+	if _, seen := r.byPrint[print]; seen {
+		return event, false, nil
 	}
-	return event, nil
+	r.byPrint[print] = &version{event: event, number: 0, print: print, schema: parsed}
+	return event, true, nil
 }
 
 // Knows says whether messages written with print decode here (or are known to be of a
@@ -238,6 +251,50 @@ func (r *Registry) Decode(data []byte, event string, value any) error {
 		return fmt.Errorf("decoding %s v%d: %w", event, w.number, err)
 	}
 	return nil
+}
+
+// Built is a registry built on first use, as a generated package keeps it
+// (`sync.OnceValues(func() (*Registry, error) {...})`).
+type Built func() (*Registry, error)
+
+// Encode is [Registry.Encode] with the registry b builds.
+func (b Built) Encode(event string, value any) ([]byte, error) {
+	r, err := b()
+	if err != nil {
+		return nil, err
+	}
+	return r.Encode(event, value)
+}
+
+// Learn is [Registry.Learn] with the registry b builds.
+func (b Built) Learn(print Fingerprint, json string) (event string, fresh bool, err error) {
+	r, err := b()
+	if err != nil {
+		return "", false, err
+	}
+	return r.Learn(print, json)
+}
+
+// Writer is [Registry.Writer] with the registry b builds.
+func (b Built) Writer(data []byte) (event string, version int, err error) {
+	r, err := b()
+	if err != nil {
+		return "", 0, err
+	}
+	return r.Writer(data)
+}
+
+// DecodeAs is [Registry.Decode] into a new T, with the registry b builds.
+func DecodeAs[T any](b Built, data []byte, event string) (*T, error) {
+	r, err := b()
+	if err != nil {
+		return nil, err
+	}
+	var value T
+	if err := r.Decode(data, event, &value); err != nil {
+		return nil, err
+	}
+	return &value, nil
 }
 
 // resolve is the schema that reads writer's data as reader's, built once per pair.

@@ -262,10 +262,10 @@ func TestALearnedSchemaDecodesOrMarksALaterEvent(t *testing.T) {
 		t.Fatalf("before learning: %v", err)
 	}
 	print, _ := ParseFingerprint(mustPrint(v2))
-	if _, err := old.Learn(Fingerprint{1}, v2); err == nil {
+	if _, _, err := old.Learn(Fingerprint{1}, v2); err == nil {
 		t.Fatal("a schema under a fingerprint not its own was learned")
 	}
-	if event, err := old.Learn(print, v2); err != nil || event != "thing" {
+	if event, fresh, err := old.Learn(print, v2); err != nil || event != "thing" || !fresh {
 		t.Fatalf("learning: %q, %v", event, err)
 	}
 	var got thingV0
@@ -274,11 +274,21 @@ func TestALearnedSchemaDecodesOrMarksALaterEvent(t *testing.T) {
 	}
 	other := `{"type":"record","name":"Other","namespace":"t","fields":[]}`
 	otherPrint, _ := ParseFingerprint(mustPrint(other))
-	if event, err := old.Learn(otherPrint, other); err != nil || event != "" {
+	if event, fresh, err := old.Learn(otherPrint, other); err != nil || event != "" || !fresh {
 		t.Fatalf("learning a later event: %q, %v", event, err)
 	}
 	later := append(append([]byte{0xC3, 0x01}, otherPrint[:]...), 0)
 	if _, _, err := old.Writer(later); !errors.Is(err, ErrLaterEvent) {
 		t.Fatalf("a later event: %v", err)
+	}
+	// The schema topic is read from its start by every process: what is known already,
+	// including what this build writes, is not learned again.
+	for _, again := range []struct{ print, json, event string }{
+		{print.String(), v2, "thing"}, {otherPrint.String(), other, ""}, {mustPrint(v0), v0, "thing"},
+	} {
+		p, _ := ParseFingerprint(again.print)
+		if event, fresh, err := old.Learn(p, again.json); err != nil || event != again.event || fresh {
+			t.Fatalf("learning %s again: %q, fresh %v, %v", again.print, event, fresh, err)
+		}
 	}
 }

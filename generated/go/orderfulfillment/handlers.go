@@ -5,7 +5,6 @@ package orderfulfillment
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"sagaplatform/runtime-go/participant"
@@ -61,18 +60,9 @@ type ProductHandler interface {
 // ProductBinding hands h to the runtime: the consumer group of `product`, the schemas it
 // writes, and how each message it reads is decoded and handled.
 func ProductBinding(h ProductHandler) participant.Binding {
-	return participant.Binding{
-		Service:          "product",
-		Group:            ConsumerGroups[1],
-		Writes:           writtenBy("product"),
-		Schemas:          Schemas(),
-		Learn:            Learn,
-		DeadLetterSuffix: DeadLetterSuffix,
-		SchemaTopic:      SchemaTopic,
-		Decode: func(data []byte) (*participant.Inbound, error) {
-			return decodeProduct(h, data)
-		},
-	}
+	return saga.Bind("product", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
+		return decodeProduct(h, data)
+	})
 }
 
 func decodeProduct(h ProductHandler, data []byte) (*participant.Inbound, error) {
@@ -86,54 +76,38 @@ func decodeProduct(h ProductHandler, data []byte) (*participant.Inbound, error) 
 	}
 	switch e := m.(type) {
 	case *Envelope[OrderCreated]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnOrderCreated(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnOrderCreated, func(r ProductOnOrderCreated) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case StockReductionSuccess:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			case StockReductionFail:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`product` replied %T to `order.created`, which the spec does not allow", r)
+			return nil, participant.Undeclared("product", r, e)
 		}), nil
 	case *Envelope[PaymentFail]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnPaymentFail(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnPaymentFail, func(r ProductOnPaymentFail) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case StockReleased:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`product` replied %T to `payment.fail`, which the spec does not allow", r)
+			return nil, participant.Undeclared("product", r, e)
 		}), nil
 	case *Envelope[ShipmentFailed]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnShipmentFailed(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnShipmentFailed, func(r ProductOnShipmentFailed) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case StockReleased:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`product` replied %T to `shipment.failed`, which the spec does not allow", r)
+			return nil, participant.Undeclared("product", r, e)
 		}), nil
 	case *Envelope[OrderCancelled]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnOrderCancelled(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnOrderCancelled, func(r ProductOnOrderCancelled) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case StockReleased:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`product` replied %T to `order.cancelled`, which the spec does not allow", r)
+			return nil, participant.Undeclared("product", r, e)
 		}), nil
 	}
 	// An event of a topic `product` reads that it does not handle.
@@ -179,18 +153,9 @@ type UserHandler interface {
 // UserBinding hands h to the runtime: the consumer group of `user`, the schemas it
 // writes, and how each message it reads is decoded and handled.
 func UserBinding(h UserHandler) participant.Binding {
-	return participant.Binding{
-		Service:          "user",
-		Group:            ConsumerGroups[2],
-		Writes:           writtenBy("user"),
-		Schemas:          Schemas(),
-		Learn:            Learn,
-		DeadLetterSuffix: DeadLetterSuffix,
-		SchemaTopic:      SchemaTopic,
-		Decode: func(data []byte) (*participant.Inbound, error) {
-			return decodeUser(h, data)
-		},
-	}
+	return saga.Bind("user", ConsumerGroups[2], func(data []byte) (*participant.Inbound, error) {
+		return decodeUser(h, data)
+	})
 }
 
 func decodeUser(h UserHandler, data []byte) (*participant.Inbound, error) {
@@ -204,42 +169,30 @@ func decodeUser(h UserHandler, data []byte) (*participant.Inbound, error) {
 	}
 	switch e := m.(type) {
 	case *Envelope[StockReductionSuccess]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnStockReductionSuccess(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnStockReductionSuccess, func(r UserOnStockReductionSuccess) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case PaymentCompleted:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			case PaymentFail:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`user` replied %T to `stock.reduction.success`, which the spec does not allow", r)
+			return nil, participant.Undeclared("user", r, e)
 		}), nil
 	case *Envelope[ShipmentFailed]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnShipmentFailed(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnShipmentFailed, func(r UserOnShipmentFailed) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case PaymentRefunded:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`user` replied %T to `shipment.failed`, which the spec does not allow", r)
+			return nil, participant.Undeclared("user", r, e)
 		}), nil
 	case *Envelope[OrderCancelled]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnOrderCancelled(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnOrderCancelled, func(r UserOnOrderCancelled) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case PaymentRefunded:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`user` replied %T to `order.cancelled`, which the spec does not allow", r)
+			return nil, participant.Undeclared("user", r, e)
 		}), nil
 	}
 	// An event of a topic `user` reads that it does not handle.
@@ -275,18 +228,9 @@ type ShippingHandler interface {
 // ShippingBinding hands h to the runtime: the consumer group of `shipping`, the schemas it
 // writes, and how each message it reads is decoded and handled.
 func ShippingBinding(h ShippingHandler) participant.Binding {
-	return participant.Binding{
-		Service:          "shipping",
-		Group:            ConsumerGroups[3],
-		Writes:           writtenBy("shipping"),
-		Schemas:          Schemas(),
-		Learn:            Learn,
-		DeadLetterSuffix: DeadLetterSuffix,
-		SchemaTopic:      SchemaTopic,
-		Decode: func(data []byte) (*participant.Inbound, error) {
-			return decodeShipping(h, data)
-		},
-	}
+	return saga.Bind("shipping", ConsumerGroups[3], func(data []byte) (*participant.Inbound, error) {
+		return decodeShipping(h, data)
+	})
 }
 
 func decodeShipping(h ShippingHandler, data []byte) (*participant.Inbound, error) {
@@ -300,67 +244,33 @@ func decodeShipping(h ShippingHandler, data []byte) (*participant.Inbound, error
 	}
 	switch e := m.(type) {
 	case *Envelope[PaymentCompleted]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnPaymentCompleted(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnPaymentCompleted, func(r ShippingOnPaymentCompleted) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case ShipmentBooked:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			case ShipmentFailed:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`shipping` replied %T to `payment.completed`, which the spec does not allow", r)
+			return nil, participant.Undeclared("shipping", r, e)
 		}), nil
 	case *Envelope[OrderCancelled]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnOrderCancelled(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnOrderCancelled, func(r ShippingOnOrderCancelled) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case ShipmentCancelled:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`shipping` replied %T to `order.cancelled`, which the spec does not allow", r)
+			return nil, participant.Undeclared("shipping", r, e)
 		}), nil
 	}
 	// An event of a topic `shipping` reads that it does not handle.
 	return nil, nil
 }
 
-// inbound is a decoded event and how to handle it.
-func inbound[E Event](e *Envelope[E], run func(context.Context, pgx.Tx) (*participant.Outbound, error)) *participant.Inbound {
-	return &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(),
-		Traceparent: e.Traceparent, Tracestate: e.Tracestate, Run: run}
-}
-
-// outbound is a reply as the outbox keeps it: encoded, keyed and with its headers.
-func outbound[E Event](e *Envelope[E]) (*participant.Outbound, error) {
-	data, err := e.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return &participant.Outbound{
-		EventID:   e.EventID,
-		EventType: e.EventType(),
-		Topic:     e.Payload.Topic(),
-		Key:       e.Key().String(),
-		Payload:   data,
-		Headers:   wire.Headers(e.EventType(), e.EventID, e.Traceparent, e.Tracestate, e.Deadline),
-	}, nil
-}
-
-// writtenBy is every published version of the schemas of the events service publishes.
-func writtenBy(service string) []wire.Schema {
-	var out []wire.Schema
-	for _, s := range schemas {
-		for _, e := range Events {
-			if e.EventType == s.Event && e.Publisher == service && !e.Retired {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
+// saga is what every service's binding shares.
+var saga = participant.Saga{
+	Schemas:          schemas,
+	Events:           Events,
+	Learn:            registry.Learn,
+	DeadLetterSuffix: DeadLetterSuffix,
+	SchemaTopic:      SchemaTopic,
 }

@@ -9,7 +9,7 @@ import (
 	"github.com/google/uuid"
 )
 
-func sampleOrderItem() OrderItem { return OrderItem{ProductID: newID(), Quantity: 1} }
+func sampleOrderItem() OrderItem { return OrderItem{ProductID: uuid.New(), Quantity: 1} }
 
 func sampleSagaContext() SagaContext { return SagaContext{Items: []OrderItem{sampleOrderItem()}} }
 
@@ -19,45 +19,45 @@ func sampleSagaContext() SagaContext { return SagaContext{Items: []OrderItem{sam
 func Sample(event string, key uuid.UUID) (Message, error) {
 	switch event {
 	case EventOrderCreated:
-		e := New(key, OrderCreated{UserID: newID(), Items: []OrderItem{sampleOrderItem()}, CreatedAt: time.Unix(0, 0).UTC()})
-		e.Context = ptr(sampleSagaContext())
+		e := New(key, OrderCreated{UserID: uuid.New(), Items: []OrderItem{sampleOrderItem()}, CreatedAt: time.Unix(0, 0).UTC()})
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventStockReductionSuccess:
-		e := New(key, StockReductionSuccess{UserID: newID(), Amount: 1})
-		e.Context = ptr(sampleSagaContext())
+		e := New(key, StockReductionSuccess{UserID: uuid.New(), Amount: 1})
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventStockReductionFail:
-		e := New(key, StockReductionFail{Reason: StockFailureInsufficientStock, ProductID: ptr(newID())})
-		e.Context = ptr(sampleSagaContext())
+		e := New(key, StockReductionFail{Reason: StockFailureInsufficientStock, ProductID: new(uuid.New())})
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventStockReleased:
 		e := New(key, StockReleased{Items: []OrderItem{sampleOrderItem()}})
 		return e, nil
 	case EventPaymentCompleted:
-		e := New(key, PaymentCompleted{UserID: newID(), Amount: 1})
-		e.Context = ptr(sampleSagaContext())
+		e := New(key, PaymentCompleted{UserID: uuid.New(), Amount: 1})
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventPaymentFail:
 		e := New(key, PaymentFail{Reason: PaymentFailureInsufficientBalance, Detail: "sample"})
-		e.Context = ptr(sampleSagaContext())
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventPaymentRefunded:
-		e := New(key, PaymentRefunded{UserID: newID(), Amount: 1})
+		e := New(key, PaymentRefunded{UserID: uuid.New(), Amount: 1})
 		return e, nil
 	case EventShipmentBooked:
 		e := New(key, ShipmentBooked{Tracking: "sample"})
-		e.Context = ptr(sampleSagaContext())
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventShipmentFailed:
 		e := New(key, ShipmentFailed{Reason: ShippingFailureParcelTooLarge})
-		e.Context = ptr(sampleSagaContext())
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventShipmentCancelled:
 		e := New(key, ShipmentCancelled{})
 		return e, nil
 	case EventOrderCompleted:
 		e := New(key, OrderCompleted{CompletedAt: time.Unix(0, 0).UTC()})
-		e.Context = ptr(sampleSagaContext())
+		e.Context = new(sampleSagaContext())
 		return e, nil
 	case EventOrderCancelled:
 		e := New(key, OrderCancelled{Reason: CancelReasonTimedOut, StatusAtCancel: "sample"})
@@ -65,5 +65,3 @@ func Sample(event string, key uuid.UUID) (Message, error) {
 	}
 	return nil, fmt.Errorf("no event %q in the saga", event)
 }
-
-func ptr[T any](v T) *T { return &v }

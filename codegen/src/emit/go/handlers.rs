@@ -4,7 +4,7 @@
 //! hands the handler to the runtime (`participant.Binding`).
 
 use super::names;
-use super::text::{Line, aligned_at, comment, quoted};
+use super::text::{comment, quoted};
 use crate::ir::Saga;
 
 /// Services that handle events and do not own the status: the status owner's handlers
@@ -84,7 +84,7 @@ pub(super) fn declarations(saga: &Saga) -> String {
                 .iter()
                 .map(|r| {
                     let r = names::exported(r);
-                    format!("\t\t\tcase {r}:\n\t\t\t\treturn outbound(Reply(e, reply))\n")
+                    format!("\t\t\tcase {r}:\n\t\t\t\treturn participant.NewOutbound(Reply(e, reply))\n")
                 })
                 .collect();
             // With no reply allowed, the reply type has no implementation: nothing to switch on.
@@ -95,13 +95,10 @@ pub(super) fn declarations(saga: &Saga) -> String {
             };
             cases.push_str(&format!(
                 "\tcase *Envelope[{payload}]:\n\
-                 \t\treturn inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {{\n\
-                 \t\t\tr, err := h.On{payload}(ctx, tx, e)\n\
-                 \t\t\tif err != nil || r == nil {{\n\t\t\t\treturn nil, err\n\t\t\t}}\n\
+                 \t\treturn participant.Handle(e, h.On{payload}, func(r {reply}) (*participant.Outbound, error) {{\n\
                  {switch}\
-                 \t\t\treturn nil, fmt.Errorf(\"`{service}` replied %T to `{}`, which the spec does not allow\", r)\n\
-                 \t\t}}), nil\n",
-                event.name
+                 \t\t\treturn nil, participant.Undeclared({quoted_service}, r, e)\n\
+                 \t\t}}), nil\n"
             ));
         }
         out.push('\n');
@@ -114,28 +111,13 @@ pub(super) fn declarations(saga: &Saga) -> String {
             ),
         ));
         out.push_str(&format!("type {handler} interface {{\n{methods}}}\n"));
-        let fields: Vec<Line> = [
-            ("Service", quoted_service.clone()),
-            ("Group", format!("ConsumerGroups[{group}]")),
-            ("Writes", format!("writtenBy({quoted_service})")),
-            ("Schemas", "Schemas()".into()),
-            ("Learn", "Learn".into()),
-            ("DeadLetterSuffix", "DeadLetterSuffix".into()),
-            ("SchemaTopic", "SchemaTopic".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| Line::Row(vec![format!("{k}:"), format!("{v},")]))
-        .collect();
         out.push_str(&format!(
             "\n// {svc}Binding hands h to the runtime: the consumer group of `{service}`, the schemas it\n\
              // writes, and how each message it reads is decoded and handled.\n\
              func {svc}Binding(h {handler}) participant.Binding {{\n\
-             \treturn participant.Binding{{\n\
-             {fields}\
-             \t\tDecode: func(data []byte) (*participant.Inbound, error) {{\n\
-             \t\t\treturn decode{svc}(h, data)\n\
-             \t\t}},\n\
-             \t}}\n}}\n\
+             \treturn saga.Bind({quoted_service}, ConsumerGroups[{group}], func(data []byte) (*participant.Inbound, error) {{\n\
+             \t\treturn decode{svc}(h, data)\n\
+             \t}})\n}}\n\
              \nfunc decode{svc}(h {handler}, data []byte) (*participant.Inbound, error) {{\n\
              \tm, err := DecodeMessage(data)\n\
              \tif errors.Is(err, wire.ErrLaterEvent) {{\n\
@@ -145,34 +127,17 @@ pub(super) fn declarations(saga: &Saga) -> String {
              \tswitch e := m.(type) {{\n{cases}\t}}\n\
              \t// An event of a topic `{service}` reads that it does not handle.\n\
              \treturn nil, nil\n}}\n",
-            fields = aligned_at(&fields, 2),
         ));
     }
     if !participants(saga).is_empty() {
         out.push_str(
-            "\n// inbound is a decoded event and how to handle it.\n\
-             func inbound[E Event](e *Envelope[E], run func(context.Context, pgx.Tx) (*participant.Outbound, error)) *participant.Inbound {\n\
-             \treturn &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(),\n\
-             \t\tTraceparent: e.Traceparent, Tracestate: e.Tracestate, Run: run}\n}\n\
-             \n// outbound is a reply as the outbox keeps it: encoded, keyed and with its headers.\n\
-             func outbound[E Event](e *Envelope[E]) (*participant.Outbound, error) {\n\
-             \tdata, err := e.Encode()\n\tif err != nil {\n\t\treturn nil, err\n\t}\n\
-             \treturn &participant.Outbound{\n\
-             \t\tEventID:   e.EventID,\n\
-             \t\tEventType: e.EventType(),\n\
-             \t\tTopic:     e.Payload.Topic(),\n\
-             \t\tKey:       e.Key().String(),\n\
-             \t\tPayload:   data,\n\
-             \t\tHeaders:   wire.Headers(e.EventType(), e.EventID, e.Traceparent, e.Tracestate, e.Deadline),\n\
-             \t}, nil\n}\n\
-             \n// writtenBy is every published version of the schemas of the events service publishes.\n\
-             func writtenBy(service string) []wire.Schema {\n\
-             \tvar out []wire.Schema\n\
-             \tfor _, s := range schemas {\n\
-             \t\tfor _, e := range Events {\n\
-             \t\t\tif e.EventType == s.Event && e.Publisher == service && !e.Retired {\n\
-             \t\t\t\tout = append(out, s)\n\t\t\t}\n\t\t}\n\t}\n\
-             \treturn out\n}\n",
+            "\n// saga is what every service's binding shares.\n\
+             var saga = participant.Saga{\n\
+             \tSchemas:          schemas,\n\
+             \tEvents:           Events,\n\
+             \tLearn:            registry.Learn,\n\
+             \tDeadLetterSuffix: DeadLetterSuffix,\n\
+             \tSchemaTopic:      SchemaTopic,\n}\n",
         );
     }
     out

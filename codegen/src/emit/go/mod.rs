@@ -10,6 +10,7 @@ mod handlers;
 mod names;
 mod samples;
 mod schemas;
+mod status;
 mod text;
 mod topology;
 mod types;
@@ -93,15 +94,25 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
         );
     }
 
-    out.insert("events.go".into(), file("", &["fmt", "time", "github.com/google/uuid"], events::declarations(saga)));
+    if let Some(machine) = &saga.status {
+        out.insert("status.go".into(), file("", &["time", runtime("status").as_str()], status::declarations(machine)));
+    }
+    let participant = runtime("participant");
+    let wire = runtime("wire");
+    out.insert(
+        "events.go".into(),
+        file(
+            "",
+            &["fmt", "time", "github.com/google/uuid", participant.as_str(), wire.as_str()],
+            events::declarations(saga),
+        ),
+    );
     if !handlers::participants(saga).is_empty() {
-        let participant = runtime("participant");
-        let wire = runtime("wire");
         out.insert(
             "handlers.go".into(),
             file(
                 "",
-                &["context", "errors", "fmt", "github.com/jackc/pgx/v5", participant.as_str(), wire.as_str()],
+                &["context", "errors", "github.com/jackc/pgx/v5", participant.as_str(), wire.as_str()],
                 handlers::declarations(saga),
             ),
         );
@@ -115,7 +126,6 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
     let sample_imports: &[&str] =
         if timestamps { &["fmt", "time", "github.com/google/uuid"] } else { &["fmt", "github.com/google/uuid"] };
     out.insert("samples.go".into(), file("", sample_imports, samples::declarations(saga)));
-    let wire = runtime("wire");
     out.insert("schemas.go".into(), file("", &["slices", "sync", wire.as_str()], schemas::declarations(schemas)));
     out
 }

@@ -53,6 +53,21 @@ pub(super) fn symbol(enum_name: &str, symbol: &str) -> String {
     format!("{}{}", exported(enum_name), exported(symbol))
 }
 
+/// The type of the status owner's statuses: owner `order` -> `OrderStatus`.
+pub(super) fn status_type(owner: &str) -> String {
+    format!("{}Status", exported(owner))
+}
+
+/// The constant of a status: `OrderStatus`, `inventory_reserved` -> `OrderStatusInventoryReserved`.
+pub(super) fn status(owner: &str, state: &str) -> String {
+    format!("{}{}", status_type(owner), exported(state))
+}
+
+/// The variable holding the status machine's tables: owner `order` -> `OrderMachine`.
+pub(super) fn machine(owner: &str) -> String {
+    format!("{}Machine", exported(owner))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +84,7 @@ mod tests {
         assert_eq!(unexported("ID"), "id");
         assert_eq!(unexported("URLPath"), "urlPath");
         assert_eq!(symbol("StockFailure", "insufficient_stock"), "StockFailureInsufficientStock");
+        assert_eq!(status("order", "inventory_reserved"), "OrderStatusInventoryReserved");
+        assert_eq!(machine("order"), "OrderMachine");
     }
 }

@@ -9,7 +9,7 @@ use crate::ir::{Field, Saga, Type, TypeKind};
 /// A Go expression of a sample value of `t`.
 fn sample(saga: &Saga, t: &Type) -> String {
     match t {
-        Type::Uuid => "newID()".into(),
+        Type::Uuid => "uuid.New()".into(),
         Type::String => "\"sample\"".into(),
         Type::Bool => "false".into(),
         Type::Int | Type::Long | Type::Money | Type::Double => "1".into(),
@@ -21,7 +21,7 @@ fn sample(saga: &Saga, t: &Type) -> String {
         },
         Type::Array(inner) => format!("{}{{{}}}", go_type(t), sample(saga, inner)),
         // Set, as the Rust samples set it: the handler sees the value, not its absence.
-        Type::Optional(inner) => format!("ptr({})", sample(saga, inner)),
+        Type::Optional(inner) => format!("new({})", sample(saga, inner)),
     }
 }
 
@@ -46,7 +46,7 @@ pub(super) fn declarations(saga: &Saga) -> String {
         .map(|e| {
             let payload = literal(saga, &names::exported(&e.name), &e.fields);
             let context =
-                if carriers.contains(e.name.as_str()) { "\t\te.Context = ptr(sampleSagaContext())\n" } else { "" };
+                if carriers.contains(e.name.as_str()) { "\t\te.Context = new(sampleSagaContext())\n" } else { "" };
             format!(
                 "\tcase {}:\n\t\te := New(key, {payload})\n{context}\t\treturn e, nil\n",
                 names::event_type(&e.name)
@@ -59,8 +59,7 @@ pub(super) fn declarations(saga: &Saga) -> String {
          // handlers (runtime-go/scenario).\n\
          func Sample(event string, key uuid.UUID) (Message, error) {{\n\
          \tswitch event {{\n{cases}\t}}\n\
-         \treturn nil, fmt.Errorf(\"no event %q in the saga\", event)\n}}\n\
-         \nfunc ptr[T any](v T) *T {{ return &v }}\n"
+         \treturn nil, fmt.Errorf(\"no event %q in the saga\", event)\n}}\n"
     ));
     out
 }

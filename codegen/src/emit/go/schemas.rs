@@ -41,13 +41,8 @@ pub(super) fn declarations(schemas: &[EventSchema]) -> String {
          var schemas = []wire.Schema{{\n{rows}}}\n\
          \n// registry is built once, on first use; it fails only if this file and the runtime's\n\
          // wire package disagree on a fingerprint.\n\
-         var registry = sync.OnceValues(func() (*wire.Registry, error) {{ return wire.NewRegistry(schemas) }})\n\
+         var registry = wire.Built(sync.OnceValues(func() (*wire.Registry, error) {{ return wire.NewRegistry(schemas) }}))\n\
          \n// Schemas is every published version of every event's schema, oldest first per event.\n\
-         func Schemas() []wire.Schema {{ return slices.Clone(schemas) }}\n\
-         \n// Learn takes a writer schema from the saga's schema topic (see [wire.Registry.Learn]):\n\
-         // messages written with it decode from then on, or are known to be of a later event.\n\
-         func Learn(print wire.Fingerprint, json string) (string, error) {{\n\
-         \tr, err := registry()\n\tif err != nil {{\n\t\treturn \"\", err\n\t}}\n\
-         \treturn r.Learn(print, json)\n}}\n"
+         func Schemas() []wire.Schema {{ return slices.Clone(schemas) }}\n"
     )
 }

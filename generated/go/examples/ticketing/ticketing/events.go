@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"sagaplatform/runtime-go/participant"
+	"sagaplatform/runtime-go/wire"
 )
 
 // The spec's name of every event.
@@ -121,7 +123,7 @@ type Envelope[E Event] struct {
 
 // New is a new event of the saga keyed BookingID: a new id, now, no trace context or deadline.
 func New[E Event](bookingID uuid.UUID, payload E) *Envelope[E] {
-	return &Envelope[E]{EventID: newID(), BookingID: bookingID, OccurredAt: now(), Payload: payload}
+	return &Envelope[E]{EventID: participant.NewEventID(), BookingID: bookingID, OccurredAt: participant.Now(), Payload: payload}
 }
 
 // Reply is the event published in reply to parent: the same saga key, trace and context,
@@ -129,9 +131,9 @@ func New[E Event](bookingID uuid.UUID, payload E) *Envelope[E] {
 // reaches it).
 func Reply[E Event, P Event](parent *Envelope[P], payload E) *Envelope[E] {
 	return &Envelope[E]{
-		EventID:     newID(),
+		EventID:     participant.NewEventID(),
 		BookingID:   parent.BookingID,
-		OccurredAt:  now(),
+		OccurredAt:  participant.Now(),
 		Traceparent: parent.Traceparent,
 		Tracestate:  parent.Tracestate,
 		Payload:     payload,
@@ -141,79 +143,49 @@ func Reply[E Event, P Event](parent *Envelope[P], payload E) *Envelope[E] {
 // EventType is the spec's name of the event.
 func (e *Envelope[E]) EventType() string { return e.Payload.EventType() }
 
+// Topic is the topic the event travels on.
+func (e *Envelope[E]) Topic() string { return e.Payload.Topic() }
+
 // Key is the saga key, which is also the Kafka partition key.
 func (e *Envelope[E]) Key() uuid.UUID { return e.BookingID }
 
 // ID is the event's id, unique per event.
 func (e *Envelope[E]) ID() uuid.UUID { return e.EventID }
 
+// Trace is the event's W3C trace context.
+func (e *Envelope[E]) Trace() (traceparent, tracestate *string) { return e.Traceparent, e.Tracestate }
+
+// Due is the event's deadline.
+func (e *Envelope[E]) Due() *time.Time { return e.Deadline }
+
 // Encode is the event single-object encoded with the schema version this build writes.
-func (e *Envelope[E]) Encode() ([]byte, error) {
-	r, err := registry()
-	if err != nil {
-		return nil, err
-	}
-	return r.Encode(e.Payload.EventType(), e)
-}
+func (e *Envelope[E]) Encode() ([]byte, error) { return registry.Encode(e.EventType(), e) }
 
 // Decode reads an event of type E written with any published version of its schema.
 func Decode[E Event](data []byte) (*Envelope[E], error) {
-	r, err := registry()
-	if err != nil {
-		return nil, err
-	}
-	var e Envelope[E]
-	if err := r.Decode(data, (*new(E)).EventType(), &e); err != nil {
-		return nil, err
-	}
-	return &e, nil
+	return wire.DecodeAs[Envelope[E]](registry, data, (*new(E)).EventType())
 }
 
 // Message is any event of the saga, decoded: an *Envelope of one of the payloads.
-type Message interface {
-	EventType() string
-	Key() uuid.UUID
-	ID() uuid.UUID
-	Encode() ([]byte, error)
-}
+type Message = participant.Message
 
 // DecodeMessage decodes data as the event its writer schema says it is.
 func DecodeMessage(data []byte) (Message, error) {
-	r, err := registry()
-	if err != nil {
-		return nil, err
-	}
-	event, _, err := r.Writer(data)
+	event, _, err := registry.Writer(data)
 	if err != nil {
 		return nil, err
 	}
 	switch event {
 	case EventBookingRequested:
-		return decoded[BookingRequested](data)
+		return participant.AsMessage(Decode[BookingRequested](data))
 	case EventSeatHeld:
-		return decoded[SeatHeld](data)
+		return participant.AsMessage(Decode[SeatHeld](data))
 	case EventSeatUnavailable:
-		return decoded[SeatUnavailable](data)
+		return participant.AsMessage(Decode[SeatUnavailable](data))
 	case EventBookingConfirmed:
-		return decoded[BookingConfirmed](data)
+		return participant.AsMessage(Decode[BookingConfirmed](data))
 	case EventBookingExpired:
-		return decoded[BookingExpired](data)
+		return participant.AsMessage(Decode[BookingExpired](data))
 	}
 	return nil, fmt.Errorf("event %q has a schema but no payload type", event)
 }
-
-func decoded[E Event](data []byte) (Message, error) {
-	e, err := Decode[E](data)
-	if err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
-// newID is a time-ordered (version 7) UUID, as the Rust producers give; it fails only
-// when the system's random source does.
-func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
-
-// now is the current time in UTC to the microsecond, what `timestamp-micros` keeps, so an
-// envelope equals its decoded copy.
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }

@@ -5,7 +5,6 @@ package ticketing
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"sagaplatform/runtime-go/participant"
@@ -39,18 +38,9 @@ type SeatsHandler interface {
 // SeatsBinding hands h to the runtime: the consumer group of `seats`, the schemas it
 // writes, and how each message it reads is decoded and handled.
 func SeatsBinding(h SeatsHandler) participant.Binding {
-	return participant.Binding{
-		Service:          "seats",
-		Group:            ConsumerGroups[1],
-		Writes:           writtenBy("seats"),
-		Schemas:          Schemas(),
-		Learn:            Learn,
-		DeadLetterSuffix: DeadLetterSuffix,
-		SchemaTopic:      SchemaTopic,
-		Decode: func(data []byte) (*participant.Inbound, error) {
-			return decodeSeats(h, data)
-		},
-	}
+	return saga.Bind("seats", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
+		return decodeSeats(h, data)
+	})
 }
 
 func decodeSeats(h SeatsHandler, data []byte) (*participant.Inbound, error) {
@@ -64,63 +54,29 @@ func decodeSeats(h SeatsHandler, data []byte) (*participant.Inbound, error) {
 	}
 	switch e := m.(type) {
 	case *Envelope[BookingRequested]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnBookingRequested(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnBookingRequested, func(r SeatsOnBookingRequested) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case SeatHeld:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			case SeatUnavailable:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`seats` replied %T to `booking.requested`, which the spec does not allow", r)
+			return nil, participant.Undeclared("seats", r, e)
 		}), nil
 	case *Envelope[BookingExpired]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnBookingExpired(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
-			return nil, fmt.Errorf("`seats` replied %T to `booking.expired`, which the spec does not allow", r)
+		return participant.Handle(e, h.OnBookingExpired, func(r SeatsOnBookingExpired) (*participant.Outbound, error) {
+			return nil, participant.Undeclared("seats", r, e)
 		}), nil
 	}
 	// An event of a topic `seats` reads that it does not handle.
 	return nil, nil
 }
 
-// inbound is a decoded event and how to handle it.
-func inbound[E Event](e *Envelope[E], run func(context.Context, pgx.Tx) (*participant.Outbound, error)) *participant.Inbound {
-	return &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(),
-		Traceparent: e.Traceparent, Tracestate: e.Tracestate, Run: run}
-}
-
-// outbound is a reply as the outbox keeps it: encoded, keyed and with its headers.
-func outbound[E Event](e *Envelope[E]) (*participant.Outbound, error) {
-	data, err := e.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return &participant.Outbound{
-		EventID:   e.EventID,
-		EventType: e.EventType(),
-		Topic:     e.Payload.Topic(),
-		Key:       e.Key().String(),
-		Payload:   data,
-		Headers:   wire.Headers(e.EventType(), e.EventID, e.Traceparent, e.Tracestate, e.Deadline),
-	}, nil
-}
-
-// writtenBy is every published version of the schemas of the events service publishes.
-func writtenBy(service string) []wire.Schema {
-	var out []wire.Schema
-	for _, s := range schemas {
-		for _, e := range Events {
-			if e.EventType == s.Event && e.Publisher == service && !e.Retired {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
+// saga is what every service's binding shares.
+var saga = participant.Saga{
+	Schemas:          schemas,
+	Events:           Events,
+	Learn:            registry.Learn,
+	DeadLetterSuffix: DeadLetterSuffix,
+	SchemaTopic:      SchemaTopic,
 }

@@ -21,17 +21,7 @@ var schemas = []wire.Schema{
 
 // registry is built once, on first use; it fails only if this file and the runtime's
 // wire package disagree on a fingerprint.
-var registry = sync.OnceValues(func() (*wire.Registry, error) { return wire.NewRegistry(schemas) })
+var registry = wire.Built(sync.OnceValues(func() (*wire.Registry, error) { return wire.NewRegistry(schemas) }))
 
 // Schemas is every published version of every event's schema, oldest first per event.
 func Schemas() []wire.Schema { return slices.Clone(schemas) }
-
-// Learn takes a writer schema from the saga's schema topic (see [wire.Registry.Learn]):
-// messages written with it decode from then on, or are known to be of a later event.
-func Learn(print wire.Fingerprint, json string) (string, error) {
-	r, err := registry()
-	if err != nil {
-		return "", err
-	}
-	return r.Learn(print, json)
-}

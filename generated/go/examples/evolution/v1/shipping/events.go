@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"sagaplatform/runtime-go/participant"
+	"sagaplatform/runtime-go/wire"
 )
 
 // The spec's name of every event.
@@ -131,7 +133,7 @@ type Envelope[E Event] struct {
 
 // New is a new event of the saga keyed ParcelID: a new id, now, no trace context or deadline.
 func New[E Event](parcelID uuid.UUID, payload E) *Envelope[E] {
-	return &Envelope[E]{EventID: newID(), ParcelID: parcelID, OccurredAt: now(), Payload: payload}
+	return &Envelope[E]{EventID: participant.NewEventID(), ParcelID: parcelID, OccurredAt: participant.Now(), Payload: payload}
 }
 
 // Reply is the event published in reply to parent: the same saga key, trace and context,
@@ -139,9 +141,9 @@ func New[E Event](parcelID uuid.UUID, payload E) *Envelope[E] {
 // reaches it).
 func Reply[E Event, P Event](parent *Envelope[P], payload E) *Envelope[E] {
 	return &Envelope[E]{
-		EventID:     newID(),
+		EventID:     participant.NewEventID(),
 		ParcelID:    parent.ParcelID,
-		OccurredAt:  now(),
+		OccurredAt:  participant.Now(),
 		Traceparent: parent.Traceparent,
 		Tracestate:  parent.Tracestate,
 		Payload:     payload,
@@ -151,81 +153,51 @@ func Reply[E Event, P Event](parent *Envelope[P], payload E) *Envelope[E] {
 // EventType is the spec's name of the event.
 func (e *Envelope[E]) EventType() string { return e.Payload.EventType() }
 
+// Topic is the topic the event travels on.
+func (e *Envelope[E]) Topic() string { return e.Payload.Topic() }
+
 // Key is the saga key, which is also the Kafka partition key.
 func (e *Envelope[E]) Key() uuid.UUID { return e.ParcelID }
 
 // ID is the event's id, unique per event.
 func (e *Envelope[E]) ID() uuid.UUID { return e.EventID }
 
+// Trace is the event's W3C trace context.
+func (e *Envelope[E]) Trace() (traceparent, tracestate *string) { return e.Traceparent, e.Tracestate }
+
+// Due is the event's deadline.
+func (e *Envelope[E]) Due() *time.Time { return e.Deadline }
+
 // Encode is the event single-object encoded with the schema version this build writes.
-func (e *Envelope[E]) Encode() ([]byte, error) {
-	r, err := registry()
-	if err != nil {
-		return nil, err
-	}
-	return r.Encode(e.Payload.EventType(), e)
-}
+func (e *Envelope[E]) Encode() ([]byte, error) { return registry.Encode(e.EventType(), e) }
 
 // Decode reads an event of type E written with any published version of its schema.
 func Decode[E Event](data []byte) (*Envelope[E], error) {
-	r, err := registry()
-	if err != nil {
-		return nil, err
-	}
-	var e Envelope[E]
-	if err := r.Decode(data, (*new(E)).EventType(), &e); err != nil {
-		return nil, err
-	}
-	return &e, nil
+	return wire.DecodeAs[Envelope[E]](registry, data, (*new(E)).EventType())
 }
 
 // Message is any event of the saga, decoded: an *Envelope of one of the payloads.
-type Message interface {
-	EventType() string
-	Key() uuid.UUID
-	ID() uuid.UUID
-	Encode() ([]byte, error)
-}
+type Message = participant.Message
 
 // DecodeMessage decodes data as the event its writer schema says it is.
 func DecodeMessage(data []byte) (Message, error) {
-	r, err := registry()
-	if err != nil {
-		return nil, err
-	}
-	event, _, err := r.Writer(data)
+	event, _, err := registry.Writer(data)
 	if err != nil {
 		return nil, err
 	}
 	switch event {
 	case EventParcelRequested:
-		return decoded[ParcelRequested](data)
+		return participant.AsMessage(Decode[ParcelRequested](data))
 	case EventParcelPicked:
-		return decoded[ParcelPicked](data)
+		return participant.AsMessage(Decode[ParcelPicked](data))
 	case EventParcelMissing:
-		return decoded[ParcelMissing](data)
+		return participant.AsMessage(Decode[ParcelMissing](data))
 	case EventParcelShipped:
-		return decoded[ParcelShipped](data)
+		return participant.AsMessage(Decode[ParcelShipped](data))
 	case EventParcelLoaded:
-		return decoded[ParcelLoaded](data)
+		return participant.AsMessage(Decode[ParcelLoaded](data))
 	case EventParcelAbandoned:
-		return decoded[ParcelAbandoned](data)
+		return participant.AsMessage(Decode[ParcelAbandoned](data))
 	}
 	return nil, fmt.Errorf("event %q has a schema but no payload type", event)
 }
-
-func decoded[E Event](data []byte) (Message, error) {
-	e, err := Decode[E](data)
-	if err != nil {
-		return nil, err
-	}
-	return e, nil
-}
-
-// newID is a time-ordered (version 7) UUID, as the Rust producers give; it fails only
-// when the system's random source does.
-func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
-
-// now is the current time in UTC to the microsecond, what `timestamp-micros` keeps, so an
-// envelope equals its decoded copy.
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }

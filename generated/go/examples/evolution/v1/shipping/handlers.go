@@ -5,7 +5,6 @@ package shipping
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"sagaplatform/runtime-go/participant"
@@ -47,18 +46,9 @@ type WarehouseHandler interface {
 // WarehouseBinding hands h to the runtime: the consumer group of `warehouse`, the schemas it
 // writes, and how each message it reads is decoded and handled.
 func WarehouseBinding(h WarehouseHandler) participant.Binding {
-	return participant.Binding{
-		Service:          "warehouse",
-		Group:            ConsumerGroups[1],
-		Writes:           writtenBy("warehouse"),
-		Schemas:          Schemas(),
-		Learn:            Learn,
-		DeadLetterSuffix: DeadLetterSuffix,
-		SchemaTopic:      SchemaTopic,
-		Decode: func(data []byte) (*participant.Inbound, error) {
-			return decodeWarehouse(h, data)
-		},
-	}
+	return saga.Bind("warehouse", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
+		return decodeWarehouse(h, data)
+	})
 }
 
 func decodeWarehouse(h WarehouseHandler, data []byte) (*participant.Inbound, error) {
@@ -72,75 +62,37 @@ func decodeWarehouse(h WarehouseHandler, data []byte) (*participant.Inbound, err
 	}
 	switch e := m.(type) {
 	case *Envelope[ParcelRequested]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnParcelRequested(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnParcelRequested, func(r WarehouseOnParcelRequested) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case ParcelPicked:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			case ParcelMissing:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`warehouse` replied %T to `parcel.requested`, which the spec does not allow", r)
+			return nil, participant.Undeclared("warehouse", r, e)
 		}), nil
 	case *Envelope[ParcelShipped]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnParcelShipped(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
+		return participant.Handle(e, h.OnParcelShipped, func(r WarehouseOnParcelShipped) (*participant.Outbound, error) {
 			switch reply := r.(type) {
 			case ParcelLoaded:
-				return outbound(Reply(e, reply))
+				return participant.NewOutbound(Reply(e, reply))
 			}
-			return nil, fmt.Errorf("`warehouse` replied %T to `parcel.shipped`, which the spec does not allow", r)
+			return nil, participant.Undeclared("warehouse", r, e)
 		}), nil
 	case *Envelope[ParcelAbandoned]:
-		return inbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-			r, err := h.OnParcelAbandoned(ctx, tx, e)
-			if err != nil || r == nil {
-				return nil, err
-			}
-			return nil, fmt.Errorf("`warehouse` replied %T to `parcel.abandoned`, which the spec does not allow", r)
+		return participant.Handle(e, h.OnParcelAbandoned, func(r WarehouseOnParcelAbandoned) (*participant.Outbound, error) {
+			return nil, participant.Undeclared("warehouse", r, e)
 		}), nil
 	}
 	// An event of a topic `warehouse` reads that it does not handle.
 	return nil, nil
 }
 
-// inbound is a decoded event and how to handle it.
-func inbound[E Event](e *Envelope[E], run func(context.Context, pgx.Tx) (*participant.Outbound, error)) *participant.Inbound {
-	return &participant.Inbound{EventID: e.EventID, EventType: e.EventType(), Key: e.Key().String(),
-		Traceparent: e.Traceparent, Tracestate: e.Tracestate, Run: run}
-}
-
-// outbound is a reply as the outbox keeps it: encoded, keyed and with its headers.
-func outbound[E Event](e *Envelope[E]) (*participant.Outbound, error) {
-	data, err := e.Encode()
-	if err != nil {
-		return nil, err
-	}
-	return &participant.Outbound{
-		EventID:   e.EventID,
-		EventType: e.EventType(),
-		Topic:     e.Payload.Topic(),
-		Key:       e.Key().String(),
-		Payload:   data,
-		Headers:   wire.Headers(e.EventType(), e.EventID, e.Traceparent, e.Tracestate, e.Deadline),
-	}, nil
-}
-
-// writtenBy is every published version of the schemas of the events service publishes.
-func writtenBy(service string) []wire.Schema {
-	var out []wire.Schema
-	for _, s := range schemas {
-		for _, e := range Events {
-			if e.EventType == s.Event && e.Publisher == service && !e.Retired {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
+// saga is what every service's binding shares.
+var saga = participant.Saga{
+	Schemas:          schemas,
+	Events:           Events,
+	Learn:            registry.Learn,
+	DeadLetterSuffix: DeadLetterSuffix,
+	SchemaTopic:      SchemaTopic,
 }

@@ -34,5 +34,3 @@ func Sample(event string, key uuid.UUID) (Message, error) {
 	}
 	return nil, fmt.Errorf("no event %q in the saga", event)
 }
-
-func ptr[T any](v T) *T { return &v }

@@ -15,7 +15,7 @@ import (
 func Sample(event string, key uuid.UUID) (Message, error) {
 	switch event {
 	case EventParcelRequested:
-		e := New(key, ParcelRequested{Address: "sample", Carrier: CarrierPost, Phone: ptr("sample")})
+		e := New(key, ParcelRequested{Address: "sample", Carrier: CarrierPost, Phone: new("sample")})
 		return e, nil
 	case EventParcelPicked:
 		e := New(key, ParcelPicked{Shelf: "sample", WeightGrams: 1})
@@ -38,5 +38,3 @@ func Sample(event string, key uuid.UUID) (Message, error) {
 	}
 	return nil, fmt.Errorf("no event %q in the saga", event)
 }
-
-func ptr[T any](v T) *T { return &v }
