@@ -125,7 +125,8 @@ fn vectors() -> Value {
 
 /// Every question a status owner asks its machine, and this crate's answer: for each status,
 /// whether it ends the saga, its timeout, and where each event of the saga moves it (null:
-/// an illegal transition); for each event, whether it triggers a transition and may park.
+/// an illegal transition); for each event, whether it triggers a transition and may park;
+/// and every path from the initial status to an end that the scenarios walk.
 fn status_machine() -> Value {
     let statuses: Vec<Value> = OrderStatus::ALL
         .iter()
@@ -152,7 +153,19 @@ fn status_machine() -> Value {
             |e| json!({ "event": e.as_str(), "trigger": OrderStatus::is_trigger(*e), "parks": OrderStatus::parks(*e) }),
         )
         .collect();
-    json!({ "initial": OrderStatus::INITIAL.as_str(), "statuses": statuses, "events": events })
+    // Every path a scenario walks, each step as [event or null for a timeout, status].
+    let paths: Vec<Value> = scenario::PATHS
+        .iter()
+        .map(|path| {
+            path.iter()
+                .map(|step| match step {
+                    scenario::OrderPathStep::Event(e, to) => json!([e.as_str(), to.as_str()]),
+                    scenario::OrderPathStep::Timeout(to) => json!([null, to.as_str()]),
+                })
+                .collect()
+        })
+        .collect();
+    json!({ "initial": OrderStatus::INITIAL.as_str(), "statuses": statuses, "events": events, "paths": paths })
 }
 
 #[test]

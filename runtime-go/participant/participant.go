@@ -101,15 +101,23 @@ func NewInbound(m Message, run func(ctx context.Context, tx pgx.Tx) (*Outbound, 
 
 // Handle is m and how to handle it: on runs the service's handler method, and reply turns
 // what it returned into the outbox row (a generated switch over the replies the spec
-// allows). A nil reply publishes nothing.
+// allows).
 func Handle[M Message, R any](m M, on func(context.Context, pgx.Tx, M) (R, error), reply func(R) (*Outbound, error)) *Inbound {
 	return NewInbound(m, func(ctx context.Context, tx pgx.Tx) (*Outbound, error) {
-		r, err := on(ctx, tx, m)
+		return Answer(reply)(on(ctx, tx, m))
+	})
+}
+
+// Answer is what a handler's result becomes: its error; nothing for a nil reply (publish
+// nothing); else reply's outbox row for it. Curried, so that a handler call's two results
+// go straight in: `Answer(reply)(h.OnX(ctx, tx, e))`.
+func Answer[R any](reply func(R) (*Outbound, error)) func(R, error) (*Outbound, error) {
+	return func(r R, err error) (*Outbound, error) {
 		if err != nil || any(r) == nil {
 			return nil, err
 		}
 		return reply(r)
-	})
+	}
 }
 
 // Undeclared is the error for a reply the spec does not allow: unreachable through the

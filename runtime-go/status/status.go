@@ -151,3 +151,43 @@ func (m *Machine[S]) Check() error {
 	}
 	return nil
 }
+
+// PathStep is one step of a path through the machine: Event arrives ("" for the status
+// timing out), and the saga is in To.
+type PathStep[S ~string] struct {
+	Event string
+	To    S
+}
+
+// Paths is every path from the initial status to a terminal one, over transitions and
+// timeouts, visiting no status twice, in the order of the spec's transitions (each
+// status's timeout last): walk them all, and a new transition is tested without anyone
+// writing a test. The same walk as the Rust crate's `PATHS`.
+func (m *Machine[S]) Paths() [][]PathStep[S] {
+	var out [][]PathStep[S]
+	var walk func(at S, path []PathStep[S])
+	walk = func(at S, path []PathStep[S]) {
+		if m.IsTerminal(at) {
+			out = append(out, slices.Clone(path))
+			return
+		}
+		var steps []PathStep[S]
+		for _, t := range m.Transitions {
+			if t.From == at {
+				steps = append(steps, PathStep[S]{Event: t.Event, To: t.To})
+			}
+		}
+		if t, ok := m.Timeout(at); ok {
+			steps = append(steps, PathStep[S]{To: t.To})
+		}
+		for _, step := range steps {
+			seen := slices.ContainsFunc(path, func(p PathStep[S]) bool { return p.To == step.To })
+			if step.To == m.Initial || seen {
+				continue
+			}
+			walk(step.To, append(path, step))
+		}
+	}
+	walk(m.Initial, nil)
+	return out
+}

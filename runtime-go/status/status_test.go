@@ -2,6 +2,7 @@ package status
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,25 @@ func TestTheMachineAnswersFromItsTables(t *testing.T) {
 	var unknown *UnknownStatusError
 	if _, err := m.Parse("pending"); !errors.As(err, &unknown) || unknown.Name != "pending" {
 		t.Fatalf("parse a removed status: %v", err)
+	}
+}
+
+func TestPathsWalkEveryWayToAnEndOnce(t *testing.T) {
+	m := machine()
+	m.Transitions = append(m.Transitions, Transition[st]{"held", "seat.lost", "requested"})
+	got := m.Paths()
+	want := [][]PathStep[st]{
+		{{"seat.held", "held"}, {"payment.done", "confirmed"}},
+		{{"seat.held", "held"}, {"", "released"}},
+		{{"", "released"}},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("paths: %v", got)
+	}
+	for i := range want {
+		if !slices.Equal(got[i], want[i]) {
+			t.Fatalf("path %d: %v, want %v", i, got[i], want[i])
+		}
 	}
 }
 

@@ -28,6 +28,8 @@ type answers struct {
 		Trigger bool
 		Parks   bool
 	}
+	// Paths: each step [event, or null for a timeout; the status it leads to].
+	Paths [][][2]*string
 }
 
 // The Go tables, run by runtime-go/status, answer every question a status owner asks
@@ -89,5 +91,23 @@ func TestTheStatusMachineAnswersAsRustDoes(t *testing.T) {
 	}
 	if asked != len(rust.Statuses)*len(rust.Events) {
 		t.Fatalf("asked %d transitions of %d", asked, len(rust.Statuses)*len(rust.Events))
+	}
+	paths := m.Paths()
+	if len(paths) != len(rust.Paths) || len(paths) == 0 {
+		t.Fatalf("%d paths, Rust %d", len(paths), len(rust.Paths))
+	}
+	for i, want := range rust.Paths {
+		got := paths[i]
+		same := len(got) == len(want)
+		for j := 0; same && j < len(got); j++ {
+			event := ""
+			if want[j][0] != nil {
+				event = *want[j][0]
+			}
+			same = got[j].Event == event && string(got[j].To) == *want[j][1]
+		}
+		if !same {
+			t.Errorf("path %d: %v, Rust's differs", i, got)
+		}
 	}
 }

@@ -5,11 +5,216 @@ package orderfulfillment
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"sagaplatform/runtime-go/owner"
 	"sagaplatform/runtime-go/participant"
 	"sagaplatform/runtime-go/wire"
 )
+
+// OrderTimeoutReply is what `order` may publish when a saga times out, or nil for nothing.
+type OrderTimeoutReply interface{ orderTimeoutReply() }
+
+func (OrderCancelled) orderTimeoutReply() {}
+
+// OrderOnStockReductionSuccess is what `order` may publish after `stock.reduction.success`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnStockReductionSuccess interface{ orderOnStockReductionSuccess() }
+
+// OrderOnStockReductionFail is what `order` may publish after `stock.reduction.fail`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnStockReductionFail interface{ orderOnStockReductionFail() }
+
+// OrderOnStockReleased is what `order` may publish after `stock.released`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnStockReleased interface{ orderOnStockReleased() }
+
+// OrderOnPaymentCompleted is what `order` may publish after `payment.completed`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnPaymentCompleted interface{ orderOnPaymentCompleted() }
+
+// OrderOnPaymentFail is what `order` may publish after `payment.fail`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnPaymentFail interface{ orderOnPaymentFail() }
+
+// OrderOnPaymentRefunded is what `order` may publish after `payment.refunded`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnPaymentRefunded interface{ orderOnPaymentRefunded() }
+
+// OrderOnShipmentBooked is what `order` may publish after `shipment.booked`: one of the replies the spec
+// lists, or nil for none. The spec allows these replies: `order.completed`.
+type OrderOnShipmentBooked interface{ orderOnShipmentBooked() }
+
+func (OrderCompleted) orderOnShipmentBooked() {}
+
+// OrderOnShipmentFailed is what `order` may publish after `shipment.failed`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnShipmentFailed interface{ orderOnShipmentFailed() }
+
+// OrderOnShipmentCancelled is what `order` may publish after `shipment.cancelled`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type OrderOnShipmentCancelled interface{ orderOnShipmentCancelled() }
+
+// OrderHandler is everything `order` reacts to. Each method runs in the transaction
+// that also records the event in the inbox and its reply in the outbox; its reply type
+// admits exactly the events the spec lets `order` publish in reply.
+type OrderHandler interface {
+	// OnStockReductionSuccess: `order` received `stock.reduction.success` (topic `inventory-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnStockReductionSuccess(ctx context.Context, tx pgx.Tx, event *Envelope[StockReductionSuccess], step owner.Step[OrderStatus]) (OrderOnStockReductionSuccess, error)
+	// OnStockReductionFail: `order` received `stock.reduction.fail` (topic `inventory-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnStockReductionFail(ctx context.Context, tx pgx.Tx, event *Envelope[StockReductionFail], step owner.Step[OrderStatus]) (OrderOnStockReductionFail, error)
+	// OnStockReleased: `order` received `stock.released` (topic `inventory-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnStockReleased(ctx context.Context, tx pgx.Tx, event *Envelope[StockReleased], step owner.Step[OrderStatus]) (OrderOnStockReleased, error)
+	// OnPaymentCompleted: `order` received `payment.completed` (topic `payment-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnPaymentCompleted(ctx context.Context, tx pgx.Tx, event *Envelope[PaymentCompleted], step owner.Step[OrderStatus]) (OrderOnPaymentCompleted, error)
+	// OnPaymentFail: `order` received `payment.fail` (topic `payment-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnPaymentFail(ctx context.Context, tx pgx.Tx, event *Envelope[PaymentFail], step owner.Step[OrderStatus]) (OrderOnPaymentFail, error)
+	// OnPaymentRefunded: `order` received `payment.refunded` (topic `payment-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnPaymentRefunded(ctx context.Context, tx pgx.Tx, event *Envelope[PaymentRefunded], step owner.Step[OrderStatus]) (OrderOnPaymentRefunded, error)
+	// OnShipmentBooked: `order` received `shipment.booked` (topic `shipping-events`). `step` says what the status machine made of it. The spec allows these replies: `order.completed`.
+	OnShipmentBooked(ctx context.Context, tx pgx.Tx, event *Envelope[ShipmentBooked], step owner.Step[OrderStatus]) (OrderOnShipmentBooked, error)
+	// OnShipmentFailed: `order` received `shipment.failed` (topic `shipping-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnShipmentFailed(ctx context.Context, tx pgx.Tx, event *Envelope[ShipmentFailed], step owner.Step[OrderStatus]) (OrderOnShipmentFailed, error)
+	// OnShipmentCancelled: `order` received `shipment.cancelled` (topic `shipping-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnShipmentCancelled(ctx context.Context, tx pgx.Tx, event *Envelope[ShipmentCancelled], step owner.Step[OrderStatus]) (OrderOnShipmentCancelled, error)
+	// OnTimeout: a saga stayed in `from` past its timeout and moves to `to`: the event the spec
+	// says the timeout emits (its compensations follow from it).
+	OnTimeout(ctx context.Context, tx pgx.Tx, orderID uuid.UUID, from, to OrderStatus) (OrderTimeoutReply, error)
+}
+
+// OrderOwner binds h and store to the runtime's status owner driver: each event runs
+// through OrderMachine and then h, in the transaction of its inbox row; timeouts ask h for
+// the event they publish.
+func OrderOwner(h OrderHandler, store owner.Store[OrderStatus]) *owner.Owner[OrderStatus] {
+	return &owner.Owner[OrderStatus]{
+		Machine: OrderMachine,
+		Store:   store,
+		Unparked: func(p owner.Parked) participant.Message {
+			m, err := DecodeMessage(p.Payload)
+			if err != nil {
+				return nil
+			}
+			switch m.(type) {
+			case *Envelope[StockReductionSuccess], *Envelope[StockReductionFail], *Envelope[StockReleased], *Envelope[PaymentCompleted], *Envelope[PaymentFail], *Envelope[PaymentRefunded], *Envelope[ShipmentBooked], *Envelope[ShipmentFailed], *Envelope[ShipmentCancelled]:
+				return m
+			}
+			return nil
+		},
+		Handle: func(ctx context.Context, tx pgx.Tx, m participant.Message, step owner.Step[OrderStatus]) (*participant.Outbound, error) {
+			switch e := m.(type) {
+			case *Envelope[StockReductionSuccess]:
+				return participant.Answer(func(r OrderOnStockReductionSuccess) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnStockReductionSuccess(ctx, tx, e, step))
+			case *Envelope[StockReductionFail]:
+				return participant.Answer(func(r OrderOnStockReductionFail) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnStockReductionFail(ctx, tx, e, step))
+			case *Envelope[StockReleased]:
+				return participant.Answer(func(r OrderOnStockReleased) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnStockReleased(ctx, tx, e, step))
+			case *Envelope[PaymentCompleted]:
+				return participant.Answer(func(r OrderOnPaymentCompleted) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnPaymentCompleted(ctx, tx, e, step))
+			case *Envelope[PaymentFail]:
+				return participant.Answer(func(r OrderOnPaymentFail) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnPaymentFail(ctx, tx, e, step))
+			case *Envelope[PaymentRefunded]:
+				return participant.Answer(func(r OrderOnPaymentRefunded) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnPaymentRefunded(ctx, tx, e, step))
+			case *Envelope[ShipmentBooked]:
+				return participant.Answer(func(r OrderOnShipmentBooked) (*participant.Outbound, error) {
+					switch reply := r.(type) {
+					case OrderCompleted:
+						return participant.NewOutbound(Reply(e, reply))
+					}
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnShipmentBooked(ctx, tx, e, step))
+			case *Envelope[ShipmentFailed]:
+				return participant.Answer(func(r OrderOnShipmentFailed) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnShipmentFailed(ctx, tx, e, step))
+			case *Envelope[ShipmentCancelled]:
+				return participant.Answer(func(r OrderOnShipmentCancelled) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("order", r, e)
+				})(h.OnShipmentCancelled(ctx, tx, e, step))
+			}
+			return nil, fmt.Errorf("`order` does not handle `%s`", m.EventType())
+		},
+		OnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[OrderStatus], to OrderStatus) (*participant.Outbound, error) {
+			return participant.Answer(func(r OrderTimeoutReply) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case OrderCancelled:
+					e := New(saga.SagaKey, reply)
+					e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
+					return participant.NewOutbound(e)
+				}
+				return nil, fmt.Errorf("a timeout of `%s` published %T, which the spec does not allow", saga.Status, r)
+			})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))
+		},
+	}
+}
+
+// OrderBinding hands o to the runtime: the consumer group of `order`, the schemas it
+// writes, and how each message it reads is decoded and handled.
+func OrderBinding(o *owner.Owner[OrderStatus]) participant.Binding {
+	return saga.Bind("order", ConsumerGroups[0], func(data []byte) (*participant.Inbound, error) {
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[StockReductionSuccess]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[StockReductionFail]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[StockReleased]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[PaymentCompleted]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[PaymentFail]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[PaymentRefunded]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[ShipmentBooked]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[ShipmentFailed]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[ShipmentCancelled]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		}
+		// An event of a topic `order` reads that it does not handle.
+		return nil, nil
+	})
+}
 
 // ProductOnOrderCreated is what `product` may publish after `order.created`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `stock.reduction.success`, `stock.reduction.fail`.
@@ -61,57 +266,53 @@ type ProductHandler interface {
 // writes, and how each message it reads is decoded and handled.
 func ProductBinding(h ProductHandler) participant.Binding {
 	return saga.Bind("product", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
-		return decodeProduct(h, data)
-	})
-}
-
-func decodeProduct(h ProductHandler, data []byte) (*participant.Inbound, error) {
-	m, err := DecodeMessage(data)
-	if errors.Is(err, wire.ErrLaterEvent) {
-		// An event of a later version of the saga: no handler here knows it.
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[OrderCreated]:
+			return participant.Handle(e, h.OnOrderCreated, func(r ProductOnOrderCreated) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case StockReductionSuccess:
+					return participant.NewOutbound(Reply(e, reply))
+				case StockReductionFail:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("product", r, e)
+			}), nil
+		case *Envelope[PaymentFail]:
+			return participant.Handle(e, h.OnPaymentFail, func(r ProductOnPaymentFail) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case StockReleased:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("product", r, e)
+			}), nil
+		case *Envelope[ShipmentFailed]:
+			return participant.Handle(e, h.OnShipmentFailed, func(r ProductOnShipmentFailed) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case StockReleased:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("product", r, e)
+			}), nil
+		case *Envelope[OrderCancelled]:
+			return participant.Handle(e, h.OnOrderCancelled, func(r ProductOnOrderCancelled) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case StockReleased:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("product", r, e)
+			}), nil
+		}
+		// An event of a topic `product` reads that it does not handle.
 		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch e := m.(type) {
-	case *Envelope[OrderCreated]:
-		return participant.Handle(e, h.OnOrderCreated, func(r ProductOnOrderCreated) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case StockReductionSuccess:
-				return participant.NewOutbound(Reply(e, reply))
-			case StockReductionFail:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("product", r, e)
-		}), nil
-	case *Envelope[PaymentFail]:
-		return participant.Handle(e, h.OnPaymentFail, func(r ProductOnPaymentFail) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case StockReleased:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("product", r, e)
-		}), nil
-	case *Envelope[ShipmentFailed]:
-		return participant.Handle(e, h.OnShipmentFailed, func(r ProductOnShipmentFailed) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case StockReleased:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("product", r, e)
-		}), nil
-	case *Envelope[OrderCancelled]:
-		return participant.Handle(e, h.OnOrderCancelled, func(r ProductOnOrderCancelled) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case StockReleased:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("product", r, e)
-		}), nil
-	}
-	// An event of a topic `product` reads that it does not handle.
-	return nil, nil
+	})
 }
 
 // UserOnStockReductionSuccess is what `user` may publish after `stock.reduction.success`: one of the replies the spec
@@ -154,49 +355,45 @@ type UserHandler interface {
 // writes, and how each message it reads is decoded and handled.
 func UserBinding(h UserHandler) participant.Binding {
 	return saga.Bind("user", ConsumerGroups[2], func(data []byte) (*participant.Inbound, error) {
-		return decodeUser(h, data)
-	})
-}
-
-func decodeUser(h UserHandler, data []byte) (*participant.Inbound, error) {
-	m, err := DecodeMessage(data)
-	if errors.Is(err, wire.ErrLaterEvent) {
-		// An event of a later version of the saga: no handler here knows it.
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[StockReductionSuccess]:
+			return participant.Handle(e, h.OnStockReductionSuccess, func(r UserOnStockReductionSuccess) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case PaymentCompleted:
+					return participant.NewOutbound(Reply(e, reply))
+				case PaymentFail:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("user", r, e)
+			}), nil
+		case *Envelope[ShipmentFailed]:
+			return participant.Handle(e, h.OnShipmentFailed, func(r UserOnShipmentFailed) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case PaymentRefunded:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("user", r, e)
+			}), nil
+		case *Envelope[OrderCancelled]:
+			return participant.Handle(e, h.OnOrderCancelled, func(r UserOnOrderCancelled) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case PaymentRefunded:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("user", r, e)
+			}), nil
+		}
+		// An event of a topic `user` reads that it does not handle.
 		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch e := m.(type) {
-	case *Envelope[StockReductionSuccess]:
-		return participant.Handle(e, h.OnStockReductionSuccess, func(r UserOnStockReductionSuccess) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case PaymentCompleted:
-				return participant.NewOutbound(Reply(e, reply))
-			case PaymentFail:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("user", r, e)
-		}), nil
-	case *Envelope[ShipmentFailed]:
-		return participant.Handle(e, h.OnShipmentFailed, func(r UserOnShipmentFailed) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case PaymentRefunded:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("user", r, e)
-		}), nil
-	case *Envelope[OrderCancelled]:
-		return participant.Handle(e, h.OnOrderCancelled, func(r UserOnOrderCancelled) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case PaymentRefunded:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("user", r, e)
-		}), nil
-	}
-	// An event of a topic `user` reads that it does not handle.
-	return nil, nil
+	})
 }
 
 // ShippingOnPaymentCompleted is what `shipping` may publish after `payment.completed`: one of the replies the spec
@@ -229,41 +426,37 @@ type ShippingHandler interface {
 // writes, and how each message it reads is decoded and handled.
 func ShippingBinding(h ShippingHandler) participant.Binding {
 	return saga.Bind("shipping", ConsumerGroups[3], func(data []byte) (*participant.Inbound, error) {
-		return decodeShipping(h, data)
-	})
-}
-
-func decodeShipping(h ShippingHandler, data []byte) (*participant.Inbound, error) {
-	m, err := DecodeMessage(data)
-	if errors.Is(err, wire.ErrLaterEvent) {
-		// An event of a later version of the saga: no handler here knows it.
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[PaymentCompleted]:
+			return participant.Handle(e, h.OnPaymentCompleted, func(r ShippingOnPaymentCompleted) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case ShipmentBooked:
+					return participant.NewOutbound(Reply(e, reply))
+				case ShipmentFailed:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("shipping", r, e)
+			}), nil
+		case *Envelope[OrderCancelled]:
+			return participant.Handle(e, h.OnOrderCancelled, func(r ShippingOnOrderCancelled) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case ShipmentCancelled:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("shipping", r, e)
+			}), nil
+		}
+		// An event of a topic `shipping` reads that it does not handle.
 		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch e := m.(type) {
-	case *Envelope[PaymentCompleted]:
-		return participant.Handle(e, h.OnPaymentCompleted, func(r ShippingOnPaymentCompleted) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case ShipmentBooked:
-				return participant.NewOutbound(Reply(e, reply))
-			case ShipmentFailed:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("shipping", r, e)
-		}), nil
-	case *Envelope[OrderCancelled]:
-		return participant.Handle(e, h.OnOrderCancelled, func(r ShippingOnOrderCancelled) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case ShipmentCancelled:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("shipping", r, e)
-		}), nil
-	}
-	// An event of a topic `shipping` reads that it does not handle.
-	return nil, nil
+	})
 }
 
 // saga is what every service's binding shares.

@@ -1,21 +1,24 @@
-//! Emits `handlers.go`: per participant, a handler interface with one method per event it
-//! subscribes to, whose reply type admits exactly the events the spec lets it publish in
-//! reply (a sealed interface: any other event does not compile), and the binding that
-//! hands the handler to the runtime (`participant.Binding`).
+//! Emits `handlers.go`: per service that handles events, a handler interface with one
+//! method per event it subscribes to, whose reply type admits exactly the events the spec
+//! lets it publish in reply (a sealed interface: any other event does not compile), and
+//! the binding that hands the handler to the runtime (`participant.Binding`). The status
+//! owner's methods also get the step the status machine made (`owner.Step`), its handler
+//! answers timeouts, and `<Owner>Owner(h, store)` binds it to the runtime's driver
+//! (`runtime-go/owner`).
 
 use super::names;
 use super::text::{comment, quoted};
-use crate::ir::Saga;
+use crate::ir::{Event, Saga, Subscriber};
 
-/// Services that handle events and do not own the status: the status owner's handlers
-/// (with its status machine) are not in the Go target yet.
-pub(super) fn participants(saga: &Saga) -> Vec<&str> {
-    let owner = saga.status.as_ref().map(|s| s.owner.as_str());
-    saga.services
-        .iter()
-        .map(|s| s.name.as_str())
-        .filter(|s| Some(*s) != owner && saga.subscriptions(s).next().is_some())
-        .collect()
+/// Every service that handles events.
+pub(super) fn handlers(saga: &Saga) -> Vec<&str> {
+    saga.services.iter().map(|s| s.name.as_str()).filter(|s| saga.subscriptions(s).next().is_some()).collect()
+}
+
+/// The status owner, when it handles events.
+fn owner(saga: &Saga) -> Option<&str> {
+    let owner = saga.status.as_ref()?.owner.as_str();
+    handlers(saga).contains(&owner).then_some(owner)
 }
 
 fn replies_doc(replies: &[String]) -> String {
@@ -27,109 +30,275 @@ fn replies_doc(replies: &[String]) -> String {
     }
 }
 
-pub(super) fn declarations(saga: &Saga) -> String {
-    let mut out = String::new();
-    for service in participants(saga) {
-        let svc = names::exported(service);
-        let handler = format!("{svc}Handler");
-        let quoted_service = quoted(service);
-        let group = saga
-            .services
-            .iter()
-            .filter(|s| saga.subscriptions(&s.name).next().is_some())
-            .position(|s| s.name == service)
-            .unwrap_or_default();
+/// A sealed reply type: `name` is implemented exactly by `replies`.
+fn sealed(name: &str, doc: &str, replies: impl IntoIterator<Item = String>) -> String {
+    let marker = names::unexported(name);
+    let mut out = format!("\n{}type {name} interface{{ {marker}() }}\n", comment("", doc));
+    for r in replies {
+        out.push_str(&format!("\nfunc ({r}) {marker}() {{}}\n"));
+    }
+    out
+}
 
-        // The reply type of each subscription, and which payloads implement it.
-        let mut methods = String::new();
-        let mut cases = String::new();
-        for (event, sub) in saga.subscriptions(service) {
+/// The function literal that turns a reply of type `reply` into an outbox row: a switch over
+/// `replies` (each built by `build`), then the undeclared-reply error. `indent` is the
+/// literal's own depth.
+fn reply_func(
+    reply: &str,
+    replies: &[String],
+    build: impl Fn(&str) -> String,
+    undeclared: &str,
+    indent: usize,
+) -> String {
+    let tab = "\t".repeat(indent);
+    let switch = if replies.is_empty() {
+        // With no reply allowed, the reply type has no implementation: nothing to switch on.
+        String::new()
+    } else {
+        let cases: String = replies
+            .iter()
+            .map(|r| format!("{tab}\tcase {}:\n{}", names::exported(r), build(&format!("{tab}\t\t"))))
+            .collect();
+        format!("{tab}\tswitch reply := r.(type) {{\n{cases}{tab}\t}}\n")
+    };
+    format!("func(r {reply}) (*participant.Outbound, error) {{\n{switch}{tab}\treturn nil, {undeclared}\n{tab}}}")
+}
+
+/// One subscription of `service`: its reply type, the handler method's documentation and
+/// signature (with the owner's `step`), and the reply function of its case.
+struct Handled<'a> {
+    event: &'a Event,
+    sub: &'a Subscriber,
+    payload: String,
+    reply: String,
+}
+
+fn handled<'a>(saga: &'a Saga, service: &'a str) -> Vec<Handled<'a>> {
+    let svc = names::exported(service);
+    saga.subscriptions(service)
+        .map(|(event, sub)| {
             let payload = names::exported(&event.name);
-            let reply = format!("{svc}On{payload}");
-            let marker = format!("{}On{payload}", names::unexported(&svc));
-            out.push('\n');
-            out.push_str(&comment(
-                "",
-                &format!(
-                    "{reply} is what `{service}` may publish after `{}`: one of the replies the spec\nlists, or nil for none. {}",
-                    event.name,
-                    replies_doc(&sub.replies)
-                ),
-            ));
-            out.push_str(&format!("type {reply} interface{{ {marker}() }}\n"));
-            for r in &sub.replies {
-                let r = names::exported(r);
-                out.push_str(&format!("\nfunc ({r}) {marker}() {{}}\n"));
-            }
-            let compensates = saga
-                .compensations
-                .iter()
-                .find(|c| c.on == event.name && c.service == service)
-                .map(|c| format!("\n\nCompensation: undo `{}`.", c.undoes))
-                .unwrap_or_default();
-            methods.push_str(&comment(
-                "\t",
-                &format!(
-                    "On{payload}: `{service}` received `{}` (topic `{}`). {}{compensates}",
-                    event.name,
-                    event.topic,
-                    replies_doc(&sub.replies)
-                ),
-            ));
-            methods.push_str(&format!(
-                "\tOn{payload}(ctx context.Context, tx pgx.Tx, event *Envelope[{payload}]) ({reply}, error)\n"
-            ));
-            let reply_cases: String = sub
-                .replies
-                .iter()
-                .map(|r| {
-                    let r = names::exported(r);
-                    format!("\t\t\tcase {r}:\n\t\t\t\treturn participant.NewOutbound(Reply(e, reply))\n")
-                })
-                .collect();
-            // With no reply allowed, the reply type has no implementation: nothing to switch on.
-            let switch = if sub.replies.is_empty() {
-                String::new()
-            } else {
-                format!("\t\t\tswitch reply := r.(type) {{\n{reply_cases}\t\t\t}}\n")
-            };
-            cases.push_str(&format!(
-                "\tcase *Envelope[{payload}]:\n\
-                 \t\treturn participant.Handle(e, h.On{payload}, func(r {reply}) (*participant.Outbound, error) {{\n\
-                 {switch}\
-                 \t\t\treturn nil, participant.Undeclared({quoted_service}, r, e)\n\
-                 \t\t}}), nil\n"
-            ));
-        }
-        out.push('\n');
-        out.push_str(&comment(
-            "",
+            Handled { event, sub, reply: format!("{svc}On{payload}"), payload }
+        })
+        .collect()
+}
+
+/// The reply types and the handler interface of `service`; `step` is the owner's
+/// extra parameter, `extra` its further methods.
+fn interface(saga: &Saga, service: &str, step: Option<&str>, extra: &str) -> String {
+    let svc = names::exported(service);
+    let mut out = String::new();
+    let mut methods = String::new();
+    for h in handled(saga, service) {
+        let (event, sub, payload, reply) = (h.event, h.sub, &h.payload, &h.reply);
+        out.push_str(&sealed(
+            reply,
             &format!(
-                "{handler} is everything `{service}` reacts to. Each method runs in the transaction\n\
-                 that also records the event in the inbox and its reply in the outbox; its reply type\n\
-                 admits exactly the events the spec lets `{service}` publish in reply."
+                "{reply} is what `{service}` may publish after `{}`: one of the replies the spec\nlists, or nil for none. {}",
+                event.name,
+                replies_doc(&sub.replies)
+            ),
+            sub.replies.iter().map(|r| names::exported(r)),
+        ));
+        let compensates = saga
+            .compensations
+            .iter()
+            .find(|c| c.on == event.name && c.service == service)
+            .map(|c| format!("\n\nCompensation: undo `{}`.", c.undoes))
+            .unwrap_or_default();
+        let step_doc = if step.is_some() { " `step` says what the status machine made of it." } else { "" };
+        methods.push_str(&comment(
+            "\t",
+            &format!(
+                "On{payload}: `{service}` received `{}` (topic `{}`).{step_doc} {}{compensates}",
+                event.name,
+                event.topic,
+                replies_doc(&sub.replies)
             ),
         ));
-        out.push_str(&format!("type {handler} interface {{\n{methods}}}\n"));
-        out.push_str(&format!(
-            "\n// {svc}Binding hands h to the runtime: the consumer group of `{service}`, the schemas it\n\
-             // writes, and how each message it reads is decoded and handled.\n\
-             func {svc}Binding(h {handler}) participant.Binding {{\n\
-             \treturn saga.Bind({quoted_service}, ConsumerGroups[{group}], func(data []byte) (*participant.Inbound, error) {{\n\
-             \t\treturn decode{svc}(h, data)\n\
-             \t}})\n}}\n\
-             \nfunc decode{svc}(h {handler}, data []byte) (*participant.Inbound, error) {{\n\
-             \tm, err := DecodeMessage(data)\n\
-             \tif errors.Is(err, wire.ErrLaterEvent) {{\n\
-             \t\t// An event of a later version of the saga: no handler here knows it.\n\
-             \t\treturn nil, nil\n\t}}\n\
-             \tif err != nil {{\n\t\treturn nil, err\n\t}}\n\
-             \tswitch e := m.(type) {{\n{cases}\t}}\n\
-             \t// An event of a topic `{service}` reads that it does not handle.\n\
-             \treturn nil, nil\n}}\n",
+        let step_param = step.map(|s| format!(", step {s}")).unwrap_or_default();
+        methods.push_str(&format!(
+            "\tOn{payload}(ctx context.Context, tx pgx.Tx, event *Envelope[{payload}]{step_param}) ({reply}, error)\n"
         ));
     }
-    if !participants(saga).is_empty() {
+    let handler = format!("{svc}Handler");
+    out.push('\n');
+    out.push_str(&comment(
+        "",
+        &format!(
+            "{handler} is everything `{service}` reacts to. Each method runs in the transaction\n\
+             that also records the event in the inbox and its reply in the outbox; its reply type\n\
+             admits exactly the events the spec lets `{service}` publish in reply."
+        ),
+    ));
+    out.push_str(&format!("type {handler} interface {{\n{methods}{extra}}}\n"));
+    out
+}
+
+/// `<Svc>Binding(param)`: the service's consumer group, and its decoder, `cases` being the
+/// switch's cases over the handled envelopes (`e`).
+fn binding(saga: &Saga, service: &str, param: &str, cases: &str) -> String {
+    let svc = names::exported(service);
+    let group = handlers(saga).iter().position(|s| *s == service).unwrap_or_default();
+    format!(
+        "\n// {svc}Binding hands {name} to the runtime: the consumer group of `{service}`, the schemas it\n\
+         // writes, and how each message it reads is decoded and handled.\n\
+         func {svc}Binding({param}) participant.Binding {{\n\
+         \treturn saga.Bind({quoted}, ConsumerGroups[{group}], func(data []byte) (*participant.Inbound, error) {{\n\
+         \t\tm, err := DecodeMessage(data)\n\
+         \t\tif errors.Is(err, wire.ErrLaterEvent) {{\n\
+         \t\t\t// An event of a later version of the saga: no handler here knows it.\n\
+         \t\t\treturn nil, nil\n\t\t}}\n\
+         \t\tif err != nil {{\n\t\t\treturn nil, err\n\t\t}}\n\
+         \t\tswitch e := m.(type) {{\n{cases}\t\t}}\n\
+         \t\t// An event of a topic `{service}` reads that it does not handle.\n\
+         \t\treturn nil, nil\n\t}})\n}}\n",
+        quoted = quoted(service),
+        name = param.split(' ').next().unwrap_or(param),
+    )
+}
+
+fn participant(saga: &Saga, service: &str) -> String {
+    let svc = names::exported(service);
+    let quoted_service = quoted(service);
+    let cases: String = handled(saga, service)
+        .iter()
+        .map(|h| {
+            let reply = reply_func(
+                &h.reply,
+                &h.sub.replies,
+                |tab| format!("{tab}return participant.NewOutbound(Reply(e, reply))\n"),
+                &format!("participant.Undeclared({quoted_service}, r, e)"),
+                3,
+            );
+            format!(
+                "\t\tcase *Envelope[{}]:\n\t\t\treturn participant.Handle(e, h.On{}, {reply}), nil\n",
+                h.payload, h.payload
+            )
+        })
+        .collect();
+    interface(saga, service, None, "") + &binding(saga, service, &format!("h {svc}Handler"), &cases)
+}
+
+fn status_owner(saga: &Saga, service: &str) -> String {
+    let Some(machine) = &saga.status else { return String::new() };
+    let svc = names::exported(service);
+    let quoted_service = quoted(service);
+    let status = names::status_type(service);
+    let key = names::unexported(&names::exported(&saga.key));
+
+    // What a timeout may publish: every event a status's timeout emits.
+    let mut emits: Vec<String> = Vec::new();
+    for s in &machine.states {
+        if let Some(e) = s.timeout.as_ref().and_then(|t| t.emits.clone())
+            && !emits.contains(&e)
+        {
+            emits.push(e);
+        }
+    }
+    let timeout_reply = format!("{svc}TimeoutReply");
+    let mut out = sealed(
+        &timeout_reply,
+        &format!("{timeout_reply} is what `{service}` may publish when a saga times out, or nil for nothing."),
+        emits.iter().map(|e| names::exported(e)),
+    );
+    let on_timeout = format!(
+        "{}\tOnTimeout(ctx context.Context, tx pgx.Tx, {key} uuid.UUID, from, to {status}) ({timeout_reply}, error)\n",
+        comment(
+            "\t",
+            "OnTimeout: a saga stayed in `from` past its timeout and moves to `to`: the event the spec\n\
+             says the timeout emits (its compensations follow from it).",
+        )
+    );
+    out.push_str(&interface(saga, service, Some(&format!("owner.Step[{status}]")), &on_timeout));
+
+    let handled = handled(saga, service);
+    let handle_cases: String = handled
+        .iter()
+        .map(|h| {
+            let reply = reply_func(
+                &h.reply,
+                &h.sub.replies,
+                |tab| format!("{tab}return participant.NewOutbound(Reply(e, reply))\n"),
+                &format!("participant.Undeclared({quoted_service}, r, e)"),
+                4,
+            );
+            format!(
+                "\t\t\tcase *Envelope[{}]:\n\t\t\t\treturn participant.Answer({reply})(h.On{}(ctx, tx, e, step))\n",
+                h.payload, h.payload
+            )
+        })
+        .collect();
+    let timeout_func = reply_func(
+        &timeout_reply,
+        &emits,
+        |tab| {
+            format!(
+                "{tab}e := New(saga.SagaKey, reply)\n\
+                 {tab}e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate\n\
+                 {tab}return participant.NewOutbound(e)\n"
+            )
+        },
+        "fmt.Errorf(\"a timeout of `%s` published %T, which the spec does not allow\", saga.Status, r)",
+        3,
+    );
+    let types: Vec<String> = handled.iter().map(|h| format!("*Envelope[{}]", h.payload)).collect();
+    out.push_str(&format!(
+        "\n// {svc}Owner binds h and store to the runtime's status owner driver: each event runs\n\
+         // through {machine} and then h, in the transaction of its inbox row; timeouts ask h for\n\
+         // the event they publish.\n\
+         func {svc}Owner(h {svc}Handler, store owner.Store[{status}]) *owner.Owner[{status}] {{\n\
+         \treturn &owner.Owner[{status}]{{\n\
+         \t\tMachine: {machine},\n\
+         \t\tStore:   store,\n\
+         \t\tUnparked: func(p owner.Parked) participant.Message {{\n\
+         \t\t\tm, err := DecodeMessage(p.Payload)\n\
+         \t\t\tif err != nil {{\n\
+         \t\t\t\treturn nil\n\
+         \t\t\t}}\n\
+         \t\t\tswitch m.(type) {{\n\
+         \t\t\tcase {types}:\n\
+         \t\t\t\treturn m\n\
+         \t\t\t}}\n\
+         \t\t\treturn nil\n\
+         \t\t}},\n\
+         \t\tHandle: func(ctx context.Context, tx pgx.Tx, m participant.Message, step owner.Step[{status}]) (*participant.Outbound, error) {{\n\
+         \t\t\tswitch e := m.(type) {{\n{handle_cases}\t\t\t}}\n\
+         \t\t\treturn nil, fmt.Errorf(\"`{service}` does not handle `%s`\", m.EventType())\n\
+         \t\t}},\n\
+         \t\tOnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[{status}], to {status}) (*participant.Outbound, error) {{\n\
+         \t\t\treturn participant.Answer({timeout_func})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))\n\
+         \t\t}},\n\
+         \t}}\n}}\n",
+        machine = names::machine(service),
+        types = types.join(", "),
+    ));
+    let cases: String = handled
+        .iter()
+        .map(|h| {
+            format!(
+                "\t\tcase *Envelope[{}]:\n\
+                 \t\t\treturn participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {{\n\
+                 \t\t\t\treturn o.RunEvent(ctx, tx, e)\n\
+                 \t\t\t}}), nil\n",
+                h.payload
+            )
+        })
+        .collect();
+    out.push_str(&binding(saga, service, &format!("o *owner.Owner[{status}]"), &cases));
+    out
+}
+
+pub(super) fn declarations(saga: &Saga) -> String {
+    let mut out = String::new();
+    for service in handlers(saga) {
+        if Some(service) == owner(saga) {
+            out.push_str(&status_owner(saga, service));
+        } else {
+            out.push_str(&participant(saga, service));
+        }
+    }
+    if !handlers(saga).is_empty() {
         out.push_str(
             "\n// saga is what every service's binding shares.\n\
              var saga = participant.Saga{\n\
@@ -141,4 +310,9 @@ pub(super) fn declarations(saga: &Saga) -> String {
         );
     }
     out
+}
+
+/// Whether `handlers.go` binds a status owner (it then imports the owner's packages).
+pub(super) fn binds_owner(saga: &Saga) -> bool {
+    owner(saga).is_some()
 }

@@ -107,15 +107,17 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
             events::declarations(saga),
         ),
     );
-    if !handlers::participants(saga).is_empty() {
-        out.insert(
-            "handlers.go".into(),
-            file(
-                "",
-                &["context", "errors", "github.com/jackc/pgx/v5", participant.as_str(), wire.as_str()],
-                handlers::declarations(saga),
-            ),
-        );
+    if !handlers::handlers(saga).is_empty() {
+        let owner = runtime("owner");
+        let mut imports = vec!["context", "errors"];
+        if handlers::binds_owner(saga) {
+            imports.extend(["fmt", "github.com/google/uuid"]);
+        }
+        imports.extend(["github.com/jackc/pgx/v5", participant.as_str(), wire.as_str()]);
+        if handlers::binds_owner(saga) {
+            imports.push(owner.as_str());
+        }
+        out.insert("handlers.go".into(), file("", &imports, handlers::declarations(saga)));
     }
     // A sample names `time` only for a timestamp somewhere in the events' or types' fields.
     let timestamps = saga.events.iter().flat_map(|e| &e.fields).any(|f| types::uses(&f.ty, "time"))

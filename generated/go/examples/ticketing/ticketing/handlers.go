@@ -5,11 +5,118 @@ package ticketing
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"sagaplatform/runtime-go/owner"
 	"sagaplatform/runtime-go/participant"
 	"sagaplatform/runtime-go/wire"
 )
+
+// BookingTimeoutReply is what `booking` may publish when a saga times out, or nil for nothing.
+type BookingTimeoutReply interface{ bookingTimeoutReply() }
+
+func (BookingExpired) bookingTimeoutReply() {}
+
+// BookingOnSeatHeld is what `booking` may publish after `seat.held`: one of the replies the spec
+// lists, or nil for none. The spec allows these replies: `booking.confirmed`.
+type BookingOnSeatHeld interface{ bookingOnSeatHeld() }
+
+func (BookingConfirmed) bookingOnSeatHeld() {}
+
+// BookingOnSeatUnavailable is what `booking` may publish after `seat.unavailable`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type BookingOnSeatUnavailable interface{ bookingOnSeatUnavailable() }
+
+// BookingHandler is everything `booking` reacts to. Each method runs in the transaction
+// that also records the event in the inbox and its reply in the outbox; its reply type
+// admits exactly the events the spec lets `booking` publish in reply.
+type BookingHandler interface {
+	// OnSeatHeld: `booking` received `seat.held` (topic `seat-events`). `step` says what the status machine made of it. The spec allows these replies: `booking.confirmed`.
+	OnSeatHeld(ctx context.Context, tx pgx.Tx, event *Envelope[SeatHeld], step owner.Step[BookingStatus]) (BookingOnSeatHeld, error)
+	// OnSeatUnavailable: `booking` received `seat.unavailable` (topic `seat-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnSeatUnavailable(ctx context.Context, tx pgx.Tx, event *Envelope[SeatUnavailable], step owner.Step[BookingStatus]) (BookingOnSeatUnavailable, error)
+	// OnTimeout: a saga stayed in `from` past its timeout and moves to `to`: the event the spec
+	// says the timeout emits (its compensations follow from it).
+	OnTimeout(ctx context.Context, tx pgx.Tx, bookingID uuid.UUID, from, to BookingStatus) (BookingTimeoutReply, error)
+}
+
+// BookingOwner binds h and store to the runtime's status owner driver: each event runs
+// through BookingMachine and then h, in the transaction of its inbox row; timeouts ask h for
+// the event they publish.
+func BookingOwner(h BookingHandler, store owner.Store[BookingStatus]) *owner.Owner[BookingStatus] {
+	return &owner.Owner[BookingStatus]{
+		Machine: BookingMachine,
+		Store:   store,
+		Unparked: func(p owner.Parked) participant.Message {
+			m, err := DecodeMessage(p.Payload)
+			if err != nil {
+				return nil
+			}
+			switch m.(type) {
+			case *Envelope[SeatHeld], *Envelope[SeatUnavailable]:
+				return m
+			}
+			return nil
+		},
+		Handle: func(ctx context.Context, tx pgx.Tx, m participant.Message, step owner.Step[BookingStatus]) (*participant.Outbound, error) {
+			switch e := m.(type) {
+			case *Envelope[SeatHeld]:
+				return participant.Answer(func(r BookingOnSeatHeld) (*participant.Outbound, error) {
+					switch reply := r.(type) {
+					case BookingConfirmed:
+						return participant.NewOutbound(Reply(e, reply))
+					}
+					return nil, participant.Undeclared("booking", r, e)
+				})(h.OnSeatHeld(ctx, tx, e, step))
+			case *Envelope[SeatUnavailable]:
+				return participant.Answer(func(r BookingOnSeatUnavailable) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("booking", r, e)
+				})(h.OnSeatUnavailable(ctx, tx, e, step))
+			}
+			return nil, fmt.Errorf("`booking` does not handle `%s`", m.EventType())
+		},
+		OnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[BookingStatus], to BookingStatus) (*participant.Outbound, error) {
+			return participant.Answer(func(r BookingTimeoutReply) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case BookingExpired:
+					e := New(saga.SagaKey, reply)
+					e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
+					return participant.NewOutbound(e)
+				}
+				return nil, fmt.Errorf("a timeout of `%s` published %T, which the spec does not allow", saga.Status, r)
+			})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))
+		},
+	}
+}
+
+// BookingBinding hands o to the runtime: the consumer group of `booking`, the schemas it
+// writes, and how each message it reads is decoded and handled.
+func BookingBinding(o *owner.Owner[BookingStatus]) participant.Binding {
+	return saga.Bind("booking", ConsumerGroups[0], func(data []byte) (*participant.Inbound, error) {
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[SeatHeld]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[SeatUnavailable]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		}
+		// An event of a topic `booking` reads that it does not handle.
+		return nil, nil
+	})
+}
 
 // SeatsOnBookingRequested is what `seats` may publish after `booking.requested`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `seat.held`, `seat.unavailable`.
@@ -39,37 +146,33 @@ type SeatsHandler interface {
 // writes, and how each message it reads is decoded and handled.
 func SeatsBinding(h SeatsHandler) participant.Binding {
 	return saga.Bind("seats", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
-		return decodeSeats(h, data)
-	})
-}
-
-func decodeSeats(h SeatsHandler, data []byte) (*participant.Inbound, error) {
-	m, err := DecodeMessage(data)
-	if errors.Is(err, wire.ErrLaterEvent) {
-		// An event of a later version of the saga: no handler here knows it.
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[BookingRequested]:
+			return participant.Handle(e, h.OnBookingRequested, func(r SeatsOnBookingRequested) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case SeatHeld:
+					return participant.NewOutbound(Reply(e, reply))
+				case SeatUnavailable:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("seats", r, e)
+			}), nil
+		case *Envelope[BookingExpired]:
+			return participant.Handle(e, h.OnBookingExpired, func(r SeatsOnBookingExpired) (*participant.Outbound, error) {
+				return nil, participant.Undeclared("seats", r, e)
+			}), nil
+		}
+		// An event of a topic `seats` reads that it does not handle.
 		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch e := m.(type) {
-	case *Envelope[BookingRequested]:
-		return participant.Handle(e, h.OnBookingRequested, func(r SeatsOnBookingRequested) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case SeatHeld:
-				return participant.NewOutbound(Reply(e, reply))
-			case SeatUnavailable:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("seats", r, e)
-		}), nil
-	case *Envelope[BookingExpired]:
-		return participant.Handle(e, h.OnBookingExpired, func(r SeatsOnBookingExpired) (*participant.Outbound, error) {
-			return nil, participant.Undeclared("seats", r, e)
-		}), nil
-	}
-	// An event of a topic `seats` reads that it does not handle.
-	return nil, nil
+	})
 }
 
 // saga is what every service's binding shares.

@@ -5,11 +5,132 @@ package shipping
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"sagaplatform/runtime-go/owner"
 	"sagaplatform/runtime-go/participant"
 	"sagaplatform/runtime-go/wire"
 )
+
+// DispatchTimeoutReply is what `dispatch` may publish when a saga times out, or nil for nothing.
+type DispatchTimeoutReply interface{ dispatchTimeoutReply() }
+
+func (ParcelAbandoned) dispatchTimeoutReply() {}
+
+// DispatchOnParcelPicked is what `dispatch` may publish after `parcel.picked`: one of the replies the spec
+// lists, or nil for none. The spec allows these replies: `parcel.shipped`.
+type DispatchOnParcelPicked interface{ dispatchOnParcelPicked() }
+
+func (ParcelShipped) dispatchOnParcelPicked() {}
+
+// DispatchOnParcelMissing is what `dispatch` may publish after `parcel.missing`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type DispatchOnParcelMissing interface{ dispatchOnParcelMissing() }
+
+// DispatchOnParcelLoaded is what `dispatch` may publish after `parcel.loaded`: one of the replies the spec
+// lists, or nil for none. The spec allows no reply.
+type DispatchOnParcelLoaded interface{ dispatchOnParcelLoaded() }
+
+// DispatchHandler is everything `dispatch` reacts to. Each method runs in the transaction
+// that also records the event in the inbox and its reply in the outbox; its reply type
+// admits exactly the events the spec lets `dispatch` publish in reply.
+type DispatchHandler interface {
+	// OnParcelPicked: `dispatch` received `parcel.picked` (topic `warehouse-events`). `step` says what the status machine made of it. The spec allows these replies: `parcel.shipped`.
+	OnParcelPicked(ctx context.Context, tx pgx.Tx, event *Envelope[ParcelPicked], step owner.Step[DispatchStatus]) (DispatchOnParcelPicked, error)
+	// OnParcelMissing: `dispatch` received `parcel.missing` (topic `warehouse-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnParcelMissing(ctx context.Context, tx pgx.Tx, event *Envelope[ParcelMissing], step owner.Step[DispatchStatus]) (DispatchOnParcelMissing, error)
+	// OnParcelLoaded: `dispatch` received `parcel.loaded` (topic `warehouse-events`). `step` says what the status machine made of it. The spec allows no reply.
+	OnParcelLoaded(ctx context.Context, tx pgx.Tx, event *Envelope[ParcelLoaded], step owner.Step[DispatchStatus]) (DispatchOnParcelLoaded, error)
+	// OnTimeout: a saga stayed in `from` past its timeout and moves to `to`: the event the spec
+	// says the timeout emits (its compensations follow from it).
+	OnTimeout(ctx context.Context, tx pgx.Tx, parcelID uuid.UUID, from, to DispatchStatus) (DispatchTimeoutReply, error)
+}
+
+// DispatchOwner binds h and store to the runtime's status owner driver: each event runs
+// through DispatchMachine and then h, in the transaction of its inbox row; timeouts ask h for
+// the event they publish.
+func DispatchOwner(h DispatchHandler, store owner.Store[DispatchStatus]) *owner.Owner[DispatchStatus] {
+	return &owner.Owner[DispatchStatus]{
+		Machine: DispatchMachine,
+		Store:   store,
+		Unparked: func(p owner.Parked) participant.Message {
+			m, err := DecodeMessage(p.Payload)
+			if err != nil {
+				return nil
+			}
+			switch m.(type) {
+			case *Envelope[ParcelPicked], *Envelope[ParcelMissing], *Envelope[ParcelLoaded]:
+				return m
+			}
+			return nil
+		},
+		Handle: func(ctx context.Context, tx pgx.Tx, m participant.Message, step owner.Step[DispatchStatus]) (*participant.Outbound, error) {
+			switch e := m.(type) {
+			case *Envelope[ParcelPicked]:
+				return participant.Answer(func(r DispatchOnParcelPicked) (*participant.Outbound, error) {
+					switch reply := r.(type) {
+					case ParcelShipped:
+						return participant.NewOutbound(Reply(e, reply))
+					}
+					return nil, participant.Undeclared("dispatch", r, e)
+				})(h.OnParcelPicked(ctx, tx, e, step))
+			case *Envelope[ParcelMissing]:
+				return participant.Answer(func(r DispatchOnParcelMissing) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("dispatch", r, e)
+				})(h.OnParcelMissing(ctx, tx, e, step))
+			case *Envelope[ParcelLoaded]:
+				return participant.Answer(func(r DispatchOnParcelLoaded) (*participant.Outbound, error) {
+					return nil, participant.Undeclared("dispatch", r, e)
+				})(h.OnParcelLoaded(ctx, tx, e, step))
+			}
+			return nil, fmt.Errorf("`dispatch` does not handle `%s`", m.EventType())
+		},
+		OnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[DispatchStatus], to DispatchStatus) (*participant.Outbound, error) {
+			return participant.Answer(func(r DispatchTimeoutReply) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case ParcelAbandoned:
+					e := New(saga.SagaKey, reply)
+					e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
+					return participant.NewOutbound(e)
+				}
+				return nil, fmt.Errorf("a timeout of `%s` published %T, which the spec does not allow", saga.Status, r)
+			})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))
+		},
+	}
+}
+
+// DispatchBinding hands o to the runtime: the consumer group of `dispatch`, the schemas it
+// writes, and how each message it reads is decoded and handled.
+func DispatchBinding(o *owner.Owner[DispatchStatus]) participant.Binding {
+	return saga.Bind("dispatch", ConsumerGroups[0], func(data []byte) (*participant.Inbound, error) {
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[ParcelPicked]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[ParcelMissing]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		case *Envelope[ParcelLoaded]:
+			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
+				return o.RunEvent(ctx, tx, e)
+			}), nil
+		}
+		// An event of a topic `dispatch` reads that it does not handle.
+		return nil, nil
+	})
+}
 
 // WarehouseOnParcelRequested is what `warehouse` may publish after `parcel.requested`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `parcel.picked`, `parcel.missing`.
@@ -47,45 +168,41 @@ type WarehouseHandler interface {
 // writes, and how each message it reads is decoded and handled.
 func WarehouseBinding(h WarehouseHandler) participant.Binding {
 	return saga.Bind("warehouse", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
-		return decodeWarehouse(h, data)
-	})
-}
-
-func decodeWarehouse(h WarehouseHandler, data []byte) (*participant.Inbound, error) {
-	m, err := DecodeMessage(data)
-	if errors.Is(err, wire.ErrLaterEvent) {
-		// An event of a later version of the saga: no handler here knows it.
+		m, err := DecodeMessage(data)
+		if errors.Is(err, wire.ErrLaterEvent) {
+			// An event of a later version of the saga: no handler here knows it.
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		switch e := m.(type) {
+		case *Envelope[ParcelRequested]:
+			return participant.Handle(e, h.OnParcelRequested, func(r WarehouseOnParcelRequested) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case ParcelPicked:
+					return participant.NewOutbound(Reply(e, reply))
+				case ParcelMissing:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("warehouse", r, e)
+			}), nil
+		case *Envelope[ParcelShipped]:
+			return participant.Handle(e, h.OnParcelShipped, func(r WarehouseOnParcelShipped) (*participant.Outbound, error) {
+				switch reply := r.(type) {
+				case ParcelLoaded:
+					return participant.NewOutbound(Reply(e, reply))
+				}
+				return nil, participant.Undeclared("warehouse", r, e)
+			}), nil
+		case *Envelope[ParcelAbandoned]:
+			return participant.Handle(e, h.OnParcelAbandoned, func(r WarehouseOnParcelAbandoned) (*participant.Outbound, error) {
+				return nil, participant.Undeclared("warehouse", r, e)
+			}), nil
+		}
+		// An event of a topic `warehouse` reads that it does not handle.
 		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	switch e := m.(type) {
-	case *Envelope[ParcelRequested]:
-		return participant.Handle(e, h.OnParcelRequested, func(r WarehouseOnParcelRequested) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case ParcelPicked:
-				return participant.NewOutbound(Reply(e, reply))
-			case ParcelMissing:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("warehouse", r, e)
-		}), nil
-	case *Envelope[ParcelShipped]:
-		return participant.Handle(e, h.OnParcelShipped, func(r WarehouseOnParcelShipped) (*participant.Outbound, error) {
-			switch reply := r.(type) {
-			case ParcelLoaded:
-				return participant.NewOutbound(Reply(e, reply))
-			}
-			return nil, participant.Undeclared("warehouse", r, e)
-		}), nil
-	case *Envelope[ParcelAbandoned]:
-		return participant.Handle(e, h.OnParcelAbandoned, func(r WarehouseOnParcelAbandoned) (*participant.Outbound, error) {
-			return nil, participant.Undeclared("warehouse", r, e)
-		}), nil
-	}
-	// An event of a topic `warehouse` reads that it does not handle.
-	return nil, nil
+	})
 }
 
 // saga is what every service's binding shares.
