@@ -70,7 +70,8 @@ type Transition[S ~string] struct {
 	EventID   uuid.UUID
 	EventType string
 	Cause     Cause
-	// Event is the inbound event, with everything it carries, when Cause is ByEvent.
+	// Event is the event behind the change, with everything it carries: the inbound one
+	// (ByEvent) or the one that starts the saga (Started); nil for a timeout or a seed.
 	Event participant.Message
 	// Deadline is when the saga times out of To; nil for a status without a timeout.
 	Deadline *time.Time
@@ -174,6 +175,22 @@ func (o *Owner[S]) timeout(s S) (time.Duration, bool) {
 	}
 	t, ok := o.Machine.Timeout(s)
 	return t.After, ok
+}
+
+// Start begins saga first.Key() in tx, as an entry command does: its first status (the
+// machine's initial one, cause Started) with its history row, and first, the event that
+// starts it, into the outbox. first must carry the initial status's deadline
+// ([Owner.Deadline]), which is what the participants' answers are awaited by.
+func (o *Owner[S]) Start(ctx context.Context, tx pgx.Tx, first participant.Message) error {
+	record, err := participant.NewOutbound(first)
+	if err != nil {
+		return err
+	}
+	if err := o.Store.WriteTransition(ctx, tx, Transition[S]{SagaKey: first.Key(), To: o.Machine.Initial,
+		EventID: first.ID(), EventType: first.EventType(), Cause: Started, Event: first, Deadline: first.Due()}); err != nil {
+		return err
+	}
+	return o.Store.Publish(ctx, tx, record)
 }
 
 // RunEvent runs an event the owner received through the status machine, then its handler

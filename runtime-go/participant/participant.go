@@ -120,18 +120,28 @@ func Answer[R any](reply func(R) (*Outbound, error)) func(R, error) (*Outbound, 
 	}
 }
 
-// Undeclared is the error for a reply the spec does not allow: unreachable through the
-// generated reply types, which only the allowed events implement, short of a nil pointer
-// or a type assertion around them.
-func Undeclared(service string, reply any, to Message) error {
-	return fmt.Errorf("`%s` replied %T to `%s`, which the spec does not allow", service, reply, to.EventType())
+// EncodeError is a reply that cannot be encoded (say, a nil pointer for a payload): a
+// verdict on the event being handled, as in Rust (`HandleError::Encode`), so it is
+// dead-lettered at once instead of waited out.
+type EncodeError struct {
+	EventType string
+	Err       error
 }
+
+func (e *EncodeError) Error() string {
+	return fmt.Sprintf("encoding the reply %s: %v", e.EventType, e.Err)
+}
+
+func (e *EncodeError) Unwrap() error { return e.Err }
+
+// Class is [contract.Permanent].
+func (e *EncodeError) Class() contract.FailureClass { return contract.Permanent }
 
 // NewOutbound is a reply as the outbox keeps it: encoded, keyed and with its headers.
 func NewOutbound(m Message) (*Outbound, error) {
 	data, err := m.Encode()
 	if err != nil {
-		return nil, err
+		return nil, &EncodeError{EventType: m.EventType(), Err: err}
 	}
 	traceparent, tracestate := m.Trace()
 	return &Outbound{

@@ -3,7 +3,6 @@ package participant
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -78,15 +77,10 @@ func TestAReplyBecomesAnOutboxRowWithItsHeaders(t *testing.T) {
 			t.Errorf("header %s: %q, want %q", k, out.Headers[k], v)
 		}
 	}
-	if _, err := NewOutbound(newEvent("x").failingToEncode(errors.New("no schema"))); err == nil {
-		t.Fatal("an encoding error was not returned")
-	}
-}
-
-func TestAnUndeclaredReplyIsNamedWithTheEventItAnswered(t *testing.T) {
-	err := Undeclared("shipping", booked{}, newEvent("payment.completed"))
-	if !strings.Contains(err.Error(), "`shipping` replied participant.booked to `payment.completed`") {
-		t.Fatal(err)
+	_, err = NewOutbound(newEvent("x").failingToEncode(errors.New("no schema")))
+	var encode *EncodeError
+	if !errors.As(err, &encode) || encode.Class() != contract.Permanent || encode.EventType != "x" {
+		t.Fatalf("an encoding error is a verdict on the event: %v", err)
 	}
 }
 

@@ -15,47 +15,77 @@ import (
 )
 
 // OrderTimeoutReply is what `order` may publish when a saga times out, or nil for nothing.
-type OrderTimeoutReply interface{ orderTimeoutReply() }
+type OrderTimeoutReply interface {
+	Event
+	orderTimeoutReply()
+}
 
 func (OrderCancelled) orderTimeoutReply() {}
 
 // OrderOnStockReductionSuccess is what `order` may publish after `stock.reduction.success`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnStockReductionSuccess interface{ orderOnStockReductionSuccess() }
+type OrderOnStockReductionSuccess interface {
+	Event
+	orderOnStockReductionSuccess()
+}
 
 // OrderOnStockReductionFail is what `order` may publish after `stock.reduction.fail`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnStockReductionFail interface{ orderOnStockReductionFail() }
+type OrderOnStockReductionFail interface {
+	Event
+	orderOnStockReductionFail()
+}
 
 // OrderOnStockReleased is what `order` may publish after `stock.released`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnStockReleased interface{ orderOnStockReleased() }
+type OrderOnStockReleased interface {
+	Event
+	orderOnStockReleased()
+}
 
 // OrderOnPaymentCompleted is what `order` may publish after `payment.completed`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnPaymentCompleted interface{ orderOnPaymentCompleted() }
+type OrderOnPaymentCompleted interface {
+	Event
+	orderOnPaymentCompleted()
+}
 
 // OrderOnPaymentFail is what `order` may publish after `payment.fail`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnPaymentFail interface{ orderOnPaymentFail() }
+type OrderOnPaymentFail interface {
+	Event
+	orderOnPaymentFail()
+}
 
 // OrderOnPaymentRefunded is what `order` may publish after `payment.refunded`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnPaymentRefunded interface{ orderOnPaymentRefunded() }
+type OrderOnPaymentRefunded interface {
+	Event
+	orderOnPaymentRefunded()
+}
 
 // OrderOnShipmentBooked is what `order` may publish after `shipment.booked`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `order.completed`.
-type OrderOnShipmentBooked interface{ orderOnShipmentBooked() }
+type OrderOnShipmentBooked interface {
+	Event
+	orderOnShipmentBooked()
+}
 
 func (OrderCompleted) orderOnShipmentBooked() {}
 
 // OrderOnShipmentFailed is what `order` may publish after `shipment.failed`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnShipmentFailed interface{ orderOnShipmentFailed() }
+type OrderOnShipmentFailed interface {
+	Event
+	orderOnShipmentFailed()
+}
 
 // OrderOnShipmentCancelled is what `order` may publish after `shipment.cancelled`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type OrderOnShipmentCancelled interface{ orderOnShipmentCancelled() }
+type OrderOnShipmentCancelled interface {
+	Event
+	orderOnShipmentCancelled()
+}
 
 // OrderHandler is everything `order` reacts to. Each method runs in the transaction
 // that also records the event in the inbox and its reply in the outbox; its reply type
@@ -105,57 +135,31 @@ func OrderOwner(h OrderHandler, store owner.Store[OrderStatus]) *owner.Owner[Ord
 		Handle: func(ctx context.Context, tx pgx.Tx, m participant.Message, step owner.Step[OrderStatus]) (*participant.Outbound, error) {
 			switch e := m.(type) {
 			case *Envelope[StockReductionSuccess]:
-				return participant.Answer(func(r OrderOnStockReductionSuccess) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnStockReductionSuccess(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnStockReductionSuccess](e))(h.OnStockReductionSuccess(ctx, tx, e, step))
 			case *Envelope[StockReductionFail]:
-				return participant.Answer(func(r OrderOnStockReductionFail) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnStockReductionFail(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnStockReductionFail](e))(h.OnStockReductionFail(ctx, tx, e, step))
 			case *Envelope[StockReleased]:
-				return participant.Answer(func(r OrderOnStockReleased) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnStockReleased(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnStockReleased](e))(h.OnStockReleased(ctx, tx, e, step))
 			case *Envelope[PaymentCompleted]:
-				return participant.Answer(func(r OrderOnPaymentCompleted) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnPaymentCompleted(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnPaymentCompleted](e))(h.OnPaymentCompleted(ctx, tx, e, step))
 			case *Envelope[PaymentFail]:
-				return participant.Answer(func(r OrderOnPaymentFail) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnPaymentFail(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnPaymentFail](e))(h.OnPaymentFail(ctx, tx, e, step))
 			case *Envelope[PaymentRefunded]:
-				return participant.Answer(func(r OrderOnPaymentRefunded) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnPaymentRefunded(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnPaymentRefunded](e))(h.OnPaymentRefunded(ctx, tx, e, step))
 			case *Envelope[ShipmentBooked]:
-				return participant.Answer(func(r OrderOnShipmentBooked) (*participant.Outbound, error) {
-					switch reply := r.(type) {
-					case OrderCompleted:
-						return participant.NewOutbound(Reply(e, reply))
-					}
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnShipmentBooked(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnShipmentBooked](e))(h.OnShipmentBooked(ctx, tx, e, step))
 			case *Envelope[ShipmentFailed]:
-				return participant.Answer(func(r OrderOnShipmentFailed) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnShipmentFailed(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnShipmentFailed](e))(h.OnShipmentFailed(ctx, tx, e, step))
 			case *Envelope[ShipmentCancelled]:
-				return participant.Answer(func(r OrderOnShipmentCancelled) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("order", r, e)
-				})(h.OnShipmentCancelled(ctx, tx, e, step))
+				return participant.Answer(replyTo[OrderOnShipmentCancelled](e))(h.OnShipmentCancelled(ctx, tx, e, step))
 			}
 			return nil, fmt.Errorf("`order` does not handle `%s`", m.EventType())
 		},
 		OnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[OrderStatus], to OrderStatus) (*participant.Outbound, error) {
 			return participant.Answer(func(r OrderTimeoutReply) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case OrderCancelled:
-					e := New(saga.SagaKey, reply)
-					e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
-					return participant.NewOutbound(e)
-				}
-				return nil, fmt.Errorf("a timeout of `%s` published %T, which the spec does not allow", saga.Status, r)
+				e := New(saga.SagaKey, r)
+				e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
+				return participant.NewOutbound(e)
 			})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))
 		},
 	}
@@ -174,39 +178,7 @@ func OrderBinding(o *owner.Owner[OrderStatus]) participant.Binding {
 			return nil, err
 		}
 		switch e := m.(type) {
-		case *Envelope[StockReductionSuccess]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[StockReductionFail]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[StockReleased]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[PaymentCompleted]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[PaymentFail]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[PaymentRefunded]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[ShipmentBooked]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[ShipmentFailed]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[ShipmentCancelled]:
+		case *Envelope[StockReductionSuccess], *Envelope[StockReductionFail], *Envelope[StockReleased], *Envelope[PaymentCompleted], *Envelope[PaymentFail], *Envelope[PaymentRefunded], *Envelope[ShipmentBooked], *Envelope[ShipmentFailed], *Envelope[ShipmentCancelled]:
 			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
 				return o.RunEvent(ctx, tx, e)
 			}), nil
@@ -218,7 +190,10 @@ func OrderBinding(o *owner.Owner[OrderStatus]) participant.Binding {
 
 // ProductOnOrderCreated is what `product` may publish after `order.created`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `stock.reduction.success`, `stock.reduction.fail`.
-type ProductOnOrderCreated interface{ productOnOrderCreated() }
+type ProductOnOrderCreated interface {
+	Event
+	productOnOrderCreated()
+}
 
 func (StockReductionSuccess) productOnOrderCreated() {}
 
@@ -226,19 +201,28 @@ func (StockReductionFail) productOnOrderCreated() {}
 
 // ProductOnPaymentFail is what `product` may publish after `payment.fail`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `stock.released`.
-type ProductOnPaymentFail interface{ productOnPaymentFail() }
+type ProductOnPaymentFail interface {
+	Event
+	productOnPaymentFail()
+}
 
 func (StockReleased) productOnPaymentFail() {}
 
 // ProductOnShipmentFailed is what `product` may publish after `shipment.failed`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `stock.released`.
-type ProductOnShipmentFailed interface{ productOnShipmentFailed() }
+type ProductOnShipmentFailed interface {
+	Event
+	productOnShipmentFailed()
+}
 
 func (StockReleased) productOnShipmentFailed() {}
 
 // ProductOnOrderCancelled is what `product` may publish after `order.cancelled`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `stock.released`.
-type ProductOnOrderCancelled interface{ productOnOrderCancelled() }
+type ProductOnOrderCancelled interface {
+	Event
+	productOnOrderCancelled()
+}
 
 func (StockReleased) productOnOrderCancelled() {}
 
@@ -276,39 +260,13 @@ func ProductBinding(h ProductHandler) participant.Binding {
 		}
 		switch e := m.(type) {
 		case *Envelope[OrderCreated]:
-			return participant.Handle(e, h.OnOrderCreated, func(r ProductOnOrderCreated) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case StockReductionSuccess:
-					return participant.NewOutbound(Reply(e, reply))
-				case StockReductionFail:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("product", r, e)
-			}), nil
+			return participant.Handle(e, h.OnOrderCreated, replyTo[ProductOnOrderCreated](e)), nil
 		case *Envelope[PaymentFail]:
-			return participant.Handle(e, h.OnPaymentFail, func(r ProductOnPaymentFail) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case StockReleased:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("product", r, e)
-			}), nil
+			return participant.Handle(e, h.OnPaymentFail, replyTo[ProductOnPaymentFail](e)), nil
 		case *Envelope[ShipmentFailed]:
-			return participant.Handle(e, h.OnShipmentFailed, func(r ProductOnShipmentFailed) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case StockReleased:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("product", r, e)
-			}), nil
+			return participant.Handle(e, h.OnShipmentFailed, replyTo[ProductOnShipmentFailed](e)), nil
 		case *Envelope[OrderCancelled]:
-			return participant.Handle(e, h.OnOrderCancelled, func(r ProductOnOrderCancelled) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case StockReleased:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("product", r, e)
-			}), nil
+			return participant.Handle(e, h.OnOrderCancelled, replyTo[ProductOnOrderCancelled](e)), nil
 		}
 		// An event of a topic `product` reads that it does not handle.
 		return nil, nil
@@ -317,7 +275,10 @@ func ProductBinding(h ProductHandler) participant.Binding {
 
 // UserOnStockReductionSuccess is what `user` may publish after `stock.reduction.success`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `payment.completed`, `payment.fail`.
-type UserOnStockReductionSuccess interface{ userOnStockReductionSuccess() }
+type UserOnStockReductionSuccess interface {
+	Event
+	userOnStockReductionSuccess()
+}
 
 func (PaymentCompleted) userOnStockReductionSuccess() {}
 
@@ -325,13 +286,19 @@ func (PaymentFail) userOnStockReductionSuccess() {}
 
 // UserOnShipmentFailed is what `user` may publish after `shipment.failed`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `payment.refunded`.
-type UserOnShipmentFailed interface{ userOnShipmentFailed() }
+type UserOnShipmentFailed interface {
+	Event
+	userOnShipmentFailed()
+}
 
 func (PaymentRefunded) userOnShipmentFailed() {}
 
 // UserOnOrderCancelled is what `user` may publish after `order.cancelled`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `payment.refunded`.
-type UserOnOrderCancelled interface{ userOnOrderCancelled() }
+type UserOnOrderCancelled interface {
+	Event
+	userOnOrderCancelled()
+}
 
 func (PaymentRefunded) userOnOrderCancelled() {}
 
@@ -365,31 +332,11 @@ func UserBinding(h UserHandler) participant.Binding {
 		}
 		switch e := m.(type) {
 		case *Envelope[StockReductionSuccess]:
-			return participant.Handle(e, h.OnStockReductionSuccess, func(r UserOnStockReductionSuccess) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case PaymentCompleted:
-					return participant.NewOutbound(Reply(e, reply))
-				case PaymentFail:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("user", r, e)
-			}), nil
+			return participant.Handle(e, h.OnStockReductionSuccess, replyTo[UserOnStockReductionSuccess](e)), nil
 		case *Envelope[ShipmentFailed]:
-			return participant.Handle(e, h.OnShipmentFailed, func(r UserOnShipmentFailed) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case PaymentRefunded:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("user", r, e)
-			}), nil
+			return participant.Handle(e, h.OnShipmentFailed, replyTo[UserOnShipmentFailed](e)), nil
 		case *Envelope[OrderCancelled]:
-			return participant.Handle(e, h.OnOrderCancelled, func(r UserOnOrderCancelled) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case PaymentRefunded:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("user", r, e)
-			}), nil
+			return participant.Handle(e, h.OnOrderCancelled, replyTo[UserOnOrderCancelled](e)), nil
 		}
 		// An event of a topic `user` reads that it does not handle.
 		return nil, nil
@@ -398,7 +345,10 @@ func UserBinding(h UserHandler) participant.Binding {
 
 // ShippingOnPaymentCompleted is what `shipping` may publish after `payment.completed`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `shipment.booked`, `shipment.failed`.
-type ShippingOnPaymentCompleted interface{ shippingOnPaymentCompleted() }
+type ShippingOnPaymentCompleted interface {
+	Event
+	shippingOnPaymentCompleted()
+}
 
 func (ShipmentBooked) shippingOnPaymentCompleted() {}
 
@@ -406,7 +356,10 @@ func (ShipmentFailed) shippingOnPaymentCompleted() {}
 
 // ShippingOnOrderCancelled is what `shipping` may publish after `order.cancelled`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `shipment.cancelled`.
-type ShippingOnOrderCancelled interface{ shippingOnOrderCancelled() }
+type ShippingOnOrderCancelled interface {
+	Event
+	shippingOnOrderCancelled()
+}
 
 func (ShipmentCancelled) shippingOnOrderCancelled() {}
 
@@ -436,23 +389,9 @@ func ShippingBinding(h ShippingHandler) participant.Binding {
 		}
 		switch e := m.(type) {
 		case *Envelope[PaymentCompleted]:
-			return participant.Handle(e, h.OnPaymentCompleted, func(r ShippingOnPaymentCompleted) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case ShipmentBooked:
-					return participant.NewOutbound(Reply(e, reply))
-				case ShipmentFailed:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("shipping", r, e)
-			}), nil
+			return participant.Handle(e, h.OnPaymentCompleted, replyTo[ShippingOnPaymentCompleted](e)), nil
 		case *Envelope[OrderCancelled]:
-			return participant.Handle(e, h.OnOrderCancelled, func(r ShippingOnOrderCancelled) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case ShipmentCancelled:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("shipping", r, e)
-			}), nil
+			return participant.Handle(e, h.OnOrderCancelled, replyTo[ShippingOnOrderCancelled](e)), nil
 		}
 		// An event of a topic `shipping` reads that it does not handle.
 		return nil, nil
@@ -466,4 +405,11 @@ var saga = participant.Saga{
 	Learn:            registry.Learn,
 	DeadLetterSuffix: DeadLetterSuffix,
 	SchemaTopic:      SchemaTopic,
+}
+
+// replyTo is how a handler's reply R to parent goes to the outbox: keyed, traced and
+// with the context of parent ([Reply]). R is a reply type, which only the events the
+// spec allows implement.
+func replyTo[R Event, P Event](parent *Envelope[P]) func(R) (*participant.Outbound, error) {
+	return func(r R) (*participant.Outbound, error) { return participant.NewOutbound(Reply(parent, r)) }
 }

@@ -33,35 +33,11 @@ fn replies_doc(replies: &[String]) -> String {
 /// A sealed reply type: `name` is implemented exactly by `replies`.
 fn sealed(name: &str, doc: &str, replies: impl IntoIterator<Item = String>) -> String {
     let marker = names::unexported(name);
-    let mut out = format!("\n{}type {name} interface{{ {marker}() }}\n", comment("", doc));
+    let mut out = format!("\n{}type {name} interface {{\n\tEvent\n\t{marker}()\n}}\n", comment("", doc));
     for r in replies {
         out.push_str(&format!("\nfunc ({r}) {marker}() {{}}\n"));
     }
     out
-}
-
-/// The function literal that turns a reply of type `reply` into an outbox row: a switch over
-/// `replies` (each built by `build`), then the undeclared-reply error. `indent` is the
-/// literal's own depth.
-fn reply_func(
-    reply: &str,
-    replies: &[String],
-    build: impl Fn(&str) -> String,
-    undeclared: &str,
-    indent: usize,
-) -> String {
-    let tab = "\t".repeat(indent);
-    let switch = if replies.is_empty() {
-        // With no reply allowed, the reply type has no implementation: nothing to switch on.
-        String::new()
-    } else {
-        let cases: String = replies
-            .iter()
-            .map(|r| format!("{tab}\tcase {}:\n{}", names::exported(r), build(&format!("{tab}\t\t"))))
-            .collect();
-        format!("{tab}\tswitch reply := r.(type) {{\n{cases}{tab}\t}}\n")
-    };
-    format!("func(r {reply}) (*participant.Outbound, error) {{\n{switch}{tab}\treturn nil, {undeclared}\n{tab}}}")
 }
 
 /// One subscription of `service`: its reply type, the handler method's documentation and
@@ -160,20 +136,13 @@ fn binding(saga: &Saga, service: &str, param: &str, cases: &str) -> String {
 
 fn participant(saga: &Saga, service: &str) -> String {
     let svc = names::exported(service);
-    let quoted_service = quoted(service);
     let cases: String = handled(saga, service)
         .iter()
         .map(|h| {
-            let reply = reply_func(
-                &h.reply,
-                &h.sub.replies,
-                |tab| format!("{tab}return participant.NewOutbound(Reply(e, reply))\n"),
-                &format!("participant.Undeclared({quoted_service}, r, e)"),
-                3,
-            );
             format!(
-                "\t\tcase *Envelope[{}]:\n\t\t\treturn participant.Handle(e, h.On{}, {reply}), nil\n",
-                h.payload, h.payload
+                "\t\tcase *Envelope[{payload}]:\n\t\t\treturn participant.Handle(e, h.On{payload}, replyTo[{reply}](e)), nil\n",
+                payload = h.payload,
+                reply = h.reply
             )
         })
         .collect();
@@ -183,7 +152,6 @@ fn participant(saga: &Saga, service: &str) -> String {
 fn status_owner(saga: &Saga, service: &str) -> String {
     let Some(machine) = &saga.status else { return String::new() };
     let svc = names::exported(service);
-    let quoted_service = quoted(service);
     let status = names::status_type(service);
     let key = names::unexported(&names::exported(&saga.key));
 
@@ -216,32 +184,13 @@ fn status_owner(saga: &Saga, service: &str) -> String {
     let handle_cases: String = handled
         .iter()
         .map(|h| {
-            let reply = reply_func(
-                &h.reply,
-                &h.sub.replies,
-                |tab| format!("{tab}return participant.NewOutbound(Reply(e, reply))\n"),
-                &format!("participant.Undeclared({quoted_service}, r, e)"),
-                4,
-            );
             format!(
-                "\t\t\tcase *Envelope[{}]:\n\t\t\t\treturn participant.Answer({reply})(h.On{}(ctx, tx, e, step))\n",
-                h.payload, h.payload
+                "\t\t\tcase *Envelope[{payload}]:\n\t\t\t\treturn participant.Answer(replyTo[{reply}](e))(h.On{payload}(ctx, tx, e, step))\n",
+                payload = h.payload,
+                reply = h.reply
             )
         })
         .collect();
-    let timeout_func = reply_func(
-        &timeout_reply,
-        &emits,
-        |tab| {
-            format!(
-                "{tab}e := New(saga.SagaKey, reply)\n\
-                 {tab}e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate\n\
-                 {tab}return participant.NewOutbound(e)\n"
-            )
-        },
-        "fmt.Errorf(\"a timeout of `%s` published %T, which the spec does not allow\", saga.Status, r)",
-        3,
-    );
     let types: Vec<String> = handled.iter().map(|h| format!("*Envelope[{}]", h.payload)).collect();
     out.push_str(&format!(
         "\n// {svc}Owner binds h and store to the runtime's status owner driver: each event runs\n\
@@ -267,24 +216,24 @@ fn status_owner(saga: &Saga, service: &str) -> String {
          \t\t\treturn nil, fmt.Errorf(\"`{service}` does not handle `%s`\", m.EventType())\n\
          \t\t}},\n\
          \t\tOnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[{status}], to {status}) (*participant.Outbound, error) {{\n\
-         \t\t\treturn participant.Answer({timeout_func})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))\n\
+         \t\t\treturn participant.Answer(func(r {timeout_reply}) (*participant.Outbound, error) {{\n\
+         \t\t\t\te := New(saga.SagaKey, r)\n\
+         \t\t\t\te.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate\n\
+         \t\t\t\treturn participant.NewOutbound(e)\n\
+         \t\t\t}})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))\n\
          \t\t}},\n\
          \t}}\n}}\n",
         machine = names::machine(service),
         types = types.join(", "),
     ));
-    let cases: String = handled
-        .iter()
-        .map(|h| {
-            format!(
-                "\t\tcase *Envelope[{}]:\n\
-                 \t\t\treturn participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {{\n\
-                 \t\t\t\treturn o.RunEvent(ctx, tx, e)\n\
-                 \t\t\t}}), nil\n",
-                h.payload
-            )
-        })
-        .collect();
+    // Every event runs through the driver alike: one case.
+    let cases = format!(
+        "\t\tcase {}:\n\
+         \t\t\treturn participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {{\n\
+         \t\t\t\treturn o.RunEvent(ctx, tx, e)\n\
+         \t\t\t}}), nil\n",
+        types.join(", ")
+    );
     out.push_str(&binding(saga, service, &format!("o *owner.Owner[{status}]"), &cases));
     out
 }
@@ -306,7 +255,12 @@ pub(super) fn declarations(saga: &Saga) -> String {
              \tEvents:           Events,\n\
              \tLearn:            registry.Learn,\n\
              \tDeadLetterSuffix: DeadLetterSuffix,\n\
-             \tSchemaTopic:      SchemaTopic,\n}\n",
+             \tSchemaTopic:      SchemaTopic,\n}\n\
+             \n// replyTo is how a handler's reply R to parent goes to the outbox: keyed, traced and\n\
+             // with the context of parent ([Reply]). R is a reply type, which only the events the\n\
+             // spec allows implement.\n\
+             func replyTo[R Event, P Event](parent *Envelope[P]) func(R) (*participant.Outbound, error) {\n\
+             \treturn func(r R) (*participant.Outbound, error) { return participant.NewOutbound(Reply(parent, r)) }\n}\n",
         );
     }
     out

@@ -5,6 +5,7 @@
 //! topology, names); what every saga does alike is hand-written Go in the runtime module
 //! (`runtime-go/`: `wire` for the encoding, `contract` for the rows of the topology).
 
+mod commands;
 mod events;
 mod handlers;
 mod names;
@@ -96,6 +97,11 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
 
     if let Some(machine) = &saga.status {
         out.insert("status.go".into(), file("", &["time", runtime("status").as_str()], status::declarations(machine)));
+        if !saga.commands.is_empty() {
+            let owner = runtime("owner");
+            let imports = ["context", "github.com/google/uuid", "github.com/jackc/pgx/v5", owner.as_str()];
+            out.insert("commands.go".into(), file("", &imports, commands::declarations(saga)));
+        }
     }
     let participant = runtime("participant");
     let wire = runtime("wire");

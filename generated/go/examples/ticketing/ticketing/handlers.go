@@ -15,19 +15,28 @@ import (
 )
 
 // BookingTimeoutReply is what `booking` may publish when a saga times out, or nil for nothing.
-type BookingTimeoutReply interface{ bookingTimeoutReply() }
+type BookingTimeoutReply interface {
+	Event
+	bookingTimeoutReply()
+}
 
 func (BookingExpired) bookingTimeoutReply() {}
 
 // BookingOnSeatHeld is what `booking` may publish after `seat.held`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `booking.confirmed`.
-type BookingOnSeatHeld interface{ bookingOnSeatHeld() }
+type BookingOnSeatHeld interface {
+	Event
+	bookingOnSeatHeld()
+}
 
 func (BookingConfirmed) bookingOnSeatHeld() {}
 
 // BookingOnSeatUnavailable is what `booking` may publish after `seat.unavailable`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type BookingOnSeatUnavailable interface{ bookingOnSeatUnavailable() }
+type BookingOnSeatUnavailable interface {
+	Event
+	bookingOnSeatUnavailable()
+}
 
 // BookingHandler is everything `booking` reacts to. Each method runs in the transaction
 // that also records the event in the inbox and its reply in the outbox; its reply type
@@ -63,29 +72,17 @@ func BookingOwner(h BookingHandler, store owner.Store[BookingStatus]) *owner.Own
 		Handle: func(ctx context.Context, tx pgx.Tx, m participant.Message, step owner.Step[BookingStatus]) (*participant.Outbound, error) {
 			switch e := m.(type) {
 			case *Envelope[SeatHeld]:
-				return participant.Answer(func(r BookingOnSeatHeld) (*participant.Outbound, error) {
-					switch reply := r.(type) {
-					case BookingConfirmed:
-						return participant.NewOutbound(Reply(e, reply))
-					}
-					return nil, participant.Undeclared("booking", r, e)
-				})(h.OnSeatHeld(ctx, tx, e, step))
+				return participant.Answer(replyTo[BookingOnSeatHeld](e))(h.OnSeatHeld(ctx, tx, e, step))
 			case *Envelope[SeatUnavailable]:
-				return participant.Answer(func(r BookingOnSeatUnavailable) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("booking", r, e)
-				})(h.OnSeatUnavailable(ctx, tx, e, step))
+				return participant.Answer(replyTo[BookingOnSeatUnavailable](e))(h.OnSeatUnavailable(ctx, tx, e, step))
 			}
 			return nil, fmt.Errorf("`booking` does not handle `%s`", m.EventType())
 		},
 		OnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[BookingStatus], to BookingStatus) (*participant.Outbound, error) {
 			return participant.Answer(func(r BookingTimeoutReply) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case BookingExpired:
-					e := New(saga.SagaKey, reply)
-					e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
-					return participant.NewOutbound(e)
-				}
-				return nil, fmt.Errorf("a timeout of `%s` published %T, which the spec does not allow", saga.Status, r)
+				e := New(saga.SagaKey, r)
+				e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
+				return participant.NewOutbound(e)
 			})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))
 		},
 	}
@@ -104,11 +101,7 @@ func BookingBinding(o *owner.Owner[BookingStatus]) participant.Binding {
 			return nil, err
 		}
 		switch e := m.(type) {
-		case *Envelope[SeatHeld]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[SeatUnavailable]:
+		case *Envelope[SeatHeld], *Envelope[SeatUnavailable]:
 			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
 				return o.RunEvent(ctx, tx, e)
 			}), nil
@@ -120,7 +113,10 @@ func BookingBinding(o *owner.Owner[BookingStatus]) participant.Binding {
 
 // SeatsOnBookingRequested is what `seats` may publish after `booking.requested`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `seat.held`, `seat.unavailable`.
-type SeatsOnBookingRequested interface{ seatsOnBookingRequested() }
+type SeatsOnBookingRequested interface {
+	Event
+	seatsOnBookingRequested()
+}
 
 func (SeatHeld) seatsOnBookingRequested() {}
 
@@ -128,7 +124,10 @@ func (SeatUnavailable) seatsOnBookingRequested() {}
 
 // SeatsOnBookingExpired is what `seats` may publish after `booking.expired`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type SeatsOnBookingExpired interface{ seatsOnBookingExpired() }
+type SeatsOnBookingExpired interface {
+	Event
+	seatsOnBookingExpired()
+}
 
 // SeatsHandler is everything `seats` reacts to. Each method runs in the transaction
 // that also records the event in the inbox and its reply in the outbox; its reply type
@@ -156,19 +155,9 @@ func SeatsBinding(h SeatsHandler) participant.Binding {
 		}
 		switch e := m.(type) {
 		case *Envelope[BookingRequested]:
-			return participant.Handle(e, h.OnBookingRequested, func(r SeatsOnBookingRequested) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case SeatHeld:
-					return participant.NewOutbound(Reply(e, reply))
-				case SeatUnavailable:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("seats", r, e)
-			}), nil
+			return participant.Handle(e, h.OnBookingRequested, replyTo[SeatsOnBookingRequested](e)), nil
 		case *Envelope[BookingExpired]:
-			return participant.Handle(e, h.OnBookingExpired, func(r SeatsOnBookingExpired) (*participant.Outbound, error) {
-				return nil, participant.Undeclared("seats", r, e)
-			}), nil
+			return participant.Handle(e, h.OnBookingExpired, replyTo[SeatsOnBookingExpired](e)), nil
 		}
 		// An event of a topic `seats` reads that it does not handle.
 		return nil, nil
@@ -182,4 +171,11 @@ var saga = participant.Saga{
 	Learn:            registry.Learn,
 	DeadLetterSuffix: DeadLetterSuffix,
 	SchemaTopic:      SchemaTopic,
+}
+
+// replyTo is how a handler's reply R to parent goes to the outbox: keyed, traced and
+// with the context of parent ([Reply]). R is a reply type, which only the events the
+// spec allows implement.
+func replyTo[R Event, P Event](parent *Envelope[P]) func(R) (*participant.Outbound, error) {
+	return func(r R) (*participant.Outbound, error) { return participant.NewOutbound(Reply(parent, r)) }
 }

@@ -15,27 +15,42 @@ import (
 )
 
 // DispatchTimeoutReply is what `dispatch` may publish when a saga times out, or nil for nothing.
-type DispatchTimeoutReply interface{ dispatchTimeoutReply() }
+type DispatchTimeoutReply interface {
+	Event
+	dispatchTimeoutReply()
+}
 
 func (ParcelAbandoned) dispatchTimeoutReply() {}
 
 // DispatchOnParcelPicked is what `dispatch` may publish after `parcel.picked`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `parcel.shipped`.
-type DispatchOnParcelPicked interface{ dispatchOnParcelPicked() }
+type DispatchOnParcelPicked interface {
+	Event
+	dispatchOnParcelPicked()
+}
 
 func (ParcelShipped) dispatchOnParcelPicked() {}
 
 // DispatchOnParcelMissing is what `dispatch` may publish after `parcel.missing`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type DispatchOnParcelMissing interface{ dispatchOnParcelMissing() }
+type DispatchOnParcelMissing interface {
+	Event
+	dispatchOnParcelMissing()
+}
 
 // DispatchOnParcelDelayed is what `dispatch` may publish after `parcel.delayed`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type DispatchOnParcelDelayed interface{ dispatchOnParcelDelayed() }
+type DispatchOnParcelDelayed interface {
+	Event
+	dispatchOnParcelDelayed()
+}
 
 // DispatchOnParcelLoaded is what `dispatch` may publish after `parcel.loaded`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type DispatchOnParcelLoaded interface{ dispatchOnParcelLoaded() }
+type DispatchOnParcelLoaded interface {
+	Event
+	dispatchOnParcelLoaded()
+}
 
 // DispatchHandler is everything `dispatch` reacts to. Each method runs in the transaction
 // that also records the event in the inbox and its reply in the outbox; its reply type
@@ -75,37 +90,21 @@ func DispatchOwner(h DispatchHandler, store owner.Store[DispatchStatus]) *owner.
 		Handle: func(ctx context.Context, tx pgx.Tx, m participant.Message, step owner.Step[DispatchStatus]) (*participant.Outbound, error) {
 			switch e := m.(type) {
 			case *Envelope[ParcelPicked]:
-				return participant.Answer(func(r DispatchOnParcelPicked) (*participant.Outbound, error) {
-					switch reply := r.(type) {
-					case ParcelShipped:
-						return participant.NewOutbound(Reply(e, reply))
-					}
-					return nil, participant.Undeclared("dispatch", r, e)
-				})(h.OnParcelPicked(ctx, tx, e, step))
+				return participant.Answer(replyTo[DispatchOnParcelPicked](e))(h.OnParcelPicked(ctx, tx, e, step))
 			case *Envelope[ParcelMissing]:
-				return participant.Answer(func(r DispatchOnParcelMissing) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("dispatch", r, e)
-				})(h.OnParcelMissing(ctx, tx, e, step))
+				return participant.Answer(replyTo[DispatchOnParcelMissing](e))(h.OnParcelMissing(ctx, tx, e, step))
 			case *Envelope[ParcelDelayed]:
-				return participant.Answer(func(r DispatchOnParcelDelayed) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("dispatch", r, e)
-				})(h.OnParcelDelayed(ctx, tx, e, step))
+				return participant.Answer(replyTo[DispatchOnParcelDelayed](e))(h.OnParcelDelayed(ctx, tx, e, step))
 			case *Envelope[ParcelLoaded]:
-				return participant.Answer(func(r DispatchOnParcelLoaded) (*participant.Outbound, error) {
-					return nil, participant.Undeclared("dispatch", r, e)
-				})(h.OnParcelLoaded(ctx, tx, e, step))
+				return participant.Answer(replyTo[DispatchOnParcelLoaded](e))(h.OnParcelLoaded(ctx, tx, e, step))
 			}
 			return nil, fmt.Errorf("`dispatch` does not handle `%s`", m.EventType())
 		},
 		OnTimeout: func(ctx context.Context, tx pgx.Tx, saga owner.Overdue[DispatchStatus], to DispatchStatus) (*participant.Outbound, error) {
 			return participant.Answer(func(r DispatchTimeoutReply) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case ParcelAbandoned:
-					e := New(saga.SagaKey, reply)
-					e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
-					return participant.NewOutbound(e)
-				}
-				return nil, fmt.Errorf("a timeout of `%s` published %T, which the spec does not allow", saga.Status, r)
+				e := New(saga.SagaKey, r)
+				e.Traceparent, e.Tracestate = saga.Traceparent, saga.Tracestate
+				return participant.NewOutbound(e)
 			})(h.OnTimeout(ctx, tx, saga.SagaKey, saga.Status, to))
 		},
 	}
@@ -124,19 +123,7 @@ func DispatchBinding(o *owner.Owner[DispatchStatus]) participant.Binding {
 			return nil, err
 		}
 		switch e := m.(type) {
-		case *Envelope[ParcelPicked]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[ParcelMissing]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[ParcelDelayed]:
-			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
-				return o.RunEvent(ctx, tx, e)
-			}), nil
-		case *Envelope[ParcelLoaded]:
+		case *Envelope[ParcelPicked], *Envelope[ParcelMissing], *Envelope[ParcelDelayed], *Envelope[ParcelLoaded]:
 			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
 				return o.RunEvent(ctx, tx, e)
 			}), nil
@@ -148,7 +135,10 @@ func DispatchBinding(o *owner.Owner[DispatchStatus]) participant.Binding {
 
 // WarehouseOnParcelRequested is what `warehouse` may publish after `parcel.requested`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `parcel.picked`, `parcel.delayed`.
-type WarehouseOnParcelRequested interface{ warehouseOnParcelRequested() }
+type WarehouseOnParcelRequested interface {
+	Event
+	warehouseOnParcelRequested()
+}
 
 func (ParcelPicked) warehouseOnParcelRequested() {}
 
@@ -156,13 +146,19 @@ func (ParcelDelayed) warehouseOnParcelRequested() {}
 
 // WarehouseOnParcelShipped is what `warehouse` may publish after `parcel.shipped`: one of the replies the spec
 // lists, or nil for none. The spec allows these replies: `parcel.loaded`.
-type WarehouseOnParcelShipped interface{ warehouseOnParcelShipped() }
+type WarehouseOnParcelShipped interface {
+	Event
+	warehouseOnParcelShipped()
+}
 
 func (ParcelLoaded) warehouseOnParcelShipped() {}
 
 // WarehouseOnParcelAbandoned is what `warehouse` may publish after `parcel.abandoned`: one of the replies the spec
 // lists, or nil for none. The spec allows no reply.
-type WarehouseOnParcelAbandoned interface{ warehouseOnParcelAbandoned() }
+type WarehouseOnParcelAbandoned interface {
+	Event
+	warehouseOnParcelAbandoned()
+}
 
 // WarehouseHandler is everything `warehouse` reacts to. Each method runs in the transaction
 // that also records the event in the inbox and its reply in the outbox; its reply type
@@ -192,27 +188,11 @@ func WarehouseBinding(h WarehouseHandler) participant.Binding {
 		}
 		switch e := m.(type) {
 		case *Envelope[ParcelRequested]:
-			return participant.Handle(e, h.OnParcelRequested, func(r WarehouseOnParcelRequested) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case ParcelPicked:
-					return participant.NewOutbound(Reply(e, reply))
-				case ParcelDelayed:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("warehouse", r, e)
-			}), nil
+			return participant.Handle(e, h.OnParcelRequested, replyTo[WarehouseOnParcelRequested](e)), nil
 		case *Envelope[ParcelShipped]:
-			return participant.Handle(e, h.OnParcelShipped, func(r WarehouseOnParcelShipped) (*participant.Outbound, error) {
-				switch reply := r.(type) {
-				case ParcelLoaded:
-					return participant.NewOutbound(Reply(e, reply))
-				}
-				return nil, participant.Undeclared("warehouse", r, e)
-			}), nil
+			return participant.Handle(e, h.OnParcelShipped, replyTo[WarehouseOnParcelShipped](e)), nil
 		case *Envelope[ParcelAbandoned]:
-			return participant.Handle(e, h.OnParcelAbandoned, func(r WarehouseOnParcelAbandoned) (*participant.Outbound, error) {
-				return nil, participant.Undeclared("warehouse", r, e)
-			}), nil
+			return participant.Handle(e, h.OnParcelAbandoned, replyTo[WarehouseOnParcelAbandoned](e)), nil
 		}
 		// An event of a topic `warehouse` reads that it does not handle.
 		return nil, nil
@@ -226,4 +206,11 @@ var saga = participant.Saga{
 	Learn:            registry.Learn,
 	DeadLetterSuffix: DeadLetterSuffix,
 	SchemaTopic:      SchemaTopic,
+}
+
+// replyTo is how a handler's reply R to parent goes to the outbox: keyed, traced and
+// with the context of parent ([Reply]). R is a reply type, which only the events the
+// spec allows implement.
+func replyTo[R Event, P Event](parent *Envelope[P]) func(R) (*participant.Outbound, error) {
+	return func(r R) (*participant.Outbound, error) { return participant.NewOutbound(Reply(parent, r)) }
 }
