@@ -3,7 +3,8 @@
 // reached its final outcome (handled, a duplicate, not handled here, or dead-lettered);
 // its inbox row, its handler's writes and its reply commit in one transaction; an outage
 // is waited out however long it lasts and never dead-lettered; a message that is itself
-// wrong goes to the dead-letter topic.
+// wrong goes to the dead-letter topic. Workers take what waits in batches of up to the
+// spec's `batch` (flow.go keeps a slow worker from holding up the others' partitions).
 package consumer
 
 import (
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -39,8 +41,6 @@ import (
 const DefaultWorkers = 3
 
 const (
-	// workerQueue: messages polled and waiting for their worker.
-	workerQueue = 1024
 	// revokeWait: how long a revocation waits for the messages in flight.
 	revokeWait = 30 * time.Second
 	// outageRetryStart and outageRetryMax: the waits while the infrastructure is away.
@@ -163,14 +163,23 @@ func Run(ctx context.Context, c Config) error {
 		}(queues[i], c.Health.Probe(health.Consumer))
 	}
 	receiving := c.Health.Probe(health.Consumer)
+	deal := newFlow(queues, groupFetches{client: client, ownership: cons.ownership})
+	lastReconcile := time.Now()
 	for ctx.Err() == nil {
-		fetches := client.PollRecords(ctx, 256)
+		// A worker behind is looked at again soon even if nothing arrives.
+		wait := reconcileEvery
+		if deal.behind() {
+			wait = pausedCheck
+		}
+		pollCtx, cancel := context.WithTimeout(ctx, wait)
+		fetches := client.PollRecords(pollCtx, 256)
+		cancel()
 		if fetches.IsClientClosed() || ctx.Err() != nil {
 			break
 		}
 		failed := false
 		fetches.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				slog.Warn("fetch failed", "topic", topic, "partition", p, "error", err)
 				receiving.Failing(err)
 				failed = true
@@ -179,14 +188,19 @@ func Run(ctx context.Context, c Config) error {
 		if !failed {
 			receiving.Working()
 		}
+		deal.feed()
 		now := time.Now()
 		fetches.EachRecord(func(r *kgo.Record) {
-			epoch := cons.ownership.epoch(partition{r.Topic, r.Partition})
-			select {
-			case queues[WorkerOf(r.Partition, workers)] <- polled{record: r, epoch: epoch, receivedAt: now}:
-			case <-ctx.Done():
+			// Received after its partition was revoked: the next owner reads it from the
+			// committed offset.
+			if epoch := cons.ownership.epoch(partition{r.Topic, r.Partition}); epoch != 0 {
+				deal.deal(polled{record: r, epoch: epoch, receivedAt: now})
 			}
 		})
+		if time.Since(lastReconcile) >= reconcileEvery {
+			deal.reconcile()
+			lastReconcile = time.Now()
+		}
 	}
 	for _, q := range queues {
 		close(q)
@@ -215,22 +229,66 @@ func partitions(m map[string][]int32) []partition {
 	return out
 }
 
-// work handles what queue brings, one message at a time, until it closes; a stop leaves
-// the queued messages unmarked: they are redelivered after the restart.
+// work handles what queue brings until it closes: up to the group's batch of messages
+// already waiting, in one transaction (it never waits for a batch to fill, so a quiet
+// system keeps one message per transaction and its latency); a batch that fails is handled
+// again one message at a time, each to its own outcome. A stop leaves the queued messages
+// unmarked: they are redelivered after the restart.
 func (c *consumer) work(ctx context.Context, queue chan polled, probe *health.Probe) {
-	for m := range queue {
+	maxBatch := max(c.Binding.Group.MaxBatch, 1)
+	for first := range queue {
+		batch := []polled{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case m, open := <-queue:
+				if !open {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
 		if ctx.Err() != nil {
 			continue
 		}
-		p := partition{m.record.Topic, m.record.Partition}
-		if !c.ownership.start(p, m.epoch) {
-			continue
+		// Only what is still ours, marked in flight until its offset is marked: a
+		// revocation of its partition waits for that.
+		claimed := make([]polled, 0, len(batch))
+		for _, m := range batch {
+			if c.ownership.start(partition{m.record.Topic, m.record.Partition}, m.epoch) {
+				claimed = append(claimed, m)
+			}
 		}
-		done := c.deliver(ctx, m, probe)
-		if done && c.ownership.owned(p, m.epoch) {
-			c.client.MarkCommitRecords(m.record)
+		together := false
+		if len(claimed) > 1 {
+			start := time.Now()
+			err := c.processBatch(ctx, claimed)
+			c.Metrics.HandlerDuration.WithLabelValues(c.group).Observe(time.Since(start).Seconds())
+			if together = err == nil; !together {
+				slog.Debug("batch rolled back; handling its messages one at a time", "messages", len(claimed), "error", err)
+			}
 		}
-		c.ownership.finish(p)
+		// A partition whose message was not done (revoked, or the stop came) is left to
+		// its next owner from that message on.
+		var givenUp []partition
+		for _, m := range claimed {
+			p := partition{m.record.Topic, m.record.Partition}
+			done := together
+			if !together && !slices.Contains(givenUp, p) {
+				if done = c.deliver(ctx, m, probe); !done {
+					givenUp = append(givenUp, p)
+				}
+			}
+			if together {
+				c.Metrics.Handled.WithLabelValues(c.Kafka.Logical(m.record.Topic), c.group).Inc()
+			}
+			if done && c.ownership.owned(p, m.epoch) {
+				c.client.MarkCommitRecords(m.record)
+			}
+			c.ownership.finish(p)
+		}
 	}
 }
 
@@ -314,64 +372,111 @@ func (e *undecodableError) Error() string { return e.err.Error() }
 // process tries one message once: handled, a duplicate the inbox knows (rolled back), or
 // an event this service does not handle all end it without an error.
 func (c *consumer) process(ctx context.Context, m polled) error {
-	in, err := c.Binding.Decode(m.record.Value)
-	var unknown *wire.UnknownSchemaError
-	if errors.As(err, &unknown) && c.Schemas != nil {
-		// A newer producer's schema: it registered it on the schema topic before it published.
-		if _, caught := c.Schemas.CatchUp(ctx); caught != nil {
-			return fmt.Errorf("catching up the schema topic: %w", caught)
-		}
-		in, err = c.Binding.Decode(m.record.Value)
+	in, err := c.decode(ctx, m)
+	if err != nil || in == nil {
+		return err
 	}
-	if err != nil {
-		return &undecodableError{err}
-	}
-	if in == nil {
-		return nil
-	}
-	if c.Tracer != nil {
-		var span trace.Span
-		ctx, span = c.Tracer.Event(ctx, in.Traceparent, in.Tracestate, in.Key, in.EventID.String(), in.EventType)
-		defer span.End()
-	}
-	var replied bool
 	conn, err := c.Metrics.Acquire(ctx, c.Pool, metrics.WorkPool)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
+	var replied bool
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `INSERT INTO inbox (event_id, event_type, topic, partition, "offset", produced_at, received_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`,
-			in.EventID, in.EventType, c.Kafka.Logical(m.record.Topic), m.record.Partition, m.record.Offset, m.record.Timestamp, m.receivedAt)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
+		duplicate, r, err := c.handle(ctx, tx, m, in)
+		if duplicate {
 			return errDuplicate
 		}
-		out, err := in.Run(ctx, tx)
-		if err != nil {
-			return err
-		}
-		if out != nil {
-			replied = true
-			if err := outbox.Insert(ctx, tx, out); err != nil {
-				return err
-			}
-		}
-		return nil
+		replied = r
+		return err
 	})
 	if errors.Is(err, errDuplicate) {
 		return nil
 	}
+	if err == nil && replied && c.Relay != nil {
+		c.Relay.Wake()
+	}
+	return err
+}
+
+// processBatch tries messages once in one transaction, in order (later ones see what
+// earlier ones wrote). Any failure rolls all of it back: the worker then takes each
+// message on its own, to its own outcome. An undecodable message fails the batch before
+// the transaction starts.
+func (c *consumer) processBatch(ctx context.Context, ms []polled) error {
+	ins := make([]*participant.Inbound, len(ms))
+	for i, m := range ms {
+		in, err := c.decode(ctx, m)
+		if err != nil {
+			return err
+		}
+		ins[i] = in
+	}
+	conn, err := c.Metrics.Acquire(ctx, c.Pool, metrics.WorkPool)
 	if err != nil {
 		return err
 	}
-	if replied && c.Relay != nil {
+	defer conn.Release()
+	var replied bool
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		for i, in := range ins {
+			if in == nil {
+				continue
+			}
+			_, r, err := c.handle(ctx, tx, ms[i], in)
+			if err != nil {
+				return err
+			}
+			replied = replied || r
+		}
+		return nil
+	})
+	if err == nil && replied && c.Relay != nil {
 		c.Relay.Wake()
 	}
-	return nil
+	return err
+}
+
+// decode is the event m holds; nil for one this service does not handle. A message of a
+// schema unknown here may be a newer producer's: the schema topic is read up to its end
+// (it registered its schema there before it published) and the message decoded again.
+func (c *consumer) decode(ctx context.Context, m polled) (*participant.Inbound, error) {
+	in, err := c.Binding.Decode(m.record.Value)
+	var unknown *wire.UnknownSchemaError
+	if errors.As(err, &unknown) && c.Schemas != nil {
+		if _, caught := c.Schemas.CatchUp(ctx); caught != nil {
+			return nil, fmt.Errorf("catching up the schema topic: %w", caught)
+		}
+		in, err = c.Binding.Decode(m.record.Value)
+	}
+	if err != nil {
+		return nil, &undecodableError{err}
+	}
+	return in, nil
+}
+
+// handle runs in in tx: the inbox row (none inserted: a duplicate, nothing else runs), the
+// handler, its reply into the outbox.
+func (c *consumer) handle(ctx context.Context, tx pgx.Tx, m polled, in *participant.Inbound) (duplicate, replied bool, err error) {
+	if c.Tracer != nil {
+		var span trace.Span
+		ctx, span = c.Tracer.Event(ctx, in.Traceparent, in.Tracestate, in.Key, in.EventID.String(), in.EventType)
+		defer span.End()
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO inbox (event_id, event_type, topic, partition, "offset", produced_at, received_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING`,
+		in.EventID, in.EventType, c.Kafka.Logical(m.record.Topic), m.record.Partition, m.record.Offset, m.record.Timestamp, m.receivedAt)
+	if err != nil {
+		return false, false, err
+	}
+	if tag.RowsAffected() == 0 {
+		return true, false, nil
+	}
+	out, err := in.Run(ctx, tx)
+	if err != nil || out == nil {
+		return false, false, err
+	}
+	return false, true, outbox.Insert(ctx, tx, out)
 }
 
 // errDuplicate rolls back the transaction of an event already in the inbox.

@@ -61,13 +61,10 @@ func (h *handler) triesOf(order uuid.UUID) int {
 	return h.tries[order]
 }
 
-// A Go participant on the real broker and database: an event is handled once however
-// often it comes, its reply is published through the outbox, what is not its event is
-// skipped, and what is wrong is dead-lettered as the Rust consumer does it; every offset
-// is committed once its message reached its outcome.
-func TestAParticipantHandlesOnceRepliesThroughTheOutboxAndDeadLettersWhatIsWrong(t *testing.T) {
-	stack := stacktest.Get(t)
-	k := stack.Topics(t, saga.Topics, saga.SchemaTopic)
+// shippingDatabase is a database of the test's own with the shipping service's schema: a
+// superuser connection and a pool.
+func shippingDatabase(t *testing.T, stack *stacktest.Stack) (*pgx.Conn, *pgxpool.Pool) {
+	t.Helper()
 	database := stack.Database(t)
 	conn := stack.Connect(t, database)
 	runtime, _ := db.Migrations(migrations.FS, "runtime")
@@ -79,7 +76,18 @@ func TestAParticipantHandlesOnceRepliesThroughTheOutboxAndDeadLettersWhatIsWrong
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
+	t.Cleanup(pool.Close)
+	return conn, pool
+}
+
+// A Go participant on the real broker and database: an event is handled once however
+// often it comes, its reply is published through the outbox, what is not its event is
+// skipped, and what is wrong is dead-lettered as the Rust consumer does it; every offset
+// is committed once its message reached its outcome.
+func TestAParticipantHandlesOnceRepliesThroughTheOutboxAndDeadLettersWhatIsWrong(t *testing.T) {
+	stack := stacktest.Get(t)
+	k := stack.Topics(t, saga.Topics, saga.SchemaTopic)
+	conn, pool := shippingDatabase(t, stack)
 
 	booked, permanent, notYet := uuid.New(), uuid.New(), uuid.New()
 	h := &handler{failures: map[uuid.UUID]contract.FailureClass{permanent: contract.Permanent, notYet: contract.NotYet}, tries: map[uuid.UUID]int{}}

@@ -1,6 +1,8 @@
 package consumer
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -116,4 +118,23 @@ func (o *ownership) revoke(ps []partition, limit time.Duration) {
 		}
 		o.idle.Wait()
 	}
+}
+
+// current is the partitions this consumer holds now, sorted.
+func (o *ownership) current() []partition {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []partition
+	for p, c := range o.claims {
+		if !c.revoked {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b partition) int {
+		if c := strings.Compare(a.topic, b.topic); c != 0 {
+			return c
+		}
+		return int(a.id - b.id)
+	})
+	return out
 }
