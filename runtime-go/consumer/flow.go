@@ -13,8 +13,11 @@ import (
 // worker whose queue is full waits in the loop, and once waitingAtMost wait, the worker's
 // partitions are paused until it has caught up.
 const (
-	// workerQueue is how many messages a worker's own queue holds.
-	workerQueue = 64
+	// workerQueue is how many messages a worker's own queue holds. More than the Rust
+	// consumer's 64: this loop feeds waiting messages only when a poll returns, at least
+	// every pausedCheck, so a worker's own queue must hold well more than it handles in that
+	// time (64 shipping transactions take about as long), or it idles through a backlog.
+	workerQueue = 1024
 	// waitingAtMost is how many messages may wait in the loop behind a worker's full queue
 	// before its partitions are paused: more than one fetch brings of all of them, so that
 	// every one of its partitions is among what waits (pausing as soon as the queue was

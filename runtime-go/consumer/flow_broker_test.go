@@ -67,7 +67,7 @@ func TestAStuckWorkerHoldsUpOnlyItsOwnPartitions(t *testing.T) {
 			}
 		})
 	}
-	const behind = 2000
+	const behind = 4000 // more than a worker's queue and what may wait behind it
 	send(0, h.slow)
 	for range behind {
 		send(0, uuid.New())
