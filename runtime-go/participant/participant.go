@@ -5,6 +5,7 @@ package participant
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -169,14 +170,20 @@ type Saga struct {
 	// Events says which service publishes each event, and which are retired.
 	Events []contract.EventInfo
 	// Learn takes a writer schema read from the saga's schema topic.
-	Learn            func(print wire.Fingerprint, json string) (event string, fresh bool, err error)
+	Learn func(print wire.Fingerprint, json string) (event string, fresh bool, err error)
+	// Decode reads any event of the saga by its writer schema (the generated
+	// `DecodeMessage`).
+	Decode           func(data []byte) (Message, error)
 	DeadLetterSuffix string
 	SchemaTopic      string
 }
 
 // Bind is service's binding: its consumer group, the schemas it writes (every published
-// version of the events it publishes that are not retired), and its decoder.
-func (s Saga) Bind(service string, group contract.ConsumerGroup, decode func(data []byte) (*Inbound, error)) Binding {
+// version of the events it publishes that are not retired), and its decoder: a message is
+// decoded by the saga's Decode and handed to handle, which says how the service handles it
+// (nil: not its event). An event of a later version of the saga, which no handler here
+// knows, is skipped.
+func (s Saga) Bind(service string, group contract.ConsumerGroup, handle func(Message) *Inbound) Binding {
 	var writes []wire.Schema
 	for _, schema := range s.Schemas {
 		for _, e := range s.Events {
@@ -192,7 +199,16 @@ func (s Saga) Bind(service string, group contract.ConsumerGroup, decode func(dat
 		Schemas:          slices.Clone(s.Schemas),
 		DeadLetterSuffix: s.DeadLetterSuffix,
 		SchemaTopic:      s.SchemaTopic,
-		Decode:           decode,
-		Learn:            s.Learn,
+		Decode: func(data []byte) (*Inbound, error) {
+			m, err := s.Decode(data)
+			if errors.Is(err, wire.ErrLaterEvent) {
+				return nil, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			return handle(m), nil
+		},
+		Learn: s.Learn,
 	}
 }

@@ -3,6 +3,7 @@ package participant
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -96,7 +97,7 @@ func TestABindingWritesOnlyWhatItsServicePublishesAndIsNotRetired(t *testing.T) 
 		DeadLetterSuffix: ".dlq",
 		SchemaTopic:      "schemas",
 	}
-	b := saga.Bind("shipping", contract.ConsumerGroup{GroupID: "g"}, nil)
+	b := saga.Bind("shipping", contract.ConsumerGroup{GroupID: "g"}, func(Message) *Inbound { return nil })
 	if len(b.Writes) != 2 || b.Writes[0].Version != 1 || b.Writes[1].Version != 2 || b.Writes[0].Event != "a" {
 		t.Fatalf("writes: %+v", b.Writes)
 	}
@@ -106,6 +107,34 @@ func TestABindingWritesOnlyWhatItsServicePublishesAndIsNotRetired(t *testing.T) 
 	b.Schemas[0].Event = "changed"
 	if schemas[0].Event != "a" {
 		t.Fatal("the binding shares the saga's schema slice")
+	}
+}
+
+// A binding decodes by the saga's decoder and hands the message to the service's cases;
+// an event of a later version of the saga is skipped, anything else undecodable is an
+// error for the consumer to classify.
+func TestABindingSkipsALaterEventAndReturnsOtherDecodeErrors(t *testing.T) {
+	known, broken := newEvent("a"), errors.New("not an event")
+	saga := Saga{Decode: func(data []byte) (Message, error) {
+		switch string(data) {
+		case "known":
+			return known, nil
+		case "later":
+			return nil, fmt.Errorf("decoding: %w", wire.ErrLaterEvent)
+		}
+		return nil, broken
+	}}
+	b := saga.Bind("shipping", contract.ConsumerGroup{}, func(m Message) *Inbound {
+		return NewInbound(m, nil)
+	})
+	if in, err := b.Decode([]byte("known")); err != nil || in == nil || in.EventID != known.id {
+		t.Fatalf("known: %+v, %v", in, err)
+	}
+	if in, err := b.Decode([]byte("later")); err != nil || in != nil {
+		t.Fatalf("a later event: %+v, %v", in, err)
+	}
+	if _, err := b.Decode([]byte("garbage")); !errors.Is(err, broken) {
+		t.Fatalf("garbage: %v", err)
 	}
 }
 

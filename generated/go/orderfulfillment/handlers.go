@@ -4,14 +4,12 @@ package orderfulfillment
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"sagaplatform/runtime-go/owner"
 	"sagaplatform/runtime-go/participant"
-	"sagaplatform/runtime-go/wire"
 )
 
 // OrderTimeoutReply is what `order` may publish when a saga times out, or nil for nothing.
@@ -166,25 +164,17 @@ func OrderOwner(h OrderHandler, store owner.Store[OrderStatus]) *owner.Owner[Ord
 }
 
 // OrderBinding hands o to the runtime: the consumer group of `order`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func OrderBinding(o *owner.Owner[OrderStatus]) participant.Binding {
-	return saga.Bind("order", ConsumerGroups[0], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("order", ConsumerGroups[0], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[StockReductionSuccess], *Envelope[StockReductionFail], *Envelope[StockReleased], *Envelope[PaymentCompleted], *Envelope[PaymentFail], *Envelope[PaymentRefunded], *Envelope[ShipmentBooked], *Envelope[ShipmentFailed], *Envelope[ShipmentCancelled]:
 			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
 				return o.RunEvent(ctx, tx, e)
-			}), nil
+			})
 		}
 		// An event of a topic `order` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -247,29 +237,21 @@ type ProductHandler interface {
 }
 
 // ProductBinding hands h to the runtime: the consumer group of `product`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func ProductBinding(h ProductHandler) participant.Binding {
-	return saga.Bind("product", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("product", ConsumerGroups[1], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[OrderCreated]:
-			return participant.Handle(e, h.OnOrderCreated, replyTo[ProductOnOrderCreated](e)), nil
+			return participant.Handle(e, h.OnOrderCreated, replyTo[ProductOnOrderCreated](e))
 		case *Envelope[PaymentFail]:
-			return participant.Handle(e, h.OnPaymentFail, replyTo[ProductOnPaymentFail](e)), nil
+			return participant.Handle(e, h.OnPaymentFail, replyTo[ProductOnPaymentFail](e))
 		case *Envelope[ShipmentFailed]:
-			return participant.Handle(e, h.OnShipmentFailed, replyTo[ProductOnShipmentFailed](e)), nil
+			return participant.Handle(e, h.OnShipmentFailed, replyTo[ProductOnShipmentFailed](e))
 		case *Envelope[OrderCancelled]:
-			return participant.Handle(e, h.OnOrderCancelled, replyTo[ProductOnOrderCancelled](e)), nil
+			return participant.Handle(e, h.OnOrderCancelled, replyTo[ProductOnOrderCancelled](e))
 		}
 		// An event of a topic `product` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -319,27 +301,19 @@ type UserHandler interface {
 }
 
 // UserBinding hands h to the runtime: the consumer group of `user`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func UserBinding(h UserHandler) participant.Binding {
-	return saga.Bind("user", ConsumerGroups[2], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("user", ConsumerGroups[2], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[StockReductionSuccess]:
-			return participant.Handle(e, h.OnStockReductionSuccess, replyTo[UserOnStockReductionSuccess](e)), nil
+			return participant.Handle(e, h.OnStockReductionSuccess, replyTo[UserOnStockReductionSuccess](e))
 		case *Envelope[ShipmentFailed]:
-			return participant.Handle(e, h.OnShipmentFailed, replyTo[UserOnShipmentFailed](e)), nil
+			return participant.Handle(e, h.OnShipmentFailed, replyTo[UserOnShipmentFailed](e))
 		case *Envelope[OrderCancelled]:
-			return participant.Handle(e, h.OnOrderCancelled, replyTo[UserOnOrderCancelled](e)), nil
+			return participant.Handle(e, h.OnOrderCancelled, replyTo[UserOnOrderCancelled](e))
 		}
 		// An event of a topic `user` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -376,25 +350,17 @@ type ShippingHandler interface {
 }
 
 // ShippingBinding hands h to the runtime: the consumer group of `shipping`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func ShippingBinding(h ShippingHandler) participant.Binding {
-	return saga.Bind("shipping", ConsumerGroups[3], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("shipping", ConsumerGroups[3], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[PaymentCompleted]:
-			return participant.Handle(e, h.OnPaymentCompleted, replyTo[ShippingOnPaymentCompleted](e)), nil
+			return participant.Handle(e, h.OnPaymentCompleted, replyTo[ShippingOnPaymentCompleted](e))
 		case *Envelope[OrderCancelled]:
-			return participant.Handle(e, h.OnOrderCancelled, replyTo[ShippingOnOrderCancelled](e)), nil
+			return participant.Handle(e, h.OnOrderCancelled, replyTo[ShippingOnOrderCancelled](e))
 		}
 		// An event of a topic `shipping` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -403,6 +369,7 @@ var saga = participant.Saga{
 	Schemas:          schemas,
 	Events:           Events,
 	Learn:            registry.Learn,
+	Decode:           DecodeMessage,
 	DeadLetterSuffix: DeadLetterSuffix,
 	SchemaTopic:      SchemaTopic,
 }

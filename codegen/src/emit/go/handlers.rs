@@ -111,24 +111,19 @@ fn interface(saga: &Saga, service: &str, step: Option<&str>, extra: &str) -> Str
     out
 }
 
-/// `<Svc>Binding(param)`: the service's consumer group, and its decoder, `cases` being the
-/// switch's cases over the handled envelopes (`e`).
+/// `<Svc>Binding(param)`: the service's consumer group, and how it handles a decoded
+/// message, `cases` being the switch's cases over the handled envelopes (`e`).
 fn binding(saga: &Saga, service: &str, param: &str, cases: &str) -> String {
     let svc = names::exported(service);
     let group = handlers(saga).iter().position(|s| *s == service).unwrap_or_default();
     format!(
         "\n// {svc}Binding hands {name} to the runtime: the consumer group of `{service}`, the schemas it\n\
-         // writes, and how each message it reads is decoded and handled.\n\
+         // writes, and how each message it reads is handled.\n\
          func {svc}Binding({param}) participant.Binding {{\n\
-         \treturn saga.Bind({quoted}, ConsumerGroups[{group}], func(data []byte) (*participant.Inbound, error) {{\n\
-         \t\tm, err := DecodeMessage(data)\n\
-         \t\tif errors.Is(err, wire.ErrLaterEvent) {{\n\
-         \t\t\t// An event of a later version of the saga: no handler here knows it.\n\
-         \t\t\treturn nil, nil\n\t\t}}\n\
-         \t\tif err != nil {{\n\t\t\treturn nil, err\n\t\t}}\n\
+         \treturn saga.Bind({quoted}, ConsumerGroups[{group}], func(m participant.Message) *participant.Inbound {{\n\
          \t\tswitch e := m.(type) {{\n{cases}\t\t}}\n\
          \t\t// An event of a topic `{service}` reads that it does not handle.\n\
-         \t\treturn nil, nil\n\t}})\n}}\n",
+         \t\treturn nil\n\t}})\n}}\n",
         quoted = quoted(service),
         name = param.split(' ').next().unwrap_or(param),
     )
@@ -140,7 +135,7 @@ fn participant(saga: &Saga, service: &str) -> String {
         .iter()
         .map(|h| {
             format!(
-                "\t\tcase *Envelope[{payload}]:\n\t\t\treturn participant.Handle(e, h.On{payload}, replyTo[{reply}](e)), nil\n",
+                "\t\tcase *Envelope[{payload}]:\n\t\t\treturn participant.Handle(e, h.On{payload}, replyTo[{reply}](e))\n",
                 payload = h.payload,
                 reply = h.reply
             )
@@ -231,7 +226,7 @@ fn status_owner(saga: &Saga, service: &str) -> String {
         "\t\tcase {}:\n\
          \t\t\treturn participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {{\n\
          \t\t\t\treturn o.RunEvent(ctx, tx, e)\n\
-         \t\t\t}}), nil\n",
+         \t\t\t}})\n",
         types.join(", ")
     );
     out.push_str(&binding(saga, service, &format!("o *owner.Owner[{status}]"), &cases));
@@ -254,6 +249,7 @@ pub(super) fn declarations(saga: &Saga) -> String {
              \tSchemas:          schemas,\n\
              \tEvents:           Events,\n\
              \tLearn:            registry.Learn,\n\
+             \tDecode:           DecodeMessage,\n\
              \tDeadLetterSuffix: DeadLetterSuffix,\n\
              \tSchemaTopic:      SchemaTopic,\n}\n\
              \n// replyTo is how a handler's reply R to parent goes to the outbox: keyed, traced and\n\

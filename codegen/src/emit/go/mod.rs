@@ -115,11 +115,11 @@ pub fn files(saga: &Saga, schemas: &[EventSchema], header: &str) -> BTreeMap<Str
     );
     if !handlers::handlers(saga).is_empty() {
         let owner = runtime("owner");
-        let mut imports = vec!["context", "errors"];
+        let mut imports = vec!["context"];
         if handlers::binds_owner(saga) {
             imports.extend(["fmt", "github.com/google/uuid"]);
         }
-        imports.extend(["github.com/jackc/pgx/v5", participant.as_str(), wire.as_str()]);
+        imports.extend(["github.com/jackc/pgx/v5", participant.as_str()]);
         if handlers::binds_owner(saga) {
             imports.push(owner.as_str());
         }

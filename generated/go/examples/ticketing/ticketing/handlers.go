@@ -4,14 +4,12 @@ package ticketing
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"sagaplatform/runtime-go/owner"
 	"sagaplatform/runtime-go/participant"
-	"sagaplatform/runtime-go/wire"
 )
 
 // BookingTimeoutReply is what `booking` may publish when a saga times out, or nil for nothing.
@@ -89,25 +87,17 @@ func BookingOwner(h BookingHandler, store owner.Store[BookingStatus]) *owner.Own
 }
 
 // BookingBinding hands o to the runtime: the consumer group of `booking`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func BookingBinding(o *owner.Owner[BookingStatus]) participant.Binding {
-	return saga.Bind("booking", ConsumerGroups[0], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("booking", ConsumerGroups[0], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[SeatHeld], *Envelope[SeatUnavailable]:
 			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
 				return o.RunEvent(ctx, tx, e)
-			}), nil
+			})
 		}
 		// An event of a topic `booking` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -142,25 +132,17 @@ type SeatsHandler interface {
 }
 
 // SeatsBinding hands h to the runtime: the consumer group of `seats`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func SeatsBinding(h SeatsHandler) participant.Binding {
-	return saga.Bind("seats", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("seats", ConsumerGroups[1], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[BookingRequested]:
-			return participant.Handle(e, h.OnBookingRequested, replyTo[SeatsOnBookingRequested](e)), nil
+			return participant.Handle(e, h.OnBookingRequested, replyTo[SeatsOnBookingRequested](e))
 		case *Envelope[BookingExpired]:
-			return participant.Handle(e, h.OnBookingExpired, replyTo[SeatsOnBookingExpired](e)), nil
+			return participant.Handle(e, h.OnBookingExpired, replyTo[SeatsOnBookingExpired](e))
 		}
 		// An event of a topic `seats` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -169,6 +151,7 @@ var saga = participant.Saga{
 	Schemas:          schemas,
 	Events:           Events,
 	Learn:            registry.Learn,
+	Decode:           DecodeMessage,
 	DeadLetterSuffix: DeadLetterSuffix,
 	SchemaTopic:      SchemaTopic,
 }

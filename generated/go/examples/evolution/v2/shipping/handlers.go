@@ -4,14 +4,12 @@ package shipping
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"sagaplatform/runtime-go/owner"
 	"sagaplatform/runtime-go/participant"
-	"sagaplatform/runtime-go/wire"
 )
 
 // DispatchTimeoutReply is what `dispatch` may publish when a saga times out, or nil for nothing.
@@ -111,25 +109,17 @@ func DispatchOwner(h DispatchHandler, store owner.Store[DispatchStatus]) *owner.
 }
 
 // DispatchBinding hands o to the runtime: the consumer group of `dispatch`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func DispatchBinding(o *owner.Owner[DispatchStatus]) participant.Binding {
-	return saga.Bind("dispatch", ConsumerGroups[0], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("dispatch", ConsumerGroups[0], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[ParcelPicked], *Envelope[ParcelMissing], *Envelope[ParcelDelayed], *Envelope[ParcelLoaded]:
 			return participant.NewInbound(e, func(ctx context.Context, tx pgx.Tx) (*participant.Outbound, error) {
 				return o.RunEvent(ctx, tx, e)
-			}), nil
+			})
 		}
 		// An event of a topic `dispatch` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -175,27 +165,19 @@ type WarehouseHandler interface {
 }
 
 // WarehouseBinding hands h to the runtime: the consumer group of `warehouse`, the schemas it
-// writes, and how each message it reads is decoded and handled.
+// writes, and how each message it reads is handled.
 func WarehouseBinding(h WarehouseHandler) participant.Binding {
-	return saga.Bind("warehouse", ConsumerGroups[1], func(data []byte) (*participant.Inbound, error) {
-		m, err := DecodeMessage(data)
-		if errors.Is(err, wire.ErrLaterEvent) {
-			// An event of a later version of the saga: no handler here knows it.
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	return saga.Bind("warehouse", ConsumerGroups[1], func(m participant.Message) *participant.Inbound {
 		switch e := m.(type) {
 		case *Envelope[ParcelRequested]:
-			return participant.Handle(e, h.OnParcelRequested, replyTo[WarehouseOnParcelRequested](e)), nil
+			return participant.Handle(e, h.OnParcelRequested, replyTo[WarehouseOnParcelRequested](e))
 		case *Envelope[ParcelShipped]:
-			return participant.Handle(e, h.OnParcelShipped, replyTo[WarehouseOnParcelShipped](e)), nil
+			return participant.Handle(e, h.OnParcelShipped, replyTo[WarehouseOnParcelShipped](e))
 		case *Envelope[ParcelAbandoned]:
-			return participant.Handle(e, h.OnParcelAbandoned, replyTo[WarehouseOnParcelAbandoned](e)), nil
+			return participant.Handle(e, h.OnParcelAbandoned, replyTo[WarehouseOnParcelAbandoned](e))
 		}
 		// An event of a topic `warehouse` reads that it does not handle.
-		return nil, nil
+		return nil
 	})
 }
 
@@ -204,6 +186,7 @@ var saga = participant.Saga{
 	Schemas:          schemas,
 	Events:           Events,
 	Learn:            registry.Learn,
+	Decode:           DecodeMessage,
 	DeadLetterSuffix: DeadLetterSuffix,
 	SchemaTopic:      SchemaTopic,
 }
