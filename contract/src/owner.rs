@@ -1,7 +1,7 @@
 //! The status owner's driver, for any saga: what it does with an inbound event and with
 //! a saga past its deadline, and the [`Store`] it keeps sagas in. The generated `owner`
 //! module binds it to one spec (its status machine, its inbound events and the owner's
-//! handler, through [`Owner`]); the owning service implements [`Store`] for its status
+//! handler, through [`HandledBy`]); the owning service implements [`Store`] for its status
 //! machine; nothing here knows a saga.
 //!
 //! An event runs through the status machine, then the owner's handler, in the caller's
@@ -233,58 +233,61 @@ pub trait Failure<E>: Sized {
     fn unanswered(status: &'static str, event: &'static str) -> Self;
 }
 
-/// The status owner as the driver sees it: its store, and what the spec binds (how an
-/// event waits parked, the owner's handler), by the generated code. Every method runs in
-/// the caller's transaction (`ctx`).
-pub trait Owner: Send + Sync {
-    type Status: StatusMachine;
+/// How the owner's handler `H` answers the owner's events, and how an event waits parked:
+/// what the spec binds, implemented by the generated `<Owner>Inbound` for every handler of
+/// the generated `<Owner>Handler` trait. Every method runs in the caller's transaction
+/// (`ctx`).
+pub trait HandledBy<H>: OwnerEvent {
+    type Status: StatusMachine<Inbound = Self, Event = Self::Kind>;
     type Ctx: Send;
-    /// The store's error.
+    /// The handler's (and so the store's) error.
     type Error: Send;
-    type Store: Store<Self::Status, Ctx = Self::Ctx, Error = Self::Error>;
     type Failure: Failure<Self::Error> + Send;
 
-    fn store(&self) -> &Self::Store;
-    /// An event as it waits parked.
-    fn to_parked(event: &InboundOf<Self>) -> Result<ParkedEvent, Self::Failure>;
+    /// The event as it waits parked.
+    fn to_parked(&self) -> Result<ParkedEvent, Self::Failure>;
     /// A parked event decoded again; `None` when it is no longer one of the owner's.
-    fn unparked(parked: &ParkedEvent) -> Option<InboundOf<Self>>;
-    /// Runs the owner's handler for `event`; its reply as an outbox record.
+    fn unparked(parked: &ParkedEvent) -> Option<Self>;
+    /// Runs `handler` for the event; its reply as an outbox record.
     fn handle(
-        &self,
+        self,
+        handler: &H,
         ctx: &mut Self::Ctx,
-        event: InboundOf<Self>,
         step: Step<Self::Status>,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send;
-    /// Asks the owner's handler for the event a timeout from `saga.status` to `to`
-    /// publishes; as an outbox record of the saga, in its trace.
+    /// Asks `handler` for the event a timeout from `saga.status` to `to` publishes; as an
+    /// outbox record of the saga, in its trace.
     fn on_timeout(
-        &self,
+        handler: &H,
         ctx: &mut Self::Ctx,
         saga: OverdueOf<Self::Status>,
         to: Self::Status,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send;
 }
 
-/// The inbound event of owner `O`.
-pub type InboundOf<O> = <<O as Owner>::Status as StatusMachine>::Inbound;
+/// The failure of the driver for machine `S` whose owner's handler is `H`.
+pub type FailureOf<S, H> = <<S as StatusMachine>::Inbound as HandledBy<H>>::Failure;
 
 /// Runs an event the owner received through the status machine, then its handler (see
 /// the module's documentation). Returns the handler's reply.
-pub async fn run_event<O: Owner>(
-    owner: &O,
-    ctx: &mut O::Ctx,
-    event: InboundOf<O>,
-) -> Result<Option<OutboxRecord>, O::Failure> {
-    let store = owner.store();
+pub async fn run_event<St, H, E>(
+    store: &St,
+    handler: &H,
+    ctx: &mut E::Ctx,
+    event: E,
+) -> Result<Option<OutboxRecord>, E::Failure>
+where
+    E: HandledBy<H>,
+    St: Store<E::Status, Ctx = E::Ctx, Error = E::Error>,
+{
     let saga_key = event.saga_key();
     let kind = event.kind();
     let status = store
         .load_for_update(ctx, saga_key)
         .await
-        .map_err(O::Failure::store)?
-        .ok_or_else(|| O::Failure::unknown_saga(saga_key))?;
-    let step = if !O::Status::is_trigger(kind) {
+        .map_err(E::Failure::store)?
+        .ok_or_else(|| E::Failure::unknown_saga(saga_key))?;
+    let step = if !E::Status::is_trigger(kind) {
         Step::Recorded { status }
     } else {
         match status.next(kind) {
@@ -294,63 +297,67 @@ pub async fn run_event<O: Owner>(
                     from: Some(status),
                     to,
                     event_id: event.event_id(),
-                    event_type: O::Status::event_name(kind),
+                    event_type: E::Status::event_name(kind),
                     cause: Cause::Event(&event),
                     deadline: deadline_of(store, to),
                 };
-                store.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
+                store.write_transition(ctx, &change).await.map_err(E::Failure::store)?;
                 Step::Moved { from: status, to }
             }
             None if status.is_terminal() => Step::Late { status },
-            None if O::Status::parks(kind) => {
-                let parked = O::to_parked(&event)?;
-                store.park(ctx, saga_key, &parked).await.map_err(O::Failure::store)?;
+            None if E::Status::parks(kind) => {
+                let parked = event.to_parked()?;
+                store.park(ctx, saga_key, &parked).await.map_err(E::Failure::store)?;
                 return Ok(None);
             }
-            None => return Err(O::Failure::unanswered(status.name(), O::Status::event_name(kind))),
+            None => return Err(E::Failure::unanswered(status.name(), E::Status::event_name(kind))),
         }
     };
-    let reply = owner.handle(ctx, event, step).await?;
+    let reply = event.handle(handler, ctx, step).await?;
     if let Step::Moved { to, .. } = step {
-        apply_parked(owner, ctx, saga_key, to).await?;
+        apply_parked::<_, _, E>(store, handler, ctx, saga_key, to).await?;
     }
     Ok(reply)
 }
 
 /// Applies, oldest first, each parked event the status now accepts, until none does;
 /// their replies go to the outbox.
-async fn apply_parked<O: Owner>(
-    owner: &O,
-    ctx: &mut O::Ctx,
+async fn apply_parked<St, H, E>(
+    store: &St,
+    handler: &H,
+    ctx: &mut E::Ctx,
     saga_key: Uuid,
-    mut status: O::Status,
-) -> Result<(), O::Failure> {
-    let store = owner.store();
+    mut status: E::Status,
+) -> Result<(), E::Failure>
+where
+    E: HandledBy<H>,
+    St: Store<E::Status, Ctx = E::Ctx, Error = E::Error>,
+{
     loop {
-        let parked = store.parked(ctx, saga_key).await.map_err(O::Failure::store)?;
+        let parked = store.parked(ctx, saga_key).await.map_err(E::Failure::store)?;
         let next = parked.iter().find_map(|parked| {
             // One that no longer decodes (its schema changed while it waited) stays parked,
             // for an operator to see: it must not fail the event in hand.
-            let event = O::unparked(parked)?;
+            let event = E::unparked(parked)?;
             let to = status.next(event.kind())?;
             Some((parked.event_id, event, to))
         });
         let Some((event_id, event, to)) = next else { return Ok(()) };
-        store.unpark(ctx, event_id).await.map_err(O::Failure::store)?;
+        store.unpark(ctx, event_id).await.map_err(E::Failure::store)?;
         let change = Transition {
             saga_key,
             from: Some(status),
             to,
             event_id,
-            event_type: O::Status::event_name(event.kind()),
+            event_type: E::Status::event_name(event.kind()),
             cause: Cause::Event(&event),
             deadline: deadline_of(store, to),
         };
-        store.write_transition(ctx, &change).await.map_err(O::Failure::store)?;
+        store.write_transition(ctx, &change).await.map_err(E::Failure::store)?;
         let step = Step::Moved { from: status, to };
         status = to;
-        if let Some(record) = owner.handle(ctx, event, step).await? {
-            store.publish(ctx, record).await.map_err(O::Failure::store)?;
+        if let Some(record) = event.handle(handler, ctx, step).await? {
+            store.publish(ctx, record).await.map_err(E::Failure::store)?;
         }
     }
 }
@@ -360,23 +367,27 @@ async fn apply_parked<O: Owner>(
 /// (its compensations undo what the saga did), writes the transition with its history
 /// row and the event. `Ok(None)` when no saga is due; an error names the saga it failed
 /// for.
-pub async fn run_timeout<O: Owner>(
-    owner: &O,
-    ctx: &mut O::Ctx,
+pub async fn run_timeout<St, H, S>(
+    store: &St,
+    handler: &H,
+    ctx: &mut St::Ctx,
     as_of: SystemTime,
     skip: &[Uuid],
-) -> Result<Option<Uuid>, SweepFailure<O::Failure>> {
+) -> Result<Option<Uuid>, SweepFailure<FailureOf<S, H>>>
+where
+    S: StatusMachine<Inbound: HandledBy<H, Status = S, Ctx = St::Ctx, Error = St::Error>>,
+    St: Store<S>,
+{
     let failed = |saga_key, error| SweepFailure { saga_key, error };
-    if O::Status::WITH_TIMEOUT.is_empty() {
+    if S::WITH_TIMEOUT.is_empty() {
         return Ok(None);
     }
-    let store = owner.store();
-    let due = store.next_overdue(ctx, O::Status::WITH_TIMEOUT, as_of, skip).await;
-    let Some(saga) = due.map_err(|e| failed(None, O::Failure::store(e)))? else { return Ok(None) };
+    let due = store.next_overdue(ctx, S::WITH_TIMEOUT, as_of, skip).await;
+    let Some(saga) = due.map_err(|e| failed(None, FailureOf::<S, H>::store(e)))? else { return Ok(None) };
     let (saga_key, from) = (saga.saga_key, saga.status);
     let key = Some(saga_key);
     let Some(to) = from.timeout_to() else { return Ok(key) };
-    let record = owner.on_timeout(ctx, saga, to).await.map_err(|e| failed(key, e))?;
+    let record = S::Inbound::on_timeout(handler, ctx, saga, to).await.map_err(|e| failed(key, e))?;
     let (event_id, event_type) = match &record {
         Some(r) => (r.event_id, r.event_type.as_str()),
         None => (Uuid::now_v7(), "timeout"),
@@ -390,9 +401,9 @@ pub async fn run_timeout<O: Owner>(
         cause: Cause::Timeout,
         deadline: deadline_of(store, to),
     };
-    store.write_transition(ctx, &change).await.map_err(|e| failed(key, O::Failure::store(e)))?;
+    store.write_transition(ctx, &change).await.map_err(|e| failed(key, FailureOf::<S, H>::store(e)))?;
     if let Some(record) = record {
-        store.publish(ctx, record).await.map_err(|e| failed(key, O::Failure::store(e)))?;
+        store.publish(ctx, record).await.map_err(|e| failed(key, FailureOf::<S, H>::store(e)))?;
     }
     Ok(key)
 }
@@ -634,44 +645,44 @@ mod tests {
         }
     }
 
-    /// Replies `done` to `y`; its timeout publishes `expired` from `b` and nothing from `a`.
-    struct Fake {
-        store: FakeStore,
-    }
-
-    impl Fake {
+    impl FakeStore {
         fn at(now: DateTime<Utc>) -> Self {
-            Fake { store: FakeStore { now } }
+            FakeStore { now }
         }
     }
 
-    impl Owner for Fake {
+    /// The owner's handler: replies `done` to `y`; its timeout publishes `expired` from
+    /// `b` and nothing from `a`.
+    struct Replies;
+
+    impl HandledBy<Replies> for Msg {
         type Status = St;
         type Ctx = Db;
         type Error = DbError;
-        type Store = FakeStore;
         type Failure = Fail;
 
-        fn store(&self) -> &FakeStore {
-            &self.store
-        }
-        fn to_parked(event: &Msg) -> Result<ParkedEvent, Fail> {
+        fn to_parked(&self) -> Result<ParkedEvent, Fail> {
             Ok(ParkedEvent {
-                event_id: event.id,
-                event_type: St::event_name(event.kind).into(),
+                event_id: self.id,
+                event_type: St::event_name(self.kind).into(),
                 topic: "t".into(),
-                payload: event.key.as_bytes().to_vec(),
+                payload: self.key.as_bytes().to_vec(),
             })
         }
         fn unparked(parked: &ParkedEvent) -> Option<Msg> {
             let kind = EVENTS.iter().find(|(_, n)| *n == parked.event_type)?.0;
             Some(Msg { id: parked.event_id, key: Uuid::from_slice(&parked.payload).ok()?, kind })
         }
-        async fn handle(&self, db: &mut Db, event: Msg, step: Step<St>) -> Result<Option<OutboxRecord>, Fail> {
-            db.handled.push((St::event_name(event.kind), step));
-            Ok((event.kind == Ev::Y).then(|| record(event.key, "done")))
+        async fn handle(self, _: &Replies, db: &mut Db, step: Step<St>) -> Result<Option<OutboxRecord>, Fail> {
+            db.handled.push((St::event_name(self.kind), step));
+            Ok((self.kind == Ev::Y).then(|| record(self.key, "done")))
         }
-        async fn on_timeout(&self, _: &mut Db, saga: OverdueOf<St>, to: St) -> Result<Option<OutboxRecord>, Fail> {
+        async fn on_timeout(
+            _: &Replies,
+            _: &mut Db,
+            saga: OverdueOf<St>,
+            to: St,
+        ) -> Result<Option<OutboxRecord>, Fail> {
             assert_eq!((saga.trace, to), ("trace", St::TimedOut));
             Ok((saga.status == St::B).then(|| record(saga.saga_key, "expired")))
         }
@@ -683,9 +694,9 @@ mod tests {
 
     #[test]
     fn a_trigger_moves_the_status_with_a_history_row_and_a_deadline() {
-        let (key, owner) = (Uuid::now_v7(), Fake::at(at(0)));
+        let (key, owner) = (Uuid::now_v7(), FakeStore::at(at(0)));
         let mut db = Db::with(&[(key, St::A)]);
-        assert_eq!(ready(run_event(&owner, &mut db, Msg::new(key, Ev::X))), Ok(None));
+        assert_eq!(ready(run_event(&owner, &Replies, &mut db, Msg::new(key, Ev::X))), Ok(None));
         assert_eq!(db.sagas[&key], (St::B, Some(at(30))));
         assert_eq!(db.history, [(key, Some(St::A), St::B, "x".to_owned(), "event")]);
         assert_eq!(db.handled, [("x", Step::Moved { from: St::A, to: St::B })]);
@@ -695,7 +706,7 @@ mod tests {
     fn an_event_that_moves_nothing_is_recorded_and_handled() {
         let key = Uuid::now_v7();
         let mut db = Db::with(&[(key, St::B)]);
-        ready(run_event(&Fake::at(at(0)), &mut db, Msg::new(key, Ev::Note))).unwrap();
+        ready(run_event(&FakeStore::at(at(0)), &Replies, &mut db, Msg::new(key, Ev::Note))).unwrap();
         assert!(db.history.is_empty());
         assert_eq!(db.handled, [("note", Step::Recorded { status: St::B })]);
     }
@@ -704,7 +715,7 @@ mod tests {
     fn an_event_after_the_end_is_late_and_changes_nothing() {
         let key = Uuid::now_v7();
         let mut db = Db::with(&[(key, St::Ended)]);
-        ready(run_event(&Fake::at(at(0)), &mut db, Msg::new(key, Ev::X))).unwrap();
+        ready(run_event(&FakeStore::at(at(0)), &Replies, &mut db, Msg::new(key, Ev::X))).unwrap();
         assert_eq!(db.status(key), St::Ended);
         assert!(db.history.is_empty());
         assert_eq!(db.handled, [("x", Step::Late { status: St::Ended })]);
@@ -712,14 +723,14 @@ mod tests {
 
     #[test]
     fn an_early_event_waits_parked_until_the_status_accepts_it() {
-        let (key, owner) = (Uuid::now_v7(), Fake::at(at(0)));
+        let (key, owner) = (Uuid::now_v7(), FakeStore::at(at(0)));
         let mut db = Db::with(&[(key, St::A)]);
         let early = Msg::new(key, Ev::Y);
-        assert_eq!(ready(run_event(&owner, &mut db, early.clone())), Ok(None));
+        assert_eq!(ready(run_event(&owner, &Replies, &mut db, early.clone())), Ok(None));
         assert_eq!((db.status(key), db.parked.len()), (St::A, 1));
         assert!(db.handled.is_empty() && db.history.is_empty());
 
-        ready(run_event(&owner, &mut db, Msg::new(key, Ev::X))).unwrap();
+        ready(run_event(&owner, &Replies, &mut db, Msg::new(key, Ev::X))).unwrap();
         assert_eq!(db.status(key), St::C);
         assert!(db.parked.is_empty());
         assert_eq!(
@@ -733,35 +744,35 @@ mod tests {
 
     #[test]
     fn a_parked_event_of_another_saga_stays_parked() {
-        let (one, other, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake::at(at(0)));
+        let (one, other, owner) = (Uuid::now_v7(), Uuid::now_v7(), FakeStore::at(at(0)));
         let mut db = Db::with(&[(one, St::A), (other, St::A)]);
-        ready(run_event(&owner, &mut db, Msg::new(other, Ev::Y))).unwrap();
-        ready(run_event(&owner, &mut db, Msg::new(one, Ev::X))).unwrap();
+        ready(run_event(&owner, &Replies, &mut db, Msg::new(other, Ev::Y))).unwrap();
+        ready(run_event(&owner, &Replies, &mut db, Msg::new(one, Ev::X))).unwrap();
         assert_eq!((db.status(one), db.status(other), db.parked.len()), (St::B, St::A, 1));
     }
 
     #[test]
     fn an_event_without_an_answer_fails_and_an_unknown_saga_waits() {
-        let (key, owner) = (Uuid::now_v7(), Fake::at(at(0)));
+        let (key, owner) = (Uuid::now_v7(), FakeStore::at(at(0)));
         let mut db = Db::with(&[(key, St::B)]);
-        assert_eq!(ready(run_event(&owner, &mut db, Msg::new(key, Ev::Z))), Err(Fail::Unanswered("b", "z")));
+        assert_eq!(ready(run_event(&owner, &Replies, &mut db, Msg::new(key, Ev::Z))), Err(Fail::Unanswered("b", "z")));
         let unknown = Uuid::now_v7();
-        assert_eq!(ready(run_event(&owner, &mut db, Msg::new(unknown, Ev::X))), Err(Fail::Unknown(unknown)));
+        assert_eq!(ready(run_event(&owner, &Replies, &mut db, Msg::new(unknown, Ev::X))), Err(Fail::Unknown(unknown)));
         assert!(db.handled.is_empty() && db.history.is_empty());
     }
 
     #[test]
     fn timeouts_resolve_the_most_overdue_saga_first() {
-        let (a, b, owner) = (Uuid::now_v7(), Uuid::now_v7(), Fake::at(at(0)));
+        let (a, b, owner) = (Uuid::now_v7(), Uuid::now_v7(), FakeStore::at(at(0)));
         let mut db = Db::default();
         db.sagas.insert(a, (St::A, Some(at(20))));
         db.sagas.insert(b, (St::B, Some(at(10))));
-        assert_eq!(ready(run_timeout(&owner, &mut db, SystemTime::from(at(5)), &[])).unwrap(), None);
+        assert_eq!(ready(run_timeout(&owner, &Replies, &mut db, SystemTime::from(at(5)), &[])).unwrap(), None);
 
         let as_of = SystemTime::from(at(20));
-        assert_eq!(ready(run_timeout(&owner, &mut db, as_of, &[])).unwrap(), Some(b));
-        assert_eq!(ready(run_timeout(&owner, &mut db, as_of, &[b])).unwrap(), Some(a));
-        assert_eq!(ready(run_timeout(&owner, &mut db, as_of, &[b, a])).unwrap(), None);
+        assert_eq!(ready(run_timeout(&owner, &Replies, &mut db, as_of, &[])).unwrap(), Some(b));
+        assert_eq!(ready(run_timeout(&owner, &Replies, &mut db, as_of, &[b])).unwrap(), Some(a));
+        assert_eq!(ready(run_timeout(&owner, &Replies, &mut db, as_of, &[b, a])).unwrap(), None);
         assert_eq!((db.status(a), db.status(b)), (St::TimedOut, St::TimedOut));
         let rows: Vec<_> = db.history.iter().map(|(k, f, t, e, c)| (*k, *f, *t, e.as_str(), *c)).collect();
         assert_eq!(

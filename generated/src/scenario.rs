@@ -193,9 +193,8 @@ impl Sample for super::commands::CreateOrder {
 }
 
 use std::future::Future;
-use saga_testing::{Inbox, Observed};
+use saga_testing::{Observed, OwnerScenario};
 use super::handlers::OrderHandler;
-use super::owner::{OrderTransition, OrderCause};
 use super::status::OrderStatus;
 
 impl From<Envelope<super::events::StockReductionSuccess>>
@@ -433,125 +432,26 @@ for OrderObserved<H> {
     }
 }
 
-/// The status owner in a scenario: its events run through the status machine and its
-/// handler as its consumer runs them (once per event id), timeouts fire when the
-/// virtual clock passes them, and each change of status and everything published is
-/// kept for `history` and `emitted`.
-pub struct OrderScenario<H> {
-    observed: OrderObserved<H>,
-    inbox: Inbox,
-}
+/// The status owner in a scenario (`saga_testing::OwnerScenario`: `when`, `advance`,
+/// `history`, `emitted`, ...), with the spec's entry commands.
+pub struct OrderScenario<H>(OwnerScenario<H, OrderStatus>);
 
 impl<H> OrderScenario<H> {
     pub fn new(handler: H) -> Self {
-        OrderScenario {
-            observed: Observed::new(handler),
-            inbox: Inbox::default(),
-        }
-    }
-    pub fn handler(&self) -> &H {
-        self.observed.inner()
-    }
-    pub fn clock(&self) -> &VirtualClock {
-        self.observed.log().clock()
-    }
-    /// Every change of status of saga `key` this scenario made, oldest first.
-    pub fn history(&self, order_id: ::uuid::Uuid) -> Vec<OrderChange> {
-        self.observed.log().history(order_id)
-    }
-    /// What saga `key` published (written to the outbox, or replied), oldest first.
-    pub fn emitted(&self, order_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.log().emitted(order_id)
+        OrderScenario(OwnerScenario::new(handler))
     }
 }
 
-impl<H> OrderScenario<H>
-where
-    H: OrderHandler<
-            Ctx = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
-            Error = <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
-        > + saga_contract::owner::Store<super::status::OrderStatus>,
-{
-    /// The event arrives: unless its id was delivered before, it runs through the
-    /// status machine and the handler; the reply is kept for `emitted`.
-    pub async fn when(
-        &mut self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
-        event: impl Into<super::handlers::OrderInbound>,
-    ) -> Result<
-        Delivered,
-        super::handlers::HandleError<
-            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
-        >,
-    > {
-        let event = event.into();
-        let meta = saga_contract::Inbound::meta(&event);
-        let bound = super::owner::Bound {
-            store: &self.observed,
-            handler: self.observed.inner(),
-        };
-        let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(self.observed.log().outbox(), meta, run).await
+impl<H> ::std::ops::Deref for OrderScenario<H> {
+    type Target = OwnerScenario<H, OrderStatus>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    /// The event arrives twice (a redelivery): the second changes nothing.
-    pub async fn when_twice(
-        &mut self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
-        event: impl Into<super::handlers::OrderInbound>,
-    ) -> Result<
-        [Delivered; 2],
-        super::handlers::HandleError<
-            <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
-        >,
-    > {
-        let event = event.into();
-        let first = self.when(ctx, event.clone()).await?;
-        Ok([first, self.when(ctx, event).await?])
-    }
-    /// The status of saga `key`, as the store has it.
-    pub async fn status(
-        &self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
-        order_id: ::uuid::Uuid,
-    ) -> Result<
-        Option<OrderStatus>,
-        <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
-    > {
-        self.observed.inner().load_for_update(ctx, order_id).await
-    }
-    /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
-    /// does; returns the sagas that timed out, in the order they did.
-    pub async fn advance(
-        &mut self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::OrderStatus>>::Ctx,
-        by: ::std::time::Duration,
-    ) -> Result<
-        Vec<::uuid::Uuid>,
-        saga_contract::SweepFailure<
-            super::handlers::HandleError<
-                <H as saga_contract::owner::Store<super::status::OrderStatus>>::Error,
-            >,
-        >,
-    > {
-        let clock = self.observed.log().clock();
-        clock.advance(by);
-        let as_of = ::std::time::SystemTime::from(clock.now());
-        let mut timed_out = Vec::new();
-        let bound = super::owner::Bound {
-            store: &self.observed,
-            handler: self.observed.inner(),
-        };
-        while let Some(order_id) = saga_contract::owner::run_timeout(
-                &bound,
-                ctx,
-                as_of,
-                &timed_out,
-            )
-            .await?
-        {
-            timed_out.push(order_id);
-        }
-        Ok(timed_out)
+}
+
+impl<H> ::std::ops::DerefMut for OrderScenario<H> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
@@ -581,7 +481,7 @@ where
         >,
     > {
         super::commands::run_create_order_keyed(
-                &self.observed,
+                self.0.observed(),
                 ctx,
                 order_id,
                 command,
@@ -602,7 +502,7 @@ where
         >,
     > {
         let started = super::commands::run_create_order(
-                &self.observed,
+                self.0.observed(),
                 ctx,
                 command,
                 Default::default(),
@@ -628,20 +528,8 @@ where
             .start_create_order(ctx, <super::commands::CreateOrder as Sample>::sample())
             .await?;
         if status != OrderStatus::INITIAL {
-            let change = OrderTransition {
-                saga_key: order_id,
-                from: Some(OrderStatus::INITIAL),
-                to: status,
-                event_id: ::uuid::Uuid::now_v7(),
-                event_type: "seeded",
-                cause: OrderCause::Seeded,
-                deadline: saga_contract::owner::deadline_of(&self.observed, status),
-            };
-            saga_contract::owner::Store::write_transition(
-                    &self.observed,
-                    ctx.as_mut(),
-                    &change,
-                )
+            self.0
+                .seed(ctx.as_mut(), order_id, OrderStatus::INITIAL, status)
                 .await
                 .map_err(super::commands::CommandError::Handler)?;
         }

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use saga_contract::owner::Store;
-use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, OutboxRecord, ParkedEvent};
+use saga_contract::{Classify, Dispatch, EventMeta, FailureClass, OutboxRecord, ParkedEvent, Sweep};
 use saga_generated::commands::{CommandError, CreateOrder, OrderCommands, run_create_order};
 use saga_generated::handlers::{
     HandleError, OrderHandler, OrderInbound, ProductHandler, ProductInbound, ProductOnOrderCancelled,
     ProductOnOrderCreated, ProductOnPaymentFail, ProductOnShipmentFailed, ShippingHandler, ShippingInbound,
     ShippingOnOrderCancelled, ShippingOnPaymentCompleted,
 };
-use saga_generated::owner::{OrderOverdue, OrderStep, OrderTransition};
+use saga_generated::owner::{OrderOverdue, OrderStep, OrderTimeouts, OrderTransition};
 use saga_generated::topics::{InventoryEvents, OrderEvents, ShippingEvents, TopicMessage};
 use saga_generated::types::{OrderItem, SagaContext, ShippingFailure, StockFailure};
 use saga_generated::*;
@@ -660,7 +660,7 @@ async fn overdue_sagas_time_out_one_at_a_time_as_the_spec_says() {
     tx.deadlines =
         [(created, past), (reserved, past), (ended, past), (on_time, as_of + Duration::from_millis(1))].into();
     let mut resolved = Vec::new();
-    while let Some(key) = owner::run_order_timeout(&Orders, &mut tx, as_of, &[]).await.expect("runs") {
+    while let Some(key) = OrderTimeouts(Orders).sweep_one(&mut tx, as_of, &[]).await.expect("runs") {
         resolved.push(key);
     }
     resolved.sort();
@@ -679,7 +679,7 @@ async fn overdue_sagas_time_out_one_at_a_time_as_the_spec_says() {
     // A saga passed over (it failed before) is left for later.
     let again = saga_in(&mut tx, OrderStatus::Created);
     tx.deadlines.insert(again, past);
-    assert_eq!(owner::run_order_timeout(&Orders, &mut tx, as_of, &[again]).await.expect("runs"), None);
+    assert_eq!(OrderTimeouts(Orders).sweep_one(&mut tx, as_of, &[again]).await.expect("runs"), None);
     assert_eq!(tx.sagas[&again], OrderStatus::Created);
 }
 

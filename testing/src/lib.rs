@@ -12,6 +12,8 @@
 //! - [`Participant`]: one service's handlers, fed its inbound events.
 //! - [`Observed`]: the status owner's store as a scenario runs it, keeping in its
 //!   [`OwnerLog`] what the store did, as [`Change`]s and events.
+//! - [`OwnerScenario`]: the status owner, its events and timeouts run through the
+//!   status machine and its handler over the [`Observed`] store.
 
 mod clock;
 mod delivery;
@@ -19,7 +21,7 @@ mod owner;
 
 pub use clock::VirtualClock;
 pub use delivery::{BySaga, Delivered, Emitted, Inbox, Participant, Published};
-pub use owner::{Change, Observed, OwnerLog};
+pub use owner::{Change, Observed, OwnerLog, OwnerScenario};
 
 /// A valid value of a payload type, for scenarios that do not care about its fields:
 /// the generated code gives every record, enum, event payload and command one (ids

@@ -177,9 +177,8 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
         // The owner's events go through its status machine first, which may park one that
         // arrived before the status it needs; everyone else's go straight to the handler.
         let (owner_items, dispatch) = match &owner {
-            Some(sm) => {
+            Some(_) => {
                 let store = n.store();
-                let run = names::service(&sm.owner).run_event();
                 let items = quote! {
                     /// The event as it is parked until the status it needs is reached.
                     pub fn to_parked(&self) -> Result<saga_contract::ParkedEvent, EncodeError> {
@@ -208,7 +207,7 @@ pub(super) fn module(saga: &Saga) -> TokenStream {
                             handler: &'a H,
                             ctx: &'a mut Self::Ctx,
                         ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a {
-                            super::owner::#run(handler, ctx, self)
+                            saga_contract::owner::run_event(handler, handler, ctx, self)
                         }
                     }
                 };

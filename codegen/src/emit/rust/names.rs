@@ -60,16 +60,15 @@ impl Command<'_> {
 }
 
 /// What is generated per service, named after it: `<Service>Handler`, `<Service>Inbound`,
-/// ...; for the status owner also `<Owner>Status`, `run_<owner>_event`, ...
+/// ...; for the status owner also `<Owner>Status`, `<Owner>Timeouts`, ...
 pub(super) struct Service {
     pascal: String,
-    snake: String,
     upper: String,
 }
 
 /// The names generated for service `name`.
 pub(super) fn service(name: &str) -> Service {
-    Service { pascal: pascal(name), snake: snake(name), upper: name.to_uppercase() }
+    Service { pascal: pascal(name), upper: name.to_uppercase() }
 }
 
 macro_rules! suffixed {
@@ -127,16 +126,6 @@ impl Service {
         format_ident!("{}On{}", self.pascal, pascal(event))
     }
 
-    /// `run_<owner>_event`: an inbound event through the owner's status machine.
-    pub(super) fn run_event(&self) -> Ident {
-        format_ident!("run_{}_event", self.snake)
-    }
-
-    /// `run_<owner>_timeout`: the most overdue saga through its timeout.
-    pub(super) fn run_timeout(&self) -> Ident {
-        format_ident!("run_{}_timeout", self.snake)
-    }
-
     /// Its identity in `topology`: `<SERVICE>_SERVICE`.
     pub(super) fn identity(&self) -> Ident {
         format_ident!("{}_SERVICE", self.upper)
@@ -157,11 +146,10 @@ mod tests {
             quote!(saga_contract::owner::Store<super::status::OrderStatus>).to_string()
         );
         assert_eq!(order.reply("payment.completed"), "OrderOnPaymentCompleted");
-        assert_eq!(order.run_event(), "run_order_event");
         assert_eq!(order.identity(), "ORDER_SERVICE");
         let box_office = service("box_office");
         assert_eq!(box_office.handler(), "BoxOfficeHandler");
-        assert_eq!(box_office.run_timeout(), "run_box_office_timeout");
+        assert_eq!(box_office.timeouts(), "BoxOfficeTimeouts");
         assert_eq!(box_office.identity(), "BOX_OFFICE_SERVICE");
         assert_eq!(type_of("stock.reduction.success"), "StockReductionSuccess");
         assert_eq!(on_event("stock.reduction.success"), "on_stock_reduction_success");

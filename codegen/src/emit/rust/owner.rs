@@ -8,7 +8,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{doc, names};
+use super::names;
 use crate::ir::Saga;
 
 /// `None` when the spec declares no status machine.
@@ -24,44 +24,13 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     let cause = n.cause();
     let transition = n.transition();
     let overdue = n.overdue();
-    let run_event = n.run_event();
-
-    let run_event_doc = doc(&format!(
-        "Runs an event `{owner}` received through the status machine, then its handler, in the \
-         caller's transaction: the saga is locked; a trigger the status accepts is written as a \
-         transition with its history row; one the spec parks (`status.parks`: replies on different \
-         topics are not ordered against each other) that arrived before the status it needs waits \
-         and is applied, with its handler, once a later event moved the status there; an event for \
-         a saga that already ended changes nothing; any other is `HandleError::Unanswered`, which \
-         `cargo xtask verify` proves unreachable. Returns the handler's reply."
-    ));
 
     let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
     let timeout_items = if has_timeouts {
         let timeouts = n.timeouts();
-        let run_timeout = n.run_timeout();
-        let run_timeout_doc = doc(&format!(
-            "Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is \
-             not in `skip`, in the caller's transaction, \
-             as the spec says: asks `{owner}` for the event the timeout publishes (its compensations \
-             undo what the saga did), writes the transition with its history row and the event. \
-             `Ok(None)` when no saga is due; an error names the saga it failed for."
-        ));
         quote! {
-            #run_timeout_doc
-            pub async fn #run_timeout<H>(
-                handler: &H,
-                ctx: &mut <H as #store>::Ctx,
-                as_of: ::std::time::SystemTime,
-                skip: &[::uuid::Uuid],
-            ) -> Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<HandleError<<H as #store>::Error>>>
-            where
-                H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
-            {
-                owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
-            }
-
-            /// The timeouts of `handler`, as the runtime's sweeper runs them.
+            /// The timeouts of `handler` (its own store), as the runtime's sweeper runs them:
+            /// each call resolves the most overdue saga (`saga_contract::owner::run_timeout`).
             #[derive(Debug, Clone)]
             pub struct #timeouts<H>(pub H);
 
@@ -78,7 +47,7 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
                     as_of: ::std::time::SystemTime,
                     skip: &'a [::uuid::Uuid],
                 ) -> impl Future<Output = Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<Self::Error>>> + Send + 'a {
-                    #run_timeout(&self.0, ctx, as_of, skip)
+                    owner::run_timeout::<_, _, #status>(&self.0, &self.0, ctx, as_of, skip)
                 }
             }
         }
@@ -88,14 +57,14 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
     // Without timeouts the driver never asks for the event a timeout publishes.
     let on_timeout = if has_timeouts {
         quote! {
-            async fn on_timeout(&self, ctx: &mut Self::Ctx, saga: #overdue, to: #status) -> Result<Option<OutboxRecord>, Self::Failure> {
-                let reply = self.handler.on_timeout(ctx, saga.saga_key, saga.status, to).await.map_err(HandleError::Handler)?;
+            async fn on_timeout(handler: &H, ctx: &mut H::Ctx, saga: #overdue, to: #status) -> Result<Option<OutboxRecord>, Self::Failure> {
+                let reply = handler.on_timeout(ctx, saga.saga_key, saga.status, to).await.map_err(HandleError::Handler)?;
                 reply.into_outbox(saga.saga_key, saga.trace).map_err(HandleError::Encode)
             }
         }
     } else {
         quote! {
-            async fn on_timeout(&self, _: &mut Self::Ctx, _: #overdue, _: #status) -> Result<Option<OutboxRecord>, Self::Failure> {
+            async fn on_timeout(_: &H, _: &mut H::Ctx, _: #overdue, _: #status) -> Result<Option<OutboxRecord>, Self::Failure> {
                 Ok(None)
             }
         }
@@ -127,18 +96,6 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
 
         /// A saga past its deadline, as the store finds it.
         pub type #overdue = owner::OverdueOf<#status>;
-
-        #run_event_doc
-        pub async fn #run_event<H>(
-            handler: &H,
-            ctx: &mut <H as #store>::Ctx,
-            event: #inbound,
-        ) -> Result<Option<OutboxRecord>, HandleError<<H as #store>::Error>>
-        where
-            H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
-        {
-            owner::run_event(&Bound { store: handler, handler }, ctx, event).await
-        }
 
         #timeout_items
 
@@ -198,29 +155,16 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             }
         }
 
-        /// The owner's store and handler, as the driver of `saga_contract::owner` runs them:
-        /// the same value in the service, apart in a test scenario (which observes the store).
-        pub(crate) struct Bound<'a, S, H> {
-            pub(crate) store: &'a S,
-            pub(crate) handler: &'a H,
-        }
-
-        impl<S: #store, H> owner::Owner for Bound<'_, S, H>
-        where
-            H: #handler<Ctx = S::Ctx, Error = S::Error>,
-        {
+        /// How the owner's handler answers these events, and how one waits parked, as the
+        /// driver of `saga_contract::owner` runs them.
+        impl<H: #handler> owner::HandledBy<H> for #inbound {
             type Status = #status;
-            type Ctx = S::Ctx;
-            type Error = S::Error;
-            type Store = S;
-            type Failure = HandleError<S::Error>;
+            type Ctx = H::Ctx;
+            type Error = H::Error;
+            type Failure = HandleError<H::Error>;
 
-            fn store(&self) -> &S {
-                self.store
-            }
-
-            fn to_parked(event: &#inbound) -> Result<saga_contract::ParkedEvent, Self::Failure> {
-                event.to_parked().map_err(HandleError::Encode)
+            fn to_parked(&self) -> Result<saga_contract::ParkedEvent, Self::Failure> {
+                #inbound::to_parked(self).map_err(HandleError::Encode)
             }
 
             fn unparked(parked: &saga_contract::ParkedEvent) -> Option<#inbound> {
@@ -228,12 +172,12 @@ pub(super) fn module(saga: &Saga) -> Option<TokenStream> {
             }
 
             fn handle(
-                &self,
-                ctx: &mut Self::Ctx,
-                event: #inbound,
+                self,
+                handler: &H,
+                ctx: &mut H::Ctx,
                 step: #step,
             ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
-                event.handle(self.handler, ctx, step)
+                #inbound::handle(self, handler, ctx, step)
             }
 
             #on_timeout

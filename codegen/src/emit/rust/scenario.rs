@@ -216,16 +216,14 @@ fn paths(sm: &StatusMachine) -> Vec<Vec<(Option<&str>, &str)>> {
     out
 }
 
-/// The status owner's scenario: its handler wrapped so deadlines follow the virtual clock and
-/// every change of status and write to the outbox is kept.
+/// The status owner's scenario: `saga_testing::OwnerScenario` bound to its status machine,
+/// with the entry commands the spec gives it, and every path of the machine as data.
 fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     let n = names::service(&sm.owner);
     let status = n.status();
     let store = n.store();
     let handler = n.handler();
     let commands_trait = n.commands();
-    let transition = n.transition();
-    let cause = n.cause();
     let inbound = n.inbound();
     let observed = n.observed();
     let scenario = n.scenario();
@@ -234,7 +232,6 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     let key = names::verbatim(&saga.key);
     let subs: Vec<_> = saga.subscriptions(&sm.owner).collect();
     let froms = inbound_froms(saga, &inbound, subs.iter().map(|(e, _)| e.name.as_str()));
-    let has_timeouts = sm.states.iter().any(|s| s.timeout.is_some());
     let owner_commands: Vec<_> = saga.commands.iter().filter(|c| c.service == sm.owner).collect();
     let command_methods = owner_commands.iter().map(|c| {
         let method = names::Command(&c.name).method();
@@ -279,7 +276,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 #key: ::uuid::Uuid,
                 command: super::commands::#ty,
             ) -> Result<(), super::commands::CommandError<<H as #store>::Error>> {
-                super::commands::#run_keyed(&self.observed, ctx, #key, command, Default::default()).await?;
+                super::commands::#run_keyed(self.0.observed(), ctx, #key, command, Default::default()).await?;
                 Ok(())
             }
 
@@ -289,7 +286,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
                 ctx: &mut <H as super::commands::#commands_trait>::Ctx,
                 command: super::commands::#ty,
             ) -> Result<::uuid::Uuid, super::commands::CommandError<<H as #store>::Error>> {
-                let started = super::commands::#run(&self.observed, ctx, command, Default::default()).await?;
+                let started = super::commands::#run(self.0.observed(), ctx, command, Default::default()).await?;
                 Ok(started.#key)
             }
         }
@@ -309,16 +306,7 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             ) -> Result<::uuid::Uuid, super::commands::CommandError<<H as #store>::Error>> {
                 let #key = self.#start(ctx, <super::commands::#ty as Sample>::sample()).await?;
                 if status != #status::INITIAL {
-                    let change = #transition {
-                        saga_key: #key,
-                        from: Some(#status::INITIAL),
-                        to: status,
-                        event_id: ::uuid::Uuid::now_v7(),
-                        event_type: "seeded",
-                        cause: #cause::Seeded,
-                        deadline: saga_contract::owner::deadline_of(&self.observed, status),
-                    };
-                    saga_contract::owner::Store::write_transition(&self.observed, ctx.as_mut(), &change).await.map_err(super::commands::CommandError::Handler)?;
+                    self.0.seed(ctx.as_mut(), #key, #status::INITIAL, status).await.map_err(super::commands::CommandError::Handler)?;
                 }
                 Ok(#key)
             }
@@ -340,29 +328,6 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
             }
         }
     };
-    let advance = if has_timeouts {
-        quote! {
-            /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
-            /// does; returns the sagas that timed out, in the order they did.
-            pub async fn advance(
-                &mut self,
-                ctx: &mut <H as #store>::Ctx,
-                by: ::std::time::Duration,
-            ) -> Result<Vec<::uuid::Uuid>, saga_contract::SweepFailure<super::handlers::HandleError<<H as #store>::Error>>> {
-                let clock = self.observed.log().clock();
-                clock.advance(by);
-                let as_of = ::std::time::SystemTime::from(clock.now());
-                let mut timed_out = Vec::new();
-                let bound = super::owner::Bound { store: &self.observed, handler: self.observed.inner() };
-                while let Some(#key) = saga_contract::owner::run_timeout(&bound, ctx, as_of, &timed_out).await? {
-                    timed_out.push(#key);
-                }
-                Ok(timed_out)
-            }
-        }
-    } else {
-        quote!()
-    };
     let paths = paths(sm);
     let path_items = paths.iter().map(|path| {
         let steps = path.iter().map(|(on, to)| {
@@ -381,10 +346,9 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
     quote! {
         use std::future::Future;
 
-        use saga_testing::{Inbox, Observed};
+        use saga_testing::{Observed, OwnerScenario};
 
         use super::handlers::#handler;
-        use super::owner::{#transition, #cause};
         use super::status::#status;
 
         #froms
@@ -412,74 +376,28 @@ fn owner(saga: &Saga, sm: &StatusMachine) -> TokenStream {
 
         #commands_impl
 
-        /// The status owner in a scenario: its events run through the status machine and its
-        /// handler as its consumer runs them (once per event id), timeouts fire when the
-        /// virtual clock passes them, and each change of status and everything published is
-        /// kept for `history` and `emitted`.
-        pub struct #scenario<H> {
-            observed: #observed<H>,
-            inbox: Inbox,
-        }
+        /// The status owner in a scenario (`saga_testing::OwnerScenario`: `when`, `advance`,
+        /// `history`, `emitted`, ...), with the spec's entry commands.
+        pub struct #scenario<H>(OwnerScenario<H, #status>);
 
         impl<H> #scenario<H> {
             pub fn new(handler: H) -> Self {
-                #scenario { observed: Observed::new(handler), inbox: Inbox::default() }
-            }
-
-            pub fn handler(&self) -> &H {
-                self.observed.inner()
-            }
-
-            pub fn clock(&self) -> &VirtualClock {
-                self.observed.log().clock()
-            }
-
-            /// Every change of status of saga `key` this scenario made, oldest first.
-            pub fn history(&self, #key: ::uuid::Uuid) -> Vec<#change> {
-                self.observed.log().history(#key)
-            }
-
-            /// What saga `key` published (written to the outbox, or replied), oldest first.
-            pub fn emitted(&self, #key: ::uuid::Uuid) -> Vec<Emitted> {
-                self.observed.log().emitted(#key)
+                #scenario(OwnerScenario::new(handler))
             }
         }
 
-        impl<H> #scenario<H>
-        where
-            H: #handler<Ctx = <H as #store>::Ctx, Error = <H as #store>::Error> + #store,
-        {
-            /// The event arrives: unless its id was delivered before, it runs through the
-            /// status machine and the handler; the reply is kept for `emitted`.
-            pub async fn when(
-                &mut self,
-                ctx: &mut <H as #store>::Ctx,
-                event: impl Into<super::handlers::#inbound>,
-            ) -> Result<Delivered, super::handlers::HandleError<<H as #store>::Error>> {
-                let event = event.into();
-                let meta = saga_contract::Inbound::meta(&event);
-                let bound = super::owner::Bound { store: &self.observed, handler: self.observed.inner() };
-                let run = saga_contract::owner::run_event(&bound, ctx, event);
-                self.inbox.deliver_with(self.observed.log().outbox(), meta, run).await
-            }
+        impl<H> ::std::ops::Deref for #scenario<H> {
+            type Target = OwnerScenario<H, #status>;
 
-            /// The event arrives twice (a redelivery): the second changes nothing.
-            pub async fn when_twice(
-                &mut self,
-                ctx: &mut <H as #store>::Ctx,
-                event: impl Into<super::handlers::#inbound>,
-            ) -> Result<[Delivered; 2], super::handlers::HandleError<<H as #store>::Error>> {
-                let event = event.into();
-                let first = self.when(ctx, event.clone()).await?;
-                Ok([first, self.when(ctx, event).await?])
+            fn deref(&self) -> &Self::Target {
+                &self.0
             }
+        }
 
-            /// The status of saga `key`, as the store has it.
-            pub async fn status(&self, ctx: &mut <H as #store>::Ctx, #key: ::uuid::Uuid) -> Result<Option<#status>, <H as #store>::Error> {
-                self.observed.inner().load_for_update(ctx, #key).await
+        impl<H> ::std::ops::DerefMut for #scenario<H> {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.0
             }
-
-            #advance
         }
 
         #commands_block

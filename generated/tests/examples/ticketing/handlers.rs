@@ -243,7 +243,7 @@ where
         handler: &'a H,
         ctx: &'a mut Self::Ctx,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Error>> + Send + 'a {
-        super::owner::run_booking_event(handler, ctx, self)
+        saga_contract::owner::run_event(handler, handler, ctx, self)
     }
 }
 

@@ -25,52 +25,8 @@ pub type DispatchTransition<'a> = owner::TransitionOf<'a, DispatchStatus>;
 /// A saga past its deadline, as the store finds it.
 pub type DispatchOverdue = owner::OverdueOf<DispatchStatus>;
 
-/// Runs an event `dispatch` received through the status machine, then its handler, in the caller's transaction: the saga is locked; a trigger the status accepts is written as a transition with its history row; one the spec parks (`status.parks`: replies on different topics are not ordered against each other) that arrived before the status it needs waits and is applied, with its handler, once a later event moved the status there; an event for a saga that already ended changes nothing; any other is `HandleError::Unanswered`, which `cargo xtask verify` proves unreachable. Returns the handler's reply.
-pub async fn run_dispatch_event<H>(
-    handler: &H,
-    ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-    event: DispatchInbound,
-) -> Result<
-    Option<OutboxRecord>,
-    HandleError<<H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error>,
->
-where
-    H: DispatchHandler<
-            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-            Error = <H as saga_contract::owner::Store<
-                super::status::DispatchStatus,
-            >>::Error,
-        > + saga_contract::owner::Store<super::status::DispatchStatus>,
-{
-    owner::run_event(&Bound { store: handler, handler }, ctx, event).await
-}
-
-/// Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is not in `skip`, in the caller's transaction, as the spec says: asks `dispatch` for the event the timeout publishes (its compensations undo what the saga did), writes the transition with its history row and the event. `Ok(None)` when no saga is due; an error names the saga it failed for.
-pub async fn run_dispatch_timeout<H>(
-    handler: &H,
-    ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-    as_of: ::std::time::SystemTime,
-    skip: &[::uuid::Uuid],
-) -> Result<
-    Option<::uuid::Uuid>,
-    saga_contract::SweepFailure<
-        HandleError<
-            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
-        >,
-    >,
->
-where
-    H: DispatchHandler<
-            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-            Error = <H as saga_contract::owner::Store<
-                super::status::DispatchStatus,
-            >>::Error,
-        > + saga_contract::owner::Store<super::status::DispatchStatus>,
-{
-    owner::run_timeout(&Bound { store: handler, handler }, ctx, as_of, skip).await
-}
-
-/// The timeouts of `handler`, as the runtime's sweeper runs them.
+/// The timeouts of `handler` (its own store), as the runtime's sweeper runs them:
+/// each call resolves the most overdue saga (`saga_contract::owner::run_timeout`).
 #[derive(Debug, Clone)]
 pub struct DispatchTimeouts<H>(pub H);
 
@@ -95,7 +51,7 @@ where
     ) -> impl Future<
         Output = Result<Option<::uuid::Uuid>, saga_contract::SweepFailure<Self::Error>>,
     > + Send + 'a {
-        run_dispatch_timeout(&self.0, ctx, as_of, skip)
+        owner::run_timeout::<_, _, DispatchStatus>(&self.0, &self.0, ctx, as_of, skip)
     }
 }
 
@@ -143,50 +99,34 @@ impl owner::OwnerEvent for DispatchInbound {
     }
 }
 
-/// The owner's store and handler, as the driver of `saga_contract::owner` runs them:
-/// the same value in the service, apart in a test scenario (which observes the store).
-pub(crate) struct Bound<'a, S, H> {
-    pub(crate) store: &'a S,
-    pub(crate) handler: &'a H,
-}
-
-impl<S: saga_contract::owner::Store<super::status::DispatchStatus>, H> owner::Owner
-for Bound<'_, S, H>
-where
-    H: DispatchHandler<Ctx = S::Ctx, Error = S::Error>,
-{
+/// How the owner's handler answers these events, and how one waits parked, as the
+/// driver of `saga_contract::owner` runs them.
+impl<H: DispatchHandler> owner::HandledBy<H> for DispatchInbound {
     type Status = DispatchStatus;
-    type Ctx = S::Ctx;
-    type Error = S::Error;
-    type Store = S;
-    type Failure = HandleError<S::Error>;
-    fn store(&self) -> &S {
-        self.store
-    }
-    fn to_parked(
-        event: &DispatchInbound,
-    ) -> Result<saga_contract::ParkedEvent, Self::Failure> {
-        event.to_parked().map_err(HandleError::Encode)
+    type Ctx = H::Ctx;
+    type Error = H::Error;
+    type Failure = HandleError<H::Error>;
+    fn to_parked(&self) -> Result<saga_contract::ParkedEvent, Self::Failure> {
+        DispatchInbound::to_parked(self).map_err(HandleError::Encode)
     }
     fn unparked(parked: &saga_contract::ParkedEvent) -> Option<DispatchInbound> {
         DispatchInbound::decode(&parked.topic, &parked.payload).ok().flatten()
     }
     fn handle(
-        &self,
-        ctx: &mut Self::Ctx,
-        event: DispatchInbound,
+        self,
+        handler: &H,
+        ctx: &mut H::Ctx,
         step: DispatchStep,
     ) -> impl Future<Output = Result<Option<OutboxRecord>, Self::Failure>> + Send {
-        event.handle(self.handler, ctx, step)
+        DispatchInbound::handle(self, handler, ctx, step)
     }
     async fn on_timeout(
-        &self,
-        ctx: &mut Self::Ctx,
+        handler: &H,
+        ctx: &mut H::Ctx,
         saga: DispatchOverdue,
         to: DispatchStatus,
     ) -> Result<Option<OutboxRecord>, Self::Failure> {
-        let reply = self
-            .handler
+        let reply = handler
             .on_timeout(ctx, saga.saga_key, saga.status, to)
             .await
             .map_err(HandleError::Handler)?;

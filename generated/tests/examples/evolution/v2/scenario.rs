@@ -108,9 +108,8 @@ impl Sample for super::commands::RequestParcel {
 }
 
 use std::future::Future;
-use saga_testing::{Inbox, Observed};
+use saga_testing::{Observed, OwnerScenario};
 use super::handlers::DispatchHandler;
-use super::owner::{DispatchTransition, DispatchCause};
 use super::status::DispatchStatus;
 
 impl From<Envelope<super::events::ParcelPicked>> for super::handlers::DispatchInbound {
@@ -233,127 +232,26 @@ for DispatchObserved<H> {
     }
 }
 
-/// The status owner in a scenario: its events run through the status machine and its
-/// handler as its consumer runs them (once per event id), timeouts fire when the
-/// virtual clock passes them, and each change of status and everything published is
-/// kept for `history` and `emitted`.
-pub struct DispatchScenario<H> {
-    observed: DispatchObserved<H>,
-    inbox: Inbox,
-}
+/// The status owner in a scenario (`saga_testing::OwnerScenario`: `when`, `advance`,
+/// `history`, `emitted`, ...), with the spec's entry commands.
+pub struct DispatchScenario<H>(OwnerScenario<H, DispatchStatus>);
 
 impl<H> DispatchScenario<H> {
     pub fn new(handler: H) -> Self {
-        DispatchScenario {
-            observed: Observed::new(handler),
-            inbox: Inbox::default(),
-        }
-    }
-    pub fn handler(&self) -> &H {
-        self.observed.inner()
-    }
-    pub fn clock(&self) -> &VirtualClock {
-        self.observed.log().clock()
-    }
-    /// Every change of status of saga `key` this scenario made, oldest first.
-    pub fn history(&self, parcel_id: ::uuid::Uuid) -> Vec<DispatchChange> {
-        self.observed.log().history(parcel_id)
-    }
-    /// What saga `key` published (written to the outbox, or replied), oldest first.
-    pub fn emitted(&self, parcel_id: ::uuid::Uuid) -> Vec<Emitted> {
-        self.observed.log().emitted(parcel_id)
+        DispatchScenario(OwnerScenario::new(handler))
     }
 }
 
-impl<H> DispatchScenario<H>
-where
-    H: DispatchHandler<
-            Ctx = <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-            Error = <H as saga_contract::owner::Store<
-                super::status::DispatchStatus,
-            >>::Error,
-        > + saga_contract::owner::Store<super::status::DispatchStatus>,
-{
-    /// The event arrives: unless its id was delivered before, it runs through the
-    /// status machine and the handler; the reply is kept for `emitted`.
-    pub async fn when(
-        &mut self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-        event: impl Into<super::handlers::DispatchInbound>,
-    ) -> Result<
-        Delivered,
-        super::handlers::HandleError<
-            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
-        >,
-    > {
-        let event = event.into();
-        let meta = saga_contract::Inbound::meta(&event);
-        let bound = super::owner::Bound {
-            store: &self.observed,
-            handler: self.observed.inner(),
-        };
-        let run = saga_contract::owner::run_event(&bound, ctx, event);
-        self.inbox.deliver_with(self.observed.log().outbox(), meta, run).await
+impl<H> ::std::ops::Deref for DispatchScenario<H> {
+    type Target = OwnerScenario<H, DispatchStatus>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-    /// The event arrives twice (a redelivery): the second changes nothing.
-    pub async fn when_twice(
-        &mut self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-        event: impl Into<super::handlers::DispatchInbound>,
-    ) -> Result<
-        [Delivered; 2],
-        super::handlers::HandleError<
-            <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
-        >,
-    > {
-        let event = event.into();
-        let first = self.when(ctx, event.clone()).await?;
-        Ok([first, self.when(ctx, event).await?])
-    }
-    /// The status of saga `key`, as the store has it.
-    pub async fn status(
-        &self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-        parcel_id: ::uuid::Uuid,
-    ) -> Result<
-        Option<DispatchStatus>,
-        <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
-    > {
-        self.observed.inner().load_for_update(ctx, parcel_id).await
-    }
-    /// Moves the virtual clock by `by`, then runs every timeout now due, as the sweeper
-    /// does; returns the sagas that timed out, in the order they did.
-    pub async fn advance(
-        &mut self,
-        ctx: &mut <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Ctx,
-        by: ::std::time::Duration,
-    ) -> Result<
-        Vec<::uuid::Uuid>,
-        saga_contract::SweepFailure<
-            super::handlers::HandleError<
-                <H as saga_contract::owner::Store<super::status::DispatchStatus>>::Error,
-            >,
-        >,
-    > {
-        let clock = self.observed.log().clock();
-        clock.advance(by);
-        let as_of = ::std::time::SystemTime::from(clock.now());
-        let mut timed_out = Vec::new();
-        let bound = super::owner::Bound {
-            store: &self.observed,
-            handler: self.observed.inner(),
-        };
-        while let Some(parcel_id) = saga_contract::owner::run_timeout(
-                &bound,
-                ctx,
-                as_of,
-                &timed_out,
-            )
-            .await?
-        {
-            timed_out.push(parcel_id);
-        }
-        Ok(timed_out)
+}
+
+impl<H> ::std::ops::DerefMut for DispatchScenario<H> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
@@ -387,7 +285,7 @@ where
         >,
     > {
         super::commands::run_request_parcel_keyed(
-                &self.observed,
+                self.0.observed(),
                 ctx,
                 parcel_id,
                 command,
@@ -408,7 +306,7 @@ where
         >,
     > {
         let started = super::commands::run_request_parcel(
-                &self.observed,
+                self.0.observed(),
                 ctx,
                 command,
                 Default::default(),
@@ -437,20 +335,8 @@ where
             )
             .await?;
         if status != DispatchStatus::INITIAL {
-            let change = DispatchTransition {
-                saga_key: parcel_id,
-                from: Some(DispatchStatus::INITIAL),
-                to: status,
-                event_id: ::uuid::Uuid::now_v7(),
-                event_type: "seeded",
-                cause: DispatchCause::Seeded,
-                deadline: saga_contract::owner::deadline_of(&self.observed, status),
-            };
-            saga_contract::owner::Store::write_transition(
-                    &self.observed,
-                    ctx.as_mut(),
-                    &change,
-                )
+            self.0
+                .seed(ctx.as_mut(), parcel_id, DispatchStatus::INITIAL, status)
                 .await
                 .map_err(super::commands::CommandError::Handler)?;
         }
