@@ -295,6 +295,7 @@ fn phase_report(phase: &Phase) -> PhaseReport {
         latency_ms: latency(phase),
         offered_per_second: None,
         hops: None,
+        cores: None,
     }
 }
 
@@ -356,9 +357,12 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<Repor
         .clone()
         .unwrap_or_else(|| [0.25, 0.5, 0.8].iter().map(|f| (max_rate * f * 10.0).round().max(1.0) / 10.0).collect());
     let mut open = Vec::new();
+    let mut open_cores = Vec::new();
     for &rate in &rates {
         println!("bench: open loop, {rate}/s, {:?}", plan.phase);
+        let before = observe::snapshot(config);
         let phase = load::open_loop(&api, world.clone(), rate, plan.phase).await;
+        open_cores.push(observe::core_time(&before, &observe::snapshot(config), phase.terminal()));
         println!(
             "  p50 {:.1} ms, p99 {:.1} ms",
             phase.latency.value_at_quantile(0.5) as f64 / 1000.0,
@@ -451,7 +455,13 @@ async fn measure(config: &StackConfig, args: &BenchArgs) -> anyhow::Result<Repor
         .iter()
         .zip(&rates)
         .zip(open_hops)
-        .map(|((phase, rate), hops)| PhaseReport { offered_per_second: Some(*rate), hops, ..phase_report(phase) })
+        .zip(open_cores)
+        .map(|(((phase, rate), hops), cores)| PhaseReport {
+            offered_per_second: Some(*rate),
+            hops,
+            cores: Some(cores),
+            ..phase_report(phase)
+        })
         .collect();
     let peer = peer.map(|p| {
         let ours: Vec<(usize, &PhaseReport)> = plan.clients.iter().copied().zip(&closed_loop).collect();
@@ -770,11 +780,47 @@ fn markdown(r: &Report, args: &BenchArgs) -> String {
         if r.invariants.ok { "all hold" } else { "VIOLATED" },
         f(r.drain_seconds)
     );
+    cores_markdown(&mut md, r);
     hops_markdown(&mut md, r);
     if let Some(peer) = &r.peer {
         peer_markdown(&mut md, peer);
     }
     md
+}
+
+/// What the cores did in each open-loop phase: CPU, waiting for a core and wake-ups, per
+/// saga.
+fn cores_markdown(md: &mut String, r: &Report) {
+    let phases: Vec<(&PhaseReport, &report::CoreTime)> =
+        r.open_loop.iter().filter_map(|phase| Some((phase, phase.cores.as_ref()?))).collect();
+    if phases.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nWhat the cores did in each open-loop phase, per saga that ended in it (`/proc/<pid>/task/<tid>/schedstat`, summed over every thread of every component, the load generator's included): CPU in ms, time runnable but waiting for a core in ms (the kernel's run-queue delay), and how many times a thread was put on a core:\n"
+    );
+    let _ = writeln!(md, "| phase | CPU | waited for a core | times on a core | waited most (ms) | on a core most |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    // The first four components by `key`, as "name figure".
+    let most = |cores: &report::CoreTime, key: fn(&report::CoreShare) -> f64, digits: usize| -> String {
+        let mut all: Vec<(&String, f64)> = cores.components.iter().map(|(n, c)| (n, key(c))).collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let top: Vec<String> = all.iter().take(4).map(|(name, v)| format!("{name} {v:.digits$}")).collect();
+        top.join(", ")
+    };
+    for (phase, cores) in phases {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {} | {} |",
+            phase.name,
+            f(cores.cpu_ms_per_saga),
+            f(cores.waited_ms_per_saga),
+            cores.slices_per_saga,
+            most(cores, |c| c.waited_ms, 1),
+            most(cores, |c| c.slices, 0)
+        );
+    }
 }
 
 /// Each open-loop phase's latency hop by hop: the hops summed by kind, then

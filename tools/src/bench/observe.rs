@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection};
 
 use saga_stack::{Component, StackConfig};
 
-use super::report::{Check, Invariants};
+use super::report::{Check, CoreShare, CoreTime, Invariants, LOAD_GENERATOR};
 
 /// Kernel clock ticks per second of `/proc/<pid>/stat` times: USER_HZ, 100 on
 /// every Linux architecture the stack runs on.
@@ -61,6 +61,31 @@ pub fn kafka_jit_seconds(config: &StackConfig) -> f64 {
     ticks as f64 / TICKS_PER_SECOND
 }
 
+/// What the scheduler did with the threads of process `pid` now alive: nanoseconds
+/// runnable but waiting for a core (the run-queue delay) and how many times each was put
+/// on a core, summed from each thread's `/proc/<pid>/task/<tid>/schedstat` (the
+/// process's own `schedstat` is its main thread's).
+fn scheduled(pid: i32) -> Sched {
+    let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else { return Sched::default() };
+    threads.flatten().filter_map(|t| parse_schedstat(&fs::read_to_string(t.path().join("schedstat")).ok()?)).fold(
+        Sched::default(),
+        |sum, t| Sched { waited_ns: sum.waited_ns + t.waited_ns, slices: sum.slices + t.slices },
+    )
+}
+
+/// A thread's (or a process's) run-queue delay and times on a core.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Sched {
+    waited_ns: u64,
+    slices: u64,
+}
+
+/// A `schedstat` line: `<on-CPU ns> <run-queue delay ns> <times on a core>`.
+fn parse_schedstat(text: &str) -> Option<Sched> {
+    let mut fields = text.split_whitespace().skip(1);
+    Some(Sched { waited_ns: fields.next()?.parse().ok()?, slices: fields.next()?.parse().ok()? })
+}
+
 fn peak_rss_kib(pid: i32) -> u64 {
     let Ok(text) = fs::read_to_string(format!("/proc/{pid}/status")) else { return 0 };
     text.lines()
@@ -88,25 +113,72 @@ pub(super) fn pids(config: &StackConfig, component: Component) -> Vec<i32> {
     pids
 }
 
-/// CPU ticks per pid of every component, and of this process (the load generator).
+/// A count per pid, per component.
+type PerPid = BTreeMap<String, BTreeMap<i32, u64>>;
+
+/// CPU ticks, run-queue delay (ns) and times on a core per pid of every component, and
+/// of this process (the load generator).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    ticks: BTreeMap<String, BTreeMap<i32, u64>>,
+    ticks: PerPid,
+    waited_ns: PerPid,
+    slices: PerPid,
 }
 
 pub fn snapshot(config: &StackConfig) -> Snapshot {
-    let mut ticks = BTreeMap::new();
-    for component in Component::all(config) {
-        let per_pid = pids(config, component).into_iter().filter_map(|pid| Some((pid, stat(pid)?.1))).collect();
-        ticks.insert(component.name(), per_pid);
-    }
     let me = std::process::id() as i32;
-    ticks.insert("load generator".to_owned(), stat(me).map(|(_, t)| BTreeMap::from([(me, t)])).unwrap_or_default());
-    Snapshot { ticks }
+    let mut processes: Vec<(String, Vec<i32>)> =
+        Component::all(config).into_iter().map(|c| (c.name(), pids(config, c))).collect();
+    processes.push((LOAD_GENERATOR.to_owned(), vec![me]));
+    let mut snapshot = Snapshot::default();
+    for (name, pids) in processes {
+        let ticks = pids.iter().filter_map(|&pid| Some((pid, stat(pid)?.1))).collect();
+        let sched: Vec<(i32, Sched)> = pids.iter().map(|&pid| (pid, scheduled(pid))).collect();
+        snapshot.ticks.insert(name.clone(), ticks);
+        snapshot.waited_ns.insert(name.clone(), sched.iter().map(|(pid, s)| (*pid, s.waited_ns)).collect());
+        snapshot.slices.insert(name, sched.iter().map(|(pid, s)| (*pid, s.slices)).collect());
+    }
+    snapshot
 }
 
-/// CPU used between two snapshots (processes that appeared in between count
-/// from zero: short-lived PostgreSQL backends), and peak RSS now. PostgreSQL's
+/// How much `name`'s processes counted up between two readings: processes that appeared
+/// in between count from zero (short-lived PostgreSQL backends), and a count that went
+/// down (a thread that ended took its share) from none.
+fn counted(before: &PerPid, after: &PerPid, name: &str) -> u64 {
+    let Some(per_pid) = after.get(name) else { return 0 };
+    per_pid
+        .iter()
+        .map(|(pid, n)| n.saturating_sub(before.get(name).and_then(|b| b.get(pid)).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// What every component did with the cores between two snapshots, per saga of `sagas`:
+/// CPU used, time its threads were runnable but waited for a core, and how often they
+/// were put on one.
+pub fn core_time(before: &Snapshot, after: &Snapshot, sagas: u64) -> CoreTime {
+    let per_saga = |ms: f64| ms / sagas.max(1) as f64;
+    let components: BTreeMap<String, CoreShare> = after
+        .ticks
+        .keys()
+        .map(|name| {
+            let cpu_ms = counted(&before.ticks, &after.ticks, name) as f64 * 1000.0 / TICKS_PER_SECOND;
+            let waited_ms = counted(&before.waited_ns, &after.waited_ns, name) as f64 / 1e6;
+            let slices = counted(&before.slices, &after.slices, name) as f64;
+            let share =
+                CoreShare { cpu_ms: per_saga(cpu_ms), waited_ms: per_saga(waited_ms), slices: per_saga(slices) };
+            (name.clone(), share)
+        })
+        .collect();
+    CoreTime {
+        sagas,
+        cpu_ms_per_saga: components.values().map(|c| c.cpu_ms).sum(),
+        waited_ms_per_saga: components.values().map(|c| c.waited_ms).sum(),
+        slices_per_saga: components.values().map(|c| c.slices).sum(),
+        components,
+    }
+}
+
+/// CPU used between two snapshots (see [`counted`]), and peak RSS now. PostgreSQL's
 /// peak is the sum over its processes, which counts shared buffers more than once.
 pub fn usage(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, Usage> {
     let me = std::process::id() as i32;
@@ -114,11 +186,8 @@ pub fn usage(before: &Snapshot, after: &Snapshot) -> BTreeMap<String, Usage> {
         .ticks
         .iter()
         .map(|(name, per_pid)| {
-            let cpu: u64 = per_pid
-                .iter()
-                .map(|(pid, t)| t.saturating_sub(before.ticks.get(name).and_then(|b| b.get(pid)).copied().unwrap_or(0)))
-                .sum();
-            let peak_rss_kib = if name == "load generator" {
+            let cpu = counted(&before.ticks, &after.ticks, name);
+            let peak_rss_kib = if name == LOAD_GENERATOR {
                 peak_rss_kib(me)
             } else {
                 per_pid.keys().map(|&pid| peak_rss_kib(pid)).sum()
@@ -394,6 +463,35 @@ pub async fn invariants(config: &StackConfig, before: Totals) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_queue_waits_are_read_from_schedstat_and_divided_per_saga() {
+        assert_eq!(parse_schedstat("215231768 16280973 844\n"), Some(Sched { waited_ns: 16_280_973, slices: 844 }));
+        assert_eq!(parse_schedstat("215231768 16280973"), None);
+        // This process's threads: it has been on a core, at least to read this.
+        assert!(scheduled(std::process::id() as i32).slices > 0);
+
+        let reading = |ticks: &[(i32, u64)], waited: &[(i32, u64)]| Snapshot {
+            ticks: BTreeMap::from([("postgres".to_owned(), ticks.iter().copied().collect())]),
+            waited_ns: BTreeMap::from([("postgres".to_owned(), waited.iter().copied().collect())]),
+            // A tenth of the ticks.
+            slices: BTreeMap::from([("postgres".to_owned(), ticks.iter().map(|(pid, t)| (*pid, t / 10)).collect())]),
+        };
+        // Pid 2 appears in between (counts from zero); pid 3's waits went down (a thread
+        // ended): none of it, not a negative share.
+        let before = reading(&[(1, 100), (3, 50)], &[(1, 1_000_000), (3, 9_000_000)]);
+        let after = reading(&[(1, 140), (2, 20), (3, 50)], &[(1, 5_000_000), (2, 3_000_000), (3, 1_000_000)]);
+        let cores = core_time(&before, &after, 10);
+        assert_eq!(cores.sagas, 10);
+        // 60 ticks = 600 ms over 10 sagas; 7 ms of waits over 10 sagas; 4 + 2 slices.
+        assert!((cores.cpu_ms_per_saga - 60.0).abs() < 1e-9, "{cores:?}");
+        assert!((cores.waited_ms_per_saga - 0.7).abs() < 1e-9, "{cores:?}");
+        assert!((cores.slices_per_saga - 0.6).abs() < 1e-9, "{cores:?}");
+        assert_eq!(
+            cores.components["postgres"],
+            CoreShare { cpu_ms: cores.cpu_ms_per_saga, waited_ms: cores.waited_ms_per_saga, slices: 0.6 }
+        );
+    }
 
     #[test]
     fn request_counts_are_read_from_jmx_tool_csv_and_summed_over_versions() {

@@ -286,6 +286,7 @@ mod tests {
             latency_ms: Latency { p50, p95: p99, p99, max: None, samples: None },
             offered_per_second: offered,
             hops: None,
+            cores: None,
         }
     }
 

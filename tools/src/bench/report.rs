@@ -84,6 +84,34 @@ pub struct PhaseReport {
     /// The open-loop phase's latency hop by hop (`hops.rs`; runs before 2026-12-05 have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hops: Option<Hops>,
+    /// What the processes did with the cores during the open-loop phase (runs before
+    /// 2026-12-06 have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<CoreTime>,
+}
+
+/// What the processes did with the cores during a phase, per saga that ended in it: CPU
+/// used and time runnable but waiting for a core (the kernel's run-queue delay), in
+/// milliseconds summed over every thread, and how many times a thread was put on a core
+/// (each a wake-up that may wait). A saga's hops wait for a core wherever their threads
+/// do, so these say how much of the latency is queueing for the cores, and where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreTime {
+    pub sagas: u64,
+    /// Every component's, the load generator's included.
+    pub cpu_ms_per_saga: f64,
+    pub waited_ms_per_saga: f64,
+    pub slices_per_saga: f64,
+    pub components: BTreeMap<String, CoreShare>,
+}
+
+/// One component's share of a phase's [`CoreTime`], per saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreShare {
+    pub cpu_ms: f64,
+    pub waited_ms: f64,
+    /// Times its threads were put on a core.
+    pub slices: f64,
 }
 
 /// A phase's sagas split into the hops of their causal paths.
