@@ -18,6 +18,9 @@ pub mod env {
     pub const POSTGRES_PASSWORD: &str = "SAGA_POSTGRES_PASSWORD";
     pub const POSTGRES_BIN: &str = "SAGA_POSTGRES_BIN";
     pub const KAFKA_HEAP: &str = "SAGA_KAFKA_HEAP";
+    /// Broker settings over the stack's own, `key=value` pairs separated by commas
+    /// (e.g. `num.io.threads=2,num.network.threads=1`): to measure or tune the broker.
+    pub const KAFKA_SETTINGS: &str = "SAGA_KAFKA_SETTINGS";
     pub const KAFKA_LIBS: &str = "SAGA_KAFKA_LIBS";
     pub const MIN_FREE_MB: &str = "SAGA_MIN_FREE_MB";
     pub const REPLICAS: &str = "SAGA_REPLICAS";
@@ -154,6 +157,8 @@ pub struct StackConfig {
     pub postgres_bin: PathBuf,
     /// JVM heap of the Kafka broker (`-Xmx`), e.g. `512m`.
     pub kafka_heap: String,
+    /// `server.properties` entries over the stack's own ([`env::KAFKA_SETTINGS`]).
+    pub kafka_settings: Vec<(String, String)>,
     /// The broker's jars, resolved by Maven from `infra/kafka/pom.xml`; shared by all stacks.
     pub kafka_libs: PathBuf,
     /// `up` refuses to start with less free disk than this.
@@ -273,6 +278,10 @@ impl StackConfig {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin")),
             kafka_heap: lookup(env::KAFKA_HEAP).unwrap_or_else(|| "512m".to_owned()),
+            kafka_settings: match lookup(env::KAFKA_SETTINGS) {
+                Some(list) => parse_settings(env::KAFKA_SETTINGS, &list)?,
+                None => Vec::new(),
+            },
             min_free_mb,
             release: false,
             binaries: std::collections::BTreeMap::new(),
@@ -310,6 +319,10 @@ impl StackConfig {
             (env::POSTGRES_PASSWORD, self.postgres_password.clone()),
             (env::POSTGRES_BIN, self.postgres_bin.display().to_string()),
             (env::KAFKA_HEAP, self.kafka_heap.clone()),
+            (
+                env::KAFKA_SETTINGS,
+                self.kafka_settings.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            ),
             (env::KAFKA_LIBS, self.kafka_libs.display().to_string()),
             (env::MIN_FREE_MB, self.min_free_mb.to_string()),
             (env::REPLICAS, self.shape.replicas.to_string()),
@@ -458,6 +471,23 @@ fn parse_port(var: &str, value: String) -> Result<u16, ConfigError> {
     }
 }
 
+/// `key=value` pairs separated by commas; blank entries are skipped.
+fn parse_settings(var: &str, list: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    let invalid = || ConfigError::Invalid {
+        var: var.to_owned(),
+        value: list.to_owned(),
+        what: "list of key=value settings, separated by commas",
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
+            _ => Err(invalid()),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -494,11 +524,26 @@ mod tests {
 
     #[test]
     fn round_trips_through_the_environment() {
-        let config = resolve(&[(env::PORT_BASE, "31000"), (env::STATE_DIR, "/tmp/x")]).expect("valid");
+        let config = resolve(&[
+            (env::PORT_BASE, "31000"),
+            (env::STATE_DIR, "/tmp/x"),
+            (env::KAFKA_SETTINGS, "num.io.threads=2, num.network.threads=1"),
+        ])
+        .expect("valid");
         let vars: HashMap<String, String> = config.to_env().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         let again = StackConfig::resolve(Defaults::dev(), |k| vars.get(k).cloned()).expect("valid");
         assert_eq!(again.ports, config.ports);
         assert_eq!(again.state_dir, config.state_dir);
+        assert_eq!(again.kafka_settings, config.kafka_settings);
+        assert_eq!(config.kafka_settings[1], ("num.network.threads".to_owned(), "1".to_owned()));
+    }
+
+    #[test]
+    fn broker_settings_are_key_value_pairs() {
+        assert_eq!(resolve(&[(env::KAFKA_SETTINGS, "")]).expect("empty").kafka_settings, []);
+        let error = resolve(&[(env::KAFKA_SETTINGS, "num.io.threads")]).expect_err("no value");
+        assert!(error.to_string().contains("key=value"), "{error}");
+        assert!(resolve(&[(env::KAFKA_SETTINGS, "=2")]).is_err());
     }
 
     #[test]

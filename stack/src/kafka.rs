@@ -197,6 +197,8 @@ fn server_properties(config: &StackConfig, index: u16, admin: &str) -> String {
         settings.insert("broker.heartbeat.interval.ms", "1000".into());
     }
     settings.extend(super::kafka_access::broker_settings(admin));
+    // An operator's (or a benchmark's) own settings win.
+    settings.extend(config.kafka_settings.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let mut text = String::from("# Written by `cargo xtask up`; edits are overwritten.\n");
     for (key, value) in settings {
         text.push_str(&format!("{key}={value}\n"));
@@ -438,6 +440,18 @@ mod tests {
         assert!(text.contains("allow.everyone.if.no.acl.found=false\n") && text.contains("super.users=User:admin\n"));
         assert!(text.contains("auto.create.topics.enable=false\n"));
         assert!(text.contains("controller.quorum.bootstrap.servers=127.0.0.1:17093\n"), "{text}");
+    }
+
+    #[test]
+    fn an_operators_settings_win_over_the_stacks() {
+        let settings = "num.io.threads=2,auto.create.topics.enable=true";
+        let config =
+            StackConfig::resolve(Defaults::dev(), |k| (k == "SAGA_KAFKA_SETTINGS").then(|| settings.to_owned()))
+                .expect("valid");
+        let text = server_properties(&config, 0, "pw");
+        assert!(text.contains("num.io.threads=2\n"), "{text}");
+        assert_eq!(text.matches("auto.create.topics.enable=").count(), 1, "{text}");
+        assert!(text.contains("auto.create.topics.enable=true\n"), "{text}");
     }
 
     #[test]

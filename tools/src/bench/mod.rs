@@ -571,8 +571,9 @@ fn write_json(config: &StackConfig, report: &impl serde::Serialize) -> anyhow::R
 /// Service settings read from the environment that change what a run
 /// measures; the services inherit them from the bench, so the entry's
 /// command line names those that were set.
-const SERVICE_SETTINGS: [&str; 8] = [
+const SERVICE_SETTINGS: [&str; 9] = [
     "SAGA_GO_SERVICES",
+    "SAGA_KAFKA_SETTINGS",
     "GOMAXPROCS",
     "CONSUMER_MAX_BATCH",
     "CONSUMER_WORKERS",
