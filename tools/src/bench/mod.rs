@@ -810,11 +810,16 @@ fn cores_markdown(md: &mut String, r: &Report) {
         let top: Vec<String> = all.iter().take(4).map(|(name, v)| format!("{name} {v:.digits$}")).collect();
         top.join(", ")
     };
-    for (phase, cores) in phases {
+    // The peer's open-loop phases below ours: its Go process and PostgreSQL.
+    let peer = r.peer.iter().flat_map(|p| &p.result.open_loop).filter_map(|phase| {
+        let name = format!("peer, open loop, {}/s", f(phase.rate?));
+        Some((name, phase.cores.as_ref()?))
+    });
+    let ours = phases.into_iter().map(|(phase, cores)| (phase.name.clone(), cores));
+    for (name, cores) in ours.chain(peer) {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} | {} | {} |",
-            phase.name,
+            "| {name} | {} | {} | {:.0} | {} | {} |",
             f(cores.cpu_ms_per_saga),
             f(cores.waited_ms_per_saga),
             cores.slices_per_saga,

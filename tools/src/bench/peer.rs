@@ -16,8 +16,11 @@ use serde::Deserialize;
 use saga_stack::config::StackConfig;
 use saga_stack::install::{go_binary, run_logged};
 
+use std::collections::BTreeMap;
+
 use super::report::{
-    Latency, PeerComparison, PeerCpu, PeerPhase, PeerSummary, PhaseReport, Quantiles, RateAndLatency, SideBySide,
+    CoreShare, CoreTime, Latency, PeerComparison, PeerCpu, PeerPhase, PeerSummary, PhaseReport, Quantiles,
+    RateAndLatency, SideBySide,
 };
 
 /// A peer the benchmark can run beside the stack.
@@ -137,6 +140,23 @@ struct ResultPhase {
     errors: u64,
     latency: ResultLatency,
     latency_to_history_row: ResultLatency,
+    cpu_ms_per_saga: Option<ResultPhaseCpu>,
+    /// Peers built before 2026-12-06 report none.
+    cores_per_saga: Option<ResultCores>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultPhaseCpu {
+    postgres: f64,
+    go_process: f64,
+}
+
+#[derive(Debug, Deserialize)]
+struct ResultCores {
+    postgres_waited_ms: f64,
+    go_process_waited_ms: f64,
+    postgres_on_a_core: f64,
+    go_process_on_a_core: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +190,23 @@ fn summarize(result: ResultFile) -> PeerSummary {
             samples: None,
         },
         latency_to_result_ms: Quantiles { p50: p.latency.p50_ms, p99: p.latency.p99_ms },
+        cores: p.cpu_ms_per_saga.as_ref().zip(p.cores_per_saga.as_ref()).map(|(cpu, cores)| {
+            let share = |cpu_ms, waited_ms, slices| CoreShare { cpu_ms, waited_ms, slices };
+            let components = BTreeMap::from([
+                (
+                    "go process".to_owned(),
+                    share(cpu.go_process, cores.go_process_waited_ms, cores.go_process_on_a_core),
+                ),
+                ("postgres".to_owned(), share(cpu.postgres, cores.postgres_waited_ms, cores.postgres_on_a_core)),
+            ]);
+            CoreTime {
+                sagas: 0,
+                cpu_ms_per_saga: cpu.go_process + cpu.postgres,
+                waited_ms_per_saga: cores.go_process_waited_ms + cores.postgres_waited_ms,
+                slices_per_saga: cores.go_process_on_a_core + cores.postgres_on_a_core,
+                components,
+            }
+        }),
     };
     let (pg, go) = (result.cpu.postgres_ms_per_saga, result.cpu.go_ms_per_saga);
     PeerSummary {
@@ -261,7 +298,10 @@ mod tests {
                          "latency_to_history_row": { "p50_ms": 99.0, "p95_ms": 140.0, "p99_ms": 170.0 } },
                        { "name": "open loop, 50/s", "rate": 50.0, "sagas_per_s": 50.0, "completed_per_s": 40.0,
                          "errors": 0, "latency": { "p50_ms": 9.0, "p95_ms": 15.0, "p99_ms": 21.0 },
-                         "latency_to_history_row": { "p50_ms": 8.0, "p95_ms": 14.0, "p99_ms": 20.0 } }],
+                         "latency_to_history_row": { "p50_ms": 8.0, "p95_ms": 14.0, "p99_ms": 20.0 },
+                         "cpu_ms_per_saga": { "postgres": 4.0, "go_process": 2.0, "postgres_plus_go": 6.0 },
+                         "cores_per_saga": { "postgres_waited_ms": 1.5, "go_process_waited_ms": 0.5,
+                                             "postgres_on_a_core": 40.0, "go_process_on_a_core": 30.0 } }],
             "cpu": { "postgres_ms_per_saga": 3.9, "go_ms_per_saga": 2.2 },
             "peak_rss_mib": { "go_process": 34.5 },
         });
@@ -298,6 +338,10 @@ mod tests {
         assert_eq!(summary.closed_loop.len(), 1, "the open loop is not a closed one");
         assert_eq!(summary.closed_loop[0].latency_ms.p50, 99.0);
         assert_eq!(summary.open_loop[0].latency_ms.p99, 20.0);
+        let cores = summary.open_loop[0].cores.as_ref().expect("the open loop's cores");
+        assert_eq!((cores.cpu_ms_per_saga, cores.waited_ms_per_saga, cores.slices_per_saga), (6.0, 2.0, 70.0));
+        assert_eq!(cores.components["postgres"], CoreShare { cpu_ms: 4.0, waited_ms: 1.5, slices: 40.0 });
+        assert_eq!(summary.closed_loop[0].cores, None, "a phase without the readings has none");
         assert!((summary.cpu_ms_per_saga.total - 6.1).abs() < 1e-9);
         assert!(!summarize(result_file(false)).ok, "a broken invariant of the peer fails its summary");
     }

@@ -336,6 +336,10 @@ pub struct PeerPhase {
     pub latency_ms: Latency,
     /// To the workflow's result.
     pub latency_to_result_ms: Quantiles,
+    /// What the cores did (its Go process and PostgreSQL), as ours; `sagas` is not
+    /// reported. Runs before 2026-12-06 have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<CoreTime>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
