@@ -405,12 +405,20 @@ func (c *consumer) process(ctx context.Context, m polled) error {
 // the transaction starts.
 func (c *consumer) processBatch(ctx context.Context, ms []polled) error {
 	ins := make([]*participant.Inbound, len(ms))
+	handled := 0
 	for i, m := range ms {
 		in, err := c.decode(ctx, m)
 		if err != nil {
 			return err
 		}
 		ins[i] = in
+		if in != nil {
+			handled++
+		}
+	}
+	if handled == 0 {
+		// Only events this service does not handle: no transaction to open (as in Rust).
+		return nil
 	}
 	conn, err := c.Metrics.Acquire(ctx, c.Pool, metrics.WorkPool)
 	if err != nil {
