@@ -97,6 +97,7 @@ pub fn producer(brokers: &str, linger_ms: u32) -> Result<FutureProducer, KafkaEr
         .set("max.in.flight.requests.per.connection", "5")
         .set("message.timeout.ms", "30000")
         .set("linger.ms", linger_ms.to_string())
+        .set("batch.size", RECORD_BATCH_BYTES.to_string())
         .set("log_level", "4")
         .create()
 }
@@ -107,6 +108,20 @@ const QUEUED_MIN_MESSAGES: u32 = 100;
 /// Bytes one fetch returns of one partition at most (its default: 1 MiB), about a hundred of
 /// the saga's events.
 const MAX_PARTITION_FETCH_BYTES: u32 = 64 * 1024;
+
+/// Bytes of one record batch a producer sends at most (librdkafka's default: 1 MB). A
+/// broker answers a fetch with whole batches, the first however big, so a fetch's size
+/// limit holds only for batches no bigger than it: after a backlog was published in
+/// 1 MB batches (a relay catching up), one fetch of a busy topic brought 2,432 events
+/// and the other topics' events waited behind all of them.
+const RECORD_BATCH_BYTES: u32 = MAX_PARTITION_FETCH_BYTES;
+
+/// How long librdkafka waits before the next fetch once its queue holds
+/// [`QUEUED_MIN_MESSAGES`] (its default: 1 s). That queue is one for all of the consumer's
+/// partitions, and the receiving loop empties it at once, so the threshold is crossed by
+/// one big fetch answer, after which every partition waited a whole second; the stack took
+/// a backlog in steps of one fetch per second.
+const FETCH_QUEUE_BACKOFF_MS: u32 = 10;
 
 /// A consumer of `group` that never commits on its own: offsets are stored
 /// only after the message's transaction committed (or it was dead-lettered),
@@ -144,6 +159,7 @@ pub fn consumer<C: ConsumerContext + 'static>(
         // earlier ones (inventory-events) that finish no saga.
         .set("queued.min.messages", QUEUED_MIN_MESSAGES.to_string())
         .set("max.partition.fetch.bytes", MAX_PARTITION_FETCH_BYTES.to_string())
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS.to_string())
         .create_with_context(context)
 }
 
