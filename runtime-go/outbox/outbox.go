@@ -149,8 +149,11 @@ func (r *Relay) PublishBatch(ctx context.Context) (int, error) {
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	// The marking commits without waiting for its WAL flush: a crash can lose only the
 	// marks, and rows published again are duplicates the consumers' inbox drops.
+	// Its statements are planned for their parameters each time: a cached generic plan of
+	// the marking, chosen while the outbox was nearly empty, scanned the whole outbox for
+	// every batch once published rows piled up (as the Rust relay's did).
 	var locked bool
-	if err := tx.QueryRow(ctx, "SELECT set_config('synchronous_commit', 'off', true), pg_try_advisory_xact_lock($1)", RelayLockKey).Scan(nil, &locked); err != nil {
+	if err := tx.QueryRow(ctx, "SELECT set_config('synchronous_commit', 'off', true), set_config('plan_cache_mode', 'force_custom_plan', true), pg_try_advisory_xact_lock($1)", RelayLockKey).Scan(nil, nil, &locked); err != nil {
 		return 0, err
 	}
 	if !locked {

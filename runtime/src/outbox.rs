@@ -63,6 +63,11 @@ pub const INSERT: &str = "INSERT INTO outbox (event_id, topic, partition_key, ev
 /// The relay's marking of a batch as published, with where the broker put each row.
 /// `published_at` is the marking's own time, after the acknowledgements (the relay's
 /// transaction began before it selected the rows, so `now()` would precede the publish).
+/// The relay runs it with `plan_cache_mode = force_custom_plan`: its prepared statement's
+/// generic plan, chosen while the outbox was nearly empty, joined the ids by a sequential
+/// scan of the whole outbox, and kept doing so as published rows piled up (1.6 ms a
+/// marking at 9,000 rows in the order service's outbox, the costliest statement of a saga;
+/// BENCHMARKS.md). Planned for the ids it is given, it looks them up in the primary key.
 pub const MARK_PUBLISHED: &str = "UPDATE outbox o SET published_at = clock_timestamp(), published_partition = s.partition, \
                                   published_offset = s.at \
                                   FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS s(id, partition, at) \
@@ -252,11 +257,15 @@ impl Relay {
         // The marking commits without waiting for its WAL flush: a crash can
         // lose only the marks, and rows published again are duplicates the
         // consumers' inbox drops. Publishing never waits on an fsync.
-        let (_, locked): (String, bool) =
-            sqlx::query_as("SELECT set_config('synchronous_commit', 'off', true), pg_try_advisory_xact_lock($1)")
-                .bind(RELAY_LOCK_KEY)
-                .fetch_one(&mut *tx)
-                .await?;
+        // Its statements are planned for their parameters each time (see
+        // [`MARK_PUBLISHED`]).
+        let (_, _, locked): (String, String, bool) = sqlx::query_as(
+            "SELECT set_config('synchronous_commit', 'off', true), \
+             set_config('plan_cache_mode', 'force_custom_plan', true), pg_try_advisory_xact_lock($1)",
+        )
+        .bind(RELAY_LOCK_KEY)
+        .fetch_one(&mut *tx)
+        .await?;
         if !locked {
             // Another relay is publishing; it may have selected its batch
             // before what woke us committed: try again shortly.
