@@ -356,8 +356,15 @@ async fn a_rolling_restart_of_two_gateways_loses_no_stream_and_no_request() {
     let (ok_per_phase, failed) = load.await.expect("load");
     let ok: usize = ok_per_phase.iter().sum();
     assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), ok + failed.len());
-    // Before A leaves, while A stops, with A' and B, while B stops, after.
-    assert!(ok_per_phase.iter().all(|n| *n > 0), "the load ran throughout: {ok_per_phase:?} requests per phase");
+    // Before A leaves, while A stops, with A' and B, while B stops, after. The phases before,
+    // between and after the stops last a second or more, and each was served; a stop may be
+    // over before the next request begins (B's once took less than one request's round on a
+    // busy machine: [43, 4, 34, 0, 64]), so the stops' own counts are not required, and that
+    // no request failed at all, during them too, is the check above.
+    assert!(
+        [0, 2, 4].iter().all(|phase| ok_per_phase[*phase] > 0),
+        "the load ran throughout: {ok_per_phase:?} requests per phase"
+    );
     // A service with a call that never ends by itself (A' follows the order service's
     // change feed, `WatchOrders`) stops within the bound too, and cleanly.
     let started = std::time::Instant::now();
