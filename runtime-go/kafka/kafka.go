@@ -14,6 +14,16 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
+// MaxPartitionFetchBytes is how much of one partition a consumer's fetch asks for at most
+// (the Rust runtime's `max.partition.fetch.bytes`): about a hundred of the saga's events.
+const MaxPartitionFetchBytes = 64 * 1024
+
+// RecordBatchBytes is the largest record batch a producer builds. A broker answers a
+// fetch with whole batches, so a fetch's limit holds only for batches no bigger than it:
+// a backlog published in bigger batches reaches a consumer ahead of every other topic's
+// events (the Rust runtime's `batch.size`, docs/runtime.md).
+const RecordBatchBytes = MaxPartitionFetchBytes
+
 // Config is the broker connection of a service.
 type Config struct {
 	Brokers []string

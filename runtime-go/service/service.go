@@ -171,9 +171,8 @@ func Run(ctx context.Context, s Service, c *Config) error {
 
 	k := kafka.Config{Brokers: kafka.ParseBrokers(c.KafkaBrokers), Username: c.KafkaUsername, Password: c.KafkaPassword, TopicPrefix: c.TopicPrefix}
 	producer, err := kgo.NewClient(append(k.Options(), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0),
-		// Batches no bigger than a consumer's fetch of a partition (a broker answers with
-		// whole batches): a backlog then reaches consumers interleaved with other topics.
-		kgo.ProducerBatchMaxBytes(64*1024),
+		// Batches no bigger than a consumer's fetch of a partition (see kafka.RecordBatchBytes).
+		kgo.ProducerBatchMaxBytes(kafka.RecordBatchBytes),
 		kgo.RecordDeliveryTimeout(30*time.Second))...)
 	if err != nil {
 		return err
