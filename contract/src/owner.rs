@@ -321,7 +321,8 @@ where
 }
 
 /// Applies, oldest first, each parked event the status now accepts, until none does;
-/// their replies go to the outbox.
+/// their replies go to the outbox. A terminal status accepts none: the store is not
+/// asked for the parked events then (one statement less for every saga that ends).
 async fn apply_parked<St, H, E>(
     store: &St,
     handler: &H,
@@ -333,7 +334,7 @@ where
     E: HandledBy<H>,
     St: Store<E::Status, Ctx = E::Ctx, Error = E::Error>,
 {
-    loop {
+    while !status.is_terminal() {
         let parked = store.parked(ctx, saga_key).await.map_err(E::Failure::store)?;
         let next = parked.iter().find_map(|parked| {
             // One that no longer decodes (its schema changed while it waited) stays parked,
@@ -360,6 +361,7 @@ where
             store.publish(ctx, record).await.map_err(E::Failure::store)?;
         }
     }
+    Ok(())
 }
 
 /// Resolves the most overdue saga whose deadline is at or before `as_of` and whose key is
@@ -559,6 +561,8 @@ mod tests {
         history: Vec<(Uuid, Option<St>, St, String, &'static str)>,
         parked: Vec<(Uuid, ParkedEvent)>,
         outbox: Vec<OutboxRecord>,
+        /// How many times the driver asked for a saga's parked events.
+        parked_reads: usize,
         /// What the handler ran: (event type, step).
         handled: Vec<(&'static str, Step<St>)>,
     }
@@ -616,6 +620,7 @@ mod tests {
             Ok(())
         }
         async fn parked(&self, db: &mut Db, key: Uuid) -> Result<Vec<ParkedEvent>, DbError> {
+            db.parked_reads += 1;
             Ok(db.parked.iter().filter(|(k, _)| *k == key).map(|(_, p)| p.clone()).collect())
         }
         async fn unpark(&self, db: &mut Db, event_id: Uuid) -> Result<(), DbError> {
@@ -740,6 +745,18 @@ mod tests {
         let (_, _, _, _, cause) = db.history[1];
         assert_eq!((db.history[1].1, db.history[1].2, cause), (Some(St::B), St::C, "event"));
         assert_eq!(db.outbox.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>(), ["done"]);
+        // Looked for once, after `b`; `c` is terminal and accepts nothing.
+        assert_eq!(db.parked_reads, 1);
+    }
+
+    #[test]
+    fn a_saga_that_ends_does_not_look_for_parked_events() {
+        let (key, owner) = (Uuid::now_v7(), FakeStore::at(at(0)));
+        let mut db = Db::with(&[(key, St::A)]);
+        ready(run_event(&owner, &Replies, &mut db, Msg::new(key, Ev::Y))).unwrap();
+        ready(run_event(&owner, &Replies, &mut db, Msg::new(key, Ev::Z))).unwrap();
+        assert_eq!((db.status(key), db.parked.len(), db.parked_reads), (St::Ended, 1, 0));
+        assert_eq!(db.handled, [("z", Step::Moved { from: St::A, to: St::Ended })]);
     }
 
     #[test]

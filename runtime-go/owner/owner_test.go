@@ -57,6 +57,13 @@ type handled struct {
 type db struct {
 	*scenario.MemoryStore[st]
 	handled []handled
+	// parkedReads counts the driver's look-ups of a saga's parked events.
+	parkedReads int
+}
+
+func (d *db) ParkedFor(ctx context.Context, tx pgx.Tx, key uuid.UUID) ([]Parked, error) {
+	d.parkedReads++
+	return d.MemoryStore.ParkedFor(ctx, tx, key)
 }
 
 func newDB(sagas map[uuid.UUID]st) *db {
@@ -72,7 +79,7 @@ func at(secs int) time.Time { return time.Unix(1_700_000_000+int64(secs), 0).UTC
 func (d *db) owner() *Owner[st] {
 	return &Owner[st]{
 		Machine: machine,
-		Store:   d.MemoryStore,
+		Store:   d,
 		Unparked: func(p Parked) participant.Message {
 			key, kind, ok := strings.Cut(string(p.Payload), "|")
 			parsed, err := uuid.Parse(key)
@@ -168,6 +175,20 @@ func TestAnEarlyEventWaitsParkedUntilTheStatusAcceptsIt(t *testing.T) {
 	}
 	if len(d.Outbox) != 1 || d.Outbox[0].EventType != "done" {
 		t.Fatalf("outbox: %+v", d.Outbox)
+	}
+	// Looked for once, after b; c is terminal and accepts nothing.
+	if d.parkedReads != 1 {
+		t.Fatalf("parked events read %d times", d.parkedReads)
+	}
+}
+
+func TestASagaThatEndsDoesNotLookForParkedEvents(t *testing.T) {
+	key := uuid.New()
+	d := newDB(map[uuid.UUID]st{key: "a"})
+	run(t, d, newMsg(key, "y"))
+	run(t, d, newMsg(key, "z"))
+	if d.Sagas[key].Status != "ended" || len(d.Parked) != 1 || d.parkedReads != 0 {
+		t.Fatalf("status %s, %d parked, read %d times", d.Sagas[key].Status, len(d.Parked), d.parkedReads)
 	}
 }
 

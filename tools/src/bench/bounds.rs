@@ -146,29 +146,38 @@ fn order_script() -> anyhow::Result<String> {
     let text = |value: &str| format!("'{value}'");
     let deadline = |ms: u32| format!("now() + {ms}::bigint * interval '1 millisecond'");
     // A reply consumed: claimed in the inbox, the order locked, its
-    // transition and history row, then the parked events the new status
-    // may accept.
+    // transition with its history row, then the parked events the new
+    // status may accept (none for a terminal status: not looked for).
     let reply = |n: u8, event_type: EventType, from: OrderStatus, to: OrderStatus, deadline: &str, total: &str| {
-        let (from, to) = (from.as_str(), to.as_str());
-        anyhow::Ok(vec![
+        let (from_name, to_name) = (text(from.as_str()), text(to.as_str()));
+        let event = (event_id(n), text(event_type.as_str()));
+        let mut statements = vec![
             "BEGIN".to_owned(),
             claim(&event_id(n), event_type)?,
             bind(sql::LOCK, &[order])?,
-            bind(sql::TRANSITION, &[order, &text(to), deadline, total, "NULL"])?,
-            bind(sql::HISTORY, &[order, &text(from), &text(to), &event_id(n), &text(event_type.as_str()), "NULL"])?,
-            bind(sql::PARKED, &[order])?,
-        ])
+            bind(sql::TRANSITION, &[order, &from_name, &to_name, deadline, total, "NULL", &event.0, &event.1, "NULL"])?,
+        ];
+        if !to.is_terminal() {
+            statements.push(bind(sql::PARKED, &[order])?);
+        }
+        anyhow::Ok(statements)
     };
     let traceparent = "'00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'";
+    // One line: two units of one product, as the product script reserves.
+    let (products, quantities) = ("ARRAY[md5(:u || 'p')::uuid]", "ARRAY[2]");
     let mut statements = vec![
         // CreateOrder: the key's earlier order, the order's rows, its first
         // transition and order.created, then the order read for the reply.
         "BEGIN".to_owned(),
         bind(sql::EXISTING, &[user, ":r::text"])?,
-        bind(sql::INSERT_ORDER, &[order, user, "'created'", ":r::text", "md5(:r || 'h')", traceparent])?,
-        bind(sql::INSERT_ITEM, &[order, "0", "md5(:u || 'p')::uuid", "2"])?,
-        bind(sql::TRANSITION, &[order, "'created'", &deadline(30_000), "NULL", "NULL"])?,
-        bind(sql::HISTORY, &[order, "NULL", "'created'", &event_id(1), "'order.created'", "NULL"])?,
+        bind(
+            sql::INSERT_ORDER,
+            &[order, user, "'created'", ":r::text", "md5(:r || 'h')", traceparent, products, quantities],
+        )?,
+        bind(
+            sql::TRANSITION,
+            &[order, "NULL", "'created'", &deadline(30_000), "NULL", "NULL", &event_id(1), "'order.created'", "NULL"],
+        )?,
         publish(&event_id(1), EventType::OrderCreated)?,
         bind(sql::ORDER, &[order])?,
         "COMMIT".to_owned(),

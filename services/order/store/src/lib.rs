@@ -33,11 +33,9 @@ pub const SOURCES: &[&str] = &[
     include_str!("lib.rs"),
     sql::EXISTING,
     sql::INSERT_ORDER,
-    sql::INSERT_ITEM,
     sql::ORDER,
     sql::LOCK,
     sql::TRANSITION,
-    sql::HISTORY,
     sql::PARKED,
     sql::PARK,
     sql::UNPARK,
@@ -49,18 +47,14 @@ pub const SOURCES: &[&str] = &[
 pub mod sql {
     /// The order an idempotency key already created (`$1` user, `$2` key).
     pub const EXISTING: &str = include_str!("../queries/existing.sql");
-    /// A new order's row.
+    /// A new order's row with its items (`$7` products, `$8` quantities, line by line).
     pub const INSERT_ORDER: &str = include_str!("../queries/insert_order.sql");
-    /// One of its items.
-    pub const INSERT_ITEM: &str = include_str!("../queries/insert_item.sql");
     /// The order as a client sees it, with items and history.
     pub const ORDER: &str = include_str!("../queries/order.sql");
     /// Locks a saga and reads its status.
     pub const LOCK: &str = include_str!("../queries/lock.sql");
-    /// A transition's update of the order's row.
+    /// A transition: the order's row and its history row, in one statement.
     pub const TRANSITION: &str = include_str!("../queries/transition.sql");
-    /// A transition's history row.
-    pub const HISTORY: &str = include_str!("../queries/history.sql");
     /// The saga's parked events.
     pub const PARKED: &str = include_str!("../queries/parked.sql");
     /// Parks an event.
@@ -255,6 +249,8 @@ pub struct NewOrder<'a> {
 }
 
 pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder<'_>) -> Result<(), sqlx::Error> {
+    // The order and its items in one statement, one round trip.
+    let (products, quantities): (Vec<Uuid>, Vec<i32>) = order.items.iter().copied().unzip();
     sqlx::query_file!(
         "queries/insert_order.sql",
         order.order_id,
@@ -262,16 +258,12 @@ pub async fn insert_order(conn: &mut PgConnection, order: &NewOrder<'_>) -> Resu
         order.status,
         order.idempotency_key,
         order.request_hash,
-        order.traceparent
+        order.traceparent,
+        &products,
+        &quantities
     )
     .execute(&mut *conn)
     .await?;
-    for (line_no, (product_id, quantity)) in order.items.iter().enumerate() {
-        let line_no = i32::try_from(line_no).unwrap_or(i32::MAX);
-        sqlx::query_file!("queries/insert_item.sql", order.order_id, line_no, product_id, quantity)
-            .execute(&mut *conn)
-            .await?;
-    }
     Ok(())
 }
 
@@ -314,29 +306,39 @@ pub struct Written {
 /// deadline and the columns it keeps from the event, then its history row.
 /// `None` when there is no such order.
 pub async fn write_transition(conn: &mut PgConnection, t: &Transition<'_>) -> Result<Option<Written>, sqlx::Error> {
-    // The old row's times come back for the metrics (how long the order
-    // stayed in `from`, and since its creation), the new row's columns for
-    // the change feed.
-    let updated =
-        sqlx::query_file!("queries/transition.sql", t.order_id, t.to, t.deadline, t.total_minor, t.failure_reason)
-            .fetch_optional(&mut *conn)
-            .await?;
-    // The row's position in the order's history: the rows before it are all
-    // visible here, since the order's row is locked (or was inserted) by this
-    // transaction and every transition takes that lock first.
-    let row = sqlx::query_file!("queries/history.sql", t.order_id, t.from, t.to, t.event_id, t.event_type, t.reason)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(updated.map(|u| {
+    // One statement, one round trip: the order's row, then its history row
+    // from what the update returned (none when there is no such order). The
+    // old row's times come back for the metrics (how long the order stayed
+    // in `from`, and since its creation), the new row's columns for the
+    // change feed. The history row's position counts the rows before it:
+    // they are all visible here, since the order's row is locked (or was
+    // inserted) by this transaction and every transition takes that lock
+    // first; the statement's own row is not (one snapshot for the whole
+    // statement), hence the `+ 1`.
+    let written = sqlx::query_file!(
+        "queries/transition.sql",
+        t.order_id,
+        t.from,
+        t.to,
+        t.deadline,
+        t.total_minor,
+        t.failure_reason,
+        t.event_id,
+        t.event_type,
+        t.reason
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(written.map(|w| {
         let order = OrderColumns {
-            order_id: u.order_id,
-            user_id: u.user_id,
-            status: u.status,
-            total_minor: u.total_minor,
-            failure_reason: u.failure_reason,
-            idempotency_key: u.idempotency_key,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
+            order_id: w.order_id,
+            user_id: w.user_id,
+            status: w.status,
+            total_minor: w.total_minor,
+            failure_reason: w.failure_reason,
+            idempotency_key: w.idempotency_key,
+            created_at: w.created_at,
+            updated_at: w.updated_at,
         };
         let history_row = status_change(
             t.from.map(str::to_owned),
@@ -344,12 +346,12 @@ pub async fn write_transition(conn: &mut PgConnection, t: &Transition<'_>) -> Re
             t.event_id,
             t.event_type.to_owned(),
             t.reason.map(str::to_owned),
-            row.at,
+            w.at,
         );
-        let position = u32::try_from(row.position).unwrap_or(u32::MAX);
+        let position = u32::try_from(w.position).unwrap_or(u32::MAX);
         Written {
-            in_from_seconds: u.in_from_seconds,
-            since_created_seconds: u.since_created_seconds,
+            in_from_seconds: w.in_from_seconds,
+            since_created_seconds: w.since_created_seconds,
             change: OrderChanged::after(order.into_order(Vec::new(), Vec::new()), history_row, position),
         }
     }))
